@@ -1,0 +1,65 @@
+using System.Security.Cryptography;
+using System.Text;
+using ProxyPlanes.Core.Proxy;
+
+namespace ProxyPlanes.Backends.Iptables;
+
+/// <summary>
+/// kube-proxy's chain names, so `iptables-save` reads the same under either proxy and an
+/// operator's runbooks carry over. Per-service names hash the service port (and endpoint).
+/// </summary>
+public static class ChainNames
+{
+    // Fixed chains.
+    public const string Services = "KUBE-SERVICES";
+    public const string ExternalServices = "KUBE-EXTERNAL-SERVICES";
+    public const string NodePorts = "KUBE-NODEPORTS";
+    public const string PostRouting = "KUBE-POSTROUTING";
+    public const string MarkMasq = "KUBE-MARK-MASQ";
+    public const string Forward = "KUBE-FORWARD";
+    public const string ProxyFirewall = "KUBE-PROXY-FIREWALL";
+
+    /// <summary>Prefixes of the chains made per service port or endpoint.</summary>
+    public static readonly string[] PerServicePrefixes = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"];
+
+    public static string ClusterPolicy(ServicePortName port) => "KUBE-SVC-" + Hash(port, null);
+    public static string LocalPolicy(ServicePortName port) => "KUBE-SVL-" + Hash(port, null);
+    public static string External(ServicePortName port) => "KUBE-EXT-" + Hash(port, null);
+    public static string Firewall(ServicePortName port) => "KUBE-FW-" + Hash(port, null);
+    public static string Endpoint(ServicePortName port, EndpointInfo endpoint) => "KUBE-SEP-" + Hash(port, endpoint.Endpoint);
+
+    public static bool IsPerService(string chain) => PerServicePrefixes.Any(p => chain.StartsWith(p, StringComparison.Ordinal));
+
+    public static string ProtocolName(Protocol protocol) => protocol switch
+    {
+        Protocol.TCP => "tcp",
+        Protocol.UDP => "udp",
+        _ => "sctp",
+    };
+
+    // base32(sha256(servicePortName + protocol [+ endpoint]))[:16], as kube-proxy names them.
+    private static string Hash(ServicePortName port, string? endpoint)
+    {
+        Span<byte> digest = stackalloc byte[32];
+        SHA256.HashData(Encoding.UTF8.GetBytes(port + ProtocolName(port.Protocol) + endpoint), digest);
+        return Base32Prefix(digest, 16);
+    }
+
+    private static string Base32Prefix(ReadOnlySpan<byte> data, int length)
+    {
+        const string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        var chars = new char[length];
+        int bitBuffer = 0, bits = 0, index = 0, written = 0;
+        while (written < length)
+        {
+            if (bits < 5)
+            {
+                bitBuffer = (bitBuffer << 8) | data[index++];
+                bits += 8;
+            }
+            chars[written++] = alphabet[(bitBuffer >> (bits - 5)) & 31];
+            bits -= 5;
+        }
+        return new string(chars);
+    }
+}

@@ -1,0 +1,88 @@
+using System.Collections.Immutable;
+
+namespace ProxyPlanes.Core.Proxy;
+
+/// <summary>
+/// Decides, once for every data plane, which endpoints serve which traffic: the traffic
+/// policies, the fallback to serving-but-terminating endpoints, and topology hints. The
+/// semantics are kube-proxy's (pkg/proxy/topology.go), so behaviour carries over between proxies.
+/// </summary>
+public static class EndpointCategorizer
+{
+    /// <summary>Cluster traffic uses cluster-wide endpoints unless internal policy is Local,
+    /// and external traffic always needs them (to short-circuit traffic from inside the cluster).</summary>
+    public static bool UsesClusterEndpoints(ServicePortInfo service) => !service.InternalPolicyLocal || service.HasExternalFrontends;
+
+    public static bool UsesLocalEndpoints(ServicePortInfo service) => service.InternalPolicyLocal || service.ExternalPolicyLocal;
+
+    public static EndpointSet Categorize(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone)
+    {
+        var cluster = ImmutableArray<EndpointInfo>.Empty;
+        var local = ImmutableArray<EndpointInfo>.Empty;
+        var hasAny = false;
+        var useTopology = false;
+
+        if (UsesClusterEndpoints(service))
+        {
+            useTopology = CanUseTopology(endpoints, nodeZone);
+            cluster = Filter(endpoints, ep => ep.Ready && (!useTopology || ep.ZoneHints!.Value.Contains(nodeZone!)));
+            // With nothing ready anywhere, keep serving through endpoints that are terminating
+            // but still serving, rather than dropping connections during a rollout.
+            if (cluster.IsEmpty) cluster = Filter(endpoints, ep => ep.Serving && ep.Terminating);
+            hasAny = !cluster.IsEmpty;
+        }
+
+        if (!UsesLocalEndpoints(service))
+            return new EndpointSet(cluster, cluster, local) { HasAnyEndpoints = hasAny };
+
+        var hasLocalReady = false;
+        var hasLocalServingTerminating = false;
+        foreach (var ep in endpoints)
+        {
+            if (ep.Ready) { hasAny = true; hasLocalReady |= ep.IsLocal; }
+            else if (ep.Serving && ep.Terminating) { hasAny = true; hasLocalServingTerminating |= ep.IsLocal; }
+        }
+        var useServingTerminating = false;
+        if (hasLocalReady) local = Filter(endpoints, ep => ep.IsLocal && ep.Ready);
+        else if (hasLocalServingTerminating)
+        {
+            useServingTerminating = true;
+            local = Filter(endpoints, ep => ep.IsLocal && ep.Serving && ep.Terminating);
+        }
+
+        if (!UsesClusterEndpoints(service))
+            return new EndpointSet(local, cluster, local) { HasAnyEndpoints = hasAny };
+        // Local endpoints are a subset of the cluster ones unless topology or the terminating
+        // fallback narrowed one of the two sets differently.
+        var all = !useTopology && !useServingTerminating
+            ? cluster
+            : cluster.Concat(local).Distinct().Order().ToImmutableArray();
+        return new EndpointSet(all, cluster, local) { HasAnyEndpoints = hasAny };
+    }
+
+    /// <summary>
+    /// Topology hints are used only when they are safe: the node knows its zone, every ready
+    /// endpoint carries hints (the slice controller hinted the whole service), and at least one
+    /// endpoint is hinted for this zone.
+    /// </summary>
+    public static bool CanUseTopology(IReadOnlyList<EndpointInfo> endpoints, string? nodeZone)
+    {
+        if (string.IsNullOrEmpty(nodeZone)) return false;
+        var hasEndpointForZone = false;
+        foreach (var ep in endpoints)
+        {
+            if (!ep.Ready) continue;
+            if (ep.ZoneHints is not { Count: > 0 } hints) return false;
+            hasEndpointForZone |= hints.Contains(nodeZone);
+        }
+        return hasEndpointForZone;
+    }
+
+    private static ImmutableArray<EndpointInfo> Filter(IReadOnlyList<EndpointInfo> endpoints, Func<EndpointInfo, bool> predicate)
+    {
+        var builder = ImmutableArray.CreateBuilder<EndpointInfo>();
+        foreach (var ep in endpoints) if (predicate(ep)) builder.Add(ep);
+        builder.Sort();
+        return builder.ToImmutable();
+    }
+}

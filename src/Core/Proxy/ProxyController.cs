@@ -1,0 +1,199 @@
+using System.Collections.Immutable;
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Core.Model;
+using ProxyPlanes.Core.Sources;
+
+namespace ProxyPlanes.Core.Proxy;
+
+/// <summary>
+/// The shared control loop: receives object events, keeps them in the change trackers, and on
+/// each sync turns what changed into a new <see cref="DesiredState"/> for the backend. Policy is
+/// applied here, once, for every data plane.
+/// </summary>
+public sealed class ProxyController : IObjectSink
+{
+    private readonly ProxyOptions _options;
+    private readonly IProxyBackend _backend;
+    private readonly ProxyMetrics _metrics;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly ServiceChangeTracker _services = new();
+    private readonly EndpointsChangeTracker _endpoints;
+    private readonly Dictionary<ServicePortName, ServicePortInfo> _servicePorts = [];
+    private readonly object _nodeLock = new();
+    private string? _nodeZone;
+    private volatile bool _initialStateDelivered;
+    private DesiredState _built = DesiredState.Empty;
+    private int _successfulSyncs;
+
+    public ProxyController(ProxyOptions options, IProxyBackend backend, ProxyMetrics metrics, ILogger logger, TimeProvider? time = null)
+    {
+        _options = options;
+        _backend = backend;
+        _metrics = metrics;
+        _logger = logger;
+        _time = time ?? TimeProvider.System;
+        _endpoints = new EndpointsChangeTracker(options.HostName);
+        _services.InvalidService += message => _logger.LogWarning("Ignoring invalid field: {Problem}", message);
+        Health = new ProxyHealth(_time, 2 * options.Sync.SyncPeriod);
+        Runner = new SyncRunner(SyncAsync, options.Sync, _time, logger);
+    }
+
+    public SyncRunner Runner { get; }
+    public ProxyHealth Health { get; }
+
+    /// <summary>The state the kernel was last programmed with successfully.</summary>
+    public DesiredState Applied { get; private set; } = DesiredState.Empty;
+
+    /// <summary>Raised after every successful sync (tests, the demo and the benchmark wait on it).</summary>
+    public event Action<SyncReport>? Synced;
+
+    public void OnService(Service? previous, Service? current)
+    {
+        if (_services.Update(previous, current))
+        {
+            _metrics.AddChanges(services: 1, endpoints: 0);
+            Queue();
+        }
+    }
+
+    public void OnEndpointSlice(EndpointSlice? previous, EndpointSlice? current)
+    {
+        if (_endpoints.Update(previous, current))
+        {
+            _metrics.AddChanges(services: 0, endpoints: 1);
+            Queue();
+        }
+    }
+
+    public void OnNode(Node? previous, Node? current)
+    {
+        var node = current ?? previous;
+        if (node?.Metadata?.Name != _options.HostName) return;
+        var zone = current?.Metadata?.Labels?.GetValueOrDefault(ServiceConversion.TopologyZoneLabel);
+        lock (_nodeLock)
+        {
+            if (zone == _nodeZone) return;
+            _nodeZone = zone;
+        }
+        Queue();
+    }
+
+    public void OnInitialStateDelivered()
+    {
+        _initialStateDelivered = true;
+        Queue();
+    }
+
+    private void Queue()
+    {
+        _metrics.SetPendingChanges(_services.PendingCount, _endpoints.PendingCount);
+        if (!_initialStateDelivered) return; // the first sync waits for the whole initial state
+        _metrics.SetLastQueuedTimestamp(_time.GetUtcNow());
+        Health.Queued();
+        Runner.Trigger();
+    }
+
+    /// <summary>
+    /// Runs one sync now, outside the <see cref="Runner"/>'s schedule: for callers that drive syncs
+    /// themselves (golden tests, the benchmark). Never call it while the runner is running.
+    /// </summary>
+    public Task SyncNowAsync(bool full, CancellationToken cancellationToken = default) => SyncAsync(full, cancellationToken);
+
+    private async Task SyncAsync(bool full, CancellationToken cancellationToken)
+    {
+        var start = _time.GetUtcNow();
+        var stopwatch = Stopwatch.StartNew();
+
+        var changed = new SortedSet<ServicePortName>();
+        foreach (var (name, info) in _services.Checkout())
+        {
+            changed.Add(name);
+            if (info is null) _servicePorts.Remove(name);
+            else _servicePorts[name] = info;
+        }
+        var (endpointChanges, triggerTimes) = _endpoints.Checkout();
+        changed.UnionWith(endpointChanges);
+        _metrics.SetPendingChanges(_services.PendingCount, _endpoints.PendingCount);
+
+        var network = BuildNetwork();
+        var rebuildAll = full || network != _built.Network;
+        var state = rebuildAll ? BuildAll(network) : Rebuild(_built, changed);
+        _built = state;
+
+        TimeSpan policyTime = stopwatch.Elapsed;
+        SyncTimings timings;
+        try
+        {
+            timings = await _backend.SyncAsync(new SyncRequest(state, rebuildAll, changed), cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception) when (!cancellationToken.IsCancellationRequested)
+        {
+            _metrics.SyncFailed(_backend.Mode);
+            throw;
+        }
+        var elapsed = stopwatch.Elapsed;
+        var end = _time.GetUtcNow();
+
+        Applied = state;
+        Health.Updated(start);
+        _metrics.RecordSync(elapsed, rebuildAll, _backend.Mode);
+        _metrics.RecordPhase("plan", _backend.Mode, policyTime + timings.Plan);
+        _metrics.RecordPhase("render", _backend.Mode, timings.Render);
+        _metrics.RecordPhase("apply", _backend.Mode, timings.Apply);
+        _metrics.SetLastSyncTimestamp(end);
+        // Only after the first sync: before it, trigger times measure how long the proxy was down.
+        if (_successfulSyncs++ > 0)
+            foreach (var trigger in triggerTimes)
+                if (end > trigger) _metrics.RecordNetworkProgramming(end - trigger);
+        _metrics.SetNoLocalEndpoints("internal", state.ServicePorts.Values.Count(s => s.Info.InternalPolicyLocal && s.Endpoints.HasAnyEndpoints && s.Endpoints.Local.IsEmpty));
+        _metrics.SetNoLocalEndpoints("external", state.ServicePorts.Values.Count(s => s.Info.ExternalPolicyLocal && s.Endpoints.HasAnyEndpoints && s.Endpoints.Local.IsEmpty));
+
+        var report = new SyncReport(rebuildAll, changed.Count, state.ServicePorts.Count, elapsed, timings, end);
+        _logger.LogInformation(
+            "Synced {Kind}: {Changed} service ports changed, {Total} in total, {Elapsed:F1} ms (plan {Plan:F1} ms, render {Render:F1} ms, apply {Apply:F1} ms)",
+            rebuildAll ? "full" : "partial", changed.Count, state.ServicePorts.Count, elapsed.TotalMilliseconds,
+            (policyTime + timings.Plan).TotalMilliseconds, timings.Render.TotalMilliseconds, timings.Apply.TotalMilliseconds);
+        Synced?.Invoke(report);
+    }
+
+    private NodeNetwork BuildNetwork()
+    {
+        string? zone;
+        lock (_nodeLock) zone = _nodeZone;
+        return new NodeNetwork
+        {
+            NodeName = _options.HostName,
+            Zone = zone,
+            ClusterCidrs = _options.ClusterCidrs,
+            MasqueradeAll = _options.MasqueradeAll,
+            NodePortAddresses = NodeAddresses.Select(_options.NodePortAddresses),
+        };
+    }
+
+    private DesiredState BuildAll(NodeNetwork network)
+    {
+        var ports = ImmutableSortedDictionary.CreateBuilder<ServicePortName, ServicePortState>();
+        foreach (var (name, info) in _servicePorts)
+            ports[name] = new ServicePortState(info, EndpointCategorizer.Categorize(info, _endpoints.EndpointsOf(name), network.Zone));
+        return new DesiredState(ports.ToImmutable(), network);
+    }
+
+    private DesiredState Rebuild(DesiredState previous, IEnumerable<ServicePortName> changed)
+    {
+        var ports = previous.ServicePorts.ToBuilder();
+        foreach (var name in changed)
+        {
+            if (_servicePorts.TryGetValue(name, out var info))
+                ports[name] = new ServicePortState(info, EndpointCategorizer.Categorize(info, _endpoints.EndpointsOf(name), previous.Network.Zone));
+            else
+                ports.Remove(name);
+        }
+        return previous with { ServicePorts = ports.ToImmutable() };
+    }
+}
+
+/// <summary>What one successful sync did.</summary>
+public sealed record SyncReport(bool Full, int ChangedServicePorts, int TotalServicePorts, TimeSpan Duration, SyncTimings Timings, DateTimeOffset CompletedAt);

@@ -1,0 +1,16 @@
+namespace ProxyPlanes.Core.Proxy;
+
+/// <summary>The validated settings of the shared control loop (flags and config file land here).</summary>
+public sealed record ProxyOptions
+{
+    /// <summary>This node's name (--hostname-override, else the machine's host name).</summary>
+    public required string HostName { get; init; }
+
+    public EquatableArray<IpPrefix> ClusterCidrs { get; init; } = EquatableArray<IpPrefix>.Empty;
+    public bool MasqueradeAll { get; init; }
+
+    /// <summary>--nodeport-addresses: prefixes selecting the node addresses that accept node ports; empty means all.</summary>
+    public EquatableArray<IpPrefix> NodePortAddresses { get; init; } = EquatableArray<IpPrefix>.Empty;
+
+    public SyncRunnerOptions Sync { get; init; } = new();
+}

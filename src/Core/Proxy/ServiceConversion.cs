@@ -1,0 +1,181 @@
+using System.Collections.Immutable;
+using System.Globalization;
+using System.Net;
+using ProxyPlanes.Core.Model;
+
+namespace ProxyPlanes.Core.Proxy;
+
+/// <summary>
+/// Validates Services and EndpointSlices into the backend-neutral model. The one place that
+/// reads API objects; everything downstream sees only <see cref="ServicePortInfo"/> and
+/// <see cref="EndpointInfo"/>.
+/// </summary>
+public static class ServiceConversion
+{
+    public const string ServiceProxyNameLabel = "service.kubernetes.io/service-proxy-name";
+    public const string HeadlessLabel = "service.kubernetes.io/headless";
+    public const string ServiceNameLabel = "kubernetes.io/service-name";
+    public const string TopologyZoneLabel = "topology.kubernetes.io/zone";
+    public const string LastChangeTriggerTimeAnnotation = "endpoints.kubernetes.io/last-change-trigger-time";
+    public const int DefaultStickyTimeoutSeconds = 10800;
+
+    public static NamespacedName NameOf(IKubernetesObject obj) =>
+        new(obj.Metadata?.Namespace is { Length: > 0 } ns ? ns : "default", obj.Metadata?.Name ?? "");
+
+    /// <summary>
+    /// Why a service is not proxied at all, or null when it is. Mirrors kube-proxy: services
+    /// owned by another proxy, headless services and ExternalName services are left alone.
+    /// </summary>
+    public static string? SkipReason(Service service)
+    {
+        if (service.Metadata?.Labels?.ContainsKey(ServiceProxyNameLabel) == true) return "it names another service proxy";
+        if (service.Metadata?.Labels?.ContainsKey(HeadlessLabel) == true) return "it is headless";
+        var spec = service.Spec;
+        if (spec is null) return "it has no spec";
+        if (string.Equals(spec.Type, "ExternalName", StringComparison.Ordinal)) return "it is an ExternalName service";
+        if (spec.ClusterIP is null or "" or "None") return "it is headless";
+        return null;
+    }
+
+    /// <summary>
+    /// The ports of a service, keyed by name. Invalid fields are reported through
+    /// <paramref name="errors"/> and the service (or the offending value) is left out.
+    /// </summary>
+    public static ImmutableDictionary<ServicePortName, ServicePortInfo> ToServicePorts(Service service, List<string>? errors = null)
+    {
+        if (SkipReason(service) is not null) return ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty;
+        var name = NameOf(service);
+        var spec = service.Spec!;
+
+        var clusterIPs = ParseAddresses(spec.ClusterIPs is { Count: > 0 } ips ? ips : [spec.ClusterIP!], name, "clusterIP", errors);
+        if (clusterIPs.IsEmpty) return ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty;
+
+        var type = spec.Type ?? "ClusterIP";
+        var isLoadBalancer = type == "LoadBalancer";
+        var exposesNodePorts = type is "NodePort" or "LoadBalancer";
+        var externalIPs = ParseAddresses(spec.ExternalIPs ?? [], name, "externalIPs", errors);
+        var loadBalancerIPs = isLoadBalancer
+            ? ParseAddresses(
+                (service.Status?.LoadBalancer?.Ingress ?? [])
+                    // ipMode Proxy means the load balancer delivers to the node, not to the VIP.
+                    .Where(i => !string.IsNullOrEmpty(i.Ip) && i.IpMode != "Proxy")
+                    .Select(i => i.Ip!).ToList(),
+                name, "status.loadBalancer.ingress", errors)
+            : EquatableArray<IPAddress>.Empty;
+        var sourceRanges = isLoadBalancer ? ParsePrefixes(spec.LoadBalancerSourceRanges ?? [], name, errors) : EquatableArray<IpPrefix>.Empty;
+        int? sticky = spec.SessionAffinity == "ClientIP"
+            ? spec.SessionAffinityConfig?.ClientIP?.TimeoutSeconds is > 0 and var t ? t : DefaultStickyTimeoutSeconds
+            : null;
+
+        var result = ImmutableDictionary.CreateBuilder<ServicePortName, ServicePortInfo>();
+        foreach (var port in spec.Ports ?? [])
+        {
+            if (!TryParseProtocol(port.Protocol, out var protocol))
+            {
+                errors?.Add($"Service {name}: port '{port.Name}': unknown protocol '{port.Protocol}'");
+                continue;
+            }
+            if (port.Port is < 1 or > 65535)
+            {
+                errors?.Add($"Service {name}: port '{port.Name}': port {port.Port} is out of range 1-65535");
+                continue;
+            }
+            var nodePort = exposesNodePorts ? port.NodePort ?? 0 : 0;
+            var portName = new ServicePortName(name, port.Name ?? "", protocol);
+            var info = new ServicePortInfo
+            {
+                Name = portName,
+                Port = port.Port,
+                ClusterIPs = clusterIPs,
+                NodePort = nodePort,
+                ExternalIPs = externalIPs,
+                LoadBalancerIPs = loadBalancerIPs,
+                LoadBalancerSourceRanges = sourceRanges,
+                StickyTimeoutSeconds = sticky,
+                HealthCheckNodePort = spec.HealthCheckNodePort ?? 0,
+                PreferClose = spec.TrafficDistribution == "PreferClose",
+                InternalPolicyLocal = spec.InternalTrafficPolicy == "Local",
+            };
+            info = info with { ExternalPolicyLocal = spec.ExternalTrafficPolicy == "Local" && info.HasExternalFrontends };
+            if (!result.TryAdd(portName, info))
+                errors?.Add($"Service {name}: port name '{port.Name}' ({protocol}) appears twice");
+        }
+        return result.ToImmutable();
+    }
+
+    /// <summary>
+    /// The endpoints one EndpointSlice gives each of its service's ports, keyed by
+    /// (port name, protocol). The slice's port numbers are the resolved target ports.
+    /// </summary>
+    public static IEnumerable<(ServicePortName Port, EndpointInfo Endpoint)> ToEndpoints(EndpointSlice slice, string hostName)
+    {
+        if (slice.AddressType is not ("IPv4" or "IPv6")) yield break;
+        if (slice.Metadata?.Labels?.TryGetValue(ServiceNameLabel, out var serviceName) != true || string.IsNullOrEmpty(serviceName)) yield break;
+        var service = new NamespacedName(NameOf(slice).Namespace, serviceName);
+        foreach (var port in slice.Ports ?? [])
+        {
+            if (port.Port is not (>= 1 and <= 65535) || !TryParseProtocol(port.Protocol, out var protocol)) continue;
+            var portName = new ServicePortName(service, port.Name ?? "", protocol);
+            foreach (var endpoint in slice.Endpoints ?? [])
+            {
+                var ready = endpoint.Conditions?.Ready ?? true; // unknown means ready, as the API documents
+                var info = new EndpointInfo(IPAddress.None, port.Port.Value)
+                {
+                    Ready = ready,
+                    Serving = endpoint.Conditions?.Serving ?? ready,
+                    Terminating = endpoint.Conditions?.Terminating ?? false,
+                    NodeName = endpoint.NodeName,
+                    IsLocal = endpoint.NodeName is { Length: > 0 } node && node == hostName,
+                    Zone = endpoint.Zone,
+                    ZoneHints = endpoint.Hints?.ForZones is { } zones
+                        ? new EquatableArray<string>(zones.Select(z => z.Name ?? "").Where(z => z.Length > 0).Order(StringComparer.Ordinal))
+                        : null,
+                };
+                // A slice lists one address per endpoint (the API allows more; kube-proxy uses the first).
+                if (endpoint.Addresses is [var first, ..] && first is not null && IpPrefix.TryParseAddress(first, out var address))
+                    yield return (portName, info with { Address = address });
+            }
+        }
+    }
+
+    public static DateTimeOffset? LastChangeTriggerTime(EndpointSlice slice) =>
+        slice.Metadata?.Annotations?.TryGetValue(LastChangeTriggerTimeAnnotation, out var text) == true &&
+        DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var time)
+            ? time
+            : null;
+
+    public static bool TryParseProtocol(string? text, out Protocol protocol)
+    {
+        switch (text)
+        {
+            case null or "" or "TCP": protocol = Protocol.TCP; return true;
+            case "UDP": protocol = Protocol.UDP; return true;
+            case "SCTP": protocol = Protocol.SCTP; return true;
+            default: protocol = default; return false;
+        }
+    }
+
+    private static EquatableArray<IPAddress> ParseAddresses(IEnumerable<string> texts, NamespacedName service, string field, List<string>? errors)
+    {
+        var result = new List<IPAddress>();
+        foreach (var text in texts)
+        {
+            if (IpPrefix.TryParseAddress(text, out var address))
+                result.Add(address);
+            else
+                errors?.Add($"Service {service}: {field}: '{text}' is not an IP address");
+        }
+        return new EquatableArray<IPAddress>(result);
+    }
+
+    private static EquatableArray<IpPrefix> ParsePrefixes(IEnumerable<string> texts, NamespacedName service, List<string>? errors)
+    {
+        var result = new List<IpPrefix>();
+        foreach (var text in texts)
+        {
+            if (IpPrefix.TryParse(text, out var prefix)) result.Add(prefix);
+            else errors?.Add($"Service {service}: loadBalancerSourceRanges: '{text}' is not a CIDR");
+        }
+        return new EquatableArray<IpPrefix>(result);
+    }
+}

@@ -1,0 +1,172 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using ProxyPlanes.Core.Model;
+using ProxyPlanes.Core.Sources.Manifests;
+using ProxyPlanes.Sandbox;
+using ProxyPlanes.Sandboxed;
+
+namespace ProxyPlanes;
+
+/// <summary>
+/// `proxyplanes demo`: the main job on an embedded default. Builds a sandbox of network
+/// namespaces, serves the shipped example manifests with the real proxy in the node namespace,
+/// sends real requests, scales an EndpointSlice, and removes everything it made.
+/// </summary>
+public static class DemoCommand
+{
+    private const string NodeName = "demo-node";
+    private const string WebClusterIP = "10.96.0.10";
+    private const int NodePort = 30080;
+    private const string EmptyClusterIP = "10.96.0.20";
+    private static readonly string[] WebPods = ["web-0", "web-1", "web-2"];
+
+    public static Command Create()
+    {
+        var command = new Command("demo", "Run the proxy in a sandbox of network namespaces and show what it does (root)");
+        var mode = new Option<string>("--mode") { Description = "Data plane to demonstrate", DefaultValueFactory = _ => "iptables" };
+        var requests = new Option<int>("--requests") { Description = "Requests per probe", DefaultValueFactory = _ => 30 };
+        command.Options.Add(mode);
+        command.Options.Add(requests);
+        command.SetAction(async (result, token) =>
+        {
+            try
+            {
+                return await RunAsync(result.GetValue(mode)!, Math.Clamp(result.GetValue(requests), 1, 1000), token);
+            }
+            catch (UsageException e)
+            {
+                Console.Error.WriteLine($"proxyplanes: {e.Message}");
+                return 2;
+            }
+        });
+        return command;
+    }
+
+    public static async Task<int> RunAsync(string mode, int requests, CancellationToken cancellationToken)
+    {
+        if (Modes.Problem(mode) is { } problem) throw new UsageException(problem);
+        if (Environment.UserName != "root") throw new UsageException("demo needs root: it builds network namespaces and programs their kernel rules");
+        var examples = Path.Combine(AppContext.BaseDirectory, "examples", "demo");
+        if (!Directory.Exists(examples)) throw new UsageException($"the example manifests are missing from {examples}");
+
+        var manifests = Directory.CreateTempSubdirectory("proxyplanes-demo-");
+        ClusterSandbox? sandbox = null;
+        ProxyProcess? proxy = null;
+        try
+        {
+            Step("Building the sandbox: a client, a node, and three web pods running HTTP servers");
+            sandbox = await ClusterSandbox.CreateAsync(cancellationToken: cancellationToken);
+            foreach (var pod in WebPods) await sandbox.AddPodAsync(pod, [8080], cancellationToken);
+            Console.WriteLine($"  namespaces {sandbox.Prefix}-*: client {sandbox.ClientIp}, node {sandbox.NodeIp}, pods " +
+                              string.Join(", ", sandbox.Pods.Values.OrderBy(p => p.Name).Select(p => $"{p.Name}={p.IP}")));
+
+            foreach (var file in Directory.GetFiles(examples)) File.Copy(file, Path.Combine(manifests.FullName, Path.GetFileName(file)));
+            Step($"Starting `proxyplanes run --mode={mode}` in the node namespace, serving {Directory.GetFiles(examples).Length} example manifests");
+            proxy = ProxyProcess.Start(sandbox.Node,
+            [
+                "run", $"--mode={mode}", $"--manifests={manifests.FullName}", $"--hostname-override={NodeName}",
+                $"--cluster-cidr={sandbox.ClusterCidr}", "--min-sync-period=100ms", "--v=0",
+            ]);
+            await proxy.WaitHealthyAsync(TimeSpan.FromSeconds(30));
+            Console.WriteLine("  healthy: the first sync has programmed the kernel");
+
+            Step($"Spreading {requests} requests over the endpoints");
+            var table = new List<string[]> { new[] { "from", "to", "answered by (count)", "source the pod saw" } };
+            table.Add(await ProbeAsync(sandbox.Client, "client", WebClusterIP, 80, "cluster IP", requests, cancellationToken));
+            table.Add(await ProbeAsync(sandbox.Client, "client", sandbox.NodeIp, NodePort, "node port", requests, cancellationToken));
+            table.Add(await ProbeAsync(sandbox.Node, "node itself", WebClusterIP, 80, "cluster IP", requests, cancellationToken));
+            table.Add(await ProbeAsync(sandbox.Pods["web-1"].Namespace, "pod web-1", WebClusterIP, 80, "cluster IP", requests, cancellationToken));
+            var refused = await sandbox.Client.HttpGetAsync(EmptyClusterIP, 80, "/", TimeSpan.FromSeconds(2), cancellationToken);
+            table.Add(["client", $"{EmptyClusterIP}:80 (no endpoints)", $"{refused.Outcome} after {refused.Elapsed.TotalMilliseconds:0} ms", "-"]);
+            PrintTable(table);
+            Console.WriteLine("  Off-cluster clients are masqueraded (the pod sees the node's address); pod-to-pod traffic keeps its");
+            Console.WriteLine("  source, except a pod reaching itself through its service (hairpin), which must be masqueraded.");
+
+            Step("Scaling the web EndpointSlice and timing each change from file save to kernel");
+            var latencies = new List<string[]> { new[] { "change", "endpoints", "save → kernel", "then answered by" } };
+            foreach (var (label, keep) in new[] { ("scale down", 1), ("scale up", 3) })
+            {
+                var before = await proxy.LastSyncTimestampAsync();
+                var saved = Stopwatch.GetTimestamp();
+                WriteWebEndpoints(manifests.FullName, keep);
+                await proxy.WaitForSyncAfterAsync(before, TimeSpan.FromSeconds(10));
+                var latency = Stopwatch.GetElapsedTime(saved);
+                var answered = await ProbeAsync(sandbox.Client, "client", WebClusterIP, 80, "cluster IP", requests, cancellationToken);
+                latencies.Add([label, keep.ToString(CultureInfo.InvariantCulture), $"{latency.TotalMilliseconds:0} ms", answered[2]]);
+            }
+            PrintTable(latencies);
+
+            var scrape = await proxy.ScrapeAsync(cancellationToken);
+            Step("What the proxy reports on /metrics");
+            foreach (var name in new[] { "kubeproxy_sync_proxy_rules_duration_seconds_count", "kubeproxy_sync_proxy_rules_duration_seconds_sum", "kubeproxy_network_programming_duration_seconds_count" })
+                Console.WriteLine($"  {name} {ProxyProcess.Metric(scrape, name)}");
+            Console.WriteLine($"  kubeproxy_sync_proxy_rules_iptables_total nat={ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "table=\"nat\"")} filter={ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "table=\"filter\"")}");
+            Console.WriteLine($"  To see the rules of a real node: iptables-save -t nat | grep KUBE-   (here: ip netns exec {sandbox.Node.Name} iptables-save)");
+
+            var terminated = await proxy.TerminateAsync(TimeSpan.FromSeconds(10));
+            Step($"Stopped the proxy with SIGTERM (exit {terminated}); removing the sandbox");
+            return 0;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            Console.Error.WriteLine("Interrupted: removing the sandbox");
+            return 130;
+        }
+        catch (Exception e) when (e is TimeoutException or InvalidOperationException or SandboxException)
+        {
+            Console.Error.WriteLine($"proxyplanes demo: {e.Message}");
+            return 1;
+        }
+        finally
+        {
+            if (proxy is not null) await proxy.DisposeAsync();
+            if (sandbox is not null) await sandbox.DisposeAsync();
+            manifests.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>Sends requests and summarises who answered and which source address they saw.</summary>
+    private static async Task<string[]> ProbeAsync(NetworkNamespace source, string fromLabel, string ip, int port, string what, int count, CancellationToken cancellationToken)
+    {
+        var byPod = new SortedDictionary<string, int>(StringComparer.Ordinal);
+        var sources = new SortedSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < count; i++)
+        {
+            var result = await source.HttpGetAsync(ip, port, "/cgi-bin/who", TimeSpan.FromSeconds(2), cancellationToken);
+            var key = result.IsAnswered ? Field(result.Body, "pod") : result.Outcome.ToString();
+            byPod[key] = byPod.GetValueOrDefault(key) + 1;
+            if (result.IsAnswered) sources.Add(Field(result.Body, "src"));
+        }
+        return [fromLabel, $"{ip}:{port} ({what})", string.Join(" ", byPod.Select(kv => $"{kv.Key}({kv.Value})")), string.Join(" ", sources)];
+    }
+
+    private static string Field(string body, string name) =>
+        body.Split(' ', '\n').FirstOrDefault(w => w.StartsWith(name + "=", StringComparison.Ordinal))?[(name.Length + 1)..].Trim() ?? "?";
+
+    /// <summary>Rewrites the web EndpointSlice with its first <paramref name="keep"/> endpoints, stamped with a trigger time.</summary>
+    private static void WriteWebEndpoints(string directory, int keep)
+    {
+        var path = Path.Combine(directory, "web-endpoints.yaml");
+        var original = ManifestParser.ParseFile(Path.Combine(AppContext.BaseDirectory, "examples", "demo", "web-endpoints.yaml")).EndpointSlices.Single();
+        original.Endpoints = original.Endpoints!.Take(keep).ToList();
+        original.Metadata!.Annotations = new() { ["endpoints.kubernetes.io/last-change-trigger-time"] = DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffffffZ", CultureInfo.InvariantCulture) };
+        // JSON is YAML: the file keeps its name, so the watcher sees one edited object.
+        var temp = path + ".tmp";
+        File.WriteAllText(temp, JsonSerializer.Serialize(original, KubernetesJsonContext.Default.EndpointSlice));
+        File.Move(temp, path, overwrite: true);
+    }
+
+    private static void Step(string text) => Console.WriteLine($"\n== {text}");
+
+    private static void PrintTable(List<string[]> rows)
+    {
+        var widths = Enumerable.Range(0, rows[0].Length).Select(c => rows.Max(r => r[c].Length)).ToArray();
+        for (var i = 0; i < rows.Count; i++)
+        {
+            Console.WriteLine("  " + string.Join("  ", rows[i].Select((cell, c) => cell.PadRight(widths[c]))).TrimEnd());
+            if (i == 0) Console.WriteLine("  " + string.Join("  ", widths.Select(w => new string('-', w))));
+        }
+    }
+}

@@ -1,0 +1,90 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using ProxyPlanes.Backends.Iptables;
+using ProxyPlanes.Core.Http;
+using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Core.Sources.Manifests;
+
+namespace ProxyPlanes;
+
+/// <summary>`proxyplanes run`: the proxy itself.</summary>
+public static class RunCommand
+{
+    public static async Task<int> RunAsync(RunSettings settings)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        Logging.Configure(builder.Logging, settings.Verbosity);
+        ProxyHttpEndpoints.Listen(builder, settings.MetricsBindAddress, settings.HealthzBindAddress);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(5));
+        await using var app = builder.Build();
+        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("proxyplanes");
+
+        using var metrics = new ProxyMetrics();
+        using var exporter = new PrometheusExporter(metrics.Meter);
+        var backend = await BackendFactory.CreateAsync(settings.Mode, settings.IptablesVariant, metrics, logger, app.Lifetime.ApplicationStopping);
+        var controller = new ProxyController(settings.Proxy, backend, metrics, logger);
+        var source = new ManifestSource(settings.ManifestsPath, logger);
+        ProxyHttpEndpoints.Map(app, settings.MetricsBindAddress, settings.HealthzBindAddress, exporter, controller.Health, settings.Mode);
+
+        await app.StartAsync();
+        logger.LogInformation("proxyplanes {Mode} on node {Node}: serving {Manifests}; metrics on {Metrics}, health on {Healthz}",
+            backend.Mode, settings.Proxy.HostName, settings.ManifestsPath, settings.MetricsBindAddress?.ToString() ?? "(off)", settings.HealthzBindAddress?.ToString() ?? "(off)");
+        // SIGTERM / SIGINT stop the host; the loop stops with it and the rules stay in place, as
+        // with kube-proxy, so traffic keeps flowing while the proxy restarts.
+        var stopping = app.Lifetime.ApplicationStopping;
+        try
+        {
+            await Task.WhenAll(source.RunAsync(controller, stopping), controller.Runner.RunAsync(stopping));
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            await app.StopAsync(CancellationToken.None);
+        }
+        logger.LogInformation("Stopped; the rules stay in place");
+        return 0;
+    }
+}
+
+/// <summary>Builds the data plane a mode names.</summary>
+public static class BackendFactory
+{
+    public static async Task<IProxyBackend> CreateAsync(string mode, string iptablesVariant, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+    {
+        switch (mode)
+        {
+            case "iptables":
+                var variant = iptablesVariant switch
+                {
+                    "nft" => IptablesVariant.Nft,
+                    "legacy" => IptablesVariant.Legacy,
+                    _ => await IptablesCommandApplier.DetectAsync(IpFamily.IPv4, cancellationToken),
+                };
+                logger.LogInformation("Using iptables-{Variant}{How}", variant.ToString().ToLowerInvariant(), iptablesVariant == "auto" ? " (detected)" : "");
+                return new IptablesBackend(new IptablesCommandApplier(variant, IpFamily.IPv4), metrics, logger);
+            default:
+                throw new UsageException(Modes.Problem(mode) ?? $"--mode={mode} has no backend");
+        }
+    }
+}
+
+public static class Logging
+{
+    public static void Configure(ILoggingBuilder logging, int verbosity)
+    {
+        logging.ClearProviders();
+        logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+            o.UseUtcTimestamp = true;
+        });
+        logging.SetMinimumLevel(verbosity switch { <= 0 => LogLevel.Warning, < 4 => LogLevel.Information, _ => LogLevel.Debug });
+        logging.AddFilter("Microsoft", LogLevel.Warning);
+    }
+}

@@ -1,0 +1,112 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using ProxyPlanes.Sandbox;
+
+namespace ProxyPlanes.Sandboxed;
+
+/// <summary>
+/// The real `proxyplanes run` started inside a sandbox namespace: what the demo, the kernel tests
+/// and the benchmark drive, so they exercise the same binary an operator runs.
+/// </summary>
+public sealed partial class ProxyProcess : IAsyncDisposable
+{
+    private readonly NetworkNamespace _node;
+    private readonly int _metricsPort;
+
+    private ProxyProcess(NetworkNamespace node, SandboxProcess process, int metricsPort)
+    {
+        _node = node;
+        Process = process;
+        _metricsPort = metricsPort;
+    }
+
+    public SandboxProcess Process { get; }
+
+    /// <summary>Everything the proxy printed so far (stdout and stderr).</summary>
+    public string Output => string.Join('\n', Process.StandardOutputLines.Concat(Process.StandardErrorLines));
+
+    /// <summary>
+    /// Starts proxyplanes with <paramref name="arguments"/> in <paramref name="node"/>. The metrics
+    /// server is expected on 127.0.0.1:<paramref name="metricsPort"/> inside that namespace.
+    /// </summary>
+    public static ProxyProcess Start(NetworkNamespace node, IEnumerable<string> arguments, IDictionary<string, string>? environment = null, int metricsPort = 10249)
+    {
+        var (file, prefix) = Executable();
+        return new ProxyProcess(node, node.StartProcess(file, prefix.Concat(arguments), environment), metricsPort);
+    }
+
+    /// <summary>How to start proxyplanes from here: its apphost if present, else `dotnet proxyplanes.dll`.</summary>
+    public static (string File, string[] Prefix) Executable()
+    {
+        var directory = AppContext.BaseDirectory;
+        var appHost = Path.Combine(directory, "proxyplanes");
+        if (File.Exists(appHost)) return (appHost, []);
+        var dll = Path.Combine(directory, "proxyplanes.dll");
+        if (!File.Exists(dll)) throw new FileNotFoundException($"proxyplanes is not built next to {directory}");
+        return (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet", [dll]);
+    }
+
+    public async Task<string> ScrapeAsync(CancellationToken cancellationToken = default)
+    {
+        var result = await _node.HttpGetAsync("127.0.0.1", _metricsPort, "/metrics", TimeSpan.FromSeconds(5), cancellationToken);
+        return result.IsAnswered ? result.Body : throw new InvalidOperationException($"/metrics did not answer: {result}\n{Output}");
+    }
+
+    public Task<HttpProbeResult> GetAsync(int port, string path, CancellationToken cancellationToken = default) =>
+        _node.HttpGetAsync("127.0.0.1", port, path, TimeSpan.FromSeconds(5), cancellationToken);
+
+    /// <summary>Waits until /healthz answers 200, i.e. the first sync has programmed the kernel.</summary>
+    public async Task WaitHealthyAsync(TimeSpan timeout, int healthzPort = 10256)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            if (Process.HasExited) throw new InvalidOperationException($"proxyplanes exited with {Process.ExitCode}:\n{Output}");
+            var result = await GetAsync(healthzPort, "/healthz");
+            if (result.IsAnswered && result.StatusCode == 200) return;
+            await Task.Delay(50);
+        }
+        throw new TimeoutException($"proxyplanes was not healthy within {timeout.TotalSeconds}s:\n{Output}");
+    }
+
+    /// <summary>The time of the last successful sync, from kubeproxy_sync_proxy_rules_last_timestamp_seconds.</summary>
+    public async Task<double> LastSyncTimestampAsync() =>
+        Metric(await ScrapeAsync(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds") ?? 0;
+
+    /// <summary>Waits for a sync that completes after <paramref name="after"/> (unix seconds); returns its time.</summary>
+    public async Task<double> WaitForSyncAfterAsync(double after, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            var last = await LastSyncTimestampAsync();
+            if (last > after) return last;
+            await Task.Delay(25);
+        }
+        throw new TimeoutException($"no sync after {after} within {timeout.TotalSeconds}s:\n{Output}");
+    }
+
+    /// <summary>A sample's value from a Prometheus text scrape (name plus optional exact label text, e.g. table="nat").</summary>
+    public static double? Metric(string scrape, string name, string? labels = null)
+    {
+        var prefix = labels is null ? name + " " : $"{name}{{{labels}}} ";
+        foreach (var line in scrape.Split('\n'))
+            if (line.StartsWith(prefix, StringComparison.Ordinal))
+                return double.Parse(line[prefix.Length..], CultureInfo.InvariantCulture);
+        return null;
+    }
+
+    /// <summary>SIGTERM, as the kubelet stops a pod; returns the exit code.</summary>
+    public async Task<int> TerminateAsync(TimeSpan timeout)
+    {
+        if (!Process.HasExited) _ = Kill(Process.Pid, 15);
+        using var cts = new CancellationTokenSource(timeout);
+        await Process.WaitForExitAsync(cts.Token);
+        return Process.ExitCode ?? -1;
+    }
+
+    public async ValueTask DisposeAsync() => await Process.KillAsync();
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int Kill(int pid, int signal);
+}

@@ -1,0 +1,247 @@
+using System.Runtime.ExceptionServices;
+using System.Text.RegularExpressions;
+using Microsoft.Win32.SafeHandles;
+
+namespace ProxyPlanes.Sandbox;
+
+/// <summary>
+/// A named network namespace (<c>/var/run/netns/NAME</c>) created with <c>ip netns add</c> and deleted on
+/// <see cref="Dispose"/>, together with the processes started in it. Requires root.
+/// </summary>
+public sealed partial class NetworkNamespace : IDisposable
+{
+    /// <summary>Where <c>ip netns</c> keeps its bind-mounted namespace files.</summary>
+    public const string RunDirectory = "/var/run/netns";
+
+    private readonly Lock _gate = new();
+    private readonly List<SandboxProcess> _processes = [];
+    private bool _disposed;
+
+    private NetworkNamespace(string name)
+    {
+        Name = name;
+    }
+
+    public string Name { get; }
+
+    /// <summary>The namespace file, e.g. <c>/var/run/netns/pp1a2b3-node</c>.</summary>
+    public string Path => $"{RunDirectory}/{Name}";
+
+    /// <summary>Processes started with <see cref="StartProcess"/> (including exited ones).</summary>
+    public IReadOnlyList<SandboxProcess> Processes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _processes.ToArray();
+            }
+        }
+    }
+
+    /// <summary>Creates the namespace with <c>ip netns add NAME</c>. Fails if it already exists.</summary>
+    public static NetworkNamespace Create(string name)
+    {
+        ValidateName(name);
+        CommandRunner.CheckedRun("ip", ["netns", "add", name]);
+        return new NetworkNamespace(name);
+    }
+
+    /// <inheritdoc cref="Create"/>
+    public static async Task<NetworkNamespace> CreateAsync(string name, CancellationToken cancellationToken = default)
+    {
+        ValidateName(name);
+        await CommandRunner.CheckedRunAsync("ip", ["netns", "add", name], cancellationToken: cancellationToken).ConfigureAwait(false);
+        return new NetworkNamespace(name);
+    }
+
+    /// <summary>Whether a namespace called <paramref name="name"/> is currently mounted under <see cref="RunDirectory"/>.</summary>
+    public static bool Exists(string name) => IsValidName(name) && File.Exists($"{RunDirectory}/{name}");
+
+    /// <summary>Names of all named network namespaces (like <c>ip netns list</c>, without the ids).</summary>
+    public static IReadOnlyList<string> ListNames()
+    {
+        try
+        {
+            return Directory.EnumerateFileSystemEntries(RunDirectory).Select(System.IO.Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal).ToArray();
+        }
+        catch (DirectoryNotFoundException)
+        {
+            return [];
+        }
+    }
+
+    /// <summary>Runs a command inside the namespace (<c>ip netns exec NAME args...</c>) and returns its exit code and output.</summary>
+    public Task<ExecResult> ExecAsync(params string[] args) => ExecAsync(args, timeout: null, CancellationToken.None);
+
+    /// <summary>Runs a command inside the namespace, bounded by <paramref name="timeout"/> (default 10 s).</summary>
+    public Task<ExecResult> ExecAsync(IEnumerable<string> args, TimeSpan? timeout, CancellationToken cancellationToken = default)
+    {
+        ThrowIfDisposed();
+        return CommandRunner.RunAsync("ip", ExecArgs(args), timeout: timeout, cancellationToken: cancellationToken);
+    }
+
+    /// <summary>Like <see cref="ExecAsync(string[])"/> but throws <see cref="SandboxCommandException"/> on a non-zero exit code.</summary>
+    public Task<ExecResult> CheckedExecAsync(params string[] args) => CheckedExecAsync(args, timeout: null, CancellationToken.None);
+
+    /// <inheritdoc cref="CheckedExecAsync(string[])"/>
+    public Task<ExecResult> CheckedExecAsync(IEnumerable<string> args, TimeSpan? timeout, CancellationToken cancellationToken = default)
+    {
+        ThrowIfDisposed();
+        return CommandRunner.CheckedRunAsync("ip", ExecArgs(args), timeout: timeout, cancellationToken: cancellationToken);
+    }
+
+    /// <summary>
+    /// Runs <c>ip -n NAME -batch -</c>: one <c>ip</c> command per line (without the leading "ip"), stopping at the first failure.
+    /// </summary>
+    public Task<ExecResult> IpBatchAsync(IEnumerable<string> commands, CancellationToken cancellationToken = default)
+    {
+        ThrowIfDisposed();
+        string script = string.Join('\n', commands) + "\n";
+        return CommandRunner.CheckedRunAsync("ip", ["-n", Name, "-batch", "-"], script, cancellationToken: cancellationToken);
+    }
+
+    /// <summary>
+    /// Starts a long-running process inside the namespace (via <c>ip netns exec</c>, which execs, so the PID is the
+    /// process's own). The process is killed when the namespace is disposed.
+    /// </summary>
+    public SandboxProcess StartProcess(string file, IEnumerable<string> args, IDictionary<string, string>? env = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(file);
+        ArgumentNullException.ThrowIfNull(args);
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            SandboxProcess process = SandboxProcess.Start(Name, file, args, env);
+            _processes.Add(process);
+            return process;
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="action"/> synchronously on a dedicated new thread that first enters this namespace with
+    /// <c>setns(fd, CLONE_NEWNET)</c>. Sockets created inside <paramref name="action"/> belong to this namespace and keep
+    /// doing so when used from any other thread afterwards. Keep <paramref name="action"/> synchronous: continuations
+    /// of anything awaited inside it run on thread-pool threads, which are in the original namespace.
+    /// Exceptions thrown by <paramref name="action"/> propagate unchanged.
+    /// </summary>
+    public T Run<T>(Func<T> action)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        ThrowIfDisposed();
+
+        T result = default!;
+        ExceptionDispatchInfo? failure = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                result = RunInNamespace(action);
+            }
+            catch (Exception e)
+            {
+                failure = ExceptionDispatchInfo.Capture(e);
+            }
+        })
+        {
+            IsBackground = true,
+            Name = $"netns {Name}",
+        };
+        thread.Start();
+        thread.Join();
+        failure?.Throw();
+        return result;
+    }
+
+    /// <inheritdoc cref="Run{T}(Func{T})"/>
+    public void Run(Action action)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        Run<object?>(() =>
+        {
+            action();
+            return null;
+        });
+    }
+
+    /// <summary>Kills the processes started in the namespace (by PID, bounded wait), then deletes it with <c>ip netns del</c>.</summary>
+    public void Dispose()
+    {
+        SandboxProcess[] processes;
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            processes = _processes.ToArray();
+        }
+
+        foreach (SandboxProcess process in processes)
+        {
+            process.Dispose();
+        }
+
+        ExecResult result = CommandRunner.Run("ip", ["netns", "del", Name]);
+        if (!result.Succeeded && File.Exists(Path))
+        {
+            throw new SandboxCommandException($"ip netns del {Name}", result);
+        }
+    }
+
+    public override string ToString() => Name;
+
+    internal static bool IsValidName(string name) => name is not null && ValidNamePattern().IsMatch(name);
+
+    private static void ValidateName(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (!IsValidName(name))
+        {
+            throw new ArgumentException($"Invalid network namespace name '{name}': use 1-200 characters from [A-Za-z0-9._-], not starting with '.' or '-'.", nameof(name));
+        }
+    }
+
+    private T RunInNamespace<T>(Func<T> action)
+    {
+        using SafeFileHandle original = Interop.OpenReadOnly("/proc/thread-self/ns/net");
+        using (SafeFileHandle target = Interop.OpenReadOnly(Path))
+        {
+            Interop.SetNamespace(target, Interop.CLONE_NEWNET, Path);
+        }
+
+        try
+        {
+            return action();
+        }
+        finally
+        {
+            // The thread exits right after this, so failing to switch back would be harmless; try anyway to stay tidy.
+            try
+            {
+                Interop.SetNamespace(original, Interop.CLONE_NEWNET, "original network namespace");
+            }
+            catch (SandboxException)
+            {
+            }
+        }
+    }
+
+    private string[] ExecArgs(IEnumerable<string> args)
+    {
+        string[] list = ["netns", "exec", Name, .. args];
+        if (list.Length == 3)
+        {
+            throw new ArgumentException("A command is required.", nameof(args));
+        }
+
+        return list;
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    [GeneratedRegex("^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$", RegexOptions.CultureInvariant)]
+    private static partial Regex ValidNamePattern();
+}

@@ -1,0 +1,343 @@
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging.Abstractions;
+using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Core.Model;
+using ProxyPlanes.Core.Proxy;
+using static ProxyPlanes.Core.Tests.Proxy.TestObjects;
+
+namespace ProxyPlanes.Core.Tests.Proxy;
+
+/// <summary>Records every request; fails the next <see cref="FailNext"/> ones.</summary>
+internal sealed class RecordingBackend : IProxyBackend
+{
+    private readonly Channel<SyncRequest> _requests = Channel.CreateUnbounded<SyncRequest>();
+    private int _failNext;
+    private int _count;
+
+    public string Mode => "fake";
+    public int Count => Volatile.Read(ref _count);
+
+    public void FailNext(int count) => Volatile.Write(ref _failNext, count);
+
+    public Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
+    {
+        Interlocked.Increment(ref _count);
+        var fail = Interlocked.Decrement(ref _failNext) >= 0;
+        if (!fail) Interlocked.Increment(ref _failNext); // never go below zero
+        _requests.Writer.TryWrite(request);
+        return fail
+            ? Task.FromException<SyncTimings>(new BackendSyncException("the kernel refused the rules"))
+            : Task.FromResult(new SyncTimings(TimeSpan.Zero, TimeSpan.Zero, TimeSpan.Zero));
+    }
+
+    public Task CleanupAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public async Task<SyncRequest> NextAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            return await _requests.Reader.ReadAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"no sync request within {timeout}");
+        }
+    }
+}
+
+public sealed class ProxyControllerTests : IAsyncDisposable
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(5);
+
+    private readonly RecordingBackend _backend = new();
+    private readonly ProxyMetrics _metrics = new();
+    private readonly ProxyController _controller;
+    private readonly Channel<SyncReport> _reports = Channel.CreateUnbounded<SyncReport>();
+    private readonly CancellationTokenSource _cts = new();
+    private Task? _run;
+
+    public ProxyControllerTests()
+    {
+        var options = new ProxyOptions
+        {
+            HostName = Host,
+            Sync = new SyncRunnerOptions
+            {
+                MinSyncPeriod = TimeSpan.FromMilliseconds(10),
+                SyncPeriod = TimeSpan.FromMinutes(1),
+                RetryDelay = TimeSpan.FromMilliseconds(20),
+                MaxRetryDelay = TimeSpan.FromMilliseconds(100),
+            },
+        };
+        _controller = new ProxyController(options, _backend, _metrics, NullLogger.Instance);
+        _controller.Synced += report => _reports.Writer.TryWrite(report);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _cts.CancelAsync();
+        if (_run is not null) await _run.WaitAsync(Deadline);
+        _cts.Dispose();
+        _metrics.Dispose();
+    }
+
+    private void StartRunner() => _run = Task.Run(() => _controller.Runner.RunAsync(_cts.Token));
+
+    private async Task<SyncReport> NextReportAsync()
+    {
+        using var cts = new CancellationTokenSource(Deadline);
+        return await _reports.Reader.ReadAsync(cts.Token);
+    }
+
+    private static Service Web() => Service("web", ports: [Port("http", 80), Port("metrics", 9100)]);
+    private static Service Api() => Service("api", clusterIP: "10.96.0.11", ports: [Port("grpc", 9000)]);
+
+    private static EndpointSlice WebSlice(params Endpoint[] endpoints) =>
+        Slice("web-1", "web", [SlicePort("http", 8080), SlicePort("metrics", 9100)], endpoints);
+
+    private static EndpointSlice ApiSlice(params Endpoint[] endpoints) =>
+        Slice("api-1", "api", [SlicePort("grpc", 9000)], endpoints);
+
+    /// <summary>Delivers web and api with endpoints and waits for the first (full) sync.</summary>
+    private async Task<SyncRequest> InitialSyncAsync()
+    {
+        StartRunner();
+        _controller.OnService(null, Web());
+        _controller.OnService(null, Api());
+        _controller.OnEndpointSlice(null, WebSlice(Ep("10.244.0.1", node: Host), Ep("10.244.1.1", node: "node-b"), Ep("10.244.1.2", ready: false, serving: false)));
+        _controller.OnEndpointSlice(null, ApiSlice(Ep("10.244.2.1")));
+        _controller.OnInitialStateDelivered();
+        var request = await _backend.NextAsync(Deadline);
+        await NextReportAsync();
+        return request;
+    }
+
+    [Fact]
+    public async Task OnService_BeforeInitialStateDelivered_NoSync()
+    {
+        StartRunner();
+
+        _controller.OnService(null, Web());
+        _controller.OnEndpointSlice(null, WebSlice(Ep("10.244.0.1")));
+        await Task.Delay(150);
+
+        Assert.Equal(0, _backend.Count);
+        Assert.Same(DesiredState.Empty, _controller.Applied);
+    }
+
+    [Fact]
+    public async Task OnInitialStateDelivered_FirstSync_FullWithServicePortsAndCategorizedEndpoints()
+    {
+        var request = await InitialSyncAsync();
+
+        Assert.True(request.Full);
+        Assert.Equal(
+            [PortName("api", "grpc"), PortName("web", "http"), PortName("web", "metrics")],
+            request.State.ServicePorts.Keys);
+        var http = request.State.ServicePorts[PortName("web", "http")];
+        Assert.Equal(80, http.Info.Port);
+        Assert.Equal(["10.244.0.1:8080", "10.244.1.1:8080"], http.Endpoints.Cluster.Select(e => e.Endpoint));
+        Assert.Equal(["10.244.0.1:8080", "10.244.1.1:8080"], http.Endpoints.AllReachable.Select(e => e.Endpoint));
+        Assert.True(http.Endpoints.HasAnyEndpoints);
+        Assert.Equal(["10.244.0.1:9100", "10.244.1.1:9100"], request.State.ServicePorts[PortName("web", "metrics")].Endpoints.Cluster.Select(e => e.Endpoint));
+        Assert.Equal(Host, request.State.Network.NodeName);
+        Assert.Same(request.State, _controller.Applied);
+    }
+
+    [Fact]
+    public async Task OnEndpointSlice_AfterFirstSync_PartialSyncWithExactlyTheChangedPort()
+    {
+        var first = await InitialSyncAsync();
+
+        _controller.OnEndpointSlice(ApiSlice(Ep("10.244.2.1")), ApiSlice(Ep("10.244.2.1"), Ep("10.244.2.2")));
+        var request = await _backend.NextAsync(Deadline);
+
+        Assert.False(request.Full);
+        Assert.Equal([PortName("api", "grpc")], request.ChangedPorts);
+        Assert.Equal(["10.244.2.1:9000", "10.244.2.2:9000"], request.State.ServicePorts[PortName("api", "grpc")].Endpoints.Cluster.Select(e => e.Endpoint));
+        // Unchanged ports are carried over as they were.
+        Assert.Same(first.State.ServicePorts[PortName("web", "http")], request.State.ServicePorts[PortName("web", "http")]);
+        var report = await NextReportAsync();
+        Assert.False(report.Full);
+        Assert.Equal(1, report.ChangedServicePorts);
+        Assert.Equal(3, report.TotalServicePorts);
+    }
+
+    [Fact]
+    public async Task OnService_PortRemoved_PartialSyncDropsIt()
+    {
+        await InitialSyncAsync();
+
+        _controller.OnService(Web(), Service("web", ports: [Port("http", 80)]));
+        var request = await _backend.NextAsync(Deadline);
+
+        Assert.False(request.Full);
+        Assert.Equal([PortName("web", "metrics")], request.ChangedPorts);
+        Assert.False(request.State.ServicePorts.ContainsKey(PortName("web", "metrics")));
+        Assert.True(request.State.ServicePorts.ContainsKey(PortName("web", "http")));
+    }
+
+    [Fact]
+    public async Task OnService_UpdateThatChangesNothing_NoSync()
+    {
+        await InitialSyncAsync();
+
+        _controller.OnService(Web(), Web());
+        await Task.Delay(100);
+
+        Assert.Equal(1, _backend.Count);
+    }
+
+    [Fact]
+    public async Task SyncAsync_BackendThrows_AppliedUnchangedAndNextSyncFull()
+    {
+        var first = await InitialSyncAsync();
+        _backend.FailNext(1);
+
+        _controller.OnEndpointSlice(ApiSlice(Ep("10.244.2.1")), ApiSlice(Ep("10.244.2.9")));
+        var failed = await _backend.NextAsync(Deadline);
+        Assert.False(failed.Full);
+        await WaitUntilAsync(() => _controller.Runner.ConsecutiveFailures == 1 || _backend.Count > 2);
+
+        Assert.Same(first.State, _controller.Applied);
+
+        var retry = await _backend.NextAsync(Deadline);
+        var report = await NextReportAsync();
+        Assert.True(retry.Full);
+        Assert.True(report.Full);
+        Assert.Equal(["10.244.2.9:9000"], retry.State.ServicePorts[PortName("api", "grpc")].Endpoints.Cluster.Select(e => e.Endpoint));
+        Assert.Same(retry.State, _controller.Applied);
+    }
+
+    [Fact]
+    public async Task Health_BeforeAndAfterFirstSync_UnhealthyThenHealthy()
+    {
+        Assert.False(_controller.Health.Status().Healthy);
+        Assert.Null(_controller.Health.Status().LastUpdated);
+
+        await InitialSyncAsync();
+
+        var status = _controller.Health.Status();
+        Assert.True(status.Healthy);
+        Assert.NotNull(status.LastUpdated);
+        Assert.Equal(TimeSpan.FromMinutes(2), _controller.Health.HealthTimeout);
+    }
+
+    [Fact]
+    public async Task Health_FirstSyncFails_StaysUnhealthy()
+    {
+        StartRunner();
+        _backend.FailNext(1);
+        _controller.OnService(null, Web());
+        _controller.OnInitialStateDelivered();
+
+        var failed = await _backend.NextAsync(Deadline);
+        Assert.True(failed.Full);
+        Assert.False(_controller.Health.Status().Healthy);
+
+        await NextReportAsync(); // the retry succeeds
+        Assert.True(_controller.Health.Status().Healthy);
+    }
+
+    // Without the runner: SyncNowAsync drives the controller step by step.
+
+    [Fact]
+    public async Task SyncNowAsync_NodeZoneChanges_FullSyncUsesTopologyHints()
+    {
+        _controller.OnService(null, Web());
+        _controller.OnEndpointSlice(null, WebSlice(Ep("10.244.0.1", hints: ["zone-a"]), Ep("10.244.1.1", hints: ["zone-b"])));
+        await _controller.SyncNowAsync(full: true);
+        Assert.Equal(2, _controller.Applied.ServicePorts[PortName("web", "http")].Endpoints.Cluster.Count);
+
+        _controller.OnNode(null, new Node { Metadata = new ObjectMeta { Name = Host, Labels = new() { [ServiceConversion.TopologyZoneLabel] = "zone-a" } } });
+        await _controller.SyncNowAsync(full: false);
+        var request = await LastRequestAsync();
+
+        Assert.True(request.Full); // the node network changed, so everything is rebuilt
+        Assert.Equal("zone-a", request.State.Network.Zone);
+        Assert.Equal(["10.244.0.1:8080"], request.State.ServicePorts[PortName("web", "http")].Endpoints.Cluster.Select(e => e.Endpoint));
+    }
+
+    [Fact]
+    public async Task OnNode_OtherNode_Ignored()
+    {
+        _controller.OnNode(null, new Node { Metadata = new ObjectMeta { Name = "node-b", Labels = new() { [ServiceConversion.TopologyZoneLabel] = "zone-b" } } });
+        await _controller.SyncNowAsync(full: true);
+
+        Assert.Null(_controller.Applied.Network.Zone);
+    }
+
+    [Fact]
+    public async Task SyncNowAsync_ExternalPolicyLocal_LocalEndpointsOnly()
+    {
+        var service = Service("web", type: "NodePort", ports: [Port("http", 80, nodePort: 30080)]);
+        service.Spec!.ExternalTrafficPolicy = "Local";
+        _controller.OnService(null, service);
+        _controller.OnEndpointSlice(null, Slice("web-1", "web", [SlicePort("http", 8080)], [Ep("10.244.0.1", node: Host), Ep("10.244.1.1", node: "node-b")]));
+
+        await _controller.SyncNowAsync(full: true);
+
+        var endpoints = _controller.Applied.ServicePorts[PortName("web", "http")].Endpoints;
+        Assert.Equal(["10.244.0.1:8080", "10.244.1.1:8080"], endpoints.Cluster.Select(e => e.Endpoint));
+        Assert.Equal(["10.244.0.1:8080"], endpoints.Local.Select(e => e.Endpoint));
+    }
+
+    [Fact]
+    public async Task SyncNowAsync_ServiceDeleted_PortsRemovedFromState()
+    {
+        _controller.OnService(null, Web());
+        await _controller.SyncNowAsync(full: true);
+
+        _controller.OnService(Web(), null);
+        await _controller.SyncNowAsync(full: false);
+        var request = await LastRequestAsync();
+
+        Assert.False(request.Full);
+        Assert.Equal([PortName("web", "http"), PortName("web", "metrics")], request.ChangedPorts);
+        Assert.Empty(request.State.ServicePorts);
+        Assert.Empty(_controller.Applied.ServicePorts);
+    }
+
+    [Fact]
+    public async Task SyncNowAsync_EndpointsArriveBeforeService_ServiceGetsThem()
+    {
+        _controller.OnEndpointSlice(null, WebSlice(Ep("10.244.0.1")));
+        await _controller.SyncNowAsync(full: true);
+        Assert.Empty(_controller.Applied.ServicePorts);
+
+        _controller.OnService(null, Web());
+        await _controller.SyncNowAsync(full: false);
+
+        Assert.Equal(["10.244.0.1:8080"], _controller.Applied.ServicePorts[PortName("web", "http")].Endpoints.Cluster.Select(e => e.Endpoint));
+    }
+
+    private async Task<SyncRequest> LastRequestAsync()
+    {
+        SyncRequest? last = null;
+        while (_backend.Count > 0 && await TryReadAsync() is { } request) last = request;
+        return last ?? throw new InvalidOperationException("no request");
+
+        async Task<SyncRequest?> TryReadAsync()
+        {
+            try
+            {
+                return await _backend.NextAsync(TimeSpan.FromMilliseconds(20));
+            }
+            catch (TimeoutException)
+            {
+                return null;
+            }
+        }
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + Deadline;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("condition not met");
+            await Task.Delay(5);
+        }
+    }
+}

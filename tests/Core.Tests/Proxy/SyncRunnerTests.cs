@@ -1,0 +1,317 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging.Abstractions;
+using ProxyPlanes.Core.Proxy;
+
+namespace ProxyPlanes.Core.Tests.Proxy;
+
+public class SyncRunnerTests
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(5);
+    private static readonly DateTimeOffset Start = new(2024, 1, 1, 0, 0, 0, TimeSpan.Zero);
+
+    private static readonly SyncRunnerOptions RealTimeOptions = new()
+    {
+        MinSyncPeriod = TimeSpan.FromMilliseconds(200),
+        SyncPeriod = TimeSpan.FromSeconds(5),
+        RetryDelay = TimeSpan.FromMilliseconds(50),
+        MaxRetryDelay = TimeSpan.FromMilliseconds(200),
+    };
+
+    /// <summary>Records each sync (full or not); fails the calls <see cref="FailOn"/> picks (1-based).</summary>
+    private sealed class Recorder
+    {
+        private readonly Channel<bool> _channel = Channel.CreateUnbounded<bool>();
+        private int _count;
+
+        public ConcurrentQueue<bool> Calls { get; } = new();
+        public Func<int, bool> FailOn { get; init; } = _ => false;
+        public int Count => Calls.Count;
+
+        public Task Sync(bool full, CancellationToken cancellationToken)
+        {
+            var n = Interlocked.Increment(ref _count);
+            Calls.Enqueue(full);
+            _channel.Writer.TryWrite(full);
+            return FailOn(n) ? Task.FromException(new InvalidOperationException($"sync {n} failed")) : Task.CompletedTask;
+        }
+
+        /// <summary>Whether the next sync is full; fails the test if none comes within the deadline.</summary>
+        public async Task<bool> NextAsync(TimeSpan? timeout = null)
+        {
+            using var cts = new CancellationTokenSource(timeout ?? Deadline);
+            try
+            {
+                return await _channel.Reader.ReadAsync(cts.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                throw new TimeoutException($"no sync within {timeout ?? Deadline} (after {Count} syncs)");
+            }
+        }
+    }
+
+    private sealed class Harness : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _cts = new();
+
+        public Harness(Recorder recorder, SyncRunnerOptions options, TimeProvider? time = null)
+        {
+            Runner = new SyncRunner(recorder.Sync, options, time ?? TimeProvider.System, NullLogger.Instance);
+            Run = Task.Run(() => Runner.RunAsync(_cts.Token));
+        }
+
+        public SyncRunner Runner { get; }
+        public Task Run { get; }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _cts.CancelAsync();
+            await Run.WaitAsync(Deadline);
+            _cts.Dispose();
+        }
+    }
+
+    private static async Task EventuallyAsync(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + Deadline;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException(what);
+            await Task.Delay(5);
+        }
+    }
+
+    [Fact]
+    public async Task RunAsync_NoTrigger_NoSync()
+    {
+        var recorder = new Recorder();
+        await using (new Harness(recorder, RealTimeOptions))
+        {
+            await Task.Delay(100);
+        }
+
+        Assert.Equal(0, recorder.Count);
+    }
+
+    [Fact]
+    public async Task Trigger_FirstSync_IsFull()
+    {
+        var recorder = new Recorder();
+        await using var harness = new Harness(recorder, RealTimeOptions);
+
+        harness.Runner.Trigger();
+
+        Assert.True(await recorder.NextAsync());
+    }
+
+    [Fact]
+    public async Task Trigger_TwentyQuickTriggers_CoalescedIntoAtMostTwoSyncs()
+    {
+        var recorder = new Recorder();
+        await using var harness = new Harness(recorder, RealTimeOptions);
+
+        for (var i = 0; i < 20; i++) harness.Runner.Trigger();
+
+        Assert.True(await recorder.NextAsync());
+        // Anything left over runs once, after the minimum interval; then nothing more is pending.
+        await Task.Delay(RealTimeOptions.MinSyncPeriod * 3);
+        Assert.InRange(recorder.Count, 1, 2);
+        var calls = recorder.Calls.ToArray();
+        Assert.True(calls[0]);
+        if (calls.Length == 2) Assert.False(calls[1]);
+    }
+
+    [Fact]
+    public async Task Trigger_AfterSuccessfulSync_NextSyncIsPartial()
+    {
+        var recorder = new Recorder();
+        await using var harness = new Harness(recorder, RealTimeOptions);
+
+        harness.Runner.Trigger();
+        Assert.True(await recorder.NextAsync());
+        harness.Runner.Trigger();
+
+        Assert.False(await recorder.NextAsync());
+        Assert.Equal(0, harness.Runner.ConsecutiveFailures);
+    }
+
+    [Fact]
+    public async Task RunAsync_SyncFails_RetriedAsFullSyncWithoutNewTrigger()
+    {
+        var recorder = new Recorder { FailOn = n => n == 2 };
+        await using var harness = new Harness(recorder, RealTimeOptions);
+
+        harness.Runner.Trigger();
+        Assert.True(await recorder.NextAsync());
+        harness.Runner.Trigger();
+        Assert.False(await recorder.NextAsync()); // this partial sync fails
+        await EventuallyAsync(() => harness.Runner.ConsecutiveFailures == 1 || recorder.Count > 2, "failure counted");
+
+        Assert.True(await recorder.NextAsync()); // the retry, unprompted, is full
+        await EventuallyAsync(() => harness.Runner.ConsecutiveFailures == 0, "failure count reset after success");
+
+        harness.Runner.Trigger();
+        Assert.False(await recorder.NextAsync()); // back to partial after a success
+    }
+
+    [Fact]
+    public async Task RunAsync_FirstSyncFails_RetriedUntilSuccess()
+    {
+        var recorder = new Recorder { FailOn = n => n <= 2 };
+        await using var harness = new Harness(recorder, RealTimeOptions);
+
+        harness.Runner.Trigger();
+
+        Assert.True(await recorder.NextAsync());
+        Assert.True(await recorder.NextAsync());
+        Assert.True(await recorder.NextAsync());
+        await EventuallyAsync(() => harness.Runner.ConsecutiveFailures == 0, "failure count reset after success");
+    }
+
+    [Fact]
+    public async Task RunAsync_Cancelled_ReturnsPromptly()
+    {
+        var recorder = new Recorder();
+        using var cts = new CancellationTokenSource();
+        var runner = new SyncRunner(recorder.Sync, RealTimeOptions, TimeProvider.System, NullLogger.Instance);
+        var run = Task.Run(() => runner.RunAsync(cts.Token));
+        runner.Trigger();
+        await recorder.NextAsync();
+
+        await cts.CancelAsync();
+
+        await run.WaitAsync(TimeSpan.FromSeconds(2));
+        Assert.True(run.IsCompletedSuccessfully);
+    }
+
+    [Fact]
+    public async Task RunAsync_CancelledDuringSync_ReturnsWithoutRetrying()
+    {
+        using var cts = new CancellationTokenSource();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var calls = 0;
+        var runner = new SyncRunner(
+            async (_, ct) =>
+            {
+                Interlocked.Increment(ref calls);
+                started.TrySetResult();
+                await Task.Delay(Timeout.Infinite, ct);
+            },
+            RealTimeOptions, TimeProvider.System, NullLogger.Instance);
+        var run = Task.Run(() => runner.RunAsync(cts.Token));
+        runner.Trigger();
+        await started.Task.WaitAsync(Deadline);
+
+        await cts.CancelAsync();
+
+        await run.WaitAsync(TimeSpan.FromSeconds(2));
+        Assert.Equal(1, calls);
+        Assert.Equal(0, runner.ConsecutiveFailures);
+    }
+
+    // The tests below drive a manual clock, so schedules are checked exactly.
+
+    private static readonly SyncRunnerOptions ManualOptions = new()
+    {
+        MinSyncPeriod = TimeSpan.FromSeconds(1),
+        SyncPeriod = TimeSpan.FromHours(1),
+        RetryDelay = TimeSpan.FromSeconds(1),
+        MaxRetryDelay = TimeSpan.FromSeconds(4),
+    };
+
+    [Fact]
+    public async Task Trigger_WithinMinSyncPeriod_WaitsUntilIntervalElapsed()
+    {
+        var time = new ManualTimeProvider(Start);
+        var recorder = new Recorder();
+        await using var harness = new Harness(recorder, ManualOptions, time);
+        harness.Runner.Trigger();
+        Assert.True(await recorder.NextAsync());
+        await time.WaitForTimerAsync(Start + ManualOptions.SyncPeriod, Deadline);
+
+        time.Advance(TimeSpan.FromMilliseconds(300));
+        harness.Runner.Trigger();
+        await time.WaitForTimerAsync(Start + ManualOptions.MinSyncPeriod, Deadline);
+        time.Advance(TimeSpan.FromMilliseconds(699));
+        await Task.Delay(50);
+        Assert.Equal(1, recorder.Count);
+
+        time.Advance(TimeSpan.FromMilliseconds(1));
+
+        Assert.False(await recorder.NextAsync());
+    }
+
+    [Fact]
+    public async Task Trigger_OverdueByExactlyOneMillisecond_SyncsImmediately()
+    {
+        // 'due - now' of exactly -1 ms equals Timeout.InfiniteTimeSpan; it must not be read as "wait forever".
+        var time = new ManualTimeProvider(Start);
+        var recorder = new Recorder();
+        await using var harness = new Harness(recorder, ManualOptions, time);
+        harness.Runner.Trigger();
+        Assert.True(await recorder.NextAsync());
+        await time.WaitForTimerAsync(Start + ManualOptions.SyncPeriod, Deadline);
+
+        time.Advance(ManualOptions.MinSyncPeriod + TimeSpan.FromMilliseconds(1));
+        harness.Runner.Trigger();
+
+        Assert.False(await recorder.NextAsync(TimeSpan.FromSeconds(3)));
+    }
+
+    [Fact]
+    public async Task RunAsync_SyncPeriodElapsed_PeriodicFullSync()
+    {
+        var time = new ManualTimeProvider(Start);
+        var recorder = new Recorder();
+        await using var harness = new Harness(recorder, ManualOptions, time);
+        harness.Runner.Trigger();
+        Assert.True(await recorder.NextAsync());
+        await time.WaitForTimerAsync(Start + ManualOptions.SyncPeriod, Deadline);
+
+        time.Advance(ManualOptions.SyncPeriod);
+
+        Assert.True(await recorder.NextAsync());
+        await time.WaitForTimerAsync(Start + 2 * ManualOptions.SyncPeriod, Deadline);
+    }
+
+    [Fact]
+    public async Task RunAsync_PartialSyncs_DoNotPostponePeriodicFullSync()
+    {
+        var time = new ManualTimeProvider(Start);
+        var recorder = new Recorder();
+        await using var harness = new Harness(recorder, ManualOptions, time);
+        harness.Runner.Trigger();
+        Assert.True(await recorder.NextAsync());
+        await time.WaitForTimerAsync(Start + ManualOptions.SyncPeriod, Deadline);
+
+        time.Advance(TimeSpan.FromMinutes(30));
+        harness.Runner.Trigger();
+        Assert.False(await recorder.NextAsync());
+
+        // The full sync is still due an hour after the first one, not after the partial one.
+        await time.WaitForTimerAsync(Start + ManualOptions.SyncPeriod, Deadline);
+        time.Advance(TimeSpan.FromMinutes(30));
+        Assert.True(await recorder.NextAsync());
+    }
+
+    [Fact]
+    public async Task RunAsync_RepeatedFailures_BackoffDoublesUpToMax()
+    {
+        var time = new ManualTimeProvider(Start);
+        var recorder = new Recorder { FailOn = _ => true };
+        await using var harness = new Harness(recorder, ManualOptions, time);
+        harness.Runner.Trigger();
+        Assert.True(await recorder.NextAsync());
+
+        var at = Start;
+        foreach (var seconds in new[] { 1, 2, 4, 4 })
+        {
+            at += TimeSpan.FromSeconds(seconds);
+            await time.WaitForTimerAsync(at, Deadline);
+            time.Advance(TimeSpan.FromSeconds(seconds));
+            Assert.True(await recorder.NextAsync()); // every retry is full
+        }
+        await EventuallyAsync(() => harness.Runner.ConsecutiveFailures == 5, "five failures counted");
+    }
+}

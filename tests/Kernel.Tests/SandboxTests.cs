@@ -1,0 +1,424 @@
+using System.Diagnostics;
+using System.Net.NetworkInformation;
+using System.Security.Cryptography;
+using ProxyPlanes.Sandbox;
+
+namespace ProxyPlanes.Kernel.Tests;
+
+/// <summary>
+/// One sandbox (client, node, pods web-0 and web-1) shared by the read-only traffic tests of <see cref="SandboxTests"/>.
+/// </summary>
+public sealed class SandboxFixture : IAsyncLifetime
+{
+    private ClusterSandbox? _sandbox;
+
+    public ClusterSandbox Sandbox => _sandbox ?? throw new InvalidOperationException("The sandbox fixture failed to initialize.");
+
+    public SandboxPod Web0 => Sandbox.Pods["web-0"];
+
+    public SandboxPod Web1 => Sandbox.Pods["web-1"];
+
+    public async Task InitializeAsync()
+    {
+        _sandbox = await ClusterSandbox.CreateAsync();
+        try
+        {
+            await _sandbox.AddPodAsync("web-0");
+            await _sandbox.AddPodAsync("web-1", 8080, 9090);
+        }
+        catch
+        {
+            await _sandbox.DisposeAsync();
+            _sandbox = null;
+            throw;
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_sandbox is not null)
+        {
+            await _sandbox.DisposeAsync();
+        }
+    }
+}
+
+/// <summary>
+/// Real packets through real namespaces (needs root). Only namespaces created here are touched, and traffic only goes
+/// to addresses inside them.
+/// </summary>
+public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<SandboxFixture>
+{
+    private static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(3);
+    private static readonly TimeSpan ShortTimeout = TimeSpan.FromMilliseconds(300);
+
+    private ClusterSandbox Sandbox => fixture.Sandbox;
+
+    [Fact(Timeout = 20_000)]
+    public async Task HttpGetAsync_ClientToPodIp_AnswersWithPodNameAndClientSource()
+    {
+        foreach (SandboxPod pod in new[] { fixture.Web0, fixture.Web1 })
+        {
+            HttpProbeResult result = await Sandbox.Client.HttpGetAsync(pod.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+
+            Assert.True(result.Outcome == ProbeOutcome.Answered, result.ToString());
+            Assert.Equal(200, result.StatusCode);
+            Assert.Equal($"pod={pod.Name} src=203.0.113.10", result.Body);
+        }
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task HttpGetAsync_SecondPortOfPod_Answers()
+    {
+        HttpProbeResult result = await Sandbox.Client.HttpGetAsync(fixture.Web1.IP, 9090, "/cgi-bin/who", ProbeTimeout);
+
+        Assert.True(result.IsAnswered, result.ToString());
+        Assert.Equal("pod=web-1 src=203.0.113.10", result.Body);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task HttpGetAsync_ClientToPodIpv6_AnswersWithClientIpv6Source()
+    {
+        HttpProbeResult result = await Sandbox.Client.HttpGetAsync(fixture.Web0.IPv6, 8080, "/cgi-bin/who", ProbeTimeout);
+
+        Assert.True(result.IsAnswered, result.ToString());
+        Assert.Equal($"pod=web-0 src={Sandbox.ClientIpv6}", result.Body);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task HttpGetAsync_PortWithoutListener_ReturnsRefusedFast()
+    {
+        var stopwatch = Stopwatch.StartNew();
+        HttpProbeResult result = await Sandbox.Client.HttpGetAsync(fixture.Web0.IP, 8081, "/cgi-bin/who", ProbeTimeout);
+        stopwatch.Stop();
+
+        Assert.True(result.Outcome == ProbeOutcome.Refused, result.ToString());
+        Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(1), $"took {stopwatch.Elapsed}");
+        Assert.Equal(string.Empty, result.Body);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task HttpGetAsync_NodeAndPodSources_SeenUnmasqueraded()
+    {
+        HttpProbeResult fromNode = await Sandbox.Node.HttpGetAsync(fixture.Web0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+        HttpProbeResult fromPod = await fixture.Web1.Namespace.HttpGetAsync(fixture.Web0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+
+        Assert.Equal($"pod=web-0 src={Sandbox.NodePodGatewayIp}", fromNode.Body);
+        Assert.Equal($"pod=web-0 src={fixture.Web1.IP}", fromPod.Body);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task HttpGetAsync_PodAddressNobodyHas_ReturnsTimedOut()
+    {
+        // Inside the pod CIDR but unassigned: the node sends it down its default route to the client, which drops it.
+        HttpProbeResult result = await Sandbox.Client.HttpGetAsync("10.244.1.250", 80, "/", ShortTimeout);
+
+        Assert.True(result.Outcome == ProbeOutcome.TimedOut, result.ToString());
+        Assert.True(result.Elapsed < TimeSpan.FromSeconds(2), $"took {result.Elapsed}");
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task HttpGetAsync_NamespaceWithoutRoutes_ReturnsUnreachable()
+    {
+        using NetworkNamespace bare = NetworkNamespace.Create($"pp{RandomNumberGenerator.GetHexString(5, lowercase: true)}-bare");
+
+        HttpProbeResult result = await bare.HttpGetAsync("10.244.1.2", 8080, "/", ShortTimeout);
+
+        Assert.True(result.Outcome == ProbeOutcome.Unreachable, result.ToString());
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task HttpGetAsync_NodeAnswersIcmpHostUnreachable_ReturnsUnreachable()
+    {
+        // An 'unreachable' route makes the node answer with ICMP host unreachable; only this test uses .251.
+        await Sandbox.Node.ExecAsync("ip", "route", "replace", "unreachable", "10.244.1.251/32");
+
+        HttpProbeResult tcp = await Sandbox.Client.HttpGetAsync("10.244.1.251", 80, "/", ProbeTimeout);
+        UdpProbeResult udp = await Sandbox.Client.UdpRequestAsync("10.244.1.251", 53, "hello", ProbeTimeout);
+
+        Assert.True(tcp.Outcome == ProbeOutcome.Unreachable, tcp.ToString());
+        Assert.True(udp.Outcome == ProbeOutcome.Unreachable, udp.ToString());
+        Assert.True(tcp.Elapsed < TimeSpan.FromSeconds(1), $"took {tcp.Elapsed}");
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task UdpRequestAsync_ClientToPod_AnswersWithPodNameAndClientSource()
+    {
+        UdpProbeResult v4 = await Sandbox.Client.UdpRequestAsync(fixture.Web1.IP, 9090, "hello", ProbeTimeout);
+        UdpProbeResult v6 = await Sandbox.Client.UdpRequestAsync(fixture.Web1.IPv6, 9090, "hello", ProbeTimeout);
+
+        Assert.True(v4.IsAnswered, v4.ToString());
+        Assert.Equal("pod=web-1 src=203.0.113.10", v4.Text);
+        Assert.True(v6.IsAnswered, v6.ToString());
+        Assert.Equal($"pod=web-1 src={Sandbox.ClientIpv6}", v6.Text);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task UdpRequestAsync_PortWithoutListener_ReturnsRefused()
+    {
+        UdpProbeResult result = await Sandbox.Client.UdpRequestAsync(fixture.Web0.IP, 9999, "hello", ProbeTimeout);
+
+        Assert.True(result.Outcome == ProbeOutcome.Refused, result.ToString());
+        Assert.True(result.Elapsed < TimeSpan.FromSeconds(1), $"took {result.Elapsed}");
+    }
+
+    [Fact]
+    public void Run_InNodeNamespace_SeesOnlyNodeInterfaces()
+    {
+        string[] inside = Sandbox.Node.Run(() => NetworkInterface.GetAllNetworkInterfaces().Select(i => i.Name).Order().ToArray());
+        string[] outside = NetworkInterface.GetAllNetworkInterfaces().Select(i => i.Name).ToArray();
+
+        Assert.Subset(inside.ToHashSet(), new[] { "lo", fixture.Web0.HostInterface, fixture.Web1.HostInterface, Sandbox.PrimaryClient.HostInterface }.ToHashSet());
+        Assert.All(inside, name => Assert.True(name == "lo" || name.StartsWith("vpod", StringComparison.Ordinal) || name.StartsWith("vext", StringComparison.Ordinal), name));
+        Assert.DoesNotContain(fixture.Web0.HostInterface, outside);
+    }
+
+    [Fact]
+    public void Run_ActionThrows_ExceptionPropagates()
+    {
+        var thrown = Assert.Throws<InvalidOperationException>(() => Sandbox.Node.Run<int>(() => throw new InvalidOperationException("boom")));
+
+        Assert.Equal("boom", thrown.Message);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task ExecAsync_InPod_ReturnsOutputAndExitCode()
+    {
+        ExecResult addresses = await fixture.Web0.Namespace.ExecAsync("ip", "-o", "addr", "show", "dev", "eth0");
+        ExecResult failed = await fixture.Web0.Namespace.ExecAsync("sh", "-c", "echo oops >&2; exit 3");
+
+        Assert.Equal(0, addresses.ExitCode);
+        Assert.Contains($"{fixture.Web0.IP}/32", addresses.StandardOutput, StringComparison.Ordinal);
+        Assert.Equal(3, failed.ExitCode);
+        Assert.Equal("oops", failed.StandardError.Trim());
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task CheckedExecAsync_CommandFails_ThrowsWithExitCodeAndStderr()
+    {
+        var thrown = await Assert.ThrowsAsync<SandboxCommandException>(() => Sandbox.Node.CheckedExecAsync("sh", "-c", "echo nope >&2; exit 4"));
+
+        Assert.Equal(4, thrown.ExitCode);
+        Assert.Contains("nope", thrown.Message, StringComparison.Ordinal);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task StartProcess_LongRunningCommand_CapturesOutputAndKillsByPid()
+    {
+        SandboxProcess process = Sandbox.Client.StartProcess("sh", ["-c", "echo started; echo warn >&2; exec sleep 30"]);
+        try
+        {
+            await WaitUntilAsync(() => process.StandardOutputLines.Contains("started") && process.StandardErrorLines.Contains("warn"), TimeSpan.FromSeconds(3));
+
+            // ip netns exec execs, so the PID is the command's own; by now sh has exec'd sleep.
+            await WaitUntilAsync(() => ReadComm(process.Pid) == "sleep", TimeSpan.FromSeconds(3));
+            Assert.False(process.HasExited);
+
+            Assert.True(await process.KillAsync(TimeSpan.FromSeconds(3)));
+            Assert.True(process.HasExited);
+            Assert.False(Directory.Exists($"/proc/{process.Pid}"));
+        }
+        finally
+        {
+            await process.KillAsync();
+        }
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task AddExternalClientAsync_SecondClient_GetsNextAddressAndReachesPods()
+    {
+        ExternalClient second = await Sandbox.AddExternalClientAsync("second");
+
+        HttpProbeResult result = await second.Namespace.HttpGetAsync(fixture.Web0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+
+        Assert.Equal("203.0.113.11", second.IP);
+        Assert.Equal($"{Sandbox.Prefix}-ext-second", second.Namespace.Name);
+        Assert.Equal("pod=web-0 src=203.0.113.11", result.Body);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task RemovePodAsync_ExistingPod_RemovesItsNamespaceVethAndServers()
+    {
+        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync();
+        try
+        {
+            SandboxPod gone = await sandbox.AddPodAsync("gone");
+            SandboxPod kept = await sandbox.AddPodAsync("kept");
+            int[] pids = gone.Servers.Select(s => s.Pid).ToArray();
+
+            await sandbox.RemovePodAsync("gone");
+
+            Assert.False(sandbox.Pods.ContainsKey("gone"));
+            Assert.DoesNotContain(gone.Namespace.Name, await ListNamespacesAsync());
+            Assert.All(pids, pid => Assert.False(IsLiveBusybox(pid), $"process {pid} still runs"));
+            Assert.False(Directory.Exists(gone.ContentDirectory));
+            ExecResult routes = await sandbox.Node.CheckedExecAsync("ip", "-o", "link", "show");
+            Assert.DoesNotContain(gone.HostInterface + "@", routes.StandardOutput, StringComparison.Ordinal);
+            HttpProbeResult toGone = await sandbox.Client.HttpGetAsync(gone.IP, 8080, "/cgi-bin/who", ShortTimeout);
+            HttpProbeResult toKept = await sandbox.Client.HttpGetAsync(kept.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+            Assert.True(toGone.Outcome == ProbeOutcome.TimedOut, toGone.ToString());
+            Assert.Equal("pod=kept src=203.0.113.10", toKept.Body);
+        }
+        finally
+        {
+            await sandbox.DisposeAsync();
+        }
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task DisposeAsync_AfterUse_RemovesNamespacesProcessesAndDirectories()
+    {
+        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync();
+        Traces traces;
+        try
+        {
+            SandboxPod pod = await sandbox.AddPodAsync("only");
+            HttpProbeResult result = await sandbox.Client.HttpGetAsync(pod.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+            Assert.True(result.IsAnswered, result.ToString());
+            traces = Traces.Of(sandbox);
+            Assert.Equal(3, traces.Namespaces.Length);
+            Assert.Equal(2, traces.Pids.Length);
+        }
+        finally
+        {
+            await sandbox.DisposeAsync();
+        }
+
+        await AssertNothingLeftAsync(sandbox.Prefix, traces);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task DisposeAsync_AfterAddPodFailedHalfway_LeavesNothing()
+    {
+        // The pod's namespace, veth, routes and document root exist by the time the (missing) server binary fails.
+        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { BusyboxPath = "/nonexistent/busybox" });
+        try
+        {
+            var thrown = await Assert.ThrowsAsync<SandboxException>(() => sandbox.AddPodAsync("broken"));
+            await Assert.ThrowsAsync<ArgumentException>(() => sandbox.AddPodAsync("Bad_Name"));
+
+            Assert.Contains("broken", thrown.Message, StringComparison.Ordinal);
+            Assert.Empty(sandbox.Pods);
+            Assert.DoesNotContain($"{sandbox.Prefix}-pod-broken", await ListNamespacesAsync());
+        }
+        finally
+        {
+            await sandbox.DisposeAsync();
+        }
+
+        await AssertNothingLeftAsync(sandbox.Prefix, Traces.Empty);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task SweepAsync_AbandonedSandbox_DeletesItsNamespacesAndProcesses()
+    {
+        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { CleanupOnExitSignals = false });
+        Traces traces = Traces.Empty;
+        try
+        {
+            await sandbox.AddPodAsync("orphan");
+            traces = Traces.Of(sandbox);
+
+            // As if the owner had crashed: sweep by prefix without disposing.
+            await ClusterSandbox.SweepAsync(sandbox.Prefix);
+
+            await AssertNothingLeftAsync(sandbox.Prefix, traces);
+        }
+        finally
+        {
+            await sandbox.DisposeAsync();
+        }
+
+        await AssertNothingLeftAsync(sandbox.Prefix, traces);
+    }
+
+    [Theory(Timeout = 20_000)]
+    [InlineData("pp")]
+    [InlineData("pp1234")]
+    [InlineData("ppABCDE")]
+    [InlineData("xx12345")]
+    [InlineData("pp12345-node")]
+    public async Task SweepAsync_NotAWholeRunPrefix_ThrowsArgumentException(string prefix)
+    {
+        await Assert.ThrowsAsync<ArgumentException>(() => ClusterSandbox.SweepAsync(prefix));
+    }
+
+    private static async Task AssertNothingLeftAsync(string prefix, Traces traces)
+    {
+        string[] namespaces = await ListNamespacesAsync();
+        Assert.DoesNotContain(namespaces, n => n.StartsWith(prefix + "-", StringComparison.Ordinal));
+        foreach (int pid in traces.Pids)
+        {
+            Assert.False(IsLiveBusybox(pid), $"process {pid} still runs");
+        }
+
+        foreach (string directory in traces.Directories)
+        {
+            Assert.False(Directory.Exists(directory), $"{directory} still exists");
+        }
+
+        Assert.Empty(Directory.EnumerateDirectories(Path.GetTempPath(), prefix + "-*"));
+    }
+
+    /// <summary><c>ip netns list</c>, names only.</summary>
+    private static async Task<string[]> ListNamespacesAsync()
+    {
+        var startInfo = new ProcessStartInfo("ip", "netns list") { RedirectStandardOutput = true, UseShellExecute = false };
+        using Process process = Process.Start(startInfo)!;
+        string output = await process.StandardOutput.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        await process.WaitForExitAsync(cts.Token);
+        return output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => line.Split(' ')[0]).ToArray();
+    }
+
+    /// <summary>A killed process may linger as a zombie until its parent reaps it; that counts as gone.</summary>
+    private static bool IsLiveBusybox(int pid)
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat.Contains("(busybox)", StringComparison.Ordinal) && stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z') is false;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    private static string? ReadComm(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/comm").Trim();
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition, TimeSpan limit)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(stopwatch.Elapsed < limit, $"condition not met within {limit}");
+            await Task.Delay(10);
+        }
+    }
+
+    private sealed record Traces(string[] Namespaces, int[] Pids, string[] Directories)
+    {
+        public static Traces Empty { get; } = new([], [], []);
+
+        public static Traces Of(ClusterSandbox sandbox)
+        {
+            SandboxPod[] pods = sandbox.Pods.Values.ToArray();
+            string[] namespaces = new[] { sandbox.Node.Name }
+                .Concat(sandbox.ExternalClients.Select(c => c.Namespace.Name))
+                .Concat(pods.Select(p => p.Namespace.Name))
+                .ToArray();
+            return new Traces(namespaces, pods.SelectMany(p => p.Servers).Select(s => s.Pid).ToArray(), pods.Select(p => p.ContentDirectory).ToArray());
+        }
+    }
+}
