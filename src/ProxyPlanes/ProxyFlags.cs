@@ -66,7 +66,7 @@ public sealed class ProxyFlags
 
         var minSync = Duration(result, MinSyncPeriod);
         var sync = Duration(result, SyncPeriod);
-        if (sync <= TimeSpan.Zero) throw new UsageException("--sync-period must be greater than 0");
+        if (sync <= TimeSpan.Zero || sync > TimeSpan.FromDays(1)) throw new UsageException("--sync-period must be greater than 0 and at most 24h");
         if (minSync > sync) throw new UsageException($"--min-sync-period ({GoDuration.Format(minSync)}) must not exceed --sync-period ({GoDuration.Format(sync)})");
 
         var variant = result.GetValue(IptablesVariant)!;

@@ -34,16 +34,22 @@ public static class RunCommand
             backend.Mode, settings.Proxy.HostName, settings.ManifestsPath, settings.MetricsBindAddress?.ToString() ?? "(off)", settings.HealthzBindAddress?.ToString() ?? "(off)");
         // SIGTERM / SIGINT stop the host; the loop stops with it and the rules stay in place, as
         // with kube-proxy, so traffic keeps flowing while the proxy restarts.
-        var stopping = app.Lifetime.ApplicationStopping;
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(app.Lifetime.ApplicationStopping);
+        Task[] loops = [source.RunAsync(controller, stop.Token), controller.Runner.RunAsync(stop.Token)];
         try
         {
-            await Task.WhenAll(source.RunAsync(controller, stopping), controller.Runner.RunAsync(stopping));
+            // Either loop ending (a signal, or the source failing on bad input) stops the other.
+            var first = await Task.WhenAny(loops);
+            stop.Cancel();
+            await first;
+            await Task.WhenAll(loops);
         }
-        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
         }
         finally
         {
+            stop.Cancel();
             await app.StopAsync(CancellationToken.None);
         }
         logger.LogInformation("Stopped; the rules stay in place");

@@ -266,7 +266,10 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
         }
     }
 
-    /// <summary>Deletes a pod: kills its servers, deletes its namespace (which removes the veth and its route) and files.</summary>
+    /// <summary>
+    /// Deletes a pod: its node-side veth (and with it the node's routes to the pod), its servers, its namespace and its
+    /// files. Its addresses are not handed out again.
+    /// </summary>
     public async Task RemovePodAsync(string name, CancellationToken cancellationToken = default)
     {
         await _mutation.WaitAsync(cancellationToken).ConfigureAwait(false);

@@ -66,12 +66,12 @@ public sealed class ProxyScenario : IAsyncDisposable
         return Proxy;
     }
 
-    /// <summary>Writes a manifest and waits until a sync that includes it is in the kernel.</summary>
+    /// <summary>Writes a manifest that changes something and waits until that change is in the kernel.</summary>
     public async Task WriteManifestAndSyncAsync(string fileName, string yaml)
     {
-        var before = await Proxy!.LastSyncTimestampAsync();
+        var before = await Proxy!.ChangesSeenAsync();
         WriteManifest(fileName, yaml);
-        await Proxy.WaitForSyncAfterAsync(before, TimeSpan.FromSeconds(20));
+        await Proxy.WaitForChangesSyncedAsync(before, TimeSpan.FromSeconds(20));
     }
 
     /// <summary>Sends <paramref name="count"/> requests and counts who answered (pod name, or the failure outcome).</summary>

@@ -120,6 +120,12 @@ public sealed class ProxyController : IObjectSink
 
         var network = BuildNetwork();
         var rebuildAll = full || network != _built.Network;
+        if (!rebuildAll && changed.Count == 0 && _successfulSyncs > 0)
+        {
+            // Events that cancelled out, or a burst already synced: the kernel has it all.
+            Health.Updated(start);
+            return;
+        }
         var state = rebuildAll ? BuildAll(network) : Rebuild(_built, changed);
         _built = state;
 

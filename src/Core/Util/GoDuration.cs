@@ -19,11 +19,11 @@ public static class GoDuration
             while (i < s.Length && (char.IsAsciiDigit(s[i]) || s[i] == '.')) i++;
             if (start == i || !double.TryParse(s.AsSpan(start, i - start), NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var value)) return false;
             var unitStart = i;
-            while (i < s.Length && char.IsAsciiLetter(s[i]) || i < s.Length && s[i] == 'µ') i++;
+            while (i < s.Length && (char.IsAsciiLetter(s[i]) || s[i] is '\u00b5' or '\u03bc')) i++;
             double? scale = s[unitStart..i] switch
             {
                 "ns" => 1e-9,
-                "us" or "µs" => 1e-6,
+                "us" or "\u00b5s" or "\u03bcs" => 1e-6, // micro sign or Greek mu, as Go accepts
                 "ms" => 1e-3,
                 "s" => 1,
                 "m" => 60,
@@ -33,7 +33,7 @@ public static class GoDuration
             if (scale is null) return false;
             total += value * scale.Value;
         }
-        duration = TimeSpan.FromSeconds(total);
+        duration = TimeSpan.FromTicks((long)Math.Round(total * TimeSpan.TicksPerSecond));
         return true;
     }
 

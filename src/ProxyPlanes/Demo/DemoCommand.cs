@@ -88,10 +88,10 @@ public static class DemoCommand
             var latencies = new List<string[]> { new[] { "change", "endpoints", "save → kernel", "then answered by" } };
             foreach (var (label, keep) in new[] { ("scale down", 1), ("scale up", 3) })
             {
-                var before = await proxy.LastSyncTimestampAsync();
+                var before = await proxy.ChangesSeenAsync();
                 var saved = Stopwatch.GetTimestamp();
                 WriteWebEndpoints(manifests.FullName, keep);
-                await proxy.WaitForSyncAfterAsync(before, TimeSpan.FromSeconds(10));
+                await proxy.WaitForChangesSyncedAsync(before, TimeSpan.FromSeconds(10));
                 var latency = Stopwatch.GetElapsedTime(saved);
                 var answered = await ProbeAsync(sandbox.Client, "client", WebClusterIP, 80, "cluster IP", requests, cancellationToken);
                 latencies.Add([label, keep.ToString(CultureInfo.InvariantCulture), $"{latency.TotalMilliseconds:0} ms", answered[2]]);

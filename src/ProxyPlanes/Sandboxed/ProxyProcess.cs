@@ -73,6 +73,33 @@ public sealed partial class ProxyProcess : IAsyncDisposable
     public async Task<double> LastSyncTimestampAsync() =>
         Metric(await ScrapeAsync(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds") ?? 0;
 
+    /// <summary>Service and endpoint changes the proxy has seen (kube-proxy's change counters).</summary>
+    public async Task<double> ChangesSeenAsync()
+    {
+        var scrape = await ScrapeAsync();
+        return (Metric(scrape, "kubeproxy_sync_proxy_rules_service_changes_total") ?? 0) + (Metric(scrape, "kubeproxy_sync_proxy_rules_endpoint_changes_total") ?? 0);
+    }
+
+    /// <summary>
+    /// Waits until the proxy has seen more than <paramref name="changesBefore"/> changes and a sync
+    /// has completed after the last one was queued: the change is in the kernel. Returns the time
+    /// from the call to that sync, as the proxy's clock measured it.
+    /// </summary>
+    public async Task WaitForChangesSyncedAsync(double changesBefore, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            var scrape = await ScrapeAsync();
+            var changes = (Metric(scrape, "kubeproxy_sync_proxy_rules_service_changes_total") ?? 0) + (Metric(scrape, "kubeproxy_sync_proxy_rules_endpoint_changes_total") ?? 0);
+            var synced = Metric(scrape, "kubeproxy_sync_proxy_rules_last_timestamp_seconds") ?? 0;
+            var queued = Metric(scrape, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds") ?? double.MaxValue;
+            if (changes > changesBefore && synced >= queued) return;
+            await Task.Delay(20);
+        }
+        throw new TimeoutException($"the change was not synced within {timeout.TotalSeconds}s:\n{Output}");
+    }
+
     /// <summary>Waits for a sync that completes after <paramref name="after"/> (unix seconds); returns its time.</summary>
     public async Task<double> WaitForSyncAfterAsync(double after, TimeSpan timeout)
     {

@@ -7,23 +7,27 @@ using static ProxyPlanes.Core.Tests.Proxy.TestObjects;
 
 namespace ProxyPlanes.Core.Tests.Proxy;
 
-/// <summary>Records every request; fails the next <see cref="FailNext"/> ones.</summary>
+/// <summary>Records every request; fails them while <see cref="Failing"/> is set.</summary>
 internal sealed class RecordingBackend : IProxyBackend
 {
     private readonly Channel<SyncRequest> _requests = Channel.CreateUnbounded<SyncRequest>();
-    private int _failNext;
     private int _count;
 
     public string Mode => "fake";
     public int Count => Volatile.Read(ref _count);
 
-    public void FailNext(int count) => Volatile.Write(ref _failNext, count);
+    private bool _failing;
+
+    public bool Failing
+    {
+        get => Volatile.Read(ref _failing);
+        set => Volatile.Write(ref _failing, value);
+    }
 
     public Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref _count);
-        var fail = Interlocked.Decrement(ref _failNext) >= 0;
-        if (!fail) Interlocked.Increment(ref _failNext); // never go below zero
+        var fail = Failing;
         _requests.Writer.TryWrite(request);
         return fail
             ? Task.FromException<SyncTimings>(new BackendSyncException("the kernel refused the rules"))
@@ -193,21 +197,21 @@ public sealed class ProxyControllerTests : IAsyncDisposable
     public async Task SyncAsync_BackendThrows_AppliedUnchangedAndNextSyncFull()
     {
         var first = await InitialSyncAsync();
-        _backend.FailNext(1);
+        _backend.Failing = true;
 
         _controller.OnEndpointSlice(ApiSlice(Ep("10.244.2.1")), ApiSlice(Ep("10.244.2.9")));
         var failed = await _backend.NextAsync(Deadline);
-        Assert.False(failed.Full);
-        await WaitUntilAsync(() => _controller.Runner.ConsecutiveFailures == 1 || _backend.Count > 2);
+        var failedRetry = await _backend.NextAsync(Deadline);
 
+        Assert.False(failed.Full);
+        Assert.True(failedRetry.Full); // retries are full syncs
         Assert.Same(first.State, _controller.Applied);
 
-        var retry = await _backend.NextAsync(Deadline);
+        _backend.Failing = false;
         var report = await NextReportAsync();
-        Assert.True(retry.Full);
+
         Assert.True(report.Full);
-        Assert.Equal(["10.244.2.9:9000"], retry.State.ServicePorts[PortName("api", "grpc")].Endpoints.Cluster.Select(e => e.Endpoint));
-        Assert.Same(retry.State, _controller.Applied);
+        Assert.Equal(["10.244.2.9:9000"], _controller.Applied.ServicePorts[PortName("api", "grpc")].Endpoints.Cluster.Select(e => e.Endpoint));
     }
 
     [Fact]
@@ -228,7 +232,7 @@ public sealed class ProxyControllerTests : IAsyncDisposable
     public async Task Health_FirstSyncFails_StaysUnhealthy()
     {
         StartRunner();
-        _backend.FailNext(1);
+        _backend.Failing = true;
         _controller.OnService(null, Web());
         _controller.OnInitialStateDelivered();
 
@@ -236,7 +240,8 @@ public sealed class ProxyControllerTests : IAsyncDisposable
         Assert.True(failed.Full);
         Assert.False(_controller.Health.Status().Healthy);
 
-        await NextReportAsync(); // the retry succeeds
+        _backend.Failing = false;
+        await NextReportAsync(); // a retry succeeds
         Assert.True(_controller.Health.Status().Healthy);
     }
 
@@ -328,16 +333,6 @@ public sealed class ProxyControllerTests : IAsyncDisposable
             {
                 return null;
             }
-        }
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + Deadline;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException("condition not met");
-            await Task.Delay(5);
         }
     }
 }

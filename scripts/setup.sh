@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what ProxyPlanes needs on a fresh Debian 12 machine (run as root), then restores NuGet packages.
+# Called by demo.sh and test.sh; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (the proxy programs kernel rules and the tests build network namespaces)" >&2
+  exit 1
+fi
+
+# iptables (nft and legacy), nftables, iproute2 (ip netns), busybox (the sandbox's HTTP servers),
+# conntrack, and prometheus (for promtool, which checks /metrics).
+packages=(iptables nftables iproute2 busybox conntrack prometheus)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v dotnet >/dev/null; then
+  echo "setup: the .NET 10 SDK is required (dotnet on PATH)" >&2
+  exit 1
+fi
+dotnet restore ProxyPlanes.sln --verbosity quiet

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test: unit, golden-file, and kernel tests with real packets in network namespaces.
+# Usage (root, on Debian 12): scripts/test.sh [extra dotnet test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+# --blame-hang-timeout turns a hung test into a named failure instead of a silent CI timeout.
+timeout 80m dotnet test ProxyPlanes.sln --no-restore --blame-hang-timeout 10m "$@" 2>&1 | tee "$log" || status=$?
+
+# One summary line over all test assemblies.
+awk '/(Passed|Failed)! +-/ {
+       for (i = 1; i <= NF; i++) { gsub(",", "", $(i+1)); if ($i == "Failed:") f += $(i+1); if ($i == "Passed:") p += $(i+1); if ($i == "Skipped:") s += $(i+1) }
+     }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+
+leftover=$(ip netns list 2>/dev/null | grep -c '^pp[0-9a-f]\{5\}-' || true)
+if [ "$leftover" -gt 0 ]; then
+  echo "test: $leftover sandbox network namespaces were left behind" >&2
+  status=1
+fi
+exit "$status"

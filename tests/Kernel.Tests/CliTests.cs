@@ -1,0 +1,63 @@
+using ProxyPlanes.Sandbox;
+using ProxyPlanes.Sandboxed;
+
+namespace ProxyPlanes.Kernel.Tests;
+
+/// <summary>Invalid flags and input give one line naming the problem and a non-zero exit.</summary>
+[Collection(KernelCollection.Name)]
+public sealed class CliTests
+{
+    public static TheoryData<string[], string> BadFlags => new()
+    {
+        { ["--mode=bogus", "--manifests=/"], "--mode: 'bogus' is not a mode" },
+        { ["--mode=nftables", "--manifests=/"], "--mode=nftables is not built yet" },
+        { ["--manifests=/nonexistent/path"], "--manifests: '/nonexistent/path' does not exist" },
+        { [], "--manifests is required" },
+        { ["--manifests=/", "--min-sync-period=abc"], "--min-sync-period: 'abc' is not a duration" },
+        { ["--manifests=/", "--min-sync-period=1m", "--sync-period=30s"], "--min-sync-period (60s) must not exceed --sync-period (30s)" },
+        { ["--manifests=/", "--cluster-cidr=10.244.0.0"], "--cluster-cidr: '10.244.0.0' is not a CIDR" },
+        { ["--manifests=/", "--metrics-bind-address=nowhere"], "--metrics-bind-address: 'nowhere' is not an address:port" },
+        { ["--manifests=/", "--iptables-variant=x"], "--iptables-variant: 'x' is not auto, nft or legacy" },
+        { ["--no-such-flag"], "--no-such-flag" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadFlags))]
+    public async Task Run_InvalidFlag_PrintsOneLineNamingItAndFails(string[] args, string expected)
+    {
+        var result = await RunInNamespaceAsync(["run", .. args]);
+
+        Assert.NotEqual(0, result.ExitCode);
+        var lines = result.StandardError.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.StartsWith("proxyplanes: ", lines[0]);
+        Assert.Contains(expected, lines[0]);
+    }
+
+    [Fact]
+    public async Task Run_MalformedManifestAtStart_NamesFileAndLineAndFails()
+    {
+        var folder = Directory.CreateTempSubdirectory("proxyplanes-bad-");
+        try
+        {
+            File.WriteAllText(Path.Combine(folder.FullName, "svc.yaml"), "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  clusterIP: 10.96.0.1\n  ports:\n    - port: abc\n");
+
+            var result = await RunInNamespaceAsync(["run", $"--manifests={folder.FullName}"]);
+
+            Assert.Equal(1, result.ExitCode);
+            Assert.Contains($"{Path.Combine(folder.FullName, "svc.yaml")}:8:", result.StandardError);
+        }
+        finally
+        {
+            folder.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>Runs proxyplanes in a namespace of its own, so even a failing start never touches the host's network.</summary>
+    private static async Task<ExecResult> RunInNamespaceAsync(string[] args)
+    {
+        using var ns = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-cli");
+        var (file, prefix) = ProxyProcess.Executable();
+        return await ns.ExecAsync([file, .. prefix, .. args], TimeSpan.FromSeconds(60));
+    }
+}

@@ -1,0 +1,184 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using ProxyPlanes.Sandbox;
+using ProxyPlanes.Sandboxed;
+
+namespace ProxyPlanes.Kernel.Tests;
+
+/// <summary>How the daemon behaves around the kernel: failures, cleanup, variants, signals, metrics, health.</summary>
+[Collection(KernelCollection.Name)]
+public sealed partial class DaemonTests
+{
+    private const string WebIP = "10.96.0.10";
+
+    private static async Task<ProxyScenario> CreateWebAsync(int pods = 3)
+    {
+        var scenario = await ProxyScenario.CreateAsync(pods);
+        scenario.WriteManifest("web.yaml", ProxyScenario.Service("web", WebIP, type: "NodePort", nodePort: 30080));
+        scenario.WriteManifest("web-endpoints.yaml", ProxyScenario.Slice("web", Enumerable.Range(0, pods).Select(scenario.PodIp).ToArray()));
+        return scenario;
+    }
+
+    [Fact]
+    public async Task RestoreFailure_IsRetried_AndOldRulesStayInForce()
+    {
+        await using var scenario = await CreateWebAsync();
+        // A real iptables-restore failure: a wrapper first on the proxy's PATH refuses while a
+        // flag file exists, as a broken or locked iptables would.
+        var tools = Directory.CreateTempSubdirectory("proxyplanes-tools-");
+        try
+        {
+            var flag = Path.Combine(tools.FullName, "fail");
+            var wrapper = Path.Combine(tools.FullName, "iptables-nft-restore");
+            File.WriteAllText(wrapper, $"#!/bin/sh\nif [ -e '{flag}' ]; then echo 'iptables-restore: line 42 failed (injected)' >&2; cat >/dev/null; exit 1; fi\nexec {FindTool("iptables-nft-restore")} \"$@\"\n");
+            File.SetUnixFileMode(wrapper, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            var proxy = await scenario.StartProxyAsync(["--iptables-variant=nft"],
+                new Dictionary<string, string> { ["PATH"] = $"{tools.FullName}:{Environment.GetEnvironmentVariable("PATH")}" });
+            Assert.Equal(3, (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80)).Count);
+
+            File.WriteAllText(flag, "");
+            scenario.WriteManifest("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0), scenario.PodIp(2)));
+            await WaitForAsync(async () => ProxyProcess.Metric(await proxy.ScrapeAsync(), "kubeproxy_sync_proxy_rules_iptables_restore_failures_total") >= 1, "a restore failure");
+
+            // The kernel still has the previous rules: the removed endpoint still answers.
+            var during = await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80);
+            Assert.Equal(["pod-0", "pod-1", "pod-2"], during.Keys.Order());
+            Assert.Contains("line 42 failed (injected)", proxy.Output);
+
+            var beforeRecovery = await proxy.LastSyncTimestampAsync();
+            File.Delete(flag);
+            await proxy.WaitForSyncAfterAsync(beforeRecovery, TimeSpan.FromSeconds(40));
+            var after = await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80);
+            Assert.Equal(["pod-0", "pod-2"], after.Keys.Order());
+            // The retry after a failure is a full sync.
+            Assert.True(ProxyProcess.Metric(await proxy.ScrapeAsync(), "proxyplanes_sync_total", "kind=\"full\",mode=\"iptables\"") >= 2);
+        }
+        finally
+        {
+            tools.Delete(recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData("nft")]
+    [InlineData("legacy")]
+    public async Task Cleanup_AfterSigterm_LeavesIptablesSaveAsBefore(string variant)
+    {
+        await using var scenario = await CreateWebAsync();
+        var node = scenario.Sandbox.Node;
+        // The node has rules of its own in both tables; they must survive untouched, and their
+        // presence in the save marks the variant the node uses (detection must pick it).
+        await node.CheckedExecAsync($"iptables-{variant}", "-t", "filter", "-A", "INPUT", "-s", "198.51.100.7/32", "-j", "DROP");
+        await node.CheckedExecAsync($"iptables-{variant}", "-t", "nat", "-A", "POSTROUTING", "-s", "198.51.100.8/32", "-j", "RETURN");
+        var before = await SaveAsync(node, variant);
+
+        var proxy = await scenario.StartProxyAsync();
+        Assert.Contains($"Using iptables-{variant} (detected)", proxy.Output);
+        Assert.Contains("KUBE-SERVICES", await SaveAsync(node, variant));
+
+        // SIGTERM: a clean exit that leaves the rules in place, so traffic keeps flowing.
+        Assert.Equal(0, await proxy.TerminateAsync(TimeSpan.FromSeconds(15)));
+        Assert.Equal(3, (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80)).Count);
+
+        var (file, prefix) = ProxyProcess.Executable();
+        var cleanup = await node.ExecAsync([file, .. prefix, "cleanup", "--mode=iptables"], TimeSpan.FromSeconds(60));
+        Assert.True(cleanup.Succeeded, cleanup.StandardError + cleanup.StandardOutput);
+
+        Assert.Equal(before, await SaveAsync(node, variant));
+        var refused = await scenario.Sandbox.Client.HttpGetAsync(WebIP, 80, "/", TimeSpan.FromSeconds(2));
+        Assert.False(refused.IsAnswered);
+    }
+
+    [Fact]
+    public async Task FullResync_DoesNotDuplicateJumpsFromBuiltInChains()
+    {
+        await using var scenario = await CreateWebAsync();
+        var proxy = await scenario.StartProxyAsync(["--sync-period=300ms", "--iptables-variant=nft"]);
+        var first = await proxy.LastSyncTimestampAsync();
+        var later = await proxy.WaitForSyncAfterAsync(first, TimeSpan.FromSeconds(10));
+        await proxy.WaitForSyncAfterAsync(later, TimeSpan.FromSeconds(10));
+
+        var save = await SaveAsync(scenario.Sandbox.Node, "nft");
+        foreach (var jump in new[] { "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES", "-A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES" })
+            Assert.Equal(1, save.Split('\n').Count(l => l == jump));
+        Assert.True(ProxyProcess.Metric(await proxy.ScrapeAsync(), "proxyplanes_sync_total", "kind=\"full\",mode=\"iptables\"") >= 3);
+    }
+
+    [Fact]
+    public async Task Metrics_RealScrape_PassesPromtoolAndCarriesKubeProxyNames()
+    {
+        await using var scenario = await CreateWebAsync();
+        var proxy = await scenario.StartProxyAsync();
+        await scenario.WriteManifestAndSyncAsync("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0)));
+
+        var scrape = await proxy.ScrapeAsync();
+
+        foreach (var name in new[]
+        {
+            "kubeproxy_sync_proxy_rules_duration_seconds_bucket", "kubeproxy_sync_full_proxy_rules_duration_seconds_count",
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds_count", "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+            "kubeproxy_sync_proxy_rules_service_changes_total", "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "kubeproxy_sync_proxy_rules_service_changes_pending", "kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
+            "kubeproxy_network_programming_duration_seconds_bucket", "proxyplanes_sync_phase_duration_seconds_bucket",
+        })
+            Assert.Contains(name, scrape);
+        Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "table=\"nat\"") > 10);
+        Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_endpoint_changes_total") >= 2);
+        Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count") >= 1);
+
+        var lint = await Promtool.CheckMetricsAsync(scrape);
+        Assert.True(lint.Problems.Count == 0, "promtool: " + string.Join("\n", lint.Problems));
+
+        var mode = await proxy.GetAsync(10249, "/proxyMode");
+        Assert.Equal("iptables", mode.Body.Trim());
+        foreach (var path in new[] { "/healthz", "/livez" })
+        {
+            var health = await proxy.GetAsync(10256, path);
+            Assert.Equal(200, health.StatusCode);
+            Assert.Contains("\"lastUpdated\"", health.Body);
+        }
+    }
+
+    [Fact]
+    public async Task MalformedEdit_KeepsLastGoodRules_AndIsReportedWithFileAndLine()
+    {
+        await using var scenario = await CreateWebAsync();
+        var proxy = await scenario.StartProxyAsync();
+
+        scenario.WriteManifest("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0)).Replace("port: 8080", "port: eighty"));
+        await WaitForAsync(() => Task.FromResult(MalformedReport().IsMatch(proxy.Output)), "the malformed file to be reported");
+
+        Assert.Equal(3, (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80)).Count);
+        await scenario.WriteManifestAndSyncAsync("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0)));
+        Assert.Equal(["pod-0"], (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80, count: 10)).Keys);
+    }
+
+    [GeneratedRegex(@"web-endpoints\.yaml:\d+")]
+    private static partial Regex MalformedReport();
+
+    private static async Task<string> SaveAsync(NetworkNamespace node, string variant)
+    {
+        var save = (await node.CheckedExecAsync($"iptables-{variant}-save")).StandardOutput;
+        // Drop the header/footer comments and packet counters, which change by themselves.
+        return string.Join('\n', save.Split('\n').Where(l => !l.StartsWith('#')).Select(l => CounterPattern().Replace(l, "")));
+    }
+
+    [GeneratedRegex(@" \[\d+:\d+\]$")]
+    private static partial Regex CounterPattern();
+
+    private static string FindTool(string name) =>
+        new[] { "/usr/sbin", "/sbin", "/usr/bin", "/bin" }.Select(d => Path.Combine(d, name)).FirstOrDefault(File.Exists)
+        ?? throw new FileNotFoundException($"{name} is not installed");
+
+    private static async Task WaitForAsync(Func<Task<bool>> condition, string what)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        while (stopwatch.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            if (await condition()) return;
+            await Task.Delay(50);
+        }
+        throw new TimeoutException($"timed out waiting for {what}");
+    }
+}

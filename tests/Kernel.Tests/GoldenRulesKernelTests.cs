@@ -1,0 +1,35 @@
+using ProxyPlanes.Sandbox;
+
+namespace ProxyPlanes.Kernel.Tests;
+
+/// <summary>Every golden iptables script is accepted by the real iptables-restore (both variants).</summary>
+[Collection(KernelCollection.Name)]
+public sealed class GoldenRulesKernelTests
+{
+    public static IEnumerable<object[]> Cases() =>
+        from dir in Directory.GetDirectories(Path.Combine(RepoRoot(), "testdata")).Order(StringComparer.Ordinal)
+        where File.Exists(Path.Combine(dir, "iptables.golden"))
+        from variant in new[] { "nft", "legacy" }
+        select new object[] { Path.GetFileName(dir), variant };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public async Task GoldenScript_RestoredIntoFreshNamespace_IsAccepted(string caseName, string variant)
+    {
+        var dir = Path.Combine(RepoRoot(), "testdata", caseName);
+        using var ns = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-gold");
+
+        foreach (var file in new[] { "iptables.golden", "iptables-partial.golden" }.Where(f => File.Exists(Path.Combine(dir, f))))
+        {
+            var restore = await ns.ExecAsync(["sh", "-c", $"iptables-{variant}-restore --noflush < '{Path.Combine(dir, file)}'"], TimeSpan.FromSeconds(30));
+            Assert.True(restore.Succeeded, $"{file}: {restore.StandardError}");
+        }
+    }
+
+    private static string RepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "ProxyPlanes.sln"))) return dir.FullName;
+        throw new InvalidOperationException("ProxyPlanes.sln not found");
+    }
+}
