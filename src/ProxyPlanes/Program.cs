@@ -30,7 +30,9 @@ if (parsed.Errors.Count > 0)
     Console.Error.WriteLine($"proxyplanes: {parsed.Errors[0].Message} (see proxyplanes --help)");
     return 2;
 }
-return await parsed.InvokeAsync();
+// On SIGINT/SIGTERM the actions' token is cancelled; give them time to clean up (the demo removes
+// its namespaces) instead of the default 2 s after which the process is ended mid-cleanup.
+return await parsed.InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(30) });
 
 // Bad input becomes one line naming the problem and a non-zero exit, not a stack trace.
 static async Task<int> Guard(Func<Task<int>> action)

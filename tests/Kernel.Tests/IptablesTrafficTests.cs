@@ -50,6 +50,16 @@ public sealed class IptablesTrafficTests
     }
 
     [Fact]
+    public async Task NodePort_WithNodePortAddressesMatchingNode_IsOpenOnThatAddress()
+    {
+        await using var scenario = await StartWebAsync(type: "NodePort", extraArgs: ["--nodeport-addresses=203.0.113.0/24"]);
+
+        var answers = await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, scenario.Sandbox.NodeIp, 30080);
+
+        Assert.Equal(["pod-0", "pod-1", "pod-2"], answers.Keys.Order());
+    }
+
+    [Fact]
     public async Task NodePort_WithNodePortAddressesElsewhere_IsNotOpen()
     {
         // Node ports open only on node addresses inside --nodeport-addresses.

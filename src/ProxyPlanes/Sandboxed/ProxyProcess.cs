@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Runtime.InteropServices;
 using ProxyPlanes.Sandbox;
 
 namespace ProxyPlanes.Sandboxed;
@@ -8,7 +7,7 @@ namespace ProxyPlanes.Sandboxed;
 /// The real `proxyplanes run` started inside a sandbox namespace: what the demo, the kernel tests
 /// and the benchmark drive, so they exercise the same binary an operator runs.
 /// </summary>
-public sealed partial class ProxyProcess : IAsyncDisposable
+public sealed class ProxyProcess : IAsyncDisposable
 {
     private readonly NetworkNamespace _node;
     private readonly int _metricsPort;
@@ -126,14 +125,11 @@ public sealed partial class ProxyProcess : IAsyncDisposable
     /// <summary>SIGTERM, as the kubelet stops a pod; returns the exit code.</summary>
     public async Task<int> TerminateAsync(TimeSpan timeout)
     {
-        if (!Process.HasExited) _ = Kill(Process.Pid, 15);
+        if (!Process.HasExited) Signals.Send(Process.Pid, Signals.Terminate);
         using var cts = new CancellationTokenSource(timeout);
         await Process.WaitForExitAsync(cts.Token);
         return Process.ExitCode ?? -1;
     }
 
     public async ValueTask DisposeAsync() => await Process.KillAsync();
-
-    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
-    private static partial int Kill(int pid, int signal);
 }

@@ -118,6 +118,23 @@ public sealed class ProxyControllerTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task SyncNow_PartialWithNothingChanged_DoesNotCallBackend()
+    {
+        var backend = new RecordingBackend();
+        using var metrics = new ProxyMetrics();
+        var controller = new ProxyController(new ProxyOptions { HostName = Host }, backend, metrics, NullLogger.Instance);
+        controller.OnService(null, Web());
+        controller.OnInitialStateDelivered();
+        await controller.SyncNowAsync(full: true);
+
+        // A second trigger for changes the first sync already took: nothing to send to the kernel.
+        await controller.SyncNowAsync(full: false);
+
+        Assert.Equal(1, backend.Count);
+        Assert.True(controller.Health.Status().Healthy);
+    }
+
+    [Fact]
     public async Task OnService_BeforeInitialStateDelivered_NoSync()
     {
         StartRunner();

@@ -1,0 +1,81 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using ProxyPlanes.Sandbox;
+using ProxyPlanes.Sandboxed;
+
+namespace ProxyPlanes.Kernel.Tests;
+
+/// <summary>`proxyplanes demo` works as the README says, and leaves nothing behind.</summary>
+[Collection(KernelCollection.Name)]
+public sealed partial class DemoTests
+{
+    [Fact]
+    public async Task Demo_Iptables_ShowsSpreadRefusalAndScalingThenCleansUp()
+    {
+        var (exitCode, output) = await RunDemoAsync(interruptWhen: null);
+
+        Assert.True(exitCode == 0, output);
+        Assert.Matches(@"client\s+10\.96\.0\.10:80 \(cluster IP\)\s+web-0\(\d+\) web-1\(\d+\) web-2\(\d+\)", output);
+        Assert.Matches(@"client\s+203\.0\.113\.1:30080 \(node port\)\s+web-0\(\d+\) web-1\(\d+\) web-2\(\d+\)", output);
+        Assert.Contains("(no endpoints)   Refused", output);
+        Assert.Matches(@"scale down\s+1\s+\d+ ms\s+web-0\(\d+\)\s*\n", output);
+        Assert.Matches(@"scale up\s+3\s+\d+ ms\s+web-0\(\d+\) web-1\(\d+\) web-2\(\d+\)", output);
+        AssertNothingLeft(output);
+    }
+
+    [Fact]
+    public async Task Demo_InterruptedWhileRunning_RemovesEverythingItMade()
+    {
+        var (_, output) = await RunDemoAsync(interruptWhen: "healthy: the first sync");
+
+        Assert.Contains("healthy", output);
+        AssertNothingLeft(output);
+    }
+
+    private static void AssertNothingLeft(string output)
+    {
+        var prefix = SandboxPrefix().Match(output).Groups[1].Value;
+        Assert.False(string.IsNullOrEmpty(prefix), output);
+        Assert.DoesNotContain(NetworkNamespace.ListNames(), name => name.StartsWith(prefix, StringComparison.Ordinal));
+        Assert.DoesNotContain(Directory.GetDirectories(Path.GetTempPath()), d => Path.GetFileName(d).StartsWith("proxyplanes-demo-", StringComparison.Ordinal) && Directory.GetLastWriteTimeUtc(d) > DateTime.UtcNow.AddMinutes(-2));
+    }
+
+    [GeneratedRegex(@"namespaces (pp[0-9a-f]{5})-\*")]
+    private static partial Regex SandboxPrefix();
+
+    private static async Task<(int ExitCode, string Output)> RunDemoAsync(string? interruptWhen)
+    {
+        var (file, prefix) = ProxyProcess.Executable();
+        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var arg in prefix.Concat(["demo", "--mode=iptables", "--requests=15"])) start.ArgumentList.Add(arg);
+        using var process = Process.Start(start)!;
+        var output = new System.Text.StringBuilder();
+        var interrupted = false;
+        void OnLine(string? line)
+        {
+            if (line is null) return;
+            lock (output) output.AppendLine(line);
+            if (interruptWhen is not null && !interrupted && line.Contains(interruptWhen, StringComparison.Ordinal))
+            {
+                interrupted = true;
+                Signals.Send(process.Id, Signals.Interrupt);
+            }
+        }
+        process.OutputDataReceived += (_, e) => OnLine(e.Data);
+        process.ErrorDataReceived += (_, e) => OnLine(e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException("the demo did not finish within 3 minutes:\n" + output);
+        }
+        process.WaitForExit(); // drain the output readers
+        lock (output) return (process.ExitCode, output.ToString());
+    }
+}
