@@ -34,7 +34,7 @@ public sealed class IptablesBackend(IIptablesApplier applier, ProxyMetrics metri
         var read = apply.Elapsed;
 
         var render = Stopwatch.StartNew();
-        var plan = _planner.Plan(full == request.Full ? request : request with { Full = true }, _state, kernel);
+        var plan = _planner.Plan(request, _state, kernel); // no previous state: the planner writes everything
         render.Stop();
 
         apply.Restart();

@@ -376,7 +376,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
         {
             try
             {
-                ExecResult pids = CommandRunner.Run("ip", ["netns", "pids", name]);
+                ExecResult pids = NetworkNamespace.Ip(["netns", "pids", name]);
                 foreach (string line in pids.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 {
                     if (int.TryParse(line, out int pid) && pid > 1 && pid != Environment.ProcessId)
@@ -430,7 +430,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             return;
         }
 
-        ExecResult result = CommandRunner.Run("ip", ["netns", "del", name]);
+        ExecResult result = NetworkNamespace.Ip(["netns", "del", name]);
         if (!result.Succeeded && NetworkNamespace.Exists(name))
         {
             throw new SandboxCommandException($"ip netns del {name}", result);
@@ -465,29 +465,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             ],
             timeout: null,
             cancellationToken).ConfigureAwait(false);
-        TrackNodeVeth(owner, hostInterface);
-        await Node.IpBatchAsync(
-            [
-                $"link add {hostInterface} type veth peer name eth0 netns {ns.Name}",
-                $"addr add {NodeSideGateway}/32 dev {hostInterface}",
-                $"addr add {NodeSideGatewayV6}/128 dev {hostInterface} nodad",
-                $"link set {hostInterface} up",
-                $"route add {ip}/32 dev {hostInterface}",
-                $"route add {ipv6}/128 dev {hostInterface}",
-            ],
-            cancellationToken).ConfigureAwait(false);
-        await ns.IpBatchAsync(
-            [
-                "link set lo up",
-                $"addr add {ip}/32 dev eth0",
-                $"addr add {ipv6}/128 dev eth0 nodad",
-                "link set eth0 up",
-                $"route add {NodeSideGateway} dev eth0",
-                $"route add default via {NodeSideGateway} dev eth0",
-                $"route add {NodeSideGatewayV6} dev eth0",
-                $"route add default via {NodeSideGatewayV6} dev eth0",
-            ],
-            cancellationToken).ConfigureAwait(false);
+        await LinkToNodeAsync(ns, owner, hostInterface, NodeSideGateway, NodeSideGatewayV6, ip, ipv6, cancellationToken).ConfigureAwait(false);
 
         string directory = CreateContentDirectory(name, owner);
 
@@ -621,29 +599,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
                 ["sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0", .. CommonSysctls],
                 timeout: null,
                 cancellationToken).ConfigureAwait(false);
-            TrackNodeVeth(owner, hostInterface);
-            await Node.IpBatchAsync(
-                [
-                    $"link add {hostInterface} type veth peer name eth0 netns {ns.Name}",
-                    $"addr add {NodeIp}/32 dev {hostInterface}",
-                    $"addr add {NodeIpv6}/128 dev {hostInterface} nodad",
-                    $"link set {hostInterface} up",
-                    $"route add {ip}/32 dev {hostInterface}",
-                    $"route add {ipv6}/128 dev {hostInterface}",
-                ],
-                cancellationToken).ConfigureAwait(false);
-            await ns.IpBatchAsync(
-                [
-                    "link set lo up",
-                    $"addr add {ip}/32 dev eth0",
-                    $"addr add {ipv6}/128 dev eth0 nodad",
-                    "link set eth0 up",
-                    $"route add {NodeIp} dev eth0",
-                    $"route add default via {NodeIp} dev eth0",
-                    $"route add {NodeIpv6} dev eth0",
-                    $"route add default via {NodeIpv6} dev eth0",
-                ],
-                cancellationToken).ConfigureAwait(false);
+            await LinkToNodeAsync(ns, owner, hostInterface, NodeIp, NodeIpv6, ip, ipv6, cancellationToken).ConfigureAwait(false);
 
             var client = new ExternalClient(name, ns, ip, ipv6, hostInterface);
             lock (_gate)
@@ -658,6 +614,52 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             ReleaseOwner(owner, throwOnError: false);
             throw;
         }
+    }
+
+    /// <summary>
+    /// Wires <paramref name="ns"/> (a pod or an external client) to the node with a point-to-point veth (see README.md):
+    /// <paramref name="hostInterface"/> in the node, <c>eth0</c> in <paramref name="ns"/>. The node side gets
+    /// <paramref name="nodeSideV4"/>/32 and <paramref name="nodeSideV6"/>/128 plus a host route to the peer's
+    /// <paramref name="ip"/>/32 and <paramref name="ipv6"/>/128; the peer gets those addresses and routes everything via
+    /// the node side. No bridge: every packet between peers is routed by the node, so it goes through the node's
+    /// netfilter hooks and conntrack. The node-side address is only ever a next hop on this link, so pods can all share
+    /// one. Nothing is in a common subnet, hence the on-link route to the next hop before each default route; IPv6
+    /// addresses skip DAD (<c>nodad</c>) so they are usable at once. The node-side veth is tracked before it exists,
+    /// so a half-finished wiring is cleaned up with <paramref name="owner"/>.
+    /// </summary>
+    private async Task LinkToNodeAsync(
+        NetworkNamespace ns,
+        string owner,
+        string hostInterface,
+        string nodeSideV4,
+        string nodeSideV6,
+        string ip,
+        string ipv6,
+        CancellationToken cancellationToken)
+    {
+        TrackNodeVeth(owner, hostInterface);
+        await Node.IpBatchAsync(
+            [
+                $"link add {hostInterface} type veth peer name eth0 netns {ns.Name}",
+                $"addr add {nodeSideV4}/32 dev {hostInterface}",
+                $"addr add {nodeSideV6}/128 dev {hostInterface} nodad",
+                $"link set {hostInterface} up",
+                $"route add {ip}/32 dev {hostInterface}",
+                $"route add {ipv6}/128 dev {hostInterface}",
+            ],
+            cancellationToken).ConfigureAwait(false);
+        await ns.IpBatchAsync(
+            [
+                "link set lo up",
+                $"addr add {ip}/32 dev eth0",
+                $"addr add {ipv6}/128 dev eth0 nodad",
+                "link set eth0 up",
+                $"route add {nodeSideV4} dev eth0",
+                $"route add default via {nodeSideV4} dev eth0",
+                $"route add {nodeSideV6} dev eth0",
+                $"route add default via {nodeSideV6} dev eth0",
+            ],
+            cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Creates <c>{Prefix}-{suffix}</c>, tracked before it exists so a half-finished creation is cleaned up too.</summary>
@@ -707,7 +709,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
                     return;
                 }
 
-                ExecResult result = CommandRunner.Run("ip", ["-n", _node.Name, "link", "del", hostInterface]);
+                ExecResult result = NetworkNamespace.Ip(["-n", _node.Name, "link", "del", hostInterface]);
                 if (!result.Succeeded && !result.StandardError.Contains("Cannot find device", StringComparison.Ordinal))
                 {
                     throw new SandboxCommandException($"ip -n {_node.Name} link del {hostInterface}", result);

@@ -1,6 +1,7 @@
 using System.Runtime.ExceptionServices;
 using System.Text.RegularExpressions;
 using Microsoft.Win32.SafeHandles;
+using ProxyPlanes.Core.Util;
 
 namespace ProxyPlanes.Sandbox;
 
@@ -12,6 +13,9 @@ public sealed partial class NetworkNamespace : IDisposable
 {
     /// <summary>Where <c>ip netns</c> keeps its bind-mounted namespace files.</summary>
     public const string RunDirectory = "/var/run/netns";
+
+    /// <summary>How long a command run by the sandbox may take when the caller gives no timeout.</summary>
+    internal static readonly TimeSpan DefaultCommandTimeout = TimeSpan.FromSeconds(10);
 
     private readonly Lock _gate = new();
     private readonly List<SandboxProcess> _processes = [];
@@ -43,7 +47,7 @@ public sealed partial class NetworkNamespace : IDisposable
     public static NetworkNamespace Create(string name)
     {
         ValidateName(name);
-        CommandRunner.CheckedRun("ip", ["netns", "add", name]);
+        Ip(["netns", "add", name], check: true);
         return new NetworkNamespace(name);
     }
 
@@ -51,7 +55,7 @@ public sealed partial class NetworkNamespace : IDisposable
     public static async Task<NetworkNamespace> CreateAsync(string name, CancellationToken cancellationToken = default)
     {
         ValidateName(name);
-        await CommandRunner.CheckedRunAsync("ip", ["netns", "add", name], cancellationToken: cancellationToken).ConfigureAwait(false);
+        await IpAsync(["netns", "add", name], check: true, cancellationToken: cancellationToken).ConfigureAwait(false);
         return new NetworkNamespace(name);
     }
 
@@ -78,7 +82,7 @@ public sealed partial class NetworkNamespace : IDisposable
     public Task<ExecResult> ExecAsync(IEnumerable<string> args, TimeSpan? timeout, CancellationToken cancellationToken = default)
     {
         ThrowIfDisposed();
-        return CommandRunner.RunAsync("ip", ExecArgs(args), timeout: timeout, cancellationToken: cancellationToken);
+        return IpAsync(ExecArgs(args), timeout: timeout, cancellationToken: cancellationToken);
     }
 
     /// <summary>Like <see cref="ExecAsync(string[])"/> but throws <see cref="SandboxCommandException"/> on a non-zero exit code.</summary>
@@ -88,7 +92,7 @@ public sealed partial class NetworkNamespace : IDisposable
     public Task<ExecResult> CheckedExecAsync(IEnumerable<string> args, TimeSpan? timeout, CancellationToken cancellationToken = default)
     {
         ThrowIfDisposed();
-        return CommandRunner.CheckedRunAsync("ip", ExecArgs(args), timeout: timeout, cancellationToken: cancellationToken);
+        return IpAsync(ExecArgs(args), timeout: timeout, check: true, cancellationToken: cancellationToken);
     }
 
     /// <summary>
@@ -98,7 +102,7 @@ public sealed partial class NetworkNamespace : IDisposable
     {
         ThrowIfDisposed();
         string script = string.Join('\n', commands) + "\n";
-        return CommandRunner.CheckedRunAsync("ip", ["-n", Name, "-batch", "-"], script, cancellationToken: cancellationToken);
+        return IpAsync(["-n", Name, "-batch", "-"], script, check: true, cancellationToken: cancellationToken);
     }
 
     /// <summary>
@@ -184,7 +188,7 @@ public sealed partial class NetworkNamespace : IDisposable
             process.Dispose();
         }
 
-        ExecResult result = CommandRunner.Run("ip", ["netns", "del", Name]);
+        ExecResult result = Ip(["netns", "del", Name]);
         if (!result.Succeeded && File.Exists(Path))
         {
             throw new SandboxCommandException($"ip netns del {Name}", result);
@@ -192,6 +196,48 @@ public sealed partial class NetworkNamespace : IDisposable
     }
 
     public override string ToString() => Name;
+
+    /// <summary>
+    /// Runs <c>ip ARGS</c> through <see cref="ExternalCommand"/>, killed after <paramref name="timeout"/> (default
+    /// <see cref="DefaultCommandTimeout"/>) with a <see cref="TimeoutException"/>. A missing <c>ip</c> throws
+    /// <see cref="SandboxException"/>; with <paramref name="check"/>, so does a non-zero exit code
+    /// (<see cref="SandboxCommandException"/>).
+    /// </summary>
+    internal static async Task<ExecResult> IpAsync(
+        IReadOnlyList<string> args,
+        string? standardInput = null,
+        TimeSpan? timeout = null,
+        bool check = false,
+        CancellationToken cancellationToken = default)
+    {
+        CommandResult result;
+        try
+        {
+            result = await ExternalCommand.RunAsync("ip", args, standardInput, timeout ?? DefaultCommandTimeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (CommandException e)
+        {
+            throw CouldNotStart(args, e);
+        }
+
+        return ToExecResult(args, result, check);
+    }
+
+    /// <summary>Synchronous <see cref="IpAsync"/>, for Dispose and signal handlers.</summary>
+    internal static ExecResult Ip(IReadOnlyList<string> args, bool check = false)
+    {
+        CommandResult result;
+        try
+        {
+            result = ExternalCommand.Run("ip", args, timeout: DefaultCommandTimeout);
+        }
+        catch (CommandException e)
+        {
+            throw CouldNotStart(args, e);
+        }
+
+        return ToExecResult(args, result, check);
+    }
 
     internal static bool IsValidName(string name) => name is not null && ValidNamePattern().IsMatch(name);
 
@@ -238,6 +284,15 @@ public sealed partial class NetworkNamespace : IDisposable
         }
 
         return list;
+    }
+
+    private static SandboxException CouldNotStart(IReadOnlyList<string> args, CommandException e) =>
+        new($"Could not start `{ExternalCommand.Format("ip", args)}`: {e.Message}", e);
+
+    private static ExecResult ToExecResult(IReadOnlyList<string> args, CommandResult result, bool check)
+    {
+        ExecResult exec = ExecResult.From(result);
+        return !check || exec.Succeeded ? exec : throw new SandboxCommandException(ExternalCommand.Format("ip", args), exec);
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using ProxyPlanes.Core.Util;
 
 namespace ProxyPlanes.Sandbox;
 
@@ -96,13 +97,13 @@ public sealed class SandboxProcess : IAsyncDisposable, IDisposable
         {
             if (!process.Start())
             {
-                throw new SandboxException($"Could not start `{CommandRunner.Format(file, arguments)}` in netns {namespaceName}.");
+                throw new SandboxException($"Could not start `{ExternalCommand.Format(file, arguments)}` in netns {namespaceName}.");
             }
         }
         catch (System.ComponentModel.Win32Exception e)
         {
             process.Dispose();
-            throw new SandboxException($"Could not start `{CommandRunner.Format(file, arguments)}` in netns {namespaceName}: {e.Message}", e);
+            throw new SandboxException($"Could not start `{ExternalCommand.Format(file, arguments)}` in netns {namespaceName}: {e.Message}", e);
         }
 
         var handle = new SandboxProcess(process, namespaceName, file, arguments);

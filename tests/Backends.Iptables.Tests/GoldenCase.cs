@@ -6,6 +6,7 @@ using ProxyPlanes.Core.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.Core.Sources;
 using ProxyPlanes.Core.Sources.Manifests;
+using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Backends.Iptables.Tests;
 
@@ -16,8 +17,7 @@ namespace ProxyPlanes.Backends.Iptables.Tests;
 /// </summary>
 public sealed class GoldenCase
 {
-    public static string RepoRoot { get; } = FindRepoRoot();
-    public static string TestData => Path.Combine(RepoRoot, "testdata");
+    public static string TestData => RepoPaths.TestData;
 
     public static IEnumerable<object[]> All() =>
         System.IO.Directory.GetDirectories(TestData).Where(d => File.Exists(Path.Combine(d, "input.yaml")))
@@ -99,13 +99,6 @@ public sealed class GoldenCase
             case EndpointSlice: sink.OnEndpointSlice(previous as EndpointSlice, current as EndpointSlice); break;
             case Node: sink.OnNode(previous as Node, current as Node); break;
         }
-    }
-
-    private static string FindRepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "ProxyPlanes.sln"))) return dir.FullName;
-        throw new InvalidOperationException("ProxyPlanes.sln not found above " + AppContext.BaseDirectory);
     }
 
     private sealed class CapturingBackend : IProxyBackend

@@ -1,4 +1,5 @@
 using ProxyPlanes.Sandbox;
+using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Kernel.Tests;
 
@@ -7,7 +8,7 @@ namespace ProxyPlanes.Kernel.Tests;
 public sealed class GoldenRulesKernelTests
 {
     public static IEnumerable<object[]> Cases() =>
-        from dir in Directory.GetDirectories(Path.Combine(RepoRoot(), "testdata")).Order(StringComparer.Ordinal)
+        from dir in Directory.GetDirectories(RepoPaths.TestData).Order(StringComparer.Ordinal)
         where File.Exists(Path.Combine(dir, "iptables.golden"))
         from variant in new[] { "nft", "legacy" }
         select new object[] { Path.GetFileName(dir), variant };
@@ -16,7 +17,7 @@ public sealed class GoldenRulesKernelTests
     [MemberData(nameof(Cases))]
     public async Task GoldenScript_RestoredIntoFreshNamespace_IsAccepted(string caseName, string variant)
     {
-        var dir = Path.Combine(RepoRoot(), "testdata", caseName);
+        var dir = Path.Combine(RepoPaths.TestData, caseName);
         using var ns = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-gold");
 
         foreach (var file in new[] { "iptables.golden", "iptables-partial.golden" }.Where(f => File.Exists(Path.Combine(dir, f))))
@@ -24,12 +25,5 @@ public sealed class GoldenRulesKernelTests
             var restore = await ns.ExecAsync(["sh", "-c", $"iptables-{variant}-restore --noflush < '{Path.Combine(dir, file)}'"], TimeSpan.FromSeconds(30));
             Assert.True(restore.Succeeded, $"{file}: {restore.StandardError}");
         }
-    }
-
-    private static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "ProxyPlanes.sln"))) return dir.FullName;
-        throw new InvalidOperationException("ProxyPlanes.sln not found");
     }
 }

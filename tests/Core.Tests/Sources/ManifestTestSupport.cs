@@ -3,26 +3,16 @@ using System.Diagnostics;
 using ProxyPlanes.Core.Model;
 using ProxyPlanes.Core.Sources;
 using ProxyPlanes.Core.Sources.Manifests;
+using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Core.Tests.Sources;
 
 internal static class TestData
 {
     /// <summary>The repository's testdata/manifests folder (found by walking up from the test binaries).</summary>
-    public static string ManifestsDirectory { get; } = Find();
+    public static string ManifestsDirectory { get; } = Path.Combine(RepoPaths.TestData, "manifests");
 
     public static string Manifest(string name) => Path.Combine(ManifestsDirectory, name);
-
-    private static string Find()
-    {
-        for (var dir = AppContext.BaseDirectory; dir is not null; dir = Path.GetDirectoryName(dir))
-        {
-            var candidate = Path.Combine(dir, "testdata", "manifests");
-            if (Directory.Exists(candidate)) return candidate;
-        }
-
-        throw new DirectoryNotFoundException($"testdata/manifests not found above {AppContext.BaseDirectory}");
-    }
 }
 
 /// <summary>A temporary folder, deleted on dispose.</summary>
