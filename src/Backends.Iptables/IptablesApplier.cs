@@ -57,13 +57,20 @@ public sealed class IptablesCommandApplier(IptablesVariant variant, IpFamily fam
         return CountRules(legacy) > CountRules(nft) ? IptablesVariant.Legacy : IptablesVariant.Nft;
     }
 
+    /// <summary>Whether this node's kernel and tools can program <paramref name="family"/> (ip6tables may be missing or disabled).</summary>
+    public static async Task<bool> IsAvailableAsync(IpFamily family, IptablesVariant variant, CancellationToken cancellationToken)
+    {
+        var tool = $"{(family == IpFamily.IPv4 ? "iptables" : "ip6tables")}-{(variant == IptablesVariant.Nft ? "nft" : "legacy")}-save";
+        return await TrySaveAllAsync(tool, cancellationToken, ["-t", "nat"]).ConfigureAwait(false) is not null;
+    }
+
     private static int CountRules(string save) => save.Split('\n').Count(l => l.StartsWith("-A ", StringComparison.Ordinal));
 
-    private static async Task<string?> TrySaveAllAsync(string tool, CancellationToken cancellationToken)
+    private static async Task<string?> TrySaveAllAsync(string tool, CancellationToken cancellationToken, string[]? arguments = null)
     {
         try
         {
-            var result = await ExternalCommand.RunAsync(tool, [], null, cancellationToken).ConfigureAwait(false);
+            var result = await ExternalCommand.RunAsync(tool, arguments ?? [], null, cancellationToken).ConfigureAwait(false);
             return result.Succeeded ? result.StandardOutput : null;
         }
         catch (CommandException)

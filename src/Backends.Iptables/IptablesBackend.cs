@@ -9,60 +9,107 @@ namespace ProxyPlanes.Backends.Iptables;
 
 /// <summary>
 /// --mode=iptables: plans kube-proxy's chain layout and applies it with one
-/// iptables-restore --noflush per sync. A failed restore leaves the previous rules in force (each
-/// table commits atomically); the planner state is then forgotten so the retry is a full sync
-/// that first reads the kernel.
+/// iptables-restore --noflush per sync and IP family (ip6tables-restore for IPv6). A failed
+/// restore leaves the previous rules in force (each table commits atomically); that family's
+/// planner state is then forgotten so the retry is a full sync that first reads the kernel.
 /// </summary>
-public sealed class IptablesBackend(IIptablesApplier applier, ProxyMetrics metrics, ILogger logger, IpFamily family = IpFamily.IPv4) : IProxyBackend
+public sealed class IptablesBackend : IProxyBackend
 {
     private static readonly string[] FilterChains = [ChainNames.Services, ChainNames.ExternalServices, ChainNames.Forward, ChainNames.NodePorts, ChainNames.ProxyFirewall];
     private static readonly string[] NatChains = [ChainNames.Services, ChainNames.NodePorts, ChainNames.PostRouting, ChainNames.MarkMasq];
 
-    private readonly IptablesPlanner _planner = new(family);
-    private IptablesPlannerState? _state;
+    private readonly FamilyPlane[] _families;
+    private readonly ProxyMetrics _metrics;
+    private readonly ILogger _logger;
+
+    /// <summary>One data plane per IP family the node runs (IPv4, and IPv6 where the kernel has it).</summary>
+    public IptablesBackend(IEnumerable<(IpFamily Family, IIptablesApplier Applier)> families, ProxyMetrics metrics, ILogger logger)
+    {
+        _families = families.Select(f => new FamilyPlane(f.Family, f.Applier)).ToArray();
+        if (_families.Length == 0) throw new ArgumentException("at least one IP family is needed", nameof(families));
+        _metrics = metrics;
+        _logger = logger;
+    }
+
+    public IptablesBackend(IIptablesApplier applier, ProxyMetrics metrics, ILogger logger, IpFamily family = IpFamily.IPv4)
+        : this([(family, applier)], metrics, logger)
+    {
+    }
 
     public string Mode => "iptables";
 
-    /// <summary>The last plan sent to the kernel (for logs, the demo and tests).</summary>
-    public IptablesPlan? LastPlan { get; private set; }
+    /// <summary>The IP families this backend programs.</summary>
+    public IReadOnlyList<IpFamily> Families => _families.Select(f => f.Family).ToArray();
+
+    /// <summary>The last plan sent to the kernel for a family (for logs, the demo and tests).</summary>
+    public IptablesPlan? LastPlan(IpFamily family) => _families.FirstOrDefault(f => f.Family == family)?.LastPlan;
 
     public async Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
     {
-        var full = request.Full || _state is null;
-        var apply = Stopwatch.StartNew();
-        var kernel = full ? await ReadKernelAsync(cancellationToken).ConfigureAwait(false) : KernelTables.Empty;
-        var read = apply.Elapsed;
-
-        var render = Stopwatch.StartNew();
-        var plan = _planner.Plan(request, _state, kernel); // no previous state: the planner writes everything
-        render.Stop();
-
-        apply.Restart();
-        try
+        TimeSpan render = TimeSpan.Zero, apply = TimeSpan.Zero;
+        foreach (var plane in _families)
         {
-            await applier.RestoreAsync(plan.Script, cancellationToken).ConfigureAwait(false);
+            // A partial sync that touches no service of this family leaves its tables alone.
+            if (!request.Full && plane.State is not null && !Touches(request, plane.Family)) continue;
+            var (r, a) = await plane.SyncAsync(request, _metrics, _logger, cancellationToken).ConfigureAwait(false);
+            render += r;
+            apply += a;
         }
-        catch (CommandException e)
-        {
-            metrics.IptablesRestoreFailed(partial: !full);
-            _state = null;
-            logger.LogDebug("Rejected iptables-restore input:\n{Script}", plan.Script);
-            throw new BackendSyncException($"iptables-restore ({applier.Variant}) refused the {(full ? "full" : "partial")} sync; the previous rules stay in force: {e.Message}", e);
-        }
-        apply.Stop();
-
-        _state = plan.State;
-        LastPlan = plan;
-        metrics.SetIptablesRules("nat", plan.NatRulesTotal, plan.NatRulesWritten);
-        metrics.SetIptablesRules("filter", plan.FilterRulesTotal, plan.FilterRulesWritten);
-        return new SyncTimings(TimeSpan.Zero, render.Elapsed, read + apply.Elapsed);
+        foreach (var table in new[] { "nat", "filter" })
+            _metrics.SetIptablesRules(table,
+                _families.Sum(f => f.LastPlan is { } p ? (table == "nat" ? p.NatRulesTotal : p.FilterRulesTotal) : 0),
+                _families.Sum(f => f.LastPlan is { } p ? (table == "nat" ? p.NatRulesWritten : p.FilterRulesWritten) : 0));
+        return new SyncTimings(TimeSpan.Zero, render, apply);
     }
 
-    private async Task<KernelTables> ReadKernelAsync(CancellationToken cancellationToken)
+    private static bool Touches(SyncRequest request, IpFamily family) =>
+        request.ChangedPorts.Any(name =>
+            // A removed port is no longer in the state: the family that had it must sync.
+            !request.State.ServicePorts.TryGetValue(name, out var port) || port.Info.ClusterIPs.Any(ip => NodeAddresses.FamilyOf(ip) == family));
+
+    private sealed class FamilyPlane(IpFamily family, IIptablesApplier applier)
     {
-        var nat = await applier.SaveAsync("nat", cancellationToken).ConfigureAwait(false);
-        var filter = await applier.SaveAsync("filter", cancellationToken).ConfigureAwait(false);
-        return IptablesSave.Parse(nat, filter);
+        private readonly IptablesPlanner _planner = new(family);
+
+        public IpFamily Family => family;
+        public IIptablesApplier Applier => applier;
+        public IptablesPlannerState? State { get; private set; }
+        public IptablesPlan? LastPlan { get; private set; }
+
+        public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+        {
+            var full = request.Full || State is null;
+            var apply = Stopwatch.StartNew();
+            var kernel = full ? await ReadKernelAsync(cancellationToken).ConfigureAwait(false) : KernelTables.Empty;
+            var read = apply.Elapsed;
+
+            var render = Stopwatch.StartNew();
+            var plan = _planner.Plan(request, State, kernel); // no previous state: the planner writes everything
+            render.Stop();
+
+            apply.Restart();
+            try
+            {
+                await applier.RestoreAsync(plan.Script, cancellationToken).ConfigureAwait(false);
+            }
+            catch (CommandException e)
+            {
+                metrics.IptablesRestoreFailed(partial: !full);
+                State = null;
+                logger.LogDebug("Rejected {Family} iptables-restore input:\n{Script}", family, plan.Script);
+                throw new BackendSyncException($"{(family == IpFamily.IPv4 ? "iptables" : "ip6tables")}-restore ({applier.Variant}) refused the {(full ? "full" : "partial")} sync; the previous rules stay in force: {e.Message}", e);
+            }
+            State = plan.State;
+            LastPlan = plan;
+            return (render.Elapsed, read + apply.Elapsed);
+        }
+
+        private async Task<KernelTables> ReadKernelAsync(CancellationToken cancellationToken)
+        {
+            var nat = await applier.SaveAsync("nat", cancellationToken).ConfigureAwait(false);
+            var filter = await applier.SaveAsync("filter", cancellationToken).ConfigureAwait(false);
+            return IptablesSave.Parse(nat, filter);
+        }
     }
 
     /// <summary>
@@ -71,17 +118,20 @@ public sealed class IptablesBackend(IIptablesApplier applier, ProxyMetrics metri
     /// </summary>
     public async Task CleanupAsync(CancellationToken cancellationToken)
     {
-        var script = new StringBuilder();
-        foreach (var (table, owned) in new[] { ("filter", FilterChains), ("nat", NatChains) })
-            AppendCleanup(script, table, await applier.SaveAsync(table, cancellationToken).ConfigureAwait(false), owned);
-        if (script.Length == 0)
+        foreach (var plane in _families)
         {
-            logger.LogInformation("No iptables rules of ours found ({Variant})", applier.Variant);
-            return;
+            var applier = plane.Applier;
+            var script = new StringBuilder();
+            foreach (var (table, owned) in new[] { ("filter", FilterChains), ("nat", NatChains) })
+                AppendCleanup(script, table, await applier.SaveAsync(table, cancellationToken).ConfigureAwait(false), owned);
+            if (script.Length == 0)
+            {
+                _logger.LogInformation("No {Family} iptables rules of ours found ({Variant})", plane.Family, applier.Variant);
+                continue;
+            }
+            await applier.RestoreAsync(script.ToString(), cancellationToken).ConfigureAwait(false);
+            _logger.LogInformation("Removed the {Family} iptables rules and chains of this proxy ({Variant})", plane.Family, applier.Variant);
         }
-        await applier.RestoreAsync(script.ToString(), cancellationToken).ConfigureAwait(false);
-        _state = null;
-        logger.LogInformation("Removed the iptables rules and chains of this proxy ({Variant})", applier.Variant);
     }
 
     /// <summary>The cleanup script for one table, given its iptables-save (empty when nothing is ours).</summary>

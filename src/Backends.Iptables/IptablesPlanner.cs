@@ -162,113 +162,260 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         }
     }
 
+    /// <summary>
+    /// What one service port needs in this family, decided from the categorized endpoints the way
+    /// kube-proxy's iptables proxier decides it.
+    /// </summary>
+    private sealed record PortShape(
+        ServicePortState Port,
+        IPAddress ClusterIP,
+        ImmutableArray<EndpointInfo> Cluster,
+        ImmutableArray<EndpointInfo> Local,
+        ImmutableArray<EndpointInfo> AllReachable,
+        bool HasEndpoints)
+    {
+        public ServicePortInfo Info => Port.Info;
+        public string Comment => Info.Name.ToString();
+        public string Protocol => ChainNames.ProtocolName(Info.Protocol);
+
+        public bool UsesClusterPolicyChain => !Cluster.IsEmpty && EndpointCategorizer.UsesClusterEndpoints(Info);
+        public bool UsesLocalPolicyChain => !Local.IsEmpty && EndpointCategorizer.UsesLocalEndpoints(Info);
+
+        /// <summary>Cluster-IP traffic has somewhere to go (with internal policy Local: a local endpoint).</summary>
+        public bool HasInternalEndpoints => HasEndpoints && (!Info.InternalPolicyLocal || !Local.IsEmpty);
+
+        /// <summary>External traffic has somewhere to go (with external policy Local: a local endpoint).</summary>
+        public bool HasExternalEndpoints => HasEndpoints && (!Info.ExternalPolicyLocal || !Local.IsEmpty);
+
+        public string InternalPolicyChain => Info.InternalPolicyLocal ? ChainNames.LocalPolicy(Info.Name) : ChainNames.ClusterPolicy(Info.Name);
+        public string ExternalPolicyChain => Info.ExternalPolicyLocal ? ChainNames.LocalPolicy(Info.Name) : ChainNames.ClusterPolicy(Info.Name);
+
+        /// <summary>The EXT chain is needed even without externally usable endpoints, for the short-circuit rules.</summary>
+        public bool UsesExternalChain => HasEndpoints && Info.HasExternalFrontends;
+
+        public bool UsesFirewallChain(IpFamily family) =>
+            HasEndpoints && Info.LoadBalancerIPs.Any(ip => NodeAddresses.FamilyOf(ip) == family) && Info.LoadBalancerSourceRanges.Any(r => r.Family == family);
+
+        /// <summary>REJECT when nothing can serve; DROP when only the Local policy has nothing here.</summary>
+        public (string Target, string Comment) InternalFilter =>
+            HasEndpoints ? ("DROP", $"{Comment} has no local endpoints") : ("REJECT", $"{Comment} has no endpoints");
+
+        public (string Target, string Comment) ExternalFilter => InternalFilter;
+    }
+
+    private PortShape ShapeOf(ServicePortState port, IPAddress clusterIP)
+    {
+        var endpoints = port.EndpointsFor(family);
+        return new PortShape(port, clusterIP, OfFamily(endpoints.Cluster), OfFamily(endpoints.Local), OfFamily(endpoints.AllReachable),
+            endpoints.HasAnyEndpoints && !endpoints.AllReachable.IsEmpty);
+    }
+
     /// <summary>Writes a service port's frontends and its own chains; returns the chains and counts.</summary>
     private PortChains WriteServicePort(ServicePortState port, IPAddress clusterIP, NodeNetwork network)
     {
+        var shape = ShapeOf(port, clusterIP);
         var filterBefore = _filter.RuleCount;
-        WriteFrontends(port, clusterIP, network);
+        WriteFrontends(shape, network);
         var filterRules = _filter.RuleCount - filterBefore;
 
         var chains = ImmutableArray.CreateBuilder<(string, int)>();
-        var info = port.Info;
+        var info = shape.Info;
         var name = info.Name;
-        var comment = name.ToString();
-        var protocol = ChainNames.ProtocolName(info.Protocol);
-        var clusterEndpoints = OfFamily(port.Endpoints.Cluster);
+        var comment = shape.Comment;
+        var protocol = shape.Protocol;
+        var detector = network.LocalDetector;
+        int before;
 
-        if (UsesClusterChain(port))
-        {
-            var chain = ChainNames.ClusterPolicy(name);
-            var before = _nat.RuleCount;
-            _nat.Chain(chain);
-            // Off-cluster sources reaching a cluster IP are masqueraded so replies return through this node.
-            var clusterCidr = network.ClusterCidrs.FirstOrDefault(c => c.Family == family);
-            if (network.MasqueradeAll)
-                _nat.Append(chain).Comment($"{comment} cluster IP").Arg($"-m {protocol} -p {protocol} -d {clusterIP}{HostPrefix} --dport").Arg(info.Port).Jump(ChainNames.MarkMasq).End();
-            else if (clusterCidr != default)
-                _nat.Append(chain).Comment($"{comment} cluster IP").Arg($"-m {protocol} -p {protocol} -d {clusterIP}{HostPrefix} --dport").Arg(info.Port)
-                    .Arg($"! -s {clusterCidr}").Jump(ChainNames.MarkMasq).End();
-            WriteEndpointJumps(name, chain, clusterEndpoints);
-            chains.Add((chain, _nat.RuleCount - before));
-        }
+        // Internal traffic: off-cluster sources reaching a cluster IP are masqueraded, so that
+        // replies come back through this node even if the client routed the VIP to us.
+        var masqueradeRule = shape.HasInternalEndpoints && (network.MasqueradeAll || detector.IsImplemented(family));
 
-        if (info.HasExternalFrontends && port.Endpoints.HasAnyEndpoints)
+        if (shape.UsesExternalChain)
         {
             var chain = ChainNames.External(name);
-            var before = _nat.RuleCount;
+            before = _nat.RuleCount;
             _nat.Chain(chain);
-            // External traffic may cross to another node: masquerade so the reply comes back here.
-            _nat.Append(chain).Comment($"masquerade traffic for {comment} external destinations").Jump(ChainNames.MarkMasq).End();
-            _nat.Append(chain).Jump(ChainNames.ClusterPolicy(name)).End();
+            if (!info.ExternalPolicyLocal)
+            {
+                // Cluster policy may cross to another node: masquerade so the reply comes back here.
+                _nat.Append(chain).Comment($"masquerade traffic for {comment} external destinations").Jump(ChainNames.MarkMasq).End();
+            }
+            else
+            {
+                // Local policy keeps the client's source. Pods reaching an external destination of
+                // their own cluster are short-circuited to the cluster chain, as if they had gone out
+                // to the load balancer and come back.
+                if (detector.IsImplemented(family))
+                    _nat.Append(chain).Comment($"pod traffic for {comment} external destinations").Arg(IfLocal(detector)).Jump(ChainNames.ClusterPolicy(name)).End();
+                // The node's own traffic has a local source address (the VIP may be local):
+                // masquerade it and let it use any endpoint.
+                _nat.Append(chain).Comment($"masquerade LOCAL traffic for {comment} external destinations").Arg("-m addrtype --src-type LOCAL").Jump(ChainNames.MarkMasq).End();
+                _nat.Append(chain).Comment($"route LOCAL traffic for {comment} external destinations").Arg("-m addrtype --src-type LOCAL").Jump(ChainNames.ClusterPolicy(name)).End();
+            }
+            if (shape.HasExternalEndpoints) _nat.Append(chain).Jump(shape.ExternalPolicyChain).End();
             chains.Add((chain, _nat.RuleCount - before));
         }
 
-        foreach (var endpoint in OfFamily(port.Endpoints.AllReachable))
+        if (shape.UsesFirewallChain(family))
+        {
+            // loadBalancerSourceRanges: allowed sources continue to the EXT chain; anything that
+            // falls through is not DNATed and meets the DROP in KUBE-PROXY-FIREWALL.
+            var chain = ChainNames.Firewall(name);
+            before = _nat.RuleCount;
+            _nat.Chain(chain);
+            var allowFromNode = false;
+            foreach (var range in info.LoadBalancerSourceRanges.Where(r => r.Family == family))
+            {
+                _nat.Append(chain).Comment($"{comment} loadbalancer IP").Arg($"-s {range}").Jump(ChainNames.External(name)).End();
+                allowFromNode |= network.NodeIPs.Any(range.Contains);
+            }
+            // A VIP-like load balancer IP is often local: a request from the node to it loops back
+            // with the VIP as its source, which must be allowed when the node itself is.
+            if (allowFromNode)
+                foreach (var ip in OfFamily(info.LoadBalancerIPs))
+                    _nat.Append(chain).Comment($"{comment} loadbalancer IP").Arg($"-s {ip}{HostPrefix}").Jump(ChainNames.External(name)).End();
+            chains.Add((chain, _nat.RuleCount - before));
+        }
+
+        if (shape.UsesClusterPolicyChain)
+        {
+            var chain = ChainNames.ClusterPolicy(name);
+            before = _nat.RuleCount;
+            _nat.Chain(chain);
+            if (masqueradeRule && !info.InternalPolicyLocal) WriteMasqueradeRule(chain, shape, network);
+            WriteEndpointJumps(shape, chain, shape.Cluster);
+            chains.Add((chain, _nat.RuleCount - before));
+        }
+
+        if (shape.UsesLocalPolicyChain)
+        {
+            var chain = ChainNames.LocalPolicy(name);
+            before = _nat.RuleCount;
+            _nat.Chain(chain);
+            if (masqueradeRule && info.InternalPolicyLocal) WriteMasqueradeRule(chain, shape, network);
+            WriteEndpointJumps(shape, chain, shape.Local);
+            chains.Add((chain, _nat.RuleCount - before));
+        }
+
+        foreach (var endpoint in shape.AllReachable)
         {
             var chain = ChainNames.Endpoint(name, endpoint);
-            var before = _nat.RuleCount;
+            before = _nat.RuleCount;
             _nat.Chain(chain);
             // Hairpin: a pod reaching itself through the service must be masqueraded, or its
             // reply would skip the un-DNAT.
             _nat.Append(chain).Comment(comment).Arg($"-s {endpoint.Address}{HostPrefix}").Jump(ChainNames.MarkMasq).End();
-            _nat.Append(chain).Comment(comment).Arg($"-m {protocol} -p {protocol}").Jump($"DNAT --to-destination {endpoint.Endpoint}").End();
+            _nat.Append(chain).Comment(comment);
+            // ClientIP affinity: remember which endpoint this client was sent to.
+            if (info.StickyTimeoutSeconds is not null) _nat.Arg($"-m recent --name {chain} --set");
+            _nat.Arg($"-m {protocol} -p {protocol}").Jump($"DNAT --to-destination {endpoint.Endpoint}").End();
             chains.Add((chain, _nat.RuleCount - before));
         }
         return new PortChains(chains.ToImmutable(), filterRules);
     }
 
-    private bool UsesClusterChain(ServicePortState port) =>
-        EndpointCategorizer.UsesClusterEndpoints(port.Info) && !OfFamily(port.Endpoints.Cluster).IsEmpty;
-
-    /// <summary>Rules in the shared chains that lead to this port's chains (or reject its traffic).</summary>
-    private void WriteFrontends(ServicePortState port, IPAddress clusterIP, NodeNetwork network)
+    private void WriteMasqueradeRule(string chain, PortShape shape, NodeNetwork network)
     {
-        var info = port.Info;
-        var name = info.Name;
-        var comment = name.ToString();
-        var protocol = ChainNames.ProtocolName(info.Protocol);
-        var hasEndpoints = port.Endpoints.HasAnyEndpoints && !OfFamily(port.Endpoints.AllReachable).IsEmpty;
-
-        if (hasEndpoints && UsesClusterChain(port))
-        {
-            _nat.Append(ChainNames.Services).Comment($"{comment} cluster IP")
-                .Arg($"-m {protocol} -p {protocol} -d {clusterIP}{HostPrefix} --dport").Arg(info.Port).Jump(ChainNames.ClusterPolicy(name)).End();
-        }
-        else
-        {
-            // Nothing can serve: refuse at once (ICMP port unreachable → connection refused)
-            // instead of letting clients time out.
-            _filter.Append(ChainNames.Services).Comment($"{comment} has no endpoints")
-                .Arg($"-m {protocol} -p {protocol} -d {clusterIP}{HostPrefix} --dport").Arg(info.Port).Jump("REJECT").End();
-        }
-
-        if (info.NodePort != 0)
-        {
-            if (hasEndpoints)
-            {
-                _nat.Append(ChainNames.NodePorts).Comment(comment)
-                    .Arg($"-m {protocol} -p {protocol} --dport").Arg(info.NodePort).Jump(ChainNames.External(name)).End();
-            }
-            else
-            {
-                if (network.NodePortAddresses is { } addresses)
-                {
-                    foreach (var address in addresses.Where(a => NodeAddresses.FamilyOf(a) == family))
-                        _filter.Append(ChainNames.ExternalServices).Comment($"{comment} has no endpoints")
-                            .Arg($"-d {address}{HostPrefix} -m {protocol} -p {protocol} --dport").Arg(info.NodePort).Jump("REJECT").End();
-                }
-                else
-                {
-                    _filter.Append(ChainNames.ExternalServices).Comment($"{comment} has no endpoints")
-                        .Arg($"-m addrtype --dst-type LOCAL -m {protocol} -p {protocol} --dport").Arg(info.NodePort).Jump("REJECT").End();
-                }
-            }
-        }
+        _nat.Append(chain).Comment($"{shape.Comment} cluster IP")
+            .Arg($"-m {shape.Protocol} -p {shape.Protocol} -d {shape.ClusterIP}{HostPrefix} --dport").Arg(shape.Info.Port);
+        if (!network.MasqueradeAll) _nat.Arg(IfNotLocal(network.LocalDetector));
+        _nat.Jump(ChainNames.MarkMasq).End();
     }
 
-    private void WriteEndpointJumps(ServicePortName name, string chain, ImmutableArray<EndpointInfo> endpoints)
+    private string IfLocal(LocalTrafficDetector detector) => detector.Mode switch
     {
-        var comment = name.ToString();
+        LocalDetectMode.InterfaceNamePrefix => $"-i {detector.Interface}+",
+        LocalDetectMode.BridgeInterface => $"-i {detector.Interface}",
+        _ => $"-s {detector.Cidrs.First(c => c.Family == family)}",
+    };
+
+    private string IfNotLocal(LocalTrafficDetector detector) => "! " + IfLocal(detector);
+
+    /// <summary>Rules in the shared chains that lead to this port's chains, or drop or reject its traffic.</summary>
+    private void WriteFrontends(ServicePortState port, IPAddress clusterIP, NodeNetwork network) =>
+        WriteFrontends(ShapeOf(port, clusterIP), network);
+
+    private void WriteFrontends(PortShape shape, NodeNetwork network)
+    {
+        var info = shape.Info;
+        var name = info.Name;
+        var comment = shape.Comment;
+        var protocol = shape.Protocol;
+        var match = $"-m {protocol} -p {protocol}";
+        var externalChain = ChainNames.External(name);
+
+        // Cluster IP.
+        if (shape.HasInternalEndpoints)
+            _nat.Append(ChainNames.Services).Comment($"{comment} cluster IP")
+                .Arg($"{match} -d {shape.ClusterIP}{HostPrefix} --dport").Arg(info.Port).Jump(shape.InternalPolicyChain).End();
+        else
+            // REJECT refuses at once (ICMP port unreachable → connection refused) rather than
+            // letting clients time out; DROP when endpoints exist but policy keeps them away.
+            _filter.Append(ChainNames.Services).Comment(shape.InternalFilter.Comment)
+                .Arg($"{match} -d {shape.ClusterIP}{HostPrefix} --dport").Arg(info.Port).Jump(shape.InternalFilter.Target).End();
+
+        // External IPs.
+        foreach (var ip in OfFamily(info.ExternalIPs))
+        {
+            if (shape.HasEndpoints)
+                _nat.Append(ChainNames.Services).Comment($"{comment} external IP")
+                    .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(externalChain).End();
+            if (!shape.HasExternalEndpoints)
+                _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter.Comment)
+                    .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(shape.ExternalFilter.Target).End();
+        }
+
+        // Load-balancer IPs, through the firewall chain when source ranges restrict them.
+        var usesFirewall = shape.UsesFirewallChain(family);
+        foreach (var ip in OfFamily(info.LoadBalancerIPs))
+        {
+            if (shape.HasEndpoints)
+                _nat.Append(ChainNames.Services).Comment($"{comment} loadbalancer IP")
+                    .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(usesFirewall ? ChainNames.Firewall(name) : externalChain).End();
+            if (usesFirewall)
+                _filter.Append(ChainNames.ProxyFirewall).Comment($"{comment} traffic not accepted by {ChainNames.Firewall(name)}")
+                    .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump("DROP").End();
+        }
+        if (!shape.HasExternalEndpoints)
+            foreach (var ip in OfFamily(info.LoadBalancerIPs))
+                _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter.Comment)
+                    .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(shape.ExternalFilter.Target).End();
+
+        // Node port.
+        if (info.NodePort != 0)
+        {
+            if (shape.HasEndpoints)
+                _nat.Append(ChainNames.NodePorts).Comment(comment).Arg($"{match} --dport").Arg(info.NodePort).Jump(externalChain).End();
+            if (!shape.HasExternalEndpoints)
+            {
+                if (network.NodePortAddresses is { } addresses)
+                    foreach (var address in addresses.Where(a => NodeAddresses.FamilyOf(a) == family))
+                        _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter.Comment)
+                            .Arg($"-d {address}{HostPrefix} {match} --dport").Arg(info.NodePort).Jump(shape.ExternalFilter.Target).End();
+                else
+                    _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter.Comment)
+                        .Arg($"-m addrtype --dst-type LOCAL {match} --dport").Arg(info.NodePort).Jump(shape.ExternalFilter.Target).End();
+            }
+        }
+
+        // The health check node port answers load balancers whatever the node's endpoints.
+        if (info.HealthCheckNodePort != 0)
+            _filter.Append(ChainNames.NodePorts).Comment($"{comment} health check node port")
+                .Arg("-m tcp -p tcp --dport").Arg(info.HealthCheckNodePort).Jump("ACCEPT").End();
+    }
+
+    private void WriteEndpointJumps(PortShape shape, string chain, ImmutableArray<EndpointInfo> endpoints)
+    {
+        var name = shape.Info.Name;
+        var comment = shape.Comment;
+        // ClientIP affinity first: a client seen recently goes back to its endpoint.
+        if (shape.Info.StickyTimeoutSeconds is { } seconds)
+            foreach (var endpoint in endpoints)
+            {
+                var endpointChain = ChainNames.Endpoint(name, endpoint);
+                _nat.Append(chain).Comment($"{comment} -> {endpoint.Endpoint}")
+                    .Arg($"-m recent --name {endpointChain} --rcheck --seconds").Arg(seconds).Arg("--reap").Jump(endpointChain).End();
+            }
         // Random spread: endpoint i of n is taken with probability 1/(n-i) among those left.
         for (var i = 0; i < endpoints.Length; i++)
         {
@@ -283,6 +430,9 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 
     private ImmutableArray<EndpointInfo> OfFamily(EquatableArray<EndpointInfo> endpoints) =>
         endpoints.Where(e => e.Family == family).ToImmutableArray();
+
+    private IEnumerable<IPAddress> OfFamily(EquatableArray<IPAddress> addresses) =>
+        addresses.Where(a => NodeAddresses.FamilyOf(a) == family);
 
     private void DeleteStaleChains(bool full, IptablesPlannerState previous, ImmutableDictionary<ServicePortName, PortChains>.Builder ports, KernelTables kernel)
     {

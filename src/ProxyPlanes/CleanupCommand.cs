@@ -17,8 +17,11 @@ public static class CleanupCommand
         // Rules may sit in either iptables flavour (a node may have switched): clean both.
         foreach (var variant in new[] { IptablesVariant.Nft, IptablesVariant.Legacy })
         {
-            var backend = new IptablesBackend(new IptablesCommandApplier(variant, IpFamily.IPv4), metrics, logger);
-            await backend.CleanupAsync(cancellationToken);
+            var families = new List<(IpFamily, IIptablesApplier)>();
+            foreach (var family in new[] { IpFamily.IPv4, IpFamily.IPv6 })
+                if (await IptablesCommandApplier.IsAvailableAsync(family, variant, cancellationToken))
+                    families.Add((family, new IptablesCommandApplier(variant, family)));
+            if (families.Count > 0) await new IptablesBackend(families, metrics, logger).CleanupAsync(cancellationToken);
         }
         return 0;
     }

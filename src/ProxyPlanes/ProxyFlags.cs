@@ -40,6 +40,9 @@ public sealed class ProxyFlags
     public Option<string> ClusterCidr { get; } = new("--cluster-cidr") { Description = "Pod CIDRs of the cluster, comma-separated: traffic from outside them to a cluster IP is masqueraded", DefaultValueFactory = _ => "" };
     public Option<string> MinSyncPeriod { get; } = new("--min-sync-period") { Description = "Minimum interval between syncs (Go duration)", DefaultValueFactory = _ => "1s" };
     public Option<string> SyncPeriod { get; } = new("--sync-period") { Description = "Interval of the periodic full sync (Go duration)", DefaultValueFactory = _ => "30s" };
+    public Option<string> DetectLocalMode { get; } = new("--detect-local-mode") { Description = "How pod traffic is told apart: ClusterCIDR, NodeCIDR, InterfaceNamePrefix or BridgeInterface", DefaultValueFactory = _ => "ClusterCIDR" };
+    public Option<string?> PodInterfaceNamePrefix { get; } = new("--pod-interface-name-prefix") { Description = "With InterfaceNamePrefix: pod traffic arrives on interfaces with this prefix" };
+    public Option<string?> PodBridgeInterface { get; } = new("--pod-bridge-interface") { Description = "With BridgeInterface: pod traffic arrives on this bridge" };
     public Option<bool> MasqueradeAll { get; } = new("--masquerade-all") { Description = "SNAT all traffic sent to service cluster IPs" };
     public Option<string> NodePortAddresses { get; } = new("--nodeport-addresses") { Description = "CIDRs of node addresses that accept node ports, comma-separated (default: all)", DefaultValueFactory = _ => "" };
     public Option<string> MetricsBindAddress { get; } = new("--metrics-bind-address") { Description = "Address of the metrics server (/metrics, /proxyMode); empty disables", DefaultValueFactory = _ => "127.0.0.1:10249" };
@@ -49,7 +52,7 @@ public sealed class ProxyFlags
 
     public void AddTo(System.CommandLine.Command command)
     {
-        foreach (var option in new Option[] { Mode, Manifests, HostnameOverride, ClusterCidr, MinSyncPeriod, SyncPeriod, MasqueradeAll, NodePortAddresses, MetricsBindAddress, HealthzBindAddress, IptablesVariant, Verbosity })
+        foreach (var option in new Option[] { Mode, Manifests, HostnameOverride, ClusterCidr, DetectLocalMode, PodInterfaceNamePrefix, PodBridgeInterface, MinSyncPeriod, SyncPeriod, MasqueradeAll, NodePortAddresses, MetricsBindAddress, HealthzBindAddress, IptablesVariant, Verbosity })
             command.Options.Add(option);
     }
 
@@ -72,6 +75,8 @@ public sealed class ProxyFlags
         var variant = result.GetValue(IptablesVariant)!;
         if (variant is not ("auto" or "nft" or "legacy")) throw new UsageException($"--iptables-variant: '{variant}' is not auto, nft or legacy");
 
+        var (detectLocal, podInterface) = BindDetectLocal(result);
+
         var host = result.GetValue(HostnameOverride);
         if (string.IsNullOrWhiteSpace(host)) host = Dns.GetHostName();
 
@@ -79,6 +84,8 @@ public sealed class ProxyFlags
         {
             HostName = host.Trim().ToLowerInvariant(),
             ClusterCidrs = Prefixes(result.GetValue(ClusterCidr)!, "--cluster-cidr"),
+            DetectLocalMode = detectLocal,
+            PodInterface = podInterface,
             MasqueradeAll = result.GetValue(MasqueradeAll),
             NodePortAddresses = Prefixes(result.GetValue(NodePortAddresses)!, "--nodeport-addresses"),
             Sync = new SyncRunnerOptions { MinSyncPeriod = minSync, SyncPeriod = sync },
@@ -94,6 +101,29 @@ public sealed class ProxyFlags
         catch (FormatException e)
         {
             throw new UsageException(e.Message);
+        }
+    }
+
+    private (LocalDetectMode, string?) BindDetectLocal(ParseResult result)
+    {
+        var mode = result.GetValue(DetectLocalMode)!;
+        var prefix = result.GetValue(PodInterfaceNamePrefix);
+        var bridge = result.GetValue(PodBridgeInterface);
+        static bool ValidInterface(string name) => name.Length is > 0 and < 16 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
+        switch (mode.ToLowerInvariant())
+        {
+            case "clustercidr": return (LocalDetectMode.ClusterCidr, null);
+            case "nodecidr": return (LocalDetectMode.NodeCidr, null);
+            case "interfacenameprefix":
+                if (string.IsNullOrEmpty(prefix) || !ValidInterface(prefix))
+                    throw new UsageException("--detect-local-mode=InterfaceNamePrefix needs --pod-interface-name-prefix (an interface name prefix such as veth)");
+                return (LocalDetectMode.InterfaceNamePrefix, prefix);
+            case "bridgeinterface":
+                if (string.IsNullOrEmpty(bridge) || !ValidInterface(bridge))
+                    throw new UsageException("--detect-local-mode=BridgeInterface needs --pod-bridge-interface (a bridge name such as cbr0)");
+                return (LocalDetectMode.BridgeInterface, bridge);
+            default:
+                throw new UsageException($"--detect-local-mode: '{mode}' is not ClusterCIDR, NodeCIDR, InterfaceNamePrefix or BridgeInterface");
         }
     }
 

@@ -3,6 +3,8 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.Backends.Iptables;
+using ProxyPlanes.Core.Conntrack;
+using ProxyPlanes.Core.Health;
 using ProxyPlanes.Core.Http;
 using ProxyPlanes.Core.Metrics;
 using ProxyPlanes.Core.Proxy;
@@ -26,6 +28,12 @@ public static class RunCommand
         using var exporter = new PrometheusExporter(metrics.Meter);
         var backend = await BackendFactory.CreateAsync(settings.Mode, settings.IptablesVariant, metrics, logger, app.Lifetime.ApplicationStopping);
         var controller = new ProxyController(settings.Proxy, backend, metrics, logger);
+        await using var healthChecks = new ServiceHealthServer(logger, () => controller.Health.Status().Healthy);
+        controller.AfterSync("health check node ports", (_, state, token) =>
+            healthChecks.UpdateAsync(ServiceHealthServer.Collect(state), state.Network.NodePortAddresses, token));
+        // Stale UDP/SCTP flows to gone endpoints would keep clients talking to nothing.
+        var conntrack = new ConntrackCleaner(new ConntrackCommand(), logger);
+        controller.AfterSync("conntrack cleanup", conntrack.CleanAsync);
         var source = new ManifestSource(settings.ManifestsPath, logger);
         ProxyHttpEndpoints.Map(app, settings.MetricsBindAddress, settings.HealthzBindAddress, exporter, controller.Health, settings.Mode);
 
@@ -71,8 +79,15 @@ public static class BackendFactory
                     "legacy" => IptablesVariant.Legacy,
                     _ => await IptablesCommandApplier.DetectAsync(IpFamily.IPv4, cancellationToken),
                 };
-                logger.LogInformation("Using iptables-{Variant}{How}", variant.ToString().ToLowerInvariant(), iptablesVariant == "auto" ? " (detected)" : "");
-                return new IptablesBackend(new IptablesCommandApplier(variant, IpFamily.IPv4), metrics, logger);
+                var families = new List<(IpFamily, IIptablesApplier)> { (IpFamily.IPv4, new IptablesCommandApplier(variant, IpFamily.IPv4)) };
+                // Dual-stack where the node can: IPv6 services get ip6tables rules.
+                if (await IptablesCommandApplier.IsAvailableAsync(IpFamily.IPv6, variant, cancellationToken))
+                    families.Add((IpFamily.IPv6, new IptablesCommandApplier(variant, IpFamily.IPv6)));
+                else
+                    logger.LogWarning("ip6tables is not usable on this node: IPv6 services are not proxied");
+                logger.LogInformation("Using iptables-{Variant}{How} for {Families}", variant.ToString().ToLowerInvariant(),
+                    iptablesVariant == "auto" ? " (detected)" : "", string.Join(" and ", families.Select(f => f.Item1)));
+                return new IptablesBackend(families, metrics, logger);
             default:
                 throw new UsageException(Modes.Problem(mode) ?? $"--mode={mode} has no backend");
         }

@@ -46,10 +46,12 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
     private readonly List<Resource> _resources = [];
     private readonly Dictionary<string, SandboxPod> _pods = new(StringComparer.Ordinal);
     private readonly List<ExternalClient> _clients = [];
+    private readonly List<RemoteNode> _remoteNodes = [];
     private readonly List<IDisposable> _signalRegistrations = [];
     private NetworkNamespace? _node;
     private int _nextPodIndex;
     private int _nextClientIndex;
+    private int _nextRemoteNodeIndex;
     private bool _tornDown;
 
     private ClusterSandbox(ClusterSandboxOptions options, string prefix)
@@ -90,7 +92,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
         }
     }
 
-    /// <summary>Pods by name.</summary>
+    /// <summary>Pods by name, on this node and on remote nodes (see <see cref="SandboxPod.NodeName"/>).</summary>
     public IReadOnlyDictionary<string, SandboxPod> Pods
     {
         get
@@ -101,6 +103,12 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             }
         }
     }
+
+    /// <summary>
+    /// The Kubernetes name of the node the proxy runs on (<see cref="ClusterSandboxOptions.NodeName"/>, default
+    /// <c>node-a</c>); <see cref="SandboxPod.NodeName"/> of its pods, for EndpointSlices.
+    /// </summary>
+    public string NodeName => _options.NodeName;
 
     /// <summary>The node's address on the external network (what NodePorts are reached on).</summary>
     public string NodeIp => "203.0.113.1";
@@ -140,7 +148,9 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
     /// </summary>
     public static async Task<ClusterSandbox> CreateAsync(ClusterSandboxOptions? options = null, CancellationToken cancellationToken = default)
     {
-        var sandbox = new ClusterSandbox(options ?? new ClusterSandboxOptions(), NewPrefix());
+        options ??= new ClusterSandboxOptions();
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.NodeName, nameof(options));
+        var sandbox = new ClusterSandbox(options, NewPrefix());
         try
         {
             if (sandbox._options.CleanupOnExitSignals)
@@ -199,71 +209,24 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
     public Task<SandboxPod> AddPodAsync(string name, params int[] ports) => AddPodAsync(name, ports, CancellationToken.None);
 
     /// <summary>
-    /// Adds a pod: namespace <c>{Prefix}-pod-{name}</c>, veth <c>vpodN</c> (node) / <c>eth0</c> (pod), addresses
-    /// 10.244.1.(N+2)/32 and fd00:10:244:1::(N+2)/128, and a busybox httpd per port (default 8080) serving
+    /// Adds a pod on this node: namespace <c>{Prefix}-pod-{name}</c>, veth <c>vpodN</c> (node) / <c>eth0</c> (pod),
+    /// addresses 10.244.1.(N+2)/32 and fd00:10:244:1::(N+2)/128, and a busybox httpd per port (default 8080) serving
     /// <c>/cgi-bin/who</c>. Returns once every server accepts connections. If anything fails, what was created for
     /// this pod is removed again and the exception propagates.
     /// </summary>
-    public async Task<SandboxPod> AddPodAsync(string name, int[] ports, CancellationToken cancellationToken)
+    public Task<SandboxPod> AddPodAsync(string name, int[] ports, CancellationToken cancellationToken) =>
+        AddPodCoreAsync(name, ports, remoteNode: null, cancellationToken);
+
+    /// <summary>
+    /// Adds a pod on <paramref name="node"/> (see <see cref="AddRemoteNodeAsync"/>): like
+    /// <see cref="AddPodAsync(string, int[], CancellationToken)"/>, but wired to the remote node (veth <c>vpodN</c> in
+    /// the remote node's namespace, gateway 10.244.2.1) and addressed from its pod CIDR: 10.244.2.(N+2)/32 and
+    /// fd00:10:244:2::(N+2)/128 for the first remote node. Pod names are unique across the whole sandbox.
+    /// </summary>
+    public Task<SandboxPod> AddPodAsync(string name, int[] ports, RemoteNode node, CancellationToken cancellationToken = default)
     {
-        ValidateMemberName(name);
-        ArgumentNullException.ThrowIfNull(ports);
-        int[] podPorts = ports.Length == 0 ? [8080] : ports.ToArray();
-        foreach (int port in podPorts)
-        {
-            ArgumentOutOfRangeException.ThrowIfLessThan(port, 1, nameof(ports));
-            ArgumentOutOfRangeException.ThrowIfGreaterThan(port, 65535, nameof(ports));
-        }
-
-        if (podPorts.Distinct().Count() != podPorts.Length)
-        {
-            throw new ArgumentException("Pod ports must be distinct.", nameof(ports));
-        }
-
-        await _mutation.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            ThrowIfTornDown();
-            lock (_gate)
-            {
-                if (_pods.ContainsKey(name))
-                {
-                    throw new ArgumentException($"Pod '{name}' already exists.", nameof(name));
-                }
-            }
-
-            if (_nextPodIndex >= MaxPods)
-            {
-                throw new InvalidOperationException($"This node has no pod addresses left (at most {MaxPods} pods per sandbox).");
-            }
-
-            int index = _nextPodIndex++;
-            string owner = $"pod/{name}";
-            try
-            {
-                SandboxPod pod = await CreatePodAsync(name, index, podPorts, owner, cancellationToken).ConfigureAwait(false);
-                lock (_gate)
-                {
-                    _pods.Add(name, pod);
-                }
-
-                return pod;
-            }
-            catch
-            {
-                // The node-side veth is deleted synchronously, so a clean rollback frees the address and interface name.
-                if (ReleaseOwner(owner, throwOnError: false))
-                {
-                    _nextPodIndex = index;
-                }
-
-                throw;
-            }
-        }
-        finally
-        {
-            _mutation.Release();
-        }
+        ArgumentNullException.ThrowIfNull(node);
+        return AddPodCoreAsync(name, ports, node, cancellationToken);
     }
 
     /// <summary>
@@ -446,10 +409,93 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
         }
     }
 
-    private async Task<SandboxPod> CreatePodAsync(string name, int index, int[] ports, string owner, CancellationToken cancellationToken)
+    private async Task<SandboxPod> AddPodCoreAsync(string name, int[] ports, RemoteNode? remoteNode, CancellationToken cancellationToken)
     {
-        string ip = $"10.244.1.{index + 2}";
-        string ipv6 = $"fd00:10:244:1::{index + 2}";
+        ValidateMemberName(name);
+        ArgumentNullException.ThrowIfNull(ports);
+        int[] podPorts = ports.Length == 0 ? [8080] : ports.ToArray();
+        foreach (int port in podPorts)
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(port, 1, nameof(ports));
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(port, 65535, nameof(ports));
+        }
+
+        if (podPorts.Distinct().Count() != podPorts.Length)
+        {
+            throw new ArgumentException("Pod ports must be distinct.", nameof(ports));
+        }
+
+        await _mutation.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            ThrowIfTornDown();
+            lock (_gate)
+            {
+                if (_pods.ContainsKey(name))
+                {
+                    throw new ArgumentException($"Pod '{name}' already exists.", nameof(name));
+                }
+
+                if (remoteNode is not null && !_remoteNodes.Contains(remoteNode))
+                {
+                    throw new ArgumentException($"Remote node '{remoteNode.Name}' does not belong to sandbox {Prefix}.", nameof(remoteNode));
+                }
+            }
+
+            int index = remoteNode?.NextPodIndex ?? _nextPodIndex;
+            if (index >= MaxPods)
+            {
+                throw new InvalidOperationException($"Node {remoteNode?.Name ?? NodeName} has no pod addresses left (at most {MaxPods} pods per node).");
+            }
+
+            SetNextPodIndex(remoteNode, index + 1);
+            string owner = $"pod/{name}";
+            try
+            {
+                PodSite site = remoteNode is null
+                    ? new PodSite(Node, NodeName, NodeSideGateway, NodeSideGatewayV6, "10.244.1.", "fd00:10:244:1::")
+                    : new PodSite(remoteNode.Namespace, remoteNode.Name, remoteNode.PodGatewayIp, remoteNode.PodGatewayIpv6, remoteNode.PodAddressPrefix, remoteNode.PodAddressPrefixV6);
+                SandboxPod pod = await CreatePodAsync(name, index, podPorts, owner, site, cancellationToken).ConfigureAwait(false);
+                lock (_gate)
+                {
+                    _pods.Add(name, pod);
+                }
+
+                return pod;
+            }
+            catch
+            {
+                // The router-side veth is deleted synchronously, so a clean rollback frees the address and interface name.
+                if (ReleaseOwner(owner, throwOnError: false))
+                {
+                    SetNextPodIndex(remoteNode, index);
+                }
+
+                throw;
+            }
+        }
+        finally
+        {
+            _mutation.Release();
+        }
+    }
+
+    private void SetNextPodIndex(RemoteNode? remoteNode, int next)
+    {
+        if (remoteNode is null)
+        {
+            _nextPodIndex = next;
+        }
+        else
+        {
+            remoteNode.NextPodIndex = next;
+        }
+    }
+
+    private async Task<SandboxPod> CreatePodAsync(string name, int index, int[] ports, string owner, PodSite site, CancellationToken cancellationToken)
+    {
+        string ip = $"{site.AddressPrefix}{index + 2}";
+        string ipv6 = $"{site.AddressPrefixV6}{index + 2}";
         string hostInterface = $"vpod{index}";
 
         NetworkNamespace ns = await CreateNamespaceAsync($"pod-{name}", owner, cancellationToken).ConfigureAwait(false);
@@ -465,7 +511,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             ],
             timeout: null,
             cancellationToken).ConfigureAwait(false);
-        await LinkToNodeAsync(ns, owner, hostInterface, NodeSideGateway, NodeSideGatewayV6, ip, ipv6, cancellationToken).ConfigureAwait(false);
+        await LinkToNodeAsync(site.Router, ns, owner, hostInterface, site.Gateway, site.GatewayV6, ip, ipv6, cancellationToken).ConfigureAwait(false);
 
         string directory = CreateContentDirectory(name, owner);
 
@@ -493,7 +539,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             }
         }
 
-        return new SandboxPod(name, ns, ip, ipv6, hostInterface, ports, servers, directory);
+        return new SandboxPod(name, site.NodeName, ns, ip, ipv6, hostInterface, ports, servers, directory);
     }
 
     private string CreateContentDirectory(string podName, string owner)
@@ -599,7 +645,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
                 ["sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0", .. CommonSysctls],
                 timeout: null,
                 cancellationToken).ConfigureAwait(false);
-            await LinkToNodeAsync(ns, owner, hostInterface, NodeIp, NodeIpv6, ip, ipv6, cancellationToken).ConfigureAwait(false);
+            await LinkToNodeAsync(Node, ns, owner, hostInterface, NodeIp, NodeIpv6, ip, ipv6, cancellationToken).ConfigureAwait(false);
 
             var client = new ExternalClient(name, ns, ip, ipv6, hostInterface);
             lock (_gate)
@@ -617,17 +663,19 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
     }
 
     /// <summary>
-    /// Wires <paramref name="ns"/> (a pod or an external client) to the node with a point-to-point veth (see README.md):
-    /// <paramref name="hostInterface"/> in the node, <c>eth0</c> in <paramref name="ns"/>. The node side gets
+    /// Wires <paramref name="ns"/> (a pod, an external client or a remote node) to <paramref name="router"/> (the node,
+    /// or a remote node for its pods) with a point-to-point veth (see README.md):
+    /// <paramref name="hostInterface"/> in the router, <c>eth0</c> in <paramref name="ns"/>. The router side gets
     /// <paramref name="nodeSideV4"/>/32 and <paramref name="nodeSideV6"/>/128 plus a host route to the peer's
     /// <paramref name="ip"/>/32 and <paramref name="ipv6"/>/128; the peer gets those addresses and routes everything via
-    /// the node side. No bridge: every packet between peers is routed by the node, so it goes through the node's
-    /// netfilter hooks and conntrack. The node-side address is only ever a next hop on this link, so pods can all share
-    /// one. Nothing is in a common subnet, hence the on-link route to the next hop before each default route; IPv6
-    /// addresses skip DAD (<c>nodad</c>) so they are usable at once. The node-side veth is tracked before it exists,
-    /// so a half-finished wiring is cleaned up with <paramref name="owner"/>.
+    /// the router side. No bridge: every packet between peers is routed by the router, so it goes through its
+    /// netfilter hooks and conntrack. The router-side address is only ever a next hop on this link, so pods can all
+    /// share one. Nothing is in a common subnet, hence the on-link route to the next hop before each default route;
+    /// IPv6 addresses skip DAD (<c>nodad</c>) so they are usable at once. The router-side veth is tracked before it
+    /// exists, so a half-finished wiring is cleaned up with <paramref name="owner"/>.
     /// </summary>
     private async Task LinkToNodeAsync(
+        NetworkNamespace router,
         NetworkNamespace ns,
         string owner,
         string hostInterface,
@@ -637,8 +685,8 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
         string ipv6,
         CancellationToken cancellationToken)
     {
-        TrackNodeVeth(owner, hostInterface);
-        await Node.IpBatchAsync(
+        TrackNodeVeth(owner, router, hostInterface);
+        await router.IpBatchAsync(
             [
                 $"link add {hostInterface} type veth peer name eth0 netns {ns.Name}",
                 $"addr add {nodeSideV4}/32 dev {hostInterface}",
@@ -693,26 +741,21 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
     }
 
     /// <summary>
-    /// Deleting a namespace is asynchronous in the kernel (its veths and the node's routes through them vanish a
-    /// moment later), so removing a single pod or client deletes the node-side veth explicitly first. Not needed when
-    /// the whole sandbox goes: the node namespace itself is deleted then.
+    /// Deleting a namespace is asynchronous in the kernel (its veths and the router's routes through them vanish a
+    /// moment later), so removing a single pod, client or remote node deletes the router-side veth explicitly first.
+    /// Not needed when the whole sandbox goes: the routers' namespaces are deleted then.
     /// </summary>
-    private void TrackNodeVeth(string owner, string hostInterface)
+    private void TrackNodeVeth(string owner, NetworkNamespace router, string hostInterface)
     {
         Track(
             owner,
-            $"node veth {hostInterface}",
+            $"veth {hostInterface} in {router.Name}",
             () =>
             {
-                if (_node is null)
-                {
-                    return;
-                }
-
-                ExecResult result = NetworkNamespace.Ip(["-n", _node.Name, "link", "del", hostInterface]);
+                ExecResult result = NetworkNamespace.Ip(["-n", router.Name, "link", "del", hostInterface]);
                 if (!result.Succeeded && !result.StandardError.Contains("Cannot find device", StringComparison.Ordinal))
                 {
-                    throw new SandboxCommandException($"ip -n {_node.Name} link del {hostInterface}", result);
+                    throw new SandboxCommandException($"ip -n {router.Name} link del {hostInterface}", result);
                 }
             },
             onlyWhenRemovedAlone: true);
@@ -764,6 +807,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             registrations = _signalRegistrations.ToArray();
             _signalRegistrations.Clear();
             _pods.Clear();
+            _remoteNodes.Clear();
         }
 
         List<Exception> errors = Release(resources);
@@ -846,6 +890,15 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
     private static partial Regex MemberNamePattern();
 
     private sealed record Resource(string Owner, string Description, Action Release, bool OnlyWhenRemovedAlone);
+
+    /// <summary>Where a pod is wired: the namespace routing for it, its Kubernetes node name, gateway and address prefixes.</summary>
+    private readonly record struct PodSite(
+        NetworkNamespace Router,
+        string NodeName,
+        string Gateway,
+        string GatewayV6,
+        string AddressPrefix,
+        string AddressPrefixV6);
 
     private sealed class ProcessExitRegistration(EventHandler handler) : IDisposable
     {

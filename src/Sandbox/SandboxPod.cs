@@ -1,10 +1,14 @@
 namespace ProxyPlanes.Sandbox;
 
-/// <summary>A pod of a <see cref="ClusterSandbox"/>: its own namespace, a point-to-point veth to the node and HTTP/UDP servers.</summary>
+/// <summary>
+/// A pod of a <see cref="ClusterSandbox"/>: its own namespace, a point-to-point veth to its node (the node or a
+/// <see cref="RemoteNode"/>) and HTTP/UDP servers.
+/// </summary>
 public sealed class SandboxPod
 {
     internal SandboxPod(
         string name,
+        string nodeName,
         NetworkNamespace ns,
         string ip,
         string ipv6,
@@ -14,6 +18,7 @@ public sealed class SandboxPod
         string contentDirectory)
     {
         Name = name;
+        NodeName = nodeName;
         Namespace = ns;
         IP = ip;
         IPv6 = ipv6;
@@ -25,15 +30,21 @@ public sealed class SandboxPod
 
     public string Name { get; }
 
+    /// <summary>
+    /// Kubernetes name of the pod's node, for the <c>nodeName</c> of its endpoints: <see cref="ClusterSandbox.NodeName"/>
+    /// for pods on the node, <see cref="RemoteNode.Name"/> for pods on a remote node.
+    /// </summary>
+    public string NodeName { get; }
+
     public NetworkNamespace Namespace { get; }
 
-    /// <summary>IPv4 address on the pod's eth0, e.g. 10.244.1.2 (a /32).</summary>
+    /// <summary>IPv4 address on the pod's eth0, e.g. 10.244.1.2, or 10.244.2.2 on the first remote node (a /32).</summary>
     public string IP { get; }
 
     /// <summary>IPv6 address on the pod's eth0, e.g. fd00:10:244:1::2 (a /128).</summary>
     public string IPv6 { get; }
 
-    /// <summary>Node-side end of the pod's veth (in the node namespace), e.g. <c>vpod0</c>.</summary>
+    /// <summary>Node-side end of the pod's veth (in the namespace of the pod's node, which may be a remote node), e.g. <c>vpod0</c>.</summary>
     public string HostInterface { get; }
 
     /// <summary>Ports served over TCP (busybox httpd) and UDP (in-process responder).</summary>
@@ -48,7 +59,7 @@ public sealed class SandboxPod
     /// <summary>The body <c>GET /cgi-bin/who</c> returns to a client seen as <paramref name="source"/>.</summary>
     public string ExpectedWho(string source) => $"pod={Name} src={source}";
 
-    public override string ToString() => $"{Name} ({IP}, {IPv6})";
+    public override string ToString() => $"{Name} ({IP}, {IPv6}) on {NodeName}";
 }
 
 /// <summary>An off-cluster client namespace linked point-to-point to the node on the external network.</summary>
@@ -82,6 +93,9 @@ public sealed class ExternalClient
 /// <summary>Knobs for <see cref="ClusterSandbox.CreateAsync"/>.</summary>
 public sealed record ClusterSandboxOptions
 {
+    /// <summary>Kubernetes name of the node the proxy runs on (<see cref="ClusterSandbox.NodeName"/>).</summary>
+    public string NodeName { get; init; } = "node-a";
+
     /// <summary>busybox binary used for the pods' HTTP servers.</summary>
     public string BusyboxPath { get; init; } = "busybox";
 

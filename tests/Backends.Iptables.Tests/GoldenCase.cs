@@ -44,6 +44,8 @@ public sealed class GoldenCase
                 HostName = options.HostName,
                 ClusterCidrs = new EquatableArray<IpPrefix>(options.ClusterCidrs.Select(IpPrefix.Parse)),
                 MasqueradeAll = options.MasqueradeAll,
+                DetectLocalMode = Enum.Parse<LocalDetectMode>(options.DetectLocalMode, ignoreCase: true),
+                PodInterface = options.PodInterface,
             },
             backend, metrics, NullLogger.Instance);
         var input = ManifestParser.Load(Path.Combine(Directory, "input.yaml"));
@@ -120,4 +122,6 @@ public sealed record CaseOptions
     public List<string> ClusterCidrs { get; init; } = ["10.244.0.0/16"];
     public bool MasqueradeAll { get; init; }
     public List<string>? NodePortAddresses { get; init; }
+    public string DetectLocalMode { get; init; } = "ClusterCidr";
+    public string? PodInterface { get; init; }
 }

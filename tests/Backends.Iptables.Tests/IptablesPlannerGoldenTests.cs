@@ -14,8 +14,11 @@ public sealed class IptablesPlannerGoldenTests
         var (initial, _) = await golden.SyncRequestsAsync();
 
         var plan = new IptablesPlanner(IpFamily.IPv4).Plan(initial, previous: null, KernelTables.Empty);
-
         golden.AssertGolden("iptables.golden", plan.ToString());
+
+        // Dual-stack cases also have the IPv6 half, for ip6tables.
+        if (initial.State.ServicePorts.Values.Any(p => p.Info.ClusterIPs.Any(ip => ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6)))
+            golden.AssertGolden("ip6tables.golden", new IptablesPlanner(IpFamily.IPv6).Plan(initial, previous: null, KernelTables.Empty).ToString());
     }
 
     [Theory]

@@ -20,9 +20,10 @@ public sealed class GoldenRulesKernelTests
         var dir = Path.Combine(RepoPaths.TestData, caseName);
         using var ns = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-gold");
 
-        foreach (var file in new[] { "iptables.golden", "iptables-partial.golden" }.Where(f => File.Exists(Path.Combine(dir, f))))
+        foreach (var file in new[] { "iptables.golden", "iptables-partial.golden", "ip6tables.golden" }.Where(f => File.Exists(Path.Combine(dir, f))))
         {
-            var restore = await ns.ExecAsync(["sh", "-c", $"iptables-{variant}-restore --noflush < '{Path.Combine(dir, file)}'"], TimeSpan.FromSeconds(30));
+            var tool = file.StartsWith("ip6", StringComparison.Ordinal) ? "ip6tables" : "iptables";
+            var restore = await ns.ExecAsync(["sh", "-c", $"{tool}-{variant}-restore --noflush < '{Path.Combine(dir, file)}'"], TimeSpan.FromSeconds(30));
             Assert.True(restore.Succeeded, $"{file}: {restore.StandardError}");
         }
     }

@@ -6,7 +6,8 @@ using ProxyPlanes.Sandbox;
 namespace ProxyPlanes.Kernel.Tests;
 
 /// <summary>
-/// One sandbox (client, node, pods web-0 and web-1) shared by the read-only traffic tests of <see cref="SandboxTests"/>.
+/// One sandbox (client, node, pods web-0 and web-1, remote node node-b with pod far-0) shared by the read-only traffic
+/// tests of <see cref="SandboxTests"/>.
 /// </summary>
 public sealed class SandboxFixture : IAsyncLifetime
 {
@@ -18,6 +19,10 @@ public sealed class SandboxFixture : IAsyncLifetime
 
     public SandboxPod Web1 => Sandbox.Pods["web-1"];
 
+    public RemoteNode NodeB => Sandbox.RemoteNodes.Single();
+
+    public SandboxPod Far0 => Sandbox.Pods["far-0"];
+
     public async Task InitializeAsync()
     {
         _sandbox = await ClusterSandbox.CreateAsync();
@@ -25,6 +30,8 @@ public sealed class SandboxFixture : IAsyncLifetime
         {
             await _sandbox.AddPodAsync("web-0");
             await _sandbox.AddPodAsync("web-1", 8080, 9090);
+            RemoteNode nodeB = await _sandbox.AddRemoteNodeAsync("node-b");
+            await nodeB.AddPodAsync("far-0", 8080);
         }
         catch
         {
@@ -168,8 +175,8 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
         string[] inside = Sandbox.Node.Run(() => NetworkInterface.GetAllNetworkInterfaces().Select(i => i.Name).Order().ToArray());
         string[] outside = NetworkInterface.GetAllNetworkInterfaces().Select(i => i.Name).ToArray();
 
-        Assert.Subset(inside.ToHashSet(), new[] { "lo", fixture.Web0.HostInterface, fixture.Web1.HostInterface, Sandbox.PrimaryClient.HostInterface }.ToHashSet());
-        Assert.All(inside, name => Assert.True(name == "lo" || name.StartsWith("vpod", StringComparison.Ordinal) || name.StartsWith("vext", StringComparison.Ordinal), name));
+        Assert.Subset(inside.ToHashSet(), new[] { "lo", fixture.Web0.HostInterface, fixture.Web1.HostInterface, Sandbox.PrimaryClient.HostInterface, fixture.NodeB.HostInterface }.ToHashSet());
+        Assert.All(inside, name => Assert.True(name == "lo" || name.StartsWith("vpod", StringComparison.Ordinal) || name.StartsWith("vext", StringComparison.Ordinal) || name.StartsWith("vnode", StringComparison.Ordinal), name));
         Assert.DoesNotContain(fixture.Web0.HostInterface, outside);
     }
 
@@ -332,6 +339,167 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
         await AssertNothingLeftAsync(sandbox.Prefix, traces);
     }
 
+    [Fact]
+    public void AddRemoteNodeAsync_FirstRemoteNode_GetsDocumentedAddresses()
+    {
+        RemoteNode nodeB = fixture.NodeB;
+
+        Assert.Equal($"{Sandbox.Prefix}-node-b", nodeB.Namespace.Name);
+        Assert.Equal(("192.0.2.2", "2001:db8:1::2", "vnode0"), (nodeB.IP, nodeB.IPv6, nodeB.HostInterface));
+        Assert.Equal(("10.244.2.0/24", "fd00:10:244:2::/64"), (nodeB.PodCidr, nodeB.PodCidrV6));
+        Assert.Equal(("10.244.2.2", "fd00:10:244:2::2", "node-b"), (fixture.Far0.IP, fixture.Far0.IPv6, fixture.Far0.NodeName));
+        Assert.Equal("node-a", Sandbox.NodeName);
+        Assert.Equal("node-a", fixture.Web0.NodeName);
+        Assert.Equal([fixture.Far0], nodeB.Pods);
+        Assert.Same(fixture.Far0, Sandbox.Pods["far-0"]);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task HttpGetAsync_ClientToRemotePod_AnswersWithClientSource()
+    {
+        HttpProbeResult v4 = await Sandbox.Client.HttpGetAsync(fixture.Far0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+        HttpProbeResult v6 = await Sandbox.Client.HttpGetAsync(fixture.Far0.IPv6, 8080, "/cgi-bin/who", ProbeTimeout);
+        UdpProbeResult udp = await Sandbox.Client.UdpRequestAsync(fixture.Far0.IP, 8080, "hello", ProbeTimeout);
+
+        Assert.True(v4.IsAnswered, v4.ToString());
+        Assert.Equal("pod=far-0 src=203.0.113.10", v4.Body);
+        Assert.True(v6.IsAnswered, v6.ToString());
+        Assert.Equal($"pod=far-0 src={Sandbox.ClientIpv6}", v6.Body);
+        Assert.True(udp.IsAnswered, udp.ToString());
+        Assert.Equal("pod=far-0 src=203.0.113.10", udp.Text);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task HttpGetAsync_LocalPodToRemotePod_KeepsPodSource()
+    {
+        HttpProbeResult v4 = await fixture.Web0.Namespace.HttpGetAsync(fixture.Far0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+        HttpProbeResult v6 = await fixture.Web0.Namespace.HttpGetAsync(fixture.Far0.IPv6, 8080, "/cgi-bin/who", ProbeTimeout);
+
+        Assert.Equal($"pod=far-0 src={fixture.Web0.IP}", v4.Body);
+        Assert.Equal($"pod=far-0 src={fixture.Web0.IPv6}", v6.Body);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task HttpGetAsync_RemotePodToLocalPod_KeepsPodSource()
+    {
+        HttpProbeResult v4 = await fixture.Far0.Namespace.HttpGetAsync(fixture.Web1.IP, 9090, "/cgi-bin/who", ProbeTimeout);
+        HttpProbeResult v6 = await fixture.Far0.Namespace.HttpGetAsync(fixture.Web1.IPv6, 9090, "/cgi-bin/who", ProbeTimeout);
+
+        Assert.Equal($"pod=web-1 src={fixture.Far0.IP}", v4.Body);
+        Assert.Equal($"pod=web-1 src={fixture.Far0.IPv6}", v6.Body);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task HttpGetAsync_RemotePodAddressNobodyHas_ReturnsTimedOutWithoutLooping()
+    {
+        // The remote node blackholes unassigned addresses of its pod CIDR instead of bouncing them back to the node.
+        HttpProbeResult result = await Sandbox.Client.HttpGetAsync("10.244.2.250", 80, "/", ShortTimeout);
+        ExecResult v4 = await fixture.NodeB.Namespace.CheckedExecAsync("ip", "route", "show", "exact", fixture.NodeB.PodCidr);
+        ExecResult v6 = await fixture.NodeB.Namespace.CheckedExecAsync("ip", "-6", "route", "show", "exact", fixture.NodeB.PodCidrV6);
+
+        Assert.True(result.Outcome == ProbeOutcome.TimedOut, result.ToString());
+        Assert.StartsWith("blackhole 10.244.2.0/24", v4.StandardOutput.Trim(), StringComparison.Ordinal);
+        Assert.StartsWith("blackhole fd00:10:244:2::/64", v6.StandardOutput.Trim(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("node")]
+    [InlineData("client")]
+    [InlineData("pod-web-0")]
+    [InlineData("ext-x")]
+    [InlineData("node-a")]
+    [InlineData("node-b")]
+    [InlineData("Node_B")]
+    public async Task AddRemoteNodeAsync_NameCollidesOrIsInvalid_ThrowsArgumentException(string name)
+    {
+        await Assert.ThrowsAsync<ArgumentException>(() => Sandbox.AddRemoteNodeAsync(name));
+
+        Assert.Single(Sandbox.RemoteNodes);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task DisposeAsync_WithRemoteNodeAndPods_RemovesEverything()
+    {
+        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = "worker-1" });
+        Traces traces;
+        try
+        {
+            RemoteNode remote = await sandbox.AddRemoteNodeAsync("worker-2");
+            SandboxPod local = await sandbox.AddPodAsync("near");
+            SandboxPod gone = await sandbox.AddPodAsync("gone", [8080], remote);
+            SandboxPod kept = await remote.AddPodAsync("kept");
+            Assert.Equal(("worker-1", "worker-2", "10.244.2.3"), (local.NodeName, kept.NodeName, kept.IP));
+
+            // Removing a remote pod deletes its veth in the remote node (not in the node).
+            await sandbox.RemovePodAsync("gone");
+            ExecResult links = await remote.Namespace.CheckedExecAsync("ip", "-o", "link", "show");
+            Assert.DoesNotContain(gone.HostInterface + "@", links.StandardOutput, StringComparison.Ordinal);
+            Assert.Contains(kept.HostInterface + "@", links.StandardOutput, StringComparison.Ordinal);
+            Assert.Equal("pod=kept src=203.0.113.10", (await sandbox.Client.HttpGetAsync(kept.IP, 8080, "/cgi-bin/who", ProbeTimeout)).Body);
+
+            traces = Traces.Of(sandbox);
+            Assert.Equal(5, traces.Namespaces.Length);
+            Assert.Contains($"{sandbox.Prefix}-worker-2", await ListNamespacesAsync());
+        }
+        finally
+        {
+            await sandbox.DisposeAsync();
+        }
+
+        Assert.Empty(sandbox.RemoteNodes);
+        await AssertNothingLeftAsync(sandbox.Prefix, traces);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task AddRemoteNodeAsync_LinkFailsHalfway_RollsBackAndCanBeRetried()
+    {
+        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync();
+        try
+        {
+            // Occupy the node-side interface name of the first remote node with a veth to the client (both ours), so
+            // wiring fails after the remote node's namespace was created and configured.
+            await sandbox.Node.CheckedExecAsync("ip", "link", "add", "vnode0", "type", "veth", "peer", "name", "blocker", "netns", sandbox.Client.Name);
+
+            await Assert.ThrowsAsync<SandboxCommandException>(() => sandbox.AddRemoteNodeAsync("node-b"));
+
+            Assert.Empty(sandbox.RemoteNodes);
+            Assert.DoesNotContain($"{sandbox.Prefix}-node-b", await ListNamespacesAsync());
+            RemoteNode retried = await sandbox.AddRemoteNodeAsync("node-b");
+            SandboxPod pod = await retried.AddPodAsync("far");
+            Assert.Equal(("192.0.2.2", "vnode0"), (retried.IP, retried.HostInterface));
+            Assert.Equal("pod=far src=203.0.113.10", (await sandbox.Client.HttpGetAsync(pod.IP, 8080, "/cgi-bin/who", ProbeTimeout)).Body);
+        }
+        finally
+        {
+            await sandbox.DisposeAsync();
+        }
+
+        await AssertNothingLeftAsync(sandbox.Prefix, Traces.Empty);
+    }
+
+    [Fact(Timeout = 20_000)]
+    public async Task AddPodAsync_OnRemoteNodeFailsHalfway_LeavesNothing()
+    {
+        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { BusyboxPath = "/nonexistent/busybox" });
+        try
+        {
+            RemoteNode remote = await sandbox.AddRemoteNodeAsync("node-b");
+
+            await Assert.ThrowsAsync<SandboxException>(() => remote.AddPodAsync("broken"));
+
+            Assert.Empty(sandbox.Pods);
+            Assert.DoesNotContain($"{sandbox.Prefix}-pod-broken", await ListNamespacesAsync());
+            ExecResult links = await remote.Namespace.CheckedExecAsync("ip", "-o", "link", "show");
+            Assert.DoesNotContain("vpod0@", links.StandardOutput, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await sandbox.DisposeAsync();
+        }
+
+        await AssertNothingLeftAsync(sandbox.Prefix, Traces.Empty);
+    }
+
     [Theory(Timeout = 20_000)]
     [InlineData("pp")]
     [InlineData("pp1234")]
@@ -416,6 +584,7 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
             SandboxPod[] pods = sandbox.Pods.Values.ToArray();
             string[] namespaces = new[] { sandbox.Node.Name }
                 .Concat(sandbox.ExternalClients.Select(c => c.Namespace.Name))
+                .Concat(sandbox.RemoteNodes.Select(n => n.Namespace.Name))
                 .Concat(pods.Select(p => p.Namespace.Name))
                 .ToArray();
             return new Traces(namespaces, pods.SelectMany(p => p.Servers).Select(s => s.Pid).ToArray(), pods.Select(p => p.ContentDirectory).ToArray());

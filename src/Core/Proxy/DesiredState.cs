@@ -3,23 +3,68 @@ using System.Net;
 
 namespace ProxyPlanes.Core.Proxy;
 
-/// <summary>One service port with the endpoints policy lets each kind of traffic use.</summary>
-public sealed record ServicePortState(ServicePortInfo Info, EndpointSet Endpoints)
+/// <summary>
+/// One service port with the endpoints policy lets each kind of traffic use, per IP family
+/// (as kube-proxy runs one proxier per family, each family is categorized on its own).
+/// </summary>
+public sealed record ServicePortState(ServicePortInfo Info, EndpointSet IPv4Endpoints, EndpointSet IPv6Endpoints)
 {
+    /// <summary>A single-family state: <paramref name="endpoints"/> belong to the service's primary family.</summary>
+    public ServicePortState(ServicePortInfo info, EndpointSet endpoints)
+        : this(info,
+            PrimaryFamilyOf(info) == IpFamily.IPv4 ? endpoints : EndpointSet.Empty,
+            PrimaryFamilyOf(info) == IpFamily.IPv6 ? endpoints : EndpointSet.Empty)
+    {
+    }
+
     public ServicePortName Name => Info.Name;
+
+    /// <summary>The family of the service's first cluster IP.</summary>
+    public IpFamily PrimaryFamily => PrimaryFamilyOf(Info);
+
+    /// <summary>The endpoints of the primary family.</summary>
+    public EndpointSet Endpoints => EndpointsFor(PrimaryFamily);
+
+    public EndpointSet EndpointsFor(IpFamily family) => family == IpFamily.IPv4 ? IPv4Endpoints : IPv6Endpoints;
+
+    private static IpFamily PrimaryFamilyOf(ServicePortInfo info) =>
+        info.ClusterIPs.IsEmpty ? IpFamily.IPv4 : NodeAddresses.FamilyOf(info.ClusterIPs[0]);
+}
+
+/// <summary>How to tell traffic from this cluster's pods (kube-proxy's --detect-local-mode).</summary>
+public enum LocalDetectMode { None, ClusterCidr, NodeCidr, InterfaceNamePrefix, BridgeInterface }
+
+/// <summary>
+/// The rule that tells pod traffic from other traffic: by source prefix (the cluster's or this
+/// node's pod CIDRs, one per family) or by the interface it arrived on.
+/// </summary>
+public sealed record LocalTrafficDetector(LocalDetectMode Mode, EquatableArray<IpPrefix> Cidrs, string? Interface = null)
+{
+    public static LocalTrafficDetector None { get; } = new(LocalDetectMode.None, EquatableArray<IpPrefix>.Empty);
+
+    /// <summary>False when nothing can tell pod traffic apart for this family.</summary>
+    public bool IsImplemented(IpFamily family) => Mode switch
+    {
+        LocalDetectMode.None => false,
+        LocalDetectMode.ClusterCidr or LocalDetectMode.NodeCidr => Cidrs.Any(c => c.Family == family),
+        _ => !string.IsNullOrEmpty(Interface),
+    };
 }
 
 /// <summary>
 /// What this node's network must look like, independent of how the traffic is steered:
-/// how to tell cluster traffic from off-cluster traffic, and where node ports are open.
+/// how to tell pod traffic from other traffic, and where node ports are open.
 /// </summary>
 public sealed record NodeNetwork
 {
     public string NodeName { get; init; } = "";
     public string? Zone { get; init; }
 
-    /// <summary>Pod CIDRs of the cluster: sources outside them are masqueraded (detect-local ClusterCIDR).</summary>
-    public EquatableArray<IpPrefix> ClusterCidrs { get; init; } = EquatableArray<IpPrefix>.Empty;
+    /// <summary>How pod traffic is told apart: off-cluster sources reaching a cluster IP are masqueraded.</summary>
+    public LocalTrafficDetector LocalDetector { get; init; } = LocalTrafficDetector.None;
+
+    /// <summary>This node's own addresses (the Node's InternalIPs), for load-balancer source ranges.</summary>
+    public EquatableArray<IPAddress> NodeIPs { get; init; } = EquatableArray<IPAddress>.Empty;
 
     public bool MasqueradeAll { get; init; }
 

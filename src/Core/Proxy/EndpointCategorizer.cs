@@ -15,6 +15,17 @@ public static class EndpointCategorizer
 
     public static bool UsesLocalEndpoints(ServicePortInfo service) => service.InternalPolicyLocal || service.ExternalPolicyLocal;
 
+    /// <summary>Categorizes each IP family's endpoints on its own, as a per-family proxier would.</summary>
+    public static ServicePortState CategorizeByFamily(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone)
+    {
+        var ipv4 = endpoints.Where(e => e.Family == IpFamily.IPv4).ToList();
+        var ipv6 = endpoints.Where(e => e.Family == IpFamily.IPv6).ToList();
+        return new ServicePortState(
+            service,
+            Categorize(service, ipv4, nodeZone),
+            ipv6.Count == 0 ? EndpointSet.Empty : Categorize(service, ipv6, nodeZone));
+    }
+
     public static EndpointSet Categorize(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone)
     {
         var cluster = ImmutableArray<EndpointInfo>.Empty;

@@ -24,6 +24,8 @@ public sealed class ProxyController : IObjectSink
     private readonly Dictionary<ServicePortName, ServicePortInfo> _servicePorts = [];
     private readonly object _nodeLock = new();
     private string? _nodeZone;
+    private EquatableArray<IpPrefix> _nodePodCidrs = EquatableArray<IpPrefix>.Empty;
+    private EquatableArray<System.Net.IPAddress> _nodeIPs = EquatableArray<System.Net.IPAddress>.Empty;
     private volatile bool _initialStateDelivered;
     private DesiredState _built = DesiredState.Empty;
     private int _successfulSyncs;
@@ -50,6 +52,15 @@ public sealed class ProxyController : IObjectSink
     /// <summary>Raised after every successful sync (tests, the demo and the benchmark wait on it).</summary>
     public event Action<SyncReport>? Synced;
 
+    private readonly List<(string Name, Func<DesiredState, DesiredState, CancellationToken, Task> Action)> _afterSync = [];
+
+    /// <summary>
+    /// Work that follows every successful sync, given the previous and the new applied state:
+    /// conntrack cleanup, the health-check node port servers. A failure is logged; the kernel
+    /// already has the rules, so it never fails the sync.
+    /// </summary>
+    public void AfterSync(string name, Func<DesiredState, DesiredState, CancellationToken, Task> action) => _afterSync.Add((name, action));
+
     public void OnService(Service? previous, Service? current)
     {
         if (_services.Update(previous, current))
@@ -73,10 +84,16 @@ public sealed class ProxyController : IObjectSink
         var node = current ?? previous;
         if (node?.Metadata?.Name != _options.HostName) return;
         var zone = current?.Metadata?.Labels?.GetValueOrDefault(ServiceConversion.TopologyZoneLabel);
+        var podCidrs = new EquatableArray<IpPrefix>(
+            (current?.Spec?.PodCIDRs is { Count: > 0 } cidrs ? cidrs : current?.Spec?.PodCIDR is { } one ? [one] : [])
+            .Select(c => IpPrefix.TryParse(c, out var prefix) ? prefix : (IpPrefix?)null).OfType<IpPrefix>());
+        var nodeIPs = new EquatableArray<System.Net.IPAddress>(
+            (current?.Status?.Addresses ?? []).Where(a => a.Type == "InternalIP")
+            .Select(a => IpPrefix.TryParseAddress(a.Address ?? "", out var ip) ? ip : null).OfType<System.Net.IPAddress>());
         lock (_nodeLock)
         {
-            if (zone == _nodeZone) return;
-            _nodeZone = zone;
+            if (zone == _nodeZone && podCidrs == _nodePodCidrs && nodeIPs == _nodeIPs) return;
+            (_nodeZone, _nodePodCidrs, _nodeIPs) = (zone, podCidrs, nodeIPs);
         }
         Queue();
     }
@@ -143,8 +160,20 @@ public sealed class ProxyController : IObjectSink
         var elapsed = stopwatch.Elapsed;
         var end = _time.GetUtcNow();
 
+        var previous = Applied;
         Applied = state;
         Health.Updated(start);
+        foreach (var (name, action) in _afterSync)
+        {
+            try
+            {
+                await action(previous, state, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _logger.LogWarning("After the sync, {Action} failed: {Error}", name, e.Message);
+            }
+        }
         _metrics.RecordSync(elapsed, rebuildAll, _backend.Mode);
         _metrics.RecordPhase("plan", _backend.Mode, policyTime + timings.Plan);
         _metrics.RecordPhase("render", _backend.Mode, timings.Render);
@@ -168,12 +197,22 @@ public sealed class ProxyController : IObjectSink
     private NodeNetwork BuildNetwork()
     {
         string? zone;
-        lock (_nodeLock) zone = _nodeZone;
+        EquatableArray<IpPrefix> nodePodCidrs;
+        EquatableArray<System.Net.IPAddress> nodeIPs;
+        lock (_nodeLock) (zone, nodePodCidrs, nodeIPs) = (_nodeZone, _nodePodCidrs, _nodeIPs);
+        var detector = _options.DetectLocalMode switch
+        {
+            LocalDetectMode.ClusterCidr when !_options.ClusterCidrs.IsEmpty => new LocalTrafficDetector(LocalDetectMode.ClusterCidr, _options.ClusterCidrs),
+            LocalDetectMode.NodeCidr => new LocalTrafficDetector(LocalDetectMode.NodeCidr, nodePodCidrs),
+            LocalDetectMode.InterfaceNamePrefix or LocalDetectMode.BridgeInterface => new LocalTrafficDetector(_options.DetectLocalMode, EquatableArray<IpPrefix>.Empty, _options.PodInterface),
+            _ => LocalTrafficDetector.None,
+        };
         return new NodeNetwork
         {
             NodeName = _options.HostName,
             Zone = zone,
-            ClusterCidrs = _options.ClusterCidrs,
+            LocalDetector = detector,
+            NodeIPs = nodeIPs,
             MasqueradeAll = _options.MasqueradeAll,
             NodePortAddresses = NodeAddresses.Select(_options.NodePortAddresses),
         };
@@ -183,7 +222,7 @@ public sealed class ProxyController : IObjectSink
     {
         var ports = ImmutableSortedDictionary.CreateBuilder<ServicePortName, ServicePortState>();
         foreach (var (name, info) in _servicePorts)
-            ports[name] = new ServicePortState(info, EndpointCategorizer.Categorize(info, _endpoints.EndpointsOf(name), network.Zone));
+            ports[name] = EndpointCategorizer.CategorizeByFamily(info, _endpoints.EndpointsOf(name), network.Zone);
         return new DesiredState(ports.ToImmutable(), network);
     }
 
@@ -193,7 +232,7 @@ public sealed class ProxyController : IObjectSink
         foreach (var name in changed)
         {
             if (_servicePorts.TryGetValue(name, out var info))
-                ports[name] = new ServicePortState(info, EndpointCategorizer.Categorize(info, _endpoints.EndpointsOf(name), previous.Network.Zone));
+                ports[name] = EndpointCategorizer.CategorizeByFamily(info, _endpoints.EndpointsOf(name), previous.Network.Zone);
             else
                 ports.Remove(name);
         }

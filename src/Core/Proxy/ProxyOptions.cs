@@ -7,6 +7,12 @@ public sealed record ProxyOptions
     public required string HostName { get; init; }
 
     public EquatableArray<IpPrefix> ClusterCidrs { get; init; } = EquatableArray<IpPrefix>.Empty;
+
+    /// <summary>--detect-local-mode; ClusterCidr by default (None when no --cluster-cidr is given).</summary>
+    public LocalDetectMode DetectLocalMode { get; init; } = LocalDetectMode.ClusterCidr;
+
+    /// <summary>--pod-interface-name-prefix (InterfaceNamePrefix mode) or --pod-bridge-interface (BridgeInterface mode).</summary>
+    public string? PodInterface { get; init; }
     public bool MasqueradeAll { get; init; }
 
     /// <summary>--nodeport-addresses: prefixes selecting the node addresses that accept node ports; empty means all.</summary>

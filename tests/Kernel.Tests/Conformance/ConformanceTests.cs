@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using ProxyPlanes.Sandbox;
+using ProxyPlanes.Sandboxed;
+using Xunit.Abstractions;
+
+namespace ProxyPlanes.Kernel.Tests.Conformance;
+
+/// <summary>
+/// Every scenario against every data plane, through the same code: the real proxyplanes binary in
+/// the node namespace of <see cref="ConformanceTopology"/>, real packets, real answers. A new data
+/// plane joins by adding its --mode name to <see cref="Modes"/>.
+/// </summary>
+[Collection(KernelCollection.Name)]
+public sealed class ConformanceTests(ITestOutputHelper output)
+{
+    public static readonly string[] Modes = ["iptables"];
+
+    public static IEnumerable<object[]> Cases() =>
+        from mode in Modes from scenario in ConformanceScenarios.All select new object[] { mode, scenario.Name };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public async Task Scenario_Passes(string mode, string scenarioName)
+    {
+        var scenario = ConformanceScenarios.All.Single(s => s.Name == scenarioName);
+        await using var sandbox = await ConformanceTopology.BuildAsync();
+        var manifests = Directory.CreateTempSubdirectory("proxyplanes-conformance-");
+        ProxyProcess? proxy = null;
+        try
+        {
+            Write(manifests, scenario.Manifests);
+            proxy = ProxyProcess.Start(sandbox.Node,
+            [
+                "run", $"--mode={mode}", $"--manifests={manifests.FullName}", $"--hostname-override={ConformanceTopology.NodeName}",
+                "--cluster-cidr=10.244.0.0/16,fd00:10:244::/48", "--min-sync-period=50ms", "--v=4", .. scenario.ExtraArgs ?? [],
+            ]);
+            await proxy.WaitHealthyAsync(TimeSpan.FromSeconds(60));
+
+            foreach (var step in scenario.Steps)
+            {
+                if (step.NewManifests is { } next)
+                {
+                    var before = await proxy.ChangesSeenAsync();
+                    Write(manifests, next);
+                    await proxy.WaitForChangesSyncedAsync(before, TimeSpan.FromSeconds(20));
+                }
+                foreach (var probe in step.Probes)
+                {
+                    var problem = await CheckAsync(sandbox, probe);
+                    Assert.True(problem is null, $"{scenario.Name} [{mode}]: {probe}: {problem}\n--- proxy output ---\n{proxy.Output}");
+                    output.WriteLine($"ok: {probe}");
+                }
+            }
+        }
+        finally
+        {
+            if (proxy is not null) await proxy.DisposeAsync();
+            manifests.Delete(recursive: true);
+        }
+    }
+
+    private static void Write(DirectoryInfo folder, string yaml)
+    {
+        var path = Path.Combine(folder.FullName, "cluster.yaml");
+        File.WriteAllText(path + ".tmp", yaml);
+        File.Move(path + ".tmp", path, overwrite: true);
+    }
+
+    /// <summary>Null when the probe behaved as expected, else what happened instead.</summary>
+    private static async Task<string?> CheckAsync(ClusterSandbox sandbox, Probe probe)
+    {
+        var from = ConformanceTopology.Resolve(sandbox, probe.From);
+        var expect = probe.Expect;
+        switch (expect.Kind)
+        {
+            case ExpectKind.Refused:
+            {
+                var result = await from.HttpGetAsync(probe.To, probe.Port, "/", TimeSpan.FromSeconds(3));
+                return result.Outcome == ProbeOutcome.Refused && result.Elapsed < TimeSpan.FromSeconds(2) ? null : result.ToString();
+            }
+            case ExpectKind.NoAnswer:
+            {
+                var result = await SendAsync(from, probe, TimeSpan.FromSeconds(1));
+                return result.Answered ? $"answered: {result.Body}" : null;
+            }
+            case ExpectKind.Http:
+            {
+                var result = await from.HttpGetAsync(probe.To, probe.Port, "/", TimeSpan.FromSeconds(3));
+                return result.IsAnswered && result.StatusCode == expect.Status && result.Body.Contains(expect.BodyContains!, StringComparison.Ordinal)
+                    ? null : result.ToString();
+            }
+            default:
+            {
+                // Enough requests that each of four endpoints answers at least once (miss chance < 1e-4).
+                var count = expect.Kind == ExpectKind.Sticky ? 12 : Math.Max(8, 12 * expect.Pods.Count);
+                var seen = new Dictionary<string, int>();
+                for (var i = 0; i < count; i++)
+                {
+                    var result = await SendAsync(from, probe, TimeSpan.FromSeconds(3));
+                    if (!result.Answered) return $"request {i + 1} of {count}: {result.Body}";
+                    var (pod, source) = ProxyScenario.Who(result.Body);
+                    if (!expect.Pods.Contains(pod)) return $"answered by {pod}, expected one of {string.Join(",", expect.Pods)}";
+                    if (expect.Source is not null && source != expect.Source) return $"{pod} saw source {source}, expected {expect.Source}";
+                    seen[pod] = seen.GetValueOrDefault(pod) + 1;
+                }
+                if (expect.Kind == ExpectKind.Sticky)
+                    return seen.Count == 1 ? null : $"affinity broken: {string.Join(" ", seen.Select(kv => $"{kv.Key}({kv.Value})"))}";
+                var missing = expect.Pods.Where(p => !seen.ContainsKey(p)).ToList();
+                return missing.Count == 0 ? null : $"never answered by {string.Join(",", missing)} in {count} requests";
+            }
+        }
+    }
+
+    private static async Task<(bool Answered, string Body)> SendAsync(NetworkNamespace from, Probe probe, TimeSpan timeout)
+    {
+        if (probe.Transport == Transport.Tcp)
+        {
+            var result = await from.HttpGetAsync(probe.To, probe.Port, "/cgi-bin/who", timeout);
+            return (result.IsAnswered, result.IsAnswered ? result.Body : result.ToString());
+        }
+        if (probe.SourcePort is null)
+        {
+            var result = await from.UdpRequestAsync(probe.To, probe.Port, "who", timeout);
+            return (result.IsAnswered, result.IsAnswered ? result.Text : result.ToString());
+        }
+        return await UdpFromFixedPortAsync(from, probe, timeout);
+    }
+
+    /// <summary>A UDP request from a fixed source port: the same conntrack entry each time.</summary>
+    private static async Task<(bool Answered, string Body)> UdpFromFixedPortAsync(NetworkNamespace from, Probe probe, TimeSpan timeout)
+    {
+        var destination = IPAddress.Parse(probe.To);
+        using var socket = from.CreateSocket(destination.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+        socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        socket.Bind(new IPEndPoint(destination.AddressFamily == AddressFamily.InterNetwork ? IPAddress.Any : IPAddress.IPv6Any, probe.SourcePort!.Value));
+        await socket.SendToAsync(Encoding.ASCII.GetBytes("who"), new IPEndPoint(destination, probe.Port));
+        var buffer = new byte[2048];
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            var received = await socket.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(destination.AddressFamily == AddressFamily.InterNetwork ? IPAddress.Any : IPAddress.IPv6Any, 0), cts.Token);
+            return (true, Encoding.ASCII.GetString(buffer, 0, received.ReceivedBytes));
+        }
+        catch (OperationCanceledException)
+        {
+            return (false, $"no UDP answer within {timeout.TotalSeconds}s");
+        }
+    }
+}
