@@ -32,6 +32,9 @@ public sealed class ConformanceTests(ITestOutputHelper output)
         try
         {
             Write(manifests, scenario.Manifests);
+            if (scenario.HardenedNode)
+                foreach (var rule in new[] { "-A INPUT -i lo -j ACCEPT", "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT", "-P INPUT DROP" })
+                    await sandbox.Node.CheckedExecAsync(["iptables-nft", .. rule.Split(' ')], TimeSpan.FromSeconds(10));
             proxy = ProxyProcess.Start(sandbox.Node,
             [
                 "run", $"--mode={mode}", $"--manifests={manifests.FullName}", $"--hostname-override={ConformanceTopology.NodeName}",
