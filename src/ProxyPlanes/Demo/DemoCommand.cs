@@ -56,9 +56,11 @@ public static class DemoCommand
         ProxyProcess? proxy = null;
         try
         {
-            Step("Building the sandbox: a client, a node, and three web pods running HTTP servers");
-            sandbox = await ClusterSandbox.CreateAsync(cancellationToken: cancellationToken);
+            Step("Building the sandbox: a client, a node with three web pods, a second node with one pod");
+            sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = NodeName }, cancellationToken);
             foreach (var pod in WebPods) await sandbox.AddPodAsync(pod, [8080], cancellationToken);
+            var nodeB = await sandbox.AddRemoteNodeAsync("demo-node-b", cancellationToken);
+            await sandbox.AddPodAsync("far-0", [8080], nodeB, cancellationToken);
             Console.WriteLine($"  namespaces {sandbox.Prefix}-*: client {sandbox.ClientIp}, node {sandbox.NodeIp}, pods " +
                               string.Join(", ", sandbox.Pods.Values.OrderBy(p => p.Name).Select(p => $"{p.Name}={p.IP}")));
 
@@ -80,9 +82,14 @@ public static class DemoCommand
             table.Add(await ProbeAsync(sandbox.Pods["web-1"].Namespace, "pod web-1", WebClusterIP, 80, "cluster IP", requests, cancellationToken));
             var refused = await sandbox.Client.HttpGetAsync(EmptyClusterIP, 80, "/", TimeSpan.FromSeconds(2), cancellationToken);
             table.Add(["client", $"{EmptyClusterIP}:80 (no endpoints)", $"{refused.Outcome} after {refused.Elapsed.TotalMilliseconds:0} ms", "-"]);
+            table.Add(await ProbeAsync(sandbox.Client, "client", "10.96.0.30", 80, "ClientIP affinity", requests, cancellationToken));
+            table.Add(await ProbeAsync(sandbox.Client, "client", sandbox.NodeIp, 30081, "node port, Local policy", requests, cancellationToken));
+            table.Add(await ProbeAsync(sandbox.Client, "client", "10.96.0.53", 53, "UDP", requests, cancellationToken, udp: true));
             PrintTable(table);
             Console.WriteLine("  Off-cluster clients are masqueraded (the pod sees the node's address); pod-to-pod traffic keeps its");
             Console.WriteLine("  source, except a pod reaching itself through its service (hairpin), which must be masqueraded.");
+            Console.WriteLine("  Affinity keeps the client on one pod. With externalTrafficPolicy: Local the node port skips far-0");
+            Console.WriteLine("  (on demo-node-b) and the pod sees the client's own address.");
 
             Step("Scaling the web EndpointSlice and timing each change from file save to kernel");
             var latencies = new List<string[]> { new[] { "change", "endpoints", "save → kernel", "then answered by" } };
@@ -128,18 +135,30 @@ public static class DemoCommand
     }
 
     /// <summary>Sends requests and summarises who answered and which source address they saw.</summary>
-    private static async Task<string[]> ProbeAsync(NetworkNamespace source, string fromLabel, string ip, int port, string what, int count, CancellationToken cancellationToken)
+    private static async Task<string[]> ProbeAsync(NetworkNamespace source, string fromLabel, string ip, int port, string what, int count, CancellationToken cancellationToken, bool udp = false)
     {
         var byPod = new SortedDictionary<string, int>(StringComparer.Ordinal);
         var sources = new SortedSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < count; i++)
         {
-            var result = await source.HttpGetAsync(ip, port, "/cgi-bin/who", TimeSpan.FromSeconds(2), cancellationToken);
-            var key = result.IsAnswered ? Field(result.Body, "pod") : result.Outcome.ToString();
+            bool answered;
+            string body;
+            ProbeOutcome outcome;
+            if (udp)
+            {
+                var reply = await source.UdpRequestAsync(ip, port, "who", TimeSpan.FromSeconds(2), cancellationToken);
+                (answered, body, outcome) = (reply.IsAnswered, reply.Text, reply.Outcome);
+            }
+            else
+            {
+                var reply = await source.HttpGetAsync(ip, port, "/cgi-bin/who", TimeSpan.FromSeconds(2), cancellationToken);
+                (answered, body, outcome) = (reply.IsAnswered, reply.Body, reply.Outcome);
+            }
+            var key = answered ? Field(body, "pod") : outcome.ToString();
             byPod[key] = byPod.GetValueOrDefault(key) + 1;
-            if (result.IsAnswered) sources.Add(Field(result.Body, "src"));
+            if (answered) sources.Add(Field(body, "src"));
         }
-        return [fromLabel, $"{ip}:{port} ({what})", string.Join(" ", byPod.Select(kv => $"{kv.Key}({kv.Value})")), string.Join(" ", sources)];
+        return [fromLabel, $"{ip}:{port}{(udp ? "/udp" : "")} ({what})", string.Join(" ", byPod.Select(kv => $"{kv.Key}({kv.Value})")), string.Join(" ", sources)];
     }
 
     private static string Field(string body, string name) =>
