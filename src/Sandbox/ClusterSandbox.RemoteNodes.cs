@@ -110,21 +110,8 @@ public sealed partial class ClusterSandbox
         NetworkNamespace ns = await CreateNamespaceAsync(name, owner, cancellationToken).ConfigureAwait(false);
         node.Namespace = ns;
 
-        // Like the node: it forwards between the link to the node and its pods. send_redirects off because packets to
-        // the node's pods and to clients leave through the interface they came in on (the default route to the node).
-        await ns.CheckedExecAsync(
-            [
-                "sysctl", "-qw",
-                "net.ipv4.ip_forward=1",
-                "net.ipv6.conf.all.forwarding=1",
-                "net.ipv4.conf.all.rp_filter=0",
-                "net.ipv4.conf.default.rp_filter=0",
-                "net.ipv4.conf.all.send_redirects=0",
-                "net.ipv4.conf.default.send_redirects=0",
-                .. CommonSysctls,
-            ],
-            timeout: null,
-            cancellationToken).ConfigureAwait(false);
+        // A router like the node: it forwards between the link to the node and its pods.
+        await ns.CheckedExecAsync(["sysctl", "-qw", .. RouterSysctls], timeout: null, cancellationToken).ConfigureAwait(false);
         await LinkToNodeAsync(Node, ns, owner, node.HostInterface, InterNodeIp, InterNodeIpv6, node.IP, node.IPv6, cancellationToken).ConfigureAwait(false);
 
         // Without the blackholes, a packet to an unassigned address of the pod CIDR would bounce between the two nodes

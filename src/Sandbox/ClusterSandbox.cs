@@ -37,6 +37,23 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
         "net.ipv6.icmp.ratelimit=0",
     ];
 
+    /// <summary>
+    /// Sysctls of a namespace that routes (the node, a remote node): forwarding on, no reverse-path
+    /// filter. Redirects off: traffic a router sends back out the interface it came in on (e.g. to
+    /// unassigned pod IPs, via the default route) would trigger ICMP redirects, whose bookkeeping
+    /// also starves the per-peer budget for ICMP unreachable errors.
+    /// </summary>
+    private static readonly string[] RouterSysctls =
+    [
+        "net.ipv4.ip_forward=1",
+        "net.ipv6.conf.all.forwarding=1",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+        "net.ipv4.conf.all.send_redirects=0",
+        "net.ipv4.conf.default.send_redirects=0",
+        .. CommonSysctls,
+    ];
+
     private static readonly TimeSpan DisposeWaitForMutation = TimeSpan.FromSeconds(10);
 
     private readonly ClusterSandboxOptions _options;
@@ -160,23 +177,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
 
             NetworkNamespace node = await sandbox.CreateNamespaceAsync("node", owner: "node", cancellationToken).ConfigureAwait(false);
             sandbox._node = node;
-            await node.CheckedExecAsync(
-                [
-                    "sysctl", "-qw",
-                    "net.ipv4.ip_forward=1",
-                    "net.ipv6.conf.all.forwarding=1",
-                    "net.ipv4.conf.all.rp_filter=0",
-                    "net.ipv4.conf.default.rp_filter=0",
-
-                    // Traffic the node sends back out the interface it came in on (e.g. to unassigned pod IPs, via
-                    // the default route) would trigger ICMP redirects, whose bookkeeping also starves the per-peer
-                    // budget for ICMP unreachable errors.
-                    "net.ipv4.conf.all.send_redirects=0",
-                    "net.ipv4.conf.default.send_redirects=0",
-                    .. CommonSysctls,
-                ],
-                timeout: null,
-                cancellationToken).ConfigureAwait(false);
+            await node.CheckedExecAsync(["sysctl", "-qw", .. RouterSysctls], timeout: null, cancellationToken).ConfigureAwait(false);
 
             ExternalClient client = await sandbox.AddExternalClientCoreAsync("client", $"{sandbox.Prefix}-client", cancellationToken).ConfigureAwait(false);
 
