@@ -19,6 +19,9 @@ public sealed class CliTests
         { ["--manifests=/", "--metrics-bind-address=nowhere"], "--metrics-bind-address: 'nowhere' is not an address:port" },
         { ["--manifests=/", "--iptables-variant=x"], "--iptables-variant: 'x' is not auto, nft or legacy" },
         { ["--no-such-flag"], "--no-such-flag" },
+        { ["--manifests=/", "--detect-local-mode=bogus"], "--detect-local-mode: 'bogus' is not ClusterCIDR, NodeCIDR, InterfaceNamePrefix or BridgeInterface" },
+        { ["--manifests=/", "--detect-local-mode=InterfaceNamePrefix"], "needs --pod-interface-name-prefix" },
+        { ["--manifests=/", "--sync-period=48h"], "--sync-period must be greater than 0 and at most 24h" },
     };
 
     [Theory]

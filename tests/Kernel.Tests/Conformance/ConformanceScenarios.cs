@@ -65,6 +65,14 @@ public static class ConformanceScenarios
                 new Probe("client", Vip, 80, SpreadSeenFrom(LocalPodGateway, "local-1")))],
             ["--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=vpod"]),
 
+        new("detect-local-by-node-cidr",
+            // Only this node's pod CIDR (from the Node object) counts as local: node-b's pods are not.
+            Node() + Service("web", Vip) + Slice("web", new Ep("local-1")),
+            [Probes(
+                new Probe("local-0", Vip, 80, SpreadSeenFrom(Pods["local-0"].IPv4, "local-1")),
+                new Probe("client", Vip, 80, SpreadSeenFrom(LocalPodGateway, "local-1")))],
+            ["--detect-local-mode=NodeCIDR"]),
+
         new("external-ips-reach-endpoints",
             Service("web", Vip, spec: "externalIPs: [\"198.51.100.10\"]") + Slice("web", new Ep("local-0"), new Ep("remote-0")),
             [Probes(new Probe("client", "198.51.100.10", 80, Spread("local-0", "remote-0")))]),
