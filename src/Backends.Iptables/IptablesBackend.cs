@@ -38,6 +38,9 @@ public sealed class IptablesBackend : IProxyBackend
 
     public string Mode => "iptables";
 
+    /// <summary>The iptables flavour the node uses (the same for every family).</summary>
+    public IptablesVariant Variant => _families[0].Applier.Variant;
+
     /// <summary>The IP families this backend programs.</summary>
     public IReadOnlyList<IpFamily> Families => _families.Select(f => f.Family).ToArray();
 

@@ -19,6 +19,8 @@ var demo = DemoCommand.Create();
 root.Subcommands.Add(run);
 root.Subcommands.Add(cleanup);
 root.Subcommands.Add(demo);
+root.Subcommands.Add(ProxyPlanes.Bench.BenchCommand.Create());
+root.Subcommands.Add(ProxyPlanes.Bench.BenchCommand.CreateWorker());
 
 run.SetAction((result, _) => Guard(() => RunCommand.RunAsync(flags.Bind(result))));
 root.SetAction((result, _) => Guard(() => RunCommand.RunAsync(flags.Bind(result))));

@@ -19,11 +19,13 @@ public sealed partial class NetworkNamespace : IDisposable
 
     private readonly Lock _gate = new();
     private readonly List<SandboxProcess> _processes = [];
+    private readonly bool _owned;
     private bool _disposed;
 
-    private NetworkNamespace(string name)
+    private NetworkNamespace(string name, bool owned = true)
     {
         Name = name;
+        _owned = owned;
     }
 
     public string Name { get; }
@@ -49,6 +51,17 @@ public sealed partial class NetworkNamespace : IDisposable
         ValidateName(name);
         Ip(["netns", "add", name], check: true);
         return new NetworkNamespace(name);
+    }
+
+    /// <summary>
+    /// A handle on a namespace another process created (e.g. the benchmark worker reaching the
+    /// sandbox's client): usable like any other, but disposing it leaves the namespace in place.
+    /// </summary>
+    public static NetworkNamespace Attach(string name)
+    {
+        ValidateName(name);
+        if (!File.Exists($"{RunDirectory}/{name}")) throw new SandboxException($"Network namespace {name} does not exist.");
+        return new NetworkNamespace(name, owned: false);
     }
 
     /// <inheritdoc cref="Create"/>
@@ -188,6 +201,7 @@ public sealed partial class NetworkNamespace : IDisposable
             process.Dispose();
         }
 
+        if (!_owned) return;
         ExecResult result = Ip(["netns", "del", Name]);
         if (!result.Succeeded && File.Exists(Path))
         {

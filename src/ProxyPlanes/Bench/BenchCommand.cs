@@ -1,0 +1,117 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using ProxyPlanes.Sandbox;
+using ProxyPlanes.Sandboxed;
+
+namespace ProxyPlanes.Bench;
+
+/// <summary>
+/// `proxyplanes bench`: how fast changes reach the kernel in each mode, at each cluster size. Builds
+/// a sandbox, runs one worker per mode and size in the node namespace, and writes a Markdown
+/// table, CSV, JSON and SVG plots.
+/// </summary>
+public static class BenchCommand
+{
+    private const string NodeName = "bench-node";
+
+    public static Command Create()
+    {
+        var command = new Command("bench", "Measure sync latency, churn, memory, kernel objects and data-plane cost per mode (root)");
+        var modes = new Option<string>("--modes") { Description = "Modes to compare, comma-separated", DefaultValueFactory = _ => string.Join(',', Modes.Built) };
+        var services = new Option<string>("--services") { Description = "Cluster sizes (services), comma-separated", DefaultValueFactory = _ => "1000,5000,10000" };
+        var endpoints = new Option<int>("--endpoints") { Description = "Endpoints per service", DefaultValueFactory = _ => 10 };
+        var changes = new Option<int>("--changes") { Description = "Single changes timed per size", DefaultValueFactory = _ => 25 };
+        var churnSeconds = new Option<double>("--churn-seconds") { Description = "How long to sustain churn", DefaultValueFactory = _ => 10 };
+        var churnRate = new Option<double>("--churn-rate") { Description = "Changes per second during churn", DefaultValueFactory = _ => 20 };
+        var output = new Option<string>("--out") { Description = "Results folder", DefaultValueFactory = _ => "bench-results" };
+        var inVm = new Option<bool>("--in-vm") { Description = "Run every mode in the IPVS VM lane, so all modes share one kernel" };
+        foreach (var option in new Option[] { modes, services, endpoints, changes, churnSeconds, churnRate, output, inVm }) command.Options.Add(option);
+        command.SetAction(async (result, token) =>
+        {
+            try
+            {
+                if (result.GetValue(inVm)) throw new UsageException("--in-vm needs the IPVS VM lane, which is not built yet");
+                var modeList = result.GetValue(modes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                foreach (var mode in modeList)
+                    if (Modes.Problem(mode) is { } problem) throw new UsageException(problem);
+                var sizes = result.GetValue(services)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                    .Select(s => int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n is >= 2 and <= 100_000 ? n
+                        : throw new UsageException($"--services: '{s}' is not a size from 2 to 100000")).ToArray();
+                var perService = result.GetValue(endpoints);
+                if (perService is < 1 or > 1000) throw new UsageException("--endpoints must be from 1 to 1000");
+                var rate = result.GetValue(churnRate);
+                if (rate is <= 0 or > 10_000) throw new UsageException("--churn-rate must be above 0 and at most 10000");
+                return await RunAsync(modeList, sizes, perService, Math.Max(1, result.GetValue(changes)), TimeSpan.FromSeconds(Math.Clamp(result.GetValue(churnSeconds), 0.5, 600)), rate, result.GetValue(output)!, token);
+            }
+            catch (UsageException e)
+            {
+                Console.Error.WriteLine($"proxyplanes: {e.Message}");
+                return 2;
+            }
+        });
+        return command;
+    }
+
+    /// <summary>The hidden command the parent runs inside the node namespace.</summary>
+    public static Command CreateWorker()
+    {
+        var command = new Command("bench-worker") { Hidden = true };
+        var settings = new Option<string>("--settings") { Required = true };
+        command.Options.Add(settings);
+        command.SetAction((result, token) =>
+            BenchWorker.RunAsync(JsonSerializer.Deserialize(result.GetValue(settings)!, BenchJsonContext.Default.WorkerSettings)!, token));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(string[] modes, int[] sizes, int endpoints, int changes, TimeSpan churn, double churnRate, string output, CancellationToken cancellationToken)
+    {
+        if (Environment.UserName != "root") throw new UsageException("bench needs root: it builds network namespaces and programs their kernel rules");
+        var results = new List<BenchResult>();
+        Console.Error.WriteLine($"Benchmarking {string.Join(", ", modes)} at {string.Join(", ", sizes)} services × {endpoints} endpoints");
+        await using var sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = NodeName }, cancellationToken);
+        var pods = new[] { await sandbox.AddPodAsync("real-0", [8080], cancellationToken), await sandbox.AddPodAsync("real-1", [8080], cancellationToken) };
+        var (file, prefix) = ProxyProcess.Executable();
+        foreach (var mode in modes)
+        foreach (var size in sizes)
+        {
+            var settings = JsonSerializer.Serialize(
+                new WorkerSettings(mode, size, endpoints, changes, churn, churnRate, NodeName, sandbox.ClusterCidr, sandbox.Client.Name, [.. pods.Select(p => p.IP)]),
+                BenchJsonContext.Default.WorkerSettings);
+            var worker = sandbox.Node.StartProcess(file, [.. prefix, "bench-worker", $"--settings={settings}"]);
+            worker.LineReceived += (_, line, isError) => { if (isError) Console.Error.WriteLine(line); };
+            await worker.WaitForExitAsync(cancellationToken);
+            var json = string.Join('\n', worker.StandardOutputLines);
+            if (worker.ExitCode != 0 || !json.TrimStart().StartsWith('{'))
+            {
+                Console.Error.WriteLine($"proxyplanes bench: the {mode} worker at {size} services failed (exit {worker.ExitCode}):\n{string.Join('\n', worker.StandardErrorLines.TakeLast(20))}");
+                return 1;
+            }
+            var result = JsonSerializer.Deserialize(json, BenchJsonContext.Default.BenchResult)!;
+            results.Add(result);
+            Console.Error.WriteLine($"  {mode} {size}×{endpoints}: cold {result.ColdSyncMs:0} ms, single change p50 {result.Incremental.P50:0.#} ms, p99 {result.Incremental.P99:0.#} ms");
+        }
+        Write(results, output);
+        Console.WriteLine(BenchReport.Markdown(results, Machine()));
+        Console.WriteLine($"Results in {Path.GetFullPath(output)}: results.md, results.csv, results.json, sync-latency.svg, cold-sync.svg");
+        return 0;
+    }
+
+    private static void Write(List<BenchResult> results, string output)
+    {
+        Directory.CreateDirectory(output);
+        File.WriteAllText(Path.Combine(output, "results.md"), BenchReport.Markdown(results, Machine()));
+        File.WriteAllText(Path.Combine(output, "results.csv"), BenchReport.Csv(results));
+        File.WriteAllText(Path.Combine(output, "results.json"), BenchReport.Json(results));
+        File.WriteAllText(Path.Combine(output, "sync-latency.svg"), BenchReport.Svg("Single change → kernel, p50 (ms)", results, r => r.Incremental.P50));
+        File.WriteAllText(Path.Combine(output, "cold-sync.svg"), BenchReport.Svg("Cold sync: whole cluster → kernel (ms)", results, r => r.ColdSyncMs));
+    }
+
+    private static string Machine()
+    {
+        var cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "unknown CPU";
+        var memory = File.ReadLines("/proc/meminfo").First().Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{Environment.ProcessorCount} × {cpu}, {long.Parse(memory, CultureInfo.InvariantCulture) / 1048576.0:0} GiB, kernel {File.ReadAllText("/proc/sys/kernel/osrelease").Trim()}, .NET {Environment.Version}, {DateTime.UtcNow:yyyy-MM-dd}");
+    }
+}

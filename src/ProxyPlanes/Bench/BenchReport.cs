@@ -1,0 +1,80 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace ProxyPlanes.Bench;
+
+/// <summary>Writes benchmark results as a Markdown table, CSV, JSON and SVG plots.</summary>
+public static class BenchReport
+{
+    public static string Markdown(IReadOnlyList<BenchResult> results, string machine)
+    {
+        var md = new StringBuilder();
+        md.Append(CultureInfo.InvariantCulture, $"Machine: {machine}\n\n");
+        md.Append("| mode | services × endpoints | cold sync | full resync | floor (tool alone) | overhead | single change p50 / p90 / p99 / max | churn offered → absorbed, p99 (bounded) | peak RSS | CPU | kernel objects | connect first / last service |\n");
+        md.Append("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | --- | --- |\n");
+        foreach (var r in results)
+        {
+            var i = r.Incremental;
+            md.Append(CultureInfo.InvariantCulture,
+                $"| {r.Mode} | {r.Services} × {r.EndpointsPerService} | {Ms(r.ColdSyncMs)} | {Ms(r.FullResyncMs)} | {Ms(r.FloorMs)} | {r.OverheadRatio:0.00}× " +
+                $"| {Ms(i.P50)} / {Ms(i.P90)} / {Ms(i.P99)} / {Ms(i.Max)} " +
+                $"| {r.Churn.OfferedPerSecond:0}/s → {r.Churn.AchievedPerSecond:0.0}/s, {Ms(r.Churn.Latency.P99)} ({(r.Churn.Bounded ? "yes" : "no")}) " +
+                $"| {r.PeakRssMb:0} MiB | {r.CpuSeconds:0.0} s | {string.Join(", ", r.KernelObjects.Select(kv => $"{kv.Value} {kv.Key}"))} " +
+                $"| {r.FirstServiceConnectMs:0.000} / {r.LastServiceConnectMs:0.000} ms |\n");
+        }
+        return md.ToString();
+    }
+
+    public static string Csv(IReadOnlyList<BenchResult> results)
+    {
+        var csv = new StringBuilder("mode,services,endpoints,cold_sync_ms,full_resync_ms,floor_ms,overhead,incremental_p50_ms,incremental_p90_ms,incremental_p99_ms,incremental_max_ms,churn_offered,churn_absorbed,churn_p99_ms,churn_bounded,peak_rss_mb,cpu_s,first_connect_ms,last_connect_ms\n");
+        foreach (var r in results)
+            csv.Append(CultureInfo.InvariantCulture,
+                $"{r.Mode},{r.Services},{r.EndpointsPerService},{r.ColdSyncMs:0.###},{r.FullResyncMs:0.###},{r.FloorMs:0.###},{r.OverheadRatio:0.###}," +
+                $"{r.Incremental.P50:0.###},{r.Incremental.P90:0.###},{r.Incremental.P99:0.###},{r.Incremental.Max:0.###}," +
+                $"{r.Churn.OfferedPerSecond:0.###},{r.Churn.AchievedPerSecond:0.###},{r.Churn.Latency.P99:0.###},{r.Churn.Bounded.ToString().ToLowerInvariant()}," +
+                $"{r.PeakRssMb:0.#},{r.CpuSeconds:0.###},{r.FirstServiceConnectMs:0.####},{r.LastServiceConnectMs:0.####}\n");
+        return csv.ToString();
+    }
+
+    public static string Json(IReadOnlyList<BenchResult> results) => JsonSerializer.Serialize(results.ToList(), BenchJsonContext.Default.ListBenchResult);
+
+    /// <summary>A line chart: one line per mode, x = services (as measured), y = milliseconds.</summary>
+    public static string Svg(string title, IReadOnlyList<BenchResult> results, Func<BenchResult, double> value)
+    {
+        const int width = 720, height = 420, left = 70, right = 150, top = 40, bottom = 50;
+        var sizes = results.Select(r => r.Services).Distinct().Order().ToArray();
+        var max = Math.Max(1, results.Max(value)) * 1.1;
+        double X(int services) => sizes.Length == 1 ? left + (width - left - right) / 2.0 : left + Array.IndexOf(sizes, services) * (width - left - right) / (double)(sizes.Length - 1);
+        double Y(double ms) => top + (height - top - bottom) * (1 - ms / max);
+        string[] colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+        var svg = new StringBuilder();
+        svg.Append(CultureInfo.InvariantCulture, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n");
+        svg.Append(CultureInfo.InvariantCulture, $"<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>\n<text x=\"{width / 2}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{Escape(title)}</text>\n");
+        svg.Append(CultureInfo.InvariantCulture, $"<line x1=\"{left}\" y1=\"{height - bottom}\" x2=\"{width - right}\" y2=\"{height - bottom}\" stroke=\"black\"/>\n<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{height - bottom}\" stroke=\"black\"/>\n");
+        for (var t = 0; t <= 4; t++)
+        {
+            var ms = max * t / 4;
+            svg.Append(CultureInfo.InvariantCulture, $"<line x1=\"{left}\" y1=\"{Y(ms):0.#}\" x2=\"{width - right}\" y2=\"{Y(ms):0.#}\" stroke=\"#ddd\"/><text x=\"{left - 6}\" y=\"{Y(ms) + 4:0.#}\" text-anchor=\"end\">{Ms(ms)}</text>\n");
+        }
+        foreach (var size in sizes)
+            svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{X(size):0.#}\" y=\"{height - bottom + 18}\" text-anchor=\"middle\">{size}</text>\n");
+        svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{(left + width - right) / 2}\" y=\"{height - 10}\" text-anchor=\"middle\">services</text>\n");
+        var modes = results.Select(r => r.Mode).Distinct().ToArray();
+        for (var m = 0; m < modes.Length; m++)
+        {
+            var color = colors[m % colors.Length];
+            var points = results.Where(r => r.Mode == modes[m]).OrderBy(r => r.Services).Select(r => (X(r.Services), Y(value(r)))).ToArray();
+            svg.Append(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{string.Join(' ', points.Select(p => $"{p.Item1:0.#},{p.Item2:0.#}"))}\"/>\n");
+            foreach (var (x, y) in points) svg.Append(CultureInfo.InvariantCulture, $"<circle cx=\"{x:0.#}\" cy=\"{y:0.#}\" r=\"3.5\" fill=\"{color}\"/>\n");
+            svg.Append(CultureInfo.InvariantCulture, $"<rect x=\"{width - right + 15}\" y=\"{top + 20 * m}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{width - right + 32}\" y=\"{top + 20 * m + 11}\">{Escape(modes[m])}</text>\n");
+        }
+        return svg.Append("</svg>\n").ToString();
+    }
+
+    private static string Ms(double ms) =>
+        ms >= 10000 ? $"{ms / 1000:0.#} s" : ms >= 100 ? $"{ms:0} ms" : ms >= 1 ? $"{ms:0.#} ms" : $"{ms:0.##} ms";
+
+    private static string Escape(string text) => text.Replace("&", "&amp;").Replace("<", "&lt;");
+}

@@ -1,0 +1,245 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Core.Model;
+using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Sandbox;
+
+namespace ProxyPlanes.Bench;
+
+/// <summary>What one worker measures: one mode at one cluster size.</summary>
+public sealed record WorkerSettings(
+    string Mode, int Services, int Endpoints, int Changes, TimeSpan ChurnDuration, double ChurnRate,
+    string NodeName, string ClusterCidr, string ClientNamespace, string[] RealPods);
+
+/// <summary>
+/// `proxyplanes bench-worker`: runs inside the sandbox's node namespace with the real controller
+/// and backend in-process, so every change is timed exactly from the source event (the sink call)
+/// to "the kernel has it" (the backend's sync returned). Prints one JSON result.
+/// </summary>
+public static class BenchWorker
+{
+    private static readonly string[] ChangeKinds = ["endpoint added", "endpoint removed", "endpoint not ready", "service added", "service removed"];
+
+    public static async Task<int> RunAsync(WorkerSettings settings, CancellationToken cancellationToken)
+    {
+        using var loggers = LoggerFactory.Create(b => Logging.Configure(b, 0));
+        var logger = loggers.CreateLogger("bench");
+        using var metrics = new ProxyMetrics();
+        var backend = await BackendFactory.CreateAsync(settings.Mode, "auto", metrics, logger, cancellationToken);
+        var options = new ProxyOptions
+        {
+            HostName = settings.NodeName,
+            ClusterCidrs = new EquatableArray<IpPrefix>([IpPrefix.Parse(settings.ClusterCidr)]),
+            Sync = new SyncRunnerOptions { MinSyncPeriod = TimeSpan.FromMilliseconds(100), SyncPeriod = TimeSpan.FromHours(1) },
+        };
+        var controller = new ProxyController(options, backend, metrics, logger);
+        var probe = ModeProbes.For(settings.Mode);
+
+        Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: generating the cluster");
+        var cluster = new SyntheticCluster(settings.Services, settings.Endpoints, settings.NodeName, settings.RealPods);
+        var first = cluster.Names[0];
+        var last = cluster.Names[^1];
+        cluster.UseRealPods(first);
+        cluster.UseRealPods(last);
+
+        Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: cold sync");
+        var stopwatch = Stopwatch.StartNew();
+        foreach (var name in cluster.Names)
+        {
+            controller.OnService(null, cluster.Services[name]);
+            controller.OnEndpointSlice(null, cluster.Slices[name]);
+        }
+        controller.OnInitialStateDelivered();
+        await controller.SyncNowAsync(full: true, cancellationToken);
+        var cold = stopwatch.Elapsed;
+
+        stopwatch.Restart();
+        await controller.SyncNowAsync(full: true, cancellationToken);
+        var fullResync = stopwatch.Elapsed;
+        var floor = await probe.FloorAsync(backend, cancellationToken);
+        var kernelObjects = await probe.CountKernelObjectsAsync(backend, cancellationToken);
+
+        Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: data-plane cost (first vs last service)");
+        using var client = NetworkNamespace.Attach(settings.ClientNamespace);
+        var firstConnect = await MedianConnectAsync(client, SyntheticCluster.ClusterIP(0), cancellationToken);
+        var lastConnect = await MedianConnectAsync(client, SyntheticCluster.ClusterIP(cluster.Names.Count - 1), cancellationToken);
+
+        Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: {settings.Changes} single changes");
+        var changes = new Changes(cluster, controller, first, last);
+        var byKind = ChangeKinds.ToDictionary(k => k, _ => new List<double>());
+        for (var i = 0; i < settings.Changes; i++)
+        {
+            var kind = ChangeKinds[i % ChangeKinds.Length];
+            stopwatch.Restart();
+            changes.Apply(kind);
+            await controller.SyncNowAsync(full: false, cancellationToken);
+            byKind[kind].Add(stopwatch.Elapsed.TotalMilliseconds);
+        }
+
+        Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: churn at {settings.ChurnRate}/s for {settings.ChurnDuration.TotalSeconds}s");
+        var churn = await ChurnAsync(controller, changes, settings, cancellationToken);
+
+        using var self = Process.GetCurrentProcess();
+        var result = new BenchResult
+        {
+            Mode = settings.Mode,
+            Services = settings.Services,
+            EndpointsPerService = settings.Endpoints,
+            ColdSyncMs = cold.TotalMilliseconds,
+            FullResyncMs = fullResync.TotalMilliseconds,
+            FloorMs = floor?.TotalMilliseconds ?? 0,
+            Incremental = LatencyStats.Of(byKind.Values.SelectMany(v => v).ToList()),
+            IncrementalByKind = byKind.ToDictionary(kv => kv.Key, kv => LatencyStats.Of(kv.Value)),
+            Churn = churn,
+            PeakRssMb = PeakRssBytes() / 1048576.0,
+            CpuSeconds = self.TotalProcessorTime.TotalSeconds,
+            KernelObjects = kernelObjects,
+            FirstServiceConnectMs = firstConnect,
+            LastServiceConnectMs = lastConnect,
+        };
+        await backend.CleanupAsync(cancellationToken);
+        Console.WriteLine(JsonSerializer.Serialize(result, BenchJsonContext.Default.BenchResult));
+        return 0;
+    }
+
+    /// <summary>
+    /// Changes at a steady rate while the real SyncRunner coalesces them. A change's latency runs
+    /// to the end of the first sync that started after it.
+    /// </summary>
+    private static async Task<ChurnResult> ChurnAsync(ProxyController controller, Changes changes, WorkerSettings settings, CancellationToken cancellationToken)
+    {
+        var syncs = new List<(DateTimeOffset Start, DateTimeOffset End)>();
+        var firstSync = new TaskCompletionSource();
+        controller.Synced += report =>
+        {
+            lock (syncs) syncs.Add((report.CompletedAt - report.Duration, report.CompletedAt));
+            firstSync.TrySetResult();
+        };
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var runner = Task.Run(() => controller.Runner.RunAsync(stop.Token), CancellationToken.None);
+        controller.Runner.Trigger(); // the runner's first sync is full; let it pass before measuring
+        await firstSync.Task.WaitAsync(TimeSpan.FromMinutes(5), cancellationToken);
+        lock (syncs) syncs.Clear();
+
+        var changeTimes = new List<DateTimeOffset>();
+        var interval = TimeSpan.FromSeconds(1 / settings.ChurnRate);
+        var start = Stopwatch.StartNew();
+        var next = TimeSpan.Zero;
+        var i = 0;
+        while (start.Elapsed < settings.ChurnDuration)
+        {
+            if (start.Elapsed < next) await Task.Delay(next - start.Elapsed, cancellationToken);
+            changeTimes.Add(DateTimeOffset.UtcNow);
+            changes.Apply(ChangeKinds[i++ % 3]); // endpoint changes: the common case under churn
+            next += interval;
+        }
+        var produced = start.Elapsed;
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (DateTime.UtcNow < deadline)
+        {
+            lock (syncs)
+                if (syncs.Count > 0 && syncs[^1].Start > changeTimes[^1]) break;
+            await Task.Delay(20, cancellationToken);
+        }
+        await stop.CancelAsync();
+        await runner;
+
+        var latencies = new List<double>();
+        (DateTimeOffset Start, DateTimeOffset End)[] done;
+        lock (syncs) done = [.. syncs];
+        foreach (var time in changeTimes)
+            if (done.FirstOrDefault(s => s.Start > time) is { End: var end } && end != default)
+                latencies.Add((end - time).TotalMilliseconds);
+        var stats = LatencyStats.Of(latencies);
+        // Bounded: no change waited much longer than the coalescing window plus a few syncs.
+        var longestSync = done.Length == 0 ? 0 : done.Max(s => (s.End - s.Start).TotalMilliseconds);
+        var bounded = latencies.Count == changeTimes.Count && stats.Max <= 100 + 3 * longestSync + 250;
+        return new ChurnResult(settings.ChurnRate, changeTimes.Count / produced.TotalSeconds, done.Length, stats, bounded);
+    }
+
+    private static async Task<double> MedianConnectAsync(NetworkNamespace client, string ip, CancellationToken cancellationToken)
+    {
+        var times = new List<double>();
+        for (var i = 0; i < 50; i++)
+        {
+            using var socket = client.CreateSocket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(2));
+            var stopwatch = Stopwatch.StartNew();
+            try
+            {
+                await socket.ConnectAsync(new IPEndPoint(IPAddress.Parse(ip), 80), timeout.Token);
+                times.Add(stopwatch.Elapsed.TotalMilliseconds);
+            }
+            catch (Exception e) when (e is SocketException or OperationCanceledException)
+            {
+                // An unreachable probe is reported as 0 rather than failing the whole run.
+            }
+        }
+        return times.Count == 0 ? 0 : times.Order().ElementAt(times.Count / 2);
+    }
+
+    private static long PeakRssBytes()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+        return 0;
+    }
+
+    private static void Progress(string text) => Console.Error.WriteLine($"  [{DateTime.Now:HH:mm:ss}] {text}");
+
+    /// <summary>The change generators, each a real event pair through the sink.</summary>
+    private sealed class Changes(SyntheticCluster cluster, ProxyController sink, string first, string last)
+    {
+        private readonly Random _random = new(42);
+        private readonly Stack<string> _added = new();
+
+        public void Apply(string kind)
+        {
+            switch (kind)
+            {
+                case "endpoint added": EditSlice(eps => eps.Add(cluster.NextEndpoint())); break;
+                case "endpoint removed": EditSlice(eps => { if (eps.Count > 1) eps.RemoveAt(eps.Count - 1); else eps.Add(cluster.NextEndpoint()); }); break;
+                case "endpoint not ready": EditSlice(eps => eps[0] = cluster.NewEndpoint(eps[0].Addresses![0], ready: eps[0].Conditions?.Ready == false)); break;
+                case "service added":
+                    var added = cluster.Add();
+                    _added.Push(added);
+                    sink.OnService(null, cluster.Services[added]);
+                    sink.OnEndpointSlice(null, cluster.Slices[added]);
+                    break;
+                case "service removed":
+                    var name = _added.Count > 0 ? _added.Pop() : RandomService();
+                    sink.OnEndpointSlice(cluster.Slices[name], null);
+                    sink.OnService(cluster.Services[name], null);
+                    cluster.Services.Remove(name);
+                    cluster.Slices.Remove(name);
+                    cluster.Names.Remove(name);
+                    break;
+            }
+        }
+
+        private void EditSlice(Action<List<Endpoint>> edit)
+        {
+            var name = RandomService();
+            var previous = cluster.Slices[name];
+            var current = SyntheticCluster.Copy(previous);
+            edit(current.Endpoints!);
+            cluster.Slices[name] = current;
+            sink.OnEndpointSlice(previous, current);
+        }
+
+        private string RandomService()
+        {
+            while (true)
+            {
+                var name = cluster.Names[_random.Next(cluster.Names.Count)];
+                if (name != first && name != last) return name;
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+using System.Diagnostics;
+using ProxyPlanes.Backends.Iptables;
+using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Core.Util;
+
+namespace ProxyPlanes.Bench;
+
+/// <summary>What the benchmark needs from each mode beyond the shared path: kernel object counts and the floor.</summary>
+public interface IModeProbe
+{
+    /// <summary>Rules, chains, map elements, virtual servers: whatever the mode puts in the kernel.</summary>
+    Task<Dictionary<string, long>> CountKernelObjectsAsync(IProxyBackend backend, CancellationToken cancellationToken);
+
+    /// <summary>Time for the kernel tool alone to load what the last full sync sent (null when not measurable).</summary>
+    Task<TimeSpan?> FloorAsync(IProxyBackend backend, CancellationToken cancellationToken);
+}
+
+public static class ModeProbes
+{
+    public static IModeProbe For(string mode) => mode switch
+    {
+        "iptables" => new IptablesProbe(),
+        _ => throw new ArgumentException($"no benchmark probe for mode {mode}"),
+    };
+
+    private sealed class IptablesProbe : IModeProbe
+    {
+        public async Task<Dictionary<string, long>> CountKernelObjectsAsync(IProxyBackend backend, CancellationToken cancellationToken)
+        {
+            var counts = new Dictionary<string, long>();
+            foreach (var table in new[] { "nat", "filter" })
+            {
+                var save = (await ExternalCommand.RunCheckedAsync(Tool(backend, "save"), ["-t", table], null, cancellationToken)).StandardOutput.Split('\n');
+                counts[$"{table} rules"] = save.Count(l => l.StartsWith("-A ", StringComparison.Ordinal));
+                counts[$"{table} chains"] = save.Count(l => l.StartsWith(':'));
+            }
+            return counts;
+        }
+
+        public async Task<TimeSpan?> FloorAsync(IProxyBackend backend, CancellationToken cancellationToken)
+        {
+            if (backend is not IptablesBackend iptables || iptables.LastPlan(IpFamily.IPv4) is not { } plan) return null;
+            // The planner's own full-sync output, restored directly: the same work minus the proxy.
+            var stopwatch = Stopwatch.StartNew();
+            await ExternalCommand.RunCheckedAsync(Tool(backend, "restore"), ["-w", "5", "--noflush"], plan.Script, cancellationToken);
+            return stopwatch.Elapsed;
+        }
+
+        private static string Tool(IProxyBackend backend, string suffix) =>
+            $"iptables-{(((IptablesBackend)backend).Variant == IptablesVariant.Legacy ? "legacy" : "nft")}-{suffix}";
+    }
+}
