@@ -174,6 +174,47 @@ public sealed class TypeProbe
     public string? Kind { get; set; }
 }
 
+/// <summary>The metadata of a list response: the snapshot's resourceVersion and the next page's continue token.</summary>
+public sealed class ListMeta
+{
+    public string? ResourceVersion { get; set; }
+    public string? Continue { get; set; }
+    public long? RemainingItemCount { get; set; }
+}
+
+/// <summary>A list response (<c>ServiceList</c>, <c>EndpointSliceList</c>, <c>NodeList</c>): one page of items.</summary>
+public sealed class KubernetesList<T> where T : class, IKubernetesObject
+{
+    public string? ApiVersion { get; set; }
+    public string? Kind { get; set; }
+    public ListMeta? Metadata { get; set; }
+    public List<T>? Items { get; set; }
+}
+
+/// <summary>
+/// A <c>meta/v1 Status</c>: the body of a failed request, and the object of a watch <c>ERROR</c> event
+/// (e.g. code 410, reason <c>Expired</c>: the watch's resourceVersion is too old).
+/// </summary>
+public sealed class ApiStatus
+{
+    public string? ApiVersion { get; set; }
+    public string? Kind { get; set; }
+    public string? Status { get; set; }
+    public string? Message { get; set; }
+    public string? Reason { get; set; }
+    public int? Code { get; set; }
+}
+
+/// <summary>
+/// One line of a watch stream (<c>{"type":"ADDED","object":{...}}</c>). Used to write events; the
+/// client reads them with a streaming reader that picks the object's type from the event type.
+/// </summary>
+public sealed class KubernetesWatchEvent<T> where T : class
+{
+    public string? Type { get; set; }
+    public T? Object { get; set; }
+}
+
 [JsonSourceGenerationOptions(
     PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
     DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
@@ -182,4 +223,11 @@ public sealed class TypeProbe
 [JsonSerializable(typeof(EndpointSlice))]
 [JsonSerializable(typeof(Node))]
 [JsonSerializable(typeof(TypeProbe))]
+[JsonSerializable(typeof(KubernetesList<Service>), TypeInfoPropertyName = "ServiceList")]
+[JsonSerializable(typeof(KubernetesList<EndpointSlice>), TypeInfoPropertyName = "EndpointSliceList")]
+[JsonSerializable(typeof(KubernetesList<Node>), TypeInfoPropertyName = "NodeList")]
+[JsonSerializable(typeof(ApiStatus))]
+[JsonSerializable(typeof(KubernetesWatchEvent<Service>), TypeInfoPropertyName = "ServiceWatchEvent")]
+[JsonSerializable(typeof(KubernetesWatchEvent<EndpointSlice>), TypeInfoPropertyName = "EndpointSliceWatchEvent")]
+[JsonSerializable(typeof(KubernetesWatchEvent<Node>), TypeInfoPropertyName = "NodeWatchEvent")]
 public sealed partial class KubernetesJsonContext : JsonSerializerContext;
