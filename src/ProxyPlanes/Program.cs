@@ -48,6 +48,11 @@ static async Task<int> Guard(Func<Task<int>> action)
         Console.Error.WriteLine($"proxyplanes: {e.Message}");
         return 2;
     }
+    catch (ProxyPlanes.Core.Kubernetes.KubernetesConfigException e)
+    {
+        Console.Error.WriteLine($"proxyplanes: {e.Message}");
+        return 1;
+    }
     catch (ManifestException e)
     {
         Console.Error.WriteLine($"proxyplanes: {e.Message}");

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Net;
+using ProxyPlanes.Config;
 using ProxyPlanes.Core.Http;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.Core.Util;
@@ -17,9 +18,15 @@ public static class Modes
         !Known.Contains(mode) ? $"--mode: '{mode}' is not a mode; use one of {string.Join(", ", Known)}"
         : !Built.Contains(mode) ? $"--mode={mode} is not built yet; this build has {string.Join(", ", Built)}"
         : null;
+
+    /// <summary>As <see cref="Problem(string)"/>, for a mode given by a config file field (<paramref name="source"/> is <c>file:line: mode</c>).</summary>
+    public static string? Problem(string mode, string source) =>
+        !Known.Contains(mode) ? $"{source}: '{mode}' is not a mode; use one of {string.Join(", ", Known)}"
+        : !Built.Contains(mode) ? $"{source}: {mode} is not built yet; this build has {string.Join(", ", Built)}"
+        : null;
 }
 
-/// <summary>Everything `proxyplanes run` needs, validated.</summary>
+/// <summary>Everything `proxyplanes run` needs, validated: the flags, over the --config file, over the defaults.</summary>
 public sealed record RunSettings(
     string Mode,
     string ManifestsPath,
@@ -27,15 +34,33 @@ public sealed record RunSettings(
     IPEndPoint? MetricsBindAddress,
     IPEndPoint? HealthzBindAddress,
     string IptablesVariant,
-    int Verbosity);
+    int Verbosity)
+{
+    /// <summary>The --config file the settings were read from, if any.</summary>
+    public string? ConfigFile { get; init; }
+
+    /// <summary><c>ipvs.scheduler</c> from the config file (null: the IPVS mode's default, rr); kept for the IPVS mode.</summary>
+    public string? IpvsScheduler { get; init; }
+
+    /// <summary>The config file's <c>conntrack</c> settings (kube-proxy's defaults without one). Not applied to the node's sysctls yet.</summary>
+    public ConntrackSettings Conntrack { get; init; } = ConntrackSettings.KubeProxyDefaults;
+
+    /// <summary><c>clientConnection.kubeconfig</c> from the config file, for the Kubernetes API source; a --kubeconfig flag is to override it.</summary>
+    public string? Kubeconfig { get; init; }
+
+    /// <summary>kube-proxy fields the config file sets that this build does not act on (dotted names), to be reported.</summary>
+    public EquatableArray<string> IgnoredConfigFields { get; init; } = EquatableArray<string>.Empty;
+}
 
 /// <summary>
 /// Flags keep kube-proxy's names where kube-proxy has one, so an operator's habits carry over.
 /// </summary>
 public sealed class ProxyFlags
 {
+    public Option<string?> Config { get; } = new("--config") { Description = "A kube-proxy config file (KubeProxyConfiguration, kubeproxy.config.k8s.io/v1alpha1), as in kube-proxy's ConfigMap; flags given explicitly override it" };
     public Option<string> Mode { get; } = new("--mode") { Description = "Data plane: iptables, nftables, ipvs or ebpf", DefaultValueFactory = _ => "iptables" };
-    public Option<string?> Manifests { get; } = new("--manifests") { Description = "A YAML/JSON file or folder of Services, EndpointSlices and Nodes to serve (watched for edits)" };
+    public Option<string?> Manifests { get; } = new("--manifests") { Description = "Serve a YAML/JSON file or folder of Services, EndpointSlices and Nodes (watched for edits) instead of the Kubernetes API" };
+    public Option<string?> Kubeconfig { get; } = new("--kubeconfig") { Description = "kubeconfig of the Kubernetes API to watch (default: the in-cluster service account)" };
     public Option<string?> HostnameOverride { get; } = new("--hostname-override") { Description = "This node's name, as in EndpointSlices' nodeName (default: the host name)" };
     public Option<string> ClusterCidr { get; } = new("--cluster-cidr") { Description = "Pod CIDRs of the cluster, comma-separated: traffic from outside them to a cluster IP is masqueraded", DefaultValueFactory = _ => "" };
     public Option<string> MinSyncPeriod { get; } = new("--min-sync-period") { Description = "Minimum interval between syncs (Go duration)", DefaultValueFactory = _ => "1s" };
@@ -52,51 +77,70 @@ public sealed class ProxyFlags
 
     public void AddTo(System.CommandLine.Command command)
     {
-        foreach (var option in new Option[] { Mode, Manifests, HostnameOverride, ClusterCidr, DetectLocalMode, PodInterfaceNamePrefix, PodBridgeInterface, MinSyncPeriod, SyncPeriod, MasqueradeAll, NodePortAddresses, MetricsBindAddress, HealthzBindAddress, IptablesVariant, Verbosity })
+        foreach (var option in new Option[] { Config, Mode, Manifests, Kubeconfig, HostnameOverride, ClusterCidr, DetectLocalMode, PodInterfaceNamePrefix, PodBridgeInterface, MinSyncPeriod, SyncPeriod, MasqueradeAll, NodePortAddresses, MetricsBindAddress, HealthzBindAddress, IptablesVariant, Verbosity })
             command.Options.Add(option);
     }
 
-    /// <summary>Validates the flags; throws <see cref="UsageException"/> with a one-line message naming the flag.</summary>
-    public RunSettings Bind(ParseResult result, bool requireManifests = true)
+    /// <summary>
+    /// Validates the flags and the --config file into <see cref="RunSettings"/>; throws <see cref="UsageException"/>
+    /// with a one-line message naming the flag, or the file, line and field. A flag given explicitly on the
+    /// command line overrides the file; the file overrides the flags' defaults.
+    /// </summary>
+    public RunSettings Bind(ParseResult result)
     {
-        var mode = result.GetValue(Mode)!;
-        if (Modes.Problem(mode) is { } problem) throw new UsageException(problem);
+        var config = LoadConfig(result);
+
+        var modeFile = FromFile(result, Mode, config?.Mode);
+        var mode = modeFile?.Value ?? result.GetValue(Mode)!;
+        if ((modeFile is null ? Modes.Problem(mode) : Modes.Problem(mode, modeFile.Source)) is { } problem) throw new UsageException(problem);
         var manifests = result.GetValue(Manifests);
-        if (requireManifests && string.IsNullOrWhiteSpace(manifests))
-            throw new UsageException("--manifests is required: name a YAML/JSON file or folder of Services and EndpointSlices");
+        if (!string.IsNullOrWhiteSpace(manifests) && result.GetValue(Kubeconfig) is { Length: > 0 })
+            throw new UsageException("--manifests and --kubeconfig name two sources: give one");
         if (manifests is not null && !File.Exists(manifests) && !Directory.Exists(manifests))
             throw new UsageException($"--manifests: '{manifests}' does not exist");
 
-        var minSync = Duration(result, MinSyncPeriod);
-        var sync = Duration(result, SyncPeriod);
+        // The file's periods (and masqueradeAll) come from the section of the mode that runs (iptables.*,
+        // nftables.*...), as in kube-proxy, and were checked when read (a duration, at most 24h); the flags' are checked here.
+        var minSyncFile = FromFile(result, MinSyncPeriod, config?.MinSyncPeriodFor(mode));
+        var syncFile = FromFile(result, SyncPeriod, config?.SyncPeriodFor(mode));
+        var minSync = minSyncFile?.Value ?? Duration(result, MinSyncPeriod);
+        var sync = syncFile?.Value ?? Duration(result, SyncPeriod);
         if (sync <= TimeSpan.Zero || sync > TimeSpan.FromDays(1)) throw new UsageException("--sync-period must be greater than 0 and at most 24h");
-        if (minSync > sync) throw new UsageException($"--min-sync-period ({GoDuration.Format(minSync)}) must not exceed --sync-period ({GoDuration.Format(sync)})");
+        if (minSync > sync)
+            throw new UsageException($"{minSyncFile?.Source ?? MinSyncPeriod.Name} ({GoDuration.Format(minSync)}) must not exceed {syncFile?.Source ?? SyncPeriod.Name} ({GoDuration.Format(sync)})");
 
         var variant = result.GetValue(IptablesVariant)!;
         if (variant is not ("auto" or "nft" or "legacy")) throw new UsageException($"--iptables-variant: '{variant}' is not auto, nft or legacy");
 
-        var (detectLocal, podInterface) = BindDetectLocal(result);
+        var (detectLocal, podInterface) = BindDetectLocal(result, config);
 
-        var host = result.GetValue(HostnameOverride);
+        var host = FromFile(result, HostnameOverride, config?.HostnameOverride)?.Value ?? result.GetValue(HostnameOverride);
         if (string.IsNullOrWhiteSpace(host)) host = Dns.GetHostName();
 
         var proxy = new ProxyOptions
         {
             HostName = host.Trim().ToLowerInvariant(),
-            ClusterCidrs = Prefixes(result.GetValue(ClusterCidr)!, "--cluster-cidr"),
+            ClusterCidrs = FromFile(result, ClusterCidr, config?.ClusterCidrs)?.Value ?? Prefixes(result.GetValue(ClusterCidr)!, ClusterCidr.Name),
             DetectLocalMode = detectLocal,
             PodInterface = podInterface,
-            MasqueradeAll = result.GetValue(MasqueradeAll),
-            NodePortAddresses = Prefixes(result.GetValue(NodePortAddresses)!, "--nodeport-addresses"),
+            MasqueradeAll = FromFile(result, MasqueradeAll, config?.MasqueradeAllFor(mode))?.Value ?? result.GetValue(MasqueradeAll),
+            NodePortAddresses = FromFile(result, NodePortAddresses, config?.NodePortAddresses)?.Value ?? Prefixes(result.GetValue(NodePortAddresses)!, NodePortAddresses.Name),
             Sync = new SyncRunnerOptions { MinSyncPeriod = minSync, SyncPeriod = sync },
         };
         try
         {
             return new RunSettings(
                 mode, manifests ?? "", proxy,
-                ProxyHttpEndpoints.ParseBindAddress(result.GetValue(MetricsBindAddress)!, "--metrics-bind-address"),
-                ProxyHttpEndpoints.ParseBindAddress(result.GetValue(HealthzBindAddress)!, "--healthz-bind-address"),
-                variant, result.GetValue(Verbosity));
+                FromFile(result, MetricsBindAddress, config?.MetricsBindAddress)?.Value ?? ProxyHttpEndpoints.ParseBindAddress(result.GetValue(MetricsBindAddress)!, MetricsBindAddress.Name),
+                FromFile(result, HealthzBindAddress, config?.HealthzBindAddress)?.Value ?? ProxyHttpEndpoints.ParseBindAddress(result.GetValue(HealthzBindAddress)!, HealthzBindAddress.Name),
+                variant, result.GetValue(Verbosity))
+            {
+                ConfigFile = config?.File,
+                IpvsScheduler = config?.IpvsScheduler?.Value,
+                Conntrack = config?.Conntrack ?? ConntrackSettings.KubeProxyDefaults,
+                Kubeconfig = result.GetResult(Kubeconfig) is { Implicit: false } ? result.GetValue(Kubeconfig) : config?.Kubeconfig?.Value,
+                IgnoredConfigFields = config?.IgnoredFields ?? EquatableArray<string>.Empty,
+            };
         }
         catch (FormatException e)
         {
@@ -104,28 +148,71 @@ public sealed class ProxyFlags
         }
     }
 
-    private (LocalDetectMode, string?) BindDetectLocal(ParseResult result)
+    /// <summary>Whether the user wrote <paramref name="option"/> on the command line (not just its default).</summary>
+    public static bool Given(ParseResult result, Option option) => result.GetResult(option) is { Implicit: false };
+
+    /// <summary>The file's value, unless the flag was given explicitly (flags override the file).</summary>
+    private static ConfigValue<T>? FromFile<T>(ParseResult result, Option option, ConfigValue<T>? value) =>
+        value is not null && !Given(result, option) ? value : null;
+
+    /// <summary>The --config file, read and checked; null without --config (or with an empty one, as kube-proxy).</summary>
+    private KubeProxyConfig? LoadConfig(ParseResult result)
     {
-        var mode = result.GetValue(DetectLocalMode)!;
-        var prefix = result.GetValue(PodInterfaceNamePrefix);
-        var bridge = result.GetValue(PodBridgeInterface);
-        static bool ValidInterface(string name) => name.Length is > 0 and < 16 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
-        switch (mode.ToLowerInvariant())
+        var path = result.GetValue(Config);
+        if (string.IsNullOrWhiteSpace(path)) return null;
+        if (Directory.Exists(path)) throw new UsageException($"--config: '{path}' is a folder; name the config file (such as config.conf)");
+        if (!File.Exists(path)) throw new UsageException($"--config: '{path}' does not exist");
+        try
         {
-            case "clustercidr": return (LocalDetectMode.ClusterCidr, null);
-            case "nodecidr": return (LocalDetectMode.NodeCidr, null);
-            case "interfacenameprefix":
-                if (string.IsNullOrEmpty(prefix) || !ValidInterface(prefix))
-                    throw new UsageException("--detect-local-mode=InterfaceNamePrefix needs --pod-interface-name-prefix (an interface name prefix such as veth)");
-                return (LocalDetectMode.InterfaceNamePrefix, prefix);
-            case "bridgeinterface":
-                if (string.IsNullOrEmpty(bridge) || !ValidInterface(bridge))
-                    throw new UsageException("--detect-local-mode=BridgeInterface needs --pod-bridge-interface (a bridge name such as cbr0)");
-                return (LocalDetectMode.BridgeInterface, bridge);
-            default:
-                throw new UsageException($"--detect-local-mode: '{mode}' is not ClusterCIDR, NodeCIDR, InterfaceNamePrefix or BridgeInterface");
+            return KubeProxyConfigFile.Load(path);
+        }
+        catch (ConfigFileException e)
+        {
+            throw new UsageException(e.Message);
         }
     }
+
+    /// <summary>Interface names as the kernel takes them (IFNAMSIZ), for --pod-interface-name-prefix, --pod-bridge-interface and the file's detectLocal.</summary>
+    public static bool ValidInterfaceName(string name) =>
+        name.Length is > 0 and < 16 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
+
+    private (LocalDetectMode, string?) BindDetectLocal(ParseResult result, KubeProxyConfig? config)
+    {
+        var modeFile = FromFile(result, DetectLocalMode, config?.DetectLocalMode);
+        var prefix = FromFile(result, PodInterfaceNamePrefix, config?.InterfaceNamePrefix)?.Value ?? result.GetValue(PodInterfaceNamePrefix);
+        var bridge = FromFile(result, PodBridgeInterface, config?.BridgeInterface)?.Value ?? result.GetValue(PodBridgeInterface);
+        var mode = modeFile?.Value ?? ParseDetectLocalMode(result.GetValue(DetectLocalMode)!);
+        switch (mode)
+        {
+            case LocalDetectMode.InterfaceNamePrefix:
+                if (string.IsNullOrEmpty(prefix) || !ValidInterfaceName(prefix))
+                    throw new UsageException(modeFile is null
+                        ? "--detect-local-mode=InterfaceNamePrefix needs --pod-interface-name-prefix (an interface name prefix such as veth)"
+                        : $"{modeFile.Source}: InterfaceNamePrefix needs detectLocal.interfaceNamePrefix or --pod-interface-name-prefix (an interface name prefix such as veth)");
+                return (mode, prefix);
+            case LocalDetectMode.BridgeInterface:
+                if (string.IsNullOrEmpty(bridge) || !ValidInterfaceName(bridge))
+                    throw new UsageException(modeFile is null
+                        ? "--detect-local-mode=BridgeInterface needs --pod-bridge-interface (a bridge name such as cbr0)"
+                        : $"{modeFile.Source}: BridgeInterface needs detectLocal.bridgeInterface or --pod-bridge-interface (a bridge name such as cbr0)");
+                return (mode, bridge);
+            default:
+                return (mode, null);
+        }
+    }
+
+    private static LocalDetectMode ParseDetectLocalMode(string mode) =>
+        DetectLocalModeNamed(mode) ?? throw new UsageException($"--detect-local-mode: '{mode}' is not ClusterCIDR, NodeCIDR, InterfaceNamePrefix or BridgeInterface");
+
+    /// <summary>The detect-local mode kube-proxy names <paramref name="name"/> (case-insensitive), or null.</summary>
+    public static LocalDetectMode? DetectLocalModeNamed(string name) => name.ToLowerInvariant() switch
+    {
+        "clustercidr" => LocalDetectMode.ClusterCidr,
+        "nodecidr" => LocalDetectMode.NodeCidr,
+        "interfacenameprefix" => LocalDetectMode.InterfaceNamePrefix,
+        "bridgeinterface" => LocalDetectMode.BridgeInterface,
+        _ => null,
+    };
 
     private static TimeSpan Duration(ParseResult result, Option<string> option)
     {

@@ -8,6 +8,8 @@ using ProxyPlanes.Core.Health;
 using ProxyPlanes.Core.Http;
 using ProxyPlanes.Core.Metrics;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Core.Kubernetes;
+using ProxyPlanes.Core.Sources;
 using ProxyPlanes.Core.Sources.Manifests;
 
 namespace ProxyPlanes;
@@ -34,12 +36,18 @@ public static class RunCommand
         // Stale UDP/SCTP flows to gone endpoints would keep clients talking to nothing.
         var conntrack = new ConntrackCleaner(new ConntrackCommand(), logger);
         controller.AfterSync("conntrack cleanup", conntrack.CleanAsync);
-        var source = new ManifestSource(settings.ManifestsPath, logger);
+        // The Kubernetes API (kubeconfig, or the in-cluster service account) unless manifests are named.
+        IObjectSource source = settings.ManifestsPath.Length > 0
+            ? new ManifestSource(settings.ManifestsPath, logger)
+            : KubernetesSource.Create(settings.Kubeconfig, settings.Proxy.HostName, logger);
+        using var ownedSource = source as IDisposable;
+        foreach (var field in settings.IgnoredConfigFields)
+            logger.LogInformation("--config {File}: {Field} is a kube-proxy field this proxy does not use; ignored", settings.ConfigFile, field);
         ProxyHttpEndpoints.Map(app, settings.MetricsBindAddress, settings.HealthzBindAddress, exporter, controller.Health, settings.Mode);
 
         await app.StartAsync();
-        logger.LogInformation("proxyplanes {Mode} on node {Node}: serving {Manifests}; metrics on {Metrics}, health on {Healthz}",
-            backend.Mode, settings.Proxy.HostName, settings.ManifestsPath, settings.MetricsBindAddress?.ToString() ?? "(off)", settings.HealthzBindAddress?.ToString() ?? "(off)");
+        logger.LogInformation("proxyplanes {Mode} on node {Node}: serving {Source}; metrics on {Metrics}, health on {Healthz}",
+            backend.Mode, settings.Proxy.HostName, settings.ManifestsPath.Length > 0 ? settings.ManifestsPath : "the Kubernetes API", settings.MetricsBindAddress?.ToString() ?? "(off)", settings.HealthzBindAddress?.ToString() ?? "(off)");
         // SIGTERM / SIGINT stop the host; the loop stops with it and the rules stay in place, as
         // with kube-proxy, so traffic keeps flowing while the proxy restarts.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(app.Lifetime.ApplicationStopping);

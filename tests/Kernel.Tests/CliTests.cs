@@ -1,5 +1,4 @@
-using ProxyPlanes.Sandbox;
-using ProxyPlanes.Sandboxed;
+using static ProxyPlanes.Kernel.Tests.ProxyCli;
 
 namespace ProxyPlanes.Kernel.Tests;
 
@@ -12,7 +11,7 @@ public sealed class CliTests
         { ["--mode=bogus", "--manifests=/"], "--mode: 'bogus' is not a mode" },
         { ["--mode=nftables", "--manifests=/"], "--mode=nftables is not built yet" },
         { ["--manifests=/nonexistent/path"], "--manifests: '/nonexistent/path' does not exist" },
-        { [], "--manifests is required" },
+        { ["--manifests=/", "--kubeconfig=/x"], "--manifests and --kubeconfig name two sources: give one" },
         { ["--manifests=/", "--min-sync-period=abc"], "--min-sync-period: 'abc' is not a duration" },
         { ["--manifests=/", "--min-sync-period=1m", "--sync-period=30s"], "--min-sync-period (60s) must not exceed --sync-period (30s)" },
         { ["--manifests=/", "--cluster-cidr=10.244.0.0"], "--cluster-cidr: '10.244.0.0' is not a CIDR" },
@@ -38,6 +37,36 @@ public sealed class CliTests
     }
 
     [Fact]
+    public async Task Run_NoManifestsOutsideACluster_SaysHowToReachTheApi()
+    {
+        var result = await RunInNamespaceAsync(["run"]);
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("KUBERNETES_SERVICE_HOST", result.StandardError);
+        Assert.Contains("--kubeconfig", result.StandardError);
+    }
+
+    [Fact]
+    public async Task Run_KubeconfigWithBadField_NamesFileAndField()
+    {
+        var file = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(file, "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: { cluster: k, user: u }\nclusters:\n- name: k\n  cluster: { server: 'not a url' }\nusers:\n- name: u\n  user: { token: t }\n");
+
+            var result = await RunInNamespaceAsync(["run", $"--kubeconfig={file}"]);
+
+            Assert.Equal(1, result.ExitCode);
+            Assert.Contains(file, result.StandardError);
+            Assert.Contains("server", result.StandardError);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
     public async Task Run_MalformedManifestAtStart_NamesFileAndLineAndFails()
     {
         var folder = Directory.CreateTempSubdirectory("proxyplanes-bad-");
@@ -54,13 +83,5 @@ public sealed class CliTests
         {
             folder.Delete(recursive: true);
         }
-    }
-
-    /// <summary>Runs proxyplanes in a namespace of its own, so even a failing start never touches the host's network.</summary>
-    private static async Task<ExecResult> RunInNamespaceAsync(string[] args)
-    {
-        using var ns = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-cli");
-        var (file, prefix) = ProxyProcess.Executable();
-        return await ns.ExecAsync([file, .. prefix, .. args], TimeSpan.FromSeconds(60));
     }
 }
