@@ -9,14 +9,14 @@ public static class IptablesSave
     {
         var (natChains, natRules) = ParseTable(natSave);
         var (filterChains, filterRules) = ParseTable(filterSave);
-        return new KernelTables(natChains, filterChains, natRules, filterRules);
+        return new KernelTables(natChains, filterChains, natRules.ToHashSet(StringComparer.Ordinal), filterRules.ToHashSet(StringComparer.Ordinal));
     }
 
-    /// <summary>Chains declared in one table's save, and the "-A BUILTIN ..." rule lines.</summary>
-    public static (HashSet<string> Chains, HashSet<string> BuiltInRules) ParseTable(string save)
+    /// <summary>Chains declared in one table's save, and the "-A BUILTIN ..." rule lines (a rule present twice is listed twice).</summary>
+    public static (HashSet<string> Chains, List<string> BuiltInRules) ParseTable(string save)
     {
         var chains = new HashSet<string>(StringComparer.Ordinal);
-        var rules = new HashSet<string>(StringComparer.Ordinal);
+        var rules = new List<string>();
         foreach (var raw in save.Split('\n'))
         {
             var line = raw.TrimEnd('\r');

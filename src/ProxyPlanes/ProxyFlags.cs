@@ -11,7 +11,7 @@ namespace ProxyPlanes;
 public static class Modes
 {
     public static readonly string[] Known = ["iptables", "nftables", "ipvs", "ebpf"];
-    public static readonly string[] Built = ["iptables"];
+    public static readonly string[] Built = ["iptables", "nftables"];
 
     /// <summary>Null when the mode can run; otherwise the one-line reason.</summary>
     public static string? Problem(string mode) =>

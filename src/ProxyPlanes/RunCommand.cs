@@ -3,6 +3,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.Backends.Iptables;
+using ProxyPlanes.Backends.Nftables;
 using ProxyPlanes.Core.Conntrack;
 using ProxyPlanes.Core.Health;
 using ProxyPlanes.Core.Http;
@@ -29,6 +30,7 @@ public static class RunCommand
         using var metrics = new ProxyMetrics();
         using var exporter = new PrometheusExporter(metrics.Meter);
         var backend = await BackendFactory.CreateAsync(settings.Mode, settings.IptablesVariant, metrics, logger, app.Lifetime.ApplicationStopping);
+        await CleanupCommand.CleanOtherModesAsync(settings.Mode, logger, app.Lifetime.ApplicationStopping);
         var controller = new ProxyController(settings.Proxy, backend, metrics, logger);
         await using var healthChecks = new ServiceHealthServer(logger, () => controller.Health.Status().Healthy);
         controller.AfterSync("health check node ports", (_, state, token) =>
@@ -96,6 +98,12 @@ public static class BackendFactory
                 logger.LogInformation("Using iptables-{Variant}{How} for {Families}", variant.ToString().ToLowerInvariant(),
                     iptablesVariant == "auto" ? " (detected)" : "", string.Join(" and ", families.Select(f => f.Item1)));
                 return new IptablesBackend(families, metrics, logger);
+            case "nftables":
+                var nft = new NftCommandApplier();
+                var nftFamilies = new List<IpFamily> { IpFamily.IPv4 };
+                if (await nft.IsAvailableAsync(IpFamily.IPv6, cancellationToken)) nftFamilies.Add(IpFamily.IPv6);
+                logger.LogInformation("Using nftables tables {Families} proxyplanes", string.Join(" and ", nftFamilies.Select(f => f == IpFamily.IPv4 ? "ip" : "ip6")));
+                return new NftablesBackend(nftFamilies, nft, metrics, logger);
             default:
                 throw new UsageException(Modes.Problem(mode) ?? $"--mode={mode} has no backend");
         }

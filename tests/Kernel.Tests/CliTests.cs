@@ -9,7 +9,7 @@ public sealed class CliTests
     public static TheoryData<string[], string> BadFlags => new()
     {
         { ["--mode=bogus", "--manifests=/"], "--mode: 'bogus' is not a mode" },
-        { ["--mode=nftables", "--manifests=/"], "--mode=nftables is not built yet" },
+        { ["--mode=ebpf", "--manifests=/"], "--mode=ebpf is not built yet" },
         { ["--manifests=/nonexistent/path"], "--manifests: '/nonexistent/path' does not exist" },
         { ["--manifests=/", "--kubeconfig=/x"], "--manifests and --kubeconfig name two sources: give one" },
         { ["--manifests=/", "--min-sync-period=abc"], "--min-sync-period: 'abc' is not a duration" },

@@ -142,6 +142,47 @@ public sealed partial class DaemonTests
     }
 
     [Fact]
+    public async Task Nftables_MetricsCleanupAndModeSwitch_AreClean()
+    {
+        await using var scenario = await CreateWebAsync();
+        var node = scenario.Sandbox.Node;
+
+        // iptables first, then nftables on the same node: starting nftables removes iptables' state.
+        var iptables = await scenario.StartProxyAsync(["--iptables-variant=nft"]);
+        Assert.Contains("KUBE-SERVICES", await SaveAsync(node, "nft"));
+        Assert.Equal(0, await iptables.TerminateAsync(TimeSpan.FromSeconds(15)));
+        var (file, prefix) = ProxyProcess.Executable();
+        var nftables = ProxyProcess.Start(node,
+        [
+            "run", "--mode=nftables", $"--manifests={scenario.Manifests.FullName}", $"--hostname-override={ProxyScenario.NodeName}",
+            $"--cluster-cidr={scenario.Sandbox.ClusterCidr}", "--min-sync-period=50ms",
+        ]);
+        try
+        {
+            await nftables.WaitHealthyAsync(TimeSpan.FromSeconds(60));
+            Assert.DoesNotContain("KUBE-SERVICES", await SaveAsync(node, "nft"));
+            Assert.Equal(3, (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80)).Count);
+
+            var scrape = await nftables.ScrapeAsync();
+            Assert.Equal("nftables", (await nftables.GetAsync(10249, "/proxyMode")).Body.Trim());
+            Assert.True(ProxyProcess.Metric(scrape, "proxyplanes_nftables_objects", "kind=\"elements\"") >= 1, scrape);
+            Assert.True(ProxyProcess.Metric(scrape, "proxyplanes_nftables_objects", "kind=\"chains\"") >= 5, scrape);
+            var lint = await Promtool.CheckMetricsAsync(scrape);
+            Assert.True(lint.AcceptedApartFromKnownLints, lint.ToString());
+
+            Assert.Equal(0, await nftables.TerminateAsync(TimeSpan.FromSeconds(15)));
+            var cleanup = await node.ExecAsync([file, .. prefix, "cleanup", "--mode=nftables"], TimeSpan.FromSeconds(60));
+            Assert.True(cleanup.Succeeded, cleanup.StandardError + cleanup.StandardOutput);
+            var tables = await node.CheckedExecAsync("nft", "list", "tables");
+            Assert.DoesNotContain("proxyplanes", tables.StandardOutput);
+        }
+        finally
+        {
+            await nftables.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task MalformedEdit_KeepsLastGoodRules_AndIsReportedWithFileAndLine()
     {
         await using var scenario = await CreateWebAsync();

@@ -9,10 +9,12 @@ namespace ProxyPlanes.Kernel.Tests;
 [Collection(KernelCollection.Name)]
 public sealed partial class DemoTests
 {
-    [Fact]
-    public async Task Demo_Iptables_ShowsSpreadRefusalAndScalingThenCleansUp()
+    [Theory]
+    [InlineData("iptables")]
+    [InlineData("nftables")]
+    public async Task Demo_EachMode_ShowsSpreadRefusalAndScalingThenCleansUp(string mode)
     {
-        var (exitCode, output) = await RunDemoAsync(interruptWhen: null);
+        var (exitCode, output) = await RunDemoAsync(interruptWhen: null, mode);
 
         Assert.True(exitCode == 0, output);
         Assert.Matches(@"client\s+10\.96\.0\.10:80 \(cluster IP\)\s+web-0\(\d+\) web-1\(\d+\) web-2\(\d+\)", output);
@@ -46,11 +48,11 @@ public sealed partial class DemoTests
     [GeneratedRegex(@"namespaces (pp[0-9a-f]{5})-\*")]
     private static partial Regex SandboxPrefix();
 
-    private static async Task<(int ExitCode, string Output)> RunDemoAsync(string? interruptWhen)
+    private static async Task<(int ExitCode, string Output)> RunDemoAsync(string? interruptWhen, string mode = "iptables")
     {
         var (file, prefix) = ProxyProcess.Executable();
         var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var arg in prefix.Concat(["demo", "--mode=iptables", "--requests=15"])) start.ArgumentList.Add(arg);
+        foreach (var arg in prefix.Concat(["demo", $"--mode={mode}", "--requests=15"])) start.ArgumentList.Add(arg);
         using var process = Process.Start(start)!;
         var output = new System.Text.StringBuilder();
         var interrupted = false;

@@ -72,6 +72,25 @@ public sealed class IptablesTrafficTests
     }
 
     [Fact]
+    public async Task HealthCheckNodePort_OnNodeWhoseInputDropsByDefault_IsAccepted()
+    {
+        // In iptables mode the proxy shares the filter table with the node's own firewall, so it
+        // accepts health-check node ports there (kube-proxy's KUBE-NODEPORTS rule). In nftables an
+        // accept in our table cannot override another table's drop: this is iptables-only.
+        await using var scenario = await ProxyScenario.CreateAsync(pods: 1);
+        foreach (var rule in new[] { "-A INPUT -i lo -j ACCEPT", "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT", "-P INPUT DROP" })
+            await scenario.Sandbox.Node.CheckedExecAsync(["iptables-nft", .. rule.Split(' ')]);
+        scenario.WriteManifest("web.yaml", ProxyScenario.Service("web", WebIP, type: "NodePort", nodePort: 30080, extraSpec: "  externalTrafficPolicy: Local\n  healthCheckNodePort: 32080"));
+        scenario.WriteManifest("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0)));
+        await scenario.StartProxyAsync(["--iptables-variant=nft"]);
+
+        var health = await scenario.Sandbox.Client.HttpGetAsync(scenario.Sandbox.NodeIp, 32080, "/", TimeSpan.FromSeconds(3));
+
+        Assert.Equal(200, health.StatusCode);
+        Assert.Contains("\"localEndpoints\": 1", health.Body);
+    }
+
+    [Fact]
     public async Task ClusterIP_FromNodeItself_ReachesEndpoints()
     {
         await using var scenario = await StartWebAsync();

@@ -46,6 +46,7 @@ public sealed class ProxyMetrics : IDisposable
     public const string NoLocalEndpointsTotal = "kubeproxy_sync_proxy_rules_no_local_endpoints_total";
     public const string NftablesSyncFailuresTotal = "kubeproxy_sync_proxy_rules_nftables_sync_failures_total";
     public const string NftablesCleanupFailuresTotal = "kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total";
+    public const string NftablesObjects = "proxyplanes_nftables_objects";
 
     // Our own metrics.
     public const string SyncPhaseDuration = "proxyplanes_sync_phase_duration_seconds";
@@ -67,6 +68,7 @@ public sealed class ProxyMetrics : IDisposable
     private readonly Counter<long> syncs;
 
     private readonly ConcurrentDictionary<string, IptablesTableCounts> iptablesTables = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int> nftablesObjects = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int> noLocalEndpoints = new(StringComparer.Ordinal);
     private double lastSyncTimestamp;
     private double lastQueuedTimestamp;
@@ -107,6 +109,10 @@ public sealed class ProxyMetrics : IDisposable
             IptablesRulesTotal, () => ObserveIptables(lastWritten: false), null, "Total number of iptables rules owned by kube-proxy");
         Meter.CreateObservableGauge(
             IptablesRulesLastSync, () => ObserveIptables(lastWritten: true), null, "Number of iptables rules written by kube-proxy in last sync");
+        Meter.CreateObservableGauge(
+            NftablesObjects,
+            () => nftablesObjects.Select(kv => new Measurement<int>(kv.Value, new KeyValuePair<string, object?>("kind", kv.Key))).ToList(),
+            null, "Objects in the proxy's nftables tables after the last sync, by kind (chains, rules, sets, elements)");
         iptablesPartialRestoreFailures = Meter.CreateCounter<long>(
             IptablesPartialRestoreFailuresTotal, null, "Cumulative proxy iptables partial restore failures");
         iptablesRestoreFailures = Meter.CreateCounter<long>(IptablesRestoreFailuresTotal, null, "Cumulative proxy iptables restore failures");
@@ -200,6 +206,15 @@ public sealed class ProxyMetrics : IDisposable
     /// Rules of one iptables <paramref name="table"/> (e.g. <c>filter</c>, <c>nat</c>): <paramref name="total"/>
     /// owned by the proxy and <paramref name="lastWritten"/> in the last restore.
     /// </summary>
+    /// <summary>What the nftables mode holds in the kernel after a sync.</summary>
+    public void SetNftablesObjects(int chains, int rules, int sets, int elements)
+    {
+        nftablesObjects["chains"] = chains;
+        nftablesObjects["rules"] = rules;
+        nftablesObjects["sets"] = sets;
+        nftablesObjects["elements"] = elements;
+    }
+
     public void SetIptablesRules(string table, int total, int lastWritten)
     {
         ArgumentNullException.ThrowIfNull(table);

@@ -162,7 +162,6 @@ public sealed class ProxyController : IObjectSink
 
         var previous = Applied;
         Applied = state;
-        Health.Updated(start);
         foreach (var (name, action) in _afterSync)
         {
             try
@@ -174,6 +173,9 @@ public sealed class ProxyController : IObjectSink
                 _logger.LogWarning("After the sync, {Action} failed: {Error}", name, e.Message);
             }
         }
+        // Healthy only once the after-sync work is done too: the health-check ports are open and
+        // stale flows are gone when a load balancer or a readiness probe sees 200.
+        Health.Updated(start);
         _metrics.RecordSync(elapsed, rebuildAll, _backend.Mode);
         _metrics.RecordPhase("plan", _backend.Mode, policyTime + timings.Plan);
         _metrics.RecordPhase("render", _backend.Mode, timings.Render);

@@ -56,11 +56,11 @@ public static class BenchWorker
         controller.OnInitialStateDelivered();
         await controller.SyncNowAsync(full: true, cancellationToken);
         var cold = stopwatch.Elapsed;
+        var floor = await probe.FloorAsync(backend, cancellationToken);
 
         stopwatch.Restart();
         await controller.SyncNowAsync(full: true, cancellationToken);
         var fullResync = stopwatch.Elapsed;
-        var floor = await probe.FloorAsync(backend, cancellationToken);
         var kernelObjects = await probe.CountKernelObjectsAsync(backend, cancellationToken);
 
         Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: data-plane cost (first vs last service)");

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using ProxyPlanes.Backends.Iptables;
+using ProxyPlanes.Backends.Nftables;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.Core.Util;
 
@@ -11,7 +12,10 @@ public interface IModeProbe
     /// <summary>Rules, chains, map elements, virtual servers: whatever the mode puts in the kernel.</summary>
     Task<Dictionary<string, long>> CountKernelObjectsAsync(IProxyBackend backend, CancellationToken cancellationToken);
 
-    /// <summary>Time for the kernel tool alone to load what the last full sync sent (null when not measurable).</summary>
+    /// <summary>
+    /// Time for the kernel tool alone to load what the cold sync just sent (null when not measurable).
+    /// Called right after the cold sync; afterwards the kernel holds the same state again.
+    /// </summary>
     Task<TimeSpan?> FloorAsync(IProxyBackend backend, CancellationToken cancellationToken);
 }
 
@@ -20,6 +24,7 @@ public static class ModeProbes
     public static IModeProbe For(string mode) => mode switch
     {
         "iptables" => new IptablesProbe(),
+        "nftables" => new NftablesProbe(),
         _ => throw new ArgumentException($"no benchmark probe for mode {mode}"),
     };
 
@@ -41,12 +46,37 @@ public static class ModeProbes
         {
             if (backend is not IptablesBackend iptables || iptables.LastPlan(IpFamily.IPv4) is not { } plan) return null;
             // The planner's own full-sync output, restored directly: the same work minus the proxy.
+            // Without the jumps inserted into built-in chains: inserting them again would duplicate them.
+            var script = string.Join('\n', plan.Script.Split('\n').Where(line => !line.StartsWith("-I ", StringComparison.Ordinal)));
             var stopwatch = Stopwatch.StartNew();
-            await ExternalCommand.RunCheckedAsync(Tool(backend, "restore"), ["-w", "5", "--noflush"], plan.Script, cancellationToken);
+            await ExternalCommand.RunCheckedAsync(Tool(backend, "restore"), ["-w", "5", "--noflush"], script, cancellationToken);
             return stopwatch.Elapsed;
         }
 
         private static string Tool(IProxyBackend backend, string suffix) =>
             $"iptables-{(((IptablesBackend)backend).Variant == IptablesVariant.Legacy ? "legacy" : "nft")}-{suffix}";
+    }
+
+    private sealed class NftablesProbe : IModeProbe
+    {
+        public Task<Dictionary<string, long>> CountKernelObjectsAsync(IProxyBackend backend, CancellationToken cancellationToken)
+        {
+            var counts = ((NftablesBackend)backend).Counts;
+            return Task.FromResult(new Dictionary<string, long>
+            {
+                ["chains"] = counts.Chains, ["rules"] = counts.Rules, ["sets and maps"] = counts.Sets, ["map elements"] = counts.Elements,
+            });
+        }
+
+        public async Task<TimeSpan?> FloorAsync(IProxyBackend backend, CancellationToken cancellationToken)
+        {
+            var nftables = (NftablesBackend)backend;
+            if (nftables.LastPlan(IpFamily.IPv4) is not { Full: true } plan) return null;
+            // The cold transaction was made for an empty table: empty it again, then time nft alone.
+            await ExternalCommand.RunCheckedAsync("nft", ["delete", "table", "ip", nftables.Table], null, cancellationToken);
+            var stopwatch = Stopwatch.StartNew();
+            await ExternalCommand.RunCheckedAsync("nft", ["-f", "-"], plan.Transaction.ToString(), cancellationToken);
+            return stopwatch.Elapsed;
+        }
     }
 }

@@ -27,6 +27,7 @@ public class ProxyMetricsTests
         { "proxyplanes_sync_phase_duration_seconds", "histogram" },
         { "proxyplanes_sync_failures_total", "counter" },
         { "proxyplanes_sync_total", "counter" },
+        { "proxyplanes_nftables_objects", "gauge" },
     };
 
     private static (ProxyMetrics Metrics, PrometheusExporter Exporter) Create()

@@ -96,7 +96,7 @@ public static class ConformanceScenarios
                 new Probe("client", NodeIp, 30013, SpreadSeenFrom(ClientIp, LocalPods)),
                 // Cluster IP traffic is not external: every endpoint serves it.
                 new Probe("client", Vip, 80, Spread(AllPods)),
-                new Probe("client", NodeIp, 32013, Http(200, "\"localEndpoints\": 2")))]) { HardenedNode = true },
+                new Probe("client", NodeIp, 32013, Http(200, "\"localEndpoints\": 2")))]),
 
         new("external-policy-local-without-local-endpoints-drops-external-traffic",
             Service("web", Vip, type: "NodePort", nodePort: 30014, spec: "externalTrafficPolicy: Local\nhealthCheckNodePort: 32014") +
@@ -106,7 +106,7 @@ public static class ConformanceScenarios
                 new Probe("client", Vip, 80, Spread(RemotePods)),
                 // Pods reaching the node port are short-circuited to the cluster endpoints.
                 new Probe("local-0", NodeIp, 30014, Spread(RemotePods)),
-                new Probe("client", NodeIp, 32014, Http(503, "\"localEndpoints\": 0")))]) { HardenedNode = true },
+                new Probe("client", NodeIp, 32014, Http(503, "\"localEndpoints\": 0")))]),
 
         new("internal-policy-local-uses-local-endpoints-only",
             Service("web", Vip, spec: "internalTrafficPolicy: Local") + Slice("web", AllPods.Select(p => new Ep(p)).ToArray()) +

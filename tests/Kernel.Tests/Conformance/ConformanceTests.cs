@@ -16,7 +16,7 @@ namespace ProxyPlanes.Kernel.Tests.Conformance;
 [Collection(KernelCollection.Name)]
 public sealed class ConformanceTests(ITestOutputHelper output)
 {
-    public static readonly string[] Modes = ["iptables"];
+    public static readonly string[] Modes = ["iptables", "nftables"];
 
     public static IEnumerable<object[]> Cases() =>
         from mode in Modes from scenario in ConformanceScenarios.All select new object[] { mode, scenario.Name };
@@ -32,9 +32,6 @@ public sealed class ConformanceTests(ITestOutputHelper output)
         try
         {
             Write(manifests, scenario.Manifests);
-            if (scenario.HardenedNode)
-                foreach (var rule in new[] { "-A INPUT -i lo -j ACCEPT", "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT", "-P INPUT DROP" })
-                    await sandbox.Node.CheckedExecAsync(["iptables-nft", .. rule.Split(' ')], TimeSpan.FromSeconds(10));
             proxy = ProxyProcess.Start(sandbox.Node,
             [
                 "run", $"--mode={mode}", $"--manifests={manifests.FullName}", $"--hostname-override={ConformanceTopology.NodeName}",

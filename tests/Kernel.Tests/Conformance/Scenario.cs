@@ -6,11 +6,6 @@ namespace ProxyPlanes.Kernel.Tests.Conformance;
 /// </summary>
 public sealed record Scenario(string Name, string Manifests, IReadOnlyList<Step> Steps, IReadOnlyList<string>? ExtraArgs = null)
 {
-    /// <summary>
-    /// The node drops unsolicited input, as hardened nodes do (loopback and replies allowed): only
-    /// what the proxy explicitly accepts (health check node ports) gets in.
-    /// </summary>
-    public bool HardenedNode { get; init; }
 
     public override string ToString() => Name;
 }

@@ -1,0 +1,387 @@
+using System.Text;
+using ProxyPlanes.Core.Proxy;
+
+namespace ProxyPlanes.Backends.Nftables;
+
+/// <summary>
+/// One object of an nftables table, as the planner describes it. The same records serve every
+/// verb: <c>add</c> needs the full definition, <c>flush</c> and <c>delete</c> only the name (and,
+/// for elements, the key). Appliers (the <c>nft</c> process today, netlink later) consume these
+/// records, never text, so the planner does not change when the applier does.
+/// </summary>
+public abstract record NftObject
+{
+    /// <summary>The nft keyword of this kind of object: table, chain, rule, set, map, element.</summary>
+    public abstract string Kind { get; }
+}
+
+/// <summary>The table itself (its family and name belong to the transaction).</summary>
+public sealed record NftTable : NftObject
+{
+    public override string Kind => "table";
+    public string? Comment { get; init; }
+}
+
+/// <summary>
+/// What makes a chain a base chain: attached to a netfilter hook at a priority. Always rendered
+/// with <c>policy accept</c>, so re-adding the chain also repairs a policy changed behind our back.
+/// </summary>
+public sealed record NftBaseChain(string Type, string Hook, int Priority)
+{
+    public override string ToString() => $"type {Type} hook {Hook} priority {Priority.ToString(System.Globalization.CultureInfo.InvariantCulture)} ; policy accept";
+}
+
+/// <summary>A chain; a base chain when <see cref="Base"/> is set.</summary>
+public sealed record NftChain(string Name) : NftObject
+{
+    public override string Kind => "chain";
+    public NftBaseChain? Base { get; init; }
+    public string? Comment { get; init; }
+}
+
+/// <summary>
+/// A rule appended to <see cref="Chain"/>. <see cref="Text"/> is nft rule syntax; the chains it
+/// jumps to (<c>jump X</c>, <c>goto X</c>) and the sets and maps it uses (<c>@X</c>) are read from
+/// it, as knftables does, so references can be checked.
+/// </summary>
+public sealed record NftRule(string Chain, string Text) : NftObject
+{
+    public override string Kind => "rule";
+    public string? Comment { get; init; }
+
+    /// <summary>Chains this rule jumps or goes to.</summary>
+    public IEnumerable<string> ChainReferences => Nft.ChainReferences(Text);
+
+    /// <summary>Sets and maps this rule looks up or updates.</summary>
+    public IEnumerable<string> SetReferences => Nft.SetReferences(Text);
+}
+
+/// <summary>A named set: its key type (one type, or several concatenated), flags and default timeout.</summary>
+public sealed record NftSet(string Name) : NftObject
+{
+    public override string Kind => "set";
+    public EquatableArray<string> Type { get; init; } = EquatableArray<string>.Empty;
+    public EquatableArray<string> Flags { get; init; } = EquatableArray<string>.Empty;
+    public int? TimeoutSeconds { get; init; }
+    public string? Comment { get; init; }
+
+    /// <summary>Same kernel object (type, flags, timeout); the comment does not count.</summary>
+    public bool SameDefinition(NftSet other) =>
+        Type.Equals(other.Type) && Flags.Order(StringComparer.Ordinal).SequenceEqual(other.Flags.Order(StringComparer.Ordinal)) && TimeoutSeconds == other.TimeoutSeconds;
+}
+
+/// <summary>A named map from keys of <see cref="Type"/> to values of <see cref="ValueType"/> (e.g. verdict).</summary>
+public sealed record NftMap(string Name) : NftObject
+{
+    public override string Kind => "map";
+    public EquatableArray<string> Type { get; init; } = EquatableArray<string>.Empty;
+    public string ValueType { get; init; } = "";
+    public EquatableArray<string> Flags { get; init; } = EquatableArray<string>.Empty;
+    public string? Comment { get; init; }
+
+    public bool SameDefinition(NftMap other) =>
+        Type.Equals(other.Type) && ValueType == other.ValueType && Flags.Order(StringComparer.Ordinal).SequenceEqual(other.Flags.Order(StringComparer.Ordinal));
+}
+
+/// <summary>
+/// An element of the set or map <see cref="Set"/>: the key's parts (one per concatenated type), and
+/// for a map its value (a verdict such as <c>goto service-…</c> or <c>drop</c>).
+/// </summary>
+public sealed record NftElement(string Set, EquatableArray<string> Key) : NftObject
+{
+    public override string Kind => "element";
+    public string? Value { get; init; }
+
+    public NftElement(string set, params string[] key) : this(set, new EquatableArray<string>(key))
+    {
+    }
+
+    /// <summary>The key as nft writes it: parts joined with " . ".</summary>
+    public string KeyText => string.Join(" . ", Key);
+
+    /// <summary>The chain a verdict value jumps or goes to, if any.</summary>
+    public string? ChainReference => Value is null ? null : Nft.ChainReferences(Value).FirstOrDefault();
+
+    public override string ToString() => Value is null ? KeyText : $"{KeyText} : {Value}";
+}
+
+public enum NftVerb { Add, Flush, Delete }
+
+/// <summary>One command of a transaction.</summary>
+public readonly record struct NftOperation(NftVerb Verb, NftObject Object);
+
+/// <summary>A transaction the kernel rejected as a whole, or that validation refused before it was run.</summary>
+public sealed class NftException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// An ordered list of operations on one table, applied atomically (one <c>nft -f -</c> run, one
+/// netlink batch). Objects are validated as they are added (names, verbs, syntax that would
+/// let one command spill into the next), as knftables does; whether referenced objects exist is
+/// the kernel's (or <see cref="FakeNftables"/>'s) business. <see cref="ToString"/> is exactly
+/// the input <c>nft -f -</c> gets.
+/// </summary>
+public sealed class NftTransaction
+{
+    private readonly List<NftOperation> _operations = [];
+
+    public NftTransaction(IpFamily family, string table)
+    {
+        Nft.ValidateName(table, "table");
+        Family = family;
+        Table = table;
+    }
+
+    public IpFamily Family { get; }
+    public string Table { get; }
+
+    /// <summary>"ip" or "ip6".</summary>
+    public string FamilyKeyword => Nft.FamilyKeyword(Family);
+
+    public IReadOnlyList<NftOperation> Operations => _operations;
+    public bool IsEmpty => _operations.Count == 0;
+
+    public int Count(NftVerb verb, string kind) => _operations.Count(o => o.Verb == verb && o.Object.Kind == kind);
+
+    public NftTransaction Add(NftObject obj)
+    {
+        Validate(NftVerb.Add, obj);
+        _operations.Add(new NftOperation(NftVerb.Add, obj));
+        return this;
+    }
+
+    public NftTransaction Flush(NftObject obj)
+    {
+        if (obj is NftRule or NftElement) throw new NftException($"cannot flush a {obj.Kind}");
+        Validate(NftVerb.Flush, obj);
+        _operations.Add(new NftOperation(NftVerb.Flush, obj));
+        return this;
+    }
+
+    public NftTransaction Delete(NftObject obj)
+    {
+        if (obj is NftRule) throw new NftException("rules are deleted by flushing their chain");
+        Validate(NftVerb.Delete, obj);
+        _operations.Add(new NftOperation(NftVerb.Delete, obj));
+        return this;
+    }
+
+    private static void Validate(NftVerb verb, NftObject obj)
+    {
+        switch (obj)
+        {
+            case NftTable table:
+                Nft.ValidateComment(table.Comment);
+                break;
+            case NftChain chain:
+                Nft.ValidateName(chain.Name, "chain");
+                Nft.ValidateComment(chain.Comment);
+                if (chain.Base is { } b)
+                {
+                    if (b.Type is not ("filter" or "nat" or "route")) throw new NftException($"chain {chain.Name}: unknown base chain type '{b.Type}'");
+                    if (b.Hook is not ("prerouting" or "input" or "forward" or "output" or "postrouting")) throw new NftException($"chain {chain.Name}: unknown hook '{b.Hook}'");
+                }
+                break;
+            case NftRule rule:
+                Nft.ValidateName(rule.Chain, "chain");
+                Nft.ValidateText(rule.Text, $"rule in {rule.Chain}");
+                if (rule.Text.Length == 0) throw new NftException($"empty rule in {rule.Chain}");
+                Nft.ValidateComment(rule.Comment);
+                foreach (var target in rule.ChainReferences) Nft.ValidateName(target, "chain");
+                foreach (var set in rule.SetReferences) Nft.ValidateName(set, "set");
+                break;
+            case NftSet set:
+                Nft.ValidateName(set.Name, "set");
+                Nft.ValidateComment(set.Comment);
+                if (verb == NftVerb.Add && set.Type.IsEmpty) throw new NftException($"set {set.Name}: a type is needed to add it");
+                foreach (var t in set.Type.Concat(set.Flags)) Nft.ValidateWord(t, $"set {set.Name}");
+                if (set.TimeoutSeconds is <= 0) throw new NftException($"set {set.Name}: timeout must be positive");
+                break;
+            case NftMap map:
+                Nft.ValidateName(map.Name, "map");
+                Nft.ValidateComment(map.Comment);
+                if (verb == NftVerb.Add && (map.Type.IsEmpty || map.ValueType.Length == 0)) throw new NftException($"map {map.Name}: key and value types are needed to add it");
+                foreach (var t in map.Type.Concat(map.Flags)) Nft.ValidateWord(t, $"map {map.Name}");
+                if (map.ValueType.Length > 0) Nft.ValidateWord(map.ValueType, $"map {map.Name}");
+                break;
+            case NftElement element:
+                Nft.ValidateName(element.Set, "set");
+                if (element.Key.IsEmpty) throw new NftException($"element of {element.Set}: empty key");
+                foreach (var part in element.Key) Nft.ValidateElementText(part, $"element of {element.Set}");
+                if (element.Value is { } value)
+                {
+                    if (verb == NftVerb.Delete) throw new NftException($"element of {element.Set}: a deleted element is named by its key only");
+                    Nft.ValidateElementText(value, $"element of {element.Set}");
+                    if (element.ChainReference is { } target) Nft.ValidateName(target, "chain");
+                }
+                break;
+            default:
+                throw new NftException($"unknown object {obj.GetType().Name}");
+        }
+    }
+
+    /// <summary>
+    /// The nft script: one command per line; consecutive element additions (or deletions) of the
+    /// same set are written as one command, which nft parses and sends much faster.
+    /// </summary>
+    public override string ToString()
+    {
+        var text = new StringBuilder();
+        var prefix = $"{FamilyKeyword} {Table}";
+        for (var i = 0; i < _operations.Count; i++)
+        {
+            var (verb, obj) = _operations[i];
+            var verbText = verb switch { NftVerb.Add => "add", NftVerb.Flush => "flush", _ => "delete" };
+            if (obj is NftElement element)
+            {
+                var j = i;
+                while (j + 1 < _operations.Count && _operations[j + 1].Verb == verb && _operations[j + 1].Object is NftElement next && next.Set == element.Set) j++;
+                text.Append(verbText).Append(" element ").Append(prefix).Append(' ').Append(element.Set).Append(" {");
+                if (j == i)
+                    text.Append(' ').Append(verb == NftVerb.Delete ? element.KeyText : element.ToString()).Append(" }\n");
+                else
+                {
+                    text.Append('\n');
+                    for (var k = i; k <= j; k++)
+                    {
+                        var e = (NftElement)_operations[k].Object;
+                        text.Append('\t').Append(verb == NftVerb.Delete ? e.KeyText : e.ToString()).Append(",\n");
+                    }
+                    text.Append("}\n");
+                }
+                i = j;
+                continue;
+            }
+            text.Append(verbText).Append(' ').Append(obj.Kind).Append(' ').Append(prefix);
+            switch (obj)
+            {
+                case NftTable table:
+                    if (verb == NftVerb.Add && table.Comment is not null) text.Append(" { comment \"").Append(table.Comment).Append("\" ; }");
+                    break;
+                case NftChain chain:
+                    text.Append(' ').Append(chain.Name);
+                    if (verb == NftVerb.Add && (chain.Base is not null || chain.Comment is not null))
+                    {
+                        text.Append(" {");
+                        if (chain.Base is { } b) text.Append(' ').Append(b).Append(" ;");
+                        if (chain.Comment is { } c) text.Append(" comment \"").Append(c).Append("\" ;");
+                        text.Append(" }");
+                    }
+                    break;
+                case NftRule rule:
+                    text.Append(' ').Append(rule.Chain).Append(' ').Append(rule.Text);
+                    if (rule.Comment is { } rc) text.Append(" comment \"").Append(rc).Append('"');
+                    break;
+                case NftSet set:
+                    text.Append(' ').Append(set.Name);
+                    if (verb == NftVerb.Add)
+                    {
+                        text.Append(" { type ").Append(string.Join(" . ", set.Type)).Append(" ;");
+                        if (!set.Flags.IsEmpty) text.Append(" flags ").Append(string.Join(",", set.Flags)).Append(" ;");
+                        if (set.TimeoutSeconds is { } t) text.Append(" timeout ").Append(t).Append("s ;");
+                        if (set.Comment is { } c) text.Append(" comment \"").Append(c).Append("\" ;");
+                        text.Append(" }");
+                    }
+                    break;
+                case NftMap map:
+                    text.Append(' ').Append(map.Name);
+                    if (verb == NftVerb.Add)
+                    {
+                        text.Append(" { type ").Append(string.Join(" . ", map.Type)).Append(" : ").Append(map.ValueType).Append(" ;");
+                        if (!map.Flags.IsEmpty) text.Append(" flags ").Append(string.Join(",", map.Flags)).Append(" ;");
+                        if (map.Comment is { } c) text.Append(" comment \"").Append(c).Append("\" ;");
+                        text.Append(" }");
+                    }
+                    break;
+            }
+            text.Append('\n');
+        }
+        return text.ToString();
+    }
+}
+
+/// <summary>nft syntax helpers shared by the model, the planner and the appliers.</summary>
+public static class Nft
+{
+    /// <summary>Longest table, chain, set or map name the kernel takes (NFT_NAME_MAXLEN - 1).</summary>
+    public const int NameLengthMax = 255;
+
+    /// <summary>Longest comment nft takes (NFTNL_UDATA_COMMENT_MAXLEN).</summary>
+    public const int CommentLengthMax = 128;
+
+    public static string FamilyKeyword(IpFamily family) => family == IpFamily.IPv4 ? "ip" : "ip6";
+
+    /// <summary>Names nft reads as one word: a letter, '_' or '.' first, then letters, digits and <c>_ . / -</c>.</summary>
+    public static bool IsValidName(string name)
+    {
+        if (name.Length is 0 or > NameLengthMax || !(char.IsAsciiLetter(name[0]) || name[0] is '_' or '.')) return false;
+        foreach (var c in name)
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '_' or '.' or '/' or '-')) return false;
+        return true;
+    }
+
+    public static void ValidateName(string name, string what)
+    {
+        if (!IsValidName(name)) throw new NftException($"invalid {what} name '{name}'");
+    }
+
+    /// <summary>The words after "jump" and "goto", in order.</summary>
+    internal static IReadOnlyList<string> ChainReferences(string text)
+    {
+        List<(int At, string Name)>? found = null;
+        foreach (var keyword in (ReadOnlySpan<string>)["jump ", "goto "])
+        {
+            for (var i = text.IndexOf(keyword, StringComparison.Ordinal); i >= 0; i = text.IndexOf(keyword, i + keyword.Length, StringComparison.Ordinal))
+            {
+                if (i > 0 && text[i - 1] != ' ') continue;
+                var start = i + keyword.Length;
+                while (start < text.Length && text[start] == ' ') start++;
+                var end = text.IndexOf(' ', start);
+                if (end < 0) end = text.Length;
+                if (end > start) (found ??= []).Add((start, text[start..end]));
+            }
+        }
+        if (found is null) return [];
+        found.Sort((a, b) => a.At.CompareTo(b.At));
+        return found.ConvertAll(f => f.Name);
+    }
+
+    /// <summary>The names in "@name" words, in order.</summary>
+    internal static IReadOnlyList<string> SetReferences(string text)
+    {
+        List<string>? found = null;
+        for (var i = text.IndexOf('@'); i >= 0; i = text.IndexOf('@', i + 1))
+        {
+            if (i > 0 && text[i - 1] != ' ') continue;
+            var end = text.IndexOf(' ', i);
+            if (end < 0) end = text.Length;
+            if (end > i + 1) (found ??= []).Add(text[(i + 1)..end]);
+        }
+        return found ?? (IReadOnlyList<string>)[];
+    }
+
+    internal static void ValidateComment(string? comment)
+    {
+        if (comment is null) return;
+        if (Encoding.UTF8.GetByteCount(comment) > CommentLengthMax) throw new NftException($"comment longer than {CommentLengthMax} bytes: '{comment}'");
+        if (comment.IndexOfAny(['"', '\n', '\r']) >= 0) throw new NftException($"comment with a quote or line break: '{comment}'");
+    }
+
+    /// <summary>Rule text: nothing that ends the command (line break, ';') or starts an nft comment ('#').</summary>
+    internal static void ValidateText(string text, string what)
+    {
+        if (text.AsSpan().IndexOfAny("\n\r;#") >= 0) throw new NftException($"{what}: '{text}' contains a line break, ';' or '#'");
+        if (text.AsSpan().Count('"') % 2 != 0) throw new NftException($"{what}: unbalanced quotes in '{text}'");
+    }
+
+    internal static void ValidateElementText(string text, string what)
+    {
+        if (text.Length == 0 || text.IndexOfAny(['\n', '\r', ';', '#', '{', '}', ',', '"']) >= 0)
+            throw new NftException($"{what}: '{text}' is empty or contains a character that would end the element list");
+    }
+
+    internal static void ValidateWord(string text, string what)
+    {
+        if (text.Length == 0 || text.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '_' or '-')))
+            throw new NftException($"{what}: '{text}' is not a type or flag name");
+    }
+}

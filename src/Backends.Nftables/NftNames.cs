@@ -1,0 +1,127 @@
+using System.Security.Cryptography;
+using System.Text;
+using ProxyPlanes.Core.Proxy;
+
+namespace ProxyPlanes.Backends.Nftables;
+
+/// <summary>
+/// Names of everything in the table. The layout and names are kube-proxy's nftables mode, so
+/// `nft list table ip proxyplanes` reads like `nft list table ip kube-proxy`: per-service objects
+/// are <c>PREFIX-HASH-namespace/name/protocol/port</c> (and <c>…__ip/port</c> per endpoint), where
+/// HASH is the first 8 characters of base32(sha256(the rest)).
+/// </summary>
+public static class NftNames
+{
+    public const string Table = "proxyplanes";
+
+    // Base chains: TYPE-HOOK.
+    public const string FilterPrerouting = "filter-prerouting";
+    public const string FilterInput = "filter-input";
+    public const string FilterForward = "filter-forward";
+    public const string FilterOutput = "filter-output";
+    public const string FilterOutputPostDnat = "filter-output-post-dnat";
+    public const string NatPrerouting = "nat-prerouting";
+    public const string NatOutput = "nat-output";
+    public const string NatPostrouting = "nat-postrouting";
+
+    // Fixed regular chains.
+    public const string Services = "services";
+    public const string EndpointsCheck = "endpoints-check";
+    public const string FirewallCheck = "firewall-check";
+    public const string RejectChain = "reject-chain";
+    public const string MarkForMasquerade = "mark-for-masquerade";
+    public const string Masquerading = "masquerading";
+
+    // Fixed maps and sets.
+    public const string ServiceIPs = "service-ips";
+    public const string ServiceNodePorts = "service-nodeports";
+    public const string NoEndpointServices = "no-endpoint-services";
+    public const string NoEndpointNodePorts = "no-endpoint-nodeports";
+    public const string FirewallIPs = "firewall-ips";
+    public const string NodePortIPs = "nodeport-ips";
+    public const string HealthCheckNodePorts = "health-check-nodeports";
+
+    // Per service port (and endpoint) prefixes; each at most 16 characters with the hyphen.
+    public const string ClusterPolicyPrefix = "service-";
+    public const string LocalPolicyPrefix = "local-";
+    public const string ExternalPrefix = "external-";
+    public const string FirewallPrefix = "firewall-";
+    public const string SourceRangesPrefix = "source-ranges-";
+    public const string EndpointPrefix = "endpoint-";
+    public const string AffinityPrefix = "affinity-";
+
+    private const int BaseLengthMax = 256 - 16;
+
+    public static string ClusterPolicy(ServicePortName port) => ClusterPolicyPrefix + PortBase(port);
+    public static string LocalPolicy(ServicePortName port) => LocalPolicyPrefix + PortBase(port);
+    public static string External(ServicePortName port) => ExternalPrefix + PortBase(port);
+    public static string Firewall(ServicePortName port) => FirewallPrefix + PortBase(port);
+    public static string SourceRanges(ServicePortName port) => SourceRangesPrefix + PortBase(port);
+    public static string Endpoint(ServicePortName port, EndpointInfo endpoint) => EndpointPrefix + EndpointBase(port, endpoint);
+    public static string Affinity(ServicePortName port, EndpointInfo endpoint) => AffinityPrefix + EndpointBase(port, endpoint);
+
+    /// <summary>The names of one service port's objects, each hash computed once.</summary>
+    public static PortNames ForPort(ServicePortName port) => new(port);
+
+    public static string Protocol(Protocol protocol) => protocol switch
+    {
+        Core.Proxy.Protocol.TCP => "tcp",
+        Core.Proxy.Protocol.UDP => "udp",
+        _ => "sctp",
+    };
+
+    /// <summary>"HASH-namespace/name/protocol/port", e.g. "ULMVA6XW-ns1/svc1/tcp/p80".</summary>
+    public static string PortBase(ServicePortName port) =>
+        HashAndTruncate($"{port.Service.Namespace}/{port.Service.Name}/{Protocol(port.Protocol)}/{port.Port}");
+
+    /// <summary>"HASH-namespace/name/protocol/port__ip/port"; an IPv6 address's colons become dots.</summary>
+    public static string EndpointBase(ServicePortName port, EndpointInfo endpoint) =>
+        HashAndTruncate($"{port.Service.Namespace}/{port.Service.Name}/{Protocol(port.Protocol)}/{port.Port}__{endpoint.Address.ToString().Replace(':', '.')}/{endpoint.Port}");
+
+    private static string HashAndTruncate(string name)
+    {
+        Span<byte> digest = stackalloc byte[32];
+        SHA256.HashData(Encoding.UTF8.GetBytes(name), digest);
+        var result = Base32Prefix(digest, 8) + "-" + name;
+        return result.Length > BaseLengthMax ? result[..(BaseLengthMax - 3)] + "..." : result;
+    }
+
+    private static string Base32Prefix(ReadOnlySpan<byte> data, int length)
+    {
+        const string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        var chars = new char[length];
+        int buffer = 0, bits = 0, index = 0, written = 0;
+        while (written < length)
+        {
+            if (bits < 5)
+            {
+                buffer = (buffer << 8) | data[index++];
+                bits += 8;
+            }
+            chars[written++] = alphabet[(buffer >> (bits - 5)) & 31];
+            bits -= 5;
+        }
+        return new string(chars);
+    }
+}
+
+/// <summary>The names of one service port's chains and sets (see <see cref="NftNames"/>), hashing each base once.</summary>
+public sealed class PortNames(ServicePortName port)
+{
+    private readonly string _base = NftNames.PortBase(port);
+    private readonly Dictionary<EndpointInfo, string> _endpoints = [];
+
+    public string ClusterPolicy => NftNames.ClusterPolicyPrefix + _base;
+    public string LocalPolicy => NftNames.LocalPolicyPrefix + _base;
+    public string External => NftNames.ExternalPrefix + _base;
+    public string Firewall => NftNames.FirewallPrefix + _base;
+    public string SourceRanges => NftNames.SourceRangesPrefix + _base;
+    public string Endpoint(EndpointInfo endpoint) => NftNames.EndpointPrefix + EndpointBase(endpoint);
+    public string Affinity(EndpointInfo endpoint) => NftNames.AffinityPrefix + EndpointBase(endpoint);
+
+    private string EndpointBase(EndpointInfo endpoint)
+    {
+        if (!_endpoints.TryGetValue(endpoint, out var name)) _endpoints[endpoint] = name = NftNames.EndpointBase(port, endpoint);
+        return name;
+    }
+}

@@ -1,0 +1,80 @@
+using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Core.Util;
+
+namespace ProxyPlanes.Backends.Nftables;
+
+/// <summary>
+/// The only part of the nftables data plane that touches the kernel. It receives typed
+/// transactions, so a netlink implementation can replace the <c>nft</c> process without any
+/// change to the planner.
+/// </summary>
+public interface INftablesApplier
+{
+    /// <summary>The objects (no rules, no elements) of <paramref name="table"/> in <paramref name="family"/>; empty when there is no such table.</summary>
+    Task<NftKernelState> ReadAsync(IpFamily family, string table, CancellationToken cancellationToken);
+
+    /// <summary>Applies the whole transaction atomically, or nothing (throws <see cref="NftException"/>).</summary>
+    Task ApplyAsync(NftTransaction transaction, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// Runs <c>nft</c>: <c>nft -f -</c> with the transaction's text (one atomic kernel transaction), and
+/// <c>nft -j -t list …</c> to read what a table holds.
+/// </summary>
+public sealed class NftCommandApplier : INftablesApplier
+{
+    private readonly string[] _prefix;
+
+    /// <param name="commandPrefix">
+    /// Test only: a command that runs <c>nft</c> elsewhere, e.g. <c>["ip", "netns", "exec", NAME]</c>
+    /// to program a network namespace the test created. The proxy itself runs nft in its own
+    /// namespace (empty prefix).
+    /// </param>
+    public NftCommandApplier(IReadOnlyList<string>? commandPrefix = null) => _prefix = [.. commandPrefix ?? []];
+
+    public async Task<NftKernelState> ReadAsync(IpFamily family, string table, CancellationToken cancellationToken)
+    {
+        var result = await RunAsync(["-j", "-t", NftKernelState.ListCommand(family)], null, cancellationToken).ConfigureAwait(false);
+        if (!result.Succeeded)
+            throw new NftException($"nft could not list the {Nft.FamilyKeyword(family)} tables (exit {result.ExitCode}): {ExternalCommand.FirstLines(result.StandardError, 5)}");
+        return NftKernelState.ParseJson(result.StandardOutput, family, table);
+    }
+
+    public async Task ApplyAsync(NftTransaction transaction, CancellationToken cancellationToken)
+    {
+        if (transaction.IsEmpty) return;
+        var result = await RunAsync(["-f", "-"], transaction.ToString(), cancellationToken).ConfigureAwait(false);
+        if (!result.Succeeded)
+            throw new NftException($"nft -f refused the {Nft.FamilyKeyword(transaction.Family)} transaction (exit {result.ExitCode}): {ExternalCommand.FirstLines(result.StandardError, 6)}");
+    }
+
+    /// <summary>Whether nft runs and the kernel has nf_tables for <paramref name="family"/> (checked without changing anything).</summary>
+    public async Task<bool> IsAvailableAsync(IpFamily family, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var probe = new NftTransaction(family, NftNames.Table + "-probe").Add(new NftTable());
+            var result = await RunAsync(["--check", "-f", "-"], probe.ToString(), cancellationToken).ConfigureAwait(false);
+            return result.Succeeded;
+        }
+        catch (NftException)
+        {
+            return false;
+        }
+    }
+
+    private async Task<CommandResult> RunAsync(IEnumerable<string> arguments, string? input, CancellationToken cancellationToken)
+    {
+        var args = new List<string>(_prefix.Skip(1));
+        if (_prefix.Length > 0) args.Add("nft");
+        args.AddRange(arguments);
+        try
+        {
+            return await ExternalCommand.RunAsync(_prefix.Length > 0 ? _prefix[0] : "nft", args, input, cancellationToken).ConfigureAwait(false);
+        }
+        catch (CommandException e)
+        {
+            throw new NftException(e.Message, e);
+        }
+    }
+}

@@ -1,0 +1,177 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Core.Proxy;
+
+namespace ProxyPlanes.Backends.Nftables;
+
+/// <summary>
+/// --mode=nftables: one table per IP family (<c>ip proxyplanes</c>, <c>ip6 proxyplanes</c>) that
+/// this proxy owns entirely, programmed with one atomic transaction per family and sync. A
+/// refused transaction leaves the table as it was; that family's planner state is forgotten so
+/// the retry is a full sync that first reads the table back.
+/// </summary>
+public sealed class NftablesBackend : IProxyBackend
+{
+    private readonly FamilyPlane[] _families;
+    private readonly INftablesApplier _applier;
+    private readonly ProxyMetrics _metrics;
+    private readonly ILogger _logger;
+
+    /// <summary>
+    /// One table per family in <paramref name="families"/> (IPv4, and IPv6 where the kernel has
+    /// it: see <see cref="NftCommandApplier.IsAvailableAsync"/>), programmed through <paramref name="applier"/>
+    /// (<see cref="NftCommandApplier"/> in the daemon).
+    /// </summary>
+    public NftablesBackend(IEnumerable<IpFamily> families, INftablesApplier applier, ProxyMetrics metrics, ILogger logger, string table = NftNames.Table)
+    {
+        _families = families.Distinct().Select(f => new FamilyPlane(f, table)).ToArray();
+        if (_families.Length == 0) throw new ArgumentException("at least one IP family is needed", nameof(families));
+        _applier = applier;
+        _metrics = metrics;
+        _logger = logger;
+        Table = table;
+    }
+
+    public string Mode => "nftables";
+
+    /// <summary>The table name in each family (<c>proxyplanes</c>).</summary>
+    public string Table { get; }
+
+    /// <summary>The IP families this backend programs.</summary>
+    public IReadOnlyList<IpFamily> Families => _families.Select(f => f.Family).ToArray();
+
+    /// <summary>
+    /// Chains, rules, sets (and maps) and elements in our tables after the last successful sync,
+    /// summed over the families (unchanged objects included, as a partial sync leaves them in
+    /// place), and how many rules and elements that sync wrote. For the metrics.
+    /// </summary>
+    public NftCounts Counts
+    {
+        get
+        {
+            var total = default(NftCounts);
+            foreach (var plane in _families)
+                if (plane.LastPlan is { } plan) total += plan.Counts;
+            return total;
+        }
+    }
+
+    /// <summary>The last transaction applied for a family (for logs, the demo and tests).</summary>
+    public NftPlan? LastPlan(IpFamily family) => _families.FirstOrDefault(f => f.Family == family)?.LastPlan;
+
+    public async Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
+    {
+        TimeSpan render = TimeSpan.Zero, apply = TimeSpan.Zero;
+        foreach (var plane in _families)
+        {
+            // A partial sync that touches no service of this family leaves its table alone.
+            if (!request.Full && plane.State is not null && !Touches(request, plane)) continue;
+            var (r, a) = await plane.SyncAsync(request, _applier, _metrics, _logger, cancellationToken).ConfigureAwait(false);
+            render += r;
+            apply += a;
+        }
+        var counts = Counts;
+        _metrics.SetNftablesObjects(counts.Chains, counts.Rules, counts.Sets, counts.Elements);
+        return new SyncTimings(TimeSpan.Zero, render, apply);
+    }
+
+    private static bool Touches(SyncRequest request, FamilyPlane plane) =>
+        request.ChangedPorts.Any(name =>
+            plane.State!.Ports.ContainsKey(name) ||
+            (request.State.ServicePorts.TryGetValue(name, out var port) && port.Info.ClusterIPs.Any(ip => NodeAddresses.FamilyOf(ip) == plane.Family)));
+
+    private sealed class FamilyPlane(IpFamily family, string table)
+    {
+        private readonly NftablesPlanner _planner = new(family, table);
+
+        public IpFamily Family => family;
+        public NftPlannerState? State { get; private set; }
+        public NftPlan? LastPlan { get; private set; }
+
+        public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, INftablesApplier applier, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+        {
+            var full = request.Full || State is null;
+            var apply = Stopwatch.StartNew();
+            NftPlan? plan = null;
+            TimeSpan read, render;
+            try
+            {
+                // A full sync reads the table back first: what it holds that is not wanted goes.
+                var kernel = full ? await applier.ReadAsync(family, table, cancellationToken).ConfigureAwait(false) : null;
+                read = apply.Elapsed;
+                var renderTime = Stopwatch.StartNew();
+                plan = _planner.Plan(request, full ? null : State, kernel);
+                render = renderTime.Elapsed;
+                apply.Restart();
+                await applier.ApplyAsync(plan.Transaction, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // nft may have been killed before or after the kernel committed: start over with a full sync.
+                State = null;
+                throw;
+            }
+            catch (NftException e)
+            {
+                metrics.NftablesSyncFailed();
+                State = null;
+                if (plan is not null) logger.LogDebug("Rejected {Family} nftables transaction:\n{Transaction}", family, plan.Transaction);
+                throw new BackendSyncException($"nftables ({Nft.FamilyKeyword(family)} {table}) refused the {(full ? "full" : "partial")} sync; the previous rules stay in force: {e.Message}", e);
+            }
+            State = plan.State;
+            LastPlan = plan;
+            return (render, read + apply.Elapsed);
+        }
+    }
+
+    /// <summary>Deletes this proxy's tables (every family), leaving everything else alone.</summary>
+    public async Task CleanupAsync(CancellationToken cancellationToken)
+    {
+        if (!await RemoveTablesAsync(_applier, _families.Select(f => f.Family), _logger, Table, cancellationToken).ConfigureAwait(false))
+        {
+            _metrics.NftablesCleanupFailed();
+            throw new BackendSyncException($"could not delete every {Table} nftables table (see the log)");
+        }
+    }
+
+    /// <summary>
+    /// Deletes the <c>proxyplanes</c> table of each family if present (e.g. when switching to
+    /// another mode). Returns false if some family's table could not be deleted (logged).
+    /// </summary>
+    public static async Task<bool> RemoveTablesAsync(INftablesApplier applier, IEnumerable<IpFamily> families, ILogger logger, string table = NftNames.Table, CancellationToken cancellationToken = default)
+    {
+        var ok = true;
+        foreach (var family in families)
+        {
+            var state = await TryReadAsync(applier, family, table, logger, cancellationToken).ConfigureAwait(false);
+            // "add" first makes the delete succeed whether or not the table is there (even empty).
+            var tx = new NftTransaction(family, table).Add(new NftTable()).Delete(new NftTable());
+            try
+            {
+                await applier.ApplyAsync(tx, cancellationToken).ConfigureAwait(false);
+                if (state is { TableExists: false }) logger.LogDebug("No nftables table {Family} {Table} to delete", Nft.FamilyKeyword(family), table);
+                else logger.LogInformation("Deleted the nftables table {Family} {Table}", Nft.FamilyKeyword(family), table);
+            }
+            catch (NftException e)
+            {
+                ok = false;
+                logger.LogWarning("Could not delete the nftables table {Family} {Table}: {Error}", Nft.FamilyKeyword(family), table, e.Message);
+            }
+        }
+        return ok;
+    }
+
+    private static async Task<NftKernelState?> TryReadAsync(INftablesApplier applier, IpFamily family, string table, ILogger logger, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await applier.ReadAsync(family, table, cancellationToken).ConfigureAwait(false);
+        }
+        catch (NftException e)
+        {
+            logger.LogDebug("Could not list {Family} tables: {Error}", Nft.FamilyKeyword(family), e.Message);
+            return null;
+        }
+    }
+}

@@ -1,0 +1,639 @@
+using System.Collections.Immutable;
+using System.Globalization;
+using System.Net;
+using ProxyPlanes.Core.Proxy;
+
+namespace ProxyPlanes.Backends.Nftables;
+
+/// <summary>A chain and the rules it holds.</summary>
+public sealed record NftChainContent(NftChain Chain, EquatableArray<NftRule> Rules);
+
+/// <summary>A set (or map) the planner fills itself, with its elements.</summary>
+public sealed record NftSetContent(NftSet Set, EquatableArray<NftElement> Elements);
+
+/// <summary>
+/// What one service port owns in one family's table: its own chains and sets, and the elements it
+/// wants in the shared maps (<c>service-ips</c>, <c>no-endpoint-services</c>, …).
+/// </summary>
+public sealed record NftPortObjects(EquatableArray<NftChainContent> Chains, EquatableArray<NftSetContent> Sets, EquatableArray<NftElement> Elements)
+{
+    public int RuleCount => Chains.Sum(c => c.Rules.Count);
+    public int SetElementCount => Sets.Sum(s => s.Elements.Count);
+}
+
+/// <summary>An element's identity in a shared map: the map and the key.</summary>
+public readonly record struct NftElementKey(string Set, string Key);
+
+/// <summary>
+/// What the planner remembers between syncs, so a partial sync can touch only changed service
+/// ports: each port's objects, and who claims each key of the shared maps (two services may
+/// claim the same external IP and port; the first in name order wins, as the first matching
+/// iptables rule would, and the next one takes over when it goes).
+/// </summary>
+public sealed record NftPlannerState(
+    ImmutableDictionary<ServicePortName, NftPortObjects> Ports,
+    ImmutableDictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>> Claims,
+    int FixedChains,
+    int FixedRules,
+    int FixedSets,
+    int FixedElements);
+
+/// <summary>Objects in one family's table after a sync, and what the sync wrote.</summary>
+public readonly record struct NftCounts(int Chains, int Rules, int Sets, int Elements, int RulesWritten, int ElementsWritten)
+{
+    public static NftCounts operator +(NftCounts a, NftCounts b) =>
+        new(a.Chains + b.Chains, a.Rules + b.Rules, a.Sets + b.Sets, a.Elements + b.Elements, a.RulesWritten + b.RulesWritten, a.ElementsWritten + b.ElementsWritten);
+}
+
+/// <summary>The planner's output: the transaction (its text is exactly what <c>nft -f -</c> gets), the state to remember, and counts.</summary>
+public sealed record NftPlan(NftTransaction Transaction, NftPlannerState State, NftCounts Counts, bool Full)
+{
+    public override string ToString() => Transaction.ToString();
+}
+
+/// <summary>
+/// Pure planner of the nftables data plane: DesiredState (+ changed service ports) → one atomic
+/// transaction on the family's table <c>ip proxyplanes</c> / <c>ip6 proxyplanes</c>, in kube-proxy's
+/// nftables layout. Frontends are data: elements of verdict maps keyed by address . protocol .
+/// port. Each service port has its own chains (policy, external, firewall, one per endpoint).
+/// Endpoints are chosen with plain rules <c>numgen random mod N == 0 goto endpoint-…</c>
+/// (probability 1/N of those left, as iptables' statistic rules), never anonymous verdict maps,
+/// which make large loads quadratic in the kernel (see the README).
+/// </summary>
+public sealed class NftablesPlanner
+{
+    private readonly IpFamily _family;
+    private readonly string _table;
+    private readonly string _mark;
+    private readonly string _ip;
+    private readonly string _addrType;
+
+    public NftablesPlanner(IpFamily family, string table = NftNames.Table, int masqueradeBit = 14)
+    {
+        _family = family;
+        _table = table;
+        _mark = "0x" + (1 << masqueradeBit).ToString("x", CultureInfo.InvariantCulture);
+        _ip = Nft.FamilyKeyword(family);
+        _addrType = family == IpFamily.IPv4 ? "ipv4_addr" : "ipv6_addr";
+    }
+
+    public IpFamily Family => _family;
+
+    /// <summary>
+    /// Plans one sync. Full when <paramref name="request"/> says so or <paramref name="previous"/>
+    /// is null (first sync, or after a failure): every object is (re)written, and what
+    /// <paramref name="kernel"/> holds that is not wanted (or whose definition changed) is deleted.
+    /// Otherwise partial: only the chains, sets and shared-map elements of changed service ports.
+    /// </summary>
+    public NftPlan Plan(SyncRequest request, NftPlannerState? previous, NftKernelState? kernel)
+    {
+        var full = request.Full || previous is null;
+        return full ? PlanFull(request.State, kernel ?? NftKernelState.Empty) : PlanPartial(request, previous!);
+    }
+
+    // ---------------------------------------------------------------- full sync
+
+    private NftPlan PlanFull(DesiredState state, NftKernelState kernel)
+    {
+        var network = state.Network;
+        var (fixedChains, fixedMaps, fixedSets) = BuildFixed(network);
+
+        var ports = ImmutableDictionary.CreateBuilder<ServicePortName, NftPortObjects>();
+        var inOrder = new List<NftPortObjects>(); // service port name order: the script is deterministic
+        var claims = new Dictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>>();
+        foreach (var (name, port) in state.ServicePorts)
+        {
+            if (ClusterIPOf(port) is not { } clusterIP) continue;
+            var objects = BuildPort(port, clusterIP, network);
+            ports[name] = objects;
+            inOrder.Add(objects);
+            foreach (var element in objects.Elements) AddClaim(claims, name, element);
+        }
+
+        var chains = fixedChains.Concat(inOrder.SelectMany(p => p.Chains)).ToList();
+        var sets = fixedSets.Concat(inOrder.SelectMany(p => p.Sets)).ToList();
+        var tx = new NftTransaction(_family, _table);
+        tx.Add(new NftTable { Comment = "rules for proxyplanes" });
+
+        // Declare (and empty) what is wanted; what exists with another definition is deleted
+        // (replaced: the kernel object) and added again after every deletion (recreate).
+        List<NftObject> replaced = [], recreate = [];
+        foreach (var content in chains)
+        {
+            var chain = content.Chain;
+            if (kernel.Chains.TryGetValue(chain.Name, out var existing))
+            {
+                if (existing.Base != chain.Base)
+                {
+                    // Emptied now (what it jumps to may be going too), deleted and re-added below.
+                    tx.Flush(existing);
+                    replaced.Add(existing);
+                    recreate.Add(chain);
+                    continue;
+                }
+                tx.Add(chain).Flush(chain);
+            }
+            else tx.Add(chain);
+        }
+        var wantedChains = chains.Select(c => c.Chain.Name).ToHashSet(StringComparer.Ordinal);
+        var staleChains = kernel.Chains.Keys.Where(c => !wantedChains.Contains(c)).Order(StringComparer.Ordinal).ToList();
+        // Stale chains are emptied first, so nothing they jump to is still referenced when deleting.
+        foreach (var chain in staleChains) tx.Flush(new NftChain(chain));
+
+        // Sets and maps share one namespace: a set where a map is wanted (or the reverse) is stale
+        // and deleted below, and the wanted object added after it.
+        foreach (var map in fixedMaps)
+        {
+            if (kernel.Maps.TryGetValue(map.Name, out var existing))
+            {
+                if (existing.SameDefinition(map)) tx.Add(map).Flush(map);
+                else { replaced.Add(existing); recreate.Add(map); }
+            }
+            else if (kernel.Sets.ContainsKey(map.Name)) recreate.Add(map);
+            else tx.Add(map);
+        }
+        foreach (var content in sets)
+        {
+            var set = content.Set;
+            if (kernel.Sets.TryGetValue(set.Name, out var existing))
+            {
+                if (!existing.SameDefinition(set)) { replaced.Add(existing); recreate.Add(set); continue; }
+                tx.Add(set);
+                // Affinity sets keep what they learnt: clients stay on their endpoints across full syncs.
+                if (!IsDynamic(set)) tx.Flush(set);
+            }
+            else if (kernel.Maps.ContainsKey(set.Name)) recreate.Add(set);
+            else tx.Add(set);
+        }
+
+        // Deletions: maps and sets first (their elements and the rules using them are gone by now), then chains.
+        var wantedMaps = fixedMaps.Select(m => m.Name).ToHashSet(StringComparer.Ordinal);
+        var wantedSets = sets.Select(s => s.Set.Name).ToHashSet(StringComparer.Ordinal);
+        foreach (var map in kernel.Maps.Keys.Where(m => !wantedMaps.Contains(m)).Order(StringComparer.Ordinal)) tx.Delete(new NftMap(map));
+        foreach (var set in kernel.Sets.Keys.Where(s => !wantedSets.Contains(s)).Order(StringComparer.Ordinal)) tx.Delete(new NftSet(set));
+        foreach (var obj in replaced.Where(o => o is not NftChain)) tx.Delete(obj);
+        foreach (var chain in staleChains) tx.Delete(new NftChain(chain));
+        foreach (var obj in replaced.Where(o => o is NftChain)) tx.Delete(obj);
+        foreach (var obj in recreate) tx.Add(obj);
+
+        foreach (var content in chains)
+            foreach (var rule in content.Rules) tx.Add(rule);
+        foreach (var content in sets)
+            foreach (var element in content.Elements) tx.Add(element);
+        foreach (var element in Winners(claims)) tx.Add(element);
+
+        var newState = new NftPlannerState(ports.ToImmutable(), claims.ToImmutableDictionary(),
+            fixedChains.Count, fixedChains.Sum(c => c.Rules.Count), fixedMaps.Count + fixedSets.Count, fixedSets.Sum(s => s.Elements.Count));
+        return new NftPlan(tx, newState, CountsOf(newState, tx), Full: true);
+    }
+
+    // ---------------------------------------------------------------- partial sync
+
+    private NftPlan PlanPartial(SyncRequest request, NftPlannerState previous)
+    {
+        var network = request.State.Network;
+        var ports = previous.Ports.ToBuilder();
+        var claims = previous.Claims.ToBuilder();
+        var affected = new SortedSet<NftElementKey>(Comparer<NftElementKey>.Create((a, b) =>
+        {
+            var c = string.CompareOrdinal(a.Set, b.Set);
+            return c != 0 ? c : string.CompareOrdinal(a.Key, b.Key);
+        }));
+
+        var tx = new NftTransaction(_family, _table);
+        List<NftChainContent> rewrite = [];
+        List<NftSetContent> refill = [];
+        List<NftObject> deleteSets = [], deleteChains = [], addSets = [];
+
+        foreach (var name in request.ChangedPorts.Order())
+        {
+            previous.Ports.TryGetValue(name, out var before);
+            NftPortObjects? after = null;
+            if (request.State.ServicePorts.TryGetValue(name, out var port) && ClusterIPOf(port) is { } clusterIP)
+                after = BuildPort(port, clusterIP, network);
+            if (before is null && after is null) continue;
+
+            // Sets first: a set that is deleted or recreated forces a rewrite of the chains using it.
+            var oldSets = (before?.Sets ?? EquatableArray<NftSetContent>.Empty).ToDictionary(s => s.Set.Name, StringComparer.Ordinal);
+            var replacedSets = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var content in after?.Sets ?? EquatableArray<NftSetContent>.Empty)
+            {
+                if (oldSets.Remove(content.Set.Name, out var old))
+                {
+                    if (!old.Set.SameDefinition(content.Set))
+                    {
+                        // E.g. a new affinity timeout.
+                        deleteSets.Add(old.Set);
+                        addSets.Add(content.Set);
+                        refill.Add(content);
+                        replacedSets.Add(content.Set.Name);
+                    }
+                    else if (!old.Elements.Equals(content.Elements))
+                    {
+                        tx.Flush(content.Set);
+                        refill.Add(content);
+                    }
+                    continue;
+                }
+                tx.Add(content.Set);
+                refill.Add(content);
+            }
+            foreach (var gone in oldSets.Values)
+            {
+                deleteSets.Add(gone.Set);
+                replacedSets.Add(gone.Set.Name);
+            }
+
+            var oldChains = (before?.Chains ?? EquatableArray<NftChainContent>.Empty).ToDictionary(c => c.Chain.Name, StringComparer.Ordinal);
+            foreach (var content in after?.Chains ?? EquatableArray<NftChainContent>.Empty)
+            {
+                if (oldChains.Remove(content.Chain.Name, out var old))
+                {
+                    // Unchanged chains stay in the kernel untouched.
+                    if (old == content && !old.Rules.Any(r => r.SetReferences.Any(replacedSets.Contains))) continue;
+                    tx.Add(content.Chain).Flush(content.Chain);
+                }
+                else tx.Add(content.Chain);
+                rewrite.Add(content);
+            }
+            foreach (var gone in oldChains.Values)
+            {
+                tx.Flush(gone.Chain);
+                deleteChains.Add(gone.Chain);
+            }
+
+            foreach (var element in before?.Elements ?? EquatableArray<NftElement>.Empty)
+            {
+                var key = KeyOf(element);
+                affected.Add(key);
+                var remaining = claims[key].Remove(name);
+                if (remaining.IsEmpty) claims.Remove(key);
+                else claims[key] = remaining;
+            }
+            foreach (var element in after?.Elements ?? EquatableArray<NftElement>.Empty)
+            {
+                affected.Add(KeyOf(element));
+                AddClaim(claims, name, element);
+            }
+
+            if (after is null) ports.Remove(name);
+            else ports[name] = after;
+        }
+
+        // Elements whose winning value changed: old ones out (before the chains they point to go), new ones in at the end.
+        List<NftElement> addElements = [];
+        foreach (var key in affected)
+        {
+            var was = previous.Claims.TryGetValue(key, out var oldClaims) ? oldClaims.First().Value : null;
+            var now = claims.TryGetValue(key, out var newClaims) ? newClaims.First().Value : null;
+            if (was is not null && now is not null && was.Value == now.Value) continue;
+            if (was is not null) tx.Delete(new NftElement(was.Set, was.Key));
+            if (now is not null) addElements.Add(now);
+        }
+        foreach (var set in deleteSets) tx.Delete(set);
+        foreach (var chain in deleteChains) tx.Delete(chain);
+        foreach (var set in addSets) tx.Add(set);
+        foreach (var content in rewrite)
+            foreach (var rule in content.Rules) tx.Add(rule);
+        foreach (var content in refill)
+            foreach (var element in content.Elements) tx.Add(element);
+        foreach (var element in addElements.OrderBy(e => SetOrder(e.Set))) tx.Add(element);
+
+        var newState = previous with { Ports = ports.ToImmutable(), Claims = claims.ToImmutable() };
+        return new NftPlan(tx, newState, CountsOf(newState, tx), Full: false);
+    }
+
+    private static NftCounts CountsOf(NftPlannerState state, NftTransaction tx) => new(
+        Chains: state.FixedChains + state.Ports.Values.Sum(p => p.Chains.Count),
+        Rules: state.FixedRules + state.Ports.Values.Sum(p => p.RuleCount),
+        Sets: state.FixedSets + state.Ports.Values.Sum(p => p.Sets.Count),
+        Elements: state.FixedElements + state.Ports.Values.Sum(p => p.SetElementCount) + state.Claims.Count,
+        RulesWritten: tx.Count(NftVerb.Add, "rule"),
+        ElementsWritten: tx.Count(NftVerb.Add, "element"));
+
+    private static NftElementKey KeyOf(NftElement element) => new(element.Set, element.KeyText);
+
+    private static void AddClaim(IDictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>> claims, ServicePortName owner, NftElement element)
+    {
+        var key = KeyOf(element);
+        claims[key] = (claims.TryGetValue(key, out var existing) ? existing : ImmutableSortedDictionary<ServicePortName, NftElement>.Empty).SetItem(owner, element);
+    }
+
+    /// <summary>The winning element of every key, grouped by map (so they batch), in service port order.</summary>
+    private static IEnumerable<NftElement> Winners(Dictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>> claims) =>
+        claims.Values
+            .Select(c => c.First())
+            .OrderBy(w => SetOrder(w.Value.Set))
+            .ThenBy(w => w.Key)
+            .ThenBy(w => w.Value.KeyText, StringComparer.Ordinal)
+            .Select(w => w.Value);
+
+    private static readonly string[] SharedSets =
+        [NftNames.ServiceIPs, NftNames.ServiceNodePorts, NftNames.FirewallIPs, NftNames.NoEndpointServices, NftNames.NoEndpointNodePorts, NftNames.HealthCheckNodePorts];
+
+    private static int SetOrder(string set) => Array.IndexOf(SharedSets, set);
+
+    private static bool IsDynamic(NftSet set) => set.Flags.Contains("dynamic");
+
+    private IPAddress? ClusterIPOf(ServicePortState port) =>
+        port.Info.ClusterIPs.FirstOrDefault(ip => NodeAddresses.FamilyOf(ip) == _family);
+
+    // ---------------------------------------------------------------- fixed objects
+
+    private (List<NftChainContent> Chains, List<NftMap> Maps, List<NftSetContent> Sets) BuildFixed(NodeNetwork network)
+    {
+        var chains = new List<NftChainContent>();
+        void Chain(string name, NftBaseChain? hook, params string[] rules) =>
+            chains.Add(new NftChainContent(new NftChain(name) { Base = hook }, new EquatableArray<NftRule>(rules.Select(r => new NftRule(name, r)))));
+
+        // Filter chains see addresses before DNAT (priority dstnat - 10), except the one checking
+        // output for services without endpoints, which must see the node's own short-circuited
+        // traffic after DNAT (dstnat + 10).
+        Chain(NftNames.FilterPrerouting, new("filter", "prerouting", -110), $"ct state new jump {NftNames.FirewallCheck}");
+        Chain(NftNames.FilterInput, new("filter", "input", -110),
+            $"ct state new jump {NftNames.EndpointsCheck}",
+            $"tcp dport @{NftNames.HealthCheckNodePorts} accept");
+        Chain(NftNames.FilterForward, new("filter", "forward", -110),
+            "ct state invalid drop",
+            $"ct state new jump {NftNames.EndpointsCheck}");
+        Chain(NftNames.FilterOutput, new("filter", "output", -110), $"ct state new jump {NftNames.FirewallCheck}");
+        Chain(NftNames.FilterOutputPostDnat, new("filter", "output", -90), $"ct state new jump {NftNames.EndpointsCheck}");
+        Chain(NftNames.NatPrerouting, new("nat", "prerouting", -100), $"jump {NftNames.Services}");
+        Chain(NftNames.NatOutput, new("nat", "output", -100), $"jump {NftNames.Services}");
+        Chain(NftNames.NatPostrouting, new("nat", "postrouting", 100), $"jump {NftNames.Masquerading}");
+
+        // Node ports: on every local address but loopback (localhost node ports would need
+        // route_localnet), or on the --nodeport-addresses of this family.
+        List<NftSetContent> sets = [];
+        string nodePortMatch;
+        if (network.NodePortAddresses is { } addresses)
+        {
+            nodePortMatch = $"{_ip} daddr @{NftNames.NodePortIPs}";
+            var elements = addresses.Where(a => NodeAddresses.FamilyOf(a) == _family && !IPAddress.IsLoopback(a))
+                .Select(a => new NftElement(NftNames.NodePortIPs, a.ToString()));
+            sets.Add(new NftSetContent(new NftSet(NftNames.NodePortIPs) { Type = Types(_addrType), Comment = "node addresses that accept node ports" }, new EquatableArray<NftElement>(elements)));
+        }
+        else
+            nodePortMatch = $"fib daddr type local {_ip} daddr != {(_family == IpFamily.IPv4 ? "127.0.0.0/8" : "::1")}";
+        sets.Add(new NftSetContent(new NftSet(NftNames.HealthCheckNodePorts) { Type = Types("inet_service"), Comment = "health check node ports, accepted" }, EquatableArray<NftElement>.Empty));
+
+        var destination = $"{_ip} daddr . meta l4proto . th dport";
+        Chain(NftNames.Services, null,
+            $"{destination} vmap @{NftNames.ServiceIPs}",
+            $"{nodePortMatch} meta l4proto . th dport vmap @{NftNames.ServiceNodePorts}");
+        Chain(NftNames.EndpointsCheck, null,
+            $"{destination} vmap @{NftNames.NoEndpointServices}",
+            $"{nodePortMatch} meta l4proto . th dport vmap @{NftNames.NoEndpointNodePorts}");
+        Chain(NftNames.FirewallCheck, null, $"{destination} vmap @{NftNames.FirewallIPs}");
+        // REJECT refuses at once (ICMP port unreachable → connection refused) rather than letting clients time out.
+        Chain(NftNames.RejectChain, null, "reject");
+        Chain(NftNames.MarkForMasquerade, null, $"meta mark set meta mark | {_mark}");
+        // Packets marked for masquerade get SNAT on the way out; the mark is cleared first so a
+        // packet re-entering the stack is not masqueraded twice.
+        Chain(NftNames.Masquerading, null,
+            $"meta mark & {_mark} == 0 return",
+            $"meta mark set meta mark ^ {_mark}",
+            "masquerade fully-random");
+
+        var ipPortType = Types(_addrType, "inet_proto", "inet_service");
+        var portType = Types("inet_proto", "inet_service");
+        List<NftMap> maps =
+        [
+            new(NftNames.ServiceIPs) { Type = ipPortType, ValueType = "verdict", Comment = "ClusterIP, ExternalIP and LoadBalancer IP traffic" },
+            new(NftNames.ServiceNodePorts) { Type = portType, ValueType = "verdict", Comment = "NodePort traffic" },
+            new(NftNames.NoEndpointServices) { Type = ipPortType, ValueType = "verdict", Comment = "drop or reject traffic to services without usable endpoints" },
+            new(NftNames.NoEndpointNodePorts) { Type = portType, ValueType = "verdict", Comment = "drop or reject traffic to node ports without usable endpoints" },
+            new(NftNames.FirewallIPs) { Type = ipPortType, ValueType = "verdict", Comment = "load balancer IPs restricted by loadBalancerSourceRanges" },
+        ];
+        return (chains, maps, sets);
+    }
+
+    private static EquatableArray<string> Types(params string[] types) => new(types);
+
+    // ---------------------------------------------------------------- per service port
+
+    /// <summary>
+    /// What one service port needs in this family, decided from the categorized endpoints the way
+    /// the iptables planner (and kube-proxy) decides it.
+    /// </summary>
+    private sealed record PortShape(ServicePortInfo Info, PortNames Names, IPAddress ClusterIP, ImmutableArray<EndpointInfo> Cluster, ImmutableArray<EndpointInfo> Local,
+        ImmutableArray<EndpointInfo> AllReachable, bool HasEndpoints)
+    {
+        public bool UsesClusterPolicyChain => !Cluster.IsEmpty && EndpointCategorizer.UsesClusterEndpoints(Info);
+        public bool UsesLocalPolicyChain => !Local.IsEmpty && EndpointCategorizer.UsesLocalEndpoints(Info);
+
+        /// <summary>Cluster-IP traffic has somewhere to go (with internal policy Local: a local endpoint).</summary>
+        public bool HasInternalEndpoints => HasEndpoints && (!Info.InternalPolicyLocal || !Local.IsEmpty);
+
+        /// <summary>External traffic has somewhere to go (with external policy Local: a local endpoint).</summary>
+        public bool HasExternalEndpoints => HasEndpoints && (!Info.ExternalPolicyLocal || !Local.IsEmpty);
+
+        public string InternalPolicyChain => Info.InternalPolicyLocal ? Names.LocalPolicy : Names.ClusterPolicy;
+        public string ExternalPolicyChain => Info.ExternalPolicyLocal ? Names.LocalPolicy : Names.ClusterPolicy;
+
+        /// <summary>The external chain is needed even without externally usable endpoints, for the short-circuit rules.</summary>
+        public bool UsesExternalChain => HasEndpoints && Info.HasExternalFrontends;
+
+        /// <summary>REJECT when nothing can serve; DROP when only the Local policy keeps endpoints away.</summary>
+        public string FilterVerdict => HasEndpoints ? "drop" : $"goto {NftNames.RejectChain}";
+    }
+
+    private NftPortObjects BuildPort(ServicePortState port, IPAddress clusterIP, NodeNetwork network)
+    {
+        var endpoints = port.EndpointsFor(_family);
+        var names = NftNames.ForPort(port.Info.Name);
+        var shape = new PortShape(port.Info, names, clusterIP, OfFamily(endpoints.Cluster), OfFamily(endpoints.Local), OfFamily(endpoints.AllReachable),
+            endpoints.HasAnyEndpoints && endpoints.AllReachable.Any(e => e.Family == _family));
+        var info = shape.Info;
+        var name = info.Name;
+        var protocol = NftNames.Protocol(info.Protocol);
+        var portText = info.Port.ToString(CultureInfo.InvariantCulture);
+        var external = names.External;
+        var detector = network.LocalDetector;
+
+        List<NftElement> elements = [];
+        void Element(string set, string value, params string[] key) => elements.Add(new NftElement(set, key) { Value = value });
+
+        // Cluster IP.
+        if (shape.HasInternalEndpoints) Element(NftNames.ServiceIPs, $"goto {shape.InternalPolicyChain}", clusterIP.ToString(), protocol, portText);
+        else Element(NftNames.NoEndpointServices, shape.FilterVerdict, clusterIP.ToString(), protocol, portText);
+
+        // External IPs.
+        foreach (var ip in OfFamily(info.ExternalIPs))
+        {
+            if (shape.HasEndpoints) Element(NftNames.ServiceIPs, $"goto {external}", ip.ToString(), protocol, portText);
+            if (!shape.HasExternalEndpoints) Element(NftNames.NoEndpointServices, shape.FilterVerdict, ip.ToString(), protocol, portText);
+        }
+
+        // Load-balancer IPs; with source ranges, the firewall chain drops other sources before DNAT.
+        var ranges = info.LoadBalancerSourceRanges.Where(r => r.Family == _family).ToList();
+        var lbIPs = OfFamily(info.LoadBalancerIPs).ToList();
+        var usesFirewall = shape.HasEndpoints && lbIPs.Count > 0 && ranges.Count > 0;
+        foreach (var ip in lbIPs)
+        {
+            if (shape.HasEndpoints) Element(NftNames.ServiceIPs, $"goto {external}", ip.ToString(), protocol, portText);
+            if (usesFirewall) Element(NftNames.FirewallIPs, $"goto {names.Firewall}", ip.ToString(), protocol, portText);
+            if (!shape.HasExternalEndpoints) Element(NftNames.NoEndpointServices, shape.FilterVerdict, ip.ToString(), protocol, portText);
+        }
+
+        // Node port.
+        if (info.NodePort != 0)
+        {
+            var nodePort = info.NodePort.ToString(CultureInfo.InvariantCulture);
+            if (shape.HasEndpoints) Element(NftNames.ServiceNodePorts, $"goto {external}", protocol, nodePort);
+            if (!shape.HasExternalEndpoints) Element(NftNames.NoEndpointNodePorts, shape.FilterVerdict, protocol, nodePort);
+        }
+
+        // The health check node port answers load balancers whatever the node's endpoints.
+        if (info.HealthCheckNodePort != 0)
+            elements.Add(new NftElement(NftNames.HealthCheckNodePorts, info.HealthCheckNodePort.ToString(CultureInfo.InvariantCulture)));
+
+        List<NftChainContent> chains = [];
+        List<NftSetContent> sets = [];
+        List<NftRule> rules = [];
+        void Rule(string chain, string text) => rules.Add(new NftRule(chain, text));
+        void EndChain(string chain)
+        {
+            chains.Add(new NftChainContent(new NftChain(chain), new EquatableArray<NftRule>(rules)));
+            rules.Clear();
+        }
+
+        // Off-cluster sources reaching a cluster IP are masqueraded, so replies come back through this node.
+        var masqueradeRule = shape.HasInternalEndpoints && (network.MasqueradeAll || detector.IsImplemented(_family));
+
+        if (shape.UsesExternalChain)
+        {
+            if (!info.ExternalPolicyLocal)
+            {
+                // Cluster policy may cross to another node: masquerade so the reply comes back here.
+                Rule(external, $"jump {NftNames.MarkForMasquerade}");
+            }
+            else if (shape.UsesClusterPolicyChain)
+            {
+                // Local policy keeps the client's source. Pods reaching an external destination of
+                // their own cluster are short-circuited to all endpoints, as if they had gone out to
+                // the load balancer and come back; so is the node itself (masqueraded: the VIP may be local).
+                if (detector.IsImplemented(_family))
+                    Rule(external, $"{IfLocal(detector)} goto {names.ClusterPolicy}");
+                Rule(external, $"fib saddr type local jump {NftNames.MarkForMasquerade}");
+                Rule(external, $"fib saddr type local goto {names.ClusterPolicy}");
+            }
+            if (shape.HasExternalEndpoints) Rule(external, $"goto {shape.ExternalPolicyChain}");
+            EndChain(external);
+        }
+
+        if (usesFirewall)
+        {
+            // loadBalancerSourceRanges: other sources are dropped (in filter-prerouting, before DNAT).
+            var firewall = names.Firewall;
+            var sourceSet = names.SourceRanges;
+            var allowed = new List<IpPrefix>(ranges);
+            // A VIP-like load balancer IP is often local: a request from the node to it loops back
+            // with the VIP as its source, which must be allowed when the node itself is.
+            if (ranges.Any(r => network.NodeIPs.Any(r.Contains)))
+                allowed.AddRange(lbIPs.Select(ip => new IpPrefix(ip, _family == IpFamily.IPv4 ? 32 : 128)));
+            var setElements = Normalize(allowed).Select(p => new NftElement(sourceSet, PrefixText(p)));
+            sets.Add(new NftSetContent(new NftSet(sourceSet) { Type = Types(_addrType), Flags = Types("interval") }, new EquatableArray<NftElement>(setElements)));
+            Rule(firewall, $"{_ip} saddr != @{sourceSet} drop");
+            EndChain(firewall);
+        }
+
+        if (shape.UsesClusterPolicyChain)
+        {
+            var chain = names.ClusterPolicy;
+            if (masqueradeRule && !info.InternalPolicyLocal) Rule(chain, MasqueradeRule(shape, protocol, network));
+            EndpointJumps(chain, names, info, shape.Cluster, Rule);
+            EndChain(chain);
+        }
+
+        if (shape.UsesLocalPolicyChain)
+        {
+            var chain = names.LocalPolicy;
+            if (masqueradeRule && info.InternalPolicyLocal) Rule(chain, MasqueradeRule(shape, protocol, network));
+            EndpointJumps(chain, names, info, shape.Local, Rule);
+            EndChain(chain);
+        }
+
+        foreach (var endpoint in shape.AllReachable)
+        {
+            var chain = names.Endpoint(endpoint);
+            // Hairpin: a pod reaching itself through the service must be masqueraded, or its reply would skip the un-DNAT.
+            Rule(chain, $"{_ip} saddr {endpoint.Address} jump {NftNames.MarkForMasquerade}");
+            if (info.StickyTimeoutSeconds is { } timeout)
+            {
+                // ClientIP affinity: remember which endpoint this client was sent to (refreshing the timeout).
+                var affinity = names.Affinity(endpoint);
+                sets.Add(new NftSetContent(new NftSet(affinity) { Type = Types(_addrType), Flags = Types("dynamic", "timeout"), TimeoutSeconds = timeout }, EquatableArray<NftElement>.Empty));
+                Rule(chain, $"update @{affinity} {{ {_ip} saddr }}");
+            }
+            Rule(chain, $"meta l4proto {protocol} dnat to {endpoint.Endpoint}");
+            EndChain(chain);
+        }
+
+        return new NftPortObjects(new EquatableArray<NftChainContent>(chains), new EquatableArray<NftSetContent>(sets), new EquatableArray<NftElement>(elements));
+    }
+
+    private void EndpointJumps(string chain, PortNames names, ServicePortInfo info, ImmutableArray<EndpointInfo> endpoints, Action<string, string> rule)
+    {
+        // ClientIP affinity first: a client seen recently goes back to its endpoint.
+        if (info.StickyTimeoutSeconds is not null)
+            foreach (var endpoint in endpoints)
+                rule(chain, $"{_ip} saddr @{names.Affinity(endpoint)} goto {names.Endpoint(endpoint)}");
+        // Random spread: endpoint i of n is taken with probability 1/(n-i) among those left.
+        for (var i = 0; i < endpoints.Length; i++)
+        {
+            var left = endpoints.Length - i;
+            var target = names.Endpoint(endpoints[i]);
+            rule(chain, left > 1 ? $"numgen random mod {left} == 0 goto {target}" : $"goto {target}");
+        }
+    }
+
+    private string MasqueradeRule(PortShape shape, string protocol, NodeNetwork network)
+    {
+        var match = $"{_ip} daddr {shape.ClusterIP} {protocol} dport {shape.Info.Port}";
+        return network.MasqueradeAll
+            ? $"{match} jump {NftNames.MarkForMasquerade}"
+            : $"{match} {IfNotLocal(network.LocalDetector)} jump {NftNames.MarkForMasquerade}";
+    }
+
+    private string IfLocal(LocalTrafficDetector detector) => detector.Mode switch
+    {
+        LocalDetectMode.InterfaceNamePrefix => $"iifname \"{detector.Interface}*\"",
+        LocalDetectMode.BridgeInterface => $"iifname \"{detector.Interface}\"",
+        _ => $"{_ip} saddr {detector.Cidrs.First(c => c.Family == _family)}",
+    };
+
+    private string IfNotLocal(LocalTrafficDetector detector) => detector.Mode switch
+    {
+        LocalDetectMode.InterfaceNamePrefix => $"iifname != \"{detector.Interface}*\"",
+        LocalDetectMode.BridgeInterface => $"iifname != \"{detector.Interface}\"",
+        _ => $"{_ip} saddr != {detector.Cidrs.First(c => c.Family == _family)}",
+    };
+
+    private ImmutableArray<EndpointInfo> OfFamily(EquatableArray<EndpointInfo> endpoints) =>
+        endpoints.Where(e => e.Family == _family).ToImmutableArray();
+
+    private IEnumerable<IPAddress> OfFamily(EquatableArray<IPAddress> addresses) =>
+        addresses.Where(a => NodeAddresses.FamilyOf(a) == _family);
+
+    /// <summary>Interval sets refuse overlapping elements: keep each prefix not inside another, in address order.</summary>
+    internal static List<IpPrefix> Normalize(IEnumerable<IpPrefix> prefixes)
+    {
+        var sorted = prefixes.Distinct().OrderBy(p => p.Length).ThenBy(p => p.Address, Comparer<IPAddress>.Create(CompareAddresses)).ToList();
+        var kept = new List<IpPrefix>();
+        foreach (var prefix in sorted)
+            if (!kept.Any(k => k.Length <= prefix.Length && k.Contains(prefix.Address))) kept.Add(prefix);
+        return kept.OrderBy(p => p.Address, Comparer<IPAddress>.Create(CompareAddresses)).ThenBy(p => p.Length).ToList();
+    }
+
+    private static string PrefixText(IpPrefix prefix) =>
+        prefix.Length == (prefix.Family == IpFamily.IPv4 ? 32 : 128) ? prefix.Address.ToString() : prefix.ToString();
+
+    private static int CompareAddresses(IPAddress a, IPAddress b)
+    {
+        Span<byte> x = stackalloc byte[16], y = stackalloc byte[16];
+        a.TryWriteBytes(x, out var lx);
+        b.TryWriteBytes(y, out var ly);
+        return lx != ly ? lx.CompareTo(ly) : x[..lx].SequenceCompareTo(y[..ly]);
+    }
+}

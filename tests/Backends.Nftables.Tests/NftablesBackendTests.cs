@@ -1,0 +1,114 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Core.Proxy;
+using static ProxyPlanes.Backends.Nftables.Tests.StateBuilder;
+
+namespace ProxyPlanes.Backends.Nftables.Tests;
+
+public sealed class NftablesBackendTests
+{
+    private static readonly IpFamily[] Both = [IpFamily.IPv4, IpFamily.IPv6];
+
+    private static DesiredState Cluster(params string[] endpoints) =>
+        State(null, Port(Info("web", "10.96.0.10,fd00:10:96::10"), endpoints.Select(e => Endpoint(e)).ToArray()));
+
+    /// <summary>A counter's value; the exporter listens from its creation on, so create it before the sync.</summary>
+    private static double Metric(PrometheusExporter exporter, string name)
+    {
+        var line = exporter.Scrape().Split('\n').FirstOrDefault(l => l.StartsWith(name + " ", StringComparison.Ordinal));
+        return line is null ? 0 : double.Parse(line[(name.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    [Fact]
+    public async Task Sync_FirstFullThenPartial_ProgramsBothFamilies()
+    {
+        var fake = new FakeNftables();
+        using var metrics = new ProxyMetrics();
+        var backend = new NftablesBackend(Both, fake, metrics, NullLogger.Instance);
+
+        await backend.SyncAsync(new SyncRequest(Cluster("10.244.1.2", "fd00:10:244:1::2"), Full: false, new HashSet<ServicePortName>()), default);
+        Assert.True(backend.LastPlan(IpFamily.IPv4)!.Full); // no state yet: full whatever was asked
+        Assert.True(fake.HasTable(IpFamily.IPv6));
+
+        await backend.SyncAsync(Partial(Cluster("10.244.1.3", "fd00:10:244:1::2"), Name("web")), default);
+
+        Assert.False(backend.LastPlan(IpFamily.IPv4)!.Full);
+        Assert.Contains("meta l4proto tcp dnat to 10.244.1.3:8080", string.Join('\n', fake.Rules(IpFamily.IPv4, NftNames.Endpoint(Name("web"), Endpoint("10.244.1.3")))));
+        Assert.Equal(fake.Count(IpFamily.IPv4).Rules + fake.Count(IpFamily.IPv6).Rules, backend.Counts.Rules);
+        Assert.Equal(fake.Count(IpFamily.IPv4).Elements + fake.Count(IpFamily.IPv6).Elements, backend.Counts.Elements);
+        Assert.Equal("nftables", backend.Mode);
+    }
+
+    [Fact]
+    public async Task Sync_PartialOfOneFamily_LeavesTheOtherTableAlone()
+    {
+        var fake = new FakeNftables();
+        using var metrics = new ProxyMetrics();
+        var backend = new NftablesBackend(Both, fake, metrics, NullLogger.Instance);
+        var v4Only = State(null, Port(Info("web", "10.96.0.10"), Endpoint("10.244.1.2")));
+        await backend.SyncAsync(Full(v4Only), default);
+        var applied = fake.Applied;
+
+        await backend.SyncAsync(Partial(State(null, Port(Info("web", "10.96.0.10"), Endpoint("10.244.1.3"))), Name("web")), default);
+
+        Assert.Equal(applied + 1, fake.Applied);
+        Assert.All(fake.Offered.Skip(applied), tx => Assert.Equal(IpFamily.IPv4, tx.Family));
+    }
+
+    [Fact]
+    public async Task Sync_Refused_CountsTheFailure_KeepsTheTable_AndTheRetryIsFull()
+    {
+        var fake = new FakeNftables();
+        using var metrics = new ProxyMetrics();
+        using var exporter = new PrometheusExporter([metrics.Meter], includeProcessMetrics: false);
+        var backend = new NftablesBackend([IpFamily.IPv4], fake, metrics, NullLogger.Instance);
+        await backend.SyncAsync(Full(Cluster("10.244.1.2")), default);
+        var before = fake.Dump(IpFamily.IPv4);
+
+        fake.FailWhen = _ => new InvalidOperationException("kernel said no");
+        var e = await Assert.ThrowsAsync<BackendSyncException>(() => backend.SyncAsync(Partial(Cluster("10.244.1.3"), Name("web")), default));
+        Assert.Contains("partial", e.Message);
+        Assert.Equal(before, fake.Dump(IpFamily.IPv4));
+        Assert.Equal(1, Metric(exporter, ProxyMetrics.NftablesSyncFailuresTotal));
+
+        fake.FailWhen = null;
+        await backend.SyncAsync(Partial(Cluster("10.244.1.3"), Name("web")), default);
+        Assert.True(backend.LastPlan(IpFamily.IPv4)!.Full);
+        var fresh = new FakeNftables();
+        await new NftablesBackend([IpFamily.IPv4], fresh, metrics, NullLogger.Instance).SyncAsync(Full(Cluster("10.244.1.3")), default);
+        Assert.Equal(fresh.Dump(IpFamily.IPv4), fake.Dump(IpFamily.IPv4));
+    }
+
+    [Fact]
+    public async Task Cleanup_DeletesOurTablesOnly()
+    {
+        var fake = new FakeNftables();
+        fake.Apply(new NftTransaction(IpFamily.IPv4, "someone-else").Add(new NftTable()));
+        using var metrics = new ProxyMetrics();
+        var backend = new NftablesBackend(Both, fake, metrics, NullLogger.Instance);
+        await backend.SyncAsync(Full(Cluster("10.244.1.2")), default);
+
+        await backend.CleanupAsync(default);
+        await backend.CleanupAsync(default); // nothing left: still fine
+
+        Assert.False(fake.HasTable(IpFamily.IPv4));
+        Assert.False(fake.HasTable(IpFamily.IPv6));
+        Assert.True(fake.HasTable(IpFamily.IPv4, "someone-else"));
+    }
+
+    [Fact]
+    public async Task Cleanup_Failing_IsCountedAndReported()
+    {
+        var fake = new FakeNftables();
+        using var metrics = new ProxyMetrics();
+        using var exporter = new PrometheusExporter([metrics.Meter], includeProcessMetrics: false);
+        var backend = new NftablesBackend([IpFamily.IPv4], fake, metrics, NullLogger.Instance);
+        await backend.SyncAsync(Full(Cluster("10.244.1.2")), default);
+        fake.FailWhen = _ => new InvalidOperationException("busy");
+
+        await Assert.ThrowsAsync<BackendSyncException>(() => backend.CleanupAsync(default));
+
+        Assert.Equal(1, Metric(exporter, ProxyMetrics.NftablesCleanupFailuresTotal));
+        Assert.True(fake.HasTable(IpFamily.IPv4));
+    }
+}
