@@ -47,6 +47,7 @@ public sealed class ProxyMetrics : IDisposable
     public const string NftablesSyncFailuresTotal = "kubeproxy_sync_proxy_rules_nftables_sync_failures_total";
     public const string NftablesCleanupFailuresTotal = "kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total";
     public const string NftablesObjects = "proxyplanes_nftables_objects";
+    public const string ChangesApplied = "proxyplanes_sync_changes_applied";
 
     // Our own metrics.
     public const string SyncPhaseDuration = "proxyplanes_sync_phase_duration_seconds";
@@ -69,6 +70,7 @@ public sealed class ProxyMetrics : IDisposable
 
     private readonly ConcurrentDictionary<string, IptablesTableCounts> iptablesTables = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int> nftablesObjects = new(StringComparer.Ordinal);
+    private long changesApplied;
     private readonly ConcurrentDictionary<string, int> noLocalEndpoints = new(StringComparer.Ordinal);
     private double lastSyncTimestamp;
     private double lastQueuedTimestamp;
@@ -109,6 +111,9 @@ public sealed class ProxyMetrics : IDisposable
             IptablesRulesTotal, () => ObserveIptables(lastWritten: false), null, "Total number of iptables rules owned by kube-proxy");
         Meter.CreateObservableGauge(
             IptablesRulesLastSync, () => ObserveIptables(lastWritten: true), null, "Number of iptables rules written by kube-proxy in last sync");
+        Meter.CreateObservableGauge(
+            ChangesApplied, () => Volatile.Read(ref changesApplied), null,
+            "Service and endpoint changes (as counted by the _changes_total counters) that the last successful sync put in the kernel");
         Meter.CreateObservableGauge(
             NftablesObjects,
             () => nftablesObjects.Select(kv => new Measurement<int>(kv.Value, new KeyValuePair<string, object?>("kind", kv.Key))).ToList(),
@@ -206,6 +211,9 @@ public sealed class ProxyMetrics : IDisposable
     /// Rules of one iptables <paramref name="table"/> (e.g. <c>filter</c>, <c>nat</c>): <paramref name="total"/>
     /// owned by the proxy and <paramref name="lastWritten"/> in the last restore.
     /// </summary>
+    /// <summary>After a successful sync: how many changes (service + endpoint) it includes; compare with the change counters.</summary>
+    public void SetChangesApplied(long changes) => Volatile.Write(ref changesApplied, changes);
+
     /// <summary>What the nftables mode holds in the kernel after a sync.</summary>
     public void SetNftablesObjects(int chains, int rules, int sets, int elements)
     {

@@ -29,6 +29,7 @@ public sealed class ProxyController : IObjectSink
     private volatile bool _initialStateDelivered;
     private DesiredState _built = DesiredState.Empty;
     private int _successfulSyncs;
+    private long _changesSeen;
 
     public ProxyController(ProxyOptions options, IProxyBackend backend, ProxyMetrics metrics, ILogger logger, TimeProvider? time = null)
     {
@@ -65,6 +66,7 @@ public sealed class ProxyController : IObjectSink
     {
         if (_services.Update(previous, current))
         {
+            Interlocked.Increment(ref _changesSeen);
             _metrics.AddChanges(services: 1, endpoints: 0);
             Queue();
         }
@@ -74,6 +76,7 @@ public sealed class ProxyController : IObjectSink
     {
         if (_endpoints.Update(previous, current))
         {
+            Interlocked.Increment(ref _changesSeen);
             _metrics.AddChanges(services: 0, endpoints: 1);
             Queue();
         }
@@ -123,6 +126,9 @@ public sealed class ProxyController : IObjectSink
     {
         var start = _time.GetUtcNow();
         var stopwatch = Stopwatch.StartNew();
+        // Every change counted so far is already in the trackers (a tracker is updated before the
+        // change is counted), so the checkout below includes it.
+        var changesIncluded = Interlocked.Read(ref _changesSeen);
 
         var changed = new SortedSet<ServicePortName>();
         foreach (var (name, info) in _services.Checkout())
@@ -140,6 +146,7 @@ public sealed class ProxyController : IObjectSink
         if (!rebuildAll && changed.Count == 0 && _successfulSyncs > 0)
         {
             // Events that cancelled out, or a burst already synced: the kernel has it all.
+            _metrics.SetChangesApplied(changesIncluded);
             Health.Updated(start);
             return;
         }
@@ -173,9 +180,6 @@ public sealed class ProxyController : IObjectSink
                 _logger.LogWarning("After the sync, {Action} failed: {Error}", name, e.Message);
             }
         }
-        // Healthy only once the after-sync work is done too: the health-check ports are open and
-        // stale flows are gone when a load balancer or a readiness probe sees 200.
-        Health.Updated(start);
         _metrics.RecordSync(elapsed, rebuildAll, _backend.Mode);
         _metrics.RecordPhase("plan", _backend.Mode, policyTime + timings.Plan);
         _metrics.RecordPhase("render", _backend.Mode, timings.Render);
@@ -187,6 +191,11 @@ public sealed class ProxyController : IObjectSink
                 if (end > trigger) _metrics.RecordNetworkProgramming(end - trigger);
         _metrics.SetNoLocalEndpoints("internal", state.ServicePorts.Values.Count(s => s.Info.InternalPolicyLocal && s.Endpoints.HasAnyEndpoints && s.Endpoints.Local.IsEmpty));
         _metrics.SetNoLocalEndpoints("external", state.ServicePorts.Values.Count(s => s.Info.ExternalPolicyLocal && s.Endpoints.HasAnyEndpoints && s.Endpoints.Local.IsEmpty));
+
+        _metrics.SetChangesApplied(changesIncluded);
+        // Healthy only once everything about this sync is published, after-sync work included: the
+        // health-check ports are open and stale flows are gone when a readiness probe sees 200.
+        Health.Updated(start);
 
         var report = new SyncReport(rebuildAll, changed.Count, state.ServicePorts.Count, elapsed, timings, end);
         _logger.LogInformation(

@@ -80,20 +80,20 @@ public sealed class ProxyProcess : IAsyncDisposable
     }
 
     /// <summary>
-    /// Waits until the proxy has seen more than <paramref name="changesBefore"/> changes and a sync
-    /// has completed after the last one was queued: the change is in the kernel. Returns the time
-    /// from the call to that sync, as the proxy's clock measured it.
+    /// Waits until the proxy has seen more than <paramref name="changesBefore"/> changes and a
+    /// successful sync has put all of them in the kernel (proxyplanes_sync_changes_applied caught up
+    /// with the change counters), after-sync work (conntrack cleanup, health-check ports) included.
     /// </summary>
     public async Task WaitForChangesSyncedAsync(double changesBefore, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
+        double? target = null;
         while (DateTime.UtcNow < deadline)
         {
             var scrape = await ScrapeAsync();
             var changes = (Metric(scrape, "kubeproxy_sync_proxy_rules_service_changes_total") ?? 0) + (Metric(scrape, "kubeproxy_sync_proxy_rules_endpoint_changes_total") ?? 0);
-            var synced = Metric(scrape, "kubeproxy_sync_proxy_rules_last_timestamp_seconds") ?? 0;
-            var queued = Metric(scrape, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds") ?? double.MaxValue;
-            if (changes > changesBefore && synced >= queued) return;
+            if (target is null && changes > changesBefore) target = changes; // includes ours
+            if (target is { } t && (Metric(scrape, "proxyplanes_sync_changes_applied") ?? 0) >= t) return;
             await Task.Delay(20);
         }
         throw new TimeoutException($"the change was not synced within {timeout.TotalSeconds}s:\n{Output}");

@@ -1,6 +1,7 @@
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using ProxyPlanes.Core.Kubernetes;
+using ProxyPlanes.TestKit;
 using static ProxyPlanes.Core.Tests.Kubernetes.Objects;
 
 namespace ProxyPlanes.Core.Tests.Kubernetes;

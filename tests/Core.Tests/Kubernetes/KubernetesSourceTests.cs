@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.Core.Kubernetes;
+using ProxyPlanes.TestKit;
 using ProxyPlanes.Core.Model;
 using static ProxyPlanes.Core.Tests.Kubernetes.Objects;
 

@@ -28,6 +28,7 @@ public class ProxyMetricsTests
         { "proxyplanes_sync_failures_total", "counter" },
         { "proxyplanes_sync_total", "counter" },
         { "proxyplanes_nftables_objects", "gauge" },
+        { "proxyplanes_sync_changes_applied", "gauge" },
     };
 
     private static (ProxyMetrics Metrics, PrometheusExporter Exporter) Create()

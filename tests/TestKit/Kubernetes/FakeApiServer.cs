@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Net;
+using System.Net.Sockets;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
@@ -18,10 +19,10 @@ using Microsoft.Extensions.Hosting;
 using ProxyPlanes.Core.Kubernetes;
 using ProxyPlanes.Core.Model;
 
-namespace ProxyPlanes.Core.Tests.Kubernetes;
+namespace ProxyPlanes.TestKit;
 
 /// <summary>A request the fake API server received.</summary>
-internal sealed record SeenRequest(
+public sealed record SeenRequest(
     string Path,
     string RawQuery,
     IReadOnlyDictionary<string, string> Query,
@@ -50,16 +51,18 @@ public enum GoneMode
 }
 
 /// <summary>
-/// An API server on 127.0.0.1 (Kestrel, ephemeral port) speaking the list/watch protocol for Services,
+/// An API server on 127.0.0.1 (Kestrel, ephemeral port; or on a listening socket the caller made, e.g. inside a
+/// network namespace) speaking the list/watch protocol for Services,
 /// EndpointSlices and Nodes: paginated lists (limit/continue, one resourceVersion per snapshot), chunked
 /// JSON-lines watches replaying history after a resourceVersion, bookmarks, 410 for compacted versions,
 /// label and field selectors, and faults (cut connections, error statuses, slow responses).
 /// </summary>
-internal sealed class FakeApiServer : IAsyncDisposable
+public sealed class FakeApiServer : IAsyncDisposable
 {
     private readonly ConcurrentQueue<SeenRequest> _requests = new();
     private readonly CancellationTokenSource _stopping = new();
     private WebApplication? _app;
+    private Socket? _listenSocket;
     private long _resourceVersion = 100;
 
     private FakeApiServer()
@@ -86,44 +89,70 @@ internal sealed class FakeApiServer : IAsyncDisposable
 
     internal long NextResourceVersion() => Interlocked.Increment(ref _resourceVersion);
 
-    internal long CurrentResourceVersion => Interlocked.Read(ref _resourceVersion);
+    public long CurrentResourceVersion => Interlocked.Read(ref _resourceVersion);
 
     /// <param name="serverCertificate">serve HTTPS (HTTP/1.1 and HTTP/2) with this certificate.</param>
     /// <param name="clientCa">require a client certificate issued by this CA.</param>
-    public static async Task<FakeApiServer> StartAsync(X509Certificate2? serverCertificate = null, X509Certificate2? clientCa = null)
+    /// <param name="listenSocket">
+    /// a bound (not yet listening) TCP socket to serve on instead of an ephemeral port on 127.0.0.1; the server
+    /// owns it. A socket made inside a network namespace serves that namespace (its loopback, its addresses).
+    /// </param>
+    public static async Task<FakeApiServer> StartAsync(
+        X509Certificate2? serverCertificate = null, X509Certificate2? clientCa = null, Socket? listenSocket = null)
     {
-        var server = new FakeApiServer();
-        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(2));
-        builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
+        var server = new FakeApiServer { _listenSocket = listenSocket };
+        try
         {
-            kestrel.AddServerHeader = false;
-            kestrel.Listen(IPAddress.Loopback, 0, listen =>
+            var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+            builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(2));
+            builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
             {
-                if (serverCertificate is null)
+                kestrel.AddServerHeader = false;
+                void Configure(ListenOptions listen)
                 {
-                    listen.Protocols = HttpProtocols.Http1;
-                    return;
+                    if (serverCertificate is null)
+                    {
+                        listen.Protocols = HttpProtocols.Http1;
+                        return;
+                    }
+
+                    listen.Protocols = HttpProtocols.Http1AndHttp2;
+                    var https = new HttpsConnectionAdapterOptions { ServerCertificate = serverCertificate };
+                    if (clientCa is not null)
+                    {
+                        https.ClientCertificateMode = ClientCertificateMode.RequireCertificate;
+                        https.ClientCertificateValidation = (certificate, _, _) => TestCertificates.ChainsTo(certificate, clientCa);
+                    }
+
+                    listen.UseHttps(https);
                 }
 
-                listen.Protocols = HttpProtocols.Http1AndHttp2;
-                var https = new HttpsConnectionAdapterOptions { ServerCertificate = serverCertificate };
-                if (clientCa is not null)
-                {
-                    https.ClientCertificateMode = ClientCertificateMode.RequireCertificate;
-                    https.ClientCertificateValidation = (certificate, _, _) => TestCertificates.ChainsTo(certificate, clientCa);
-                }
-
-                listen.UseHttps(https);
+                // Kestrel's socket transport wraps the descriptor without owning it and calls listen(2) on it.
+                if (listenSocket is not null) kestrel.ListenHandle((ulong)listenSocket.Handle, Configure);
+                else kestrel.Listen(IPAddress.Loopback, 0, Configure);
             });
-        });
-        var app = builder.Build();
-        app.Run(server.HandleAsync);
-        await app.StartAsync();
-        server._app = app;
-        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
-        server.BaseUri = new Uri(address);
-        return server;
+            var app = builder.Build();
+            app.Run(server.HandleAsync);
+            server._app = app;
+            await app.StartAsync();
+            if (listenSocket?.LocalEndPoint is IPEndPoint bound)
+            {
+                var host = bound.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{bound.Address}]" : bound.Address.ToString();
+                server.BaseUri = new Uri($"{(serverCertificate is null ? "http" : "https")}://{host}:{bound.Port}");
+            }
+            else
+            {
+                var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
+                server.BaseUri = new Uri(address);
+            }
+
+            return server;
+        }
+        catch
+        {
+            await server.DisposeAsync();
+            throw;
+        }
     }
 
     public async ValueTask DisposeAsync()
@@ -138,6 +167,7 @@ internal sealed class FakeApiServer : IAsyncDisposable
             await _app.DisposeAsync();
         }
 
+        _listenSocket?.Dispose();
         _stopping.Dispose();
     }
 
@@ -197,11 +227,13 @@ internal interface IFakeCollection
 }
 
 /// <summary>One collection of the fake server: its objects, its event history, its open watches and its faults.</summary>
-internal sealed class FakeCollection<T> : IFakeCollection where T : class, IKubernetesObject
+public sealed class FakeCollection<T> : IFakeCollection where T : class, IKubernetesObject
 {
     private readonly FakeApiServer _server;
     private readonly KubernetesResource<T> _resource;
     private readonly JsonTypeInfo<KubernetesWatchEvent<T>> _eventType;
+    private readonly JsonTypeInfo<T> _itemType;
+    private readonly JsonTypeInfo<KubernetesList<T>> _listType;
     private readonly Lock _lock = new();
     private readonly SortedDictionary<string, T> _objects = new(StringComparer.Ordinal);
     private readonly List<(long ResourceVersion, T? Object, string Line)> _history = [];
@@ -216,11 +248,13 @@ internal sealed class FakeCollection<T> : IFakeCollection where T : class, IKube
     private TimeSpan _listDelay;
     private int _nextToken;
 
-    public FakeCollection(FakeApiServer server, KubernetesResource<T> resource, JsonTypeInfo<KubernetesWatchEvent<T>> eventType)
+    internal FakeCollection(FakeApiServer server, KubernetesResource<T> resource, JsonTypeInfo<KubernetesWatchEvent<T>> eventType)
     {
         _server = server;
         _resource = resource;
         _eventType = eventType;
+        _itemType = (JsonTypeInfo<T>)KubernetesJsonContext.Default.GetTypeInfo(typeof(T))!;
+        _listType = (JsonTypeInfo<KubernetesList<T>>)KubernetesJsonContext.Default.GetTypeInfo(typeof(KubernetesList<T>))!;
     }
 
     public GoneMode GoneMode { get; set; } = GoneMode.HttpStatus;
@@ -285,13 +319,13 @@ internal sealed class FakeCollection<T> : IFakeCollection where T : class, IKube
     public long Bookmark()
     {
         var rv = _server.NextResourceVersion();
-        var obj = JsonSerializer.Deserialize("{}", _resource.ItemType)!;
+        var obj = JsonSerializer.Deserialize("{}", _itemType)!;
         SetMetadata(obj, new ObjectMeta
         {
             ResourceVersion = rv.ToString(CultureInfo.InvariantCulture),
             Annotations = new() { ["k8s.io/initial-events-end"] = "true" },
         });
-        KubernetesApiClient.FillTypeMeta(obj, _resource);
+        FillTypeMeta(obj);
         SendRaw(Line("BOOKMARK", obj));
         return rv;
     }
@@ -453,7 +487,7 @@ internal sealed class FakeCollection<T> : IFakeCollection where T : class, IKube
         };
         foreach (var item in page) ClearTypeMeta(item); // list items come without apiVersion/kind
         context.Response.ContentType = "application/json";
-        await context.Response.WriteAsync(JsonSerializer.Serialize(list, _resource.ListType));
+        await context.Response.WriteAsync(JsonSerializer.Serialize(list, _listType));
     }
 
     public async Task WatchAsync(HttpContext context, Dictionary<string, string> query)
@@ -585,14 +619,25 @@ internal sealed class FakeCollection<T> : IFakeCollection where T : class, IKube
     private string Line(string type, T obj)
     {
         var copy = Clone(obj);
-        KubernetesApiClient.FillTypeMeta(copy, _resource);
+        FillTypeMeta(copy);
         return JsonSerializer.Serialize(new KubernetesWatchEvent<T> { Type = type, Object = copy }, _eventType);
     }
 
-    private T Clone(T obj) => JsonSerializer.Deserialize(JsonSerializer.Serialize(obj, _resource.ItemType), _resource.ItemType)!;
+    private T Clone(T obj) => JsonSerializer.Deserialize(JsonSerializer.Serialize(obj, _itemType), _itemType)!;
 
     private static string Key(T obj) =>
         obj.Metadata?.Namespace is { Length: > 0 } ns ? $"{ns}/{obj.Metadata.Name}" : obj.Metadata?.Name ?? "";
+
+    private void FillTypeMeta(T obj)
+    {
+        // Watch events carry apiVersion and kind (list items do not).
+        switch (obj)
+        {
+            case Service s: (s.ApiVersion, s.Kind) = (s.ApiVersion ?? _resource.ApiVersion, s.Kind ?? _resource.Kind); break;
+            case EndpointSlice e: (e.ApiVersion, e.Kind) = (e.ApiVersion ?? _resource.ApiVersion, e.Kind ?? _resource.Kind); break;
+            case Node n: (n.ApiVersion, n.Kind) = (n.ApiVersion ?? _resource.ApiVersion, n.Kind ?? _resource.Kind); break;
+        }
+    }
 
     private static void ClearTypeMeta(T obj)
     {
@@ -635,7 +680,7 @@ internal sealed class FakeCollection<T> : IFakeCollection where T : class, IKube
 }
 
 /// <summary>The label and field selectors of a request: <c>!key</c>, <c>key</c>, <c>key=value</c>, <c>key!=value</c>; fields <c>metadata.name</c>, <c>metadata.namespace</c>.</summary>
-internal sealed class Selector
+public sealed class Selector
 {
     private readonly List<Func<IKubernetesObject, bool>> _terms = [];
 
