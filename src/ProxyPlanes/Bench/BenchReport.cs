@@ -46,7 +46,8 @@ public static class BenchReport
         const int width = 720, height = 420, left = 70, right = 150, top = 40, bottom = 50;
         var sizes = results.Select(r => r.Services).Distinct().Order().ToArray();
         var max = Math.Max(1, results.Max(value)) * 1.1;
-        double X(int services) => sizes.Length == 1 ? left + (width - left - right) / 2.0 : left + Array.IndexOf(sizes, services) * (width - left - right) / (double)(sizes.Length - 1);
+        // A linear axis from 0, so the distance between sizes reads true.
+        double X(int services) => left + services * (width - left - right) / (double)sizes[^1];
         double Y(double ms) => top + (height - top - bottom) * (1 - ms / max);
         string[] colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
         var svg = new StringBuilder();
@@ -58,6 +59,7 @@ public static class BenchReport
             var ms = max * t / 4;
             svg.Append(CultureInfo.InvariantCulture, $"<line x1=\"{left}\" y1=\"{Y(ms):0.#}\" x2=\"{width - right}\" y2=\"{Y(ms):0.#}\" stroke=\"#ddd\"/><text x=\"{left - 6}\" y=\"{Y(ms) + 4:0.#}\" text-anchor=\"end\">{Ms(ms)}</text>\n");
         }
+        svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{left}\" y=\"{height - bottom + 18}\" text-anchor=\"middle\">0</text>\n");
         foreach (var size in sizes)
             svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{X(size):0.#}\" y=\"{height - bottom + 18}\" text-anchor=\"middle\">{size}</text>\n");
         svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{(left + width - right) / 2}\" y=\"{height - 10}\" text-anchor=\"middle\">services</text>\n");

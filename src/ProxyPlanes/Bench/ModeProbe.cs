@@ -45,11 +45,11 @@ public static class ModeProbes
         public async Task<TimeSpan?> FloorAsync(IProxyBackend backend, CancellationToken cancellationToken)
         {
             if (backend is not IptablesBackend iptables || iptables.LastPlan(IpFamily.IPv4) is not { } plan) return null;
-            // The planner's own full-sync output, restored directly: the same work minus the proxy.
-            // Without the jumps inserted into built-in chains: inserting them again would duplicate them.
-            var script = string.Join('\n', plan.Script.Split('\n').Where(line => !line.StartsWith("-I ", StringComparison.Ordinal)));
+            // The cold sync's own script loaded by the tool alone, from the same empty start: the
+            // proxy's chains removed first, so the load is the same work minus the proxy.
+            await backend.CleanupAsync(cancellationToken);
             var stopwatch = Stopwatch.StartNew();
-            await ExternalCommand.RunCheckedAsync(Tool(backend, "restore"), ["-w", "5", "--noflush"], script, cancellationToken);
+            await ExternalCommand.RunCheckedAsync(Tool(backend, "restore"), ["-w", "5", "--noflush"], plan.Script, cancellationToken);
             return stopwatch.Elapsed;
         }
 
