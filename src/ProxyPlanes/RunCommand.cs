@@ -38,6 +38,8 @@ public static class RunCommand
         // Stale UDP/SCTP flows to gone endpoints would keep clients talking to nothing.
         var conntrack = new ConntrackCleaner(new ConntrackCommand(), logger);
         controller.AfterSync("conntrack cleanup", conntrack.CleanAsync);
+        metrics.Meter.CreateObservableCounter("proxyplanes_conntrack_cleanup_failures_total", () => conntrack.Failures,
+            null, "Conntrack cleanups that failed after a sync (the rules were in place; stale UDP flows may remain)");
         // The Kubernetes API (kubeconfig, or the in-cluster service account) unless manifests are named.
         IObjectSource source = settings.ManifestsPath.Length > 0
             ? new ManifestSource(settings.ManifestsPath, logger)

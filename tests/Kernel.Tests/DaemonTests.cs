@@ -122,6 +122,7 @@ public sealed partial class DaemonTests
             "kubeproxy_sync_proxy_rules_service_changes_total", "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
             "kubeproxy_sync_proxy_rules_service_changes_pending", "kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
             "kubeproxy_network_programming_duration_seconds_bucket", "proxyplanes_sync_phase_duration_seconds_bucket",
+            "proxyplanes_sync_changes_applied", "proxyplanes_conntrack_cleanup_failures_total",
         })
             Assert.Contains(name, scrape);
         Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "table=\"nat\"") > 10);
