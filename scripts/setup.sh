@@ -11,7 +11,11 @@ fi
 
 # iptables (nft and legacy), nftables, iproute2 (ip netns), busybox (the sandbox's HTTP servers),
 # conntrack, and prometheus (for promtool, which checks /metrics).
-packages=(iptables nftables iproute2 busybox conntrack prometheus)
+# The VM lane (vm/README.md), for IPVS, which this kernel lacks: Debian's stock kernel and its modules
+# (linux-image-amd64: files under /boot and /lib/modules, nothing is booted on the host), qemu,
+# cpio and xz-utils (to build the initramfs and unpack the kernel), and ipvsadm and ipset.
+packages=(iptables nftables iproute2 busybox conntrack prometheus
+          linux-image-amd64 qemu-system-x86 cpio xz-utils ipvsadm ipset)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
