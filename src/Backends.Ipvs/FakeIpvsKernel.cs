@@ -1,0 +1,425 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using ProxyPlanes.Core.Proxy;
+
+namespace ProxyPlanes.Backends.Ipvs;
+
+/// <summary>
+/// An in-memory IPVS kernel for tests: the link and its addresses, the IPVS table, ipsets and the
+/// iptables tables of each family. It refuses what the kernel and the tools refuse (a virtual
+/// server added twice, a destination of a missing virtual server or of another family, an address
+/// on a missing link, an entry of the wrong shape for its set, a rule jumping to a missing chain or
+/// matching a missing set, destroying a set a rule still uses, ...), with the errno the kernel uses.
+/// Like the kernel, it applies operations one by one and stops at the first refused.
+/// </summary>
+public sealed class FakeIpvsKernel : IIpvsKernel
+{
+    private static readonly HashSet<string> Targets = ["ACCEPT", "DROP", "RETURN", "REJECT", "MASQUERADE", "MARK", "DNAT", "SNAT", "LOG"];
+    private static readonly Dictionary<string, string[]> BuiltInChains = new()
+    {
+        ["filter"] = ["INPUT", "FORWARD", "OUTPUT"],
+        ["nat"] = ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
+    };
+
+    private readonly object _gate = new();
+    private readonly SortedSet<IPAddress> _addresses = new(IpvsText.AddressComparer);
+    private readonly SortedDictionary<VirtualServerKey, (VirtualServer Definition, SortedDictionary<RealServerKey, KernelDestination> Destinations)> _services = [];
+    private readonly SortedDictionary<string, (string Type, IpFamily? Family, SortedSet<string> Entries)> _sets = new(StringComparer.Ordinal);
+    private readonly Dictionary<(IpFamily, string), Table> _tables = [];
+
+    public FakeIpvsKernel(params IPAddress[] nodeAddresses)
+    {
+        NodeAddresses = [.. nodeAddresses];
+        foreach (var family in new[] { IpFamily.IPv4, IpFamily.IPv6 })
+            foreach (var (table, chains) in BuiltInChains)
+                _tables[(family, table)] = new Table(chains);
+    }
+
+    /// <summary>The node's own addresses (on other links than kube-ipvs0).</summary>
+    public List<IPAddress> NodeAddresses { get; }
+
+    public bool LinkExists { get; private set; }
+
+    /// <summary>How many operations were applied (tests check what a partial sync sends).</summary>
+    public int OperationsApplied { get; private set; }
+
+    /// <summary>Test hook: an operation for which this returns true is refused (EIO), as if the kernel failed.</summary>
+    public Func<IpvsOperation, bool>? Fail { get; set; }
+
+    /// <summary>Calls of <see cref="PrepareAsync"/>.</summary>
+    public int Prepared { get; private set; }
+
+    public Task PrepareAsync(IpvsPlannerOptions options, CancellationToken cancellationToken)
+    {
+        Prepared++;
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Test hook: connections on a destination, as IPVS counts them.</summary>
+    public void SetConnections(VirtualServerKey service, RealServerKey destination, long active, long inactive)
+    {
+        lock (_gate)
+        {
+            var destinations = _services[service].Destinations;
+            destinations[destination] = destinations[destination] with { ActiveConnections = active, InactiveConnections = inactive };
+        }
+    }
+
+    public KernelDestination? Destination(VirtualServerKey service, RealServerKey destination)
+    {
+        lock (_gate)
+            return _services.TryGetValue(service, out var s) ? s.Destinations.GetValueOrDefault(destination) : null;
+    }
+
+    public Task<IpvsKernelView> ReadAsync(IReadOnlyList<IpFamily> families, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            var view = new IpvsKernelView
+            {
+                LinkExists = LinkExists,
+                LinkAddresses = _addresses.ToList(),
+                NodeAddresses = NodeAddresses.ToList(),
+                Services = _services.ToDictionary(s => s.Key, s => new KernelVirtualServer(s.Value.Definition, s.Value.Destinations.Values.ToList())),
+                Ipsets = _sets.Where(s => IpvsNames.IsOurSet(s.Key)).ToDictionary(s => s.Key, s => (IReadOnlySet<string>)s.Value.Entries.ToHashSet()),
+                BuiltInRules = families.ToDictionary(f => f, f => new BuiltInRules(BuiltIn(f, "nat"), BuiltIn(f, "filter"))),
+            };
+            return Task.FromResult(view);
+        }
+    }
+
+    private HashSet<string> BuiltIn(IpFamily family, string table) =>
+        _tables[(family, table)].Chains.Where(c => BuiltInChains[table].Contains(c.Key)).SelectMany(c => c.Value.Select(r => $"-A {c.Key} {r}")).ToHashSet();
+
+    public Task<IReadOnlyDictionary<VirtualServerKey, IReadOnlyList<KernelDestination>>> ReadDestinationsAsync(IReadOnlyCollection<VirtualServerKey> servers, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            IReadOnlyDictionary<VirtualServerKey, IReadOnlyList<KernelDestination>> result = servers
+                .Where(_services.ContainsKey)
+                .ToDictionary(k => k, k => (IReadOnlyList<KernelDestination>)_services[k].Destinations.Values.ToList());
+            return Task.FromResult(result);
+        }
+    }
+
+    public Task<string> SaveIptablesAsync(IpFamily family, string table, CancellationToken cancellationToken)
+    {
+        lock (_gate) return Task.FromResult(_tables[(family, table)].Save(table));
+    }
+
+    public Task ApplyAsync(IReadOnlyList<IpvsOperation> operations, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            foreach (var operation in operations)
+            {
+                if (Fail?.Invoke(operation) == true) throw Refused(operation, "Input/output error (EIO)");
+                Apply(operation);
+                OperationsApplied++;
+            }
+        }
+        return Task.CompletedTask;
+    }
+
+    private void Apply(IpvsOperation operation)
+    {
+        switch (operation)
+        {
+            case CreateLink:
+                if (LinkExists) throw Refused(operation, "File exists (EEXIST)");
+                LinkExists = true;
+                break;
+            case DeleteLink:
+                if (!LinkExists) throw Refused(operation, "No such device (ENODEV)");
+                LinkExists = false;
+                _addresses.Clear();
+                break;
+            case AddAddress add:
+                if (!LinkExists) throw Refused(operation, "No such device (ENODEV)");
+                if (!_addresses.Add(add.Address)) throw Refused(operation, "File exists (EEXIST)");
+                break;
+            case DeleteAddress delete:
+                if (!_addresses.Remove(delete.Address)) throw Refused(operation, "Cannot assign requested address (EADDRNOTAVAIL)");
+                break;
+            case AddService add:
+                if (!IpvsSchedulers.Known.Contains(add.Server.Scheduler)) throw Refused(operation, "No such file or directory (ENOENT)");
+                if (!_services.TryAdd(add.Server.Key, (add.Server, new SortedDictionary<RealServerKey, KernelDestination>()))) throw Refused(operation, "File exists (EEXIST)");
+                break;
+            case EditService edit:
+                if (!_services.TryGetValue(edit.Server.Key, out var edited)) throw Refused(operation, "No such process (ESRCH)");
+                _services[edit.Server.Key] = (edit.Server, edited.Destinations);
+                break;
+            case DeleteService delete:
+                if (!_services.Remove(delete.Key)) throw Refused(operation, "No such process (ESRCH)");
+                break;
+            case AddDestination add:
+            {
+                if (!_services.TryGetValue(add.Service, out var service)) throw Refused(operation, "No such process (ESRCH)");
+                if (FamilyOf(add.Destination.Address) != add.Service.Family) throw Refused(operation, "Invalid argument (EINVAL)");
+                if (!service.Destinations.TryAdd(add.Destination, new KernelDestination(add.Destination, add.Weight))) throw Refused(operation, "File exists (EEXIST)");
+                break;
+            }
+            case EditDestination edit:
+            {
+                if (!_services.TryGetValue(edit.Service, out var service)) throw Refused(operation, "No such process (ESRCH)");
+                if (!service.Destinations.TryGetValue(edit.Destination, out var destination)) throw Refused(operation, "No such file or directory (ENOENT)");
+                service.Destinations[edit.Destination] = destination with { Weight = edit.Weight, ForwardMethod = 0 };
+                break;
+            }
+            case DeleteDestination delete:
+            {
+                if (!_services.TryGetValue(delete.Service, out var service)) throw Refused(operation, "No such process (ESRCH)");
+                if (!service.Destinations.Remove(delete.Destination)) throw Refused(operation, "No such file or directory (ENOENT)");
+                break;
+            }
+            case IpsetRestore restore:
+                RestoreIpsets(restore);
+                break;
+            case IptablesRestore restore:
+                RestoreIptables(restore);
+                break;
+            default:
+                throw new ArgumentException($"unknown operation {operation.GetType().Name}");
+        }
+    }
+
+    private static IpFamily FamilyOf(IPAddress address) => Core.Proxy.NodeAddresses.FamilyOf(address);
+
+    private static IpvsKernelException Refused(IpvsOperation operation, string error) =>
+        new($"{operation.ToString().Split('\n')[0]}: {error}");
+
+    // ------------------------------------------------------------------ ipset
+
+    private void RestoreIpsets(IpsetRestore restore)
+    {
+        var lineNumber = 0;
+        foreach (var raw in restore.Script.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            lineNumber++;
+            var words = raw.Split(' ', StringSplitOptions.RemoveEmptyEntries).ToList();
+            var exist = words.Remove("-exist");
+            IpvsKernelException Error(string message) => new($"ipset restore: line {lineNumber}: {message}: {raw}");
+            switch (words[0])
+            {
+                case "create":
+                {
+                    var name = words[1];
+                    var type = words[2];
+                    IpFamily? family = words.IndexOf("family") is var i and >= 0 ? (words[i + 1] == "inet6" ? IpFamily.IPv6 : IpFamily.IPv4) : null;
+                    if (name.Length > 31) throw Error("set name longer than 31 characters");
+                    if (!type.StartsWith("bitmap:", StringComparison.Ordinal) && family is null) throw Error("a hash set needs a family");
+                    if (_sets.TryGetValue(name, out var existing))
+                    {
+                        if (!exist || existing.Type != type || existing.Family != family) throw Error("Set cannot be created: set with the same name already exists");
+                        break;
+                    }
+                    _sets[name] = (type, family, new SortedSet<string>(StringComparer.Ordinal));
+                    break;
+                }
+                case "add" or "del":
+                {
+                    if (!_sets.TryGetValue(words[1], out var set)) throw Error("The set with the given name does not exist");
+                    var entry = words[2];
+                    if (!ValidEntry(set.Type, set.Family, entry)) throw Error($"Syntax error: '{entry}' is not an entry of a {set.Type} set");
+                    if (words[0] == "add" && !set.Entries.Add(entry) && !exist) throw Error("Element cannot be added to the set: it's already added");
+                    if (words[0] == "del" && !set.Entries.Remove(entry) && !exist) throw Error("Element cannot be deleted from the set: it's not added");
+                    break;
+                }
+                case "flush":
+                    if (!_sets.TryGetValue(words[1], out var flushed)) throw Error("The set with the given name does not exist");
+                    flushed.Entries.Clear();
+                    break;
+                case "destroy":
+                    if (!_sets.ContainsKey(words[1])) { if (exist) break; throw Error("The set with the given name does not exist"); }
+                    if (_tables.Values.Any(t => t.Chains.Values.Any(rules => rules.Any(r => MatchSets(r).Contains(words[1])))))
+                        throw Error("Set cannot be destroyed: it is in use by a kernel component");
+                    _sets.Remove(words[1]);
+                    break;
+                default:
+                    throw Error("unknown command");
+            }
+        }
+    }
+
+    private static bool ValidEntry(string type, IpFamily? family, string entry)
+    {
+        bool Ip(string text) => IPAddress.TryParse(text, out var ip) && (family is null || FamilyOf(ip) == family);
+        bool Port(string text) => int.TryParse(text, out var port) && port is >= 0 and <= 65535;
+        bool ProtoPort(string text) => text.Split(':') is [var proto, var port] && proto is "tcp" or "udp" or "sctp" && Port(port);
+        bool Net(string text) => text.Split('/') is [var ip] ? Ip(ip) : text.Split('/') is [var address, var length] && Ip(address) && int.TryParse(length, out var l) && l is >= 0 and <= 128;
+        var parts = entry.Split(',');
+        return type switch
+        {
+            "hash:ip" => parts is [var ip] && Ip(ip),
+            "hash:ip,port" => parts is [var ip, var pp] && Ip(ip) && ProtoPort(pp),
+            "hash:ip,port,ip" => parts is [var ip, var pp, var ip2] && Ip(ip) && ProtoPort(pp) && Ip(ip2),
+            "hash:ip,port,net" => parts is [var ip, var pp, var net] && Ip(ip) && ProtoPort(pp) && Net(net),
+            "bitmap:port" => parts is [var port] && Port(port),
+            _ => false,
+        };
+    }
+
+    private static IEnumerable<string> MatchSets(string rule)
+    {
+        var words = rule.Split(' ');
+        for (var i = 0; i + 1 < words.Length; i++)
+            if (words[i] == "--match-set") yield return words[i + 1];
+    }
+
+    // ------------------------------------------------------------------ iptables
+
+    private sealed class Table(IEnumerable<string> builtIn)
+    {
+        public Dictionary<string, List<string>> Chains { get; private set; } = builtIn.ToDictionary(c => c, _ => new List<string>(), StringComparer.Ordinal);
+        private readonly HashSet<string> _builtIn = [.. builtIn];
+
+        public bool IsBuiltIn(string chain) => _builtIn.Contains(chain);
+
+        public Dictionary<string, List<string>> Copy() => Chains.ToDictionary(c => c.Key, c => c.Value.ToList(), StringComparer.Ordinal);
+
+        public void Commit(Dictionary<string, List<string>> chains) => Chains = chains;
+
+        public string Save(string table)
+        {
+            var text = new StringBuilder($"*{table}\n");
+            foreach (var chain in Chains.Keys.Where(IsBuiltIn)) text.Append($":{chain} ACCEPT [0:0]\n");
+            foreach (var chain in Chains.Keys.Where(c => !IsBuiltIn(c)).Order(StringComparer.Ordinal)) text.Append($":{chain} - [0:0]\n");
+            foreach (var (chain, rules) in Chains.Where(c => IsBuiltIn(c.Key)).Concat(Chains.Where(c => !IsBuiltIn(c.Key)).OrderBy(c => c.Key, StringComparer.Ordinal)))
+                foreach (var rule in rules) text.Append($"-A {chain} {rule}\n");
+            return text.Append("COMMIT\n").ToString();
+        }
+    }
+
+    private void RestoreIptables(IptablesRestore restore)
+    {
+        string? tableName = null;
+        Dictionary<string, List<string>>? chains = null;
+        var lineNumber = 0;
+        foreach (var line in restore.Script.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            lineNumber++;
+            IpvsKernelException Error(string message) => new($"{restore.Tool}: line {lineNumber} failed: {message}: {line}");
+            if (line.StartsWith('*'))
+            {
+                tableName = line[1..];
+                if (!_tables.TryGetValue((restore.Family, tableName), out var t)) throw Error($"table '{tableName}' does not exist");
+                chains = t.Copy();
+                continue;
+            }
+            if (tableName is null || chains is null) throw Error("no table given");
+            var table = _tables[(restore.Family, tableName)];
+            if (line == "COMMIT")
+            {
+                foreach (var (chain, rules) in chains)
+                    foreach (var rule in rules) CheckRule(chain, rule, chains, restore.Family, Error);
+                table.Commit(chains);
+                tableName = null;
+                chains = null;
+                continue;
+            }
+            if (line.StartsWith(':'))
+            {
+                var name = line[1..line.IndexOf(' ')];
+                if (table.IsBuiltIn(name)) continue;
+                chains[name] = []; // --noflush: declared chains are created or flushed
+                continue;
+            }
+            var words = line.Split(' ', 3);
+            switch (words[0])
+            {
+                case "-A":
+                    if (!chains.TryGetValue(words[1], out var appendTo)) throw Error($"chain '{words[1]}' does not exist");
+                    appendTo.Add(words[2]);
+                    break;
+                case "-I":
+                {
+                    if (!chains.TryGetValue(words[1], out var insertInto)) throw Error($"chain '{words[1]}' does not exist");
+                    var rest = words[2].Split(' ', 2);
+                    insertInto.Insert(int.Parse(rest[0]) - 1, rest[1]);
+                    break;
+                }
+                case "-D":
+                    if (!chains.TryGetValue(words[1], out var deleteFrom) || !deleteFrom.Remove(words[2])) throw Error("Bad rule (does a matching rule exist in that chain?)");
+                    break;
+                case "-X":
+                    if (!chains.TryGetValue(words[1], out var deleted)) throw Error($"chain '{words[1]}' does not exist");
+                    if (deleted.Count > 0) throw Error("Directory not empty");
+                    if (chains.Values.Any(rules => rules.Any(r => Target(r) == words[1]))) throw Error("Too many links");
+                    chains.Remove(words[1]);
+                    break;
+                default:
+                    throw Error("unknown command");
+            }
+        }
+        if (tableName is not null) throw new IpvsKernelException($"{restore.Tool}: no COMMIT for table {tableName}");
+    }
+
+    private void CheckRule(string chain, string rule, Dictionary<string, List<string>> chains, IpFamily family, Func<string, IpvsKernelException> error)
+    {
+        var target = Target(rule);
+        if (target is null || (!Targets.Contains(target) && !chains.ContainsKey(target)))
+            throw error($"in {chain}: target '{target}' is neither a built-in target nor a chain");
+        foreach (var set in MatchSets(rule))
+        {
+            if (!_sets.TryGetValue(set, out var s)) throw error($"Set {set} doesn't exist");
+            if (s.Family is { } f && f != family) throw error($"Set {set} is of the other family");
+        }
+    }
+
+    private static string? Target(string rule)
+    {
+        var words = rule.Split(' ');
+        var j = Array.LastIndexOf(words, "-j");
+        return j >= 0 && j + 1 < words.Length ? words[j + 1] : null;
+    }
+
+    // ------------------------------------------------------------------ dump
+
+    /// <summary>
+    /// Everything the fake holds, in a fixed order, without connection counts: two fakes programmed
+    /// into the same state dump the same text.
+    /// </summary>
+    public string Dump()
+    {
+        lock (_gate)
+        {
+            var text = new StringBuilder();
+            text.Append($"link {(LinkExists ? IpvsNames.Link : "-")}\n");
+            foreach (var address in _addresses) text.Append($"address {address}\n");
+            foreach (var (key, (definition, destinations)) in _services)
+            {
+                text.Append($"-A {key.IpvsadmService} {definition.IpvsadmOptions}\n");
+                foreach (var destination in destinations.Values) text.Append($"-a {key.IpvsadmService} -r {destination.Key} -m -w {destination.Weight}\n");
+            }
+            foreach (var (name, (type, family, entries)) in _sets)
+            {
+                text.Append($"set {name} {type} {family}\n");
+                foreach (var entry in entries) text.Append($"  {entry}\n");
+            }
+            foreach (var ((family, table), content) in _tables.OrderBy(t => t.Key.Item1).ThenBy(t => t.Key.Item2, StringComparer.Ordinal))
+                text.Append($"# {family}\n").Append(content.Save(table));
+            return text.ToString();
+        }
+    }
+
+    /// <summary>Virtual servers in the fake (tests).</summary>
+    public IReadOnlyList<VirtualServerKey> Services
+    {
+        get { lock (_gate) return _services.Keys.ToList(); }
+    }
+
+    /// <summary>The entries of one set; null when there is no such set.</summary>
+    public IReadOnlyCollection<string>? SetEntries(string name)
+    {
+        lock (_gate) return _sets.TryGetValue(name, out var set) ? set.Entries.ToList() : null;
+    }
+
+    /// <summary>Addresses on kube-ipvs0.</summary>
+    public IReadOnlyCollection<IPAddress> LinkAddresses
+    {
+        get { lock (_gate) return _addresses.ToList(); }
+    }
+
+    internal static bool IsIPv6(IPAddress address) => address.AddressFamily == AddressFamily.InterNetworkV6;
+}

@@ -1,0 +1,32 @@
+using ProxyPlanes.Core.Proxy;
+
+namespace ProxyPlanes.Backends.Ipvs;
+
+/// <summary>
+/// The only part of the IPVS data plane that touches the kernel: the IPVS table and kube-ipvs0
+/// over netlink, the helper ipsets and rules with ipset and iptables-restore
+/// (<see cref="IpvsKernel"/>), or an in-memory kernel (<see cref="FakeIpvsKernel"/>).
+/// </summary>
+public interface IIpvsKernel
+{
+    /// <summary>
+    /// Once, before the first sync: checks that the kernel has IPVS and the scheduler, and sets the
+    /// sysctls IPVS needs (net.ipv4.vs.conntrack=1 so masquerade rules see IPVS traffic, ...).
+    /// </summary>
+    Task PrepareAsync(IpvsPlannerOptions options, CancellationToken cancellationToken);
+
+    /// <summary>What a full sync compares with: link, addresses, virtual servers with destinations, our ipsets, built-in chains.</summary>
+    Task<IpvsKernelView> ReadAsync(IReadOnlyList<IpFamily> families, CancellationToken cancellationToken);
+
+    /// <summary>The destinations (with connection counts) of some virtual servers (none for one that does not exist).</summary>
+    Task<IReadOnlyDictionary<VirtualServerKey, IReadOnlyList<KernelDestination>>> ReadDestinationsAsync(IReadOnlyCollection<VirtualServerKey> servers, CancellationToken cancellationToken);
+
+    /// <summary>Runs the operations in order; stops at the first the kernel refuses (throws, naming it).</summary>
+    Task ApplyAsync(IReadOnlyList<IpvsOperation> operations, CancellationToken cancellationToken);
+
+    /// <summary>iptables-save of one table of a family (cleanup reads it to find our jumps and chains).</summary>
+    Task<string> SaveIptablesAsync(IpFamily family, string table, CancellationToken cancellationToken);
+}
+
+/// <summary>The kernel refused an operation; the message names it.</summary>
+public sealed class IpvsKernelException(string message, Exception? inner = null) : Exception(message, inner);

@@ -1,0 +1,205 @@
+using System.Diagnostics;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using ProxyPlanes.Backends.Iptables;
+using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Core.Proxy;
+
+namespace ProxyPlanes.Backends.Ipvs;
+
+/// <summary>
+/// --mode=ipvs: kube-proxy's IPVS mode. Every service address is bound to the dummy link
+/// kube-ipvs0 and each frontend is an IPVS virtual server with masquerading destinations; a few
+/// helper rules matching ipsets do the masquerading, source ranges and filtering. A full sync
+/// reads the kernel (virtual servers, destinations, addresses, ipsets, built-in chains) and
+/// corrects every difference; a partial sync sends only the changed service ports' operations.
+/// IPVS has no transactions: when the kernel refuses an operation the sync fails, the planner's
+/// state is forgotten, and the retry is a full sync that reads the kernel and repairs it.
+/// </summary>
+public sealed class IpvsBackend : IProxyBackend
+{
+    private readonly IIpvsKernel _kernel;
+    private readonly IpvsPlanner _planner;
+    private readonly ProxyMetrics _metrics;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private IpvsPlannerState? _state;
+    private bool _prepared;
+
+    /// <summary>
+    /// The IPVS data plane over <paramref name="kernel"/> (<see cref="IpvsKernel"/> in the daemon; see
+    /// <see cref="CreateAsync"/>). <paramref name="scheduler"/> is kube-proxy's <c>ipvs.scheduler</c> (rr when
+    /// null or empty) and must be one of <see cref="IpvsSchedulers.Known"/>.
+    /// </summary>
+    public IpvsBackend(
+        IIpvsKernel kernel,
+        ProxyMetrics metrics,
+        ILogger logger,
+        IEnumerable<IpFamily>? families = null,
+        string? scheduler = null,
+        TimeSpan? gracefulTerminationTimeout = null,
+        IEnumerable<IpPrefix>? excludeCidrs = null,
+        TimeProvider? time = null)
+    {
+        var options = new IpvsPlannerOptions
+        {
+            Families = (families ?? [IpFamily.IPv4]).Distinct().Order().ToArray(),
+            Scheduler = string.IsNullOrEmpty(scheduler) ? "rr" : scheduler,
+            GracefulTerminationTimeout = gracefulTerminationTimeout ?? TimeSpan.FromMinutes(15),
+            ExcludeCidrs = (excludeCidrs ?? []).ToArray(),
+        };
+        _planner = new IpvsPlanner(options); // validates the scheduler
+        _kernel = kernel;
+        _metrics = metrics;
+        _logger = logger;
+        _time = time ?? TimeProvider.System;
+    }
+
+    /// <summary>
+    /// What the daemon runs: netlink in the proxy's namespace, the node's iptables variant, IPv6 when
+    /// the node's ip6tables works.
+    /// </summary>
+    public static async Task<IpvsBackend> CreateAsync(string? scheduler, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+    {
+        var variant = await IptablesCommandApplier.DetectAsync(IpFamily.IPv4, cancellationToken).ConfigureAwait(false);
+        var families = new List<IpFamily> { IpFamily.IPv4 };
+        if (await IptablesCommandApplier.IsAvailableAsync(IpFamily.IPv6, variant, cancellationToken).ConfigureAwait(false)) families.Add(IpFamily.IPv6);
+        return new IpvsBackend(new IpvsKernel(new IpvsKernelOptions { IptablesVariant = variant }), metrics, logger, families, scheduler);
+    }
+
+    public string Mode => "ipvs";
+
+    public IpvsPlannerOptions Options => _planner.Options;
+
+    /// <summary>The last plan applied (for logs, the demo and tests).</summary>
+    public IpvsPlan? LastPlan { get; private set; }
+
+    public async Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var apply = Stopwatch.StartNew();
+            if (!_prepared)
+            {
+                await Wrap("prepare", () => _kernel.PrepareAsync(_planner.Options, cancellationToken)).ConfigureAwait(false);
+                _prepared = true;
+            }
+            var full = request.Full || _state is null;
+            IpvsKernelView? view = null;
+            IReadOnlyDictionary<VirtualServerKey, IReadOnlyList<KernelDestination>>? live = null;
+            if (full) view = await Wrap("read", () => _kernel.ReadAsync(_planner.Options.Families, cancellationToken)).ConfigureAwait(false);
+            else
+            {
+                var inspect = _planner.ServersToInspect(request, _state!);
+                if (inspect.Count > 0) live = await Wrap("read", () => _kernel.ReadDestinationsAsync(inspect, cancellationToken)).ConfigureAwait(false);
+            }
+            var read = apply.Elapsed;
+
+            var render = Stopwatch.StartNew();
+            var plan = _planner.Plan(request with { Full = full }, full ? _state : _state!, view, _time.GetUtcNow(), live);
+            render.Stop();
+
+            apply.Restart();
+            try
+            {
+                await _kernel.ApplyAsync(plan.Operations, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IpvsKernelException or Netlink.NetlinkException or OperationCanceledException)
+            {
+                // Part of the plan may be in the kernel: start over from what the kernel holds.
+                _state = null;
+                if (e is OperationCanceledException) throw;
+                _logger.LogDebug("Refused IPVS plan:\n{Plan}", plan);
+                throw new BackendSyncException($"the kernel refused the {(full ? "full" : "partial")} IPVS sync ({e.Message}); the next sync is full and repairs what was applied", e);
+            }
+            _state = plan.State;
+            LastPlan = plan;
+            _logger.LogDebug("IPVS {Kind} sync: {Operations} operations, {Servers} virtual servers, {Destinations} destinations, {Draining} draining",
+                full ? "full" : "partial", plan.Operations.Length, plan.VirtualServers, plan.Destinations, plan.State.DrainingCount);
+            return new SyncTimings(TimeSpan.Zero, render.Elapsed, read + apply.Elapsed);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private async Task<T> Wrap<T>(string what, Func<Task<T>> action)
+    {
+        try
+        {
+            return await action().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IpvsKernelException or Netlink.NetlinkException)
+        {
+            _state = null;
+            throw new BackendSyncException($"IPVS mode could not {what} the kernel: {e.Message}", e);
+        }
+    }
+
+    private Task Wrap(string what, Func<Task> action) => Wrap<bool>(what, async () =>
+    {
+        await action().ConfigureAwait(false);
+        return true;
+    });
+
+    /// <summary>
+    /// Removes what this mode installed: the helper rules and the jumps to them (both families), every
+    /// virtual server (except those inside the excluded prefixes), kube-ipvs0 with its addresses, and
+    /// the ipsets. As kube-proxy's cleanup, it takes the node's whole IPVS table to be the proxy's.
+    /// </summary>
+    public async Task CleanupAsync(CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            _state = null;
+            var families = _planner.Options.Families;
+            var view = await Wrap("read", () => _kernel.ReadAsync(families, cancellationToken)).ConfigureAwait(false);
+            var saves = new Dictionary<(IpFamily, string), string>();
+            foreach (var family in families)
+                foreach (var table in new[] { "filter", "nat" })
+                    saves[(family, table)] = await Wrap("read", () => _kernel.SaveIptablesAsync(family, table, cancellationToken)).ConfigureAwait(false);
+            var operations = PlanCleanup(view, saves, _planner.Options);
+            if (operations.Count == 0)
+            {
+                _logger.LogInformation("No IPVS mode state of ours found");
+                return;
+            }
+            await Wrap("clean up", async () => await _kernel.ApplyAsync(operations, cancellationToken).ConfigureAwait(false)).ConfigureAwait(false);
+            _logger.LogInformation("Removed the IPVS mode's virtual servers, {Link}, ipsets and helper rules", IpvsNames.Link);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// The cleanup operations: helper rules first (the ipsets are in use until they go), then virtual
+    /// servers, the link (its addresses go with it) and the ipsets.
+    /// </summary>
+    public static List<IpvsOperation> PlanCleanup(IpvsKernelView view, IReadOnlyDictionary<(IpFamily, string), string> iptablesSaves, IpvsPlannerOptions options)
+    {
+        var operations = new List<IpvsOperation>();
+        foreach (var family in options.Families)
+        {
+            var script = new StringBuilder();
+            if (iptablesSaves.TryGetValue((family, "filter"), out var filter)) IptablesBackend.AppendCleanup(script, "filter", filter, IpvsNames.FilterChains);
+            if (iptablesSaves.TryGetValue((family, "nat"), out var nat)) IptablesBackend.AppendCleanup(script, "nat", nat, IpvsNames.NatChains);
+            if (script.Length > 0) operations.Add(new IptablesRestore(family, script.ToString()));
+        }
+        foreach (var key in view.Services.Keys.Order())
+            if (options.Families.Contains(key.Family) && !options.ExcludeCidrs.Any(c => c.Contains(key.Address)))
+                operations.Add(new DeleteService(key));
+        if (view.LinkExists) operations.Add(new DeleteLink(IpvsNames.Link));
+        var destroy = new StringBuilder();
+        foreach (var definition in IpvsNames.Sets)
+            foreach (var family in options.Families)
+                if (view.Ipsets.ContainsKey(definition.Name(family))) destroy.Append("destroy ").Append(definition.Name(family)).Append('\n');
+        if (destroy.Length > 0) operations.Add(new IpsetRestore(destroy.ToString()));
+        return operations;
+    }
+}

@@ -1,0 +1,379 @@
+using System.Net;
+using ProxyPlanes.Backends.Iptables;
+using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Core.Util;
+using ProxyPlanes.Netlink;
+
+namespace ProxyPlanes.Backends.Ipvs;
+
+/// <summary>How <see cref="IpvsKernel"/> reaches the kernel.</summary>
+public sealed record IpvsKernelOptions
+{
+    /// <summary>Which iptables the node uses for the helper rules (<see cref="IptablesCommandApplier.DetectAsync"/>).</summary>
+    public IptablesVariant IptablesVariant { get; init; } = IptablesVariant.Nft;
+
+    /// <summary>
+    /// Test only: a command that runs ipset and iptables elsewhere, e.g. <c>["ip", "netns", "exec", NAME]</c>
+    /// to program a network namespace the test created. The proxy runs them in its own namespace.
+    /// </summary>
+    public IReadOnlyList<string> CommandPrefix { get; init; } = [];
+
+    /// <summary>
+    /// Test only: runs an action on a thread inside that same namespace; netlink sockets are opened
+    /// and sysctls written there (see the sandbox's <c>NetworkNamespace.Run</c>).
+    /// </summary>
+    public Action<Action>? InNamespace { get; init; }
+}
+
+/// <summary>
+/// The kernel side of the IPVS mode. The IPVS table and kube-ipvs0 with its addresses go over
+/// netlink (<see cref="IpvsClient"/>, <see cref="RouteNetlink"/>; writes batched, every one
+/// acknowledged); the helper ipsets and rules are restored with <c>ipset restore</c> and
+/// <c>iptables-restore --noflush</c>, as kube-proxy does.
+/// </summary>
+public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel, IDisposable
+{
+    private readonly IpvsKernelOptions _options = options ?? new IpvsKernelOptions();
+    private readonly Lock _gate = new();
+    private IpvsClient? _ipvs;
+    private RouteNetlink? _rtnl;
+
+    /// <summary>
+    /// The sysctls IPVS needs (kube-proxy's): conntrack for IPVS traffic (without it the masquerade
+    /// rules never see it), expiring connections of deleted destinations and their persistence
+    /// templates, and forwarding.
+    /// </summary>
+    public static readonly IReadOnlyList<(string Path, string Value, bool Required)> Sysctls =
+    [
+        ("net/ipv4/vs/conntrack", "1", true),
+        ("net/ipv4/vs/expire_nodest_conn", "1", true),
+        ("net/ipv4/vs/expire_quiescent_template", "1", true),
+        ("net/ipv4/ip_forward", "1", true),
+    ];
+
+    private void InNamespace(Action action)
+    {
+        if (_options.InNamespace is { } run) run(action);
+        else action();
+    }
+
+    /// <summary>The netlink clients, opened on first use in the target namespace; without IPVS in the kernel, the clear error.</summary>
+    private (IpvsClient Ipvs, RouteNetlink Rtnl) Clients() =>
+        (TryIpvs() ?? throw new GenericNetlinkFamilyNotFoundException(LinuxUapi.IpVs.IPVS_GENL_NAME, IpvsClient.MissingMeaning), Rtnl());
+
+    private RouteNetlink Rtnl()
+    {
+        lock (_gate)
+        {
+            if (_rtnl is null) InNamespace(() => _rtnl = RouteNetlink.Open());
+            return _rtnl!;
+        }
+    }
+
+    /// <summary>The IPVS client, or null when the kernel has no IPVS (cleanup then has no virtual servers to remove).</summary>
+    private IpvsClient? TryIpvs()
+    {
+        lock (_gate)
+        {
+            // Asked again each time until found: ip_vs may be loaded after the proxy started.
+            if (_ipvs is null)
+            {
+                try
+                {
+                    InNamespace(() => _ipvs = IpvsClient.Open());
+                }
+                catch (GenericNetlinkFamilyNotFoundException)
+                {
+                }
+            }
+            return _ipvs;
+        }
+    }
+
+    public Task PrepareAsync(IpvsPlannerOptions options, CancellationToken cancellationToken)
+    {
+        try
+        {
+            Clients(); // the clear error when the kernel has no IPVS
+        }
+        catch (NetlinkException e)
+        {
+            throw new IpvsKernelException(e.Message, e);
+        }
+        if (IpvsSchedulers.IsAvailable(options.Scheduler) == false)
+            throw new IpvsKernelException($"the kernel has no IPVS scheduler {options.Scheduler} (no module ip_vs_{options.Scheduler} for this kernel)");
+        string? problem = null;
+        InNamespace(() => problem = EnsureSysctls());
+        if (problem is not null) throw new IpvsKernelException(problem);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Sets each sysctl that does not have its value; returns what could not be set.</summary>
+    private static string? EnsureSysctls()
+    {
+        foreach (var (path, value, required) in Sysctls)
+        {
+            var file = "/proc/sys/" + path;
+            try
+            {
+                if (File.ReadAllText(file).Trim() == value) continue;
+                File.WriteAllText(file, value);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                if (required)
+                    return $"cannot set {path.Replace('/', '.')}={value} ({e.Message}); IPVS needs it: set it on the node (sysctl -w {path.Replace('/', '.')}={value}) or give the proxy a writable /proc/sys";
+            }
+        }
+        return null;
+    }
+
+    public async Task<IpvsKernelView> ReadAsync(IReadOnlyList<IpFamily> families, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await ReadCoreAsync(families, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is NetlinkException or NetlinkProtocolException)
+        {
+            throw new IpvsKernelException(e.Message, e);
+        }
+    }
+
+    private async Task<IpvsKernelView> ReadCoreAsync(IReadOnlyList<IpFamily> families, CancellationToken cancellationToken)
+    {
+        // Without IPVS (a node that never ran this mode) there are no virtual servers: cleanup still works.
+        var ipvs = TryIpvs();
+        var rtnl = Rtnl();
+        var link = rtnl.FindLink(IpvsNames.Link);
+        var links = rtnl.ListLinks().ToDictionary(l => l.Index);
+        var addresses = rtnl.ListAddresses();
+        var services = new Dictionary<VirtualServerKey, KernelVirtualServer>();
+        foreach (var service in ipvs?.ListServices() ?? [])
+        {
+            if (ToKey(service.Id) is not { } key) continue;
+            var destinations = ipvs!.ListDestinations(service.Id).Select(ToDestination).ToList();
+            services[key] = new KernelVirtualServer(new VirtualServer(key, service.Scheduler, service.Flags, (int)service.TimeoutSeconds), destinations);
+        }
+        var view = new IpvsKernelView
+        {
+            LinkExists = link is not null,
+            LinkAddresses = addresses.Where(a => a.InterfaceIndex == link?.Index).Select(a => a.Address).ToList(),
+            NodeAddresses = addresses
+                .Where(a => a.InterfaceIndex != link?.Index && !(links.GetValueOrDefault(a.InterfaceIndex)?.IsLoopback ?? false))
+                .Select(a => a.Address)
+                .Where(a => !IPAddress.IsLoopback(a) && !a.IsIPv6LinkLocal)
+                .ToList(),
+            Services = services,
+            Ipsets = ParseIpsetSave(await TryRunAsync("ipset", ["save"], cancellationToken).ConfigureAwait(false)),
+            BuiltInRules = await ReadBuiltInRulesAsync(families, cancellationToken).ConfigureAwait(false),
+        };
+        return view;
+    }
+
+    private async Task<Dictionary<IpFamily, BuiltInRules>> ReadBuiltInRulesAsync(IReadOnlyList<IpFamily> families, CancellationToken cancellationToken)
+    {
+        var rules = new Dictionary<IpFamily, BuiltInRules>();
+        foreach (var family in families)
+        {
+            var (_, nat) = IptablesSave.ParseTable(await SaveIptablesAsync(family, "nat", cancellationToken).ConfigureAwait(false));
+            var (_, filter) = IptablesSave.ParseTable(await SaveIptablesAsync(family, "filter", cancellationToken).ConfigureAwait(false));
+            rules[family] = new BuiltInRules(nat.ToHashSet(StringComparer.Ordinal), filter.ToHashSet(StringComparer.Ordinal));
+        }
+        return rules;
+    }
+
+    public Task<IReadOnlyDictionary<VirtualServerKey, IReadOnlyList<KernelDestination>>> ReadDestinationsAsync(IReadOnlyCollection<VirtualServerKey> servers, CancellationToken cancellationToken)
+    {
+        IpvsClient ipvs;
+        try
+        {
+            ipvs = Clients().Ipvs;
+        }
+        catch (NetlinkException e)
+        {
+            throw new IpvsKernelException(e.Message, e);
+        }
+        var result = new Dictionary<VirtualServerKey, IReadOnlyList<KernelDestination>>();
+        foreach (var key in servers)
+        {
+            try
+            {
+                result[key] = ipvs.ListDestinations(ToId(key)).Select(ToDestination).ToList();
+            }
+            catch (NetlinkException e) when (e.Errno == LinuxUapi.Errno.ESRCH)
+            {
+                // Gone behind our back: left out, the planner keeps what it remembers.
+            }
+            catch (Exception e) when (e is NetlinkException or NetlinkProtocolException)
+            {
+                throw new IpvsKernelException(e.Message, e);
+            }
+        }
+        return Task.FromResult<IReadOnlyDictionary<VirtualServerKey, IReadOnlyList<KernelDestination>>>(result);
+    }
+
+    public Task<string> SaveIptablesAsync(IpFamily family, string table, CancellationToken cancellationToken) =>
+        RunAsync(IptablesTool(family, "save"), ["-t", table], null, cancellationToken);
+
+    public async Task ApplyAsync(IReadOnlyList<IpvsOperation> operations, CancellationToken cancellationToken)
+    {
+        for (var i = 0; i < operations.Count;)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var kind = operations[i].Kind;
+            var end = i;
+            while (end < operations.Count && operations[end].Kind == kind) end++;
+            var group = operations.Skip(i).Take(end - i).ToList();
+            i = end;
+            try
+            {
+                // Netlink only for what needs it: the restore steps run without IPVS in the kernel.
+                var rtnl = kind is OperationKind.Link or OperationKind.Address ? Rtnl() : null!;
+                var ipvs = kind is OperationKind.Ipvs ? Clients().Ipvs : null!;
+                switch (kind)
+                {
+                    case OperationKind.Link:
+                        foreach (var operation in group)
+                        {
+                            if (operation is CreateLink create) rtnl.CreateLink(create.Name, create.LinkKind);
+                            else if (operation is DeleteLink delete && rtnl.FindLink(delete.Name) is { } link) rtnl.DeleteLink(link);
+                        }
+                        break;
+                    case OperationKind.Address:
+                    {
+                        var link = rtnl.FindLink(IpvsNames.Link) ?? throw new IpvsKernelException($"{group[0]}: the link {IpvsNames.Link} does not exist");
+                        rtnl.Socket.ExecuteBatch(group.Select(o => o switch
+                        {
+                            AddAddress add => RouteNetlink.AddAddressRequest(link, add.Address, add.PrefixLength),
+                            DeleteAddress delete => RouteNetlink.DeleteAddressRequest(link, delete.Address, delete.PrefixLength),
+                            _ => throw new ArgumentException(o.ToString()),
+                        }).ToList());
+                        break;
+                    }
+                    case OperationKind.Ipvs:
+                        ipvs.Apply(group.Select(o => ToRequest(ipvs, o)).ToList());
+                        break;
+                    case OperationKind.Ipset:
+                        foreach (var restore in group.Cast<IpsetRestore>())
+                            await RunCheckedAsync("ipset", ["restore"], restore.Script, cancellationToken).ConfigureAwait(false);
+                        break;
+                    case OperationKind.Iptables:
+                        foreach (var restore in group.Cast<IptablesRestore>())
+                            await RunCheckedAsync(IptablesTool(restore.Family, "restore"), ["-w", "5", "--noflush"], restore.Script, cancellationToken).ConfigureAwait(false);
+                        break;
+                }
+            }
+            catch (Exception e) when (e is NetlinkException or NetlinkProtocolException)
+            {
+                throw new IpvsKernelException(e.Message, e);
+            }
+        }
+    }
+
+    private static NetlinkRequest ToRequest(IpvsClient ipvs, IpvsOperation operation) => operation switch
+    {
+        AddService add => ipvs.NewService(ToService(add.Server)),
+        EditService edit => ipvs.SetService(ToService(edit.Server)),
+        DeleteService delete => ipvs.DelService(ToId(delete.Key)),
+        AddDestination add => ipvs.NewDestination(ToId(add.Service), new IpvsDestination(add.Destination.Address, (ushort)add.Destination.Port, add.Weight)),
+        EditDestination edit => ipvs.SetDestination(ToId(edit.Service), new IpvsDestination(edit.Destination.Address, (ushort)edit.Destination.Port, edit.Weight)),
+        DeleteDestination delete => ipvs.DelDestination(ToId(delete.Service), delete.Destination.Address, (ushort)delete.Destination.Port),
+        _ => throw new ArgumentException($"not an IPVS operation: {operation}"),
+    };
+
+    internal static IpvsServiceId ToId(VirtualServerKey key) => new(key.Address, key.Protocol switch
+    {
+        Protocol.TCP => IpvsProtocol.TCP,
+        Protocol.UDP => IpvsProtocol.UDP,
+        _ => IpvsProtocol.SCTP,
+    }, (ushort)key.Port);
+
+    internal static VirtualServerKey? ToKey(IpvsServiceId id) => id.Protocol switch
+    {
+        IpvsProtocol.TCP => new VirtualServerKey(id.Address, Protocol.TCP, id.Port),
+        IpvsProtocol.UDP => new VirtualServerKey(id.Address, Protocol.UDP, id.Port),
+        IpvsProtocol.SCTP => new VirtualServerKey(id.Address, Protocol.SCTP, id.Port),
+        _ => null,
+    };
+
+    private static IpvsService ToService(VirtualServer server) => new(ToId(server.Key), server.Scheduler, server.Flags, (uint)server.TimeoutSeconds);
+
+    private static KernelDestination ToDestination(IpvsDestination d) =>
+        new(new RealServerKey(d.Address, d.Port), d.Weight, d.ForwardMethod, d.ActiveConnections, d.InactiveConnections);
+
+    /// <summary>Reads <c>ipset save</c>: this mode's sets and their entries.</summary>
+    public static Dictionary<string, IReadOnlySet<string>> ParseIpsetSave(string save)
+    {
+        var sets = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
+        foreach (var line in save.Split('\n'))
+        {
+            var words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (words.Length < 3 || !IpvsNames.IsOurSet(words[1])) continue;
+            if (words[0] == "create") sets.TryAdd(words[1], new HashSet<string>(StringComparer.Ordinal));
+            else if (words[0] == "add")
+            {
+                if (!sets.TryGetValue(words[1], out var entries)) sets[words[1]] = entries = new HashSet<string>(StringComparer.Ordinal);
+                entries.Add(words[2]);
+            }
+        }
+        return sets.ToDictionary(s => s.Key, s => (IReadOnlySet<string>)s.Value, StringComparer.Ordinal);
+    }
+
+    private string IptablesTool(IpFamily family, string suffix) =>
+        $"{(family == IpFamily.IPv4 ? "iptables" : "ip6tables")}-{(_options.IptablesVariant == IptablesVariant.Nft ? "nft" : "legacy")}-{suffix}";
+
+    private async Task<string> RunAsync(string tool, IReadOnlyList<string> arguments, string? input, CancellationToken cancellationToken)
+    {
+        var result = await RunCommandAsync(tool, arguments, input, cancellationToken).ConfigureAwait(false);
+        if (!result.Succeeded)
+            throw new IpvsKernelException($"{ExternalCommand.Format(tool, arguments)} exited with {result.ExitCode}: {ExternalCommand.FirstLines(result.StandardError, 5)}");
+        return result.StandardOutput;
+    }
+
+    /// <summary>The tool's output; empty when the tool is not installed (a sync then fails on restoring, saying so).</summary>
+    private async Task<string> TryRunAsync(string tool, IReadOnlyList<string> arguments, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await RunAsync(tool, arguments, null, cancellationToken).ConfigureAwait(false);
+        }
+        catch (IpvsKernelException e) when (e.InnerException is CommandException)
+        {
+            return "";
+        }
+    }
+
+    private async Task RunCheckedAsync(string tool, IReadOnlyList<string> arguments, string input, CancellationToken cancellationToken)
+    {
+        var result = await RunCommandAsync(tool, arguments, input, cancellationToken).ConfigureAwait(false);
+        if (!result.Succeeded)
+            throw new IpvsKernelException($"{tool} {string.Join(' ', arguments)} refused its input (exit {result.ExitCode}): {ExternalCommand.FirstLines(result.StandardError, 5)}");
+    }
+
+    private async Task<CommandResult> RunCommandAsync(string tool, IReadOnlyList<string> arguments, string? input, CancellationToken cancellationToken)
+    {
+        var prefix = _options.CommandPrefix;
+        var file = prefix.Count > 0 ? prefix[0] : tool;
+        List<string> args = prefix.Count > 0 ? [.. prefix.Skip(1), tool, .. arguments] : [.. arguments];
+        try
+        {
+            return await ExternalCommand.RunAsync(file, args, input, TimeSpan.FromMinutes(2), cancellationToken).ConfigureAwait(false);
+        }
+        catch (CommandException e)
+        {
+            throw new IpvsKernelException($"{tool} could not be run ({e.Message}): install the {(tool == "ipset" ? "ipset" : "iptables")} package", e);
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            _ipvs?.Dispose();
+            _rtnl?.Dispose();
+            _ipvs = null;
+            _rtnl = null;
+        }
+    }
+}

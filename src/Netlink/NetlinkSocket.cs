@@ -1,0 +1,307 @@
+using static ProxyPlanes.Netlink.LinuxUapi.Netlink;
+using Errno = ProxyPlanes.Netlink.LinuxUapi.Errno;
+
+namespace ProxyPlanes.Netlink;
+
+/// <summary>Writes a request's family header and attributes (after the nlmsghdr, which the socket writes).</summary>
+public delegate void NetlinkRequestWriter(ref NetlinkWriter writer);
+
+/// <summary>Reads one reply message into a value.</summary>
+public delegate T NetlinkMessageParser<out T>(NetlinkMessage message);
+
+/// <summary>One request of a batch: what to send and how to name it in an error.</summary>
+public sealed record NetlinkRequest(ushort Type, ushort Flags, NetlinkRequestWriter Write, string Operation)
+{
+    /// <summary>Added to the error message when the kernel refuses this request with <see cref="HintErrno"/>.</summary>
+    public string? Hint { get; init; }
+    public int HintErrno { get; init; }
+}
+
+/// <summary>
+/// A netlink socket bound to the kernel, in the network namespace of the thread that opened it (it
+/// stays there whichever thread uses it later). Requests are numbered; every write is acknowledged
+/// and a refusal becomes a <see cref="NetlinkException"/> naming the operation, with the kernel's
+/// extended ACK message when it sent one. Dumps are read to NLMSG_DONE and retried when the kernel
+/// interrupts them (NLM_F_DUMP_INTR), the socket overflows (ENOBUFS) or a datagram does not fit the
+/// receive buffer (which then grows). One caller at a time: calls are serialized.
+/// </summary>
+public sealed class NetlinkSocket : IDisposable
+{
+    /// <summary>How many times a dump is restarted before giving up.</summary>
+    public const int DumpAttempts = 5;
+
+    /// <summary>The most requests sent in one datagram: their ACKs must fit the socket's receive queue.</summary>
+    public const int MaxBatch = 128;
+
+    private const int RequestBufferSize = 64 * 1024;
+    private const int SocketBufferSize = 4 * 1024 * 1024;
+
+    private readonly SafeNetlinkHandle _handle;
+    private readonly Lock _gate = new();
+    private byte[] _receiveBuffer = new byte[64 * 1024];
+    private readonly byte[] _requestBuffer = new byte[RequestBufferSize];
+    private uint _sequence;
+    private TimeSpan _receiveTimeout = TimeSpan.FromSeconds(30);
+
+    private NetlinkSocket(SafeNetlinkHandle handle, int protocol, uint portId)
+    {
+        _handle = handle;
+        Protocol = protocol;
+        PortId = portId;
+        _sequence = (uint)Environment.TickCount;
+    }
+
+    /// <summary>NETLINK_ROUTE or NETLINK_GENERIC.</summary>
+    public int Protocol { get; }
+
+    /// <summary>The port id the kernel assigned (nl_pid).</summary>
+    public uint PortId { get; }
+
+    /// <summary>The receive buffer size; grows when a datagram does not fit.</summary>
+    public int ReceiveBufferSize => _receiveBuffer.Length;
+
+    /// <summary>
+    /// Opens and binds a socket of <paramref name="protocol"/> in the calling thread's network
+    /// namespace, with extended ACKs and capped ACKs on, a large socket receive buffer (SO_RCVBUFFORCE,
+    /// else SO_RCVBUF) and a receive timeout.
+    /// </summary>
+    public static NetlinkSocket Open(int protocol, TimeSpan? receiveTimeout = null) => Open(protocol, receiveTimeout, 64 * 1024);
+
+    /// <summary>Test hook: a small <paramref name="receiveBufferSize"/> exercises the growth path.</summary>
+    internal static NetlinkSocket Open(int protocol, TimeSpan? receiveTimeout, int receiveBufferSize)
+    {
+        var handle = Interop.OpenNetlinkSocket(protocol);
+        try
+        {
+            // Bigger queues than the default 208 KiB: a batch's ACKs and a dump's datagrams wait there.
+            if (Interop.TrySetSocketOption(handle, LinuxUapi.Socket.SOL_SOCKET, LinuxUapi.Socket.SO_RCVBUFFORCE, SocketBufferSize) != 0)
+                Interop.SetSocketOption(handle, LinuxUapi.Socket.SOL_SOCKET, LinuxUapi.Socket.SO_RCVBUF, SocketBufferSize, "SO_RCVBUF");
+            _ = Interop.TrySetSocketOption(handle, LinuxUapi.Socket.SOL_SOCKET, LinuxUapi.Socket.SO_SNDBUFFORCE, SocketBufferSize);
+            // Error messages from the kernel, and ACKs that do not echo the whole request back.
+            _ = Interop.TrySetSocketOption(handle, SOL_NETLINK, NETLINK_EXT_ACK, 1);
+            _ = Interop.TrySetSocketOption(handle, SOL_NETLINK, NETLINK_CAP_ACK, 1);
+            if (protocol == NETLINK_ROUTE) _ = Interop.TrySetSocketOption(handle, SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1);
+            var timeout = receiveTimeout ?? TimeSpan.FromSeconds(30);
+            Interop.SetReceiveTimeout(handle, timeout);
+            var portId = Interop.Bind(handle);
+            return new NetlinkSocket(handle, protocol, portId) { _receiveBuffer = new byte[receiveBufferSize], _receiveTimeout = timeout };
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Sends one request with NLM_F_ACK and waits for its ACK.</summary>
+    public void Execute(NetlinkRequest request) => ExecuteBatch([request]);
+
+    /// <summary>
+    /// Sends requests (each with NLM_F_ACK), up to <see cref="MaxBatch"/> per datagram, and reads every
+    /// ACK. The kernel handles every request of a datagram even after one fails, so all are answered;
+    /// the first failure, in request order, is thrown once all ACKs are read. Returns the number sent.
+    /// </summary>
+    public int ExecuteBatch(IReadOnlyList<NetlinkRequest> requests)
+    {
+        lock (_gate)
+        {
+            NetlinkException? first = null;
+            var firstIndex = int.MaxValue;
+            for (var offset = 0; offset < requests.Count;)
+            {
+                var writer = new NetlinkWriter(_requestBuffer);
+                var firstSequence = _sequence + 1;
+                var count = 0;
+                while (offset + count < requests.Count && count < MaxBatch)
+                {
+                    var request = requests[offset + count];
+                    var before = writer.Length;
+                    try
+                    {
+                        var start = writer.BeginMessage(request.Type, (ushort)(request.Flags | NLM_F_REQUEST | NLM_F_ACK), ++_sequence, 0);
+                        request.Write(ref writer);
+                        writer.EndMessage(start);
+                    }
+                    catch (InvalidOperationException) when (count > 0)
+                    {
+                        // The datagram is full: send what fits, this request goes in the next one.
+                        _sequence--;
+                        writer = Truncate(writer, before);
+                        break;
+                    }
+                    count++;
+                }
+                Interop.SendToKernel(_handle, writer.Written, count == 1 ? requests[offset].Operation : $"{requests[offset].Operation} (and {count - 1} more)");
+
+                var pending = count;
+                while (pending > 0)
+                {
+                    var length = ReceiveDatagram(out var errno);
+                    if (errno != 0)
+                        throw new NetlinkException(errno, $"{requests[offset].Operation}: reading the kernel's acknowledgements");
+                    foreach (var message in new NetlinkMessageReader(_receiveBuffer.AsSpan(0, length)))
+                    {
+                        var index = (int)(message.Sequence - firstSequence);
+                        if (index < 0 || index >= count || message.Type != NLMSG_ERROR) continue; // a stale reply
+                        pending--;
+                        var (error, kernelMessage) = ParseError(message);
+                        if (error == 0 || offset + index >= firstIndex) continue;
+                        var failed = requests[offset + index];
+                        firstIndex = offset + index;
+                        first = new NetlinkException(error, failed.Operation, kernelMessage, failed.HintErrno == error ? failed.Hint : null);
+                    }
+                }
+                offset += count;
+            }
+            if (first is not null) throw first;
+            return requests.Count;
+        }
+    }
+
+    /// <summary>A request answered by one message (a GET without NLM_F_DUMP), parsed by <paramref name="parse"/>.</summary>
+    public T Query<T>(NetlinkRequest request, NetlinkMessageParser<T> parse)
+    {
+        var results = Receive(request, parse, dump: false);
+        return results.Count == 1 ? results[0] : throw new NetlinkProtocolException($"{request.Operation}: expected one reply, got {results.Count}");
+    }
+
+    /// <summary>A dump (NLM_F_DUMP): every message until NLMSG_DONE, each parsed by <paramref name="parse"/>; null results are skipped.</summary>
+    public List<T> Dump<T>(NetlinkRequest request, NetlinkMessageParser<T?> parse) where T : class =>
+        Receive(request, parse, dump: true).OfType<T>().ToList();
+
+    private List<T> Receive<T>(NetlinkRequest request, NetlinkMessageParser<T> parse, bool dump)
+    {
+        lock (_gate)
+        {
+            for (var attempt = 1; ; attempt++)
+            {
+                var results = new List<T>();
+                var sequence = ++_sequence;
+                var writer = new NetlinkWriter(_requestBuffer);
+                var start = writer.BeginMessage(request.Type, (ushort)(request.Flags | NLM_F_REQUEST | (dump ? NLM_F_DUMP : 0)), sequence, 0);
+                request.Write(ref writer);
+                writer.EndMessage(start);
+                Interop.SendToKernel(_handle, writer.Written, request.Operation);
+
+                var retry = ReadReplies(request, sequence, dump, parse, results);
+                if (retry is null) return results;
+                if (attempt >= DumpAttempts)
+                    throw new NetlinkException(retry.Value, request.Operation, $"gave up after {attempt} attempts");
+                Drain();
+            }
+        }
+    }
+
+    /// <summary>Reads the replies to <paramref name="sequence"/>; returns null when complete, or the errno that calls for a retry.</summary>
+    private int? ReadReplies<T>(NetlinkRequest request, uint sequence, bool dump, NetlinkMessageParser<T> parse, List<T> results)
+    {
+        var interrupted = false;
+        while (true)
+        {
+            var length = ReceiveDatagram(out var errno);
+            if (errno == Errno.ENOBUFS || errno == Errno.EMSGSIZE) return errno; // overflowed, or did not fit: start over
+            if (errno != 0) throw new NetlinkException(errno, $"{request.Operation}: recv");
+            foreach (var message in new NetlinkMessageReader(_receiveBuffer.AsSpan(0, length)))
+            {
+                if (message.Sequence != sequence) continue; // a stale reply to an abandoned request
+                if ((message.Flags & NLM_F_DUMP_INTR) != 0) interrupted = true;
+                switch (message.Type)
+                {
+                    case NLMSG_ERROR:
+                    {
+                        var (error, kernelMessage) = ParseError(message);
+                        if (error == 0) return null; // an ACK
+                        if (error == Errno.ENOBUFS) return error;
+                        throw new NetlinkException(error == 0 ? Errno.EINVAL : error, request.Operation, kernelMessage,
+                            request.HintErrno == error ? request.Hint : null);
+                    }
+                    case NLMSG_DONE:
+                    {
+                        var error = message.Payload.Length >= 4 ? -BitConverter.ToInt32(message.Payload) : 0;
+                        if (error == Errno.ENOBUFS) return error;
+                        if (error > 0) throw new NetlinkException(error, request.Operation, ParseDoneMessage(message));
+                        // The kernel changed the table while dumping it: the dump may be inconsistent.
+                        return interrupted ? Errno.EAGAIN : null;
+                    }
+                    case NLMSG_NOOP or NLMSG_OVERRUN:
+                        continue;
+                    default:
+                        results.Add(parse(message));
+                        if (!dump && (message.Flags & NLM_F_MULTI) == 0) return null;
+                        break;
+                }
+            }
+        }
+    }
+
+    /// <summary>Receives one datagram into the buffer; grows the buffer (errno EMSGSIZE) when it was truncated.</summary>
+    private int ReceiveDatagram(out int errno)
+    {
+        var received = Interop.Receive(_handle, _receiveBuffer, 0);
+        if (received < 0)
+        {
+            errno = -received;
+            if (errno == Errno.EAGAIN) errno = Errno.ETIMEDOUT; // SO_RCVTIMEO expired: the kernel never answered
+            return 0;
+        }
+        if (received > _receiveBuffer.Length)
+        {
+            // MSG_TRUNC reported the real size: the rest of this datagram is lost, the request must be repeated.
+            _receiveBuffer = new byte[NetlinkWriter.NetlinkAlign(received) * 2];
+            errno = Errno.EMSGSIZE;
+            return 0;
+        }
+        errno = 0;
+        return received;
+    }
+
+    /// <summary>Discards whatever is queued (replies to an abandoned dump), without waiting.</summary>
+    private void Drain()
+    {
+        // Every message carries its sequence number, so leftovers would be skipped anyway; this only saves reading them.
+        Interop.SetReceiveTimeout(_handle, TimeSpan.FromMilliseconds(1));
+        try
+        {
+            while (Interop.Receive(_handle, _receiveBuffer, 0) > 0) { }
+        }
+        finally
+        {
+            Interop.SetReceiveTimeout(_handle, _receiveTimeout);
+        }
+    }
+
+    /// <summary>
+    /// Reads an NLMSG_ERROR message: the (negated) error code and, with NLM_F_ACK_TLVS, the extended
+    /// ACK's text (NLMSGERR_ATTR_MSG). The original request follows the code unless NLM_F_CAPPED.
+    /// </summary>
+    internal static (int Errno, string? Message) ParseError(NetlinkMessage message)
+    {
+        var payload = message.Payload;
+        if (payload.Length < 4) throw new NetlinkProtocolException("NLMSG_ERROR message without an error code");
+        var error = -BitConverter.ToInt32(payload);
+        string? text = null;
+        if ((message.Flags & NLM_F_ACK_TLVS) != 0 && payload.Length >= 4 + NLMSG_HDRLEN)
+        {
+            var echoed = (message.Flags & NLM_F_CAPPED) != 0 ? NLMSG_HDRLEN : (int)BitConverter.ToUInt32(payload[4..]);
+            var tlvStart = 4 + NetlinkWriter.NetlinkAlign(echoed);
+            if (tlvStart <= payload.Length && new NetlinkAttributes(payload[tlvStart..]).TryFind(NLMSGERR_ATTR_MSG, out var msg))
+                text = msg.String;
+        }
+        return (error, text);
+    }
+
+    private static string? ParseDoneMessage(NetlinkMessage message)
+    {
+        if ((message.Flags & NLM_F_ACK_TLVS) == 0 || message.Payload.Length <= 4) return null;
+        return new NetlinkAttributes(message.Payload[4..]).TryFind(NLMSGERR_ATTR_MSG, out var msg) ? msg.String : null;
+    }
+
+    private NetlinkWriter Truncate(NetlinkWriter writer, int length)
+    {
+        var copy = new NetlinkWriter(_requestBuffer);
+        copy.WriteBytes(writer.Written[..length]);
+        return copy;
+    }
+
+    public void Dispose() => _handle.Dispose();
+}
