@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.Backends.Iptables;
+using ProxyPlanes.Backends.Ipvs;
 using ProxyPlanes.Backends.Nftables;
 using ProxyPlanes.Core.Metrics;
 using ProxyPlanes.Core.Proxy;
@@ -36,6 +37,10 @@ public static class CleanupCommand
                 break;
             case "nftables":
                 await NftablesBackend.RemoveTablesAsync(new NftCommandApplier(), [IpFamily.IPv4, IpFamily.IPv6], logger, cancellationToken: cancellationToken);
+                break;
+            case "ipvs":
+                // Works on a kernel without IPVS too (then only the helper rules and ipsets can be there).
+                await (await IpvsBackend.CreateAsync(null, metrics, logger, cancellationToken)).CleanupAsync(cancellationToken);
                 break;
         }
     }

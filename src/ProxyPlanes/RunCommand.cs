@@ -3,6 +3,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.Backends.Iptables;
+using ProxyPlanes.Backends.Ipvs;
 using ProxyPlanes.Backends.Nftables;
 using ProxyPlanes.Core.Conntrack;
 using ProxyPlanes.Core.Health;
@@ -29,7 +30,7 @@ public static class RunCommand
 
         using var metrics = new ProxyMetrics();
         using var exporter = new PrometheusExporter(metrics.Meter);
-        var backend = await BackendFactory.CreateAsync(settings.Mode, settings.IptablesVariant, metrics, logger, app.Lifetime.ApplicationStopping);
+        var backend = await BackendFactory.CreateAsync(settings.Mode, settings.IptablesVariant, metrics, logger, app.Lifetime.ApplicationStopping, settings.IpvsScheduler);
         await CleanupCommand.CleanOtherModesAsync(settings.Mode, logger, app.Lifetime.ApplicationStopping);
         var controller = new ProxyController(settings.Proxy, backend, metrics, logger);
         await using var healthChecks = new ServiceHealthServer(logger, () => controller.Health.Status().Healthy);
@@ -80,7 +81,7 @@ public static class RunCommand
 /// <summary>Builds the data plane a mode names.</summary>
 public static class BackendFactory
 {
-    public static async Task<IProxyBackend> CreateAsync(string mode, string iptablesVariant, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+    public static async Task<IProxyBackend> CreateAsync(string mode, string iptablesVariant, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken, string? ipvsScheduler = null)
     {
         switch (mode)
         {
@@ -106,6 +107,9 @@ public static class BackendFactory
                 if (await nft.IsAvailableAsync(IpFamily.IPv6, cancellationToken)) nftFamilies.Add(IpFamily.IPv6);
                 logger.LogInformation("Using nftables tables {Families} proxyplanes", string.Join(" and ", nftFamilies.Select(f => f == IpFamily.IPv4 ? "ip" : "ip6")));
                 return new NftablesBackend(nftFamilies, nft, metrics, logger);
+            case "ipvs":
+                if (await Modes.KernelProblemAsync(mode, cancellationToken) is { } missing) throw new UsageException(missing);
+                return await IpvsBackend.CreateAsync(ipvsScheduler, metrics, logger, cancellationToken);
             default:
                 throw new UsageException(Modes.Problem(mode) ?? $"--mode={mode} has no backend");
         }

@@ -45,7 +45,7 @@ public sealed class BenchTests
 
     [Theory]
     [InlineData("--services=1", "--services: '1' is not a size from 2 to 100000")]
-    [InlineData("--modes=ipvs", "--mode=ipvs is not built yet")]
+    [InlineData("--modes=ipvs", "--mode=ipvs: this kernel has no IPVS")]
     [InlineData("--in-vm", "--in-vm needs the IPVS VM lane")]
     public async Task Bench_InvalidFlag_OneLineError(string flag, string expected)
     {

@@ -10,6 +10,7 @@ public sealed class CliTests
     {
         { ["--mode=bogus", "--manifests=/"], "--mode: 'bogus' is not a mode" },
         { ["--mode=ebpf", "--manifests=/"], "--mode=ebpf is not built yet" },
+        { ["--mode=ipvs", "--manifests=/"], "--mode=ipvs: this kernel has no IPVS" },
         { ["--manifests=/nonexistent/path"], "--manifests: '/nonexistent/path' does not exist" },
         { ["--manifests=/", "--kubeconfig=/x"], "--manifests and --kubeconfig name two sources: give one" },
         { ["--manifests=/", "--min-sync-period=abc"], "--min-sync-period: 'abc' is not a duration" },
@@ -34,6 +35,15 @@ public sealed class CliTests
         Assert.Single(lines);
         Assert.StartsWith("proxyplanes: ", lines[0]);
         Assert.Contains(expected, lines[0]);
+    }
+
+    [Fact]
+    public async Task Demo_IpvsOnAKernelWithoutIpvs_SaysSoInOneLine()
+    {
+        var result = await RunInNamespaceAsync(["demo", "--mode=ipvs"]);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Equal("proxyplanes: --mode=ipvs: this kernel has no IPVS (the ip_vs module cannot be loaded); use iptables or nftables, or the VM lane (vm/README.md)", result.StandardError.Trim());
     }
 
     [Fact]

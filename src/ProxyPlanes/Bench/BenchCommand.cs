@@ -18,7 +18,7 @@ public static class BenchCommand
     public static Command Create()
     {
         var command = new Command("bench", "Measure sync latency, churn, memory, kernel objects and data-plane cost per mode (root)");
-        var modes = new Option<string>("--modes") { Description = "Modes to compare, comma-separated", DefaultValueFactory = _ => string.Join(',', Modes.Built) };
+        var modes = new Option<string>("--modes") { Description = "Modes to compare, comma-separated (default: every built mode this kernel can run)", DefaultValueFactory = _ => "" };
         var services = new Option<string>("--services") { Description = "Cluster sizes (services), comma-separated", DefaultValueFactory = _ => "1000,5000,10000" };
         var endpoints = new Option<int>("--endpoints") { Description = "Endpoints per service", DefaultValueFactory = _ => 10 };
         var changes = new Option<int>("--changes") { Description = "Single changes timed per size", DefaultValueFactory = _ => 25 };
@@ -34,7 +34,15 @@ public static class BenchCommand
                 if (result.GetValue(inVm)) throw new UsageException("--in-vm needs the IPVS VM lane, which is not built yet");
                 var modeList = result.GetValue(modes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
                 foreach (var mode in modeList)
-                    if (Modes.Problem(mode) is { } problem) throw new UsageException(problem);
+                    if ((Modes.Problem(mode) ?? await Modes.KernelProblemAsync(mode, token)) is { } problem) throw new UsageException(problem);
+                if (modeList.Length == 0)
+                {
+                    var usable = new List<string>();
+                    foreach (var mode in Modes.Built)
+                        if (await Modes.KernelProblemAsync(mode, token) is { } skipped) Console.Error.WriteLine($"Skipping {mode}: {skipped}");
+                        else usable.Add(mode);
+                    modeList = [.. usable];
+                }
                 var sizes = result.GetValue(services)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                     .Select(s => int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n is >= 2 and <= 100_000 ? n
                         : throw new UsageException($"--services: '{s}' is not a size from 2 to 100000")).ToArray();

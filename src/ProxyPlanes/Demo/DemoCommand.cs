@@ -47,6 +47,7 @@ public static class DemoCommand
     public static async Task<int> RunAsync(string mode, int requests, CancellationToken cancellationToken)
     {
         if (Modes.Problem(mode) is { } problem) throw new UsageException(problem);
+        if (await Modes.KernelProblemAsync(mode, cancellationToken) is { } missing) throw new UsageException(missing);
         if (Environment.UserName != "root") throw new UsageException("demo needs root: it builds network namespaces and programs their kernel rules");
         var examples = Path.Combine(AppContext.BaseDirectory, "examples", "demo");
         if (!Directory.Exists(examples)) throw new UsageException($"the example manifests are missing from {examples}");

@@ -16,7 +16,18 @@ namespace ProxyPlanes.Kernel.Tests.Conformance;
 [Collection(KernelCollection.Name)]
 public sealed class ConformanceTests(ITestOutputHelper output)
 {
-    public static readonly string[] Modes = ["iptables", "nftables"];
+    /// <summary>
+    /// Every built mode this kernel can run: IPVS only where the ip_vs module loads (the VM lane,
+    /// see IpvsConformanceInVmTests; the development kernel has none).
+    /// </summary>
+    public static readonly string[] Modes = Built().ToArray();
+
+    private static IEnumerable<string> Built()
+    {
+        foreach (var mode in ProxyPlanes.Modes.Built)
+            if (ProxyPlanes.Modes.KernelProblemAsync(mode, CancellationToken.None).GetAwaiter().GetResult() is null)
+                yield return mode;
+    }
 
     public static IEnumerable<object[]> Cases() =>
         from mode in Modes from scenario in ConformanceScenarios.All select new object[] { mode, scenario.Name };
