@@ -92,11 +92,12 @@ public sealed class ProxyFlags
     public Option<string> MetricsBindAddress { get; } = new("--metrics-bind-address") { Description = "Address of the metrics server (/metrics, /proxyMode); empty disables", DefaultValueFactory = _ => "127.0.0.1:10249" };
     public Option<string> HealthzBindAddress { get; } = new("--healthz-bind-address") { Description = "Address of the health server (/healthz, /livez); empty disables", DefaultValueFactory = _ => "0.0.0.0:10256" };
     public Option<string> IptablesVariant { get; } = new("--iptables-variant") { Description = "iptables flavour: auto (detect what the node uses), nft or legacy", DefaultValueFactory = _ => "auto" };
+    public Option<string?> IpvsScheduler { get; } = new("--ipvs-scheduler") { Description = "IPVS scheduler for --mode=ipvs: rr (default), wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, mh, fo, ovf, twos" };
     public Option<int> Verbosity { get; } = new("--v") { Description = "Log verbosity: 0 (warnings), 2 (each sync, default), 4 (debug, with rule scripts)", DefaultValueFactory = _ => 2 };
 
     public void AddTo(System.CommandLine.Command command)
     {
-        foreach (var option in new Option[] { Config, Mode, Manifests, Kubeconfig, HostnameOverride, ClusterCidr, DetectLocalMode, PodInterfaceNamePrefix, PodBridgeInterface, MinSyncPeriod, SyncPeriod, MasqueradeAll, NodePortAddresses, MetricsBindAddress, HealthzBindAddress, IptablesVariant, Verbosity })
+        foreach (var option in new Option[] { Config, Mode, Manifests, Kubeconfig, HostnameOverride, ClusterCidr, DetectLocalMode, PodInterfaceNamePrefix, PodBridgeInterface, MinSyncPeriod, SyncPeriod, MasqueradeAll, NodePortAddresses, MetricsBindAddress, HealthzBindAddress, IptablesVariant, IpvsScheduler, Verbosity })
             command.Options.Add(option);
     }
 
@@ -155,7 +156,10 @@ public sealed class ProxyFlags
                 variant, result.GetValue(Verbosity))
             {
                 ConfigFile = config?.File,
-                IpvsScheduler = config?.IpvsScheduler?.Value,
+                IpvsScheduler = result.GetValue(IpvsScheduler) is { Length: > 0 } scheduler
+                    ? IpvsSchedulers.Known.Contains(scheduler) ? scheduler
+                        : throw new UsageException($"--ipvs-scheduler: '{scheduler}' is not an IPVS scheduler; use one of {string.Join(", ", IpvsSchedulers.Known)}")
+                    : config?.IpvsScheduler?.Value,
                 Conntrack = config?.Conntrack ?? ConntrackSettings.KubeProxyDefaults,
                 Kubeconfig = result.GetResult(Kubeconfig) is { Implicit: false } ? result.GetValue(Kubeconfig) : config?.Kubeconfig?.Value,
                 IgnoredConfigFields = config?.IgnoredFields ?? EquatableArray<string>.Empty,

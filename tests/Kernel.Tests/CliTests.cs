@@ -11,6 +11,7 @@ public sealed class CliTests
         { ["--mode=bogus", "--manifests=/"], "--mode: 'bogus' is not a mode" },
         { ["--mode=ebpf", "--manifests=/"], "--mode=ebpf is not built yet" },
         { ["--mode=ipvs", "--manifests=/"], "--mode=ipvs: this kernel has no IPVS" },
+        { ["--manifests=/", "--ipvs-scheduler=fastest"], "--ipvs-scheduler: 'fastest' is not an IPVS scheduler" },
         { ["--manifests=/nonexistent/path"], "--manifests: '/nonexistent/path' does not exist" },
         { ["--manifests=/", "--kubeconfig=/x"], "--manifests and --kubeconfig name two sources: give one" },
         { ["--manifests=/", "--min-sync-period=abc"], "--min-sync-period: 'abc' is not a duration" },
