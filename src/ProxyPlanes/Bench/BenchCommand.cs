@@ -31,7 +31,7 @@ public static class BenchCommand
         {
             try
             {
-                if (result.GetValue(inVm)) throw new UsageException("--in-vm needs the IPVS VM lane, which is not built yet");
+                if (result.GetValue(inVm)) throw new UsageException("--in-vm needs the IPVS VM lane to run the benchmark inside the VM, which is not wired yet (vm/README.md runs tests there)");
                 var modeList = result.GetValue(modes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
                 foreach (var mode in modeList)
                     if ((Modes.Problem(mode) ?? await Modes.KernelProblemAsync(mode, token)) is { } problem) throw new UsageException(problem);
