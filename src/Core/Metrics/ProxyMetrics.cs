@@ -53,6 +53,7 @@ public sealed class ProxyMetrics : IDisposable
     public const string SyncPhaseDuration = "proxyplanes_sync_phase_duration_seconds";
     public const string SyncFailuresTotal = "proxyplanes_sync_failures_total";
     public const string SyncTotal = "proxyplanes_sync_total";
+    public const string SyncFullReasonTotal = "proxyplanes_sync_full_reason_total";
 
     private readonly Histogram<double> syncDuration;
     private readonly Histogram<double> syncFullDuration;
@@ -67,6 +68,7 @@ public sealed class ProxyMetrics : IDisposable
     private readonly Counter<long> nftablesCleanupFailures;
     private readonly Counter<long> syncFailures;
     private readonly Counter<long> syncs;
+    private readonly Counter<long> fullSyncReasons;
 
     private readonly ConcurrentDictionary<string, IptablesTableCounts> iptablesTables = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int> nftablesObjects = new(StringComparer.Ordinal);
@@ -134,6 +136,8 @@ public sealed class ProxyMetrics : IDisposable
             SyncPhaseDuration, "s", "Duration of one phase (plan, render, apply) of a proxy rules sync in seconds", null, syncAdvice);
         syncFailures = Meter.CreateCounter<long>(SyncFailuresTotal, null, "Cumulative failed proxy rules syncs");
         syncs = Meter.CreateCounter<long>(SyncTotal, null, "Cumulative proxy rules syncs by kind (full or partial)");
+        fullSyncReasons = Meter.CreateCounter<long>(
+            SyncFullReasonTotal, null, "Cumulative full proxy rules syncs by the reason they ran (start, failure, flush, node-changed, hourly)");
     }
 
     /// <summary>kube-proxy's sync buckets: exponential, start 0.001, factor 2, count 15 (1ms … 16.384s).</summary>
@@ -173,6 +177,9 @@ public sealed class ProxyMetrics : IDisposable
     public void RecordPhase(string phase, string mode, TimeSpan duration) =>
         syncPhaseDuration.Record(
             duration.TotalSeconds, new KeyValuePair<string, object?>("phase", phase), new KeyValuePair<string, object?>("mode", mode));
+
+    /// <summary>A full sync started for <paramref name="reason"/> (<c>proxyplanes_sync_full_reason_total{reason}</c>).</summary>
+    public void FullSyncStarted(string reason) => fullSyncReasons.Add(1, new KeyValuePair<string, object?>("reason", reason));
 
     /// <summary>A sync failed (<c>proxyplanes_sync_failures_total{mode}</c>).</summary>
     public void SyncFailed(string mode) => syncFailures.Add(1, new KeyValuePair<string, object?>("mode", mode));
