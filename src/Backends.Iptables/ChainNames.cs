@@ -19,6 +19,14 @@ public static class ChainNames
     public const string Forward = "KUBE-FORWARD";
     public const string ProxyFirewall = "KUBE-PROXY-FIREWALL";
 
+    /// <summary>
+    /// Written (with one rule) in each table only by a full sync and never jumped to: when it or
+    /// its rule is gone, the tables were flushed behind our back and the next periodic check asks
+    /// for a full sync. kube-proxy's canary has the same name, but is empty, so a flush of the
+    /// rules alone (iptables -F) goes unnoticed by it.
+    /// </summary>
+    public const string Canary = "KUBE-PROXY-CANARY";
+
     /// <summary>Prefixes of the chains made per service port or endpoint.</summary>
     public static readonly string[] PerServicePrefixes = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"];
 

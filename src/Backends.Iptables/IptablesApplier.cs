@@ -16,6 +16,12 @@ public interface IIptablesApplier
 
     /// <summary>iptables-restore --noflush of a whole script; each table commits atomically or not at all.</summary>
     Task RestoreAsync(string script, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The rules of one chain as <c>iptables -S CHAIN</c> prints them (its <c>-N</c> line first), or
+    /// null when the table has no such chain. Reads that chain only, not the whole table.
+    /// </summary>
+    Task<string?> ListChainAsync(string table, string chain, CancellationToken cancellationToken);
 }
 
 /// <summary>Drives iptables-{nft,legacy}-save / -restore (ip6tables-* for IPv6) found on PATH.</summary>
@@ -35,6 +41,17 @@ public sealed class IptablesCommandApplier(IptablesVariant variant, IpFamily fam
         var result = await ExternalCommand.RunAsync(Tool("restore"), ["-w", "5", "--noflush"], script, cancellationToken).ConfigureAwait(false);
         if (!result.Succeeded)
             throw new CommandException($"{Tool("restore")} exited with {result.ExitCode}: {ExternalCommand.FirstLines(result.StandardError, 5)}", result);
+    }
+
+    public async Task<string?> ListChainAsync(string table, string chain, CancellationToken cancellationToken)
+    {
+        var tool = $"{(family == IpFamily.IPv4 ? "iptables" : "ip6tables")}-{(variant == IptablesVariant.Nft ? "nft" : "legacy")}";
+        var result = await ExternalCommand.RunAsync(tool, ["-w", "5", "-t", table, "-S", chain], null, cancellationToken).ConfigureAwait(false);
+        if (result.Succeeded) return result.StandardOutput;
+        // Exit 1: the chain is gone (legacy says "No chain/target/match by that name", iptables-nft 1.8.9
+        // "chain ... is incompatible"). Anything else (2: bad usage, 4: the lock) is a failure to read.
+        if (result.ExitCode == 1) return null;
+        throw new CommandException($"{tool} -t {table} -S {chain} exited with {result.ExitCode}: {ExternalCommand.FirstLines(result.StandardError, 5)}", result);
     }
 
     /// <summary>

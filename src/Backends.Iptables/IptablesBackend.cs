@@ -15,8 +15,8 @@ namespace ProxyPlanes.Backends.Iptables;
 /// </summary>
 public sealed class IptablesBackend : IProxyBackend
 {
-    private static readonly string[] FilterChains = [ChainNames.Services, ChainNames.ExternalServices, ChainNames.Forward, ChainNames.NodePorts, ChainNames.ProxyFirewall];
-    private static readonly string[] NatChains = [ChainNames.Services, ChainNames.NodePorts, ChainNames.PostRouting, ChainNames.MarkMasq];
+    private static readonly string[] FilterChains = [ChainNames.Services, ChainNames.ExternalServices, ChainNames.Forward, ChainNames.NodePorts, ChainNames.ProxyFirewall, ChainNames.Canary];
+    private static readonly string[] NatChains = [ChainNames.Services, ChainNames.NodePorts, ChainNames.PostRouting, ChainNames.MarkMasq, ChainNames.Canary];
 
     private readonly FamilyPlane[] _families;
     private readonly ProxyMetrics _metrics;
@@ -53,7 +53,7 @@ public sealed class IptablesBackend : IProxyBackend
         foreach (var plane in _families)
         {
             // A partial sync that touches no service of this family leaves its tables alone.
-            if (!request.Full && plane.State is not null && !Touches(request, plane.Family)) continue;
+            if (!request.Full && plane.State is not null && !Touches(request, plane)) continue;
             var (r, a) = await plane.SyncAsync(request, _metrics, _logger, cancellationToken).ConfigureAwait(false);
             render += r;
             apply += a;
@@ -65,10 +65,26 @@ public sealed class IptablesBackend : IProxyBackend
         return new SyncTimings(TimeSpan.Zero, render, apply);
     }
 
-    private static bool Touches(SyncRequest request, IpFamily family) =>
+    /// <summary>
+    /// Whether a partial sync must write this family: a changed port it programmed before (which
+    /// may have lost this family, or be gone) or one it must program now.
+    /// </summary>
+    private static bool Touches(SyncRequest request, FamilyPlane plane) =>
         request.ChangedPorts.Any(name =>
-            // A removed port is no longer in the state: the family that had it must sync.
-            !request.State.ServicePorts.TryGetValue(name, out var port) || port.Info.ClusterIPs.Any(ip => NodeAddresses.FamilyOf(ip) == family));
+            plane.State!.Ports.ContainsKey(name) ||
+            (request.State.ServicePorts.TryGetValue(name, out var port) && port.Info.ClusterIPs.Any(ip => NodeAddresses.FamilyOf(ip) == plane.Family)));
+
+    /// <summary>Every family's canary chain, in both tables, still holds its rule.</summary>
+    public async Task<bool> CanaryIntactAsync(CancellationToken cancellationToken)
+    {
+        foreach (var plane in _families)
+            foreach (var table in new[] { "nat", "filter" })
+            {
+                var rules = await plane.Applier.ListChainAsync(table, ChainNames.Canary, cancellationToken).ConfigureAwait(false);
+                if (rules is null || !rules.Contains("-A " + ChainNames.Canary + " ", StringComparison.Ordinal)) return false;
+            }
+        return true;
+    }
 
     private sealed class FamilyPlane(IpFamily family, IIptablesApplier applier)
     {

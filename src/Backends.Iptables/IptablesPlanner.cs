@@ -58,7 +58,11 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         previous ??= IptablesPlannerState.Empty;
         var network = request.State.Network;
 
-        if (full) WriteJumpsFromBuiltInChains(kernel);
+        if (full)
+        {
+            WriteJumpsFromBuiltInChains(kernel);
+            WriteCanary();
+        }
         WriteFixedChains();
 
         var ports = ImmutableDictionary.CreateBuilder<ServicePortName, PortChains>();
@@ -89,7 +93,8 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         _nat.WriteTable(_script, "nat");
         return new IptablesPlan(
             _script.ToString(), new IptablesPlannerState(ports.ToImmutable()),
-            NatRulesTotal: _nat.RuleCount + skippedNatRules, FilterRulesTotal: _filter.RuleCount,
+            // A partial sync leaves the canary rule of each table in place: it is still ours.
+            NatRulesTotal: _nat.RuleCount + skippedNatRules + (full ? 0 : 1), FilterRulesTotal: _filter.RuleCount + (full ? 0 : 1),
             NatRulesWritten: _nat.RuleCount, FilterRulesWritten: _filter.RuleCount, ChainsSkipped: skippedChains);
     }
 
@@ -123,6 +128,16 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
             var present = table == "nat" ? kernel.NatRules : kernel.FilterRules;
             if (present.Contains($"-A {chain} {rule}")) continue;
             (table == "nat" ? _nat : _filter).Insert(chain).Arg(rule).End();
+        }
+    }
+
+    /// <summary>The canary chain of each table (see <see cref="ChainNames.Canary"/>): one rule, written only by a full sync.</summary>
+    private void WriteCanary()
+    {
+        foreach (var writer in new[] { _filter, _nat })
+        {
+            writer.Chain(ChainNames.Canary);
+            writer.Append(ChainNames.Canary).Comment("proxyplanes canary: when this rule is gone, a full sync restores every rule").Jump("RETURN").End();
         }
     }
 

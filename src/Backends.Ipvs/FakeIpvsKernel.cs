@@ -103,6 +103,11 @@ public sealed class FakeIpvsKernel : IIpvsKernel
         }
     }
 
+    public Task<bool> LinkExistsAsync(CancellationToken cancellationToken)
+    {
+        lock (_gate) return Task.FromResult(LinkExists);
+    }
+
     public Task<string> SaveIptablesAsync(IpFamily family, string table, CancellationToken cancellationToken)
     {
         lock (_gate) return Task.FromResult(_tables[(family, table)].Save(table));

@@ -21,6 +21,9 @@ public interface IIpvsKernel
     /// <summary>The destinations (with connection counts) of some virtual servers (none for one that does not exist).</summary>
     Task<IReadOnlyDictionary<VirtualServerKey, IReadOnlyList<KernelDestination>>> ReadDestinationsAsync(IReadOnlyCollection<VirtualServerKey> servers, CancellationToken cancellationToken);
 
+    /// <summary>Whether the dummy link kube-ipvs0 exists (the periodic canary check; one netlink request).</summary>
+    Task<bool> LinkExistsAsync(CancellationToken cancellationToken);
+
     /// <summary>Runs the operations in order; stops at the first the kernel refuses (throws, naming it).</summary>
     Task ApplyAsync(IReadOnlyList<IpvsOperation> operations, CancellationToken cancellationToken);
 

@@ -126,6 +126,29 @@ public sealed class IpvsBackend : IProxyBackend
         }
     }
 
+    /// <summary>
+    /// The canary: kube-ipvs0 is there and so is one virtual server the last sync left (the first
+    /// in order), so both a deleted link and a cleared IPVS table (<c>ipvsadm -C</c>) are noticed
+    /// with two netlink requests. The helper iptables rules are not checked here; a full sync repairs them.
+    /// </summary>
+    public async Task<bool> CanaryIntactAsync(CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_state is null) return false;
+            if (!await Wrap("read", () => _kernel.LinkExistsAsync(cancellationToken)).ConfigureAwait(false)) return false;
+            if (_state.Kernel.IsEmpty) return true;
+            var sample = _state.Kernel.Keys.Min();
+            var found = await Wrap("read", () => _kernel.ReadDestinationsAsync([sample], cancellationToken)).ConfigureAwait(false);
+            return found.ContainsKey(sample);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
     private async Task<T> Wrap<T>(string what, Func<Task<T>> action)
     {
         try

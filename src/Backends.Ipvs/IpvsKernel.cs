@@ -213,6 +213,18 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
         return Task.FromResult<IReadOnlyDictionary<VirtualServerKey, IReadOnlyList<KernelDestination>>>(result);
     }
 
+    public Task<bool> LinkExistsAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return Task.FromResult(Rtnl().FindLink(IpvsNames.Link) is not null);
+        }
+        catch (Exception e) when (e is NetlinkException or NetlinkProtocolException)
+        {
+            throw new IpvsKernelException(e.Message, e);
+        }
+    }
+
     public Task<string> SaveIptablesAsync(IpFamily family, string table, CancellationToken cancellationToken) =>
         RunAsync(IptablesTool(family, "save"), ["-t", table], null, cancellationToken);
 

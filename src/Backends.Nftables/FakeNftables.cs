@@ -73,6 +73,13 @@ public sealed class FakeNftables : INftablesApplier
         }
     }
 
+    public Task<IReadOnlyList<string>?> ListChainAsync(IpFamily family, string table, string chain, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+            return Task.FromResult<IReadOnlyList<string>?>(
+                _tables.TryGetValue((family, table), out var t) && t.Chains.TryGetValue(chain, out var c) ? c.Rules.Select(r => r.Text).ToList() : null);
+    }
+
     /// <summary>Whether the table exists.</summary>
     public bool HasTable(IpFamily family, string table = NftNames.Table)
     {

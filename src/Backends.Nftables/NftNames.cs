@@ -32,6 +32,12 @@ public static class NftNames
     public const string MarkForMasquerade = "mark-for-masquerade";
     public const string Masquerading = "masquerading";
 
+    /// <summary>
+    /// Written with one rule only by a full sync and never jumped to: when it or its rule is gone,
+    /// the table was flushed or deleted behind our back, and the next periodic check asks for a full sync.
+    /// </summary>
+    public const string Canary = "canary";
+
     // Fixed maps and sets.
     public const string ServiceIPs = "service-ips";
     public const string ServiceNodePorts = "service-nodeports";

@@ -15,6 +15,12 @@ public interface INftablesApplier
 
     /// <summary>Applies the whole transaction atomically, or nothing (throws <see cref="NftException"/>).</summary>
     Task ApplyAsync(NftTransaction transaction, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The rules of one chain (nft rule syntax, one per line, in order), or null when the table or
+    /// the chain does not exist. Reads that chain only.
+    /// </summary>
+    Task<IReadOnlyList<string>?> ListChainAsync(IpFamily family, string table, string chain, CancellationToken cancellationToken);
 }
 
 /// <summary>
@@ -46,6 +52,36 @@ public sealed class NftCommandApplier : INftablesApplier
         var result = await RunAsync(["-f", "-"], transaction.ToString(), cancellationToken).ConfigureAwait(false);
         if (!result.Succeeded)
             throw new NftException($"nft -f refused the {Nft.FamilyKeyword(transaction.Family)} transaction (exit {result.ExitCode}): {ExternalCommand.FirstLines(result.StandardError, 6)}");
+    }
+
+    public async Task<IReadOnlyList<string>?> ListChainAsync(IpFamily family, string table, string chain, CancellationToken cancellationToken)
+    {
+        var result = await RunAsync(["list", "chain", Nft.FamilyKeyword(family), table, chain], null, cancellationToken).ConfigureAwait(false);
+        // nft says "No such file or directory" for a missing table or chain.
+        if (!result.Succeeded && result.StandardError.Contains("No such file or directory", StringComparison.Ordinal)) return null;
+        if (!result.Succeeded)
+            throw new NftException($"nft could not list chain {Nft.FamilyKeyword(family)} {table} {chain} (exit {result.ExitCode}): {ExternalCommand.FirstLines(result.StandardError, 5)}");
+        return ParseChainRules(result.StandardOutput);
+    }
+
+    /// <summary>
+    /// The rules in <c>nft list chain</c> output: the lines inside the chain's braces, without
+    /// the chain's own <c>type … hook …</c> and <c>comment</c> lines.
+    /// </summary>
+    public static IReadOnlyList<string> ParseChainRules(string listing)
+    {
+        var rules = new List<string>();
+        var depth = 0;
+        foreach (var raw in listing.Split('\n'))
+        {
+            var line = raw.Trim();
+            if (line.EndsWith('{')) { depth++; continue; }
+            if (line == "}") { depth--; continue; }
+            if (depth != 2 || line.Length == 0) continue; // table { chain { rules } }
+            if (line.StartsWith("type ", StringComparison.Ordinal) || line.StartsWith("comment ", StringComparison.Ordinal)) continue;
+            rules.Add(line);
+        }
+        return rules;
     }
 
     /// <summary>Whether nft runs and the kernel has nf_tables for <paramref name="family"/> (checked without changing anything).</summary>

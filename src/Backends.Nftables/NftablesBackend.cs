@@ -76,6 +76,25 @@ public sealed class NftablesBackend : IProxyBackend
         return new SyncTimings(TimeSpan.Zero, render, apply);
     }
 
+    /// <summary>Every family's table still has its canary chain with its rule.</summary>
+    public async Task<bool> CanaryIntactAsync(CancellationToken cancellationToken)
+    {
+        foreach (var plane in _families)
+        {
+            IReadOnlyList<string>? rules;
+            try
+            {
+                rules = await _applier.ListChainAsync(plane.Family, Table, NftNames.Canary, cancellationToken).ConfigureAwait(false);
+            }
+            catch (NftException e)
+            {
+                throw new BackendSyncException($"could not read the nftables canary: {e.Message}", e);
+            }
+            if (rules is not { Count: > 0 }) return false;
+        }
+        return true;
+    }
+
     private static bool Touches(SyncRequest request, FamilyPlane plane) =>
         request.ChangedPorts.Any(name =>
             plane.State!.Ports.ContainsKey(name) ||

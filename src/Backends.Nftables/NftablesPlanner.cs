@@ -394,6 +394,9 @@ public sealed class NftablesPlanner
             $"meta mark & {_mark} == 0 return",
             $"meta mark set meta mark ^ {_mark}",
             "masquerade fully-random");
+        chains.Add(new NftChainContent(
+            new NftChain(NftNames.Canary) { Comment = "when its rule is gone, a full sync restores the table" },
+            new EquatableArray<NftRule>([new NftRule(NftNames.Canary, "return")])));
 
         var ipPortType = Types(_addrType, "inet_proto", "inet_service");
         var portType = Types("inet_proto", "inet_service");

@@ -112,6 +112,7 @@ public sealed class GoldenCase
             Requests.Add(request);
             return Task.FromResult(default(SyncTimings));
         }
+        public Task<bool> CanaryIntactAsync(CancellationToken cancellationToken) => Task.FromResult(true);
         public Task CleanupAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 }

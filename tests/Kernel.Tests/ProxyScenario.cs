@@ -53,11 +53,11 @@ public sealed class ProxyScenario : IAsyncDisposable
     }
 
     /// <summary>Starts the proxy and waits until it is healthy (first sync done).</summary>
-    public async Task<ProxyProcess> StartProxyAsync(IEnumerable<string>? extraArgs = null, IDictionary<string, string>? environment = null)
+    public async Task<ProxyProcess> StartProxyAsync(IEnumerable<string>? extraArgs = null, IDictionary<string, string>? environment = null, string mode = "iptables")
     {
         string[] args =
         [
-            "run", "--mode=iptables", $"--manifests={Manifests.FullName}", $"--hostname-override={NodeName}",
+            "run", $"--mode={mode}", $"--manifests={Manifests.FullName}", $"--hostname-override={NodeName}",
             $"--cluster-cidr={Sandbox.ClusterCidr}", "--min-sync-period=50ms", "--v=4",
             .. extraArgs ?? [],
         ];

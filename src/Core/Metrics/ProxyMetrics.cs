@@ -54,6 +54,7 @@ public sealed class ProxyMetrics : IDisposable
     public const string SyncFailuresTotal = "proxyplanes_sync_failures_total";
     public const string SyncTotal = "proxyplanes_sync_total";
     public const string SyncFullReasonTotal = "proxyplanes_sync_full_reason_total";
+    public const string CanaryChecksTotal = "proxyplanes_sync_canary_checks_total";
 
     private readonly Histogram<double> syncDuration;
     private readonly Histogram<double> syncFullDuration;
@@ -69,6 +70,7 @@ public sealed class ProxyMetrics : IDisposable
     private readonly Counter<long> syncFailures;
     private readonly Counter<long> syncs;
     private readonly Counter<long> fullSyncReasons;
+    private readonly Counter<long> canaryChecks;
 
     private readonly ConcurrentDictionary<string, IptablesTableCounts> iptablesTables = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int> nftablesObjects = new(StringComparer.Ordinal);
@@ -138,6 +140,8 @@ public sealed class ProxyMetrics : IDisposable
         syncs = Meter.CreateCounter<long>(SyncTotal, null, "Cumulative proxy rules syncs by kind (full or partial)");
         fullSyncReasons = Meter.CreateCounter<long>(
             SyncFullReasonTotal, null, "Cumulative full proxy rules syncs by the reason they ran (start, failure, flush, node-changed, hourly)");
+        canaryChecks = Meter.CreateCounter<long>(
+            CanaryChecksTotal, null, "Cumulative periodic checks of the data plane's canary by result (intact, gone, error)");
     }
 
     /// <summary>kube-proxy's sync buckets: exponential, start 0.001, factor 2, count 15 (1ms … 16.384s).</summary>
@@ -180,6 +184,9 @@ public sealed class ProxyMetrics : IDisposable
 
     /// <summary>A full sync started for <paramref name="reason"/> (<c>proxyplanes_sync_full_reason_total{reason}</c>).</summary>
     public void FullSyncStarted(string reason) => fullSyncReasons.Add(1, new KeyValuePair<string, object?>("reason", reason));
+
+    /// <summary>A periodic canary check ended with <paramref name="result"/>: intact, gone or error (<c>proxyplanes_sync_canary_checks_total{result}</c>).</summary>
+    public void CanaryChecked(string result) => canaryChecks.Add(1, new KeyValuePair<string, object?>("result", result));
 
     /// <summary>A sync failed (<c>proxyplanes_sync_failures_total{mode}</c>).</summary>
     public void SyncFailed(string mode) => syncFailures.Add(1, new KeyValuePair<string, object?>("mode", mode));

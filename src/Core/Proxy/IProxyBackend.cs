@@ -15,6 +15,14 @@ public interface IProxyBackend
     /// </summary>
     Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// A cheap check, run every --sync-period, that what this mode installed is still in the kernel
+    /// (a canary object only a full sync writes). False means it was flushed or changed behind our
+    /// back: the controller then runs a full sync, which reads the kernel and repairs it. Only
+    /// called after a successful sync.
+    /// </summary>
+    Task<bool> CanaryIntactAsync(CancellationToken cancellationToken);
+
     /// <summary>Removes everything this mode installed.</summary>
     Task CleanupAsync(CancellationToken cancellationToken);
 }

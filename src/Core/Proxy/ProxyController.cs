@@ -41,7 +41,7 @@ public sealed class ProxyController : IObjectSink
         _endpoints = new EndpointsChangeTracker(options.HostName);
         _services.InvalidService += message => _logger.LogWarning("Ignoring invalid field: {Problem}", message);
         Health = new ProxyHealth(_time, 2 * options.Sync.SyncPeriod);
-        Runner = new SyncRunner(SyncAsync, options.Sync, _time, logger);
+        Runner = new SyncRunner(SyncAsync, options.Sync, _time, logger) { EndpointCount = CountEndpoints };
     }
 
     public SyncRunner Runner { get; }
@@ -120,11 +120,22 @@ public sealed class ProxyController : IObjectSink
     /// Runs one sync now, outside the <see cref="Runner"/>'s schedule: for callers that drive syncs
     /// themselves (golden tests, the benchmark). Never call it while the runner is running.
     /// </summary>
-    public Task SyncNowAsync(bool full, CancellationToken cancellationToken = default) => SyncAsync(full, cancellationToken);
+    public Task SyncNowAsync(bool full, CancellationToken cancellationToken = default) =>
+        SyncAsync(full ? new SyncDecision(FullSyncReason.Start, false) : SyncDecision.Partial, cancellationToken);
 
-    private async Task SyncAsync(bool full, CancellationToken cancellationToken)
+    /// <inheritdoc cref="SyncNowAsync(bool, CancellationToken)"/>
+    public Task<bool> SyncNowAsync(SyncDecision decision, CancellationToken cancellationToken = default) => SyncAsync(decision, cancellationToken);
+
+    /// <summary>Endpoints over all service ports, as kube-proxy counts them for its large-cluster rule.</summary>
+    private int CountEndpoints() => _servicePorts.Keys.Sum(name => _endpoints.EndpointsOf(name).Count);
+
+    /// <summary>One sync; returns whether it was full (the runner schedules the hourly resync from it).</summary>
+    private async Task<bool> SyncAsync(SyncDecision decision, CancellationToken cancellationToken)
     {
         var start = _time.GetUtcNow();
+        var fullReason = decision.FullReason;
+        if (fullReason is null && decision.CheckCanary && _successfulSyncs > 0 && !await CanaryIntactAsync(cancellationToken).ConfigureAwait(false))
+            fullReason = FullSyncReason.Flush;
         var stopwatch = Stopwatch.StartNew();
         // Every change counted so far is already in the trackers (a tracker is updated before the
         // change is counted), so the checkout below includes it.
@@ -142,13 +153,20 @@ public sealed class ProxyController : IObjectSink
         _metrics.SetPendingChanges(_services.PendingCount, _endpoints.PendingCount);
 
         var network = BuildNetwork();
-        var rebuildAll = full || network != _built.Network;
+        if (fullReason is null && network != _built.Network) fullReason = _successfulSyncs > 0 ? FullSyncReason.NodeChanged : FullSyncReason.Start;
+        var rebuildAll = fullReason is not null;
         if (!rebuildAll && changed.Count == 0 && _successfulSyncs > 0)
         {
-            // Events that cancelled out, or a burst already synced: the kernel has it all.
+            // Events that cancelled out, a burst already synced, or a periodic sync with nothing
+            // to do: the kernel has it all.
             _metrics.SetChangesApplied(changesIncluded);
             Health.Updated(start);
-            return;
+            return false;
+        }
+        if (fullReason is { } reason)
+        {
+            _metrics.FullSyncStarted(reason.Label());
+            if (reason != FullSyncReason.Start) _logger.LogInformation("Full sync: {Reason}", Describe(reason));
         }
         var state = rebuildAll ? BuildAll(network) : Rebuild(_built, changed);
         _built = state;
@@ -197,12 +215,46 @@ public sealed class ProxyController : IObjectSink
         // health-check ports are open and stale flows are gone when a readiness probe sees 200.
         Health.Updated(start);
 
-        var report = new SyncReport(rebuildAll, changed.Count, state.ServicePorts.Count, elapsed, timings, end);
+        var report = new SyncReport(rebuildAll, changed.Count, state.ServicePorts.Count, elapsed, timings, end) { FullReason = fullReason };
         _logger.LogInformation(
             "Synced {Kind}: {Changed} service ports changed, {Total} in total, {Elapsed:F1} ms (plan {Plan:F1} ms, render {Render:F1} ms, apply {Apply:F1} ms)",
-            rebuildAll ? "full" : "partial", changed.Count, state.ServicePorts.Count, elapsed.TotalMilliseconds,
+            rebuildAll ? $"full ({fullReason!.Value.Label()})" : "partial", changed.Count, state.ServicePorts.Count, elapsed.TotalMilliseconds,
             (policyTime + timings.Plan).TotalMilliseconds, timings.Render.TotalMilliseconds, timings.Apply.TotalMilliseconds);
         Synced?.Invoke(report);
+        return rebuildAll;
+    }
+
+    private static string Describe(FullSyncReason reason) => reason switch
+    {
+        FullSyncReason.Failure => "the previous sync failed, so the kernel is read and repaired",
+        FullSyncReason.Flush => "the data plane's canary is gone: its rules were changed or flushed behind our back",
+        FullSyncReason.NodeChanged => "a node-level setting changed (node IPs, zone, pod CIDRs or local-traffic detection)",
+        FullSyncReason.Hourly => "the hourly resync",
+        _ => "start",
+    };
+
+    /// <summary>
+    /// The periodic check that what the data plane installed is still there. A check that cannot
+    /// run counts as a missing canary: a full sync then reads the kernel and says what is wrong.
+    /// </summary>
+    private async Task<bool> CanaryIntactAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (await _backend.CanaryIntactAsync(cancellationToken).ConfigureAwait(false))
+            {
+                _metrics.CanaryChecked("intact");
+                return true;
+            }
+            _metrics.CanaryChecked("gone");
+            _logger.LogWarning("The {Mode} canary is gone: the proxy's rules were flushed or changed from outside; running a full sync", _backend.Mode);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _metrics.CanaryChecked("error");
+            _logger.LogWarning("Could not check the {Mode} canary ({Error}); running a full sync", _backend.Mode, e.Message);
+        }
+        return false;
     }
 
     private NodeNetwork BuildNetwork()
@@ -252,4 +304,8 @@ public sealed class ProxyController : IObjectSink
 }
 
 /// <summary>What one successful sync did.</summary>
-public sealed record SyncReport(bool Full, int ChangedServicePorts, int TotalServicePorts, TimeSpan Duration, SyncTimings Timings, DateTimeOffset CompletedAt);
+public sealed record SyncReport(bool Full, int ChangedServicePorts, int TotalServicePorts, TimeSpan Duration, SyncTimings Timings, DateTimeOffset CompletedAt)
+{
+    /// <summary>Why the sync was full (null for a partial sync).</summary>
+    public FullSyncReason? FullReason { get; init; }
+}

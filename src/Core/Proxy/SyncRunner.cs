@@ -7,8 +7,21 @@ public sealed record SyncRunnerOptions
     /// <summary>--min-sync-period: changes arriving faster than this are coalesced into one sync.</summary>
     public TimeSpan MinSyncPeriod { get; init; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>--sync-period: a full sync runs at least this often, repairing anything changed behind our back.</summary>
+    /// <summary>
+    /// --sync-period: a sync runs at least this often. As in kube-proxy it is a partial sync (a
+    /// no-op when nothing changed) that also checks the data plane's canary; it is full only when
+    /// the canary is gone or something else asks for a full sync.
+    /// </summary>
     public TimeSpan SyncPeriod { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>A full resync runs at most this often when nothing else asks for one (kube-proxy: one hour).</summary>
+    public TimeSpan FullSyncPeriod { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>
+    /// Above this many endpoints there is no periodic full resync at all (kube-proxy 1.37's
+    /// large-cluster rule): on such a cluster a full sync is expensive and the canary catches flushes.
+    /// </summary>
+    public int LargeClusterEndpoints { get; init; } = 1000;
 
     /// <summary>First retry delay after a failed sync; doubles per failure up to <see cref="MaxRetryDelay"/>.</summary>
     public TimeSpan RetryDelay { get; init; } = TimeSpan.FromSeconds(1);
@@ -16,21 +29,70 @@ public sealed record SyncRunnerOptions
     public TimeSpan MaxRetryDelay { get; init; } = TimeSpan.FromSeconds(30);
 }
 
+/// <summary>Why a full sync runs; the label of <c>proxyplanes_sync_full_reason_total</c>.</summary>
+public enum FullSyncReason
+{
+    /// <summary>The first sync after the proxy started.</summary>
+    Start,
+    /// <summary>The previous sync failed: the kernel may hold anything, so it is read and repaired.</summary>
+    Failure,
+    /// <summary>The data plane's canary was gone: the rules were flushed behind our back.</summary>
+    Flush,
+    /// <summary>A node-level setting changed (node IPs, zone, pod CIDRs, local-traffic detection).</summary>
+    NodeChanged,
+    /// <summary>The hourly resync (never above <see cref="SyncRunnerOptions.LargeClusterEndpoints"/>).</summary>
+    Hourly,
+}
+
+public static class FullSyncReasons
+{
+    public static string Label(this FullSyncReason reason) => reason switch
+    {
+        FullSyncReason.Start => "start",
+        FullSyncReason.Failure => "failure",
+        FullSyncReason.Flush => "flush",
+        FullSyncReason.NodeChanged => "node-changed",
+        _ => "hourly",
+    };
+}
+
+/// <summary>
+/// What the runner asks of one sync: full (and why) or partial, and whether the sync period has
+/// elapsed, in which case the data plane's canary is checked (its absence makes the sync full).
+/// </summary>
+public readonly record struct SyncDecision(FullSyncReason? FullReason, bool CheckCanary)
+{
+    public bool Full => FullReason is not null;
+
+    public static SyncDecision Partial { get; } = new(null, false);
+}
+
 /// <summary>
 /// Owns time for the control loop: coalesces bursts of changes, honours the minimum interval
-/// between syncs, runs a periodic full sync, and retries a failed sync with exponential backoff
-/// (the retry, and the sync after any failure, are full syncs).
+/// between syncs, runs a sync at least every <see cref="SyncRunnerOptions.SyncPeriod"/> (partial, with
+/// a canary check), retries a failed sync with exponential backoff, and decides when a sync must be
+/// full: at start, after a failure, hourly on small clusters. The sync function returns whether it
+/// ran full (it may upgrade a partial sync itself: a missing canary, a changed node).
 /// </summary>
-public sealed class SyncRunner(Func<bool, CancellationToken, Task> sync, SyncRunnerOptions options, TimeProvider time, ILogger logger)
+/// <remarks>
+/// The periodic deadline counts from the end of the previous sync, so a full sync that outlasts
+/// the period is followed by a (cheap) partial one, never by another full one; a change arriving
+/// during any sync goes into the next sync as soon as the minimum interval allows.
+/// </remarks>
+public sealed class SyncRunner(Func<SyncDecision, CancellationToken, Task<bool>> sync, SyncRunnerOptions options, TimeProvider time, ILogger logger)
 {
     private readonly object _lock = new();
     private readonly SemaphoreSlim _wake = new(0);
     private bool _pending;
-    private bool _needFull = true;
-    private DateTimeOffset _lastRun = DateTimeOffset.MinValue;
-    private DateTimeOffset _nextFull = DateTimeOffset.MaxValue;
+    private FullSyncReason? _forcedFull = FullSyncReason.Start;
+    private DateTimeOffset _lastStart = DateTimeOffset.MinValue;
+    private DateTimeOffset? _lastEnd;
+    private DateTimeOffset _lastFull = DateTimeOffset.MinValue;
     private DateTimeOffset? _retryAt;
     private int _failures;
+
+    /// <summary>How many endpoints the cluster has (for the large-cluster rule); null means small.</summary>
+    public Func<int>? EndpointCount { get; init; }
 
     /// <summary>Number of syncs that failed in a row (0 after a success).</summary>
     public int ConsecutiveFailures { get { lock (_lock) return _failures; } }
@@ -66,37 +128,49 @@ public sealed class SyncRunner(Func<bool, CancellationToken, Task> sync, SyncRun
         }
     }
 
+    private DateTimeOffset PeriodicDue => _lastEnd is { } end ? end + options.SyncPeriod : DateTimeOffset.MaxValue;
+
     private DateTimeOffset NextDue()
     {
-        var due = _nextFull;
-        if (_retryAt is { } retry) return retry < due ? retry : due;
+        if (_retryAt is { } retry) return retry < PeriodicDue ? retry : PeriodicDue;
+        var due = PeriodicDue;
         if (_pending)
         {
-            var earliest = _lastRun == DateTimeOffset.MinValue ? DateTimeOffset.MinValue : _lastRun + options.MinSyncPeriod;
+            var earliest = _lastStart == DateTimeOffset.MinValue ? DateTimeOffset.MinValue : _lastStart + options.MinSyncPeriod;
             if (earliest < due) due = earliest;
         }
         return due;
     }
 
+    /// <summary>The full-sync reason the runner itself imposes now, if any.</summary>
+    private FullSyncReason? FullReasonAt(DateTimeOffset now)
+    {
+        if (_forcedFull is { } forced) return forced;
+        if (now - _lastFull < options.FullSyncPeriod) return null;
+        // kube-proxy 1.37: never a periodic full resync on a large cluster.
+        return EndpointCount is { } count && count() > options.LargeClusterEndpoints ? null : FullSyncReason.Hourly;
+    }
+
     private async Task RunOnceAsync(CancellationToken cancellationToken)
     {
-        bool full;
+        SyncDecision decision;
         var now = time.GetUtcNow();
         lock (_lock)
         {
-            full = _needFull || now >= _nextFull;
+            decision = new SyncDecision(FullReasonAt(now), CheckCanary: now >= PeriodicDue);
             _pending = false;
             _retryAt = null;
-            _lastRun = now;
+            _lastStart = now;
         }
         try
         {
-            await sync(full, cancellationToken).ConfigureAwait(false);
+            var ranFull = await sync(decision, cancellationToken).ConfigureAwait(false);
             lock (_lock)
             {
-                _needFull = false;
+                _forcedFull = null;
                 _failures = 0;
-                if (full) _nextFull = now + options.SyncPeriod;
+                if (ranFull) _lastFull = now;
+                _lastEnd = time.GetUtcNow();
             }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -105,15 +179,18 @@ public sealed class SyncRunner(Func<bool, CancellationToken, Task> sync, SyncRun
         catch (Exception e)
         {
             TimeSpan delay;
+            int failures;
             lock (_lock)
             {
-                _needFull = true;
-                _failures++;
-                var factor = Math.Pow(2, Math.Min(_failures - 1, 16));
+                _forcedFull = _forcedFull == FullSyncReason.Start ? FullSyncReason.Start : FullSyncReason.Failure;
+                failures = ++_failures;
+                var factor = Math.Pow(2, Math.Min(failures - 1, 16));
                 delay = TimeSpan.FromTicks((long)Math.Min(options.RetryDelay.Ticks * factor, options.MaxRetryDelay.Ticks));
-                _retryAt = time.GetUtcNow() + delay;
+                var end = time.GetUtcNow();
+                _retryAt = end + delay;
+                _lastEnd = end;
             }
-            logger.LogError("Sync failed (attempt {Failures}), retrying as a full sync in {Delay}s: {Error}", _failures, delay.TotalSeconds, e.Message);
+            logger.LogError("Sync failed (attempt {Failures}), retrying as a full sync in {Delay}s: {Error}", failures, delay.TotalSeconds, e.Message);
         }
     }
 }

@@ -27,6 +27,8 @@ public class ProxyMetricsTests
         { "proxyplanes_sync_phase_duration_seconds", "histogram" },
         { "proxyplanes_sync_failures_total", "counter" },
         { "proxyplanes_sync_total", "counter" },
+        { "proxyplanes_sync_full_reason_total", "counter" },
+        { "proxyplanes_sync_canary_checks_total", "counter" },
         { "proxyplanes_nftables_objects", "gauge" },
         { "proxyplanes_sync_changes_applied", "gauge" },
     };

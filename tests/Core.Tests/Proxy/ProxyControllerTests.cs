@@ -27,11 +27,32 @@ internal sealed class RecordingBackend : IProxyBackend
     public Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref _count);
+        if (request.Full) CanaryGone = false; // a full sync writes the canary again
         var fail = Failing;
         _requests.Writer.TryWrite(request);
         return fail
             ? Task.FromException<SyncTimings>(new BackendSyncException("the kernel refused the rules"))
             : Task.FromResult(new SyncTimings(TimeSpan.Zero, TimeSpan.Zero, TimeSpan.Zero));
+    }
+
+    private bool _canaryGone;
+
+    /// <summary>Whether the canary check reports a flush (until the next full sync).</summary>
+    public bool CanaryGone
+    {
+        get => Volatile.Read(ref _canaryGone);
+        set => Volatile.Write(ref _canaryGone, value);
+    }
+
+    /// <summary>How often the controller checked the canary.</summary>
+    public int CanaryChecks => Volatile.Read(ref _canaryChecks);
+
+    private int _canaryChecks;
+
+    public Task<bool> CanaryIntactAsync(CancellationToken cancellationToken)
+    {
+        Interlocked.Increment(ref _canaryChecks);
+        return Task.FromResult(!CanaryGone);
     }
 
     public Task CleanupAsync(CancellationToken cancellationToken) => Task.CompletedTask;
@@ -132,6 +153,79 @@ public sealed class ProxyControllerTests : IAsyncDisposable
 
         Assert.Equal(1, backend.Count);
         Assert.True(controller.Health.Status().Healthy);
+    }
+
+    private static (ProxyController Controller, RecordingBackend Backend, List<SyncReport> Reports) SyncedController(ProxyMetrics metrics)
+    {
+        var backend = new RecordingBackend();
+        var controller = new ProxyController(new ProxyOptions { HostName = Host }, backend, metrics, NullLogger.Instance);
+        var reports = new List<SyncReport>();
+        controller.Synced += reports.Add;
+        controller.OnService(null, Web());
+        controller.OnInitialStateDelivered();
+        return (controller, backend, reports);
+    }
+
+    [Fact]
+    public async Task SyncNow_PeriodicWithCanaryIntact_NothingChanged_NoBackendSync()
+    {
+        using var metrics = new ProxyMetrics();
+        var (controller, backend, _) = SyncedController(metrics);
+        Assert.True(await controller.SyncNowAsync(new SyncDecision(FullSyncReason.Start, false)));
+
+        var full = await controller.SyncNowAsync(new SyncDecision(null, CheckCanary: true));
+
+        Assert.False(full);
+        Assert.Equal(1, backend.CanaryChecks);
+        Assert.Equal(1, backend.Count);
+    }
+
+    [Fact]
+    public async Task SyncNow_PeriodicWithCanaryGone_FullSyncForFlush()
+    {
+        using var metrics = new ProxyMetrics();
+        var (controller, backend, reports) = SyncedController(metrics);
+        await controller.SyncNowAsync(new SyncDecision(FullSyncReason.Start, false));
+        backend.CanaryGone = true;
+
+        var full = await controller.SyncNowAsync(new SyncDecision(null, CheckCanary: true));
+
+        Assert.True(full);
+        Assert.Equal(2, backend.Count);
+        Assert.Equal(FullSyncReason.Flush, reports[^1].FullReason);
+        // The full sync wrote the canary again: the next check finds it and nothing is sent.
+        Assert.False(await controller.SyncNowAsync(new SyncDecision(null, CheckCanary: true)));
+        Assert.Equal(2, backend.Count);
+    }
+
+    [Fact]
+    public async Task SyncNow_ChangeWithoutCanaryCheck_PartialEvenIfCanaryGone()
+    {
+        using var metrics = new ProxyMetrics();
+        var (controller, backend, reports) = SyncedController(metrics);
+        await controller.SyncNowAsync(new SyncDecision(FullSyncReason.Start, false));
+        backend.CanaryGone = true;
+        controller.OnService(null, Api());
+
+        Assert.False(await controller.SyncNowAsync(SyncDecision.Partial));
+
+        Assert.Equal(0, backend.CanaryChecks);
+        Assert.Null(reports[^1].FullReason);
+    }
+
+    [Fact]
+    public async Task SyncNow_NodeZoneChanged_FullSyncForNodeChange()
+    {
+        using var metrics = new ProxyMetrics();
+        var (controller, backend, reports) = SyncedController(metrics);
+        await controller.SyncNowAsync(new SyncDecision(FullSyncReason.Start, false));
+        Assert.Equal(FullSyncReason.Start, reports[^1].FullReason);
+
+        controller.OnNode(null, new Node { Metadata = new ObjectMeta { Name = Host, Labels = new() { [ServiceConversion.TopologyZoneLabel] = "zone-b" } } });
+
+        Assert.True(await controller.SyncNowAsync(SyncDecision.Partial));
+        Assert.Equal(2, backend.Count);
+        Assert.Equal(FullSyncReason.NodeChanged, reports[^1].FullReason);
     }
 
     [Fact]

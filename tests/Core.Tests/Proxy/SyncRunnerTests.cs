@@ -18,26 +18,35 @@ public class SyncRunnerTests
         MaxRetryDelay = TimeSpan.FromMilliseconds(200),
     };
 
-    /// <summary>Records each sync (full or not); fails the calls <see cref="FailOn"/> picks (1-based).</summary>
+    /// <summary>Records each sync's decision; fails the calls <see cref="FailOn"/> picks (1-based).</summary>
     private sealed class Recorder
     {
-        private readonly Channel<bool> _channel = Channel.CreateUnbounded<bool>();
+        private readonly Channel<SyncDecision> _channel = Channel.CreateUnbounded<SyncDecision>();
         private int _count;
 
-        public ConcurrentQueue<bool> Calls { get; } = new();
+        public ConcurrentQueue<SyncDecision> Decisions { get; } = new();
+        public bool[] Calls => Decisions.Select(d => d.Full).ToArray();
         public Func<int, bool> FailOn { get; init; } = _ => false;
-        public int Count => Calls.Count;
 
-        public Task Sync(bool full, CancellationToken cancellationToken)
+        /// <summary>Runs inside sync n (1-based), e.g. to move a manual clock while the sync "takes time".</summary>
+        public Action<int>? During { get; init; }
+
+        public int Count => Decisions.Count;
+
+        public Task<bool> Sync(SyncDecision decision, CancellationToken cancellationToken)
         {
             var n = Interlocked.Increment(ref _count);
-            Calls.Enqueue(full);
-            _channel.Writer.TryWrite(full);
-            return FailOn(n) ? Task.FromException(new InvalidOperationException($"sync {n} failed")) : Task.CompletedTask;
+            During?.Invoke(n);
+            Decisions.Enqueue(decision);
+            _channel.Writer.TryWrite(decision);
+            return FailOn(n) ? Task.FromException<bool>(new InvalidOperationException($"sync {n} failed")) : Task.FromResult(decision.Full);
         }
 
         /// <summary>Whether the next sync is full; fails the test if none comes within the deadline.</summary>
-        public async Task<bool> NextAsync(TimeSpan? timeout = null)
+        public async Task<bool> NextAsync(TimeSpan? timeout = null) => (await NextDecisionAsync(timeout)).Full;
+
+        /// <summary>The next sync's decision; fails the test if none comes within the deadline.</summary>
+        public async Task<SyncDecision> NextDecisionAsync(TimeSpan? timeout = null)
         {
             using var cts = new CancellationTokenSource(timeout ?? Deadline);
             try
@@ -55,9 +64,9 @@ public class SyncRunnerTests
     {
         private readonly CancellationTokenSource _cts = new();
 
-        public Harness(Recorder recorder, SyncRunnerOptions options, TimeProvider? time = null)
+        public Harness(Recorder recorder, SyncRunnerOptions options, TimeProvider? time = null, Func<int>? endpointCount = null)
         {
-            Runner = new SyncRunner(recorder.Sync, options, time ?? TimeProvider.System, NullLogger.Instance);
+            Runner = new SyncRunner(recorder.Sync, options, time ?? TimeProvider.System, NullLogger.Instance) { EndpointCount = endpointCount };
             Run = Task.Run(() => Runner.RunAsync(_cts.Token));
         }
 
@@ -117,7 +126,7 @@ public class SyncRunnerTests
         // Anything left over runs once, after the minimum interval; then nothing more is pending.
         await Task.Delay(RealTimeOptions.MinSyncPeriod * 3);
         Assert.InRange(recorder.Count, 1, 2);
-        var calls = recorder.Calls.ToArray();
+        var calls = recorder.Calls;
         Assert.True(calls[0]);
         if (calls.Length == 2) Assert.False(calls[1]);
     }
@@ -197,6 +206,7 @@ public class SyncRunnerTests
                 Interlocked.Increment(ref calls);
                 started.TrySetResult();
                 await Task.Delay(Timeout.Infinite, ct);
+                return true;
             },
             RealTimeOptions, TimeProvider.System, NullLogger.Instance);
         var run = Task.Run(() => runner.RunAsync(cts.Token));
@@ -259,40 +269,136 @@ public class SyncRunnerTests
         Assert.False(await recorder.NextAsync(TimeSpan.FromSeconds(3)));
     }
 
-    [Fact]
-    public async Task RunAsync_SyncPeriodElapsed_PeriodicFullSync()
+    // kube-proxy's sync semantics: --sync-period brings a partial sync with a canary check; a full
+    // sync runs at start, after a failure, and hourly on small clusters only.
+
+    private static readonly SyncRunnerOptions PeriodicOptions = new()
     {
-        var time = new ManualTimeProvider(Start);
-        var recorder = new Recorder();
-        await using var harness = new Harness(recorder, ManualOptions, time);
-        harness.Runner.Trigger();
-        Assert.True(await recorder.NextAsync());
-        await time.WaitForTimerAsync(Start + ManualOptions.SyncPeriod, Deadline);
+        MinSyncPeriod = TimeSpan.FromSeconds(1),
+        SyncPeriod = TimeSpan.FromMinutes(10),
+        FullSyncPeriod = TimeSpan.FromHours(1),
+        RetryDelay = TimeSpan.FromSeconds(1),
+        MaxRetryDelay = TimeSpan.FromSeconds(4),
+    };
 
-        time.Advance(ManualOptions.SyncPeriod);
-
-        Assert.True(await recorder.NextAsync());
-        await time.WaitForTimerAsync(Start + 2 * ManualOptions.SyncPeriod, Deadline);
+    /// <summary>Lets the runner arm its periodic timer, moves the clock to it, and returns that sync's decision.</summary>
+    private static async Task<SyncDecision> NextPeriodicAsync(ManualTimeProvider time, Recorder recorder, DateTimeOffset due)
+    {
+        await time.WaitForTimerAsync(due, Deadline);
+        time.Advance(due - time.GetUtcNow());
+        return await recorder.NextDecisionAsync();
     }
 
     [Fact]
-    public async Task RunAsync_PartialSyncs_DoNotPostponePeriodicFullSync()
+    public async Task RunAsync_SyncPeriodElapsed_PartialSyncThatChecksTheCanary()
     {
         var time = new ManualTimeProvider(Start);
         var recorder = new Recorder();
-        await using var harness = new Harness(recorder, ManualOptions, time);
+        await using var harness = new Harness(recorder, PeriodicOptions, time);
+        harness.Runner.Trigger();
+        Assert.Equal(new SyncDecision(FullSyncReason.Start, CheckCanary: false), await recorder.NextDecisionAsync());
+
+        var periodic = await NextPeriodicAsync(time, recorder, Start + PeriodicOptions.SyncPeriod);
+
+        Assert.Equal(new SyncDecision(null, CheckCanary: true), periodic);
+        // And again one period after that sync, with no change in between.
+        Assert.Equal(new SyncDecision(null, CheckCanary: true), await NextPeriodicAsync(time, recorder, Start + 2 * PeriodicOptions.SyncPeriod));
+    }
+
+    [Fact]
+    public async Task Trigger_ChangeWithinSyncPeriod_PartialWithoutCanaryCheck()
+    {
+        var time = new ManualTimeProvider(Start);
+        var recorder = new Recorder();
+        await using var harness = new Harness(recorder, PeriodicOptions, time);
+        harness.Runner.Trigger();
+        await recorder.NextDecisionAsync();
+        await time.WaitForTimerAsync(Start + PeriodicOptions.SyncPeriod, Deadline);
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        harness.Runner.Trigger();
+
+        Assert.Equal(SyncDecision.Partial, await recorder.NextDecisionAsync());
+    }
+
+    [Fact]
+    public async Task RunAsync_SmallCluster_FullSyncOnceAnHour()
+    {
+        var time = new ManualTimeProvider(Start);
+        var recorder = new Recorder();
+        await using var harness = new Harness(recorder, PeriodicOptions, time, endpointCount: () => 1000);
         harness.Runner.Trigger();
         Assert.True(await recorder.NextAsync());
-        await time.WaitForTimerAsync(Start + ManualOptions.SyncPeriod, Deadline);
 
-        time.Advance(TimeSpan.FromMinutes(30));
+        var decisions = new List<SyncDecision>();
+        for (var i = 1; i <= 7; i++) decisions.Add(await NextPeriodicAsync(time, recorder, Start + i * PeriodicOptions.SyncPeriod));
+
+        // Five periodic partial syncs, then the hourly full one (60 minutes after the first), then partial again.
+        Assert.All(decisions.Take(5), d => Assert.Equal(new SyncDecision(null, true), d));
+        Assert.Equal(new SyncDecision(FullSyncReason.Hourly, true), decisions[5]);
+        Assert.Equal(new SyncDecision(null, true), decisions[6]);
+    }
+
+    [Fact]
+    public async Task RunAsync_MoreThanAThousandEndpoints_NoPeriodicFullSync()
+    {
+        var time = new ManualTimeProvider(Start);
+        var recorder = new Recorder();
+        await using var harness = new Harness(recorder, PeriodicOptions, time, endpointCount: () => 1001);
         harness.Runner.Trigger();
-        Assert.False(await recorder.NextAsync());
-
-        // The full sync is still due an hour after the first one, not after the partial one.
-        await time.WaitForTimerAsync(Start + ManualOptions.SyncPeriod, Deadline);
-        time.Advance(TimeSpan.FromMinutes(30));
         Assert.True(await recorder.NextAsync());
+
+        // Three hours of periodic syncs: none is full.
+        for (var i = 1; i <= 18; i++)
+            Assert.Equal(new SyncDecision(null, true), await NextPeriodicAsync(time, recorder, Start + i * PeriodicOptions.SyncPeriod));
+    }
+
+    [Fact]
+    public async Task RunAsync_PeriodicSyncFails_RetryIsFullForFailure()
+    {
+        var time = new ManualTimeProvider(Start);
+        var recorder = new Recorder { FailOn = n => n == 2 };
+        await using var harness = new Harness(recorder, PeriodicOptions, time);
+        harness.Runner.Trigger();
+        await recorder.NextDecisionAsync();
+        Assert.False((await NextPeriodicAsync(time, recorder, Start + PeriodicOptions.SyncPeriod)).Full); // fails
+
+        var retry = await NextPeriodicAsync(time, recorder, Start + PeriodicOptions.SyncPeriod + PeriodicOptions.RetryDelay);
+
+        Assert.Equal(FullSyncReason.Failure, retry.FullReason);
+        // After the successful retry, periodic syncs are partial again.
+        var after = Start + PeriodicOptions.SyncPeriod + PeriodicOptions.RetryDelay;
+        Assert.Equal(new SyncDecision(null, true), await NextPeriodicAsync(time, recorder, after + PeriodicOptions.SyncPeriod));
+    }
+
+    [Fact]
+    public async Task RunAsync_FullSyncLongerThanSyncPeriod_NotFollowedByAnotherFullSync()
+    {
+        var time = new ManualTimeProvider(Start);
+        SyncRunner? runner = null;
+        // The first (full) sync takes three sync periods; a change arrives while it runs.
+        var recorder = new Recorder
+        {
+            During = n =>
+            {
+                if (n != 1) return;
+                time.Advance(3 * PeriodicOptions.SyncPeriod);
+                runner!.Trigger();
+            },
+        };
+        await using var harness = new Harness(recorder, PeriodicOptions, time);
+        runner = harness.Runner;
+        harness.Runner.Trigger();
+        Assert.True(await recorder.NextAsync());
+
+        // The change is not starved: it runs at once, as a partial sync.
+        var change = await recorder.NextDecisionAsync();
+        Assert.False(change.Full);
+
+        // The next periodic sync counts from the end of the last sync, and is partial too.
+        var periodic = await NextPeriodicAsync(time, recorder, Start + 4 * PeriodicOptions.SyncPeriod);
+        Assert.Equal(new SyncDecision(null, true), periodic);
+        Assert.Equal(1, recorder.Calls.Count(full => full));
     }
 
     [Fact]
