@@ -158,8 +158,11 @@ public sealed class ProxyController : IObjectSink
         if (!rebuildAll && changed.Count == 0 && _successfulSyncs > 0)
         {
             // Events that cancelled out, a burst already synced, or a periodic sync with nothing
-            // to do: the kernel has it all.
+            // to do: the kernel has it all. It still counts as a successful sync for the
+            // last-sync timestamp, as kube-proxy's, so alerts on a stale timestamp mean a stuck
+            // proxy, not a quiet cluster.
             _metrics.SetChangesApplied(changesIncluded);
+            _metrics.SetLastSyncTimestamp(_time.GetUtcNow());
             Health.Updated(start);
             return false;
         }
