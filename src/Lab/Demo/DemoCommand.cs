@@ -57,7 +57,10 @@ public static class DemoCommand
         try
         {
             Step("Building the sandbox: a client, a node with three web pods, a second node with one pod");
-            sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = NodeName }, cancellationToken);
+            // The demo owns Ctrl+C: the signal cancels its token and the finally below removes the sandbox
+            // once the current step has stopped. The sandbox's own teardown on signals would pull the
+            // namespaces from under that step first (a "disposed object" error instead of "Interrupted").
+            sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = NodeName, CleanupOnExitSignals = false }, cancellationToken);
             foreach (var pod in WebPods) await sandbox.AddPodAsync(pod, [8080], cancellationToken);
             var nodeB = await sandbox.AddRemoteNodeAsync("demo-node-b", cancellationToken);
             await sandbox.AddPodAsync("far-0", [8080], nodeB, cancellationToken);
