@@ -1,9 +1,5 @@
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Backends.Iptables;
-using ProxyPlanes.Backends.Ipvs;
-using ProxyPlanes.Backends.Nftables;
 using ProxyPlanes.Core.Metrics;
-using ProxyPlanes.Core.Proxy;
 
 namespace ProxyPlanes;
 
@@ -18,31 +14,11 @@ public static class CleanupCommand
         return 0;
     }
 
-    /// <summary>Removes a mode's state from this node's kernel (both IP families).</summary>
+    /// <summary>Removes a built mode's state from this node's kernel (both IP families).</summary>
     public static async Task CleanAsync(string mode, ILogger logger, CancellationToken cancellationToken)
     {
         using var metrics = new ProxyMetrics();
-        switch (mode)
-        {
-            case "iptables":
-                // Rules may sit in either iptables flavour (a node may have switched): clean both.
-                foreach (var variant in new[] { IptablesVariant.Nft, IptablesVariant.Legacy })
-                {
-                    var families = new List<(IpFamily, IIptablesApplier)>();
-                    foreach (var family in new[] { IpFamily.IPv4, IpFamily.IPv6 })
-                        if (await IptablesCommandApplier.IsAvailableAsync(family, variant, cancellationToken))
-                            families.Add((family, new IptablesCommandApplier(variant, family)));
-                    if (families.Count > 0) await new IptablesBackend(families, metrics, logger).CleanupAsync(cancellationToken);
-                }
-                break;
-            case "nftables":
-                await NftablesBackend.RemoveTablesAsync(new NftCommandApplier(), [IpFamily.IPv4, IpFamily.IPv6], logger, cancellationToken: cancellationToken);
-                break;
-            case "ipvs":
-                // Works on a kernel without IPVS too (then only the helper rules and ipsets can be there).
-                await (await IpvsBackend.CreateAsync(null, metrics, logger, cancellationToken)).CleanupAsync(cancellationToken);
-                break;
-        }
+        await Modes.Require(mode).CleanupAsync(metrics, logger, cancellationToken);
     }
 
     /// <summary>

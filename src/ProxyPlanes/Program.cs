@@ -15,12 +15,8 @@ var cleanupVerbosity = new Option<int>("--v") { Description = "Log verbosity", D
 cleanup.Options.Add(cleanupMode);
 cleanup.Options.Add(cleanupVerbosity);
 
-var demo = DemoCommand.Create();
 root.Subcommands.Add(run);
 root.Subcommands.Add(cleanup);
-root.Subcommands.Add(demo);
-root.Subcommands.Add(ProxyPlanes.Bench.BenchCommand.Create());
-root.Subcommands.Add(ProxyPlanes.Bench.BenchCommand.CreateWorker());
 
 run.SetAction((result, _) => Guard(() => RunCommand.RunAsync(flags.Bind(result))));
 root.SetAction((result, _) => Guard(() => RunCommand.RunAsync(flags.Bind(result))));
@@ -32,8 +28,8 @@ if (parsed.Errors.Count > 0)
     Console.Error.WriteLine($"proxyplanes: {parsed.Errors[0].Message} (see proxyplanes --help)");
     return 2;
 }
-// On SIGINT/SIGTERM the actions' token is cancelled; give them time to clean up (the demo removes
-// its namespaces) instead of the default 2 s after which the process is ended mid-cleanup.
+// On SIGINT/SIGTERM the actions' token is cancelled; give them time to finish (run stops its loops
+// and servers, cleanup finishes its restore) instead of the default 2 s after which the process is ended.
 return await parsed.InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(30) });
 
 // Bad input becomes one line naming the problem and a non-zero exit, not a stack trace.

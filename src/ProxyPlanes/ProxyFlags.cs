@@ -7,44 +7,6 @@ using ProxyPlanes.Core.Util;
 
 namespace ProxyPlanes;
 
-/// <summary>The modes the --mode flag names, and whether this build has them.</summary>
-public static class Modes
-{
-    public static readonly string[] Known = ["iptables", "nftables", "ipvs", "ebpf"];
-    public static readonly string[] Built = ["iptables", "nftables", "ipvs"];
-
-    /// <summary>
-    /// Null when this node's kernel can run a built mode; otherwise the one-line reason. IPVS needs
-    /// the ip_vs module: it is loaded if it can be (as kube-proxy does).
-    /// </summary>
-    public static async Task<string?> KernelProblemAsync(string mode, CancellationToken cancellationToken)
-    {
-        if (mode != "ipvs" || File.Exists("/proc/net/ip_vs")) return null;
-        try
-        {
-            await ProxyPlanes.Core.Util.ExternalCommand.RunAsync("modprobe", ["ip_vs"], null, cancellationToken);
-        }
-        catch (ProxyPlanes.Core.Util.CommandException)
-        {
-            // No modprobe: the check below says what matters.
-        }
-        return File.Exists("/proc/net/ip_vs") ? null
-            : "--mode=ipvs: this kernel has no IPVS (the ip_vs module cannot be loaded); use iptables or nftables, or the VM lane (vm/README.md)";
-    }
-
-    /// <summary>Null when the mode can run; otherwise the one-line reason.</summary>
-    public static string? Problem(string mode) =>
-        !Known.Contains(mode) ? $"--mode: '{mode}' is not a mode; use one of {string.Join(", ", Known)}"
-        : !Built.Contains(mode) ? $"--mode={mode} is not built yet; this build has {string.Join(", ", Built)}"
-        : null;
-
-    /// <summary>As <see cref="Problem(string)"/>, for a mode given by a config file field (<paramref name="source"/> is <c>file:line: mode</c>).</summary>
-    public static string? Problem(string mode, string source) =>
-        !Known.Contains(mode) ? $"{source}: '{mode}' is not a mode; use one of {string.Join(", ", Known)}"
-        : !Built.Contains(mode) ? $"{source}: {mode} is not built yet; this build has {string.Join(", ", Built)}"
-        : null;
-}
-
 /// <summary>Everything `proxyplanes run` needs, validated: the flags, over the --config file, over the defaults.</summary>
 public sealed record RunSettings(
     string Mode,

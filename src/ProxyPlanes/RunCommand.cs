@@ -2,9 +2,6 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Backends.Iptables;
-using ProxyPlanes.Backends.Ipvs;
-using ProxyPlanes.Backends.Nftables;
 using ProxyPlanes.Core.Conntrack;
 using ProxyPlanes.Core.Health;
 using ProxyPlanes.Core.Http;
@@ -30,7 +27,8 @@ public static class RunCommand
 
         using var metrics = new ProxyMetrics();
         using var exporter = new PrometheusExporter(metrics.Meter);
-        var backend = await BackendFactory.CreateAsync(settings.Mode, settings.IptablesVariant, metrics, logger, app.Lifetime.ApplicationStopping, settings.IpvsScheduler);
+        var modeOptions = new ProxyModeOptions { IptablesVariant = settings.IptablesVariant, IpvsScheduler = settings.IpvsScheduler };
+        var backend = (await Modes.CreateAsync(settings.Mode, modeOptions, metrics, logger, app.Lifetime.ApplicationStopping)).Backend;
         await CleanupCommand.CleanOtherModesAsync(settings.Mode, logger, app.Lifetime.ApplicationStopping);
         var controller = new ProxyController(settings.Proxy, backend, metrics, logger);
         await using var healthChecks = new ServiceHealthServer(logger, () => controller.Health.Status().Healthy);
@@ -75,44 +73,6 @@ public static class RunCommand
         }
         logger.LogInformation("Stopped; the rules stay in place");
         return 0;
-    }
-}
-
-/// <summary>Builds the data plane a mode names.</summary>
-public static class BackendFactory
-{
-    public static async Task<IProxyBackend> CreateAsync(string mode, string iptablesVariant, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken, string? ipvsScheduler = null)
-    {
-        switch (mode)
-        {
-            case "iptables":
-                var variant = iptablesVariant switch
-                {
-                    "nft" => IptablesVariant.Nft,
-                    "legacy" => IptablesVariant.Legacy,
-                    _ => await IptablesCommandApplier.DetectAsync(IpFamily.IPv4, cancellationToken),
-                };
-                var families = new List<(IpFamily, IIptablesApplier)> { (IpFamily.IPv4, new IptablesCommandApplier(variant, IpFamily.IPv4)) };
-                // Dual-stack where the node can: IPv6 services get ip6tables rules.
-                if (await IptablesCommandApplier.IsAvailableAsync(IpFamily.IPv6, variant, cancellationToken))
-                    families.Add((IpFamily.IPv6, new IptablesCommandApplier(variant, IpFamily.IPv6)));
-                else
-                    logger.LogWarning("ip6tables is not usable on this node: IPv6 services are not proxied");
-                logger.LogInformation("Using iptables-{Variant}{How} for {Families}", variant.ToString().ToLowerInvariant(),
-                    iptablesVariant == "auto" ? " (detected)" : "", string.Join(" and ", families.Select(f => f.Item1)));
-                return new IptablesBackend(families, metrics, logger);
-            case "nftables":
-                var nft = new NftCommandApplier();
-                var nftFamilies = new List<IpFamily> { IpFamily.IPv4 };
-                if (await nft.IsAvailableAsync(IpFamily.IPv6, cancellationToken)) nftFamilies.Add(IpFamily.IPv6);
-                logger.LogInformation("Using nftables tables {Families} proxyplanes", string.Join(" and ", nftFamilies.Select(f => f == IpFamily.IPv4 ? "ip" : "ip6")));
-                return new NftablesBackend(nftFamilies, nft, metrics, logger);
-            case "ipvs":
-                if (await Modes.KernelProblemAsync(mode, cancellationToken) is { } missing) throw new UsageException(missing);
-                return await IpvsBackend.CreateAsync(ipvsScheduler, metrics, logger, cancellationToken);
-            default:
-                throw new UsageException(Modes.Problem(mode) ?? $"--mode={mode} has no backend");
-        }
     }
 }
 

@@ -6,7 +6,7 @@ using ProxyPlanes.Sandboxed;
 
 namespace ProxyPlanes.Kernel.Tests;
 
-/// <summary>A small run of `proxyplanes bench`: it must work and write every output. No timing is asserted.</summary>
+/// <summary>A small run of `proxyplanes-lab bench`: it must work and write every output. No timing is asserted.</summary>
 [Collection(KernelCollection.Name)]
 public sealed class BenchTests
 {
@@ -16,7 +16,7 @@ public sealed class BenchTests
         var output = Directory.CreateTempSubdirectory("proxyplanes-bench-");
         try
         {
-            var (file, prefix) = ProxyProcess.Executable();
+            var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
             var result = await ExecAsync([file, .. prefix, "bench", "--services=20,40", "--endpoints=2", "--changes=5", "--churn-seconds=1", "--churn-rate=10", $"--out={output.FullName}"]);
 
             Assert.True(result.ExitCode == 0, result.StandardError);
@@ -49,7 +49,7 @@ public sealed class BenchTests
     [InlineData("--in-vm", "--in-vm needs the IPVS VM lane")]
     public async Task Bench_InvalidFlag_OneLineError(string flag, string expected)
     {
-        var (file, prefix) = ProxyProcess.Executable();
+        var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
         var result = await ExecAsync([file, .. prefix, "bench", flag]);
 
         Assert.Equal(2, result.ExitCode);

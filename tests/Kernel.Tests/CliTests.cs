@@ -1,3 +1,4 @@
+using ProxyPlanes.Sandboxed;
 using static ProxyPlanes.Kernel.Tests.ProxyCli;
 
 namespace ProxyPlanes.Kernel.Tests;
@@ -41,10 +42,46 @@ public sealed class CliTests
     [Fact]
     public async Task Demo_IpvsOnAKernelWithoutIpvs_SaysSoInOneLine()
     {
-        var result = await RunInNamespaceAsync(["demo", "--mode=ipvs"]);
+        var result = await RunInNamespaceAsync(["demo", "--mode=ipvs"], ProxyProcess.Lab);
 
         Assert.Equal(2, result.ExitCode);
-        Assert.Equal("proxyplanes: --mode=ipvs: this kernel has no IPVS (the ip_vs module cannot be loaded); use iptables or nftables, or the VM lane (vm/README.md)", result.StandardError.Trim());
+        Assert.Equal("proxyplanes-lab: --mode=ipvs: this kernel has no IPVS (the ip_vs module cannot be loaded); use iptables or nftables, or the VM lane (vm/README.md)", result.StandardError.Trim());
+    }
+
+    [Theory]
+    [InlineData("--mode=ebpf", "proxyplanes-lab: --mode=ebpf is not built yet; this build has iptables, nftables, ipvs")]
+    [InlineData("--mode=bogus", "proxyplanes-lab: --mode: 'bogus' is not a mode; use one of iptables, nftables, ipvs, ebpf")]
+    public async Task Demo_ModeItCannotRun_SaysSoInOneLine(string flag, string expected)
+    {
+        var result = await RunInNamespaceAsync(["demo", flag], ProxyProcess.Lab);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Equal(expected, result.StandardError.Trim());
+    }
+
+    [Theory]
+    [InlineData("--mode=ebpf", "proxyplanes: --mode=ebpf is not built yet; this build has iptables, nftables, ipvs")]
+    [InlineData("--mode=bogus", "proxyplanes: --mode: 'bogus' is not a mode; use one of iptables, nftables, ipvs, ebpf")]
+    public async Task Cleanup_ModeItCannotRun_SaysSoInOneLine(string flag, string expected)
+    {
+        var result = await RunInNamespaceAsync(["cleanup", flag]);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Equal(expected, result.StandardError.Trim());
+    }
+
+    [Theory]
+    [InlineData("demo")]
+    [InlineData("bench")]
+    public async Task Daemon_LabCommand_IsNotOneOfItsCommands(string command)
+    {
+        var result = await RunInNamespaceAsync([command]);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains($"'{command}'", result.StandardError);
+
+        var lab = await RunInNamespaceAsync([command, "--help"], ProxyProcess.Lab);
+        Assert.True(lab.ExitCode == 0, lab.StandardError); // a positive control: the lab has it
     }
 
     [Fact]

@@ -1,5 +1,7 @@
 using System.CommandLine;
 using System.Text.RegularExpressions;
+using System.Xml.Linq;
+using ProxyPlanes.Demo;
 using ProxyPlanes.Config;
 using ProxyPlanes.TestKit;
 using YamlDotNet.RepresentationModel;
@@ -241,6 +243,23 @@ public sealed partial class DeployManifestTests
 
         var entrypoint = Assert.Single(runtime, l => l.StartsWith("ENTRYPOINT", StringComparison.Ordinal));
         Assert.Contains("proxyplanes", entrypoint);
+    }
+
+    [Fact]
+    public void Image_ShipsTheDaemonOnly_NoLabSandboxOrExamples()
+    {
+        // The image is `dotnet publish src/ProxyPlanes` (checked above): what the daemon project brings is what ships.
+        var daemon = XDocument.Load(Path.Combine(RepoPaths.Root, "src", "ProxyPlanes", "ProxyPlanes.csproj"));
+        var references = daemon.Descendants("ProjectReference").Select(r => r.Attribute("Include")!.Value).ToList();
+        Assert.Contains(references, r => r.Contains("Backends.Iptables", StringComparison.Ordinal)); // a positive control
+        Assert.DoesNotContain(references, r => r.Contains("Sandbox", StringComparison.Ordinal) || r.Contains("Lab", StringComparison.Ordinal));
+        Assert.DoesNotContain(daemon.Descendants(), e => e.Attribute("Include")?.Value.Contains("examples", StringComparison.Ordinal) == true);
+        Assert.DoesNotContain(typeof(Modes).Assembly.GetReferencedAssemblies(), a => a.Name == "ProxyPlanes.Sandbox");
+        Assert.Contains(typeof(DemoCommand).Assembly.GetReferencedAssemblies(), a => a.Name == "ProxyPlanes.Sandbox");
+
+        // Nor does the build context carry what the daemon does not build from.
+        var ignored = File.ReadAllLines(Path.Combine(Deploy, "Dockerfile.dockerignore")).Select(l => l.Trim()).ToHashSet();
+        Assert.Superset(new HashSet<string> { "examples/", "src/Lab/", "src/Sandbox/", "tests/" }, ignored);
     }
 
     /// <summary>config.conf of deploy/configmap.yaml.</summary>

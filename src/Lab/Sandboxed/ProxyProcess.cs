@@ -34,14 +34,25 @@ public sealed class ProxyProcess : IAsyncDisposable
         return new ProxyProcess(node, node.StartProcess(file, prefix.Concat(arguments), environment), metricsPort);
     }
 
-    /// <summary>How to start proxyplanes from here: its apphost if present, else `dotnet proxyplanes.dll`.</summary>
-    public static (string File, string[] Prefix) Executable()
+    /// <summary>The daemon's binary: its apphost, and <c>proxyplanes.dll</c>.</summary>
+    public const string Daemon = "proxyplanes";
+
+    /// <summary>The lab's binary (demo, bench): its apphost, and <c>proxyplanes-lab.dll</c>.</summary>
+    public const string Lab = "proxyplanes-lab";
+
+    /// <summary>
+    /// How to start <paramref name="name"/> (<see cref="Daemon"/> or <see cref="Lab"/>) from here: its
+    /// apphost if present, else <c>dotnet NAME.dll</c>. Both are built into every output folder that
+    /// references the lab (the lab references the daemon project, so the daemon is copied next to it):
+    /// <c>src/Lab/bin/...</c>, <c>tests/Kernel.Tests/bin/...</c>, or the folder <c>dotnet build -o</c> names.
+    /// </summary>
+    public static (string File, string[] Prefix) Executable(string name = Daemon)
     {
         var directory = AppContext.BaseDirectory;
-        var appHost = Path.Combine(directory, "proxyplanes");
+        var appHost = Path.Combine(directory, name);
         if (File.Exists(appHost)) return (appHost, []);
-        var dll = Path.Combine(directory, "proxyplanes.dll");
-        if (!File.Exists(dll)) throw new FileNotFoundException($"proxyplanes is not built next to {directory}");
+        var dll = Path.Combine(directory, name + ".dll");
+        if (!File.Exists(dll)) throw new FileNotFoundException($"{name} is not built next to {directory}");
         return (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet", [dll]);
     }
 

@@ -7,7 +7,7 @@ using ProxyPlanes.Sandboxed;
 namespace ProxyPlanes.Bench;
 
 /// <summary>
-/// `proxyplanes bench`: how fast changes reach the kernel in each mode, at each cluster size. Builds
+/// `proxyplanes-lab bench`: how fast changes reach the kernel in each mode, at each cluster size. Builds
 /// a sandbox, runs one worker per mode and size in the node namespace, and writes a Markdown
 /// table, CSV, JSON and SVG plots.
 /// </summary>
@@ -34,13 +34,13 @@ public static class BenchCommand
                 if (result.GetValue(inVm)) throw new UsageException("--in-vm needs the IPVS VM lane to run the benchmark inside the VM, which is not wired yet (vm/README.md runs tests there)");
                 var modeList = result.GetValue(modes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
                 foreach (var mode in modeList)
-                    if ((Modes.Problem(mode) ?? await Modes.KernelProblemAsync(mode, token)) is { } problem) throw new UsageException(problem);
+                    if (await Modes.Require(mode).KernelProblemAsync(token) is { } problem) throw new UsageException(problem);
                 if (modeList.Length == 0)
                 {
                     var usable = new List<string>();
-                    foreach (var mode in Modes.Built)
-                        if (await Modes.KernelProblemAsync(mode, token) is { } skipped) Console.Error.WriteLine($"Skipping {mode}: {skipped}");
-                        else usable.Add(mode);
+                    foreach (var mode in Modes.Registry.Built)
+                        if (await mode.KernelProblemAsync(token) is { } skipped) Console.Error.WriteLine($"Skipping {mode.Name}: {skipped}");
+                        else usable.Add(mode.Name);
                     modeList = [.. usable];
                 }
                 var sizes = result.GetValue(services)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
@@ -54,7 +54,7 @@ public static class BenchCommand
             }
             catch (UsageException e)
             {
-                Console.Error.WriteLine($"proxyplanes: {e.Message}");
+                Console.Error.WriteLine($"{ProxyProcess.Lab}: {e.Message}");
                 return 2;
             }
         });
@@ -79,7 +79,7 @@ public static class BenchCommand
         Console.Error.WriteLine($"Benchmarking {string.Join(", ", modes)} at {string.Join(", ", sizes)} services × {endpoints} endpoints");
         await using var sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = NodeName }, cancellationToken);
         var pods = new[] { await sandbox.AddPodAsync("real-0", [8080], cancellationToken), await sandbox.AddPodAsync("real-1", [8080], cancellationToken) };
-        var (file, prefix) = ProxyProcess.Executable();
+        var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
         foreach (var mode in modes)
         foreach (var size in sizes)
         {
@@ -92,7 +92,7 @@ public static class BenchCommand
             var json = string.Join('\n', worker.StandardOutputLines);
             if (worker.ExitCode != 0 || !json.TrimStart().StartsWith('{'))
             {
-                Console.Error.WriteLine($"proxyplanes bench: the {mode} worker at {size} services failed (exit {worker.ExitCode}):\n{string.Join('\n', worker.StandardErrorLines.TakeLast(20))}");
+                Console.Error.WriteLine($"{ProxyProcess.Lab} bench: the {mode} worker at {size} services failed (exit {worker.ExitCode}):\n{string.Join('\n', worker.StandardErrorLines.TakeLast(20))}");
                 return 1;
             }
             var result = JsonSerializer.Deserialize(json, BenchJsonContext.Default.BenchResult)!;

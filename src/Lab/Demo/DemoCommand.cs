@@ -7,10 +7,10 @@ using ProxyPlanes.Core.Sources.Manifests;
 using ProxyPlanes.Sandbox;
 using ProxyPlanes.Sandboxed;
 
-namespace ProxyPlanes;
+namespace ProxyPlanes.Demo;
 
 /// <summary>
-/// `proxyplanes demo`: the main job on an embedded default. Builds a sandbox of network
+/// `proxyplanes-lab demo`: the main job on an embedded default. Builds a sandbox of network
 /// namespaces, serves the shipped example manifests with the real proxy in the node namespace,
 /// sends real requests, scales an EndpointSlice, and removes everything it made.
 /// </summary>
@@ -37,7 +37,7 @@ public static class DemoCommand
             }
             catch (UsageException e)
             {
-                Console.Error.WriteLine($"proxyplanes: {e.Message}");
+                Console.Error.WriteLine($"{ProxyProcess.Lab}: {e.Message}");
                 return 2;
             }
         });
@@ -46,8 +46,7 @@ public static class DemoCommand
 
     public static async Task<int> RunAsync(string mode, int requests, CancellationToken cancellationToken)
     {
-        if (Modes.Problem(mode) is { } problem) throw new UsageException(problem);
-        if (await Modes.KernelProblemAsync(mode, cancellationToken) is { } missing) throw new UsageException(missing);
+        if (await Modes.Require(mode).KernelProblemAsync(cancellationToken) is { } missing) throw new UsageException(missing);
         if (Environment.UserName != "root") throw new UsageException("demo needs root: it builds network namespaces and programs their kernel rules");
         var examples = Path.Combine(AppContext.BaseDirectory, "examples", "demo");
         if (!Directory.Exists(examples)) throw new UsageException($"the example manifests are missing from {examples}");
@@ -58,7 +57,10 @@ public static class DemoCommand
         try
         {
             Step("Building the sandbox: a client, a node with three web pods, a second node with one pod");
-            sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = NodeName }, cancellationToken);
+            // The demo owns Ctrl+C: the signal cancels its token and the finally below removes the sandbox
+            // once the current step has stopped. The sandbox's own teardown on signals would pull the
+            // namespaces from under that step first (a "disposed object" error instead of "Interrupted").
+            sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = NodeName, CleanupOnExitSignals = false }, cancellationToken);
             foreach (var pod in WebPods) await sandbox.AddPodAsync(pod, [8080], cancellationToken);
             var nodeB = await sandbox.AddRemoteNodeAsync("demo-node-b", cancellationToken);
             await sandbox.AddPodAsync("far-0", [8080], nodeB, cancellationToken);
@@ -124,7 +126,7 @@ public static class DemoCommand
         }
         catch (Exception e) when (e is TimeoutException or InvalidOperationException or SandboxException)
         {
-            Console.Error.WriteLine($"proxyplanes demo: {e.Message}");
+            Console.Error.WriteLine($"{ProxyProcess.Lab} demo: {e.Message}");
             return 1;
         }
         finally

@@ -16,7 +16,7 @@ public sealed record WorkerSettings(
     string NodeName, string ClusterCidr, string ClientNamespace, string[] RealPods);
 
 /// <summary>
-/// `proxyplanes bench-worker`: runs inside the sandbox's node namespace with the real controller
+/// `proxyplanes-lab bench-worker`: runs inside the sandbox's node namespace with the real controller
 /// and backend in-process, so every change is timed exactly from the source event (the sink call)
 /// to "the kernel has it" (the backend's sync returned). Prints one JSON result.
 /// </summary>
@@ -29,7 +29,7 @@ public static class BenchWorker
         using var loggers = LoggerFactory.Create(b => Logging.Configure(b, 0));
         var logger = loggers.CreateLogger("bench");
         using var metrics = new ProxyMetrics();
-        var backend = await BackendFactory.CreateAsync(settings.Mode, "auto", metrics, logger, cancellationToken);
+        var (backend, probe) = await Modes.CreateAsync(settings.Mode, new ProxyModeOptions(), metrics, logger, cancellationToken);
         var options = new ProxyOptions
         {
             HostName = settings.NodeName,
@@ -37,7 +37,6 @@ public static class BenchWorker
             Sync = new SyncRunnerOptions { MinSyncPeriod = TimeSpan.FromMilliseconds(100), SyncPeriod = TimeSpan.FromHours(1) },
         };
         var controller = new ProxyController(options, backend, metrics, logger);
-        var probe = ModeProbes.For(settings.Mode);
 
         Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: generating the cluster");
         var cluster = new SyntheticCluster(settings.Services, settings.Endpoints, settings.NodeName, settings.RealPods);
@@ -56,12 +55,12 @@ public static class BenchWorker
         controller.OnInitialStateDelivered();
         await controller.SyncNowAsync(full: true, cancellationToken);
         var cold = stopwatch.Elapsed;
-        var floor = await probe.FloorAsync(backend, cancellationToken);
+        var floor = await probe.FloorAsync(cancellationToken);
 
         stopwatch.Restart();
         await controller.SyncNowAsync(full: true, cancellationToken);
         var fullResync = stopwatch.Elapsed;
-        var kernelObjects = await probe.CountKernelObjectsAsync(backend, cancellationToken);
+        var kernelObjects = await probe.CountKernelObjectsAsync(cancellationToken);
 
         Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: data-plane cost (first vs last service)");
         using var client = NetworkNamespace.Attach(settings.ClientNamespace);
@@ -97,7 +96,7 @@ public static class BenchWorker
             Churn = churn,
             PeakRssMb = PeakRssBytes() / 1048576.0,
             CpuSeconds = self.TotalProcessorTime.TotalSeconds,
-            KernelObjects = kernelObjects,
+            KernelObjects = kernelObjects.ToDictionary(),
             FirstServiceConnectMs = firstConnect,
             LastServiceConnectMs = lastConnect,
         };

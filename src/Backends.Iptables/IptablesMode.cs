@@ -1,0 +1,84 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Core.Util;
+
+namespace ProxyPlanes.Backends.Iptables;
+
+/// <summary>--mode=iptables, as the daemon, cleanup, the demo and the benchmark see it.</summary>
+public sealed class IptablesMode : IProxyMode
+{
+    public static IptablesMode Instance { get; } = new();
+
+    private IptablesMode()
+    {
+    }
+
+    public string Name => "iptables";
+
+    /// <summary>Every kernel the proxy runs on has netfilter; a missing tool is reported by the first sync.</summary>
+    public Task<string?> KernelProblemAsync(CancellationToken cancellationToken) => Task.FromResult<string?>(null);
+
+    public async Task<ProxyModeBackend> CreateAsync(ProxyModeOptions options, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+    {
+        var variant = options.IptablesVariant switch
+        {
+            "nft" => IptablesVariant.Nft,
+            "legacy" => IptablesVariant.Legacy,
+            _ => await IptablesCommandApplier.DetectAsync(IpFamily.IPv4, cancellationToken),
+        };
+        var families = new List<(IpFamily, IIptablesApplier)> { (IpFamily.IPv4, new IptablesCommandApplier(variant, IpFamily.IPv4)) };
+        // Dual-stack where the node can: IPv6 services get ip6tables rules.
+        if (await IptablesCommandApplier.IsAvailableAsync(IpFamily.IPv6, variant, cancellationToken))
+            families.Add((IpFamily.IPv6, new IptablesCommandApplier(variant, IpFamily.IPv6)));
+        else
+            logger.LogWarning("ip6tables is not usable on this node: IPv6 services are not proxied");
+        logger.LogInformation("Using iptables-{Variant}{How} for {Families}", variant.ToString().ToLowerInvariant(),
+            options.IptablesVariant == "auto" ? " (detected)" : "", string.Join(" and ", families.Select(f => f.Item1)));
+        var backend = new IptablesBackend(families, metrics, logger);
+        return new ProxyModeBackend(backend, new Probe(backend));
+    }
+
+    public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+    {
+        // Rules may sit in either iptables flavour (a node may have switched): clean both.
+        foreach (var variant in new[] { IptablesVariant.Nft, IptablesVariant.Legacy })
+        {
+            var families = new List<(IpFamily, IIptablesApplier)>();
+            foreach (var family in new[] { IpFamily.IPv4, IpFamily.IPv6 })
+                if (await IptablesCommandApplier.IsAvailableAsync(family, variant, cancellationToken))
+                    families.Add((family, new IptablesCommandApplier(variant, family)));
+            if (families.Count > 0) await new IptablesBackend(families, metrics, logger).CleanupAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>Counts rules and chains with iptables-save; the floor is iptables-restore loading the cold sync's script.</summary>
+    private sealed class Probe(IptablesBackend backend) : IKernelProbe
+    {
+        public async Task<IReadOnlyDictionary<string, long>> CountKernelObjectsAsync(CancellationToken cancellationToken)
+        {
+            var counts = new Dictionary<string, long>();
+            foreach (var table in new[] { "nat", "filter" })
+            {
+                var save = (await ExternalCommand.RunCheckedAsync(Tool("save"), ["-t", table], null, cancellationToken)).StandardOutput.Split('\n');
+                counts[$"{table} rules"] = save.Count(l => l.StartsWith("-A ", StringComparison.Ordinal));
+                counts[$"{table} chains"] = save.Count(l => l.StartsWith(':'));
+            }
+            return counts;
+        }
+
+        public async Task<TimeSpan?> FloorAsync(CancellationToken cancellationToken)
+        {
+            if (backend.LastPlan(IpFamily.IPv4) is not { } plan) return null;
+            // The cold sync's own script loaded by the tool alone, from the same empty start: the
+            // proxy's chains removed first, so the load is the same work minus the proxy.
+            await backend.CleanupAsync(cancellationToken);
+            var stopwatch = Stopwatch.StartNew();
+            await ExternalCommand.RunCheckedAsync(Tool("restore"), ["-w", "5", "--noflush"], plan.Script, cancellationToken);
+            return stopwatch.Elapsed;
+        }
+
+        private string Tool(string suffix) => $"iptables-{(backend.Variant == IptablesVariant.Legacy ? "legacy" : "nft")}-{suffix}";
+    }
+}

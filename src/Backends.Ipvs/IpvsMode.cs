@@ -1,0 +1,63 @@
+using Microsoft.Extensions.Logging;
+using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Core.Util;
+
+namespace ProxyPlanes.Backends.Ipvs;
+
+/// <summary>--mode=ipvs, as the daemon, cleanup, the demo and the benchmark see it.</summary>
+public sealed class IpvsMode : IProxyMode
+{
+    public static IpvsMode Instance { get; } = new();
+
+    private IpvsMode()
+    {
+    }
+
+    public string Name => "ipvs";
+
+    /// <summary>IPVS needs the ip_vs module: it is loaded if it can be (as kube-proxy does).</summary>
+    public async Task<string?> KernelProblemAsync(CancellationToken cancellationToken)
+    {
+        if (File.Exists("/proc/net/ip_vs")) return null;
+        try
+        {
+            await ExternalCommand.RunAsync("modprobe", ["ip_vs"], null, cancellationToken);
+        }
+        catch (CommandException)
+        {
+            // No modprobe: the check below says what matters.
+        }
+        return File.Exists("/proc/net/ip_vs") ? null
+            : "--mode=ipvs: this kernel has no IPVS (the ip_vs module cannot be loaded); use iptables or nftables, or the VM lane (vm/README.md)";
+    }
+
+    public async Task<ProxyModeBackend> CreateAsync(ProxyModeOptions options, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+    {
+        var backend = await IpvsBackend.CreateAsync(options.IpvsScheduler, metrics, logger, cancellationToken);
+        return new ProxyModeBackend(backend, new Probe(backend));
+    }
+
+    /// <summary>Works on a kernel without IPVS too (then only the helper rules and ipsets can be there).</summary>
+    public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken) =>
+        await (await IpvsBackend.CreateAsync(null, metrics, logger, cancellationToken)).CleanupAsync(cancellationToken);
+
+    /// <summary>Counts virtual servers, real servers and kube-ipvs0's addresses as the kernel reports them; no floor (no bulk-load tool).</summary>
+    private sealed class Probe(IpvsBackend backend) : IKernelProbe
+    {
+        public async Task<IReadOnlyDictionary<string, long>> CountKernelObjectsAsync(CancellationToken cancellationToken)
+        {
+            using var kernel = new IpvsKernel();
+            var view = await kernel.ReadAsync(backend.Options.Families, cancellationToken);
+            return new Dictionary<string, long>
+            {
+                ["virtual servers"] = view.Services.Count,
+                ["real servers"] = view.Services.Values.Sum(s => (long)s.Destinations.Count),
+                ["addresses"] = view.LinkAddresses.Count,
+                ["ipset entries"] = view.Ipsets.Values.Sum(s => (long)s.Count),
+            };
+        }
+
+        public Task<TimeSpan?> FloorAsync(CancellationToken cancellationToken) => Task.FromResult<TimeSpan?>(null);
+    }
+}

@@ -1,0 +1,58 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Core.Util;
+
+namespace ProxyPlanes.Backends.Nftables;
+
+/// <summary>--mode=nftables, as the daemon, cleanup, the demo and the benchmark see it.</summary>
+public sealed class NftablesMode : IProxyMode
+{
+    public static NftablesMode Instance { get; } = new();
+
+    private NftablesMode()
+    {
+    }
+
+    public string Name => "nftables";
+
+    /// <summary>Every kernel the proxy runs on has nf_tables; a missing nft is reported by the first sync.</summary>
+    public Task<string?> KernelProblemAsync(CancellationToken cancellationToken) => Task.FromResult<string?>(null);
+
+    public async Task<ProxyModeBackend> CreateAsync(ProxyModeOptions options, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+    {
+        var nft = new NftCommandApplier();
+        var families = new List<IpFamily> { IpFamily.IPv4 };
+        if (await nft.IsAvailableAsync(IpFamily.IPv6, cancellationToken)) families.Add(IpFamily.IPv6);
+        logger.LogInformation("Using nftables tables {Families} proxyplanes", string.Join(" and ", families.Select(f => f == IpFamily.IPv4 ? "ip" : "ip6")));
+        var backend = new NftablesBackend(families, nft, metrics, logger);
+        return new ProxyModeBackend(backend, new Probe(backend));
+    }
+
+    public Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken) =>
+        NftablesBackend.RemoveTablesAsync(new NftCommandApplier(), [IpFamily.IPv4, IpFamily.IPv6], logger, cancellationToken: cancellationToken);
+
+    /// <summary>Counts what the last transactions left in the tables; the floor is nft loading the cold transaction.</summary>
+    private sealed class Probe(NftablesBackend backend) : IKernelProbe
+    {
+        public Task<IReadOnlyDictionary<string, long>> CountKernelObjectsAsync(CancellationToken cancellationToken)
+        {
+            var counts = backend.Counts;
+            return Task.FromResult<IReadOnlyDictionary<string, long>>(new Dictionary<string, long>
+            {
+                ["chains"] = counts.Chains, ["rules"] = counts.Rules, ["sets and maps"] = counts.Sets, ["map elements"] = counts.Elements,
+            });
+        }
+
+        public async Task<TimeSpan?> FloorAsync(CancellationToken cancellationToken)
+        {
+            if (backend.LastPlan(IpFamily.IPv4) is not { Full: true } plan) return null;
+            // The cold transaction was made for an empty table: empty it again, then time nft alone.
+            await ExternalCommand.RunCheckedAsync("nft", ["delete", "table", "ip", backend.Table], null, cancellationToken);
+            var stopwatch = Stopwatch.StartNew();
+            await ExternalCommand.RunCheckedAsync("nft", ["-f", "-"], plan.Transaction.ToString(), cancellationToken);
+            return stopwatch.Elapsed;
+        }
+    }
+}
