@@ -28,12 +28,18 @@ public sealed class BenchTests
             {
                 Assert.True(r.ColdSyncMs > 0 && r.FloorMs > 0 && r.PeakRssMb > 0);
                 Assert.Equal(5, r.Incremental.Count);
+                // Twenty periodic syncs on a quiet cluster, each the canary check alone (a full one
+                // would have stopped the worker).
+                Assert.Equal(20, r.PeriodicNoOp.Count);
+                Assert.True(r.PeriodicNoOp.P50 > 0);
                 Assert.Equal(5, r.IncrementalByKind.Count);
                 Assert.True(r.Churn.Latency.Count > 0);
                 Assert.True(r.KernelObjects.Values.All(count => count >= 0) && r.KernelObjects.Values.Sum() > 0);
                 Assert.True(r.FirstServiceConnectMs > 0 && r.LastServiceConnectMs > 0, "the data-plane probe reached the real pods");
             }
             Assert.Equal(5, File.ReadAllLines(Path.Combine(output.FullName, "results.csv")).Length);
+            Assert.Contains("periodic_noop_p50_ms", File.ReadAllLines(Path.Combine(output.FullName, "results.csv"))[0]);
+            Assert.Contains("periodic sync, nothing changed", result.StandardOutput);
             foreach (var svg in new[] { "sync-latency.svg", "cold-sync.svg" })
                 Assert.Equal("svg", XDocument.Load(Path.Combine(output.FullName, svg)).Root!.Name.LocalName);
         }

@@ -25,8 +25,10 @@ public sealed record BenchResult
     public required int EndpointsPerService { get; init; }
     /// <summary>Whole cluster present → kernel fully programmed.</summary>
     public double ColdSyncMs { get; init; }
-    /// <summary>A periodic full resync of the same cluster.</summary>
+    /// <summary>A full sync of the same cluster (start, failure, flush, node change; no longer periodic).</summary>
     public double FullResyncMs { get; init; }
+    /// <summary>A periodic sync (--sync-period) on a quiet cluster: the canary check and nothing else.</summary>
+    public LatencyStats PeriodicNoOp { get; init; } = LatencyStats.Of([]);
     /// <summary>The kernel tool alone loading what the cold sync sent (the floor).</summary>
     public double FloorMs { get; init; }
     public required LatencyStats Incremental { get; init; }

@@ -22,6 +22,7 @@ public sealed record WorkerSettings(
 /// </summary>
 public static class BenchWorker
 {
+    private const int PeriodicSyncs = 20;
     private static readonly string[] ChangeKinds = ["endpoint added", "endpoint removed", "endpoint not ready", "service added", "service removed"];
 
     public static async Task<int> RunAsync(WorkerSettings settings, CancellationToken cancellationToken)
@@ -62,6 +63,17 @@ public static class BenchWorker
         var fullResync = stopwatch.Elapsed;
         var kernelObjects = await probe.CountKernelObjectsAsync(cancellationToken);
 
+        Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: {PeriodicSyncs} periodic syncs with nothing changed");
+        var periodic = new List<double>();
+        for (var i = 0; i < PeriodicSyncs; i++)
+        {
+            stopwatch.Restart();
+            // What --sync-period costs on a quiet cluster: the canary check, then nothing to do.
+            if (await controller.SyncNowAsync(new SyncDecision(null, CheckCanary: true), cancellationToken))
+                throw new InvalidOperationException($"{settings.Mode}: a periodic sync with nothing changed ran full (the canary check failed)");
+            periodic.Add(stopwatch.Elapsed.TotalMilliseconds);
+        }
+
         Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: data-plane cost (first vs last service)");
         using var client = NetworkNamespace.Attach(settings.ClientNamespace);
         var firstConnect = await MedianConnectAsync(client, SyntheticCluster.ClusterIP(0), cancellationToken);
@@ -91,6 +103,7 @@ public static class BenchWorker
             ColdSyncMs = cold.TotalMilliseconds,
             FullResyncMs = fullResync.TotalMilliseconds,
             FloorMs = floor?.TotalMilliseconds ?? 0,
+            PeriodicNoOp = LatencyStats.Of(periodic),
             Incremental = LatencyStats.Of(byKind.Values.SelectMany(v => v).ToList()),
             IncrementalByKind = byKind.ToDictionary(kv => kv.Key, kv => LatencyStats.Of(kv.Value)),
             Churn = churn,
