@@ -43,6 +43,29 @@ public sealed class IpvsBackendTests : IDisposable
     }
 
     [Fact]
+    public async Task Canary_IsTheLinkAndAVirtualServer_GoneWhenEitherIsRemovedFromOutside()
+    {
+        var backend = Backend();
+        Assert.False(await backend.CanaryIntactAsync(default)); // nothing synced yet: nothing to trust
+        await backend.SyncAsync(StateBuilder.Full(WebWith(StateBuilder.Endpoint("10.244.1.2"))), default);
+        Assert.True(await backend.CanaryIntactAsync(default));
+
+        // `ipvsadm -C` from outside: the virtual server is gone, the link still there.
+        await _kernel.ApplyAsync([new DeleteService(Web)], default);
+        Assert.False(await backend.CanaryIntactAsync(default));
+        await backend.SyncAsync(StateBuilder.Full(WebWith(StateBuilder.Endpoint("10.244.1.2"))), default);
+        Assert.True(await backend.CanaryIntactAsync(default));
+        Assert.NotNull(_kernel.Destination(Web, A));
+
+        // `ip link del kube-ipvs0`: the VIPs are gone although every virtual server stays.
+        await _kernel.ApplyAsync([new DeleteLink(IpvsNames.Link)], default);
+        Assert.False(await backend.CanaryIntactAsync(default));
+        await backend.SyncAsync(StateBuilder.Full(WebWith(StateBuilder.Endpoint("10.244.1.2"))), default);
+        Assert.True(await backend.CanaryIntactAsync(default));
+        Assert.Contains(IPAddress.Parse("10.96.0.10"), _kernel.LinkAddresses);
+    }
+
+    [Fact]
     public async Task RemovedEndpoint_WithConnections_DrainsAtWeightZeroThenGoesWhenIdle()
     {
         var backend = Backend();
