@@ -104,7 +104,10 @@ public sealed record NodeNetwork
 
 /// <summary>
 /// The immutable, backend-neutral state every data plane realises. Built incrementally by the
-/// controller: a sync replaces only the changed service ports.
+/// controller: a sync replaces only the changed service ports, and a change of <see cref="Network"/>
+/// rebuilds them all (their verdicts are decided against it). Data planes render each port's
+/// <see cref="ServicePortState.VerdictFor"/> and the node-level settings of <see cref="Network"/>;
+/// they never read traffic policies.
 /// </summary>
 public sealed record DesiredState(ImmutableSortedDictionary<ServicePortName, ServicePortState> ServicePorts, NodeNetwork Network)
 {
