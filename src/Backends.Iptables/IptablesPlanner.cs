@@ -178,52 +178,41 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
     }
 
     /// <summary>
-    /// What one service port needs in this family, decided from the categorized endpoints the way
-    /// kube-proxy's iptables proxier decides it.
+    /// One service port in this family: the verdicts Core decided for it, and how this planner names
+    /// and renders them. Nothing here reads traffic policies.
     /// </summary>
-    private sealed record PortShape(
-        ServicePortState Port,
-        IPAddress ClusterIP,
-        ImmutableArray<EndpointInfo> Cluster,
-        ImmutableArray<EndpointInfo> Local,
-        ImmutableArray<EndpointInfo> AllReachable,
-        bool HasEndpoints)
+    private sealed record PortShape(ServicePortState Port, IPAddress ClusterIP, ServicePortVerdict Verdict)
     {
         public ServicePortInfo Info => Port.Info;
         public string Comment => Info.Name.ToString();
         public string Protocol => ChainNames.ProtocolName(Info.Protocol);
+        public TrafficVerdict Internal => Verdict.InternalTraffic;
+        public TrafficVerdict External => Verdict.ExternalTraffic;
 
-        public bool UsesClusterPolicyChain => !Cluster.IsEmpty && EndpointCategorizer.UsesClusterEndpoints(Info);
-        public bool UsesLocalPolicyChain => !Local.IsEmpty && EndpointCategorizer.UsesLocalEndpoints(Info);
+        /// <summary>The spread over a pool: <c>KUBE-SVC-*</c> (Cluster) or <c>KUBE-SVL-*</c> (Local).</summary>
+        public string PoolChain(EndpointPool pool) => pool == EndpointPool.Local ? ChainNames.LocalPolicy(Info.Name) : ChainNames.ClusterPolicy(Info.Name);
 
-        /// <summary>Cluster-IP traffic has somewhere to go (with internal policy Local: a local endpoint).</summary>
-        public bool HasInternalEndpoints => HasEndpoints && (!Info.InternalPolicyLocal || !Local.IsEmpty);
+        /// <summary>
+        /// External traffic enters the port's nat chains unless it is rejected: when it is dropped,
+        /// the short-circuit rules of the EXT chain still apply, and the rest meets the filter DROP.
+        /// </summary>
+        public bool ExternalEntersNat => External.Action != TrafficAction.Reject;
 
-        /// <summary>External traffic has somewhere to go (with external policy Local: a local endpoint).</summary>
-        public bool HasExternalEndpoints => HasEndpoints && (!Info.ExternalPolicyLocal || !Local.IsEmpty);
+        public bool UsesExternalChain => ExternalEntersNat && Info.HasExternalFrontends;
 
-        public string InternalPolicyChain => Info.InternalPolicyLocal ? ChainNames.LocalPolicy(Info.Name) : ChainNames.ClusterPolicy(Info.Name);
-        public string ExternalPolicyChain => Info.ExternalPolicyLocal ? ChainNames.LocalPolicy(Info.Name) : ChainNames.ClusterPolicy(Info.Name);
-
-        /// <summary>The EXT chain is needed even without externally usable endpoints, for the short-circuit rules.</summary>
-        public bool UsesExternalChain => HasEndpoints && Info.HasExternalFrontends;
-
+        /// <summary>Rejected traffic needs no firewall: nothing is DNATed for it.</summary>
         public bool UsesFirewallChain(IpFamily family) =>
-            HasEndpoints && Info.LoadBalancerIPs.Any(ip => NodeAddresses.FamilyOf(ip) == family) && Info.LoadBalancerSourceRanges.Any(r => r.Family == family);
+            ExternalEntersNat && Info.LoadBalancerIPs.Any(ip => NodeAddresses.FamilyOf(ip) == family) && !Verdict.SourceRanges.IsEmpty;
 
-        /// <summary>REJECT when nothing can serve; DROP when only the Local policy has nothing here.</summary>
-        public (string Target, string Comment) InternalFilter =>
-            HasEndpoints ? ("DROP", $"{Comment} has no local endpoints") : ("REJECT", $"{Comment} has no endpoints");
+        /// <summary>The filter rule of traffic that is not forwarded: REJECT when nothing can serve; DROP when only the Local policy has nothing here.</summary>
+        public (string Target, string Comment) FilterOf(TrafficVerdict verdict) =>
+            verdict.Action == TrafficAction.Drop ? ("DROP", $"{Comment} has no local endpoints") : ("REJECT", $"{Comment} has no endpoints");
 
-        public (string Target, string Comment) ExternalFilter => InternalFilter;
+        public (string Target, string Comment) InternalFilter => FilterOf(Internal);
+        public (string Target, string Comment) ExternalFilter => FilterOf(External);
     }
 
-    private PortShape ShapeOf(ServicePortState port, IPAddress clusterIP)
-    {
-        var endpoints = port.EndpointsFor(family);
-        return new PortShape(port, clusterIP, OfFamily(endpoints.Cluster), OfFamily(endpoints.Local), OfFamily(endpoints.AllReachable),
-            endpoints.HasAnyEndpoints && !endpoints.AllReachable.IsEmpty);
-    }
+    private PortShape ShapeOf(ServicePortState port, IPAddress clusterIP) => new(port, clusterIP, port.VerdictFor(family));
 
     /// <summary>Writes a service port's frontends and its own chains; returns the chains and counts.</summary>
     private PortChains WriteServicePort(ServicePortState port, IPAddress clusterIP, NodeNetwork network)
@@ -243,31 +232,32 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 
         // Internal traffic: off-cluster sources reaching a cluster IP are masqueraded, so that
         // replies come back through this node even if the client routed the VIP to us.
-        var masqueradeRule = shape.HasInternalEndpoints && (network.MasqueradeAll || detector.IsImplemented(family));
+        var verdict = shape.Verdict;
+        var masqueradeRule = verdict.InternalMasquerade != SourceMasquerade.None;
 
         if (shape.UsesExternalChain)
         {
             var chain = ChainNames.External(name);
             before = _nat.RuleCount;
             _nat.Chain(chain);
-            if (!info.ExternalPolicyLocal)
+            if (verdict.ExternalMasquerade)
             {
                 // Cluster policy may cross to another node: masquerade so the reply comes back here.
                 _nat.Append(chain).Comment($"masquerade traffic for {comment} external destinations").Jump(ChainNames.MarkMasq).End();
             }
-            else
+            else if (verdict.LocalShortCircuit != LocalShortCircuit.None)
             {
                 // Local policy keeps the client's source. Pods reaching an external destination of
                 // their own cluster are short-circuited to the cluster chain, as if they had gone out
                 // to the load balancer and come back.
-                if (detector.IsImplemented(family))
+                if (verdict.LocalShortCircuit == LocalShortCircuit.PodsAndNode)
                     _nat.Append(chain).Comment($"pod traffic for {comment} external destinations").Arg(IfLocal(detector)).Jump(ChainNames.ClusterPolicy(name)).End();
                 // The node's own traffic has a local source address (the VIP may be local):
                 // masquerade it and let it use any endpoint.
                 _nat.Append(chain).Comment($"masquerade LOCAL traffic for {comment} external destinations").Arg("-m addrtype --src-type LOCAL").Jump(ChainNames.MarkMasq).End();
                 _nat.Append(chain).Comment($"route LOCAL traffic for {comment} external destinations").Arg("-m addrtype --src-type LOCAL").Jump(ChainNames.ClusterPolicy(name)).End();
             }
-            if (shape.HasExternalEndpoints) _nat.Append(chain).Jump(shape.ExternalPolicyChain).End();
+            if (shape.External.IsForward) _nat.Append(chain).Jump(shape.PoolChain(shape.External.Pool)).End();
             chains.Add((chain, _nat.RuleCount - before));
         }
 
@@ -278,41 +268,38 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
             var chain = ChainNames.Firewall(name);
             before = _nat.RuleCount;
             _nat.Chain(chain);
-            var allowFromNode = false;
-            foreach (var range in info.LoadBalancerSourceRanges.Where(r => r.Family == family))
-            {
+            foreach (var range in verdict.SourceRanges)
                 _nat.Append(chain).Comment($"{comment} loadbalancer IP").Arg($"-s {range}").Jump(ChainNames.External(name)).End();
-                allowFromNode |= network.NodeIPs.Any(range.Contains);
-            }
             // A VIP-like load balancer IP is often local: a request from the node to it loops back
             // with the VIP as its source, which must be allowed when the node itself is.
-            if (allowFromNode)
+            if (verdict.SourceRangesAllowNode)
                 foreach (var ip in OfFamily(info.LoadBalancerIPs))
                     _nat.Append(chain).Comment($"{comment} loadbalancer IP").Arg($"-s {ip}{HostPrefix}").Jump(ChainNames.External(name)).End();
             chains.Add((chain, _nat.RuleCount - before));
         }
 
-        if (shape.UsesClusterPolicyChain)
+        // One spread per pool in use; the cluster IP's masquerade rule lives in its pool's chain.
+        if (!verdict.ClusterEndpoints.IsEmpty)
         {
             var chain = ChainNames.ClusterPolicy(name);
             before = _nat.RuleCount;
             _nat.Chain(chain);
-            if (masqueradeRule && !info.InternalPolicyLocal) WriteMasqueradeRule(chain, shape, network);
-            WriteEndpointJumps(shape, chain, shape.Cluster);
+            if (masqueradeRule && shape.Internal.Pool == EndpointPool.Cluster) WriteMasqueradeRule(chain, shape, network);
+            WriteEndpointJumps(shape, chain, verdict.ClusterEndpoints);
             chains.Add((chain, _nat.RuleCount - before));
         }
 
-        if (shape.UsesLocalPolicyChain)
+        if (!verdict.LocalEndpoints.IsEmpty)
         {
             var chain = ChainNames.LocalPolicy(name);
             before = _nat.RuleCount;
             _nat.Chain(chain);
-            if (masqueradeRule && info.InternalPolicyLocal) WriteMasqueradeRule(chain, shape, network);
-            WriteEndpointJumps(shape, chain, shape.Local);
+            if (masqueradeRule && shape.Internal.Pool == EndpointPool.Local) WriteMasqueradeRule(chain, shape, network);
+            WriteEndpointJumps(shape, chain, verdict.LocalEndpoints);
             chains.Add((chain, _nat.RuleCount - before));
         }
 
-        foreach (var endpoint in shape.AllReachable)
+        foreach (var endpoint in verdict.Endpoints)
         {
             var chain = ChainNames.Endpoint(name, endpoint);
             before = _nat.RuleCount;
@@ -322,7 +309,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
             _nat.Append(chain).Comment(comment).Arg($"-s {endpoint.Address}{HostPrefix}").Jump(ChainNames.MarkMasq).End();
             _nat.Append(chain).Comment(comment);
             // ClientIP affinity: remember which endpoint this client was sent to.
-            if (info.StickyTimeoutSeconds is not null) _nat.Arg($"-m recent --name {chain} --set");
+            if (verdict.AffinityTimeoutSeconds is not null) _nat.Arg($"-m recent --name {chain} --set");
             _nat.Arg($"-m {protocol} -p {protocol}").Jump($"DNAT --to-destination {endpoint.Endpoint}").End();
             chains.Add((chain, _nat.RuleCount - before));
         }
@@ -333,7 +320,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
     {
         _nat.Append(chain).Comment($"{shape.Comment} cluster IP")
             .Arg($"-m {shape.Protocol} -p {shape.Protocol} -d {shape.ClusterIP}{HostPrefix} --dport").Arg(shape.Info.Port);
-        if (!network.MasqueradeAll) _nat.Arg(IfNotLocal(network.LocalDetector));
+        if (shape.Verdict.InternalMasquerade == SourceMasquerade.OffClusterSources) _nat.Arg(IfNotLocal(network.LocalDetector));
         _nat.Jump(ChainNames.MarkMasq).End();
     }
 
@@ -360,9 +347,9 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         var externalChain = ChainNames.External(name);
 
         // Cluster IP.
-        if (shape.HasInternalEndpoints)
+        if (shape.Internal.IsForward)
             _nat.Append(ChainNames.Services).Comment($"{comment} cluster IP")
-                .Arg($"{match} -d {shape.ClusterIP}{HostPrefix} --dport").Arg(info.Port).Jump(shape.InternalPolicyChain).End();
+                .Arg($"{match} -d {shape.ClusterIP}{HostPrefix} --dport").Arg(info.Port).Jump(shape.PoolChain(shape.Internal.Pool)).End();
         else
             // REJECT refuses at once (ICMP port unreachable → connection refused) rather than
             // letting clients time out; DROP when endpoints exist but policy keeps them away.
@@ -372,10 +359,10 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         // External IPs.
         foreach (var ip in OfFamily(info.ExternalIPs))
         {
-            if (shape.HasEndpoints)
+            if (shape.ExternalEntersNat)
                 _nat.Append(ChainNames.Services).Comment($"{comment} external IP")
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(externalChain).End();
-            if (!shape.HasExternalEndpoints)
+            if (!shape.External.IsForward)
                 _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter.Comment)
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(shape.ExternalFilter.Target).End();
         }
@@ -384,14 +371,14 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         var usesFirewall = shape.UsesFirewallChain(family);
         foreach (var ip in OfFamily(info.LoadBalancerIPs))
         {
-            if (shape.HasEndpoints)
+            if (shape.ExternalEntersNat)
                 _nat.Append(ChainNames.Services).Comment($"{comment} loadbalancer IP")
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(usesFirewall ? ChainNames.Firewall(name) : externalChain).End();
             if (usesFirewall)
                 _filter.Append(ChainNames.ProxyFirewall).Comment($"{comment} traffic not accepted by {ChainNames.Firewall(name)}")
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump("DROP").End();
         }
-        if (!shape.HasExternalEndpoints)
+        if (!shape.External.IsForward)
             foreach (var ip in OfFamily(info.LoadBalancerIPs))
                 _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter.Comment)
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(shape.ExternalFilter.Target).End();
@@ -399,9 +386,9 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         // Node port.
         if (info.NodePort != 0)
         {
-            if (shape.HasEndpoints)
+            if (shape.ExternalEntersNat)
                 _nat.Append(ChainNames.NodePorts).Comment(comment).Arg($"{match} --dport").Arg(info.NodePort).Jump(externalChain).End();
-            if (!shape.HasExternalEndpoints)
+            if (!shape.External.IsForward)
             {
                 if (network.NodePortAddresses is { } addresses)
                     foreach (var address in addresses.Where(a => NodeAddresses.FamilyOf(a) == family))
@@ -419,12 +406,12 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
                 .Arg("-m tcp -p tcp --dport").Arg(info.HealthCheckNodePort).Jump("ACCEPT").End();
     }
 
-    private void WriteEndpointJumps(PortShape shape, string chain, ImmutableArray<EndpointInfo> endpoints)
+    private void WriteEndpointJumps(PortShape shape, string chain, EquatableArray<EndpointInfo> endpoints)
     {
         var name = shape.Info.Name;
         var comment = shape.Comment;
         // ClientIP affinity first: a client seen recently goes back to its endpoint.
-        if (shape.Info.StickyTimeoutSeconds is { } seconds)
+        if (shape.Verdict.AffinityTimeoutSeconds is { } seconds)
             foreach (var endpoint in endpoints)
             {
                 var endpointChain = ChainNames.Endpoint(name, endpoint);
@@ -432,19 +419,16 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
                     .Arg($"-m recent --name {endpointChain} --rcheck --seconds").Arg(seconds).Arg("--reap").Jump(endpointChain).End();
             }
         // Random spread: endpoint i of n is taken with probability 1/(n-i) among those left.
-        for (var i = 0; i < endpoints.Length; i++)
+        for (var i = 0; i < endpoints.Count; i++)
         {
             var endpoint = endpoints[i];
             _nat.Append(chain).Comment($"{comment} -> {endpoint.Endpoint}");
-            var left = endpoints.Length - i;
+            var left = endpoints.Count - i;
             if (left > 1)
                 _nat.Arg("-m statistic --mode random --probability").Arg((1.0 / left).ToString("0.0000000000", CultureInfo.InvariantCulture));
             _nat.Jump(ChainNames.Endpoint(name, endpoint)).End();
         }
     }
-
-    private ImmutableArray<EndpointInfo> OfFamily(EquatableArray<EndpointInfo> endpoints) =>
-        endpoints.Where(e => e.Family == family).ToImmutableArray();
 
     private IEnumerable<IPAddress> OfFamily(EquatableArray<IPAddress> addresses) =>
         addresses.Where(a => NodeAddresses.FamilyOf(a) == family);

@@ -329,21 +329,24 @@ public sealed class IpvsPlanner
         {
             var clusterIP = info.ClusterIPs.FirstOrDefault(ip => NodeAddresses.FamilyOf(ip) == family);
             if (clusterIP is null) continue;
-            var endpoints = port.EndpointsFor(family);
-            var cluster = OfFamily(endpoints.Cluster, family);
-            var local = OfFamily(endpoints.Local, family);
-            // Cluster traffic: the internal policy's endpoints (none when Local has none here: refused).
-            var internalEndpoints = info.InternalPolicyLocal ? local : cluster;
-            // External traffic with policy Local: this node's endpoints; without any, every endpoint
-            // (as kube-proxy does, so pods and the node reach the service) while other sources are
-            // dropped in the filter table (KUBE-NO-LOCAL-ENDPOINTS).
-            var noLocal = info.ExternalPolicyLocal && local.Length == 0 && endpoints.HasAnyEndpoints && cluster.Length > 0;
-            var externalEndpoints = info.ExternalPolicyLocal && !noLocal ? local : cluster;
+            var verdict = port.VerdictFor(family);
+            // A virtual server serves every source alike. Cluster traffic: the verdict's endpoints;
+            // dropped or rejected, none (IPVS then refuses: a Drop is refused here, not dropped).
+            var internalEndpoints = verdict.InternalTraffic.IsForward ? verdict.InternalTraffic.Endpoints : EquatableArray<EndpointInfo>.Empty;
+            // External traffic: the verdict's endpoints (with policy Local these are this node's, for
+            // pods and the node too: they cannot be told apart here). Dropped while local sources are
+            // short-circuited: the short-circuit's endpoints, as kube-proxy does so pods and the node
+            // reach the service, while other sources are dropped in the filter table (KUBE-NO-LOCAL-ENDPOINTS).
+            var external = verdict.ExternalTraffic;
+            var noLocal = external.Action == TrafficAction.Drop && verdict.LocalShortCircuit != LocalShortCircuit.None;
+            var externalEndpoints = external.IsForward ? external.Endpoints
+                : noLocal ? verdict.ClusterEndpoints
+                : EquatableArray<EndpointInfo>.Empty;
             string Set(IpsetDefinition definition) => definition.Name(family);
             void Entry(IpsetDefinition definition, string entry) => entries.Add(new IpsetEntry(Set(definition), entry));
             string IpPort(IPAddress ip, int p) => $"{ip},{protocol}:{p.ToString(CultureInfo.InvariantCulture)}";
-            void Server(IPAddress address, int servicePort, ImmutableArray<EndpointInfo> targets) =>
-                servers.Add(new DesiredServer(Definition(new VirtualServerKey(address, info.Protocol, servicePort), info),
+            void Server(IPAddress address, int servicePort, EquatableArray<EndpointInfo> targets) =>
+                servers.Add(new DesiredServer(Definition(new VirtualServerKey(address, info.Protocol, servicePort), verdict),
                     new EquatableArray<RealServerKey>(targets.Select(e => new RealServerKey(e.Address, e.Port)).Distinct().Order())));
             bool Bind(IPAddress address)
             {
@@ -355,7 +358,7 @@ public sealed class IpvsPlanner
             }
 
             // Hairpin: a local endpoint reaching itself through the service is masqueraded.
-            foreach (var endpoint in OfFamily(endpoints.AllReachable, family).Where(e => e.IsLocal))
+            foreach (var endpoint in verdict.Endpoints.Where(e => e.IsLocal))
                 Entry(IpvsNames.LoopBack, $"{IpPort(endpoint.Address, endpoint.Port)},{endpoint.Address}");
 
             // Cluster IP.
@@ -369,24 +372,25 @@ public sealed class IpvsPlanner
             {
                 Server(ip, info.Port, externalEndpoints);
                 Bind(ip);
-                Entry(info.ExternalPolicyLocal ? IpvsNames.ExternalIPLocal : IpvsNames.ExternalIP, IpPort(ip, info.Port));
+                // The *-LOCAL sets keep the client's source (no masquerade).
+                Entry(verdict.ExternalMasquerade ? IpvsNames.ExternalIP : IpvsNames.ExternalIPLocal, IpPort(ip, info.Port));
                 if (noLocal) Entry(IpvsNames.NoLocalEndpoints, IpPort(ip, info.Port));
             }
 
             // Load-balancer IPs, with their source ranges.
-            var ranges = info.LoadBalancerSourceRanges.Where(r => r.Family == family).ToList();
+            var ranges = verdict.SourceRanges;
             foreach (var ip in info.LoadBalancerIPs.Where(ip => NodeAddresses.FamilyOf(ip) == family))
             {
                 Server(ip, info.Port, externalEndpoints);
                 Bind(ip);
                 Entry(IpvsNames.LoadBalancerSet, IpPort(ip, info.Port));
-                if (info.ExternalPolicyLocal) Entry(IpvsNames.LoadBalancerLocal, IpPort(ip, info.Port));
+                if (!verdict.ExternalMasquerade) Entry(IpvsNames.LoadBalancerLocal, IpPort(ip, info.Port));
                 if (noLocal) Entry(IpvsNames.NoLocalEndpoints, IpPort(ip, info.Port));
-                if (ranges.Count == 0) continue;
+                if (ranges.IsEmpty) continue;
                 Entry(IpvsNames.LoadBalancerFW, IpPort(ip, info.Port));
                 foreach (var range in ranges) Entry(IpvsNames.LoadBalancerSourceCidr, $"{IpPort(ip, info.Port)},{NetText(range)}");
                 // A request from the node to a local load-balancer IP has that IP as its source.
-                if (ranges.Any(r => network.NodeIPs.Any(r.Contains))) Entry(IpvsNames.LoadBalancerSourceIP, $"{IpPort(ip, info.Port)},{ip}");
+                if (verdict.SourceRangesAllowNode) Entry(IpvsNames.LoadBalancerSourceIP, $"{IpPort(ip, info.Port)},{ip}");
                 else outFilter.Add(new OutFilterEntry(ip, info.Protocol, info.Port));
             }
 
@@ -408,17 +412,17 @@ public sealed class IpvsPlanner
                     {
                         case Protocol.TCP:
                             Entry(IpvsNames.NodePortTcp, nodePort);
-                            if (info.ExternalPolicyLocal) Entry(IpvsNames.NodePortLocalTcp, nodePort);
+                            if (!verdict.ExternalMasquerade) Entry(IpvsNames.NodePortLocalTcp, nodePort);
                             break;
                         case Protocol.UDP:
                             Entry(IpvsNames.NodePortUdp, nodePort);
-                            if (info.ExternalPolicyLocal) Entry(IpvsNames.NodePortLocalUdp, nodePort);
+                            if (!verdict.ExternalMasquerade) Entry(IpvsNames.NodePortLocalUdp, nodePort);
                             break;
                         default:
                             foreach (var ip in nodeIPs)
                             {
                                 Entry(IpvsNames.NodePortSctp, IpPort(ip, info.NodePort));
-                                if (info.ExternalPolicyLocal) Entry(IpvsNames.NodePortLocalSctp, IpPort(ip, info.NodePort));
+                                if (!verdict.ExternalMasquerade) Entry(IpvsNames.NodePortLocalSctp, IpPort(ip, info.NodePort));
                             }
                             break;
                     }
@@ -435,11 +439,11 @@ public sealed class IpvsPlanner
             new EquatableArray<OutFilterEntry>(outFilter.Distinct().Order()));
     }
 
-    private VirtualServer Definition(VirtualServerKey key, ServicePortInfo info)
+    private VirtualServer Definition(VirtualServerKey key, ServicePortVerdict verdict)
     {
         uint flags = 0;
         var timeout = 0;
-        if (info.StickyTimeoutSeconds is { } seconds)
+        if (verdict.AffinityTimeoutSeconds is { } seconds)
         {
             // ClientIP affinity: IPVS persistence, one client (/32, /128) to one destination.
             flags |= VirtualServer.FlagPersistent;
@@ -449,9 +453,6 @@ public sealed class IpvsPlanner
         if (_options.Scheduler == "mh") flags |= VirtualServer.FlagSched2;
         return new VirtualServer(key, _options.Scheduler, flags, timeout);
     }
-
-    private static ImmutableArray<EndpointInfo> OfFamily(EquatableArray<EndpointInfo> endpoints, IpFamily family) =>
-        endpoints.Where(e => e.Family == family).ToImmutableArray();
 
     /// <summary>A prefix as ipset prints it: a host prefix without its length.</summary>
     internal static string NetText(IpPrefix prefix) =>

@@ -416,37 +416,34 @@ public sealed class NftablesPlanner
     // ---------------------------------------------------------------- per service port
 
     /// <summary>
-    /// What one service port needs in this family, decided from the categorized endpoints the way
-    /// the iptables planner (and kube-proxy) decides it.
+    /// One service port in this family: the verdicts Core decided for it, and how this planner names
+    /// and renders them. Nothing here reads traffic policies.
     /// </summary>
-    private sealed record PortShape(ServicePortInfo Info, PortNames Names, IPAddress ClusterIP, ImmutableArray<EndpointInfo> Cluster, ImmutableArray<EndpointInfo> Local,
-        ImmutableArray<EndpointInfo> AllReachable, bool HasEndpoints)
+    private sealed record PortShape(ServicePortInfo Info, PortNames Names, IPAddress ClusterIP, ServicePortVerdict Verdict)
     {
-        public bool UsesClusterPolicyChain => !Cluster.IsEmpty && EndpointCategorizer.UsesClusterEndpoints(Info);
-        public bool UsesLocalPolicyChain => !Local.IsEmpty && EndpointCategorizer.UsesLocalEndpoints(Info);
+        public TrafficVerdict Internal => Verdict.InternalTraffic;
+        public TrafficVerdict External => Verdict.ExternalTraffic;
 
-        /// <summary>Cluster-IP traffic has somewhere to go (with internal policy Local: a local endpoint).</summary>
-        public bool HasInternalEndpoints => HasEndpoints && (!Info.InternalPolicyLocal || !Local.IsEmpty);
+        /// <summary>The spread over a pool: <c>service-…</c> (Cluster) or <c>local-…</c> (Local).</summary>
+        public string PoolChain(EndpointPool pool) => pool == EndpointPool.Local ? Names.LocalPolicy : Names.ClusterPolicy;
 
-        /// <summary>External traffic has somewhere to go (with external policy Local: a local endpoint).</summary>
-        public bool HasExternalEndpoints => HasEndpoints && (!Info.ExternalPolicyLocal || !Local.IsEmpty);
+        /// <summary>
+        /// External traffic enters the port's chains unless it is rejected: when it is dropped, the
+        /// short-circuit rules of the external chain still apply, and the rest meets the no-endpoint drop.
+        /// </summary>
+        public bool ExternalEntersNat => External.Action != TrafficAction.Reject;
 
-        public string InternalPolicyChain => Info.InternalPolicyLocal ? Names.LocalPolicy : Names.ClusterPolicy;
-        public string ExternalPolicyChain => Info.ExternalPolicyLocal ? Names.LocalPolicy : Names.ClusterPolicy;
+        public bool UsesExternalChain => ExternalEntersNat && Info.HasExternalFrontends;
 
-        /// <summary>The external chain is needed even without externally usable endpoints, for the short-circuit rules.</summary>
-        public bool UsesExternalChain => HasEndpoints && Info.HasExternalFrontends;
-
-        /// <summary>REJECT when nothing can serve; DROP when only the Local policy keeps endpoints away.</summary>
-        public string FilterVerdict => HasEndpoints ? "drop" : $"goto {NftNames.RejectChain}";
+        /// <summary>The no-endpoint verdict of traffic that is not forwarded: REJECT when nothing can serve; DROP when only the Local policy keeps endpoints away.</summary>
+        public static string FilterVerdict(TrafficVerdict verdict) => verdict.Action == TrafficAction.Drop ? "drop" : $"goto {NftNames.RejectChain}";
     }
 
     private NftPortObjects BuildPort(ServicePortState port, IPAddress clusterIP, NodeNetwork network)
     {
-        var endpoints = port.EndpointsFor(_family);
         var names = NftNames.ForPort(port.Info.Name);
-        var shape = new PortShape(port.Info, names, clusterIP, OfFamily(endpoints.Cluster), OfFamily(endpoints.Local), OfFamily(endpoints.AllReachable),
-            endpoints.HasAnyEndpoints && endpoints.AllReachable.Any(e => e.Family == _family));
+        var verdict = port.VerdictFor(_family);
+        var shape = new PortShape(port.Info, names, clusterIP, verdict);
         var info = shape.Info;
         var name = info.Name;
         var protocol = NftNames.Protocol(info.Protocol);
@@ -458,33 +455,33 @@ public sealed class NftablesPlanner
         void Element(string set, string value, params string[] key) => elements.Add(new NftElement(set, key) { Value = value });
 
         // Cluster IP.
-        if (shape.HasInternalEndpoints) Element(NftNames.ServiceIPs, $"goto {shape.InternalPolicyChain}", clusterIP.ToString(), protocol, portText);
-        else Element(NftNames.NoEndpointServices, shape.FilterVerdict, clusterIP.ToString(), protocol, portText);
+        if (shape.Internal.IsForward) Element(NftNames.ServiceIPs, $"goto {shape.PoolChain(shape.Internal.Pool)}", clusterIP.ToString(), protocol, portText);
+        else Element(NftNames.NoEndpointServices, PortShape.FilterVerdict(shape.Internal), clusterIP.ToString(), protocol, portText);
 
         // External IPs.
         foreach (var ip in OfFamily(info.ExternalIPs))
         {
-            if (shape.HasEndpoints) Element(NftNames.ServiceIPs, $"goto {external}", ip.ToString(), protocol, portText);
-            if (!shape.HasExternalEndpoints) Element(NftNames.NoEndpointServices, shape.FilterVerdict, ip.ToString(), protocol, portText);
+            if (shape.ExternalEntersNat) Element(NftNames.ServiceIPs, $"goto {external}", ip.ToString(), protocol, portText);
+            if (!shape.External.IsForward) Element(NftNames.NoEndpointServices, PortShape.FilterVerdict(shape.External), ip.ToString(), protocol, portText);
         }
 
         // Load-balancer IPs; with source ranges, the firewall chain drops other sources before DNAT.
-        var ranges = info.LoadBalancerSourceRanges.Where(r => r.Family == _family).ToList();
+        // Rejected traffic needs no firewall: nothing is DNATed for it.
         var lbIPs = OfFamily(info.LoadBalancerIPs).ToList();
-        var usesFirewall = shape.HasEndpoints && lbIPs.Count > 0 && ranges.Count > 0;
+        var usesFirewall = shape.ExternalEntersNat && lbIPs.Count > 0 && !verdict.SourceRanges.IsEmpty;
         foreach (var ip in lbIPs)
         {
-            if (shape.HasEndpoints) Element(NftNames.ServiceIPs, $"goto {external}", ip.ToString(), protocol, portText);
+            if (shape.ExternalEntersNat) Element(NftNames.ServiceIPs, $"goto {external}", ip.ToString(), protocol, portText);
             if (usesFirewall) Element(NftNames.FirewallIPs, $"goto {names.Firewall}", ip.ToString(), protocol, portText);
-            if (!shape.HasExternalEndpoints) Element(NftNames.NoEndpointServices, shape.FilterVerdict, ip.ToString(), protocol, portText);
+            if (!shape.External.IsForward) Element(NftNames.NoEndpointServices, PortShape.FilterVerdict(shape.External), ip.ToString(), protocol, portText);
         }
 
         // Node port.
         if (info.NodePort != 0)
         {
             var nodePort = info.NodePort.ToString(CultureInfo.InvariantCulture);
-            if (shape.HasEndpoints) Element(NftNames.ServiceNodePorts, $"goto {external}", protocol, nodePort);
-            if (!shape.HasExternalEndpoints) Element(NftNames.NoEndpointNodePorts, shape.FilterVerdict, protocol, nodePort);
+            if (shape.ExternalEntersNat) Element(NftNames.ServiceNodePorts, $"goto {external}", protocol, nodePort);
+            if (!shape.External.IsForward) Element(NftNames.NoEndpointNodePorts, PortShape.FilterVerdict(shape.External), protocol, nodePort);
         }
 
         // The health check node port answers load balancers whatever the node's endpoints.
@@ -502,26 +499,26 @@ public sealed class NftablesPlanner
         }
 
         // Off-cluster sources reaching a cluster IP are masqueraded, so replies come back through this node.
-        var masqueradeRule = shape.HasInternalEndpoints && (network.MasqueradeAll || detector.IsImplemented(_family));
+        var masqueradeRule = verdict.InternalMasquerade != SourceMasquerade.None;
 
         if (shape.UsesExternalChain)
         {
-            if (!info.ExternalPolicyLocal)
+            if (verdict.ExternalMasquerade)
             {
                 // Cluster policy may cross to another node: masquerade so the reply comes back here.
                 Rule(external, $"jump {NftNames.MarkForMasquerade}");
             }
-            else if (shape.UsesClusterPolicyChain)
+            else if (verdict.LocalShortCircuit != LocalShortCircuit.None)
             {
                 // Local policy keeps the client's source. Pods reaching an external destination of
                 // their own cluster are short-circuited to all endpoints, as if they had gone out to
                 // the load balancer and come back; so is the node itself (masqueraded: the VIP may be local).
-                if (detector.IsImplemented(_family))
+                if (verdict.LocalShortCircuit == LocalShortCircuit.PodsAndNode)
                     Rule(external, $"{IfLocal(detector)} goto {names.ClusterPolicy}");
                 Rule(external, $"fib saddr type local jump {NftNames.MarkForMasquerade}");
                 Rule(external, $"fib saddr type local goto {names.ClusterPolicy}");
             }
-            if (shape.HasExternalEndpoints) Rule(external, $"goto {shape.ExternalPolicyChain}");
+            if (shape.External.IsForward) Rule(external, $"goto {shape.PoolChain(shape.External.Pool)}");
             EndChain(external);
         }
 
@@ -530,10 +527,10 @@ public sealed class NftablesPlanner
             // loadBalancerSourceRanges: other sources are dropped (in filter-prerouting, before DNAT).
             var firewall = names.Firewall;
             var sourceSet = names.SourceRanges;
-            var allowed = new List<IpPrefix>(ranges);
+            var allowed = new List<IpPrefix>(verdict.SourceRanges);
             // A VIP-like load balancer IP is often local: a request from the node to it loops back
             // with the VIP as its source, which must be allowed when the node itself is.
-            if (ranges.Any(r => network.NodeIPs.Any(r.Contains)))
+            if (verdict.SourceRangesAllowNode)
                 allowed.AddRange(lbIPs.Select(ip => new IpPrefix(ip, _family == IpFamily.IPv4 ? 32 : 128)));
             var setElements = Normalize(allowed).Select(p => new NftElement(sourceSet, PrefixText(p)));
             sets.Add(new NftSetContent(new NftSet(sourceSet) { Type = Types(_addrType), Flags = Types("interval") }, new EquatableArray<NftElement>(setElements)));
@@ -541,28 +538,29 @@ public sealed class NftablesPlanner
             EndChain(firewall);
         }
 
-        if (shape.UsesClusterPolicyChain)
+        // One spread per pool in use; the cluster IP's masquerade rule lives in its pool's chain.
+        if (!verdict.ClusterEndpoints.IsEmpty)
         {
             var chain = names.ClusterPolicy;
-            if (masqueradeRule && !info.InternalPolicyLocal) Rule(chain, MasqueradeRule(shape, protocol, network));
-            EndpointJumps(chain, names, info, shape.Cluster, Rule);
+            if (masqueradeRule && shape.Internal.Pool == EndpointPool.Cluster) Rule(chain, MasqueradeRule(shape, protocol, network));
+            EndpointJumps(chain, names, verdict, verdict.ClusterEndpoints, Rule);
             EndChain(chain);
         }
 
-        if (shape.UsesLocalPolicyChain)
+        if (!verdict.LocalEndpoints.IsEmpty)
         {
             var chain = names.LocalPolicy;
-            if (masqueradeRule && info.InternalPolicyLocal) Rule(chain, MasqueradeRule(shape, protocol, network));
-            EndpointJumps(chain, names, info, shape.Local, Rule);
+            if (masqueradeRule && shape.Internal.Pool == EndpointPool.Local) Rule(chain, MasqueradeRule(shape, protocol, network));
+            EndpointJumps(chain, names, verdict, verdict.LocalEndpoints, Rule);
             EndChain(chain);
         }
 
-        foreach (var endpoint in shape.AllReachable)
+        foreach (var endpoint in verdict.Endpoints)
         {
             var chain = names.Endpoint(endpoint);
             // Hairpin: a pod reaching itself through the service must be masqueraded, or its reply would skip the un-DNAT.
             Rule(chain, $"{_ip} saddr {endpoint.Address} jump {NftNames.MarkForMasquerade}");
-            if (info.StickyTimeoutSeconds is { } timeout)
+            if (verdict.AffinityTimeoutSeconds is { } timeout)
             {
                 // ClientIP affinity: remember which endpoint this client was sent to (refreshing the timeout).
                 var affinity = names.Affinity(endpoint);
@@ -576,16 +574,16 @@ public sealed class NftablesPlanner
         return new NftPortObjects(new EquatableArray<NftChainContent>(chains), new EquatableArray<NftSetContent>(sets), new EquatableArray<NftElement>(elements));
     }
 
-    private void EndpointJumps(string chain, PortNames names, ServicePortInfo info, ImmutableArray<EndpointInfo> endpoints, Action<string, string> rule)
+    private void EndpointJumps(string chain, PortNames names, ServicePortVerdict verdict, EquatableArray<EndpointInfo> endpoints, Action<string, string> rule)
     {
         // ClientIP affinity first: a client seen recently goes back to its endpoint.
-        if (info.StickyTimeoutSeconds is not null)
+        if (verdict.AffinityTimeoutSeconds is not null)
             foreach (var endpoint in endpoints)
                 rule(chain, $"{_ip} saddr @{names.Affinity(endpoint)} goto {names.Endpoint(endpoint)}");
         // Random spread: endpoint i of n is taken with probability 1/(n-i) among those left.
-        for (var i = 0; i < endpoints.Length; i++)
+        for (var i = 0; i < endpoints.Count; i++)
         {
-            var left = endpoints.Length - i;
+            var left = endpoints.Count - i;
             var target = names.Endpoint(endpoints[i]);
             rule(chain, left > 1 ? $"numgen random mod {left} == 0 goto {target}" : $"goto {target}");
         }
@@ -594,7 +592,7 @@ public sealed class NftablesPlanner
     private string MasqueradeRule(PortShape shape, string protocol, NodeNetwork network)
     {
         var match = $"{_ip} daddr {shape.ClusterIP} {protocol} dport {shape.Info.Port}";
-        return network.MasqueradeAll
+        return shape.Verdict.InternalMasquerade == SourceMasquerade.AllSources
             ? $"{match} jump {NftNames.MarkForMasquerade}"
             : $"{match} {IfNotLocal(network.LocalDetector)} jump {NftNames.MarkForMasquerade}";
     }
@@ -612,9 +610,6 @@ public sealed class NftablesPlanner
         LocalDetectMode.BridgeInterface => $"iifname != \"{detector.Interface}\"",
         _ => $"{_ip} saddr != {detector.Cidrs.First(c => c.Family == _family)}",
     };
-
-    private ImmutableArray<EndpointInfo> OfFamily(EquatableArray<EndpointInfo> endpoints) =>
-        endpoints.Where(e => e.Family == _family).ToImmutableArray();
 
     private IEnumerable<IPAddress> OfFamily(EquatableArray<IPAddress> addresses) =>
         addresses.Where(a => NodeAddresses.FamilyOf(a) == _family);

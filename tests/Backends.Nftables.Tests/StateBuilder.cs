@@ -28,7 +28,7 @@ internal static class StateBuilder
         new(IPAddress.Parse(ip), port) { IsLocal = local, Ready = ready, Serving = ready || terminating, Terminating = terminating, NodeName = local ? "node-a" : "node-b" };
 
     public static ServicePortState Port(ServicePortInfo info, params EndpointInfo[] endpoints) =>
-        EndpointCategorizer.CategorizeByFamily(info, endpoints, null);
+        EndpointCategorizer.CategorizeByFamily(info, endpoints, null, Network);
 
     public static DesiredState State(NodeNetwork? network, params ServicePortState[] ports) =>
         new(ports.ToImmutableSortedDictionary(p => p.Name, p => p), network ?? Network);

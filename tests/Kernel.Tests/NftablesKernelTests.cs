@@ -121,7 +121,7 @@ public sealed class NftablesKernelTests
         var lonely = new ServicePortInfo { Name = new(new NamespacedName("default", "lonely"), "http", Protocol.TCP), Port = 80, ClusterIPs = new EquatableArray<IPAddress>([IPAddress.Parse("10.96.0.11")]) };
         var eps = endpoints.Select(ip => new EndpointInfo(IPAddress.Parse(ip), 8080) { IsLocal = true, NodeName = network.NodeName }).ToList();
         return new DesiredState(
-            new[] { EndpointCategorizer.CategorizeByFamily(web, eps, null), EndpointCategorizer.CategorizeByFamily(lonely, [], null) }
+            new[] { EndpointCategorizer.CategorizeByFamily(web, eps, null, network), EndpointCategorizer.CategorizeByFamily(lonely, [], null, network) }
                 .ToImmutableSortedDictionary(p => p.Name, p => p),
             network);
     }

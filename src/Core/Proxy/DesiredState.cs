@@ -5,10 +5,27 @@ namespace ProxyPlanes.Core.Proxy;
 
 /// <summary>
 /// One service port with the endpoints policy lets each kind of traffic use, per IP family
-/// (as kube-proxy runs one proxier per family, each family is categorized on its own).
+/// (as kube-proxy runs one proxier per family, each family is categorized on its own), and the
+/// verdicts decided from them: what a data plane renders (<see cref="VerdictFor"/>).
 /// </summary>
-public sealed record ServicePortState(ServicePortInfo Info, EndpointSet IPv4Endpoints, EndpointSet IPv6Endpoints)
+public sealed record ServicePortState
 {
+    private static readonly NodeNetwork NoNetwork = new();
+
+    /// <summary>
+    /// A state whose verdicts are decided here, once, against <paramref name="network"/> (masquerade-all,
+    /// the local-traffic detector, the node's IPs). Null: a node network with none of them; a state that
+    /// a data plane renders must be decided against the <see cref="DesiredState.Network"/> it goes with.
+    /// </summary>
+    public ServicePortState(ServicePortInfo info, EndpointSet ipv4Endpoints, EndpointSet ipv6Endpoints, NodeNetwork? network = null)
+    {
+        Info = info;
+        IPv4Endpoints = ipv4Endpoints;
+        IPv6Endpoints = ipv6Endpoints;
+        IPv4Verdict = EndpointCategorizer.Decide(info, ipv4Endpoints, IpFamily.IPv4, network ?? NoNetwork);
+        IPv6Verdict = EndpointCategorizer.Decide(info, ipv6Endpoints, IpFamily.IPv6, network ?? NoNetwork);
+    }
+
     /// <summary>A single-family state: <paramref name="endpoints"/> belong to the service's primary family.</summary>
     public ServicePortState(ServicePortInfo info, EndpointSet endpoints)
         : this(info,
@@ -16,6 +33,16 @@ public sealed record ServicePortState(ServicePortInfo Info, EndpointSet IPv4Endp
             PrimaryFamilyOf(info) == IpFamily.IPv6 ? endpoints : EndpointSet.Empty)
     {
     }
+
+    public ServicePortInfo Info { get; }
+    public EndpointSet IPv4Endpoints { get; }
+    public EndpointSet IPv6Endpoints { get; }
+
+    /// <summary>What a data plane does with this port's IPv4 traffic.</summary>
+    public ServicePortVerdict IPv4Verdict { get; }
+
+    /// <summary>What a data plane does with this port's IPv6 traffic.</summary>
+    public ServicePortVerdict IPv6Verdict { get; }
 
     public ServicePortName Name => Info.Name;
 
@@ -26,6 +53,9 @@ public sealed record ServicePortState(ServicePortInfo Info, EndpointSet IPv4Endp
     public EndpointSet Endpoints => EndpointsFor(PrimaryFamily);
 
     public EndpointSet EndpointsFor(IpFamily family) => family == IpFamily.IPv4 ? IPv4Endpoints : IPv6Endpoints;
+
+    /// <summary>The verdicts of one family: everything a data plane renders for this port in that family.</summary>
+    public ServicePortVerdict VerdictFor(IpFamily family) => family == IpFamily.IPv4 ? IPv4Verdict : IPv6Verdict;
 
     private static IpFamily PrimaryFamilyOf(ServicePortInfo info) =>
         info.ClusterIPs.IsEmpty ? IpFamily.IPv4 : NodeAddresses.FamilyOf(info.ClusterIPs[0]);
@@ -74,7 +104,10 @@ public sealed record NodeNetwork
 
 /// <summary>
 /// The immutable, backend-neutral state every data plane realises. Built incrementally by the
-/// controller: a sync replaces only the changed service ports.
+/// controller: a sync replaces only the changed service ports, and a change of <see cref="Network"/>
+/// rebuilds them all (their verdicts are decided against it). Data planes render each port's
+/// <see cref="ServicePortState.VerdictFor"/> and the node-level settings of <see cref="Network"/>;
+/// they never read traffic policies.
 /// </summary>
 public sealed record DesiredState(ImmutableSortedDictionary<ServicePortName, ServicePortState> ServicePorts, NodeNetwork Network)
 {

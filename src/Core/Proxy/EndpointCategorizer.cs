@@ -4,8 +4,9 @@ namespace ProxyPlanes.Core.Proxy;
 
 /// <summary>
 /// Decides, once for every data plane, which endpoints serve which traffic: the traffic
-/// policies, the fallback to serving-but-terminating endpoints, and topology hints. The
-/// semantics are kube-proxy's (pkg/proxy/topology.go), so behaviour carries over between proxies.
+/// policies, the fallback to serving-but-terminating endpoints, and topology hints; and from
+/// that, per IP family, the verdicts a data plane renders (<see cref="Decide"/>). The semantics
+/// are kube-proxy's (pkg/proxy/topology.go and the proxiers), so behaviour carries over between proxies.
 /// </summary>
 public static class EndpointCategorizer
 {
@@ -15,15 +16,82 @@ public static class EndpointCategorizer
 
     public static bool UsesLocalEndpoints(ServicePortInfo service) => service.InternalPolicyLocal || service.ExternalPolicyLocal;
 
-    /// <summary>Categorizes each IP family's endpoints on its own, as a per-family proxier would.</summary>
-    public static ServicePortState CategorizeByFamily(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone)
+    /// <summary>
+    /// Categorizes each IP family's endpoints on its own, as a per-family proxier would, and decides
+    /// each family's verdicts against <paramref name="network"/> (null: a node network with no
+    /// local-traffic detector, no node IPs and no masquerade-all; see <see cref="ServicePortState"/>).
+    /// </summary>
+    public static ServicePortState CategorizeByFamily(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone, NodeNetwork? network = null)
     {
         var ipv4 = endpoints.Where(e => e.Family == IpFamily.IPv4).ToList();
         var ipv6 = endpoints.Where(e => e.Family == IpFamily.IPv6).ToList();
         return new ServicePortState(
             service,
             Categorize(service, ipv4, nodeZone),
-            ipv6.Count == 0 ? EndpointSet.Empty : Categorize(service, ipv6, nodeZone));
+            ipv6.Count == 0 ? EndpointSet.Empty : Categorize(service, ipv6, nodeZone),
+            network);
+    }
+
+    /// <summary>
+    /// The verdicts of one service port in one family, from its categorized endpoints of that family:
+    /// <list type="bullet">
+    /// <item>No endpoint anywhere can serve: both kinds of traffic are rejected.</item>
+    /// <item>Otherwise each kind of traffic is forwarded to its policy's pool (Cluster: any node's
+    /// endpoints; Local: this node's), or dropped when a Local policy finds none here.</item>
+    /// <item>Forwarded cluster-IP traffic from off-cluster sources is masqueraded (every source
+    /// with masquerade-all); so is external traffic under policy Cluster. Under policy Local the
+    /// client's source is kept, and pods and the node are short-circuited to the Cluster pool.</item>
+    /// </list>
+    /// </summary>
+    public static ServicePortVerdict Decide(ServicePortInfo service, EndpointSet endpoints, IpFamily family, NodeNetwork network)
+    {
+        var cluster = endpoints.Cluster;
+        var local = endpoints.Local;
+        // Some endpoint can serve this family's traffic; without one, traffic is refused.
+        var hasEndpoints = endpoints.HasAnyEndpoints && !endpoints.AllReachable.IsEmpty;
+
+        TrafficVerdict VerdictOf(bool policyLocal)
+        {
+            if (!hasEndpoints) return TrafficVerdict.Reject;
+            var (pool, poolEndpoints) = policyLocal ? (EndpointPool.Local, local) : (EndpointPool.Cluster, cluster);
+            return poolEndpoints.IsEmpty ? TrafficVerdict.Drop : TrafficVerdict.Forward(pool, poolEndpoints);
+        }
+
+        var internalTraffic = VerdictOf(service.InternalPolicyLocal);
+        var podsDetected = network.LocalDetector.IsImplemented(family);
+        var internalMasquerade = !internalTraffic.IsForward ? SourceMasquerade.None
+            : network.MasqueradeAll ? SourceMasquerade.AllSources
+            : podsDetected ? SourceMasquerade.OffClusterSources
+            : SourceMasquerade.None;
+        var shortCircuit = !service.ExternalPolicyLocal || !hasEndpoints || cluster.IsEmpty ? LocalShortCircuit.None
+            : podsDetected ? LocalShortCircuit.PodsAndNode
+            : LocalShortCircuit.Node;
+
+        var sourceRanges = EquatableArray<IpPrefix>.Empty;
+        var allowNode = false;
+        if (!service.LoadBalancerSourceRanges.IsEmpty)
+        {
+            sourceRanges = new EquatableArray<IpPrefix>(service.LoadBalancerSourceRanges.Where(r => r.Family == family));
+            // A load-balancer IP is often local to the node (VIP-like): the node's own request to it
+            // loops back with that IP as its source, and must pass when the node itself is allowed.
+            allowNode = sourceRanges.Any(r => network.NodeIPs.Any(r.Contains));
+        }
+
+        return new ServicePortVerdict
+        {
+            Family = family,
+            InternalTraffic = internalTraffic,
+            InternalMasquerade = internalMasquerade,
+            ExternalTraffic = VerdictOf(service.ExternalPolicyLocal),
+            ExternalMasquerade = !service.ExternalPolicyLocal,
+            LocalShortCircuit = shortCircuit,
+            ClusterEndpoints = cluster,
+            LocalEndpoints = local,
+            Endpoints = endpoints.AllReachable,
+            AffinityTimeoutSeconds = service.StickyTimeoutSeconds,
+            SourceRanges = sourceRanges,
+            SourceRangesAllowNode = allowNode,
+        };
     }
 
     public static EndpointSet Categorize(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone)

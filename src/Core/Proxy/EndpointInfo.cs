@@ -44,7 +44,8 @@ public sealed record EndpointInfo(IPAddress Address, int Port) : IComparable<End
 /// <summary>
 /// The endpoints of one service port after policy: which may serve cluster traffic, which may
 /// serve traffic that must stay on this node, and every endpoint any traffic may reach (the
-/// endpoint chains a backend must build). Decided in Core by <see cref="EndpointCategorizer"/>.
+/// endpoint chains a backend must build). Decided in Core by <see cref="EndpointCategorizer"/>; data
+/// planes read them through the verdicts (<see cref="ServicePortVerdict"/>), not directly.
 /// </summary>
 public sealed record EndpointSet(
     EquatableArray<EndpointInfo> AllReachable,
