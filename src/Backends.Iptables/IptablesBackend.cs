@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using ProxyPlanes.Core.Metrics;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.Core.Util;
+using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Iptables;
 
@@ -53,7 +54,7 @@ public sealed class IptablesBackend : IProxyBackend
         foreach (var plane in _families)
         {
             // A partial sync that touches no service of this family leaves its tables alone.
-            if (!request.Full && plane.State is not null && !Touches(request, plane.Family)) continue;
+            if (!request.Full && plane.State is not null && !Touches(request, plane)) continue;
             var (r, a) = await plane.SyncAsync(request, _metrics, _logger, cancellationToken).ConfigureAwait(false);
             render += r;
             apply += a;
@@ -65,10 +66,11 @@ public sealed class IptablesBackend : IProxyBackend
         return new SyncTimings(TimeSpan.Zero, render, apply);
     }
 
-    private static bool Touches(SyncRequest request, IpFamily family) =>
+    private static bool Touches(SyncRequest request, FamilyPlane plane) =>
         request.ChangedPorts.Any(name =>
-            // A removed port is no longer in the state: the family that had it must sync.
-            !request.State.ServicePorts.TryGetValue(name, out var port) || port.Info.ClusterIPs.Any(ip => NodeAddresses.FamilyOf(ip) == family));
+            // The family had the port at the last sync (it may have lost it: its rules must go), or has it now.
+            plane.State!.Ports.ContainsKey(name) ||
+            (request.State.ServicePorts.TryGetValue(name, out var port) && port.Info.ClusterIPs.Any(ip => NodeAddresses.FamilyOf(ip) == plane.Family)));
 
     private sealed class FamilyPlane(IpFamily family, IIptablesApplier applier)
     {
@@ -138,17 +140,6 @@ public sealed class IptablesBackend : IProxyBackend
     }
 
     /// <summary>The cleanup script for one table, given its iptables-save (empty when nothing is ours).</summary>
-    public static void AppendCleanup(StringBuilder script, string table, string save, IReadOnlyCollection<string> fixedChains)
-    {
-        bool Ours(string chain) => fixedChains.Contains(chain) || ChainNames.IsPerService(chain);
-        var (chains, builtInRules) = IptablesSave.ParseTable(save);
-        var jumps = builtInRules.Where(rule => rule.Split(' ') is var words && words.Length > 2 && words[^2] == "-j" && Ours(words[^1])).Order(StringComparer.Ordinal).ToList();
-        var ours = chains.Where(Ours).Order(StringComparer.Ordinal).ToList();
-        if (jumps.Count == 0 && ours.Count == 0) return;
-        script.Append('*').Append(table).Append('\n');
-        foreach (var chain in ours) script.Append(':').Append(chain).Append(" - [0:0]\n");
-        foreach (var jump in jumps) script.Append("-D").Append(jump.AsSpan(2)).Append('\n');
-        foreach (var chain in ours) script.Append("-X ").Append(chain).Append('\n');
-        script.Append("COMMIT\n");
-    }
+    public static void AppendCleanup(StringBuilder script, string table, string save, IReadOnlyCollection<string> fixedChains) =>
+        IptablesCleanup.AppendCleanup(script, table, save, chain => fixedChains.Contains(chain) || ChainNames.IsPerService(chain));
 }

@@ -4,6 +4,7 @@ using ProxyPlanes.Backends.Ipvs;
 using ProxyPlanes.Backends.Nftables;
 using ProxyPlanes.Core.Metrics;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes;
 

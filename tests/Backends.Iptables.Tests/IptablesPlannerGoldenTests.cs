@@ -1,4 +1,5 @@
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Iptables.Tests;
 

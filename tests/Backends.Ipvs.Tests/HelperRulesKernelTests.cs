@@ -1,6 +1,6 @@
-using ProxyPlanes.Backends.Iptables;
 using ProxyPlanes.Backends.Iptables.Tests;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Iptables;
 using ProxyPlanes.Netlink.Tests;
 
 namespace ProxyPlanes.Backends.Ipvs.Tests;

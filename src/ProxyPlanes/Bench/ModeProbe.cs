@@ -3,6 +3,7 @@ using ProxyPlanes.Backends.Iptables;
 using ProxyPlanes.Backends.Nftables;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.Core.Util;
+using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Bench;
 
