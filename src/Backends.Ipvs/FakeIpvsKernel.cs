@@ -9,7 +9,7 @@ namespace ProxyPlanes.Backends.Ipvs;
 
 /// <summary>
 /// An in-memory IPVS kernel for tests: the link and its addresses, the IPVS table, ipsets and the
-/// iptables tables of each family. It refuses what the kernel and the tools refuse (a virtual
+/// iptables tables of each family (a <see cref="FakeIptables"/> per family). It refuses what the kernel and the tools refuse (a virtual
 /// server added twice, a destination of a missing virtual server or of another family, an address
 /// on a missing link, an entry of the wrong shape for its set, a rule jumping to a missing chain or
 /// matching a missing set, destroying a set a rule still uses, ...), with the errno the kernel uses.
