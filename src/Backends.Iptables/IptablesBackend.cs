@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using ProxyPlanes.Core.Metrics;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.Core.Util;
+using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Iptables;
 
@@ -154,17 +155,6 @@ public sealed class IptablesBackend : IProxyBackend
     }
 
     /// <summary>The cleanup script for one table, given its iptables-save (empty when nothing is ours).</summary>
-    public static void AppendCleanup(StringBuilder script, string table, string save, IReadOnlyCollection<string> fixedChains)
-    {
-        bool Ours(string chain) => fixedChains.Contains(chain) || ChainNames.IsPerService(chain);
-        var (chains, builtInRules) = IptablesSave.ParseTable(save);
-        var jumps = builtInRules.Where(rule => rule.Split(' ') is var words && words.Length > 2 && words[^2] == "-j" && Ours(words[^1])).Order(StringComparer.Ordinal).ToList();
-        var ours = chains.Where(Ours).Order(StringComparer.Ordinal).ToList();
-        if (jumps.Count == 0 && ours.Count == 0) return;
-        script.Append('*').Append(table).Append('\n');
-        foreach (var chain in ours) script.Append(':').Append(chain).Append(" - [0:0]\n");
-        foreach (var jump in jumps) script.Append("-D").Append(jump.AsSpan(2)).Append('\n');
-        foreach (var chain in ours) script.Append("-X ").Append(chain).Append('\n');
-        script.Append("COMMIT\n");
-    }
+    public static void AppendCleanup(StringBuilder script, string table, string save, IReadOnlyCollection<string> fixedChains) =>
+        IptablesCleanup.AppendCleanup(script, table, save, chain => fixedChains.Contains(chain) || ChainNames.IsPerService(chain));
 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.Core.Metrics;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Iptables;
 using ProxyPlanes.Core.Util;
 
 namespace ProxyPlanes.Backends.Iptables;

@@ -3,14 +3,9 @@ using System.Globalization;
 using System.Net;
 using System.Text;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Iptables;
-
-/// <summary>What the planner knows of the kernel: the chains it found and the rules of the built-in chains.</summary>
-public sealed record KernelTables(IReadOnlySet<string> NatChains, IReadOnlySet<string> FilterChains, IReadOnlySet<string> NatRules, IReadOnlySet<string> FilterRules)
-{
-    public static KernelTables Empty { get; } = new(new HashSet<string>(), new HashSet<string>(), new HashSet<string>(), new HashSet<string>());
-}
 
 /// <summary>The per-service chains one service port owns after a sync, with their rule counts.</summary>
 public sealed record PortChains(ImmutableArray<(string Chain, int Rules)> Nat, int FilterRules);

@@ -2,12 +2,14 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Core.Util;
+using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Ipvs;
 
 /// <summary>
 /// An in-memory IPVS kernel for tests: the link and its addresses, the IPVS table, ipsets and the
-/// iptables tables of each family. It refuses what the kernel and the tools refuse (a virtual
+/// iptables tables of each family (a <see cref="FakeIptables"/> per family). It refuses what the kernel and the tools refuse (a virtual
 /// server added twice, a destination of a missing virtual server or of another family, an address
 /// on a missing link, an entry of the wrong shape for its set, a rule jumping to a missing chain or
 /// matching a missing set, destroying a set a rule still uses, ...), with the errno the kernel uses.
@@ -15,25 +17,17 @@ namespace ProxyPlanes.Backends.Ipvs;
 /// </summary>
 public sealed class FakeIpvsKernel : IIpvsKernel
 {
-    private static readonly HashSet<string> Targets = ["ACCEPT", "DROP", "RETURN", "REJECT", "MASQUERADE", "MARK", "DNAT", "SNAT", "LOG"];
-    private static readonly Dictionary<string, string[]> BuiltInChains = new()
-    {
-        ["filter"] = ["INPUT", "FORWARD", "OUTPUT"],
-        ["nat"] = ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
-    };
-
     private readonly object _gate = new();
     private readonly SortedSet<IPAddress> _addresses = new(IpvsText.AddressComparer);
     private readonly SortedDictionary<VirtualServerKey, (VirtualServer Definition, SortedDictionary<RealServerKey, KernelDestination> Destinations)> _services = [];
     private readonly SortedDictionary<string, (string Type, IpFamily? Family, SortedSet<string> Entries)> _sets = new(StringComparer.Ordinal);
-    private readonly Dictionary<(IpFamily, string), Table> _tables = [];
+    private readonly Dictionary<IpFamily, FakeIptables> _iptables = [];
 
     public FakeIpvsKernel(params IPAddress[] nodeAddresses)
     {
         NodeAddresses = [.. nodeAddresses];
         foreach (var family in new[] { IpFamily.IPv4, IpFamily.IPv6 })
-            foreach (var (table, chains) in BuiltInChains)
-                _tables[(family, table)] = new Table(chains);
+            _iptables[family] = new FakeIptables(family) { CheckRule = (_, _, rule) => CheckSets(rule, family) };
     }
 
     /// <summary>The node's own addresses (on other links than kube-ipvs0).</summary>
@@ -90,7 +84,7 @@ public sealed class FakeIpvsKernel : IIpvsKernel
     }
 
     private HashSet<string> BuiltIn(IpFamily family, string table) =>
-        _tables[(family, table)].Chains.Where(c => BuiltInChains[table].Contains(c.Key)).SelectMany(c => c.Value.Select(r => $"-A {c.Key} {r}")).ToHashSet();
+        IptablesSave.ParseTable(_iptables[family].Save(table)).BuiltInRules.ToHashSet(StringComparer.Ordinal);
 
     public Task<IReadOnlyDictionary<VirtualServerKey, IReadOnlyList<KernelDestination>>> ReadDestinationsAsync(IReadOnlyCollection<VirtualServerKey> servers, CancellationToken cancellationToken)
     {
@@ -110,7 +104,7 @@ public sealed class FakeIpvsKernel : IIpvsKernel
 
     public Task<string> SaveIptablesAsync(IpFamily family, string table, CancellationToken cancellationToken)
     {
-        lock (_gate) return Task.FromResult(_tables[(family, table)].Save(table));
+        lock (_gate) return Task.FromResult(_iptables[family].Save(table));
     }
 
     public Task ApplyAsync(IReadOnlyList<IpvsOperation> operations, CancellationToken cancellationToken)
@@ -237,7 +231,7 @@ public sealed class FakeIpvsKernel : IIpvsKernel
                     break;
                 case "destroy":
                     if (!_sets.ContainsKey(words[1])) { if (exist) break; throw Error("The set with the given name does not exist"); }
-                    if (_tables.Values.Any(t => t.Chains.Values.Any(rules => rules.Any(r => MatchSets(r).Contains(words[1])))))
+                    if (AllRules().Any(r => MatchSets(r).Contains(words[1])))
                         throw Error("Set cannot be destroyed: it is in use by a kernel component");
                     _sets.Remove(words[1]);
                     break;
@@ -274,109 +268,32 @@ public sealed class FakeIpvsKernel : IIpvsKernel
 
     // ------------------------------------------------------------------ iptables
 
-    private sealed class Table(IEnumerable<string> builtIn)
-    {
-        public Dictionary<string, List<string>> Chains { get; private set; } = builtIn.ToDictionary(c => c, _ => new List<string>(), StringComparer.Ordinal);
-        private readonly HashSet<string> _builtIn = [.. builtIn];
-
-        public bool IsBuiltIn(string chain) => _builtIn.Contains(chain);
-
-        public Dictionary<string, List<string>> Copy() => Chains.ToDictionary(c => c.Key, c => c.Value.ToList(), StringComparer.Ordinal);
-
-        public void Commit(Dictionary<string, List<string>> chains) => Chains = chains;
-
-        public string Save(string table)
-        {
-            var text = new StringBuilder($"*{table}\n");
-            foreach (var chain in Chains.Keys.Where(IsBuiltIn)) text.Append($":{chain} ACCEPT [0:0]\n");
-            foreach (var chain in Chains.Keys.Where(c => !IsBuiltIn(c)).Order(StringComparer.Ordinal)) text.Append($":{chain} - [0:0]\n");
-            foreach (var (chain, rules) in Chains.Where(c => IsBuiltIn(c.Key)).Concat(Chains.Where(c => !IsBuiltIn(c.Key)).OrderBy(c => c.Key, StringComparer.Ordinal)))
-                foreach (var rule in rules) text.Append($"-A {chain} {rule}\n");
-            return text.Append("COMMIT\n").ToString();
-        }
-    }
-
     private void RestoreIptables(IptablesRestore restore)
     {
-        string? tableName = null;
-        Dictionary<string, List<string>>? chains = null;
-        var lineNumber = 0;
-        foreach (var line in restore.Script.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        try
         {
-            lineNumber++;
-            IpvsKernelException Error(string message) => new($"{restore.Tool}: line {lineNumber} failed: {message}: {line}");
-            if (line.StartsWith('*'))
-            {
-                tableName = line[1..];
-                if (!_tables.TryGetValue((restore.Family, tableName), out var t)) throw Error($"table '{tableName}' does not exist");
-                chains = t.Copy();
-                continue;
-            }
-            if (tableName is null || chains is null) throw Error("no table given");
-            var table = _tables[(restore.Family, tableName)];
-            if (line == "COMMIT")
-            {
-                foreach (var (chain, rules) in chains)
-                    foreach (var rule in rules) CheckRule(chain, rule, chains, restore.Family, Error);
-                table.Commit(chains);
-                tableName = null;
-                chains = null;
-                continue;
-            }
-            if (line.StartsWith(':'))
-            {
-                var name = line[1..line.IndexOf(' ')];
-                if (table.IsBuiltIn(name)) continue;
-                chains[name] = []; // --noflush: declared chains are created or flushed
-                continue;
-            }
-            var words = line.Split(' ', 3);
-            switch (words[0])
-            {
-                case "-A":
-                    if (!chains.TryGetValue(words[1], out var appendTo)) throw Error($"chain '{words[1]}' does not exist");
-                    appendTo.Add(words[2]);
-                    break;
-                case "-I":
-                {
-                    if (!chains.TryGetValue(words[1], out var insertInto)) throw Error($"chain '{words[1]}' does not exist");
-                    var rest = words[2].Split(' ', 2);
-                    insertInto.Insert(int.Parse(rest[0]) - 1, rest[1]);
-                    break;
-                }
-                case "-D":
-                    if (!chains.TryGetValue(words[1], out var deleteFrom) || !deleteFrom.Remove(words[2])) throw Error("Bad rule (does a matching rule exist in that chain?)");
-                    break;
-                case "-X":
-                    if (!chains.TryGetValue(words[1], out var deleted)) throw Error($"chain '{words[1]}' does not exist");
-                    if (deleted.Count > 0) throw Error("Directory not empty");
-                    if (chains.Values.Any(rules => rules.Any(r => Target(r) == words[1]))) throw Error("Too many links");
-                    chains.Remove(words[1]);
-                    break;
-                default:
-                    throw Error("unknown command");
-            }
+            _iptables[restore.Family].Restore(restore.Script);
         }
-        if (tableName is not null) throw new IpvsKernelException($"{restore.Tool}: no COMMIT for table {tableName}");
+        catch (CommandException e)
+        {
+            throw new IpvsKernelException(e.Message, e);
+        }
     }
 
-    private void CheckRule(string chain, string rule, Dictionary<string, List<string>> chains, IpFamily family, Func<string, IpvsKernelException> error)
+    /// <summary>Every rule of both families and tables (the sets they match are in use).</summary>
+    private IEnumerable<string> AllRules() =>
+        _iptables.Values.SelectMany(f => new[] { "filter", "nat" }.SelectMany(t => IptablesSave.ParseTables(f.Save(t))))
+            .SelectMany(t => t.Rules.Values.SelectMany(r => r));
+
+    /// <summary>A rule may match only sets that exist, of its own family.</summary>
+    private string? CheckSets(string rule, IpFamily family)
     {
-        var target = Target(rule);
-        if (target is null || (!Targets.Contains(target) && !chains.ContainsKey(target)))
-            throw error($"in {chain}: target '{target}' is neither a built-in target nor a chain");
         foreach (var set in MatchSets(rule))
         {
-            if (!_sets.TryGetValue(set, out var s)) throw error($"Set {set} doesn't exist");
-            if (s.Family is { } f && f != family) throw error($"Set {set} is of the other family");
+            if (!_sets.TryGetValue(set, out var s)) return $"Set {set} doesn't exist";
+            if (s.Family is { } f && f != family) return $"Set {set} is of the other family";
         }
-    }
-
-    private static string? Target(string rule)
-    {
-        var words = rule.Split(' ');
-        var j = Array.LastIndexOf(words, "-j");
-        return j >= 0 && j + 1 < words.Length ? words[j + 1] : null;
+        return null;
     }
 
     // ------------------------------------------------------------------ dump
@@ -402,8 +319,9 @@ public sealed class FakeIpvsKernel : IIpvsKernel
                 text.Append($"set {name} {type} {family}\n");
                 foreach (var entry in entries) text.Append($"  {entry}\n");
             }
-            foreach (var ((family, table), content) in _tables.OrderBy(t => t.Key.Item1).ThenBy(t => t.Key.Item2, StringComparer.Ordinal))
-                text.Append($"# {family}\n").Append(content.Save(table));
+            foreach (var (family, iptables) in _iptables.OrderBy(t => t.Key))
+                foreach (var table in new[] { "filter", "nat" })
+                    text.Append($"# {family}\n").Append(iptables.Save(table));
             return text.ToString();
         }
     }

@@ -1,9 +1,9 @@
 using System.Diagnostics;
 using System.Text;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Backends.Iptables;
 using ProxyPlanes.Core.Metrics;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Ipvs;
 
@@ -210,8 +210,8 @@ public sealed class IpvsBackend : IProxyBackend
         foreach (var family in options.Families)
         {
             var script = new StringBuilder();
-            if (iptablesSaves.TryGetValue((family, "filter"), out var filter)) IptablesBackend.AppendCleanup(script, "filter", filter, IpvsNames.FilterChains);
-            if (iptablesSaves.TryGetValue((family, "nat"), out var nat)) IptablesBackend.AppendCleanup(script, "nat", nat, IpvsNames.NatChains);
+            if (iptablesSaves.TryGetValue((family, "filter"), out var filter)) IptablesCleanup.AppendCleanup(script, "filter", filter, IpvsNames.CleanedUpInFilter);
+            if (iptablesSaves.TryGetValue((family, "nat"), out var nat)) IptablesCleanup.AppendCleanup(script, "nat", nat, IpvsNames.CleanedUpInNat);
             if (script.Length > 0) operations.Add(new IptablesRestore(family, script.ToString()));
         }
         foreach (var key in view.Services.Keys.Order())

@@ -1,7 +1,7 @@
 using System.Net;
-using ProxyPlanes.Backends.Iptables;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.Core.Util;
+using ProxyPlanes.Iptables;
 using ProxyPlanes.Netlink;
 
 namespace ProxyPlanes.Backends.Ipvs;
@@ -225,8 +225,19 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
         }
     }
 
-    public Task<string> SaveIptablesAsync(IpFamily family, string table, CancellationToken cancellationToken) =>
-        RunAsync(IptablesTool(family, "save"), ["-t", table], null, cancellationToken);
+    public async Task<string> SaveIptablesAsync(IpFamily family, string table, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await Iptables(family).SaveAsync(table, cancellationToken).ConfigureAwait(false);
+        }
+        catch (CommandException e)
+        {
+            throw new IpvsKernelException(e.Message, e);
+        }
+    }
+
+    private IptablesCommandApplier Iptables(IpFamily family) => new(_options.IptablesVariant, family, _options.CommandPrefix);
 
     public async Task ApplyAsync(IReadOnlyList<IpvsOperation> operations, CancellationToken cancellationToken)
     {
@@ -272,7 +283,16 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
                         break;
                     case OperationKind.Iptables:
                         foreach (var restore in group.Cast<IptablesRestore>())
-                            await RunCheckedAsync(IptablesTool(restore.Family, "restore"), ["-w", "5", "--noflush"], restore.Script, cancellationToken).ConfigureAwait(false);
+                        {
+                            try
+                            {
+                                await Iptables(restore.Family).RestoreAsync(restore.Script, cancellationToken).ConfigureAwait(false);
+                            }
+                            catch (CommandException e)
+                            {
+                                throw new IpvsKernelException($"{e.Message} (refused its input)", e);
+                            }
+                        }
                         break;
                 }
             }
@@ -332,9 +352,6 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
         return sets.ToDictionary(s => s.Key, s => (IReadOnlySet<string>)s.Value, StringComparer.Ordinal);
     }
 
-    private string IptablesTool(IpFamily family, string suffix) =>
-        $"{(family == IpFamily.IPv4 ? "iptables" : "ip6tables")}-{(_options.IptablesVariant == IptablesVariant.Nft ? "nft" : "legacy")}-{suffix}";
-
     private async Task<string> RunAsync(string tool, IReadOnlyList<string> arguments, string? input, CancellationToken cancellationToken)
     {
         var result = await RunCommandAsync(tool, arguments, input, cancellationToken).ConfigureAwait(false);
@@ -374,7 +391,7 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
         }
         catch (CommandException e)
         {
-            throw new IpvsKernelException($"{tool} could not be run ({e.Message}): install the {(tool == "ipset" ? "ipset" : "iptables")} package", e);
+            throw new IpvsKernelException($"{tool} could not be run ({e.Message}): install the ipset package", e);
         }
     }
 

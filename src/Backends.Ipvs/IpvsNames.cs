@@ -47,6 +47,20 @@ public static class IpvsNames
     public static readonly string[] NatChains = [Services, PostRouting, NodePort, LoadBalancer, MarkMasq];
     public static readonly string[] FilterChains = [Forward, NodePort, ProxyFirewall, SourceRangesFirewall, IpvsFilter, IpvsOutFilter];
 
+    /// <summary>
+    /// The iptables mode's per-service chains (kube-proxy's names). The cleanup removes them too: they
+    /// jump to KUBE-MARK-MASQ, which could not be deleted while they are left from an iptables-mode run.
+    /// </summary>
+    private static readonly string[] IptablesModePerServicePrefixes = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"];
+
+    /// <summary>The filter chains the cleanup removes (with the jumps into them).</summary>
+    public static bool CleanedUpInFilter(string chain) => FilterChains.Contains(chain) || IsIptablesModePerService(chain);
+
+    /// <summary>The nat chains the cleanup removes (with the jumps into them).</summary>
+    public static bool CleanedUpInNat(string chain) => NatChains.Contains(chain) || IsIptablesModePerService(chain);
+
+    private static bool IsIptablesModePerService(string chain) => IptablesModePerServicePrefixes.Any(p => chain.StartsWith(p, StringComparison.Ordinal));
+
     public static readonly IpsetDefinition LoopBack = new("KUBE-LOOP-BACK", "hash:ip,port,ip", "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose");
     public static readonly IpsetDefinition ClusterIP = new("KUBE-CLUSTER-IP", "hash:ip,port", "Kubernetes service cluster ip + port for masquerade purpose");
     public static readonly IpsetDefinition ExternalIP = new("KUBE-EXTERNAL-IP", "hash:ip,port", "Kubernetes service external ip + port for masquerade and filter purpose");

@@ -10,6 +10,7 @@ using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.Core.Kubernetes;
 using ProxyPlanes.Core.Sources;
 using ProxyPlanes.Core.Sources.Manifests;
+using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes;
 

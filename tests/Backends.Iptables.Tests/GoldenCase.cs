@@ -23,6 +23,10 @@ public sealed class GoldenCase
         System.IO.Directory.GetDirectories(TestData).Where(d => File.Exists(Path.Combine(d, "input.yaml")))
             .Select(Path.GetFileName).Order(StringComparer.Ordinal).Select(name => new object[] { name! });
 
+    /// <summary>The cases with an update.yaml (a partial sync to check).</summary>
+    public static IEnumerable<object[]> WithUpdate() =>
+        All().Where(c => File.Exists(Path.Combine(TestData, (string)c[0], "update.yaml")));
+
     public GoldenCase(string name) => Directory = Path.Combine(TestData, name);
 
     public string Directory { get; }

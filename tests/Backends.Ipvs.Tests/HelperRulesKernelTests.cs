@@ -1,6 +1,6 @@
-using ProxyPlanes.Backends.Iptables;
 using ProxyPlanes.Backends.Iptables.Tests;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Iptables;
 using ProxyPlanes.Netlink.Tests;
 
 namespace ProxyPlanes.Backends.Ipvs.Tests;
@@ -98,10 +98,9 @@ public sealed class HelperRulesKernelTests
             Assert.DoesNotContain("KUBE-", await kernel.SaveIptablesAsync(IpFamily.IPv4, table, default));
     }
 
-    [Fact]
+    [NoIpvsFact]
     public async Task Sync_WithoutIpvs_FailsSayingSo()
     {
-        if (IpvsFactAttribute.KernelHasIpvs()) return; // covered by IpvsKernelTests where the kernel has IPVS
         using var ns = new TestNamespace("ipvs");
         using var kernel = new IpvsKernel(new IpvsKernelOptions { CommandPrefix = ["ip", "netns", "exec", ns.Name], InNamespace = a => ns.Namespace.Run(a) });
         using var metrics = new Core.Metrics.ProxyMetrics();

@@ -292,3 +292,12 @@ public sealed class IpvsFactAttribute : FactAttribute
         }
     }
 }
+
+/// <summary>A fact about a kernel without IPVS: skipped, saying so, where the kernel has IPVS (IpvsKernelTests cover that kernel).</summary>
+public sealed class NoIpvsFactAttribute : FactAttribute
+{
+    public NoIpvsFactAttribute()
+    {
+        if (IpvsFactAttribute.KernelHasIpvs()) Skip = "needs a kernel without IPVS; this one has IPVS (IpvsKernelTests cover it)";
+    }
+}

@@ -48,7 +48,8 @@ internal static class StateBuilder
 /// Random but reproducible clusters: services with every feature the planner renders, a few of
 /// them deliberately sharing external IPs (so shared map keys change hands), mutated step by step.
 /// </summary>
-internal sealed class RandomCluster(int seed)
+/// <remarks>With <paramref name="changeFamilies"/>, a change may also make a service dual-stack or single-stack (it gains or loses its IPv6 cluster IP).</remarks>
+internal sealed class RandomCluster(int seed, bool changeFamilies = false)
 {
     private readonly Random _random = new(seed);
     private readonly Dictionary<string, (ServicePortInfo Info, EndpointInfo[] Endpoints)> _services = [];
@@ -70,7 +71,8 @@ internal sealed class RandomCluster(int seed)
             {
                 var name = _services.Keys.ElementAt(_random.Next(_services.Count));
                 var (info, endpoints) = _services[name];
-                _services[name] = _random.Next(3) == 0 ? (Features(info), endpoints) : (info, Endpoints());
+                if (changeFamilies && _random.Next(4) == 0) _services[name] = (ToggleIPv6(info), endpoints);
+                else _services[name] = _random.Next(3) == 0 ? (Features(info), endpoints) : (info, Endpoints());
             }
         }
     }
@@ -82,6 +84,14 @@ internal sealed class RandomCluster(int seed)
         var protocol = _random.Next(5) switch { 0 => Protocol.UDP, 1 => Protocol.SCTP, _ => Protocol.TCP };
         var info = StateBuilder.Info($"svc{n}", dual ? $"10.96.{n / 200}.{n % 200 + 1},fd00:10:96::{n + 1:x}" : $"10.96.{n / 200}.{n % 200 + 1}", protocol: protocol);
         _services[$"svc{n}"] = (Features(info), Endpoints());
+    }
+
+    private static ServicePortInfo ToggleIPv6(ServicePortInfo info)
+    {
+        var ipv4 = info.ClusterIPs.First(ip => ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork);
+        var dual = info.ClusterIPs.Count > 1;
+        var ipv6 = IPAddress.Parse($"fd00:10:96::{ipv4.GetAddressBytes()[2] * 200 + ipv4.GetAddressBytes()[3]:x}");
+        return info with { ClusterIPs = new EquatableArray<IPAddress>(dual ? [ipv4] : [ipv4, ipv6]) };
     }
 
     private ServicePortInfo Features(ServicePortInfo info)

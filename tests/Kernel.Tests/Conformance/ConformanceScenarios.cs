@@ -5,7 +5,8 @@ namespace ProxyPlanes.Kernel.Tests.Conformance;
 
 /// <summary>
 /// The conformance table. Each row is a Service feature proven with real packets; removing any
-/// feature's rendering from a data plane makes its row fail.
+/// feature's rendering from a data plane makes its row fail. A row expecting no answer also has a
+/// probe that must be answered (a positive control), so a proxy that programs nothing fails it.
 /// </summary>
 public static class ConformanceScenarios
 {
@@ -147,8 +148,12 @@ public static class ConformanceScenarios
         new("services-of-other-proxies-headless-and-external-name-are-ignored",
             Service("other", Vip, labels: "service.kubernetes.io/service-proxy-name: someone-else") + Slice("other", new Ep("local-0")) +
             Service("headless", "None") + Slice("headless", new Ep("local-0")) +
-            "apiVersion: v1\nkind: Service\nmetadata: { name: alias, namespace: conformance }\nspec: { type: ExternalName, externalName: db.example.invalid }\n---\n",
-            [Probes(new Probe("client", Vip, 80, NoAnswer()))]),
+            "apiVersion: v1\nkind: Service\nmetadata: { name: alias, namespace: conformance }\nspec: { type: ExternalName, externalName: db.example.invalid }\n---\n" +
+            // Positive control: a service of ours in the same manifests is proxied, so "no answer" means ignored, not "nothing programmed".
+            Service("ours", "10.96.1.12") + Slice("ours", new Ep("local-1")),
+            [Probes(
+                new Probe("client", "10.96.1.12", 80, Spread("local-1")),
+                new Probe("client", Vip, 80, NoAnswer()))]),
 
         new("ipv6-service-reaches-ipv6-endpoints",
             Service("web", Vip, clusterIPv6: "fd00:10:96::10", type: "NodePort", nodePort: 30016) +

@@ -1,12 +1,12 @@
 using System.Text;
 
-namespace ProxyPlanes.Backends.Iptables;
+namespace ProxyPlanes.Iptables;
 
 /// <summary>
 /// A reusable line buffer for one table of an iptables-restore script: chain declarations and
 /// rules are written in order and counted, without building a string per argument.
 /// </summary>
-internal sealed class RuleWriter
+public sealed class RuleWriter
 {
     private readonly StringBuilder _chains = new();
     private readonly StringBuilder _rules = new();

@@ -1,0 +1,140 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using ProxyPlanes.Backends.Nftables.Tests;
+using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Iptables;
+
+namespace ProxyPlanes.Backends.Iptables.Tests;
+
+/// <summary>
+/// A partial sync through <see cref="IptablesBackend"/> on top of earlier syncs must leave exactly
+/// the tables a fresh full sync of the new state builds, in both families. Checked on the checking
+/// fake (<see cref="FakeIptables"/>, which refuses any script the kernel would refuse). The fakes'
+/// saves are compared as text; the only normalisation is the save's own: user chains sorted by
+/// name and every counter [0:0]. The order of rules inside a chain (built-in chains included) is compared.
+/// </summary>
+public sealed class PartialSyncEquivalenceTests
+{
+    private static readonly IpFamily[] Families = [IpFamily.IPv4, IpFamily.IPv6];
+
+    public static IEnumerable<object[]> CasesWithUpdate() =>
+        GoldenCase.All().Where(c => File.Exists(Path.Combine(GoldenCase.TestData, (string)c[0], "update.yaml")));
+
+    private sealed class Node : IDisposable
+    {
+        public Dictionary<IpFamily, FakeIptables> Tables { get; } = Families.ToDictionary(f => f, f => new FakeIptables(f));
+        public ProxyMetrics Metrics { get; } = new();
+        public IptablesBackend Backend { get; }
+
+        public Node() => Backend = new IptablesBackend(Families.Select(f => (f, (IIptablesApplier)Tables[f])), Metrics, NullLogger.Instance);
+
+        public string Dump(IpFamily family) => Tables[family].Dump();
+
+        public void Dispose() => Metrics.Dispose();
+    }
+
+    private static async Task<Node> FreshFullAsync(SyncRequest request)
+    {
+        var node = new Node();
+        await node.Backend.SyncAsync(request with { Full = true }, default);
+        return node;
+    }
+
+    private static async Task AssertEqualsFreshFullAsync(SyncRequest request, Node node, string context)
+    {
+        using var fresh = await FreshFullAsync(request);
+        foreach (var family in Families)
+            Assert.True(fresh.Dump(family) == node.Dump(family), $"{context} {family}:\nexpected\n{fresh.Dump(family)}\nactual\n{node.Dump(family)}");
+    }
+
+    [Theory]
+    [MemberData(nameof(CasesWithUpdate))]
+    public async Task GoldenCase_PartialAfterFull_EqualsFreshFull(string caseName)
+    {
+        var (initial, update) = await new GoldenCase(caseName).SyncRequestsAsync();
+        using var node = new Node();
+        await node.Backend.SyncAsync(initial, default);
+        var restoresBefore = node.Tables.Values.Sum(t => t.Applied);
+
+        await node.Backend.SyncAsync(update!, default);
+
+        Assert.False(update!.Full);
+        Assert.True(node.Tables.Values.Sum(t => t.Applied) > restoresBefore, "the partial sync restored nothing");
+        await AssertEqualsFreshFullAsync(update, node, caseName);
+    }
+
+    [Fact]
+    public async Task Canary_WrittenByFullSyncs_GoneWhenAnyFamilyOrTableLosesIt()
+    {
+        var state = StateBuilder.State(null, StateBuilder.Port(StateBuilder.Info("web", "10.96.0.10"), [StateBuilder.Endpoint("10.244.1.2")]));
+        using var node = new Node();
+        Assert.False(await node.Backend.CanaryIntactAsync(default)); // nothing written yet
+        await node.Backend.SyncAsync(StateBuilder.Full(state), default);
+        Assert.True(await node.Backend.CanaryIntactAsync(default));
+
+        foreach (var (family, table) in new[] { (IpFamily.IPv6, "filter"), (IpFamily.IPv4, "nat") })
+        {
+            // A flush from outside empties the chain: a chain without its rule is no canary.
+            node.Tables[family].Restore($"*{table}\n:{ChainNames.Canary} - [0:0]\nCOMMIT\n");
+            Assert.False(await node.Backend.CanaryIntactAsync(default), $"{family} {table}");
+            // A partial sync does not write it again: only the full sync the check triggers does.
+            await node.Backend.SyncAsync(StateBuilder.Partial(state, StateBuilder.Name("web")), default);
+            Assert.False(await node.Backend.CanaryIntactAsync(default));
+            await node.Backend.SyncAsync(StateBuilder.Full(state), default);
+            Assert.True(await node.Backend.CanaryIntactAsync(default));
+        }
+    }
+
+    [Fact]
+    public async Task PartialSync_DualStackPortLosesIPv6_RemovesItsIp6tablesRules()
+    {
+        var dual = StateBuilder.Info("web", "10.96.0.10,fd00:10:96::10");
+        var endpoints = new[] { StateBuilder.Endpoint("10.244.1.2"), StateBuilder.Endpoint("fd00:10:244:1::2") };
+        var before = StateBuilder.State(null, StateBuilder.Port(dual, endpoints));
+        var after = StateBuilder.State(null, StateBuilder.Port(StateBuilder.Info("web", "10.96.0.10"), endpoints));
+        using var node = new Node();
+        await node.Backend.SyncAsync(StateBuilder.Full(before), default);
+        Assert.Contains("fd00:10:96::10", node.Dump(IpFamily.IPv6)); // positive control
+
+        await node.Backend.SyncAsync(StateBuilder.Partial(after, dual.Name), default);
+
+        Assert.DoesNotContain("fd00:10:96::10", node.Dump(IpFamily.IPv6));
+        Assert.DoesNotContain("KUBE-SVC-", node.Dump(IpFamily.IPv6));
+        await AssertEqualsFreshFullAsync(StateBuilder.Full(after), node, "dual-stack → IPv4 only");
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    [InlineData(5)]
+    [InlineData(6)]
+    [InlineData(7)]
+    [InlineData(8)]
+    public async Task RandomSequence_EveryPartialSync_EqualsFreshFull(int seed)
+    {
+        var cluster = new RandomCluster(seed, changeFamilies: true);
+        using var node = new Node();
+        DesiredState? previous = null;
+
+        for (var step = 0; step < 60; step++)
+        {
+            cluster.Mutate();
+            var state = cluster.State(StateBuilder.Network);
+            // Mostly partial syncs, sometimes a periodic full one (which reads the tables back).
+            var full = previous is null || step % 17 == 0;
+            var request = full ? StateBuilder.Full(state) : new SyncRequest(state, false, StateBuilder.Changed(previous!, state));
+            try
+            {
+                await node.Backend.SyncAsync(request, default);
+            }
+            catch (BackendSyncException e)
+            {
+                Assert.Fail($"seed {seed} step {step}: {e.Message}\n{e.InnerException?.Message}");
+            }
+            await AssertEqualsFreshFullAsync(StateBuilder.Full(state), node, $"seed {seed} step {step}");
+            previous = state;
+        }
+    }
+}
