@@ -51,13 +51,13 @@ public sealed class IptablesMetricsTests
     }
 
     [Fact]
-    public void IptablesMetrics_SecondInstanceOnTheSameRegistry_SharesTheSeries()
+    public async Task IptablesMetrics_SecondInstanceOnTheSameRegistry_SharesTheSeries()
     {
         using var metrics = new ProxyMetrics();
         new IptablesMetrics(metrics).RestoreFailed(partial: false);
         new IptablesMetrics(metrics).RestoreFailed(partial: true);
 
-        var text = metrics.ExportTextAsync().GetAwaiter().GetResult();
+        var text = await metrics.ExportTextAsync();
 
         Assert.Equal(2, Sample(text, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total"));
         Assert.Equal(1, Sample(text, "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total"));
