@@ -20,7 +20,7 @@ public sealed class IptablesBackend : IProxyBackend
     private static readonly string[] NatChains = [ChainNames.Services, ChainNames.NodePorts, ChainNames.PostRouting, ChainNames.MarkMasq, ChainNames.Canary];
 
     private readonly FamilyPlane[] _families;
-    private readonly ProxyMetrics _metrics;
+    private readonly IptablesMetrics _metrics;
     private readonly ILogger _logger;
 
     /// <summary>One data plane per IP family the node runs (IPv4, and IPv6 where the kernel has it).</summary>
@@ -28,7 +28,7 @@ public sealed class IptablesBackend : IProxyBackend
     {
         _families = families.Select(f => new FamilyPlane(f.Family, f.Applier)).ToArray();
         if (_families.Length == 0) throw new ArgumentException("at least one IP family is needed", nameof(families));
-        _metrics = metrics;
+        _metrics = new IptablesMetrics(metrics);
         _logger = logger;
     }
 
@@ -60,7 +60,7 @@ public sealed class IptablesBackend : IProxyBackend
             apply += a;
         }
         foreach (var table in new[] { "nat", "filter" })
-            _metrics.SetIptablesRules(table,
+            _metrics.SetRules(table,
                 _families.Sum(f => f.LastPlan is { } p ? (table == "nat" ? p.NatRulesTotal : p.FilterRulesTotal) : 0),
                 _families.Sum(f => f.LastPlan is { } p ? (table == "nat" ? p.NatRulesWritten : p.FilterRulesWritten) : 0));
         return new SyncTimings(TimeSpan.Zero, render, apply);
@@ -96,7 +96,7 @@ public sealed class IptablesBackend : IProxyBackend
         public IptablesPlannerState? State { get; private set; }
         public IptablesPlan? LastPlan { get; private set; }
 
-        public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+        public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, IptablesMetrics metrics, ILogger logger, CancellationToken cancellationToken)
         {
             var full = request.Full || State is null;
             var apply = Stopwatch.StartNew();
@@ -114,7 +114,7 @@ public sealed class IptablesBackend : IProxyBackend
             }
             catch (CommandException e)
             {
-                metrics.IptablesRestoreFailed(partial: !full);
+                metrics.RestoreFailed(partial: !full);
                 State = null;
                 logger.LogDebug("Rejected {Family} iptables-restore input:\n{Script}", family, plan.Script);
                 throw new BackendSyncException($"{(family == IpFamily.IPv4 ? "iptables" : "ip6tables")}-restore ({applier.Variant}) refused the {(full ? "full" : "partial")} sync; the previous rules stay in force: {e.Message}", e);

@@ -15,7 +15,7 @@ public sealed class NftablesBackend : IProxyBackend
 {
     private readonly FamilyPlane[] _families;
     private readonly INftablesApplier _applier;
-    private readonly ProxyMetrics _metrics;
+    private readonly NftablesMetrics _metrics;
     private readonly ILogger _logger;
 
     /// <summary>
@@ -28,7 +28,7 @@ public sealed class NftablesBackend : IProxyBackend
         _families = families.Distinct().Select(f => new FamilyPlane(f, table)).ToArray();
         if (_families.Length == 0) throw new ArgumentException("at least one IP family is needed", nameof(families));
         _applier = applier;
-        _metrics = metrics;
+        _metrics = new NftablesMetrics(metrics);
         _logger = logger;
         Table = table;
     }
@@ -72,7 +72,7 @@ public sealed class NftablesBackend : IProxyBackend
             apply += a;
         }
         var counts = Counts;
-        _metrics.SetNftablesObjects(counts.Chains, counts.Rules, counts.Sets, counts.Elements);
+        _metrics.SetObjects(counts.Chains, counts.Rules, counts.Sets, counts.Elements);
         return new SyncTimings(TimeSpan.Zero, render, apply);
     }
 
@@ -108,7 +108,7 @@ public sealed class NftablesBackend : IProxyBackend
         public NftPlannerState? State { get; private set; }
         public NftPlan? LastPlan { get; private set; }
 
-        public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, INftablesApplier applier, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+        public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, INftablesApplier applier, NftablesMetrics metrics, ILogger logger, CancellationToken cancellationToken)
         {
             var full = request.Full || State is null;
             var apply = Stopwatch.StartNew();
@@ -133,7 +133,7 @@ public sealed class NftablesBackend : IProxyBackend
             }
             catch (NftException e)
             {
-                metrics.NftablesSyncFailed();
+                metrics.SyncFailed();
                 State = null;
                 if (plan is not null) logger.LogDebug("Rejected {Family} nftables transaction:\n{Transaction}", family, plan.Transaction);
                 throw new BackendSyncException($"nftables ({Nft.FamilyKeyword(family)} {table}) refused the {(full ? "full" : "partial")} sync; the previous rules stay in force: {e.Message}", e);
@@ -149,7 +149,7 @@ public sealed class NftablesBackend : IProxyBackend
     {
         if (!await RemoveTablesAsync(_applier, _families.Select(f => f.Family), _logger, Table, cancellationToken).ConfigureAwait(false))
         {
-            _metrics.NftablesCleanupFailed();
+            _metrics.CleanupFailed();
             throw new BackendSyncException($"could not delete every {Table} nftables table (see the log)");
         }
     }

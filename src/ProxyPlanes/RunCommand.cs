@@ -27,7 +27,6 @@ public static class RunCommand
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("proxyplanes");
 
         using var metrics = new ProxyMetrics();
-        using var exporter = new PrometheusExporter(metrics.Meter);
         var modeOptions = new ProxyModeOptions { IptablesVariant = settings.IptablesVariant, IpvsScheduler = settings.IpvsScheduler };
         var backend = (await Modes.CreateAsync(settings.Mode, modeOptions, metrics, logger, app.Lifetime.ApplicationStopping)).Backend;
         await CleanupCommand.CleanOtherModesAsync(settings.Mode, logger, app.Lifetime.ApplicationStopping);
@@ -38,8 +37,9 @@ public static class RunCommand
         // Stale UDP/SCTP flows to gone endpoints would keep clients talking to nothing.
         var conntrack = new ConntrackCleaner(new ConntrackCommand(), logger);
         controller.AfterSync("conntrack cleanup", conntrack.CleanAsync);
-        metrics.Meter.CreateObservableCounter("proxyplanes_conntrack_cleanup_failures_total", () => conntrack.Failures,
-            null, "Conntrack cleanups that failed after a sync (the rules were in place; stale UDP flows may remain)");
+        var conntrackFailures = metrics.Factory.CreateCounter("proxyplanes_conntrack_cleanup_failures_total",
+            "Conntrack cleanups that failed after a sync (the rules were in place; stale UDP flows may remain)");
+        metrics.Registry.AddBeforeCollectCallback(() => conntrackFailures.IncTo(conntrack.Failures));
         // The Kubernetes API (kubeconfig, or the in-cluster service account) unless manifests are named.
         IObjectSource source = settings.ManifestsPath.Length > 0
             ? new ManifestSource(settings.ManifestsPath, logger)
@@ -47,7 +47,7 @@ public static class RunCommand
         using var ownedSource = source as IDisposable;
         foreach (var field in settings.IgnoredConfigFields)
             logger.LogInformation("--config {File}: {Field} is a kube-proxy field this proxy does not use; ignored", settings.ConfigFile, field);
-        ProxyHttpEndpoints.Map(app, settings.MetricsBindAddress, settings.HealthzBindAddress, exporter, controller.Health, settings.Mode);
+        ProxyHttpEndpoints.Map(app, settings.MetricsBindAddress, settings.HealthzBindAddress, metrics.Registry, controller.Health, settings.Mode);
 
         await app.StartAsync();
         logger.LogInformation("proxyplanes {Mode} on node {Node}: serving {Source}; metrics on {Metrics}, health on {Healthz}",

@@ -12,11 +12,13 @@ public sealed class NftablesBackendTests
     private static DesiredState Cluster(params string[] endpoints) =>
         State(null, Port(Info("web", "10.96.0.10,fd00:10:96::10"), endpoints.Select(e => Endpoint(e)).ToArray()));
 
-    /// <summary>A counter's value; the exporter listens from its creation on, so create it before the sync.</summary>
-    private static double Metric(PrometheusExporter exporter, string name)
+    /// <summary>A sample's value (name plus exact label text) in the registry's exposition; fails when the series is missing.</summary>
+    private static async Task<double> Metric(ProxyMetrics metrics, string series)
     {
-        var line = exporter.Scrape().Split('\n').FirstOrDefault(l => l.StartsWith(name + " ", StringComparison.Ordinal));
-        return line is null ? 0 : double.Parse(line[(name.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+        var text = await metrics.ExportTextAsync();
+        var line = text.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal));
+        Assert.True(line is not null, $"{series} missing in:\n{text}");
+        return double.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
     }
 
     [Fact]
@@ -60,7 +62,6 @@ public sealed class NftablesBackendTests
     {
         var fake = new FakeNftables();
         using var metrics = new ProxyMetrics();
-        using var exporter = new PrometheusExporter([metrics.Meter], includeProcessMetrics: false);
         var backend = new NftablesBackend([IpFamily.IPv4], fake, metrics, NullLogger.Instance);
         await backend.SyncAsync(Full(Cluster("10.244.1.2")), default);
         var before = fake.Dump(IpFamily.IPv4);
@@ -69,7 +70,7 @@ public sealed class NftablesBackendTests
         var e = await Assert.ThrowsAsync<BackendSyncException>(() => backend.SyncAsync(Partial(Cluster("10.244.1.3"), Name("web")), default));
         Assert.Contains("partial", e.Message);
         Assert.Equal(before, fake.Dump(IpFamily.IPv4));
-        Assert.Equal(1, Metric(exporter, ProxyMetrics.NftablesSyncFailuresTotal));
+        Assert.Equal(1, await Metric(metrics, NftablesMetrics.SyncFailuresTotal));
 
         fake.FailWhen = null;
         await backend.SyncAsync(Partial(Cluster("10.244.1.3"), Name("web")), default);
@@ -101,14 +102,13 @@ public sealed class NftablesBackendTests
     {
         var fake = new FakeNftables();
         using var metrics = new ProxyMetrics();
-        using var exporter = new PrometheusExporter([metrics.Meter], includeProcessMetrics: false);
         var backend = new NftablesBackend([IpFamily.IPv4], fake, metrics, NullLogger.Instance);
         await backend.SyncAsync(Full(Cluster("10.244.1.2")), default);
         fake.FailWhen = _ => new InvalidOperationException("busy");
 
         await Assert.ThrowsAsync<BackendSyncException>(() => backend.CleanupAsync(default));
 
-        Assert.Equal(1, Metric(exporter, ProxyMetrics.NftablesCleanupFailuresTotal));
+        Assert.Equal(1, await Metric(metrics, NftablesMetrics.CleanupFailuresTotal));
         Assert.True(fake.HasTable(IpFamily.IPv4));
     }
 }

@@ -114,31 +114,66 @@ public sealed partial class DaemonTests
     }
 
     [Fact]
-    public async Task Metrics_RealScrape_PassesPromtoolAndCarriesKubeProxyNames()
+    public async Task Metrics_RealScrapeAfterEdits_EventsMovedTheValues_PromtoolPasses()
     {
         await using var scenario = await CreateWebAsync();
+        var started = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000d;
         var proxy = await scenario.StartProxyAsync();
-        await scenario.WriteManifestAndSyncAsync("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0)));
+        var atStart = await proxy.ScrapeAsync();
+        double Value(string scrape, string name, string? labels = null) =>
+            ProxyProcess.Metric(scrape, name, labels) ?? throw new Xunit.Sdk.XunitException($"{name}{{{labels}}} is missing:\n{scrape}");
+
+        // The manifests hold one Service and one EndpointSlice: one change each, synced in full at start.
+        Assert.Equal(1, Value(atStart, "kubeproxy_sync_proxy_rules_service_changes_total"));
+        Assert.Equal(1, Value(atStart, "kubeproxy_sync_proxy_rules_endpoint_changes_total"));
+        Assert.True(Value(atStart, "proxyplanes_sync_total", "kind=\"full\",mode=\"iptables\"") >= 1, atStart);
+        Assert.True(Value(atStart, "kubeproxy_sync_full_proxy_rules_duration_seconds_count") >= 1, atStart);
+
+        // Three edits of the slice, each synced before the next: three endpoint changes, three more syncs.
+        string[][] edits = [[scenario.PodIp(0)], [scenario.PodIp(0), scenario.PodIp(1)], [scenario.PodIp(1)]];
+        foreach (var pods in edits)
+            await scenario.WriteManifestAndSyncAsync("web-endpoints.yaml", ProxyScenario.Slice("web", pods));
+        Assert.Equal(["pod-1"], (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80, count: 10)).Keys);
 
         var scrape = await proxy.ScrapeAsync();
-
-        foreach (var name in new[]
-        {
-            "kubeproxy_sync_proxy_rules_duration_seconds_bucket", "kubeproxy_sync_full_proxy_rules_duration_seconds_count",
-            "kubeproxy_sync_partial_proxy_rules_duration_seconds_count", "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", "kubeproxy_sync_proxy_rules_endpoint_changes_total",
-            "kubeproxy_sync_proxy_rules_service_changes_total", "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
-            "kubeproxy_sync_proxy_rules_service_changes_pending", "kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
-            "kubeproxy_network_programming_duration_seconds_bucket", "proxyplanes_sync_phase_duration_seconds_bucket",
-            "proxyplanes_sync_changes_applied", "proxyplanes_conntrack_cleanup_failures_total",
-        })
-            Assert.Contains(name, scrape);
-        Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "table=\"nat\"") > 10);
-        Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_endpoint_changes_total") >= 2);
-        Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count") >= 1);
+        var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000d;
+        Assert.Equal(1 + edits.Length, Value(scrape, "kubeproxy_sync_proxy_rules_endpoint_changes_total"));
+        Assert.Equal(1, Value(scrape, "kubeproxy_sync_proxy_rules_service_changes_total"));
+        Assert.Equal(2 + edits.Length, Value(scrape, "proxyplanes_sync_changes_applied")); // everything seen is programmed
+        Assert.Equal(0, Value(scrape, "kubeproxy_sync_proxy_rules_endpoint_changes_pending"));
+        Assert.Equal(0, Value(scrape, "kubeproxy_sync_proxy_rules_service_changes_pending"));
+        var syncs = Value(scrape, "kubeproxy_sync_proxy_rules_duration_seconds_count");
+        Assert.True(syncs >= Value(atStart, "kubeproxy_sync_proxy_rules_duration_seconds_count") + edits.Length, scrape);
+        Assert.True(Value(scrape, "kubeproxy_sync_proxy_rules_duration_seconds_sum") > 0, scrape);
+        Assert.Equal(syncs, Value(scrape, "kubeproxy_sync_proxy_rules_duration_seconds_bucket", "le=\"+Inf\""));
+        Assert.True(Value(scrape, "proxyplanes_sync_total", "kind=\"partial\",mode=\"iptables\"") >= 1, scrape);
+        Assert.True(Value(scrape, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count") >= 1, scrape);
+        Assert.True(Value(scrape, "proxyplanes_sync_phase_duration_seconds_count", "mode=\"iptables\",phase=\"apply\"") >= 1 + edits.Length, scrape);
+        Assert.InRange(Value(scrape, "kubeproxy_sync_proxy_rules_last_timestamp_seconds"), started, now);
+        Assert.InRange(Value(scrape, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"), started, now);
+        Assert.Equal(0, Value(scrape, "kubeproxy_sync_proxy_rules_no_local_endpoints_total", "traffic_policy=\"internal\""));
+        Assert.Null(ProxyProcess.Metric(scrape, "proxyplanes_sync_failures_total", "mode=\"iptables\"")); // no failure, no series
+        Assert.Equal(0, Value(scrape, "proxyplanes_conntrack_cleanup_failures_total"));
+        // The iptables data plane's own metrics; the nftables ones belong to --mode=nftables.
+        Assert.True(Value(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "table=\"nat\"") > 10, scrape);
+        Assert.True(Value(scrape, "kubeproxy_sync_proxy_rules_iptables_last", "table=\"nat\"") > 0, scrape);
+        Assert.Equal(0, Value(scrape, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total"));
+        Assert.DoesNotContain("nftables", scrape);
+        // Process metrics (client_golang's names, as kube-proxy has them).
+        Assert.True(Value(scrape, "process_resident_memory_bytes") > 1_000_000, scrape);
+        Assert.True(Value(scrape, "process_open_fds") > 0, scrape);
+        Assert.InRange(Value(scrape, "process_start_time_seconds"), started - 5, now);
 
         var lint = await Promtool.CheckMetricsAsync(scrape);
         Assert.True(lint.AcceptedApartFromKnownLints, lint.ToString());
+        Assert.Equal(Promtool.KnownLints.Order(StringComparer.Ordinal), lint.Complaints.Order(StringComparer.Ordinal));
+
+        // A Prometheus server asks for OpenMetrics; the answer stays kube-proxy's text format 0.0.4.
+        var negotiated = await scenario.Sandbox.Node.CheckedExecAsync(
+            "busybox", "wget", "-S", "-O", "-", "--header", "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+            "http://127.0.0.1:10249/metrics");
+        Assert.Contains("Content-Type: text/plain; version=0.0.4", negotiated.StandardError, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("# TYPE kubeproxy_sync_proxy_rules_endpoint_changes_total counter", negotiated.StandardOutput);
 
         var mode = await proxy.GetAsync(10249, "/proxyMode");
         Assert.Equal("iptables", mode.Body.Trim());
@@ -176,6 +211,9 @@ public sealed partial class DaemonTests
             Assert.Equal("nftables", (await nftables.GetAsync(10249, "/proxyMode")).Body.Trim());
             Assert.True(ProxyProcess.Metric(scrape, "proxyplanes_nftables_objects", "kind=\"elements\"") >= 1, scrape);
             Assert.True(ProxyProcess.Metric(scrape, "proxyplanes_nftables_objects", "kind=\"chains\"") >= 5, scrape);
+            Assert.Equal(0, ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_nftables_sync_failures_total"));
+            Assert.True(ProxyProcess.Metric(scrape, "proxyplanes_sync_total", "kind=\"full\",mode=\"nftables\"") >= 1, scrape);
+            Assert.DoesNotContain("kubeproxy_sync_proxy_rules_iptables", scrape); // the iptables data plane's metrics
             var lint = await Promtool.CheckMetricsAsync(scrape);
             Assert.True(lint.AcceptedApartFromKnownLints, lint.ToString());
 

@@ -4,7 +4,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
-using ProxyPlanes.Core.Metrics;
+using Prometheus;
 using ProxyPlanes.Core.Proxy;
 
 namespace ProxyPlanes.Core.Http;
@@ -33,16 +33,21 @@ public static class ProxyHttpEndpoints
         });
     }
 
-    public static void Map(WebApplication app, IPEndPoint? metrics, IPEndPoint? healthz, PrometheusExporter exporter, ProxyHealth health, string mode)
+    /// <summary>
+    /// Maps /metrics (prometheus-net serving <paramref name="registry"/>), /proxyMode and the health paths,
+    /// each on its own listener.
+    /// </summary>
+    public static void Map(WebApplication app, IPEndPoint? metrics, IPEndPoint? healthz, CollectorRegistry registry, ProxyHealth health, string mode)
     {
         if (metrics is not null)
         {
             var host = $"*:{metrics.Port}";
-            app.MapGet("/metrics", (HttpContext context) =>
+            // Always the text format 0.0.4, as kube-proxy serves it (no OpenMetrics negotiation).
+            app.MapMetrics(settings =>
             {
-                context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
-                return context.Response.WriteAsync(exporter.Scrape());
-            }).RequireHost(host);
+                settings.Registry = registry;
+                settings.EnableOpenMetrics = false;
+            }, "/metrics").RequireHost(host);
             app.MapGet("/proxyMode", () => Results.Text(mode)).RequireHost(host);
         }
         if (healthz is not null)

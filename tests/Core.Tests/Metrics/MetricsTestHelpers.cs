@@ -1,13 +1,10 @@
 using System.Diagnostics;
-using System.Diagnostics.Metrics;
 using System.Globalization;
 
 namespace ProxyPlanes.Core.Tests.Metrics;
 
 internal static class MetricsTestHelpers
 {
-    /// <summary>A meter with a unique name so parallel tests never see each other's instruments.</summary>
-    public static Meter NewMeter() => new("ProxyPlanes.Tests." + Guid.NewGuid().ToString("N"));
 
     /// <summary>Metric name → TYPE from the <c># TYPE</c> lines.</summary>
     public static Dictionary<string, string> ParseTypes(string text)

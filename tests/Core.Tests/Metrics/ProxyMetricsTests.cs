@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using ProxyPlanes.Core.Metrics;
 using static ProxyPlanes.Core.Tests.Metrics.MetricsTestHelpers;
 
@@ -5,6 +6,7 @@ namespace ProxyPlanes.Core.Tests.Metrics;
 
 public class ProxyMetricsTests
 {
+    /// <summary>The mode-neutral metrics; each data plane adds its own (see the backends' tests).</summary>
     public static TheoryData<string, string> KubeProxyMetrics => new()
     {
         { "kubeproxy_sync_proxy_rules_duration_seconds", "histogram" },
@@ -17,113 +19,127 @@ public class ProxyMetricsTests
         { "kubeproxy_sync_proxy_rules_endpoint_changes_total", "counter" },
         { "kubeproxy_sync_proxy_rules_service_changes_pending", "gauge" },
         { "kubeproxy_sync_proxy_rules_service_changes_total", "counter" },
-        { "kubeproxy_sync_proxy_rules_iptables_total", "gauge" },
-        { "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total", "counter" },
-        { "kubeproxy_sync_proxy_rules_iptables_restore_failures_total", "counter" },
-        { "kubeproxy_sync_proxy_rules_iptables_last", "gauge" },
         { "kubeproxy_sync_proxy_rules_no_local_endpoints_total", "gauge" },
-        { "kubeproxy_sync_proxy_rules_nftables_sync_failures_total", "counter" },
-        { "kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total", "counter" },
         { "proxyplanes_sync_phase_duration_seconds", "histogram" },
         { "proxyplanes_sync_failures_total", "counter" },
         { "proxyplanes_sync_total", "counter" },
         { "proxyplanes_sync_full_reason_total", "counter" },
         { "proxyplanes_sync_canary_checks_total", "counter" },
-        { "proxyplanes_nftables_objects", "gauge" },
         { "proxyplanes_sync_changes_applied", "gauge" },
     };
 
-    private static (ProxyMetrics Metrics, PrometheusExporter Exporter) Create()
+    /// <summary>client_golang's process metrics (what kube-proxy exposes) and prometheus-net's own.</summary>
+    public static TheoryData<string, string> ProcessMetrics => new()
     {
-        var metrics = new ProxyMetrics();
-        return (metrics, new PrometheusExporter([metrics.Meter], includeProcessMetrics: false));
-    }
+        { "process_start_time_seconds", "gauge" },
+        { "process_cpu_seconds_total", "counter" },
+        { "process_resident_memory_bytes", "gauge" },
+        { "process_virtual_memory_bytes", "gauge" },
+        { "process_open_fds", "gauge" },
+        { "process_max_fds", "gauge" },
+        { "process_working_set_bytes", "gauge" },
+        { "process_private_memory_bytes", "gauge" },
+        { "process_open_handles", "gauge" },
+        { "process_num_threads", "gauge" },
+        { "dotnet_collection_count_total", "counter" },
+        { "dotnet_total_memory_bytes", "gauge" },
+    };
 
     [Theory]
     [MemberData(nameof(KubeProxyMetrics))]
-    public void Scrape_FreshInstance_MetricPresentWithKubeProxyType(string name, string type)
+    [MemberData(nameof(ProcessMetrics))]
+    public async Task Scrape_FreshInstance_MetricPresentWithKubeProxyType(string name, string type)
     {
-        var (metrics, exporter) = Create();
-        using (metrics)
-        using (exporter)
-        {
-            Dictionary<string, string> types = ParseTypes(exporter.Scrape());
+        using var metrics = new ProxyMetrics();
 
-            Assert.True(types.TryGetValue(name, out string? actual), $"{name} missing");
-            Assert.Equal(type, actual);
-        }
+        Dictionary<string, string> types = ParseTypes(await metrics.ExportTextAsync());
+
+        Assert.True(types.TryGetValue(name, out string? actual), $"{name} missing");
+        Assert.Equal(type, actual);
     }
 
     [Fact]
-    public void Scrape_FreshInstance_ExactlyTheDeclaredFamilies()
+    public async Task Scrape_WithSystemDiagnosticsMetersAndTheDefaultRegistry_ExactlyTheDeclaredFamilies()
     {
-        var (metrics, exporter) = Create();
-        using (metrics)
-        using (exporter)
-        {
-            Dictionary<string, string> types = ParseTypes(exporter.Scrape());
+        using var metrics = new ProxyMetrics();
+        // What prometheus-net's bridges would pick up if they ran: a System.Diagnostics.Metrics meter
+        // (ASP.NET Core and the runtime publish many) and its static default registry.
+        using var meter = new Meter("ProxyPlanes.Tests." + Guid.NewGuid().ToString("N"));
+        meter.CreateCounter<long>("stray_requests_total").Add(1);
+        meter.CreateHistogram<double>("stray_latency_seconds").Record(0.5);
+        await Prometheus.Metrics.DefaultRegistry.CollectAndExportAsTextAsync(Stream.Null);
+        meter.CreateCounter<long>("stray_after_default_collect_total").Add(1);
 
-            Assert.Equal(KubeProxyMetrics.Select(row => (string)row[0]).Order(StringComparer.Ordinal), types.Keys.Order(StringComparer.Ordinal));
-        }
+        string text = await metrics.ExportTextAsync();
+        using var defaultScrape = new MemoryStream();
+        await Prometheus.Metrics.DefaultRegistry.CollectAndExportAsTextAsync(defaultScrape);
+        Dictionary<string, string> types = ParseTypes(text);
+
+        string[] declared = [.. KubeProxyMetrics.Select(row => (string)row[0]), .. ProcessMetrics.Select(row => (string)row[0])];
+        Assert.Equal(declared.Order(StringComparer.Ordinal), types.Keys.Order(StringComparer.Ordinal));
+        Assert.DoesNotContain("stray", text);
+        Assert.DoesNotContain("microsoft", text, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(0, defaultScrape.Length); // no bridge, event-counter adapter or sample metrics started there either
     }
 
     [Fact]
-    public void Scrape_FreshInstance_KubeProxyHelpTexts()
+    public async Task Scrape_FreshInstance_KubeProxyHelpTexts()
     {
-        var (metrics, exporter) = Create();
-        using (metrics)
-        using (exporter)
-        {
-            string text = exporter.Scrape();
+        using var metrics = new ProxyMetrics();
 
-            Assert.Contains("# HELP kubeproxy_sync_proxy_rules_duration_seconds SyncProxyRules latency in seconds\n", text);
-            Assert.Contains("# HELP kubeproxy_sync_full_proxy_rules_duration_seconds SyncProxyRules latency in seconds for full resyncs\n", text);
-            Assert.Contains("# HELP kubeproxy_network_programming_duration_seconds In Cluster Network Programming Latency in seconds\n", text);
-            Assert.Contains("# HELP kubeproxy_sync_proxy_rules_last_timestamp_seconds The last time proxy rules were successfully synced\n", text);
-            Assert.Contains("# HELP kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds The last time a sync of proxy rules was queued\n", text);
-            Assert.Contains("# HELP kubeproxy_sync_proxy_rules_iptables_total Total number of iptables rules owned by kube-proxy\n", text);
-            Assert.Contains("# HELP kubeproxy_sync_proxy_rules_iptables_last Number of iptables rules written by kube-proxy in last sync\n", text);
-            Assert.Contains("# HELP kubeproxy_sync_proxy_rules_no_local_endpoints_total Number of services with a Local traffic policy and no endpoints\n", text);
-        }
+        string text = await metrics.ExportTextAsync();
+
+        Assert.Contains("# HELP kubeproxy_sync_proxy_rules_duration_seconds SyncProxyRules latency in seconds\n", text);
+        Assert.Contains("# HELP kubeproxy_sync_full_proxy_rules_duration_seconds SyncProxyRules latency in seconds for full resyncs\n", text);
+        Assert.Contains("# HELP kubeproxy_sync_partial_proxy_rules_duration_seconds SyncProxyRules latency in seconds for partial resyncs\n", text);
+        Assert.Contains("# HELP kubeproxy_network_programming_duration_seconds In Cluster Network Programming Latency in seconds\n", text);
+        Assert.Contains("# HELP kubeproxy_sync_proxy_rules_last_timestamp_seconds The last time proxy rules were successfully synced\n", text);
+        Assert.Contains("# HELP kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds The last time a sync of proxy rules was queued\n", text);
+        Assert.Contains("# HELP kubeproxy_sync_proxy_rules_endpoint_changes_pending Pending proxy rules Endpoint changes\n", text);
+        Assert.Contains("# HELP kubeproxy_sync_proxy_rules_endpoint_changes_total Cumulative proxy rules Endpoint changes\n", text);
+        Assert.Contains("# HELP kubeproxy_sync_proxy_rules_service_changes_pending Pending proxy rules Service changes\n", text);
+        Assert.Contains("# HELP kubeproxy_sync_proxy_rules_service_changes_total Cumulative proxy rules Service changes\n", text);
+        Assert.Contains("# HELP kubeproxy_sync_proxy_rules_no_local_endpoints_total Number of services with a Local traffic policy and no endpoints\n", text);
+        Assert.Contains("# HELP process_resident_memory_bytes Resident memory size in bytes.\n", text);
     }
 
     [Fact]
-    public void Scrape_FreshInstance_UnlabeledSeriesExistWithZero()
+    public async Task Scrape_FreshInstance_UnlabeledSeriesExistWithZero_LabeledOnesOnlyOnceUsed()
     {
-        var (metrics, exporter) = Create();
-        using (metrics)
-        using (exporter)
-        {
-            string text = exporter.Scrape();
+        using var metrics = new ProxyMetrics();
 
-            Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_endpoint_changes_total"));
-            Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total"));
-            Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
-            Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_service_changes_pending"));
-            Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_count"));
-            Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"}"));
-            Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}"));
-        }
+        string text = await metrics.ExportTextAsync();
+
+        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_endpoint_changes_total"));
+        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_service_changes_total"));
+        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
+        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_service_changes_pending"));
+        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_count"));
+        Assert.Equal(0, Sample(text, "kubeproxy_network_programming_duration_seconds_count"));
+        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"}"));
+        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}"));
+        // A labeled counter has no series until an event names its labels (no label-less zero sample).
+        Assert.DoesNotContain(Lines(text), l => l.StartsWith("proxyplanes_sync_total", StringComparison.Ordinal));
+        Assert.DoesNotContain(Lines(text), l => l.StartsWith("proxyplanes_sync_phase_duration_seconds", StringComparison.Ordinal));
     }
 
     [Fact]
-    public void Scrape_SyncDurationHistograms_KubeProxyExponentialBuckets()
+    public async Task Scrape_SyncDurationHistograms_KubeProxyExponentialBuckets()
     {
         string[] expected =
         [
             "0.001", "0.002", "0.004", "0.008", "0.016", "0.032", "0.064", "0.128", "0.256", "0.512",
             "1.024", "2.048", "4.096", "8.192", "16.384", "+Inf",
         ];
-        var (metrics, exporter) = Create();
-        using (metrics)
-        using (exporter)
-        {
-            string text = exporter.Scrape();
+        using var metrics = new ProxyMetrics();
+        metrics.RecordPhase(ProxyMetrics.PhasePlan, "nftables", TimeSpan.FromMilliseconds(1));
 
-            Assert.Equal(expected, BucketBounds(text, "kubeproxy_sync_proxy_rules_duration_seconds"));
-            Assert.Equal(expected, BucketBounds(text, "kubeproxy_sync_full_proxy_rules_duration_seconds"));
-            Assert.Equal(expected, BucketBounds(text, "kubeproxy_sync_partial_proxy_rules_duration_seconds"));
-        }
+        string text = await metrics.ExportTextAsync();
+
+        Assert.Equal(expected, BucketBounds(text, "kubeproxy_sync_proxy_rules_duration_seconds"));
+        Assert.Equal(expected, BucketBounds(text, "kubeproxy_sync_full_proxy_rules_duration_seconds"));
+        Assert.Equal(expected, BucketBounds(text, "kubeproxy_sync_partial_proxy_rules_duration_seconds"));
+        Assert.Equal(expected, BucketBounds(text, "proxyplanes_sync_phase_duration_seconds"));
     }
 
     [Fact]
@@ -140,120 +156,122 @@ public class ProxyMetricsTests
     }
 
     [Fact]
-    public void RecordNetworkProgramming_Latency_LandsInKubeProxyBuckets()
+    public async Task RecordNetworkProgramming_Latency_LandsInKubeProxyBuckets()
     {
-        var (metrics, exporter) = Create();
-        using (metrics)
-        using (exporter)
-        {
-            metrics.RecordNetworkProgramming(TimeSpan.FromSeconds(0.3));
-            metrics.RecordNetworkProgramming(TimeSpan.FromSeconds(62));
-            string text = exporter.Scrape();
+        using var metrics = new ProxyMetrics();
+        metrics.RecordNetworkProgramming(TimeSpan.FromSeconds(0.3));
+        metrics.RecordNetworkProgramming(TimeSpan.FromSeconds(62));
 
-            string[] bounds = BucketBounds(text, "kubeproxy_network_programming_duration_seconds");
-            Assert.Equal(82, bounds.Length);
-            Assert.Equal(["0", "0.25", "0.5", "1"], bounds[..4]);
-            Assert.Equal(["270", "300", "+Inf"], bounds[^3..]);
-            Assert.Equal(0, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\"}"));
-            Assert.Equal(1, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.5\"}"));
-            Assert.Equal(1, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{le=\"60\"}"));
-            Assert.Equal(2, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{le=\"65\"}"));
-            Assert.Equal(2, Sample(text, "kubeproxy_network_programming_duration_seconds_count"));
-        }
+        string text = await metrics.ExportTextAsync();
+
+        string[] bounds = BucketBounds(text, "kubeproxy_network_programming_duration_seconds");
+        Assert.Equal(82, bounds.Length);
+        Assert.Equal(["0", "0.25", "0.5", "1"], bounds[..4]);
+        Assert.Equal(["270", "300", "+Inf"], bounds[^3..]);
+        Assert.Equal(0, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\"}"));
+        Assert.Equal(1, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.5\"}"));
+        Assert.Equal(1, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{le=\"60\"}"));
+        Assert.Equal(2, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{le=\"65\"}"));
+        Assert.Equal(2, Sample(text, "kubeproxy_network_programming_duration_seconds_count"));
+        Assert.Equal(62.3, Sample(text, "kubeproxy_network_programming_duration_seconds_sum"), 9);
     }
 
     [Fact]
-    public void RecordSync_FullAndPartial_RecordsOverallKindSpecificAndCounter()
+    public async Task RecordSync_FullAndPartial_RecordsOverallKindSpecificAndCounter()
     {
-        var (metrics, exporter) = Create();
-        using (metrics)
-        using (exporter)
-        {
-            metrics.RecordSync(TimeSpan.FromMilliseconds(3), full: true, "iptables");
-            metrics.RecordSync(TimeSpan.FromMilliseconds(1), full: false, "iptables");
-            metrics.RecordSync(TimeSpan.FromMilliseconds(1), full: false, "iptables");
-            string text = exporter.Scrape();
+        using var metrics = new ProxyMetrics();
+        metrics.RecordSync(TimeSpan.FromMilliseconds(3), full: true, "iptables");
+        metrics.RecordSync(TimeSpan.FromMilliseconds(1), full: false, "iptables");
+        metrics.RecordSync(TimeSpan.FromMilliseconds(1), full: false, "iptables");
 
-            Assert.Equal(3, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_count"));
-            Assert.Equal(2, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"}"));
-            Assert.Equal(3, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\"}"));
-            Assert.Equal(1, Sample(text, "kubeproxy_sync_full_proxy_rules_duration_seconds_count"));
-            Assert.Equal(0.003, Sample(text, "kubeproxy_sync_full_proxy_rules_duration_seconds_sum"), 9);
-            Assert.Equal(2, Sample(text, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count"));
-            Assert.Equal(1, Sample(text, "proxyplanes_sync_total{kind=\"full\",mode=\"iptables\"}"));
-            Assert.Equal(2, Sample(text, "proxyplanes_sync_total{kind=\"partial\",mode=\"iptables\"}"));
-        }
+        string text = await metrics.ExportTextAsync();
+
+        Assert.Equal(3, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_count"));
+        Assert.Equal(2, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"}"));
+        Assert.Equal(3, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\"}"));
+        Assert.Equal(1, Sample(text, "kubeproxy_sync_full_proxy_rules_duration_seconds_count"));
+        Assert.Equal(0.003, Sample(text, "kubeproxy_sync_full_proxy_rules_duration_seconds_sum"), 9);
+        Assert.Equal(2, Sample(text, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count"));
+        Assert.Equal(1, Sample(text, "proxyplanes_sync_total{kind=\"full\",mode=\"iptables\"}"));
+        Assert.Equal(2, Sample(text, "proxyplanes_sync_total{kind=\"partial\",mode=\"iptables\"}"));
     }
 
     [Fact]
-    public void RecordPhase_EachPhase_SeparateSeries()
+    public async Task RecordPhase_EachPhase_SeparateSeries()
     {
-        var (metrics, exporter) = Create();
-        using (metrics)
-        using (exporter)
-        {
-            metrics.RecordPhase(ProxyMetrics.PhasePlan, "iptables", TimeSpan.FromMilliseconds(2));
-            metrics.RecordPhase(ProxyMetrics.PhaseRender, "iptables", TimeSpan.FromMilliseconds(5));
-            metrics.RecordPhase(ProxyMetrics.PhaseApply, "iptables", TimeSpan.FromMilliseconds(40));
-            string text = exporter.Scrape();
+        using var metrics = new ProxyMetrics();
+        metrics.RecordPhase(ProxyMetrics.PhasePlan, "iptables", TimeSpan.FromMilliseconds(2));
+        metrics.RecordPhase(ProxyMetrics.PhaseRender, "iptables", TimeSpan.FromMilliseconds(5));
+        metrics.RecordPhase(ProxyMetrics.PhaseApply, "iptables", TimeSpan.FromMilliseconds(40));
 
-            Assert.Equal(1, Sample(text, "proxyplanes_sync_phase_duration_seconds_count{mode=\"iptables\",phase=\"plan\"}"));
-            Assert.Equal(1, Sample(text, "proxyplanes_sync_phase_duration_seconds_count{mode=\"iptables\",phase=\"render\"}"));
-            Assert.Equal(0, Sample(text, "proxyplanes_sync_phase_duration_seconds_bucket{mode=\"iptables\",phase=\"apply\",le=\"0.032\"}"));
-            Assert.Equal(1, Sample(text, "proxyplanes_sync_phase_duration_seconds_bucket{mode=\"iptables\",phase=\"apply\",le=\"0.064\"}"));
-        }
+        string text = await metrics.ExportTextAsync();
+
+        Assert.Equal(1, Sample(text, "proxyplanes_sync_phase_duration_seconds_count{mode=\"iptables\",phase=\"plan\"}"));
+        Assert.Equal(1, Sample(text, "proxyplanes_sync_phase_duration_seconds_count{mode=\"iptables\",phase=\"render\"}"));
+        Assert.Equal(0, Sample(text, "proxyplanes_sync_phase_duration_seconds_bucket{mode=\"iptables\",phase=\"apply\",le=\"0.032\"}"));
+        Assert.Equal(1, Sample(text, "proxyplanes_sync_phase_duration_seconds_bucket{mode=\"iptables\",phase=\"apply\",le=\"0.064\"}"));
     }
 
     [Fact]
-    public void Setters_Values_ExposedByGaugesAndCounters()
+    public async Task Setters_Values_ExposedByGaugesAndCounters()
     {
-        var (metrics, exporter) = Create();
-        using (metrics)
-        using (exporter)
-        {
-            metrics.SetLastSyncTimestamp(DateTimeOffset.FromUnixTimeMilliseconds(1_700_000_000_500));
-            metrics.SetLastQueuedTimestamp(DateTimeOffset.FromUnixTimeSeconds(1_700_000_001));
-            metrics.SetPendingChanges(services: 2, endpoints: 5);
-            metrics.AddChanges(services: 3, endpoints: 7);
-            metrics.AddChanges(services: 1, endpoints: 0);
-            metrics.SetIptablesRules("filter", total: 10, lastWritten: 4);
-            metrics.SetIptablesRules("nat", total: 120, lastWritten: 30);
-            metrics.SetIptablesRules("nat", total: 125, lastWritten: 5);
-            metrics.IptablesRestoreFailed(partial: true);
-            metrics.IptablesRestoreFailed(partial: false);
-            metrics.SetNoLocalEndpoints(ProxyMetrics.TrafficPolicyInternal, 3);
-            metrics.SyncFailed("iptables");
-            metrics.NftablesSyncFailed();
-            metrics.NftablesCleanupFailed();
-            string text = exporter.Scrape();
+        using var metrics = new ProxyMetrics();
+        metrics.SetLastSyncTimestamp(DateTimeOffset.FromUnixTimeMilliseconds(1_700_000_000_500));
+        metrics.SetLastQueuedTimestamp(DateTimeOffset.FromUnixTimeSeconds(1_700_000_001));
+        metrics.SetPendingChanges(services: 2, endpoints: 5);
+        metrics.AddChanges(services: 3, endpoints: 7);
+        metrics.AddChanges(services: 1, endpoints: 0);
+        metrics.AddChanges(services: -1, endpoints: -1);
+        metrics.SetChangesApplied(9);
+        metrics.SetNoLocalEndpoints(ProxyMetrics.TrafficPolicyInternal, 3);
+        metrics.SyncFailed("iptables");
+        metrics.FullSyncStarted("start");
+        metrics.FullSyncStarted("failure");
+        metrics.FullSyncStarted("failure");
 
-            Assert.Equal(1_700_000_000.5, Sample(text, "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
-            Assert.Contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds 1.7000000005e+09\n", text);
-            Assert.Equal(1_700_000_001, Sample(text, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"));
-            Assert.Equal(2, Sample(text, "kubeproxy_sync_proxy_rules_service_changes_pending"));
-            Assert.Equal(5, Sample(text, "kubeproxy_sync_proxy_rules_endpoint_changes_pending"));
-            Assert.Equal(4, Sample(text, "kubeproxy_sync_proxy_rules_service_changes_total"));
-            Assert.Equal(7, Sample(text, "kubeproxy_sync_proxy_rules_endpoint_changes_total"));
-            Assert.Equal(10, Sample(text, "kubeproxy_sync_proxy_rules_iptables_total{table=\"filter\"}"));
-            Assert.Equal(125, Sample(text, "kubeproxy_sync_proxy_rules_iptables_total{table=\"nat\"}"));
-            Assert.Equal(4, Sample(text, "kubeproxy_sync_proxy_rules_iptables_last{table=\"filter\"}"));
-            Assert.Equal(5, Sample(text, "kubeproxy_sync_proxy_rules_iptables_last{table=\"nat\"}"));
-            Assert.Equal(1, Sample(text, "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total"));
-            Assert.Equal(2, Sample(text, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total"));
-            Assert.Equal(3, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"}"));
-            Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}"));
-            Assert.Equal(1, Sample(text, "proxyplanes_sync_failures_total{mode=\"iptables\"}"));
-            Assert.Equal(1, Sample(text, "kubeproxy_sync_proxy_rules_nftables_sync_failures_total"));
-            Assert.Equal(1, Sample(text, "kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total"));
-        }
+        string text = await metrics.ExportTextAsync();
+
+        Assert.Equal(1_700_000_000.5, Sample(text, "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
+        Assert.Equal(1_700_000_001, Sample(text, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"));
+        Assert.Equal(2, Sample(text, "kubeproxy_sync_proxy_rules_service_changes_pending"));
+        Assert.Equal(5, Sample(text, "kubeproxy_sync_proxy_rules_endpoint_changes_pending"));
+        Assert.Equal(4, Sample(text, "kubeproxy_sync_proxy_rules_service_changes_total"));
+        Assert.Equal(7, Sample(text, "kubeproxy_sync_proxy_rules_endpoint_changes_total"));
+        Assert.Equal(9, Sample(text, "proxyplanes_sync_changes_applied"));
+        Assert.Equal(3, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"}"));
+        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}"));
+        Assert.Equal(1, Sample(text, "proxyplanes_sync_failures_total{mode=\"iptables\"}"));
+        Assert.Equal(1, Sample(text, "proxyplanes_sync_full_reason_total{reason=\"start\"}"));
+        Assert.Equal(2, Sample(text, "proxyplanes_sync_full_reason_total{reason=\"failure\"}"));
     }
 
     [Fact]
-    public void Meter_Always_NamedProxyPlanes()
+    public async Task Scrape_ProcessMetrics_DescribeThisProcess()
     {
         using var metrics = new ProxyMetrics();
 
-        Assert.Equal("ProxyPlanes", metrics.Meter.Name);
+        string text = await metrics.ExportTextAsync();
+
+        Assert.True(Sample(text, "process_resident_memory_bytes") > 1_000_000);
+        Assert.True(Sample(text, "process_open_fds") >= 3); // at least stdin, stdout, stderr
+        Assert.True(Sample(text, "process_max_fds") >= Sample(text, "process_open_fds"));
+        Assert.True(Sample(text, "process_cpu_seconds_total") > 0);
+        double started = Sample(text, "process_start_time_seconds");
+        double now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000d;
+        Assert.InRange(started, now - 3600, now);
+    }
+
+    [Fact]
+    public async Task Registry_PerInstance_InstancesDoNotShareSeries()
+    {
+        using var first = new ProxyMetrics();
+        using var second = new ProxyMetrics();
+
+        first.AddChanges(services: 5, endpoints: 0);
+
+        Assert.Equal(5, Sample(await first.ExportTextAsync(), "kubeproxy_sync_proxy_rules_service_changes_total"));
+        Assert.Equal(0, Sample(await second.ExportTextAsync(), "kubeproxy_sync_proxy_rules_service_changes_total"));
+        Assert.NotSame(first.Registry, second.Registry);
     }
 
     private static string[] BucketBounds(string text, string name) =>
@@ -264,5 +282,6 @@ public class ProxyMetricsTests
                 int start = l.IndexOf("le=\"", StringComparison.Ordinal) + 4;
                 return l[start..l.IndexOf('"', start)];
             })
+            .Distinct()
             .ToArray();
 }

@@ -171,14 +171,13 @@ public sealed class ProxyControllerTests : IAsyncDisposable
     public async Task SyncNow_PeriodicWithCanaryIntact_NothingChanged_NoBackendSync_TimestampAdvances()
     {
         using var metrics = new ProxyMetrics();
-        using var exporter = new PrometheusExporter([metrics.Meter], includeProcessMetrics: false);
         var time = new ManualTimeProvider(DateTimeOffset.FromUnixTimeSeconds(1_000_000));
         var backend = new RecordingBackend();
         var controller = new ProxyController(new ProxyOptions { HostName = Host }, backend, metrics, NullLogger.Instance, time);
         controller.OnService(null, Web());
         controller.OnInitialStateDelivered();
         Assert.True(await controller.SyncNowAsync(new SyncDecision(FullSyncReason.Start, false)));
-        Assert.Equal(1_000_000, Sample(exporter.Scrape(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
+        Assert.Equal(1_000_000, Sample(await metrics.ExportTextAsync(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
         time.Advance(TimeSpan.FromSeconds(30));
 
         var full = await controller.SyncNowAsync(new SyncDecision(null, CheckCanary: true));
@@ -187,7 +186,7 @@ public sealed class ProxyControllerTests : IAsyncDisposable
         Assert.Equal(1, backend.CanaryChecks);
         Assert.Equal(1, backend.Count);
         // A quiet cluster is not a stuck proxy: the periodic no-op sync moves the timestamp.
-        Assert.Equal(1_000_030, Sample(exporter.Scrape(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
+        Assert.Equal(1_000_030, Sample(await metrics.ExportTextAsync(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
     }
 
     [Fact]

@@ -1,0 +1,60 @@
+using Prometheus;
+using ProxyPlanes.Core.Metrics;
+
+namespace ProxyPlanes.Backends.Iptables;
+
+/// <summary>
+/// kube-proxy's iptables-only metrics, registered by this data plane on the shared
+/// <see cref="ProxyMetrics.Registry"/> (so they appear in <c>--mode=iptables</c> only). Names, help
+/// texts and labels are kube-proxy's.
+/// </summary>
+public sealed class IptablesMetrics
+{
+    public const string RulesTotal = "kubeproxy_sync_proxy_rules_iptables_total";
+    public const string RulesLastSync = "kubeproxy_sync_proxy_rules_iptables_last";
+    public const string PartialRestoreFailuresTotal = "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total";
+    public const string RestoreFailuresTotal = "kubeproxy_sync_proxy_rules_iptables_restore_failures_total";
+
+    private readonly Gauge rulesTotal;
+    private readonly Gauge rulesLastSync;
+    private readonly Counter partialRestoreFailures;
+    private readonly Counter restoreFailures;
+
+    /// <summary>Registers the metrics on <paramref name="metrics"/>' registry (or finds them there, if already registered).</summary>
+    public IptablesMetrics(ProxyMetrics metrics)
+    {
+        ArgumentNullException.ThrowIfNull(metrics);
+        var factory = metrics.Factory;
+        // kube-proxy names this gauge ..._total; promtool's lint about it is expected.
+        rulesTotal = factory.CreateGauge(RulesTotal, "Total number of iptables rules owned by kube-proxy", ["table"]);
+        rulesLastSync = factory.CreateGauge(RulesLastSync, "Number of iptables rules written by kube-proxy in last sync", ["table"]);
+        partialRestoreFailures = factory.CreateCounter(PartialRestoreFailuresTotal, "Cumulative proxy iptables partial restore failures");
+        restoreFailures = factory.CreateCounter(RestoreFailuresTotal, "Cumulative proxy iptables restore failures");
+    }
+
+    /// <summary>
+    /// Rules of one iptables <paramref name="table"/> (e.g. <c>filter</c>, <c>nat</c>): <paramref name="total"/>
+    /// owned by the proxy and <paramref name="lastWritten"/> in the last restore.
+    /// </summary>
+    public void SetRules(string table, int total, int lastWritten)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        rulesTotal.WithLabels(table).Set(total);
+        rulesLastSync.WithLabels(table).Set(lastWritten);
+    }
+
+    /// <summary>
+    /// An iptables-restore failed. Like kube-proxy, every failure increments
+    /// <c>..._iptables_restore_failures_total</c>; failures of a partial sync additionally increment
+    /// <c>..._iptables_partial_restore_failures_total</c>.
+    /// </summary>
+    public void RestoreFailed(bool partial)
+    {
+        if (partial)
+        {
+            partialRestoreFailures.Inc();
+        }
+
+        restoreFailures.Inc();
+    }
+}

@@ -1,0 +1,46 @@
+using Prometheus;
+using ProxyPlanes.Core.Metrics;
+
+namespace ProxyPlanes.Backends.Nftables;
+
+/// <summary>
+/// The nftables-only metrics, registered by this data plane on the shared
+/// <see cref="ProxyMetrics.Registry"/> (so they appear in <c>--mode=nftables</c> only): kube-proxy's
+/// two failure counters and our object counts.
+/// </summary>
+public sealed class NftablesMetrics
+{
+    public const string SyncFailuresTotal = "kubeproxy_sync_proxy_rules_nftables_sync_failures_total";
+    public const string CleanupFailuresTotal = "kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total";
+    public const string Objects = "proxyplanes_nftables_objects";
+
+    private readonly Counter syncFailures;
+    private readonly Counter cleanupFailures;
+    private readonly Gauge objects;
+
+    /// <summary>Registers the metrics on <paramref name="metrics"/>' registry (or finds them there, if already registered).</summary>
+    public NftablesMetrics(ProxyMetrics metrics)
+    {
+        ArgumentNullException.ThrowIfNull(metrics);
+        var factory = metrics.Factory;
+        syncFailures = factory.CreateCounter(SyncFailuresTotal, "Cumulative proxy nftables sync failures");
+        cleanupFailures = factory.CreateCounter(CleanupFailuresTotal, "Cumulative proxy nftables cleanup failures");
+        objects = factory.CreateGauge(
+            Objects, "Objects in the proxy's nftables tables after the last sync, by kind (chains, rules, sets, elements)", ["kind"]);
+    }
+
+    /// <summary>What the nftables mode holds in the kernel after a sync.</summary>
+    public void SetObjects(int chains, int rules, int sets, int elements)
+    {
+        objects.WithLabels("chains").Set(chains);
+        objects.WithLabels("rules").Set(rules);
+        objects.WithLabels("sets").Set(sets);
+        objects.WithLabels("elements").Set(elements);
+    }
+
+    /// <summary>An nftables transaction failed.</summary>
+    public void SyncFailed() => syncFailures.Inc();
+
+    /// <summary>Cleaning up nftables state failed.</summary>
+    public void CleanupFailed() => cleanupFailures.Inc();
+}
