@@ -128,6 +128,7 @@ public sealed partial class DaemonTests
         Assert.Equal(1, Value(atStart, "kubeproxy_sync_proxy_rules_endpoint_changes_total"));
         Assert.True(Value(atStart, "proxyplanes_sync_total", "kind=\"full\",mode=\"iptables\"") >= 1, atStart);
         Assert.True(Value(atStart, "kubeproxy_sync_full_proxy_rules_duration_seconds_count") >= 1, atStart);
+        Assert.Equal(1, Value(atStart, "proxyplanes_sync_full_reason_total", "reason=\"start\""));
 
         // Three edits of the slice, each synced before the next: three endpoint changes, three more syncs.
         string[][] edits = [[scenario.PodIp(0)], [scenario.PodIp(0), scenario.PodIp(1)], [scenario.PodIp(1)]];
@@ -153,6 +154,9 @@ public sealed partial class DaemonTests
         Assert.InRange(Value(scrape, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"), started, now);
         Assert.Equal(0, Value(scrape, "kubeproxy_sync_proxy_rules_no_local_endpoints_total", "traffic_policy=\"internal\""));
         Assert.Null(ProxyProcess.Metric(scrape, "proxyplanes_sync_failures_total", "mode=\"iptables\"")); // no failure, no series
+        // Edits are partial syncs: the only full sync is the first.
+        Assert.Equal(1, Value(scrape, "proxyplanes_sync_full_reason_total", "reason=\"start\""));
+        Assert.Equal(1, Value(scrape, "proxyplanes_sync_total", "kind=\"full\",mode=\"iptables\""));
         Assert.Equal(0, Value(scrape, "proxyplanes_conntrack_cleanup_failures_total"));
         // The iptables data plane's own metrics; the nftables ones belong to --mode=nftables.
         Assert.True(Value(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "table=\"nat\"") > 10, scrape);
