@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
-using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Backends.Iptables;
 

@@ -1,9 +1,10 @@
 using System.Diagnostics;
 using System.Text;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Core.Metrics;
-using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.NodeTools;
 using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Iptables;

@@ -1,5 +1,5 @@
 using Prometheus;
-using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Metrics;
 
 namespace ProxyPlanes.Backends.Iptables;
 

@@ -1,9 +1,10 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Core.Metrics;
-using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Backends.Iptables;
 

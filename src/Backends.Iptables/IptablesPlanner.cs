@@ -2,7 +2,8 @@ using System.Collections.Immutable;
 using System.Globalization;
 using System.Net;
 using System.Text;
-using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Iptables;

@@ -1,8 +1,9 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.NodeTools;
 using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Ipvs;
@@ -90,11 +91,16 @@ public sealed class FakeIpvsKernel : IIpvsKernel
     {
         lock (_gate)
         {
+            // As the kernel's GET_DEST dump: a missing service is an empty list, not an error.
             IReadOnlyDictionary<VirtualServerKey, IReadOnlyList<KernelDestination>> result = servers
-                .Where(_services.ContainsKey)
-                .ToDictionary(k => k, k => (IReadOnlyList<KernelDestination>)_services[k].Destinations.Values.ToList());
+                .ToDictionary(k => k, k => _services.TryGetValue(k, out var service) ? (IReadOnlyList<KernelDestination>)[.. service.Destinations.Values] : []);
             return Task.FromResult(result);
         }
+    }
+
+    public Task<bool> ServiceExistsAsync(VirtualServerKey server, CancellationToken cancellationToken)
+    {
+        lock (_gate) return Task.FromResult(_services.ContainsKey(server));
     }
 
     public Task<bool> LinkExistsAsync(CancellationToken cancellationToken)
@@ -183,7 +189,7 @@ public sealed class FakeIpvsKernel : IIpvsKernel
         }
     }
 
-    private static IpFamily FamilyOf(IPAddress address) => Core.Proxy.NodeAddresses.FamilyOf(address);
+    private static IpFamily FamilyOf(IPAddress address) => Model.NodeAddresses.FamilyOf(address);
 
     private static IpvsKernelException Refused(IpvsOperation operation, string error) =>
         new($"{operation.ToString().Split('\n')[0]}: {error}");

@@ -1,4 +1,5 @@
-using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Backends.Ipvs;
 
@@ -23,6 +24,9 @@ public interface IIpvsKernel
 
     /// <summary>Whether the dummy link kube-ipvs0 exists (the periodic canary check; one netlink request).</summary>
     Task<bool> LinkExistsAsync(CancellationToken cancellationToken);
+
+    /// <summary>Whether the kernel has this virtual server (a dump of its destinations cannot tell a missing one from an empty one).</summary>
+    Task<bool> ServiceExistsAsync(VirtualServerKey server, CancellationToken cancellationToken);
 
     /// <summary>Runs the operations in order; stops at the first the kernel refuses (throws, naming it).</summary>
     Task ApplyAsync(IReadOnlyList<IpvsOperation> operations, CancellationToken cancellationToken);

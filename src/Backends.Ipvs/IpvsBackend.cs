@@ -1,8 +1,9 @@
 using System.Diagnostics;
 using System.Text;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Core.Metrics;
-using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Ipvs;
@@ -140,8 +141,7 @@ public sealed class IpvsBackend : IProxyBackend
             if (!await Wrap("read", () => _kernel.LinkExistsAsync(cancellationToken)).ConfigureAwait(false)) return false;
             if (_state.Kernel.IsEmpty) return true;
             var sample = _state.Kernel.Keys.Min();
-            var found = await Wrap("read", () => _kernel.ReadDestinationsAsync([sample], cancellationToken)).ConfigureAwait(false);
-            return found.ContainsKey(sample);
+            return await Wrap("read", () => _kernel.ServiceExistsAsync(sample, cancellationToken)).ConfigureAwait(false);
         }
         finally
         {

@@ -1,6 +1,7 @@
 using System.Net;
-using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.NodeTools;
 using ProxyPlanes.Iptables;
 using ProxyPlanes.Netlink;
 
@@ -203,7 +204,8 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
             }
             catch (NetlinkException e) when (e.Errno == LinuxUapi.Errno.ESRCH)
             {
-                // Gone behind our back: left out, the planner keeps what it remembers.
+                // Gone behind our back: left out, the planner keeps what it remembers. (The kernel's
+                // dump of a missing service is usually just empty: ServiceExistsAsync tells them apart.)
             }
             catch (Exception e) when (e is NetlinkException or NetlinkProtocolException)
             {
@@ -211,6 +213,18 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
             }
         }
         return Task.FromResult<IReadOnlyDictionary<VirtualServerKey, IReadOnlyList<KernelDestination>>>(result);
+    }
+
+    public Task<bool> ServiceExistsAsync(VirtualServerKey server, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return Task.FromResult(Clients().Ipvs.GetService(ToId(server)) is not null);
+        }
+        catch (Exception e) when (e is NetlinkException or NetlinkProtocolException)
+        {
+            throw new IpvsKernelException(e.Message, e);
+        }
     }
 
     public Task<bool> LinkExistsAsync(CancellationToken cancellationToken)

@@ -3,7 +3,8 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Backends.Ipvs;
 

@@ -1,6 +1,7 @@
 using System.Collections.Immutable;
 using System.Net;
-using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Backends.Ipvs;
 

@@ -1,7 +1,8 @@
 using System.Collections.Immutable;
 using System.Text;
 using System.Text.Json;
-using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Backends.Nftables;
 

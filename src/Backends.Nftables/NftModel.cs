@@ -1,5 +1,6 @@
 using System.Text;
-using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Backends.Nftables;
 

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
-using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Backends.Nftables;
 
@@ -71,8 +72,8 @@ public static class NftNames
 
     public static string Protocol(Protocol protocol) => protocol switch
     {
-        Core.Proxy.Protocol.TCP => "tcp",
-        Core.Proxy.Protocol.UDP => "udp",
+        Model.Protocol.TCP => "tcp",
+        Model.Protocol.UDP => "udp",
         _ => "sctp",
     };
 

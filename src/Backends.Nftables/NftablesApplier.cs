@@ -1,5 +1,6 @@
-using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Backends.Nftables;
 

@@ -1,7 +1,8 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Core.Metrics;
-using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Backends.Nftables;
 

@@ -1,8 +1,9 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Core.Metrics;
-using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Backends.Nftables;
 

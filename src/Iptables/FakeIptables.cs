@@ -1,6 +1,6 @@
 using System.Text;
-using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.Model;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Iptables;
 

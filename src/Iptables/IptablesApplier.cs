@@ -1,5 +1,5 @@
-using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.Model;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Iptables;
 

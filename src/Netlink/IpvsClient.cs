@@ -102,6 +102,22 @@ public sealed class IpvsClient : IDisposable
         new NetlinkRequest(Family.Id, 0, (ref NetlinkWriter w) => w.WriteGenericHeader(IPVS_CMD_GET_SERVICE, IPVS_GENL_VERSION), "IPVS GET_SERVICE (dump)"),
         ParseService);
 
+    /// <summary>
+    /// One virtual service (a GET without NLM_F_DUMP), or null when the kernel has none with this id
+    /// (ESRCH). Unlike <see cref="ListDestinations"/>, this tells a missing service from an empty one.
+    /// </summary>
+    public IpvsService? GetService(IpvsServiceId service)
+    {
+        try
+        {
+            return _socket.Query(ServiceRequest(IPVS_CMD_GET_SERVICE, "GET_SERVICE", service, null), ParseService);
+        }
+        catch (NetlinkException e) when (e.Errno == LinuxUapi.Errno.ESRCH)
+        {
+            return null;
+        }
+    }
+
     /// <summary>The destinations of one service (none when there is no such service: the kernel's dump is then empty).</summary>
     public List<IpvsDestination> ListDestinations(IpvsServiceId service) => _socket.Dump<IpvsDestination>(
         new NetlinkRequest(Family.Id, 0, (ref NetlinkWriter w) =>

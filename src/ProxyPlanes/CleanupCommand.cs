@@ -1,5 +1,5 @@
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Metrics;
 
 namespace ProxyPlanes;
 

@@ -2,8 +2,10 @@ using Microsoft.Extensions.Logging;
 using ProxyPlanes.Backends.Iptables;
 using ProxyPlanes.Backends.Ipvs;
 using ProxyPlanes.Backends.Nftables;
-using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes;
 

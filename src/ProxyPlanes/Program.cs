@@ -1,7 +1,7 @@
 using System.CommandLine;
 using ProxyPlanes;
-using ProxyPlanes.Core.Sources.Manifests;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.Sources.Manifests;
+using ProxyPlanes.NodeTools;
 
 var flags = new ProxyFlags();
 var root = new RootCommand("ProxyPlanes: a Kubernetes service proxy with interchangeable data planes (iptables, nftables, ipvs, ebpf)");
@@ -44,7 +44,7 @@ static async Task<int> Guard(Func<Task<int>> action)
         Console.Error.WriteLine($"proxyplanes: {e.Message}");
         return 2;
     }
-    catch (ProxyPlanes.Core.Kubernetes.KubernetesConfigException e)
+    catch (ProxyPlanes.Sources.Kubernetes.KubernetesConfigException e)
     {
         Console.Error.WriteLine($"proxyplanes: {e.Message}");
         return 1;

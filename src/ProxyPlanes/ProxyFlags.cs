@@ -1,9 +1,11 @@
 using System.CommandLine;
 using System.Net;
 using ProxyPlanes.Config;
-using ProxyPlanes.Core.Http;
+using ProxyPlanes.Web;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes;
 

@@ -1,7 +1,7 @@
 using System.Runtime.ExceptionServices;
 using System.Text.RegularExpressions;
 using Microsoft.Win32.SafeHandles;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Sandbox;
 

@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Sandbox;
 

@@ -1,11 +1,11 @@
 using System.Net;
 using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
-using ProxyPlanes.Core.Metrics;
-using ProxyPlanes.Core.Model;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Sources;
-using ProxyPlanes.Core.Sources.Manifests;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.Sources.Manifests;
 using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Backends.Iptables.Tests;

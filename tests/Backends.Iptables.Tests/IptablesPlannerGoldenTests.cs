@@ -1,4 +1,6 @@
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Iptables.Tests;

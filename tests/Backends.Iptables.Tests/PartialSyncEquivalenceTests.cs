@@ -1,7 +1,9 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using ProxyPlanes.Backends.Nftables.Tests;
-using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Iptables.Tests;

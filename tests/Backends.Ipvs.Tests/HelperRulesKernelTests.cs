@@ -1,5 +1,7 @@
 using ProxyPlanes.Backends.Iptables.Tests;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
 using ProxyPlanes.Netlink.Tests;
 
@@ -87,7 +89,7 @@ public sealed class HelperRulesKernelTests
         var kind = KernelConfig.Has("CONFIG_DUMMY") == false ? "bridge" : "dummy";
         await ns.ExecAsync("ip", "link", "add", IpvsNames.Link, "type", kind);
         await ns.ExecAsync("ip", "addr", "add", "10.96.0.22/32", "dev", IpvsNames.Link);
-        using var metrics = new Core.Metrics.ProxyMetrics();
+        using var metrics = new Metrics.ProxyMetrics();
         var backend = new IpvsBackend(kernel, metrics, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
 
         await backend.CleanupAsync(default);
@@ -103,11 +105,11 @@ public sealed class HelperRulesKernelTests
     {
         using var ns = new TestNamespace("ipvs");
         using var kernel = new IpvsKernel(new IpvsKernelOptions { CommandPrefix = ["ip", "netns", "exec", ns.Name], InNamespace = a => ns.Namespace.Run(a) });
-        using var metrics = new Core.Metrics.ProxyMetrics();
+        using var metrics = new Metrics.ProxyMetrics();
         var backend = new IpvsBackend(kernel, metrics, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var (initial, _) = await new GoldenCase("nodeport").SyncRequestsAsync();
 
-        var e = await Assert.ThrowsAsync<Core.Proxy.BackendSyncException>(() => backend.SyncAsync(initial, default));
+        var e = await Assert.ThrowsAsync<Model.BackendSyncException>(() => backend.SyncAsync(initial, default));
 
         Assert.StartsWith("IPVS mode could not prepare the kernel: the kernel has no IPVS (modprobe ip_vs)", e.Message);
     }

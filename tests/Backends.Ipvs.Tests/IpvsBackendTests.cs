@@ -1,8 +1,10 @@
 using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
 using ProxyPlanes.Backends.Nftables.Tests;
-using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Backends.Ipvs.Tests;
 

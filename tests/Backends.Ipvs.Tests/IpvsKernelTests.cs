@@ -5,8 +5,10 @@ using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
 using ProxyPlanes.Backends.Iptables.Tests;
 using ProxyPlanes.Backends.Nftables.Tests;
-using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 using ProxyPlanes.Netlink;
 using ProxyPlanes.Netlink.Tests;
 
@@ -66,6 +68,7 @@ public sealed class IpvsKernelTests
 
         var service = Assert.Single(ipvs.ListServices());
         Assert.Equal(new IpvsService(id, "rr", LinuxUapi.IpVs.IP_VS_SVC_F_PERSISTENT, 600), service);
+        Assert.Equal(service, ipvs.GetService(id));
         Assert.Equal(["10.244.1.2:8080 weight 1", "10.244.1.3:8080 weight 0"], ipvs.ListDestinations(id).Select(d => d.ToString()).Order());
 
         ipvs.DeleteDestination(id, IPAddress.Parse("10.244.1.3"), 8080);
@@ -78,6 +81,7 @@ public sealed class IpvsKernelTests
         var missing = Assert.Throws<NetlinkException>(() => ipvs.DeleteService(id));
         Assert.Equal(LinuxUapi.Errno.ESRCH, missing.Errno);
         Assert.Empty(ipvs.ListDestinations(id)); // the kernel's dump of a missing service is empty
+        Assert.Null(ipvs.GetService(id)); // only a GET tells a missing service apart (the IPVS canary)
     }
 
     [IpvsFact]

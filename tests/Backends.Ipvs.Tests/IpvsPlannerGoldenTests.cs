@@ -1,6 +1,8 @@
 using System.Net;
 using ProxyPlanes.Backends.Iptables.Tests;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Backends.Ipvs.Tests;
 

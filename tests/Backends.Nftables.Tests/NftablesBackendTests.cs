@@ -1,6 +1,8 @@
 using Microsoft.Extensions.Logging.Abstractions;
-using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 using static ProxyPlanes.Backends.Nftables.Tests.StateBuilder;
 
 namespace ProxyPlanes.Backends.Nftables.Tests;

@@ -1,5 +1,7 @@
 using ProxyPlanes.Backends.Iptables.Tests;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Backends.Nftables.Tests;
 

@@ -1,9 +1,11 @@
 using System.Collections.Immutable;
 using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
-using ProxyPlanes.Core.Conntrack;
+using ProxyPlanes.NodeTools.Conntrack;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.NodeTools;
 using ProxyPlanes.Sandbox;
 
 namespace ProxyPlanes.Kernel.Tests;
@@ -183,7 +185,7 @@ public sealed class ConntrackTests
             NodePort = nodePort,
         };
         var eps = new EquatableArray<EndpointInfo>(endpoints.Select(e => IPEndPoint.Parse(e)).Select(e => new EndpointInfo(e.Address, e.Port)).Order());
-        return new ServicePortState(info, EndpointsOf(eps, IpFamily.IPv4), EndpointsOf(eps, IpFamily.IPv6));
+        return EndpointCategorizer.Decided(info, EndpointsOf(eps, IpFamily.IPv4), EndpointsOf(eps, IpFamily.IPv6));
     }
 
     /// <summary>The endpoints of one family, all of them serving cluster traffic (policy is not what is tested here).</summary>

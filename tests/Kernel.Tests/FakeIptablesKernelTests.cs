@@ -1,5 +1,7 @@
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.NodeTools;
 using ProxyPlanes.Iptables;
 using ProxyPlanes.Sandbox;
 

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
-using ProxyPlanes.Core.Model;
+using ProxyPlanes.Model;
 using ProxyPlanes.Sandbox;
 using ProxyPlanes.Sandboxed;
 using ProxyPlanes.TestKit;

@@ -1,4 +1,4 @@
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.TestKit;
 

@@ -1,5 +1,5 @@
 using System.Collections.Immutable;
-using ProxyPlanes.Core.Model;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Proxy;
 

@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Proxy;
 
@@ -19,18 +20,36 @@ public static class EndpointCategorizer
     /// <summary>
     /// Categorizes each IP family's endpoints on its own, as a per-family proxier would, and decides
     /// each family's verdicts against <paramref name="network"/> (null: a node network with no
-    /// local-traffic detector, no node IPs and no masquerade-all; see <see cref="ServicePortState"/>).
+    /// local-traffic detector, no node IPs and no masquerade-all; see <see cref="Decided(ServicePortInfo, EndpointSet, EndpointSet, NodeNetwork?)"/>).
     /// </summary>
     public static ServicePortState CategorizeByFamily(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone, NodeNetwork? network = null)
     {
         var ipv4 = endpoints.Where(e => e.Family == IpFamily.IPv4).ToList();
         var ipv6 = endpoints.Where(e => e.Family == IpFamily.IPv6).ToList();
-        return new ServicePortState(
+        return Decided(
             service,
             Categorize(service, ipv4, nodeZone),
             ipv6.Count == 0 ? EndpointSet.Empty : Categorize(service, ipv6, nodeZone),
             network);
     }
+
+    private static readonly NodeNetwork NoNetwork = new();
+
+    /// <summary>
+    /// A state whose verdicts are decided here, once, against <paramref name="network"/> (masquerade-all,
+    /// the local-traffic detector, the node's IPs). Null: a node network with none of them; a state that
+    /// a data plane renders must be decided against the <see cref="DesiredState.Network"/> it goes with.
+    /// </summary>
+    public static ServicePortState Decided(ServicePortInfo service, EndpointSet ipv4Endpoints, EndpointSet ipv6Endpoints, NodeNetwork? network = null) =>
+        new(service, ipv4Endpoints, ipv6Endpoints,
+            Decide(service, ipv4Endpoints, IpFamily.IPv4, network ?? NoNetwork),
+            Decide(service, ipv6Endpoints, IpFamily.IPv6, network ?? NoNetwork));
+
+    /// <summary>A single-family state: <paramref name="endpoints"/> belong to the service's primary family.</summary>
+    public static ServicePortState Decided(ServicePortInfo service, EndpointSet endpoints) =>
+        ServicePortState.PrimaryFamilyOf(service) == IpFamily.IPv4
+            ? Decided(service, endpoints, EndpointSet.Empty)
+            : Decided(service, EndpointSet.Empty, endpoints);
 
     /// <summary>
     /// The verdicts of one service port in one family, from its categorized endpoints of that family:

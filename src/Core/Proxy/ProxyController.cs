@@ -1,9 +1,8 @@
 using System.Collections.Immutable;
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Core.Metrics;
-using ProxyPlanes.Core.Model;
-using ProxyPlanes.Core.Sources;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Proxy;
 

@@ -1,3 +1,5 @@
+using ProxyPlanes.Model;
+
 namespace ProxyPlanes.Core.Proxy;
 
 /// <summary>The validated settings of the shared control loop (flags and config file land here).</summary>

@@ -1,7 +1,7 @@
 using System.Collections.Immutable;
 using System.Globalization;
 using System.Net;
-using ProxyPlanes.Core.Model;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Proxy;
 
@@ -12,11 +12,11 @@ namespace ProxyPlanes.Core.Proxy;
 /// </summary>
 public static class ServiceConversion
 {
-    public const string ServiceProxyNameLabel = "service.kubernetes.io/service-proxy-name";
-    public const string HeadlessLabel = "service.kubernetes.io/headless";
-    public const string ServiceNameLabel = "kubernetes.io/service-name";
-    public const string TopologyZoneLabel = "topology.kubernetes.io/zone";
-    public const string LastChangeTriggerTimeAnnotation = "endpoints.kubernetes.io/last-change-trigger-time";
+    public const string ServiceProxyNameLabel = WellKnownLabels.ServiceProxyName;
+    public const string HeadlessLabel = WellKnownLabels.Headless;
+    public const string ServiceNameLabel = WellKnownLabels.ServiceName;
+    public const string TopologyZoneLabel = WellKnownLabels.TopologyZone;
+    public const string LastChangeTriggerTimeAnnotation = WellKnownLabels.LastChangeTriggerTime;
     public const int DefaultStickyTimeoutSeconds = 10800;
 
     public static NamespacedName NameOf(IKubernetesObject obj) =>

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Proxy;
 

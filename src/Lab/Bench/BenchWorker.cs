@@ -3,9 +3,10 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Core.Metrics;
-using ProxyPlanes.Core.Model;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 using ProxyPlanes.Sandbox;
 
 namespace ProxyPlanes.Bench;

@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Net;
-using ProxyPlanes.Core.Model;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Bench;
 

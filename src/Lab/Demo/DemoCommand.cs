@@ -2,8 +2,8 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
-using ProxyPlanes.Core.Model;
-using ProxyPlanes.Core.Sources.Manifests;
+using ProxyPlanes.Model;
+using ProxyPlanes.Sources.Manifests;
 using ProxyPlanes.Sandbox;
 using ProxyPlanes.Sandboxed;
 

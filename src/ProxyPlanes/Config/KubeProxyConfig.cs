@@ -1,6 +1,8 @@
 using System.Net;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Config;
 

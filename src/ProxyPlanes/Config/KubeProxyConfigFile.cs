@@ -1,8 +1,10 @@
 using System.Globalization;
 using System.Net;
-using ProxyPlanes.Core.Http;
+using ProxyPlanes.Web;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.NodeTools;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 

@@ -1,6 +1,8 @@
 using Microsoft.Extensions.Logging.Abstractions;
-using ProxyPlanes.Core.Conntrack;
+using ProxyPlanes.NodeTools.Conntrack;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 using static ProxyPlanes.Core.Tests.Conntrack.ConntrackTestStates;
 
 namespace ProxyPlanes.Core.Tests.Conntrack;

@@ -1,7 +1,9 @@
 using System.Net;
-using ProxyPlanes.Core.Conntrack;
+using ProxyPlanes.NodeTools.Conntrack;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.NodeTools;
 using static ProxyPlanes.Core.Tests.Conntrack.ConntrackTestStates;
 
 namespace ProxyPlanes.Core.Tests.Conntrack;

@@ -1,6 +1,8 @@
 using System.Collections.Immutable;
 using System.Net;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Core.Tests.Conntrack;
 
@@ -29,7 +31,7 @@ internal static class ConntrackTestStates
             LoadBalancerIPs = new EquatableArray<IPAddress>((loadBalancerIPs ?? []).Select(IPAddress.Parse)),
         };
         var eps = new EquatableArray<EndpointInfo>(endpoints.Select(ParseEndpoint).Order());
-        return new ServicePortState(info, EndpointsOf(eps, IpFamily.IPv4), EndpointsOf(eps, IpFamily.IPv6));
+        return EndpointCategorizer.Decided(info, EndpointsOf(eps, IpFamily.IPv4), EndpointsOf(eps, IpFamily.IPv6));
     }
 
     /// <summary>The endpoints of one family, all of them serving cluster traffic (policy is not what is tested here).</summary>

@@ -1,6 +1,8 @@
 using System.Net;
-using ProxyPlanes.Core.Conntrack;
+using ProxyPlanes.NodeTools.Conntrack;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 using static ProxyPlanes.Core.Tests.Conntrack.ConntrackTestStates;
 
 namespace ProxyPlanes.Core.Tests.Conntrack;
@@ -227,7 +229,7 @@ public sealed class StaleConntrackPlannerTests
         var previous = State(Port(Dns, ["10.96.0.10"], ["10.244.1.2:8053"]));
         var current = State(Port(Dns, ["10.96.0.10"], ["10.244.1.2:8053"]));
         var stillServing = new EquatableArray<EndpointInfo>([new EndpointInfo(Ep1, 8053) { Ready = false, Terminating = true }]);
-        var terminating = new ServicePortState(current.ServicePorts[Dns].Info, new EndpointSet(stillServing, stillServing, EquatableArray<EndpointInfo>.Empty));
+        var terminating = EndpointCategorizer.Decided(current.ServicePorts[Dns].Info, new EndpointSet(stillServing, stillServing, EquatableArray<EndpointInfo>.Empty));
 
         Assert.Empty(StaleConntrackPlanner.Plan(previous, current));
         Assert.Empty(StaleConntrackPlanner.Plan(previous, State(terminating)));

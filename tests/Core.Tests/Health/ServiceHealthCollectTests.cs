@@ -1,6 +1,8 @@
 using System.Collections.Immutable;
-using ProxyPlanes.Core.Health;
+using ProxyPlanes.Web;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 using static ProxyPlanes.Core.Tests.Proxy.TestObjects;
 
 namespace ProxyPlanes.Core.Tests.Health;
@@ -10,7 +12,7 @@ public sealed class ServiceHealthCollectTests
     private static ServicePortState Port(ServicePortInfo info, params EndpointInfo[] local)
     {
         var endpoints = new EquatableArray<EndpointInfo>(local);
-        return new(info, new EndpointSet(endpoints, endpoints, endpoints) { HasAnyEndpoints = local.Length > 0 });
+        return EndpointCategorizer.Decided(info, new EndpointSet(endpoints, endpoints, endpoints) { HasAnyEndpoints = local.Length > 0 });
     }
 
     private static DesiredState State(params ServicePortState[] ports) =>

@@ -1,8 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Core.Kubernetes;
-using ProxyPlanes.Core.Model;
-using ProxyPlanes.Core.Sources;
+using ProxyPlanes.Sources.Kubernetes;
+using ProxyPlanes.Model;
 using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Core.Tests.Kubernetes;

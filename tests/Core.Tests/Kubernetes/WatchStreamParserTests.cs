@@ -1,8 +1,8 @@
 using System.Buffers;
 using System.Text;
 using System.Text.Json;
-using ProxyPlanes.Core.Kubernetes;
-using ProxyPlanes.Core.Model;
+using ProxyPlanes.Sources.Kubernetes;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Tests.Kubernetes;
 

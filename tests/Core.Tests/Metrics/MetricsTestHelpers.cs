@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Tests.Metrics;
 

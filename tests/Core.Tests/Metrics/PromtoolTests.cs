@@ -1,5 +1,6 @@
-using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Metrics;
 using ProxyPlanes.TestKit;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Tests.Metrics;
 

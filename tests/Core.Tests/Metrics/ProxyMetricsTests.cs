@@ -1,6 +1,7 @@
 using System.Diagnostics.Metrics;
-using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Metrics;
 using static ProxyPlanes.Core.Tests.Metrics.MetricsTestHelpers;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Tests.Metrics;
 

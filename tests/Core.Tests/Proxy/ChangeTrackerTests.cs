@@ -1,5 +1,6 @@
-using ProxyPlanes.Core.Model;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 using static ProxyPlanes.Core.Tests.Proxy.TestObjects;
 
 namespace ProxyPlanes.Core.Tests.Proxy;

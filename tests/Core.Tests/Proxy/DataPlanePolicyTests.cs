@@ -1,5 +1,6 @@
 using System.Text.RegularExpressions;
 using ProxyPlanes.TestKit;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Tests.Proxy;
 

@@ -1,3 +1,5 @@
+using ProxyPlanes.Model;
+
 namespace ProxyPlanes.Core.Tests.Proxy;
 
 /// <summary>

@@ -1,4 +1,6 @@
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Core.Tests.Proxy;
 

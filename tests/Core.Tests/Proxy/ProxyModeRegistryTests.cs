@@ -1,6 +1,8 @@
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Core.Metrics;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Core.Tests.Proxy;
 

@@ -1,6 +1,7 @@
 using System.Net;
-using ProxyPlanes.Core.Model;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 using static ProxyPlanes.Core.Tests.Proxy.TestObjects;
 
 namespace ProxyPlanes.Core.Tests.Proxy;

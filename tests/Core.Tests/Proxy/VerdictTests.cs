@@ -1,5 +1,7 @@
 using System.Net;
+using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
 
 namespace ProxyPlanes.Core.Tests.Proxy;
 

@@ -1,4 +1,5 @@
-using ProxyPlanes.Core.Sources.Manifests;
+using ProxyPlanes.Sources.Manifests;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Tests.Sources;
 

@@ -1,6 +1,6 @@
 using System.Text.Json;
-using ProxyPlanes.Core.Model;
-using ProxyPlanes.Core.Sources.Manifests;
+using ProxyPlanes.Model;
+using ProxyPlanes.Sources.Manifests;
 
 namespace ProxyPlanes.Core.Tests.Sources;
 

@@ -1,5 +1,5 @@
-using ProxyPlanes.Core.Model;
-using ProxyPlanes.Core.Sources.Manifests;
+using ProxyPlanes.Model;
+using ProxyPlanes.Sources.Manifests;
 using static ProxyPlanes.Core.Tests.Sources.Manifests;
 
 namespace ProxyPlanes.Core.Tests.Sources;

@@ -1,8 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using ProxyPlanes.Core.Model;
-using ProxyPlanes.Core.Sources;
-using ProxyPlanes.Core.Sources.Manifests;
+using ProxyPlanes.Model;
+using ProxyPlanes.Sources.Manifests;
 using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Core.Tests.Sources;

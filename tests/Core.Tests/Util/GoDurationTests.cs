@@ -1,4 +1,5 @@
-using ProxyPlanes.Core.Util;
+using ProxyPlanes.NodeTools;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Tests.Util;
 

@@ -1,0 +1,105 @@
+using Microsoft.Extensions.Logging;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
+
+namespace ProxyPlanes.DataPlane;
+
+/// <summary>
+/// A data plane's description of its <c>--mode</c>, written once in the data plane's own assembly:
+/// its name, whether this node's kernel can run it, how the daemon creates it, how its state is
+/// removed, and what the benchmark measures of it. The daemon, <c>proxyplanes cleanup</c>, the demo
+/// and the benchmark find modes in a <see cref="ProxyModeRegistry"/> and never name one in code.
+/// </summary>
+public interface IProxyMode
+{
+    /// <summary>The <c>--mode</c> name; the same as the backend's <see cref="IProxyBackend.Mode"/>.</summary>
+    string Name { get; }
+
+    /// <summary>
+    /// Null when this node's kernel can run the mode; otherwise the one line the user sees (it names
+    /// the mode and what to do instead). May load a kernel module, as kube-proxy does.
+    /// </summary>
+    Task<string?> KernelProblemAsync(CancellationToken cancellationToken);
+
+    /// <summary>The data plane the daemon runs, on this node's tools and kernel, with its benchmark probe.</summary>
+    Task<ProxyModeBackend> CreateAsync(ProxyModeOptions options, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Removes everything the mode may have installed on this node (both IP families, every tool
+    /// flavour), whether or not it is running: <c>proxyplanes cleanup</c>, and starting another mode.
+    /// Works on a kernel that cannot run the mode.
+    /// </summary>
+    Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken);
+}
+
+/// <summary>The daemon's settings a mode may use when it is created; each mode reads its own and ignores the rest.</summary>
+public sealed record ProxyModeOptions
+{
+    /// <summary><c>--iptables-variant</c>: auto (detect what the node uses), nft or legacy.</summary>
+    public string IptablesVariant { get; init; } = "auto";
+
+    /// <summary><c>--ipvs-scheduler</c> / <c>ipvs.scheduler</c>; null for the IPVS mode's default (rr).</summary>
+    public string? IpvsScheduler { get; init; }
+}
+
+/// <summary>A created data plane and the probe that looks at what it put in the kernel, bound to it.</summary>
+public sealed record ProxyModeBackend(IProxyBackend Backend, IKernelProbe Probe);
+
+/// <summary>What the benchmark measures of a mode beyond the shared path (sync latency, churn, memory).</summary>
+public interface IKernelProbe
+{
+    /// <summary>Rules, chains, map elements, virtual servers: whatever the mode puts in the kernel, by kind.</summary>
+    Task<IReadOnlyDictionary<string, long>> CountKernelObjectsAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Time for the kernel tool alone to load what the cold sync just sent (null when not measurable).
+    /// Called right after the cold sync; afterwards the kernel holds the same state again.
+    /// </summary>
+    Task<TimeSpan?> FloorAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// Every mode one build knows: the modes built in (an <see cref="IProxyMode"/> each) and the modes
+/// named but not built yet. A name that is not built is accepted as a mode name (by the flags and the
+/// config file) and answered with one line saying it is not built, as kube-proxy users would expect
+/// of a mode they read about; it has no descriptor, so nothing can create or clean it.
+/// </summary>
+public sealed class ProxyModeRegistry
+{
+    private readonly Dictionary<string, IProxyMode> _built;
+
+    public ProxyModeRegistry(IEnumerable<IProxyMode> built, IEnumerable<string> notBuilt)
+    {
+        Built = built.ToArray();
+        NotBuilt = notBuilt.ToArray();
+        _built = Built.ToDictionary(m => m.Name, StringComparer.Ordinal);
+        Known = [.. Built.Select(m => m.Name), .. NotBuilt];
+        if (Known.Distinct(StringComparer.Ordinal).Count() != Known.Count)
+            throw new ArgumentException($"a mode is named twice: {string.Join(", ", Known)}");
+    }
+
+    /// <summary>The modes this build has, in the order they are listed to the user.</summary>
+    public IReadOnlyList<IProxyMode> Built { get; }
+
+    /// <summary>Names of modes known but not built yet (ebpf).</summary>
+    public IReadOnlyList<string> NotBuilt { get; }
+
+    /// <summary>Every mode name: the built ones, then the ones not built yet.</summary>
+    public IReadOnlyList<string> Known { get; }
+
+    public IReadOnlyList<string> BuiltNames => [.. Built.Select(m => m.Name)];
+
+    /// <summary>The built mode named <paramref name="name"/>, or null (unknown or not built: see <see cref="Problem"/>).</summary>
+    public IProxyMode? Find(string name) => _built.GetValueOrDefault(name);
+
+    /// <summary>
+    /// Null when <paramref name="mode"/> is built; otherwise the one-line reason, naming where the
+    /// mode came from: the <c>--mode</c> flag, or <paramref name="source"/> (<c>file:line: mode</c> of a config file).
+    /// </summary>
+    public string? Problem(string mode, string? source = null)
+    {
+        if (_built.ContainsKey(mode)) return null;
+        if (!Known.Contains(mode)) return $"{source ?? "--mode"}: '{mode}' is not a mode; use one of {string.Join(", ", Known)}";
+        return $"{(source is null ? $"--mode={mode}" : $"{source}: {mode}")} is not built yet; this build has {string.Join(", ", BuiltNames)}";
+    }
+}

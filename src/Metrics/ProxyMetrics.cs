@@ -1,0 +1,261 @@
+using System.Text;
+using Prometheus;
+
+namespace ProxyPlanes.Metrics;
+
+/// <summary>
+/// The proxy's mode-neutral metrics, as prometheus-net counters, gauges and histograms on a
+/// <see cref="Registry"/> of their own (one per instance, so tests and benchmarks never share
+/// series). Names, types, help texts, labels and buckets match kube-proxy (<c>pkg/proxy/metrics</c>)
+/// so existing dashboards keep working; the <c>proxyplanes_*</c> metrics are our own additions. A
+/// data plane registers its own metrics (e.g. iptables rule counts) on the same registry through
+/// <see cref="Factory"/>. The registry also carries the process metrics (<see cref="ProcessMetrics"/>).
+/// </summary>
+public sealed class ProxyMetrics : IDisposable
+{
+    /// <summary>Values for the <c>phase</c> label of <c>proxyplanes_sync_phase_duration_seconds</c>.</summary>
+    public const string PhasePlan = "plan";
+
+    /// <inheritdoc cref="PhasePlan"/>
+    public const string PhaseRender = "render";
+
+    /// <inheritdoc cref="PhasePlan"/>
+    public const string PhaseApply = "apply";
+
+    /// <summary>Values for the <c>traffic_policy</c> label of <c>kubeproxy_sync_proxy_rules_no_local_endpoints_total</c>.</summary>
+    public const string TrafficPolicyInternal = "internal";
+
+    /// <inheritdoc cref="TrafficPolicyInternal"/>
+    public const string TrafficPolicyExternal = "external";
+
+    // Exact kube-proxy metric names.
+    public const string SyncProxyRulesDuration = "kubeproxy_sync_proxy_rules_duration_seconds";
+    public const string SyncFullProxyRulesDuration = "kubeproxy_sync_full_proxy_rules_duration_seconds";
+    public const string SyncPartialProxyRulesDuration = "kubeproxy_sync_partial_proxy_rules_duration_seconds";
+    public const string NetworkProgrammingDuration = "kubeproxy_network_programming_duration_seconds";
+    public const string SyncProxyRulesLastTimestamp = "kubeproxy_sync_proxy_rules_last_timestamp_seconds";
+    public const string SyncProxyRulesLastQueuedTimestamp = "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds";
+    public const string EndpointChangesPending = "kubeproxy_sync_proxy_rules_endpoint_changes_pending";
+    public const string EndpointChangesTotal = "kubeproxy_sync_proxy_rules_endpoint_changes_total";
+    public const string ServiceChangesPending = "kubeproxy_sync_proxy_rules_service_changes_pending";
+    public const string ServiceChangesTotal = "kubeproxy_sync_proxy_rules_service_changes_total";
+    public const string NoLocalEndpointsTotal = "kubeproxy_sync_proxy_rules_no_local_endpoints_total";
+
+    // Our own metrics.
+    public const string ChangesApplied = "proxyplanes_sync_changes_applied";
+    public const string SyncPhaseDuration = "proxyplanes_sync_phase_duration_seconds";
+    public const string SyncFailuresTotal = "proxyplanes_sync_failures_total";
+    public const string SyncTotal = "proxyplanes_sync_total";
+    public const string SyncFullReasonTotal = "proxyplanes_sync_full_reason_total";
+    public const string CanaryChecksTotal = "proxyplanes_sync_canary_checks_total";
+
+    private readonly Histogram syncDuration;
+    private readonly Histogram syncFullDuration;
+    private readonly Histogram syncPartialDuration;
+    private readonly Histogram networkProgrammingDuration;
+    private readonly Histogram syncPhaseDuration;
+    private readonly Gauge lastSyncTimestamp;
+    private readonly Gauge lastQueuedTimestamp;
+    private readonly Gauge endpointChangesPending;
+    private readonly Counter endpointChangesTotal;
+    private readonly Gauge serviceChangesPending;
+    private readonly Counter serviceChangesTotal;
+    private readonly Gauge noLocalEndpoints;
+    private readonly Gauge changesApplied;
+    private readonly Counter syncFailures;
+    private readonly Counter syncs;
+    private readonly Counter fullSyncReasons;
+    private readonly Counter canaryChecks;
+
+    static ProxyMetrics()
+    {
+        // Every metric lives on a registry of our own. Should anything ever scrape prometheus-net's
+        // static default registry, it must not start the bridges from System.Diagnostics.Metrics and
+        // EventCounters (they rename metrics and turn counters into gauges) nor add sample metrics.
+        Prometheus.Metrics.SuppressDefaultMetrics();
+    }
+
+    /// <summary>Creates a registry with every mode-neutral metric and the process metrics.</summary>
+    public ProxyMetrics()
+    {
+        Registry = Prometheus.Metrics.NewCustomRegistry();
+        Factory = Prometheus.Metrics.WithCustomRegistry(Registry);
+
+        syncDuration = Factory.CreateHistogram(
+            SyncProxyRulesDuration, "SyncProxyRules latency in seconds", labelNames: [], Buckets(SyncDurationBuckets));
+        syncFullDuration = Factory.CreateHistogram(
+            SyncFullProxyRulesDuration, "SyncProxyRules latency in seconds for full resyncs", labelNames: [], Buckets(SyncDurationBuckets));
+        syncPartialDuration = Factory.CreateHistogram(
+            SyncPartialProxyRulesDuration, "SyncProxyRules latency in seconds for partial resyncs", labelNames: [], Buckets(SyncDurationBuckets));
+        networkProgrammingDuration = Factory.CreateHistogram(
+            NetworkProgrammingDuration, "In Cluster Network Programming Latency in seconds", labelNames: [], Buckets(NetworkProgrammingBuckets));
+
+        lastSyncTimestamp = Factory.CreateGauge(SyncProxyRulesLastTimestamp, "The last time proxy rules were successfully synced");
+        lastQueuedTimestamp = Factory.CreateGauge(SyncProxyRulesLastQueuedTimestamp, "The last time a sync of proxy rules was queued");
+        endpointChangesPending = Factory.CreateGauge(EndpointChangesPending, "Pending proxy rules Endpoint changes");
+        endpointChangesTotal = Factory.CreateCounter(EndpointChangesTotal, "Cumulative proxy rules Endpoint changes");
+        serviceChangesPending = Factory.CreateGauge(ServiceChangesPending, "Pending proxy rules Service changes");
+        serviceChangesTotal = Factory.CreateCounter(ServiceChangesTotal, "Cumulative proxy rules Service changes");
+
+        // kube-proxy names this gauge ..._total; promtool's lint about it is expected.
+        noLocalEndpoints = Factory.CreateGauge(
+            NoLocalEndpointsTotal, "Number of services with a Local traffic policy and no endpoints", ["traffic_policy"]);
+        noLocalEndpoints.WithLabels(TrafficPolicyInternal).Set(0);
+        noLocalEndpoints.WithLabels(TrafficPolicyExternal).Set(0);
+
+        changesApplied = Factory.CreateGauge(
+            ChangesApplied,
+            "Service and endpoint changes (as counted by the _changes_total counters) that the last successful sync put in the kernel");
+        // Label names in alphabetical order: the exposition prints them in declaration order.
+        syncPhaseDuration = Factory.CreateHistogram(
+            SyncPhaseDuration,
+            "Duration of one phase (plan, render, apply) of a proxy rules sync in seconds",
+            ["mode", "phase"],
+            Buckets(SyncDurationBuckets));
+        syncFailures = Factory.CreateCounter(SyncFailuresTotal, "Cumulative failed proxy rules syncs", ["mode"]);
+        syncs = Factory.CreateCounter(SyncTotal, "Cumulative proxy rules syncs by kind (full or partial)", ["kind", "mode"]);
+        fullSyncReasons = Factory.CreateCounter(
+            SyncFullReasonTotal,
+            "Cumulative full proxy rules syncs by the reason they ran (start, failure, flush, node-changed, hourly)",
+            ["reason"]);
+
+        canaryChecks = Factory.CreateCounter(
+            CanaryChecksTotal, "Cumulative periodic checks of the data plane's canary by result (intact, gone, error)", ["result"]);
+
+        ProcessMetrics.Register(Registry);
+    }
+
+    /// <summary>kube-proxy's sync buckets: exponential, start 0.001, factor 2, count 15 (1ms … 16.384s).</summary>
+    public static IReadOnlyList<double> SyncDurationBuckets { get; } = ExponentialBuckets(0.001, 2, 15);
+
+    /// <summary>
+    /// kube-proxy's network programming buckets: <c>merge(linear(0.25,0.25,2), linear(1,1,59), linear(60,5,12),
+    /// linear(120,30,7))</c>. kube-proxy's <c>merge</c> starts from a one-element zero slice, so the real
+    /// metric has a leading <c>le="0"</c> bucket; it is kept here for identical output.
+    /// </summary>
+    public static IReadOnlyList<double> NetworkProgrammingBuckets { get; } =
+    [
+        0,
+        .. LinearBuckets(0.25, 0.25, 2),
+        .. LinearBuckets(1, 1, 59),
+        .. LinearBuckets(60, 5, 12),
+        .. LinearBuckets(120, 30, 7),
+    ];
+
+    /// <summary>The registry that holds every metric of this instance; <c>/metrics</c> serves it.</summary>
+    public CollectorRegistry Registry { get; }
+
+    /// <summary>Creates metrics on <see cref="Registry"/>: a data plane registers its own metrics here.</summary>
+    public IMetricFactory Factory { get; }
+
+    /// <summary>
+    /// One finished sync (successful or not), like kube-proxy's deferred observation: records
+    /// <c>kubeproxy_sync_proxy_rules_duration_seconds</c>, the full or partial variant and
+    /// <c>proxyplanes_sync_total{kind,mode}</c>.
+    /// </summary>
+    public void RecordSync(TimeSpan duration, bool full, string mode)
+    {
+        double seconds = duration.TotalSeconds;
+        syncDuration.Observe(seconds);
+        (full ? syncFullDuration : syncPartialDuration).Observe(seconds);
+        syncs.WithLabels(full ? "full" : "partial", mode).Inc();
+    }
+
+    /// <summary>Duration of one sync phase (<see cref="PhasePlan"/>, <see cref="PhaseRender"/>, <see cref="PhaseApply"/>).</summary>
+    public void RecordPhase(string phase, string mode, TimeSpan duration) =>
+        syncPhaseDuration.WithLabels(mode, phase).Observe(duration.TotalSeconds);
+
+    /// <summary>A full sync started for <paramref name="reason"/> (<c>proxyplanes_sync_full_reason_total{reason}</c>).</summary>
+    public void FullSyncStarted(string reason) => fullSyncReasons.WithLabels(reason).Inc();
+
+    /// <summary>A periodic canary check ended with <paramref name="result"/>: intact, gone or error (<c>proxyplanes_sync_canary_checks_total{result}</c>).</summary>
+    public void CanaryChecked(string result) => canaryChecks.WithLabels(result).Inc();
+
+    /// <summary>A sync failed (<c>proxyplanes_sync_failures_total{mode}</c>).</summary>
+    public void SyncFailed(string mode) => syncFailures.WithLabels(mode).Inc();
+
+    /// <summary>Time from an object change to the rules being programmed.</summary>
+    public void RecordNetworkProgramming(TimeSpan latency) => networkProgrammingDuration.Observe(latency.TotalSeconds);
+
+    /// <summary>Sets <c>kubeproxy_sync_proxy_rules_last_timestamp_seconds</c> (unix seconds).</summary>
+    public void SetLastSyncTimestamp(DateTimeOffset time) => lastSyncTimestamp.Set(ToUnixSeconds(time));
+
+    /// <summary>Sets <c>kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds</c> (unix seconds).</summary>
+    public void SetLastQueuedTimestamp(DateTimeOffset time) => lastQueuedTimestamp.Set(ToUnixSeconds(time));
+
+    /// <summary>Sets the pending Service and Endpoint change gauges.</summary>
+    public void SetPendingChanges(int services, int endpoints)
+    {
+        serviceChangesPending.Set(services);
+        endpointChangesPending.Set(endpoints);
+    }
+
+    /// <summary>Adds to the cumulative Service and Endpoint change counters (negative values are ignored).</summary>
+    public void AddChanges(int services, int endpoints)
+    {
+        if (services > 0)
+        {
+            serviceChangesTotal.Inc(services);
+        }
+
+        if (endpoints > 0)
+        {
+            endpointChangesTotal.Inc(endpoints);
+        }
+    }
+
+    /// <summary>After a successful sync: how many changes (service + endpoint) it includes; compare with the change counters.</summary>
+    public void SetChangesApplied(long changes) => changesApplied.Set(changes);
+
+    /// <summary>Services with a Local traffic policy and no local endpoints, per policy (<c>internal</c>/<c>external</c>).</summary>
+    public void SetNoLocalEndpoints(string trafficPolicy, int count)
+    {
+        ArgumentNullException.ThrowIfNull(trafficPolicy);
+        noLocalEndpoints.WithLabels(trafficPolicy).Set(count);
+    }
+
+    /// <summary>The registry in the Prometheus text format 0.0.4, as <c>/metrics</c> serves it (for tests and logs).</summary>
+    public async Task<string> ExportTextAsync(CancellationToken cancellationToken = default)
+    {
+        using var stream = new MemoryStream();
+        await Registry.CollectAndExportAsTextAsync(stream, ExpositionFormat.PrometheusText, cancellationToken).ConfigureAwait(false);
+        return Encoding.UTF8.GetString(stream.GetBuffer(), 0, (int)stream.Length);
+    }
+
+    /// <summary>Nothing to release (the registry is garbage-collected with the instance); kept so callers can scope an instance.</summary>
+    public void Dispose()
+    {
+    }
+
+    /// <summary><c>start * factor^i</c> for i in [0, count), like Prometheus' <c>ExponentialBuckets</c>.</summary>
+    public static double[] ExponentialBuckets(double start, double factor, int count)
+    {
+        var buckets = new double[count];
+        double value = start;
+        for (int i = 0; i < count; i++)
+        {
+            buckets[i] = value;
+            value *= factor;
+        }
+
+        return buckets;
+    }
+
+    /// <summary><c>start + width*i</c> for i in [0, count), like Prometheus' <c>LinearBuckets</c>.</summary>
+    public static double[] LinearBuckets(double start, double width, int count)
+    {
+        var buckets = new double[count];
+        double value = start;
+        for (int i = 0; i < count; i++)
+        {
+            buckets[i] = value;
+            value += width;
+        }
+
+        return buckets;
+    }
+
+    private static HistogramConfiguration Buckets(IReadOnlyList<double> buckets) => new() { Buckets = [.. buckets] };
+
+    private static double ToUnixSeconds(DateTimeOffset time) => (time.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) / (double)TimeSpan.TicksPerSecond;
+}

@@ -1,0 +1,94 @@
+using System.Net;
+
+namespace ProxyPlanes.Model;
+
+/// <summary>
+/// The validated, backend-neutral view of one service port: everything a data plane needs
+/// to build frontends. Compared by value, so an update that changes nothing is dropped.
+/// </summary>
+public sealed record ServicePortInfo
+{
+    public required ServicePortName Name { get; init; }
+    public Protocol Protocol => Name.Protocol;
+    public required int Port { get; init; }
+
+    /// <summary>Cluster IPs of every family the service has (one per family).</summary>
+    public required EquatableArray<IPAddress> ClusterIPs { get; init; }
+
+    /// <summary>0 when the service has no node port.</summary>
+    public int NodePort { get; init; }
+
+    public EquatableArray<IPAddress> ExternalIPs { get; init; } = EquatableArray<IPAddress>.Empty;
+    public EquatableArray<IPAddress> LoadBalancerIPs { get; init; } = EquatableArray<IPAddress>.Empty;
+    public EquatableArray<IpPrefix> LoadBalancerSourceRanges { get; init; } = EquatableArray<IpPrefix>.Empty;
+
+    /// <summary>ClientIP affinity timeout; null when the service has no affinity.</summary>
+    public int? StickyTimeoutSeconds { get; init; }
+
+    public bool ExternalPolicyLocal { get; init; }
+    public bool InternalPolicyLocal { get; init; }
+    public int HealthCheckNodePort { get; init; }
+
+    /// <summary>Topology-aware routing asked for (hints or trafficDistribution: PreferClose).</summary>
+    public bool PreferClose { get; init; }
+
+    /// <summary>
+    /// Whether external traffic (node ports, external and load-balancer IPs) reaches this port.
+    /// </summary>
+    public bool HasExternalFrontends => NodePort != 0 || !ExternalIPs.IsEmpty || !LoadBalancerIPs.IsEmpty;
+
+    public override string ToString() => Name.ToString();
+}
+
+/// <summary>An address prefix such as 10.244.0.0/16, parsed once and compared by value.</summary>
+public readonly record struct IpPrefix(IPAddress Address, int Length)
+{
+    public IpFamily Family => Address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? IpFamily.IPv6 : IpFamily.IPv4;
+
+    public static bool TryParse(string text, out IpPrefix prefix)
+    {
+        prefix = default;
+        text = text.Trim();
+        var slash = text.IndexOf('/');
+        if (!TryParseAddress(slash < 0 ? text : text[..slash], out var address)) return false;
+        if (slash < 0)
+        {
+            // Accept a bare address as a host prefix, as kube-proxy does for source ranges.
+            prefix = new IpPrefix(address, address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128);
+            return true;
+        }
+        if (!IPNetwork.TryParse($"{address}/{text[(slash + 1)..]}", out var network)) return false;
+        prefix = new IpPrefix(network.BaseAddress, network.PrefixLength);
+        return true;
+    }
+
+    /// <summary>
+    /// An IP address as Kubernetes writes one: IPv4 only as four decimal parts, IPv6 without zone
+    /// or brackets. <see cref="IPAddress.TryParse(string?, out IPAddress?)"/> alone also takes
+    /// "10.96.0" (10.96.0.0), "10" (0.0.0.10), hex parts and reads "010" as octal.
+    /// </summary>
+    public static bool TryParseAddress(string text, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IPAddress? address)
+    {
+        address = null;
+        if (text.Contains(':'))
+            return text.IndexOfAny(['%', '[', ']']) < 0 && IPAddress.TryParse(text, out address);
+        var parts = text.Split('.');
+        if (parts.Length != 4) return false;
+        var bytes = new byte[4];
+        for (var i = 0; i < 4; i++)
+        {
+            // Leading zeros are decimal, as Kubernetes' ParseIPSloppy reads them.
+            if (parts[i].Length is 0 or > 3 || !byte.TryParse(parts[i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out bytes[i]))
+                return false;
+        }
+        address = new IPAddress(bytes);
+        return true;
+    }
+
+    public static IpPrefix Parse(string text) =>
+        TryParse(text, out var prefix) ? prefix : throw new FormatException($"'{text}' is not an IP prefix (CIDR)");
+
+    public bool Contains(IPAddress address) => new IPNetwork(Address, Length).Contains(address);
+
+    public override string ToString() => $"{Address}/{Length}";
+}

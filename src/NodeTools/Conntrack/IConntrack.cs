@@ -1,0 +1,11 @@
+namespace ProxyPlanes.NodeTools.Conntrack;
+
+/// <summary>Applies planned conntrack deletions to the kernel.</summary>
+public interface IConntrack
+{
+    /// <summary>
+    /// Deletes the flows each deletion matches. A deletion that matches nothing succeeds. Throws when a deletion
+    /// could not be applied (after trying the others); <see cref="OperationCanceledException"/> when cancelled.
+    /// </summary>
+    Task DeleteAsync(IReadOnlyList<ConntrackDeletion> deletions, CancellationToken cancellationToken);
+}
