@@ -1,11 +1,11 @@
 using System.Diagnostics;
 using System.Text;
 using Microsoft.Extensions.Logging;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.Iptables;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
-using ProxyPlanes.DataPlane;
 using ProxyPlanes.NodeTools;
-using ProxyPlanes.Iptables;
 
 namespace ProxyPlanes.Backends.Iptables;
 

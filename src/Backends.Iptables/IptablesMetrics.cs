@@ -15,10 +15,10 @@ public sealed class IptablesMetrics
     public const string PartialRestoreFailuresTotal = "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total";
     public const string RestoreFailuresTotal = "kubeproxy_sync_proxy_rules_iptables_restore_failures_total";
 
-    private readonly Gauge rulesTotal;
-    private readonly Gauge rulesLastSync;
-    private readonly Counter partialRestoreFailures;
-    private readonly Counter restoreFailures;
+    private readonly Gauge _rulesTotal;
+    private readonly Gauge _rulesLastSync;
+    private readonly Counter _partialRestoreFailures;
+    private readonly Counter _restoreFailures;
 
     /// <summary>Registers the metrics on <paramref name="metrics"/>' registry (or finds them there, if already registered).</summary>
     public IptablesMetrics(ProxyMetrics metrics)
@@ -26,10 +26,10 @@ public sealed class IptablesMetrics
         ArgumentNullException.ThrowIfNull(metrics);
         var factory = metrics.Factory;
         // kube-proxy names this gauge ..._total; promtool's lint about it is expected.
-        rulesTotal = factory.CreateGauge(RulesTotal, "Total number of iptables rules owned by kube-proxy", ["table"]);
-        rulesLastSync = factory.CreateGauge(RulesLastSync, "Number of iptables rules written by kube-proxy in last sync", ["table"]);
-        partialRestoreFailures = factory.CreateCounter(PartialRestoreFailuresTotal, "Cumulative proxy iptables partial restore failures");
-        restoreFailures = factory.CreateCounter(RestoreFailuresTotal, "Cumulative proxy iptables restore failures");
+        _rulesTotal = factory.CreateGauge(RulesTotal, "Total number of iptables rules owned by kube-proxy", ["table"]);
+        _rulesLastSync = factory.CreateGauge(RulesLastSync, "Number of iptables rules written by kube-proxy in last sync", ["table"]);
+        _partialRestoreFailures = factory.CreateCounter(PartialRestoreFailuresTotal, "Cumulative proxy iptables partial restore failures");
+        _restoreFailures = factory.CreateCounter(RestoreFailuresTotal, "Cumulative proxy iptables restore failures");
     }
 
     /// <summary>
@@ -39,8 +39,8 @@ public sealed class IptablesMetrics
     public void SetRules(string table, int total, int lastWritten)
     {
         ArgumentNullException.ThrowIfNull(table);
-        rulesTotal.WithLabels(table).Set(total);
-        rulesLastSync.WithLabels(table).Set(lastWritten);
+        _rulesTotal.WithLabels(table).Set(total);
+        _rulesLastSync.WithLabels(table).Set(lastWritten);
     }
 
     /// <summary>
@@ -52,9 +52,9 @@ public sealed class IptablesMetrics
     {
         if (partial)
         {
-            partialRestoreFailures.Inc();
+            _partialRestoreFailures.Inc();
         }
 
-        restoreFailures.Inc();
+        _restoreFailures.Inc();
     }
 }

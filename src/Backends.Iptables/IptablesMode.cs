@@ -1,9 +1,9 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Metrics;
-using ProxyPlanes.Model;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Backends.Iptables;

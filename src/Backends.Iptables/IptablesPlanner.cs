@@ -2,9 +2,9 @@ using System.Collections.Immutable;
 using System.Globalization;
 using System.Net;
 using System.Text;
-using ProxyPlanes.Model;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Iptables;
 

@@ -1,10 +1,10 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using ProxyPlanes.Model;
 using ProxyPlanes.DataPlane;
-using ProxyPlanes.NodeTools;
 using ProxyPlanes.Iptables;
+using ProxyPlanes.Model;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Backends.Ipvs;
 

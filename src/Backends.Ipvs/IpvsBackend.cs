@@ -1,10 +1,10 @@
 using System.Diagnostics;
 using System.Text;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Metrics;
-using ProxyPlanes.Model;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Ipvs;
 

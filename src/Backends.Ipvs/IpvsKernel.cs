@@ -1,9 +1,9 @@
 using System.Net;
-using ProxyPlanes.Model;
 using ProxyPlanes.DataPlane;
-using ProxyPlanes.NodeTools;
 using ProxyPlanes.Iptables;
+using ProxyPlanes.Model;
 using ProxyPlanes.Netlink;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Backends.Ipvs;
 

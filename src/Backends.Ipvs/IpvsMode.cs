@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Logging;
+using ProxyPlanes.DataPlane;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
-using ProxyPlanes.DataPlane;
 using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Backends.Ipvs;

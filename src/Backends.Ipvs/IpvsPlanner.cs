@@ -3,8 +3,8 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using ProxyPlanes.Model;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Ipvs;
 

@@ -1,7 +1,7 @@
 using System.Collections.Immutable;
 using System.Net;
-using ProxyPlanes.Model;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Ipvs;
 

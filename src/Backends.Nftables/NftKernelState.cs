@@ -1,8 +1,8 @@
 using System.Collections.Immutable;
 using System.Text;
 using System.Text.Json;
-using ProxyPlanes.Model;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Nftables;
 

@@ -1,6 +1,6 @@
 using System.Text;
-using ProxyPlanes.Model;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Nftables;
 

@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
-using ProxyPlanes.Model;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Nftables;
 

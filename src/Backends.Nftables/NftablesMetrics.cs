@@ -14,33 +14,33 @@ public sealed class NftablesMetrics
     public const string CleanupFailuresTotal = "kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total";
     public const string Objects = "proxyplanes_nftables_objects";
 
-    private readonly Counter syncFailures;
-    private readonly Counter cleanupFailures;
-    private readonly Gauge objects;
+    private readonly Counter _syncFailures;
+    private readonly Counter _cleanupFailures;
+    private readonly Gauge _objects;
 
     /// <summary>Registers the metrics on <paramref name="metrics"/>' registry (or finds them there, if already registered).</summary>
     public NftablesMetrics(ProxyMetrics metrics)
     {
         ArgumentNullException.ThrowIfNull(metrics);
         var factory = metrics.Factory;
-        syncFailures = factory.CreateCounter(SyncFailuresTotal, "Cumulative proxy nftables sync failures");
-        cleanupFailures = factory.CreateCounter(CleanupFailuresTotal, "Cumulative proxy nftables cleanup failures");
-        objects = factory.CreateGauge(
+        _syncFailures = factory.CreateCounter(SyncFailuresTotal, "Cumulative proxy nftables sync failures");
+        _cleanupFailures = factory.CreateCounter(CleanupFailuresTotal, "Cumulative proxy nftables cleanup failures");
+        _objects = factory.CreateGauge(
             Objects, "Objects in the proxy's nftables tables after the last sync, by kind (chains, rules, sets, elements)", ["kind"]);
     }
 
     /// <summary>What the nftables mode holds in the kernel after a sync.</summary>
     public void SetObjects(int chains, int rules, int sets, int elements)
     {
-        objects.WithLabels("chains").Set(chains);
-        objects.WithLabels("rules").Set(rules);
-        objects.WithLabels("sets").Set(sets);
-        objects.WithLabels("elements").Set(elements);
+        _objects.WithLabels("chains").Set(chains);
+        _objects.WithLabels("rules").Set(rules);
+        _objects.WithLabels("sets").Set(sets);
+        _objects.WithLabels("elements").Set(elements);
     }
 
     /// <summary>An nftables transaction failed.</summary>
-    public void SyncFailed() => syncFailures.Inc();
+    public void SyncFailed() => _syncFailures.Inc();
 
     /// <summary>Cleaning up nftables state failed.</summary>
-    public void CleanupFailed() => cleanupFailures.Inc();
+    public void CleanupFailed() => _cleanupFailures.Inc();
 }

@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
+using ProxyPlanes.DataPlane;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
-using ProxyPlanes.DataPlane;
 using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Backends.Nftables;

@@ -47,20 +47,20 @@ internal static class ProcessMetrics
     private static double ReadMaxOpenFiles()
     {
         const string prefix = "Max open files";
-        foreach (string line in File.ReadLines("/proc/self/limits"))
+        foreach (var line in File.ReadLines("/proc/self/limits"))
         {
             if (!line.StartsWith(prefix, StringComparison.Ordinal))
             {
                 continue;
             }
 
-            string soft = line[prefix.Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? "";
+            var soft = line[prefix.Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? "";
             if (soft == "unlimited")
             {
                 return double.PositiveInfinity;
             }
 
-            if (double.TryParse(soft, NumberStyles.Integer, CultureInfo.InvariantCulture, out double limit))
+            if (double.TryParse(soft, NumberStyles.Integer, CultureInfo.InvariantCulture, out var limit))
             {
                 return limit;
             }

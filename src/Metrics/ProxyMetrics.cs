@@ -49,23 +49,23 @@ public sealed class ProxyMetrics : IDisposable
     public const string SyncFullReasonTotal = "proxyplanes_sync_full_reason_total";
     public const string CanaryChecksTotal = "proxyplanes_sync_canary_checks_total";
 
-    private readonly Histogram syncDuration;
-    private readonly Histogram syncFullDuration;
-    private readonly Histogram syncPartialDuration;
-    private readonly Histogram networkProgrammingDuration;
-    private readonly Histogram syncPhaseDuration;
-    private readonly Gauge lastSyncTimestamp;
-    private readonly Gauge lastQueuedTimestamp;
-    private readonly Gauge endpointChangesPending;
-    private readonly Counter endpointChangesTotal;
-    private readonly Gauge serviceChangesPending;
-    private readonly Counter serviceChangesTotal;
-    private readonly Gauge noLocalEndpoints;
-    private readonly Gauge changesApplied;
-    private readonly Counter syncFailures;
-    private readonly Counter syncs;
-    private readonly Counter fullSyncReasons;
-    private readonly Counter canaryChecks;
+    private readonly Histogram _syncDuration;
+    private readonly Histogram _syncFullDuration;
+    private readonly Histogram _syncPartialDuration;
+    private readonly Histogram _networkProgrammingDuration;
+    private readonly Histogram _syncPhaseDuration;
+    private readonly Gauge _lastSyncTimestamp;
+    private readonly Gauge _lastQueuedTimestamp;
+    private readonly Gauge _endpointChangesPending;
+    private readonly Counter _endpointChangesTotal;
+    private readonly Gauge _serviceChangesPending;
+    private readonly Counter _serviceChangesTotal;
+    private readonly Gauge _noLocalEndpoints;
+    private readonly Gauge _changesApplied;
+    private readonly Counter _syncFailures;
+    private readonly Counter _syncs;
+    private readonly Counter _fullSyncReasons;
+    private readonly Counter _canaryChecks;
 
     static ProxyMetrics()
     {
@@ -81,45 +81,45 @@ public sealed class ProxyMetrics : IDisposable
         Registry = Prometheus.Metrics.NewCustomRegistry();
         Factory = Prometheus.Metrics.WithCustomRegistry(Registry);
 
-        syncDuration = Factory.CreateHistogram(
+        _syncDuration = Factory.CreateHistogram(
             SyncProxyRulesDuration, "SyncProxyRules latency in seconds", labelNames: [], Buckets(SyncDurationBuckets));
-        syncFullDuration = Factory.CreateHistogram(
+        _syncFullDuration = Factory.CreateHistogram(
             SyncFullProxyRulesDuration, "SyncProxyRules latency in seconds for full resyncs", labelNames: [], Buckets(SyncDurationBuckets));
-        syncPartialDuration = Factory.CreateHistogram(
+        _syncPartialDuration = Factory.CreateHistogram(
             SyncPartialProxyRulesDuration, "SyncProxyRules latency in seconds for partial resyncs", labelNames: [], Buckets(SyncDurationBuckets));
-        networkProgrammingDuration = Factory.CreateHistogram(
+        _networkProgrammingDuration = Factory.CreateHistogram(
             NetworkProgrammingDuration, "In Cluster Network Programming Latency in seconds", labelNames: [], Buckets(NetworkProgrammingBuckets));
 
-        lastSyncTimestamp = Factory.CreateGauge(SyncProxyRulesLastTimestamp, "The last time proxy rules were successfully synced");
-        lastQueuedTimestamp = Factory.CreateGauge(SyncProxyRulesLastQueuedTimestamp, "The last time a sync of proxy rules was queued");
-        endpointChangesPending = Factory.CreateGauge(EndpointChangesPending, "Pending proxy rules Endpoint changes");
-        endpointChangesTotal = Factory.CreateCounter(EndpointChangesTotal, "Cumulative proxy rules Endpoint changes");
-        serviceChangesPending = Factory.CreateGauge(ServiceChangesPending, "Pending proxy rules Service changes");
-        serviceChangesTotal = Factory.CreateCounter(ServiceChangesTotal, "Cumulative proxy rules Service changes");
+        _lastSyncTimestamp = Factory.CreateGauge(SyncProxyRulesLastTimestamp, "The last time proxy rules were successfully synced");
+        _lastQueuedTimestamp = Factory.CreateGauge(SyncProxyRulesLastQueuedTimestamp, "The last time a sync of proxy rules was queued");
+        _endpointChangesPending = Factory.CreateGauge(EndpointChangesPending, "Pending proxy rules Endpoint changes");
+        _endpointChangesTotal = Factory.CreateCounter(EndpointChangesTotal, "Cumulative proxy rules Endpoint changes");
+        _serviceChangesPending = Factory.CreateGauge(ServiceChangesPending, "Pending proxy rules Service changes");
+        _serviceChangesTotal = Factory.CreateCounter(ServiceChangesTotal, "Cumulative proxy rules Service changes");
 
         // kube-proxy names this gauge ..._total; promtool's lint about it is expected.
-        noLocalEndpoints = Factory.CreateGauge(
+        _noLocalEndpoints = Factory.CreateGauge(
             NoLocalEndpointsTotal, "Number of services with a Local traffic policy and no endpoints", ["traffic_policy"]);
-        noLocalEndpoints.WithLabels(TrafficPolicyInternal).Set(0);
-        noLocalEndpoints.WithLabels(TrafficPolicyExternal).Set(0);
+        _noLocalEndpoints.WithLabels(TrafficPolicyInternal).Set(0);
+        _noLocalEndpoints.WithLabels(TrafficPolicyExternal).Set(0);
 
-        changesApplied = Factory.CreateGauge(
+        _changesApplied = Factory.CreateGauge(
             ChangesApplied,
             "Service and endpoint changes (as counted by the _changes_total counters) that the last successful sync put in the kernel");
         // Label names in alphabetical order: the exposition prints them in declaration order.
-        syncPhaseDuration = Factory.CreateHistogram(
+        _syncPhaseDuration = Factory.CreateHistogram(
             SyncPhaseDuration,
             "Duration of one phase (plan, render, apply) of a proxy rules sync in seconds",
             ["mode", "phase"],
             Buckets(SyncDurationBuckets));
-        syncFailures = Factory.CreateCounter(SyncFailuresTotal, "Cumulative failed proxy rules syncs", ["mode"]);
-        syncs = Factory.CreateCounter(SyncTotal, "Cumulative proxy rules syncs by kind (full or partial)", ["kind", "mode"]);
-        fullSyncReasons = Factory.CreateCounter(
+        _syncFailures = Factory.CreateCounter(SyncFailuresTotal, "Cumulative failed proxy rules syncs", ["mode"]);
+        _syncs = Factory.CreateCounter(SyncTotal, "Cumulative proxy rules syncs by kind (full or partial)", ["kind", "mode"]);
+        _fullSyncReasons = Factory.CreateCounter(
             SyncFullReasonTotal,
             "Cumulative full proxy rules syncs by the reason they ran (start, failure, flush, node-changed, hourly)",
             ["reason"]);
 
-        canaryChecks = Factory.CreateCounter(
+        _canaryChecks = Factory.CreateCounter(
             CanaryChecksTotal, "Cumulative periodic checks of the data plane's canary by result (intact, gone, error)", ["result"]);
 
         ProcessMetrics.Register(Registry);
@@ -155,39 +155,39 @@ public sealed class ProxyMetrics : IDisposable
     /// </summary>
     public void RecordSync(TimeSpan duration, bool full, string mode)
     {
-        double seconds = duration.TotalSeconds;
-        syncDuration.Observe(seconds);
-        (full ? syncFullDuration : syncPartialDuration).Observe(seconds);
-        syncs.WithLabels(full ? "full" : "partial", mode).Inc();
+        var seconds = duration.TotalSeconds;
+        _syncDuration.Observe(seconds);
+        (full ? _syncFullDuration : _syncPartialDuration).Observe(seconds);
+        _syncs.WithLabels(full ? "full" : "partial", mode).Inc();
     }
 
     /// <summary>Duration of one sync phase (<see cref="PhasePlan"/>, <see cref="PhaseRender"/>, <see cref="PhaseApply"/>).</summary>
     public void RecordPhase(string phase, string mode, TimeSpan duration) =>
-        syncPhaseDuration.WithLabels(mode, phase).Observe(duration.TotalSeconds);
+        _syncPhaseDuration.WithLabels(mode, phase).Observe(duration.TotalSeconds);
 
     /// <summary>A full sync started for <paramref name="reason"/> (<c>proxyplanes_sync_full_reason_total{reason}</c>).</summary>
-    public void FullSyncStarted(string reason) => fullSyncReasons.WithLabels(reason).Inc();
+    public void FullSyncStarted(string reason) => _fullSyncReasons.WithLabels(reason).Inc();
 
     /// <summary>A periodic canary check ended with <paramref name="result"/>: intact, gone or error (<c>proxyplanes_sync_canary_checks_total{result}</c>).</summary>
-    public void CanaryChecked(string result) => canaryChecks.WithLabels(result).Inc();
+    public void CanaryChecked(string result) => _canaryChecks.WithLabels(result).Inc();
 
     /// <summary>A sync failed (<c>proxyplanes_sync_failures_total{mode}</c>).</summary>
-    public void SyncFailed(string mode) => syncFailures.WithLabels(mode).Inc();
+    public void SyncFailed(string mode) => _syncFailures.WithLabels(mode).Inc();
 
     /// <summary>Time from an object change to the rules being programmed.</summary>
-    public void RecordNetworkProgramming(TimeSpan latency) => networkProgrammingDuration.Observe(latency.TotalSeconds);
+    public void RecordNetworkProgramming(TimeSpan latency) => _networkProgrammingDuration.Observe(latency.TotalSeconds);
 
     /// <summary>Sets <c>kubeproxy_sync_proxy_rules_last_timestamp_seconds</c> (unix seconds).</summary>
-    public void SetLastSyncTimestamp(DateTimeOffset time) => lastSyncTimestamp.Set(ToUnixSeconds(time));
+    public void SetLastSyncTimestamp(DateTimeOffset time) => _lastSyncTimestamp.Set(ToUnixSeconds(time));
 
     /// <summary>Sets <c>kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds</c> (unix seconds).</summary>
-    public void SetLastQueuedTimestamp(DateTimeOffset time) => lastQueuedTimestamp.Set(ToUnixSeconds(time));
+    public void SetLastQueuedTimestamp(DateTimeOffset time) => _lastQueuedTimestamp.Set(ToUnixSeconds(time));
 
     /// <summary>Sets the pending Service and Endpoint change gauges.</summary>
     public void SetPendingChanges(int services, int endpoints)
     {
-        serviceChangesPending.Set(services);
-        endpointChangesPending.Set(endpoints);
+        _serviceChangesPending.Set(services);
+        _endpointChangesPending.Set(endpoints);
     }
 
     /// <summary>Adds to the cumulative Service and Endpoint change counters (negative values are ignored).</summary>
@@ -195,23 +195,23 @@ public sealed class ProxyMetrics : IDisposable
     {
         if (services > 0)
         {
-            serviceChangesTotal.Inc(services);
+            _serviceChangesTotal.Inc(services);
         }
 
         if (endpoints > 0)
         {
-            endpointChangesTotal.Inc(endpoints);
+            _endpointChangesTotal.Inc(endpoints);
         }
     }
 
     /// <summary>After a successful sync: how many changes (service + endpoint) it includes; compare with the change counters.</summary>
-    public void SetChangesApplied(long changes) => changesApplied.Set(changes);
+    public void SetChangesApplied(long changes) => _changesApplied.Set(changes);
 
     /// <summary>Services with a Local traffic policy and no local endpoints, per policy (<c>internal</c>/<c>external</c>).</summary>
     public void SetNoLocalEndpoints(string trafficPolicy, int count)
     {
         ArgumentNullException.ThrowIfNull(trafficPolicy);
-        noLocalEndpoints.WithLabels(trafficPolicy).Set(count);
+        _noLocalEndpoints.WithLabels(trafficPolicy).Set(count);
     }
 
     /// <summary>The registry in the Prometheus text format 0.0.4, as <c>/metrics</c> serves it (for tests and logs).</summary>
@@ -231,8 +231,8 @@ public sealed class ProxyMetrics : IDisposable
     public static double[] ExponentialBuckets(double start, double factor, int count)
     {
         var buckets = new double[count];
-        double value = start;
-        for (int i = 0; i < count; i++)
+        var value = start;
+        for (var i = 0; i < count; i++)
         {
             buckets[i] = value;
             value *= factor;
@@ -245,8 +245,8 @@ public sealed class ProxyMetrics : IDisposable
     public static double[] LinearBuckets(double start, double width, int count)
     {
         var buckets = new double[count];
-        double value = start;
-        for (int i = 0; i < count; i++)
+        var value = start;
+        for (var i = 0; i < count; i++)
         {
             buckets[i] = value;
             value += width;

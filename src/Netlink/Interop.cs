@@ -52,7 +52,7 @@ internal static unsafe partial class Interop
     /// <summary>Opens a netlink socket of <paramref name="protocol"/> (NETLINK_ROUTE, NETLINK_GENERIC), close-on-exec.</summary>
     internal static SafeNetlinkHandle OpenNetlinkSocket(int protocol)
     {
-        SafeNetlinkHandle handle = SocketCore(Socket.AF_NETLINK, Socket.SOCK_RAW | Socket.SOCK_CLOEXEC, protocol);
+        var handle = SocketCore(Socket.AF_NETLINK, Socket.SOCK_RAW | Socket.SOCK_CLOEXEC, protocol);
         if (handle.IsInvalid)
         {
             Exception error = GetExceptionForLastError($"socket(AF_NETLINK, {NetlinkErrors.ProtocolName(protocol)})");
@@ -72,7 +72,7 @@ internal static unsafe partial class Interop
             throw GetExceptionForLastError("bind(AF_NETLINK)");
         }
 
-        int length = sizeof(SockaddrNl);
+        var length = sizeof(SockaddrNl);
         if (GetSockNameCore(fd, &address, &length) != 0)
         {
             throw GetExceptionForLastError("getsockname(AF_NETLINK)");
@@ -89,7 +89,7 @@ internal static unsafe partial class Interop
 
     internal static void SetSocketOption(SafeNetlinkHandle fd, int level, int name, int value, string description)
     {
-        int errno = TrySetSocketOption(fd, level, name, value);
+        var errno = TrySetSocketOption(fd, level, name, value);
         if (errno != 0)
         {
             throw GetExceptionForErrno(errno, $"setsockopt({description}, {value})");
@@ -113,7 +113,7 @@ internal static unsafe partial class Interop
         {
             while (true)
             {
-                nint sent = SendToCore(fd, buffer, datagram.Length, 0, &kernel, sizeof(SockaddrNl));
+                var sent = SendToCore(fd, buffer, datagram.Length, 0, &kernel, sizeof(SockaddrNl));
                 if (sent >= 0)
                 {
                     if (sent != datagram.Length)
@@ -124,7 +124,7 @@ internal static unsafe partial class Interop
                     return;
                 }
 
-                int errno = Marshal.GetLastPInvokeError();
+                var errno = Marshal.GetLastPInvokeError();
                 if (errno != Errno.EINTR)
                 {
                     throw new NetlinkException(errno, $"{operation}: sendto");
@@ -144,14 +144,14 @@ internal static unsafe partial class Interop
             while (true)
             {
                 var from = default(SockaddrNl);
-                int fromLength = sizeof(SockaddrNl);
-                nint received = RecvFromCore(fd, data, buffer.Length, flags | Socket.MSG_TRUNC, &from, &fromLength);
+                var fromLength = sizeof(SockaddrNl);
+                var received = RecvFromCore(fd, data, buffer.Length, flags | Socket.MSG_TRUNC, &from, &fromLength);
                 if (received >= 0)
                 {
                     return (int)received;
                 }
 
-                int errno = Marshal.GetLastPInvokeError();
+                var errno = Marshal.GetLastPInvokeError();
                 if (errno != Errno.EINTR)
                 {
                     return -errno;

@@ -232,10 +232,10 @@ public sealed class IpvsClient : IDisposable
     {
         if (!message.Attributes(LinuxUapi.GenericNetlink.GENL_HDRLEN).TryFind(IPVS_CMD_ATTR_SERVICE, out var nest))
             throw new NetlinkProtocolException("IPVS service message without IPVS_CMD_ATTR_SERVICE");
-        int family = Sock.AF_INET;
+        var family = Sock.AF_INET;
         ushort protocol = 0, port = 0;
         uint fwmark = 0, flags = 0, timeout = 0, netmask = 0;
-        string scheduler = "";
+        var scheduler = "";
         // The address is read after the loop: its family may come later in the message.
         ReadOnlySpan<byte> rawAddress = default;
         foreach (var a in nest.Nested)
@@ -263,10 +263,10 @@ public sealed class IpvsClient : IDisposable
     {
         if (!message.Attributes(LinuxUapi.GenericNetlink.GENL_HDRLEN).TryFind(IPVS_CMD_ATTR_DEST, out var nest))
             throw new NetlinkProtocolException("IPVS destination message without IPVS_CMD_ATTR_DEST");
-        int family = serviceFamily;
+        var family = serviceFamily;
         ushort port = 0;
         uint method = 0, upper = 0, lower = 0, active = 0, inactive = 0, persistent = 0;
-        int weight = 0;
+        var weight = 0;
         ReadOnlySpan<byte> rawAddress = default;
         foreach (var a in nest.Nested)
         {

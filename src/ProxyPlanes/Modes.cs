@@ -2,10 +2,10 @@ using Microsoft.Extensions.Logging;
 using ProxyPlanes.Backends.Iptables;
 using ProxyPlanes.Backends.Ipvs;
 using ProxyPlanes.Backends.Nftables;
-using ProxyPlanes.Metrics;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes;
 

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using ProxyPlanes;
-using ProxyPlanes.Sources.Manifests;
 using ProxyPlanes.NodeTools;
+using ProxyPlanes.Sources.Manifests;
 
 var flags = new ProxyFlags();
 var root = new RootCommand("ProxyPlanes: a Kubernetes service proxy with interchangeable data planes (iptables, nftables, ipvs, ebpf)");

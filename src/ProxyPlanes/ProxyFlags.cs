@@ -1,11 +1,11 @@
 using System.CommandLine;
 using System.Net;
 using ProxyPlanes.Config;
-using ProxyPlanes.Web;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 using ProxyPlanes.NodeTools;
+using ProxyPlanes.Web;
 
 namespace ProxyPlanes;
 

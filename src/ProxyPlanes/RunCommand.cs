@@ -2,15 +2,15 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.NodeTools.Conntrack;
-using ProxyPlanes.Web;
-using ProxyPlanes.Metrics;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Iptables;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
+using ProxyPlanes.NodeTools.Conntrack;
 using ProxyPlanes.Sources.Kubernetes;
 using ProxyPlanes.Sources.Manifests;
-using ProxyPlanes.Iptables;
+using ProxyPlanes.Web;
 
 namespace ProxyPlanes;
 

@@ -67,11 +67,11 @@ public sealed partial class ClusterSandbox
                 throw new InvalidOperationException($"No inter-node addresses left (at most {MaxRemoteNodes} remote nodes per sandbox).");
             }
 
-            int index = _nextRemoteNodeIndex++;
-            string owner = $"node/{name}";
+            var index = _nextRemoteNodeIndex++;
+            var owner = $"node/{name}";
             try
             {
-                RemoteNode node = await CreateRemoteNodeAsync(name, index, owner, cancellationToken).ConfigureAwait(false);
+                var node = await CreateRemoteNodeAsync(name, index, owner, cancellationToken).ConfigureAwait(false);
                 lock (_gate)
                 {
                     _remoteNodes.Add(node);
@@ -98,7 +98,7 @@ public sealed partial class ClusterSandbox
 
     private async Task<RemoteNode> CreateRemoteNodeAsync(string name, int index, string owner, CancellationToken cancellationToken)
     {
-        int octet = index + 2;
+        var octet = index + 2;
         var node = new RemoteNode(
             this,
             name,
@@ -107,7 +107,7 @@ public sealed partial class ClusterSandbox
             hostInterface: $"vnode{index}",
             podSubnetOctet: octet);
 
-        NetworkNamespace ns = await CreateNamespaceAsync(name, owner, cancellationToken).ConfigureAwait(false);
+        var ns = await CreateNamespaceAsync(name, owner, cancellationToken).ConfigureAwait(false);
         node.Namespace = ns;
 
         // A router like the node: it forwards between the link to the node and its pods.

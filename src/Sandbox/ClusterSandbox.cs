@@ -175,11 +175,11 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
                 sandbox.RegisterExitCleanup();
             }
 
-            NetworkNamespace node = await sandbox.CreateNamespaceAsync("node", owner: "node", cancellationToken).ConfigureAwait(false);
+            var node = await sandbox.CreateNamespaceAsync("node", owner: "node", cancellationToken).ConfigureAwait(false);
             sandbox._node = node;
             await node.CheckedExecAsync(["sysctl", "-qw", .. RouterSysctls], timeout: null, cancellationToken).ConfigureAwait(false);
 
-            ExternalClient client = await sandbox.AddExternalClientCoreAsync("client", $"{sandbox.Prefix}-client", cancellationToken).ConfigureAwait(false);
+            var client = await sandbox.AddExternalClientCoreAsync("client", $"{sandbox.Prefix}-client", cancellationToken).ConfigureAwait(false);
 
             // The node's own connections to service VIPs must be routable before OUTPUT DNAT rewrites them; a default
             // route towards the client does that. Un-NATed VIP traffic then dies at the client (forwarding off there).
@@ -296,7 +296,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
     /// </summary>
     public async ValueTask DisposeAsync()
     {
-        bool acquired = await _mutation.WaitAsync(DisposeWaitForMutation).ConfigureAwait(false);
+        var acquired = await _mutation.WaitAsync(DisposeWaitForMutation).ConfigureAwait(false);
         try
         {
             await Task.Run(() => TearDown(throwOnError: true)).ConfigureAwait(false);
@@ -316,9 +316,9 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
 
     private static string NewPrefix()
     {
-        for (int attempt = 0; attempt < 16; attempt++)
+        for (var attempt = 0; attempt < 16; attempt++)
         {
-            string prefix = "pp" + RandomNumberGenerator.GetHexString(5, lowercase: true);
+            var prefix = "pp" + RandomNumberGenerator.GetHexString(5, lowercase: true);
             if (!NetworkNamespace.ListNames().Any(n => n.StartsWith(prefix + "-", StringComparison.Ordinal)))
             {
                 return prefix;
@@ -336,14 +336,14 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
         }
 
         var errors = new List<Exception>();
-        foreach (string name in NetworkNamespace.ListNames().Where(n => n.StartsWith(prefix + "-", StringComparison.Ordinal)))
+        foreach (var name in NetworkNamespace.ListNames().Where(n => n.StartsWith(prefix + "-", StringComparison.Ordinal)))
         {
             try
             {
-                ExecResult pids = NetworkNamespace.Ip(["netns", "pids", name]);
-                foreach (string line in pids.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                var pids = NetworkNamespace.Ip(["netns", "pids", name]);
+                foreach (var line in pids.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 {
-                    if (int.TryParse(line, out int pid) && pid > 1 && pid != Environment.ProcessId)
+                    if (int.TryParse(line, out var pid) && pid > 1 && pid != Environment.ProcessId)
                     {
                         Interop.Kill(pid, Interop.SIGKILL);
                     }
@@ -357,7 +357,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             }
         }
 
-        foreach (string dir in RunTempDirectories(prefix))
+        foreach (var dir in RunTempDirectories(prefix))
         {
             try
             {
@@ -394,7 +394,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             return;
         }
 
-        ExecResult result = NetworkNamespace.Ip(["netns", "del", name]);
+        var result = NetworkNamespace.Ip(["netns", "del", name]);
         if (!result.Succeeded && NetworkNamespace.Exists(name))
         {
             throw new SandboxCommandException($"ip netns del {name}", result);
@@ -414,8 +414,8 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
     {
         ValidateMemberName(name);
         ArgumentNullException.ThrowIfNull(ports);
-        int[] podPorts = ports.Length == 0 ? [8080] : ports.ToArray();
-        foreach (int port in podPorts)
+        var podPorts = ports.Length == 0 ? [8080] : ports.ToArray();
+        foreach (var port in podPorts)
         {
             ArgumentOutOfRangeException.ThrowIfLessThan(port, 1, nameof(ports));
             ArgumentOutOfRangeException.ThrowIfGreaterThan(port, 65535, nameof(ports));
@@ -443,20 +443,20 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
                 }
             }
 
-            int index = remoteNode?.NextPodIndex ?? _nextPodIndex;
+            var index = remoteNode?.NextPodIndex ?? _nextPodIndex;
             if (index >= MaxPods)
             {
                 throw new InvalidOperationException($"Node {remoteNode?.Name ?? NodeName} has no pod addresses left (at most {MaxPods} pods per node).");
             }
 
             SetNextPodIndex(remoteNode, index + 1);
-            string owner = $"pod/{name}";
+            var owner = $"pod/{name}";
             try
             {
-                PodSite site = remoteNode is null
+                var site = remoteNode is null
                     ? new PodSite(Node, NodeName, NodeSideGateway, NodeSideGatewayV6, "10.244.1.", "fd00:10:244:1::")
                     : new PodSite(remoteNode.Namespace, remoteNode.Name, remoteNode.PodGatewayIp, remoteNode.PodGatewayIpv6, remoteNode.PodAddressPrefix, remoteNode.PodAddressPrefixV6);
-                SandboxPod pod = await CreatePodAsync(name, index, podPorts, owner, site, cancellationToken).ConfigureAwait(false);
+                var pod = await CreatePodAsync(name, index, podPorts, owner, site, cancellationToken).ConfigureAwait(false);
                 lock (_gate)
                 {
                     _pods.Add(name, pod);
@@ -495,11 +495,11 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
 
     private async Task<SandboxPod> CreatePodAsync(string name, int index, int[] ports, string owner, PodSite site, CancellationToken cancellationToken)
     {
-        string ip = $"{site.AddressPrefix}{index + 2}";
-        string ipv6 = $"{site.AddressPrefixV6}{index + 2}";
-        string hostInterface = $"vpod{index}";
+        var ip = $"{site.AddressPrefix}{index + 2}";
+        var ipv6 = $"{site.AddressPrefixV6}{index + 2}";
+        var hostInterface = $"vpod{index}";
 
-        NetworkNamespace ns = await CreateNamespaceAsync($"pod-{name}", owner, cancellationToken).ConfigureAwait(false);
+        var ns = await CreateNamespaceAsync($"pod-{name}", owner, cancellationToken).ConfigureAwait(false);
 
         // bindv6only: lets one httpd bind 0.0.0.0:PORT and another [::]:PORT, so REMOTE_ADDR is never v4-mapped.
         await ns.CheckedExecAsync(
@@ -514,18 +514,18 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             cancellationToken).ConfigureAwait(false);
         await LinkToNodeAsync(site.Router, ns, owner, hostInterface, site.Gateway, site.GatewayV6, ip, ipv6, cancellationToken).ConfigureAwait(false);
 
-        string directory = CreateContentDirectory(name, owner);
+        var directory = CreateContentDirectory(name, owner);
 
         var servers = new List<SandboxProcess>();
-        foreach (int port in ports)
+        foreach (var port in ports)
         {
-            foreach (string bind in new[] { $"0.0.0.0:{port}", $"[::]:{port}" })
+            foreach (var bind in new[] { $"0.0.0.0:{port}", $"[::]:{port}" })
             {
                 servers.Add(ns.StartProcess(_options.BusyboxPath, ["httpd", "-f", "-p", bind, "-h", directory]));
             }
         }
 
-        for (int i = 0; i < ports.Length; i++)
+        for (var i = 0; i < ports.Length; i++)
         {
             await WaitUntilListeningAsync(ns, name, servers[2 * i], IPAddress.Loopback, ports[i], cancellationToken).ConfigureAwait(false);
             await WaitUntilListeningAsync(ns, name, servers[(2 * i) + 1], IPAddress.IPv6Loopback, ports[i], cancellationToken).ConfigureAwait(false);
@@ -533,9 +533,9 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
 
         if (_options.UdpResponders)
         {
-            foreach (int port in ports)
+            foreach (var port in ports)
             {
-                UdpResponder responder = UdpResponder.Start(ns, name, port);
+                var responder = UdpResponder.Start(ns, name, port);
                 Track(owner, $"UDP responder {name}:{port}", responder.Dispose);
             }
         }
@@ -545,7 +545,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
 
     private string CreateContentDirectory(string podName, string owner)
     {
-        DirectoryInfo directory = Directory.CreateTempSubdirectory($"{Prefix}-{podName}-");
+        var directory = Directory.CreateTempSubdirectory($"{Prefix}-{podName}-");
         Track(owner, $"directory {directory.FullName}", () =>
         {
             if (Directory.Exists(directory.FullName))
@@ -555,8 +555,8 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
         });
 
         // The directory is 0700; httpd runs as root, so that is fine.
-        string cgiBin = Directory.CreateDirectory(Path.Combine(directory.FullName, "cgi-bin")).FullName;
-        string who = Path.Combine(cgiBin, "who");
+        var cgiBin = Directory.CreateDirectory(Path.Combine(directory.FullName, "cgi-bin")).FullName;
+        var who = Path.Combine(cgiBin, "who");
         File.WriteAllText(
             who,
             "#!/bin/sh\n" +
@@ -592,13 +592,13 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             {
                 // Give the stderr reader a moment to deliver the last lines.
                 await Task.Delay(50, cancellationToken).ConfigureAwait(false);
-                string stderr = string.Join(" | ", server.StandardErrorLines);
+                var stderr = string.Join(" | ", server.StandardErrorLines);
                 throw new SandboxException(
                     $"HTTP server for pod {podName} on {loopback}:{port} exited with code {server.ExitCode}" +
                     (stderr.Length > 0 ? $": {stderr}" : "."));
             }
 
-            using (Socket socket = ns.CreateSocket(loopback.AddressFamily, SocketType.Stream, ProtocolType.Tcp))
+            using (var socket = ns.CreateSocket(loopback.AddressFamily, SocketType.Stream, ProtocolType.Tcp))
             {
                 try
                 {
@@ -634,14 +634,14 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             throw new InvalidOperationException($"No external addresses left (at most {MaxExternalClients} clients per sandbox).");
         }
 
-        int index = _nextClientIndex++;
-        string ip = $"203.0.113.{index + 10}";
-        string ipv6 = $"2001:db8::{index + 10}";
-        string hostInterface = $"vext{index}";
-        string owner = $"client/{name}";
+        var index = _nextClientIndex++;
+        var ip = $"203.0.113.{index + 10}";
+        var ipv6 = $"2001:db8::{index + 10}";
+        var hostInterface = $"vext{index}";
+        var owner = $"client/{name}";
         try
         {
-            NetworkNamespace ns = await CreateNamespaceAsync(namespaceName[(Prefix.Length + 1)..], owner, cancellationToken).ConfigureAwait(false);
+            var ns = await CreateNamespaceAsync(namespaceName[(Prefix.Length + 1)..], owner, cancellationToken).ConfigureAwait(false);
             await ns.CheckedExecAsync(
                 ["sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0", .. CommonSysctls],
                 timeout: null,
@@ -714,7 +714,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
     /// <summary>Creates <c>{Prefix}-{suffix}</c>, tracked before it exists so a half-finished creation is cleaned up too.</summary>
     private async Task<NetworkNamespace> CreateNamespaceAsync(string suffix, string owner, CancellationToken cancellationToken)
     {
-        string name = $"{Prefix}-{suffix}";
+        var name = $"{Prefix}-{suffix}";
         NetworkNamespace? created = null;
         Track(owner, $"netns {name}", () =>
         {
@@ -753,7 +753,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             $"veth {hostInterface} in {router.Name}",
             () =>
             {
-                ExecResult result = NetworkNamespace.Ip(["-n", router.Name, "link", "del", hostInterface]);
+                var result = NetworkNamespace.Ip(["-n", router.Name, "link", "del", hostInterface]);
                 if (!result.Succeeded && !result.StandardError.Contains("Cannot find device", StringComparison.Ordinal))
                 {
                     throw new SandboxCommandException($"ip -n {router.Name} link del {hostInterface}", result);
@@ -772,7 +772,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             _resources.RemoveAll(r => r.Owner == owner);
         }
 
-        List<Exception> errors = Release(resources);
+        var errors = Release(resources);
         if (throwOnError && errors.Count > 0)
         {
             throw new SandboxException($"Removing {owner} was incomplete: {errors[0].Message}", new AggregateException(errors));
@@ -811,11 +811,11 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             _remoteNodes.Clear();
         }
 
-        List<Exception> errors = Release(resources);
+        var errors = Release(resources);
 
         // Belt and braces: anything named after this run that is still there (e.g. created by a command that was
         // cancelled half-way) goes too.
-        foreach (string name in NetworkNamespace.ListNames().Where(n => n.StartsWith(Prefix + "-", StringComparison.Ordinal)))
+        foreach (var name in NetworkNamespace.ListNames().Where(n => n.StartsWith(Prefix + "-", StringComparison.Ordinal)))
         {
             try
             {
@@ -827,7 +827,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
             }
         }
 
-        foreach (IDisposable registration in registrations)
+        foreach (var registration in registrations)
         {
             registration.Dispose();
         }
@@ -841,7 +841,7 @@ public sealed partial class ClusterSandbox : IAsyncDisposable
     private static List<Exception> Release(IEnumerable<Resource> resources)
     {
         var errors = new List<Exception>();
-        foreach (Resource resource in resources)
+        foreach (var resource in resources)
         {
             try
             {

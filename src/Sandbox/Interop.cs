@@ -33,10 +33,10 @@ internal static partial class Interop
     /// <summary>Opens <paramref name="path"/> read-only with O_CLOEXEC (namespace files are not regular files, so no FileStream).</summary>
     internal static SafeFileHandle OpenReadOnly(string path)
     {
-        SafeFileHandle handle = OpenCore(path, O_RDONLY | O_CLOEXEC);
+        var handle = OpenCore(path, O_RDONLY | O_CLOEXEC);
         if (handle.IsInvalid)
         {
-            Exception error = GetExceptionForLastError($"open(\"{path}\")");
+            var error = GetExceptionForLastError($"open(\"{path}\")");
             handle.Dispose();
             throw error;
         }
@@ -61,7 +61,7 @@ internal static partial class Interop
             return true;
         }
 
-        int errno = Marshal.GetLastPInvokeError();
+        var errno = Marshal.GetLastPInvokeError();
         if (errno == ESRCH)
         {
             return false;

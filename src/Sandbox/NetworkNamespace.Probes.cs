@@ -26,7 +26,7 @@ public sealed partial class NetworkNamespace
         TimeSpan timeout,
         CancellationToken cancellationToken = default)
     {
-        IPAddress address = ParseAddress(ip);
+        var address = ParseAddress(ip);
         ValidatePort(port);
         ArgumentNullException.ThrowIfNull(path);
         if (!path.StartsWith('/') || path.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
@@ -37,25 +37,25 @@ public sealed partial class NetworkNamespace
         var stopwatch = Stopwatch.StartNew();
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         cts.CancelAfter(timeout);
-        using Socket socket = CreateSocket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        using var socket = CreateSocket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         socket.NoDelay = true;
 
-        string stage = "connect";
+        var stage = "connect";
         try
         {
             await socket.ConnectAsync(new IPEndPoint(address, port), cts.Token).ConfigureAwait(false);
 
             stage = "send";
-            string host = address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{address}]:{port}" : $"{address}:{port}";
-            byte[] request = Encoding.ASCII.GetBytes($"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            var host = address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{address}]:{port}" : $"{address}:{port}";
+            var request = Encoding.ASCII.GetBytes($"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
             await socket.SendAsync(request, SocketFlags.None, cts.Token).ConfigureAwait(false);
 
             stage = "receive";
             using var response = new MemoryStream();
-            byte[] buffer = new byte[16 * 1024];
+            var buffer = new byte[16 * 1024];
             while (true)
             {
-                int read = await socket.ReceiveAsync(buffer, SocketFlags.None, cts.Token).ConfigureAwait(false);
+                var read = await socket.ReceiveAsync(buffer, SocketFlags.None, cts.Token).ConfigureAwait(false);
                 if (read == 0)
                 {
                     break;
@@ -77,7 +77,7 @@ public sealed partial class NetworkNamespace
         }
         catch (SocketException e)
         {
-            (ProbeOutcome outcome, string error) = Classify(e, stage);
+            (var outcome, var error) = Classify(e, stage);
             return new HttpProbeResult(outcome, string.Empty, stopwatch.Elapsed, Error: error);
         }
     }
@@ -93,15 +93,15 @@ public sealed partial class NetworkNamespace
         TimeSpan timeout,
         CancellationToken cancellationToken = default)
     {
-        IPAddress address = ParseAddress(ip);
+        var address = ParseAddress(ip);
         ValidatePort(port);
 
         var stopwatch = Stopwatch.StartNew();
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         cts.CancelAfter(timeout);
-        using Socket socket = CreateSocket(address.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+        using var socket = CreateSocket(address.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
 
-        string stage = "connect";
+        var stage = "connect";
         try
         {
             // A connected UDP socket gets hard ICMP errors (port unreachable -> ECONNREFUSED) reported on receive;
@@ -111,8 +111,8 @@ public sealed partial class NetworkNamespace
             stage = "send";
             await socket.SendAsync(payload, SocketFlags.None, cts.Token).ConfigureAwait(false);
             stage = "receive";
-            byte[] buffer = new byte[65_536];
-            int read = await socket.ReceiveAsync(buffer, SocketFlags.None, cts.Token).ConfigureAwait(false);
+            var buffer = new byte[65_536];
+            var read = await socket.ReceiveAsync(buffer, SocketFlags.None, cts.Token).ConfigureAwait(false);
             return new UdpProbeResult(ProbeOutcome.Answered, buffer[..read], stopwatch.Elapsed);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
@@ -121,7 +121,7 @@ public sealed partial class NetworkNamespace
         }
         catch (SocketException e)
         {
-            (ProbeOutcome outcome, string error) = Classify(e, stage);
+            (var outcome, var error) = Classify(e, stage);
             return new UdpProbeResult(outcome, [], stopwatch.Elapsed, error);
         }
     }
@@ -147,7 +147,7 @@ public sealed partial class NetworkNamespace
 
     internal static (ProbeOutcome Outcome, string Error) Classify(SocketException e, string stage)
     {
-        ProbeOutcome outcome = e.SocketErrorCode switch
+        var outcome = e.SocketErrorCode switch
         {
             SocketError.ConnectionRefused => ProbeOutcome.Refused,
             SocketError.HostUnreachable or SocketError.NetworkUnreachable or SocketError.HostDown or SocketError.NetworkDown => ProbeOutcome.Unreachable,
@@ -165,8 +165,8 @@ public sealed partial class NetworkNamespace
         }
 
         ReadOnlySpan<byte> span = response;
-        int headerEnd = span.IndexOf("\r\n\r\n"u8);
-        int separatorLength = 4;
+        var headerEnd = span.IndexOf("\r\n\r\n"u8);
+        var separatorLength = 4;
         if (headerEnd < 0)
         {
             headerEnd = span.IndexOf("\n\n"u8);
@@ -178,23 +178,23 @@ public sealed partial class NetworkNamespace
             return new HttpProbeResult(ProbeOutcome.Error, string.Empty, elapsed, Error: $"malformed HTTP response ({response.Length} bytes, no end of headers)");
         }
 
-        string head = Encoding.ASCII.GetString(span[..headerEnd]);
-        string statusLine = head.Split('\n', 2)[0].TrimEnd('\r');
-        string[] parts = statusLine.Split(' ', 3);
-        if (parts.Length < 2 || !parts[0].StartsWith("HTTP/", StringComparison.Ordinal) || !int.TryParse(parts[1], out int status))
+        var head = Encoding.ASCII.GetString(span[..headerEnd]);
+        var statusLine = head.Split('\n', 2)[0].TrimEnd('\r');
+        var parts = statusLine.Split(' ', 3);
+        if (parts.Length < 2 || !parts[0].StartsWith("HTTP/", StringComparison.Ordinal) || !int.TryParse(parts[1], out var status))
         {
             return new HttpProbeResult(ProbeOutcome.Error, string.Empty, elapsed, Error: $"malformed HTTP status line '{statusLine}'");
         }
 
-        string body = Encoding.UTF8.GetString(span[(headerEnd + separatorLength)..]);
+        var body = Encoding.UTF8.GetString(span[(headerEnd + separatorLength)..]);
         return new HttpProbeResult(ProbeOutcome.Answered, body, elapsed, status);
     }
 
     private static IPAddress ParseAddress(string ip)
     {
         ArgumentNullException.ThrowIfNull(ip);
-        string trimmed = ip.StartsWith('[') && ip.EndsWith(']') ? ip[1..^1] : ip;
-        return IPAddress.TryParse(trimmed, out IPAddress? address)
+        var trimmed = ip.StartsWith('[') && ip.EndsWith(']') ? ip[1..^1] : ip;
+        return IPAddress.TryParse(trimmed, out var address)
             ? address
             : throw new ArgumentException($"'{ip}' is not an IP address.", nameof(ip));
     }

@@ -114,7 +114,7 @@ public sealed partial class NetworkNamespace : IDisposable
     public Task<ExecResult> IpBatchAsync(IEnumerable<string> commands, CancellationToken cancellationToken = default)
     {
         ThrowIfDisposed();
-        string script = string.Join('\n', commands) + "\n";
+        var script = string.Join('\n', commands) + "\n";
         return IpAsync(["-n", Name, "-batch", "-"], script, check: true, cancellationToken: cancellationToken);
     }
 
@@ -129,7 +129,7 @@ public sealed partial class NetworkNamespace : IDisposable
         lock (_gate)
         {
             ThrowIfDisposed();
-            SandboxProcess process = SandboxProcess.Start(Name, file, args, env);
+            var process = SandboxProcess.Start(Name, file, args, env);
             _processes.Add(process);
             return process;
         }
@@ -196,13 +196,13 @@ public sealed partial class NetworkNamespace : IDisposable
             processes = _processes.ToArray();
         }
 
-        foreach (SandboxProcess process in processes)
+        foreach (var process in processes)
         {
             process.Dispose();
         }
 
         if (!_owned) return;
-        ExecResult result = Ip(["netns", "del", Name]);
+        var result = Ip(["netns", "del", Name]);
         if (!result.Succeeded && File.Exists(Path))
         {
             throw new SandboxCommandException($"ip netns del {Name}", result);
@@ -266,8 +266,8 @@ public sealed partial class NetworkNamespace : IDisposable
 
     private T RunInNamespace<T>(Func<T> action)
     {
-        using SafeFileHandle original = Interop.OpenReadOnly("/proc/thread-self/ns/net");
-        using (SafeFileHandle target = Interop.OpenReadOnly(Path))
+        using var original = Interop.OpenReadOnly("/proc/thread-self/ns/net");
+        using (var target = Interop.OpenReadOnly(Path))
         {
             Interop.SetNamespace(target, Interop.CLONE_NEWNET, Path);
         }
@@ -305,7 +305,7 @@ public sealed partial class NetworkNamespace : IDisposable
 
     private static ExecResult ToExecResult(IReadOnlyList<string> args, CommandResult result, bool check)
     {
-        ExecResult exec = ExecResult.From(result);
+        var exec = ExecResult.From(result);
         return !check || exec.Succeeded ? exec : throw new SandboxCommandException(ExternalCommand.Format("ip", args), exec);
     }
 

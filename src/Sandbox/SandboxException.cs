@@ -33,7 +33,7 @@ public sealed class SandboxCommandException : SandboxException
 
     private static string FormatMessage(string command, ExecResult result)
     {
-        string detail = result.StandardError.Trim();
+        var detail = result.StandardError.Trim();
         if (detail.Length == 0)
         {
             detail = result.StandardOutput.Trim();

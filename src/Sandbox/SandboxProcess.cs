@@ -71,7 +71,7 @@ public sealed class SandboxProcess : IAsyncDisposable, IDisposable
         IEnumerable<string> args,
         IDictionary<string, string>? environment)
     {
-        string[] arguments = args.ToArray();
+        var arguments = args.ToArray();
         var startInfo = new ProcessStartInfo("ip")
         {
             UseShellExecute = false,
@@ -79,14 +79,14 @@ public sealed class SandboxProcess : IAsyncDisposable, IDisposable
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
-        foreach (string arg in new[] { "netns", "exec", namespaceName, file }.Concat(arguments))
+        foreach (var arg in new[] { "netns", "exec", namespaceName, file }.Concat(arguments))
         {
             startInfo.ArgumentList.Add(arg);
         }
 
         if (environment is not null)
         {
-            foreach ((string key, string value) in environment)
+            foreach ((var key, var value) in environment)
             {
                 startInfo.Environment[key] = value;
             }

@@ -26,7 +26,7 @@ internal sealed class UdpResponder : IDisposable
 
     public static UdpResponder Start(NetworkNamespace ns, string podName, int port)
     {
-        Socket socket = ns.Run(() =>
+        var socket = ns.Run(() =>
         {
             var s = new Socket(AddressFamily.InterNetworkV6, SocketType.Dgram, ProtocolType.Udp) { DualMode = true };
             try
@@ -61,16 +61,16 @@ internal sealed class UdpResponder : IDisposable
 
     private async Task LoopAsync()
     {
-        byte[] buffer = new byte[65_536];
+        var buffer = new byte[65_536];
         EndPoint any = new IPEndPoint(IPAddress.IPv6Any, 0);
         while (!_stop.IsCancellationRequested)
         {
             try
             {
-                SocketReceiveFromResult received = await _socket.ReceiveFromAsync(buffer, SocketFlags.None, any, _stop.Token).ConfigureAwait(false);
+                var received = await _socket.ReceiveFromAsync(buffer, SocketFlags.None, any, _stop.Token).ConfigureAwait(false);
                 var remote = (IPEndPoint)received.RemoteEndPoint;
-                IPAddress source = remote.Address.IsIPv4MappedToIPv6 ? remote.Address.MapToIPv4() : remote.Address;
-                byte[] reply = Encoding.UTF8.GetBytes($"pod={_podName} src={source}");
+                var source = remote.Address.IsIPv4MappedToIPv6 ? remote.Address.MapToIPv4() : remote.Address;
+                var reply = Encoding.UTF8.GetBytes($"pod={_podName} src={source}");
                 await _socket.SendToAsync(reply, SocketFlags.None, remote, _stop.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)

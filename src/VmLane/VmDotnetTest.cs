@@ -66,7 +66,7 @@ public static partial class VmLane
     {
         if (trx is null) return new VmTestResult(run, null, 0, 0, 0, 0, []);
         var doc = XDocument.Load(trx);
-        XNamespace ns = doc.Root?.Name.Namespace ?? XNamespace.None;
+        var ns = doc.Root?.Name.Namespace ?? XNamespace.None;
         var counters = doc.Descendants(ns + "Counters").FirstOrDefault();
         int Count(string name) =>
             int.TryParse((string?)counters?.Attribute(name), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n : 0;

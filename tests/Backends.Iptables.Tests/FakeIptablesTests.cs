@@ -1,8 +1,8 @@
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
-using ProxyPlanes.NodeTools;
 using ProxyPlanes.Iptables;
+using ProxyPlanes.Model;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Backends.Iptables.Tests;
 

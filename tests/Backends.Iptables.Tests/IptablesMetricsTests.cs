@@ -1,10 +1,10 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging.Abstractions;
-using ProxyPlanes.Metrics;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Backends.Iptables.Tests;

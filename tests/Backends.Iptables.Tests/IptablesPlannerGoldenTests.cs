@@ -1,7 +1,7 @@
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Iptables.Tests;
 

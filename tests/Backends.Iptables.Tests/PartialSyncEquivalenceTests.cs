@@ -1,10 +1,10 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using ProxyPlanes.Backends.Nftables.Tests;
-using ProxyPlanes.Metrics;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Iptables.Tests;
 

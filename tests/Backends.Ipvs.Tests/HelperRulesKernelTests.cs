@@ -1,8 +1,8 @@
 using ProxyPlanes.Backends.Iptables.Tests;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
+using ProxyPlanes.Model;
 using ProxyPlanes.Netlink.Tests;
 
 namespace ProxyPlanes.Backends.Ipvs.Tests;

@@ -5,10 +5,10 @@ using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
 using ProxyPlanes.Backends.Iptables.Tests;
 using ProxyPlanes.Backends.Nftables.Tests;
-using ProxyPlanes.Metrics;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using ProxyPlanes.Netlink;
 using ProxyPlanes.Netlink.Tests;
 

@@ -1,8 +1,8 @@
 using System.Net;
 using ProxyPlanes.Backends.Iptables.Tests;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Ipvs.Tests;
 

@@ -1,8 +1,8 @@
 using Microsoft.Extensions.Logging.Abstractions;
-using ProxyPlanes.Metrics;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using static ProxyPlanes.Backends.Nftables.Tests.StateBuilder;
 
 namespace ProxyPlanes.Backends.Nftables.Tests;

@@ -1,9 +1,9 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging.Abstractions;
-using ProxyPlanes.Metrics;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using ProxyPlanes.TestKit;
 using static ProxyPlanes.Backends.Nftables.Tests.StateBuilder;
 

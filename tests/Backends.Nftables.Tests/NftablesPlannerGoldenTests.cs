@@ -1,7 +1,7 @@
 using ProxyPlanes.Backends.Iptables.Tests;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Nftables.Tests;
 

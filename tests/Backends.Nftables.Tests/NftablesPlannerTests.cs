@@ -1,8 +1,8 @@
 using System.Collections.Immutable;
 using System.Net;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 using static ProxyPlanes.Backends.Nftables.Tests.StateBuilder;
 
 namespace ProxyPlanes.Backends.Nftables.Tests;

@@ -1,9 +1,9 @@
 using System.CommandLine;
 using System.Net;
 using ProxyPlanes.Config;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 using ProxyPlanes.Sandboxed;
 using YamlDotNet.RepresentationModel;
 using static ProxyPlanes.Kernel.Tests.ProxyCli;

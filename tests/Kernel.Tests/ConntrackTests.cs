@@ -1,11 +1,11 @@
 using System.Collections.Immutable;
 using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
-using ProxyPlanes.NodeTools.Conntrack;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 using ProxyPlanes.NodeTools;
+using ProxyPlanes.NodeTools.Conntrack;
 using ProxyPlanes.Sandbox;
 
 namespace ProxyPlanes.Kernel.Tests;

@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Text.RegularExpressions;
 using System.Xml.Linq;
-using ProxyPlanes.Demo;
 using ProxyPlanes.Config;
+using ProxyPlanes.Demo;
 using ProxyPlanes.TestKit;
 using YamlDotNet.RepresentationModel;
 

@@ -30,7 +30,7 @@ public sealed class SandboxFixture : IAsyncLifetime
         {
             await _sandbox.AddPodAsync("web-0");
             await _sandbox.AddPodAsync("web-1", 8080, 9090);
-            RemoteNode nodeB = await _sandbox.AddRemoteNodeAsync("node-b");
+            var nodeB = await _sandbox.AddRemoteNodeAsync("node-b");
             await nodeB.AddPodAsync("far-0", 8080);
         }
         catch
@@ -64,9 +64,9 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task HttpGetAsync_ClientToPodIp_AnswersWithPodNameAndClientSource()
     {
-        foreach (SandboxPod pod in new[] { fixture.Web0, fixture.Web1 })
+        foreach (var pod in new[] { fixture.Web0, fixture.Web1 })
         {
-            HttpProbeResult result = await Sandbox.Client.HttpGetAsync(pod.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+            var result = await Sandbox.Client.HttpGetAsync(pod.IP, 8080, "/cgi-bin/who", ProbeTimeout);
 
             Assert.True(result.Outcome == ProbeOutcome.Answered, result.ToString());
             Assert.Equal(200, result.StatusCode);
@@ -77,7 +77,7 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task HttpGetAsync_SecondPortOfPod_Answers()
     {
-        HttpProbeResult result = await Sandbox.Client.HttpGetAsync(fixture.Web1.IP, 9090, "/cgi-bin/who", ProbeTimeout);
+        var result = await Sandbox.Client.HttpGetAsync(fixture.Web1.IP, 9090, "/cgi-bin/who", ProbeTimeout);
 
         Assert.True(result.IsAnswered, result.ToString());
         Assert.Equal("pod=web-1 src=203.0.113.10", result.Body);
@@ -86,7 +86,7 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task HttpGetAsync_ClientToPodIpv6_AnswersWithClientIpv6Source()
     {
-        HttpProbeResult result = await Sandbox.Client.HttpGetAsync(fixture.Web0.IPv6, 8080, "/cgi-bin/who", ProbeTimeout);
+        var result = await Sandbox.Client.HttpGetAsync(fixture.Web0.IPv6, 8080, "/cgi-bin/who", ProbeTimeout);
 
         Assert.True(result.IsAnswered, result.ToString());
         Assert.Equal($"pod=web-0 src={Sandbox.ClientIpv6}", result.Body);
@@ -96,7 +96,7 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     public async Task HttpGetAsync_PortWithoutListener_ReturnsRefusedFast()
     {
         var stopwatch = Stopwatch.StartNew();
-        HttpProbeResult result = await Sandbox.Client.HttpGetAsync(fixture.Web0.IP, 8081, "/cgi-bin/who", ProbeTimeout);
+        var result = await Sandbox.Client.HttpGetAsync(fixture.Web0.IP, 8081, "/cgi-bin/who", ProbeTimeout);
         stopwatch.Stop();
 
         Assert.True(result.Outcome == ProbeOutcome.Refused, result.ToString());
@@ -107,8 +107,8 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task HttpGetAsync_NodeAndPodSources_SeenUnmasqueraded()
     {
-        HttpProbeResult fromNode = await Sandbox.Node.HttpGetAsync(fixture.Web0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
-        HttpProbeResult fromPod = await fixture.Web1.Namespace.HttpGetAsync(fixture.Web0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+        var fromNode = await Sandbox.Node.HttpGetAsync(fixture.Web0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+        var fromPod = await fixture.Web1.Namespace.HttpGetAsync(fixture.Web0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
 
         Assert.Equal($"pod=web-0 src={Sandbox.NodePodGatewayIp}", fromNode.Body);
         Assert.Equal($"pod=web-0 src={fixture.Web1.IP}", fromPod.Body);
@@ -118,7 +118,7 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     public async Task HttpGetAsync_PodAddressNobodyHas_ReturnsTimedOut()
     {
         // Inside the pod CIDR but unassigned: the node sends it down its default route to the client, which drops it.
-        HttpProbeResult result = await Sandbox.Client.HttpGetAsync("10.244.1.250", 80, "/", ShortTimeout);
+        var result = await Sandbox.Client.HttpGetAsync("10.244.1.250", 80, "/", ShortTimeout);
 
         Assert.True(result.Outcome == ProbeOutcome.TimedOut, result.ToString());
         Assert.True(result.Elapsed < TimeSpan.FromSeconds(2), $"took {result.Elapsed}");
@@ -127,9 +127,9 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task HttpGetAsync_NamespaceWithoutRoutes_ReturnsUnreachable()
     {
-        using NetworkNamespace bare = NetworkNamespace.Create($"pp{RandomNumberGenerator.GetHexString(5, lowercase: true)}-bare");
+        using var bare = NetworkNamespace.Create($"pp{RandomNumberGenerator.GetHexString(5, lowercase: true)}-bare");
 
-        HttpProbeResult result = await bare.HttpGetAsync("10.244.1.2", 8080, "/", ShortTimeout);
+        var result = await bare.HttpGetAsync("10.244.1.2", 8080, "/", ShortTimeout);
 
         Assert.True(result.Outcome == ProbeOutcome.Unreachable, result.ToString());
     }
@@ -140,8 +140,8 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
         // An 'unreachable' route makes the node answer with ICMP host unreachable; only this test uses .251.
         await Sandbox.Node.ExecAsync("ip", "route", "replace", "unreachable", "10.244.1.251/32");
 
-        HttpProbeResult tcp = await Sandbox.Client.HttpGetAsync("10.244.1.251", 80, "/", ProbeTimeout);
-        UdpProbeResult udp = await Sandbox.Client.UdpRequestAsync("10.244.1.251", 53, "hello", ProbeTimeout);
+        var tcp = await Sandbox.Client.HttpGetAsync("10.244.1.251", 80, "/", ProbeTimeout);
+        var udp = await Sandbox.Client.UdpRequestAsync("10.244.1.251", 53, "hello", ProbeTimeout);
 
         Assert.True(tcp.Outcome == ProbeOutcome.Unreachable, tcp.ToString());
         Assert.True(udp.Outcome == ProbeOutcome.Unreachable, udp.ToString());
@@ -151,8 +151,8 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task UdpRequestAsync_ClientToPod_AnswersWithPodNameAndClientSource()
     {
-        UdpProbeResult v4 = await Sandbox.Client.UdpRequestAsync(fixture.Web1.IP, 9090, "hello", ProbeTimeout);
-        UdpProbeResult v6 = await Sandbox.Client.UdpRequestAsync(fixture.Web1.IPv6, 9090, "hello", ProbeTimeout);
+        var v4 = await Sandbox.Client.UdpRequestAsync(fixture.Web1.IP, 9090, "hello", ProbeTimeout);
+        var v6 = await Sandbox.Client.UdpRequestAsync(fixture.Web1.IPv6, 9090, "hello", ProbeTimeout);
 
         Assert.True(v4.IsAnswered, v4.ToString());
         Assert.Equal("pod=web-1 src=203.0.113.10", v4.Text);
@@ -163,7 +163,7 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task UdpRequestAsync_PortWithoutListener_ReturnsRefused()
     {
-        UdpProbeResult result = await Sandbox.Client.UdpRequestAsync(fixture.Web0.IP, 9999, "hello", ProbeTimeout);
+        var result = await Sandbox.Client.UdpRequestAsync(fixture.Web0.IP, 9999, "hello", ProbeTimeout);
 
         Assert.True(result.Outcome == ProbeOutcome.Refused, result.ToString());
         Assert.True(result.Elapsed < TimeSpan.FromSeconds(1), $"took {result.Elapsed}");
@@ -172,8 +172,8 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact]
     public void Run_InNodeNamespace_SeesOnlyNodeInterfaces()
     {
-        string[] inside = Sandbox.Node.Run(() => NetworkInterface.GetAllNetworkInterfaces().Select(i => i.Name).Order().ToArray());
-        string[] outside = NetworkInterface.GetAllNetworkInterfaces().Select(i => i.Name).ToArray();
+        var inside = Sandbox.Node.Run(() => NetworkInterface.GetAllNetworkInterfaces().Select(i => i.Name).Order().ToArray());
+        var outside = NetworkInterface.GetAllNetworkInterfaces().Select(i => i.Name).ToArray();
 
         Assert.Subset(inside.ToHashSet(), new[] { "lo", fixture.Web0.HostInterface, fixture.Web1.HostInterface, Sandbox.PrimaryClient.HostInterface, fixture.NodeB.HostInterface }.ToHashSet());
         Assert.All(inside, name => Assert.True(name == "lo" || name.StartsWith("vpod", StringComparison.Ordinal) || name.StartsWith("vext", StringComparison.Ordinal) || name.StartsWith("vnode", StringComparison.Ordinal), name));
@@ -191,8 +191,8 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task ExecAsync_InPod_ReturnsOutputAndExitCode()
     {
-        ExecResult addresses = await fixture.Web0.Namespace.ExecAsync("ip", "-o", "addr", "show", "dev", "eth0");
-        ExecResult failed = await fixture.Web0.Namespace.ExecAsync("sh", "-c", "echo oops >&2; exit 3");
+        var addresses = await fixture.Web0.Namespace.ExecAsync("ip", "-o", "addr", "show", "dev", "eth0");
+        var failed = await fixture.Web0.Namespace.ExecAsync("sh", "-c", "echo oops >&2; exit 3");
 
         Assert.Equal(0, addresses.ExitCode);
         Assert.Contains($"{fixture.Web0.IP}/32", addresses.StandardOutput, StringComparison.Ordinal);
@@ -212,7 +212,7 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task StartProcess_LongRunningCommand_CapturesOutputAndKillsByPid()
     {
-        SandboxProcess process = Sandbox.Client.StartProcess("sh", ["-c", "echo started; echo warn >&2; exec sleep 30"]);
+        var process = Sandbox.Client.StartProcess("sh", ["-c", "echo started; echo warn >&2; exec sleep 30"]);
         try
         {
             await WaitUntilAsync(() => process.StandardOutputLines.Contains("started") && process.StandardErrorLines.Contains("warn"), TimeSpan.FromSeconds(3));
@@ -234,9 +234,9 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task AddExternalClientAsync_SecondClient_GetsNextAddressAndReachesPods()
     {
-        ExternalClient second = await Sandbox.AddExternalClientAsync("second");
+        var second = await Sandbox.AddExternalClientAsync("second");
 
-        HttpProbeResult result = await second.Namespace.HttpGetAsync(fixture.Web0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+        var result = await second.Namespace.HttpGetAsync(fixture.Web0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
 
         Assert.Equal("203.0.113.11", second.IP);
         Assert.Equal($"{Sandbox.Prefix}-ext-second", second.Namespace.Name);
@@ -246,12 +246,12 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task RemovePodAsync_ExistingPod_RemovesItsNamespaceVethAndServers()
     {
-        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync();
+        var sandbox = await ClusterSandbox.CreateAsync();
         try
         {
-            SandboxPod gone = await sandbox.AddPodAsync("gone");
-            SandboxPod kept = await sandbox.AddPodAsync("kept");
-            int[] pids = gone.Servers.Select(s => s.Pid).ToArray();
+            var gone = await sandbox.AddPodAsync("gone");
+            var kept = await sandbox.AddPodAsync("kept");
+            var pids = gone.Servers.Select(s => s.Pid).ToArray();
 
             await sandbox.RemovePodAsync("gone");
 
@@ -259,10 +259,10 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
             Assert.DoesNotContain(gone.Namespace.Name, await ListNamespacesAsync());
             Assert.All(pids, pid => Assert.False(IsLiveBusybox(pid), $"process {pid} still runs"));
             Assert.False(Directory.Exists(gone.ContentDirectory));
-            ExecResult routes = await sandbox.Node.CheckedExecAsync("ip", "-o", "link", "show");
+            var routes = await sandbox.Node.CheckedExecAsync("ip", "-o", "link", "show");
             Assert.DoesNotContain(gone.HostInterface + "@", routes.StandardOutput, StringComparison.Ordinal);
-            HttpProbeResult toGone = await sandbox.Client.HttpGetAsync(gone.IP, 8080, "/cgi-bin/who", ShortTimeout);
-            HttpProbeResult toKept = await sandbox.Client.HttpGetAsync(kept.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+            var toGone = await sandbox.Client.HttpGetAsync(gone.IP, 8080, "/cgi-bin/who", ShortTimeout);
+            var toKept = await sandbox.Client.HttpGetAsync(kept.IP, 8080, "/cgi-bin/who", ProbeTimeout);
             Assert.True(toGone.Outcome == ProbeOutcome.TimedOut, toGone.ToString());
             Assert.Equal("pod=kept src=203.0.113.10", toKept.Body);
         }
@@ -275,12 +275,12 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task DisposeAsync_AfterUse_RemovesNamespacesProcessesAndDirectories()
     {
-        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync();
+        var sandbox = await ClusterSandbox.CreateAsync();
         Traces traces;
         try
         {
-            SandboxPod pod = await sandbox.AddPodAsync("only");
-            HttpProbeResult result = await sandbox.Client.HttpGetAsync(pod.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+            var pod = await sandbox.AddPodAsync("only");
+            var result = await sandbox.Client.HttpGetAsync(pod.IP, 8080, "/cgi-bin/who", ProbeTimeout);
             Assert.True(result.IsAnswered, result.ToString());
             traces = Traces.Of(sandbox);
             Assert.Equal(3, traces.Namespaces.Length);
@@ -298,7 +298,7 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     public async Task DisposeAsync_AfterAddPodFailedHalfway_LeavesNothing()
     {
         // The pod's namespace, veth, routes and document root exist by the time the (missing) server binary fails.
-        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { BusyboxPath = "/nonexistent/busybox" });
+        var sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { BusyboxPath = "/nonexistent/busybox" });
         try
         {
             var thrown = await Assert.ThrowsAsync<SandboxException>(() => sandbox.AddPodAsync("broken"));
@@ -319,8 +319,8 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task SweepAsync_AbandonedSandbox_DeletesItsNamespacesAndProcesses()
     {
-        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { CleanupOnExitSignals = false });
-        Traces traces = Traces.Empty;
+        var sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { CleanupOnExitSignals = false });
+        var traces = Traces.Empty;
         try
         {
             await sandbox.AddPodAsync("orphan");
@@ -342,7 +342,7 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact]
     public void AddRemoteNodeAsync_FirstRemoteNode_GetsDocumentedAddresses()
     {
-        RemoteNode nodeB = fixture.NodeB;
+        var nodeB = fixture.NodeB;
 
         Assert.Equal($"{Sandbox.Prefix}-node-b", nodeB.Namespace.Name);
         Assert.Equal(("192.0.2.2", "2001:db8:1::2", "vnode0"), (nodeB.IP, nodeB.IPv6, nodeB.HostInterface));
@@ -357,9 +357,9 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task HttpGetAsync_ClientToRemotePod_AnswersWithClientSource()
     {
-        HttpProbeResult v4 = await Sandbox.Client.HttpGetAsync(fixture.Far0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
-        HttpProbeResult v6 = await Sandbox.Client.HttpGetAsync(fixture.Far0.IPv6, 8080, "/cgi-bin/who", ProbeTimeout);
-        UdpProbeResult udp = await Sandbox.Client.UdpRequestAsync(fixture.Far0.IP, 8080, "hello", ProbeTimeout);
+        var v4 = await Sandbox.Client.HttpGetAsync(fixture.Far0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+        var v6 = await Sandbox.Client.HttpGetAsync(fixture.Far0.IPv6, 8080, "/cgi-bin/who", ProbeTimeout);
+        var udp = await Sandbox.Client.UdpRequestAsync(fixture.Far0.IP, 8080, "hello", ProbeTimeout);
 
         Assert.True(v4.IsAnswered, v4.ToString());
         Assert.Equal("pod=far-0 src=203.0.113.10", v4.Body);
@@ -372,8 +372,8 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task HttpGetAsync_LocalPodToRemotePod_KeepsPodSource()
     {
-        HttpProbeResult v4 = await fixture.Web0.Namespace.HttpGetAsync(fixture.Far0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
-        HttpProbeResult v6 = await fixture.Web0.Namespace.HttpGetAsync(fixture.Far0.IPv6, 8080, "/cgi-bin/who", ProbeTimeout);
+        var v4 = await fixture.Web0.Namespace.HttpGetAsync(fixture.Far0.IP, 8080, "/cgi-bin/who", ProbeTimeout);
+        var v6 = await fixture.Web0.Namespace.HttpGetAsync(fixture.Far0.IPv6, 8080, "/cgi-bin/who", ProbeTimeout);
 
         Assert.Equal($"pod=far-0 src={fixture.Web0.IP}", v4.Body);
         Assert.Equal($"pod=far-0 src={fixture.Web0.IPv6}", v6.Body);
@@ -382,8 +382,8 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task HttpGetAsync_RemotePodToLocalPod_KeepsPodSource()
     {
-        HttpProbeResult v4 = await fixture.Far0.Namespace.HttpGetAsync(fixture.Web1.IP, 9090, "/cgi-bin/who", ProbeTimeout);
-        HttpProbeResult v6 = await fixture.Far0.Namespace.HttpGetAsync(fixture.Web1.IPv6, 9090, "/cgi-bin/who", ProbeTimeout);
+        var v4 = await fixture.Far0.Namespace.HttpGetAsync(fixture.Web1.IP, 9090, "/cgi-bin/who", ProbeTimeout);
+        var v6 = await fixture.Far0.Namespace.HttpGetAsync(fixture.Web1.IPv6, 9090, "/cgi-bin/who", ProbeTimeout);
 
         Assert.Equal($"pod=web-1 src={fixture.Far0.IP}", v4.Body);
         Assert.Equal($"pod=web-1 src={fixture.Far0.IPv6}", v6.Body);
@@ -393,9 +393,9 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     public async Task HttpGetAsync_RemotePodAddressNobodyHas_ReturnsTimedOutWithoutLooping()
     {
         // The remote node blackholes unassigned addresses of its pod CIDR instead of bouncing them back to the node.
-        HttpProbeResult result = await Sandbox.Client.HttpGetAsync("10.244.2.250", 80, "/", ShortTimeout);
-        ExecResult v4 = await fixture.NodeB.Namespace.CheckedExecAsync("ip", "route", "show", "exact", fixture.NodeB.PodCidr);
-        ExecResult v6 = await fixture.NodeB.Namespace.CheckedExecAsync("ip", "-6", "route", "show", "exact", fixture.NodeB.PodCidrV6);
+        var result = await Sandbox.Client.HttpGetAsync("10.244.2.250", 80, "/", ShortTimeout);
+        var v4 = await fixture.NodeB.Namespace.CheckedExecAsync("ip", "route", "show", "exact", fixture.NodeB.PodCidr);
+        var v6 = await fixture.NodeB.Namespace.CheckedExecAsync("ip", "-6", "route", "show", "exact", fixture.NodeB.PodCidrV6);
 
         Assert.True(result.Outcome == ProbeOutcome.TimedOut, result.ToString());
         Assert.StartsWith("blackhole 10.244.2.0/24", v4.StandardOutput.Trim(), StringComparison.Ordinal);
@@ -420,19 +420,19 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task DisposeAsync_WithRemoteNodeAndPods_RemovesEverything()
     {
-        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = "worker-1" });
+        var sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = "worker-1" });
         Traces traces;
         try
         {
-            RemoteNode remote = await sandbox.AddRemoteNodeAsync("worker-2");
-            SandboxPod local = await sandbox.AddPodAsync("near");
-            SandboxPod gone = await sandbox.AddPodAsync("gone", [8080], remote);
-            SandboxPod kept = await remote.AddPodAsync("kept");
+            var remote = await sandbox.AddRemoteNodeAsync("worker-2");
+            var local = await sandbox.AddPodAsync("near");
+            var gone = await sandbox.AddPodAsync("gone", [8080], remote);
+            var kept = await remote.AddPodAsync("kept");
             Assert.Equal(("worker-1", "worker-2", "10.244.2.3"), (local.NodeName, kept.NodeName, kept.IP));
 
             // Removing a remote pod deletes its veth in the remote node (not in the node).
             await sandbox.RemovePodAsync("gone");
-            ExecResult links = await remote.Namespace.CheckedExecAsync("ip", "-o", "link", "show");
+            var links = await remote.Namespace.CheckedExecAsync("ip", "-o", "link", "show");
             Assert.DoesNotContain(gone.HostInterface + "@", links.StandardOutput, StringComparison.Ordinal);
             Assert.Contains(kept.HostInterface + "@", links.StandardOutput, StringComparison.Ordinal);
             Assert.Equal("pod=kept src=203.0.113.10", (await sandbox.Client.HttpGetAsync(kept.IP, 8080, "/cgi-bin/who", ProbeTimeout)).Body);
@@ -453,7 +453,7 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task AddRemoteNodeAsync_LinkFailsHalfway_RollsBackAndCanBeRetried()
     {
-        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync();
+        var sandbox = await ClusterSandbox.CreateAsync();
         try
         {
             // Occupy the node-side interface name of the first remote node with a veth to the client (both ours), so
@@ -464,8 +464,8 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
 
             Assert.Empty(sandbox.RemoteNodes);
             Assert.DoesNotContain($"{sandbox.Prefix}-node-b", await ListNamespacesAsync());
-            RemoteNode retried = await sandbox.AddRemoteNodeAsync("node-b");
-            SandboxPod pod = await retried.AddPodAsync("far");
+            var retried = await sandbox.AddRemoteNodeAsync("node-b");
+            var pod = await retried.AddPodAsync("far");
             Assert.Equal(("192.0.2.2", "vnode0"), (retried.IP, retried.HostInterface));
             Assert.Equal("pod=far src=203.0.113.10", (await sandbox.Client.HttpGetAsync(pod.IP, 8080, "/cgi-bin/who", ProbeTimeout)).Body);
         }
@@ -480,16 +480,16 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     [Fact(Timeout = 20_000)]
     public async Task AddPodAsync_OnRemoteNodeFailsHalfway_LeavesNothing()
     {
-        ClusterSandbox sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { BusyboxPath = "/nonexistent/busybox" });
+        var sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { BusyboxPath = "/nonexistent/busybox" });
         try
         {
-            RemoteNode remote = await sandbox.AddRemoteNodeAsync("node-b");
+            var remote = await sandbox.AddRemoteNodeAsync("node-b");
 
             await Assert.ThrowsAsync<SandboxException>(() => remote.AddPodAsync("broken"));
 
             Assert.Empty(sandbox.Pods);
             Assert.DoesNotContain($"{sandbox.Prefix}-pod-broken", await ListNamespacesAsync());
-            ExecResult links = await remote.Namespace.CheckedExecAsync("ip", "-o", "link", "show");
+            var links = await remote.Namespace.CheckedExecAsync("ip", "-o", "link", "show");
             Assert.DoesNotContain("vpod0@", links.StandardOutput, StringComparison.Ordinal);
         }
         finally
@@ -513,14 +513,14 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
 
     private static async Task AssertNothingLeftAsync(string prefix, Traces traces)
     {
-        string[] namespaces = await ListNamespacesAsync();
+        var namespaces = await ListNamespacesAsync();
         Assert.DoesNotContain(namespaces, n => n.StartsWith(prefix + "-", StringComparison.Ordinal));
-        foreach (int pid in traces.Pids)
+        foreach (var pid in traces.Pids)
         {
             Assert.False(IsLiveBusybox(pid), $"process {pid} still runs");
         }
 
-        foreach (string directory in traces.Directories)
+        foreach (var directory in traces.Directories)
         {
             Assert.False(Directory.Exists(directory), $"{directory} still exists");
         }
@@ -532,8 +532,8 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     private static async Task<string[]> ListNamespacesAsync()
     {
         var startInfo = new ProcessStartInfo("ip", "netns list") { RedirectStandardOutput = true, UseShellExecute = false };
-        using Process process = Process.Start(startInfo)!;
-        string output = await process.StandardOutput.ReadToEndAsync();
+        using var process = Process.Start(startInfo)!;
+        var output = await process.StandardOutput.ReadToEndAsync();
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
         await process.WaitForExitAsync(cts.Token);
         return output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => line.Split(' ')[0]).ToArray();
@@ -544,7 +544,7 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
     {
         try
         {
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
             return stat.Contains("(busybox)", StringComparison.Ordinal) && stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z') is false;
         }
         catch (IOException)
@@ -581,8 +581,8 @@ public sealed class SandboxTests(SandboxFixture fixture) : IClassFixture<Sandbox
 
         public static Traces Of(ClusterSandbox sandbox)
         {
-            SandboxPod[] pods = sandbox.Pods.Values.ToArray();
-            string[] namespaces = new[] { sandbox.Node.Name }
+            var pods = sandbox.Pods.Values.ToArray();
+            var namespaces = new[] { sandbox.Node.Name }
                 .Concat(sandbox.ExternalClients.Select(c => c.Namespace.Name))
                 .Concat(sandbox.RemoteNodes.Select(n => n.Namespace.Name))
                 .Concat(pods.Select(p => p.Namespace.Name))

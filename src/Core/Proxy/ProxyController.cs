@@ -173,7 +173,7 @@ public sealed class ProxyController : IObjectSink
         var state = rebuildAll ? BuildAll(network) : Rebuild(_built, changed);
         _built = state;
 
-        TimeSpan policyTime = stopwatch.Elapsed;
+        var policyTime = stopwatch.Elapsed;
         SyncTimings timings;
         try
         {

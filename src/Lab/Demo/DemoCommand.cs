@@ -3,9 +3,9 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using ProxyPlanes.Model;
-using ProxyPlanes.Sources.Manifests;
 using ProxyPlanes.Sandbox;
 using ProxyPlanes.Sandboxed;
+using ProxyPlanes.Sources.Manifests;
 
 namespace ProxyPlanes.Demo;
 

@@ -1,10 +1,10 @@
 using System.Globalization;
 using System.Net;
-using ProxyPlanes.Web;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 using ProxyPlanes.NodeTools;
+using ProxyPlanes.Web;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 

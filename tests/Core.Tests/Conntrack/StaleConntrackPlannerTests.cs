@@ -1,8 +1,8 @@
 using System.Net;
-using ProxyPlanes.NodeTools.Conntrack;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
+using ProxyPlanes.NodeTools.Conntrack;
 using static ProxyPlanes.Core.Tests.Conntrack.ConntrackTestStates;
 
 namespace ProxyPlanes.Core.Tests.Conntrack;

@@ -1,8 +1,8 @@
 using System.Collections.Immutable;
-using ProxyPlanes.Web;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
+using ProxyPlanes.Web;
 using static ProxyPlanes.Core.Tests.Proxy.TestObjects;
 
 namespace ProxyPlanes.Core.Tests.Health;

@@ -1,9 +1,9 @@
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
+using ProxyPlanes.Model;
 using ProxyPlanes.Sources.Kubernetes;
 using ProxyPlanes.TestKit;
 using static ProxyPlanes.Core.Tests.Kubernetes.Objects;
-using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Tests.Kubernetes;
 

@@ -2,9 +2,9 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
+using ProxyPlanes.Model;
 using ProxyPlanes.Sources.Kubernetes;
 using ProxyPlanes.TestKit;
-using ProxyPlanes.Model;
 using static ProxyPlanes.Core.Tests.Kubernetes.Objects;
 
 namespace ProxyPlanes.Core.Tests.Kubernetes;

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Sources.Kubernetes;
 using ProxyPlanes.Model;
+using ProxyPlanes.Sources.Kubernetes;
 using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Core.Tests.Kubernetes;

@@ -1,8 +1,8 @@
 using System.Buffers;
 using System.Text;
 using System.Text.Json;
-using ProxyPlanes.Sources.Kubernetes;
 using ProxyPlanes.Model;
+using ProxyPlanes.Sources.Kubernetes;
 
 namespace ProxyPlanes.Core.Tests.Kubernetes;
 

@@ -11,11 +11,11 @@ internal static class MetricsTestHelpers
     public static Dictionary<string, string> ParseTypes(string text)
     {
         var types = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (string line in Lines(text))
+        foreach (var line in Lines(text))
         {
             if (line.StartsWith("# TYPE ", StringComparison.Ordinal))
             {
-                string[] parts = line.Split(' ');
+                var parts = line.Split(' ');
                 Assert.Equal(4, parts.Length);
                 Assert.True(types.TryAdd(parts[2], parts[3]), $"duplicate TYPE for {parts[2]}");
             }
@@ -27,10 +27,10 @@ internal static class MetricsTestHelpers
     /// <summary>Value of the sample whose series (name plus rendered labels) is exactly <paramref name="series"/>.</summary>
     public static double Sample(string text, string series)
     {
-        string prefix = series + " ";
-        string[] matches = Lines(text).Where(l => l.StartsWith(prefix, StringComparison.Ordinal)).ToArray();
+        var prefix = series + " ";
+        var matches = Lines(text).Where(l => l.StartsWith(prefix, StringComparison.Ordinal)).ToArray();
         Assert.True(matches.Length == 1, $"expected exactly one sample '{series}', found {matches.Length} in:\n{text}");
-        string value = matches[0][prefix.Length..];
+        var value = matches[0][prefix.Length..];
         return value switch
         {
             "+Inf" => double.PositiveInfinity,

@@ -1,6 +1,6 @@
 using ProxyPlanes.Metrics;
-using ProxyPlanes.TestKit;
 using ProxyPlanes.Model;
+using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Core.Tests.Metrics;
 
@@ -25,9 +25,9 @@ public class PromtoolTests
         metrics.SetNoLocalEndpoints(ProxyMetrics.TrafficPolicyExternal, 1);
         metrics.SyncFailed("iptables");
         metrics.FullSyncStarted("start");
-        string text = await metrics.ExportTextAsync();
+        var text = await metrics.ExportTextAsync();
 
-        PromtoolReport result = await Promtool.CheckMetricsAsync(text);
+        var result = await Promtool.CheckMetricsAsync(text);
 
         Assert.True(result.AcceptedApartFromKnownLints, $"{result}\ninput:\n{text}");
         // The mode-neutral gauge kube-proxy names ..._total; the iptables one is the iptables data plane's.
@@ -40,7 +40,7 @@ public class PromtoolTests
     public async Task PromtoolCheckMetrics_MalformedInput_Rejected()
     {
         // Guards the harness itself: a parse error must not be mistaken for success.
-        PromtoolReport result = await Promtool.CheckMetricsAsync("# TYPE broken counter\nbroken{ 1\n");
+        var result = await Promtool.CheckMetricsAsync("# TYPE broken counter\nbroken{ 1\n");
 
         Assert.NotEqual(0, result.ExitCode);
     }

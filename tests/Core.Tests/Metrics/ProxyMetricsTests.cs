@@ -1,7 +1,7 @@
 using System.Diagnostics.Metrics;
 using ProxyPlanes.Metrics;
-using static ProxyPlanes.Core.Tests.Metrics.MetricsTestHelpers;
 using ProxyPlanes.Model;
+using static ProxyPlanes.Core.Tests.Metrics.MetricsTestHelpers;
 
 namespace ProxyPlanes.Core.Tests.Metrics;
 
@@ -53,9 +53,9 @@ public class ProxyMetricsTests
     {
         using var metrics = new ProxyMetrics();
 
-        Dictionary<string, string> types = ParseTypes(await metrics.ExportTextAsync());
+        var types = ParseTypes(await metrics.ExportTextAsync());
 
-        Assert.True(types.TryGetValue(name, out string? actual), $"{name} missing");
+        Assert.True(types.TryGetValue(name, out var actual), $"{name} missing");
         Assert.Equal(type, actual);
     }
 
@@ -71,10 +71,10 @@ public class ProxyMetricsTests
         await Prometheus.Metrics.DefaultRegistry.CollectAndExportAsTextAsync(Stream.Null);
         meter.CreateCounter<long>("stray_after_default_collect_total").Add(1);
 
-        string text = await metrics.ExportTextAsync();
+        var text = await metrics.ExportTextAsync();
         using var defaultScrape = new MemoryStream();
         await Prometheus.Metrics.DefaultRegistry.CollectAndExportAsTextAsync(defaultScrape);
-        Dictionary<string, string> types = ParseTypes(text);
+        var types = ParseTypes(text);
 
         string[] declared = [.. KubeProxyMetrics.Select(row => (string)row[0]), .. ProcessMetrics.Select(row => (string)row[0])];
         Assert.Equal(declared.Order(StringComparer.Ordinal), types.Keys.Order(StringComparer.Ordinal));
@@ -88,7 +88,7 @@ public class ProxyMetricsTests
     {
         using var metrics = new ProxyMetrics();
 
-        string text = await metrics.ExportTextAsync();
+        var text = await metrics.ExportTextAsync();
 
         Assert.Contains("# HELP kubeproxy_sync_proxy_rules_duration_seconds SyncProxyRules latency in seconds\n", text);
         Assert.Contains("# HELP kubeproxy_sync_full_proxy_rules_duration_seconds SyncProxyRules latency in seconds for full resyncs\n", text);
@@ -109,7 +109,7 @@ public class ProxyMetricsTests
     {
         using var metrics = new ProxyMetrics();
 
-        string text = await metrics.ExportTextAsync();
+        var text = await metrics.ExportTextAsync();
 
         Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_endpoint_changes_total"));
         Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_service_changes_total"));
@@ -135,7 +135,7 @@ public class ProxyMetricsTests
         using var metrics = new ProxyMetrics();
         metrics.RecordPhase(ProxyMetrics.PhasePlan, "nftables", TimeSpan.FromMilliseconds(1));
 
-        string text = await metrics.ExportTextAsync();
+        var text = await metrics.ExportTextAsync();
 
         Assert.Equal(expected, BucketBounds(text, "kubeproxy_sync_proxy_rules_duration_seconds"));
         Assert.Equal(expected, BucketBounds(text, "kubeproxy_sync_full_proxy_rules_duration_seconds"));
@@ -163,9 +163,9 @@ public class ProxyMetricsTests
         metrics.RecordNetworkProgramming(TimeSpan.FromSeconds(0.3));
         metrics.RecordNetworkProgramming(TimeSpan.FromSeconds(62));
 
-        string text = await metrics.ExportTextAsync();
+        var text = await metrics.ExportTextAsync();
 
-        string[] bounds = BucketBounds(text, "kubeproxy_network_programming_duration_seconds");
+        var bounds = BucketBounds(text, "kubeproxy_network_programming_duration_seconds");
         Assert.Equal(82, bounds.Length);
         Assert.Equal(["0", "0.25", "0.5", "1"], bounds[..4]);
         Assert.Equal(["270", "300", "+Inf"], bounds[^3..]);
@@ -185,7 +185,7 @@ public class ProxyMetricsTests
         metrics.RecordSync(TimeSpan.FromMilliseconds(1), full: false, "iptables");
         metrics.RecordSync(TimeSpan.FromMilliseconds(1), full: false, "iptables");
 
-        string text = await metrics.ExportTextAsync();
+        var text = await metrics.ExportTextAsync();
 
         Assert.Equal(3, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_count"));
         Assert.Equal(2, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"}"));
@@ -205,7 +205,7 @@ public class ProxyMetricsTests
         metrics.RecordPhase(ProxyMetrics.PhaseRender, "iptables", TimeSpan.FromMilliseconds(5));
         metrics.RecordPhase(ProxyMetrics.PhaseApply, "iptables", TimeSpan.FromMilliseconds(40));
 
-        string text = await metrics.ExportTextAsync();
+        var text = await metrics.ExportTextAsync();
 
         Assert.Equal(1, Sample(text, "proxyplanes_sync_phase_duration_seconds_count{mode=\"iptables\",phase=\"plan\"}"));
         Assert.Equal(1, Sample(text, "proxyplanes_sync_phase_duration_seconds_count{mode=\"iptables\",phase=\"render\"}"));
@@ -230,7 +230,7 @@ public class ProxyMetricsTests
         metrics.FullSyncStarted("failure");
         metrics.FullSyncStarted("failure");
 
-        string text = await metrics.ExportTextAsync();
+        var text = await metrics.ExportTextAsync();
 
         Assert.Equal(1_700_000_000.5, Sample(text, "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
         Assert.Equal(1_700_000_001, Sample(text, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"));
@@ -251,14 +251,14 @@ public class ProxyMetricsTests
     {
         using var metrics = new ProxyMetrics();
 
-        string text = await metrics.ExportTextAsync();
+        var text = await metrics.ExportTextAsync();
 
         Assert.True(Sample(text, "process_resident_memory_bytes") > 1_000_000);
         Assert.True(Sample(text, "process_open_fds") >= 3); // at least stdin, stdout, stderr
         Assert.True(Sample(text, "process_max_fds") >= Sample(text, "process_open_fds"));
         Assert.True(Sample(text, "process_cpu_seconds_total") > 0);
-        double started = Sample(text, "process_start_time_seconds");
-        double now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000d;
+        var started = Sample(text, "process_start_time_seconds");
+        var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000d;
         Assert.InRange(started, now - 3600, now);
     }
 
@@ -280,7 +280,7 @@ public class ProxyMetricsTests
             .Where(l => l.StartsWith(name + "_bucket{", StringComparison.Ordinal))
             .Select(l =>
             {
-                int start = l.IndexOf("le=\"", StringComparison.Ordinal) + 4;
+                var start = l.IndexOf("le=\"", StringComparison.Ordinal) + 4;
                 return l[start..l.IndexOf('"', start)];
             })
             .Distinct()

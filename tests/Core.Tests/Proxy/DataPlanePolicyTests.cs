@@ -1,6 +1,6 @@
 using System.Text.RegularExpressions;
-using ProxyPlanes.TestKit;
 using ProxyPlanes.Model;
+using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Core.Tests.Proxy;
 

@@ -1,9 +1,9 @@
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging.Abstractions;
-using ProxyPlanes.Metrics;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 using static ProxyPlanes.Core.Tests.Metrics.MetricsTestHelpers;
 using static ProxyPlanes.Core.Tests.Proxy.TestObjects;
 

@@ -1,8 +1,8 @@
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Metrics;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Tests.Proxy;
 

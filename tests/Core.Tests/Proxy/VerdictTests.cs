@@ -1,7 +1,7 @@
 using System.Net;
-using ProxyPlanes.Model;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Tests.Proxy;
 

@@ -1,5 +1,5 @@
-using ProxyPlanes.Sources.Manifests;
 using ProxyPlanes.Model;
+using ProxyPlanes.Sources.Manifests;
 
 namespace ProxyPlanes.Core.Tests.Sources;
 

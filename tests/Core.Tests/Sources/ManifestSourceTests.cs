@@ -160,7 +160,7 @@ public class ManifestSourceTests
         await using var run = await RunningSource.StartAsync(dir.Path);
         var initial = run.Sink.Events.Count;
 
-        string copy = "";
+        var copy = "";
         var reload = await run.ChangeAsync(() => copy = dir.Write("web-copy.yaml", Docs(Node("node-z"), Service("web", 81))));
 
         Assert.Equal(initial, run.Sink.Events.Count);

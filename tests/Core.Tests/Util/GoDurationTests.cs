@@ -1,5 +1,5 @@
-using ProxyPlanes.NodeTools;
 using ProxyPlanes.Model;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Core.Tests.Util;
 

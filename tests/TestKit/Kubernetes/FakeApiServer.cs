@@ -16,8 +16,8 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using ProxyPlanes.Sources.Kubernetes;
 using ProxyPlanes.Model;
+using ProxyPlanes.Sources.Kubernetes;
 
 namespace ProxyPlanes.TestKit;
 
