@@ -12,11 +12,18 @@ status=0
 # per test, and the IPVS conformance run in the VM lane alone takes 9-11 minutes under emulation.
 timeout 80m dotnet test ProxyPlanes.sln --no-restore --blame-hang-timeout 25m "$@" 2>&1 | tee "$log" || status=$?
 
-# One summary line over all test assemblies.
+# One summary line over all test assemblies. A test host that crashed or was killed by the hang
+# timeout prints no "Failed!" line for the tests it did not finish: count each such run as aborted,
+# and an aborted run fails the script even if every counted test passed.
 awk '/(Passed|Failed)! +-/ {
        for (i = 1; i <= NF; i++) { gsub(",", "", $(i+1)); if ($i == "Failed:") f += $(i+1); if ($i == "Passed:") p += $(i+1); if ($i == "Skipped:") s += $(i+1) }
      }
-     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+     /Test Run Aborted|The active test run was aborted|Test host process crashed/ { a++ }
+     END { printf "%d passed, %d failed, %d skipped, %d test runs aborted\n", p, f, s, a }' "$log"
+if grep -qE 'Test Run Aborted|The active test run was aborted|Test host process crashed' "$log"; then
+  echo "test: a test run was aborted (a crashed test host or a hang timeout): see 'aborted' above" >&2
+  status=1
+fi
 
 leftover=$(ip netns list 2>/dev/null | grep -c '^pp[0-9a-f]\{5\}-' || true)
 if [ "$leftover" -gt 0 ]; then

@@ -134,17 +134,21 @@ public sealed class IptablesBackend : IProxyBackend
     }
 
     /// <summary>
-    /// Removes every chain this mode owns and every jump into them from the built-in chains,
-    /// leaving all other rules as they were.
+    /// Removes every chain this mode owns and every jump into them, leaving all other rules as they
+    /// were; chains <paramref name="keep"/> names (table, chain) stay, with their rules: those of a
+    /// mode now running on the node that uses the same names.
     /// </summary>
-    public async Task CleanupAsync(CancellationToken cancellationToken)
+    public Task CleanupAsync(CancellationToken cancellationToken) => CleanupAsync(cancellationToken, keep: null);
+
+    /// <inheritdoc cref="CleanupAsync(CancellationToken)"/>
+    public async Task CleanupAsync(CancellationToken cancellationToken, Func<string, string, bool>? keep)
     {
         foreach (var plane in _families)
         {
             var applier = plane.Applier;
             var script = new StringBuilder();
-            foreach (var (table, owned) in new[] { ("filter", FilterChains), ("nat", NatChains) })
-                AppendCleanup(script, table, await applier.SaveAsync(table, cancellationToken).ConfigureAwait(false), owned);
+            foreach (var table in new[] { "filter", "nat" })
+                AppendCleanup(script, table, await applier.SaveAsync(table, cancellationToken).ConfigureAwait(false), keep);
             if (script.Length == 0)
             {
                 _logger.LogInformation("No {Family} iptables rules of ours found ({Variant})", plane.Family, applier.Variant);
@@ -156,6 +160,10 @@ public sealed class IptablesBackend : IProxyBackend
     }
 
     /// <summary>The cleanup script for one table, given its iptables-save (empty when nothing is ours).</summary>
-    public static void AppendCleanup(StringBuilder script, string table, string save, IReadOnlyCollection<string> fixedChains) =>
-        IptablesCleanup.AppendCleanup(script, table, save, chain => fixedChains.Contains(chain) || ChainNames.IsPerService(chain));
+    public static void AppendCleanup(StringBuilder script, string table, string save, Func<string, string, bool>? keep = null) =>
+        IptablesCleanup.AppendCleanup(script, table, save, chain => Owns(table, chain) && keep?.Invoke(table, chain) != true);
+
+    /// <summary>Whether this mode owns a chain of <paramref name="table"/> (nat or filter): its fixed chains and every per-service chain.</summary>
+    public static bool Owns(string table, string chain) =>
+        (table == "nat" ? NatChains : table == "filter" ? FilterChains : []).Contains(chain) || ChainNames.IsPerService(chain);
 }

@@ -42,7 +42,9 @@ public sealed class IptablesMode : IProxyMode
         return new ProxyModeBackend(backend, new Probe(backend));
     }
 
-    public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+    public bool OwnsIptablesChain(string table, string chain) => IptablesBackend.Owns(table, chain);
+
+    public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, IProxyMode? running, CancellationToken cancellationToken)
     {
         // Rules may sit in either iptables flavour (a node may have switched): clean both.
         foreach (var variant in new[] { IptablesVariant.Nft, IptablesVariant.Legacy })
@@ -51,7 +53,7 @@ public sealed class IptablesMode : IProxyMode
             foreach (var family in new[] { IpFamily.IPv4, IpFamily.IPv6 })
                 if (await IptablesCommandApplier.IsAvailableAsync(family, variant, cancellationToken))
                     families.Add((family, new IptablesCommandApplier(variant, family)));
-            if (families.Count > 0) await new IptablesBackend(families, metrics, logger).CleanupAsync(cancellationToken);
+            if (families.Count > 0) await new IptablesBackend(families, metrics, logger).CleanupAsync(cancellationToken, running is null ? null : running.OwnsIptablesChain);
         }
     }
 

@@ -173,7 +173,10 @@ public sealed class IpvsBackend : IProxyBackend
     /// virtual server (except those inside the excluded prefixes), kube-ipvs0 with its addresses, and
     /// the ipsets. As kube-proxy's cleanup, it takes the node's whole IPVS table to be the proxy's.
     /// </summary>
-    public async Task CleanupAsync(CancellationToken cancellationToken)
+    public Task CleanupAsync(CancellationToken cancellationToken) => CleanupAsync(cancellationToken, keep: null);
+
+    /// <summary>The cleanup beside a running mode: chains <paramref name="keep"/> names (table, chain) stay.</summary>
+    public async Task CleanupAsync(CancellationToken cancellationToken, Func<string, string, bool>? keep)
     {
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -185,7 +188,7 @@ public sealed class IpvsBackend : IProxyBackend
             foreach (var family in families)
                 foreach (var table in new[] { "filter", "nat" })
                     saves[(family, table)] = await Wrap("read", () => _kernel.SaveIptablesAsync(family, table, cancellationToken)).ConfigureAwait(false);
-            var operations = PlanCleanup(view, saves, _planner.Options);
+            var operations = PlanCleanup(view, saves, _planner.Options, keep);
             if (operations.Count == 0)
             {
                 _logger.LogInformation("No IPVS mode state of ours found");
@@ -204,14 +207,16 @@ public sealed class IpvsBackend : IProxyBackend
     /// The cleanup operations: helper rules first (the ipsets are in use until they go), then virtual
     /// servers, the link (its addresses go with it) and the ipsets.
     /// </summary>
-    public static List<IpvsOperation> PlanCleanup(IpvsKernelView view, IReadOnlyDictionary<(IpFamily, string), string> iptablesSaves, IpvsPlannerOptions options)
+    public static List<IpvsOperation> PlanCleanup(IpvsKernelView view, IReadOnlyDictionary<(IpFamily, string), string> iptablesSaves, IpvsPlannerOptions options, Func<string, string, bool>? keep = null)
     {
         var operations = new List<IpvsOperation>();
         foreach (var family in options.Families)
         {
             var script = new StringBuilder();
-            if (iptablesSaves.TryGetValue((family, "filter"), out var filter)) IptablesCleanup.AppendCleanup(script, "filter", filter, IpvsNames.CleanedUpInFilter);
-            if (iptablesSaves.TryGetValue((family, "nat"), out var nat)) IptablesCleanup.AppendCleanup(script, "nat", nat, IpvsNames.CleanedUpInNat);
+            if (iptablesSaves.TryGetValue((family, "filter"), out var filter))
+                IptablesCleanup.AppendCleanup(script, "filter", filter, chain => IpvsNames.CleanedUpInFilter(chain) && keep?.Invoke("filter", chain) != true);
+            if (iptablesSaves.TryGetValue((family, "nat"), out var nat))
+                IptablesCleanup.AppendCleanup(script, "nat", nat, chain => IpvsNames.CleanedUpInNat(chain) && keep?.Invoke("nat", chain) != true);
             if (script.Length > 0) operations.Add(new IptablesRestore(family, script.ToString()));
         }
         foreach (var key in view.Services.Keys.Order())

@@ -40,8 +40,10 @@ public sealed class IpvsMode : IProxyMode
     }
 
     /// <summary>Works on a kernel without IPVS too (then only the helper rules and ipsets can be there).</summary>
-    public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken) =>
-        await (await IpvsBackend.CreateAsync(null, metrics, logger, cancellationToken)).CleanupAsync(cancellationToken);
+    public bool OwnsIptablesChain(string table, string chain) => IpvsNames.Owns(table, chain);
+
+    public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, IProxyMode? running, CancellationToken cancellationToken) =>
+        await (await IpvsBackend.CreateAsync(null, metrics, logger, cancellationToken)).CleanupAsync(cancellationToken, running is null ? null : running.OwnsIptablesChain);
 
     /// <summary>Counts virtual servers, real servers and kube-ipvs0's addresses as the kernel reports them; no floor (no bulk-load tool).</summary>
     private sealed class Probe(IpvsBackend backend) : IKernelProbe

@@ -60,6 +60,9 @@ public static class IpvsNames
     /// <summary>The nat chains the cleanup removes (with the jumps into them).</summary>
     public static bool CleanedUpInNat(string chain) => NatChains.Contains(chain) || IsIptablesModePerService(chain);
 
+    /// <summary>The chains this mode itself programs (the cleanup also takes the iptables mode's per-service chains).</summary>
+    public static bool Owns(string table, string chain) => (table == "nat" ? NatChains : table == "filter" ? FilterChains : []).Contains(chain);
+
     private static bool IsIptablesModePerService(string chain) => IptablesModePerServicePrefixes.Any(p => chain.StartsWith(p, StringComparison.Ordinal));
 
     public static readonly IpsetDefinition LoopBack = new("KUBE-LOOP-BACK", "hash:ip,port,ip", "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose");

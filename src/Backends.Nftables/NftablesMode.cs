@@ -31,7 +31,8 @@ public sealed class NftablesMode : IProxyMode
         return new ProxyModeBackend(backend, new Probe(backend));
     }
 
-    public Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken) =>
+    /// <summary>Our own tables only: no other mode uses them, so what runs beside does not matter.</summary>
+    public Task CleanupAsync(ProxyMetrics metrics, ILogger logger, IProxyMode? running, CancellationToken cancellationToken) =>
         NftablesBackend.RemoveTablesAsync(new NftCommandApplier(), [IpFamily.IPv4, IpFamily.IPv6], logger, cancellationToken: cancellationToken);
 
     /// <summary>Counts what the last transactions left in the tables; the floor is nft loading the cold transaction.</summary>

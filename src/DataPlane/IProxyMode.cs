@@ -29,7 +29,18 @@ public interface IProxyMode
     /// flavour), whether or not it is running: <c>proxyplanes cleanup</c>, and starting another mode.
     /// Works on a kernel that cannot run the mode.
     /// </summary>
-    Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken);
+    Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken) =>
+        CleanupAsync(metrics, logger, null, cancellationToken);
+
+    /// <summary>
+    /// Removes what this mode left on a node that now runs <paramref name="running"/> (null: nothing
+    /// runs, remove everything): never an object the running mode owns, even one with the same name
+    /// (the iptables and IPVS modes both program KUBE-SERVICES, KUBE-POSTROUTING, KUBE-MARK-MASQ).
+    /// </summary>
+    Task CleanupAsync(ProxyMetrics metrics, ILogger logger, IProxyMode? running, CancellationToken cancellationToken);
+
+    /// <summary>Whether this mode programs the iptables chain <paramref name="chain"/> of <paramref name="table"/> (false for a mode without iptables).</summary>
+    bool OwnsIptablesChain(string table, string chain) => false;
 }
 
 /// <summary>The daemon's settings a mode may use when it is created; each mode reads its own and ignores the rest.</summary>

@@ -48,6 +48,8 @@ public sealed class ProxyMetrics : IDisposable
     public const string SyncTotal = "proxyplanes_sync_total";
     public const string SyncFullReasonTotal = "proxyplanes_sync_full_reason_total";
     public const string CanaryChecksTotal = "proxyplanes_sync_canary_checks_total";
+    public const string HealthzTotal = "kubeproxy_proxy_healthz_total";
+    public const string LivezTotal = "kubeproxy_proxy_livez_total";
 
     private readonly Histogram _syncDuration;
     private readonly Histogram _syncFullDuration;
@@ -66,6 +68,8 @@ public sealed class ProxyMetrics : IDisposable
     private readonly Counter _syncs;
     private readonly Counter _fullSyncReasons;
     private readonly Counter _canaryChecks;
+    private readonly Counter _healthz;
+    private readonly Counter _livez;
 
     static ProxyMetrics()
     {
@@ -121,6 +125,9 @@ public sealed class ProxyMetrics : IDisposable
 
         _canaryChecks = Factory.CreateCounter(
             CanaryChecksTotal, "Cumulative periodic checks of the data plane's canary by result (intact, gone, error)", ["result"]);
+        // kube-proxy's names and help texts (pkg/proxy/metrics): one series per HTTP status answered.
+        _healthz = Factory.CreateCounter(HealthzTotal, "Cumulative proxy healthz HTTP status", ["code"]);
+        _livez = Factory.CreateCounter(LivezTotal, "Cumulative proxy livez HTTP status", ["code"]);
 
         ProcessMetrics.Register(Registry);
     }
@@ -170,6 +177,12 @@ public sealed class ProxyMetrics : IDisposable
 
     /// <summary>A periodic canary check ended with <paramref name="result"/>: intact, gone or error (<c>proxyplanes_sync_canary_checks_total{result}</c>).</summary>
     public void CanaryChecked(string result) => _canaryChecks.WithLabels(result).Inc();
+
+    /// <summary>/healthz answered <paramref name="code"/> (<c>kubeproxy_proxy_healthz_total{code}</c>).</summary>
+    public void HealthzAnswered(int code) => _healthz.WithLabels(code.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+
+    /// <summary>/livez answered <paramref name="code"/> (<c>kubeproxy_proxy_livez_total{code}</c>).</summary>
+    public void LivezAnswered(int code) => _livez.WithLabels(code.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
 
     /// <summary>A sync failed (<c>proxyplanes_sync_failures_total{mode}</c>).</summary>
     public void SyncFailed(string mode) => _syncFailures.WithLabels(mode).Inc();

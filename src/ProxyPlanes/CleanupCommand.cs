@@ -15,10 +15,10 @@ public static class CleanupCommand
     }
 
     /// <summary>Removes a built mode's state from this node's kernel (both IP families).</summary>
-    public static async Task CleanAsync(string mode, ILogger logger, CancellationToken cancellationToken)
+    public static async Task CleanAsync(string mode, ILogger logger, CancellationToken cancellationToken, string? running = null)
     {
         using var metrics = new ProxyMetrics();
-        await Modes.Require(mode).CleanupAsync(metrics, logger, cancellationToken);
+        await Modes.Require(mode).CleanupAsync(metrics, logger, running is null ? null : Modes.Require(running), cancellationToken);
     }
 
     /// <summary>
@@ -31,7 +31,7 @@ public static class CleanupCommand
         {
             try
             {
-                await CleanAsync(other, logger, cancellationToken);
+                await CleanAsync(other, logger, cancellationToken, running: mode);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {

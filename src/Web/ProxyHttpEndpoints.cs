@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Prometheus;
 using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Web;
@@ -38,7 +39,7 @@ public static class ProxyHttpEndpoints
     /// Maps /metrics (prometheus-net serving <paramref name="registry"/>), /proxyMode and the health paths,
     /// each on its own listener.
     /// </summary>
-    public static void Map(WebApplication app, IPEndPoint? metrics, IPEndPoint? healthz, CollectorRegistry registry, ProxyHealth health, string mode)
+    public static void Map(WebApplication app, IPEndPoint? metrics, IPEndPoint? healthz, ProxyMetrics proxyMetrics, ProxyHealth health, string mode)
     {
         if (metrics is not null)
         {
@@ -46,7 +47,7 @@ public static class ProxyHttpEndpoints
             // Always the text format 0.0.4, as kube-proxy serves it (no OpenMetrics negotiation).
             app.MapMetrics(settings =>
             {
-                settings.Registry = registry;
+                settings.Registry = proxyMetrics.Registry;
                 settings.EnableOpenMetrics = false;
             }, "/metrics").RequireHost(host);
             app.MapGet("/proxyMode", () => Results.Text(mode)).RequireHost(host);
@@ -54,16 +55,26 @@ public static class ProxyHttpEndpoints
         if (healthz is not null)
         {
             var host = $"*:{healthz.Port}";
-            app.MapGet("/healthz", () => HealthResult(health.Status())).RequireHost(host);
-            app.MapGet("/livez", () => HealthResult(health.Status())).RequireHost(host);
+            app.MapGet("/healthz", () => Counted(HealthResult(health.Status(), forTraffic: true), proxyMetrics.HealthzAnswered)).RequireHost(host);
+            app.MapGet("/livez", () => Counted(HealthResult(health.Status(), forTraffic: false), proxyMetrics.LivezAnswered)).RequireHost(host);
         }
     }
 
-    /// <summary>kube-proxy's health JSON: 200 when healthy, 503 when not.</summary>
-    public static IResult HealthResult(HealthStatus status)
+    private static IResult Counted(IResult result, Action<int> count)
+    {
+        count(result is IStatusCodeHttpResult { StatusCode: { } code } ? code : StatusCodes.Status200OK);
+        return result;
+    }
+
+    /// <summary>
+    /// kube-proxy's health JSON: 200 when healthy, 503 when not. /healthz (<paramref name="forTraffic"/>)
+    /// also answers 503 while the node is being deleted or tainted for deletion; /livez does not.
+    /// </summary>
+    public static IResult HealthResult(HealthStatus status, bool forTraffic = true)
     {
         var body = string.Create(CultureInfo.InvariantCulture,
-            $$"""{"lastUpdated": "{{status.LastUpdated?.ToString("O") ?? ""}}","currentTime": "{{status.CurrentTime:O}}", "nodeEligible": true}""");
-        return Results.Text(body, "application/json", statusCode: status.Healthy ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
+            $$"""{"lastUpdated": "{{status.LastUpdated?.ToString("O") ?? ""}}","currentTime": "{{status.CurrentTime:O}}", "nodeEligible": {{(status.NodeEligible ? "true" : "false")}}}""");
+        var healthy = forTraffic ? status.HealthyForTraffic : status.Healthy;
+        return Results.Text(body, "application/json", statusCode: healthy ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
     }
 }

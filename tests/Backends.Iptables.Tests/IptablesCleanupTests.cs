@@ -18,7 +18,7 @@ public sealed class IptablesCleanupTests
             """;
         var script = new StringBuilder();
 
-        IptablesBackend.AppendCleanup(script, "filter", save, [ChainNames.ExternalServices]);
+        IptablesBackend.AppendCleanup(script, "filter", save);
 
         var lines = script.ToString().Split('\n');
         Assert.Equal(2, lines.Count(l => l.StartsWith("-D INPUT", StringComparison.Ordinal) && l.EndsWith("-j KUBE-EXTERNAL-SERVICES", StringComparison.Ordinal)));

@@ -91,6 +91,69 @@ public sealed partial class DaemonTests
     }
 
     [Fact]
+    public async Task Restart_SameMode_TheOtherModesCleanupsLeaveItsRulesAlone()
+    {
+        await using var scenario = await CreateWebAsync();
+        var first = await scenario.StartProxyAsync(["--iptables-variant=nft"]);
+        Assert.Equal(0, await first.TerminateAsync(TimeSpan.FromSeconds(15)));
+        var left = await SaveAsync(scenario.Sandbox.Node, "nft");
+        Assert.Contains(":KUBE-SVC-", left); // positive control: SIGTERM leaves the rules in place
+
+        // On restart the IPVS cleanup runs beside the iptables mode: it used to try to delete
+        // KUBE-SERVICES and the per-service chains, which the kernel refused (chain busy).
+        var second = await scenario.StartProxyAsync(["--iptables-variant=nft"]);
+
+        Assert.Contains("No IPVS mode state of ours found", second.Output);
+        Assert.DoesNotContain("Could not remove what", second.Output);
+        Assert.Equal(3, (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80)).Count);
+    }
+
+    [Fact]
+    public async Task NodeTaintedForDeletion_HealthzAnswers503_LivezStays200_TrafficStillFlows()
+    {
+        await using var scenario = await CreateWebAsync();
+        var proxy = await scenario.StartProxyAsync();
+        string Node(string taints) => $"""
+            apiVersion: v1
+            kind: Node
+            metadata: {"{"} name: {ProxyScenario.NodeName} {"}"}
+            spec:
+              taints: [{taints}]
+            """;
+        async Task<(int? Healthz, int? Livez, string Body)> ProbeAsync()
+        {
+            var healthz = await proxy.GetAsync(10256, "/healthz");
+            return (healthz.StatusCode, (await proxy.GetAsync(10256, "/livez")).StatusCode, healthz.Body);
+        }
+        async Task<(int? Healthz, int? Livez, string Body)> WaitAsync(int healthz)
+        {
+            var clock = Stopwatch.StartNew();
+            while (true)
+            {
+                var probe = await ProbeAsync();
+                if (probe.Healthz == healthz || clock.Elapsed > TimeSpan.FromSeconds(20)) return probe;
+                await Task.Delay(50);
+            }
+        }
+
+        // Positive control: the node object with an unrelated taint leaves the node eligible.
+        scenario.WriteManifest("node.yaml", Node("{ key: node.kubernetes.io/unschedulable, effect: NoSchedule }"));
+        await Task.Delay(500);
+        Assert.Equal((200, 200), ((await ProbeAsync()).Healthz, (await ProbeAsync()).Livez));
+
+        scenario.WriteManifest("node.yaml", Node("{ key: ToBeDeletedByClusterAutoscaler, value: \"1733400000\", effect: NoSchedule }"));
+        var draining = await WaitAsync(503);
+        Assert.Equal(503, draining.Healthz);
+        Assert.Equal(200, draining.Livez); // alive: only load balancers should stop sending traffic here
+        Assert.Contains("\"nodeEligible\": false", draining.Body);
+        Assert.Equal(3, (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80)).Count); // rules stay
+        Assert.True(ProxyProcess.Metric(await proxy.ScrapeAsync(), "kubeproxy_proxy_healthz_total", "code=\"503\"") >= 1);
+
+        scenario.WriteManifest("node.yaml", Node(""));
+        Assert.Equal(200, (await WaitAsync(200)).Healthz);
+    }
+
+    [Fact]
     public async Task FullResync_DoesNotDuplicateJumpsFromBuiltInChains()
     {
         await using var scenario = await CreateWebAsync();
@@ -129,6 +192,19 @@ public sealed partial class DaemonTests
         Assert.True(Value(atStart, "proxyplanes_sync_total", "kind=\"full\",mode=\"iptables\"") >= 1, atStart);
         Assert.True(Value(atStart, "kubeproxy_sync_full_proxy_rules_duration_seconds_count") >= 1, atStart);
         Assert.Equal(1, Value(atStart, "proxyplanes_sync_full_reason_total", "reason=\"start\""));
+        // Health probes are counted by the status they got (kube-proxy's healthz/livez counters):
+        // three more of each, through a real HTTP client, move the 200 series by exactly three.
+        var healthzBefore = Value(atStart, "kubeproxy_proxy_healthz_total", "code=\"200\""); // the start wait polled it
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(200, (await proxy.GetAsync(10256, "/healthz")).StatusCode);
+            Assert.Equal(200, (await proxy.GetAsync(10256, "/livez")).StatusCode);
+        }
+        var probed = await proxy.ScrapeAsync();
+        Assert.Equal(healthzBefore + 3, Value(probed, "kubeproxy_proxy_healthz_total", "code=\"200\""));
+        Assert.Equal(3, Value(probed, "kubeproxy_proxy_livez_total", "code=\"200\""));
+        // The start wait may have met 503s before the first sync; none came since.
+        Assert.Equal(ProxyProcess.Metric(atStart, "kubeproxy_proxy_healthz_total", "code=\"503\""), ProxyProcess.Metric(probed, "kubeproxy_proxy_healthz_total", "code=\"503\""));
 
         // Three edits of the slice, each synced before the next: three endpoint changes, three more syncs.
         string[][] edits = [[scenario.PodIp(0)], [scenario.PodIp(0), scenario.PodIp(1)], [scenario.PodIp(1)]];

@@ -85,6 +85,8 @@ public sealed class ProxyController : IObjectSink
     {
         var node = current ?? previous;
         if (node?.Metadata?.Name != _options.HostName) return;
+        Health.NodeEligible(current is not null && current.Metadata?.DeletionTimestamp is null &&
+            !(current.Spec?.Taints ?? []).Any(t => t.Key == WellKnownLabels.ToBeDeletedByClusterAutoscaler));
         var zone = current?.Metadata?.Labels?.GetValueOrDefault(ServiceConversion.TopologyZoneLabel);
         var podCidrs = new EquatableArray<IpPrefix>(
             (current?.Spec?.PodCIDRs is { Count: > 0 } cidrs ? cidrs : current?.Spec?.PodCIDR is { } one ? [one] : [])

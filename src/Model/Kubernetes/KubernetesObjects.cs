@@ -154,6 +154,14 @@ public sealed class NodeSpec
 {
     public string? PodCIDR { get; set; }
     public List<string>? PodCIDRs { get; set; }
+    public List<Taint>? Taints { get; set; }
+}
+
+public sealed class Taint
+{
+    public string? Key { get; set; }
+    public string? Value { get; set; }
+    public string? Effect { get; set; }
 }
 
 public sealed class NodeStatus

@@ -14,6 +14,9 @@ public static class WellKnownLabels
 
     public const string TopologyZone = "topology.kubernetes.io/zone";
 
+    /// <summary>The cluster autoscaler's taint on a node it is about to delete.</summary>
+    public const string ToBeDeletedByClusterAutoscaler = "ToBeDeletedByClusterAutoscaler";
+
     /// <summary>When the change an EndpointSlice carries was triggered (network programming latency starts there).</summary>
     public const string LastChangeTriggerTime = "endpoints.kubernetes.io/last-change-trigger-time";
 }

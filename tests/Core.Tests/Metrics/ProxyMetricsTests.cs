@@ -26,6 +26,8 @@ public class ProxyMetricsTests
         { "proxyplanes_sync_total", "counter" },
         { "proxyplanes_sync_full_reason_total", "counter" },
         { "proxyplanes_sync_canary_checks_total", "counter" },
+        { "kubeproxy_proxy_healthz_total", "counter" },
+        { "kubeproxy_proxy_livez_total", "counter" },
         { "proxyplanes_sync_changes_applied", "gauge" },
     };
 

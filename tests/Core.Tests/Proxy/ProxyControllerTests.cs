@@ -386,6 +386,33 @@ public sealed class ProxyControllerTests : IAsyncDisposable
     }
 
     [Fact]
+    public void OnNode_BeingDeletedOrTaintedForDeletion_NotEligible_LivenessUnchanged()
+    {
+        Node Self(string? deletion = null, params string[] taints) => new()
+        {
+            Metadata = new ObjectMeta { Name = Host, DeletionTimestamp = deletion },
+            Spec = new NodeSpec { Taints = [.. taints.Select(t => new Taint { Key = t, Effect = "NoSchedule" })] },
+        };
+        Assert.True(_controller.Health.Status().NodeEligible); // no Node seen: eligible, as kube-proxy starts
+
+        _controller.OnNode(null, Self(taints: ["node.kubernetes.io/unschedulable"]));
+        Assert.True(_controller.Health.Status().NodeEligible); // another taint does not drain
+        _controller.OnNode(null, Self(taints: [WellKnownLabels.ToBeDeletedByClusterAutoscaler]));
+        Assert.False(_controller.Health.Status().NodeEligible);
+        _controller.OnNode(null, Self());
+        Assert.True(_controller.Health.Status().NodeEligible);
+        _controller.OnNode(null, Self(deletion: "2026-12-05T12:00:00Z"));
+        Assert.False(_controller.Health.Status().NodeEligible);
+        _controller.OnNode(Self(), null); // deleted
+        Assert.False(_controller.Health.Status().NodeEligible);
+        // Another node's object says nothing about this one.
+        _controller.OnNode(null, new Node { Metadata = new ObjectMeta { Name = "node-b" } });
+        Assert.False(_controller.Health.Status().NodeEligible);
+        _controller.OnNode(null, Self());
+        Assert.True(_controller.Health.Status().NodeEligible);
+    }
+
+    [Fact]
     public async Task OnNode_OtherNode_Ignored()
     {
         _controller.OnNode(null, new Node { Metadata = new ObjectMeta { Name = "node-b", Labels = new() { [ServiceConversion.TopologyZoneLabel] = "zone-b" } } });
