@@ -1,5 +1,6 @@
 using System.Text;
 using Prometheus;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Metrics;
 
@@ -11,7 +12,7 @@ namespace ProxyPlanes.Metrics;
 /// data plane registers its own metrics (e.g. iptables rule counts) on the same registry through
 /// <see cref="Factory"/>. The registry also carries the process metrics (<see cref="ProcessMetrics"/>).
 /// </summary>
-public sealed class ProxyMetrics : IDisposable
+public sealed class ProxyMetrics : ISyncMetrics, IDisposable
 {
     /// <summary>Values for the <c>phase</c> label of <c>proxyplanes_sync_phase_duration_seconds</c>.</summary>
     public const string PhasePlan = "plan";

@@ -63,12 +63,13 @@ public sealed class DependencyRulesTests
     }
 
     [Fact]
-    public void Loop_ReferencesNoSourceNoDataPlaneNoWebServer_NeitherAspNetCoreNorYaml()
+    public void Loop_ReferencesOnlyTheModel_NeitherAspNetCoreNorYamlNorAMetricsLibrary()
     {
         string[] forbidden =
         [
             "ProxyPlanes.Sources", "ProxyPlanes.Web", "ProxyPlanes.Backends", "ProxyPlanes.DataPlane", "ProxyPlanes.Netlink",
-            "ProxyPlanes.Iptables", "ProxyPlanes.Sandbox", "Microsoft.AspNetCore", "YamlDotNet",
+            "ProxyPlanes.Iptables", "ProxyPlanes.Sandbox", "ProxyPlanes.Metrics", "ProxyPlanes.NodeTools",
+            "Microsoft.AspNetCore", "YamlDotNet", "Prometheus", "prometheus-net",
         ];
 
         AssertNoDependency(Core, forbidden);

@@ -1,7 +1,6 @@
 using System.Collections.Immutable;
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Proxy;
@@ -15,7 +14,7 @@ public sealed class ProxyController : IObjectSink
 {
     private readonly ProxyOptions _options;
     private readonly IProxyBackend _backend;
-    private readonly ProxyMetrics _metrics;
+    private readonly ISyncMetrics _metrics;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly ServiceChangeTracker _services = new();
@@ -30,7 +29,7 @@ public sealed class ProxyController : IObjectSink
     private int _successfulSyncs;
     private long _changesSeen;
 
-    public ProxyController(ProxyOptions options, IProxyBackend backend, ProxyMetrics metrics, ILogger logger, TimeProvider? time = null)
+    public ProxyController(ProxyOptions options, IProxyBackend backend, ISyncMetrics metrics, ILogger logger, TimeProvider? time = null)
     {
         _options = options;
         _backend = backend;
