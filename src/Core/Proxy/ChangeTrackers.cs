@@ -81,7 +81,7 @@ public sealed class EndpointsChangeTracker(string hostName)
     public bool Update(EndpointSlice? previous, EndpointSlice? current)
     {
         var slice = current ?? previous;
-        if (slice?.Metadata?.Labels?.TryGetValue(ServiceConversion.ServiceNameLabel, out var serviceName) != true || string.IsNullOrEmpty(serviceName))
+        if (slice?.Metadata?.Labels?.TryGetValue(WellKnownLabels.ServiceName, out var serviceName) != true || string.IsNullOrEmpty(serviceName))
             return false;
         var service = new NamespacedName(ServiceConversion.NameOf(slice).Namespace, serviceName);
         var sliceName = slice.Metadata!.Name ?? "";

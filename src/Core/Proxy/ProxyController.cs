@@ -86,7 +86,7 @@ public sealed class ProxyController : IObjectSink
         if (node?.Metadata?.Name != _options.HostName) return;
         Health.NodeEligible(current is not null && current.Metadata?.DeletionTimestamp is null &&
             !(current.Spec?.Taints ?? []).Any(t => t.Key == WellKnownLabels.ToBeDeletedByClusterAutoscaler));
-        var zone = current?.Metadata?.Labels?.GetValueOrDefault(ServiceConversion.TopologyZoneLabel);
+        var zone = current?.Metadata?.Labels?.GetValueOrDefault(WellKnownLabels.TopologyZone);
         var podCidrs = new EquatableArray<IpPrefix>(
             (current?.Spec?.PodCIDRs is { Count: > 0 } cidrs ? cidrs : current?.Spec?.PodCIDR is { } one ? [one] : [])
             .Select(c => IpPrefix.TryParse(c, out var prefix) ? prefix : (IpPrefix?)null).OfType<IpPrefix>());

@@ -12,11 +12,6 @@ namespace ProxyPlanes.Core.Proxy;
 /// </summary>
 public static class ServiceConversion
 {
-    public const string ServiceProxyNameLabel = WellKnownLabels.ServiceProxyName;
-    public const string HeadlessLabel = WellKnownLabels.Headless;
-    public const string ServiceNameLabel = WellKnownLabels.ServiceName;
-    public const string TopologyZoneLabel = WellKnownLabels.TopologyZone;
-    public const string LastChangeTriggerTimeAnnotation = WellKnownLabels.LastChangeTriggerTime;
     public const int DefaultStickyTimeoutSeconds = 10800;
 
     public static NamespacedName NameOf(IKubernetesObject obj) =>
@@ -28,8 +23,8 @@ public static class ServiceConversion
     /// </summary>
     public static string? SkipReason(Service service)
     {
-        if (service.Metadata?.Labels?.ContainsKey(ServiceProxyNameLabel) == true) return "it names another service proxy";
-        if (service.Metadata?.Labels?.ContainsKey(HeadlessLabel) == true) return "it is headless";
+        if (service.Metadata?.Labels?.ContainsKey(WellKnownLabels.ServiceProxyName) == true) return "it names another service proxy";
+        if (service.Metadata?.Labels?.ContainsKey(WellKnownLabels.Headless) == true) return "it is headless";
         var spec = service.Spec;
         if (spec is null) return "it has no spec";
         if (string.Equals(spec.Type, "ExternalName", StringComparison.Ordinal)) return "it is an ExternalName service";
@@ -110,7 +105,7 @@ public static class ServiceConversion
     public static IEnumerable<(ServicePortName Port, EndpointInfo Endpoint)> ToEndpoints(EndpointSlice slice, string hostName)
     {
         if (slice.AddressType is not ("IPv4" or "IPv6")) yield break;
-        if (slice.Metadata?.Labels?.TryGetValue(ServiceNameLabel, out var serviceName) != true || string.IsNullOrEmpty(serviceName)) yield break;
+        if (slice.Metadata?.Labels?.TryGetValue(WellKnownLabels.ServiceName, out var serviceName) != true || string.IsNullOrEmpty(serviceName)) yield break;
         var service = new NamespacedName(NameOf(slice).Namespace, serviceName);
         foreach (var port in slice.Ports ?? [])
         {
@@ -139,7 +134,7 @@ public static class ServiceConversion
     }
 
     public static DateTimeOffset? LastChangeTriggerTime(EndpointSlice slice) =>
-        slice.Metadata?.Annotations?.TryGetValue(LastChangeTriggerTimeAnnotation, out var text) == true &&
+        slice.Metadata?.Annotations?.TryGetValue(WellKnownLabels.LastChangeTriggerTime, out var text) == true &&
         DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var time)
             ? time
             : null;

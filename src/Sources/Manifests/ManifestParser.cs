@@ -22,7 +22,6 @@ public enum ManifestFormat
 /// </summary>
 public static class ManifestParser
 {
-    public const string ServiceNameLabel = "kubernetes.io/service-name";
     public const string DefaultNamespace = "default";
 
     private static readonly UTF8Encoding Utf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: false);
@@ -267,9 +266,9 @@ public static class ManifestParser
                 case EndpointSlice slice:
                     slice.Kind ??= kind;
                     slice.ApiVersion ??= apiVersion;
-                    if (meta.Labels is null || !meta.Labels.TryGetValue(ServiceNameLabel, out var service) || string.IsNullOrEmpty(service))
-                        throw Error(map, ["metadata", "labels", ServiceNameLabel], subject,
-                            $"label {ServiceNameLabel} is required (the name of the slice's Service)");
+                    if (meta.Labels is null || !meta.Labels.TryGetValue(WellKnownLabels.ServiceName, out var service) || string.IsNullOrEmpty(service))
+                        throw Error(map, ["metadata", "labels", WellKnownLabels.ServiceName], subject,
+                            $"label {WellKnownLabels.ServiceName} is required (the name of the slice's Service)");
                     var slicePorts = slice.Ports ?? [];
                     for (var i = 0; i < slicePorts.Count; i++)
                     {

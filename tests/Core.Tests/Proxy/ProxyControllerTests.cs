@@ -231,7 +231,7 @@ public sealed class ProxyControllerTests : IAsyncDisposable
         await controller.SyncNowAsync(new SyncDecision(FullSyncReason.Start, false));
         Assert.Equal(FullSyncReason.Start, reports[^1].FullReason);
 
-        controller.OnNode(null, new Node { Metadata = new ObjectMeta { Name = Host, Labels = new() { [ServiceConversion.TopologyZoneLabel] = "zone-b" } } });
+        controller.OnNode(null, new Node { Metadata = new ObjectMeta { Name = Host, Labels = new() { [WellKnownLabels.TopologyZone] = "zone-b" } } });
 
         Assert.True(await controller.SyncNowAsync(SyncDecision.Partial));
         Assert.Equal(2, backend.Count);
@@ -376,7 +376,7 @@ public sealed class ProxyControllerTests : IAsyncDisposable
         await _controller.SyncNowAsync(full: true);
         Assert.Equal(2, _controller.Applied.ServicePorts[PortName("web", "http")].Endpoints.Cluster.Count);
 
-        _controller.OnNode(null, new Node { Metadata = new ObjectMeta { Name = Host, Labels = new() { [ServiceConversion.TopologyZoneLabel] = "zone-a" } } });
+        _controller.OnNode(null, new Node { Metadata = new ObjectMeta { Name = Host, Labels = new() { [WellKnownLabels.TopologyZone] = "zone-a" } } });
         await _controller.SyncNowAsync(full: false);
         var request = await LastRequestAsync();
 
@@ -415,7 +415,7 @@ public sealed class ProxyControllerTests : IAsyncDisposable
     [Fact]
     public async Task OnNode_OtherNode_Ignored()
     {
-        _controller.OnNode(null, new Node { Metadata = new ObjectMeta { Name = "node-b", Labels = new() { [ServiceConversion.TopologyZoneLabel] = "zone-b" } } });
+        _controller.OnNode(null, new Node { Metadata = new ObjectMeta { Name = "node-b", Labels = new() { [WellKnownLabels.TopologyZone] = "zone-b" } } });
         await _controller.SyncNowAsync(full: true);
 
         Assert.Null(_controller.Applied.Network.Zone);

@@ -91,7 +91,7 @@ public class ServiceConversionTests
     {
         var service = Service(
             "web",
-            labels: new() { [ServiceConversion.ServiceProxyNameLabel] = "other-proxy" },
+            labels: new() { [WellKnownLabels.ServiceProxyName] = "other-proxy" },
             ports: [Port("http", 80)]);
 
         Assert.Empty(ServiceConversion.ToServicePorts(service));

@@ -68,8 +68,8 @@ internal static class TestObjects
         {
             Name = name,
             Namespace = ns,
-            Labels = service is null ? null : new() { [ServiceConversion.ServiceNameLabel] = service },
-            Annotations = triggerTime is null ? null : new() { [ServiceConversion.LastChangeTriggerTimeAnnotation] = triggerTime },
+            Labels = service is null ? null : new() { [WellKnownLabels.ServiceName] = service },
+            Annotations = triggerTime is null ? null : new() { [WellKnownLabels.LastChangeTriggerTime] = triggerTime },
         },
         AddressType = addressType,
         Ports = [.. ports],

@@ -60,7 +60,7 @@ public class ManifestParserTests
         var web = set.EndpointSlices[0];
         Assert.Equal("discovery.k8s.io/v1", web.ApiVersion);
         Assert.Equal("IPv4", web.AddressType);
-        Assert.Equal("web", web.Metadata!.Labels![ManifestParser.ServiceNameLabel]);
+        Assert.Equal("web", web.Metadata!.Labels![WellKnownLabels.ServiceName]);
         var endpoints = web.Endpoints!;
         Assert.Equal(3, endpoints.Count);
         Assert.Equal(["10.244.1.17"], endpoints[0].Addresses!);
@@ -158,7 +158,7 @@ public class ManifestParserTests
             set.Objects.Select(o => Path.GetFileName(o.File)).Distinct());
         // Every slice belongs to a Service of the set.
         var services = set.Services.Select(s => (s.Metadata!.Namespace, s.Metadata.Name)).ToHashSet();
-        Assert.All(set.EndpointSlices, e => Assert.Contains((e.Metadata!.Namespace, e.Metadata.Labels![ManifestParser.ServiceNameLabel]), services));
+        Assert.All(set.EndpointSlices, e => Assert.Contains((e.Metadata!.Namespace, e.Metadata.Labels![WellKnownLabels.ServiceName]), services));
     }
 
     [Fact]
@@ -272,7 +272,7 @@ public class ManifestParserTests
             """, "anchors.yaml");
 
         var slice = Assert.Single(set.EndpointSlices);
-        Assert.Equal("web", slice.Metadata!.Annotations![ManifestParser.ServiceNameLabel]);
+        Assert.Equal("web", slice.Metadata!.Annotations![WellKnownLabels.ServiceName]);
         Assert.Equal(["10.0.0.1", "10.0.0.2"], slice.Endpoints!.Select(e => e.Addresses!.Single()));
         Assert.All(slice.Endpoints!, e => Assert.Equal(("a", true), (e.Zone, e.Conditions!.Ready)));
     }
