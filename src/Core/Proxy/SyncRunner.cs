@@ -88,6 +88,7 @@ public sealed class SyncRunner(Func<SyncDecision, CancellationToken, Task<bool>>
     private FullSyncReason? _forcedFull = FullSyncReason.Start;
     private DateTimeOffset _lastStart = DateTimeOffset.MinValue;
     private DateTimeOffset? _lastEnd;
+    /// <summary>When the hourly window started: the last full sync, or the last time the cluster was counted as large.</summary>
     private DateTimeOffset _lastFull = DateTimeOffset.MinValue;
     private DateTimeOffset? _retryAt;
     private int _failures;
@@ -148,8 +149,14 @@ public sealed class SyncRunner(Func<SyncDecision, CancellationToken, Task<bool>>
     {
         if (_forcedFull is { } forced) return forced;
         if (now - _lastFull < options.FullSyncPeriod) return null;
-        // kube-proxy 1.37: never a periodic full resync on a large cluster.
-        return EndpointCount is { } count && count() > options.LargeClusterEndpoints ? null : FullSyncReason.Hourly;
+        // kube-proxy 1.37: never a periodic full resync on a large cluster. Counting walks every
+        // service port, so a large cluster is counted again an hour later, not on every sync.
+        if (EndpointCount is { } count && count() > options.LargeClusterEndpoints)
+        {
+            _lastFull = now;
+            return null;
+        }
+        return FullSyncReason.Hourly;
     }
 
     private async Task RunOnceAsync(CancellationToken cancellationToken)
