@@ -215,23 +215,18 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
         return Task.FromResult<IReadOnlyDictionary<VirtualServerKey, IReadOnlyList<KernelDestination>>>(result);
     }
 
-    public Task<bool> ServiceExistsAsync(VirtualServerKey server, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return Task.FromResult(Clients().Ipvs.GetService(ToId(server)) is not null);
-        }
-        catch (Exception e) when (e is NetlinkException or NetlinkProtocolException)
-        {
-            throw new IpvsKernelException(e.Message, e);
-        }
-    }
+    public Task<bool> ServiceExistsAsync(VirtualServerKey server, CancellationToken cancellationToken) =>
+        Task.FromResult(AskKernel(() => Clients().Ipvs.GetService(ToId(server)) is not null));
 
-    public Task<bool> LinkExistsAsync(CancellationToken cancellationToken)
+    public Task<bool> LinkExistsAsync(CancellationToken cancellationToken) =>
+        Task.FromResult(AskKernel(() => Rtnl().FindLink(IpvsNames.Link) is not null));
+
+    /// <summary>One netlink question; the kernel's refusals become <see cref="IpvsKernelException"/>s.</summary>
+    private static T AskKernel<T>(Func<T> ask)
     {
         try
         {
-            return Task.FromResult(Rtnl().FindLink(IpvsNames.Link) is not null);
+            return ask();
         }
         catch (Exception e) when (e is NetlinkException or NetlinkProtocolException)
         {
