@@ -6,11 +6,15 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# Every VM lane run (src/VmLane) appends its wall time here, for the share reported below.
+export PROXYPLANES_VM_TIME_LOG=$(mktemp)
+trap 'rm -f "$log" "$PROXYPLANES_VM_TIME_LOG"' EXIT
 status=0
+started=$SECONDS
 # --blame-hang-timeout turns a hung test into a named failure instead of a silent CI timeout; it is
 # per test, and the IPVS conformance run in the VM lane alone takes 9-11 minutes under emulation.
 timeout 80m dotnet test ProxyPlanes.sln --no-restore --blame-hang-timeout 25m "$@" 2>&1 | tee "$log" || status=$?
+elapsed=$((SECONDS - started))
 
 # One summary line over all test assemblies. A test host that crashed or was killed by the hang
 # timeout prints no "Failed!" line for the tests it did not finish: count each such run as aborted,
@@ -20,6 +24,10 @@ awk '/(Passed|Failed)! +-/ {
      }
      /Test Run Aborted|The active test run was aborted|Test host process crashed/ { a++ }
      END { printf "%d passed, %d failed, %d skipped, %d test runs aborted\n", p, f, s, a }' "$log"
+# The VM lane (IPVS under qemu TCG) runs beside the other assemblies: its runs' summed wall time
+# against the whole test run's says how much of the CI budget it holds.
+awk -F'\t' -v total="$elapsed" '{ n++; t += $1; if ($1 > m) m = $1 }
+     END { printf "VM lane: %d runs, %.0f s summed (longest %.0f s); the whole test run took %d s\n", n, t, m, total }' "$PROXYPLANES_VM_TIME_LOG"
 if grep -qE 'Test Run Aborted|The active test run was aborted|Test host process crashed' "$log"; then
   echo "test: a test run was aborted (a crashed test host or a hang timeout): see 'aborted' above" >&2
   status=1

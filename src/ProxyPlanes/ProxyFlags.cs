@@ -47,7 +47,7 @@ public sealed class ProxyFlags
     public Option<string?> HostnameOverride { get; } = new("--hostname-override") { Description = "This node's name, as in EndpointSlices' nodeName (default: the host name)" };
     public Option<string> ClusterCidr { get; } = new("--cluster-cidr") { Description = "Pod CIDRs of the cluster, comma-separated: traffic from outside them to a cluster IP is masqueraded", DefaultValueFactory = _ => "" };
     public Option<string> MinSyncPeriod { get; } = new("--min-sync-period") { Description = "Minimum interval between syncs (Go duration)", DefaultValueFactory = _ => "1s" };
-    public Option<string> SyncPeriod { get; } = new("--sync-period") { Description = "Interval of the periodic full sync (Go duration)", DefaultValueFactory = _ => "30s" };
+    public Option<string> SyncPeriod { get; } = new("--sync-period") { Description = "How often a sync runs at least: partial, with a canary check that forces a full sync when our rules were flushed (Go duration)", DefaultValueFactory = _ => "30s" };
     public Option<string> DetectLocalMode { get; } = new("--detect-local-mode") { Description = "How pod traffic is told apart: ClusterCIDR, NodeCIDR, InterfaceNamePrefix or BridgeInterface", DefaultValueFactory = _ => "ClusterCIDR" };
     public Option<string?> PodInterfaceNamePrefix { get; } = new("--pod-interface-name-prefix") { Description = "With InterfaceNamePrefix: pod traffic arrives on interfaces with this prefix" };
     public Option<string?> PodBridgeInterface { get; } = new("--pod-bridge-interface") { Description = "With BridgeInterface: pod traffic arrives on this bridge" };

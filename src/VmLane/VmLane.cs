@@ -20,6 +20,12 @@ public static partial class VmLane
     /// <summary>Set to 1 for commands run in the VM.</summary>
     public const string InsideVmVariable = "PROXYPLANES_VM";
 
+    /// <summary>Set for the guest's command from <see cref="VmLaneOptions.TimeScale"/>: how much longer waits may take there.</summary>
+    public const string TimeScaleVariable = "PROXYPLANES_TIME_SCALE";
+
+    /// <summary>A host file each VM run appends its wall time to (see scripts/test.sh); unset: none.</summary>
+    public const string TimeLogVariable = "PROXYPLANES_VM_TIME_LOG";
+
     public const string QemuPackage = "qemu-system-x86";
 
     /// <summary>How long after the caller's timeout the host-side <c>timeout</c> wrapper kills qemu itself (in case this process died).</summary>
@@ -99,6 +105,7 @@ public static partial class VmLane
                 await KillAsync(process, qemuPid);
             }
             stopwatch.Stop();
+            RecordTime(stopwatch.Elapsed, command);
             ct.ThrowIfCancellationRequested();
 
             var consoleLog = ReadText(console);
@@ -157,6 +164,24 @@ public static partial class VmLane
         ];
     }
 
+    /// <summary>
+    /// Appends "SECONDS TAB COMMAND" to the file <see cref="TimeLogVariable"/> names, if any, so a
+    /// test run can say how much of its time the VM lane took (scripts/test.sh does).
+    /// </summary>
+    private static void RecordTime(TimeSpan elapsed, string command)
+    {
+        var log = Environment.GetEnvironmentVariable(TimeLogVariable);
+        if (string.IsNullOrEmpty(log)) return;
+        var summary = command.ReplaceLineEndings(" ");
+        if (summary.Length > 120) summary = summary[..120] + "...";
+        try
+        {
+            File.AppendAllText(log, elapsed.TotalSeconds.ToString("F1", CultureInfo.InvariantCulture) + "\t" + summary + "\n");
+        }
+        catch (IOException) { } // a report, never a reason to fail a run
+        catch (UnauthorizedAccessException) { }
+    }
+
     /// <summary>qemu's option syntax doubles commas inside a value.</summary>
     private static string QemuOptionValue(string value) => value.Replace(",", ",,", StringComparison.Ordinal);
 
@@ -170,6 +195,8 @@ public static partial class VmLane
             if (!EnvironmentName().IsMatch(name)) throw new ArgumentException($"'{name}' is not an environment variable name", nameof(options));
             script.Append("export ").Append(name).Append('=').Append(ShellQuote(value)).Append('\n');
         }
+        if (!options.Environment.ContainsKey(TimeScaleVariable))
+            script.Append("export ").Append(TimeScaleVariable).Append('=').Append(options.TimeScale.ToString(CultureInfo.InvariantCulture)).Append('\n');
         script.Append("cd ").Append(ShellQuote(options.WorkingDirectory)).Append(" || exit 125\n");
         script.Append(command).Append('\n');
         File.WriteAllText(Path.Combine(lane, "command.sh"), script.ToString());

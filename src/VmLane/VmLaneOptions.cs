@@ -33,6 +33,15 @@ public sealed record VmLaneOptions
     /// <summary>Environment variables set for the command (on top of the lane's: PATH, HOME=/root, PROXYPLANES_VM=1, DOTNET_NOLOGO...).</summary>
     public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
 
+    /// <summary>
+    /// How many times longer than on the host the guest's waits may take, exported to the command as
+    /// <c>PROXYPLANES_TIME_SCALE</c> (the lab's <c>TimeBudget</c> reads it) unless
+    /// <see cref="Environment"/> sets it. Under TCG a .NET process starts 30-50x slower than on the
+    /// host (measured: `proxyplanes run` takes 18-30 s to its first log line, 32-42 s to its first
+    /// IPVS sync, against 0.4 s and ~1 s on the host), so budgets sized for the host fail here.
+    /// </summary>
+    public double TimeScale { get; init; } = 4;
+
     /// <summary>Extra kernel command-line words.</summary>
     public string ExtraKernelArguments { get; init; } = "";
 }

@@ -18,7 +18,7 @@ public sealed class VmLaneTests
     {
         var kernel = VmKernel.FindNewest();
 
-        var result = await Lane.RunAsync("uname -r; cat /proc/modules | head; echo to-stderr >&2; exit 3", Timeout);
+        var result = await Lane.RunAsync("uname -r; cat /proc/modules | head; echo \"time scale $PROXYPLANES_TIME_SCALE\"; echo to-stderr >&2; exit 3", Timeout);
 
         Assert.False(result.TimedOut, result.ToString());
         Assert.Equal(3, result.ExitCode);
@@ -27,6 +27,7 @@ public sealed class VmLaneTests
         Assert.Equal(kernel.Release, result.KernelRelease);
         Assert.NotEqual(File.ReadAllText("/proc/sys/kernel/osrelease").Trim(), lines[0]);
         Assert.Contains(lines, l => l.StartsWith("9p ", StringComparison.Ordinal)); // loaded by the initramfs, from the stock kernel's modules
+        Assert.Contains("time scale 4", lines); // the lab's waits stretch by this much in the guest
         Assert.Equal("to-stderr\n", result.StandardError);
         Assert.NotNull(result.BootTime);
         Assert.False(Lane.IsQemu(result.QemuProcessId));
@@ -101,6 +102,17 @@ public sealed class VmLaneTests
             Directory.Delete(results, recursive: true);
         }
     }
+
+    [Theory]
+    [InlineData(null, 1)]
+    [InlineData("", 1)]
+    [InlineData("4", 4)]
+    [InlineData("2.5", 2.5)]
+    [InlineData("0", 1)]
+    [InlineData("-3", 1)]
+    [InlineData("lots", 1)]
+    public void TimeBudget_ParsesTheScale_AndFallsBackToOne(string? value, double expected) =>
+        Assert.Equal(expected, ProxyPlanes.Sandboxed.TimeBudget.Parse(value));
 
     [Fact]
     public void FindNewest_WithoutAKernel_NamesThePackageToInstall()

@@ -65,9 +65,13 @@ public sealed class ProxyProcess : IAsyncDisposable
     public Task<HttpProbeResult> GetAsync(int port, string path, CancellationToken cancellationToken = default) =>
         _node.HttpGetAsync("127.0.0.1", port, path, TimeSpan.FromSeconds(5), cancellationToken);
 
-    /// <summary>Waits until /healthz answers 200, i.e. the first sync has programmed the kernel.</summary>
+    /// <summary>
+    /// Waits until /healthz answers 200, i.e. the first sync has programmed the kernel. Like every
+    /// wait here, <paramref name="timeout"/> is the host's budget, stretched by <see cref="TimeBudget"/>.
+    /// </summary>
     public async Task WaitHealthyAsync(TimeSpan timeout, int healthzPort = 10256)
     {
+        timeout = TimeBudget.For(timeout);
         var deadline = DateTime.UtcNow + timeout;
         while (DateTime.UtcNow < deadline)
         {
@@ -97,6 +101,7 @@ public sealed class ProxyProcess : IAsyncDisposable
     /// </summary>
     public async Task WaitForChangesSyncedAsync(double changesBefore, TimeSpan timeout)
     {
+        timeout = TimeBudget.For(timeout);
         var deadline = DateTime.UtcNow + timeout;
         double? target = null;
         while (DateTime.UtcNow < deadline)
@@ -113,6 +118,7 @@ public sealed class ProxyProcess : IAsyncDisposable
     /// <summary>Waits for a sync that completes after <paramref name="after"/> (unix seconds); returns its time.</summary>
     public async Task<double> WaitForSyncAfterAsync(double after, TimeSpan timeout)
     {
+        timeout = TimeBudget.For(timeout);
         var deadline = DateTime.UtcNow + timeout;
         while (DateTime.UtcNow < deadline)
         {
