@@ -132,6 +132,13 @@ public sealed class KubernetesApiException : Exception
     /// <summary>The <c>Status</c> object the server sent, when it sent one.</summary>
     public ApiStatus? Status { get; }
 
+    /// <summary>
+    /// The error came as an ERROR event inside an open watch, not as the answer's HTTP status. The
+    /// server ended that watch for a reason of its own (an expired resourceVersion, a WatchList stream
+    /// its storage refuses, ...); resuming from the same resourceVersion can meet the same refusal.
+    /// </summary>
+    public bool IsWatchErrorEvent { get; init; }
+
     /// <summary>410 Gone: the resourceVersion or continue token is too old; list again.</summary>
     public bool IsGone => StatusCode == HttpStatusCode.Gone || Status?.Code == 410;
 }

@@ -45,10 +45,15 @@ public sealed class KubernetesSourceOptions
 /// list's resourceVersion (<c>watch=1&amp;allowWatchBookmarks=true&amp;timeoutSeconds=…</c>). A cache per resource
 /// (by namespace/name, with the resourceVersion) turns events into (previous, current) pairs; a list after a
 /// reconnection is diffed against it, so objects deleted meanwhile are reported deleted.</para>
-/// <para>410 Gone (an expired resourceVersion, as an HTTP status or an ERROR event) → list again. Any other
-/// failure (a dropped connection, an error status, a malformed event) → watch again from the last
-/// resourceVersion after a backoff (0.5 s doubling to 30 s, jittered, starting over after a healthy watch).
-/// BOOKMARK events only move the resourceVersion on.</para>
+/// <para>410 Gone as an HTTP status, and an ERROR event of any code, → list again (as client-go's reflector
+/// does: an ERROR event ends its ListAndWatch). An ERROR event is the server refusing the watch itself, e.g.
+/// kube-apiserver ≥ 1.32 on an etcd older than 3.4.31 / 3.5.13 refuses a WatchList stream that way, so
+/// resuming from the same resourceVersion could meet it again. Every watch starts from a list's (or a
+/// bookmark's or event's) resourceVersion, never without one: a watch without a resourceVersion and with
+/// bookmarks is what such a server turns into a WatchList stream. Any other failure (a dropped connection,
+/// an error status, a malformed event) → watch again from the last resourceVersion after a backoff (0.5 s
+/// doubling to 30 s, jittered, starting over after a healthy watch). BOOKMARK events only move the
+/// resourceVersion on.</para>
 /// <para>Selectors are kube-proxy's (cmd/kube-proxy/app/server.go): one informer factory with the label selector
 /// <see cref="ProxyLabelSelector"/> for both Services and EndpointSlices (services handled by another proxy, and
 /// the slices of headless services, are not even sent), and <c>metadata.name=NODE</c> for the Node.</para>
@@ -262,6 +267,15 @@ public sealed class KubernetesSource : IObjectSource, IDisposable
                     resourceVersion = null;
                     await DelayAsync(_backoff.Next(), cancellationToken).ConfigureAwait(false);
                 }
+                catch (KubernetesApiException e) when (e.IsWatchErrorEvent && !cancellationToken.IsCancellationRequested)
+                {
+                    ResetIfHealthy(started);
+                    var delay = _backoff.Next();
+                    _logger.LogWarning("Watch of {Resource} from resourceVersion {ResourceVersion} ended with an ERROR event: {Message}; listing again in {Delay:F1} s",
+                        resource.Plural, resourceVersion, e.Message, delay.TotalSeconds);
+                    resourceVersion = null;
+                    await DelayAsync(delay, cancellationToken).ConfigureAwait(false);
+                }
                 catch (Exception e) when (IsRetryable(e, cancellationToken))
                 {
                     ResetIfHealthy(started);
@@ -280,7 +294,7 @@ public sealed class KubernetesSource : IObjectSource, IDisposable
                     var status = e.Status;
                     var code = status?.Code ?? 500;
                     throw new KubernetesApiException((HttpStatusCode)code, status,
-                        $"watch of {resource.Plural}: ERROR event: {code} {status?.Reason}: {status?.Message}");
+                        $"watch of {resource.Plural}: ERROR event: {code} {status?.Reason}: {status?.Message}") { IsWatchErrorEvent = true };
                 case WatchEventType.Bookmark:
                     return e.Object?.Metadata?.ResourceVersion;
                 case WatchEventType.Added or WatchEventType.Modified:

@@ -167,6 +167,55 @@ public class KubernetesSourceTests
     }
 
     [Fact]
+    public async Task RunAsync_ErrorEventOtherThan410_RelistsAndWatchesFromTheNewList()
+    {
+        await using var server = await FakeApiServer.StartAsync();
+        server.Services.Seed(Service("web"));
+        await using var run = await RunningSource.Start(server).InitialAsync();
+        await Eventually(() => server.Services.OpenWatches == 1, "the services watch");
+        server.Services.Add(Service("api")); // moves the resourceVersion past the first list's
+
+        server.Services.SendError(500, "InternalError", FakeCollection<Service>.WatchListRefusal);
+
+        await Eventually(() => server.RequestsTo(ServicesPath).Count(r => !r.IsWatch) == 2, "the relist");
+        await Eventually(() => server.RequestsTo(ServicesPath).Count(r => r.IsWatch) == 2 && server.Services.OpenWatches == 1, "the watch after the relist");
+        var requests = server.RequestsTo(ServicesPath);
+        Assert.Equal([false, true, false, true], requests.Select(r => r.IsWatch));
+        Assert.True(long.Parse(requests[3]["resourceVersion"]!, CultureInfo.InvariantCulture) > long.Parse(requests[1]["resourceVersion"]!, CultureInfo.InvariantCulture));
+        Assert.Contains(run.Logger.Entries, e => e.Message.Contains("ERROR event", StringComparison.Ordinal) && e.Message.Contains("listing again", StringComparison.Ordinal));
+        Assert.Equal(["Add Service default/web", "Add Service default/api"], run.Sink.Calls.Select(c => c.ToString())); // the relist found nothing new
+
+        server.Services.Modify(Service("web", 81)); // and the new watch delivers
+        await run.Sink.WaitForCallAsync(c => c.Type == ChangeType.Update, "the update on the new watch");
+    }
+
+    [Fact]
+    public async Task RunAsync_EveryWatch_StartsFromAListedResourceVersion_SoAWatchListRefusingServerIsNeverMet()
+    {
+        await using var server = await FakeApiServer.StartAsync();
+        server.Services.Seed(Service("web"));
+        server.Nodes.Seed(Node("node-a"));
+        await using var run = await RunningSource.Start(server).InitialAsync();
+        await Eventually(() => server.Services.OpenWatches == 1 && server.EndpointSlices.OpenWatches == 1 && server.Nodes.OpenWatches == 1, "all three watches");
+        server.Services.GoneMode = GoneMode.ErrorEvent;
+        server.Services.ChangeWhileDisconnected(s => s.Add(Service("new"))); // forces a relist
+        await run.Sink.WaitForCallAsync(c => c.Name == "default/new", "the service added while disconnected");
+        // watch (cut), watch (410 ERROR event), list, watch from the new list
+        await Eventually(() => server.RequestsTo(ServicesPath).Count(r => r.IsWatch) == 3, "the services watch after the relist");
+
+        var watches = server.Requests.Where(r => r.IsWatch).ToList();
+        Assert.True(watches.Count == 5, string.Join('\n', watches));
+        Assert.All(watches, w => Assert.True(!string.IsNullOrEmpty(w["resourceVersion"]) && w["allowWatchBookmarks"] == "true", w.ToString()));
+        Assert.DoesNotContain(run.Logger.Entries, e => e.Message.Contains("sendInitialEvents", StringComparison.Ordinal));
+
+        // Positive control: the fake does refuse a watch without a resourceVersion, as such a server does.
+        using var http = new HttpClient();
+        var refused = await http.GetStringAsync(new Uri(server.BaseUri, ServicesPath + "?watch=1&allowWatchBookmarks=true&timeoutSeconds=5"));
+        Assert.Contains("\"type\":\"ERROR\"", refused);
+        Assert.Contains("sendInitialEvents", refused);
+    }
+
+    [Fact]
     public async Task RunAsync_ConnectionCutMidStream_ReconnectsWithGrowingBackoff()
     {
         await using var server = await FakeApiServer.StartAsync();

@@ -259,8 +259,20 @@ public sealed class FakeCollection<T> : IFakeCollection where T : class, IKubern
 
     public GoneMode GoneMode { get; set; } = GoneMode.HttpStatus;
 
+    /// <summary>The message of the ERROR event that refuses a WatchList stream (<see cref="RefuseWatchListStreams"/>).</summary>
+    public const string WatchListRefusal = "Internal error occurred: sendInitialEvents needs an etcd that supports progress notifications (3.4.31+ / 3.5.13+)";
+
     /// <summary>The next continue token handed out is expired by the time it is used (410).</summary>
     public bool ExpireNextContinueToken { get; set; }
+
+    /// <summary>
+    /// A watch without a resourceVersion and with allowWatchBookmarks=true is answered as kube-apiserver
+    /// ≥ 1.32 on an etcd older than 3.4.31 / 3.5.13 answers it (measured with 1.32 on etcd 3.4.23): the
+    /// server turns it into a WatchList stream (sendInitialEvents), the storage refuses, and the client
+    /// gets 200 and then an ERROR event. On by default, so a client that ever watches without a
+    /// resourceVersion fails its tests here as it would fail on such a cluster.
+    /// </summary>
+    public bool RefuseWatchListStreams { get; set; } = true;
 
     /// <summary>Watches ignore timeoutSeconds and send nothing more: a silent, half-open connection.</summary>
     public bool Silent { get; set; }
@@ -493,7 +505,16 @@ public sealed class FakeCollection<T> : IFakeCollection where T : class, IKubern
     public async Task WatchAsync(HttpContext context, Dictionary<string, string> query)
     {
         var selector = Selector.Parse(query);
-        var from = long.Parse(query.GetValueOrDefault("resourceVersion", "0"), CultureInfo.InvariantCulture);
+        var watchList = string.IsNullOrEmpty(query.GetValueOrDefault("resourceVersion")) && query.GetValueOrDefault("allowWatchBookmarks") == "true";
+        if (watchList && RefuseWatchListStreams)
+        {
+            context.Response.StatusCode = 200;
+            context.Response.ContentType = "application/json";
+            await WriteAsync(context, $"{{\"type\":\"ERROR\",\"object\":{FakeApiServer.StatusJson(500, "InternalError", WatchListRefusal)}}}\n");
+            return;
+        }
+
+        var from = long.Parse(query.GetValueOrDefault("resourceVersion") is { Length: > 0 } since ? since : "0", CultureInfo.InvariantCulture);
         var timeout = TimeSpan.FromSeconds(int.Parse(query.GetValueOrDefault("timeoutSeconds", "1800"), CultureInfo.InvariantCulture));
         var watch = new OpenWatch(selector);
         int? status = null;
