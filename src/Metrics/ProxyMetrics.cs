@@ -51,6 +51,8 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
     public const string CanaryChecksTotal = "proxyplanes_sync_canary_checks_total";
     public const string HealthzTotal = "kubeproxy_proxy_healthz_total";
     public const string LivezTotal = "kubeproxy_proxy_livez_total";
+    public const string ConntrackReconcilerDuration = "kubeproxy_conntrack_reconciler_sync_duration_seconds";
+    public const string ConntrackReconcilerDeletedTotal = "kubeproxy_conntrack_reconciler_deleted_entries_total";
 
     private readonly Histogram _syncDuration;
     private readonly Histogram _syncFullDuration;
@@ -71,6 +73,8 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
     private readonly Counter _canaryChecks;
     private readonly Counter _healthz;
     private readonly Counter _livez;
+    private readonly Histogram _conntrackDuration;
+    private readonly Counter _conntrackDeleted;
 
     static ProxyMetrics()
     {
@@ -130,6 +134,12 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
         _healthz = Factory.CreateCounter(HealthzTotal, "Cumulative proxy healthz HTTP status", ["code"]);
         _livez = Factory.CreateCounter(LivezTotal, "Cumulative proxy livez HTTP status", ["code"]);
 
+        // kube-proxy's conntrack reconciler metrics (1.33+), per IP family as there.
+        _conntrackDuration = Factory.CreateHistogram(
+            ConntrackReconcilerDuration, "ReconcileConntrackFlowsLatency latency in seconds", ["ip_family"], Buckets(SyncDurationBuckets));
+        _conntrackDeleted = Factory.CreateCounter(
+            ConntrackReconcilerDeletedTotal, "Cumulative conntrack flows deleted by conntrack reconciler", ["ip_family"]);
+
         ProcessMetrics.Register(Registry);
     }
 
@@ -184,6 +194,17 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
 
     /// <summary>/livez answered <paramref name="code"/> (<c>kubeproxy_proxy_livez_total{code}</c>).</summary>
     public void LivezAnswered(int code) => _livez.WithLabels(code.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+
+    /// <summary>
+    /// One family's stale-flow cleanup after a sync: <c>kubeproxy_conntrack_reconciler_sync_duration_seconds{ip_family}</c>
+    /// and <c>kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family}</c>.
+    /// </summary>
+    public void ConntrackReconciled(IpFamily family, TimeSpan duration, long deleted)
+    {
+        var label = family.ToString();
+        _conntrackDuration.WithLabels(label).Observe(duration.TotalSeconds);
+        _conntrackDeleted.WithLabels(label).Inc(deleted);
+    }
 
     /// <summary>A sync failed (<c>proxyplanes_sync_failures_total{mode}</c>).</summary>
     public void SyncFailed(string mode) => _syncFailures.WithLabels(mode).Inc();

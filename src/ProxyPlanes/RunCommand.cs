@@ -35,7 +35,7 @@ public static class RunCommand
         controller.AfterSync("health check node ports", (_, state, token) =>
             healthChecks.UpdateAsync(ServiceHealthServer.Collect(state), state.Network.NodePortAddresses, token));
         // Stale UDP/SCTP flows to gone endpoints would keep clients talking to nothing.
-        var conntrack = new ConntrackCleaner(new ConntrackCommand(), logger);
+        var conntrack = new ConntrackCleaner(new ConntrackCommand(), logger, metrics.ConntrackReconciled);
         controller.AfterSync("conntrack cleanup", conntrack.CleanAsync);
         var conntrackFailures = metrics.Factory.CreateCounter("proxyplanes_conntrack_cleanup_failures_total",
             "Conntrack cleanups that failed after a sync (the rules were in place; stale UDP flows may remain)");

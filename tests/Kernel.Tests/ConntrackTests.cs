@@ -64,8 +64,9 @@ public sealed class ConntrackTests
         var plan = StaleConntrackPlanner.Plan(previous, current);
         Assert.Equal(2, plan.Count);
 
-        await NodeConntrack(sandbox).DeleteAsync(plan, CancellationToken.None);
+        var deleted = await NodeConntrack(sandbox).DeleteAsync(plan, CancellationToken.None);
 
+        Assert.Equal(2, deleted); // the kernel's own count: web-0's VIP flow and its node port flow
         var after = await ListFlowsAsync(sandbox, "ipv4");
         Assert.DoesNotContain(after, f => IsUdp(f) && To(f, Vip, ServicePort) && From(f, web0.IP));
         Assert.DoesNotContain(after, f => IsUdp(f) && To(f, sandbox.NodeIp, NodePort));
@@ -74,7 +75,7 @@ public sealed class ConntrackTests
         Assert.Single(after, f => f.StartsWith("tcp ", StringComparison.Ordinal) && To(f, Vip, ServicePort) && From(f, web0.IP));
 
         // Running the same plan again matches nothing, which conntrack reports as exit code 1: still a success.
-        await NodeConntrack(sandbox).DeleteAsync(plan, CancellationToken.None);
+        Assert.Equal(0, await NodeConntrack(sandbox).DeleteAsync(plan, CancellationToken.None));
     }
 
     [Fact]

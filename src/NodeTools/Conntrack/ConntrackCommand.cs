@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.RegularExpressions;
 using ProxyPlanes.Model;
 using ProxyPlanes.NodeTools;
 
@@ -12,10 +13,11 @@ namespace ProxyPlanes.NodeTools.Conntrack;
 /// One process per deletion, run one after the other. That is simple and enough for the handful of deletions a sync
 /// usually leaves; conntrack-tools has no batch mode for filtered deletes, so doing better means talking netlink
 /// (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE) directly — later, if endpoint churn makes this a bottleneck.
-/// "0 flow entries have been deleted" (exit code 1) is success. Every deletion is tried; failures are reported
+/// "0 flow entries have been deleted" (exit code 1) is success; the count in "N flow entries have been deleted"
+/// (stderr, exit code 0) is what <see cref="DeleteAsync"/> returns, summed. Every deletion is tried; failures are reported
 /// together at the end as <see cref="CommandException"/> (one failure) or <see cref="AggregateException"/> of them.
 /// </remarks>
-public sealed class ConntrackCommand : IConntrack
+public sealed partial class ConntrackCommand : IConntrack
 {
     /// <summary>What conntrack 1.4.x prints (on stderr, exit code 1) when a delete matched nothing.</summary>
     internal const string NothingDeleted = "0 flow entries have been deleted";
@@ -39,10 +41,11 @@ public sealed class ConntrackCommand : IConntrack
         _timeout = timeout ?? TimeSpan.FromSeconds(10);
     }
 
-    public async Task DeleteAsync(IReadOnlyList<ConntrackDeletion> deletions, CancellationToken cancellationToken)
+    public async Task<long> DeleteAsync(IReadOnlyList<ConntrackDeletion> deletions, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(deletions);
         var failures = new List<Exception>();
+        long deleted = 0;
         foreach (var deletion in deletions)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -50,7 +53,8 @@ public sealed class ConntrackCommand : IConntrack
             try
             {
                 var result = await ExternalCommand.RunAsync(_file, arguments, standardInput: null, _timeout, cancellationToken).ConfigureAwait(false);
-                if (!result.Succeeded && !IsNothingDeleted(result))
+                if (result.Succeeded) deleted += DeletedCount(result.StandardError);
+                else if (!IsNothingDeleted(result))
                 {
                     failures.Add(new CommandException(
                         $"{ExternalCommand.Format(_file, arguments)} exited with {result.ExitCode}: {ExternalCommand.FirstLines(result.StandardError, 5)}",
@@ -71,7 +75,18 @@ public sealed class ConntrackCommand : IConntrack
         if (failures.Count == 1) throw failures[0];
         if (failures.Count > 1)
             throw new AggregateException($"{failures.Count} of {deletions.Count} conntrack deletions failed", failures);
+        return deleted;
     }
+
+    /// <summary>The N of "N flow entries have been deleted" in conntrack's output; 0 when absent.</summary>
+    public static long DeletedCount(string output)
+    {
+        var match = DeletedPattern().Match(output);
+        return match.Success && long.TryParse(match.Groups[1].ValueSpan, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : 0;
+    }
+
+    [GeneratedRegex(@"(\d+) flow entries have been deleted")]
+    private static partial Regex DeletedPattern();
 
     /// <summary>The conntrack arguments (after the program name) for one deletion.</summary>
     public static IReadOnlyList<string> Arguments(ConntrackDeletion deletion)

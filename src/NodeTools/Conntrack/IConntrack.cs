@@ -4,8 +4,9 @@ namespace ProxyPlanes.NodeTools.Conntrack;
 public interface IConntrack
 {
     /// <summary>
-    /// Deletes the flows each deletion matches. A deletion that matches nothing succeeds. Throws when a deletion
-    /// could not be applied (after trying the others); <see cref="OperationCanceledException"/> when cancelled.
+    /// Deletes the flows each deletion matches; returns how many flows the kernel deleted. A deletion that
+    /// matches nothing succeeds. Throws when a deletion could not be applied (after trying the others);
+    /// <see cref="OperationCanceledException"/> when cancelled.
     /// </summary>
-    Task DeleteAsync(IReadOnlyList<ConntrackDeletion> deletions, CancellationToken cancellationToken);
+    Task<long> DeleteAsync(IReadOnlyList<ConntrackDeletion> deletions, CancellationToken cancellationToken);
 }

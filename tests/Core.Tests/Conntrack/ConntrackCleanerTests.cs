@@ -23,7 +23,25 @@ public sealed class ConntrackCleanerTests
 
         Assert.Equal(StaleConntrackPlanner.Plan(Before, After), Assert.Single(conntrack.Calls));
         Assert.Equal(1, cleaner.Deletions);
+        Assert.Equal(2, cleaner.FlowsDeleted);
         Assert.Equal(0, cleaner.Failures);
+    }
+
+    [Fact]
+    public async Task CleanAsync_TwoFamilies_ReportsEachFamilysDeletedFlows()
+    {
+        var dual = Port(Dns, ["10.96.0.10", "fd00:96::10"], ["10.244.1.2:8053", "10.244.1.3:8053", "[fd00:244::2]:8053", "[fd00:244::3]:8053"]);
+        var shrunk = Port(Dns, ["10.96.0.10", "fd00:96::10"], ["10.244.1.3:8053", "[fd00:244::3]:8053"]);
+        var conntrack = new RecordingConntrack { FlowsPerDeletion = 3 };
+        var reports = new List<(IpFamily Family, long Deleted)>();
+        var cleaner = new ConntrackCleaner(conntrack, NullLogger.Instance, (family, _, deleted) => reports.Add((family, deleted)));
+
+        await cleaner.CleanAsync(State(dual), State(shrunk), CancellationToken.None);
+
+        Assert.Equal([(IpFamily.IPv4, 3L), (IpFamily.IPv6, 3L)], reports);
+        Assert.Equal(2, conntrack.Calls.Count); // one tool run per family
+        Assert.All(conntrack.Calls, call => Assert.Single(call.Select(d => d.Family).Distinct()));
+        Assert.Equal(6, cleaner.FlowsDeleted);
     }
 
     [Fact]
@@ -43,10 +61,15 @@ public sealed class ConntrackCleanerTests
         var conntrack = new RecordingConntrack { Failure = new InvalidOperationException("boom") };
         var cleaner = new ConntrackCleaner(conntrack, NullLogger.Instance);
 
+        var reports = new List<long>();
+        var cleaner2 = new ConntrackCleaner(conntrack, NullLogger.Instance, (_, _, deleted) => reports.Add(deleted));
+
         await cleaner.CleanAsync(Before, After, CancellationToken.None);
         await cleaner.CleanAsync(Before, After, CancellationToken.None);
+        await cleaner2.CleanAsync(Before, After, CancellationToken.None);
 
         Assert.Equal(2, cleaner.Failures);
+        Assert.Equal([0L], reports); // the attempt is still timed and reported, with nothing deleted
     }
 
     [Fact]
@@ -67,11 +90,13 @@ public sealed class ConntrackCleanerTests
 
         public Exception? Failure { get; init; }
 
-        public Task DeleteAsync(IReadOnlyList<ConntrackDeletion> deletions, CancellationToken cancellationToken)
+        public Task<long> DeleteAsync(IReadOnlyList<ConntrackDeletion> deletions, CancellationToken cancellationToken)
         {
             cancellationToken.ThrowIfCancellationRequested();
             Calls.Add(deletions);
-            return Failure is null ? Task.CompletedTask : Task.FromException(Failure);
+            return Failure is null ? Task.FromResult(FlowsPerDeletion * deletions.Count) : Task.FromException<long>(Failure);
         }
+
+        public long FlowsPerDeletion { get; init; } = 2;
     }
 }

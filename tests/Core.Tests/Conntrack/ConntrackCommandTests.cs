@@ -45,7 +45,15 @@ public sealed class ConntrackCommandTests
     {
         var command = FakeTool("echo 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.' >&2; exit 1");
 
-        await command.DeleteAsync([Deletion(53)], CancellationToken.None);
+        Assert.Equal(0, await command.DeleteAsync([Deletion(53)], CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task DeleteAsync_ToolReportsDeletions_ReturnsTheirSum()
+    {
+        var command = FakeTool("echo 'conntrack v1.4.7 (conntrack-tools): 3 flow entries have been deleted.' >&2; exit 0");
+
+        Assert.Equal(6, await command.DeleteAsync([Deletion(53), Deletion(54)], CancellationToken.None));
     }
 
     [Fact]

@@ -143,7 +143,15 @@ public static class ConformanceScenarios
             [Probes(new Probe("client", Vip, 53, Spread("local-0"), Transport.Udp, SourcePort: 40053)),
              // The same client socket keeps its conntrack entry unless the proxy deletes it.
              After(Service("dns", Vip, port: 53, protocol: "UDP") + Slice("dns", 8080, "UDP", "IPv4", new Ep("local-1")),
-                new Probe("client", Vip, 53, Spread("local-1"), Transport.Udp, SourcePort: 40053))]),
+                new Probe("client", Vip, 53, Spread("local-1"), Transport.Udp, SourcePort: 40053)) with
+             {
+                 // The cleanup is kube-proxy's conntrack reconciler: at least the client's flow to local-0 went.
+                 Metrics =
+                 [
+                     new("kubeproxy_conntrack_reconciler_deleted_entries_total", "ip_family=\"IPv4\"", 1),
+                     new("kubeproxy_conntrack_reconciler_sync_duration_seconds_count", "ip_family=\"IPv4\"", 1),
+                 ],
+             }]),
 
         new("services-of-other-proxies-headless-and-external-name-are-ignored",
             Service("other", Vip, labels: "service.kubernetes.io/service-proxy-name: someone-else") + Slice("other", new Ep("local-0")) +

@@ -64,6 +64,16 @@ public sealed class ConformanceTests(ITestOutputHelper output)
                     Assert.True(problem is null, $"{scenario.Name} [{mode}]: {probe}: {problem}\n--- proxy output ---\n{proxy.Output}");
                     output.WriteLine($"ok: {probe}");
                 }
+                if (step.Metrics is { Count: > 0 } metrics)
+                {
+                    var scrape = await proxy.ScrapeAsync();
+                    foreach (var metric in metrics)
+                    {
+                        var value = ProxyProcess.Metric(scrape, metric.Name, metric.Labels);
+                        Assert.True(value >= metric.Minimum, $"{scenario.Name} [{mode}]: {metric}, but it is {value?.ToString() ?? "absent"}\n--- scrape ---\n{scrape}");
+                        output.WriteLine($"ok: {metric} ({value})");
+                    }
+                }
             }
         }
         finally

@@ -10,8 +10,18 @@ public sealed record Scenario(string Name, string Manifests, IReadOnlyList<Step>
     public override string ToString() => Name;
 }
 
-/// <summary>Optionally replace the manifests (and wait for the change to be synced), then probe.</summary>
-public sealed record Step(IReadOnlyList<Probe> Probes, string? NewManifests = null);
+/// <summary>
+/// Optionally replace the manifests (and wait for the change to be synced), then probe; then check
+/// that each of <see cref="Metrics"/> has reached its minimum in the proxy's /metrics (what the step
+/// did must show there, in every mode).
+/// </summary>
+public sealed record Step(IReadOnlyList<Probe> Probes, string? NewManifests = null, IReadOnlyList<MetricAtLeast>? Metrics = null);
+
+/// <summary>A sample of the proxy's /metrics (name plus exact label text) that must be at least <see cref="Minimum"/>.</summary>
+public sealed record MetricAtLeast(string Name, string? Labels, double Minimum)
+{
+    public override string ToString() => $"{Name}{(Labels is null ? "" : "{" + Labels + "}")} >= {Minimum}";
+}
 
 public enum Transport { Tcp, Udp }
 
