@@ -60,10 +60,12 @@ public sealed class IptablesBackend : IProxyBackend
             render += r;
             apply += a;
         }
-        foreach (var table in new[] { "nat", "filter" })
-            _metrics.SetRules(table,
-                _families.Sum(f => f.LastPlan is { } p ? (table == "nat" ? p.NatRulesTotal : p.FilterRulesTotal) : 0),
-                _families.Sum(f => f.LastPlan is { } p ? (table == "nat" ? p.NatRulesWritten : p.FilterRulesWritten) : 0));
+        foreach (var plane in _families)
+        {
+            if (plane.LastPlan is not { } p) continue;
+            _metrics.SetRules(plane.Family, "nat", p.NatRulesTotal, p.NatRulesWritten);
+            _metrics.SetRules(plane.Family, "filter", p.FilterRulesTotal, p.FilterRulesWritten);
+        }
         return new SyncTimings(TimeSpan.Zero, render, apply);
     }
 
@@ -115,7 +117,7 @@ public sealed class IptablesBackend : IProxyBackend
             }
             catch (CommandException e)
             {
-                metrics.RestoreFailed(partial: !full);
+                metrics.RestoreFailed(family, partial: !full);
                 State = null;
                 logger.LogDebug("Rejected {Family} iptables-restore input:\n{Script}", family, plan.Script);
                 throw new BackendSyncException($"{(family == IpFamily.IPv4 ? "iptables" : "ip6tables")}-restore ({applier.Variant}) refused the {(full ? "full" : "partial")} sync; the previous rules stay in force: {e.Message}", e);

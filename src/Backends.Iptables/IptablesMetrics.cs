@@ -1,5 +1,6 @@
 using Prometheus;
 using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Iptables;
 
@@ -26,21 +27,22 @@ public sealed class IptablesMetrics
         ArgumentNullException.ThrowIfNull(metrics);
         var factory = metrics.Factory;
         // kube-proxy names this gauge ..._total; promtool's lint about it is expected.
-        _rulesTotal = factory.CreateGauge(RulesTotal, "Total number of iptables rules owned by kube-proxy", ["table"]);
-        _rulesLastSync = factory.CreateGauge(RulesLastSync, "Number of iptables rules written by kube-proxy in last sync", ["table"]);
-        _partialRestoreFailures = factory.CreateCounter(PartialRestoreFailuresTotal, "Cumulative proxy iptables partial restore failures");
-        _restoreFailures = factory.CreateCounter(RestoreFailuresTotal, "Cumulative proxy iptables restore failures");
+        // Per IP family, as kube-proxy 1.33+ (label names in alphabetical order).
+        _rulesTotal = factory.CreateGauge(RulesTotal, "Total number of iptables rules owned by kube-proxy", [ProxyMetrics.IpFamilyLabel, "table"]);
+        _rulesLastSync = factory.CreateGauge(RulesLastSync, "Number of iptables rules written by kube-proxy in last sync", [ProxyMetrics.IpFamilyLabel, "table"]);
+        _partialRestoreFailures = factory.CreateCounter(PartialRestoreFailuresTotal, "Cumulative proxy iptables partial restore failures", [ProxyMetrics.IpFamilyLabel]);
+        _restoreFailures = factory.CreateCounter(RestoreFailuresTotal, "Cumulative proxy iptables restore failures", [ProxyMetrics.IpFamilyLabel]);
     }
 
     /// <summary>
-    /// Rules of one iptables <paramref name="table"/> (e.g. <c>filter</c>, <c>nat</c>): <paramref name="total"/>
+    /// Rules of one family's iptables <paramref name="table"/> (e.g. <c>filter</c>, <c>nat</c>): <paramref name="total"/>
     /// owned by the proxy and <paramref name="lastWritten"/> in the last restore.
     /// </summary>
-    public void SetRules(string table, int total, int lastWritten)
+    public void SetRules(IpFamily family, string table, int total, int lastWritten)
     {
         ArgumentNullException.ThrowIfNull(table);
-        _rulesTotal.WithLabels(table).Set(total);
-        _rulesLastSync.WithLabels(table).Set(lastWritten);
+        _rulesTotal.WithLabels(family.ToString(), table).Set(total);
+        _rulesLastSync.WithLabels(family.ToString(), table).Set(lastWritten);
     }
 
     /// <summary>
@@ -48,13 +50,13 @@ public sealed class IptablesMetrics
     /// <c>..._iptables_restore_failures_total</c>; failures of a partial sync additionally increment
     /// <c>..._iptables_partial_restore_failures_total</c>.
     /// </summary>
-    public void RestoreFailed(bool partial)
+    public void RestoreFailed(IpFamily family, bool partial)
     {
         if (partial)
         {
-            _partialRestoreFailures.Inc();
+            _partialRestoreFailures.WithLabels(family.ToString()).Inc();
         }
 
-        _restoreFailures.Inc();
+        _restoreFailures.WithLabels(family.ToString()).Inc();
     }
 }

@@ -73,6 +73,8 @@ public sealed class IpvsBackend : IProxyBackend
 
     public IpvsPlannerOptions Options => _planner.Options;
 
+    public IReadOnlyList<IpFamily> Families => _planner.Options.Families;
+
     /// <summary>The last plan applied (for logs, the demo and tests).</summary>
     public IpvsPlan? LastPlan { get; private set; }
 

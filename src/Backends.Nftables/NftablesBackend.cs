@@ -134,7 +134,7 @@ public sealed class NftablesBackend : IProxyBackend
             }
             catch (NftException e)
             {
-                metrics.SyncFailed();
+                metrics.SyncFailed(family);
                 State = null;
                 if (plan is not null) logger.LogDebug("Rejected {Family} nftables transaction:\n{Transaction}", family, plan.Transaction);
                 throw new BackendSyncException($"nftables ({Nft.FamilyKeyword(family)} {table}) refused the {(full ? "full" : "partial")} sync; the previous rules stay in force: {e.Message}", e);
@@ -148,20 +148,21 @@ public sealed class NftablesBackend : IProxyBackend
     /// <summary>Deletes this proxy's tables (every family), leaving everything else alone.</summary>
     public async Task CleanupAsync(CancellationToken cancellationToken)
     {
-        if (!await RemoveTablesAsync(_applier, _families.Select(f => f.Family), _logger, Table, cancellationToken).ConfigureAwait(false))
+        var failed = await RemoveTablesAsync(_applier, _families.Select(f => f.Family), _logger, Table, cancellationToken).ConfigureAwait(false);
+        if (failed.Count > 0)
         {
-            _metrics.CleanupFailed();
+            foreach (var family in failed) _metrics.CleanupFailed(family);
             throw new BackendSyncException($"could not delete every {Table} nftables table (see the log)");
         }
     }
 
     /// <summary>
     /// Deletes the <c>proxyplanes</c> table of each family if present (e.g. when switching to
-    /// another mode). Returns false if some family's table could not be deleted (logged).
+    /// another mode). Returns the families whose table could not be deleted (logged); empty when all went.
     /// </summary>
-    public static async Task<bool> RemoveTablesAsync(INftablesApplier applier, IEnumerable<IpFamily> families, ILogger logger, string table = NftNames.Table, CancellationToken cancellationToken = default)
+    public static async Task<IReadOnlyList<IpFamily>> RemoveTablesAsync(INftablesApplier applier, IEnumerable<IpFamily> families, ILogger logger, string table = NftNames.Table, CancellationToken cancellationToken = default)
     {
-        var ok = true;
+        var failed = new List<IpFamily>();
         foreach (var family in families)
         {
             var state = await TryReadAsync(applier, family, table, logger, cancellationToken).ConfigureAwait(false);
@@ -175,11 +176,11 @@ public sealed class NftablesBackend : IProxyBackend
             }
             catch (NftException e)
             {
-                ok = false;
+                failed.Add(family);
                 logger.LogWarning("Could not delete the nftables table {Family} {Table}: {Error}", Nft.FamilyKeyword(family), table, e.Message);
             }
         }
-        return ok;
+        return failed;
     }
 
     private static async Task<NftKernelState?> TryReadAsync(INftablesApplier applier, IpFamily family, string table, ILogger logger, CancellationToken cancellationToken)

@@ -1,5 +1,6 @@
 using Prometheus;
 using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Nftables;
 
@@ -23,8 +24,9 @@ public sealed class NftablesMetrics
     {
         ArgumentNullException.ThrowIfNull(metrics);
         var factory = metrics.Factory;
-        _syncFailures = factory.CreateCounter(SyncFailuresTotal, "Cumulative proxy nftables sync failures");
-        _cleanupFailures = factory.CreateCounter(CleanupFailuresTotal, "Cumulative proxy nftables cleanup failures");
+        // Per IP family (one table each), as kube-proxy 1.33+.
+        _syncFailures = factory.CreateCounter(SyncFailuresTotal, "Cumulative proxy nftables sync failures", [ProxyMetrics.IpFamilyLabel]);
+        _cleanupFailures = factory.CreateCounter(CleanupFailuresTotal, "Cumulative proxy nftables cleanup failures", [ProxyMetrics.IpFamilyLabel]);
         _objects = factory.CreateGauge(
             Objects, "Objects in the proxy's nftables tables after the last sync, by kind (chains, rules, sets, elements)", ["kind"]);
     }
@@ -38,9 +40,9 @@ public sealed class NftablesMetrics
         _objects.WithLabels("elements").Set(elements);
     }
 
-    /// <summary>An nftables transaction failed.</summary>
-    public void SyncFailed() => _syncFailures.Inc();
+    /// <summary>An nftables transaction on <paramref name="family"/>'s table failed.</summary>
+    public void SyncFailed(IpFamily family) => _syncFailures.WithLabels(family.ToString()).Inc();
 
-    /// <summary>Cleaning up nftables state failed.</summary>
-    public void CleanupFailed() => _cleanupFailures.Inc();
+    /// <summary>Cleaning up <paramref name="family"/>'s nftables table failed.</summary>
+    public void CleanupFailed(IpFamily family) => _cleanupFailures.WithLabels(family.ToString()).Inc();
 }

@@ -90,17 +90,19 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
         Registry = Prometheus.Metrics.NewCustomRegistry();
         Factory = Prometheus.Metrics.WithCustomRegistry(Registry);
 
+        // kube-proxy (1.33+) labels its sync metrics with ip_family: one proxier per family there, one
+        // sync for every family here, so a sync is recorded once for each family it programmed.
         _syncDuration = Factory.CreateHistogram(
-            SyncProxyRulesDuration, "SyncProxyRules latency in seconds", labelNames: [], Buckets(SyncDurationBuckets));
+            SyncProxyRulesDuration, "SyncProxyRules latency in seconds", [IpFamilyLabel], Buckets(SyncDurationBuckets));
         _syncFullDuration = Factory.CreateHistogram(
-            SyncFullProxyRulesDuration, "SyncProxyRules latency in seconds for full resyncs", labelNames: [], Buckets(SyncDurationBuckets));
+            SyncFullProxyRulesDuration, "SyncProxyRules latency in seconds for full resyncs", [IpFamilyLabel], Buckets(SyncDurationBuckets));
         _syncPartialDuration = Factory.CreateHistogram(
-            SyncPartialProxyRulesDuration, "SyncProxyRules latency in seconds for partial resyncs", labelNames: [], Buckets(SyncDurationBuckets));
+            SyncPartialProxyRulesDuration, "SyncProxyRules latency in seconds for partial resyncs", [IpFamilyLabel], Buckets(SyncDurationBuckets));
         _networkProgrammingDuration = Factory.CreateHistogram(
-            NetworkProgrammingDuration, "In Cluster Network Programming Latency in seconds", labelNames: [], Buckets(NetworkProgrammingBuckets));
+            NetworkProgrammingDuration, "In Cluster Network Programming Latency in seconds", [IpFamilyLabel], Buckets(NetworkProgrammingBuckets));
 
-        _lastSyncTimestamp = Factory.CreateGauge(SyncProxyRulesLastTimestamp, "The last time proxy rules were successfully synced");
-        _lastQueuedTimestamp = Factory.CreateGauge(SyncProxyRulesLastQueuedTimestamp, "The last time a sync of proxy rules was queued");
+        _lastSyncTimestamp = Factory.CreateGauge(SyncProxyRulesLastTimestamp, "The last time proxy rules were successfully synced", [IpFamilyLabel]);
+        _lastQueuedTimestamp = Factory.CreateGauge(SyncProxyRulesLastQueuedTimestamp, "The last time a sync of proxy rules was queued", [IpFamilyLabel]);
         _endpointChangesPending = Factory.CreateGauge(EndpointChangesPending, "Pending proxy rules Endpoint changes");
         _endpointChangesTotal = Factory.CreateCounter(EndpointChangesTotal, "Cumulative proxy rules Endpoint changes");
         _serviceChangesPending = Factory.CreateGauge(ServiceChangesPending, "Pending proxy rules Service changes");
@@ -108,9 +110,7 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
 
         // kube-proxy names this gauge ..._total; promtool's lint about it is expected.
         _noLocalEndpoints = Factory.CreateGauge(
-            NoLocalEndpointsTotal, "Number of services with a Local traffic policy and no endpoints", ["traffic_policy"]);
-        _noLocalEndpoints.WithLabels(TrafficPolicyInternal).Set(0);
-        _noLocalEndpoints.WithLabels(TrafficPolicyExternal).Set(0);
+            NoLocalEndpointsTotal, "Number of services with a Local traffic policy and no endpoints", [IpFamilyLabel, "traffic_policy"]);
 
         _changesApplied = Factory.CreateGauge(
             ChangesApplied,
@@ -136,11 +136,34 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
 
         // kube-proxy's conntrack reconciler metrics (1.33+), per IP family as there.
         _conntrackDuration = Factory.CreateHistogram(
-            ConntrackReconcilerDuration, "ReconcileConntrackFlowsLatency latency in seconds", ["ip_family"], Buckets(SyncDurationBuckets));
+            ConntrackReconcilerDuration, "ReconcileConntrackFlowsLatency latency in seconds", [IpFamilyLabel], Buckets(SyncDurationBuckets));
         _conntrackDeleted = Factory.CreateCounter(
-            ConntrackReconcilerDeletedTotal, "Cumulative conntrack flows deleted by conntrack reconciler", ["ip_family"]);
+            ConntrackReconcilerDeletedTotal, "Cumulative conntrack flows deleted by conntrack reconciler", [IpFamilyLabel]);
 
         ProcessMetrics.Register(Registry);
+        UseFamilies([IpFamily.IPv4]);
+    }
+
+    /// <summary>The label kube-proxy puts on its per-family metrics; values <c>IPv4</c>, <c>IPv6</c>.</summary>
+    public const string IpFamilyLabel = "ip_family";
+
+    /// <summary>The IP families the data plane programs (IPv4 until <see cref="UseFamilies"/> says otherwise).</summary>
+    public IReadOnlyList<IpFamily> Families { get; private set; } = [];
+
+    /// <summary>
+    /// The IP families the data plane programs: each sync is recorded once per family, and the
+    /// per-family gauges start at 0 for each, as kube-proxy's proxiers register them.
+    /// </summary>
+    public void UseFamilies(IReadOnlyList<IpFamily> families)
+    {
+        ArgumentNullException.ThrowIfNull(families);
+        if (families.Count == 0) throw new ArgumentException("at least one IP family is needed", nameof(families));
+        Families = [.. families.Distinct().Order()];
+        foreach (var family in Families)
+        {
+            _noLocalEndpoints.WithLabels(family.ToString(), TrafficPolicyInternal).Set(0);
+            _noLocalEndpoints.WithLabels(family.ToString(), TrafficPolicyExternal).Set(0);
+        }
     }
 
     /// <summary>kube-proxy's sync buckets: exponential, start 0.001, factor 2, count 15 (1ms … 16.384s).</summary>
@@ -174,8 +197,11 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
     public void RecordSync(TimeSpan duration, bool full, string mode)
     {
         var seconds = duration.TotalSeconds;
-        _syncDuration.Observe(seconds);
-        (full ? _syncFullDuration : _syncPartialDuration).Observe(seconds);
+        foreach (var family in Families)
+        {
+            _syncDuration.WithLabels(family.ToString()).Observe(seconds);
+            (full ? _syncFullDuration : _syncPartialDuration).WithLabels(family.ToString()).Observe(seconds);
+        }
         _syncs.WithLabels(full ? "full" : "partial", mode).Inc();
     }
 
@@ -210,13 +236,22 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
     public void SyncFailed(string mode) => _syncFailures.WithLabels(mode).Inc();
 
     /// <summary>Time from an object change to the rules being programmed.</summary>
-    public void RecordNetworkProgramming(TimeSpan latency) => _networkProgrammingDuration.Observe(latency.TotalSeconds);
+    public void RecordNetworkProgramming(TimeSpan latency)
+    {
+        foreach (var family in Families) _networkProgrammingDuration.WithLabels(family.ToString()).Observe(latency.TotalSeconds);
+    }
 
     /// <summary>Sets <c>kubeproxy_sync_proxy_rules_last_timestamp_seconds</c> (unix seconds).</summary>
-    public void SetLastSyncTimestamp(DateTimeOffset time) => _lastSyncTimestamp.Set(ToUnixSeconds(time));
+    public void SetLastSyncTimestamp(DateTimeOffset time)
+    {
+        foreach (var family in Families) _lastSyncTimestamp.WithLabels(family.ToString()).Set(ToUnixSeconds(time));
+    }
 
     /// <summary>Sets <c>kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds</c> (unix seconds).</summary>
-    public void SetLastQueuedTimestamp(DateTimeOffset time) => _lastQueuedTimestamp.Set(ToUnixSeconds(time));
+    public void SetLastQueuedTimestamp(DateTimeOffset time)
+    {
+        foreach (var family in Families) _lastQueuedTimestamp.WithLabels(family.ToString()).Set(ToUnixSeconds(time));
+    }
 
     /// <summary>Sets the pending Service and Endpoint change gauges.</summary>
     public void SetPendingChanges(int services, int endpoints)
@@ -242,11 +277,11 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
     /// <summary>After a successful sync: how many changes (service + endpoint) it includes; compare with the change counters.</summary>
     public void SetChangesApplied(long changes) => _changesApplied.Set(changes);
 
-    /// <summary>Services with a Local traffic policy and no local endpoints, per policy (<c>internal</c>/<c>external</c>).</summary>
-    public void SetNoLocalEndpoints(string trafficPolicy, int count)
+    /// <summary>Services with a Local traffic policy and no local endpoints, per family and policy (<c>internal</c>/<c>external</c>).</summary>
+    public void SetNoLocalEndpoints(IpFamily family, string trafficPolicy, int count)
     {
         ArgumentNullException.ThrowIfNull(trafficPolicy);
-        _noLocalEndpoints.WithLabels(trafficPolicy).Set(count);
+        _noLocalEndpoints.WithLabels(family.ToString(), trafficPolicy).Set(count);
     }
 
     /// <summary>The registry in the Prometheus text format 0.0.4, as <c>/metrics</c> serves it (for tests and logs).</summary>

@@ -9,6 +9,9 @@ public interface IProxyBackend
     /// <summary>The --mode name: iptables, nftables, ipvs, ebpf.</summary>
     string Mode { get; }
 
+    /// <summary>The IP families this data plane programs on this node (IPv4, and IPv6 where the kernel and tools allow).</summary>
+    IReadOnlyList<IpFamily> Families { get; }
+
     /// <summary>
     /// Programs the kernel. Either the whole change is in force afterwards, or the previous rules
     /// still are and an exception says what failed; never a half-applied state.

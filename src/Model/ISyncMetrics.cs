@@ -37,6 +37,13 @@ public interface ISyncMetrics
     /// <summary>From an object's change to the kernel having it.</summary>
     void RecordNetworkProgramming(TimeSpan latency);
 
-    /// <summary>Local-policy service ports with endpoints but none on this node, per traffic policy (internal, external).</summary>
-    void SetNoLocalEndpoints(string trafficPolicy, int count);
+    /// <summary>Local-policy service ports with endpoints but none on this node, per family and traffic policy (internal, external).</summary>
+    void SetNoLocalEndpoints(IpFamily family, string trafficPolicy, int count);
+
+    /// <summary>
+    /// The IP families the data plane programs (<see cref="IProxyBackend.Families"/>): kube-proxy labels its sync
+    /// metrics with <c>ip_family</c>, and a sync here programs every family at once, so each sync is recorded once
+    /// per family.
+    /// </summary>
+    void UseFamilies(IReadOnlyList<IpFamily> families);
 }

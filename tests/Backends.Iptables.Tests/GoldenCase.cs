@@ -111,6 +111,7 @@ public sealed class GoldenCase
     {
         public List<SyncRequest> Requests { get; } = [];
         public string Mode => "capture";
+        public IReadOnlyList<IpFamily> Families => [IpFamily.IPv4, IpFamily.IPv6];
         public Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
         {
             Requests.Add(request);

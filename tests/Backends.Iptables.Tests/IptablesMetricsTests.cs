@@ -28,13 +28,13 @@ public sealed class IptablesMetricsTests
         var afterFailure = await metrics.ExportTextAsync();
 
         Assert.True(plan.NatRulesTotal > 0);
-        Assert.Equal(plan.NatRulesTotal, Sample(afterFull, "kubeproxy_sync_proxy_rules_iptables_total{table=\"nat\"}"));
-        Assert.Equal(plan.FilterRulesTotal, Sample(afterFull, "kubeproxy_sync_proxy_rules_iptables_total{table=\"filter\"}"));
-        Assert.Equal(plan.NatRulesWritten, Sample(afterFull, "kubeproxy_sync_proxy_rules_iptables_last{table=\"nat\"}"));
-        Assert.Equal(plan.FilterRulesWritten, Sample(afterFull, "kubeproxy_sync_proxy_rules_iptables_last{table=\"filter\"}"));
-        Assert.Equal(0, Sample(afterFull, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total"));
-        Assert.Equal(1, Sample(afterFailure, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total"));
-        Assert.Equal(1, Sample(afterFailure, "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total"));
+        Assert.Equal(plan.NatRulesTotal, Sample(afterFull, "kubeproxy_sync_proxy_rules_iptables_total{ip_family=\"IPv4\",table=\"nat\"}"));
+        Assert.Equal(plan.FilterRulesTotal, Sample(afterFull, "kubeproxy_sync_proxy_rules_iptables_total{ip_family=\"IPv4\",table=\"filter\"}"));
+        Assert.Equal(plan.NatRulesWritten, Sample(afterFull, "kubeproxy_sync_proxy_rules_iptables_last{ip_family=\"IPv4\",table=\"nat\"}"));
+        Assert.Equal(plan.FilterRulesWritten, Sample(afterFull, "kubeproxy_sync_proxy_rules_iptables_last{ip_family=\"IPv4\",table=\"filter\"}"));
+        Assert.DoesNotContain("kubeproxy_sync_proxy_rules_iptables_restore_failures_total{", afterFull); // no failure, no series
+        Assert.Equal(1, Sample(afterFailure, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv4\"}"));
+        Assert.Equal(1, Sample(afterFailure, "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total{ip_family=\"IPv4\"}"));
         Assert.DoesNotContain("nftables", afterFailure);
     }
 
@@ -56,13 +56,15 @@ public sealed class IptablesMetricsTests
     public async Task IptablesMetrics_SecondInstanceOnTheSameRegistry_SharesTheSeries()
     {
         using var metrics = new ProxyMetrics();
-        new IptablesMetrics(metrics).RestoreFailed(partial: false);
-        new IptablesMetrics(metrics).RestoreFailed(partial: true);
+        new IptablesMetrics(metrics).RestoreFailed(IpFamily.IPv4, partial: false);
+        new IptablesMetrics(metrics).RestoreFailed(IpFamily.IPv4, partial: true);
+        new IptablesMetrics(metrics).RestoreFailed(IpFamily.IPv6, partial: true);
 
         var text = await metrics.ExportTextAsync();
 
-        Assert.Equal(2, Sample(text, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total"));
-        Assert.Equal(1, Sample(text, "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total"));
+        Assert.Equal(2, Sample(text, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv4\"}"));
+        Assert.Equal(1, Sample(text, "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total{ip_family=\"IPv4\"}"));
+        Assert.Equal(1, Sample(text, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv6\"}"));
     }
 
     private static double Sample(string text, string series)

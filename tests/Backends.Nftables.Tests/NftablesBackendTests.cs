@@ -72,7 +72,7 @@ public sealed class NftablesBackendTests
         var e = await Assert.ThrowsAsync<BackendSyncException>(() => backend.SyncAsync(Partial(Cluster("10.244.1.3"), Name("web")), default));
         Assert.Contains("partial", e.Message);
         Assert.Equal(before, fake.Dump(IpFamily.IPv4));
-        Assert.Equal(1, await Metric(metrics, NftablesMetrics.SyncFailuresTotal));
+        Assert.Equal(1, await Metric(metrics, NftablesMetrics.SyncFailuresTotal + "{ip_family=\"IPv4\"}"));
 
         fake.FailWhen = null;
         await backend.SyncAsync(Partial(Cluster("10.244.1.3"), Name("web")), default);
@@ -110,7 +110,7 @@ public sealed class NftablesBackendTests
 
         await Assert.ThrowsAsync<BackendSyncException>(() => backend.CleanupAsync(default));
 
-        Assert.Equal(1, await Metric(metrics, NftablesMetrics.CleanupFailuresTotal));
+        Assert.Equal(1, await Metric(metrics, NftablesMetrics.CleanupFailuresTotal + "{ip_family=\"IPv4\"}"));
         Assert.True(fake.HasTable(IpFamily.IPv4));
     }
 }

@@ -39,7 +39,7 @@ public sealed partial class DaemonTests
 
             File.WriteAllText(flag, "");
             scenario.WriteManifest("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0), scenario.PodIp(2)));
-            await WaitForAsync(async () => ProxyProcess.Metric(await proxy.ScrapeAsync(), "kubeproxy_sync_proxy_rules_iptables_restore_failures_total") >= 1, "a restore failure");
+            await WaitForAsync(async () => ProxyProcess.Metric(await proxy.ScrapeAsync(), "kubeproxy_sync_proxy_rules_iptables_restore_failures_total", "ip_family=\"IPv4\"") >= 1, "a restore failure");
 
             // The kernel still has the previous rules: the removed endpoint still answers.
             var during = await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80);
@@ -190,7 +190,7 @@ public sealed partial class DaemonTests
         Assert.Equal(1, Value(atStart, "kubeproxy_sync_proxy_rules_service_changes_total"));
         Assert.Equal(1, Value(atStart, "kubeproxy_sync_proxy_rules_endpoint_changes_total"));
         Assert.True(Value(atStart, "proxyplanes_sync_total", "kind=\"full\",mode=\"iptables\"") >= 1, atStart);
-        Assert.True(Value(atStart, "kubeproxy_sync_full_proxy_rules_duration_seconds_count") >= 1, atStart);
+        Assert.True(Value(atStart, "kubeproxy_sync_full_proxy_rules_duration_seconds_count", "ip_family=\"IPv4\"") >= 1, atStart);
         Assert.Equal(1, Value(atStart, "proxyplanes_sync_full_reason_total", "reason=\"start\""));
         // Health probes are counted by the status they got (kube-proxy's healthz/livez counters):
         // three more of each, through a real HTTP client, move the 200 series by exactly three.
@@ -219,25 +219,28 @@ public sealed partial class DaemonTests
         Assert.Equal(2 + edits.Length, Value(scrape, "proxyplanes_sync_changes_applied")); // everything seen is programmed
         Assert.Equal(0, Value(scrape, "kubeproxy_sync_proxy_rules_endpoint_changes_pending"));
         Assert.Equal(0, Value(scrape, "kubeproxy_sync_proxy_rules_service_changes_pending"));
-        var syncs = Value(scrape, "kubeproxy_sync_proxy_rules_duration_seconds_count");
-        Assert.True(syncs >= Value(atStart, "kubeproxy_sync_proxy_rules_duration_seconds_count") + edits.Length, scrape);
-        Assert.True(Value(scrape, "kubeproxy_sync_proxy_rules_duration_seconds_sum") > 0, scrape);
-        Assert.Equal(syncs, Value(scrape, "kubeproxy_sync_proxy_rules_duration_seconds_bucket", "le=\"+Inf\""));
+        var syncs = Value(scrape, "kubeproxy_sync_proxy_rules_duration_seconds_count", "ip_family=\"IPv4\"");
+        Assert.True(syncs >= Value(atStart, "kubeproxy_sync_proxy_rules_duration_seconds_count", "ip_family=\"IPv4\"") + edits.Length, scrape);
+        Assert.True(Value(scrape, "kubeproxy_sync_proxy_rules_duration_seconds_sum", "ip_family=\"IPv4\"") > 0, scrape);
+        Assert.Equal(syncs, Value(scrape, "kubeproxy_sync_proxy_rules_duration_seconds_bucket", "ip_family=\"IPv4\",le=\"+Inf\""));
+        // The node is dual-stack (ip6tables works in the sandbox): every sync programmed both families, as kube-proxy's
+        // two proxiers would each report.
+        Assert.Equal(syncs, Value(scrape, "kubeproxy_sync_proxy_rules_duration_seconds_count", "ip_family=\"IPv6\""));
         Assert.True(Value(scrape, "proxyplanes_sync_total", "kind=\"partial\",mode=\"iptables\"") >= 1, scrape);
-        Assert.True(Value(scrape, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count") >= 1, scrape);
+        Assert.True(Value(scrape, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count", "ip_family=\"IPv4\"") >= 1, scrape);
         Assert.True(Value(scrape, "proxyplanes_sync_phase_duration_seconds_count", "mode=\"iptables\",phase=\"apply\"") >= 1 + edits.Length, scrape);
-        Assert.InRange(Value(scrape, "kubeproxy_sync_proxy_rules_last_timestamp_seconds"), started, now);
-        Assert.InRange(Value(scrape, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"), started, now);
-        Assert.Equal(0, Value(scrape, "kubeproxy_sync_proxy_rules_no_local_endpoints_total", "traffic_policy=\"internal\""));
+        Assert.InRange(Value(scrape, "kubeproxy_sync_proxy_rules_last_timestamp_seconds", "ip_family=\"IPv4\""), started, now);
+        Assert.InRange(Value(scrape, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", "ip_family=\"IPv4\""), started, now);
+        Assert.Equal(0, Value(scrape, "kubeproxy_sync_proxy_rules_no_local_endpoints_total", "ip_family=\"IPv4\",traffic_policy=\"internal\""));
         Assert.Null(ProxyProcess.Metric(scrape, "proxyplanes_sync_failures_total", "mode=\"iptables\"")); // no failure, no series
         // Edits are partial syncs: the only full sync is the first.
         Assert.Equal(1, Value(scrape, "proxyplanes_sync_full_reason_total", "reason=\"start\""));
         Assert.Equal(1, Value(scrape, "proxyplanes_sync_total", "kind=\"full\",mode=\"iptables\""));
         Assert.Equal(0, Value(scrape, "proxyplanes_conntrack_cleanup_failures_total"));
         // The iptables data plane's own metrics; the nftables ones belong to --mode=nftables.
-        Assert.True(Value(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "table=\"nat\"") > 10, scrape);
-        Assert.True(Value(scrape, "kubeproxy_sync_proxy_rules_iptables_last", "table=\"nat\"") > 0, scrape);
-        Assert.Equal(0, Value(scrape, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total"));
+        Assert.True(Value(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "ip_family=\"IPv4\",table=\"nat\"") > 10, scrape);
+        Assert.True(Value(scrape, "kubeproxy_sync_proxy_rules_iptables_last", "ip_family=\"IPv4\",table=\"nat\"") > 0, scrape);
+        Assert.DoesNotContain("kubeproxy_sync_proxy_rules_iptables_restore_failures_total{", scrape); // no failure, no series
         Assert.DoesNotContain("nftables", scrape);
         // Process metrics (client_golang's names, as kube-proxy has them).
         Assert.True(Value(scrape, "process_resident_memory_bytes") > 1_000_000, scrape);
@@ -291,7 +294,8 @@ public sealed partial class DaemonTests
             Assert.Equal("nftables", (await nftables.GetAsync(10249, "/proxyMode")).Body.Trim());
             Assert.True(ProxyProcess.Metric(scrape, "proxyplanes_nftables_objects", "kind=\"elements\"") >= 1, scrape);
             Assert.True(ProxyProcess.Metric(scrape, "proxyplanes_nftables_objects", "kind=\"chains\"") >= 5, scrape);
-            Assert.Equal(0, ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_nftables_sync_failures_total"));
+            Assert.DoesNotContain("kubeproxy_sync_proxy_rules_nftables_sync_failures_total{", scrape); // no failure, no series
+            Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_duration_seconds_count", "ip_family=\"IPv4\"") >= 1, scrape);
             Assert.True(ProxyProcess.Metric(scrape, "proxyplanes_sync_total", "kind=\"full\",mode=\"nftables\"") >= 1, scrape);
             Assert.DoesNotContain("kubeproxy_sync_proxy_rules_iptables", scrape); // the iptables data plane's metrics
             var lint = await Promtool.CheckMetricsAsync(scrape);

@@ -169,7 +169,7 @@ public sealed class IptablesTrafficTests
         Assert.Equal(["pod-2"], api.Keys);
         // The change was a partial sync: the proxy says so.
         var scrape = await scenario.Proxy!.ScrapeAsync();
-        Assert.True(Sandboxed.ProxyProcess.Metric(scrape, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count") >= 1, scrape);
+        Assert.True(Sandboxed.ProxyProcess.Metric(scrape, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count", "ip_family=\"IPv4\"") >= 1, scrape);
     }
 }
 

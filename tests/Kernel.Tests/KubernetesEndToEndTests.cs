@@ -21,6 +21,7 @@ public sealed class KubernetesEndToEndTests
     private const string WebIP = "10.96.0.10";
     private const string ApiIP = "10.96.0.11";
     private const string NetworkProgrammingCount = "kubeproxy_network_programming_duration_seconds_count";
+    private const string IPv4 = "ip_family=\"IPv4\"";
     private static readonly TimeSpan SyncTimeout = TimeSpan.FromSeconds(15);
 
     [Fact]
@@ -31,14 +32,14 @@ public sealed class KubernetesEndToEndTests
 
         // The first full list is in the kernel (the proxy is healthy): both endpoints answer through the VIP.
         await cluster.AssertAnsweredByAsync(WebIP, "pod-0", "pod-1");
-        Assert.Equal(0, ProxyProcess.Metric(await cluster.Proxy.ScrapeAsync(), NetworkProgrammingCount) ?? 0);
+        Assert.Equal(0, ProxyProcess.Metric(await cluster.Proxy.ScrapeAsync(), NetworkProgrammingCount, IPv4) ?? 0);
 
         // MODIFIED: the slice now holds only pod-1, stamped with the time of the change.
         await cluster.PushAndSyncAsync(() => server.EndpointSlices.Modify(cluster.Slice("web", 1)));
         await cluster.AssertAnsweredByAsync(WebIP, "pod-1");
         var scrape = await cluster.Proxy.ScrapeAsync();
-        Assert.True(ProxyProcess.Metric(scrape, NetworkProgrammingCount) >= 1, scrape);
-        Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_network_programming_duration_seconds_sum") < SyncTimeout.TotalSeconds, scrape);
+        Assert.True(ProxyProcess.Metric(scrape, NetworkProgrammingCount, IPv4) >= 1, scrape);
+        Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_network_programming_duration_seconds_sum", IPv4) < SyncTimeout.TotalSeconds, scrape);
 
         // ADDED: a second Service, refused at once while it has no endpoints, then its slice.
         await cluster.PushAndSyncAsync(() => server.Services.Add(ApiCluster.Service("api", ApiIP)));
@@ -54,7 +55,7 @@ public sealed class KubernetesEndToEndTests
         await cluster.AssertAnsweredByAsync(WebIP, "pod-1");
 
         // Both slice changes that carried a trigger time were measured.
-        Assert.True(ProxyProcess.Metric(await cluster.Proxy.ScrapeAsync(), NetworkProgrammingCount) >= 2);
+        Assert.True(ProxyProcess.Metric(await cluster.Proxy.ScrapeAsync(), NetworkProgrammingCount, IPv4) >= 2);
         // Every request carried the kubeconfig's token (the server answers 401 otherwise).
         Assert.All(server.Requests, r => Assert.Equal("Bearer " + ApiCluster.Token, r.Authorization));
     }

@@ -34,6 +34,7 @@ public sealed class ProxyController : IObjectSink
         _options = options;
         _backend = backend;
         _metrics = metrics;
+        _metrics.UseFamilies(backend.Families);
         _logger = logger;
         _time = time ?? TimeProvider.System;
         _endpoints = new EndpointsChangeTracker(options.HostName);
@@ -210,8 +211,11 @@ public sealed class ProxyController : IObjectSink
         if (_successfulSyncs++ > 0)
             foreach (var trigger in triggerTimes)
                 if (end > trigger) _metrics.RecordNetworkProgramming(end - trigger);
-        _metrics.SetNoLocalEndpoints("internal", state.ServicePorts.Values.Count(s => s.Info.InternalPolicyLocal && s.Endpoints.HasAnyEndpoints && s.Endpoints.Local.IsEmpty));
-        _metrics.SetNoLocalEndpoints("external", state.ServicePorts.Values.Count(s => s.Info.ExternalPolicyLocal && s.Endpoints.HasAnyEndpoints && s.Endpoints.Local.IsEmpty));
+        foreach (var family in _backend.Families)
+        {
+            _metrics.SetNoLocalEndpoints(family, "internal", state.ServicePorts.Values.Count(s => s.Info.InternalPolicyLocal && NoLocal(s.EndpointsFor(family))));
+            _metrics.SetNoLocalEndpoints(family, "external", state.ServicePorts.Values.Count(s => s.Info.ExternalPolicyLocal && NoLocal(s.EndpointsFor(family))));
+        }
 
         _metrics.SetChangesApplied(changesIncluded);
         // Healthy only once everything about this sync is published, after-sync work included: the
@@ -304,6 +308,9 @@ public sealed class ProxyController : IObjectSink
         }
         return previous with { ServicePorts = ports.ToImmutable() };
     }
+
+    /// <summary>A Local-policy port "has no local endpoints" (kube-proxy's metric) when it has endpoints, none of them here.</summary>
+    private static bool NoLocal(EndpointSet endpoints) => endpoints.HasAnyEndpoints && endpoints.Local.IsEmpty;
 }
 
 /// <summary>What one successful sync did.</summary>

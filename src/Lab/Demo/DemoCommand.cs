@@ -111,8 +111,8 @@ public static class DemoCommand
             var scrape = await proxy.ScrapeAsync(cancellationToken);
             Step("What the proxy reports on /metrics");
             foreach (var name in new[] { "kubeproxy_sync_proxy_rules_duration_seconds_count", "kubeproxy_sync_proxy_rules_duration_seconds_sum", "kubeproxy_network_programming_duration_seconds_count" })
-                Console.WriteLine($"  {name} {ProxyProcess.Metric(scrape, name)}");
-            Console.WriteLine($"  kubeproxy_sync_proxy_rules_iptables_total nat={ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "table=\"nat\"")} filter={ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "table=\"filter\"")}");
+                Console.WriteLine($"  {name}{{ip_family=\"IPv4\"}} {ProxyProcess.Metric(scrape, name, "ip_family=\"IPv4\"")}");
+            Console.WriteLine($"  kubeproxy_sync_proxy_rules_iptables_total{{ip_family=\"IPv4\"}} nat={ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "ip_family=\"IPv4\",table=\"nat\"")} filter={ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "ip_family=\"IPv4\",table=\"filter\"")}");
             Console.WriteLine($"  To see the rules of a real node: iptables-save -t nat | grep KUBE-   (here: ip netns exec {sandbox.Node.Name} iptables-save)");
 
             var terminated = await proxy.TerminateAsync(TimeSpan.FromSeconds(10));

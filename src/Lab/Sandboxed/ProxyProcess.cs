@@ -85,7 +85,7 @@ public sealed class ProxyProcess : IAsyncDisposable
 
     /// <summary>The time of the last successful sync, from kubeproxy_sync_proxy_rules_last_timestamp_seconds.</summary>
     public async Task<double> LastSyncTimestampAsync() =>
-        Metric(await ScrapeAsync(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds") ?? 0;
+        Metric(await ScrapeAsync(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds", "ip_family=\"IPv4\"") ?? 0; // every mode programs IPv4
 
     /// <summary>Service and endpoint changes the proxy has seen (kube-proxy's change counters).</summary>
     public async Task<double> ChangesSeenAsync()

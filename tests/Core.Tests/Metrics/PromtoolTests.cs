@@ -22,7 +22,8 @@ public class PromtoolTests
         metrics.SetPendingChanges(1, 2);
         metrics.AddChanges(3, 4);
         metrics.SetChangesApplied(7);
-        metrics.SetNoLocalEndpoints(ProxyMetrics.TrafficPolicyExternal, 1);
+        metrics.SetNoLocalEndpoints(IpFamily.IPv4, ProxyMetrics.TrafficPolicyExternal, 1);
+        metrics.ConntrackReconciled(IpFamily.IPv4, TimeSpan.FromMilliseconds(2), 3);
         metrics.SyncFailed("iptables");
         metrics.FullSyncStarted("start");
         var text = await metrics.ExportTextAsync();

@@ -29,6 +29,8 @@ public class ProxyMetricsTests
         { "kubeproxy_proxy_healthz_total", "counter" },
         { "kubeproxy_proxy_livez_total", "counter" },
         { "proxyplanes_sync_changes_applied", "gauge" },
+        { "kubeproxy_conntrack_reconciler_sync_duration_seconds", "histogram" },
+        { "kubeproxy_conntrack_reconciler_deleted_entries_total", "counter" },
     };
 
     /// <summary>client_golang's process metrics (what kube-proxy exposes) and prometheus-net's own.</summary>
@@ -115,12 +117,11 @@ public class ProxyMetricsTests
 
         Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_endpoint_changes_total"));
         Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_service_changes_total"));
-        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
         Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_service_changes_pending"));
-        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_count"));
-        Assert.Equal(0, Sample(text, "kubeproxy_network_programming_duration_seconds_count"));
-        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"}"));
-        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}"));
+        // Per family, as kube-proxy's proxiers register them: 0 for each family served (IPv4 by default).
+        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"internal\"}"));
+        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"external\"}"));
+        Assert.DoesNotContain("IPv6", text);
         // A labeled counter has no series until an event names its labels (no label-less zero sample).
         Assert.DoesNotContain(Lines(text), l => l.StartsWith("proxyplanes_sync_total", StringComparison.Ordinal));
         Assert.DoesNotContain(Lines(text), l => l.StartsWith("proxyplanes_sync_phase_duration_seconds", StringComparison.Ordinal));
@@ -136,6 +137,8 @@ public class ProxyMetricsTests
         ];
         using var metrics = new ProxyMetrics();
         metrics.RecordPhase(ProxyMetrics.PhasePlan, "nftables", TimeSpan.FromMilliseconds(1));
+        metrics.RecordSync(TimeSpan.FromMilliseconds(1), full: true, "nftables");
+        metrics.RecordSync(TimeSpan.FromMilliseconds(1), full: false, "nftables");
 
         var text = await metrics.ExportTextAsync();
 
@@ -171,30 +174,36 @@ public class ProxyMetricsTests
         Assert.Equal(82, bounds.Length);
         Assert.Equal(["0", "0.25", "0.5", "1"], bounds[..4]);
         Assert.Equal(["270", "300", "+Inf"], bounds[^3..]);
-        Assert.Equal(0, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\"}"));
-        Assert.Equal(1, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.5\"}"));
-        Assert.Equal(1, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{le=\"60\"}"));
-        Assert.Equal(2, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{le=\"65\"}"));
-        Assert.Equal(2, Sample(text, "kubeproxy_network_programming_duration_seconds_count"));
-        Assert.Equal(62.3, Sample(text, "kubeproxy_network_programming_duration_seconds_sum"), 9);
+        Assert.Equal(0, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"0.25\"}"));
+        Assert.Equal(1, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"0.5\"}"));
+        Assert.Equal(1, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"60\"}"));
+        Assert.Equal(2, Sample(text, "kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"65\"}"));
+        Assert.Equal(2, Sample(text, "kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv4\"}"));
+        Assert.Equal(62.3, Sample(text, "kubeproxy_network_programming_duration_seconds_sum{ip_family=\"IPv4\"}"), 9);
     }
 
     [Fact]
     public async Task RecordSync_FullAndPartial_RecordsOverallKindSpecificAndCounter()
     {
         using var metrics = new ProxyMetrics();
+        metrics.UseFamilies([IpFamily.IPv6, IpFamily.IPv4]);
         metrics.RecordSync(TimeSpan.FromMilliseconds(3), full: true, "iptables");
         metrics.RecordSync(TimeSpan.FromMilliseconds(1), full: false, "iptables");
         metrics.RecordSync(TimeSpan.FromMilliseconds(1), full: false, "iptables");
 
         var text = await metrics.ExportTextAsync();
 
-        Assert.Equal(3, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_count"));
-        Assert.Equal(2, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"}"));
-        Assert.Equal(3, Sample(text, "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\"}"));
-        Assert.Equal(1, Sample(text, "kubeproxy_sync_full_proxy_rules_duration_seconds_count"));
-        Assert.Equal(0.003, Sample(text, "kubeproxy_sync_full_proxy_rules_duration_seconds_sum"), 9);
-        Assert.Equal(2, Sample(text, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count"));
+        // One sync programs every family: each family's series records it.
+        foreach (var family in new[] { "IPv4", "IPv6" })
+        {
+            var label = $"ip_family=\"{family}\"";
+            Assert.Equal(3, Sample(text, $"kubeproxy_sync_proxy_rules_duration_seconds_count{{{label}}}"));
+            Assert.Equal(2, Sample(text, $"kubeproxy_sync_proxy_rules_duration_seconds_bucket{{{label},le=\"0.001\"}}"));
+            Assert.Equal(3, Sample(text, $"kubeproxy_sync_proxy_rules_duration_seconds_bucket{{{label},le=\"0.004\"}}"));
+            Assert.Equal(1, Sample(text, $"kubeproxy_sync_full_proxy_rules_duration_seconds_count{{{label}}}"));
+            Assert.Equal(0.003, Sample(text, $"kubeproxy_sync_full_proxy_rules_duration_seconds_sum{{{label}}}"), 9);
+            Assert.Equal(2, Sample(text, $"kubeproxy_sync_partial_proxy_rules_duration_seconds_count{{{label}}}"));
+        }
         Assert.Equal(1, Sample(text, "proxyplanes_sync_total{kind=\"full\",mode=\"iptables\"}"));
         Assert.Equal(2, Sample(text, "proxyplanes_sync_total{kind=\"partial\",mode=\"iptables\"}"));
     }
@@ -226,7 +235,9 @@ public class ProxyMetricsTests
         metrics.AddChanges(services: 1, endpoints: 0);
         metrics.AddChanges(services: -1, endpoints: -1);
         metrics.SetChangesApplied(9);
-        metrics.SetNoLocalEndpoints(ProxyMetrics.TrafficPolicyInternal, 3);
+        metrics.SetNoLocalEndpoints(IpFamily.IPv4, ProxyMetrics.TrafficPolicyInternal, 3);
+        metrics.ConntrackReconciled(IpFamily.IPv6, TimeSpan.FromMilliseconds(3), 4);
+        metrics.ConntrackReconciled(IpFamily.IPv6, TimeSpan.FromMilliseconds(5), 0);
         metrics.SyncFailed("iptables");
         metrics.FullSyncStarted("start");
         metrics.FullSyncStarted("failure");
@@ -234,15 +245,18 @@ public class ProxyMetricsTests
 
         var text = await metrics.ExportTextAsync();
 
-        Assert.Equal(1_700_000_000.5, Sample(text, "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
-        Assert.Equal(1_700_000_001, Sample(text, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds"));
+        Assert.Equal(1_700_000_000.5, Sample(text, "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}"));
+        Assert.Equal(1_700_000_001, Sample(text, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family=\"IPv4\"}"));
+        Assert.Equal(4, Sample(text, "kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family=\"IPv6\"}"));
+        Assert.Equal(2, Sample(text, "kubeproxy_conntrack_reconciler_sync_duration_seconds_count{ip_family=\"IPv6\"}"));
+        Assert.Equal(0.008, Sample(text, "kubeproxy_conntrack_reconciler_sync_duration_seconds_sum{ip_family=\"IPv6\"}"), 9);
         Assert.Equal(2, Sample(text, "kubeproxy_sync_proxy_rules_service_changes_pending"));
         Assert.Equal(5, Sample(text, "kubeproxy_sync_proxy_rules_endpoint_changes_pending"));
         Assert.Equal(4, Sample(text, "kubeproxy_sync_proxy_rules_service_changes_total"));
         Assert.Equal(7, Sample(text, "kubeproxy_sync_proxy_rules_endpoint_changes_total"));
         Assert.Equal(9, Sample(text, "proxyplanes_sync_changes_applied"));
-        Assert.Equal(3, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"}"));
-        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}"));
+        Assert.Equal(3, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"internal\"}"));
+        Assert.Equal(0, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"external\"}"));
         Assert.Equal(1, Sample(text, "proxyplanes_sync_failures_total{mode=\"iptables\"}"));
         Assert.Equal(1, Sample(text, "proxyplanes_sync_full_reason_total{reason=\"start\"}"));
         Assert.Equal(2, Sample(text, "proxyplanes_sync_full_reason_total{reason=\"failure\"}"));

@@ -16,6 +16,7 @@ internal sealed class RecordingBackend : IProxyBackend
     private int _count;
 
     public string Mode => "fake";
+    public IReadOnlyList<IpFamily> Families { get; init; } = [IpFamily.IPv4];
     public int Count => Volatile.Read(ref _count);
 
     private bool _failing;
@@ -178,7 +179,7 @@ public sealed class ProxyControllerTests : IAsyncDisposable
         controller.OnService(null, Web());
         controller.OnInitialStateDelivered();
         Assert.True(await controller.SyncNowAsync(new SyncDecision(FullSyncReason.Start, false)));
-        Assert.Equal(1_000_000, Sample(await metrics.ExportTextAsync(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
+        Assert.Equal(1_000_000, Sample(await metrics.ExportTextAsync(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}"));
         time.Advance(TimeSpan.FromSeconds(30));
 
         var full = await controller.SyncNowAsync(new SyncDecision(null, CheckCanary: true));
@@ -187,7 +188,7 @@ public sealed class ProxyControllerTests : IAsyncDisposable
         Assert.Equal(1, backend.CanaryChecks);
         Assert.Equal(1, backend.Count);
         // A quiet cluster is not a stuck proxy: the periodic no-op sync moves the timestamp.
-        Assert.Equal(1_000_030, Sample(await metrics.ExportTextAsync(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds"));
+        Assert.Equal(1_000_030, Sample(await metrics.ExportTextAsync(), "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}"));
     }
 
     [Fact]
