@@ -52,7 +52,7 @@ public sealed class ProxyFlags
     public Option<string?> PodInterfaceNamePrefix { get; } = new("--pod-interface-name-prefix") { Description = "With InterfaceNamePrefix: pod traffic arrives on interfaces with this prefix" };
     public Option<string?> PodBridgeInterface { get; } = new("--pod-bridge-interface") { Description = "With BridgeInterface: pod traffic arrives on this bridge" };
     public Option<bool> MasqueradeAll { get; } = new("--masquerade-all") { Description = "SNAT all traffic sent to service cluster IPs" };
-    public Option<string> NodePortAddresses { get; } = new("--nodeport-addresses") { Description = "CIDRs of node addresses that accept node ports, comma-separated (default: all)", DefaultValueFactory = _ => "" };
+    public Option<string> NodePortAddresses { get; } = new("--nodeport-addresses") { Description = "Node addresses that accept node ports: CIDRs, comma-separated, or 'primary' (the node's primary IP of each family, from its Node object) (default: all)", DefaultValueFactory = _ => "" };
     public Option<string> MetricsBindAddress { get; } = new("--metrics-bind-address") { Description = "Address of the metrics server (/metrics, /proxyMode); empty disables", DefaultValueFactory = _ => "127.0.0.1:10249" };
     public Option<string> HealthzBindAddress { get; } = new("--healthz-bind-address") { Description = "Address of the health server (/healthz, /livez); empty disables", DefaultValueFactory = _ => "0.0.0.0:10256" };
     public Option<string> IptablesVariant { get; } = new("--iptables-variant") { Description = "iptables flavour: auto (detect what the node uses), nft or legacy", DefaultValueFactory = _ => "auto" };
@@ -108,7 +108,7 @@ public sealed class ProxyFlags
             DetectLocalMode = detectLocal,
             PodInterface = podInterface,
             MasqueradeAll = FromFile(result, MasqueradeAll, config?.MasqueradeAllFor(mode))?.Value ?? result.GetValue(MasqueradeAll),
-            NodePortAddresses = FromFile(result, NodePortAddresses, config?.NodePortAddresses)?.Value ?? Prefixes(result.GetValue(NodePortAddresses)!, NodePortAddresses.Name),
+            NodePortAddresses = FromFile(result, NodePortAddresses, config?.NodePortAddresses)?.Value ?? ParseNodePortAddresses(result.GetValue(NodePortAddresses)!),
             Sync = new SyncRunnerOptions { MinSyncPeriod = minSync, SyncPeriod = sync },
         };
         try
@@ -208,6 +208,11 @@ public sealed class ProxyFlags
             throw new UsageException($"{option.Name}: '{text}' is not a duration such as 500ms, 1s or 1m30s");
         return duration;
     }
+
+    private NodePortAddressSetting ParseNodePortAddresses(string text) =>
+        NodePortAddressSetting.Parse(
+            text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+            (_, problem) => new UsageException($"{NodePortAddresses.Name}: {problem}"));
 
     private static EquatableArray<IpPrefix> Prefixes(string text, string flag)
     {

@@ -18,6 +18,7 @@ public sealed class CliTests
         { ["--manifests=/", "--min-sync-period=abc"], "--min-sync-period: 'abc' is not a duration" },
         { ["--manifests=/", "--min-sync-period=1m", "--sync-period=30s"], "--min-sync-period (60s) must not exceed --sync-period (30s)" },
         { ["--manifests=/", "--cluster-cidr=10.244.0.0"], "--cluster-cidr: '10.244.0.0' is not a CIDR" },
+        { ["--manifests=/", "--nodeport-addresses=primary,10.0.0.0/8"], "--nodeport-addresses: 'primary' (the node's primary IPs) cannot be combined with other values" },
         { ["--manifests=/", "--metrics-bind-address=nowhere"], "--metrics-bind-address: 'nowhere' is not an address:port" },
         { ["--manifests=/", "--iptables-variant=x"], "--iptables-variant: 'x' is not auto, nft or legacy" },
         { ["--no-such-flag"], "--no-such-flag" },

@@ -244,7 +244,7 @@ public sealed class ConfigFileTests : IDisposable
         Assert.Equal(LocalDetectMode.InterfaceNamePrefix, proxy.DetectLocalMode);
         Assert.Equal("veth", proxy.PodInterface);
         Assert.True(proxy.MasqueradeAll);
-        Assert.Equal([Cidr("192.168.0.0/16"), Cidr("fd00::/8")], proxy.NodePortAddresses);
+        Assert.Equal(NodePortAddressSetting.InCidrs(new EquatableArray<IpPrefix>(new[] { Cidr("192.168.0.0/16"), Cidr("fd00::/8") })), proxy.NodePortAddresses);
         Assert.Equal(TimeSpan.FromMinutes(1), proxy.Sync.SyncPeriod);
         Assert.Equal(TimeSpan.FromSeconds(2), proxy.Sync.MinSyncPeriod);
         Assert.Equal(IPEndPoint.Parse("0.0.0.0:10249"), settings.MetricsBindAddress);
@@ -309,7 +309,7 @@ public sealed class ConfigFileTests : IDisposable
         // Not given: from the file.
         Assert.Equal(TimeSpan.FromSeconds(2), settings.Proxy.Sync.MinSyncPeriod);
         Assert.Equal(IPEndPoint.Parse("0.0.0.0:10256"), settings.HealthzBindAddress);
-        Assert.Equal([Cidr("192.168.0.0/16"), Cidr("fd00::/8")], settings.Proxy.NodePortAddresses);
+        Assert.Equal([Cidr("192.168.0.0/16"), Cidr("fd00::/8")], settings.Proxy.NodePortAddresses.Cidrs);
     }
 
     [Fact]
@@ -321,6 +321,33 @@ public sealed class ConfigFileTests : IDisposable
 
         Assert.Equal(LocalDetectMode.InterfaceNamePrefix, settings.Proxy.DetectLocalMode);
         Assert.Equal("cali", settings.Proxy.PodInterface);
+    }
+
+    [Fact]
+    public void NodePortAddressesPrimary_FromFileOrFlag()
+    {
+        var path = Write(ConfigSamples.Header + "nodePortAddresses:\n  - primary\n");
+
+        Assert.Equal(NodePortAddressSetting.PrimaryIPs, ConfigSamples.Bind($"--config={path}", "--manifests=/").Proxy.NodePortAddresses);
+        Assert.Equal(NodePortAddressSetting.PrimaryIPs, ConfigSamples.Bind("--manifests=/", "--nodeport-addresses=primary").Proxy.NodePortAddresses);
+        // A flag given explicitly overrides the file's primary, and the other way round.
+        Assert.Equal([Cidr("10.0.0.0/8")], ConfigSamples.Bind($"--config={path}", "--manifests=/", "--nodeport-addresses=10.0.0.0/8").Proxy.NodePortAddresses.Cidrs);
+        var cidrs = Write(ConfigSamples.Header + "nodePortAddresses: [10.0.0.0/8]\n", "cidrs.conf");
+        Assert.Equal(NodePortAddressSetting.PrimaryIPs, ConfigSamples.Bind($"--config={cidrs}", "--manifests=/", "--nodeport-addresses=primary").Proxy.NodePortAddresses);
+        // Without either: every address, as before.
+        Assert.Equal(NodePortAddressSetting.All, ConfigSamples.Bind("--manifests=/").Proxy.NodePortAddresses);
+    }
+
+    [Theory]
+    [InlineData("--nodeport-addresses=primary,10.0.0.0/8", "--nodeport-addresses: 'primary' (the node's primary IPs) cannot be combined with other values; give either 'primary' alone or CIDRs")]
+    [InlineData("--nodeport-addresses=10.0.0.0/8, primary", "--nodeport-addresses: 'primary' (the node's primary IPs) cannot be combined with other values")]
+    [InlineData("--nodeport-addresses=10.0.0.1", "--nodeport-addresses: '10.0.0.1' is not a CIDR such as 10.244.0.0/16, nor 'primary'")]
+    public void NodePortAddressesFlag_BadCombination_OneLineNamingTheFlag(string flag, string expected)
+    {
+        var e = Assert.Throws<UsageException>(() => ConfigSamples.Bind("--manifests=/", flag));
+
+        Assert.StartsWith(expected, e.Message);
+        Assert.DoesNotContain('\n', e.Message);
     }
 
     [Fact]
@@ -378,8 +405,11 @@ public sealed class ConfigFileTests : IDisposable
         { "detectLocal:\n  bridgeInterface: a-very-long-bridge-name\n", 4, "detectLocal.bridgeInterface: 'a-very-long-bridge-name' is not an interface name" },
         { "clusterCIDR: 10.0.0.0/8,10.1.0.0/16\n", 3, "clusterCIDR: give at most one CIDR per IP family" },
         { "nodePortAddresses:\n  - 10.0.0.0/8\n  - nope\n", 5, "nodePortAddresses: 'nope' is not a CIDR" },
-        { "nodePortAddresses:\n  - primary\n", 4, "nodePortAddresses: 'primary' (the node's primary IPs) is not supported yet" },
-        { "nodePortAddresses: 10.0.0.0/8\n", 3, "nodePortAddresses: expected a list of CIDRs" },
+        { "nodePortAddresses:\n  - 10.0.0.0/8\n  - primary\n", 5, "nodePortAddresses: 'primary' (the node's primary IPs) cannot be combined with other values; give either 'primary' alone or CIDRs" },
+        { "nodePortAddresses: [primary, primary]\n", 3, "nodePortAddresses: 'primary' (the node's primary IPs) cannot be combined with other values" },
+        { "nodePortAddresses:\n  - 10.0.0.1\n", 4, "nodePortAddresses: '10.0.0.1' is not a CIDR such as 10.244.0.0/16, nor 'primary'" },
+        { "nodePortAddresses: 10.0.0.0/8\n", 3, "nodePortAddresses: expected a list of CIDRs, or [primary]" },
+        { "nodePortAddresses: primary\n", 3, "nodePortAddresses: expected a list of CIDRs, or [primary]" },
         { "metricsBindAddress: nowhere\n", 3, "metricsBindAddress: 'nowhere' is not an address:port" },
         { "iptables:\n  masqueradeAll: maybe\n", 4, "iptables.masqueradeAll: 'maybe' is not true or false" },
         { "iptables:\n  masqueradeBit: 15\n", 4, "iptables.masqueradeBit: 15 is not supported; proxyplanes uses kube-proxy's default, 14" },

@@ -24,7 +24,9 @@ public sealed class ProxyController : IObjectSink
     private string? _nodeZone;
     private EquatableArray<IpPrefix> _nodePodCidrs = EquatableArray<IpPrefix>.Empty;
     private EquatableArray<System.Net.IPAddress> _nodeIPs = EquatableArray<System.Net.IPAddress>.Empty;
+    private EquatableArray<System.Net.IPAddress> _nodePrimaryIPs = EquatableArray<System.Net.IPAddress>.Empty;
     private volatile bool _initialStateDelivered;
+    private bool _nodePortAddressesLogged;
     private DesiredState _built = DesiredState.Empty;
     private int _successfulSyncs;
     private long _changesSeen;
@@ -44,6 +46,12 @@ public sealed class ProxyController : IObjectSink
     }
 
     public SyncRunner Runner { get; }
+
+    /// <summary>
+    /// Reads this node's local addresses, for --nodeport-addresses (CIDRs and <c>primary</c> both pick
+    /// among them at every sync); tests give fixed addresses.
+    /// </summary>
+    public Func<IEnumerable<System.Net.IPAddress>> LocalAddresses { get; init; } = NodeAddresses.ReadLocalAddresses;
     public ProxyHealth Health { get; }
 
     /// <summary>The state the kernel was last programmed with successfully.</summary>
@@ -94,10 +102,11 @@ public sealed class ProxyController : IObjectSink
         var nodeIPs = new EquatableArray<System.Net.IPAddress>(
             (current?.Status?.Addresses ?? []).Where(a => a.Type == "InternalIP")
             .Select(a => IpPrefix.TryParseAddress(a.Address ?? "", out var ip) ? ip : null).OfType<System.Net.IPAddress>());
+        var primaryIPs = NodeAddresses.PrimaryIPs(current?.Status?.Addresses);
         lock (_nodeLock)
         {
-            if (zone == _nodeZone && podCidrs == _nodePodCidrs && nodeIPs == _nodeIPs) return;
-            (_nodeZone, _nodePodCidrs, _nodeIPs) = (zone, podCidrs, nodeIPs);
+            if (zone == _nodeZone && podCidrs == _nodePodCidrs && nodeIPs == _nodeIPs && primaryIPs == _nodePrimaryIPs) return;
+            (_nodeZone, _nodePodCidrs, _nodeIPs, _nodePrimaryIPs) = (zone, podCidrs, nodeIPs, primaryIPs);
         }
         Queue();
     }
@@ -153,8 +162,9 @@ public sealed class ProxyController : IObjectSink
         changed.UnionWith(endpointChanges);
         _metrics.SetPendingChanges(_services.PendingCount, _endpoints.PendingCount);
 
-        var network = BuildNetwork();
+        var network = BuildNetwork(out var primaryIPs);
         if (fullReason is null && network != _built.Network) fullReason = _successfulSyncs > 0 ? FullSyncReason.NodeChanged : FullSyncReason.Start;
+        if (!_nodePortAddressesLogged || network.NodePortAddresses != _built.Network.NodePortAddresses) LogNodePortAddresses(network, primaryIPs);
         var rebuildAll = fullReason is not null;
         if (!rebuildAll && changed.Count == 0 && _successfulSyncs > 0)
         {
@@ -235,7 +245,7 @@ public sealed class ProxyController : IObjectSink
     {
         FullSyncReason.Failure => "the previous sync failed, so the kernel is read and repaired",
         FullSyncReason.Flush => "the data plane's canary is gone: its rules were changed or flushed behind our back",
-        FullSyncReason.NodeChanged => "a node-level setting changed (node IPs, zone, pod CIDRs or local-traffic detection)",
+        FullSyncReason.NodeChanged => "a node-level setting changed (node IPs, zone, pod CIDRs, local-traffic detection or node port addresses)",
         FullSyncReason.Hourly => "the hourly resync",
         _ => "start",
     };
@@ -264,12 +274,29 @@ public sealed class ProxyController : IObjectSink
         return false;
     }
 
-    private NodeNetwork BuildNetwork()
+    /// <summary>
+    /// Says where node ports are accepted whenever that changes: with <c>primary</c> it follows the Node
+    /// object, and an operator must be able to tell why a node port stopped answering on an address.
+    /// </summary>
+    private void LogNodePortAddresses(NodeNetwork network, EquatableArray<System.Net.IPAddress> primaryIPs)
+    {
+        _nodePortAddressesLogged = true;
+        if (_options.NodePortAddresses == NodePortAddressSetting.All) return; // always every local address: nothing to tell
+        var where = network.NodePortAddresses is { } addresses
+            ? addresses.IsEmpty ? "no address" : string.Join(", ", addresses)
+            : "every local address";
+        if (_options.NodePortAddresses.Primary && primaryIPs.IsEmpty)
+            _logger.LogWarning("--nodeport-addresses=primary: node {Node} lists no InternalIP or ExternalIP yet, so node ports are accepted on {Addresses}, as kube-proxy does", _options.HostName, where);
+        else
+            _logger.LogInformation("Node ports are accepted on {Addresses} (--nodeport-addresses={Setting})", where, _options.NodePortAddresses);
+    }
+
+    private NodeNetwork BuildNetwork(out EquatableArray<System.Net.IPAddress> primaryIPs)
     {
         string? zone;
         EquatableArray<IpPrefix> nodePodCidrs;
         EquatableArray<System.Net.IPAddress> nodeIPs;
-        lock (_nodeLock) (zone, nodePodCidrs, nodeIPs) = (_nodeZone, _nodePodCidrs, _nodeIPs);
+        lock (_nodeLock) (zone, nodePodCidrs, nodeIPs, primaryIPs) = (_nodeZone, _nodePodCidrs, _nodeIPs, _nodePrimaryIPs);
         var detector = _options.DetectLocalMode switch
         {
             LocalDetectMode.ClusterCidr when !_options.ClusterCidrs.IsEmpty => new LocalTrafficDetector(LocalDetectMode.ClusterCidr, _options.ClusterCidrs),
@@ -284,7 +311,11 @@ public sealed class ProxyController : IObjectSink
             LocalDetector = detector,
             NodeIPs = nodeIPs,
             MasqueradeAll = _options.MasqueradeAll,
-            NodePortAddresses = NodeAddresses.Select(_options.NodePortAddresses),
+            // "primary" is resolved here, against the Node as last seen, so every data plane renders plain
+            // addresses; a new primary IP changes the network, hence a full sync.
+            NodePortAddresses = _options.NodePortAddresses.Primary
+                ? NodeAddresses.SelectPrimary(primaryIPs, LocalAddresses)
+                : NodeAddresses.Select(_options.NodePortAddresses.Cidrs, LocalAddresses),
         };
     }
 

@@ -17,8 +17,8 @@ public sealed record ProxyOptions
     public string? PodInterface { get; init; }
     public bool MasqueradeAll { get; init; }
 
-    /// <summary>--nodeport-addresses: prefixes selecting the node addresses that accept node ports; empty means all.</summary>
-    public EquatableArray<IpPrefix> NodePortAddresses { get; init; } = EquatableArray<IpPrefix>.Empty;
+    /// <summary>--nodeport-addresses: CIDRs selecting the node addresses that accept node ports (none: all), or the node's primary IPs.</summary>
+    public NodePortAddressSetting NodePortAddresses { get; init; } = NodePortAddressSetting.All;
 
     public SyncRunnerOptions Sync { get; init; } = new();
 }

@@ -61,7 +61,8 @@ public sealed record KubeProxyConfig
     /// <summary><c>ipvs.scheduler</c>: one of <see cref="IpvsSchedulers.Known"/>; kept for the IPVS mode.</summary>
     public ConfigValue<string>? IpvsScheduler { get; init; }
 
-    public ConfigValue<EquatableArray<IpPrefix>>? NodePortAddresses { get; init; }
+    /// <summary><c>nodePortAddresses</c>: CIDRs, or <c>[primary]</c> alone.</summary>
+    public ConfigValue<NodePortAddressSetting>? NodePortAddresses { get; init; }
 
     public ConfigValue<LocalDetectMode>? DetectLocalMode { get; init; }
 

@@ -219,15 +219,11 @@ public static class KubeProxyConfigFile
                     break;
                 case "nodePortAddresses":
                     if (IsNull(node)) break;
-                    if (node is not YamlSequenceNode list) throw Invalid(line, field, "expected a list of CIDRs");
-                    var addresses = new List<IpPrefix>();
-                    foreach (var item in list.Children)
-                    {
-                        var text = Text(item, field);
-                        if (text == "primary") throw Invalid(Line(item), field, "'primary' (the node's primary IPs) is not supported yet; list CIDRs");
-                        addresses.AddRange(Prefixes([text], field, Line(item)));
-                    }
-                    if (addresses.Count > 0) _config = _config with { NodePortAddresses = At(new EquatableArray<IpPrefix>(addresses), line, field) };
+                    if (node is not YamlSequenceNode list) throw Invalid(line, field, $"expected a list of CIDRs, or [{NodePortAddressSetting.PrimaryValue}]");
+                    var items = list.Children;
+                    var setting = NodePortAddressSetting.Parse(items.Select(item => Text(item, field)).ToList(), (i, problem) => Invalid(Line(items[i]), field, problem));
+                    // An empty list is kube-proxy's "default": the flag's value applies.
+                    if (setting != NodePortAddressSetting.All) _config = _config with { NodePortAddresses = At(setting, line, field) };
                     break;
                 case "detectLocalMode":
                     if (String(node, field, line) is { } detect)

@@ -64,4 +64,62 @@ public class NodeAddressesTests
 
         Assert.Equal([IPAddress.Parse("127.0.0.1")], selected!.Value);
     }
+
+    private static NodeAddress[] Addresses(params (string Type, string Address)[] addresses) =>
+        [.. addresses.Select(a => new NodeAddress { Type = a.Type, Address = a.Address })];
+
+    private static IPAddress[] IPs(params string[] texts) => [.. texts.Select(IPAddress.Parse)];
+
+    [Fact]
+    public void PrimaryIPs_FirstInternalIPOfEachFamily_ExternalIPOnlyWithoutOne()
+    {
+        var primary = NodeAddresses.PrimaryIPs(Addresses(
+            ("Hostname", "node-a"),
+            ("ExternalIP", "198.51.100.7"),
+            ("InternalIP", "not-an-ip"),
+            ("InternalIP", "127.0.0.1"),
+            ("ExternalIP", "2001:db8::7"),
+            ("InternalIP", "10.0.0.5"),
+            ("InternalIP", "10.0.0.6")));
+
+        // IPv4: the first valid, non-loopback InternalIP beats an earlier ExternalIP; IPv6 has only an ExternalIP.
+        Assert.Equal(IPs("10.0.0.5", "2001:db8::7"), primary);
+    }
+
+    [Fact]
+    public void PrimaryIPs_NoAddresses_Empty()
+    {
+        Assert.True(NodeAddresses.PrimaryIPs(null).IsEmpty);
+        Assert.True(NodeAddresses.PrimaryIPs(Addresses(("Hostname", "node-a"), ("InternalIP", "::1"))).IsEmpty);
+    }
+
+    [Fact]
+    public void SelectPrimary_NoPrimaryIP_NullMeaningEveryAddress()
+    {
+        Assert.Null(NodeAddresses.SelectPrimary(EquatableArray<IPAddress>.Empty, () => Local));
+    }
+
+    [Fact]
+    public void SelectPrimary_BothFamiliesKnown_OnlyThePrimaryIPs()
+    {
+        var selected = NodeAddresses.SelectPrimary(new(IPs("fd00::5", "10.0.0.5")), () => Local);
+
+        Assert.Equal(IPs("10.0.0.5", "fd00::5"), selected!.Value);
+    }
+
+    [Fact]
+    public void SelectPrimary_OneFamilyKnown_OtherFamilyKeepsItsAddressesButLoopbackAndLinkLocal()
+    {
+        var selected = NodeAddresses.SelectPrimary(new(IPs("192.168.1.10")), () => [.. Local, IPAddress.Parse("::1"), IPAddress.Parse("fe80::1")]);
+
+        Assert.Equal(IPs("192.168.1.10", "::ffff:10.0.0.6", "2001:db8::5", "fd00::5"), selected!.Value);
+    }
+
+    [Fact]
+    public void SelectPrimary_PrimaryIPNotOnAnyInterface_ThatFamilyAcceptsNothing()
+    {
+        var selected = NodeAddresses.SelectPrimary(new(IPs("10.9.9.9", "fd00::5")), () => Local);
+
+        Assert.Equal(IPs("fd00::5"), selected!.Value);
+    }
 }

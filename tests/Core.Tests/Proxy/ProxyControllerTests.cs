@@ -466,6 +466,84 @@ public sealed class ProxyControllerTests : IAsyncDisposable
         Assert.Equal(["10.244.0.1:8080"], _controller.Applied.ServicePorts[PortName("web", "http")].Endpoints.Cluster.Select(e => e.Endpoint));
     }
 
+    private static readonly System.Net.IPAddress[] NodeLocalAddresses =
+        [.. new[] { "127.0.0.1", "10.0.0.5", "192.168.1.10", "::1", "fd00::5", "fe80::1" }.Select(System.Net.IPAddress.Parse)];
+
+    private static Node NodeWith(params (string Type, string Address)[] addresses) => new()
+    {
+        Metadata = new ObjectMeta { Name = Host },
+        Status = new NodeStatus { Addresses = [.. addresses.Select(a => new NodeAddress { Type = a.Type, Address = a.Address })] },
+    };
+
+    private static ProxyController PrimaryController(RecordingBackend backend, ProxyMetrics metrics, List<SyncReport> reports)
+    {
+        var controller = new ProxyController(new ProxyOptions { HostName = Host, NodePortAddresses = NodePortAddressSetting.PrimaryIPs }, backend, metrics, NullLogger.Instance)
+        {
+            LocalAddresses = () => NodeLocalAddresses,
+        };
+        controller.Synced += reports.Add;
+        controller.OnService(null, Web());
+        controller.OnInitialStateDelivered();
+        return controller;
+    }
+
+    [Fact]
+    public async Task SyncNow_NodePortAddressesPrimary_ResolvedFromTheNodeObject_FullSyncWhenThePrimaryIPChanges()
+    {
+        using var metrics = new ProxyMetrics();
+        var backend = new RecordingBackend();
+        var reports = new List<SyncReport>();
+        var controller = PrimaryController(backend, metrics, reports);
+        controller.OnNode(null, NodeWith(("InternalIP", "10.0.0.5"), ("InternalIP", "192.168.1.10")));
+
+        await controller.SyncNowAsync(new SyncDecision(FullSyncReason.Start, false));
+        // Only the first InternalIP: the other local address does not accept node ports. IPv6 has no
+        // primary IP on this Node, so that family keeps every address but loopback and link-local.
+        Assert.Equal([System.Net.IPAddress.Parse("10.0.0.5"), System.Net.IPAddress.Parse("fd00::5")], controller.Applied.Network.NodePortAddresses!.Value);
+
+        // Another InternalIP first: a node-level change, so everything is rendered again.
+        controller.OnNode(null, NodeWith(("InternalIP", "192.168.1.10"), ("InternalIP", "fd00::5")));
+        Assert.True(await controller.SyncNowAsync(SyncDecision.Partial));
+        Assert.Equal(FullSyncReason.NodeChanged, reports[^1].FullReason);
+        Assert.Equal([System.Net.IPAddress.Parse("192.168.1.10"), System.Net.IPAddress.Parse("fd00::5")], controller.Applied.Network.NodePortAddresses!.Value);
+
+        // A change of the Node that keeps its primary IPs changes nothing.
+        controller.OnNode(null, NodeWith(("InternalIP", "192.168.1.10"), ("InternalIP", "fd00::5"), ("ExternalIP", "10.0.0.5")));
+        Assert.False(await controller.SyncNowAsync(SyncDecision.Partial));
+        Assert.Equal(2, backend.Count);
+    }
+
+    [Fact]
+    public async Task SyncNow_NodePortAddressesPrimary_NoNodeYet_EveryAddressAsKubeProxy()
+    {
+        using var metrics = new ProxyMetrics();
+        var reports = new List<SyncReport>();
+        var controller = PrimaryController(new RecordingBackend(), metrics, reports);
+
+        await controller.SyncNowAsync(new SyncDecision(FullSyncReason.Start, false));
+        Assert.Null(controller.Applied.Network.NodePortAddresses);
+
+        controller.OnNode(null, NodeWith(("InternalIP", "10.0.0.5")));
+        Assert.True(await controller.SyncNowAsync(SyncDecision.Partial));
+        Assert.Equal(FullSyncReason.NodeChanged, reports[^1].FullReason);
+        Assert.Equal([System.Net.IPAddress.Parse("10.0.0.5"), System.Net.IPAddress.Parse("fd00::5")], controller.Applied.Network.NodePortAddresses!.Value);
+    }
+
+    [Fact]
+    public async Task SyncNow_NodePortAddressesCidrs_IgnoreTheNodesPrimaryIP()
+    {
+        using var metrics = new ProxyMetrics();
+        var controller = new ProxyController(
+            new ProxyOptions { HostName = Host, NodePortAddresses = NodePortAddressSetting.InCidrs(new EquatableArray<IpPrefix>(new[] { IpPrefix.Parse("192.168.0.0/16") })) },
+            new RecordingBackend(), metrics, NullLogger.Instance) { LocalAddresses = () => NodeLocalAddresses };
+        controller.OnNode(null, NodeWith(("InternalIP", "10.0.0.5")));
+        controller.OnInitialStateDelivered();
+
+        await controller.SyncNowAsync(full: true);
+
+        Assert.Equal([System.Net.IPAddress.Parse("192.168.1.10")], controller.Applied.Network.NodePortAddresses!.Value);
+    }
+
     private async Task<SyncRequest> LastRequestAsync()
     {
         SyncRequest? last = null;

@@ -35,6 +35,21 @@ public static class ConformanceScenarios
             Service("web", Vip, type: "NodePort", nodePort: 30011) + Slice("web", AllPods.Select(p => new Ep(p)).ToArray()),
             [Probes(new Probe("client", NodeIp, 30011, Spread(AllPods)))]),
 
+        new("nodeport-addresses-primary-answers-only-on-the-primary-ip",
+            // The node holds 203.0.113.1 (its Node's InternalIP) and 192.0.2.1 (toward node-b), both
+            // reachable from the client (its default route goes through the node). With
+            // --nodeport-addresses=primary only the primary IP accepts the node port; the other address
+            // refuses it as any closed port (no proxy rule, the node's own TCP stack answers).
+            Node() + Service("web", Vip, type: "NodePort", nodePort: 30017) + Slice("web", new Ep("local-0"), new Ep("remote-0")),
+            [Probes(
+                new Probe("client", NodeIp, 30017, Spread("local-0", "remote-0")),
+                new Probe("client", InterNodeAddress, 30017, Refused())),
+             // The Node's primary IP moves to the other address: the node port follows it.
+             After(Node(internalIP: InterNodeAddress) + Service("web", Vip, type: "NodePort", nodePort: 30017) + Slice("web", new Ep("local-0")),
+                new Probe("client", InterNodeAddress, 30017, Spread("local-0")),
+                new Probe("client", NodeIp, 30017, Refused()))],
+            ["--nodeport-addresses=primary"]),
+
         new("off-cluster-sources-are-masqueraded-pod-to-pod-is-not",
             Service("web", Vip) + Slice("web", new Ep("remote-0")),
             [Probes(

@@ -100,8 +100,9 @@ public static class ConformanceTopology
         return yaml.Append("---\n").ToString();
     }
 
-    public static string Node(string? zone = null) =>
-        $"apiVersion: v1\nkind: Node\nmetadata:\n  name: {NodeName}\n  labels: {{ topology.kubernetes.io/zone: {zone ?? "none"} }}\nspec:\n  podCIDRs: [\"10.244.1.0/24\", \"fd00:10:244:1::/64\"]\nstatus:\n  addresses: [ {{ type: InternalIP, address: {NodeIp} }} ]\n---\n";
+    /// <summary>This node's Node object; <paramref name="internalIP"/> is its primary IPv4 (one of the node's own addresses).</summary>
+    public static string Node(string? zone = null, string internalIP = NodeIp) =>
+        $"apiVersion: v1\nkind: Node\nmetadata:\n  name: {NodeName}\n  labels: {{ topology.kubernetes.io/zone: {zone ?? "none"} }}\nspec:\n  podCIDRs: [\"10.244.1.0/24\", \"fd00:10:244:1::/64\"]\nstatus:\n  addresses: [ {{ type: InternalIP, address: {internalIP} }} ]\n---\n";
 
     private static string Bool(bool value) => value ? "true" : "false";
 }
