@@ -19,6 +19,9 @@ public sealed record EndpointInfo(IPAddress Address, int Port) : IComparable<End
     /// <summary>Zones this endpoint is hinted for; null when the slice carries no hints for it.</summary>
     public EquatableArray<string>? ZoneHints { get; init; }
 
+    /// <summary>Nodes this endpoint is hinted for (trafficDistribution PreferSameNode); null when the slice carries none for it.</summary>
+    public EquatableArray<string>? NodeHints { get; init; }
+
     public IpFamily Family => Address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? IpFamily.IPv6 : IpFamily.IPv4;
 
     public string Endpoint => Family == IpFamily.IPv6 ? $"[{Address}]:{Port}" : $"{Address}:{Port}";

@@ -29,8 +29,12 @@ public sealed record ServicePortInfo
     public bool InternalPolicyLocal { get; init; }
     public int HealthCheckNodePort { get; init; }
 
-    /// <summary>Topology-aware routing asked for (hints or trafficDistribution: PreferClose).</summary>
-    public bool PreferClose { get; init; }
+    /// <summary>
+    /// The service's <c>trafficDistribution</c>, for the record: as in kube-proxy, it does not steer
+    /// traffic here. The EndpointSlice controller turns it into endpoint hints, and the hints alone
+    /// decide (<see cref="TrafficDistribution"/>), so hints written by hand work the same way.
+    /// </summary>
+    public TrafficDistribution TrafficDistribution { get; init; }
 
     /// <summary>
     /// Whether external traffic (node ports, external and load-balancer IPs) reaches this port.
@@ -38,6 +42,22 @@ public sealed record ServicePortInfo
     public bool HasExternalFrontends => NodePort != 0 || !ExternalIPs.IsEmpty || !LoadBalancerIPs.IsEmpty;
 
     public override string ToString() => Name.ToString();
+}
+
+/// <summary>
+/// Where a service prefers its traffic to go (the API's <c>trafficDistribution</c>), and the topology
+/// mode a service port's endpoint hints select on this node (kube-proxy's <c>topologyModeFromHints</c>).
+/// </summary>
+public enum TrafficDistribution
+{
+    /// <summary>No preference (or a value this proxy does not know): every ready endpoint in the cluster.</summary>
+    Default,
+
+    /// <summary>Endpoints hinted for this node's zone (<c>hints.forZones</c>); <c>PreferClose</c> is its older name.</summary>
+    PreferSameZone,
+
+    /// <summary>Endpoints hinted for this node (<c>hints.forNodes</c>), with the zone as the fallback.</summary>
+    PreferSameNode,
 }
 
 /// <summary>An address prefix such as 10.244.0.0/16, parsed once and compared by value.</summary>

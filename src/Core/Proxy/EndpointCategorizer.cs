@@ -21,15 +21,17 @@ public static class EndpointCategorizer
     /// Categorizes each IP family's endpoints on its own, as a per-family proxier would, and decides
     /// each family's verdicts against <paramref name="network"/> (null: a node network with no
     /// local-traffic detector, no node IPs and no masquerade-all; see <see cref="Decided(ServicePortInfo, EndpointSet, EndpointSet, NodeNetwork?)"/>).
+    /// Node hints are matched against the network's <see cref="NodeNetwork.NodeName"/> (none without a network).
     /// </summary>
     public static ServicePortState CategorizeByFamily(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone, NodeNetwork? network = null)
     {
         var ipv4 = endpoints.Where(e => e.Family == IpFamily.IPv4).ToList();
         var ipv6 = endpoints.Where(e => e.Family == IpFamily.IPv6).ToList();
+        var nodeName = network?.NodeName;
         return Decided(
             service,
-            Categorize(service, ipv4, nodeZone),
-            ipv6.Count == 0 ? EndpointSet.Empty : Categorize(service, ipv6, nodeZone),
+            Categorize(service, ipv4, nodeZone, nodeName),
+            ipv6.Count == 0 ? EndpointSet.Empty : Categorize(service, ipv6, nodeZone, nodeName),
             network);
     }
 
@@ -113,19 +115,26 @@ public static class EndpointCategorizer
         };
     }
 
-    public static EndpointSet Categorize(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone)
+    /// <summary>
+    /// The endpoints of one service port (of one family) that cluster traffic and node-local traffic
+    /// may use on the node <paramref name="nodeName"/> in zone <paramref name="nodeZone"/>. Topology
+    /// hints narrow only the cluster endpoints (<see cref="TopologyModeFromHints"/>); a Local policy
+    /// already keeps traffic on this node, so its endpoints ignore hints, as in kube-proxy.
+    /// </summary>
+    public static EndpointSet Categorize(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone, string? nodeName = null)
     {
         var cluster = ImmutableArray<EndpointInfo>.Empty;
         var local = ImmutableArray<EndpointInfo>.Empty;
         var hasAny = false;
-        var useTopology = false;
+        var topology = TrafficDistribution.Default;
 
         if (UsesClusterEndpoints(service))
         {
-            useTopology = CanUseTopology(endpoints, nodeZone);
-            cluster = Filter(endpoints, ep => ep.Ready && (!useTopology || ep.ZoneHints!.Value.Contains(nodeZone!)));
+            topology = TopologyModeFromHints(endpoints, nodeName, nodeZone);
+            cluster = Filter(endpoints, ep => ep.Ready && IsAvailableForTopology(ep, topology, nodeName, nodeZone));
             // With nothing ready anywhere, keep serving through endpoints that are terminating
-            // but still serving, rather than dropping connections during a rollout.
+            // but still serving, rather than dropping connections during a rollout. (Topology
+            // already fell back to cluster-wide when no ready endpoint was hinted for here.)
             if (cluster.IsEmpty) cluster = Filter(endpoints, ep => ep.Serving && ep.Terminating);
             hasAny = !cluster.IsEmpty;
         }
@@ -152,29 +161,58 @@ public static class EndpointCategorizer
             return new EndpointSet(local, cluster, local) { HasAnyEndpoints = hasAny };
         // Local endpoints are a subset of the cluster ones unless topology or the terminating
         // fallback narrowed one of the two sets differently.
-        var all = !useTopology && !useServingTerminating
+        var all = topology == TrafficDistribution.Default && !useServingTerminating
             ? cluster
             : cluster.Concat(local).Distinct().Order().ToImmutableArray();
         return new EndpointSet(all, cluster, local) { HasAnyEndpoints = hasAny };
     }
 
     /// <summary>
-    /// Topology hints are used only when they are safe: the node knows its zone, every ready
-    /// endpoint carries hints (the slice controller hinted the whole service), and at least one
-    /// endpoint is hinted for this zone.
+    /// The topology mode the hints of a service port's ready endpoints select on this node: kube-proxy's
+    /// <c>topologyModeFromHints</c>. Hints are used only when they are safe, that is when the slice
+    /// controller hinted the whole service (every ready endpoint carries hints of that kind) and at least
+    /// one endpoint is hinted for here, so a half-hinted service or one whose hints skip this node never
+    /// loses endpoints:
+    /// <list type="bullet">
+    /// <item><see cref="TrafficDistribution.PreferSameNode"/>: every ready endpoint has node hints and one names <paramref name="nodeName"/>;</item>
+    /// <item>otherwise <see cref="TrafficDistribution.PreferSameZone"/>: every ready endpoint has zone hints and one names <paramref name="nodeZone"/>
+    /// (the controller also writes zone hints for PreferSameNode, so that is its fallback);</item>
+    /// <item>otherwise <see cref="TrafficDistribution.Default"/>: every endpoint, cluster-wide.</item>
+    /// </list>
+    /// The service's own <c>trafficDistribution</c> is not consulted: the hints carry it.
     /// </summary>
-    public static bool CanUseTopology(IReadOnlyList<EndpointInfo> endpoints, string? nodeZone)
+    public static TrafficDistribution TopologyModeFromHints(IReadOnlyList<EndpointInfo> endpoints, string? nodeName, string? nodeZone)
     {
-        if (string.IsNullOrEmpty(nodeZone)) return false;
+        var hasReadyEndpoints = false;
+        var allHaveNodeHints = true;
+        var hasEndpointForNode = false;
+        var allHaveZoneHints = true;
         var hasEndpointForZone = false;
         foreach (var ep in endpoints)
         {
             if (!ep.Ready) continue;
-            if (ep.ZoneHints is not { Count: > 0 } hints) return false;
-            hasEndpointForZone |= hints.Contains(nodeZone);
+            hasReadyEndpoints = true;
+            if (ep.NodeHints is not { Count: > 0 } nodeHints) allHaveNodeHints = false;
+            else hasEndpointForNode |= HintsName(nodeHints, nodeName);
+            if (ep.ZoneHints is not { Count: > 0 } zoneHints) allHaveZoneHints = false;
+            else hasEndpointForZone |= HintsName(zoneHints, nodeZone);
         }
-        return hasEndpointForZone;
+        if (!hasReadyEndpoints) return TrafficDistribution.Default;
+        if (allHaveNodeHints && hasEndpointForNode) return TrafficDistribution.PreferSameNode;
+        if (allHaveZoneHints && hasEndpointForZone) return TrafficDistribution.PreferSameZone;
+        return TrafficDistribution.Default;
     }
+
+    /// <summary>Whether an endpoint may serve this node under a topology mode. No fallback here: it was decided with the mode.</summary>
+    private static bool IsAvailableForTopology(EndpointInfo endpoint, TrafficDistribution topology, string? nodeName, string? nodeZone) => topology switch
+    {
+        TrafficDistribution.PreferSameNode => endpoint.NodeHints is { } hints && HintsName(hints, nodeName),
+        TrafficDistribution.PreferSameZone => endpoint.ZoneHints is { } hints && HintsName(hints, nodeZone),
+        _ => true,
+    };
+
+    /// <summary>A node without a name or zone label matches no hint (the conversion drops empty hint names).</summary>
+    private static bool HintsName(EquatableArray<string> hints, string? name) => !string.IsNullOrEmpty(name) && hints.Contains(name);
 
     private static ImmutableArray<EndpointInfo> Filter(IReadOnlyList<EndpointInfo> endpoints, Func<EndpointInfo, bool> predicate)
     {

@@ -88,7 +88,7 @@ public static class ServiceConversion
                 LoadBalancerSourceRanges = sourceRanges,
                 StickyTimeoutSeconds = sticky,
                 HealthCheckNodePort = spec.HealthCheckNodePort ?? 0,
-                PreferClose = spec.TrafficDistribution == "PreferClose",
+                TrafficDistribution = ParseTrafficDistribution(spec.TrafficDistribution),
                 InternalPolicyLocal = spec.InternalTrafficPolicy == "Local",
             };
             info = info with { ExternalPolicyLocal = spec.ExternalTrafficPolicy == "Local" && info.HasExternalFrontends };
@@ -122,9 +122,8 @@ public static class ServiceConversion
                     NodeName = endpoint.NodeName,
                     IsLocal = endpoint.NodeName is { Length: > 0 } node && node == hostName,
                     Zone = endpoint.Zone,
-                    ZoneHints = endpoint.Hints?.ForZones is { } zones
-                        ? new EquatableArray<string>(zones.Select(z => z.Name ?? "").Where(z => z.Length > 0).Order(StringComparer.Ordinal))
-                        : null,
+                    ZoneHints = HintNames(endpoint.Hints?.ForZones?.Select(z => z.Name)),
+                    NodeHints = HintNames(endpoint.Hints?.ForNodes?.Select(n => n.Name)),
                 };
                 // A slice lists one address per endpoint (the API allows more; kube-proxy uses the first).
                 if (endpoint.Addresses is [var first, ..] && first is not null && IpPrefix.TryParseAddress(first, out var address))
@@ -132,6 +131,25 @@ public static class ServiceConversion
             }
         }
     }
+
+    /// <summary>
+    /// A service's <c>trafficDistribution</c>. <c>PreferClose</c> is the older name of
+    /// <c>PreferSameZone</c>; a value this proxy does not know means no preference, as in kube-proxy
+    /// (the API may add values an older proxy has never heard of).
+    /// </summary>
+    public static TrafficDistribution ParseTrafficDistribution(string? text) => text switch
+    {
+        "PreferClose" or "PreferSameZone" => TrafficDistribution.PreferSameZone,
+        "PreferSameNode" => TrafficDistribution.PreferSameNode,
+        _ => TrafficDistribution.Default,
+    };
+
+    /// <summary>
+    /// The names of one endpoint's zone or node hints, sorted so equal hints compare equal; null
+    /// when the slice gives none, which the categorizer reads as "not hinted".
+    /// </summary>
+    private static EquatableArray<string>? HintNames(IEnumerable<string?>? names) =>
+        names is null ? null : new EquatableArray<string>(names.Select(n => n ?? "").Where(n => n.Length > 0).Order(StringComparer.Ordinal));
 
     public static DateTimeOffset? LastChangeTriggerTime(EndpointSlice slice) =>
         slice.Metadata?.Annotations?.TryGetValue(WellKnownLabels.LastChangeTriggerTime, out var text) == true &&

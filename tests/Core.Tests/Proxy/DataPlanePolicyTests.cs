@@ -19,6 +19,10 @@ public class DataPlanePolicyTests
         "UsesLocalEndpoints",
         "HasAnyEndpoints",
         "EndpointsFor",
+        // Topology: the hints and the service's trafficDistribution narrow endpoints in Core only.
+        "ZoneHints",
+        "NodeHints",
+        "TrafficDistribution",
     ];
 
     private static readonly Regex PolicyRead = new(@"\b(" + string.Join("|", PolicyMembers) + @")\b", RegexOptions.Compiled);

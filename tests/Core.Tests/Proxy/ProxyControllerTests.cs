@@ -387,6 +387,19 @@ public sealed class ProxyControllerTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task SyncNowAsync_EndpointsHintedForNodes_OnlyThoseHintedForTheHostName()
+    {
+        // The node hints name nodes as the proxy's --hostname-override does; no Node object (and so no zone) is needed.
+        _controller.OnService(null, Web());
+        _controller.OnEndpointSlice(null, WebSlice(
+            Ep("10.244.0.1", node: Host, nodeHints: [Host]),
+            Ep("10.244.1.1", node: "node-b", nodeHints: ["node-b"])));
+        await _controller.SyncNowAsync(full: true);
+
+        Assert.Equal(["10.244.0.1:8080"], _controller.Applied.ServicePorts[PortName("web", "http")].Endpoints.Cluster.Select(e => e.Endpoint));
+    }
+
+    [Fact]
     public void OnNode_BeingDeletedOrTaintedForDeletion_NotEligible_LivenessUnchanged()
     {
         Node Self(string? deletion = null, params string[] taints) => new()

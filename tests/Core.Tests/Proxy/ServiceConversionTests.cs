@@ -268,6 +268,21 @@ public class ServiceConversionTests
         Assert.True(Assert.Single(ServiceConversion.ToServicePorts(service)).Value.InternalPolicyLocal);
     }
 
+    [Theory]
+    [InlineData(null, TrafficDistribution.Default)]
+    [InlineData("PreferClose", TrafficDistribution.PreferSameZone)] // the older name of PreferSameZone
+    [InlineData("PreferSameZone", TrafficDistribution.PreferSameZone)]
+    [InlineData("PreferSameNode", TrafficDistribution.PreferSameNode)]
+    [InlineData("preferSameNode", TrafficDistribution.Default)] // API values are case-sensitive
+    [InlineData("PreferSameRack", TrafficDistribution.Default)] // unknown values are ignored, as kube-proxy does
+    public void ToServicePorts_TrafficDistribution_ParsedWithAliasAndUnknownIgnored(string? value, TrafficDistribution expected)
+    {
+        var service = Service("web", ports: [Port("http", 80)]);
+        service.Spec!.TrafficDistribution = value;
+
+        Assert.Equal(expected, Assert.Single(ServiceConversion.ToServicePorts(service)).Value.TrafficDistribution);
+    }
+
     [Fact]
     public void ToServicePorts_SameInput_EqualResults()
     {
@@ -353,6 +368,21 @@ public class ServiceConversionTests
         Assert.Equal("z1", eps[0].Zone);
         Assert.Equal(["za", "zb"], eps[0].ZoneHints!.Value);
         Assert.Null(eps[1].ZoneHints);
+    }
+
+    [Fact]
+    public void ToEndpoints_NodeHints_SortedAndNullWithoutThem()
+    {
+        var slice = Slice(
+            "web-abc", "web", [SlicePort("http", 8080)],
+            [Ep("10.244.1.5", hints: ["za"], nodeHints: ["node-b", Host]), Ep("10.244.2.6", hints: ["zb"]), Ep("10.244.3.7")]);
+
+        var eps = ServiceConversion.ToEndpoints(slice, Host).Select(e => e.Endpoint).ToList();
+
+        Assert.Equal([Host, "node-b"], eps[0].NodeHints!.Value);
+        Assert.Equal(["za"], eps[0].ZoneHints!.Value);
+        Assert.Null(eps[1].NodeHints); // zone hints alone
+        Assert.Null(eps[2].NodeHints);
     }
 
     [Fact]

@@ -40,7 +40,8 @@ internal static class TestObjects
         bool? terminating = null,
         string? node = null,
         string? zone = null,
-        string[]? hints = null) => new()
+        string[]? hints = null,
+        string[]? nodeHints = null) => new()
     {
         Addresses = [address],
         Conditions = ready is null && serving is null && terminating is null
@@ -48,7 +49,11 @@ internal static class TestObjects
             : new EndpointConditions { Ready = ready, Serving = serving, Terminating = terminating },
         NodeName = node,
         Zone = zone,
-        Hints = hints is null ? null : new EndpointHints { ForZones = [.. hints.Select(h => new ForZone { Name = h })] },
+        Hints = hints is null && nodeHints is null ? null : new EndpointHints
+        {
+            ForZones = hints is null ? null : [.. hints.Select(h => new ForZone { Name = h })],
+            ForNodes = nodeHints is null ? null : [.. nodeHints.Select(n => new ForNode { Name = n })],
+        },
     };
 
     public static EndpointPort SlicePort(string? name, int port, string? protocol = null) => new() { Name = name, Port = port, Protocol = protocol };
@@ -104,7 +109,8 @@ internal static class TestObjects
         bool serving = true,
         bool terminating = false,
         bool local = false,
-        string[]? hints = null) => new(IPAddress.Parse(address), 8080)
+        string[]? hints = null,
+        string[]? nodeHints = null) => new(IPAddress.Parse(address), 8080)
     {
         Ready = ready,
         Serving = serving,
@@ -112,6 +118,7 @@ internal static class TestObjects
         IsLocal = local,
         NodeName = local ? Host : "node-b",
         ZoneHints = hints is null ? null : new EquatableArray<string>(hints),
+        NodeHints = nodeHints is null ? null : new EquatableArray<string>(nodeHints),
     };
 
     public static string[] Addresses(IEnumerable<EndpointInfo> endpoints) => [.. endpoints.Select(e => e.Address.ToString())];

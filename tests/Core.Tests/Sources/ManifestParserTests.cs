@@ -175,6 +175,35 @@ public class ManifestParserTests
     }
 
     [Fact]
+    public void Parse_PreferSameNodeSlice_ReadsNodeAndZoneHints()
+    {
+        var set = ManifestParser.Parse("""
+            apiVersion: v1
+            kind: Service
+            metadata: { name: web }
+            spec: { clusterIP: 10.96.0.10, trafficDistribution: PreferSameNode }
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: { name: web-1, labels: { kubernetes.io/service-name: web } }
+            addressType: IPv4
+            endpoints:
+            - addresses: ["10.244.1.2"]
+              nodeName: node-a
+              hints:
+                forNodes:
+                - name: node-a
+                forZones:
+                - name: zone-a
+            """, "same-node.yaml");
+
+        Assert.Equal("PreferSameNode", set.Services[0].Spec!.TrafficDistribution);
+        var hints = set.EndpointSlices[0].Endpoints![0].Hints!;
+        Assert.Equal("node-a", Assert.Single(hints.ForNodes!).Name);
+        Assert.Equal("zone-a", Assert.Single(hints.ForZones!).Name);
+    }
+
+    [Fact]
     public void Parse_MissingNamespace_DefaultsToDefault()
     {
         var set = ManifestParser.Parse("""

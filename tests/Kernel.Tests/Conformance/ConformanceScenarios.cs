@@ -147,6 +147,28 @@ public static class ConformanceScenarios
                 new Ep("local-0", Zone: "zone-a", Hint: "zone-a"), new Ep("remote-0", Zone: "zone-b")),
                 new Probe("client", Vip, 80, Spread("local-0", "remote-0")))]),
 
+        new("prefer-same-node-keeps-traffic-on-node-then-falls-back-to-zone-and-cluster",
+            // As the slice controller writes PreferSameNode: each endpoint hinted for its own node and zone.
+            // Both endpoints are in this node's zone, so only the node hints keep remote-0 out.
+            Node(zone: "zone-a") + Service("web", Vip, spec: "trafficDistribution: PreferSameNode") + Slice("web",
+                new Ep("local-0", Zone: "zone-a", Hint: "zone-a", NodeHint: NodeName),
+                new Ep("remote-0", Zone: "zone-a", Hint: "zone-a", NodeHint: RemoteNodeName)),
+            [Probes(
+                new Probe("client", Vip, 80, Spread("local-0")),
+                new Probe("node", Vip, 80, Spread("local-0"))),
+             // An endpoint without a node hint: the node hints are ignored, the zone hints used.
+             After(Node(zone: "zone-a") + Service("web", Vip, spec: "trafficDistribution: PreferSameNode") + Slice("web",
+                new Ep("local-0", Zone: "zone-a", Hint: "zone-a", NodeHint: NodeName),
+                new Ep("remote-0", Zone: "zone-a", Hint: "zone-a"),
+                new Ep("remote-1", Zone: "zone-b", Hint: "zone-b", NodeHint: RemoteNodeName)),
+                new Probe("client", Vip, 80, Spread("local-0", "remote-0"))),
+             // An endpoint without any hint: hints are ignored, every endpoint serves.
+             After(Node(zone: "zone-a") + Service("web", Vip, spec: "trafficDistribution: PreferSameNode") + Slice("web",
+                new Ep("local-0", Zone: "zone-a", Hint: "zone-a", NodeHint: NodeName),
+                new Ep("remote-0", Zone: "zone-a"),
+                new Ep("remote-1", Zone: "zone-b", Hint: "zone-b", NodeHint: RemoteNodeName)),
+                new Probe("client", Vip, 80, Spread("local-0", "remote-0", "remote-1")))]),
+
         new("udp-service-reaches-endpoints",
             Service("dns", Vip, port: 53, protocol: "UDP", type: "NodePort", nodePort: 30015) + Slice("dns", 8080, "UDP", "IPv4", new Ep("local-0"), new Ep("remote-0")),
             [Probes(

@@ -78,7 +78,8 @@ public static class ConformanceTopology
         return yaml.Append("---\n").ToString();
     }
 
-    public sealed record Ep(string Pod, bool Ready = true, bool Serving = true, bool Terminating = false, string? Zone = null, string? Hint = null);
+    /// <summary>One endpoint: <paramref name="Hint"/> is its <c>hints.forZones</c> zone, <paramref name="NodeHint"/> its <c>hints.forNodes</c> node.</summary>
+    public sealed record Ep(string Pod, bool Ready = true, bool Serving = true, bool Terminating = false, string? Zone = null, string? Hint = null, string? NodeHint = null);
 
     public static string Slice(string service, params Ep[] endpoints) => Slice(service, 8080, "TCP", "IPv4", endpoints);
 
@@ -95,7 +96,13 @@ public static class ConformanceTopology
             yaml.Append($"    conditions: {{ ready: {Bool(ep.Ready)}, serving: {Bool(ep.Serving)}, terminating: {Bool(ep.Terminating)} }}\n");
             yaml.Append($"    nodeName: {node}\n");
             if (ep.Zone is not null) yaml.Append($"    zone: {ep.Zone}\n");
-            if (ep.Hint is not null) yaml.Append($"    hints: {{ forZones: [ {{ name: {ep.Hint} }} ] }}\n");
+            if (ep.Hint is not null || ep.NodeHint is not null)
+            {
+                var hints = new List<string>();
+                if (ep.NodeHint is not null) hints.Add($"forNodes: [ {{ name: {ep.NodeHint} }} ]");
+                if (ep.Hint is not null) hints.Add($"forZones: [ {{ name: {ep.Hint} }} ]");
+                yaml.Append($"    hints: {{ {string.Join(", ", hints)} }}\n");
+            }
         }
         return yaml.Append("---\n").ToString();
     }
