@@ -53,6 +53,7 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
     public const string LivezTotal = "kubeproxy_proxy_livez_total";
     public const string ConntrackReconcilerDuration = "kubeproxy_conntrack_reconciler_sync_duration_seconds";
     public const string ConntrackReconcilerDeletedTotal = "kubeproxy_conntrack_reconciler_deleted_entries_total";
+    public const string ConntrackCleanupFailuresTotal = "proxyplanes_conntrack_cleanup_failures_total";
 
     private readonly Histogram _syncDuration;
     private readonly Histogram _syncFullDuration;
@@ -75,6 +76,7 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
     private readonly Counter _livez;
     private readonly Histogram _conntrackDuration;
     private readonly Counter _conntrackDeleted;
+    private readonly Counter _conntrackCleanupFailures;
 
     static ProxyMetrics()
     {
@@ -139,6 +141,8 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
             ConntrackReconcilerDuration, "ReconcileConntrackFlowsLatency latency in seconds", [IpFamilyLabel], Buckets(SyncDurationBuckets));
         _conntrackDeleted = Factory.CreateCounter(
             ConntrackReconcilerDeletedTotal, "Cumulative conntrack flows deleted by conntrack reconciler", [IpFamilyLabel]);
+        _conntrackCleanupFailures = Factory.CreateCounter(
+            ConntrackCleanupFailuresTotal, "Conntrack cleanups that failed after a sync (the rules were in place; stale UDP flows may remain)");
 
         ProcessMetrics.Register(Registry);
         UseFamilies([IpFamily.IPv4]);
@@ -230,6 +234,13 @@ public sealed class ProxyMetrics : ISyncMetrics, IDisposable
         var label = family.ToString();
         _conntrackDuration.WithLabels(label).Observe(duration.TotalSeconds);
         _conntrackDeleted.WithLabels(label).Inc(deleted);
+    }
+
+    /// <summary><c>proxyplanes_conntrack_cleanup_failures_total</c> follows <paramref name="failures"/> (the cleaner's own count), read at each scrape.</summary>
+    public void CountConntrackCleanupFailures(Func<long> failures)
+    {
+        ArgumentNullException.ThrowIfNull(failures);
+        Registry.AddBeforeCollectCallback(() => _conntrackCleanupFailures.IncTo(failures()));
     }
 
     /// <summary>A sync failed (<c>proxyplanes_sync_failures_total{mode}</c>).</summary>

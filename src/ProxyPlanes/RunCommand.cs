@@ -37,9 +37,7 @@ public static class RunCommand
         // Stale UDP/SCTP flows to gone endpoints would keep clients talking to nothing.
         var conntrack = new ConntrackCleaner(new ConntrackCommand(), logger, metrics.ConntrackReconciled);
         controller.AfterSync("conntrack cleanup", conntrack.CleanAsync);
-        var conntrackFailures = metrics.Factory.CreateCounter("proxyplanes_conntrack_cleanup_failures_total",
-            "Conntrack cleanups that failed after a sync (the rules were in place; stale UDP flows may remain)");
-        metrics.Registry.AddBeforeCollectCallback(() => conntrackFailures.IncTo(conntrack.Failures));
+        metrics.CountConntrackCleanupFailures(() => conntrack.Failures);
         // The Kubernetes API (kubeconfig, or the in-cluster service account) unless manifests are named.
         IObjectSource source = settings.ManifestsPath.Length > 0
             ? new ManifestSource(settings.ManifestsPath, logger)

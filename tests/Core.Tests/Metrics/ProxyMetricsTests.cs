@@ -31,6 +31,7 @@ public class ProxyMetricsTests
         { "proxyplanes_sync_changes_applied", "gauge" },
         { "kubeproxy_conntrack_reconciler_sync_duration_seconds", "histogram" },
         { "kubeproxy_conntrack_reconciler_deleted_entries_total", "counter" },
+        { "proxyplanes_conntrack_cleanup_failures_total", "counter" },
     };
 
     /// <summary>client_golang's process metrics (what kube-proxy exposes) and prometheus-net's own.</summary>
@@ -242,6 +243,8 @@ public class ProxyMetricsTests
         metrics.FullSyncStarted("start");
         metrics.FullSyncStarted("failure");
         metrics.FullSyncStarted("failure");
+        long conntrackFailures = 2;
+        metrics.CountConntrackCleanupFailures(() => conntrackFailures);
 
         var text = await metrics.ExportTextAsync();
 
@@ -260,6 +263,9 @@ public class ProxyMetricsTests
         Assert.Equal(1, Sample(text, "proxyplanes_sync_failures_total{mode=\"iptables\"}"));
         Assert.Equal(1, Sample(text, "proxyplanes_sync_full_reason_total{reason=\"start\"}"));
         Assert.Equal(2, Sample(text, "proxyplanes_sync_full_reason_total{reason=\"failure\"}"));
+        Assert.Equal(2, Sample(text, "proxyplanes_conntrack_cleanup_failures_total"));
+        conntrackFailures = 5;
+        Assert.Equal(5, Sample(await metrics.ExportTextAsync(), "proxyplanes_conntrack_cleanup_failures_total")); // read at each scrape
     }
 
     [Fact]
