@@ -94,6 +94,43 @@ public sealed class KubernetesEndToEndTests
         Assert.Equal(2, Lists());
     }
 
+    [Fact]
+    public async Task ApiServerGoneForAMinute_TrafficKeepsFlowing_ThenACompactedHistoryConverges()
+    {
+        // Periodic syncs every 2 s keep running while the API server is gone (nothing to change).
+        await using var cluster = await ApiCluster.StartAsync("--sync-period=2s");
+        var server = cluster.Server;
+        await cluster.AssertAnsweredByAsync(WebIP, "pod-0", "pod-1");
+
+        // Gone: every connection is reset. The rules stay; /healthz stays 200 as kube-proxy's does (no
+        // change is waiting, syncs still succeed: the proxy cannot tell a quiet cluster from an absent API).
+        server.Down = true;
+        var outage = System.Diagnostics.Stopwatch.StartNew();
+        while (outage.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            await cluster.AssertAnsweredByAsync(WebIP, "pod-0", "pod-1");
+            Assert.Equal(200, (await cluster.Proxy.GetAsync(10256, "/healthz")).StatusCode);
+            await Task.Delay(TimeSpan.FromSeconds(5));
+        }
+        Assert.True(server.ResetWhileDown >= 3, $"the proxy tried {server.ResetWhileDown} times while the server was gone");
+        Assert.Contains("retrying in", cluster.Proxy.Output);
+
+        // Back, with what changed meanwhile and a compacted history: the watch from the proxy's resourceVersion is
+        // told 410 Gone, the proxy lists again, and the difference reaches the kernel (backoff is at most 30 s).
+        var listsBefore = server.RequestsTo("/apis/discovery.k8s.io/v1/endpointslices").Count(r => !r.IsWatch);
+        server.EndpointSlices.ChangeWhileDisconnected(c => c.Modify(cluster.Slice("web", 1, 2)));
+        server.Services.ChangeWhileDisconnected(c => c.Add(ApiCluster.Service("api", ApiIP)));
+        server.Down = false;
+        await cluster.WaitUntilAsync(async () => (await ProxyScenario.SpreadAsync(cluster.Sandbox.Client, WebIP, 80, count: 10)).Keys.Order().SequenceEqual(["pod-1", "pod-2"]),
+            "the change made while the API server was gone", TimeBudget.For(TimeSpan.FromSeconds(60)));
+        await cluster.AssertAnsweredByAsync(WebIP, "pod-1", "pod-2");
+        // The new service, without endpoints yet: refused (each resource relists after its own backoff).
+        await cluster.WaitUntilAsync(async () => (await cluster.Sandbox.Client.HttpGetAsync(ApiIP, 80, "/", TimeSpan.FromSeconds(1))).Outcome == ProbeOutcome.Refused,
+            "the service added while the API server was gone", TimeBudget.For(TimeSpan.FromSeconds(60)));
+        Assert.True(server.RequestsTo("/apis/discovery.k8s.io/v1/endpointslices").Count(r => !r.IsWatch) > listsBefore, "no relist after the 410");
+        Assert.Equal(200, (await cluster.Proxy.GetAsync(10256, "/healthz")).StatusCode);
+    }
+
     /// <summary>
     /// A sandbox with three pods, the fake API server on the node namespace's 127.0.0.1 serving the web Service
     /// (pod-0 and pod-1) and the Node, a kubeconfig for it, and the proxy started on that kubeconfig.
@@ -117,7 +154,7 @@ public sealed class KubernetesEndToEndTests
         public FakeApiServer Server { get; }
         public ProxyProcess Proxy => _proxy ?? throw new InvalidOperationException("the proxy was not started");
 
-        public static async Task<ApiCluster> StartAsync()
+        public static async Task<ApiCluster> StartAsync(params string[] extraArgs)
         {
             var directory = Directory.CreateTempSubdirectory("proxyplanes-kube-e2e-");
             ProxyScenario? scenario = null;
@@ -171,7 +208,7 @@ public sealed class KubernetesEndToEndTests
                 cluster._proxy = ProxyProcess.Start(scenario.Sandbox.Node,
                 [
                     "run", "--mode=iptables", $"--kubeconfig={kubeconfig}", $"--hostname-override={scenario.Sandbox.NodeName}",
-                    $"--cluster-cidr={scenario.Sandbox.ClusterCidr}", "--min-sync-period=50ms", "--v=4",
+                    $"--cluster-cidr={scenario.Sandbox.ClusterCidr}", "--min-sync-period=50ms", "--v=4", .. extraArgs,
                 ]);
                 await cluster._proxy.WaitHealthyAsync(TimeSpan.FromSeconds(30));
                 return cluster;
@@ -208,9 +245,9 @@ public sealed class KubernetesEndToEndTests
 
         public Task WaitUntilAsync(Func<bool> condition, string what) => WaitUntilAsync(() => Task.FromResult(condition()), what);
 
-        public async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
+        public async Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
         {
-            var deadline = DateTime.UtcNow + SyncTimeout;
+            var deadline = DateTime.UtcNow + (timeout ?? SyncTimeout);
             while (!await condition())
             {
                 if (DateTime.UtcNow > deadline)

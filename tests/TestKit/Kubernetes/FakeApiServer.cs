@@ -171,8 +171,39 @@ public sealed class FakeApiServer : IAsyncDisposable
         _stopping.Dispose();
     }
 
+    /// <summary>
+    /// The server is gone (a crashed or unreachable kube-apiserver): while set, every connection is reset
+    /// before an answer (counted in <see cref="ResetWhileDown"/>, not in <see cref="Requests"/>); setting it
+    /// cuts the open watches.
+    /// </summary>
+    public bool Down
+    {
+        get => Volatile.Read(ref _down);
+        set
+        {
+            Volatile.Write(ref _down, value);
+            if (!value) return;
+            Services.CutOpenWatches();
+            EndpointSlices.CutOpenWatches();
+            Nodes.CutOpenWatches();
+        }
+    }
+
+    private bool _down;
+    private int _resetWhileDown;
+
+    /// <summary>Requests whose connection was reset because the server was <see cref="Down"/>.</summary>
+    public int ResetWhileDown => Volatile.Read(ref _resetWhileDown);
+
     private async Task HandleAsync(HttpContext context)
     {
+        if (Down)
+        {
+            Interlocked.Increment(ref _resetWhileDown);
+            context.Abort();
+            return;
+        }
+
         var request = context.Request;
         var query = request.Query.ToDictionary(q => q.Key, q => q.Value.ToString(), StringComparer.Ordinal);
         _requests.Enqueue(new SeenRequest(
