@@ -35,6 +35,8 @@ public static class RunCommand
         controller.AfterSync("health check node ports", (_, state, token) =>
             healthChecks.UpdateAsync(ServiceHealthServer.Collect(state), state.Network.NodePortAddresses, token));
         // Stale UDP/SCTP flows to gone endpoints would keep clients talking to nothing.
+        // kube-proxy's conntrack settings, written once at start (a setting that cannot be written is one warning).
+        new ConntrackSysctls(logger).Apply(settings.Conntrack.Plan(Environment.ProcessorCount));
         var conntrack = new ConntrackCleaner(new ConntrackCommand(), logger, metrics.ConntrackReconciled);
         controller.AfterSync("conntrack cleanup", conntrack.CleanAsync);
         metrics.CountConntrackCleanupFailures(() => conntrack.Failures);

@@ -585,4 +585,56 @@ public sealed class ConfigFileCliTests
             File.Delete(config);
         }
     }
+
+    [Fact]
+    public async Task Run_ConntrackSettings_WrittenInTheProxysNamespace_TheGlobalMaxRefusedWithOneWarning()
+    {
+        await using var scenario = await ProxyScenario.CreateAsync(pods: 1);
+        scenario.WriteManifest("web.yaml", ProxyScenario.Service("web", "10.96.0.10"));
+        scenario.WriteManifest("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0)));
+        var config = Path.Combine(scenario.Manifests.Parent!.FullName, $"{scenario.Manifests.Name}.conf");
+        // min far above any node's value: nf_conntrack_max must be raised, which a child namespace cannot do.
+        File.WriteAllText(config, ConfigSamples.Header + $"""
+            mode: iptables
+            clusterCIDR: {scenario.Sandbox.ClusterCidr}
+            conntrack:
+              maxPerCore: 32768
+              min: 999999999
+              tcpEstablishedTimeout: 5h
+              tcpCloseWaitTimeout: 30m
+              udpTimeout: 45s
+              udpStreamTimeout: 3m
+              tcpBeLiberal: true
+            """);
+        string[] sysctls =
+        [
+            "nf_conntrack_tcp_timeout_established", "nf_conntrack_tcp_timeout_close_wait", "nf_conntrack_udp_timeout",
+            "nf_conntrack_udp_timeout_stream", "nf_conntrack_tcp_be_liberal",
+        ];
+        async Task<string[]> InNodeAsync() =>
+            (await scenario.Sandbox.Node.CheckedExecAsync(["sh", "-c", string.Join("; ", sysctls.Select(n => $"cat /proc/sys/net/netfilter/{n}"))])).StandardOutput
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        string[] InRoot() => [.. sysctls.Select(n => File.ReadAllText($"/proc/sys/net/netfilter/{n}").Trim()), File.ReadAllText("/proc/sys/net/netfilter/nf_conntrack_max").Trim(),
+            File.ReadAllText("/sys/module/nf_conntrack/parameters/hashsize").Trim()];
+        var rootBefore = InRoot();
+        var nodeBefore = await InNodeAsync();
+        Assert.NotEqual(["18000", "1800", "45", "180", "1"], nodeBefore); // positive control: the proxy must change them
+        try
+        {
+            await using var proxy = ProxyProcess.Start(scenario.Sandbox.Node,
+                ["run", $"--config={config}", $"--manifests={scenario.Manifests.FullName}", $"--hostname-override={ProxyScenario.NodeName}"]);
+            await proxy.WaitHealthyAsync(TimeSpan.FromSeconds(60));
+
+            Assert.Equal(["18000", "1800", "45", "180", "1"], await InNodeAsync());
+            var warnings = proxy.Output.Split('\n').Where(l => l.Contains("cannot set", StringComparison.Ordinal)).ToList();
+            Assert.True(warnings.Count == 1, proxy.Output);
+            Assert.Contains("conntrack.maxPerCore/min: cannot set net.netfilter.nf_conntrack_max to 999999999", warnings[0]);
+            Assert.Equal(rootBefore, InRoot()); // the machine's own namespace, and the global hash table, untouched
+            Assert.Equal(["pod-0"], (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, "10.96.0.10", 80, count: 5)).Keys);
+        }
+        finally
+        {
+            File.Delete(config);
+        }
+    }
 }

@@ -112,10 +112,9 @@ public sealed record ModeSection(ConfigValue<TimeSpan>? SyncPeriod, ConfigValue<
 }
 
 /// <summary>
-/// kube-proxy's <c>conntrack</c> settings. Parsed and validated now, and carried in
-/// <see cref="RunSettings.Conntrack"/>; writing them to the node's sysctls (nf_conntrack_max,
-/// nf_conntrack_tcp_timeout_*, nf_conntrack_udp_timeout*) comes later — nothing applies them yet.
-/// Defaults are kube-proxy's; as in kube-proxy, 0 means "leave the node's value alone".
+/// kube-proxy's <c>conntrack</c> settings, carried in <see cref="RunSettings.Conntrack"/> and written
+/// to the node's sysctls at start (<c>NodeTools.Conntrack.ConntrackSysctls</c>). Defaults are
+/// kube-proxy's; as in kube-proxy, 0 means "leave the node's value alone".
 /// </summary>
 public sealed record ConntrackSettings
 {
@@ -139,8 +138,16 @@ public sealed record ConntrackSettings
     /// <summary><c>udpStreamTimeout</c> (nf_conntrack_udp_timeout_stream); 0 (the default) leaves it alone.</summary>
     public TimeSpan UdpStreamTimeout { get; init; }
 
+    /// <summary><c>tcpBeLiberal</c> (nf_conntrack_tcp_be_liberal = 1); false (the default) leaves it alone.</summary>
+    public bool TcpBeLiberal { get; init; }
+
+    /// <summary>What to write: kube-proxy's rules (nf_conntrack_max = max(maxPerCore × CPUs, min), 0 leaves a value alone).</summary>
+    public NodeTools.Conntrack.ConntrackSysctlPlan Plan(int cpus) => new(
+        MaxPerCore > 0 ? Math.Max((long)MaxPerCore * cpus, Min) : 0,
+        TcpEstablishedTimeout, TcpCloseWaitTimeout, TcpBeLiberal, UdpTimeout, UdpStreamTimeout);
+
     public override string ToString() =>
-        $"maxPerCore={MaxPerCore} min={Min} tcpEstablished={GoDuration.Format(TcpEstablishedTimeout)} tcpCloseWait={GoDuration.Format(TcpCloseWaitTimeout)} udp={GoDuration.Format(UdpTimeout)} udpStream={GoDuration.Format(UdpStreamTimeout)}";
+        $"maxPerCore={MaxPerCore} min={Min} tcpEstablished={GoDuration.Format(TcpEstablishedTimeout)} tcpCloseWait={GoDuration.Format(TcpCloseWaitTimeout)} udp={GoDuration.Format(UdpTimeout)} udpStream={GoDuration.Format(UdpStreamTimeout)} tcpBeLiberal={TcpBeLiberal}";
 }
 
 /// <summary>The IPVS schedulers the Linux kernel has (ip_vs_*.ko), as <c>ipvs.scheduler</c> names them.</summary>

@@ -43,7 +43,6 @@ public static class KubeProxyConfigFile
         "clientConnection.acceptContentTypes", "clientConnection.contentType", "clientConnection.qps", "clientConnection.burst",
         "iptables.localhostNodePorts",
         "ipvs.excludeCIDRs", "ipvs.strictARP", "ipvs.tcpTimeout", "ipvs.tcpFinTimeout", "ipvs.udpTimeout",
-        "conntrack.tcpBeLiberal",
     ];
 
     /// <summary>Reads and parses a config file; errors are <see cref="ConfigFileException"/>s.</summary>
@@ -265,6 +264,9 @@ public static class KubeProxyConfigFile
                     break;
                 case "conntrack.udpStreamTimeout":
                     if (Duration(node, field, line) is { } udpStream) _conntrack = _conntrack with { UdpStreamTimeout = udpStream };
+                    break;
+                case "conntrack.tcpBeLiberal":
+                    if (Bool(node, field, line) is { } liberal) _conntrack = _conntrack with { TcpBeLiberal = liberal };
                     break;
                 case "clientConnection.kubeconfig":
                     if (String(node, field, line) is { } kubeconfig) _config = _config with { Kubeconfig = At(kubeconfig, line, field) };
