@@ -143,7 +143,8 @@ public static partial class VmLane
     /// <summary>The emulator's arguments (<paramref name="bootImage"/>: see <see cref="BootImage"/>): TCG with all the CPU features it emulates, no devices but the two 9p shares and the serial console.</summary>
     public static IReadOnlyList<string> QemuArguments(string bootImage, string initramfs, string lane, string console, string pidFile, VmLaneOptions options)
     {
-        var append = $"console=ttyS0 panic=-1 quiet mitigations=off rdinit=/init {options.ExtraKernelArguments}".Trim();
+        // loglevel=5: quiet, but a soft lockup's or a hung task's call trace (KERN_DEFAULT) reaches console.log.
+        var append = $"console=ttyS0 panic=-1 quiet loglevel=5 mitigations=off rdinit=/init {options.ExtraKernelArguments}".Trim();
         return
         [
             // x86-64 on x86-64 TCG runs one host thread per vCPU; "-cpu max" gives .NET the x86-64-v2+ features it needs.

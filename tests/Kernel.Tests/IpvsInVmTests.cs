@@ -20,10 +20,15 @@ public sealed class IpvsInVmTests(ITestOutputHelper output)
         var daemon = Directory.CreateTempSubdirectory("proxyplanes-vm-daemon-");
         try
         {
-            // The daemon ReadyToRun: under emulation the JIT is most of a daemon's start and first sync.
-            var (published, how) = await PublishDaemonReadyToRunAsync(daemon.FullName);
+            // Opt-in (PROXYPLANES_VM_READYTORUN=1): the daemon ReadyToRun, since under emulation the JIT is most
+            // of a daemon's start and first sync. Not the default yet: the one full run with it met a guest
+            // soft lockup (CPU stuck in a .NET thread for 10+ minutes, `ip` blocked behind it) whose cause is
+            // not known; the JIT build has passed the lane in CI. See vm/README.md.
+            var (published, how) = Environment.GetEnvironmentVariable("PROXYPLANES_VM_READYTORUN") == "1"
+                ? await PublishDaemonReadyToRunAsync(daemon.FullName)
+                : (false, "JIT build next to the tests (PROXYPLANES_VM_READYTORUN=1 publishes it ReadyToRun)");
             output.WriteLine($"daemon in the VM: {how}");
-            var environment = new Dictionary<string, string> { ["DOTNET_TieredPGO"] = "0" }; // measured: ~1.5 s less per start under TCG
+            var environment = new Dictionary<string, string>();
             if (published) environment[ProxyProcess.DaemonDirectoryVariable] = Path.Combine(daemon.FullName, "out");
 
             var run = await VmLane.VmLane.RunDotnetTestAsync(
