@@ -1,6 +1,7 @@
 using System.Text.RegularExpressions;
 using ProxyPlanes.Sandbox;
 using ProxyPlanes.Sandboxed;
+using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Kernel.Tests;
 
@@ -37,7 +38,7 @@ public sealed partial class CrashRecoveryTests
             File.WriteAllText(wrapper, $$"""
                 #!/bin/sh
                 case "$*" in *-f*|*--noflush*) write=1 ;; *) write= ;; esac
-                {{FindTool(tool)}} "$@"; code=$?
+                {{InstalledTool.PathOf(tool)}} "$@"; code=$?
                 if [ -n "$write" ] && [ -e '{{armed}}' ]; then touch '{{committed}}'; sleep 120; fi
                 exit $code
                 """.Replace("\r", "", StringComparison.Ordinal));
@@ -116,9 +117,6 @@ public sealed partial class CrashRecoveryTests
         return Handles().Replace(ruleset, "");
     }
 
-    private static string FindTool(string name) =>
-        new[] { "/usr/sbin", "/sbin", "/usr/bin", "/bin" }.Select(d => Path.Combine(d, name)).FirstOrDefault(File.Exists)
-        ?? throw new FileNotFoundException($"{name} is not installed");
 
     [GeneratedRegex(@"\[\d+:\d+\]")]
     private static partial Regex Counters();

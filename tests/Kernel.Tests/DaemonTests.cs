@@ -31,7 +31,7 @@ public sealed partial class DaemonTests
         {
             var flag = Path.Combine(tools.FullName, "fail");
             var wrapper = Path.Combine(tools.FullName, "iptables-nft-restore");
-            File.WriteAllText(wrapper, $"#!/bin/sh\nif [ -e '{flag}' ]; then echo 'iptables-restore: line 42 failed (injected)' >&2; cat >/dev/null; exit 1; fi\nexec {FindTool("iptables-nft-restore")} \"$@\"\n");
+            File.WriteAllText(wrapper, $"#!/bin/sh\nif [ -e '{flag}' ]; then echo 'iptables-restore: line 42 failed (injected)' >&2; cat >/dev/null; exit 1; fi\nexec {InstalledTool.PathOf("iptables-nft-restore")} \"$@\"\n");
             File.SetUnixFileMode(wrapper, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             var proxy = await scenario.StartProxyAsync(["--iptables-variant=nft"],
                 new Dictionary<string, string> { ["PATH"] = $"{tools.FullName}:{Environment.GetEnvironmentVariable("PATH")}" });
@@ -340,9 +340,6 @@ public sealed partial class DaemonTests
     [GeneratedRegex(@" \[\d+:\d+\]$")]
     private static partial Regex CounterPattern();
 
-    private static string FindTool(string name) =>
-        new[] { "/usr/sbin", "/sbin", "/usr/bin", "/bin" }.Select(d => Path.Combine(d, name)).FirstOrDefault(File.Exists)
-        ?? throw new FileNotFoundException($"{name} is not installed");
 
     private static async Task WaitForAsync(Func<Task<bool>> condition, string what)
     {
