@@ -45,6 +45,7 @@ public sealed partial class DaemonTests
             var during = await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80);
             Assert.Equal(["pod-0", "pod-1", "pod-2"], during.Keys.Order());
             Assert.Contains("line 42 failed (injected)", proxy.Output);
+            Assert.True(ProxyProcess.Metric(await proxy.ScrapeAsync(), "proxyplanes_sync_failures_total", "mode=\"iptables\"") >= 1, proxy.Output);
 
             var beforeRecovery = await proxy.LastSyncTimestampAsync();
             File.Delete(flag);

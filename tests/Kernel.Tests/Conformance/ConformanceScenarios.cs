@@ -122,14 +122,20 @@ public static class ConformanceScenarios
                 new Probe("client", Vip, 80, Spread(RemotePods)),
                 // Pods reaching the node port are short-circuited to the cluster endpoints.
                 new Probe("local-0", NodeIp, 30014, Spread(RemotePods)),
-                new Probe("client", NodeIp, 32014, Http(503, "\"localEndpoints\": 0")))]),
+                new Probe("client", NodeIp, 32014, Http(503, "\"localEndpoints\": 0"))) with
+             {
+                 Metrics = [new("kubeproxy_sync_proxy_rules_no_local_endpoints_total", "ip_family=\"IPv4\",traffic_policy=\"external\"", 1)],
+             }]),
 
         new("internal-policy-local-uses-local-endpoints-only",
             Service("web", Vip, spec: "internalTrafficPolicy: Local") + Slice("web", AllPods.Select(p => new Ep(p)).ToArray()) +
             Service("far", "10.96.1.11", spec: "internalTrafficPolicy: Local") + Slice("far", new Ep("remote-0")),
             [Probes(
                 new Probe("local-0", Vip, 80, Spread(LocalPods)),
-                new Probe("local-0", "10.96.1.11", 80, NoAnswer()))]),
+                new Probe("local-0", "10.96.1.11", 80, NoAnswer())) with
+             {
+                 Metrics = [new("kubeproxy_sync_proxy_rules_no_local_endpoints_total", "ip_family=\"IPv4\",traffic_policy=\"internal\"", 1)],
+             }]),
 
         new("terminating-endpoints-serve-when-none-is-ready",
             Service("web", Vip) + Slice("web",
