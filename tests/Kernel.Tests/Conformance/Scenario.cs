@@ -17,8 +17,11 @@ public sealed record Scenario(string Name, string Manifests, IReadOnlyList<Step>
 /// </summary>
 public sealed record Step(IReadOnlyList<Probe> Probes, string? NewManifests = null, IReadOnlyList<MetricAtLeast>? Metrics = null);
 
-/// <summary>A sample of the proxy's /metrics (name plus exact label text) that must be at least <see cref="Minimum"/>.</summary>
-public sealed record MetricAtLeast(string Name, string? Labels, double Minimum)
+/// <summary>
+/// A sample of the proxy's /metrics (name plus exact label text) that must be at least <see cref="Minimum"/>,
+/// in every mode or only in <see cref="Modes"/>.
+/// </summary>
+public sealed record MetricAtLeast(string Name, string? Labels, double Minimum, IReadOnlyList<string>? Modes = null)
 {
     public override string ToString() => $"{Name}{(Labels is null ? "" : "{" + Labels + "}")} >= {Minimum}";
 }
