@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Net;
 using ProxyPlanes.Config;
+using ProxyPlanes.Backends.Ipvs;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Model;

@@ -110,16 +110,12 @@ public sealed partial class CrashRecoveryTests
     {
         if (mode == "iptables")
         {
-            var save = (await node.CheckedExecAsync("iptables-nft-save")).StandardOutput + (await node.CheckedExecAsync("ip6tables-nft-save")).StandardOutput;
-            return string.Join('\n', save.Split('\n').Where(l => !l.StartsWith('#')).Select(l => Counters().Replace(l, "")));
+            return await DaemonTests.SaveAsync(node, "nft") + "\n" + await DaemonTests.SaveAsync(node, "nft", "ip6tables");
         }
         var ruleset = (await node.CheckedExecAsync("nft", "list", "ruleset")).StandardOutput;
         return Handles().Replace(ruleset, "");
     }
 
-
-    [GeneratedRegex(@"\[\d+:\d+\]")]
-    private static partial Regex Counters();
 
     [GeneratedRegex(@" # handle \d+")]
     private static partial Regex Handles();

@@ -331,9 +331,10 @@ public sealed partial class DaemonTests
     [GeneratedRegex(@"web-endpoints\.yaml:\d+")]
     private static partial Regex MalformedReport();
 
-    private static async Task<string> SaveAsync(NetworkNamespace node, string variant)
+    /// <summary>iptables-save of one variant without the header comments and packet counters (also used by CrashRecoveryTests).</summary>
+    internal static async Task<string> SaveAsync(NetworkNamespace node, string variant, string tool = "iptables")
     {
-        var save = (await node.CheckedExecAsync($"iptables-{variant}-save")).StandardOutput;
+        var save = (await node.CheckedExecAsync($"{tool}-{variant}-save")).StandardOutput;
         // Drop the header/footer comments and packet counters, which change by themselves.
         return string.Join('\n', save.Split('\n').Where(l => !l.StartsWith('#')).Select(l => CounterPattern().Replace(l, "")));
     }

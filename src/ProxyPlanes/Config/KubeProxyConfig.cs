@@ -1,4 +1,5 @@
 using System.Net;
+using ProxyPlanes.Backends.Ipvs;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Model;
@@ -148,12 +149,6 @@ public sealed record ConntrackSettings
 
     public override string ToString() =>
         $"maxPerCore={MaxPerCore} min={Min} tcpEstablished={GoDuration.Format(TcpEstablishedTimeout)} tcpCloseWait={GoDuration.Format(TcpCloseWaitTimeout)} udp={GoDuration.Format(UdpTimeout)} udpStream={GoDuration.Format(UdpStreamTimeout)} tcpBeLiberal={TcpBeLiberal}";
-}
-
-/// <summary>The IPVS schedulers the Linux kernel has (ip_vs_*.ko), as <c>ipvs.scheduler</c> names them.</summary>
-public static class IpvsSchedulers
-{
-    public static readonly string[] Known = ["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos"];
 }
 
 /// <summary>A config file that cannot be used; the message starts with <c>file:line:</c> (or <c>file:</c>).</summary>

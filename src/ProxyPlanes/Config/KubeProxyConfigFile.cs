@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using ProxyPlanes.Backends.Ipvs;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Model;
