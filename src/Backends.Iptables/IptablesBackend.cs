@@ -13,7 +13,8 @@ namespace ProxyPlanes.Backends.Iptables;
 /// --mode=iptables: plans kube-proxy's chain layout and applies it with one
 /// iptables-restore --noflush per sync and IP family (ip6tables-restore for IPv6). A failed
 /// restore leaves the previous rules in force (each table commits atomically); that family's
-/// planner state is then forgotten so the retry is a full sync that first reads the kernel.
+/// planner state is then forgotten so the retry is a full sync that first reads the kernel. The
+/// other families are still synced, and the failure names those applied (/healthz is per family).
 /// </summary>
 public sealed class IptablesBackend : IProxyBackend
 {
@@ -52,19 +53,26 @@ public sealed class IptablesBackend : IProxyBackend
     public async Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
     {
         TimeSpan render = TimeSpan.Zero, apply = TimeSpan.Zero;
-        foreach (var plane in _families)
+        try
         {
-            // A partial sync that touches no service of this family leaves its tables alone.
-            if (!request.Full && plane.State is not null && !Touches(request, plane)) continue;
-            var (r, a) = await plane.SyncAsync(request, _metrics, _logger, cancellationToken).ConfigureAwait(false);
-            render += r;
-            apply += a;
+            // Each family on its own: ip6tables-restore refusing leaves IPv4's new rules in force.
+            await BackendSyncException.ForEachFamilyAsync(_families, plane => plane.Family, async plane =>
+            {
+                // A partial sync that touches no service of this family leaves its tables alone.
+                if (!request.Full && plane.State is not null && !Touches(request, plane)) return;
+                var (r, a) = await plane.SyncAsync(request, _metrics, _logger, cancellationToken).ConfigureAwait(false);
+                render += r;
+                apply += a;
+            }).ConfigureAwait(false);
         }
-        foreach (var plane in _families)
+        finally
         {
-            if (plane.LastPlan is not { } p) continue;
-            _metrics.SetRules(plane.Family, "nat", p.NatRulesTotal, p.NatRulesWritten);
-            _metrics.SetRules(plane.Family, "filter", p.FilterRulesTotal, p.FilterRulesWritten);
+            foreach (var plane in _families)
+            {
+                if (plane.LastPlan is not { } p) continue;
+                _metrics.SetRules(plane.Family, "nat", p.NatRulesTotal, p.NatRulesWritten);
+                _metrics.SetRules(plane.Family, "filter", p.FilterRulesTotal, p.FilterRulesWritten);
+            }
         }
         return new SyncTimings(TimeSpan.Zero, render, apply);
     }

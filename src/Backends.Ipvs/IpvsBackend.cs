@@ -111,7 +111,8 @@ public sealed class IpvsBackend : IProxyBackend
             }
             catch (Exception e) when (e is IpvsKernelException or Netlink.NetlinkException or OperationCanceledException)
             {
-                // Part of the plan may be in the kernel: start over from what the kernel holds.
+                // Part of the plan may be in the kernel: start over from what the kernel holds. One plan
+                // carries every family, so no family is known to be applied (AppliedFamilies stays empty).
                 _state = null;
                 if (e is OperationCanceledException) throw;
                 _logger.LogDebug("Refused IPVS plan:\n{Plan}", plan);

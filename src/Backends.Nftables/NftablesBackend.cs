@@ -10,7 +10,8 @@ namespace ProxyPlanes.Backends.Nftables;
 /// --mode=nftables: one table per IP family (<c>ip proxyplanes</c>, <c>ip6 proxyplanes</c>) that
 /// this proxy owns entirely, programmed with one atomic transaction per family and sync. A
 /// refused transaction leaves the table as it was; that family's planner state is forgotten so
-/// the retry is a full sync that first reads the table back.
+/// the retry is a full sync that first reads the table back. The other families are still synced,
+/// and the failure names those applied (/healthz is per family).
 /// </summary>
 public sealed class NftablesBackend : IProxyBackend
 {
@@ -64,16 +65,23 @@ public sealed class NftablesBackend : IProxyBackend
     public async Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
     {
         TimeSpan render = TimeSpan.Zero, apply = TimeSpan.Zero;
-        foreach (var plane in _families)
+        try
         {
-            // A partial sync that touches no service of this family leaves its table alone.
-            if (!request.Full && plane.State is not null && !Touches(request, plane)) continue;
-            var (r, a) = await plane.SyncAsync(request, _applier, _metrics, _logger, cancellationToken).ConfigureAwait(false);
-            render += r;
-            apply += a;
+            // Each family on its own: the ip6 table refusing a transaction leaves the ip table's in force.
+            await BackendSyncException.ForEachFamilyAsync(_families, plane => plane.Family, async plane =>
+            {
+                // A partial sync that touches no service of this family leaves its table alone.
+                if (!request.Full && plane.State is not null && !Touches(request, plane)) return;
+                var (r, a) = await plane.SyncAsync(request, _applier, _metrics, _logger, cancellationToken).ConfigureAwait(false);
+                render += r;
+                apply += a;
+            }).ConfigureAwait(false);
         }
-        var counts = Counts;
-        _metrics.SetObjects(counts.Chains, counts.Rules, counts.Sets, counts.Elements);
+        finally
+        {
+            var counts = Counts;
+            _metrics.SetObjects(counts.Chains, counts.Rules, counts.Sets, counts.Elements);
+        }
         return new SyncTimings(TimeSpan.Zero, render, apply);
     }
 

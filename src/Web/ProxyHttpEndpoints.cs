@@ -1,4 +1,7 @@
+using System.Buffers;
 using System.Globalization;
+using System.Text;
+using System.Text.Json;
 using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -55,26 +58,68 @@ public static class ProxyHttpEndpoints
         if (healthz is not null)
         {
             var host = $"*:{healthz.Port}";
-            app.MapGet("/healthz", () => Counted(HealthResult(health.Status(), forTraffic: true), proxyMetrics.HealthzAnswered)).RequireHost(host);
-            app.MapGet("/livez", () => Counted(HealthResult(health.Status(), forTraffic: false), proxyMetrics.LivezAnswered)).RequireHost(host);
+            app.MapGet("/healthz", (HttpContext context) => Counted(context, HealthResult(health.Status(), forTraffic: true), proxyMetrics.HealthzAnswered)).RequireHost(host);
+            app.MapGet("/livez", (HttpContext context) => Counted(context, HealthResult(health.Status(), forTraffic: false), proxyMetrics.LivezAnswered)).RequireHost(host);
         }
     }
 
-    private static IResult Counted(IResult result, Action<int> count)
+    private static IResult Counted(HttpContext context, IResult result, Action<int> count)
     {
+        context.Response.Headers.XContentTypeOptions = "nosniff";
         count(result is IStatusCodeHttpResult { StatusCode: { } code } ? code : StatusCodes.Status200OK);
         return result;
     }
 
     /// <summary>
-    /// kube-proxy's health JSON: 200 when healthy, 503 when not. /healthz (<paramref name="forTraffic"/>)
-    /// also answers 503 while the node is being deleted or tainted for deletion; /livez does not.
+    /// kube-proxy's health answer: 200 when every IP family is healthy, 503 when not. /healthz
+    /// (<paramref name="forTraffic"/>) also answers 503 while the node is being deleted or tainted for
+    /// deletion; /livez does not.
     /// </summary>
     public static IResult HealthResult(HealthStatus status, bool forTraffic = true)
     {
-        var body = string.Create(CultureInfo.InvariantCulture,
-            $$"""{"lastUpdated": "{{status.LastUpdated?.ToString("O") ?? ""}}","currentTime": "{{status.CurrentTime:O}}", "nodeEligible": {{(status.NodeEligible ? "true" : "false")}}}""");
         var healthy = forTraffic ? status.HealthyForTraffic : status.Healthy;
-        return Results.Text(body, "application/json", statusCode: healthy ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
+        return Results.Text(HealthBody(status, forTraffic, healthy), "application/json",
+            statusCode: healthy ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
     }
+
+    /// <summary>
+    /// kube-proxy's JSON (1.33+, the ProxyHealth struct as Go's encoding/json writes it):
+    /// <c>{"lastUpdated":…,"currentTime":…,"nodeEligible":…,"healthy":…,"status":{"IPv4":{"lastUpdated":…,"healthy":…},…}}</c>.
+    /// <c>nodeEligible</c> is only in /healthz; <c>healthy</c> is the proxy's own health (every family),
+    /// without the node check; the top-level <c>lastUpdated</c> is the current time when the answer
+    /// is 200 (what older releases meant by it), else the newest family update.
+    /// </summary>
+    public static string HealthBody(HealthStatus status, bool withNodeEligible, bool answeredHealthy)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteString("lastUpdated", GoTime(answeredHealthy ? status.CurrentTime : status.LastUpdated));
+            json.WriteString("currentTime", GoTime(status.CurrentTime));
+            if (withNodeEligible) json.WriteBoolean("nodeEligible", status.NodeEligible);
+            json.WriteBoolean("healthy", status.Healthy);
+            if (status.Families.Count > 0)
+            {
+                json.WriteStartObject("status");
+                foreach (var family in status.Families)
+                {
+                    json.WriteStartObject(family.Family.ToString()); // IPv4, IPv6: Kubernetes' IPFamily values
+                    json.WriteString("lastUpdated", GoTime(family.LastUpdated));
+                    json.WriteBoolean("healthy", family.Healthy);
+                    json.WriteEndObject();
+                }
+                json.WriteEndObject();
+            }
+            json.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    /// <summary>
+    /// A time as Go's time.Time marshals to JSON (RFC 3339, trailing zero fractions dropped), in UTC;
+    /// never set is Go's zero time, which Go clients parse.
+    /// </summary>
+    public static string GoTime(DateTimeOffset? time) =>
+        (time ?? DateTimeOffset.MinValue).UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.FFFFFFF'Z'", CultureInfo.InvariantCulture);
 }

@@ -82,6 +82,28 @@ public sealed class NftablesBackendTests
         Assert.Equal(fresh.Dump(IpFamily.IPv4), fake.Dump(IpFamily.IPv4));
     }
 
+    /// <summary>
+    /// As kube-proxy's one proxier per family: the ip6 table refusing a transaction leaves the ip
+    /// table's programmed (and the other way round), and the failure names the family that was applied.
+    /// </summary>
+    [Theory]
+    [InlineData(IpFamily.IPv4, IpFamily.IPv6)]
+    [InlineData(IpFamily.IPv6, IpFamily.IPv4)]
+    public async Task Sync_OneFamilyRefused_TheOtherIsProgrammed_AndNamedApplied(IpFamily refused, IpFamily other)
+    {
+        var fake = new FakeNftables();
+        using var metrics = new ProxyMetrics();
+        var backend = new NftablesBackend(Both, fake, metrics, NullLogger.Instance);
+        fake.FailWhen = tx => tx.Family == refused ? new InvalidOperationException("kernel said no") : null;
+
+        var failure = await Assert.ThrowsAsync<BackendSyncException>(() => backend.SyncAsync(Full(Cluster("10.244.1.2", "fd00:10:244:1::2")), default));
+
+        Assert.Equal([other], failure.AppliedFamilies);
+        Assert.True(fake.HasTable(other));
+        Assert.False(fake.HasTable(refused));
+        Assert.Equal(1, await Metric(metrics, NftablesMetrics.SyncFailuresTotal + $"{{ip_family=\"{refused}\"}}"));
+    }
+
     [Fact]
     public async Task Cleanup_DeletesOurTablesOnly()
     {

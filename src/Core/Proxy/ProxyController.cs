@@ -41,7 +41,7 @@ public sealed class ProxyController : IObjectSink
         _time = time ?? TimeProvider.System;
         _endpoints = new EndpointsChangeTracker(options.HostName);
         _services.InvalidService += message => _logger.LogWarning("Ignoring invalid field: {Problem}", message);
-        Health = new ProxyHealth(_time, 2 * options.Sync.SyncPeriod);
+        Health = new ProxyHealth(_time, 2 * options.Sync.SyncPeriod, backend.Families);
         Runner = new SyncRunner(SyncAsync, options.Sync, _time, logger) { EndpointCount = CountEndpoints };
     }
 
@@ -191,9 +191,13 @@ public sealed class ProxyController : IObjectSink
         {
             timings = await _backend.SyncAsync(new SyncRequest(state, rebuildAll, changed), cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception) when (!cancellationToken.IsCancellationRequested)
+        catch (Exception e) when (!cancellationToken.IsCancellationRequested)
         {
             _metrics.SyncFailed(_backend.Mode);
+            // As kube-proxy's proxier per family: a family the backend did program is up to date
+            // though another failed (the retry, a full sync, rewrites it unchanged).
+            if (e is BackendSyncException { AppliedFamilies: var applied })
+                foreach (var family in applied) Health.Updated(family, start);
             throw;
         }
         var elapsed = stopwatch.Elapsed;

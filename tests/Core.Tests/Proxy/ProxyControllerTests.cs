@@ -9,7 +9,7 @@ using static ProxyPlanes.Core.Tests.Proxy.TestObjects;
 
 namespace ProxyPlanes.Core.Tests.Proxy;
 
-/// <summary>Records every request; fails them while <see cref="Failing"/> is set.</summary>
+/// <summary>Records every request; fails them while <see cref="Failing"/> is set, or only <see cref="FailingFamily"/>'s part.</summary>
 internal sealed class RecordingBackend : IProxyBackend
 {
     private readonly Channel<SyncRequest> _requests = Channel.CreateUnbounded<SyncRequest>();
@@ -27,15 +27,21 @@ internal sealed class RecordingBackend : IProxyBackend
         set => Volatile.Write(ref _failing, value);
     }
 
-    public Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
+    /// <summary>A family whose part of every sync fails while the others' are applied (as ip6tables-restore alone refusing).</summary>
+    public IpFamily? FailingFamily { get; set; }
+
+    public async Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref _count);
         if (request.Full) CanaryGone = false; // a full sync writes the canary again
         var fail = Failing;
+        var failingFamily = FailingFamily;
         _requests.Writer.TryWrite(request);
-        return fail
-            ? Task.FromException<SyncTimings>(new BackendSyncException("the kernel refused the rules"))
-            : Task.FromResult(new SyncTimings(TimeSpan.Zero, TimeSpan.Zero, TimeSpan.Zero));
+        if (fail) throw new BackendSyncException("the kernel refused the rules");
+        // The real backends' per-family rule: each family's part on its own.
+        await BackendSyncException.ForEachFamilyAsync(Families, family => family, family =>
+            family == failingFamily ? Task.FromException(new BackendSyncException($"the kernel refused the {family} rules")) : Task.CompletedTask);
+        return new SyncTimings(TimeSpan.Zero, TimeSpan.Zero, TimeSpan.Zero);
     }
 
     private bool _canaryGone;
