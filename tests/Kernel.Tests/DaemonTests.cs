@@ -24,41 +24,122 @@ public sealed partial class DaemonTests
     public async Task RestoreFailure_IsRetried_AndOldRulesStayInForce()
     {
         await using var scenario = await CreateWebAsync();
-        // A real iptables-restore failure: a wrapper first on the proxy's PATH refuses while a
-        // flag file exists, as a broken or locked iptables would.
-        var tools = Directory.CreateTempSubdirectory("proxyplanes-tools-");
-        try
+        // A real iptables-restore failure: a wrapper first on the proxy's PATH refuses while armed,
+        // as a broken or locked iptables would.
+        using var restore = RefusingTool.Create("iptables-nft-restore", "iptables-restore: line 42 failed (injected)");
+        var proxy = await scenario.StartProxyAsync(["--iptables-variant=nft"], restore.Environment);
+        Assert.Equal(3, (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80)).Count);
+
+        restore.Arm();
+        scenario.WriteManifest("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0), scenario.PodIp(2)));
+        await WaitForAsync(async () => ProxyProcess.Metric(await proxy.ScrapeAsync(), "kubeproxy_sync_proxy_rules_iptables_restore_failures_total", "ip_family=\"IPv4\"") >= 1, "a restore failure");
+
+        // The kernel still has the previous rules: the removed endpoint still answers.
+        var during = await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80);
+        Assert.Equal(["pod-0", "pod-1", "pod-2"], during.Keys.Order());
+        Assert.Contains("line 42 failed (injected)", proxy.Output);
+        Assert.True(ProxyProcess.Metric(await proxy.ScrapeAsync(), "proxyplanes_sync_failures_total", "mode=\"iptables\"") >= 1, proxy.Output);
+
+        var beforeRecovery = await proxy.LastSyncTimestampAsync();
+        restore.Disarm();
+        await proxy.WaitForSyncAfterAsync(beforeRecovery, TimeSpan.FromSeconds(40));
+        var after = await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80);
+        Assert.Equal(["pod-0", "pod-2"], after.Keys.Order());
+        // The retry after a failure is a full sync.
+        Assert.True(ProxyProcess.Metric(await proxy.ScrapeAsync(), "proxyplanes_sync_total", "kind=\"full\",mode=\"iptables\"") >= 2);
+    }
+
+    [Fact]
+    public async Task Ip6tablesRestoreRefused_HealthzAndLivez503ForIPv6_WhileIPv4TakesTheChange()
+    {
+        await using var scenario = await ProxyScenario.CreateAsync(pods: 3);
+        // A dual-stack service (its IPv6 half has no endpoints: REJECT), so an endpoint change writes both families.
+        scenario.WriteManifest("web.yaml", ProxyScenario.Service("web", WebIP, extraSpec: "  clusterIPs: [\"10.96.0.10\", \"fd00:10:96::10\"]\n  ipFamilies: [IPv4, IPv6]\n  ipFamilyPolicy: RequireDualStack"));
+        scenario.WriteManifest("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0), scenario.PodIp(1), scenario.PodIp(2)));
+        using var ip6tables = RefusingTool.Create("ip6tables-nft-restore", "ip6tables-restore: line 7 failed (injected)");
+        // --sync-period 1 s: a change may wait 2 s before the proxy is unhealthy.
+        var proxy = await scenario.StartProxyAsync(["--iptables-variant=nft", "--sync-period=1s"], ip6tables.Environment);
+        async Task<(int? Healthz, string HealthzBody, int? Livez, string LivezBody)> ProbeAsync()
         {
-            var flag = Path.Combine(tools.FullName, "fail");
-            var wrapper = Path.Combine(tools.FullName, "iptables-nft-restore");
-            File.WriteAllText(wrapper, $"#!/bin/sh\nif [ -e '{flag}' ]; then echo 'iptables-restore: line 42 failed (injected)' >&2; cat >/dev/null; exit 1; fi\nexec {InstalledTool.PathOf("iptables-nft-restore")} \"$@\"\n");
+            var healthz = await proxy.GetAsync(10256, "/healthz");
+            var livez = await proxy.GetAsync(10256, "/livez");
+            return (healthz.StatusCode, healthz.Body, livez.StatusCode, livez.Body);
+        }
+
+        // Positive control: both families programmed, IPv6's REJECT for the service included.
+        var healthy = await ProbeAsync();
+        Assert.Equal((200, 200), (healthy.Healthz, healthy.Livez));
+        Assert.Matches(FamilyStatus("IPv4", true), healthy.HealthzBody);
+        Assert.Matches(FamilyStatus("IPv6", true), healthy.HealthzBody);
+        var ip6Before = await SaveAsync(scenario.Sandbox.Node, "nft", "ip6tables");
+        Assert.Contains("fd00:10:96::10", ip6Before);
+
+        ip6tables.Arm();
+        scenario.WriteManifest("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0), scenario.PodIp(2)));
+
+        // IPv4 takes the change though ip6tables-restore refuses it.
+        await WaitForAsync(async () => (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80)).Keys.Order().SequenceEqual(["pod-0", "pod-2"]), "IPv4 to drop pod-1");
+        Assert.Contains("line 7 failed (injected)", proxy.Output);
+        // After 2 × --sync-period with the IPv6 change still waiting: 503 on both paths, IPv6 named.
+        await WaitForAsync(async () => (await ProbeAsync()).Healthz == 503, "/healthz 503");
+        var stale = await ProbeAsync();
+        Assert.Equal((503, 503), (stale.Healthz, stale.Livez));
+        Assert.Contains("\"nodeEligible\":true,\"healthy\":false,", stale.HealthzBody);
+        Assert.Matches(FamilyStatus("IPv4", true), stale.HealthzBody);
+        Assert.Matches(FamilyStatus("IPv6", false), stale.HealthzBody);
+        Assert.Matches(FamilyStatus("IPv6", false), stale.LivezBody);
+        Assert.DoesNotContain("nodeEligible", stale.LivezBody);
+        Assert.Equal(ip6Before, await SaveAsync(scenario.Sandbox.Node, "nft", "ip6tables")); // IPv6's rules stay as they were
+        Assert.Equal(["pod-0", "pod-2"], (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80)).Keys.Order());
+        var scrape = await proxy.ScrapeAsync();
+        Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_proxy_healthz_total", "code=\"503\"") >= 1, scrape);
+        Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_proxy_livez_total", "code=\"503\"") >= 1, scrape);
+        Assert.True(ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total", "ip_family=\"IPv6\"") >= 1, scrape);
+        Assert.Null(ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total", "ip_family=\"IPv4\""));
+
+        // ip6tables-restore works again: the retry programs IPv6 and both paths answer 200.
+        ip6tables.Disarm();
+        await WaitForAsync(async () => (await ProbeAsync()) is { Healthz: 200, Livez: 200 }, "/healthz and /livez 200 again");
+        Assert.Matches(FamilyStatus("IPv6", true), (await ProbeAsync()).HealthzBody);
+    }
+
+    /// <summary>One family's entry in kube-proxy's health JSON (<c>"status":{"IPv4":{"lastUpdated":…,"healthy":…}}</c>).</summary>
+    private static Regex FamilyStatus(string family, bool healthy) =>
+        new($"\"{family}\":\\{{\"lastUpdated\":\"\\d{{4}}-[^\"]+Z\",\"healthy\":{(healthy ? "true" : "false")}\\}}");
+
+    /// <summary>
+    /// A wrapper of a kernel tool, first on the daemon's PATH, that refuses (exit 1, a message on
+    /// stderr, its input read) while armed and runs the real tool otherwise. Deleted when disposed.
+    /// </summary>
+    private sealed class RefusingTool : IDisposable
+    {
+        private readonly DirectoryInfo _directory;
+        private readonly string _flag;
+
+        private RefusingTool(DirectoryInfo directory, string flag)
+        {
+            _directory = directory;
+            _flag = flag;
+        }
+
+        public static RefusingTool Create(string tool, string message)
+        {
+            var directory = Directory.CreateTempSubdirectory("proxyplanes-tools-");
+            var flag = Path.Combine(directory.FullName, "fail");
+            var wrapper = Path.Combine(directory.FullName, tool);
+            File.WriteAllText(wrapper, $"#!/bin/sh\nif [ -e '{flag}' ]; then echo '{message}' >&2; cat >/dev/null; exit 1; fi\nexec {InstalledTool.PathOf(tool)} \"$@\"\n");
             File.SetUnixFileMode(wrapper, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            var proxy = await scenario.StartProxyAsync(["--iptables-variant=nft"],
-                new Dictionary<string, string> { ["PATH"] = $"{tools.FullName}:{Environment.GetEnvironmentVariable("PATH")}" });
-            Assert.Equal(3, (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80)).Count);
-
-            File.WriteAllText(flag, "");
-            scenario.WriteManifest("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0), scenario.PodIp(2)));
-            await WaitForAsync(async () => ProxyProcess.Metric(await proxy.ScrapeAsync(), "kubeproxy_sync_proxy_rules_iptables_restore_failures_total", "ip_family=\"IPv4\"") >= 1, "a restore failure");
-
-            // The kernel still has the previous rules: the removed endpoint still answers.
-            var during = await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80);
-            Assert.Equal(["pod-0", "pod-1", "pod-2"], during.Keys.Order());
-            Assert.Contains("line 42 failed (injected)", proxy.Output);
-            Assert.True(ProxyProcess.Metric(await proxy.ScrapeAsync(), "proxyplanes_sync_failures_total", "mode=\"iptables\"") >= 1, proxy.Output);
-
-            var beforeRecovery = await proxy.LastSyncTimestampAsync();
-            File.Delete(flag);
-            await proxy.WaitForSyncAfterAsync(beforeRecovery, TimeSpan.FromSeconds(40));
-            var after = await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80);
-            Assert.Equal(["pod-0", "pod-2"], after.Keys.Order());
-            // The retry after a failure is a full sync.
-            Assert.True(ProxyProcess.Metric(await proxy.ScrapeAsync(), "proxyplanes_sync_total", "kind=\"full\",mode=\"iptables\"") >= 2);
+            return new RefusingTool(directory, flag);
         }
-        finally
-        {
-            tools.Delete(recursive: true);
-        }
+
+        /// <summary>The daemon's environment: this wrapper first on PATH.</summary>
+        public Dictionary<string, string> Environment => new() { ["PATH"] = $"{_directory.FullName}:{System.Environment.GetEnvironmentVariable("PATH")}" };
+
+        public void Arm() => File.WriteAllText(_flag, "");
+
+        public void Disarm() => File.Delete(_flag);
+
+        public void Dispose() => _directory.Delete(recursive: true);
     }
 
     [Theory]
@@ -146,7 +227,7 @@ public sealed partial class DaemonTests
         var draining = await WaitAsync(503);
         Assert.Equal(503, draining.Healthz);
         Assert.Equal(200, draining.Livez); // alive: only load balancers should stop sending traffic here
-        Assert.Contains("\"nodeEligible\": false", draining.Body);
+        Assert.Contains("\"nodeEligible\":false", draining.Body);
         Assert.Equal(3, (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80)).Count); // rules stay
         Assert.True(ProxyProcess.Metric(await proxy.ScrapeAsync(), "kubeproxy_proxy_healthz_total", "code=\"503\"") >= 1);
 
