@@ -59,6 +59,9 @@ public sealed class ProxyHealthEndpointsTests : IAsyncDisposable
         return ((int)response.StatusCode, await response.Content.ReadAsStringAsync());
     }
 
+    private async Task<((int Status, string Body) Healthz, (int Status, string Body) Livez)> ProbeAsync() =>
+        (await GetAsync("/healthz"), await GetAsync("/livez"));
+
     private static Service Web() => Service("web", ports: [Port("http", 80)]);
 
     private static EndpointSlice WebSlice(string ip) => Slice("web-1", "web", [SlicePort("http", 8080)], [Ep(ip)]);
@@ -92,8 +95,7 @@ public sealed class ProxyHealthEndpointsTests : IAsyncDisposable
         Assert.Equal(200, (await GetAsync("/healthz")).Status); // the IPv6 change has waited 59.9 s: not too long yet
         _time.Advance(TimeSpan.FromSeconds(0.6));
 
-        var healthz = await GetAsync("/healthz");
-        var livez = await GetAsync("/livez");
+        var (healthz, livez) = await ProbeAsync();
 
         Assert.Equal(503, healthz.Status);
         Assert.Equal(
@@ -127,8 +129,7 @@ public sealed class ProxyHealthEndpointsTests : IAsyncDisposable
         Assert.Equal(200, (await GetAsync("/healthz")).Status); // positive control
 
         _controller.Health.NodeEligible(false);
-        var healthz = await GetAsync("/healthz");
-        var livez = await GetAsync("/livez");
+        var (healthz, livez) = await ProbeAsync();
 
         // kube-proxy: "healthy" is the proxy's own health; only the status code adds the node check,
         // and lastUpdated is the newest family update, not "now", since the answer is not 200.
