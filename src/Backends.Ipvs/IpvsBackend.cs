@@ -83,18 +83,24 @@ public sealed class IpvsBackend : IProxyBackend
     /// </summary>
     public static async Task<IpvsBackend> CreateAsync(ProxyModeOptions options, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(options);
         var variant = await IptablesCommandApplier.DetectAsync(IpFamily.IPv4, cancellationToken).ConfigureAwait(false);
         var families = new List<IpFamily> { IpFamily.IPv4 };
         if (await IptablesCommandApplier.IsAvailableAsync(IpFamily.IPv6, variant, cancellationToken).ConfigureAwait(false)) families.Add(IpFamily.IPv6);
         var pause = int.TryParse(Environment.GetEnvironmentVariable(PauseAfterOperationsVariable), out var n) && n >= 0 ? n : (int?)null;
         if (pause is not null) logger.LogWarning("Test hook {Variable}={Operations}: a sync with more IPVS operations pauses after that many", PauseAfterOperationsVariable, pause);
+        return Create(options, new IpvsKernel(new IpvsKernelOptions { IptablesVariant = variant }), families, metrics, logger, pause);
+    }
+
+    /// <summary>The backend the mode's options describe, over <paramref name="kernel"/> (what <see cref="CreateAsync(ProxyModeOptions, ProxyMetrics, ILogger, CancellationToken)"/> builds).</summary>
+    public static IpvsBackend Create(ProxyModeOptions options, IIpvsKernel kernel, IEnumerable<IpFamily> families, ProxyMetrics metrics, ILogger logger, int? pauseAfterOperations = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
         var timeouts = options.IpvsTimeouts;
-        return new IpvsBackend(new IpvsKernel(new IpvsKernelOptions { IptablesVariant = variant }), metrics, logger, families, options.IpvsScheduler,
+        return new IpvsBackend(kernel, metrics, logger, families, options.IpvsScheduler,
             excludeCidrs: options.IpvsExcludeCidrs, strictArp: options.IpvsStrictArp,
             timeouts: new IpvsTimeouts(Seconds(timeouts.Tcp), Seconds(timeouts.TcpFin), Seconds(timeouts.Udp)))
         {
-            PauseAfterOperations = pause,
+            PauseAfterOperations = pauseAfterOperations,
         };
     }
 
