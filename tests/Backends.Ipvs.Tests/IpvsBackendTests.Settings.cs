@@ -1,9 +1,7 @@
 using System.Net;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.Backends.Nftables.Tests;
-using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
-using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
 using ProxyPlanes.Netlink;
 using ProxyPlanes.NodeTools;
@@ -16,18 +14,9 @@ namespace ProxyPlanes.Backends.Ipvs.Tests;
 /// timeouts) and the crash tests' pause hook, over the in-memory kernel; the strictARP writer over a
 /// folder standing in for /proc/sys (<see cref="StrictArpKernelTests"/> writes a real namespace's).
 /// </summary>
-public sealed class IpvsModeSettingsTests : IDisposable
+public sealed partial class IpvsBackendTests
 {
-    private readonly ProxyMetrics _metrics = new();
-    private readonly FakeIpvsKernel _kernel = new(IpvsPlannerGoldenTests.NodeIPs);
     private readonly ListLogger _logger = new();
-
-    public void Dispose() => _metrics.Dispose();
-
-    private static readonly VirtualServerKey Web = new(IPAddress.Parse("10.96.0.10"), Protocol.TCP, 80);
-
-    private static DesiredState WebWith(params EndpointInfo[] endpoints) =>
-        StateBuilder.State(null, StateBuilder.Port(StateBuilder.Info("web", "10.96.0.10"), endpoints));
 
     private IpvsBackend Backend(ProxyModeOptions options, int? pause = null) =>
         IpvsBackend.Create(options, _kernel, [IpFamily.IPv4], _metrics, _logger, pause);
