@@ -4,6 +4,7 @@ using System.Text;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
 using ProxyPlanes.Model;
+using ProxyPlanes.Netlink;
 using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Backends.Ipvs;
@@ -41,6 +42,39 @@ public sealed class FakeIpvsKernel : IIpvsKernel
 
     /// <summary>Test hook: an operation for which this returns true is refused (EIO), as if the kernel failed.</summary>
     public Func<IpvsOperation, bool>? Fail { get; set; }
+
+    /// <summary>IPVS's connection timeouts; the kernel's defaults (tcp 900 s, tcpfin 120 s, udp 300 s) to start with.</summary>
+    public IpvsTimeouts Timeouts { get; private set; } = new(900, 120, 300);
+
+    /// <summary>Calls of <see cref="EnsureStrictArp"/>.</summary>
+    public int StrictArpRequests { get; private set; }
+
+    public Task<IpvsTimeouts> GetTimeoutsAsync(CancellationToken cancellationToken)
+    {
+        lock (_gate) return Task.FromResult(Timeouts);
+    }
+
+    /// <summary>As the kernel: 0 keeps a value; one above INT_MAX jiffies (at HZ=1000, 2,147,483 s) is refused (EINVAL).</summary>
+    public Task SetTimeoutsAsync(IpvsTimeouts timeouts, CancellationToken cancellationToken)
+    {
+        const uint max = int.MaxValue / 1000;
+        if (timeouts.TcpSeconds > max || timeouts.TcpFinSeconds > max || timeouts.UdpSeconds > max)
+            throw new IpvsKernelException($"IPVS SET_CONFIG {timeouts}: Invalid argument (EINVAL)");
+        lock (_gate)
+        {
+            Timeouts = new IpvsTimeouts(
+                timeouts.TcpSeconds != 0 ? timeouts.TcpSeconds : Timeouts.TcpSeconds,
+                timeouts.TcpFinSeconds != 0 ? timeouts.TcpFinSeconds : Timeouts.TcpFinSeconds,
+                timeouts.UdpSeconds != 0 ? timeouts.UdpSeconds : Timeouts.UdpSeconds);
+        }
+        return Task.CompletedTask;
+    }
+
+    public IReadOnlyList<string> EnsureStrictArp(Microsoft.Extensions.Logging.ILogger logger)
+    {
+        StrictArpRequests++;
+        return [];
+    }
 
     /// <summary>Calls of <see cref="PrepareAsync"/>.</summary>
     public int Prepared { get; private set; }

@@ -1,5 +1,7 @@
+using Microsoft.Extensions.Logging;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Model;
+using ProxyPlanes.Netlink;
 
 namespace ProxyPlanes.Backends.Ipvs;
 
@@ -15,6 +17,19 @@ public interface IIpvsKernel
     /// sysctls IPVS needs (net.ipv4.vs.conntrack=1 so masquerade rules see IPVS traffic, ...).
     /// </summary>
     Task PrepareAsync(IpvsPlannerOptions options, CancellationToken cancellationToken);
+
+    /// <summary>IPVS's connection timeouts (IPVS_CMD_GET_CONFIG, what <c>ipvsadm -L --timeout</c> shows).</summary>
+    Task<IpvsTimeouts> GetTimeoutsAsync(CancellationToken cancellationToken);
+
+    /// <summary>kube-proxy's <c>ipvs.tcpTimeout</c>, <c>tcpFinTimeout</c>, <c>udpTimeout</c> (IPVS_CMD_SET_CONFIG); a 0 leaves that one alone.</summary>
+    Task SetTimeoutsAsync(IpvsTimeouts timeouts, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// kube-proxy's <c>ipvs.strictARP</c>: net.ipv4.conf.all.arp_ignore raised to 1 and arp_announce to 2,
+    /// so the node answers ARP only for addresses of the link asked on, never for kube-ipvs0's. Returns the
+    /// sysctls that could not be set (each logged once as a warning; the proxy runs on).
+    /// </summary>
+    IReadOnlyList<string> EnsureStrictArp(ILogger logger);
 
     /// <summary>What a full sync compares with: link, addresses, virtual servers with destinations, our ipsets, built-in chains.</summary>
     Task<IpvsKernelView> ReadAsync(IReadOnlyList<IpFamily> families, CancellationToken cancellationToken);

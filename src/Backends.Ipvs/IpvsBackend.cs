@@ -5,6 +5,7 @@ using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
+using ProxyPlanes.Netlink;
 
 namespace ProxyPlanes.Backends.Ipvs;
 
@@ -25,13 +26,25 @@ public sealed class IpvsBackend : IProxyBackend
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly bool _strictArp;
+    private readonly IpvsTimeouts _timeouts;
     private IpvsPlannerState? _state;
     private bool _prepared;
 
     /// <summary>
+    /// Test hook, read once by <see cref="CreateAsync(ProxyModeOptions, ProxyMetrics, ILogger, CancellationToken)"/>:
+    /// a sync with more than N IPVS operations (virtual servers and destinations) applies the first N,
+    /// logs <c>test hook ...: paused</c> and sleeps 10 minutes before the rest, so a crash test can
+    /// SIGKILL the daemon in the middle of a sync. Never set it on a real node.
+    /// </summary>
+    public const string PauseAfterOperationsVariable = "PROXYPLANES_IPVS_PAUSE_AFTER_OPERATIONS";
+
+    /// <summary>
     /// The IPVS data plane over <paramref name="kernel"/> (<see cref="IpvsKernel"/> in the daemon; see
     /// <see cref="CreateAsync"/>). <paramref name="scheduler"/> is kube-proxy's <c>ipvs.scheduler</c> (rr when
-    /// null or empty) and must be one of <see cref="IpvsSchedulers.Known"/>.
+    /// null or empty) and must be one of <see cref="IpvsSchedulers.Known"/>. <paramref name="strictArp"/>
+    /// and <paramref name="timeouts"/> are kube-proxy's <c>ipvs.strictARP</c> and IPVS timeouts, applied
+    /// once before the first sync (a failure is one warning line; the proxy runs on).
     /// </summary>
     public IpvsBackend(
         IIpvsKernel kernel,
@@ -41,7 +54,9 @@ public sealed class IpvsBackend : IProxyBackend
         string? scheduler = null,
         TimeSpan? gracefulTerminationTimeout = null,
         IEnumerable<IpPrefix>? excludeCidrs = null,
-        TimeProvider? time = null)
+        TimeProvider? time = null,
+        bool strictArp = false,
+        IpvsTimeouts timeouts = default)
     {
         var options = new IpvsPlannerOptions
         {
@@ -55,19 +70,42 @@ public sealed class IpvsBackend : IProxyBackend
         _metrics = metrics;
         _logger = logger;
         _time = time ?? TimeProvider.System;
+        _strictArp = strictArp;
+        _timeouts = timeouts;
     }
+
+    /// <summary>The test hook of <see cref="PauseAfterOperationsVariable"/>: pause a sync after this many IPVS operations (null: never).</summary>
+    public int? PauseAfterOperations { get; init; }
 
     /// <summary>
     /// What the daemon runs: netlink in the proxy's namespace, the node's iptables variant, IPv6 when
-    /// the node's ip6tables works.
+    /// the node's ip6tables works, and the mode's settings (<c>--ipvs-*</c> flags and the config file's <c>ipvs</c> section).
     /// </summary>
-    public static async Task<IpvsBackend> CreateAsync(string? scheduler, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+    public static async Task<IpvsBackend> CreateAsync(ProxyModeOptions options, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
     {
         var variant = await IptablesCommandApplier.DetectAsync(IpFamily.IPv4, cancellationToken).ConfigureAwait(false);
         var families = new List<IpFamily> { IpFamily.IPv4 };
         if (await IptablesCommandApplier.IsAvailableAsync(IpFamily.IPv6, variant, cancellationToken).ConfigureAwait(false)) families.Add(IpFamily.IPv6);
-        return new IpvsBackend(new IpvsKernel(new IpvsKernelOptions { IptablesVariant = variant }), metrics, logger, families, scheduler);
+        var pause = int.TryParse(Environment.GetEnvironmentVariable(PauseAfterOperationsVariable), out var n) && n >= 0 ? n : (int?)null;
+        if (pause is not null) logger.LogWarning("Test hook {Variable}={Operations}: a sync with more IPVS operations pauses after that many", PauseAfterOperationsVariable, pause);
+        return Create(options, new IpvsKernel(new IpvsKernelOptions { IptablesVariant = variant }), families, metrics, logger, pause);
     }
+
+    /// <summary>The backend the mode's options describe, over <paramref name="kernel"/> (what <see cref="CreateAsync(ProxyModeOptions, ProxyMetrics, ILogger, CancellationToken)"/> builds).</summary>
+    public static IpvsBackend Create(ProxyModeOptions options, IIpvsKernel kernel, IEnumerable<IpFamily> families, ProxyMetrics metrics, ILogger logger, int? pauseAfterOperations = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var timeouts = options.IpvsTimeouts;
+        return new IpvsBackend(kernel, metrics, logger, families, options.IpvsScheduler,
+            excludeCidrs: options.IpvsExcludeCidrs, strictArp: options.IpvsStrictArp,
+            timeouts: new IpvsTimeouts(Seconds(timeouts.Tcp), Seconds(timeouts.TcpFin), Seconds(timeouts.Udp)))
+        {
+            PauseAfterOperations = pauseAfterOperations,
+        };
+    }
+
+    /// <summary>Whole seconds, as kube-proxy sends them (a fraction is dropped).</summary>
+    private static uint Seconds(TimeSpan timeout) => timeout <= TimeSpan.Zero ? 0 : (uint)Math.Min(uint.MaxValue, (long)timeout.TotalSeconds);
 
     public string Mode => "ipvs";
 
@@ -87,6 +125,7 @@ public sealed class IpvsBackend : IProxyBackend
             if (!_prepared)
             {
                 await Wrap("prepare", () => _kernel.PrepareAsync(_planner.Options, cancellationToken)).ConfigureAwait(false);
+                await ApplyNodeSettingsAsync(cancellationToken).ConfigureAwait(false);
                 _prepared = true;
             }
             var full = request.Full || _state is null;
@@ -107,7 +146,7 @@ public sealed class IpvsBackend : IProxyBackend
             apply.Restart();
             try
             {
-                await _kernel.ApplyAsync(plan.Operations, cancellationToken).ConfigureAwait(false);
+                await ApplyPlanAsync(plan, cancellationToken).ConfigureAwait(false);
             }
             catch (Exception e) when (e is IpvsKernelException or Netlink.NetlinkException or OperationCanceledException)
             {
@@ -128,6 +167,52 @@ public sealed class IpvsBackend : IProxyBackend
         {
             _gate.Release();
         }
+    }
+
+    /// <summary>strictARP and the IPVS timeouts, once: each failure is one warning line, never a failed sync (as in kube-proxy for the timeouts).</summary>
+    private async Task ApplyNodeSettingsAsync(CancellationToken cancellationToken)
+    {
+        if (_strictArp) _kernel.EnsureStrictArp(_logger);
+        if (_timeouts.IsEmpty) return;
+        try
+        {
+            await _kernel.SetTimeoutsAsync(_timeouts, cancellationToken).ConfigureAwait(false);
+            _logger.LogInformation("ipvs.tcpTimeout/tcpFinTimeout/udpTimeout: IPVS timeouts now {Timeouts} (0 asked: kept)",
+                await _kernel.GetTimeoutsAsync(cancellationToken).ConfigureAwait(false));
+        }
+        catch (Exception e) when (e is IpvsKernelException or NetlinkException)
+        {
+            _logger.LogWarning("ipvs.tcpTimeout/tcpFinTimeout/udpTimeout: cannot set the IPVS timeouts to {Timeouts} ({Reason}); the kernel's stay", _timeouts, e.Message);
+        }
+    }
+
+    /// <summary>The plan's operations, split by the <see cref="PauseAfterOperations"/> test hook when it applies.</summary>
+    private async Task ApplyPlanAsync(IpvsPlan plan, CancellationToken cancellationToken)
+    {
+        var split = PauseAfterOperations is { } limit ? PausePoint(plan.Operations, limit) : -1;
+        if (split < 0)
+        {
+            await _kernel.ApplyAsync(plan.Operations, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        await _kernel.ApplyAsync(plan.Operations[..split], cancellationToken).ConfigureAwait(false);
+        _logger.LogWarning("Test hook {Variable}: paused after {Operations} IPVS operations, {Left} of the plan's {Total} operations not applied",
+            PauseAfterOperationsVariable, PauseAfterOperations, plan.Operations.Length - split, plan.Operations.Length);
+        await Task.Delay(TimeSpan.FromMinutes(10), _time, cancellationToken).ConfigureAwait(false);
+        await _kernel.ApplyAsync(plan.Operations[split..], cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The index just after the <paramref name="limit"/>-th IPVS operation, or -1 when the plan has no more than that.</summary>
+    private static int PausePoint(IReadOnlyList<IpvsOperation> operations, int limit)
+    {
+        var seen = 0;
+        for (var i = 0; i < operations.Count; i++)
+        {
+            if (operations[i].Kind != OperationKind.Ipvs) continue;
+            if (seen == limit) return i;
+            seen++;
+        }
+        return -1;
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using System.Net;
+using Microsoft.Extensions.Logging;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
 using ProxyPlanes.Model;
@@ -44,13 +45,75 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
     /// rules never see it), expiring connections of deleted destinations and their persistence
     /// templates, and forwarding.
     /// </summary>
-    public static readonly IReadOnlyList<(string Path, string Value, bool Required)> Sysctls =
+    public static readonly IReadOnlyList<(string Name, long Value)> RequiredSysctls =
     [
-        ("net/ipv4/vs/conntrack", "1", true),
-        ("net/ipv4/vs/expire_nodest_conn", "1", true),
-        ("net/ipv4/vs/expire_quiescent_template", "1", true),
-        ("net/ipv4/ip_forward", "1", true),
+        ("net/ipv4/vs/conntrack", 1),
+        ("net/ipv4/vs/expire_nodest_conn", 1),
+        ("net/ipv4/vs/expire_quiescent_template", 1),
+        ("net/ipv4/ip_forward", 1),
     ];
+
+    /// <summary>
+    /// kube-proxy's <c>ipvs.strictARP</c>: with IPVS every service address is on kube-ipvs0, and by default
+    /// Linux answers ARP for any local address on any link. arp_ignore=1 answers only for addresses of
+    /// the link asked on; arp_announce=2 picks the best local source for ARP requests.
+    /// </summary>
+    public static readonly IReadOnlyList<(string Name, long Value)> StrictArpSysctls =
+    [
+        ("net/ipv4/conf/all/arp_ignore", 1),
+        ("net/ipv4/conf/all/arp_announce", 2),
+    ];
+
+    /// <summary>
+    /// Raises each of <see cref="StrictArpSysctls"/> to its value in the namespace the calling thread is
+    /// in. Unlike kube-proxy (which sets them exactly), a value already higher (stricter: arp_ignore 2,
+    /// 3 or 8) is kept. What cannot be set is one warning line (the proxy runs on); returns those sysctls.
+    /// </summary>
+    public static IReadOnlyList<string> EnsureStrictArp(Sysctls sysctls, ILogger logger)
+    {
+        ArgumentNullException.ThrowIfNull(sysctls);
+        ArgumentNullException.ThrowIfNull(logger);
+        var failed = new List<string>();
+        string? reason = null;
+        foreach (var (name, value) in StrictArpSysctls)
+        {
+            var before = sysctls.Read(name);
+            if (before >= value) continue;
+            if (sysctls.TrySet(name, value) is { } why)
+            {
+                failed.Add($"{sysctls.DisplayName(name)}={value}");
+                reason ??= why;
+            }
+            else
+            {
+                logger.LogInformation("ipvs.strictARP: set {Sysctl} to {Value} (was {Before})", sysctls.DisplayName(name), value, before?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "unreadable");
+            }
+        }
+        if (failed.Count > 0)
+            logger.LogWarning("ipvs.strictARP: cannot set {Sysctls} ({Reason}); the node may answer ARP for service addresses on any link (set them on the node, or give the proxy a writable /proc/sys)",
+                string.Join(", ", failed), reason);
+        return failed;
+    }
+
+    public IReadOnlyList<string> EnsureStrictArp(ILogger logger)
+    {
+        IReadOnlyList<string> failed = [];
+        InNamespace(() => failed = EnsureStrictArp(new Sysctls(), logger));
+        return failed;
+    }
+
+    public Task<IpvsTimeouts> GetTimeoutsAsync(CancellationToken cancellationToken) =>
+        Task.FromResult(AskKernel(() => Clients().Ipvs.GetTimeouts()));
+
+    public Task SetTimeoutsAsync(IpvsTimeouts timeouts, CancellationToken cancellationToken)
+    {
+        AskKernel(() =>
+        {
+            Clients().Ipvs.SetTimeouts(timeouts);
+            return true;
+        });
+        return Task.CompletedTask;
+    }
 
     private void InNamespace(Action action)
     {
@@ -112,18 +175,13 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
     /// <summary>Sets each sysctl that does not have its value; returns what could not be set.</summary>
     private static string? EnsureSysctls()
     {
-        foreach (var (path, value, required) in Sysctls)
+        var sysctls = new Sysctls();
+        foreach (var (name, value) in RequiredSysctls)
         {
-            var file = "/proc/sys/" + path;
-            try
+            if (sysctls.TrySet(name, value) is { } reason)
             {
-                if (File.ReadAllText(file).Trim() == value) continue;
-                File.WriteAllText(file, value);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                if (required)
-                    return $"cannot set {path.Replace('/', '.')}={value} ({e.Message}); IPVS needs it: set it on the node (sysctl -w {path.Replace('/', '.')}={value}) or give the proxy a writable /proc/sys";
+                var dotted = sysctls.DisplayName(name);
+                return $"cannot set {dotted}={value} ({reason}); IPVS needs it: set it on the node (sysctl -w {dotted}={value}) or give the proxy a writable /proc/sys";
             }
         }
         return null;

@@ -35,7 +35,7 @@ public sealed class IpvsMode : IProxyMode
 
     public async Task<ProxyModeBackend> CreateAsync(ProxyModeOptions options, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken)
     {
-        var backend = await IpvsBackend.CreateAsync(options.IpvsScheduler, metrics, logger, cancellationToken);
+        var backend = await IpvsBackend.CreateAsync(options, metrics, logger, cancellationToken);
         return new ProxyModeBackend(backend, new Probe(backend));
     }
 
@@ -43,7 +43,7 @@ public sealed class IpvsMode : IProxyMode
     public bool OwnsIptablesChain(string table, string chain) => IpvsNames.Owns(table, chain);
 
     public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, IProxyMode? running, CancellationToken cancellationToken) =>
-        await (await IpvsBackend.CreateAsync(null, metrics, logger, cancellationToken)).CleanupAsync(cancellationToken, running is null ? null : running.OwnsIptablesChain);
+        await (await IpvsBackend.CreateAsync(new ProxyModeOptions(), metrics, logger, cancellationToken)).CleanupAsync(cancellationToken, running is null ? null : running.OwnsIptablesChain);
 
     /// <summary>Counts virtual servers, real servers and kube-ipvs0's addresses as the kernel reports them; no floor (no bulk-load tool).</summary>
     private sealed class Probe(IpvsBackend backend) : IKernelProbe

@@ -51,6 +51,21 @@ public sealed record ProxyModeOptions
 
     /// <summary><c>--ipvs-scheduler</c> / <c>ipvs.scheduler</c>; null for the IPVS mode's default (rr).</summary>
     public string? IpvsScheduler { get; init; }
+
+    /// <summary><c>--ipvs-exclude-cidrs</c> / <c>ipvs.excludeCIDRs</c>: virtual servers in them are never deleted by the IPVS mode.</summary>
+    public EquatableArray<IpPrefix> IpvsExcludeCidrs { get; init; } = EquatableArray<IpPrefix>.Empty;
+
+    /// <summary><c>--ipvs-strict-arp</c> / <c>ipvs.strictARP</c>: raise net.ipv4.conf.all.arp_ignore to 1 and arp_announce to 2.</summary>
+    public bool IpvsStrictArp { get; init; }
+
+    /// <summary><c>ipvs.tcpTimeout</c>, <c>tcpFinTimeout</c>, <c>udpTimeout</c> (and their flags); 0 leaves the kernel's.</summary>
+    public IpvsTimeoutSettings IpvsTimeouts { get; init; } = IpvsTimeoutSettings.KeepTheKernels;
+}
+
+/// <summary>kube-proxy's IPVS connection timeouts (<c>ipvsadm --set</c>); a zero keeps the kernel's value.</summary>
+public sealed record IpvsTimeoutSettings(TimeSpan Tcp, TimeSpan TcpFin, TimeSpan Udp)
+{
+    public static IpvsTimeoutSettings KeepTheKernels { get; } = new(TimeSpan.Zero, TimeSpan.Zero, TimeSpan.Zero);
 }
 
 /// <summary>A created data plane and the probe that looks at what it put in the kernel, bound to it.</summary>

@@ -48,6 +48,18 @@ public sealed record IpvsDestination(IPAddress Address, ushort Port, int Weight,
     public override string ToString() => $"{Endpoint} weight {Weight}";
 }
 
+/// <summary>
+/// IPVS's connection timeouts, in seconds, as GET_CONFIG reports them and SET_CONFIG takes them
+/// (<c>ipvsadm --set TCP TCPFIN UDP</c>): established TCP, TCP after a FIN, UDP. In a SET, 0 leaves that one alone.
+/// </summary>
+public readonly record struct IpvsTimeouts(uint TcpSeconds, uint TcpFinSeconds, uint UdpSeconds)
+{
+    public bool IsEmpty => TcpSeconds == 0 && TcpFinSeconds == 0 && UdpSeconds == 0;
+
+    /// <summary><c>tcp 900s, tcpfin 120s, udp 300s</c> (<c>ipvsadm -L --timeout</c> prints the same three).</summary>
+    public override string ToString() => $"tcp {TcpSeconds}s, tcpfin {TcpFinSeconds}s, udp {UdpSeconds}s";
+}
+
 /// <summary>What GET_INFO reports: the IPVS version (e.g. 1.2.1) and the connection table size.</summary>
 public sealed record IpvsInfo(uint VersionCode, uint ConnectionTableSize)
 {
@@ -96,6 +108,29 @@ public sealed class IpvsClient : IDisposable
     public IpvsInfo GetInfo() => _socket.Query(
         new NetlinkRequest(Family.Id, 0, (ref NetlinkWriter w) => w.WriteGenericHeader(IPVS_CMD_GET_INFO, IPVS_GENL_VERSION), "IPVS GET_INFO"),
         ParseInfo);
+
+    /// <summary>The connection timeouts (IPVS_CMD_GET_CONFIG) of this namespace's IPVS.</summary>
+    public IpvsTimeouts GetTimeouts() => _socket.Query(
+        new NetlinkRequest(Family.Id, 0, (ref NetlinkWriter w) => w.WriteGenericHeader(IPVS_CMD_GET_CONFIG, IPVS_GENL_VERSION), "IPVS GET_CONFIG"),
+        ParseTimeouts);
+
+    /// <summary>
+    /// Sets the connection timeouts (IPVS_CMD_SET_CONFIG); a 0 is not sent, so the kernel keeps that
+    /// one. The kernel refuses a timeout above INT_MAX jiffies (EINVAL).
+    /// </summary>
+    public void SetTimeouts(IpvsTimeouts timeouts)
+    {
+        if (!timeouts.IsEmpty) _socket.Execute(SetTimeoutsRequest(timeouts));
+    }
+
+    public NetlinkRequest SetTimeoutsRequest(IpvsTimeouts timeouts) =>
+        new(Family.Id, 0, (ref NetlinkWriter w) =>
+        {
+            w.WriteGenericHeader(IPVS_CMD_SET_CONFIG, IPVS_GENL_VERSION);
+            if (timeouts.TcpSeconds != 0) w.PutU32(IPVS_CMD_ATTR_TIMEOUT_TCP, timeouts.TcpSeconds);
+            if (timeouts.TcpFinSeconds != 0) w.PutU32(IPVS_CMD_ATTR_TIMEOUT_TCP_FIN, timeouts.TcpFinSeconds);
+            if (timeouts.UdpSeconds != 0) w.PutU32(IPVS_CMD_ATTR_TIMEOUT_UDP, timeouts.UdpSeconds);
+        }, $"IPVS SET_CONFIG {timeouts}");
 
     /// <summary>Every virtual service (firewall-mark services are left out).</summary>
     public List<IpvsService> ListServices() => _socket.Dump<IpvsService>(
@@ -294,6 +329,22 @@ public sealed class IpvsClient : IDisposable
             InactiveConnections = inactive,
             PersistentConnections = persistent,
         };
+    }
+
+    /// <summary>Reads GET_CONFIG's answer: the three timeouts as top-level u32 attributes.</summary>
+    public static IpvsTimeouts ParseTimeouts(NetlinkMessage message)
+    {
+        uint tcp = 0, tcpFin = 0, udp = 0;
+        foreach (var a in message.Attributes(LinuxUapi.GenericNetlink.GENL_HDRLEN))
+        {
+            switch (a.Type)
+            {
+                case IPVS_CMD_ATTR_TIMEOUT_TCP: tcp = a.U32; break;
+                case IPVS_CMD_ATTR_TIMEOUT_TCP_FIN: tcpFin = a.U32; break;
+                case IPVS_CMD_ATTR_TIMEOUT_UDP: udp = a.U32; break;
+            }
+        }
+        return new IpvsTimeouts(tcp, tcpFin, udp);
     }
 
     public static IpvsInfo ParseInfo(NetlinkMessage message)

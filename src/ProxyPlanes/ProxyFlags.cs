@@ -26,6 +26,15 @@ public sealed record RunSettings(
     /// <summary><c>ipvs.scheduler</c> from the config file (null: the IPVS mode's default, rr); kept for the IPVS mode.</summary>
     public string? IpvsScheduler { get; init; }
 
+    /// <summary><c>--ipvs-exclude-cidrs</c> / <c>ipvs.excludeCIDRs</c>: virtual servers in them are never deleted in IPVS mode.</summary>
+    public EquatableArray<IpPrefix> IpvsExcludeCidrs { get; init; } = EquatableArray<IpPrefix>.Empty;
+
+    /// <summary><c>--ipvs-strict-arp</c> / <c>ipvs.strictARP</c>.</summary>
+    public bool IpvsStrictArp { get; init; }
+
+    /// <summary><c>--ipvs-tcp-timeout</c>, <c>--ipvs-tcpfin-timeout</c>, <c>--ipvs-udp-timeout</c> / <c>ipvs.*Timeout</c>; zeros keep the kernel's.</summary>
+    public IpvsTimeoutSettings IpvsTimeouts { get; init; } = IpvsTimeoutSettings.KeepTheKernels;
+
     /// <summary>The config file's <c>conntrack</c> settings (kube-proxy's defaults without one). Not applied to the node's sysctls yet.</summary>
     public ConntrackSettings Conntrack { get; init; } = ConntrackSettings.KubeProxyDefaults;
 
@@ -58,11 +67,16 @@ public sealed class ProxyFlags
     public Option<string> HealthzBindAddress { get; } = new("--healthz-bind-address") { Description = "Address of the health server (/healthz, /livez); empty disables", DefaultValueFactory = _ => "0.0.0.0:10256" };
     public Option<string> IptablesVariant { get; } = new("--iptables-variant") { Description = "iptables flavour: auto (detect what the node uses), nft or legacy", DefaultValueFactory = _ => "auto" };
     public Option<string?> IpvsScheduler { get; } = new("--ipvs-scheduler") { Description = "IPVS scheduler for --mode=ipvs: rr (default), wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, mh, fo, ovf, twos" };
+    public Option<string> IpvsExcludeCidrs { get; } = new("--ipvs-exclude-cidrs") { Description = "CIDRs, comma-separated, whose IPVS virtual servers --mode=ipvs leaves alone (never deletes)", DefaultValueFactory = _ => "" };
+    public Option<bool> IpvsStrictArp { get; } = new("--ipvs-strict-arp") { Description = "--mode=ipvs: raise net.ipv4.conf.all.arp_ignore to 1 and arp_announce to 2, so the node answers ARP only for the addresses of the link asked on" };
+    public Option<string> IpvsTcpTimeout { get; } = new("--ipvs-tcp-timeout") { Description = "--mode=ipvs: IPVS timeout of idle established TCP connections (Go duration); 0 keeps the kernel's", DefaultValueFactory = _ => "0s" };
+    public Option<string> IpvsTcpFinTimeout { get; } = new("--ipvs-tcpfin-timeout") { Description = "--mode=ipvs: IPVS timeout of TCP connections after a FIN (Go duration); 0 keeps the kernel's", DefaultValueFactory = _ => "0s" };
+    public Option<string> IpvsUdpTimeout { get; } = new("--ipvs-udp-timeout") { Description = "--mode=ipvs: IPVS timeout of UDP flows (Go duration); 0 keeps the kernel's", DefaultValueFactory = _ => "0s" };
     public Option<int> Verbosity { get; } = new("--v") { Description = "Log verbosity: 0 (warnings), 2 (each sync, default), 4 (debug, with rule scripts)", DefaultValueFactory = _ => 2 };
 
     public void AddTo(System.CommandLine.Command command)
     {
-        foreach (var option in new Option[] { Config, Mode, Manifests, Kubeconfig, HostnameOverride, ClusterCidr, DetectLocalMode, PodInterfaceNamePrefix, PodBridgeInterface, MinSyncPeriod, SyncPeriod, MasqueradeAll, NodePortAddresses, MetricsBindAddress, HealthzBindAddress, IptablesVariant, IpvsScheduler, Verbosity })
+        foreach (var option in new Option[] { Config, Mode, Manifests, Kubeconfig, HostnameOverride, ClusterCidr, DetectLocalMode, PodInterfaceNamePrefix, PodBridgeInterface, MinSyncPeriod, SyncPeriod, MasqueradeAll, NodePortAddresses, MetricsBindAddress, HealthzBindAddress, IptablesVariant, IpvsScheduler, IpvsExcludeCidrs, IpvsStrictArp, IpvsTcpTimeout, IpvsTcpFinTimeout, IpvsUdpTimeout, Verbosity })
             command.Options.Add(option);
     }
 
@@ -125,6 +139,12 @@ public sealed class ProxyFlags
                     ? IpvsSchedulers.Known.Contains(scheduler) ? scheduler
                         : throw new UsageException($"--ipvs-scheduler: '{scheduler}' is not an IPVS scheduler; use one of {string.Join(", ", IpvsSchedulers.Known)}")
                     : config?.IpvsScheduler?.Value,
+                IpvsExcludeCidrs = FromFile(result, IpvsExcludeCidrs, config?.IpvsExcludeCidrs)?.Value ?? Prefixes(result.GetValue(IpvsExcludeCidrs)!, IpvsExcludeCidrs.Name),
+                IpvsStrictArp = FromFile(result, IpvsStrictArp, config?.IpvsStrictArp)?.Value ?? result.GetValue(IpvsStrictArp),
+                IpvsTimeouts = new IpvsTimeoutSettings(
+                    IpvsTimeout(result, IpvsTcpTimeout, config?.IpvsTcpTimeout),
+                    IpvsTimeout(result, IpvsTcpFinTimeout, config?.IpvsTcpFinTimeout),
+                    IpvsTimeout(result, IpvsUdpTimeout, config?.IpvsUdpTimeout)),
                 Conntrack = config?.Conntrack ?? ConntrackSettings.KubeProxyDefaults,
                 Kubeconfig = result.GetResult(Kubeconfig) is { Implicit: false } ? result.GetValue(Kubeconfig) : config?.Kubeconfig?.Value,
                 IgnoredConfigFields = config?.IgnoredFields ?? EquatableArray<string>.Empty,
@@ -208,6 +228,16 @@ public sealed class ProxyFlags
         if (!GoDuration.TryParse(text, out var duration) || duration < TimeSpan.Zero)
             throw new UsageException($"{option.Name}: '{text}' is not a duration such as 500ms, 1s or 1m30s");
         return duration;
+    }
+
+    /// <summary>An IPVS timeout: the file's unless the flag was given; at most what every kernel takes.</summary>
+    private static TimeSpan IpvsTimeout(ParseResult result, Option<string> option, ConfigValue<TimeSpan>? file)
+    {
+        if (FromFile(result, option, file) is { } fromFile) return fromFile.Value;
+        var timeout = Duration(result, option);
+        if (timeout > KubeProxyConfigFile.MaxIpvsTimeout)
+            throw new UsageException($"{option.Name}: '{result.GetValue(option)}' is more than IPVS takes ({GoDuration.Format(KubeProxyConfigFile.MaxIpvsTimeout)})");
+        return timeout;
     }
 
     private NodePortAddressSetting ParseNodePortAddresses(string text) =>

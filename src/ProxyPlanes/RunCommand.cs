@@ -27,7 +27,14 @@ public static class RunCommand
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("proxyplanes");
 
         using var metrics = new ProxyMetrics();
-        var modeOptions = new ProxyModeOptions { IptablesVariant = settings.IptablesVariant, IpvsScheduler = settings.IpvsScheduler };
+        var modeOptions = new ProxyModeOptions
+        {
+            IptablesVariant = settings.IptablesVariant,
+            IpvsScheduler = settings.IpvsScheduler,
+            IpvsExcludeCidrs = settings.IpvsExcludeCidrs,
+            IpvsStrictArp = settings.IpvsStrictArp,
+            IpvsTimeouts = settings.IpvsTimeouts,
+        };
         var backend = (await Modes.CreateAsync(settings.Mode, modeOptions, metrics, logger, app.Lifetime.ApplicationStopping)).Backend;
         await CleanupCommand.CleanOtherModesAsync(settings.Mode, logger, app.Lifetime.ApplicationStopping);
         var controller = new ProxyController(settings.Proxy, backend, metrics, logger);

@@ -9,7 +9,7 @@ using ProxyPlanes.Model;
 namespace ProxyPlanes.Backends.Ipvs.Tests;
 
 /// <summary>The backend over the in-memory kernel: full and partial syncs, failures, graceful termination, cleanup.</summary>
-public sealed class IpvsBackendTests : IDisposable
+public sealed partial class IpvsBackendTests : IDisposable
 {
     private readonly ProxyMetrics _metrics = new();
     private readonly FakeIpvsKernel _kernel = new(IpvsPlannerGoldenTests.NodeIPs);

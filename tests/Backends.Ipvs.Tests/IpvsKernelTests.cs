@@ -218,6 +218,48 @@ public sealed class IpvsKernelTests
         await backend.CleanupAsync(default);
     }
 
+    [IpvsFact]
+    public async Task Timeouts_SetConfig_ReadBackByGetConfigAndIpvsadm_ZeroKeepsOne()
+    {
+        using var ns = await NodeNamespaceAsync("ipvs-timeouts");
+        using var kernel = KernelIn(ns);
+        using var ipvs = OpenIpvs(ns); // fails clearly without IPVS
+        var before = await kernel.GetTimeoutsAsync(default);
+        var wanted = new IpvsTimeouts(before.TcpSeconds + 600, 0, before.UdpSeconds + 45);
+
+        await kernel.SetTimeoutsAsync(wanted, default);
+
+        var after = await kernel.GetTimeoutsAsync(default);
+        Assert.NotEqual(before, after); // positive control: the kernel's own values were others
+        Assert.Equal(new IpvsTimeouts(wanted.TcpSeconds, before.TcpFinSeconds, wanted.UdpSeconds), after);
+        Assert.Equal(after, ipvs.GetTimeouts());
+        // ipvsadm (from the ipvsadm package) reads the same values from the kernel, its own way.
+        if (File.Exists("/usr/sbin/ipvsadm") || File.Exists("/sbin/ipvsadm"))
+            Assert.Contains($"Timeout (tcp tcpfin udp): {after.TcpSeconds} {after.TcpFinSeconds} {after.UdpSeconds}", await ns.ExecAsync("ipvsadm", "-L", "--timeout"));
+    }
+
+    [IpvsFact]
+    public async Task Backend_WithTimeoutsAndStrictArp_AppliesThemInItsNamespaceAtTheFirstSync()
+    {
+        using var ns = await NodeNamespaceAsync("ipvs-settings");
+        using var kernel = KernelIn(ns);
+        await ns.ExecAsync("sysctl", "-w", "net.ipv4.conf.all.arp_ignore=0", "net.ipv4.conf.all.arp_announce=0");
+        var before = await kernel.GetTimeoutsAsync(default);
+        using var metrics = new ProxyMetrics();
+        var options = new ProxyModeOptions
+        {
+            IpvsStrictArp = true,
+            IpvsTimeouts = new IpvsTimeoutSettings(TimeSpan.FromSeconds(before.TcpSeconds + 60), TimeSpan.FromSeconds(before.TcpFinSeconds + 5), TimeSpan.Zero),
+        };
+        var backend = IpvsBackend.Create(options, kernel, [IpFamily.IPv4], metrics, NullLogger.Instance);
+
+        await backend.SyncAsync(StateBuilder.Full(StateBuilder.State(StateBuilder.Network, StateBuilder.Port(StateBuilder.Info("web", "10.96.0.10"), StateBuilder.Endpoint("10.244.1.2")))), default);
+
+        Assert.Equal(new IpvsTimeouts(before.TcpSeconds + 60, before.TcpFinSeconds + 5, before.UdpSeconds), await kernel.GetTimeoutsAsync(default));
+        Assert.Equal(["1", "2"], (await ns.ExecAsync("sysctl", "-n", "net.ipv4.conf.all.arp_ignore", "net.ipv4.conf.all.arp_announce")).Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        await backend.CleanupAsync(default);
+    }
+
     private static async Task<string> RequestAsync(TestNamespace from, string address, int port)
     {
         using var socket = from.Run(() => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));

@@ -342,12 +342,52 @@ public sealed class ConfigFileTests : IDisposable
     [InlineData("--nodeport-addresses=primary,10.0.0.0/8", "--nodeport-addresses: 'primary' (the node's primary IPs) cannot be combined with other values; give either 'primary' alone or CIDRs")]
     [InlineData("--nodeport-addresses=10.0.0.0/8, primary", "--nodeport-addresses: 'primary' (the node's primary IPs) cannot be combined with other values")]
     [InlineData("--nodeport-addresses=10.0.0.1", "--nodeport-addresses: '10.0.0.1' is not a CIDR such as 10.244.0.0/16, nor 'primary'")]
-    public void NodePortAddressesFlag_BadCombination_OneLineNamingTheFlag(string flag, string expected)
+    [InlineData("--ipvs-exclude-cidrs=10.0.0.0/8,10.1.2.3", "--ipvs-exclude-cidrs: '10.1.2.3' is not a CIDR such as 10.244.0.0/16")]
+    [InlineData("--ipvs-tcp-timeout=-1s", "--ipvs-tcp-timeout: '-1s' is not a duration such as 500ms, 1s or 1m30s")]
+    [InlineData("--ipvs-udp-timeout=soon", "--ipvs-udp-timeout: 'soon' is not a duration")]
+    [InlineData("--ipvs-tcpfin-timeout=1000h", "--ipvs-tcpfin-timeout: '1000h' is more than IPVS takes (2147483s)")]
+    public void BadListOrDurationFlag_OneLineNamingTheFlag(string flag, string expected)
     {
         var e = Assert.Throws<UsageException>(() => ConfigSamples.Bind("--manifests=/", flag));
 
         Assert.StartsWith(expected, e.Message);
         Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
+    public void IpvsSection_EveryFieldReachesTheSettings_FlagsOverIt()
+    {
+        var path = Write(ConfigSamples.Header + """
+            mode: ipvs
+            ipvs:
+              excludeCIDRs:
+                - 192.168.50.0/24
+                - fd00:50::/64
+              strictARP: true
+              tcpTimeout: 15m
+              tcpFinTimeout: 30s
+              udpTimeout: 0s
+            """);
+
+        var settings = ConfigSamples.Bind($"--config={path}", "--manifests=/");
+
+        Assert.Equal([Cidr("192.168.50.0/24"), Cidr("fd00:50::/64")], settings.IpvsExcludeCidrs);
+        Assert.True(settings.IpvsStrictArp);
+        Assert.Equal(new IpvsTimeoutSettings(TimeSpan.FromMinutes(15), TimeSpan.FromSeconds(30), TimeSpan.Zero), settings.IpvsTimeouts);
+        // Applied, so no longer reported as ignored.
+        Assert.Empty(settings.IgnoredConfigFields);
+
+        var flags = ConfigSamples.Bind($"--config={path}", "--manifests=/", "--ipvs-exclude-cidrs=10.200.0.0/16", "--ipvs-strict-arp=false", "--ipvs-udp-timeout=1m", "--ipvs-tcp-timeout=0s");
+        Assert.Equal([Cidr("10.200.0.0/16")], flags.IpvsExcludeCidrs);
+        Assert.False(flags.IpvsStrictArp);
+        // A flag given (even 0s, "keep the kernel's") wins over the file; the others come from it.
+        Assert.Equal(new IpvsTimeoutSettings(TimeSpan.Zero, TimeSpan.FromSeconds(30), TimeSpan.FromMinutes(1)), flags.IpvsTimeouts);
+
+        // Neither file nor flags: nothing asked of the kernel.
+        var none = ConfigSamples.Bind("--manifests=/");
+        Assert.Empty(none.IpvsExcludeCidrs);
+        Assert.False(none.IpvsStrictArp);
+        Assert.Equal(IpvsTimeoutSettings.KeepTheKernels, none.IpvsTimeouts);
     }
 
     [Fact]
@@ -425,6 +465,15 @@ public sealed class ConfigFileTests : IDisposable
         { "conntrack:\n  udpTimeout: 5 minutes\n", 4, "conntrack.udpTimeout: '5 minutes' is not a duration" },
         { "conntrack:\n  tcpBeLiberal: true\n  bogus: 1\n", 5, "unknown field 'conntrack.bogus'" },
         { "mode: iptables\nmode: ipvs\n", 4, "duplicate key mode" },
+        { "ipvs:\n  excludeCIDRs:\n    - 10.0.0.0/8\n    - 10.1.2.3\n", 6, "ipvs.excludeCIDRs: '10.1.2.3' is not a CIDR such as 10.244.0.0/16" },
+        { "ipvs:\n  excludeCIDRs: 10.0.0.0/8\n", 4, "ipvs.excludeCIDRs: expected a list of CIDRs such as 10.96.100.0/24" },
+        { "ipvs:\n  excludeCIDRs:\n    - [10.0.0.0/8]\n", 5, "ipvs.excludeCIDRs: expected a single value, not a list" },
+        { "ipvs:\n  strictARP: yes please\n", 4, "ipvs.strictARP: 'yes please' is not true or false" },
+        { "ipvs:\n  strictARP:\n    enabled: true\n", 4, "ipvs.strictARP: expected a single value, not a mapping" },
+        { "ipvs:\n  tcpTimeout: -5s\n", 4, "ipvs.tcpTimeout: '-5s' must not be negative" },
+        { "ipvs:\n  tcpFinTimeout: 2 minutes\n", 4, "ipvs.tcpFinTimeout: '2 minutes' is not a duration such as 500ms, 1s or 1m30s" },
+        { "ipvs:\n  udpTimeout: [30s]\n", 4, "ipvs.udpTimeout: expected a single value, not a list" },
+        { "ipvs:\n  udpTimeout: 1000h\n", 4, "ipvs.udpTimeout: '1000h' is more than IPVS takes (2147483s)" },
         { "iptables:\n  syncPeriod: 1s\n bad: x\n", 5, "while parsing a block mapping, did not find expected key" },
     };
 

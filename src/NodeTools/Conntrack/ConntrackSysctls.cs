@@ -1,4 +1,3 @@
-using System.Globalization;
 using Microsoft.Extensions.Logging;
 
 namespace ProxyPlanes.NodeTools.Conntrack;
@@ -20,6 +19,8 @@ public sealed record ConntrackSysctlPlan(
 /// </summary>
 public sealed class ConntrackSysctls(ILogger logger, string procSys = "/proc/sys", string hashSizeFile = "/sys/module/nf_conntrack/parameters/hashsize")
 {
+    private readonly Sysctls _sysctls = new(logger, procSys);
+
     /// <summary>Applies <paramref name="plan"/>; returns the settings that could not be applied (each was logged once).</summary>
     public IReadOnlyList<string> Apply(ConntrackSysctlPlan plan)
     {
@@ -28,7 +29,7 @@ public sealed class ConntrackSysctls(ILogger logger, string procSys = "/proc/sys
         if (plan.Max > 0) RaiseMax(plan.Max, failed);
         Set("conntrack.tcpEstablishedTimeout", "nf_conntrack_tcp_timeout_established", plan.TcpEstablishedTimeout, failed);
         Set("conntrack.tcpCloseWaitTimeout", "nf_conntrack_tcp_timeout_close_wait", plan.TcpCloseWaitTimeout, failed);
-        if (plan.TcpBeLiberal) Write("conntrack.tcpBeLiberal", Path.Combine(procSys, "net/netfilter/nf_conntrack_tcp_be_liberal"), 1, failed);
+        if (plan.TcpBeLiberal) _sysctls.Set("conntrack.tcpBeLiberal", "net/netfilter/nf_conntrack_tcp_be_liberal", 1, failed);
         Set("conntrack.udpTimeout", "nf_conntrack_udp_timeout", plan.UdpTimeout, failed);
         Set("conntrack.udpStreamTimeout", "nf_conntrack_udp_timeout_stream", plan.UdpStreamTimeout, failed);
         return failed;
@@ -37,53 +38,19 @@ public sealed class ConntrackSysctls(ILogger logger, string procSys = "/proc/sys
     private void Set(string setting, string sysctl, TimeSpan timeout, List<string> failed)
     {
         if (timeout <= TimeSpan.Zero) return;
-        Write(setting, Path.Combine(procSys, "net/netfilter", sysctl), (long)timeout.TotalSeconds, failed);
+        _sysctls.Set(setting, "net/netfilter/" + sysctl, (long)timeout.TotalSeconds, failed);
     }
 
     private void RaiseMax(long max, List<string> failed)
     {
-        var file = Path.Combine(procSys, "net/netfilter/nf_conntrack_max");
-        if (Read(file) is { } current && current >= max)
+        const string name = "net/netfilter/nf_conntrack_max";
+        if (_sysctls.Read(name) is { } current && current >= max)
         {
             logger.LogDebug("net.netfilter.nf_conntrack_max is {Current}, at least the {Max} conntrack.maxPerCore/min ask for", current, max);
             return;
         }
-        if (!Write("conntrack.maxPerCore/min", file, max, failed)) return;
+        if (!_sysctls.Set("conntrack.maxPerCore/min", name, max, failed)) return;
         // kube-proxy's rule: the hash table gets max/4 buckets, so lookups stay short as the table fills.
-        if (Read(hashSizeFile) is { } buckets && buckets < max / 4) Write("conntrack.maxPerCore/min (hashsize)", hashSizeFile, max / 4, failed);
+        if (_sysctls.Read(hashSizeFile) is { } buckets && buckets < max / 4) _sysctls.Set("conntrack.maxPerCore/min (hashsize)", hashSizeFile, max / 4, failed);
     }
-
-    private bool Write(string setting, string file, long value, List<string> failed)
-    {
-        var text = value.ToString(CultureInfo.InvariantCulture);
-        try
-        {
-            if (Read(file) == value) return true;
-            File.WriteAllText(file, text);
-            logger.LogInformation("{Setting}: set {Sysctl} to {Value}", setting, Name(file), text);
-            return true;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            failed.Add(setting);
-            logger.LogWarning("{Setting}: cannot set {Sysctl} to {Value} ({Reason}); the node's value stays", setting, Name(file), text, e.Message);
-            return false;
-        }
-    }
-
-    private static long? Read(string file)
-    {
-        try
-        {
-            return long.TryParse(File.ReadAllText(file).Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) ? value : null;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return null;
-        }
-    }
-
-    /// <summary>net.netfilter.nf_conntrack_max for a /proc/sys file; the path otherwise.</summary>
-    private string Name(string file) =>
-        file.StartsWith(procSys + "/", StringComparison.Ordinal) ? file[(procSys.Length + 1)..].Replace('/', '.') : file;
 }

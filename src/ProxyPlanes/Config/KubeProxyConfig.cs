@@ -62,6 +62,21 @@ public sealed record KubeProxyConfig
     /// <summary><c>ipvs.scheduler</c>: one of <see cref="IpvsSchedulers.Known"/>; kept for the IPVS mode.</summary>
     public ConfigValue<string>? IpvsScheduler { get; init; }
 
+    /// <summary><c>ipvs.excludeCIDRs</c>: virtual servers inside them are left alone by the IPVS mode.</summary>
+    public ConfigValue<EquatableArray<IpPrefix>>? IpvsExcludeCidrs { get; init; }
+
+    /// <summary><c>ipvs.strictARP</c>: raise net.ipv4.conf.all.arp_ignore/arp_announce to 1/2 in IPVS mode.</summary>
+    public ConfigValue<bool>? IpvsStrictArp { get; init; }
+
+    /// <summary><c>ipvs.tcpTimeout</c>: IPVS's established-TCP timeout; 0 (or absent) keeps the kernel's.</summary>
+    public ConfigValue<TimeSpan>? IpvsTcpTimeout { get; init; }
+
+    /// <summary><c>ipvs.tcpFinTimeout</c>: IPVS's TCP timeout after a FIN; 0 keeps the kernel's.</summary>
+    public ConfigValue<TimeSpan>? IpvsTcpFinTimeout { get; init; }
+
+    /// <summary><c>ipvs.udpTimeout</c>: IPVS's UDP timeout; 0 keeps the kernel's.</summary>
+    public ConfigValue<TimeSpan>? IpvsUdpTimeout { get; init; }
+
     /// <summary><c>nodePortAddresses</c>: CIDRs, or <c>[primary]</c> alone.</summary>
     public ConfigValue<NodePortAddressSetting>? NodePortAddresses { get; init; }
 

@@ -35,7 +35,7 @@ public static class KubeProxyConfigFile
     /// <summary>
     /// kube-proxy v1alpha1 fields ProxyPlanes does not act on. Subtrees (logging, featureGates,
     /// winkernel) are taken whole. <c>iptables.localhostNodePorts</c>: node ports are never served on
-    /// loopback here. The IPVS timeouts, strictARP and excludeCIDRs belong to the IPVS mode (not built).
+    /// loopback here. (Every <c>ipvs</c> field is read: the IPVS mode applies them.)
     /// </summary>
     private static readonly HashSet<string> Ignored =
     [
@@ -43,8 +43,13 @@ public static class KubeProxyConfigFile
         "oomScoreAdj", "portRange", "showHiddenMetricsForVersion", "winkernel", "windowsRunAsService",
         "clientConnection.acceptContentTypes", "clientConnection.contentType", "clientConnection.qps", "clientConnection.burst",
         "iptables.localhostNodePorts",
-        "ipvs.excludeCIDRs", "ipvs.strictARP", "ipvs.tcpTimeout", "ipvs.tcpFinTimeout", "ipvs.udpTimeout",
     ];
+
+    /// <summary>
+    /// The largest IPVS timeout every kernel takes: the kernel refuses more than INT_MAX jiffies, and
+    /// HZ is at most 1000 (2,147,483 s, about 24.8 days).
+    /// </summary>
+    public static readonly TimeSpan MaxIpvsTimeout = TimeSpan.FromSeconds(int.MaxValue / 1000);
 
     /// <summary>Reads and parses a config file; errors are <see cref="ConfigFileException"/>s.</summary>
     public static KubeProxyConfig Load(string path)
@@ -217,6 +222,25 @@ public static class KubeProxyConfigFile
                         _config = _config with { IpvsScheduler = At(scheduler, line, field) };
                     }
                     break;
+                case "ipvs.excludeCIDRs":
+                    if (IsNull(node)) break;
+                    if (node is not YamlSequenceNode excluded) throw Invalid(line, field, "expected a list of CIDRs such as 10.96.100.0/24");
+                    var excludedCidrs = new List<IpPrefix>();
+                    foreach (var item in excluded.Children) excludedCidrs.AddRange(Prefixes([Text(item, field)], field, Line(item)));
+                    if (excludedCidrs.Count > 0) _config = _config with { IpvsExcludeCidrs = At(new EquatableArray<IpPrefix>(excludedCidrs), line, field) };
+                    break;
+                case "ipvs.strictARP":
+                    if (Bool(node, field, line) is { } strictArp) _config = _config with { IpvsStrictArp = At(strictArp, line, field) };
+                    break;
+                case "ipvs.tcpTimeout":
+                    _config = _config with { IpvsTcpTimeout = IpvsTimeout(node, field, line) };
+                    break;
+                case "ipvs.tcpFinTimeout":
+                    _config = _config with { IpvsTcpFinTimeout = IpvsTimeout(node, field, line) };
+                    break;
+                case "ipvs.udpTimeout":
+                    _config = _config with { IpvsUdpTimeout = IpvsTimeout(node, field, line) };
+                    break;
                 case "nodePortAddresses":
                     if (IsNull(node)) break;
                     if (node is not YamlSequenceNode list) throw Invalid(line, field, $"expected a list of CIDRs, or [{NodePortAddressSetting.PrimaryValue}]");
@@ -353,6 +377,14 @@ public static class KubeProxyConfigFile
             if (Duration(node, field, line) is not { } period || period == TimeSpan.Zero) return null;
             if (period > TimeSpan.FromDays(1)) throw Invalid(line, field, $"'{Text(node, field, line)}' is more than 24h");
             return At(period, line, field);
+        }
+
+        /// <summary>An IPVS timeout; 0 (keep the kernel's) is left unset, at most <see cref="MaxIpvsTimeout"/>.</summary>
+        private ConfigValue<TimeSpan>? IpvsTimeout(YamlNode node, string field, int line)
+        {
+            if (Duration(node, field, line) is not { } timeout || timeout == TimeSpan.Zero) return null;
+            if (timeout > MaxIpvsTimeout) throw Invalid(line, field, $"'{Text(node, field, line)}' is more than IPVS takes ({GoDuration.Format(MaxIpvsTimeout)})");
+            return At(timeout, line, field);
         }
 
         private EquatableArray<IpPrefix> Prefixes(IEnumerable<string> texts, string field, int line)

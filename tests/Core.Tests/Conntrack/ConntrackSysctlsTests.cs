@@ -1,5 +1,5 @@
 using Microsoft.Extensions.Logging;
-using ProxyPlanes.Core.Tests.Kubernetes;
+using ProxyPlanes.TestKit;
 using ProxyPlanes.NodeTools.Conntrack;
 
 namespace ProxyPlanes.Core.Tests.Conntrack;
