@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
@@ -9,7 +10,7 @@ using ProxyPlanes.NodeTools;
 namespace ProxyPlanes.Backends.Iptables;
 
 /// <summary>--mode=iptables, as the daemon, cleanup, the demo and the benchmark see it.</summary>
-public sealed class IptablesMode : IProxyMode
+public sealed partial class IptablesMode : IProxyMode
 {
     public static IptablesMode Instance { get; } = new();
 
@@ -83,6 +84,16 @@ public sealed class IptablesMode : IProxyMode
             return stopwatch.Elapsed;
         }
 
+        /// <summary>The <c>DNAT --to-destination</c> targets of the IPv4 nat table, as <c>iptables-save</c> prints them.</summary>
+        public async Task<IReadOnlySet<string>> EndpointsInKernelAsync(CancellationToken cancellationToken)
+        {
+            var save = (await ExternalCommand.RunCheckedAsync(Tool("save"), ["-t", "nat"], null, cancellationToken)).StandardOutput;
+            return DnatTarget().Matches(save).Select(m => m.Groups[1].Value).ToHashSet();
+        }
+
         private string Tool(string suffix) => $"iptables-{(backend.Variant == IptablesVariant.Legacy ? "legacy" : "nft")}-{suffix}";
     }
+
+    [GeneratedRegex(@"--to-destination (\S+)")]
+    private static partial Regex DnatTarget();
 }

@@ -62,5 +62,15 @@ public sealed class IpvsMode : IProxyMode
         }
 
         public Task<TimeSpan?> FloorAsync(CancellationToken cancellationToken) => Task.FromResult<TimeSpan?>(null);
+
+        /// <summary>The real servers of every IPv4 virtual server, as the kernel reports them.</summary>
+        public async Task<IReadOnlySet<string>> EndpointsInKernelAsync(CancellationToken cancellationToken)
+        {
+            using var kernel = new IpvsKernel();
+            var view = await kernel.ReadAsync(backend.Options.Families, cancellationToken);
+            return view.Services.Values.SelectMany(s => s.Destinations)
+                .Where(d => d.Key.Address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)
+                .Select(d => $"{d.Key.Address}:{d.Key.Port}").ToHashSet();
+        }
     }
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Metrics;
@@ -8,7 +9,7 @@ using ProxyPlanes.NodeTools;
 namespace ProxyPlanes.Backends.Nftables;
 
 /// <summary>--mode=nftables, as the daemon, cleanup, the demo and the benchmark see it.</summary>
-public sealed class NftablesMode : IProxyMode
+public sealed partial class NftablesMode : IProxyMode
 {
     public static NftablesMode Instance { get; } = new();
 
@@ -56,5 +57,15 @@ public sealed class NftablesMode : IProxyMode
             await ExternalCommand.RunCheckedAsync("nft", ["-f", "-"], plan.Transaction.ToString(), cancellationToken);
             return stopwatch.Elapsed;
         }
+
+        /// <summary>The <c>dnat to</c> targets of the IPv4 table, as <c>nft</c> lists them.</summary>
+        public async Task<IReadOnlySet<string>> EndpointsInKernelAsync(CancellationToken cancellationToken)
+        {
+            var listing = (await ExternalCommand.RunCheckedAsync("nft", ["list", "table", "ip", backend.Table], null, cancellationToken)).StandardOutput;
+            return DnatTarget().Matches(listing).Select(m => m.Groups[1].Value).ToHashSet();
+        }
     }
+
+    [GeneratedRegex(@"\bdnat (?:ip )?to (\S+)")]
+    private static partial Regex DnatTarget();
 }

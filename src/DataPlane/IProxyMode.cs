@@ -82,6 +82,12 @@ public interface IKernelProbe
     /// Called right after the cold sync; afterwards the kernel holds the same state again.
     /// </summary>
     Task<TimeSpan?> FloorAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Every IPv4 endpoint (<c>address:port</c>) the mode's kernel objects forward to, read back from
+    /// the kernel: the soak checks that every change reached it.
+    /// </summary>
+    Task<IReadOnlySet<string>> EndpointsInKernelAsync(CancellationToken cancellationToken);
 }
 
 /// <summary>

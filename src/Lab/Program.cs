@@ -5,9 +5,10 @@ using ProxyPlanes.Sandboxed;
 
 // proxyplanes-lab: what runs the daemon in a sandbox of network namespaces (the demo) and measures
 // the data planes (the benchmark). The daemon binary, proxyplanes, does neither.
-var root = new RootCommand("ProxyPlanes lab: the demo and the benchmark, in sandboxes of network namespaces (root)");
+var root = new RootCommand("ProxyPlanes lab: the demo, the benchmark and the soak, in sandboxes of network namespaces (root)");
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(SoakCommand.Create());
 root.Subcommands.Add(BenchCommand.CreateWorker());
 
 var parsed = root.Parse(args);

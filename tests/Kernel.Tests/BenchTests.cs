@@ -6,7 +6,7 @@ using ProxyPlanes.Sandboxed;
 
 namespace ProxyPlanes.Kernel.Tests;
 
-/// <summary>A small run of `proxyplanes-lab bench`: it must work and write every output. No timing is asserted.</summary>
+/// <summary>Small runs of `proxyplanes-lab bench` and `soak`: they must work and write every output. No timing is asserted.</summary>
 [Collection(KernelCollection.Name)]
 public sealed class BenchTests
 {
@@ -16,8 +16,7 @@ public sealed class BenchTests
         var output = Directory.CreateTempSubdirectory("proxyplanes-bench-");
         try
         {
-            var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
-            var result = await ExecAsync([file, .. prefix, "bench", "--services=20,40", "--endpoints=2", "--changes=5", "--churn-seconds=1", "--churn-rate=10", $"--out={output.FullName}"]);
+            var result = await ExecAsync(["bench", "--services=20,40", "--endpoints=2", "--changes=5", "--churn-seconds=1", "--churn-rate=10", $"--out={output.FullName}"]);
 
             Assert.True(result.ExitCode == 0, result.StandardError);
             Assert.Contains("| iptables | 20 × 2 |", result.StandardOutput);
@@ -55,16 +54,103 @@ public sealed class BenchTests
     [InlineData("--in-vm", "--in-vm needs the IPVS VM lane")]
     public async Task Bench_InvalidFlag_OneLineError(string flag, string expected)
     {
-        var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
-        var result = await ExecAsync([file, .. prefix, "bench", flag]);
+        var result = await ExecAsync(["bench", flag]);
 
         Assert.Equal(2, result.ExitCode);
         Assert.Contains(expected, result.StandardError);
     }
 
+    // The soak: a short, small run through the real path (sandbox, worker, nftables in the kernel)
+    // whose report must hold real content. No speed or memory target is asserted (the RSS limit is set
+    // out of reach); a run with an unmeetable latency target checks that a miss fails the run.
+
+    [Fact]
+    public async Task Soak_SmallRun_EveryChangeInTheKernel_RssSampled_FilesWritten()
+    {
+        var output = Directory.CreateTempSubdirectory("proxyplanes-soak-");
+        try
+        {
+            var result = await ExecAsync(["soak", "--services=200", "--rate=20", "--seconds=15", "--max-rss-slope=100000", $"--out={output.FullName}"]);
+
+            Assert.True(result.ExitCode == 0, result.StandardError);
+            Assert.Contains("| changes confirmed in the kernel (a sync carried them) |", result.StandardOutput);
+            Assert.Contains("Every target met.", result.StandardOutput);
+            var soak = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(output.FullName, "soak.json")), BenchJsonContext.Default.SoakResult)!;
+            Assert.Equal(("nftables", 200, 2), (soak.Mode, soak.Services, soak.EndpointsPerService));
+            // 20/s for 15 s: about 300 changes, each carried by a sync, none cancelling out.
+            Assert.InRange(soak.ChangesSent, 250, 302);
+            Assert.Equal(soak.ChangesSent, soak.ChangesConfirmed);
+            Assert.Empty(soak.Unconfirmed);
+            Assert.Equal(soak.ChangesSent, soak.Latency.Count);
+            Assert.True(soak.Latency.P50 > 0 && soak.Latency.Max >= soak.Latency.P99);
+            Assert.True(soak.Syncs > 1 && soak.Syncs <= soak.ChangesSent, $"{soak.Syncs} syncs for {soak.ChangesSent} changes");
+            // Read back from the kernel: 198 services × 2 fresh endpoints, plus the two real pods the
+            // first and last services share; every replaced address gone, every new one there.
+            Assert.Equal(398, soak.KernelEndpointsExpected);
+            Assert.Equal(398, soak.KernelEndpointsFound);
+            Assert.Equal((0, 0), (soak.KernelMissingCount, soak.KernelUnexpectedCount));
+            // About 20 samples of a live process, a slope fitted over those after the 3 s warm-up.
+            Assert.InRange(soak.Rss.Count, 15, 30);
+            Assert.All(soak.Rss, s => Assert.True(s.RssMib > 10 && s.PeakMib >= s.RssMib, $"{s.RssMib} / {s.PeakMib} MiB"));
+            Assert.True(soak.Rss.Zip(soak.Rss.Skip(1)).All(p => p.Second.Seconds > p.First.Seconds));
+            Assert.NotNull(soak.RssSlopeMibPerMinute);
+            Assert.True(soak.RssSamplesInSlope >= 10 && soak.RssSamplesInSlope < soak.Rss.Count);
+            Assert.True(soak.PeakRssMib >= soak.Rss.Max(s => s.RssMib));
+            Assert.Equal(soak.ChangesSent, soak.LatencyOverTime.Sum(s => s.Changes));
+
+            Assert.Equal(soak.Rss.Count + 1, File.ReadAllLines(Path.Combine(output.FullName, "soak-rss.csv")).Length);
+            Assert.Equal(soak.LatencyOverTime.Count + 1, File.ReadAllLines(Path.Combine(output.FullName, "soak-latency.csv")).Length);
+            Assert.Contains("| RSS slope after the 3 s warm-up (least squares) |", File.ReadAllText(Path.Combine(output.FullName, "soak.md")));
+            foreach (var svg in new[] { "soak-rss.svg", "soak-latency.svg" })
+            {
+                var chart = XDocument.Load(Path.Combine(output.FullName, svg)).Root!;
+                Assert.Equal("svg", chart.Name.LocalName);
+                Assert.Contains(chart.Elements(), e => e.Name.LocalName == "polyline");
+            }
+        }
+        finally
+        {
+            output.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Soak_TargetMissed_ExitsOneWithOneLineSayingWhich()
+    {
+        var output = Directory.CreateTempSubdirectory("proxyplanes-soak-");
+        try
+        {
+            // No change reaches the kernel within a microsecond: the latency target must fail the run.
+            var result = await ExecAsync(["soak", "--services=20", "--rate=10", "--seconds=3", "--max-latency=0.001", "--max-rss-slope=100000", $"--out={output.FullName}"]);
+
+            Assert.Equal(1, result.ExitCode);
+            var missed = Assert.Single(result.StandardError.Split('\n'), l => l.StartsWith("proxyplanes-lab soak: missed: ", StringComparison.Ordinal));
+            Assert.Matches(@"missed: \d+ changes took longer than 0 ms to reach the kernel", missed);
+            Assert.DoesNotContain("never reached the kernel", missed);
+            Assert.True(File.Exists(Path.Combine(output.FullName, "soak.md")), "the report is written when a target is missed");
+        }
+        finally
+        {
+            output.Delete(recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData("--mode=ipvs", "--mode=ipvs: this kernel has no IPVS")]
+    [InlineData("--warmup=20", "--warmup must be at least 0 and less than --seconds")]
+    public async Task Soak_InvalidFlag_OneLineError(string flag, string expected)
+    {
+        var result = await ExecAsync(["soak", "--seconds=10", flag]);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains(expected, result.StandardError);
+    }
+
+    /// <summary>Runs `proxyplanes-lab ARGS` in a namespace of its own.</summary>
     private static async Task<ExecResult> ExecAsync(string[] args)
     {
+        var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
         using var ns = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-bench");
-        return await ns.ExecAsync(args, TimeSpan.FromMinutes(5));
+        return await ns.ExecAsync([file, .. prefix, .. args], TimeSpan.FromMinutes(5));
     }
 }

@@ -13,8 +13,6 @@ namespace ProxyPlanes.Bench;
 /// </summary>
 public static class BenchCommand
 {
-    private const string NodeName = "bench-node";
-
     public static Command Create()
     {
         var command = new Command("bench", "Measure sync latency, churn, memory, kernel objects and data-plane cost per mode (root)");
@@ -33,8 +31,7 @@ public static class BenchCommand
             {
                 if (result.GetValue(inVm)) throw new UsageException("--in-vm needs the IPVS VM lane to run the benchmark inside the VM, which is not wired yet (vm/README.md runs tests there)");
                 var modeList = result.GetValue(modes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-                foreach (var mode in modeList)
-                    if (await Modes.Require(mode).KernelProblemAsync(token) is { } problem) throw new UsageException(problem);
+                foreach (var mode in modeList) await RequireRunnableAsync(mode, token);
                 if (modeList.Length == 0)
                 {
                     var usable = new List<string>();
@@ -61,6 +58,12 @@ public static class BenchCommand
         return command;
     }
 
+    /// <summary>Throws the one-line usage error when this kernel cannot run <paramref name="mode"/>.</summary>
+    internal static async Task RequireRunnableAsync(string mode, CancellationToken cancellationToken)
+    {
+        if (await Modes.Require(mode).KernelProblemAsync(cancellationToken) is { } problem) throw new UsageException(problem);
+    }
+
     /// <summary>The hidden command the parent runs inside the node namespace.</summary>
     public static Command CreateWorker()
     {
@@ -74,27 +77,14 @@ public static class BenchCommand
 
     private static async Task<int> RunAsync(string[] modes, int[] sizes, int endpoints, int changes, TimeSpan churn, double churnRate, string output, CancellationToken cancellationToken)
     {
-        if (Environment.UserName != "root") throw new UsageException("bench needs root: it builds network namespaces and programs their kernel rules");
         var results = new List<BenchResult>();
         Console.Error.WriteLine($"Benchmarking {string.Join(", ", modes)} at {string.Join(", ", sizes)} services × {endpoints} endpoints");
-        await using var sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = NodeName }, cancellationToken);
-        var pods = new[] { await sandbox.AddPodAsync("real-0", [8080], cancellationToken), await sandbox.AddPodAsync("real-1", [8080], cancellationToken) };
-        var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
+        await using var sandbox = await BenchSandbox.CreateAsync(cancellationToken);
         foreach (var mode in modes)
         foreach (var size in sizes)
         {
-            var settings = JsonSerializer.Serialize(
-                new WorkerSettings(mode, size, endpoints, changes, churn, churnRate, NodeName, sandbox.ClusterCidr, sandbox.Client.Name, [.. pods.Select(p => p.IP)]),
-                BenchJsonContext.Default.WorkerSettings);
-            var worker = sandbox.Node.StartProcess(file, [.. prefix, "bench-worker", $"--settings={settings}"]);
-            worker.LineReceived += (_, line, isError) => { if (isError) Console.Error.WriteLine(line); };
-            await worker.WaitForExitAsync(cancellationToken);
-            var json = string.Join('\n', worker.StandardOutputLines);
-            if (worker.ExitCode != 0 || !json.TrimStart().StartsWith('{'))
-            {
-                Console.Error.WriteLine($"{ProxyProcess.Lab} bench: the {mode} worker at {size} services failed (exit {worker.ExitCode}):\n{string.Join('\n', worker.StandardErrorLines.TakeLast(20))}");
-                return 1;
-            }
+            var json = await sandbox.RunWorkerAsync(sandbox.Settings(mode, size, endpoints) with { Changes = changes, ChurnDuration = churn, ChurnRate = churnRate }, cancellationToken);
+            if (json is null) return 1;
             var result = JsonSerializer.Deserialize(json, BenchJsonContext.Default.BenchResult)!;
             results.Add(result);
             Console.Error.WriteLine($"  {mode} {size}×{endpoints}: cold {result.ColdSyncMs:0} ms, single change p50 {result.Incremental.P50:0.#} ms, p99 {result.Incremental.P99:0.#} ms");
@@ -115,7 +105,8 @@ public static class BenchCommand
         File.WriteAllText(Path.Combine(output, "cold-sync.svg"), BenchReport.Svg("Cold sync: whole cluster → kernel (ms)", results, r => r.ColdSyncMs));
     }
 
-    private static string Machine()
+    /// <summary>The machine a run was taken on, for the report's first line.</summary>
+    internal static string Machine()
     {
         var cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "unknown CPU";
         var memory = File.ReadLines("/proc/meminfo").First().Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];

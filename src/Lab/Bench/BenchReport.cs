@@ -41,14 +41,23 @@ public static class BenchReport
     public static string Json(IReadOnlyList<BenchResult> results) => JsonSerializer.Serialize(results.ToList(), BenchJsonContext.Default.ListBenchResult);
 
     /// <summary>A line chart: one line per mode, x = services (as measured), y = milliseconds.</summary>
-    public static string Svg(string title, IReadOnlyList<BenchResult> results, Func<BenchResult, double> value)
+    public static string Svg(string title, IReadOnlyList<BenchResult> results, Func<BenchResult, double> value) =>
+        LineChart(title, "services",
+            [.. results.Select(r => r.Mode).Distinct().Select(mode => new ChartSeries(mode, [.. results.Where(r => r.Mode == mode).OrderBy(r => r.Services).Select(r => ((double)r.Services, value(r)))]))],
+            [.. results.Select(r => (double)r.Services).Distinct().Order()], x => x.ToString("0", CultureInfo.InvariantCulture), Ms);
+
+    /// <summary>
+    /// A line chart on linear axes from 0 (so distances read true): one line per series, a tick on
+    /// the x axis at each of <paramref name="xTicks"/>, dots on the points when there are few.
+    /// </summary>
+    public static string LineChart(string title, string xLabel, IReadOnlyList<ChartSeries> series, IReadOnlyList<double> xTicks, Func<double, string> formatX, Func<double, string> formatY)
     {
         const int width = 720, height = 420, left = 70, right = 150, top = 40, bottom = 50;
-        var sizes = results.Select(r => r.Services).Distinct().Order().ToArray();
-        var max = Math.Max(1, results.Max(value)) * 1.1;
-        // A linear axis from 0, so the distance between sizes reads true.
-        double X(int services) => left + services * (width - left - right) / (double)sizes[^1];
-        double Y(double ms) => top + (height - top - bottom) * (1 - ms / max);
+        var points = series.SelectMany(s => s.Points).ToArray();
+        var maxX = Math.Max(xTicks.Count == 0 ? 1 : xTicks.Max(), points.Length == 0 ? 1 : points.Max(p => p.X));
+        var max = Math.Max(1, points.Length == 0 ? 1 : points.Max(p => p.Y)) * 1.1;
+        double X(double x) => left + x * (width - left - right) / maxX;
+        double Y(double y) => top + (height - top - bottom) * (1 - y / max);
         string[] colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
         var svg = new StringBuilder();
         svg.Append(CultureInfo.InvariantCulture, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n");
@@ -56,27 +65,30 @@ public static class BenchReport
         svg.Append(CultureInfo.InvariantCulture, $"<line x1=\"{left}\" y1=\"{height - bottom}\" x2=\"{width - right}\" y2=\"{height - bottom}\" stroke=\"black\"/>\n<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{height - bottom}\" stroke=\"black\"/>\n");
         for (var t = 0; t <= 4; t++)
         {
-            var ms = max * t / 4;
-            svg.Append(CultureInfo.InvariantCulture, $"<line x1=\"{left}\" y1=\"{Y(ms):0.#}\" x2=\"{width - right}\" y2=\"{Y(ms):0.#}\" stroke=\"#ddd\"/><text x=\"{left - 6}\" y=\"{Y(ms) + 4:0.#}\" text-anchor=\"end\">{Ms(ms)}</text>\n");
+            var y = max * t / 4;
+            svg.Append(CultureInfo.InvariantCulture, $"<line x1=\"{left}\" y1=\"{Y(y):0.#}\" x2=\"{width - right}\" y2=\"{Y(y):0.#}\" stroke=\"#ddd\"/><text x=\"{left - 6}\" y=\"{Y(y) + 4:0.#}\" text-anchor=\"end\">{formatY(y)}</text>\n");
         }
         svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{left}\" y=\"{height - bottom + 18}\" text-anchor=\"middle\">0</text>\n");
-        foreach (var size in sizes)
-            svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{X(size):0.#}\" y=\"{height - bottom + 18}\" text-anchor=\"middle\">{size}</text>\n");
-        svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{(left + width - right) / 2}\" y=\"{height - 10}\" text-anchor=\"middle\">services</text>\n");
-        var modes = results.Select(r => r.Mode).Distinct().ToArray();
-        for (var m = 0; m < modes.Length; m++)
+        foreach (var tick in xTicks)
+            svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{X(tick):0.#}\" y=\"{height - bottom + 18}\" text-anchor=\"middle\">{formatX(tick)}</text>\n");
+        svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{(left + width - right) / 2}\" y=\"{height - 10}\" text-anchor=\"middle\">{Escape(xLabel)}</text>\n");
+        for (var m = 0; m < series.Count; m++)
         {
             var color = colors[m % colors.Length];
-            var points = results.Where(r => r.Mode == modes[m]).OrderBy(r => r.Services).Select(r => (X(r.Services), Y(value(r)))).ToArray();
-            svg.Append(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{string.Join(' ', points.Select(p => $"{p.Item1:0.#},{p.Item2:0.#}"))}\"/>\n");
-            foreach (var (x, y) in points) svg.Append(CultureInfo.InvariantCulture, $"<circle cx=\"{x:0.#}\" cy=\"{y:0.#}\" r=\"3.5\" fill=\"{color}\"/>\n");
-            svg.Append(CultureInfo.InvariantCulture, $"<rect x=\"{width - right + 15}\" y=\"{top + 20 * m}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{width - right + 32}\" y=\"{top + 20 * m + 11}\">{Escape(modes[m])}</text>\n");
+            var line = series[m].Points.Select(p => (X(p.X), Y(p.Y))).ToArray();
+            svg.Append(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{string.Join(' ', line.Select(p => $"{p.Item1:0.#},{p.Item2:0.#}"))}\"/>\n");
+            if (line.Length <= 30)
+                foreach (var (x, y) in line) svg.Append(CultureInfo.InvariantCulture, $"<circle cx=\"{x:0.#}\" cy=\"{y:0.#}\" r=\"3.5\" fill=\"{color}\"/>\n");
+            svg.Append(CultureInfo.InvariantCulture, $"<rect x=\"{width - right + 15}\" y=\"{top + 20 * m}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{width - right + 32}\" y=\"{top + 20 * m + 11}\">{Escape(series[m].Name)}</text>\n");
         }
         return svg.Append("</svg>\n").ToString();
     }
 
-    private static string Ms(double ms) =>
+    internal static string Ms(double ms) =>
         ms >= 10000 ? $"{ms / 1000:0.#} s" : ms >= 100 ? $"{ms:0} ms" : ms >= 1 ? $"{ms:0.#} ms" : $"{ms:0.##} ms";
 
     private static string Escape(string text) => text.Replace("&", "&amp;").Replace("<", "&lt;");
 }
+
+/// <summary>One line of a <see cref="BenchReport.LineChart"/>: its legend and its points.</summary>
+public sealed record ChartSeries(string Name, IReadOnlyList<(double X, double Y)> Points);

@@ -49,4 +49,5 @@ public sealed record BenchResult
 [JsonSerializable(typeof(BenchResult))]
 [JsonSerializable(typeof(List<BenchResult>))]
 [JsonSerializable(typeof(WorkerSettings))]
+[JsonSerializable(typeof(SoakResult))]
 public sealed partial class BenchJsonContext : JsonSerializerContext;

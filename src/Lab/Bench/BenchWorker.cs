@@ -14,7 +14,7 @@ namespace ProxyPlanes.Bench;
 /// <summary>What one worker measures: one mode at one cluster size.</summary>
 public sealed record WorkerSettings(
     string Mode, int Services, int Endpoints, int Changes, TimeSpan ChurnDuration, double ChurnRate,
-    string NodeName, string ClusterCidr, string ClientNamespace, string[] RealPods);
+    string NodeName, string ClusterCidr, string ClientNamespace, string[] RealPods, SoakSettings? Soak = null);
 
 /// <summary>
 /// `proxyplanes-lab bench-worker`: runs inside the sandbox's node namespace with the real controller
@@ -57,6 +57,14 @@ public static class BenchWorker
         controller.OnInitialStateDelivered();
         await controller.SyncNowAsync(full: true, cancellationToken);
         var cold = stopwatch.Elapsed;
+        var changes = new Changes(cluster, controller, first, last);
+        if (settings.Soak is { } soak)
+        {
+            var soakResult = await SoakWorker.RunAsync(settings, soak, controller, probe, cluster, changes, cold, cancellationToken);
+            await backend.CleanupAsync(cancellationToken);
+            Console.WriteLine(JsonSerializer.Serialize(soakResult, BenchJsonContext.Default.SoakResult));
+            return 0;
+        }
         var floor = await probe.FloorAsync(cancellationToken);
 
         stopwatch.Restart();
@@ -81,7 +89,6 @@ public static class BenchWorker
         var lastConnect = await MedianConnectAsync(client, SyntheticCluster.ClusterIP(cluster.Names.Count - 1), cancellationToken);
 
         Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: {settings.Changes} single changes");
-        var changes = new Changes(cluster, controller, first, last);
         var byKind = ChangeKinds.ToDictionary(k => k, _ => new List<double>());
         for (var i = 0; i < settings.Changes; i++)
         {
@@ -108,7 +115,7 @@ public static class BenchWorker
             Incremental = LatencyStats.Of(byKind.Values.SelectMany(v => v).ToList()),
             IncrementalByKind = byKind.ToDictionary(kv => kv.Key, kv => LatencyStats.Of(kv.Value)),
             Churn = churn,
-            PeakRssMb = PeakRssBytes() / 1048576.0,
+            PeakRssMb = ProcessMemory.Read().PeakMib,
             CpuSeconds = self.TotalProcessorTime.TotalSeconds,
             KernelObjects = kernelObjects.ToDictionary(),
             FirstServiceConnectMs = firstConnect,
@@ -119,59 +126,17 @@ public static class BenchWorker
         return 0;
     }
 
-    /// <summary>
-    /// Changes at a steady rate while the real SyncRunner coalesces them. A change's latency runs
-    /// to the end of the first sync that started after it.
-    /// </summary>
+    /// <summary>Churn: changes at a steady rate through the real SyncRunner, which coalesces them.</summary>
     private static async Task<ChurnResult> ChurnAsync(ProxyController controller, Changes changes, WorkerSettings settings, CancellationToken cancellationToken)
     {
-        var syncs = new List<(DateTimeOffset Start, DateTimeOffset End)>();
-        var firstSync = new TaskCompletionSource();
-        controller.Synced += report =>
-        {
-            lock (syncs) syncs.Add((report.CompletedAt - report.Duration, report.CompletedAt));
-            firstSync.TrySetResult();
-        };
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var runner = Task.Run(() => controller.Runner.RunAsync(stop.Token), CancellationToken.None);
-        controller.Runner.Trigger(); // the runner's first sync is full; let it pass before measuring
-        await firstSync.Task.WaitAsync(TimeSpan.FromMinutes(5), cancellationToken);
-        lock (syncs) syncs.Clear();
-
-        var changeTimes = new List<DateTimeOffset>();
-        var interval = TimeSpan.FromSeconds(1 / settings.ChurnRate);
-        var start = Stopwatch.StartNew();
-        var next = TimeSpan.Zero;
-        var i = 0;
-        while (start.Elapsed < settings.ChurnDuration)
-        {
-            if (start.Elapsed < next) await Task.Delay(next - start.Elapsed, cancellationToken);
-            changeTimes.Add(DateTimeOffset.UtcNow);
-            changes.Apply(ChangeKinds[i++ % 3]); // endpoint changes: the common case under churn
-            next += interval;
-        }
-        var produced = start.Elapsed;
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (DateTime.UtcNow < deadline)
-        {
-            lock (syncs)
-                if (syncs.Count > 0 && syncs[^1].Start > changeTimes[^1]) break;
-            await Task.Delay(20, cancellationToken);
-        }
-        await stop.CancelAsync();
-        await runner;
-
-        var latencies = new List<double>();
-        (DateTimeOffset Start, DateTimeOffset End)[] done;
-        lock (syncs) done = [.. syncs];
-        foreach (var time in changeTimes)
-            if (done.FirstOrDefault(s => s.Start > time) is { End: var end } && end != default)
-                latencies.Add((end - time).TotalMilliseconds);
+        // Endpoint changes: the common case under churn.
+        var run = await PacedChanges.RunAsync(controller, i => changes.Apply(ChangeKinds[i % 3]), settings.ChurnRate, settings.ChurnDuration, null, cancellationToken);
+        var latencies = run.Latencies().Where(double.IsFinite).ToList();
         var stats = LatencyStats.Of(latencies);
         // Bounded: no change waited much longer than the coalescing window plus a few syncs.
-        var longestSync = done.Length == 0 ? 0 : done.Max(s => (s.End - s.Start).TotalMilliseconds);
-        var bounded = latencies.Count == changeTimes.Count && stats.Max <= 100 + 3 * longestSync + 250;
-        return new ChurnResult(settings.ChurnRate, changeTimes.Count / produced.TotalSeconds, done.Length, stats, bounded);
+        var longestSync = run.Syncs.Count == 0 ? 0 : run.Syncs.Max(s => (s.End - s.Start).TotalMilliseconds);
+        var bounded = latencies.Count == run.Count && stats.Max <= 100 + 3 * longestSync + 250;
+        return new ChurnResult(settings.ChurnRate, run.AchievedPerSecond, run.Syncs.Count, stats, bounded);
     }
 
     private static async Task<double> MedianConnectAsync(NetworkNamespace client, string ip, CancellationToken cancellationToken)
@@ -196,35 +161,31 @@ public static class BenchWorker
         return times.Count == 0 ? 0 : times.Order().ElementAt(times.Count / 2);
     }
 
-    private static long PeakRssBytes()
-    {
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
-        return 0;
-    }
-
-    private static void Progress(string text) => Console.Error.WriteLine($"  [{DateTime.Now:HH:mm:ss}] {text}");
+    internal static void Progress(string text) => Console.Error.WriteLine($"  [{DateTime.Now:HH:mm:ss}] {text}");
 
     /// <summary>The change generators, each a real event pair through the sink.</summary>
-    private sealed class Changes(SyntheticCluster cluster, ProxyController sink, string first, string last)
+    internal sealed class Changes(SyntheticCluster cluster, ProxyController sink, string first, string last)
     {
         private readonly Random _random = new(42);
         private readonly Stack<string> _added = new();
 
-        public void Apply(string kind)
+        /// <summary>Makes one change of <paramref name="kind"/>; returns the name of the service it changed.</summary>
+        public string Apply(string kind)
         {
             switch (kind)
             {
-                case "endpoint added": EditSlice(eps => eps.Add(cluster.NextEndpoint())); break;
-                case "endpoint removed": EditSlice(eps => { if (eps.Count > 1) eps.RemoveAt(eps.Count - 1); else eps.Add(cluster.NextEndpoint()); }); break;
-                case "endpoint not ready": EditSlice(eps => eps[0] = cluster.NewEndpoint(eps[0].Addresses![0], ready: eps[0].Conditions?.Ready == false)); break;
+                case "endpoint added": return EditSlice(eps => eps.Add(cluster.NextEndpoint()));
+                case "endpoint removed": return EditSlice(eps => { if (eps.Count > 1) eps.RemoveAt(eps.Count - 1); else eps.Add(cluster.NextEndpoint()); });
+                case "endpoint not ready": return EditSlice(eps => eps[0] = cluster.NewEndpoint(eps[0].Addresses![0], ready: eps[0].Conditions?.Ready == false));
+                // A pod rolled: one endpoint's address swapped for one never used before. It never
+                // cancels out with another change and keeps the cluster's size constant (the soak).
+                case "endpoint replaced": return EditSlice(eps => eps[_random.Next(eps.Count)] = cluster.NextEndpoint());
                 case "service added":
                     var added = cluster.Add();
                     _added.Push(added);
                     sink.OnService(null, cluster.Services[added]);
                     sink.OnEndpointSlice(null, cluster.Slices[added]);
-                    break;
+                    return added;
                 case "service removed":
                     var name = _added.Count > 0 ? _added.Pop() : RandomService();
                     sink.OnEndpointSlice(cluster.Slices[name], null);
@@ -232,11 +193,12 @@ public static class BenchWorker
                     cluster.Services.Remove(name);
                     cluster.Slices.Remove(name);
                     cluster.Names.Remove(name);
-                    break;
+                    return name;
+                default: throw new ArgumentException($"unknown change kind '{kind}'", nameof(kind));
             }
         }
 
-        private void EditSlice(Action<List<Endpoint>> edit)
+        private string EditSlice(Action<List<Endpoint>> edit)
         {
             var name = RandomService();
             var previous = cluster.Slices[name];
@@ -244,6 +206,7 @@ public static class BenchWorker
             edit(current.Endpoints!);
             cluster.Slices[name] = current;
             sink.OnEndpointSlice(previous, current);
+            return name;
         }
 
         private string RandomService()

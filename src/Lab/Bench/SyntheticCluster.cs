@@ -12,6 +12,9 @@ namespace ProxyPlanes.Bench;
 public sealed class SyntheticCluster
 {
     public const string Namespace = "bench";
+
+    /// <summary>The port every endpoint serves on (the real pods listen on it too).</summary>
+    public const int PodPort = 8080;
     private readonly string[] _realPods;
     private int _nextService;
     private int _nextEndpoint;
@@ -69,7 +72,7 @@ public sealed class SyntheticCluster
             Labels = new() { ["kubernetes.io/service-name"] = service },
         },
         AddressType = "IPv4",
-        Ports = [new EndpointPort { Name = "http", Protocol = "TCP", Port = 8080 }],
+        Ports = [new EndpointPort { Name = "http", Protocol = "TCP", Port = PodPort }],
         Endpoints = endpoints,
     };
 

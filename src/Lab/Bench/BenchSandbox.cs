@@ -1,0 +1,61 @@
+using System.Text.Json;
+using ProxyPlanes.Sandbox;
+using ProxyPlanes.Sandboxed;
+
+namespace ProxyPlanes.Bench;
+
+/// <summary>
+/// The sandbox a benchmark or soak runs in (a node namespace, a client and two real pods) and the
+/// worker it starts in the node namespace for each measurement. Removed on dispose, even on failure.
+/// </summary>
+internal sealed class BenchSandbox : IAsyncDisposable
+{
+    private const string NodeName = "bench-node";
+    private readonly ClusterSandbox _sandbox;
+    private readonly string[] _pods;
+
+    private BenchSandbox(ClusterSandbox sandbox, string[] pods)
+    {
+        _sandbox = sandbox;
+        _pods = pods;
+    }
+
+    public static async Task<BenchSandbox> CreateAsync(CancellationToken cancellationToken)
+    {
+        if (Environment.UserName != "root") throw new UsageException("the benchmark needs root: it builds network namespaces and programs their kernel rules");
+        var sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = NodeName }, cancellationToken);
+        try
+        {
+            var pods = new[] { await sandbox.AddPodAsync("real-0", [SyntheticCluster.PodPort], cancellationToken), await sandbox.AddPodAsync("real-1", [SyntheticCluster.PodPort], cancellationToken) };
+            return new BenchSandbox(sandbox, [.. pods.Select(p => p.IP)]);
+        }
+        catch
+        {
+            await sandbox.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>A worker's settings for <paramref name="mode"/> at one size in this sandbox; the caller sets what it measures.</summary>
+    public WorkerSettings Settings(string mode, int services, int endpoints) =>
+        new(mode, services, endpoints, 0, TimeSpan.Zero, 0, NodeName, _sandbox.ClusterCidr, _sandbox.Client.Name, _pods);
+
+    /// <summary>
+    /// Runs one worker in the node namespace, passing its progress lines on; returns the JSON it
+    /// printed, or null after printing why it failed.
+    /// </summary>
+    public async Task<string?> RunWorkerAsync(WorkerSettings settings, CancellationToken cancellationToken)
+    {
+        var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
+        var json = JsonSerializer.Serialize(settings, BenchJsonContext.Default.WorkerSettings);
+        await using var worker = _sandbox.Node.StartProcess(file, [.. prefix, "bench-worker", $"--settings={json}"]);
+        worker.LineReceived += (_, line, isError) => { if (isError) Console.Error.WriteLine(line); };
+        await worker.WaitForExitAsync(cancellationToken);
+        var output = string.Join('\n', worker.StandardOutputLines);
+        if (worker.ExitCode == 0 && output.TrimStart().StartsWith('{')) return output;
+        Console.Error.WriteLine($"{ProxyProcess.Lab}: the {settings.Mode} worker at {settings.Services} services failed (exit {worker.ExitCode}):\n{string.Join('\n', worker.StandardErrorLines.TakeLast(20))}");
+        return null;
+    }
+
+    public ValueTask DisposeAsync() => _sandbox.DisposeAsync();
+}
