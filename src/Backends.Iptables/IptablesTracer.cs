@@ -248,11 +248,12 @@ public static class IptablesTracer
     /// <summary>The rules every outcome met, then the one that set each endpoint apart.</summary>
     private static IReadOnlyList<string> Steps(List<Flow> flows)
     {
-        var common = flows[0].Steps;
+        var common = Pruned(flows[0].Steps);
         foreach (var flow in flows.Skip(1))
         {
+            var pruned = Pruned(flow.Steps);
             var n = 0;
-            while (n < common.Count && n < flow.Steps.Count && common[n] == flow.Steps[n]) n++;
+            while (n < common.Count && n < pruned.Count && common[n] == pruned[n]) n++;
             common = common.Take(n).ToList();
         }
         var steps = new List<string>(common);
@@ -265,6 +266,26 @@ public static class IptablesTracer
         // A rule the tracer could not read, on any branch, is worth a line: the answer may miss what it does.
         steps.AddRange(flows.SelectMany(f => f.Steps).Where(s => s.StartsWith("skipped", StringComparison.Ordinal) || s.StartsWith("(target", StringComparison.Ordinal)).Distinct().Except(steps));
         return steps;
+    }
+
+    /// <summary>
+    /// Leaves out a jump into a chain in which nothing then matched (the built-in chains' jumps into
+    /// KUBE-FORWARD, KUBE-PROXY-FIREWALL, ... on most packets): it decided nothing.
+    /// </summary>
+    private static List<string> Pruned(IReadOnlyList<string> steps)
+    {
+        var kept = new List<string>();
+        for (var i = 0; i < steps.Count; i++)
+        {
+            var words = steps[i].Split(' ');
+            var jump = Array.FindLastIndex(words, w => w is "-j" or "-g");
+            var target = jump >= 0 && jump + 1 < words.Length ? words[jump + 1] : null;
+            var next = i + 1 < steps.Count ? steps[i + 1].Split(' ') : [];
+            var nextChain = next.Length > 2 && next[1] == "-A" ? next[2] : null;
+            if (words.Length > 2 && words[1] == "-A" && target is not null && target.StartsWith("KUBE-", StringComparison.Ordinal) && nextChain != target) continue;
+            kept.Add(steps[i]);
+        }
+        return kept;
     }
 
     private enum End { None, Return, Accept, Drop, Reject, Dnat, Masquerade }
