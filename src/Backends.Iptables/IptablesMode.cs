@@ -45,6 +45,8 @@ public sealed partial class IptablesMode : IProxyMode
 
     public bool OwnsIptablesChain(string table, string chain) => IptablesBackend.Owns(table, chain);
 
+    public IKernelExplainer Explainer { get; } = new IptablesExplainer();
+
     public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, IProxyMode? running, CancellationToken cancellationToken)
     {
         // Rules may sit in either iptables flavour (a node may have switched): clean both.

@@ -200,12 +200,17 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         public bool UsesFirewallChain(IpFamily family) =>
             ExternalEntersNat && Info.LoadBalancerIPs.Any(ip => NodeAddresses.FamilyOf(ip) == family) && !Verdict.SourceRanges.IsEmpty;
 
-        /// <summary>The filter rule of traffic that is not forwarded: REJECT when nothing can serve; DROP when only the Local policy has nothing here.</summary>
-        public (string Target, string Comment) FilterOf(TrafficVerdict verdict) =>
-            verdict.Action == TrafficAction.Drop ? ("DROP", $"{Comment} has no local endpoints") : ("REJECT", $"{Comment} has no endpoints");
+        /// <summary>
+        /// The filter rule of traffic to <paramref name="frontend"/> that is not forwarded: REJECT when
+        /// nothing can serve; DROP when only the Local policy has nothing here. The comment names the
+        /// frontend (kube-proxy's does not), so <c>proxyplanes explain</c> can tell an external IP from a
+        /// load-balancer IP or a node port by reading the kernel alone.
+        /// </summary>
+        public (string Target, string Comment) FilterOf(TrafficVerdict verdict, string frontend) =>
+            verdict.Action == TrafficAction.Drop ? ("DROP", $"{Comment} {frontend} has no local endpoints") : ("REJECT", $"{Comment} {frontend} has no endpoints");
 
-        public (string Target, string Comment) InternalFilter => FilterOf(Internal);
-        public (string Target, string Comment) ExternalFilter => FilterOf(External);
+        public (string Target, string Comment) InternalFilter => FilterOf(Internal, "cluster IP");
+        public (string Target, string Comment) ExternalFilter(string frontend) => FilterOf(External, frontend);
     }
 
     private PortShape ShapeOf(ServicePortState port, IPAddress clusterIP) => new(port, clusterIP, port.VerdictFor(family));
@@ -359,8 +364,8 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
                 _nat.Append(ChainNames.Services).Comment($"{comment} external IP")
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(externalChain).End();
             if (!shape.External.IsForward)
-                _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter.Comment)
-                    .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(shape.ExternalFilter.Target).End();
+                _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter("external IP").Comment)
+                    .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(shape.ExternalFilter("external IP").Target).End();
         }
 
         // Load-balancer IPs, through the firewall chain when source ranges restrict them.
@@ -376,8 +381,8 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         }
         if (!shape.External.IsForward)
             foreach (var ip in OfFamily(info.LoadBalancerIPs))
-                _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter.Comment)
-                    .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(shape.ExternalFilter.Target).End();
+                _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter("loadbalancer IP").Comment)
+                    .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(shape.ExternalFilter("loadbalancer IP").Target).End();
 
         // Node port.
         if (info.NodePort != 0)
@@ -388,11 +393,11 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
             {
                 if (network.NodePortAddresses is { } addresses)
                     foreach (var address in addresses.Where(a => NodeAddresses.FamilyOf(a) == family))
-                        _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter.Comment)
-                            .Arg($"-d {address}{HostPrefix} {match} --dport").Arg(info.NodePort).Jump(shape.ExternalFilter.Target).End();
+                        _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter("node port").Comment)
+                            .Arg($"-d {address}{HostPrefix} {match} --dport").Arg(info.NodePort).Jump(shape.ExternalFilter("node port").Target).End();
                 else
-                    _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter.Comment)
-                        .Arg($"-m addrtype --dst-type LOCAL {match} --dport").Arg(info.NodePort).Jump(shape.ExternalFilter.Target).End();
+                    _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter("node port").Comment)
+                        .Arg($"-m addrtype --dst-type LOCAL {match} --dport").Arg(info.NodePort).Jump(shape.ExternalFilter("node port").Target).End();
             }
         }
 

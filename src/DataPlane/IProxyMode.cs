@@ -41,6 +41,9 @@ public interface IProxyMode
 
     /// <summary>Whether this mode programs the iptables chain <paramref name="chain"/> of <paramref name="table"/> (false for a mode without iptables).</summary>
     bool OwnsIptablesChain(string table, string chain) => false;
+
+    /// <summary>Reads what this mode put in the kernel for <c>proxyplanes explain</c>; null when the mode has no explainer yet.</summary>
+    IKernelExplainer? Explainer => null;
 }
 
 /// <summary>The daemon's settings a mode may use when it is created; each mode reads its own and ignores the rest.</summary>

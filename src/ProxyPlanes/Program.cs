@@ -15,12 +15,29 @@ var cleanupVerbosity = new Option<int>("--v") { Description = "Log verbosity", D
 cleanup.Options.Add(cleanupMode);
 cleanup.Options.Add(cleanupVerbosity);
 
+var explain = new Command("explain", "Ask the kernel what happens to a packet: the service port it matches, its verdict and endpoints (run on the node)");
+var explainProtocol = new Argument<string?>("PROTO") { Description = "tcp, udp or sctp", Arity = ArgumentArity.ZeroOrOne };
+var explainAddress = new Argument<string?>("IP:PORT") { Description = "The destination: a cluster IP, node address, external or load-balancer IP, and port ([IPv6]:PORT)", Arity = ArgumentArity.ZeroOrOne };
+var explainFrom = new Option<string?>("--from") { Description = "The packet's source address (default: a client off the node and off the cluster)" };
+var explainMode = new Option<string?>("--mode") { Description = "The mode whose kernel state to read (default: the one present)" };
+var explainOutput = new Option<string>("--output", "-o") { Description = "text or json", DefaultValueFactory = _ => "text" };
+var explainAll = new Option<bool>("--all") { Description = "Every frontend the kernel holds, with its service port, verdict and endpoints" };
+explain.Arguments.Add(explainProtocol);
+explain.Arguments.Add(explainAddress);
+explain.Options.Add(explainFrom);
+explain.Options.Add(explainMode);
+explain.Options.Add(explainOutput);
+explain.Options.Add(explainAll);
+
 root.Subcommands.Add(run);
 root.Subcommands.Add(cleanup);
+root.Subcommands.Add(explain);
 
 run.SetAction((result, _) => Guard(() => RunCommand.RunAsync(flags.Bind(result))));
 root.SetAction((result, _) => Guard(() => RunCommand.RunAsync(flags.Bind(result))));
 cleanup.SetAction((result, token) => Guard(() => CleanupCommand.RunAsync(result.GetValue(cleanupMode)!, result.GetValue(cleanupVerbosity), token)));
+explain.SetAction((result, token) => Guard(() => ExplainCommand.RunAsync(result.GetValue(explainProtocol), result.GetValue(explainAddress), result.GetValue(explainFrom),
+    result.GetValue(explainMode), result.GetValue(explainOutput)!, result.GetValue(explainAll), Console.Out, token)));
 
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
@@ -50,6 +67,11 @@ static async Task<int> Guard(Func<Task<int>> action)
         return 1;
     }
     catch (ManifestException e)
+    {
+        Console.Error.WriteLine($"proxyplanes: {e.Message}");
+        return 1;
+    }
+    catch (ProxyPlanes.DataPlane.ExplainException e)
     {
         Console.Error.WriteLine($"proxyplanes: {e.Message}");
         return 1;

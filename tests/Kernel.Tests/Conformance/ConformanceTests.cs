@@ -63,6 +63,10 @@ public sealed class ConformanceTests(ITestOutputHelper output)
                     var problem = await CheckAsync(sandbox, probe);
                     Assert.True(problem is null, $"{scenario.Name} [{mode}]: {probe}: {problem}\n--- proxy output ---\n{proxy.Output}");
                     output.WriteLine($"ok: {probe}");
+                    if (ProxyPlanes.Modes.Require(mode).Explainer is null || probe.Expect.Kind == ExpectKind.Http) continue;
+                    var disagreement = await ExplainDisagreesAsync(sandbox, mode, probe);
+                    Assert.True(disagreement is null, $"{scenario.Name} [{mode}]: {probe}: the packets did what the row expects, but explain says otherwise: {disagreement}");
+                    output.WriteLine($"ok: explain agrees");
                 }
                 if (step.Metrics is { Count: > 0 } metrics)
                 {
@@ -82,6 +86,54 @@ public sealed class ConformanceTests(ITestOutputHelper output)
             manifests.Delete(recursive: true);
         }
     }
+
+    /// <summary>
+    /// Null when <c>proxyplanes explain</c>, run in the node namespace, predicts what the row's real packets
+    /// just did: the same endpoints (by address) for a spread, a subset with affinity for a sticky row,
+    /// reject for a refused one, drop or pass for no answer, and masquerading as the source the pods saw.
+    /// </summary>
+    private static async Task<string?> ExplainDisagreesAsync(ClusterSandbox sandbox, string mode, Probe probe)
+    {
+        var ipv6 = probe.To.Contains(':');
+        var source = probe.From switch
+        {
+            "client" => ipv6 ? sandbox.ClientIpv6 : sandbox.ClientIp,
+            "client2" => ipv6 ? sandbox.ExternalClients[1].IPv6 : sandbox.ExternalClients[1].IP,
+            "node" => ipv6 ? sandbox.NodeIpv6 : sandbox.NodeIp,
+            _ => ipv6 ? ConformanceTopology.Pods[probe.From].IPv6 : ConformanceTopology.Pods[probe.From].IPv4,
+        };
+        var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Daemon);
+        string[] question = [probe.Transport == Transport.Tcp ? "tcp" : "udp", ipv6 ? $"[{probe.To}]:{probe.Port}" : $"{probe.To}:{probe.Port}", "--from", source!, "--mode", mode];
+        var json = await sandbox.Node.ExecAsync([file, .. prefix, "explain", .. question, "-o", "json"], TimeBudget.For(TimeSpan.FromSeconds(30)));
+        if (!json.Succeeded) return $"explain {string.Join(" ", question)} exited with {json.ExitCode}: {json.StandardError}";
+        var text = (await sandbox.Node.ExecAsync([file, .. prefix, "explain", .. question], TimeBudget.For(TimeSpan.FromSeconds(30)))).StandardOutput;
+        using var answer = System.Text.Json.JsonDocument.Parse(json.StandardOutput);
+        var root = answer.RootElement;
+        var verdict = root.GetProperty("verdict").GetString();
+        var reached = root.GetProperty("endpoints").EnumerateArray().Select(e => Host(e.GetString()!)).ToHashSet();
+        var expect = probe.Expect;
+        var pods = expect.Pods.Select(p => ipv6 ? ConformanceTopology.Pods[p].IPv6 : ConformanceTopology.Pods[p].IPv4).ToHashSet();
+        var problem = expect.Kind switch
+        {
+            // Refused by our REJECT, or (pass) by the node's own stack: nothing listens on a node address's port.
+            ExpectKind.Refused when verdict != "reject" && !(verdict == "pass" && NodeAddresses.Contains(probe.To)) =>
+                $"verdict {verdict}, expected reject{(NodeAddresses.Contains(probe.To) ? " or pass" : "")}",
+            // No pod answers: dropped, refused, or not ours (a refusal also counts as no answer in CheckAsync).
+            ExpectKind.NoAnswer when verdict == "forward" => $"verdict forward to {string.Join(",", reached)}, expected no endpoint to answer",
+            ExpectKind.Spread when verdict != "forward" || !reached.SetEquals(pods) => $"verdict {verdict} to {string.Join(",", reached)}, expected forward to {string.Join(",", pods)}",
+            ExpectKind.Sticky when verdict != "forward" || !reached.IsSubsetOf(pods) || !root.GetProperty("affinity").GetBoolean() =>
+                $"verdict {verdict} to {string.Join(",", reached)} (affinity {root.GetProperty("affinity")}), expected sticky forward within {string.Join(",", pods)}",
+            ExpectKind.Spread or ExpectKind.Sticky when expect.Source is { } seen && !pods.Contains(source!) && root.GetProperty("masquerade").GetBoolean() != (seen != source) =>
+                $"masquerade {root.GetProperty("masquerade")}, but the pods saw {seen} from {source}",
+            _ => null,
+        };
+        return problem is null ? null : $"{problem}\n--- explain ---\n{text}";
+
+        static string Host(string endpoint) => endpoint.StartsWith('[') ? endpoint[1..endpoint.IndexOf(']')] : endpoint[..endpoint.LastIndexOf(':')];
+    }
+
+    /// <summary>The node's own addresses in the topology.</summary>
+    private static readonly string[] NodeAddresses = [ConformanceTopology.NodeIp, ConformanceTopology.InterNodeAddress, "2001:db8::1"];
 
     private static void Write(DirectoryInfo folder, string yaml)
     {

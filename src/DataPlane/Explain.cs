@@ -1,0 +1,69 @@
+using System.Net;
+using ProxyPlanes.Model;
+
+namespace ProxyPlanes.DataPlane;
+
+/// <summary>
+/// The first packet of a new flow that <c>proxyplanes explain</c> asks about. <see cref="Source"/>
+/// null means "a client off this node and off the cluster": a rule that needs a particular source
+/// does not match it, one that excludes a source does.
+/// </summary>
+public sealed record PacketQuestion(Protocol Protocol, IPAddress Destination, int Port, IPAddress? Source = null)
+{
+    public IpFamily Family => NodeAddresses.FamilyOf(Destination);
+
+    public override string ToString() =>
+        $"{Protocol.ToString().ToLowerInvariant()} {(Destination.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{Destination}]" : Destination)}:{Port}"
+        + (Source is null ? "" : $" from {Source}");
+}
+
+/// <summary>What a matched packet meets: sent to endpoints, refused, dropped, or left alone (nothing of ours matches).</summary>
+public enum PacketVerdict { Forward, Reject, Drop, Pass }
+
+/// <summary>The frontends of a service port, as <c>explain</c> names them.</summary>
+public static class Frontends
+{
+    public const string ClusterIP = "clusterIP";
+    public const string NodePort = "nodePort";
+    public const string ExternalIP = "externalIP";
+    public const string LoadBalancerIP = "loadBalancerIP";
+}
+
+/// <summary>An endpoint the packet can reach: <c>ip:port</c>, the share of new flows it gets (0..1), and whether the flow is masqueraded on the way.</summary>
+public sealed record ReachedEndpoint(string Endpoint, double Share, bool Masquerade);
+
+/// <summary>
+/// What the kernel does with a <see cref="PacketQuestion"/>, read from the kernel's own state.
+/// <see cref="Steps"/> are the rules or map entries that decided, in order, for people.
+/// </summary>
+public sealed record PacketFate(
+    string? Match,
+    string? Frontend,
+    PacketVerdict Verdict,
+    IReadOnlyList<ReachedEndpoint> Endpoints,
+    bool Masquerade,
+    bool Affinity,
+    string Reason,
+    IReadOnlyList<string> Steps);
+
+/// <summary>One frontend the kernel holds (<c>explain --all</c>): the question that reaches it and what it meets.</summary>
+public sealed record FrontendFate(PacketQuestion Question, PacketFate Fate);
+
+/// <summary>
+/// A mode's reader of the kernel for <c>proxyplanes explain</c>: it looks at what the kernel holds now
+/// (never at a daemon's memory), so it is an independent witness of what the proxy did.
+/// </summary>
+public interface IKernelExplainer
+{
+    /// <summary>Whether this node's kernel holds state of this mode (how <c>explain</c> picks a mode when none is given).</summary>
+    Task<bool> HoldsStateAsync(CancellationToken cancellationToken);
+
+    /// <summary>The fate of one packet.</summary>
+    Task<PacketFate> ExplainAsync(PacketQuestion question, CancellationToken cancellationToken);
+
+    /// <summary>Every frontend the kernel holds, each with the fate of a packet from off the cluster.</summary>
+    Task<IReadOnlyList<FrontendFate>> ListAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>The kernel's state could not be read or understood; the message is the one line the user sees.</summary>
+public sealed class ExplainException(string message) : Exception(message);
