@@ -45,6 +45,13 @@ public sealed class ExplainTests(ITestOutputHelper output)
         output.WriteLine(text.StandardOutput);
         Assert.Matches(@"match\s+test/web:http \(clusterIP\)", text.StandardOutput);
 
+        // --all lists every frontend the kernel holds.
+        var all = await ExplainAsync(node, "--all");
+        output.WriteLine(all.StandardOutput);
+        Assert.True(all.Succeeded, all.StandardError);
+        Assert.Matches($@"tcp {WebIP.Replace(".", "\\.", StringComparison.Ordinal)}:80\s+test/web:http\s+clusterIP\s+forward\s+{scenario.PodIp(0).Replace(".", "\\.", StringComparison.Ordinal)}:8080 {scenario.PodIp(1).Replace(".", "\\.", StringComparison.Ordinal)}:8080", all.StandardOutput);
+        Assert.Matches(@"tcp 10\.96\.0\.20:80\s+test/lonely:http\s+clusterIP\s+reject", all.StandardOutput);
+
         // Behind the daemon's back: remove the jump to the first endpoint (the probability rule).
         var save = await node.ExecAsync("iptables-nft-save", "-t", "nat");
         var jump = save.StandardOutput.Split('\n').Single(l => l.StartsWith("-A KUBE-SVC-", StringComparison.Ordinal) && l.Contains("statistic", StringComparison.Ordinal));
@@ -73,12 +80,6 @@ public sealed class ExplainTests(ITestOutputHelper output)
         Assert.Equal(("pod-0", scenario.Sandbox.ClientIp), ProxyScenario.Who(answer.Body));
         output.WriteLine((await ExplainAsync(node, "tcp", "10.96.0.20:80")).StandardOutput);
 
-        // --all lists every frontend the kernel holds.
-        var all = await ExplainAsync(node, "--all");
-        output.WriteLine(all.StandardOutput);
-        Assert.True(all.Succeeded, all.StandardError);
-        Assert.Matches($@"tcp {WebIP.Replace(".", "\\.", StringComparison.Ordinal)}:80\s+test/web:http\s+clusterIP\s+forward\s+{scenario.PodIp(1).Replace(".", "\\.", StringComparison.Ordinal)}:8080", all.StandardOutput);
-        Assert.Matches(@"tcp 10\.96\.0\.20:80\s+test/lonely:http\s+clusterIP\s+reject", all.StandardOutput);
     }
 
     /// <summary>Splits an iptables-save rule into arguments, keeping a quoted comment whole.</summary>
