@@ -47,7 +47,7 @@ public sealed partial class IptablesMode : IProxyMode
 
     public IKernelExplainer Explainer { get; } = new IptablesExplainer();
 
-    public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, IProxyMode? running, CancellationToken cancellationToken)
+    public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CleanupScope scope, CancellationToken cancellationToken)
     {
         // Rules may sit in either iptables flavour (a node may have switched): clean both.
         foreach (var variant in new[] { IptablesVariant.Nft, IptablesVariant.Legacy })
@@ -56,7 +56,7 @@ public sealed partial class IptablesMode : IProxyMode
             foreach (var family in new[] { IpFamily.IPv4, IpFamily.IPv6 })
                 if (await IptablesCommandApplier.IsAvailableAsync(family, variant, cancellationToken))
                     families.Add((family, new IptablesCommandApplier(variant, family)));
-            if (families.Count > 0) await new IptablesBackend(families, metrics, logger).CleanupAsync(cancellationToken, running is null ? null : running.OwnsIptablesChain);
+            if (families.Count > 0) await new IptablesBackend(families, metrics, logger).CleanupAsync(cancellationToken, scope.Running is null ? null : scope.Running.OwnsIptablesChain);
         }
     }
 

@@ -42,8 +42,12 @@ public sealed class IpvsMode : IProxyMode
     /// <summary>Works on a kernel without IPVS too (then only the helper rules and ipsets can be there).</summary>
     public bool OwnsIptablesChain(string table, string chain) => IpvsNames.Owns(table, chain);
 
-    public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, IProxyMode? running, CancellationToken cancellationToken) =>
-        await (await IpvsBackend.CreateAsync(new ProxyModeOptions(), metrics, logger, cancellationToken)).CleanupAsync(cancellationToken, running is null ? null : running.OwnsIptablesChain);
+    /// <summary>Virtual servers inside the scope's excludeCIDRs stay (kube-proxy's cleanup flushes every one).</summary>
+    public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CleanupScope scope, CancellationToken cancellationToken) =>
+        await (await IpvsBackend.CreateAsync(CleanupOptions(scope), metrics, logger, cancellationToken)).CleanupAsync(cancellationToken, scope.Running is null ? null : scope.Running.OwnsIptablesChain);
+
+    /// <summary>The backend settings a cleanup runs with: only what it must leave alone, both families.</summary>
+    public static ProxyModeOptions CleanupOptions(CleanupScope scope) => new() { IpvsExcludeCidrs = scope.IpvsExcludeCidrs };
 
     /// <summary>Counts virtual servers, real servers and kube-ipvs0's addresses as the kernel reports them; no floor (no bulk-load tool).</summary>
     private sealed class Probe(IpvsBackend backend) : IKernelProbe

@@ -33,7 +33,7 @@ public sealed partial class NftablesMode : IProxyMode
     }
 
     /// <summary>Our own tables only: no other mode uses them, so what runs beside does not matter.</summary>
-    public Task CleanupAsync(ProxyMetrics metrics, ILogger logger, IProxyMode? running, CancellationToken cancellationToken) =>
+    public Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CleanupScope scope, CancellationToken cancellationToken) =>
         NftablesBackend.RemoveTablesAsync(new NftCommandApplier(), [IpFamily.IPv4, IpFamily.IPv6], logger, cancellationToken: cancellationToken);
 
     /// <summary>Counts what the last transactions left in the tables; the floor is nft loading the cold transaction.</summary>

@@ -30,20 +30,32 @@ public interface IProxyMode
     /// Works on a kernel that cannot run the mode.
     /// </summary>
     Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken) =>
-        CleanupAsync(metrics, logger, null, cancellationToken);
+        CleanupAsync(metrics, logger, CleanupScope.Everything, cancellationToken);
 
     /// <summary>
-    /// Removes what this mode left on a node that now runs <paramref name="running"/> (null: nothing
-    /// runs, remove everything): never an object the running mode owns, even one with the same name
-    /// (the iptables and IPVS modes both program KUBE-SERVICES, KUBE-POSTROUTING, KUBE-MARK-MASQ).
+    /// Removes what this mode left, except what <paramref name="scope"/> leaves alone: on a node that now
+    /// runs <see cref="CleanupScope.Running"/>, never an object the running mode owns, even one with the
+    /// same name (the iptables and IPVS modes both program KUBE-SERVICES, KUBE-POSTROUTING, KUBE-MARK-MASQ);
+    /// never an IPVS virtual server inside <see cref="CleanupScope.IpvsExcludeCidrs"/> (someone else's).
     /// </summary>
-    Task CleanupAsync(ProxyMetrics metrics, ILogger logger, IProxyMode? running, CancellationToken cancellationToken);
+    Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CleanupScope scope, CancellationToken cancellationToken);
 
     /// <summary>Whether this mode programs the iptables chain <paramref name="chain"/> of <paramref name="table"/> (false for a mode without iptables).</summary>
     bool OwnsIptablesChain(string table, string chain) => false;
 
     /// <summary>Reads what this mode put in the kernel for <c>proxyplanes explain</c>; null when the mode has no explainer yet.</summary>
     IKernelExplainer? Explainer => null;
+}
+
+/// <summary>What a cleanup must leave alone.</summary>
+/// <param name="Running">The mode that runs on the node (its objects stay); null when none runs.</param>
+public sealed record CleanupScope(IProxyMode? Running = null)
+{
+    /// <summary>Nothing runs and nothing is excluded: <c>proxyplanes cleanup</c> without settings.</summary>
+    public static CleanupScope Everything { get; } = new();
+
+    /// <summary><c>ipvs.excludeCIDRs</c> / <c>--ipvs-exclude-cidrs</c>: IPVS virtual servers in them are not ours to delete.</summary>
+    public EquatableArray<IpPrefix> IpvsExcludeCidrs { get; init; } = EquatableArray<IpPrefix>.Empty;
 }
 
 /// <summary>The daemon's settings a mode may use when it is created; each mode reads its own and ignores the rest.</summary>

@@ -14,6 +14,7 @@ var cleanupMode = new Option<string>("--mode") { Description = "The mode whose s
 var cleanupVerbosity = new Option<int>("--v") { Description = "Log verbosity", DefaultValueFactory = _ => 2 };
 cleanup.Options.Add(cleanupMode);
 cleanup.Options.Add(cleanupVerbosity);
+flags.AddCleanupTo(cleanup);
 
 var explain = new Command("explain", "Ask the kernel what happens to a packet: the service port it matches, its verdict and endpoints (run on the node)");
 var explainProtocol = new Argument<string?>("PROTO") { Description = "tcp, udp or sctp", Arity = ArgumentArity.ZeroOrOne };
@@ -35,7 +36,7 @@ root.Subcommands.Add(explain);
 
 run.SetAction((result, _) => Guard(() => RunCommand.RunAsync(flags.Bind(result))));
 root.SetAction((result, _) => Guard(() => RunCommand.RunAsync(flags.Bind(result))));
-cleanup.SetAction((result, token) => Guard(() => CleanupCommand.RunAsync(result.GetValue(cleanupMode)!, result.GetValue(cleanupVerbosity), token)));
+cleanup.SetAction((result, token) => Guard(() => CleanupCommand.RunAsync(result.GetValue(cleanupMode)!, flags.BindCleanup(result), result.GetValue(cleanupVerbosity), token)));
 explain.SetAction((result, token) => Guard(() => ExplainCommand.RunAsync(result.GetValue(explainProtocol), result.GetValue(explainAddress), result.GetValue(explainFrom),
     result.GetValue(explainMode), result.GetValue(explainOutput)!, result.GetValue(explainAll), Console.Out, token)));
 

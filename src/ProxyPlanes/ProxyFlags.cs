@@ -156,6 +156,26 @@ public sealed class ProxyFlags
         }
     }
 
+    /// <summary><c>proxyplanes cleanup</c> takes the settings that say what is not ours: <c>--config</c> and <c>--ipvs-exclude-cidrs</c>.</summary>
+    public void AddCleanupTo(System.CommandLine.Command command)
+    {
+        command.Options.Add(Config);
+        command.Options.Add(IpvsExcludeCidrs);
+    }
+
+    /// <summary>
+    /// What <c>proxyplanes cleanup</c> must leave alone, from <c>--ipvs-exclude-cidrs</c> or the
+    /// <c>--config</c> file's <c>ipvs.excludeCIDRs</c> (the flag wins, as for <c>run</c>).
+    /// </summary>
+    public CleanupScope BindCleanup(ParseResult result)
+    {
+        var config = LoadConfig(result);
+        return new CleanupScope
+        {
+            IpvsExcludeCidrs = FromFile(result, IpvsExcludeCidrs, config?.IpvsExcludeCidrs)?.Value ?? Prefixes(result.GetValue(IpvsExcludeCidrs)!, IpvsExcludeCidrs.Name),
+        };
+    }
+
     /// <summary>Whether the user wrote <paramref name="option"/> on the command line (not just its default).</summary>
     public static bool Given(ParseResult result, Option option) => result.GetResult(option) is { Implicit: false };
 

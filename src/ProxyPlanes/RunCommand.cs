@@ -36,7 +36,7 @@ public static class RunCommand
             IpvsTimeouts = settings.IpvsTimeouts,
         };
         var backend = (await Modes.CreateAsync(settings.Mode, modeOptions, metrics, logger, app.Lifetime.ApplicationStopping)).Backend;
-        await CleanupCommand.CleanOtherModesAsync(settings.Mode, logger, app.Lifetime.ApplicationStopping);
+        await CleanupCommand.CleanOtherModesAsync(settings.Mode, settings.IpvsExcludeCidrs, logger, app.Lifetime.ApplicationStopping);
         var controller = new ProxyController(settings.Proxy, backend, metrics, logger);
         await using var healthChecks = new ServiceHealthServer(logger, () => controller.Health.Status().Healthy);
         controller.AfterSync("health check node ports", (_, state, token) =>

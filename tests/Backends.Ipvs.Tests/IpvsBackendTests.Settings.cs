@@ -88,6 +88,25 @@ public sealed partial class IpvsBackendTests
     }
 
     [Fact]
+    public async Task Cleanup_WithTheConfiguredExcludeCidrs_KeepsForeignServersThere()
+    {
+        // proxyplanes cleanup --mode=ipvs (and starting another mode) runs with the operator's excludeCIDRs.
+        var theirs = new VirtualServerKey(IPAddress.Parse("192.168.50.1"), Protocol.TCP, 80);
+        var backend = Backend(IpvsMode.CleanupOptions(new CleanupScope { IpvsExcludeCidrs = new EquatableArray<IpPrefix>([IpPrefix.Parse("192.168.50.0/24")]) }));
+        await backend.SyncAsync(StateBuilder.Full(WebWith(StateBuilder.Endpoint("10.244.1.2"))), default);
+        await _kernel.ApplyAsync([new AddService(new VirtualServer(theirs, "wlc"))], default);
+        Assert.Equal([Web, theirs], _kernel.Services);
+
+        await backend.CleanupAsync(default);
+
+        Assert.Equal([theirs], _kernel.Services); // ours (the positive control) is gone
+
+        // Without the setting, cleanup removes every virtual server it finds, as kube-proxy's does.
+        await Backend(IpvsMode.CleanupOptions(CleanupScope.Everything)).CleanupAsync(default);
+        Assert.Empty(_kernel.Services);
+    }
+
+    [Fact]
     public async Task PauseHook_AppliesTheFirstNIpvsOperations_ThenWaits_ACancelledSyncIsRepairedByAFullOne()
     {
         var backend = Backend(new ProxyModeOptions(), pause: 3);

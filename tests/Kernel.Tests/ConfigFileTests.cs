@@ -202,6 +202,17 @@ internal static class ConfigSamples
         return flags.Bind(result);
     }
 
+    /// <summary>Parses <paramref name="args"/> as `proxyplanes cleanup` does and binds what it must leave alone.</summary>
+    public static CleanupScope BindCleanup(params string[] args)
+    {
+        var flags = new ProxyFlags();
+        var cleanup = new Command("cleanup");
+        flags.AddCleanupTo(cleanup);
+        var result = cleanup.Parse(args);
+        Assert.Empty(result.Errors);
+        return flags.BindCleanup(result);
+    }
+
     /// <summary>Bad config files (after <see cref="Header"/>, so line 3 is the first line given) and the line and message expected.</summary>
     public static TheoryData<string, int, string> BadFiles => new()
     {
@@ -382,6 +393,13 @@ public sealed class ConfigFileTests : IDisposable
         Assert.False(flags.IpvsStrictArp);
         // A flag given (even 0s, "keep the kernel's") wins over the file; the others come from it.
         Assert.Equal(new IpvsTimeoutSettings(TimeSpan.Zero, TimeSpan.FromSeconds(30), TimeSpan.FromMinutes(1)), flags.IpvsTimeouts);
+
+        // proxyplanes cleanup reads the same file and flag: what is excluded is not its to delete.
+        Assert.Equal([Cidr("192.168.50.0/24"), Cidr("fd00:50::/64")], ConfigSamples.BindCleanup($"--config={path}").IpvsExcludeCidrs);
+        Assert.Equal([Cidr("10.200.0.0/16")], ConfigSamples.BindCleanup($"--config={path}", "--ipvs-exclude-cidrs=10.200.0.0/16").IpvsExcludeCidrs);
+        Assert.Empty(ConfigSamples.BindCleanup().IpvsExcludeCidrs);
+        Assert.Equal("--ipvs-exclude-cidrs: '10.200.0.0' is not a CIDR such as 10.244.0.0/16",
+            Assert.Throws<UsageException>(() => ConfigSamples.BindCleanup("--ipvs-exclude-cidrs=10.200.0.0")).Message);
 
         // Neither file nor flags: nothing asked of the kernel.
         var none = ConfigSamples.Bind("--manifests=/");

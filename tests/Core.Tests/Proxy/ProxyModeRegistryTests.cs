@@ -54,6 +54,6 @@ public sealed class ProxyModeRegistryTests
 
         public Task<ProxyModeBackend> CreateAsync(ProxyModeOptions options, ProxyMetrics metrics, ILogger logger, CancellationToken cancellationToken) => throw new NotSupportedException();
 
-        public Task CleanupAsync(ProxyMetrics metrics, ILogger logger, IProxyMode? running, CancellationToken cancellationToken) => throw new NotSupportedException();
+        public Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CleanupScope scope, CancellationToken cancellationToken) => throw new NotSupportedException();
     }
 }
