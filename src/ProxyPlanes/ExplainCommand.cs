@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Model;
 
@@ -9,17 +10,20 @@ namespace ProxyPlanes;
 
 /// <summary>
 /// <c>proxyplanes explain PROTO IP:PORT [--from IP] [--mode MODE] [-o text|json]</c> and
-/// <c>proxyplanes explain --all</c>: what the kernel does with a packet, read from the kernel's state
-/// for the mode (never from a daemon's memory).
+/// <c>proxyplanes explain --all [--state-url URL]</c>: what the kernel does with a packet, read from the
+/// kernel's state for the mode (never from a daemon's memory); with --all, also where the kernel
+/// differs from a running daemon's desired state (its /debug/state, <see cref="DaemonState"/>).
 /// </summary>
 public static class ExplainCommand
 {
-    public static async Task<int> RunAsync(string? protocol, string? address, string? from, string? mode, string output, bool all, TextWriter writer, CancellationToken cancellationToken)
+    public static async Task<int> RunAsync(string? protocol, string? address, string? from, string? mode, string output, bool all, string? stateUrl, TextWriter writer, CancellationToken cancellationToken)
     {
         if (output is not ("text" or "json")) throw new UsageException($"-o {output}: use text or json");
         var question = all ? null : ParseQuestion(protocol, address, from);
         if (all && (protocol is not null || address is not null || from is not null))
             throw new UsageException("explain --all takes no packet: give either --all or PROTO IP:PORT");
+        if (!all && stateUrl is not null) throw new UsageException("--state-url is for explain --all (it compares every frontend with the daemon's desired state)");
+        if (!string.IsNullOrEmpty(stateUrl)) DaemonState.ParseUrl(stateUrl);
 
         var (name, explainer) = await PickAsync(mode, cancellationToken);
         if (question is not null)
@@ -30,7 +34,8 @@ public static class ExplainCommand
         else
         {
             var list = await explainer.ListAsync(cancellationToken);
-            writer.Write(output == "json" ? JsonList(list) + "\n" : TextList(name, list));
+            var comparison = await DaemonState.CompareAsync(stateUrl, name, list, cancellationToken);
+            writer.Write(output == "json" ? JsonList(name, list, comparison) + "\n" : TextList(name, list, comparison));
         }
         return 0;
     }
@@ -97,16 +102,72 @@ public static class ExplainCommand
         return Encoding.UTF8.GetString(stream.ToArray());
     }
 
-    private static string JsonList(IReadOnlyList<FrontendFate> list)
+    /// <summary>
+    /// <c>explain --all -o json</c>: <c>{"mode", "frontends": [per frontend: protocol, destination and the
+    /// keys of <see cref="WriteFate"/>], "daemon": {"url", "compared", "generation", "syncedAt", "skipped"},
+    /// "differences": [...] or null}</c>. <c>differences</c> is null when no comparison was made (then
+    /// <c>daemon.skipped</c> says why), so an empty array always means "compared, and no difference".
+    /// </summary>
+    public static string JsonList(string mode, IReadOnlyList<FrontendFate> list, DaemonComparison comparison)
     {
         using var stream = new MemoryStream();
         using (var json = new Utf8JsonWriter(stream, Indented))
         {
-            json.WriteStartArray();
+            json.WriteStartObject();
+            json.WriteString("mode", mode);
+            json.WriteStartArray("frontends");
             foreach (var entry in list) WriteFate(json, entry.Fate, entry.Question);
             json.WriteEndArray();
+            json.WriteStartObject("daemon");
+            json.WriteString("url", comparison.Url);
+            json.WriteBoolean("compared", comparison.Compared);
+            if (comparison.Daemon is { } daemon)
+            {
+                json.WriteNumber("generation", daemon.Generation);
+                json.WriteString("syncedAt", DebugState.Time(daemon.SyncedAt));
+            }
+            else
+            {
+                json.WriteNull("generation");
+                json.WriteNull("syncedAt");
+            }
+            json.WriteString("skipped", comparison.SkippedBecause);
+            json.WriteEndObject();
+            if (comparison.Differences is { } differences)
+            {
+                json.WriteStartArray("differences");
+                foreach (var difference in differences) WriteDifference(json, difference);
+                json.WriteEndArray();
+            }
+            else json.WriteNull("differences");
+            json.WriteEndObject();
         }
         return Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    /// <summary>One difference: the frontend, its kind (missing, extra, verdict, endpoints), what each side holds (null: nothing), and the text line.</summary>
+    private static void WriteDifference(Utf8JsonWriter json, FrontendDifference difference)
+    {
+        json.WriteStartObject();
+        json.WriteString("protocol", difference.Protocol.ToString().ToLowerInvariant());
+        json.WriteString("destination", Endpoint(difference.Destination, difference.Port));
+        json.WriteString("difference", difference.Kind.ToString().ToLowerInvariant());
+        json.WriteString("servicePort", difference.ServicePort);
+        json.WriteString("frontend", difference.Frontend);
+        void Side(string name, string? verdict, IReadOnlyList<string> endpoints)
+        {
+            if (verdict is null) { json.WriteNull(name); return; }
+            json.WriteStartObject(name);
+            json.WriteString("verdict", verdict);
+            json.WriteStartArray("endpoints");
+            foreach (var endpoint in endpoints) json.WriteStringValue(endpoint);
+            json.WriteEndArray();
+            json.WriteEndObject();
+        }
+        Side("kernel", difference.KernelVerdict?.ToString().ToLowerInvariant(), difference.KernelEndpoints);
+        Side("daemon", difference.DaemonVerdict is { } wanted ? DebugState.VerdictName(wanted) : null, difference.DaemonEndpoints);
+        json.WriteString("text", difference.Text);
+        json.WriteEndObject();
     }
 
     /// <summary>The keys the issue fixes: match, frontend, verdict, endpoints, masquerade, affinity, reason (and, in a list, the packet).</summary>
@@ -149,7 +210,16 @@ public static class ExplainCommand
         return text.ToString();
     }
 
-    private static string TextList(string mode, IReadOnlyList<FrontendFate> list)
+    /// <summary>The table, then one line per difference from the daemon (or one saying there is none, or why it was not compared).</summary>
+    public static string TextList(string mode, IReadOnlyList<FrontendFate> list, DaemonComparison comparison) => TextTable(mode, list) + comparison switch
+    {
+        { Differences: { Count: 0 }, Daemon: { } daemon } => $"no difference from the daemon's desired state (sync {daemon.Generation} at {DebugState.Time(daemon.SyncedAt)})\n",
+        { Differences: { } differences } => string.Concat(differences.Select(d => $"differs from the daemon: {d.Text}\n")),
+        { Url: null } => "", // --state-url "": not asked for
+        _ => $"comparison with the daemon skipped: {comparison.SkippedBecause}\n",
+    };
+
+    private static string TextTable(string mode, IReadOnlyList<FrontendFate> list)
     {
         if (list.Count == 0) return $"no frontends in the kernel ({mode} mode)\n";
         var rows = list.Select(e => new[]

@@ -28,7 +28,14 @@ explain.Arguments.Add(explainAddress);
 explain.Options.Add(explainFrom);
 explain.Options.Add(explainMode);
 explain.Options.Add(explainOutput);
+var explainStateUrl = new Option<string?>("--state-url")
+{
+    Description = $"With --all: the daemon's desired state to compare the kernel with (default {DaemonState.DefaultUrl}; \"\" skips the comparison)",
+    // --state-url="" reaches us as "--state-url=", with no value: that is the empty URL, not a missing one.
+    Arity = ArgumentArity.ZeroOrOne,
+};
 explain.Options.Add(explainAll);
+explain.Options.Add(explainStateUrl);
 
 root.Subcommands.Add(run);
 root.Subcommands.Add(cleanup);
@@ -38,7 +45,8 @@ run.SetAction((result, _) => Guard(() => RunCommand.RunAsync(flags.Bind(result))
 root.SetAction((result, _) => Guard(() => RunCommand.RunAsync(flags.Bind(result))));
 cleanup.SetAction((result, token) => Guard(() => CleanupCommand.RunAsync(result.GetValue(cleanupMode)!, flags.BindCleanup(result), result.GetValue(cleanupVerbosity), token)));
 explain.SetAction((result, token) => Guard(() => ExplainCommand.RunAsync(result.GetValue(explainProtocol), result.GetValue(explainAddress), result.GetValue(explainFrom),
-    result.GetValue(explainMode), result.GetValue(explainOutput)!, result.GetValue(explainAll), Console.Out, token)));
+    result.GetValue(explainMode), result.GetValue(explainOutput)!, result.GetValue(explainAll),
+    result.GetResult(explainStateUrl) is { } stateUrl ? stateUrl.Tokens.FirstOrDefault()?.Value ?? "" : null, Console.Out, token)));
 
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)

@@ -54,7 +54,7 @@ public static class RunCommand
         using var ownedSource = source as IDisposable;
         foreach (var field in settings.IgnoredConfigFields)
             logger.LogInformation("--config {File}: {Field} is a kube-proxy field this proxy does not use; ignored", settings.ConfigFile, field);
-        ProxyHttpEndpoints.Map(app, settings.MetricsBindAddress, settings.HealthzBindAddress, metrics, controller.Health, settings.Mode);
+        ProxyHttpEndpoints.Map(app, settings.MetricsBindAddress, settings.HealthzBindAddress, metrics, controller.Health, settings.Mode, controller);
 
         await app.StartAsync();
         logger.LogInformation("proxyplanes {Mode} on node {Node}: serving {Source}; metrics on {Metrics}, health on {Healthz}",

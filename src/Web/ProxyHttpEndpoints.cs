@@ -15,8 +15,9 @@ using ProxyPlanes.Model;
 namespace ProxyPlanes.Web;
 
 /// <summary>
-/// The two servers kube-proxy runs, on the same addresses: metrics (/metrics, /proxyMode) and
-/// health (/healthz, /livez), each on its own listener.
+/// The two servers kube-proxy runs, on the same addresses: metrics (/metrics, /proxyMode, and
+/// /debug/state, the daemon's desired state for <c>proxyplanes explain --all</c>) and health
+/// (/healthz, /livez), each on its own listener.
 /// </summary>
 public static class ProxyHttpEndpoints
 {
@@ -39,10 +40,10 @@ public static class ProxyHttpEndpoints
     }
 
     /// <summary>
-    /// Maps /metrics (prometheus-net serving <paramref name="registry"/>), /proxyMode and the health paths,
-    /// each on its own listener.
+    /// Maps /metrics (prometheus-net serving <paramref name="proxyMetrics"/>' registry), /proxyMode,
+    /// /debug/state (when <paramref name="controller"/> is given) and the health paths, each on its own listener.
     /// </summary>
-    public static void Map(WebApplication app, IPEndPoint? metrics, IPEndPoint? healthz, ProxyMetrics proxyMetrics, ProxyHealth health, string mode)
+    public static void Map(WebApplication app, IPEndPoint? metrics, IPEndPoint? healthz, ProxyMetrics proxyMetrics, ProxyHealth health, string mode, ProxyController? controller = null)
     {
         if (metrics is not null)
         {
@@ -54,6 +55,12 @@ public static class ProxyHttpEndpoints
                 settings.EnableOpenMetrics = false;
             }, "/metrics").RequireHost(host);
             app.MapGet("/proxyMode", () => Results.Text(mode)).RequireHost(host);
+            if (controller is not null)
+                app.MapGet("/debug/state", (HttpContext context) =>
+                    FromThisNode(context.Connection.RemoteIpAddress, context.Connection.LocalIpAddress)
+                        ? DebugStateResult(controller.LastApplied, controller.LocalAddresses)
+                        : Results.Text("/debug/state answers only connections from this node (loopback, or to and from the address it listens on)\n", "text/plain", statusCode: StatusCodes.Status403Forbidden))
+                    .RequireHost(host);
         }
         if (healthz is not null)
         {
@@ -61,6 +68,28 @@ public static class ProxyHttpEndpoints
             app.MapGet("/healthz", (HttpContext context) => Counted(context, HealthResult(health.Status(), forTraffic: true), proxyMetrics.HealthzAnswered)).RequireHost(host);
             app.MapGet("/livez", (HttpContext context) => Counted(context, HealthResult(health.Status(), forTraffic: false), proxyMetrics.LivezAnswered)).RequireHost(host);
         }
+    }
+
+    /// <summary>
+    /// The desired state of the last successful sync, per frontend (<see cref="DebugState"/>), built on
+    /// request; before the first successful sync there is none to compare with: 503 and one line saying so.
+    /// </summary>
+    public static IResult DebugStateResult(AppliedSync? applied, Func<IEnumerable<IPAddress>> localAddresses) =>
+        applied is null
+            ? Results.Text("no successful sync yet: the desired state is served once the kernel has been programmed\n", "text/plain", statusCode: StatusCodes.Status503ServiceUnavailable)
+            : Results.Text(DebugState.Write(applied, DebugState.Frontends(applied, localAddresses)), "application/json");
+
+    /// <summary>
+    /// Whether a connection comes from this node itself. The metrics address is often 0.0.0.0 (for
+    /// Prometheus), but the desired state lists every service's endpoints: only <c>explain</c> on the
+    /// node needs it, which connects over loopback or, to a node address, from that same address.
+    /// </summary>
+    public static bool FromThisNode(IPAddress? remote, IPAddress? local)
+    {
+        if (remote is null) return false;
+        if (remote.IsIPv4MappedToIPv6) remote = remote.MapToIPv4();
+        if (local is { IsIPv4MappedToIPv6: true }) local = local.MapToIPv4();
+        return IPAddress.IsLoopback(remote) || remote.Equals(local);
     }
 
     private static IResult Counted(HttpContext context, IResult result, Action<int> count)

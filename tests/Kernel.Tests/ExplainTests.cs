@@ -15,7 +15,7 @@ public sealed class ExplainTests(ITestOutputHelper output)
 {
     private const string WebIP = "10.96.0.10";
 
-    private static async Task<ExecResult> ExplainAsync(NetworkNamespace node, params string[] args)
+    internal static async Task<ExecResult> ExplainAsync(NetworkNamespace node, params string[] args)
     {
         var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Daemon);
         return await node.ExecAsync([file, .. prefix, "explain", .. args], TimeSpan.FromSeconds(60));
@@ -83,7 +83,7 @@ public sealed class ExplainTests(ITestOutputHelper output)
     }
 
     /// <summary>Splits an iptables-save rule into arguments, keeping a quoted comment whole.</summary>
-    private static string[] Words(string rule)
+    internal static string[] Words(string rule)
     {
         var words = new List<string>();
         var i = 0;

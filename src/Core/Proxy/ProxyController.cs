@@ -57,6 +57,14 @@ public sealed class ProxyController : IObjectSink
     /// <summary>The state the kernel was last programmed with successfully.</summary>
     public DesiredState Applied { get; private set; } = DesiredState.Empty;
 
+    private volatile AppliedSync? _lastApplied;
+
+    /// <summary>
+    /// <see cref="Applied"/> with the number and time of the sync that programmed it (what /debug/state
+    /// serves); null until the first successful sync.
+    /// </summary>
+    public AppliedSync? LastApplied => _lastApplied;
+
     /// <summary>Raised after every successful sync (tests, the demo and the benchmark wait on it).</summary>
     public event Action<SyncReport>? Synced;
 
@@ -225,6 +233,7 @@ public sealed class ProxyController : IObjectSink
         if (_successfulSyncs++ > 0)
             foreach (var trigger in triggerTimes)
                 if (end > trigger) _metrics.RecordNetworkProgramming(end - trigger);
+        _lastApplied = new AppliedSync(state, _successfulSyncs, end, _backend.Mode, _backend.Families);
         foreach (var family in _backend.Families)
         {
             _metrics.SetNoLocalEndpoints(family, "internal", state.ServicePorts.Values.Count(s => s.Info.InternalPolicyLocal && NoLocal(s.EndpointsFor(family))));
