@@ -153,7 +153,9 @@ public static class NftJsonText
                     var op = v.TryGetProperty("op", out var o) ? o.GetString() : "==";
                     var left = Expression(v.GetProperty("left"));
                     var right = Expression(v.GetProperty("right"));
-                    return op is "==" or "in" ? $"{left} {right}" : $"{left} {op} {right}";
+                    // As nft prints it: "ip daddr 10.96.0.10", "ct state new", but "meta mark & 0x4000 == 0".
+                    var binary = v.GetProperty("left").ValueKind == JsonValueKind.Object && v.GetProperty("left").EnumerateObject().Any(l => l.Name is "&" or "|" or "^");
+                    return op is "in" || (op == "==" && !binary) ? $"{left} {right}" : $"{left} {op} {right}";
                 case "jump" or "goto":
                     return $"{p.Name} {v.GetProperty("target").GetString()}";
                 case "accept" or "drop" or "return" or "continue" or "counter" or "log":
@@ -220,7 +222,8 @@ public static class NftJsonText
                 case "range":
                     return $"{Expression(v[0])}-{Expression(v[1])}";
                 case "set":
-                    return "{ " + string.Join(", ", v.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.Array ? $"{Expression(x[0])} : {Statement(x[1])}" : Expression(x))) + " }";
+                    var items = v.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.Array ? $"{Expression(x[0])} : {Statement(x[1])}" : Expression(x));
+                    return "{ " + string.Join(", ", items) + " }";
                 case "elem":
                     return v.TryGetProperty("val", out var val) ? Expression(val) : v.GetRawText();
                 case "&" or "|" or "^":

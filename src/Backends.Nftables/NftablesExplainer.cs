@@ -60,7 +60,8 @@ public sealed class NftablesExplainer(string table = NftNames.Table) : IKernelEx
             // The table is not there: nothing of ours in this family.
             if (result.StandardError.Contains("No such file or directory", StringComparison.Ordinal)) return null;
             if (!mustWork) return null;
-            var error = result.StandardError.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).FirstOrDefault() ?? $"exit code {result.ExitCode}";
+            var error = result.StandardError.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).FirstOrDefault()
+                ?? $"exit code {result.ExitCode}";
             throw new ExplainException($"nft -j list table {familyName} {table} failed: {error}");
         }
         var listing = NftListing.Parse(result.StandardOutput, family, table);

@@ -157,8 +157,9 @@ public static class NftablesTracer
 
         private IEnumerable<Flow> RunChain(string name, Flow flow, int depth)
         {
-            if (depth > MaxDepth) throw new ExplainException($"{Nft.FamilyKeyword(table.Family)} {table.Table}: jumps nest deeper than {MaxDepth} at chain {name}; is there a loop?");
-            if (!table.Chains.TryGetValue(name, out var chain)) throw new ExplainException($"{Nft.FamilyKeyword(table.Family)} {table.Table}: a rule jumps to chain {name}, which is not in the table");
+            var where = $"{Nft.FamilyKeyword(table.Family)} {table.Table}";
+            if (depth > MaxDepth) throw new ExplainException($"{where}: jumps nest deeper than {MaxDepth} at chain {name}; is there a loop?");
+            if (!table.Chains.TryGetValue(name, out var chain)) throw new ExplainException($"{where}: a rule jumps to chain {name}, which is not in the table");
             return RunFrom(chain, 0, flow, depth);
         }
 
@@ -211,7 +212,8 @@ public static class NftablesTracer
                     return Next(flow.Record(chain, rule) with { Mark = mark });
                 case "set":
                     // update @affinity-… { ip saddr }: the kernel learns the client; the packet goes on.
-                    var learns = value.TryGetProperty("set", out var set) && set.GetString() is { } name && table.Sets.TryGetValue(name.TrimStart('@'), out var s) && s.IsDynamic;
+                    var learns = value.TryGetProperty("set", out var set) && set.GetString() is { } name
+                        && table.Sets.TryGetValue(name.TrimStart('@'), out var s) && s.IsDynamic;
                     return Next(flow.Record(chain, rule) with { Affinity = flow.Affinity || learns });
                 case "dnat" when Endpoint(value, flow) is { } to:
                     var dnat = flow.Record(chain, rule);
@@ -222,7 +224,8 @@ public static class NftablesTracer
                     var target = kind is "jump" or "goto" ? Text(value, "target") : null;
                     return Verdict(chain, rule, k, kind, target, flow.Record(chain, rule, target), depth);
                 default:
-                    return Next(flow.Note(new Step(chain.Name, rule, $"skipped statement '{NftJsonText.Statement(rule.Expressions[k])}' (not understood) in {chain.Name}: {rule.Text}", Skipped: true)));
+                    var statement = NftJsonText.Statement(rule.Expressions[k]);
+                    return Next(flow.Note(new Step(chain.Name, rule, $"skipped statement '{statement}' (not understood) in {chain.Name}: {rule.Text}", Skipped: true)));
             }
         }
 
@@ -269,7 +272,8 @@ public static class NftablesTracer
             {
                 mapName = "";
                 inline = data.TryGetProperty("set", out var pairs)
-                    ? pairs.EnumerateArray().Where(p => p.ValueKind == JsonValueKind.Array && p.GetArrayLength() == 2).Select(p => new ListedElement(p[0], p[1], null)).ToList()
+                    ? pairs.EnumerateArray().Where(p => p.ValueKind == JsonValueKind.Array && p.GetArrayLength() == 2)
+                        .Select(p => new ListedElement(p[0], p[1], null)).ToList()
                     : [];
             }
 
@@ -308,7 +312,10 @@ public static class NftablesTracer
                 if (kind is "jump" or "goto" or "return" or "accept" or "drop" or "reject" or "continue")
                     results.AddRange(Verdict(chain, rule, k, kind, target, taken, depth));
                 else
-                    results.Add(taken.Note(new Step(chain.Name, rule, $"skipped verdict '{NftJsonText.Statement(verdict)}' (not understood) in {mapName}", Skipped: true)) with { End = End.None });
+                {
+                    var skipped = new Step(chain.Name, rule, $"skipped verdict '{NftJsonText.Statement(verdict)}' (not understood) in {mapName}", Skipped: true);
+                    results.Add(taken.Note(skipped) with { End = End.None });
+                }
             }
             if (missed > 0) results.Insert(0, flow with { Weight = flow.Weight * missed, End = End.None });
             return results;

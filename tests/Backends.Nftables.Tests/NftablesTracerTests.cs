@@ -107,6 +107,8 @@ public sealed class NftablesTracerTests
         Assert.Equal(["10.244.1.2:8080"], Endpoints(outside));
         Assert.False(outside.Masquerade);
         Assert.Contains("on this node", outside.Reason, StringComparison.Ordinal);
+        // Not marked, so postrouting leaves the source alone: the step says so as nft would print it.
+        Assert.Contains("masquerading: meta mark & 0x4000 == 0 return", outside.Steps);
         Assert.Equal(["10.244.1.2:8080", "10.244.2.2:8080"], Endpoints(pod));
         // The node's own traffic is short-circuited to every endpoint, masqueraded.
         Assert.Equal(["10.244.1.2:8080", "10.244.2.2:8080"], Endpoints(node));
