@@ -93,6 +93,9 @@ public sealed record NftElement(string Set, EquatableArray<string> Key) : NftObj
     public override string Kind => "element";
     public string? Value { get; init; }
 
+    /// <summary>Says what the element is for (the service port and its frontend, as kube-proxy's comments do); <c>nft list</c> shows it.</summary>
+    public string? Comment { get; init; }
+
     public NftElement(string set, params string[] key) : this(set, new EquatableArray<string>(key))
     {
     }
@@ -103,7 +106,9 @@ public sealed record NftElement(string Set, EquatableArray<string> Key) : NftObj
     /// <summary>The chain a verdict value jumps or goes to, if any.</summary>
     public string? ChainReference => Value is null ? null : Nft.ChainReferences(Value).FirstOrDefault();
 
-    public override string ToString() => Value is null ? KeyText : $"{KeyText} : {Value}";
+    /// <summary>The element as <c>add element</c> writes it: key, comment, value.</summary>
+    public override string ToString() =>
+        (Comment is null ? KeyText : $"{KeyText} comment \"{Comment}\"") + (Value is null ? "" : $" : {Value}");
 }
 
 public enum NftVerb { Add, Flush, Delete }
@@ -208,6 +213,9 @@ public sealed class NftTransaction
                 Nft.ValidateName(element.Set, "set");
                 if (element.Key.IsEmpty) throw new NftException($"element of {element.Set}: empty key");
                 foreach (var part in element.Key) Nft.ValidateElementText(part, $"element of {element.Set}");
+                Nft.ValidateComment(element.Comment);
+                if (element.Comment is not null && element.Comment.IndexOfAny(['{', '}', ',', ';', '#']) >= 0)
+                    throw new NftException($"element of {element.Set}: comment '{element.Comment}' contains a character that would end the element list");
                 if (element.Value is { } value)
                 {
                     if (verb == NftVerb.Delete) throw new NftException($"element of {element.Set}: a deleted element is named by its key only");

@@ -32,6 +32,8 @@ public sealed partial class NftablesMode : IProxyMode
         return new ProxyModeBackend(backend, new Probe(backend));
     }
 
+    public IKernelExplainer Explainer { get; } = new NftablesExplainer();
+
     /// <summary>Our own tables only: no other mode uses them, so what runs beside does not matter.</summary>
     public Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CleanupScope scope, CancellationToken cancellationToken) =>
         NftablesBackend.RemoveTablesAsync(new NftCommandApplier(), [IpFamily.IPv4, IpFamily.IPv6], logger, cancellationToken: cancellationToken);

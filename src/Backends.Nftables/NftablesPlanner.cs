@@ -287,7 +287,7 @@ public sealed class NftablesPlanner
         {
             var was = previous.Claims.TryGetValue(key, out var oldClaims) ? oldClaims.First().Value : null;
             var now = claims.TryGetValue(key, out var newClaims) ? newClaims.First().Value : null;
-            if (was is not null && now is not null && was.Value == now.Value) continue;
+            if (was is not null && now is not null && was.Value == now.Value && was.Comment == now.Comment) continue;
             if (was is not null) tx.Delete(new NftElement(was.Set, was.Key));
             if (now is not null) addElements.Add(now);
         }
@@ -453,17 +453,18 @@ public sealed class NftablesPlanner
         var detector = network.LocalDetector;
 
         List<NftElement> elements = [];
-        void Element(string set, string value, params string[] key) => elements.Add(new NftElement(set, key) { Value = value });
+        void Element(string set, string value, string frontend, params string[] key) =>
+            elements.Add(new NftElement(set, key) { Value = value, Comment = ElementComment(name, frontend) });
 
         // Cluster IP.
-        if (shape.Internal.IsForward) Element(NftNames.ServiceIPs, $"goto {shape.PoolChain(shape.Internal.Pool)}", clusterIP.ToString(), protocol, portText);
-        else Element(NftNames.NoEndpointServices, PortShape.FilterVerdict(shape.Internal), clusterIP.ToString(), protocol, portText);
+        if (shape.Internal.IsForward) Element(NftNames.ServiceIPs, $"goto {shape.PoolChain(shape.Internal.Pool)}", ClusterIPComment, clusterIP.ToString(), protocol, portText);
+        else Element(NftNames.NoEndpointServices, PortShape.FilterVerdict(shape.Internal), ClusterIPComment, clusterIP.ToString(), protocol, portText);
 
         // External IPs.
         foreach (var ip in OfFamily(info.ExternalIPs))
         {
-            if (shape.ExternalEntersNat) Element(NftNames.ServiceIPs, $"goto {external}", ip.ToString(), protocol, portText);
-            if (!shape.External.IsForward) Element(NftNames.NoEndpointServices, PortShape.FilterVerdict(shape.External), ip.ToString(), protocol, portText);
+            if (shape.ExternalEntersNat) Element(NftNames.ServiceIPs, $"goto {external}", ExternalIPComment, ip.ToString(), protocol, portText);
+            if (!shape.External.IsForward) Element(NftNames.NoEndpointServices, PortShape.FilterVerdict(shape.External), ExternalIPComment, ip.ToString(), protocol, portText);
         }
 
         // Load-balancer IPs; with source ranges, the firewall chain drops other sources before DNAT.
@@ -472,17 +473,17 @@ public sealed class NftablesPlanner
         var usesFirewall = shape.ExternalEntersNat && lbIPs.Count > 0 && !verdict.SourceRanges.IsEmpty;
         foreach (var ip in lbIPs)
         {
-            if (shape.ExternalEntersNat) Element(NftNames.ServiceIPs, $"goto {external}", ip.ToString(), protocol, portText);
-            if (usesFirewall) Element(NftNames.FirewallIPs, $"goto {names.Firewall}", ip.ToString(), protocol, portText);
-            if (!shape.External.IsForward) Element(NftNames.NoEndpointServices, PortShape.FilterVerdict(shape.External), ip.ToString(), protocol, portText);
+            if (shape.ExternalEntersNat) Element(NftNames.ServiceIPs, $"goto {external}", LoadBalancerIPComment, ip.ToString(), protocol, portText);
+            if (usesFirewall) Element(NftNames.FirewallIPs, $"goto {names.Firewall}", LoadBalancerIPComment, ip.ToString(), protocol, portText);
+            if (!shape.External.IsForward) Element(NftNames.NoEndpointServices, PortShape.FilterVerdict(shape.External), LoadBalancerIPComment, ip.ToString(), protocol, portText);
         }
 
         // Node port.
         if (info.NodePort != 0)
         {
             var nodePort = info.NodePort.ToString(CultureInfo.InvariantCulture);
-            if (shape.ExternalEntersNat) Element(NftNames.ServiceNodePorts, $"goto {external}", protocol, nodePort);
-            if (!shape.External.IsForward) Element(NftNames.NoEndpointNodePorts, PortShape.FilterVerdict(shape.External), protocol, nodePort);
+            if (shape.ExternalEntersNat) Element(NftNames.ServiceNodePorts, $"goto {external}", NodePortComment, protocol, nodePort);
+            if (!shape.External.IsForward) Element(NftNames.NoEndpointNodePorts, PortShape.FilterVerdict(shape.External), NodePortComment, protocol, nodePort);
         }
 
         // The health check node port answers load balancers whatever the node's endpoints.
@@ -588,6 +589,22 @@ public sealed class NftablesPlanner
             var target = names.Endpoint(endpoints[i]);
             rule(chain, left > 1 ? $"numgen random mod {left} == 0 goto {target}" : $"goto {target}");
         }
+    }
+
+    // The frontend an element of a shared map is for, after its service port: "shop/web:http external IP".
+    // (An external IP and a load-balancer IP are otherwise the same element; explain reads these.)
+    public const string ClusterIPComment = "cluster IP";
+    public const string ExternalIPComment = "external IP";
+    public const string LoadBalancerIPComment = "loadbalancer IP";
+    public const string NodePortComment = "node port";
+
+    /// <summary>"ns/name:port frontend", the service port shortened with "..." when the comment would pass nft's 128 bytes.</summary>
+    internal static string ElementComment(ServicePortName port, string frontend)
+    {
+        var service = port.ToString();
+        var room = Nft.CommentLengthMax - frontend.Length - 1;
+        if (service.Length > room) service = service[..(room - 3)] + "...";
+        return $"{service} {frontend}";
     }
 
     private string MasqueradeRule(PortShape shape, string protocol, NodeNetwork network)

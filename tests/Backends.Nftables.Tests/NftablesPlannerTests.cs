@@ -24,12 +24,12 @@ public sealed class NftablesPlannerTests
         var fake = new FakeNftables();
         var first = V4.Plan(Full(State(null, a, b)), null, null);
         fake.Apply(first.Transaction);
-        Assert.Contains($"198.51.100.1 . tcp . 80 : goto {NftNames.External(a.Name)}", fake.Elements(IpFamily.IPv4, NftNames.ServiceIPs));
+        Assert.Contains($"198.51.100.1 . tcp . 80 comment \"{a.Name} external IP\" : goto {NftNames.External(a.Name)}", fake.Elements(IpFamily.IPv4, NftNames.ServiceIPs));
 
         var partial = V4.Plan(Partial(State(null, b), a.Name), first.State, null);
         fake.Apply(partial.Transaction);
 
-        Assert.Contains($"198.51.100.1 . tcp . 80 : goto {NftNames.External(b.Name)}", fake.Elements(IpFamily.IPv4, NftNames.ServiceIPs));
+        Assert.Contains($"198.51.100.1 . tcp . 80 comment \"{b.Name} external IP\" : goto {NftNames.External(b.Name)}", fake.Elements(IpFamily.IPv4, NftNames.ServiceIPs));
         Assert.Equal(2, fake.Elements(IpFamily.IPv4, NftNames.ServiceIPs).Count);
     }
 
@@ -119,13 +119,29 @@ public sealed class NftablesPlannerTests
 
         var plan = V4.Plan(Full(state), null, null);
 
-        var elements = plan.Transaction.Operations.Select(o => o.Object).OfType<NftElement>().Select(e => $"{e.Set} {e}").ToList();
+        var elements = plan.Transaction.Operations.Select(o => o.Object).OfType<NftElement>().Select(e => $"{e.Set} {e with { Comment = null }}").ToList();
         Assert.Contains($"{NftNames.NoEndpointServices} 10.96.0.21 . tcp . 80 : goto {NftNames.RejectChain}", elements);
+        // Each names its service port and frontend: an external IP and a load-balancer IP are otherwise the same element.
+        Assert.Contains(plan.Transaction.Operations, o => o.Object is NftElement { Set: NftNames.NoEndpointServices } e && e.KeyText == "198.51.100.20 . tcp . 80" && e.Comment == $"{nodePort.Name} external IP");
         Assert.Contains($"{NftNames.NoEndpointNodePorts} tcp . 30020 : drop", elements);
         Assert.Contains($"{NftNames.NoEndpointServices} 198.51.100.20 . tcp . 80 : drop", elements);
         // Pods and the node itself are still short-circuited to the remote endpoint.
         Assert.Contains($"{NftNames.ServiceNodePorts} tcp . 30020 : goto {NftNames.External(nodePort.Name)}", elements);
         Assert.Contains(plan.Transaction.Operations, o => o.Object is NftRule r && r.Chain == NftNames.External(nodePort.Name) && r.Text == $"fib saddr type local goto {NftNames.ClusterPolicy(nodePort.Name)}");
+    }
+
+    [Fact]
+    public void ElementComment_LongestServicePortName_IsShortenedToWhatNftTakes()
+    {
+        var longest = new ServicePortName(new NamespacedName(new string('n', 63), new string('s', 63)), new string('p', 15), Protocol.TCP);
+
+        var comment = NftablesPlanner.ElementComment(longest, NftablesPlanner.LoadBalancerIPComment);
+
+        Assert.Equal(Nft.CommentLengthMax, comment.Length);
+        Assert.EndsWith("... loadbalancer IP", comment, StringComparison.Ordinal);
+        // Positive control: the transaction takes it (it refuses a 129-byte comment).
+        new NftTransaction(IpFamily.IPv4, "t").Add(new NftElement("m", "1.2.3.4") { Value = "drop", Comment = comment });
+        Assert.Throws<NftException>(() => new NftTransaction(IpFamily.IPv4, "t").Add(new NftElement("m", "1.2.3.4") { Value = "drop", Comment = comment + "x" }));
     }
 
     [Fact]
@@ -149,7 +165,7 @@ public sealed class NftablesPlannerTests
         Assert.Empty(v4.State.Ports);
         Assert.Single(v6.State.Ports);
         Assert.Contains("meta l4proto tcp dnat to [fd00:10:244:1::2]:8080", v6.ToString());
-        Assert.Contains("fd00:10:96::1 . tcp . 80 : goto service-", v6.ToString());
+        Assert.Matches(@"fd00:10:96::1 \. tcp \. 80 comment ""[^""]+ cluster IP"" : goto service-", v6.ToString());
     }
 
     [Fact]

@@ -24,15 +24,17 @@ public sealed class ExplainTests(ITestOutputHelper output)
     private static string[] Endpoints(string json) =>
         [.. JsonDocument.Parse(json).RootElement.GetProperty("endpoints").EnumerateArray().Select(e => e.GetString()!).Order(StringComparer.Ordinal)];
 
-    [Fact]
-    public async Task Iptables_ExplainFollowsTheKernel_AndRealPacketsAgree()
+    [Theory]
+    [InlineData("iptables")]
+    [InlineData("nftables")]
+    public async Task ExplainFollowsTheKernel_AndRealPacketsAgree(string mode)
     {
         await using var scenario = await ProxyScenario.CreateAsync(pods: 2);
         scenario.WriteManifest("web.yaml", ProxyScenario.Service("web", WebIP) + "\n---\n" + ProxyScenario.Slice("web", scenario.PodIp(0), scenario.PodIp(1)));
         scenario.WriteManifest("lonely.yaml", ProxyScenario.Service("lonely", "10.96.0.20", nodePort: 30020, type: "NodePort"));
         scenario.WriteManifest("edge.yaml", ProxyScenario.Service("edge", "10.96.0.30", nodePort: 30030, type: "NodePort", extraSpec: "  externalTrafficPolicy: Local")
             + "\n---\n" + ProxyScenario.Slice("edge", scenario.PodIp(0)));
-        await scenario.StartProxyAsync();
+        await scenario.StartProxyAsync(mode: mode);
         var node = scenario.Sandbox.Node;
 
         // Both endpoints, with the keys the issue fixes; the mode found from the kernel (no --mode).
@@ -53,9 +55,7 @@ public sealed class ExplainTests(ITestOutputHelper output)
         Assert.Matches(@"tcp 10\.96\.0\.20:80\s+test/lonely:http\s+clusterIP\s+reject", all.StandardOutput);
 
         // Behind the daemon's back: remove the jump to the first endpoint (the probability rule).
-        var save = await node.ExecAsync("iptables-nft-save", "-t", "nat");
-        var jump = save.StandardOutput.Split('\n').Single(l => l.StartsWith("-A KUBE-SVC-", StringComparison.Ordinal) && l.Contains("statistic", StringComparison.Ordinal));
-        var removed = await node.ExecAsync(["iptables-nft", "-t", "nat", "-D", .. Words(jump[3..])], TimeSpan.FromSeconds(30));
+        var removed = mode == "iptables" ? await RemoveIptablesSpreadAsync(node) : await RemoveNftablesSpreadAsync(node);
         Assert.True(removed.Succeeded, removed.StandardError);
 
         var after = await ExplainAsync(node, "tcp", $"{WebIP}:80", "-o", "json");
@@ -80,6 +80,35 @@ public sealed class ExplainTests(ITestOutputHelper output)
         Assert.Equal(("pod-0", scenario.Sandbox.ClientIp), ProxyScenario.Who(answer.Body));
         output.WriteLine((await ExplainAsync(node, "tcp", "10.96.0.20:80")).StandardOutput);
 
+        if (mode != "nftables") return;
+        // A map element removed behind the daemon's back: the node port is no longer ours, and nothing on the node listens there.
+        var deleted = await node.ExecAsync(["nft", "delete", "element", "ip", "proxyplanes", "service-nodeports", "{ tcp . 30030 }"], TimeSpan.FromSeconds(30));
+        Assert.True(deleted.Succeeded, deleted.StandardError);
+        var gone = JsonDocument.Parse((await ExplainAsync(node, "tcp", $"{scenario.Sandbox.NodeIp}:30030", "--from", scenario.Sandbox.ClientIp, "-o", "json")).StandardOutput).RootElement;
+        Assert.Equal(("pass", JsonValueKind.Null), (gone.GetProperty("verdict").GetString(), gone.GetProperty("match").ValueKind));
+        var refused = await scenario.Sandbox.Client.HttpGetAsync(scenario.Sandbox.NodeIp, 30030, "/cgi-bin/who", TimeSpan.FromSeconds(3));
+        Assert.Equal(ProbeOutcome.Refused, refused.Outcome);
+    }
+
+    private static async Task<ExecResult> RemoveIptablesSpreadAsync(NetworkNamespace node)
+    {
+        var save = await node.ExecAsync("iptables-nft-save", "-t", "nat");
+        var jump = save.StandardOutput.Split('\n').Single(l => l.StartsWith("-A KUBE-SVC-", StringComparison.Ordinal) && l.Contains("statistic", StringComparison.Ordinal));
+        return await node.ExecAsync(["iptables-nft", "-t", "nat", "-D", .. Words(jump[3..])], TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary><c>nft delete rule</c> of web's <c>numgen random mod 2 == 0 goto endpoint-…</c>, found by its handle in <c>nft -a list table</c>.</summary>
+    private static async Task<ExecResult> RemoveNftablesSpreadAsync(NetworkNamespace node)
+    {
+        var listing = await node.CheckedExecAsync(["nft", "-a", "list", "table", "ip", "proxyplanes"], TimeSpan.FromSeconds(30));
+        string? chain = null;
+        foreach (var line in listing.StandardOutput.Split('\n').Select(l => l.Trim()))
+        {
+            if (line.StartsWith("chain ", StringComparison.Ordinal)) chain = line.Split(' ')[1];
+            if (chain is not null && chain.EndsWith("-test/web/tcp/http", StringComparison.Ordinal) && line.Contains("numgen random mod 2", StringComparison.Ordinal))
+                return await node.ExecAsync(["nft", "delete", "rule", "ip", "proxyplanes", chain, "handle", line.Split(' ')[^1]], TimeSpan.FromSeconds(30));
+        }
+        throw new InvalidOperationException($"no numgen rule of test/web in:\n{listing.StandardOutput}");
     }
 
     /// <summary>Splits an iptables-save rule into arguments, keeping a quoted comment whole.</summary>
@@ -122,8 +151,37 @@ public sealed class ExplainTests(ITestOutputHelper output)
         Assert.Equal(0, asked.ExitCode);
         Assert.Equal("pass", JsonDocument.Parse(asked.StandardOutput).RootElement.GetProperty("verdict").GetString());
 
+        var nftables = await ProxyCli.RunInNamespaceAsync(["explain", "tcp", "10.96.0.10:80", "--mode", "nftables", "-o", "json"]);
+        Assert.Equal(0, nftables.ExitCode);
+        var fate = JsonDocument.Parse(nftables.StandardOutput).RootElement;
+        Assert.Equal(("pass", "no table ip proxyplanes on this node"), (fate.GetProperty("verdict").GetString(), fate.GetProperty("reason").GetString()));
+
         var guessed = await ProxyCli.RunInNamespaceAsync(["explain", "tcp", "10.96.0.10:80"]);
         Assert.Equal(1, guessed.ExitCode);
-        Assert.StartsWith("proxyplanes: no state of iptables found in this node's kernel", guessed.StandardError.Trim(), StringComparison.Ordinal);
+        Assert.StartsWith("proxyplanes: no state of iptables, nftables found in this node's kernel", guessed.StandardError.Trim(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Nftables_NftFails_OneClearLine_Exit1()
+    {
+        // An nft that fails as it does without CAP_NET_ADMIN, first on the PATH.
+        var bin = Directory.CreateTempSubdirectory("proxyplanes-failing-nft-");
+        try
+        {
+            var nft = Path.Combine(bin.FullName, "nft");
+            File.WriteAllText(nft, "#!/bin/sh\necho 'Error: Could not process rule: Operation not permitted' >&2\necho 'list table ip proxyplanes' >&2\nexit 1\n");
+            File.SetUnixFileMode(nft, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            using var ns = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-cli");
+            var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Daemon);
+
+            var result = await ns.ExecAsync(["env", $"PATH={bin.FullName}:{Environment.GetEnvironmentVariable("PATH")}", file, .. prefix, "explain", "tcp", "10.96.0.10:80", "--mode", "nftables"], TimeSpan.FromSeconds(60));
+
+            Assert.Equal(1, result.ExitCode);
+            Assert.Equal("proxyplanes: nft -j list table ip proxyplanes failed: Error: Could not process rule: Operation not permitted", result.StandardError.Trim());
+        }
+        finally
+        {
+            bin.Delete(recursive: true);
+        }
     }
 }
