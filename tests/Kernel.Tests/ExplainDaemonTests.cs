@@ -22,15 +22,17 @@ public sealed class ExplainDaemonTests(ITestOutputHelper output)
 
     private static string[] Strings(JsonElement array) => [.. array.EnumerateArray().Select(e => e.GetString()!)];
 
-    [Fact]
-    public async Task Iptables_ExplainAll_NoDifferenceFromTheDaemon_ThenNamesTheFrontendWhoseRuleWasRemoved()
+    [Theory]
+    [InlineData("iptables")]
+    [InlineData("nftables")]
+    public async Task ExplainAll_NoDifferenceFromTheDaemon_ThenNamesTheFrontendWhoseRuleWasRemoved(string mode)
     {
         await using var scenario = await ProxyScenario.CreateAsync(pods: 2);
         scenario.WriteManifest("web.yaml", ProxyScenario.Service("web", WebIP) + "\n---\n" + ProxyScenario.Slice("web", scenario.PodIp(0), scenario.PodIp(1)));
         scenario.WriteManifest("lonely.yaml", ProxyScenario.Service("lonely", "10.96.0.20", nodePort: 30020, type: "NodePort"));
         scenario.WriteManifest("edge.yaml", ProxyScenario.Service("edge", "10.96.0.30", nodePort: 30030, type: "NodePort", extraSpec: "  externalTrafficPolicy: Local")
             + "\n---\n" + ProxyScenario.Slice("edge", scenario.PodIp(0)));
-        await scenario.StartProxyAsync();
+        await scenario.StartProxyAsync(mode: mode);
         var node = scenario.Sandbox.Node;
         var (pod0, pod1) = ($"{scenario.PodIp(0)}:8080", $"{scenario.PodIp(1)}:8080");
 
@@ -47,10 +49,8 @@ public sealed class ExplainDaemonTests(ITestOutputHelper output)
         var quiet = await ExplainAsync(node, "--all", "--state-url", StateUrl);
         Assert.Matches(@"\nno difference from the daemon's desired state \(sync \d+ at [0-9T:.\-]+Z\)\n$", quiet.StandardOutput);
 
-        // Behind the daemon's back: remove web's jump to its first endpoint (the probability rule).
-        var save = await node.ExecAsync("iptables-nft-save", "-t", "nat");
-        var jump = save.StandardOutput.Split('\n').Single(l => l.StartsWith("-A KUBE-SVC-", StringComparison.Ordinal) && l.Contains("statistic", StringComparison.Ordinal));
-        var removed = await node.ExecAsync(["iptables-nft", "-t", "nat", "-D", .. Words(jump[3..])], TimeSpan.FromSeconds(30));
+        // Behind the daemon's back: remove web's jump to its first endpoint (the probability / numgen rule).
+        var removed = mode == "iptables" ? await RemoveIptablesSpreadAsync(node) : await RemoveNftablesSpreadAsync(node);
         Assert.True(removed.Succeeded, removed.StandardError);
 
         var after = await ExplainAsync(node, "--all", "-o", "json", "--state-url", StateUrl);

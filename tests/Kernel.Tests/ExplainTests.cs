@@ -90,7 +90,7 @@ public sealed class ExplainTests(ITestOutputHelper output)
         Assert.Equal(ProbeOutcome.Refused, refused.Outcome);
     }
 
-    private static async Task<ExecResult> RemoveIptablesSpreadAsync(NetworkNamespace node)
+    internal static async Task<ExecResult> RemoveIptablesSpreadAsync(NetworkNamespace node)
     {
         var save = await node.ExecAsync("iptables-nft-save", "-t", "nat");
         var jump = save.StandardOutput.Split('\n').Single(l => l.StartsWith("-A KUBE-SVC-", StringComparison.Ordinal) && l.Contains("statistic", StringComparison.Ordinal));
@@ -98,7 +98,7 @@ public sealed class ExplainTests(ITestOutputHelper output)
     }
 
     /// <summary><c>nft delete rule</c> of web's <c>numgen random mod 2 == 0 goto endpoint-…</c>, found by its handle in <c>nft -a list table</c>.</summary>
-    private static async Task<ExecResult> RemoveNftablesSpreadAsync(NetworkNamespace node)
+    internal static async Task<ExecResult> RemoveNftablesSpreadAsync(NetworkNamespace node)
     {
         var listing = await node.CheckedExecAsync(["nft", "-a", "list", "table", "ip", "proxyplanes"], TimeSpan.FromSeconds(30));
         string? chain = null;
