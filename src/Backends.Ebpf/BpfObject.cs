@@ -58,7 +58,11 @@ public sealed unsafe class BpfObject : IDisposable
         try
         {
             var result = Interop.ObjectLoad(handle);
-            if (result < 0) throw new BpfException(-result, $"libbpf: load BPF object {name}", LoadHint(-result), log.Text);
+            if (result < 0)
+            {
+                var text = log.Text;
+                throw new BpfException(-result, $"libbpf: load BPF object {name}", LoadHint(-result, text), text);
+            }
 
             var programs = new Dictionary<string, BpfProgram>(StringComparer.Ordinal);
             var maps = new Dictionary<string, BpfMap>(StringComparer.Ordinal);
@@ -107,10 +111,14 @@ public sealed unsafe class BpfObject : IDisposable
         foreach (var map in _maps.Values) map.Dispose();
     }
 
-    private static string? LoadHint(int errno) => errno switch
+    /// <summary>
+    /// The verifier refuses with EACCES or EINVAL and libbpf then prints its log, so a log means "read
+    /// the log", whatever the errno; without one, EPERM/EACCES is a missing privilege.
+    /// </summary>
+    private static string? LoadHint(int errno, string log) => errno switch
     {
-        1 or 13 => "needs root (CAP_BPF, CAP_NET_ADMIN) and, for the verifier, CAP_PERFMON",
-        22 => "the verifier or the kernel refused it; its log follows",
+        _ when log.Contains("-- BEGIN PROG LOAD LOG --", StringComparison.Ordinal) => "the verifier refused a program; its log follows",
+        1 or 13 => "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)",
         _ => null,
     };
 }
