@@ -11,10 +11,12 @@ fi
 
 # iptables (nft and legacy), nftables, iproute2 (ip netns), busybox (the sandbox's HTTP servers),
 # conntrack, and prometheus (for promtool, which checks /metrics).
+# The eBPF data plane (bpf/README.md): clang-14 compiles bpf/*.c during the build, with libbpf-dev's
+# headers (bpf_helpers.h); the loader calls libbpf.so.1 (libbpf1, which libbpf-dev pulls in).
 # The VM lane (vm/README.md), for IPVS, which this kernel lacks: Debian's stock kernel and its modules
 # (linux-image-amd64: files under /boot and /lib/modules, nothing is booted on the host), qemu,
 # cpio and xz-utils (to build the initramfs and unpack the kernel), and ipvsadm and ipset.
-packages=(iptables nftables iproute2 busybox conntrack prometheus
+packages=(iptables nftables iproute2 busybox conntrack prometheus clang-14 libbpf-dev
           linux-image-amd64 qemu-system-x86 cpio xz-utils ipvsadm ipset)
 missing=()
 for p in "${packages[@]}"; do

@@ -39,4 +39,10 @@ if [ "$leftover" -gt 0 ]; then
   echo "test: $leftover sandbox network namespaces were left behind" >&2
   status=1
 fi
+# The eBPF socket-hook tests make cgroup v2 directories named pp-ebpf-test-* and remove them.
+leftover=$(ls -d /sys/fs/cgroup/unified/pp-ebpf-test-* /sys/fs/cgroup/pp-ebpf-test-* 2>/dev/null | wc -l)
+if [ "$leftover" -gt 0 ]; then
+  echo "test: $leftover eBPF test cgroups were left behind" >&2
+  status=1
+fi
 exit "$status"

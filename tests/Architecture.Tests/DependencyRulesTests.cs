@@ -28,6 +28,7 @@ public sealed class DependencyRulesTests
         ["ProxyPlanes.Backends.Iptables"] = typeof(ProxyPlanes.Backends.Iptables.IptablesMode).Assembly,
         ["ProxyPlanes.Backends.Nftables"] = typeof(ProxyPlanes.Backends.Nftables.NftablesMode).Assembly,
         ["ProxyPlanes.Backends.Ipvs"] = typeof(ProxyPlanes.Backends.Ipvs.IpvsMode).Assembly,
+        ["ProxyPlanes.Backends.Ebpf"] = typeof(ProxyPlanes.Backends.Ebpf.BpfObject).Assembly,
     };
 
     public static TheoryData<string> DataPlaneNames => [.. DataPlanes.Keys];

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The maps shared by every ProxyPlanes BPF program, and the only contract between the C side and
+ * the loader in src/Backends.Ebpf. Every struct here has a [StructLayout(Sequential)] mirror in
+ * src/Backends.Ebpf/MapLayout.cs, and tests/Backends.Ebpf.Tests compiles this header with the host's
+ * C compiler to check that sizes and offsets agree. Change both sides together, and bump
+ * PP_LAYOUT_VERSION when an existing struct changes: the map names carry it, so a new proxy never
+ * reads an old proxy's pinned maps with the wrong layout.
+ *
+ * Addresses and ports are in network byte order, as the kernel hands them to the programs.
+ * Fixed-size, explicitly padded structs only: a hash key's padding is part of the key.
+ */
+#ifndef PROXYPLANES_H
+#define PROXYPLANES_H
+
+#include <linux/types.h>
+
+#define PP_LAYOUT_VERSION 1
+
+/* Map names (the kernel keeps 15 characters): "_v1" is PP_LAYOUT_VERSION. */
+#define PP_MAP_SERVICES "pp_services_v1"
+#define PP_MAP_BACKENDS "pp_backends_v1"
+#define PP_MAP_AFFINITY "pp_affinity_v1"
+#define PP_MAP_UDP_REVNAT "pp_revnat4_v1"
+
+#define PP_MAX_SERVICE_ENTRIES 65536 /* master entries plus backend slots */
+#define PP_MAX_BACKENDS 65536
+#define PP_MAX_AFFINITY 65536
+#define PP_MAX_UDP_REVNAT 65536
+
+/* Flags of a master entry (slot 0). */
+#define PP_SVC_FLAG_AFFINITY 0x0001 /* ClientIP session affinity: see pp_affinity_key */
+
+/*
+ * A frontend of a service port, and a slot of it. Slot 0 is the master entry: its value holds the
+ * number of backend slots and the flags. Slots 1..count each hold one backend id. A sync writes new
+ * backends, then the slots, then the master count last (the one switch point a program can see),
+ * and only then deletes slots above the count.
+ */
+struct pp_service_key {
+	__u32 address; /* IPv4, network byte order */
+	__u16 port;    /* network byte order */
+	__u16 slot;    /* 0: master entry; 1..count: backend slots */
+	__u8 proto;    /* IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP */
+	__u8 scope;    /* 0: every client; reserved for external/internal split */
+	__u16 pad;     /* always 0 */
+};
+
+struct pp_service_value {
+	__u32 backend_id;       /* slots 1..count: the backend; slot 0: 0 */
+	__u16 count;            /* slot 0: backend slots; 0 refuses connections at once */
+	__u16 flags;            /* slot 0: PP_SVC_FLAG_* */
+	__u32 affinity_timeout; /* slot 0: seconds, when PP_SVC_FLAG_AFFINITY */
+	__u32 rev_nat_id;       /* slot 0: this frontend's id, the affinity and reverse NAT key */
+};
+
+/* An endpoint, by a backend id the loader assigns (never 0). */
+struct pp_backend {
+	__u32 address; /* IPv4, network byte order */
+	__u16 port;    /* network byte order */
+	__u8 proto;
+	__u8 flags; /* reserved, 0 */
+};
+
+/*
+ * Session affinity: a client of a frontend keeps its backend while it comes back within the
+ * timeout. In the socket hooks the client is the network namespace (its cookie), as the source
+ * address is not yet known at connect time.
+ */
+struct pp_affinity_key {
+	__u64 client;     /* netns cookie in socket hooks */
+	__u32 rev_nat_id; /* the frontend */
+	__u32 pad;        /* always 0 */
+};
+
+struct pp_affinity_value {
+	__u64 last_used_ns; /* bpf_ktime_get_ns() when last chosen */
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/*
+ * UDP reverse NAT for the socket hooks: a socket that sent to a VIP and got rewritten to a backend
+ * sees replies (recvmsg) and its peer (getpeername) as the VIP again.
+ */
+struct pp_revnat4_key {
+	__u64 cookie;  /* bpf_get_socket_cookie() of the client socket */
+	__u32 address; /* the backend, network byte order */
+	__u16 port;    /* network byte order */
+	__u16 pad;     /* always 0 */
+};
+
+struct pp_revnat4_value {
+	__u32 address; /* the service VIP, network byte order */
+	__u16 port;    /* network byte order */
+	__u16 pad;
+	__u32 rev_nat_id;
+};
+
+#endif /* PROXYPLANES_H */

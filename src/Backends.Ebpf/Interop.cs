@@ -1,0 +1,235 @@
+using System.Runtime.InteropServices;
+
+namespace ProxyPlanes.Backends.Ebpf;
+
+/// <summary>
+/// The native surface of the eBPF data plane, kept in one place the way dotnet/runtime does it:
+/// one source-generated <see cref="LibraryImportAttribute"/> stub per entry point, a SafeHandle for
+/// every fd we own, and one helper (<see cref="BpfException"/>) that turns errno into one clear line.
+/// libbpf (<c>libbpf.so.1</c>) only reads the ELF object and loads it (BTF, relocations, map creation,
+/// the verifier's log); every map operation, pin and attach goes through raw <c>bpf(2)</c>.
+/// </summary>
+internal static unsafe partial class Interop
+{
+    private const string Libbpf = "libbpf.so.1";
+    private const string Libc = "libc";
+
+    // libbpf (1.x: functions return NULL or a negative errno and also set errno).
+
+    /// <summary>struct bpf_object_open_opts, up to object_name (libbpf accepts a shorter sz).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct BpfObjectOpenOptions
+    {
+        public nuint Size;
+        public byte* ObjectName;
+    }
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_object__open_mem", SetLastError = true)]
+    internal static partial nint ObjectOpenMem(byte* buffer, nuint size, BpfObjectOpenOptions* options);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_object__load", SetLastError = true)]
+    internal static partial int ObjectLoad(nint bpfObject);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_object__close")]
+    internal static partial void ObjectClose(nint bpfObject);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_object__find_program_by_name", StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial nint ObjectFindProgramByName(nint bpfObject, string name);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_program__fd")]
+    internal static partial int ProgramFd(nint program);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_object__find_map_by_name", StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial nint ObjectFindMapByName(nint bpfObject, string name);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_map__fd")]
+    internal static partial int MapFd(nint map);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_object__next_program")]
+    internal static partial nint ObjectNextProgram(nint bpfObject, nint previous);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_program__name")]
+    internal static partial byte* ProgramName(nint program);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_program__expected_attach_type")]
+    internal static partial int ProgramExpectedAttachType(nint program);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_object__next_map")]
+    internal static partial nint ObjectNextMap(nint bpfObject, nint previous);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_map__name")]
+    internal static partial byte* MapName(nint map);
+
+    [LibraryImport(Libbpf, EntryPoint = "libbpf_set_print")]
+    internal static partial nint SetPrint(delegate* unmanaged<int, byte*, nint, int> print);
+
+    // libc.
+
+    [LibraryImport(Libc, EntryPoint = "syscall", SetLastError = true)]
+    private static partial long Syscall(long number, int command, void* attributes, uint size);
+
+    [LibraryImport(Libc, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport(Libc, EntryPoint = "fcntl", SetLastError = true)]
+    private static partial int Fcntl(int fd, int command, int argument);
+
+    [LibraryImport(Libc, EntryPoint = "close", SetLastError = true)]
+    internal static partial int Close(nint fd);
+
+    [LibraryImport(Libc, EntryPoint = "vsnprintf")]
+    internal static partial int VsnPrintf(byte* buffer, nuint size, byte* format, nint arguments);
+
+    private const int FDupFdCloexec = 1030;
+    private const int ORdOnly = 0;
+    private const int OCloexec = 0x80000;
+
+    /// <summary>The bpf(2) system call number of this architecture.</summary>
+    private static readonly long SysBpf = RuntimeInformation.ProcessArchitecture switch
+    {
+        Architecture.X64 => 321,
+        Architecture.Arm64 => 280,
+        var other => throw new PlatformNotSupportedException($"bpf(2) system call number unknown for {other}"),
+    };
+
+    /// <summary>bpf(2): returns the result (an fd for some commands) or -1 with errno in <see cref="Marshal.GetLastPInvokeError"/>.</summary>
+    internal static int Bpf<TAttributes>(BpfCommand command, ref TAttributes attributes)
+        where TAttributes : unmanaged
+    {
+        fixed (TAttributes* pointer = &attributes)
+        {
+            return (int)Syscall(SysBpf, (int)command, pointer, (uint)sizeof(TAttributes));
+        }
+    }
+
+    /// <summary>bpf(2) that must succeed: throws the one-line <see cref="BpfException"/> naming the command and <paramref name="target"/>.</summary>
+    internal static int CheckedBpf<TAttributes>(BpfCommand command, ref TAttributes attributes, string target)
+        where TAttributes : unmanaged
+    {
+        var result = Bpf(command, ref attributes);
+        if (result < 0) throw BpfException.FromErrno(Marshal.GetLastPInvokeError(), command, target);
+        return result;
+    }
+
+    /// <summary>Our own close-on-exec copy of an fd libbpf owns, so our handles outlive the libbpf object.</summary>
+    internal static SafeBpfHandle Duplicate(int fd, string what)
+    {
+        var copy = Fcntl(fd, FDupFdCloexec, 3);
+        if (copy < 0) throw BpfException.FromErrno(Marshal.GetLastPInvokeError(), $"fcntl(F_DUPFD_CLOEXEC) of {what}");
+        return new SafeBpfHandle(copy);
+    }
+
+    /// <summary>A read-only fd on a directory, as BPF_LINK_CREATE takes for a cgroup.</summary>
+    internal static SafeBpfHandle OpenDirectory(string path)
+    {
+        var fd = Open(path, ORdOnly | OCloexec);
+        if (fd < 0) throw BpfException.FromErrno(Marshal.GetLastPInvokeError(), $"open({path})");
+        return new SafeBpfHandle(fd);
+    }
+}
+
+/// <summary>The bpf(2) commands used here (include/uapi/linux/bpf.h, enum bpf_cmd).</summary>
+internal enum BpfCommand
+{
+    BPF_MAP_LOOKUP_ELEM = 1,
+    BPF_MAP_UPDATE_ELEM = 2,
+    BPF_MAP_DELETE_ELEM = 3,
+    BPF_MAP_GET_NEXT_KEY = 4,
+    BPF_OBJ_PIN = 6,
+    BPF_OBJ_GET = 7,
+    BPF_OBJ_GET_INFO_BY_FD = 15,
+    BPF_LINK_CREATE = 28,
+}
+
+/// <summary>union bpf_attr, as the map element commands read it.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct BpfMapElementAttributes
+{
+    public uint MapFd;
+    public uint Pad;
+    public ulong Key;
+    public ulong ValueOrNextKey;
+    public ulong Flags;
+}
+
+/// <summary>union bpf_attr, as BPF_OBJ_PIN and BPF_OBJ_GET read it.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct BpfObjectAttributes
+{
+    public ulong PathName;
+    public uint BpfFd;
+    public uint FileFlags;
+}
+
+/// <summary>union bpf_attr, as BPF_OBJ_GET_INFO_BY_FD reads it.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct BpfInfoAttributes
+{
+    public uint BpfFd;
+    public uint InfoLength;
+    public ulong Info;
+}
+
+/// <summary>union bpf_attr, as BPF_LINK_CREATE reads it for a cgroup target.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct BpfLinkCreateAttributes
+{
+    public uint ProgramFd;
+    public uint TargetFd;
+    public uint AttachType;
+    public uint Flags;
+}
+
+/// <summary>struct bpf_map_info, the part read here (the kernel fills up to the length we give).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct BpfMapInfo
+{
+    public uint Type;
+    public uint Id;
+    public uint KeySize;
+    public uint ValueSize;
+    public uint MaxEntries;
+    public uint MapFlags;
+    public fixed byte Name[16];
+}
+
+/// <summary>A BPF file descriptor we own (program, map, link, or a cgroup directory): closed when released.</summary>
+public sealed class SafeBpfHandle : SafeHandle
+{
+    public SafeBpfHandle()
+        : base(invalidHandleValue: -1, ownsHandle: true)
+    {
+    }
+
+    internal SafeBpfHandle(int fd)
+        : base(invalidHandleValue: -1, ownsHandle: true)
+    {
+        SetHandle(fd);
+    }
+
+    public override bool IsInvalid => handle == -1;
+
+    /// <summary>The fd number, for bpf_attr fields; only valid inside a <see cref="Borrow"/>.</summary>
+    internal uint Fd => (uint)handle;
+
+    /// <summary>Keeps the fd open (not closed by a racing Dispose) until the lease is disposed.</summary>
+    internal Lease Borrow() => new(this);
+
+    internal readonly struct Lease : IDisposable
+    {
+        private readonly SafeBpfHandle _handle;
+
+        public Lease(SafeBpfHandle handle)
+        {
+            var added = false;
+            handle.DangerousAddRef(ref added);
+            _handle = handle;
+        }
+
+        public uint Fd => _handle.Fd;
+
+        public void Dispose() => _handle.DangerousRelease();
+    }
+
+    protected override bool ReleaseHandle() => Interop.Close(handle) == 0;
+}

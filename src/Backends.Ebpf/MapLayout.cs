@@ -1,0 +1,170 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+
+namespace ProxyPlanes.Backends.Ebpf;
+
+/// <summary>
+/// The C# side of bpf/proxyplanes.h: map names and [StructLayout(Sequential)] mirrors of its structs,
+/// field for field (PascalCase here is snake_case there). tests/Backends.Ebpf.Tests compiles the
+/// header and checks every size and offset against these. Addresses and ports are stored in network
+/// byte order, as the programs compare them with the socket's.
+/// </summary>
+public static class MapLayout
+{
+    /// <summary>PP_LAYOUT_VERSION: the suffix of every map name.</summary>
+    public const int Version = 1;
+
+    public const string ServicesMap = "pp_services_v1";
+    public const string BackendsMap = "pp_backends_v1";
+    public const string AffinityMap = "pp_affinity_v1";
+    public const string UdpReverseNatMap = "pp_revnat4_v1";
+
+    /// <summary>PP_SVC_FLAG_AFFINITY: ClientIP session affinity on a master entry.</summary>
+    public const ushort ServiceFlagAffinity = 0x0001;
+
+    /// <summary>An IPv4 address as the 32-bit value whose bytes in memory are the address in network order.</summary>
+    public static uint NetworkAddress(IPAddress address)
+    {
+        if (address.AddressFamily != AddressFamily.InterNetwork) throw new ArgumentException($"{address} is not IPv4 (the maps of layout {Version} hold IPv4 only)", nameof(address));
+        Span<byte> bytes = stackalloc byte[4];
+        address.TryWriteBytes(bytes, out _);
+        return MemoryMarshal.Read<uint>(bytes);
+    }
+
+    /// <summary>A port as the 16-bit value whose bytes in memory are the port in network order.</summary>
+    public static ushort NetworkPort(int port) =>
+        BitConverter.IsLittleEndian ? BinaryPrimitives.ReverseEndianness(checked((ushort)port)) : checked((ushort)port);
+
+    public static IPAddress HostAddress(uint networkAddress)
+    {
+        Span<byte> bytes = stackalloc byte[4];
+        MemoryMarshal.Write(bytes, in networkAddress);
+        return new IPAddress(bytes);
+    }
+
+    public static int HostPort(ushort networkPort) => BitConverter.IsLittleEndian ? BinaryPrimitives.ReverseEndianness(networkPort) : networkPort;
+}
+
+/// <summary>Names the C struct in bpf/proxyplanes.h that a type mirrors.</summary>
+[AttributeUsage(AttributeTargets.Struct)]
+public sealed class CStructAttribute(string name) : Attribute
+{
+    public string Name { get; } = name;
+}
+
+/// <summary>struct pp_service_key: a frontend (address, port, protocol) and a slot of it (0 is the master entry).</summary>
+[CStruct("pp_service_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct ServiceKey
+{
+    public uint Address;
+    public ushort Port;
+    public ushort Slot;
+    public byte Proto;
+    public byte Scope;
+    public ushort Pad;
+
+    public static ServiceKey For(IPAddress address, int port, ProtocolType protocol, int slot = 0) => new()
+    {
+        Address = MapLayout.NetworkAddress(address),
+        Port = MapLayout.NetworkPort(port),
+        Proto = (byte)protocol,
+        Slot = checked((ushort)slot),
+    };
+
+    public readonly ServiceKey WithSlot(int slot) => this with { Slot = checked((ushort)slot) };
+
+    public override readonly string ToString() =>
+        $"{MapLayout.HostAddress(Address)}:{MapLayout.HostPort(Port)}/{(ProtocolType)Proto} slot {Slot}";
+}
+
+/// <summary>struct pp_service_value: in slot 0 the backend count and flags, in slots 1..count a backend id.</summary>
+[CStruct("pp_service_value")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct ServiceValue
+{
+    public uint BackendId;
+    public ushort Count;
+    public ushort Flags;
+    public uint AffinityTimeout;
+    public uint RevNatId;
+
+    public static ServiceValue Master(int count, uint revNatId, ushort flags = 0, uint affinityTimeoutSeconds = 0) =>
+        new() { Count = checked((ushort)count), RevNatId = revNatId, Flags = flags, AffinityTimeout = affinityTimeoutSeconds };
+
+    public static ServiceValue ForSlot(uint backendId) => new() { BackendId = backendId };
+}
+
+/// <summary>struct pp_backend: an endpoint, by its backend id.</summary>
+[CStruct("pp_backend")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct Backend
+{
+    public uint Address;
+    public ushort Port;
+    public byte Proto;
+    public byte Flags;
+
+    public static Backend For(IPAddress address, int port, ProtocolType protocol) =>
+        new() { Address = MapLayout.NetworkAddress(address), Port = MapLayout.NetworkPort(port), Proto = (byte)protocol };
+}
+
+/// <summary>struct pp_affinity_key: a client (the netns cookie in socket hooks) of a frontend.</summary>
+[CStruct("pp_affinity_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct AffinityKey
+{
+    public ulong Client;
+    public uint RevNatId;
+    public uint Pad;
+}
+
+/// <summary>struct pp_affinity_value: the backend a client was last given, and when.</summary>
+[CStruct("pp_affinity_value")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct AffinityValue
+{
+    public ulong LastUsedNs;
+    public uint BackendId;
+    public uint Pad;
+}
+
+/// <summary>struct pp_revnat4_key: a UDP socket (its cookie) and the backend it was sent to.</summary>
+[CStruct("pp_revnat4_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct RevNat4Key
+{
+    public ulong Cookie;
+    public uint Address;
+    public ushort Port;
+    public ushort Pad;
+}
+
+/// <summary>struct pp_revnat4_value: the VIP the socket really sent to.</summary>
+[CStruct("pp_revnat4_value")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct RevNat4Value
+{
+    public uint Address;
+    public ushort Port;
+    public ushort Pad;
+    public uint RevNatId;
+}
+
+/// <summary>The socket hooks of bpf/sock.c (embedded as sock.o): program and map names.</summary>
+public static class SockPrograms
+{
+    public const string ObjectName = "sock";
+    public const string Connect4 = "pp_connect4";
+    public const string Sendmsg4 = "pp_sendmsg4";
+    public const string Recvmsg4 = "pp_recvmsg4";
+    public const string Getpeername4 = "pp_getpeername4";
+
+    /// <summary>All four, in the order to attach them (replies are reversed before anything is rewritten).</summary>
+    public static IReadOnlyList<string> All { get; } = [Recvmsg4, Getpeername4, Sendmsg4, Connect4];
+
+    /// <summary>Loads bpf/sock.c's object from this assembly.</summary>
+    public static BpfObject Load() => BpfObject.LoadEmbedded(ObjectName);
+}

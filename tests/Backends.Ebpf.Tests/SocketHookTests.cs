@@ -1,0 +1,352 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using ProxyPlanes.Sandbox;
+
+namespace ProxyPlanes.Backends.Ebpf.Tests;
+
+/// <summary>
+/// The socket hooks with real sockets. Each test makes its own cgroup v2 child directory and its own
+/// network namespace; the programs attach (BPF_LINK_CREATE) to that cgroup only. TCP servers listen on
+/// loopback addresses inside the namespace; a client process is moved into the cgroup and then enters
+/// the namespace (nsenter --net, which keeps /sys as it is), and connects to the service VIP with
+/// bash's /dev/tcp. Everything is removed on dispose, even when a test fails.
+/// </summary>
+public sealed class SocketHookTests : IDisposable
+{
+    private static readonly IPAddress Vip = IPAddress.Parse("10.96.0.10");
+    private static readonly IPAddress EmptyVip = IPAddress.Parse("10.96.0.11");
+    private const int ServicePort = 80;
+    private const int BackendPort = 8080;
+    private const int UdpBackendPort = 5353;
+
+    private readonly List<IDisposable> _cleanup = [];
+    private readonly CancellationTokenSource _stop = new();
+    private readonly TestCgroup _cgroup;
+    private readonly NetworkNamespace _namespace;
+    private readonly BpfObject _sock;
+    private string? _udpClient;
+
+    public SocketHookTests()
+    {
+        try
+        {
+            _cgroup = Track(new TestCgroup(Guid.NewGuid().ToString("N")[..6]));
+            _namespace = Track(NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-ebpf"));
+            var up = _namespace.ExecAsync("ip", "link", "set", "lo", "up").GetAwaiter().GetResult();
+            Assert.True(up.Succeeded, up.StandardError);
+            StartServer("127.0.0.2", "backend-a");
+            StartServer("127.0.0.3", "backend-b");
+            StartServer("127.0.0.4", "not-a-backend");
+            StartUdpServer("127.0.0.2", "udp-a");
+            StartUdpServer("127.0.0.3", "udp-b");
+            _sock = Track(SockPrograms.Load());
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Connect4_ToServiceVip_SpreadsOverBothBackends()
+    {
+        Attach(SockPrograms.Connect4);
+        AddService(Vip, revNatId: 1, ("127.0.0.2", 1), ("127.0.0.3", 2));
+
+        var replies = Client(Vip, ServicePort, connections: 40);
+
+        Assert.All(replies, reply => Assert.StartsWith("ok ", reply, StringComparison.Ordinal));
+        Assert.Contains("ok backend-a", replies);
+        Assert.Contains("ok backend-b", replies);
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Connect4_ServiceWithoutBackends_RefusedAtOnce()
+    {
+        Attach(SockPrograms.Connect4);
+        AddService(EmptyVip, revNatId: 2);
+
+        var watch = Stopwatch.StartNew();
+        var replies = Client(EmptyVip, ServicePort, connections: 3);
+        watch.Stop();
+
+        Assert.All(replies, reply => Assert.Contains("Connection refused", reply, StringComparison.Ordinal));
+        // A dropped SYN would take a connect timeout (minutes); three refusals, process start included, take milliseconds.
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(5), $"refusals took {watch.Elapsed}");
+        Console.WriteLine($"3 refused connections, client process start included: {watch.Elapsed.TotalMilliseconds:F0} ms");
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Connect4_AddressNotAService_IsUntouched()
+    {
+        Attach(SockPrograms.Connect4);
+        AddService(Vip, revNatId: 1, ("127.0.0.2", 1), ("127.0.0.3", 2));
+
+        // A real server that is no backend: reached as addressed.
+        Assert.All(Client(IPAddress.Parse("127.0.0.4"), BackendPort, connections: 5), reply => Assert.Equal("ok not-a-backend", reply));
+        // The VIP on a port that is no service: not rewritten, so the namespace (no route to 10.96/16) says unreachable.
+        Assert.All(Client(Vip, 81, connections: 1), reply => Assert.Contains("Network is unreachable", reply, StringComparison.Ordinal));
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Connect4_ProcessOutsideTheCgroup_IsUntouched()
+    {
+        Attach(SockPrograms.Connect4);
+        AddService(Vip, revNatId: 1, ("127.0.0.2", 1), ("127.0.0.3", 2));
+
+        // Same namespace, but this process's cgroup has no hook: the VIP stays the VIP (unreachable here).
+        var error = Assert.Throws<SocketException>(() => _namespace.Run(() =>
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            socket.Connect(Vip, ServicePort);
+        }));
+        Assert.Equal(SocketError.NetworkUnreachable, error.SocketErrorCode);
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Connect4_AfterLinkDisposed_NoLongerRewrites()
+    {
+        var link = Attach(SockPrograms.Connect4);
+        AddService(Vip, revNatId: 1, ("127.0.0.2", 1));
+        Assert.Equal(["ok backend-a"], Client(Vip, ServicePort, connections: 1));
+
+        link.Dispose();
+
+        Assert.All(Client(Vip, ServicePort, connections: 1), reply => Assert.Contains("Network is unreachable", reply, StringComparison.Ordinal));
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Connect4_ServiceWithAffinity_KeepsTheClientOnOneBackend()
+    {
+        Attach(SockPrograms.Connect4);
+        var master = ServiceValue.Master(0, revNatId: 3, flags: MapLayout.ServiceFlagAffinity, affinityTimeoutSeconds: 60);
+        AddService(Vip, ServicePort, ProtocolType.Tcp, BackendPort, master, ("127.0.0.2", 1), ("127.0.0.3", 2));
+
+        var replies = Client(Vip, ServicePort, connections: 20);
+
+        Assert.Single(replies.Distinct());
+        Assert.StartsWith("ok backend-", replies[0], StringComparison.Ordinal);
+        var affinity = Assert.Single(_sock.Map(MapLayout.AffinityMap).Keys<AffinityKey>());
+        Assert.Equal(3u, affinity.RevNatId);
+        Assert.NotEqual(0ul, affinity.Client); // the namespace's cookie
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Udp_SendtoAndRecvfrom_ReplyComesFromTheVip()
+    {
+        AttachAll();
+        AddUdpService(Vip, revNatId: 4, ("127.0.0.2", 11));
+
+        Assert.Equal(["reply udp-a", "from 10.96.0.10:53"], UdpClient("sendto", Vip, 53));
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Udp_Connected_PeerAndReplyAreTheVip()
+    {
+        AttachAll();
+        AddUdpService(Vip, revNatId: 4, ("127.0.0.2", 11), ("127.0.0.3", 12));
+
+        var lines = UdpClient("connect", Vip, 53);
+
+        Assert.Equal("peer 10.96.0.10:53", lines[0]);
+        Assert.Matches("^reply udp-[ab]$", lines[1]);
+        Assert.Equal("from 10.96.0.10:53", lines[2]);
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Udp_ReverseHooksNotAttached_ShowTheBackend()
+    {
+        // The control for the two tests above: without recvmsg4 and getpeername4 the application sees the backend.
+        Attach(SockPrograms.Connect4);
+        Attach(SockPrograms.Sendmsg4);
+        AddUdpService(Vip, revNatId: 4, ("127.0.0.2", 11));
+
+        Assert.Equal(["reply udp-a", "from 127.0.0.2:5353"], UdpClient("sendto", Vip, 53));
+        Assert.Equal(["peer 127.0.0.2:5353", "reply udp-a", "from 127.0.0.2:5353"], UdpClient("connect", Vip, 53));
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Udp_ServiceWithoutBackends_SendtoAndConnectRefused()
+    {
+        AttachAll();
+        AddUdpService(EmptyVip, revNatId: 5);
+
+        Assert.Equal(["sendto: Connection refused"], UdpClient("sendto", EmptyVip, 53));
+        Assert.Equal(["connect: Connection refused"], UdpClient("connect", EmptyVip, 53));
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        for (var i = _cleanup.Count - 1; i >= 0; i--)
+        {
+            try
+            {
+                _cleanup[i].Dispose();
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine($"cleanup: {e.Message}");
+            }
+        }
+        _cleanup.Clear();
+        _stop.Dispose();
+    }
+
+    private T Track<T>(T resource)
+        where T : IDisposable
+    {
+        _cleanup.Add(resource);
+        return resource;
+    }
+
+    private BpfLink Attach(string program) => Track(_sock.Program(program).AttachToCgroup(_cgroup.Path));
+
+    private void AttachAll()
+    {
+        foreach (var program in SockPrograms.All) Attach(program);
+    }
+
+    private void AddUdpService(IPAddress vip, uint revNatId, params (string Address, uint Id)[] backends) =>
+        AddService(vip, 53, ProtocolType.Udp, UdpBackendPort, ServiceValue.Master(0, revNatId), backends);
+
+    /// <summary>tests/Backends.Ebpf.Tests/udp_client.c, compiled once per test into its own directory.</summary>
+    private List<string> UdpClient(string mode, IPAddress address, int port)
+    {
+        if (_udpClient is null)
+        {
+            var work = Directory.CreateTempSubdirectory("pp-ebpf-udp-");
+            _cleanup.Add(new Disposer(() => work.Delete(recursive: true)));
+            var binary = Path.Combine(work.FullName, "udp_client");
+            var compile = BpfTestSupport.Run("cc", "-Wall", "-Werror", "-O1", "-o", binary,
+                Path.Combine(BpfTestSupport.RepoRoot, "tests", "Backends.Ebpf.Tests", "udp_client.c"));
+            Assert.True(compile.ExitCode == 0, compile.Error);
+            _udpClient = binary;
+        }
+        return InCgroupAndNamespace(_udpClient, mode, address.ToString(), port.ToString());
+    }
+
+    /// <summary>A TCP service port on <see cref="ServicePort"/> with backends on <see cref="BackendPort"/>.</summary>
+    private void AddService(IPAddress vip, uint revNatId, params (string Address, uint Id)[] backends) =>
+        AddService(vip, ServicePort, ProtocolType.Tcp, BackendPort, ServiceValue.Master(backends.Length, revNatId), backends);
+
+    /// <summary>A service port as a sync writes it: backends (address, id) first, then the slots, then the master entry with the count.</summary>
+    private void AddService(IPAddress vip, int port, ProtocolType protocol, int backendPort, ServiceValue master, params (string Address, uint Id)[] backends)
+    {
+        var services = _sock.Map(MapLayout.ServicesMap);
+        var key = ServiceKey.For(vip, port, protocol);
+        foreach (var (address, id) in backends)
+            _sock.Map(MapLayout.BackendsMap).Update(id, Backend.For(IPAddress.Parse(address), backendPort, protocol));
+        for (var slot = 1; slot <= backends.Length; slot++)
+            services.Update(key.WithSlot(slot), ServiceValue.ForSlot(backends[slot - 1].Id));
+        services.Update(key, master with { Count = (ushort)backends.Length });
+    }
+
+    /// <summary>A TCP server in the namespace that answers every connection with one line, its name.</summary>
+    private void StartServer(string address, string name)
+    {
+        var listener = _namespace.Run(() =>
+        {
+            var server = new TcpListener(IPAddress.Parse(address), BackendPort);
+            server.Start();
+            return server;
+        });
+        _cleanup.Add(new Disposer(listener.Stop));
+        var reply = Encoding.ASCII.GetBytes(name + "\n");
+        _ = Task.Run(async () =>
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                try
+                {
+                    using var client = await listener.AcceptTcpClientAsync(_stop.Token);
+                    await client.GetStream().WriteAsync(reply, _stop.Token);
+                }
+                catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException or IOException)
+                {
+                    if (_stop.IsCancellationRequested) return;
+                }
+            }
+        });
+    }
+
+    /// <summary>A UDP server in the namespace that answers every datagram with its name, to the sender.</summary>
+    private void StartUdpServer(string address, string name)
+    {
+        var socket = _namespace.Run(() =>
+        {
+            var server = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            server.Bind(new IPEndPoint(IPAddress.Parse(address), UdpBackendPort));
+            return server;
+        });
+        _cleanup.Add(socket);
+        var reply = Encoding.ASCII.GetBytes(name);
+        _ = Task.Run(async () =>
+        {
+            var buffer = new byte[512];
+            while (!_stop.IsCancellationRequested)
+            {
+                try
+                {
+                    var received = await socket.ReceiveFromAsync(buffer, new IPEndPoint(IPAddress.Any, 0), _stop.Token);
+                    await socket.SendToAsync(reply, received.RemoteEndPoint, _stop.Token);
+                }
+                catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+                {
+                    if (_stop.IsCancellationRequested) return;
+                }
+            }
+        });
+    }
+
+    /// <summary>
+    /// A TCP client in the test cgroup and namespace (<see cref="InCgroupAndNamespace"/>) that makes
+    /// <paramref name="connections"/> connections; one line per connection: "ok REPLY", or bash's error text.
+    /// </summary>
+    private List<string> Client(IPAddress address, int port, int connections)
+    {
+        const string loop = """
+            for i in $(seq 1 "$3"); do
+              out=$( (exec 3<>"/dev/tcp/$1/$2" && read -r reply <&3 && echo "ok $reply") 2>&1 )
+              echo "${out//$'\n'/ | }"
+            done
+            """;
+        var lines = InCgroupAndNamespace("bash", "-c", loop, "client", address.ToString(), port.ToString(), connections.ToString());
+        Assert.Equal(connections, lines.Count);
+        return lines;
+    }
+
+    /// <summary>
+    /// Runs a program that first joins the test cgroup (a shell writes its own pid to cgroup.procs, so
+    /// every socket the program opens is under the hooks), then enters the namespace with nsenter --net
+    /// and execs the program. Returns its output lines.
+    /// </summary>
+    private List<string> InCgroupAndNamespace(string program, params string[] args)
+    {
+        const string wrapper = """
+            echo $$ > "$1/cgroup.procs" || exit 3
+            exec nsenter --net="$2" "${@:3}"
+            """;
+        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var arg in new[] { "-c", wrapper, "wrapper", _cgroup.Path, _namespace.Path, program }.Concat(args))
+            start.ArgumentList.Add(arg);
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromSeconds(30)))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"the client did not finish in 30 s: {output.Result}");
+        }
+        Assert.True(process.ExitCode == 0, $"client exit {process.ExitCode}: {error.Result}");
+        return [.. output.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries)];
+    }
+
+    private sealed class Disposer(Action action) : IDisposable
+    {
+        public void Dispose() => action();
+    }
+}
