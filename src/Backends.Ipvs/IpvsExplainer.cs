@@ -43,7 +43,7 @@ public sealed class IpvsExplainer : IKernelExplainer
 
     public async Task<PacketFate> ExplainAsync(PacketQuestion question, CancellationToken cancellationToken)
     {
-        var snapshot = await SnapshotAsync(cancellationToken).ConfigureAwait(false);
+        var snapshot = await SnapshotAsync(question.Family, cancellationToken).ConfigureAwait(false);
         if (!snapshot.View.LinkExists && snapshot.View.Services.Count == 0)
             return new PacketFate(null, null, PacketVerdict.Pass, [], false, false, $"no IPVS state of ProxyPlanes on this node (no {IpvsNames.Link}, no virtual server)", []);
         var inInterface = _kernel is null ? await InInterfaceAsync(question.Source, snapshot.View, cancellationToken).ConfigureAwait(false) : null;
@@ -54,12 +54,17 @@ public sealed class IpvsExplainer : IKernelExplainer
         IpvsTracer.List(await SnapshotAsync(cancellationToken).ConfigureAwait(false));
 
     /// <summary>Everything the tracer reads, in one go; what cannot be read is one <see cref="ExplainException"/> line.</summary>
-    public async Task<IpvsKernelSnapshot> SnapshotAsync(CancellationToken cancellationToken)
+    public Task<IpvsKernelSnapshot> SnapshotAsync(CancellationToken cancellationToken) => SnapshotAsync(null, cancellationToken);
+
+    /// <summary>As <see cref="SnapshotAsync(CancellationToken)"/>, with the tables of one family only when <paramref name="only"/> is given (one question).</summary>
+    private async Task<IpvsKernelSnapshot> SnapshotAsync(IpFamily? only, CancellationToken cancellationToken)
     {
         if (_kernel is null && !KernelHasIpvs)
             throw new ExplainException("this kernel has no IPVS (no /proc/net/ip_vs: the ip_vs module is not loaded), so nothing of --mode=ipvs to explain");
-        var variant = _kernel is null ? await VariantAsync(cancellationToken).ConfigureAwait(false) : IptablesVariant.Nft;
-        var families = _kernel is null ? await FamiliesAsync(variant, cancellationToken).ConfigureAwait(false) : _families;
+        var (variant, ipv4Nat) = _kernel is null ? await VariantAsync(cancellationToken).ConfigureAwait(false) : (IptablesVariant.Nft, null);
+        var families = only is { } family ? (IReadOnlyList<IpFamily>)new[] { family }
+            : _kernel is null ? await FamiliesAsync(variant, cancellationToken).ConfigureAwait(false)
+            : _families;
         return await WithKernelAsync(variant, async kernel =>
         {
             // No families here: the built-in chains' rules a sync reads come with the whole tables below.
@@ -67,7 +72,8 @@ public sealed class IpvsExplainer : IKernelExplainer
             var tables = new Dictionary<IpFamily, IReadOnlyList<SavedTable>>();
             foreach (var family in families)
             {
-                var nat = await kernel.SaveIptablesAsync(family, "nat", cancellationToken).ConfigureAwait(false);
+                // Each tool run is slow where the machine is (the VM lane): the nat table read to find the flavour is used again.
+                var nat = family == IpFamily.IPv4 && ipv4Nat is not null ? ipv4Nat : await kernel.SaveIptablesAsync(family, "nat", cancellationToken).ConfigureAwait(false);
                 var filter = await kernel.SaveIptablesAsync(family, "filter", cancellationToken).ConfigureAwait(false);
                 try
                 {
@@ -104,8 +110,11 @@ public sealed class IpvsExplainer : IKernelExplainer
         }
     }
 
-    /// <summary>The iptables flavour whose nat table holds this mode's chains (the daemon's choice); nft when neither does.</summary>
-    private static async Task<IptablesVariant> VariantAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// The iptables flavour whose nat table holds this mode's chains (the daemon's choice), with that IPv4 nat
+    /// table as iptables-save printed it; nft and null when neither does.
+    /// </summary>
+    private static async Task<(IptablesVariant Variant, string? Ipv4Nat)> VariantAsync(CancellationToken cancellationToken)
     {
         var found = false;
         foreach (var variant in new[] { IptablesVariant.Nft, IptablesVariant.Legacy })
@@ -121,11 +130,11 @@ public sealed class IpvsExplainer : IKernelExplainer
                 continue; // this flavour is not installed or not usable here
             }
             found = true;
-            if (nat.Succeeded && nat.StandardOutput.Contains($":{IpvsNames.LoadBalancer} ", StringComparison.Ordinal)) return variant;
+            if (nat.Succeeded && nat.StandardOutput.Contains($":{IpvsNames.LoadBalancer} ", StringComparison.Ordinal)) return (variant, nat.StandardOutput);
         }
         if (!found)
             throw new ExplainException("neither iptables-nft-save nor iptables-legacy-save could be run: install the iptables package (IPVS mode's helper rules live there)");
-        return IptablesVariant.Nft;
+        return (IptablesVariant.Nft, null);
     }
 
     private static async Task<IReadOnlyList<IpFamily>> FamiliesAsync(IptablesVariant variant, CancellationToken cancellationToken) =>
