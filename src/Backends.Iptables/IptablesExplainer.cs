@@ -38,7 +38,7 @@ public sealed class IptablesExplainer : IKernelExplainer
         return all;
     }
 
-    /// <summary>nat and filter of the flavour that holds our KUBE-SERVICES chain in nat; null when neither does.</summary>
+    /// <summary>nat and filter of the flavour that holds our KUBE-SERVICES and KUBE-NODEPORTS chains in nat; null when neither does.</summary>
     private static async Task<IReadOnlyList<SavedTable>?> ReadAsync(IpFamily family, CancellationToken cancellationToken)
     {
         foreach (var variant in new[] { IptablesVariant.Nft, IptablesVariant.Legacy })
@@ -53,7 +53,9 @@ public sealed class IptablesExplainer : IKernelExplainer
             {
                 continue; // this flavour is not installed or not usable here
             }
-            if (!nat.Succeeded || !nat.StandardOutput.Contains($":{ChainNames.Services} ", StringComparison.Ordinal)) continue;
+            // KUBE-NODEPORTS too: IPVS mode has a KUBE-SERVICES chain in nat as well, but never this one.
+            if (!nat.Succeeded || !nat.StandardOutput.Contains($":{ChainNames.Services} ", StringComparison.Ordinal)
+                || !nat.StandardOutput.Contains($":{ChainNames.NodePorts} ", StringComparison.Ordinal)) continue;
             var filter = await ExternalCommand.RunCheckedAsync(tool, ["-t", "filter"], null, cancellationToken).ConfigureAwait(false);
             try
             {

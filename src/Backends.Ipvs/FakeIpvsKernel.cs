@@ -22,7 +22,7 @@ public sealed class FakeIpvsKernel : IIpvsKernel
     private readonly object _gate = new();
     private readonly SortedSet<IPAddress> _addresses = new(IpvsText.AddressComparer);
     private readonly SortedDictionary<VirtualServerKey, (VirtualServer Definition, SortedDictionary<RealServerKey, KernelDestination> Destinations)> _services = [];
-    private readonly SortedDictionary<string, (string Type, IpFamily? Family, SortedSet<string> Entries)> _sets = new(StringComparer.Ordinal);
+    private readonly SortedDictionary<string, (string Type, IpFamily? Family, SortedSet<string> Entries, bool Comments)> _sets = new(StringComparer.Ordinal);
     private readonly Dictionary<IpFamily, FakeIptables> _iptables = [];
 
     public FakeIpvsKernel(params IPAddress[] nodeAddresses)
@@ -248,12 +248,13 @@ public sealed class FakeIpvsKernel : IIpvsKernel
                     IpFamily? family = words.IndexOf("family") is var i and >= 0 ? (words[i + 1] == "inet6" ? IpFamily.IPv6 : IpFamily.IPv4) : null;
                     if (name.Length > 31) throw Error("set name longer than 31 characters");
                     if (!type.StartsWith("bitmap:", StringComparison.Ordinal) && family is null) throw Error("a hash set needs a family");
+                    var comments = words.Contains("comment");
                     if (_sets.TryGetValue(name, out var existing))
                     {
-                        if (!exist || existing.Type != type || existing.Family != family) throw Error("Set cannot be created: set with the same name already exists");
+                        if (!exist || existing.Type != type || existing.Family != family || existing.Comments != comments) throw Error("Set cannot be created: set with the same name already exists");
                         break;
                     }
-                    _sets[name] = (type, family, new SortedSet<string>(StringComparer.Ordinal));
+                    _sets[name] = (type, family, new SortedSet<string>(StringComparer.Ordinal), comments);
                     break;
                 }
                 case "add" or "del":
@@ -261,8 +262,19 @@ public sealed class FakeIpvsKernel : IIpvsKernel
                     if (!_sets.TryGetValue(words[1], out var set)) throw Error("The set with the given name does not exist");
                     var entry = words[2];
                     if (!ValidEntry(set.Type, set.Family, entry)) throw Error($"Syntax error: '{entry}' is not an entry of a {set.Type} set");
-                    if (words[0] == "add" && !set.Entries.Add(entry) && !exist) throw Error("Element cannot be added to the set: it's already added");
-                    if (words[0] == "del" && !set.Entries.Remove(entry) && !exist) throw Error("Element cannot be deleted from the set: it's not added");
+                    // As ipset: a comment only on add, only in a set created with comments; the key identifies the entry.
+                    var rest = words.Skip(3).ToList();
+                    if (rest.Count > 0 && (words[0] != "add" || !set.Comments || rest[0] != "comment" || rest.Count < 2))
+                        throw Error($"Syntax error: Unknown argument: '{rest[0]}'");
+                    var existingEntry = set.Entries.FirstOrDefault(e => IpsetDefinition.KeyOf(e) == entry);
+                    if (words[0] == "add")
+                    {
+                        if (existingEntry is not null && !exist) throw Error("Element cannot be added to the set: it's already added");
+                        if (existingEntry is not null) set.Entries.Remove(existingEntry);
+                        set.Entries.Add(string.Join(' ', words.Skip(2)));
+                    }
+                    else if (existingEntry is null) { if (!exist) throw Error("Element cannot be deleted from the set: it's not added"); }
+                    else set.Entries.Remove(existingEntry);
                     break;
                 }
                 case "flush":
@@ -354,7 +366,7 @@ public sealed class FakeIpvsKernel : IIpvsKernel
                 text.Append($"-A {key.IpvsadmService} {definition.IpvsadmOptions}\n");
                 foreach (var destination in destinations.Values) text.Append($"-a {key.IpvsadmService} -r {destination.Key} -m -w {destination.Weight}\n");
             }
-            foreach (var (name, (type, family, entries)) in _sets)
+            foreach (var (name, (type, family, entries, _)) in _sets)
             {
                 text.Append($"set {name} {type} {family}\n");
                 foreach (var entry in entries) text.Append($"  {entry}\n");
@@ -364,6 +376,12 @@ public sealed class FakeIpvsKernel : IIpvsKernel
                     text.Append($"# {family}\n").Append(iptables.Save(table));
             return text.ToString();
         }
+    }
+
+    /// <summary>Test hook: a destination deleted behind the proxy's back (as <c>ipvsadm -d</c> would).</summary>
+    public void RemoveDestinationBehindTheBack(VirtualServerKey service, RealServerKey destination)
+    {
+        lock (_gate) _services[service].Destinations.Remove(destination);
     }
 
     /// <summary>Virtual servers in the fake (tests).</summary>

@@ -401,7 +401,7 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
     private static KernelDestination ToDestination(IpvsDestination d) =>
         new(new RealServerKey(d.Address, d.Port), d.Weight, d.ForwardMethod, d.ActiveConnections, d.InactiveConnections);
 
-    /// <summary>Reads <c>ipset save</c>: this mode's sets and their entries.</summary>
+    /// <summary>Reads <c>ipset save</c>: this mode's sets and their entries (an entry's comment kept: <c>10.96.0.10,tcp:80 comment "ns/name:port"</c>).</summary>
     public static Dictionary<string, IReadOnlySet<string>> ParseIpsetSave(string save)
     {
         var sets = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
@@ -413,7 +413,8 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
             else if (words[0] == "add")
             {
                 if (!sets.TryGetValue(words[1], out var entries)) sets[words[1]] = entries = new HashSet<string>(StringComparer.Ordinal);
-                entries.Add(words[2]);
+                // The entry with its comment, if it has one (KUBE-IPVS-NAMES): as the planner writes it.
+                entries.Add(string.Join(' ', words.Skip(2)));
             }
         }
         return sets.ToDictionary(s => s.Key, s => (IReadOnlySet<string>)s.Value, StringComparer.Ordinal);

@@ -42,6 +42,9 @@ public sealed class IpvsMode : IProxyMode
     /// <summary>Works on a kernel without IPVS too (then only the helper rules and ipsets can be there).</summary>
     public bool OwnsIptablesChain(string table, string chain) => IpvsNames.Owns(table, chain);
 
+    /// <summary><c>proxyplanes explain</c>: the IPVS table, kube-ipvs0, the ipsets and the helper rules, read from the kernel.</summary>
+    public IKernelExplainer Explainer { get; } = new IpvsExplainer();
+
     /// <summary>Virtual servers inside the scope's excludeCIDRs stay (kube-proxy's cleanup flushes every one).</summary>
     public async Task CleanupAsync(ProxyMetrics metrics, ILogger logger, CleanupScope scope, CancellationToken cancellationToken) =>
         await (await IpvsBackend.CreateAsync(CleanupOptions(scope), metrics, logger, cancellationToken)).CleanupAsync(cancellationToken, scope.Running is null ? null : scope.Running.OwnsIptablesChain);

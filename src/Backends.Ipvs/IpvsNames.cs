@@ -4,7 +4,7 @@ using ProxyPlanes.Model;
 namespace ProxyPlanes.Backends.Ipvs;
 
 /// <summary>One ipset of the helper rules, as kube-proxy's IPVS mode defines it.</summary>
-public sealed record IpsetDefinition(string BaseName, string Type, string Comment)
+public sealed record IpsetDefinition(string BaseName, string Type, string Comment, bool EntryComments = false)
 {
     public bool IsBitmap => Type.StartsWith("bitmap:", StringComparison.Ordinal);
 
@@ -22,7 +22,25 @@ public sealed record IpsetDefinition(string BaseName, string Type, string Commen
     /// <summary>The <c>ipset restore</c> line that creates it (idempotent with -exist).</summary>
     public string CreateLine(IpFamily family) => IsBitmap
         ? $"create {Name(family)} {Type} range 0-65535 -exist"
-        : $"create {Name(family)} {Type} family {(family == IpFamily.IPv4 ? "inet" : "inet6")} hashsize 1024 maxelem 65536 -exist";
+        : $"create {Name(family)} {Type} family {(family == IpFamily.IPv4 ? "inet" : "inet6")} hashsize 1024 maxelem 65536{(EntryComments ? " comment" : "")} -exist";
+
+    /// <summary>An entry as <c>ipset save</c> prints it and <c>ipset restore</c> adds it: the key, then its comment, if any.</summary>
+    public static string WithComment(string key, string comment) => $"{key} comment \"{comment}\"";
+
+    /// <summary>The key of an entry (what <c>del</c> takes): the entry without its comment.</summary>
+    public static string KeyOf(string entry)
+    {
+        var space = entry.IndexOf(' ');
+        return space < 0 ? entry : entry[..space];
+    }
+
+    /// <summary>The comment of an entry, null when it has none.</summary>
+    public static string? CommentOf(string entry)
+    {
+        const string marker = " comment \"";
+        var start = entry.IndexOf(marker, StringComparison.Ordinal);
+        return start < 0 ? null : entry[(start + marker.Length)..].TrimEnd('"');
+    }
 }
 
 /// <summary>Names the IPVS mode shares with kube-proxy's: the dummy link, chains, ipsets, rule comments.</summary>
@@ -90,12 +108,19 @@ public static class IpvsNames
     /// </summary>
     public static readonly IpsetDefinition NoLocalEndpoints = new("KUBE-NO-LOCAL-ENDPOINTS", "hash:ip,port", "externalTrafficPolicy=Local service ip + port without local endpoints");
 
+    /// <summary>
+    /// Not in kube-proxy, and matched by no rule: every virtual server (address, protocol, port) with
+    /// the service port it belongs to as the entry's comment (<c>ns/name:port</c>). IPVS keeps no name
+    /// for a virtual server; this is where <c>proxyplanes explain</c> reads it from the kernel.
+    /// </summary>
+    public static readonly IpsetDefinition ServiceNames = new("KUBE-IPVS-NAMES", "hash:ip,port", "virtual server ip + port, commented with its service port (read by proxyplanes explain)", EntryComments: true);
+
     /// <summary>Every set, in creation order (kube-proxy's, then ours).</summary>
     public static readonly IpsetDefinition[] Sets =
     [
         LoopBack, ClusterIP, ExternalIP, ExternalIPLocal, LoadBalancerSet, LoadBalancerFW, LoadBalancerLocal,
         LoadBalancerSourceIP, LoadBalancerSourceCidr, NodePortTcp, NodePortLocalTcp, NodePortUdp, NodePortLocalUdp,
-        NodePortSctp, NodePortLocalSctp, HealthCheckNodePort, IpvsIPs, NoLocalEndpoints,
+        NodePortSctp, NodePortLocalSctp, HealthCheckNodePort, IpvsIPs, NoLocalEndpoints, ServiceNames,
     ];
 
     /// <summary>Whether a set of this name (either family) belongs to this mode.</summary>

@@ -133,8 +133,12 @@ public sealed class IpvsPlanner
             foreach (var family in _options.Families)
                 if (!kernel.Ipsets.ContainsKey(definition.Name(family))) creates.Append(definition.CreateLine(family)).Append('\n');
         var present = kernel.Ipsets.SelectMany(s => s.Value.Select(e => new IpsetEntry(s.Key, e))).Where(e => IsOurFamilySet(e.Set)).ToHashSet();
-        ops.IpsetAdds(creates, entries.Keys.Where(e => !present.Contains(e)));
-        ops.IpsetDels(present.Where(e => !entries.Contains(e)));
+        var names = servers.Keys.Select(k => NameEntry(k, servers.Winner(k)!.Value)).ToHashSet();
+        var adds = entries.Keys.Concat(names).Where(e => !present.Contains(e)).ToList();
+        ops.IpsetAdds(creates, adds);
+        // A name whose comment changed is updated by its add (-exist); deleting its key would remove it.
+        var renamed = adds.Where(e => IsNamesSet(e.Set)).Select(e => (e.Set, IpsetDefinition.KeyOf(e.Entry))).ToHashSet();
+        ops.IpsetDels(present.Where(e => !entries.Contains(e) && !names.Contains(e) && !renamed.Contains((e.Set, IpsetDefinition.KeyOf(e.Entry)))));
 
         // Helper rules: every family's whole script, with the jumps the built-in chains lack.
         var bodies = ImmutableDictionary.CreateBuilder<IpFamily, string>();
@@ -202,9 +206,20 @@ public sealed class IpvsPlanner
         var portMap = ports.ToImmutable();
         var ops = new Steps();
 
-        // ipset entries whose wanted-ness changed.
-        ops.IpsetAdds(new StringBuilder(), touchedEntries.Where(e => entries.Contains(e) && !previous.Entries.Contains(e)));
-        ops.IpsetDels(touchedEntries.Where(e => !entries.Contains(e) && previous.Entries.Contains(e)));
+        // ipset entries whose wanted-ness changed; names of virtual servers whose owner changed (a new
+        // owner's add updates the comment, -exist).
+        var nameAdds = new List<IpsetEntry>();
+        var nameDels = new List<IpsetEntry>();
+        foreach (var key in touchedServers)
+        {
+            var before = previous.Servers.Winner(key);
+            var after = servers.Winner(key);
+            if (before == after) continue;
+            if (after is { } owner) nameAdds.Add(NameEntry(key, owner));
+            else nameDels.Add(NameEntry(key, before!.Value));
+        }
+        ops.IpsetAdds(new StringBuilder(), touchedEntries.Where(e => entries.Contains(e) && !previous.Entries.Contains(e)).Concat(nameAdds));
+        ops.IpsetDels(touchedEntries.Where(e => !entries.Contains(e) && previous.Entries.Contains(e)).Concat(nameDels));
 
         // Helper rules only when they changed (which sets are empty, the out-filter drops).
         var bodies = previous.RuleBodies.ToBuilder();
@@ -459,6 +474,13 @@ public sealed class IpvsPlanner
     internal static string NetText(IpPrefix prefix) =>
         prefix.Length == (prefix.Family == IpFamily.IPv4 ? 32 : 128) ? prefix.Address.ToString() : prefix.ToString();
 
+    /// <summary>The entry of <see cref="IpvsNames.ServiceNames"/> that names a virtual server's service port.</summary>
+    internal static IpsetEntry NameEntry(VirtualServerKey key, ServicePortName owner) =>
+        new(IpvsNames.ServiceNames.Name(key.Family),
+            IpsetDefinition.WithComment($"{key.Address},{IpvsText.ProtocolName(key.Protocol)}:{key.Port.ToString(CultureInfo.InvariantCulture)}", owner.ToString()));
+
+    private static bool IsNamesSet(string set) => set == IpvsNames.ServiceNames.Name(IpFamily.IPv4) || set == IpvsNames.ServiceNames.Name(IpFamily.IPv6);
+
     private bool IsOurFamilySet(string set) => _options.Families.Any(f => IpvsNames.Sets.Any(s => s.Name(f) == set));
 
     private static readonly Dictionary<string, int> SetOrders = IpvsNames.Sets
@@ -630,7 +652,7 @@ public sealed class IpvsPlanner
         public void IpsetDels(IEnumerable<IpsetEntry> entries)
         {
             var text = new StringBuilder();
-            foreach (var entry in entries.Order()) text.Append("del ").Append(entry.Set).Append(' ').Append(entry.Entry).Append(" -exist\n");
+            foreach (var entry in entries.Order()) text.Append("del ").Append(entry.Set).Append(' ').Append(IpsetDefinition.KeyOf(entry.Entry)).Append(" -exist\n");
             if (text.Length > 0) _dels = new IpsetRestore(text.ToString());
         }
 

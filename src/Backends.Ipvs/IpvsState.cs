@@ -107,6 +107,9 @@ public sealed record IpvsPlannerState(
     ImmutableArray<IPAddress> NodeAddresses,
     ImmutableDictionary<IpFamily, string> RuleBodies)
 {
+    /// <summary>The entries of <see cref="IpvsNames.ServiceNames"/> this state wants: each virtual server named after the service port that has it.</summary>
+    public IEnumerable<IpsetEntry> NameEntries => Servers.Keys.Select(k => IpvsPlanner.NameEntry(k, Servers.Winner(k)!.Value));
+
     /// <summary>Destinations draining now (weight 0, waiting for their connections to end).</summary>
     public int DrainingCount => Kernel.Values.Sum(s => s.Destinations.Values.Count(d => d.DrainingSince is not null));
 }

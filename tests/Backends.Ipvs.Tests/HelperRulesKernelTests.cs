@@ -1,3 +1,4 @@
+using System.Net;
 using ProxyPlanes.Backends.Iptables.Tests;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
@@ -44,10 +45,27 @@ public sealed class HelperRulesKernelTests
 
         // The sets hold exactly the planned entries.
         var sets = IpvsKernel.ParseIpsetSave(await ns.ExecAsync("ipset", "save"));
-        var expected = last.State.Entries.Keys.GroupBy(e => e.Set).ToDictionary(g => g.Key, g => g.Select(e => e.Entry).Order(StringComparer.Ordinal).ToList());
+        var expected = last.State.Entries.Keys.Concat(last.State.NameEntries).GroupBy(e => e.Set).ToDictionary(g => g.Key, g => g.Select(e => e.Entry).Order(StringComparer.Ordinal).ToList());
         foreach (var (set, entries) in sets)
             Assert.Equal(expected.GetValueOrDefault(set) ?? [], entries.Order(StringComparer.Ordinal).ToList());
         Assert.Equal(IpvsNames.Sets.Length * families.Length, sets.Count);
+
+        // explain reads the tools' real output as it reads the fake kernel's: the same fate for every
+        // virtual server, from off the cluster and from a pod.
+        var fake = new FakeIpvsKernel(IpvsPlannerGoldenTests.NodeIPs);
+        await fake.ApplyAsync(full.Operations, default);
+        if (partial is not null) await fake.ApplyAsync(partial.Operations, default);
+        var fromFake = await new IpvsExplainer(fake, families).SnapshotAsync(default);
+        var tables = new Dictionary<IpFamily, IReadOnlyList<SavedTable>>();
+        foreach (var family in families)
+            tables[family] = [.. IptablesSave.ParseTables(await kernel.SaveIptablesAsync(family, "nat", default)), .. IptablesSave.ParseTables(await kernel.SaveIptablesAsync(family, "filter", default))];
+        var fromTools = new IpvsKernelSnapshot(fromFake.View with { Ipsets = sets }, tables);
+        foreach (var server in fromFake.View.Services.Keys)
+        {
+            var pod = IPAddress.Parse(server.Family == IpFamily.IPv4 ? "10.244.1.99" : "fd00:10:244::99");
+            foreach (var question in new[] { new PacketQuestion(server.Protocol, server.Address, server.Port), new PacketQuestion(server.Protocol, server.Address, server.Port, pod) })
+                Assert.Equal(Summary(IpvsTracer.Trace(fromFake, question)), Summary(IpvsTracer.Trace(fromTools, question)));
+        }
 
         // Every jump is there once; a full sync reading them inserts none again.
         var builtIn = new Dictionary<IpFamily, BuiltInRules>();
@@ -113,6 +131,9 @@ public sealed class HelperRulesKernelTests
 
         Assert.StartsWith("IPVS mode could not prepare the kernel: the kernel has no IPVS (modprobe ip_vs)", e.Message);
     }
+
+    private static string Summary(PacketFate fate) =>
+        $"{fate.Match} {fate.Frontend} {fate.Verdict} {string.Join(",", fate.Endpoints)} {fate.Masquerade} {fate.Affinity} {fate.Reason}";
 
     private static List<IpvsOperation> RestoreSteps(IpvsPlan plan) =>
         plan.Operations.Where(o => o is IpsetRestore or IptablesRestore).ToList();

@@ -304,7 +304,7 @@ public sealed class IpvsKernelTests
         using var json = JsonDocument.Parse(await ns.ExecAsync("ip", "-j", "addr", "show", "dev", IpvsNames.Link));
         Assert.Equal(view.LinkAddresses.Count, json.RootElement[0].GetProperty("addr_info").GetArrayLength());
         foreach (var (set, entries) in view.Ipsets)
-            Assert.Equal(plan.State.Entries.Keys.Where(e => e.Set == set).Select(e => e.Entry).Order(StringComparer.Ordinal), entries.Order(StringComparer.Ordinal));
+            Assert.Equal(plan.State.Entries.Keys.Concat(plan.State.NameEntries).Where(e => e.Set == set).Select(e => e.Entry).Order(StringComparer.Ordinal), entries.Order(StringComparer.Ordinal));
     }
 }
 
