@@ -73,10 +73,8 @@ public sealed class IptablesExplainer : IKernelExplainer
     private static async Task<TraceNode> NodeAsync(IPAddress? source, CancellationToken cancellationToken)
     {
         var local = NodeAddresses.ReadLocalAddresses().ToHashSet();
-        if (source is null || local.Contains(source)) return new TraceNode(local);
-        var route = await ExternalCommand.RunAsync("ip", ["-o", "route", "get", source.ToString()], null, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
-        var words = route.Succeeded ? route.StandardOutput.Split(' ', StringSplitOptions.RemoveEmptyEntries) : [];
-        var dev = Array.IndexOf(words, "dev");
-        return new TraceNode(local, dev >= 0 && dev + 1 < words.Length ? words[dev + 1] : null);
+        return source is null || local.Contains(source)
+            ? new TraceNode(local)
+            : new TraceNode(local, await Routes.InterfaceTowardsAsync(source, cancellationToken).ConfigureAwait(false));
     }
 }

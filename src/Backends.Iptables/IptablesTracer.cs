@@ -7,9 +7,6 @@ using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Iptables;
 
-/// <summary>What the tracer needs of the node beyond its rules: its own addresses, and the interface a packet from the asked source arrives on.</summary>
-public sealed record TraceNode(IReadOnlySet<IPAddress> LocalAddresses, string? InInterface = null);
-
 /// <summary>
 /// Follows the first packet of a flow through iptables-save output as the kernel would: nat
 /// PREROUTING (OUTPUT for a packet the node sends), then filter INPUT, FORWARD or OUTPUT on the
@@ -319,13 +316,13 @@ public static class IptablesTracer
     private sealed class Rule
     {
         private readonly List<(bool Negated, string Option, string[] Args)> _matches = [];
-        private readonly List<(string Option, string[] Args)> _targetOptions = [];
+        private SavedRule _saved = null!;
 
         public required string Chain { get; init; }
         public required string Text { get; init; }
         public required string Table { get; init; }
-        public string? Target { get; private set; }
-        public bool IsGoto { get; private set; }
+        public string? Target => _saved.Target;
+        public bool IsGoto => _saved.IsGoto;
         public string? Comment { get; private set; }
         public double? Probability { get; private set; }
         public bool ChecksAffinity { get; private set; }
@@ -361,7 +358,7 @@ public static class IptablesTracer
             _ => null,
         };
 
-        public string? TargetOption(string option) => _targetOptions.FirstOrDefault(o => o.Option == option).Args?.FirstOrDefault();
+        public string? TargetOption(string option) => _saved.TargetOption(option);
 
         private static readonly Dictionary<string, Rule> Cache = new(StringComparer.Ordinal);
 
@@ -373,33 +370,19 @@ public static class IptablesTracer
                 if (Cache.TryGetValue(key, out var cached)) return cached;
                 if (Cache.Count > 100_000) Cache.Clear();
                 var rule = new Rule { Table = table, Chain = chain, Text = text };
-                rule.Read(Tokenize(text));
+                rule.Read(SavedRule.Parse(text));
                 Cache[key] = rule;
                 return rule;
             }
         }
 
-        private void Read(List<(string Text, bool Quoted)> tokens)
+        private void Read(SavedRule saved)
         {
-            var negate = false;
-            var inTarget = false;
-            for (var i = 0; i < tokens.Count; i++)
+            _saved = saved;
+            foreach (var match in saved.Matches)
             {
-                var (token, quoted) = tokens[i];
-                if (!quoted && token == "!") { negate = true; continue; }
-                if (quoted || !token.StartsWith('-')) { NotUnderstood ??= token; continue; }
-                var args = new List<string>();
-                while (i + 1 < tokens.Count && (tokens[i + 1].Quoted || (!tokens[i + 1].Text.StartsWith('-') && tokens[i + 1].Text != "!")))
-                    args.Add(tokens[++i].Text);
-                if (token is "-j" or "-g" or "--jump" or "--goto")
-                {
-                    Target = args.FirstOrDefault();
-                    IsGoto = token is "-g" or "--goto";
-                    inTarget = true;
-                }
-                else if (inTarget) _targetOptions.Add((token, args.ToArray()));
-                else Add(negate, token, args.ToArray());
-                negate = false;
+                if (match.Stray) NotUnderstood ??= match.Option;
+                else Add(match.Negated, match.Option, match.Args);
             }
         }
 
@@ -472,9 +455,9 @@ public static class IptablesTracer
                 case "-o" or "--out-interface":
                     return false;
                 case "--dport" or "--destination-port":
-                    return InPorts(args[0], flow.Port);
+                    return SavedRule.InPorts(args[0], flow.Port);
                 case "--dports":
-                    return args[0].Split(',').Any(p => InPorts(p, flow.Port));
+                    return args[0].Split(',').Any(p => SavedRule.InPorts(p, flow.Port));
                 case "--sport" or "--source-port" or "--sports":
                     return false;
                 case "--dst-type":
@@ -482,12 +465,7 @@ public static class IptablesTracer
                 case "--src-type":
                     return source is not null && args[0].Split(',').Any(t => AddressType(t, source, flow.Node));
                 case "--mark":
-                    {
-                        var parts = args[0].Split('/');
-                        var value = ParseNumber(parts[0]);
-                        var mask = parts.Length > 1 ? ParseNumber(parts[1]) : uint.MaxValue;
-                        return (flow.Mark & mask) == value;
-                    }
+                    return SavedRule.MarkMatches(args[0], flow.Mark);
                 case "--ctstate" or "--state":
                     // The first packet of a new flow: NEW, and DNAT once translated.
                     return args[0].Split(',').Any(s => s == "NEW" || (s == "DNAT" && flow.Dnat is not null));
@@ -498,37 +476,12 @@ public static class IptablesTracer
             }
         }
 
-        public uint NewMark(uint mark)
-        {
-            foreach (var (option, args) in _targetOptions)
-            {
-                var parts = args[0].Split('/');
-                var value = ParseNumber(parts[0]);
-                var mask = parts.Length > 1 ? ParseNumber(parts[1]) : uint.MaxValue;
-                mark = option switch
-                {
-                    "--or-mark" => mark | value,
-                    "--xor-mark" => mark ^ value,
-                    "--and-mark" => mark & value,
-                    "--set-mark" or "--set-xmark" => (mark & ~mask) ^ value,
-                    _ => mark,
-                };
-            }
-            return mark;
-        }
+        public uint NewMark(uint mark) => _saved.NewMark(mark);
 
         private static bool SameFamily(IPAddress a, IPAddress b) => a.AddressFamily == b.AddressFamily;
 
         private static bool Interface(string pattern, string name) =>
             pattern.EndsWith('+') ? name.StartsWith(pattern[..^1], StringComparison.Ordinal) : name == pattern;
-
-        private static bool InPorts(string text, int port)
-        {
-            var range = text.Split(':');
-            var low = int.Parse(range[0], CultureInfo.InvariantCulture);
-            var high = range.Length > 1 ? int.Parse(range[1], CultureInfo.InvariantCulture) : low;
-            return port >= low && port <= high;
-        }
 
         private static bool AddressType(string type, IPAddress address, TraceNode node) => type switch
         {
@@ -536,41 +489,5 @@ public static class IptablesTracer
             "UNICAST" => !node.LocalAddresses.Contains(address),
             _ => false,
         };
-
-        private static uint ParseNumber(string text) =>
-            text.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
-                ? uint.Parse(text[2..], NumberStyles.HexNumber, CultureInfo.InvariantCulture)
-                : uint.Parse(text, CultureInfo.InvariantCulture);
-
-        /// <summary>Words of an iptables-save rule; a double-quoted word (a comment) may hold spaces and \" escapes.</summary>
-        private static List<(string, bool)> Tokenize(string text)
-        {
-            var tokens = new List<(string, bool)>();
-            var i = 0;
-            while (i < text.Length)
-            {
-                if (text[i] == ' ') { i++; continue; }
-                if (text[i] == '"')
-                {
-                    var word = new StringBuilder();
-                    i++;
-                    while (i < text.Length && text[i] != '"')
-                    {
-                        if (text[i] == '\\' && i + 1 < text.Length) i++;
-                        word.Append(text[i++]);
-                    }
-                    i++;
-                    tokens.Add((word.ToString(), true));
-                }
-                else
-                {
-                    var end = text.IndexOf(' ', i);
-                    if (end < 0) end = text.Length;
-                    tokens.Add((text[i..end], false));
-                    i = end;
-                }
-            }
-            return tokens;
-        }
     }
 }

@@ -146,17 +146,6 @@ public sealed class IpvsExplainer : IKernelExplainer
     private static async Task<string?> InInterfaceAsync(IPAddress? source, IpvsKernelView view, CancellationToken cancellationToken)
     {
         if (source is null || view.NodeAddresses.Contains(source) || view.LinkAddresses.Contains(source) || IPAddress.IsLoopback(source)) return null;
-        CommandResult route;
-        try
-        {
-            route = await ExternalCommand.RunAsync("ip", ["-o", "route", "get", source.ToString()], null, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is System.ComponentModel.Win32Exception or TimeoutException or CommandException)
-        {
-            return null;
-        }
-        var words = route.Succeeded ? route.StandardOutput.Split(' ', StringSplitOptions.RemoveEmptyEntries) : [];
-        var dev = Array.IndexOf(words, "dev");
-        return dev >= 0 && dev + 1 < words.Length ? words[dev + 1] : null;
+        return await Routes.InterfaceTowardsAsync(source, cancellationToken).ConfigureAwait(false);
     }
 }

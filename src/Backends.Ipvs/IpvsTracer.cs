@@ -320,7 +320,7 @@ public static class IpvsTracer
         public bool MatchInInterface(string pattern) =>
             !_localOrigin && inInterface is { } name && (pattern.EndsWith('+') ? name.StartsWith(pattern[..^1], StringComparison.Ordinal) : name == pattern);
 
-        public bool MatchDestinationPort(string ports) => ports.Split(',').Any(p => InPorts(p, _port));
+        public bool MatchDestinationPort(string ports) => ports.Split(',').Any(p => SavedRule.InPorts(p, _port));
 
         public bool MatchAddressType(string types, bool ofSource)
         {
@@ -340,35 +340,16 @@ public static class IpvsTracer
 
         public bool MatchOriginalDestination(string prefix) => IpPrefix.TryParse(prefix, out var p) && SameFamily(p.Address, question.Destination) && p.Contains(question.Destination);
 
-        public bool MatchOriginalDestinationPort(string ports) => ports.Split(',').Any(p => InPorts(p, question.Port));
+        public bool MatchOriginalDestinationPort(string ports) => ports.Split(',').Any(p => SavedRule.InPorts(p, question.Port));
 
-        public bool MatchMark(string text)
-        {
-            var parts = text.Split('/');
-            var value = ParseNumber(parts[0]);
-            var mask = parts.Length > 1 ? ParseNumber(parts[1]) : uint.MaxValue;
-            return (_mark & mask) == value;
-        }
+        public bool MatchMark(string text) => SavedRule.MarkMatches(text, _mark);
 
         /// <summary>An ipset match: the packet's fields named by <paramref name="flags"/> (src, dst per dimension) are an entry of the set.</summary>
         public bool MatchSet(string set, string flags) =>
             _sets.Matches(set, flags.Split(','), _source, _destination, question.Protocol, _port);
 
         private static bool SameFamily(IPAddress a, IPAddress b) => a.AddressFamily == b.AddressFamily;
-
-        private static bool InPorts(string text, int port)
-        {
-            var range = text.Split(':');
-            if (!int.TryParse(range[0], CultureInfo.InvariantCulture, out var low)) return false;
-            var high = range.Length > 1 && int.TryParse(range[1], CultureInfo.InvariantCulture, out var h) ? h : low;
-            return port >= low && port <= high;
-        }
     }
-
-    internal static uint ParseNumber(string text) =>
-        text.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
-            ? uint.Parse(text[2..], NumberStyles.HexNumber, CultureInfo.InvariantCulture)
-            : uint.Parse(text, CultureInfo.InvariantCulture);
 
     /// <summary>This mode's ipsets, indexed: each entry's key in one canonical text per set type.</summary>
     private sealed class SetIndex
@@ -489,10 +470,10 @@ public static class IpvsTracer
     private sealed class Rule
     {
         private readonly List<(bool Negated, string Option, string[] Args)> _matches = [];
-        private readonly List<(string Option, string[] Args)> _targetOptions = [];
+        private SavedRule _saved = null!;
 
-        public string? Target { get; private set; }
-        public bool IsGoto { get; private set; }
+        public string? Target => _saved.Target;
+        public bool IsGoto => _saved.IsGoto;
         public string? NotUnderstood { get; private set; }
 
         private static readonly Dictionary<string, Rule> Cache = new(StringComparer.Ordinal);
@@ -504,33 +485,19 @@ public static class IpvsTracer
                 if (Cache.TryGetValue(text, out var cached)) return cached;
                 if (Cache.Count > 10_000) Cache.Clear();
                 var rule = new Rule();
-                rule.Read(Tokenize(text));
+                rule.Read(SavedRule.Parse(text));
                 Cache[text] = rule;
                 return rule;
             }
         }
 
-        private void Read(List<(string Text, bool Quoted)> tokens)
+        private void Read(SavedRule saved)
         {
-            var negate = false;
-            var inTarget = false;
-            for (var i = 0; i < tokens.Count; i++)
+            _saved = saved;
+            foreach (var match in saved.Matches)
             {
-                var (token, quoted) = tokens[i];
-                if (!quoted && token == "!") { negate = true; continue; }
-                if (quoted || !token.StartsWith('-')) { NotUnderstood ??= token; continue; }
-                var args = new List<string>();
-                while (i + 1 < tokens.Count && (tokens[i + 1].Quoted || (!tokens[i + 1].Text.StartsWith('-') && tokens[i + 1].Text != "!")))
-                    args.Add(tokens[++i].Text);
-                if (token is "-j" or "-g" or "--jump" or "--goto")
-                {
-                    Target = args.FirstOrDefault();
-                    IsGoto = token is "-g" or "--goto";
-                    inTarget = true;
-                }
-                else if (inTarget) _targetOptions.Add((token, args.ToArray()));
-                else Add(negate, token, args.ToArray());
-                negate = false;
+                if (match.Stray) NotUnderstood ??= match.Option;
+                else Add(match.Negated, match.Option, match.Args);
             }
         }
 
@@ -573,55 +540,6 @@ public static class IpvsTracer
             _ => false,
         };
 
-        public uint NewMark(uint mark)
-        {
-            foreach (var (option, args) in _targetOptions)
-            {
-                if (args.Length == 0) continue;
-                var parts = args[0].Split('/');
-                var value = ParseNumber(parts[0]);
-                var mask = parts.Length > 1 ? ParseNumber(parts[1]) : uint.MaxValue;
-                mark = option switch
-                {
-                    "--or-mark" => mark | value,
-                    "--xor-mark" => mark ^ value,
-                    "--and-mark" => mark & value,
-                    "--set-mark" or "--set-xmark" => (mark & ~mask) ^ value,
-                    _ => mark,
-                };
-            }
-            return mark;
-        }
-
-        /// <summary>Words of an iptables-save rule; a double-quoted word (a comment) may hold spaces and \" escapes.</summary>
-        private static List<(string, bool)> Tokenize(string text)
-        {
-            var tokens = new List<(string, bool)>();
-            var i = 0;
-            while (i < text.Length)
-            {
-                if (text[i] == ' ') { i++; continue; }
-                if (text[i] == '"')
-                {
-                    var word = new StringBuilder();
-                    i++;
-                    while (i < text.Length && text[i] != '"')
-                    {
-                        if (text[i] == '\\' && i + 1 < text.Length) i++;
-                        word.Append(text[i++]);
-                    }
-                    i++;
-                    tokens.Add((word.ToString(), true));
-                }
-                else
-                {
-                    var end = text.IndexOf(' ', i);
-                    if (end < 0) end = text.Length;
-                    tokens.Add((text[i..end], false));
-                    i = end;
-                }
-            }
-            return tokens;
-        }
+        public uint NewMark(uint mark) => _saved.NewMark(mark);
     }
 }

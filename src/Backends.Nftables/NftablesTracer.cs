@@ -6,9 +6,6 @@ using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Nftables;
 
-/// <summary>What the tracer needs of the node beyond its table: its own addresses, and the interface a packet from the asked source arrives on.</summary>
-public sealed record NftTraceNode(IReadOnlySet<IPAddress> LocalAddresses, string? InInterface = null);
-
 /// <summary>
 /// Follows the first packet of a flow through a table as <c>nft -j list table</c> shows it, in the
 /// kernel's order: the base chains of the prerouting hook by priority (output for a packet the node
@@ -27,10 +24,10 @@ public static class NftablesTracer
 {
     private const int MaxDepth = 64;
 
-    public static PacketFate Trace(NftListing table, PacketQuestion question, NftTraceNode node) => new Run(table).Trace(question, node);
+    public static PacketFate Trace(NftListing table, PacketQuestion question, TraceNode node) => new Run(table).Trace(question, node);
 
     /// <summary>Every frontend the table's verdict maps hold (address . protocol . port, or protocol . port on a node address), each traced from off the cluster.</summary>
-    public static IReadOnlyList<FrontendFate> List(NftListing table, NftTraceNode node)
+    public static IReadOnlyList<FrontendFate> List(NftListing table, TraceNode node)
     {
         var nodeAddress =
             (table.Sets.TryGetValue(NftNames.NodePortIPs, out var nodePortIPs)
@@ -86,7 +83,7 @@ public static class NftablesTracer
         public override string ToString() => Skipped ? Text : $"{Chain}: {Text}";
     }
 
-    private sealed record Flow(PacketQuestion Question, NftTraceNode Node, bool LocalOrigin, IPAddress Destination, int Port)
+    private sealed record Flow(PacketQuestion Question, TraceNode Node, bool LocalOrigin, IPAddress Destination, int Port)
     {
         public double Weight { get; init; } = 1;
         public long Mark { get; init; }
@@ -116,7 +113,7 @@ public static class NftablesTracer
     {
         private readonly Dictionary<string, (Dictionary<string, ListedElement> Exact, List<ListedElement> Others)> _index = new(StringComparer.Ordinal);
 
-        public PacketFate Trace(PacketQuestion question, NftTraceNode node)
+        public PacketFate Trace(PacketQuestion question, TraceNode node)
         {
             var localOrigin = question.Source is not null && node.LocalAddresses.Contains(question.Source);
             var start = new Flow(question, node, localOrigin, question.Destination, question.Port);
@@ -589,7 +586,7 @@ public static class NftablesTracer
         }
     }
 
-    private static bool IsLocal(IPAddress address, NftTraceNode node) => node.LocalAddresses.Contains(address) || IPAddress.IsLoopback(address);
+    private static bool IsLocal(IPAddress address, TraceNode node) => node.LocalAddresses.Contains(address) || IPAddress.IsLoopback(address);
 
     private static (string Kind, JsonElement Value) Single(JsonElement e)
     {

@@ -17,6 +17,9 @@ public sealed record PacketQuestion(Protocol Protocol, IPAddress Destination, in
         + (Source is null ? "" : $" from {Source}");
 }
 
+/// <summary>What a tracer needs of the node beyond the kernel's tables: its own addresses, and the link a packet from the asked source arrives on.</summary>
+public sealed record TraceNode(IReadOnlySet<IPAddress> LocalAddresses, string? InInterface = null);
+
 /// <summary>What a matched packet meets: sent to endpoints, refused, dropped, or left alone (nothing of ours matches).</summary>
 public enum PacketVerdict { Forward, Reject, Drop, Pass }
 

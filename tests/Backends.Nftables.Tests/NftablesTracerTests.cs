@@ -16,7 +16,7 @@ namespace ProxyPlanes.Backends.Nftables.Tests;
 public sealed class NftablesTracerTests
 {
     private static readonly IPAddress NodeIP = IPAddress.Parse("192.168.0.10");
-    private static readonly NftTraceNode Node = new(new HashSet<IPAddress> { NodeIP, IPAddress.Loopback, IPAddress.Parse("fd00::10") });
+    private static readonly TraceNode Node = new(new HashSet<IPAddress> { NodeIP, IPAddress.Loopback, IPAddress.Parse("fd00::10") });
 
     private static string Listing(string caseName, IpFamily family = IpFamily.IPv4) =>
         File.ReadAllText(Path.Combine(GoldenCase.TestData, caseName, family == IpFamily.IPv4 ? "nft.json" : "nft6.json"));
