@@ -40,7 +40,8 @@ if [ "$leftover" -gt 0 ]; then
   status=1
 fi
 # The eBPF socket-hook tests make cgroup v2 directories named pp-ebpf-test-* and remove them.
-leftover=$(ls -d /sys/fs/cgroup/unified/pp-ebpf-test-* /sys/fs/cgroup/pp-ebpf-test-* 2>/dev/null | wc -l)
+# (find, not ls: ls fails when nothing matches, which pipefail and set -e would turn into exit 2.)
+leftover=$(find /sys/fs/cgroup/unified /sys/fs/cgroup -maxdepth 1 -name 'pp-ebpf-test-*' 2>/dev/null | wc -l || true)
 if [ "$leftover" -gt 0 ]; then
   echo "test: $leftover eBPF test cgroups were left behind" >&2
   status=1

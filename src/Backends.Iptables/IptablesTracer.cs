@@ -245,15 +245,7 @@ public static class IptablesTracer
     /// <summary>The rules every outcome met, then the one that set each endpoint apart.</summary>
     private static IReadOnlyList<string> Steps(List<Flow> flows)
     {
-        var common = Pruned(flows[0].Steps);
-        foreach (var flow in flows.Skip(1))
-        {
-            var pruned = Pruned(flow.Steps);
-            var n = 0;
-            while (n < common.Count && n < pruned.Count && common[n] == pruned[n]) n++;
-            common = common.Take(n).ToList();
-        }
-        var steps = new List<string>(common);
+        var steps = TraceSteps.CommonPrefix(flows.Select(f => (IReadOnlyList<string>)Pruned(f.Steps)).ToList());
         if (flows.Count > 1)
             foreach (var branch in flows.Where(f => f.Decider is not null).GroupBy(f => f.Dnat))
             {

@@ -556,15 +556,7 @@ public static class NftablesTracer
         /// <summary>The steps every outcome met, then the one that set each endpoint apart; a rule not understood on any branch is named too.</summary>
         private static List<string> Steps(List<Flow> flows)
         {
-            var common = Pruned(flows[0].Steps);
-            foreach (var flow in flows.Skip(1))
-            {
-                var pruned = Pruned(flow.Steps);
-                var n = 0;
-                while (n < common.Count && n < pruned.Count && common[n] == pruned[n]) n++;
-                common = common.Take(n).ToList();
-            }
-            var steps = common.Select(s => s.ToString()).ToList();
+            var steps = TraceSteps.CommonPrefix(flows.Select(f => (IReadOnlyList<Step>)Pruned(f.Steps)).ToList()).Select(s => s.ToString()).ToList();
             if (flows.Count > 1)
                 foreach (var branch in flows.Where(f => f.Decider is not null).GroupBy(f => f.Dnat))
                     steps.Add(string.Create(CultureInfo.InvariantCulture, $"{branch.Sum(f => f.Weight) * 100:F1}%: {branch.First().Decider}"));

@@ -17,6 +17,23 @@ public sealed record PacketQuestion(Protocol Protocol, IPAddress Destination, in
         + (Source is null ? "" : $" from {Source}");
 }
 
+/// <summary>What the modes' tracers share in writing their steps.</summary>
+public static class TraceSteps
+{
+    /// <summary>The steps every outcome of a split flow met: the longest run all <paramref name="runs"/> begin with.</summary>
+    public static List<T> CommonPrefix<T>(IReadOnlyList<IReadOnlyList<T>> runs)
+    {
+        var common = runs[0].ToList();
+        foreach (var run in runs.Skip(1))
+        {
+            var n = 0;
+            while (n < common.Count && n < run.Count && EqualityComparer<T>.Default.Equals(common[n], run[n])) n++;
+            common.RemoveRange(n, common.Count - n);
+        }
+        return common;
+    }
+}
+
 /// <summary>What a tracer needs of the node beyond the kernel's tables: its own addresses, and the link a packet from the asked source arrives on.</summary>
 public sealed record TraceNode(IReadOnlySet<IPAddress> LocalAddresses, string? InInterface = null);
 
