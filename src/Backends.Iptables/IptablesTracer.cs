@@ -214,12 +214,9 @@ public static class IptablesTracer
         var local = main.Any(f => f.Chains.Any(c => c.StartsWith("KUBE-SVL-", StringComparison.Ordinal)));
         var reason = verdict switch
         {
-            PacketVerdict.Forward => $"{endpoints.Count} endpoint{(endpoints.Count == 1 ? "" : "s")}"
-                + (local ? " on this node (traffic policy Local)" : "")
-                + (masquerade ? "; masqueraded" : "; source kept")
-                + (affinity ? "; ClientIP affinity: a client keeps its endpoint" : ""),
+            PacketVerdict.Forward => TraceSteps.ForwardReason(endpoints.Count, local, masquerade, affinity),
             PacketVerdict.Reject or PacketVerdict.Drop => Why(main[0].Decider),
-            _ => service is null ? "nothing of ours matches" : $"{service} matched, but no rule of ours decided",
+            _ => TraceSteps.PassReason(service),
         };
         return new PacketFate(service, frontend, verdict, endpoints, masquerade, affinity, reason, Steps(main));
     }

@@ -111,10 +111,7 @@ public static class IpvsTracer
             // A pod reaching itself through the service (hairpin) is always masqueraded; that alone does not make the flow masqueraded.
             var masqueraded = endpoints.Zip(shares).Any(p => p.First.Masquerade && !p.Second.Destination.Key.Address.Equals(question.Source));
             var local = IsLocalPolicy(key);
-            var reason = $"{endpoints.Count} endpoint{(endpoints.Count == 1 ? "" : "s")}"
-                + (local ? " on this node (traffic policy Local)" : "")
-                + (masqueraded ? "; masqueraded" : "; source kept")
-                + (definition.Persistent ? string.Create(CultureInfo.InvariantCulture, $"; ClientIP affinity: a client keeps its endpoint for {definition.TimeoutSeconds}s") : "");
+            var reason = TraceSteps.ForwardReason(endpoints.Count, local, masqueraded, definition.Persistent, definition.TimeoutSeconds);
             return new PacketFate(match, frontend, PacketVerdict.Forward, endpoints.OrderBy(e => e.Endpoint, StringComparer.Ordinal).ToList(),
                 masqueraded, definition.Persistent, reason, _steps);
         }

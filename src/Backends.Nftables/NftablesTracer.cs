@@ -504,7 +504,7 @@ public static class NftablesTracer
 
         private PacketFate Summarize(List<Flow> ends)
         {
-            if (ends.Count == 0) return new PacketFate(null, null, PacketVerdict.Pass, [], false, false, "nothing of ours matches", []);
+            if (ends.Count == 0) return new PacketFate(null, null, PacketVerdict.Pass, [], false, false, TraceSteps.PassReason(null), []);
             var byVerdict = ends.GroupBy(Verdict).OrderByDescending(g => g.Sum(f => f.Weight)).ToList();
             var verdict = byVerdict[0].Key;
             var main = byVerdict[0].ToList();
@@ -521,12 +521,9 @@ public static class NftablesTracer
             var local = main.Any(f => f.Chains.Any(c => c.StartsWith(NftNames.LocalPolicyPrefix, StringComparison.Ordinal)));
             var reason = verdict switch
             {
-                PacketVerdict.Forward => $"{endpoints.Count} endpoint{(endpoints.Count == 1 ? "" : "s")}"
-                    + (local ? " on this node (traffic policy Local)" : "")
-                    + (masquerade ? "; masqueraded" : "; source kept")
-                    + (affinity ? "; ClientIP affinity: a client keeps its endpoint" : ""),
+                PacketVerdict.Forward => TraceSteps.ForwardReason(endpoints.Count, local, masquerade, affinity),
                 PacketVerdict.Reject or PacketVerdict.Drop => Why(main[0]),
-                _ => service is null ? "nothing of ours matches" : $"{service} matched, but no rule of ours decided",
+                _ => TraceSteps.PassReason(service),
             };
             return new PacketFate(service, frontend, verdict, endpoints, masquerade, affinity, reason, Steps(main));
         }

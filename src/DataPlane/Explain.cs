@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using ProxyPlanes.Model;
 
@@ -20,6 +21,20 @@ public sealed record PacketQuestion(Protocol Protocol, IPAddress Destination, in
 /// <summary>What the modes' tracers share in writing their steps.</summary>
 public static class TraceSteps
 {
+    /// <summary>
+    /// Why a packet is forwarded, in the words every mode's <c>explain</c> uses: how many endpoints,
+    /// Local policy, masquerade or source kept, and affinity (with its timeout when the kernel holds one).
+    /// </summary>
+    public static string ForwardReason(int endpoints, bool local, bool masquerade, bool affinity, int? affinitySeconds = null) =>
+        $"{endpoints} endpoint{(endpoints == 1 ? "" : "s")}"
+        + (local ? " on this node (traffic policy Local)" : "")
+        + (masquerade ? "; masqueraded" : "; source kept")
+        + (!affinity ? "" : affinitySeconds is { } seconds ? string.Create(CultureInfo.InvariantCulture, $"; ClientIP affinity: a client keeps its endpoint for {seconds}s") : "; ClientIP affinity: a client keeps its endpoint");
+
+    /// <summary>Why a packet passes untouched: nothing of ours matched it, or a service port did but no rule of ours decided.</summary>
+    public static string PassReason(string? service) =>
+        service is null ? "nothing of ours matches" : $"{service} matched, but no rule of ours decided";
+
     /// <summary>The steps every outcome of a split flow met: the longest run all <paramref name="runs"/> begin with.</summary>
     public static List<T> CommonPrefix<T>(IReadOnlyList<IReadOnlyList<T>> runs)
     {
