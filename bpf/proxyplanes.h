@@ -29,7 +29,22 @@
 #define PP_MAX_UDP_REVNAT 65536
 
 /* Flags of a master entry (slot 0). */
-#define PP_SVC_FLAG_AFFINITY 0x0001 /* ClientIP session affinity: see pp_affinity_key */
+#define PP_SVC_FLAG_AFFINITY 0x0001      /* ClientIP session affinity: see pp_affinity_key */
+#define PP_SVC_FLAG_NODEPORT 0x0002      /* a node port: key address 0, matched on the node's addresses (tc) */
+#define PP_SVC_FLAG_EXTERNAL 0x0004      /* an external or load-balancer IP (external traffic) */
+#define PP_SVC_FLAG_SOURCE_RANGES 0x0008 /* loadBalancerSourceRanges: a client outside them is dropped (tc) */
+#define PP_SVC_FLAG_DROP 0x0010          /* count 0 means drop silently (Core's Drop verdict), not refuse */
+#define PP_SVC_FLAG_MASQUERADE 0x0020    /* external clients are masqueraded (Cluster policy) */
+
+/*
+ * Scopes of a frontend. Internal traffic (cluster IPs from pods and the node) and external traffic
+ * (node ports, external and load-balancer IPs from off the node) may use different pools under
+ * internalTrafficPolicy / externalTrafficPolicy: Local. PP_SCOPE_EXTERNAL entries exist only for a
+ * frontend whose external pool differs from its internal one; a program looks them up first for
+ * external traffic and falls back to PP_SCOPE_INTERNAL.
+ */
+#define PP_SCOPE_INTERNAL 0
+#define PP_SCOPE_EXTERNAL 1
 
 /*
  * A frontend of a service port, and a slot of it. Slot 0 is the master entry: its value holds the
@@ -42,7 +57,7 @@ struct pp_service_key {
 	__u16 port;    /* network byte order */
 	__u16 slot;    /* 0: master entry; 1..count: backend slots */
 	__u8 proto;    /* IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP */
-	__u8 scope;    /* 0: every client; reserved for external/internal split */
+	__u8 scope;    /* PP_SCOPE_INTERNAL or PP_SCOPE_EXTERNAL */
 	__u16 pad;     /* always 0 */
 };
 

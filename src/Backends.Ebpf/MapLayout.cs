@@ -24,6 +24,27 @@ public static class MapLayout
     /// <summary>PP_SVC_FLAG_AFFINITY: ClientIP session affinity on a master entry.</summary>
     public const ushort ServiceFlagAffinity = 0x0001;
 
+    /// <summary>PP_SVC_FLAG_NODEPORT: a node port (key address 0), matched on the node's addresses by the tc programs.</summary>
+    public const ushort ServiceFlagNodePort = 0x0002;
+
+    /// <summary>PP_SVC_FLAG_EXTERNAL: an external or load-balancer IP.</summary>
+    public const ushort ServiceFlagExternal = 0x0004;
+
+    /// <summary>PP_SVC_FLAG_SOURCE_RANGES: loadBalancerSourceRanges apply; a client outside them is dropped.</summary>
+    public const ushort ServiceFlagSourceRanges = 0x0008;
+
+    /// <summary>PP_SVC_FLAG_DROP: a master entry with count 0 drops silently (Core's Drop verdict) instead of refusing.</summary>
+    public const ushort ServiceFlagDrop = 0x0010;
+
+    /// <summary>PP_SVC_FLAG_MASQUERADE: external clients of this frontend are masqueraded.</summary>
+    public const ushort ServiceFlagMasquerade = 0x0020;
+
+    /// <summary>PP_SCOPE_INTERNAL: the pool for cluster-internal traffic (and for all traffic when the pools agree).</summary>
+    public const byte ScopeInternal = 0;
+
+    /// <summary>PP_SCOPE_EXTERNAL: the pool for external traffic, present only when it differs from the internal one.</summary>
+    public const byte ScopeExternal = 1;
+
     /// <summary>An IPv4 address as the 32-bit value whose bytes in memory are the address in network order.</summary>
     public static uint NetworkAddress(IPAddress address)
     {
