@@ -53,10 +53,13 @@ public sealed unsafe partial class BpfProgram
 
     /// <summary>
     /// Runs the program once on a packet (BPF_PROG_TEST_RUN): an Ethernet frame in, the frame as the
-    /// program left it out, with the return code and the skb mark it set. Nothing is sent.
+    /// program left it out, with the return code and the skb mark it set. Nothing is sent. With
+    /// <paramref name="repeat"/> above 1 the kernel runs it that many times on the same input and
+    /// reports the mean duration.
     /// </summary>
-    public TestRunResult TestRun(ReadOnlySpan<byte> frame, uint mark = 0)
+    public TestRunResult TestRun(ReadOnlySpan<byte> frame, uint mark = 0, int repeat = 1)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(repeat, 1);
         var output = new byte[frame.Length + 256];
         var contextIn = new SkBuffContext { Mark = mark };
         var contextOut = default(SkBuffContext);
@@ -71,7 +74,7 @@ public sealed unsafe partial class BpfProgram
                 DataIn = (ulong)input,
                 DataSizeOut = (uint)output.Length,
                 DataOut = (ulong)outputPointer,
-                Repeat = 1,
+                Repeat = (uint)repeat,
                 ContextSizeIn = (uint)sizeof(SkBuffContext),
                 ContextIn = (ulong)&contextIn,
                 ContextSizeOut = (uint)sizeof(SkBuffContext),
@@ -96,7 +99,7 @@ public sealed unsafe partial class BpfProgram
 /// <param name="Verdict">The program's return code (TC_ACT_OK 0, TC_ACT_SHOT 2).</param>
 /// <param name="Frame">The packet after the program.</param>
 /// <param name="Mark">The skb mark after the program.</param>
-/// <param name="DurationNs">The kernel's measured run time.</param>
+/// <param name="DurationNs">The kernel's measured run time (the mean when repeated).</param>
 public sealed record TestRunResult(int Verdict, byte[] Frame, uint Mark, uint DurationNs)
 {
     public const int TcActOk = 0;

@@ -90,7 +90,8 @@ public sealed class TcDataPathTests
             using var ingress = tc.Program(TcPrograms.Ingress).AttachTc(sandbox.PrimaryClient.HostInterface, TcDirection.Ingress, TcAttachMode.Tcx);
             ingress.Pin(pin);
         });
-        using var egress = sandbox.Node.Run(() => tc.Program(TcPrograms.Egress).AttachTc(sandbox.PrimaryClient.HostInterface, TcDirection.Egress, TcAttachMode.Tcx));
+        using var egress = sandbox.Node.Run(() => tc.Program(TcPrograms.Egress).AttachTc(sandbox.PrimaryClient.HostInterface, TcDirection.Egress, TcAttachMode.Auto));
+        Assert.Equal(TcAttachMode.Tcx, egress.Mode); // Auto on a kernel with tcx (6.6 and later)
 
         var pinned = await sandbox.Client.HttpGetAsync(sandbox.NodeIp, NodePort, "/cgi-bin/who", ProbeTimeout);
         File.Delete(pin);
