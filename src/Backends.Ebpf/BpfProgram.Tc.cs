@@ -144,17 +144,17 @@ internal sealed class TcxAttachment(BpfLink link) : TcAttachment
 /// </summary>
 internal sealed unsafe class ClsactAttachment : TcAttachment
 {
-    private readonly int _namespaceFd;
+    private readonly SafeBpfHandle _namespace;
     private readonly int _ifIndex;
     private readonly TcDirection _direction;
     private readonly uint _handle;
     private readonly uint _priority;
     private bool _disposed;
 
-    private ClsactAttachment(string description, int namespaceFd, int ifIndex, TcDirection direction, uint handle, uint priority)
+    private ClsactAttachment(string description, SafeBpfHandle networkNamespace, int ifIndex, TcDirection direction, uint handle, uint priority)
     {
         Description = description;
-        _namespaceFd = namespaceFd;
+        _namespace = networkNamespace;
         _ifIndex = ifIndex;
         _direction = direction;
         _handle = handle;
@@ -175,8 +175,25 @@ internal sealed unsafe class ClsactAttachment : TcAttachment
         using var fd = program.Borrow();
         var options = new Interop.BpfTcOptions { Size = (nuint)sizeof(Interop.BpfTcOptions), ProgramFd = (int)fd.Fd };
         var attached = Interop.TcAttach(&hook, &options);
-        if (attached < 0) throw BpfException.FromErrno(-attached, $"libbpf: bpf_tc_attach of {description}");
-        return new ClsactAttachment(description, Interop.CurrentNetworkNamespace(), ifIndex, direction, options.Handle, options.Priority);
+        if (attached < 0)
+        {
+            if (created == 0)
+            {
+                // Nothing half-applied: the qdisc this call made goes again.
+                hook.AttachPoint = Interop.TcAttachPoint.Ingress | Interop.TcAttachPoint.Egress;
+                Interop.TcHookDestroy(&hook);
+            }
+            throw BpfException.FromErrno(-attached, $"libbpf: bpf_tc_attach of {description}");
+        }
+        try
+        {
+            return new ClsactAttachment(description, Interop.CurrentNetworkNamespace(), ifIndex, direction, options.Handle, options.Priority);
+        }
+        catch
+        {
+            Interop.TcDetach(&hook, &options);
+            throw;
+        }
     }
 
     public override void Pin(string path) =>
@@ -187,13 +204,14 @@ internal sealed unsafe class ClsactAttachment : TcAttachment
         if (_disposed) return;
         _disposed = true;
         // The filter lives in the namespace it was attached in; detach from there, whichever thread disposes.
-        Interop.InNetworkNamespace(_namespaceFd, () =>
+        using var networkNamespace = _namespace.Borrow();
+        Interop.InNetworkNamespace((int)networkNamespace.Fd, () =>
         {
             var hook = Hook(_ifIndex, _direction);
             var options = new Interop.BpfTcOptions { Size = (nuint)sizeof(Interop.BpfTcOptions), Handle = _handle, Priority = _priority };
             Interop.TcDetach(&hook, &options); // ENOENT: the interface (or its namespace) is already gone
         });
-        Interop.Close(_namespaceFd);
+        _namespace.Dispose();
     }
 
     private static Interop.BpfTcHook Hook(int ifIndex, TcDirection direction) => new()

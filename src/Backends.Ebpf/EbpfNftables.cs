@@ -1,5 +1,5 @@
-using System.Diagnostics;
 using System.Globalization;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Backends.Ebpf;
 
@@ -58,18 +58,8 @@ public static class EbpfNftables
 
     private static void Nft(string script, string what)
     {
-        var start = new ProcessStartInfo("nft", ["-f", "-"]) { RedirectStandardInput = true, RedirectStandardError = true, RedirectStandardOutput = true };
-        using var process = Process.Start(start) ?? throw new InvalidOperationException("nft did not start");
-        process.StandardInput.Write(script);
-        process.StandardInput.Close();
-        var error = process.StandardError.ReadToEndAsync();
-        process.StandardOutput.ReadToEnd();
-        if (!process.WaitForExit(TimeSpan.FromSeconds(30)))
-        {
-            process.Kill();
-            throw new TimeoutException($"nft -f - ({what} table ip {Table}) did not finish in 30 s");
-        }
-        if (process.ExitCode != 0)
-            throw new InvalidOperationException($"nft -f - ({what} table ip {Table}) failed: {error.Result.Trim().ReplaceLineEndings(" ")}");
+        var result = ExternalCommand.Run("nft", ["-f", "-"], script, TimeSpan.FromSeconds(30));
+        if (!result.Succeeded)
+            throw new CommandException($"nft -f - could not {what} table ip {Table} (exit {result.ExitCode}): {ExternalCommand.FirstLines(result.StandardError, 5).ReplaceLineEndings(" ")}", result);
     }
 }

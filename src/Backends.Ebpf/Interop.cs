@@ -88,6 +88,7 @@ internal static unsafe partial class Interop
     }
 
     /// <summary>enum bpf_tc_attach_point.</summary>
+    [Flags]
     internal enum TcAttachPoint
     {
         Ingress = 1,
@@ -145,11 +146,11 @@ internal static unsafe partial class Interop
     private const int CloneNewNet = 0x40000000;
 
     /// <summary>An fd on the calling thread's network namespace (to come back to it from another thread).</summary>
-    internal static int CurrentNetworkNamespace()
+    internal static SafeBpfHandle CurrentNetworkNamespace()
     {
         var fd = Open("/proc/thread-self/ns/net", ORdOnly | OCloexec);
         if (fd < 0) throw BpfException.FromErrno(Marshal.GetLastPInvokeError(), "open(/proc/thread-self/ns/net)");
-        return fd;
+        return new SafeBpfHandle(fd);
     }
 
     /// <summary>Runs <paramref name="action"/> on a new thread that first enters the network namespace <paramref name="namespaceFd"/>.</summary>
@@ -310,7 +311,7 @@ internal unsafe struct BpfMapInfo
     public fixed byte Name[16];
 }
 
-/// <summary>A BPF file descriptor we own (program, map, link, or a cgroup directory): closed when released.</summary>
+/// <summary>A BPF file descriptor we own (program, map, link, or a cgroup directory or network namespace it is attached in): closed when released.</summary>
 public sealed class SafeBpfHandle : SafeHandle
 {
     public SafeBpfHandle()
