@@ -10,8 +10,9 @@ namespace ProxyPlanes.Backends.Ebpf.Tests;
 /// — veth — two pod namespaces, each pod's busybox httpd answering <c>pod=NAME src=CLIENT</c>), the tc
 /// pair attached on the node's client-facing veth (vext0, inside the node namespace), maps filled by
 /// hand, the fixed nftables table applied in the node namespace. The client connects over TCP to a
-/// node port on the node's address and to an external IP; nothing proxies but the programs. The TCP
-/// handshake completing proves that the replies reach the client from the address it connected to.
+/// node port on the node's address and to an external IP, and sends UDP to a node port; nothing proxies
+/// but the programs. The TCP handshake completing (and a connected UDP socket getting its answer)
+/// proves that the replies reach the client from the address it connected to.
 /// </summary>
 public sealed class TcDataPathTests
 {
@@ -19,6 +20,8 @@ public sealed class TcDataPathTests
     private const string EmptyExternalIp = "198.51.100.101";
     private const string DropExternalIp = "198.51.100.102";
     private const int NodePort = 30080;
+    private const int UdpNodePort = 30053;
+    private const int EmptyUdpNodePort = 30054;
     private const int PodPort = 8080;
     private const int Connections = 24;
     private static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(3);
@@ -52,6 +55,18 @@ public sealed class TcDataPathTests
             var externalBodies = await Probe(sandbox, ExternalIp, 80);
             Assert.Equal([podA.ExpectedWho(sandbox.NodePodGatewayIp), podB.ExpectedWho(sandbox.NodePodGatewayIp)], externalBodies.Distinct().Order(StringComparer.Ordinal));
 
+            // UDP to a node port: both pods, the client's own address, and (a connected socket) the reply from the node port.
+            var udpTexts = new List<string>();
+            for (var i = 0; i < Connections; i++)
+            {
+                var udp = await sandbox.Client.UdpRequestAsync(sandbox.NodeIp, UdpNodePort, "who", ProbeTimeout);
+                Assert.True(udp.IsAnswered, $"datagram {i} to {sandbox.NodeIp}:{UdpNodePort}: {udp}");
+                udpTexts.Add(udp.Text.Trim());
+            }
+            Assert.Equal([podA.ExpectedWho(sandbox.ClientIp), podB.ExpectedWho(sandbox.ClientIp)], udpTexts.Distinct().Order(StringComparer.Ordinal));
+            var udpRefused = await sandbox.Client.UdpRequestAsync(sandbox.NodeIp, EmptyUdpNodePort, "who", ProbeTimeout);
+            Assert.Equal(ProbeOutcome.Refused, udpRefused.Outcome); // the table's icmp port-unreachable
+
             // A frontend without endpoints is refused at once (the table's tcp reset); with DROP it times out.
             var watch = Stopwatch.StartNew();
             var refused = await sandbox.Client.HttpGetAsync(EmptyExternalIp, 80, "/", ProbeTimeout);
@@ -61,7 +76,7 @@ public sealed class TcDataPathTests
             Assert.Equal(ProbeOutcome.TimedOut, dropped.Outcome);
 
             // Every connection left a forward and a reply entry.
-            Assert.True(tc.Map(MapLayout.ConnectionsMap).Keys<Ct4Key>().Count(k => k.Direction == MapLayout.ConnectionReply) >= 2 * Connections);
+            Assert.True(tc.Map(MapLayout.ConnectionsMap).Keys<Ct4Key>().Count(k => k.Direction == MapLayout.ConnectionReply) >= 3 * Connections);
         }
         finally
         {
@@ -120,18 +135,22 @@ public sealed class TcDataPathTests
         return bodies;
     }
 
-    /// <summary>A node port on the node's address (source kept), an external IP (masqueraded), one without endpoints, one that drops.</summary>
+    /// <summary>TCP: a node port on the node's address (source kept), an external IP (masqueraded), one without endpoints, one that drops. UDP: a node port, one without endpoints.</summary>
     private static void FillMaps(BpfObject tc, ClusterSandbox sandbox, params SandboxPod[] pods)
     {
         var services = tc.Map(MapLayout.ServicesMap);
         var backends = tc.Map(MapLayout.BackendsMap);
         tc.Map(MapLayout.NodeAddressesMap).Update(MapLayout.NetworkAddress(IPAddress.Parse(sandbox.NodeIp)), default(NodeAddress));
         for (var i = 0; i < pods.Length; i++)
+        {
             backends.Update((uint)i + 1, Backend.For(IPAddress.Parse(pods[i].IP), PodPort, ProtocolType.Tcp));
+            backends.Update((uint)i + 101, Backend.For(IPAddress.Parse(pods[i].IP), PodPort, ProtocolType.Udp));
+        }
 
         void Add(ServiceKey frontend, uint revNatId, ushort flags, int count)
         {
-            for (var slot = 1; slot <= count; slot++) services.Update(frontend.WithSlot(slot), ServiceValue.ForSlot((uint)slot));
+            var firstBackend = frontend.Proto == (byte)ProtocolType.Udp ? 101u : 1u;
+            for (var slot = 1; slot <= count; slot++) services.Update(frontend.WithSlot(slot), ServiceValue.ForSlot(firstBackend + (uint)slot - 1));
             services.Update(frontend, ServiceValue.Master(count, revNatId, flags));
         }
 
@@ -139,5 +158,7 @@ public sealed class TcDataPathTests
         Add(ServiceKey.For(IPAddress.Parse(ExternalIp), 80, ProtocolType.Tcp), 2, MapLayout.ServiceFlagExternal | MapLayout.ServiceFlagMasquerade, pods.Length);
         Add(ServiceKey.For(IPAddress.Parse(EmptyExternalIp), 80, ProtocolType.Tcp), 3, MapLayout.ServiceFlagExternal, 0);
         Add(ServiceKey.For(IPAddress.Parse(DropExternalIp), 80, ProtocolType.Tcp), 4, MapLayout.ServiceFlagExternal | MapLayout.ServiceFlagDrop, 0);
+        Add(ServiceKey.For(IPAddress.Any, UdpNodePort, ProtocolType.Udp), 5, MapLayout.ServiceFlagNodePort, pods.Length);
+        Add(ServiceKey.For(IPAddress.Any, EmptyUdpNodePort, ProtocolType.Udp), 6, MapLayout.ServiceFlagNodePort, 0);
     }
 }
