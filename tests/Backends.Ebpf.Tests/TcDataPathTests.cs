@@ -37,6 +37,7 @@ public sealed class TcDataPathTests
         using var tc = TcPrograms.Load();
         FillMaps(tc, sandbox, podA, podB);
         sandbox.Node.Run(EbpfNftables.Apply);
+        sandbox.Node.Run(EbpfNftables.Apply); // a restart applies it again: replaced in one transaction, not an error
 
         var attachments = sandbox.Node.Run(() => new[]
         {
