@@ -90,6 +90,7 @@ public static class NetlinkErrors
         [Errno.EADDRINUSE] = "EADDRINUSE",
         [Errno.EADDRNOTAVAIL] = "EADDRNOTAVAIL",
         [Errno.ENOBUFS] = "ENOBUFS",
+        [Errno.ELOOP] = "ELOOP",
         [Errno.ETIMEDOUT] = "ETIMEDOUT",
     };
 
@@ -100,6 +101,7 @@ public static class NetlinkErrors
     {
         LinuxUapi.Netlink.NETLINK_ROUTE => "NETLINK_ROUTE",
         LinuxUapi.Netlink.NETLINK_GENERIC => "NETLINK_GENERIC",
+        LinuxUapi.Netlink.NETLINK_NETFILTER => "NETLINK_NETFILTER",
         _ => $"netlink protocol {protocol}",
     };
 }
