@@ -249,7 +249,7 @@ public sealed class NfTablesDataType
     }
 
     private static bool EncodeAddress(string text, AddressFamily family, Span<byte> bytes) =>
-        IPAddress.TryParse(text, out var address) && address.AddressFamily == family && !text.Contains('/') && address.ScopeId == 0 &&
+        IPAddress.TryParse(text, out var address) && address.AddressFamily == family && !text.Contains('/') && !text.Contains('%') &&
         address.TryWriteBytes(bytes, out _);
 
     private static readonly Dictionary<string, byte> Protocols = new(StringComparer.Ordinal)

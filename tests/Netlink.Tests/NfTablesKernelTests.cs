@@ -1,0 +1,141 @@
+using static ProxyPlanes.Netlink.LinuxUapi;
+
+namespace ProxyPlanes.Netlink.Tests;
+
+/// <summary>
+/// nf_tables element batches against the real kernel, in a namespace each test creates (the socket
+/// is opened on a thread inside it), checked with <c>nft list</c> there.
+/// </summary>
+[Collection(KernelNetlinkCollection.Name)]
+public sealed class NfTablesKernelTests
+{
+    private const string Table = """
+        table ip t {
+          chain c { }
+          map m { type ipv4_addr . inet_proto . inet_service : verdict ; }
+          set s { type inet_service ; }
+          map d { type mark : ipv4_addr . inet_service ; }
+        }
+        """;
+
+    private static NfTablesDataType Type(string name) => NfTablesDataType.TryGet(name, out var type) ? type : throw new InvalidOperationException(name);
+
+    private static NfTablesElementOperation VipElement(NfTablesElementChange change, string vip, string comment = "ns/a:http cluster IP") =>
+        new(change, "m", new NfTablesElement(NfTablesDataType.TryEncode([Type("ipv4_addr"), Type("inet_proto"), Type("inet_service")], [vip, "tcp", "80"], out _)!, $"{vip} . tcp . 80")
+        {
+            Verdict = NfTablesVerdict.Goto("c"),
+            Comment = comment,
+        });
+
+    private static async Task<TestNamespace> NamespaceWithTableAsync()
+    {
+        var ns = new TestNamespace("nft");
+        try
+        {
+            var file = Path.GetTempFileName();
+            try
+            {
+                await File.WriteAllTextAsync(file, Table);
+                await ns.ExecAsync("nft", "-f", file);
+            }
+            finally
+            {
+                File.Delete(file);
+            }
+            return ns;
+        }
+        catch
+        {
+            ns.Dispose();
+            throw;
+        }
+    }
+
+    [Fact]
+    public async Task ApplyElements_AddsWithCommentsAndDeletes_AsNftListsThem()
+    {
+        using var ns = await NamespaceWithTableAsync();
+        using var client = ns.Run(NfTablesClient.Open);
+
+        client.ApplyElements(Netfilter.NFPROTO_IPV4, "t",
+        [
+            VipElement(NfTablesElementChange.Add, "10.96.0.10"),
+            VipElement(NfTablesElementChange.Add, "10.96.0.11", "ns/b:dns"),
+            new(NfTablesElementChange.Add, "s", new NfTablesElement(NfTablesDataType.TryEncode([Type("inet_service")], ["32013"], out _)!, "32013")),
+            new(NfTablesElementChange.Add, "d", new NfTablesElement(NfTablesDataType.TryEncode([Type("mark")], ["1"], out _)!, "1")
+            {
+                Data = NfTablesDataType.TryEncode([Type("ipv4_addr"), Type("inet_service")], ["10.244.1.2", "8080"], out _),
+            }),
+        ]);
+        var listing = await ns.ExecAsync("nft", "list", "table", "ip", "t");
+        Assert.Contains("10.96.0.10 . tcp . 80 comment \"ns/a:http cluster IP\" : goto c", listing);
+        Assert.Contains("10.96.0.11 . tcp . 80 comment \"ns/b:dns\" : goto c", listing);
+        Assert.Contains("elements = { 32013 }", listing);
+        Assert.Contains("elements = { 0x00000001 : 10.244.1.2 . 8080 }", listing);
+
+        client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [VipElement(NfTablesElementChange.Delete, "10.96.0.10")]);
+        listing = await ns.ExecAsync("nft", "list", "map", "ip", "t", "m");
+        Assert.DoesNotContain("10.96.0.10 ", listing);
+        Assert.Contains("10.96.0.11 . tcp . 80", listing);
+    }
+
+    [Fact]
+    public async Task ApplyElements_DeleteOfAMissingElement_NamesItAndAppliesNothing()
+    {
+        using var ns = await NamespaceWithTableAsync();
+        using var client = ns.Run(NfTablesClient.Open);
+        client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [VipElement(NfTablesElementChange.Add, "10.96.0.10")]);
+        var before = await ns.ExecAsync("nft", "list", "table", "ip", "t");
+
+        // The first two are fine on their own; the third fails, so the kernel applies none of them.
+        var e = Assert.Throws<NetlinkException>(() => client.ApplyElements(Netfilter.NFPROTO_IPV4, "t",
+        [
+            VipElement(NfTablesElementChange.Delete, "10.96.0.10"),
+            VipElement(NfTablesElementChange.Add, "10.96.0.12"),
+            VipElement(NfTablesElementChange.Delete, "10.96.0.99"),
+        ]));
+        Assert.Equal(Errno.ENOENT, e.Errno);
+        Assert.StartsWith("nftables delete element ip t m { 10.96.0.99 . tcp . 80 }: No such file or directory (ENOENT)", e.Message);
+        Assert.Equal(before, await ns.ExecAsync("nft", "list", "table", "ip", "t"));
+
+        // Positive control: without the bad element the same batch goes through.
+        client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [VipElement(NfTablesElementChange.Delete, "10.96.0.10"), VipElement(NfTablesElementChange.Add, "10.96.0.12")]);
+        Assert.NotEqual(before, await ns.ExecAsync("nft", "list", "table", "ip", "t"));
+    }
+
+    [Fact]
+    public async Task ApplyElements_ToAMissingSetOrWithAWrongKey_NamesTheElement()
+    {
+        using var ns = await NamespaceWithTableAsync();
+        using var client = ns.Run(NfTablesClient.Open);
+        var element = VipElement(NfTablesElementChange.Add, "10.96.0.10");
+
+        var missing = Assert.Throws<NetlinkException>(() => client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [element with { Set = "service-ips" }]));
+        Assert.StartsWith("nftables add element ip t service-ips { 10.96.0.10 . tcp . 80 }: No such file or directory (ENOENT)", missing.Message);
+
+        // A key of the wrong length (a 2-byte port for the 12-byte concatenation): the kernel's EINVAL.
+        var wrongKey = element with { Element = element.Element with { Key = [0, 80] } };
+        var invalid = Assert.Throws<NetlinkException>(() => client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [wrongKey]));
+        Assert.Equal(Errno.EINVAL, invalid.Errno);
+        Assert.DoesNotContain("10.96.0.10", await ns.ExecAsync("nft", "list", "table", "ip", "t"));
+    }
+
+    [Fact]
+    public async Task ApplyElements_AddOfAnExistingKeyWithAnotherVerdict_IsRefusedAsNftWouldBe()
+    {
+        using var ns = await NamespaceWithTableAsync();
+        using var client = ns.Run(NfTablesClient.Open);
+        await ns.ExecAsync("nft", "add", "chain", "ip", "t", "other");
+        client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [VipElement(NfTablesElementChange.Add, "10.96.0.10")]);
+        // The same element again is no error (NLM_F_CREATE without NLM_F_EXCL, as `nft add element`).
+        client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [VipElement(NfTablesElementChange.Add, "10.96.0.10")]);
+
+        var other = VipElement(NfTablesElementChange.Add, "10.96.0.10");
+        other = other with { Element = other.Element with { Verdict = NfTablesVerdict.Goto("other") } };
+        var e = Assert.Throws<NetlinkException>(() => client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [other]));
+        Assert.StartsWith("nftables add element ip t m { 10.96.0.10 . tcp . 80 }:", e.Message);
+        var nft = await ns.Namespace.ExecAsync(["nft", "add", "element", "ip", "t", "m", "{ 10.96.0.10 . tcp . 80 : goto other }"], null);
+        Assert.False(nft.Succeeded);
+        Assert.Contains(e.Errno == Errno.EBUSY ? "Device or resource busy" : "File exists", nft.StandardError);
+    }
+}
