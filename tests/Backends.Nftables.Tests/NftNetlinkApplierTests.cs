@@ -74,7 +74,7 @@ public sealed class NftNetlinkApplierEncodingTests
 /// transactions applied by nft in one namespace and by netlink in another leave the same table
 /// (<c>nft -j list table</c>, comments included); a refused batch leaves the old table and names the element.
 /// </summary>
-public sealed partial class NftNetlinkApplierKernelTests
+public sealed partial class NftNetlinkApplierKernelTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     private static NetworkNamespace CreateNamespace(string suffix) => NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-{suffix}");
 
@@ -172,7 +172,8 @@ public sealed partial class NftNetlinkApplierKernelTests
     /// after every step.
     /// </summary>
     [Theory]
-    [InlineData(3)]
+    [InlineData(2)]
+    [InlineData(5)]
     [InlineData(11)]
     public async Task RandomSequence_NetlinkApplier_LeavesTheSameTableAsNft(int seed)
     {
@@ -184,7 +185,7 @@ public sealed partial class NftNetlinkApplierKernelTests
         var netlinkBackend = new NftablesBackend([IpFamily.IPv4], netlink, metrics, NullLogger.Instance);
         var cluster = new RandomCluster(seed);
         DesiredState? previous = null;
-        for (var step = 0; step < 12; step++)
+        for (var step = 0; step < 25; step++)
         {
             cluster.Mutate();
             var state = cluster.State(StateBuilder.Network);
@@ -194,6 +195,9 @@ public sealed partial class NftNetlinkApplierKernelTests
             Assert.True(await ListAsync(viaNft) == await ListAsync(viaNetlink), $"seed {seed} step {step}: the tables differ");
             previous = state;
         }
+        output.WriteLine($"seed {seed}: {netlink.NetlinkTransactions} transactions over netlink, {netlink.NftTransactions} through nft");
+        // Both paths ran. (With today's layout few partial syncs are element-only: 2 of 25 for these seeds.)
         Assert.True(netlink.NftTransactions > 0);
+        Assert.True(netlink.NetlinkTransactions > 0);
     }
 }
