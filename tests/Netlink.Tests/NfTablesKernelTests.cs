@@ -138,4 +138,21 @@ public sealed class NfTablesKernelTests
         Assert.False(nft.Succeeded);
         Assert.Contains(e.Errno == Errno.EBUSY ? "Device or resource busy" : "File exists", nft.StandardError);
     }
+
+    [Fact]
+    public async Task ApplyElements_TheLargestBatch_IsAcknowledgedWhole()
+    {
+        using var ns = await NamespaceWithTableAsync();
+        using var client = ns.Run(NfTablesClient.Open);
+        var ports = Enumerable.Range(1, NetlinkSocket.MaxNetfilterBatchMessages).Select(port =>
+            new NfTablesElementOperation(NfTablesElementChange.Add, "s",
+                new NfTablesElement(NfTablesDataType.TryEncode([Type("inet_service")], [$"{port}"], out _)!, $"{port}"))).ToList();
+
+        client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", ports);
+
+        var listing = await ns.ExecAsync("nft", "-j", "list", "set", "ip", "t", "s");
+        Assert.Contains($"{NetlinkSocket.MaxNetfilterBatchMessages}]", listing.Replace(" ", "", StringComparison.Ordinal));
+        Assert.Equal(NetlinkSocket.MaxNetfilterBatchMessages, System.Text.RegularExpressions.Regex.Matches(listing, @"[\[,]\s*\d+").Count);
+        Assert.Throws<ArgumentException>(() => client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [.. ports, ports[0]]));
+    }
 }
