@@ -35,6 +35,7 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
     private readonly ILogger _logger;
     private readonly Lock _gate = new();
     private readonly Dictionary<(IpFamily Family, string Table), Dictionary<string, SetTypes>> _definitions = [];
+    private readonly HashSet<string> _explained = new(StringComparer.Ordinal);
     private NfTablesClient? _client;
     private string? _refusal;
 
@@ -73,7 +74,7 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
     public async Task ApplyAsync(NftTransaction transaction, CancellationToken cancellationToken)
     {
         if (transaction.IsEmpty) return;
-        if (TryEncode(transaction) is { } operations)
+        if (TryEncode(transaction, out var reason) is { } operations)
         {
             try
             {
@@ -91,6 +92,11 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
                 throw new NftException($"the kernel refused the {transaction.FamilyKeyword} element transaction ({operations.Count} change{(operations.Count == 1 ? "" : "s")}), nothing applied: {e.Message}", e);
             }
         }
+        else if (reason is not null && _explained.Add(reason.Split(", e.g. ")[0]))
+        {
+            // An element change netlink cannot encode: said once per set and reason, then nft quietly does it.
+            _logger.LogInformation("nftables elements through nft, not netlink: {Reason}", reason);
+        }
         await _nft.ApplyAsync(transaction, cancellationToken).ConfigureAwait(false);
         NftTransactions++;
         Learn(transaction);
@@ -101,28 +107,54 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
 
     /// <summary>
     /// The netlink form of a transaction of element adds and deletes only, or null when it must go
-    /// through nft (something else in it, a set whose types are unknown or cannot be encoded, too many elements).
+    /// through nft. <paramref name="reason"/> says why when the transaction was element changes only
+    /// (a set whose types are unknown or cannot be encoded, an interval set, a value it cannot write,
+    /// too many elements); it is null for transactions that hold anything else.
     /// </summary>
-    internal IReadOnlyList<NfTablesElementOperation>? TryEncode(NftTransaction transaction)
+    internal IReadOnlyList<NfTablesElementOperation>? TryEncode(NftTransaction transaction, out string? reason)
     {
-        if (_refusal is not null || transaction.Operations.Count > MaxElements) return null;
+        reason = null;
+        if (_refusal is not null || transaction.Operations.Any(o => o.Object is not NftElement || o.Verb == NftVerb.Flush)) return null;
+        if (transaction.Operations.Count > MaxElements)
+        {
+            reason = $"more than {MaxElements} element changes in one transaction";
+            return null;
+        }
         Dictionary<string, SetTypes>? definitions;
         lock (_gate)
         {
-            if (!_definitions.TryGetValue((transaction.Family, transaction.Table), out definitions)) return null;
-            definitions = new Dictionary<string, SetTypes>(definitions, StringComparer.Ordinal);
+            definitions = _definitions.TryGetValue((transaction.Family, transaction.Table), out var known)
+                ? new Dictionary<string, SetTypes>(known, StringComparer.Ordinal)
+                : null;
         }
         var operations = new List<NfTablesElementOperation>(transaction.Operations.Count);
         foreach (var (verb, obj) in transaction.Operations)
         {
-            if (obj is not NftElement element || verb == NftVerb.Flush) return null;
-            if (!definitions.TryGetValue(element.Set, out var types) || types.Key is null) return null;
+            var element = (NftElement)obj;
+            var where = $"{transaction.FamilyKeyword} {transaction.Table} {element.Set}";
+            if (definitions is null || !definitions.TryGetValue(element.Set, out var types))
+            {
+                reason = $"the definition of {where} is not known";
+                return null;
+            }
+            if (types.Key is null)
+            {
+                reason = $"{where} is {types.Unsupported}";
+                return null;
+            }
             var encoded = Encode(element, types, verb == NftVerb.Add);
-            if (encoded is null) return null;
+            if (encoded is null)
+            {
+                reason = $"cannot encode an element of {where} ({types.Description}), e.g. {element}";
+                return null;
+            }
             operations.Add(new NfTablesElementOperation(verb == NftVerb.Add ? NfTablesElementChange.Add : NfTablesElementChange.Delete, element.Set, encoded));
         }
         return operations;
     }
+
+    /// <summary>Test shorthand: the encoded operations, or null.</summary>
+    internal IReadOnlyList<NfTablesElementOperation>? TryEncode(NftTransaction transaction) => TryEncode(transaction, out _);
 
     private static NfTablesElement? Encode(NftElement element, SetTypes types, bool add)
     {
@@ -208,20 +240,28 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
     /// What encoding a set's elements needs: the key's types (null when one cannot be encoded, or the
     /// set holds intervals), and for a map its value types or that it maps to verdicts.
     /// </summary>
-    private sealed record SetTypes(IReadOnlyList<NfTablesDataType>? Key, IReadOnlyList<NfTablesDataType>? Value, bool IsVerdictMap)
+    private sealed record SetTypes(IReadOnlyList<NfTablesDataType>? Key, IReadOnlyList<NfTablesDataType>? Value, bool IsVerdictMap, string Description)
     {
-        public static SetTypes Of(NftSet set) => new(KeyTypes(set.Type, set.Flags), null, false);
+        /// <summary>Why the elements cannot be encoded, when <see cref="Key"/> is null.</summary>
+        public string Unsupported { get; init; } = "";
 
-        public static SetTypes Of(NftMap map)
+        public static SetTypes Of(NftSet set) => Make(set.Type, set.Flags, null, string.Join(" . ", set.Type));
+
+        public static SetTypes Of(NftMap map) => Make(map.Type, map.Flags, map.ValueType, $"{string.Join(" . ", map.Type)} : {map.ValueType}");
+
+        private static SetTypes Make(EquatableArray<string> keyTypes, EquatableArray<string> flags, string? valueType, string description)
         {
-            var key = KeyTypes(map.Type, map.Flags);
-            if (map.ValueType == "verdict") return new(key, null, true);
-            var value = Types(map.ValueType.Split('.', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
-            return new(value is null ? null : key, value, false);
+            if (flags.Contains("interval"))
+                return new(null, null, false, description) { Unsupported = "an interval set (nft writes an interval as two elements and merges neighbours itself)" };
+            var key = Types(keyTypes);
+            if (key is null) return new(null, null, false, description) { Unsupported = $"of a type netlink cannot encode here ({description})" };
+            if (valueType is null) return new(key, null, false, description);
+            if (valueType == "verdict") return new(key, null, true, description);
+            var value = Types(valueType.Split('.', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+            return value is null
+                ? new(null, null, false, description) { Unsupported = $"of a type netlink cannot encode here ({description})" }
+                : new(key, value, false, description);
         }
-
-        private static IReadOnlyList<NfTablesDataType>? KeyTypes(EquatableArray<string> types, EquatableArray<string> flags) =>
-            flags.Contains("interval") ? null : Types(types);
 
         private static IReadOnlyList<NfTablesDataType>? Types(IEnumerable<string> names)
         {

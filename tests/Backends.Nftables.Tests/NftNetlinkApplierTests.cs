@@ -63,6 +63,16 @@ public sealed class NftNetlinkApplierEncodingTests
         // Positive control: the same applier does encode a plain element.
         Assert.NotNull(applier.TryEncode(Tx().Add(new NftElement(NftNames.HealthCheckNodePorts, "32013"))));
 
+        // Element-only transactions that go through nft say why; others need no reason.
+        applier.TryEncode(Tx().Add(new NftElement("source-ranges-x", "10.0.0.0/8")), out var interval);
+        Assert.Equal("ip proxyplanes source-ranges-x is an interval set (nft writes an interval as two elements and merges neighbours itself)", interval);
+        applier.TryEncode(Tx().Add(new NftElement(NftNames.HealthCheckNodePorts, "http")), out var value);
+        Assert.Equal("cannot encode an element of ip proxyplanes health-check-nodeports (inet_service), e.g. http", value);
+        applier.TryEncode(Tx().Add(new NftElement("unknown-set", "80")), out var unknown);
+        Assert.Equal("the definition of ip proxyplanes unknown-set is not known", unknown);
+        applier.TryEncode(Tx().Add(new NftRule("service-x", "drop")), out var rule);
+        Assert.Null(rule);
+
         // A set deleted by an applied transaction is forgotten.
         applier.Learn(Tx().Delete(new NftSet(NftNames.HealthCheckNodePorts)));
         Assert.Null(applier.TryEncode(Tx().Add(new NftElement(NftNames.HealthCheckNodePorts, "32013"))));
