@@ -87,6 +87,11 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
                 _refusal = e.Message;
                 _logger.LogWarning("nftables over netlink refused ({Error}); using nft from now on", e.Message);
             }
+            catch (ArgumentException e)
+            {
+                // Something the model accepts but a netlink message cannot hold: nft decides.
+                if (_explained.Add(e.Message)) _logger.LogInformation("nftables elements through nft, not netlink: {Reason}", e.Message);
+            }
             catch (NetlinkException e)
             {
                 throw new NftException($"the kernel refused the {transaction.FamilyKeyword} element transaction ({operations.Count} change{(operations.Count == 1 ? "" : "s")}), nothing applied: {e.Message}", e);

@@ -82,7 +82,7 @@ public static class NfTablesMessages
     /// <summary>NFTNL_UDATA_SET_ELEM_COMMENT: the user-data TLV type nft gives an element's comment.</summary>
     public const byte ElementCommentUserDataType = 0;
 
-    /// <summary>The longest comment nft writes (NFTNL_UDATA_COMMENT_MAXLEN, with its NUL).</summary>
+    /// <summary>The longest comment nft takes (NFTNL_UDATA_COMMENT_MAXLEN), in UTF-8 bytes without the NUL it stores after it.</summary>
     public const int CommentMaxBytes = 128;
 
     /// <summary>The nfnetlink message type of an nf_tables message.</summary>
@@ -108,8 +108,8 @@ public static class NfTablesMessages
         ValidateName(table, "table");
         ValidateName(operation.Set, "set");
         var element = operation.Element;
-        if (element.Comment is { } comment && Encoding.UTF8.GetByteCount(comment) + 1 > CommentMaxBytes)
-            throw new ArgumentException($"element {element.Text}: comment longer than {CommentMaxBytes - 1} bytes", nameof(operation));
+        if (element.Comment is { } comment && (Encoding.UTF8.GetByteCount(comment) > CommentMaxBytes || comment.Contains('\0')))
+            throw new ArgumentException($"element {element.Text}: comment longer than {CommentMaxBytes} bytes, or with a NUL", nameof(operation));
         if (element.Data is not null && element.Verdict is not null)
             throw new ArgumentException($"element {element.Text}: both data and a verdict", nameof(operation));
         var add = operation.Change == NfTablesElementChange.Add;
@@ -155,7 +155,7 @@ public static class NfTablesMessages
             if (element.Comment is { } comment)
             {
                 // libnftnl's user data: a TLV of u8 type, u8 length, then the string with its NUL.
-                Span<byte> userData = stackalloc byte[2 + CommentMaxBytes];
+                Span<byte> userData = stackalloc byte[3 + CommentMaxBytes];
                 var length = Encoding.UTF8.GetBytes(comment, userData[2..]);
                 userData[2 + length] = 0;
                 userData[0] = ElementCommentUserDataType;

@@ -121,6 +121,17 @@ public sealed class NfTablesEncodingTests
         Assert.Equal(3, messages.Count);
     }
 
+    [Fact]
+    public void SetElement_CommentLongerThanNftTakes_IsRefused()
+    {
+        var key = NfTablesDataType.TryEncode([Service], ["80"], out _)!;
+        NetlinkRequest Request(int length) => NfTablesMessages.SetElement(Netfilter.NFPROTO_IPV4, "t",
+            new(NfTablesElementChange.Add, "s", new NfTablesElement(key, "80") { Comment = new string('c', length) }));
+        // User data: TLV type 0, length 129 (the NUL counts), the comment, its NUL.
+        Assert.Contains("0081" + string.Concat(Enumerable.Repeat("63", 128)) + "00", Convert.ToHexString(Write(Request(128), 1)));
+        Assert.Throws<ArgumentException>(() => Request(129));
+    }
+
     [Theory]
     [InlineData("inet_service", "8080", "1F90")]
     [InlineData("inet_proto", "sctp", "84")]

@@ -61,6 +61,7 @@ public sealed class NfTablesKernelTests
         [
             VipElement(NfTablesElementChange.Add, "10.96.0.10"),
             VipElement(NfTablesElementChange.Add, "10.96.0.11", "ns/b:dns"),
+            VipElement(NfTablesElementChange.Add, "10.96.0.12", new string('c', NfTablesMessages.CommentMaxBytes)),
             new(NfTablesElementChange.Add, "s", new NfTablesElement(NfTablesDataType.TryEncode([Type("inet_service")], ["32013"], out _)!, "32013")),
             new(NfTablesElementChange.Add, "d", new NfTablesElement(NfTablesDataType.TryEncode([Type("mark")], ["1"], out _)!, "1")
             {
@@ -70,6 +71,7 @@ public sealed class NfTablesKernelTests
         var listing = await ns.ExecAsync("nft", "list", "table", "ip", "t");
         Assert.Contains("10.96.0.10 . tcp . 80 comment \"ns/a:http cluster IP\" : goto c", listing);
         Assert.Contains("10.96.0.11 . tcp . 80 comment \"ns/b:dns\" : goto c", listing);
+        Assert.Contains($"10.96.0.12 . tcp . 80 comment \"{new string('c', 128)}\" : goto c", listing); // nft's longest comment
         Assert.Contains("elements = { 32013 }", listing);
         Assert.Contains("elements = { 0x00000001 : 10.244.1.2 . 8080 }", listing);
 
