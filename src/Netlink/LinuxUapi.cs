@@ -51,6 +51,7 @@ public static class LinuxUapi
         public const int ENODEV = 19;
         public const int EINVAL = 22;
         public const int ENOSPC = 28;
+        public const int EMLINK = 31;
         public const int ERANGE = 34;
         public const int EMSGSIZE = 90;
         public const int EPROTONOSUPPORT = 93;

@@ -82,6 +82,7 @@ public static class NetlinkErrors
         [Errno.ENODEV] = "ENODEV",
         [Errno.EINVAL] = "EINVAL",
         [Errno.ENOSPC] = "ENOSPC",
+        [Errno.EMLINK] = "EMLINK",
         [Errno.ERANGE] = "ERANGE",
         [Errno.EMSGSIZE] = "EMSGSIZE",
         [Errno.EPROTONOSUPPORT] = "EPROTONOSUPPORT",

@@ -157,4 +157,49 @@ public sealed class NfTablesKernelTests
         Assert.Equal(NetlinkSocket.MaxNetfilterBatchMessages, System.Text.RegularExpressions.Regex.Matches(listing, @"[\[,]\s*\d+").Count);
         Assert.Throws<ArgumentException>(() => client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [.. ports, ports[0]]));
     }
+
+    [Fact]
+    public async Task ApplyElements_AVerdictThatMakesALoop_IsRefusedAndNothingStays()
+    {
+        using var ns = await NamespaceWithTableAsync();
+        await ns.ExecAsync("nft", "add", "chain", "ip", "t", "base", "{ type filter hook output priority 0 ; }");
+        await ns.ExecAsync("nft", "add", "rule", "ip", "t", "base", "jump", "c");
+        await ns.ExecAsync("nft", "add", "rule", "ip", "t", "c", "ip", "daddr", ".", "meta", "l4proto", ".", "th", "dport", "vmap", "@m");
+        await ns.ExecAsync("nft", "add", "chain", "ip", "t", "other");
+        using var client = ns.Run(NfTablesClient.Open);
+        var before = await ns.ExecAsync("nft", "list", "table", "ip", "t");
+
+        // c looks up m, so an element of m that jumps to c is a loop: the kernel refuses it (ELOOP or,
+        // from the chain-depth check, EMLINK), naming that element, and the fine one before it goes too.
+        var fine = VipElement(NfTablesElementChange.Add, "10.96.0.11");
+        fine = fine with { Element = fine.Element with { Verdict = NfTablesVerdict.Goto("other") } };
+        var loop = VipElement(NfTablesElementChange.Add, "10.96.0.10");
+        loop = loop with { Element = loop.Element with { Verdict = NfTablesVerdict.Jump("c") } };
+        var e = Assert.Throws<NetlinkException>(() => client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [fine, loop]));
+
+        Assert.True(e.Errno is Errno.ELOOP or Errno.EMLINK, e.Message);
+        Assert.StartsWith("nftables add element ip t m { 10.96.0.10 . tcp . 80 }: ", e.Message);
+        Assert.Equal(before, await ns.ExecAsync("nft", "list", "table", "ip", "t"));
+        client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [fine]); // positive control
+        Assert.Contains("goto other", await ns.ExecAsync("nft", "list", "table", "ip", "t"));
+    }
+
+    [Fact]
+    public async Task NetfilterBatch_RefusedAsAWhole_IsNamedByTheBatch()
+    {
+        using var ns = await NamespaceWithTableAsync();
+        using var socket = ns.Run(() => NetlinkSocket.Open(LinuxUapi.Netlink.NETLINK_NETFILTER));
+        var element = VipElement(NfTablesElementChange.Add, "10.96.0.10");
+        var request = NfTablesMessages.SetElement(Netfilter.NFPROTO_IPV4, "t", element);
+
+        // A batch for a subsystem that does not exist: the kernel answers its begin message only.
+        var e = Assert.Throws<NetlinkException>(() => socket.ExecuteNetfilterBatch(200, [request], "test batch"));
+        Assert.True(e.Errno is Errno.EINVAL or Errno.EOPNOTSUPP, e.Message);
+        Assert.Equal("test batch", e.Operation);
+        Assert.DoesNotContain("10.96.0.10", await ns.ExecAsync("nft", "list", "table", "ip", "t"));
+
+        // Positive control: the same request in a batch of nf_tables goes through.
+        socket.ExecuteNetfilterBatch(Nfnetlink.NFNL_SUBSYS_NFTABLES, [request], "test batch");
+        Assert.Contains("10.96.0.10", await ns.ExecAsync("nft", "list", "table", "ip", "t"));
+    }
 }
