@@ -9,6 +9,7 @@ namespace ProxyPlanes.Iptables;
 public sealed class RuleWriter
 {
     private readonly StringBuilder _chains = new();
+    private readonly StringBuilder _ruleDeletes = new();
     private readonly StringBuilder _rules = new();
     private readonly StringBuilder _deletes = new();
 
@@ -20,6 +21,7 @@ public sealed class RuleWriter
     public void Reset()
     {
         _chains.Clear();
+        _ruleDeletes.Clear();
         _rules.Clear();
         _deletes.Clear();
         RuleCount = 0;
@@ -30,6 +32,30 @@ public sealed class RuleWriter
 
     /// <summary>Deletes a chain; emitted after every rule, when nothing refers to it any more.</summary>
     public void DeleteChain(string name) => _deletes.Append("-X ").Append(name).Append('\n');
+
+    /// <summary>Nothing written: the table can be left out of the script.</summary>
+    public bool IsEmpty => _chains.Length == 0 && _ruleDeletes.Length == 0 && _rules.Length == 0 && _deletes.Length == 0;
+
+    /// <summary>Appends a rule already rendered (the text iptables-save prints after "-A chain "); counted.</summary>
+    public void AppendRule(string chain, string rule)
+    {
+        _rules.Append("-A ").Append(chain).Append(' ').Append(rule).Append('\n');
+        RuleCount++;
+    }
+
+    /// <summary>Inserts a rendered rule at 1-based <paramref name="position"/> ("-I chain N rule"); counted.</summary>
+    public void InsertRule(string chain, int position, string rule)
+    {
+        _rules.Append("-I ").Append(chain).Append(' ').Append(position).Append(' ').Append(rule).Append('\n');
+        RuleCount++;
+    }
+
+    /// <summary>
+    /// Deletes a rule by its exact text ("-D chain rule"). Emitted after the chain declarations and
+    /// before every rule written, so insert positions count the chain without the deleted rules.
+    /// </summary>
+    public void DeleteRule(string chain, string rule) =>
+        _ruleDeletes.Append("-D ").Append(chain).Append(' ').Append(rule).Append('\n');
 
     /// <summary>Starts a rule: "-A chain". Finish with <see cref="End"/>.</summary>
     public RuleWriter Append(string chain)
@@ -47,11 +73,16 @@ public sealed class RuleWriter
 
     public RuleWriter Comment(string text)
     {
-        _rules.Append(" -m comment --comment ");
-        // Quote comments with spaces, as iptables-save prints them.
-        if (text.Contains(' ')) _rules.Append('"').Append(text).Append('"');
-        else _rules.Append(text);
+        AppendComment(_rules, text);
         return this;
+    }
+
+    /// <summary>" -m comment --comment TEXT", quoted when it has spaces, as iptables-save prints it.</summary>
+    public static void AppendComment(StringBuilder text, string comment)
+    {
+        text.Append(" -m comment --comment ");
+        if (comment.Contains(' ')) text.Append('"').Append(comment).Append('"');
+        else text.Append(comment);
     }
 
     public RuleWriter Arg(string text)
@@ -77,7 +108,7 @@ public sealed class RuleWriter
     public void WriteTable(StringBuilder script, string table)
     {
         script.Append('*').Append(table).Append('\n');
-        script.Append(_chains).Append(_rules).Append(_deletes);
+        script.Append(_chains).Append(_ruleDeletes).Append(_rules).Append(_deletes);
         script.Append("COMMIT\n");
     }
 
