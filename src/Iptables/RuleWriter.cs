@@ -8,7 +8,7 @@ namespace ProxyPlanes.Iptables;
 /// </summary>
 public sealed class RuleWriter
 {
-    private readonly StringBuilder _chains = new();
+    private readonly List<string> _chains = [];
     private readonly StringBuilder _ruleDeletes = new();
     private readonly StringBuilder _rules = new();
     private readonly StringBuilder _deletes = new();
@@ -28,13 +28,13 @@ public sealed class RuleWriter
     }
 
     /// <summary>Declares (and with --noflush, flushes) a chain.</summary>
-    public void Chain(string name) => _chains.Append(':').Append(name).Append(" - [0:0]\n");
+    public void Chain(string name) => _chains.Add(name);
 
     /// <summary>Deletes a chain; emitted after every rule, when nothing refers to it any more.</summary>
     public void DeleteChain(string name) => _deletes.Append("-X ").Append(name).Append('\n');
 
     /// <summary>Nothing written: the table can be left out of the script.</summary>
-    public bool IsEmpty => _chains.Length == 0 && _ruleDeletes.Length == 0 && _rules.Length == 0 && _deletes.Length == 0;
+    public bool IsEmpty => _chains.Count == 0 && _ruleDeletes.Length == 0 && _rules.Length == 0 && _deletes.Length == 0;
 
     /// <summary>Appends a rule already rendered (the text iptables-save prints after "-A chain "); counted.</summary>
     public void AppendRule(string chain, string rule)
@@ -105,10 +105,20 @@ public sealed class RuleWriter
         if (_counted) RuleCount++;
     }
 
+    /// <summary>
+    /// Writes the table. The chain declarations come in descending ordinal order (they may come in
+    /// any order: all precede the rules):
+    /// iptables-nft (1.8.7+) keeps its chain cache sorted by name and inserts each new chain after a
+    /// walk from the smallest name, so declaring 30,000 chains in hash order is quadratic (a cold
+    /// sync at 10,000 services spent most of its 33 s there); in descending order each new chain goes
+    /// in at the head of the list.
+    /// </summary>
     public void WriteTable(StringBuilder script, string table)
     {
         script.Append('*').Append(table).Append('\n');
-        script.Append(_chains).Append(_ruleDeletes).Append(_rules).Append(_deletes);
+        _chains.Sort((a, b) => string.CompareOrdinal(b, a));
+        foreach (var chain in _chains) script.Append(':').Append(chain).Append(" - [0:0]\n");
+        script.Append(_ruleDeletes).Append(_rules).Append(_deletes);
         script.Append("COMMIT\n");
     }
 
