@@ -2,7 +2,7 @@
 # Times iptables-restore --noflush of the synthetic inputs in a namespace of its own. Usage: run.sh VARIANT N COMMENTS
 set -u
 V=$1; N=$2; C=$3; NS=iptd-exp-$$
-cd /tmp/ipt-delta/exp
+cd "$(dirname "$0")"
 ip netns add $NS || exit 1
 trap 'ip netns del $NS' EXIT
 t() { local s=$(date +%s.%N); ip netns exec $NS iptables-$V-restore -w 5 --noflush < "$1" || echo "FAILED $1"; echo "$(echo "$(date +%s.%N) - $s" | bc)"; }
