@@ -89,8 +89,8 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 
         var ports = ImmutableDictionary.CreateBuilder<ServicePortName, PortChains>();
         // Rules each shared chain holds, at this point of the script, before the current port's.
-        var before = new int[SharedRule.ChainCount];
-        int skippedChains = 0, skippedNatRules = 0, natFrontends = 0, filterFrontends = 0, natOwnRules = 0;
+        var rulesAhead = new int[SharedRule.ChainCount];
+        int skippedChains = 0, natFrontends = 0, filterFrontends = 0, natOwnRules = 0;
         foreach (var (name, port) in request.State.ServicePorts)
         {
             var clusterIP = port.Info.ClusterIPs.FirstOrDefault(ip => NodeAddresses.FamilyOf(ip) == family);
@@ -99,7 +99,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
             PortChains now;
             if (full || old is null || request.ChangedPorts.Contains(name))
             {
-                now = WriteServicePort(port, clusterIP, network, delta, old?.Frontends ?? [], before);
+                now = WriteServicePort(port, clusterIP, network, delta, old?.Frontends ?? [], rulesAhead);
             }
             else
             {
@@ -108,9 +108,8 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
                 now = old;
                 if (!delta) AppendShared(old.Frontends);
                 skippedChains += old.Nat.Length;
-                foreach (var (_, rules) in old.Nat) skippedNatRules += rules;
             }
-            foreach (var rule in now.Frontends) before[(int)rule.Chain]++;
+            foreach (var rule in now.Frontends) rulesAhead[(int)rule.Chain]++;
             foreach (var (_, rules) in now.Nat) natOwnRules += rules;
             natFrontends += now.NatFrontendRules;
             filterFrontends += now.FilterRules;
@@ -151,10 +150,10 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
     /// <summary>
     /// A changed port's shared-chain rules as a delta: in each shared chain where they differ, the old
     /// rules are deleted by their text and the new ones inserted where a full sync puts them, after
-    /// the <paramref name="before"/> rules of the ports sorted ahead of this one (which the script has
-    /// already brought to their new state; deletions run before every insertion).
+    /// the <paramref name="rulesAhead"/> rules of the ports sorted ahead of this one (which the script
+    /// has already brought to their new state; deletions run before every insertion).
     /// </summary>
-    private void WriteSharedDelta(ImmutableArray<SharedRule> old, ImmutableArray<SharedRule> now, int[] before)
+    private void WriteSharedDelta(ImmutableArray<SharedRule> old, ImmutableArray<SharedRule> now, int[] rulesAhead)
     {
         for (var c = 0; c < SharedRule.ChainCount; c++)
         {
@@ -164,7 +163,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
             var name = SharedRule.Name(chain);
             foreach (var rule in old)
                 if (rule.Chain == chain) writer.DeleteRule(name, rule.Rule);
-            var position = before[c];
+            var position = rulesAhead[c];
             foreach (var rule in now)
                 if (rule.Chain == chain) writer.InsertRule(name, ++position, rule.Rule);
         }
