@@ -187,5 +187,5 @@ public static class SockPrograms
     public static IReadOnlyList<string> All { get; } = [Recvmsg4, Getpeername4, Sendmsg4, Connect4];
 
     /// <summary>Loads bpf/sock.c's object from this assembly.</summary>
-    public static BpfObject Load() => BpfObject.LoadEmbedded(ObjectName);
+    public static BpfObject Load(string? pinDirectory = null) => BpfObject.LoadEmbedded(ObjectName, pinDirectory);
 }

@@ -25,9 +25,24 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     private static IEnumerable<string> Built()
     {
         foreach (var mode in ProxyPlanes.Modes.Built)
-            if (ProxyPlanes.Modes.KernelProblemAsync(mode, CancellationToken.None).GetAwaiter().GetResult() is null)
+            if (!NotWiredYet.ContainsKey(mode) && ProxyPlanes.Modes.KernelProblemAsync(mode, CancellationToken.None).GetAwaiter().GetResult() is null)
                 yield return mode;
     }
+
+    /// <summary>
+    /// Built modes this suite does not run yet, with the reason (each shows as a skipped test below). Never
+    /// run a mode here with its node defaults: the eBPF mode's would attach socket hooks to the host's cgroup root.
+    /// </summary>
+    private static readonly Dictionary<string, string> NotWiredYet = new()
+    {
+        ["ebpf"] = "not wired into the suite yet (issue 12): the probes open their sockets in the test process, and the socket hooks " +
+            "act on processes in the --bpf-cgroup the test would make; the node and pod probes must run in that cgroup and the client " +
+            "probes outside it, and the rows needing the tc programs (off-node clients, node ports, external and load-balancer IPs, " +
+            "source ranges, Local external policy) will skip until bpf/tc.c is merged",
+    };
+
+    [Fact(Skip = "--mode=ebpf: see NotWiredYet")]
+    public void Ebpf_Scenarios_NotWiredYet() => Assert.Fail(NotWiredYet["ebpf"]);
 
     public static IEnumerable<object[]> Cases() =>
         from mode in Modes from scenario in ConformanceScenarios.All select new object[] { mode, scenario.Name };
