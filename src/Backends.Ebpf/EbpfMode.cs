@@ -13,9 +13,9 @@ public sealed class EbpfMode : IProxyMode
     /// everything that needs the tc programs (issue 12), and IPv6.
     /// </summary>
     public const string NotRenderedYet =
-        "--mode=ebpf renders cluster IPs (and external, load-balancer IPs and node ports reached from this node's own sockets) through socket hooks only; " +
-        "it does not render yet what needs the tc programs (issue 12): traffic from off the node to node ports, external and load-balancer IPs or cluster IPs, " +
-        "masquerade of off-cluster clients, loadBalancerSourceRanges, and externalTrafficPolicy Local for external traffic; nor IPv6";
+        "--mode=ebpf renders cluster IPs (and external and load-balancer IPs) for TCP and UDP sockets of processes in --bpf-cgroup only, through socket hooks; " +
+        "it does not render yet what needs the tc programs (issue 12): node ports, traffic from off the node, masquerade of off-cluster clients, " +
+        "loadBalancerSourceRanges, externalTrafficPolicy Local for external traffic, a silent drop (a Local policy without local endpoints is refused instead); nor IPv6 or SCTP";
 
     public static EbpfMode Instance { get; } = new();
 

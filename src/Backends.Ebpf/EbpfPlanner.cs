@@ -145,6 +145,9 @@ public sealed class EbpfPlanner
     {
         ArgumentNullException.ThrowIfNull(request);
         var full = request.Full || previous is null;
+        var built = new Dictionary<ServicePortName, ImmutableArray<Frontend>>();
+        ImmutableArray<Frontend> FrontendsOf(ServicePortName name, ServicePortState port) =>
+            built.TryGetValue(name, out var frontends) ? frontends : built[name] = Frontends(port);
         Work work;
         IEnumerable<ServiceKey> touched;
         if (full)
@@ -153,7 +156,7 @@ public sealed class EbpfPlanner
             var skipped = ImmutableHashSet.CreateBuilder<ServicePortName>();
             foreach (var (name, port) in request.State.ServicePorts)
             {
-                var frontends = Frontends(port);
+                var frontends = FrontendsOf(name, port);
                 if (HasIPv6Frontend(port.Info)) skipped.Add(name);
                 if (frontends.IsEmpty) continue;
                 work.Ports[name] = frontends.Select(f => f.Key).ToImmutableArray();
@@ -176,7 +179,7 @@ public sealed class EbpfPlanner
                 work.SkippedIPv6.Remove(name);
                 if (!request.State.ServicePorts.TryGetValue(name, out var port)) continue;
                 if (HasIPv6Frontend(port.Info)) work.SkippedIPv6.Add(name);
-                var frontends = Frontends(port);
+                var frontends = FrontendsOf(name, port);
                 if (frontends.IsEmpty) continue;
                 work.Ports[name] = frontends.Select(f => f.Key).ToImmutableArray();
                 foreach (var frontend in frontends) { work.Claim(frontend.Key, name); keys.Add(frontend.Key); }
@@ -188,7 +191,7 @@ public sealed class EbpfPlanner
         {
             Frontend? wanted = null;
             if (work.Claims.TryGetValue(key, out var claimants) && request.State.ServicePorts.TryGetValue(claimants.Min!, out var winner))
-                wanted = Frontends(winner).First(f => f.Key == key);
+                wanted = FrontendsOf(claimants.Min!, winner).First(f => f.Key == key);
             work.Reconcile(key, wanted, full);
         }
         return new EbpfPlan(work.Writes(), work.State(), full);
@@ -271,8 +274,8 @@ public sealed class EbpfPlanner
 
         public required ImmutableDictionary<ServiceKey, ServiceValue>.Builder Services { get; init; }
         public required ImmutableDictionary<uint, Backend>.Builder Backends { get; init; }
-        public required Dictionary<ServicePortName, ImmutableArray<ServiceKey>> Ports { get; init; }
-        public required Dictionary<ServiceKey, ImmutableSortedSet<ServicePortName>> Claims { get; init; }
+        public required ImmutableDictionary<ServicePortName, ImmutableArray<ServiceKey>>.Builder Ports { get; init; }
+        public required ImmutableDictionary<ServiceKey, ImmutableSortedSet<ServicePortName>>.Builder Claims { get; init; }
         public required ImmutableDictionary<Backend, uint>.Builder BackendIds { get; init; }
         public required ImmutableDictionary<uint, int>.Builder References { get; init; }
         public required IdPool BackendPool { get; set; }
@@ -286,8 +289,8 @@ public sealed class EbpfPlanner
         {
             Services = state.Maps.Services.ToBuilder(),
             Backends = state.Maps.Backends.ToBuilder(),
-            Ports = new Dictionary<ServicePortName, ImmutableArray<ServiceKey>>(state.Ports),
-            Claims = new Dictionary<ServiceKey, ImmutableSortedSet<ServicePortName>>(state.Claims),
+            Ports = state.Ports.ToBuilder(),
+            Claims = state.Claims.ToBuilder(),
             BackendIds = state.BackendIds.ToBuilder(),
             References = state.BackendReferences.ToBuilder(),
             BackendPool = state.BackendIdPool,
@@ -309,8 +312,8 @@ public sealed class EbpfPlanner
             {
                 Services = maps.Services.ToBuilder(),
                 Backends = maps.Backends.ToBuilder(),
-                Ports = [],
-                Claims = [],
+                Ports = ImmutableDictionary.CreateBuilder<ServicePortName, ImmutableArray<ServiceKey>>(),
+                Claims = ImmutableDictionary.CreateBuilder<ServiceKey, ImmutableSortedSet<ServicePortName>>(),
                 BackendIds = ids,
                 References = references,
                 BackendPool = IdPool.Around(maps.Backends.Keys),
@@ -403,8 +406,8 @@ public sealed class EbpfPlanner
 
         public EbpfPlannerState State() => new(
             new EbpfMapContents(Services.ToImmutable(), Backends.ToImmutable()),
-            Ports.ToImmutableDictionary(),
-            Claims.ToImmutableDictionary(),
+            Ports.ToImmutable(),
+            Claims.ToImmutable(),
             BackendIds.ToImmutable(),
             References.ToImmutable(),
             BackendPool,

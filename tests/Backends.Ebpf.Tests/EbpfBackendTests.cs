@@ -125,6 +125,52 @@ public sealed class EbpfBackendTests : IDisposable
         EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance);
     }
 
+    /// <summary>
+    /// The cost of a cold full sync of 10,000 services × 2 endpoints into real maps, of the full sync a
+    /// restart runs over them (reads everything, writes nothing), and of one endpoint change, printed for
+    /// the docs (never asserted: the machine is shared). 10,000 × 5 is the most layout 1's 65,536 entries hold.
+    /// </summary>
+    [KernelFact(needsCgroup: true)]
+    public async Task Sync_TenThousandServices_PrintsTheCost()
+    {
+        var ports = Enumerable.Range(0, 10_000).Select(i =>
+        {
+            var info = StateBuilder.Info($"svc{i}", $"10.96.{i / 250}.{i % 250 + 1}");
+            return (info, StateBuilder.Port(info, StateBuilder.Endpoint($"10.244.{i / 250}.{i % 250 + 1}"), StateBuilder.Endpoint($"10.245.{i / 250}.{i % 250 + 1}")));
+        }).ToArray();
+        var state = StateBuilder.State(null, [.. ports.Select(p => p.Item2)]);
+        using var metrics = new ProxyMetrics();
+        using var kernel = EbpfKernel.Open(Location, NullLogger.Instance);
+        var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
+
+        var cold = Stopwatch.StartNew();
+        var coldTimings = await backend.SyncAsync(StateBuilder.Full(state), default);
+        cold.Stop();
+        Assert.Equal(10_000 * 3 + 20_000, backend.LastPlan!.Writes.Length);
+
+        var restart = new EbpfBackend(kernel, metrics, NullLogger.Instance);
+        var again = Stopwatch.StartNew();
+        await restart.SyncAsync(StateBuilder.Full(state), default);
+        again.Stop();
+        Assert.Empty(restart.LastPlan!.Writes);
+
+        var changes = new List<double>();
+        for (var i = 0; i < 25; i++)
+        {
+            var (info, _) = ports[i * 397 % ports.Length];
+            var changed = state.ServicePorts.SetItem(info.Name, StateBuilder.Port(info, StateBuilder.Endpoint($"10.246.0.{i + 1}"), StateBuilder.Endpoint($"10.247.0.{i + 1}")));
+            state = state with { ServicePorts = changed };
+            var one = Stopwatch.StartNew();
+            await restart.SyncAsync(StateBuilder.Partial(state, info.Name), default);
+            changes.Add(one.Elapsed.TotalMilliseconds);
+        }
+        changes.Sort();
+        Console.WriteLine(
+            $"eBPF 10,000 services x 2: cold full sync {cold.Elapsed.TotalMilliseconds:F0} ms (render {coldTimings.Render.TotalMilliseconds:F0} ms, apply {coldTimings.Apply.TotalMilliseconds:F0} ms, {backend.LastPlan.Writes.Length} writes); " +
+            $"restart full sync {again.Elapsed.TotalMilliseconds:F0} ms (0 writes); one endpoint change p50 {changes[changes.Count / 2]:F2} ms, max {changes[^1]:F2} ms");
+        EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance);
+    }
+
     [Fact]
     public async Task Sync_MapWriteRefused_StopsWithOneLineAndTheRetryIsFull()
     {
