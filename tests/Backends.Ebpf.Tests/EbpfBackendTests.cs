@@ -7,6 +7,7 @@ using ProxyPlanes.Backends.Nftables.Tests;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
 using ProxyPlanes.Sandbox;
+using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Backends.Ebpf.Tests;
 
