@@ -28,26 +28,29 @@ public sealed unsafe class BpfObject : IDisposable
 
     public IReadOnlyCollection<BpfMap> Maps => _maps.Values;
 
-    /// <summary>
-    /// Loads an object compiled from <c>bpf/NAME.c</c> and embedded in this assembly as <c>NAME.o</c>.
+    /// <summary>Loads an object compiled from <c>bpf/NAME.c</c> and embedded in this assembly as <c>NAME.o</c>.</summary>
+    /// <remarks>
+    /// With <paramref name="pinDirectory"/>, each map is pinned there under its own name: a map already
+    /// pinned there (by an earlier run, with the same type, sizes and flags) is reused, with its
+    /// contents, instead of created; a pinned map that does not fit fails the load.
     /// A map of the object named like one of <paramref name="sharedMaps"/> is not created: the object's
     /// programs use that map (libbpf's <c>bpf_map__reuse_fd</c>; its type and sizes must agree), so
     /// bpf/tc.c and bpf/sock.c read the same services and backends.
-    /// </summary>
-    public static BpfObject LoadEmbedded(string name, IEnumerable<BpfMap>? sharedMaps = null)
+    /// </remarks>
+    public static BpfObject LoadEmbedded(string name, string? pinDirectory = null, IEnumerable<BpfMap>? sharedMaps = null)
     {
         using var stream = typeof(BpfObject).Assembly.GetManifestResourceStream($"{name}.o")
             ?? throw new InvalidOperationException($"BPF object {name}.o is not embedded in {typeof(BpfObject).Assembly.GetName().Name} (bpf/{name}.c missing from the build?)");
         var elf = new byte[stream.Length];
         stream.ReadExactly(elf);
-        return Load(elf, name, sharedMaps);
+        return Load(elf, name, pinDirectory, sharedMaps);
     }
 
     /// <summary>
     /// Opens and loads an ELF object. A refusal (the verifier's, or a map the kernel will not create)
     /// throws a <see cref="BpfException"/> whose message ends with what libbpf and the verifier printed.
     /// </summary>
-    public static BpfObject Load(ReadOnlySpan<byte> elf, string name, IEnumerable<BpfMap>? sharedMaps = null)
+    public static BpfObject Load(ReadOnlySpan<byte> elf, string name, string? pinDirectory = null, IEnumerable<BpfMap>? sharedMaps = null)
     {
         using var log = LibbpfLog.Capture();
         var nameBytes = System.Text.Encoding.UTF8.GetBytes(name + "\0");
@@ -73,6 +76,17 @@ public sealed unsafe class BpfObject : IDisposable
                 if (reused < 0) throw new BpfException(-reused, $"libbpf: reuse map {shared.Name} in BPF object {name}", verifierLog: log.Text);
             }
 
+            var sharedNames = (sharedMaps ?? []).Select(m => m.Name).ToHashSet(StringComparer.Ordinal);
+            if (pinDirectory is not null)
+            {
+                for (var map = Interop.ObjectNextMap(handle, 0); map != 0; map = Interop.ObjectNextMap(handle, map))
+                {
+                    var mapName = Marshal.PtrToStringUTF8((nint)Interop.MapName(map))!;
+                    if (mapName.StartsWith('.') || sharedNames.Contains(mapName)) continue; // a shared map is pinned by its own object
+                    var error = Interop.MapSetPinPath(map, Path.Combine(pinDirectory, mapName));
+                    if (error < 0) throw new BpfException(-error, $"libbpf: pin path of map {mapName} in {pinDirectory}");
+                }
+            }
             var result = Interop.ObjectLoad(handle);
             if (result < 0)
             {
@@ -151,6 +165,20 @@ public enum BpfAttachType
     TcxEgress = 47,
 }
 
+/// <summary>What the kernel says is attached to a cgroup.</summary>
+public static class BpfCgroup
+{
+    /// <summary>How many programs are attached directly to <paramref name="cgroupDirectory"/> at <paramref name="type"/> (BPF_PROG_QUERY, links included).</summary>
+    public static int AttachedPrograms(string cgroupDirectory, BpfAttachType type)
+    {
+        using var cgroup = Interop.OpenDirectory(cgroupDirectory);
+        using var target = cgroup.Borrow();
+        var attributes = new BpfProgQueryAttributes { TargetFd = target.Fd, AttachType = (uint)type };
+        Interop.CheckedBpf(BpfCommand.BPF_PROG_QUERY, ref attributes, $"cgroup {cgroupDirectory} ({type})");
+        return (int)attributes.ProgramCount;
+    }
+}
+
 /// <summary>A loaded BPF program, by its own fd.</summary>
 public sealed partial class BpfProgram : IDisposable
 {
@@ -167,6 +195,8 @@ public sealed partial class BpfProgram : IDisposable
 
     /// <summary>What its ELF section says it attaches to (<c>cgroup/connect4</c> is <see cref="BpfAttachType.CgroupInet4Connect"/>).</summary>
     public BpfAttachType ExpectedAttachType { get; }
+
+    internal SafeBpfHandle.Lease Borrow() => _handle.Borrow();
 
     /// <summary>
     /// Attaches to a cgroup v2 directory with BPF_LINK_CREATE (at its expected attach type). The
@@ -200,6 +230,39 @@ public sealed class BpfLink : IDisposable
 
     /// <summary>Pins the link on a bpf filesystem: the program then stays attached after this process closes its fd.</summary>
     public void Pin(string path) => BpfFs.Pin(_handle, path, $"link {Description}");
+
+    /// <summary>A link pinned at <paramref name="path"/> (BPF_OBJ_GET).</summary>
+    public static BpfLink OpenPinned(string path) => new($"pinned link {path}", BpfFs.Get(path));
+
+    /// <summary>The cgroup id a cgroup link is attached to (0 when the cgroup is gone: the link is then defunct).</summary>
+    public unsafe ulong CgroupId
+    {
+        get
+        {
+            var info = default(BpfLinkInfo);
+            using var fd = _handle.Borrow();
+            var attributes = new BpfInfoAttributes { BpfFd = fd.Fd, InfoLength = (uint)sizeof(BpfLinkInfo), Info = (ulong)&info };
+            Interop.CheckedBpf(BpfCommand.BPF_OBJ_GET_INFO_BY_FD, ref attributes, Description);
+            return info.CgroupId;
+        }
+    }
+
+    /// <summary>Replaces the link's program with <paramref name="program"/> in one step (BPF_LINK_UPDATE): the hook is never empty.</summary>
+    public void Update(BpfProgram program)
+    {
+        using var link = _handle.Borrow();
+        using var prog = program.Borrow();
+        var attributes = new BpfLinkUpdateAttributes { LinkFd = link.Fd, NewProgramFd = prog.Fd };
+        Interop.CheckedBpf(BpfCommand.BPF_LINK_UPDATE, ref attributes, $"{Description} to program {program.Name}");
+    }
+
+    /// <summary>Detaches the program now (BPF_LINK_DETACH), even while pins or other fds still hold the link.</summary>
+    public void Detach()
+    {
+        using var link = _handle.Borrow();
+        var attributes = new BpfLinkDetachAttributes { LinkFd = link.Fd };
+        Interop.CheckedBpf(BpfCommand.BPF_LINK_DETACH, ref attributes, Description);
+    }
 
     public void Dispose() => _handle.Dispose();
 }

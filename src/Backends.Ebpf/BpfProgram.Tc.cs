@@ -48,9 +48,6 @@ public sealed unsafe partial class BpfProgram
         return ClsactAttachment.Attach(this, interfaceName, ifIndex, direction);
     }
 
-    /// <summary>Keeps the program's fd open for a native call that takes it.</summary>
-    internal SafeBpfHandle.Lease Borrow() => _handle.Borrow();
-
     /// <summary>
     /// Runs the program once on a packet (BPF_PROG_TEST_RUN): an Ethernet frame in, the frame as the
     /// program left it out, with the return code and the skb mark it set. Nothing is sent. With

@@ -108,6 +108,8 @@ internal static unsafe partial class Interop
 
     [LibraryImport(Libbpf, EntryPoint = "bpf_tc_detach")]
     internal static partial int TcDetach(BpfTcHook* hook, BpfTcOptions* options);
+    [LibraryImport(Libbpf, EntryPoint = "bpf_map__set_pin_path", StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int MapSetPinPath(nint map, string path);
 
     [LibraryImport(Libbpf, EntryPoint = "libbpf_set_print")]
     internal static partial nint SetPrint(delegate* unmanaged<int, byte*, nint, int> print);
@@ -136,6 +138,11 @@ internal static unsafe partial class Interop
         if (index == 0) throw BpfException.FromErrno(Marshal.GetLastPInvokeError(), $"if_nametoindex({name})", "no such interface in this network namespace");
         return (int)index;
     }
+    [LibraryImport(Libc, EntryPoint = "name_to_handle_at", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int NameToHandleAt(int directoryFd, string path, byte* handle, int* mountId, int flags);
+
+    [LibraryImport(Libc, EntryPoint = "mount", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Mount(string source, string target, string fileSystemType, nuint flags, nint data);
 
     [LibraryImport(Libc, EntryPoint = "vsnprintf")]
     internal static partial int VsnPrintf(byte* buffer, nuint size, byte* format, nint arguments);
@@ -214,6 +221,28 @@ internal static unsafe partial class Interop
         return new SafeBpfHandle(copy);
     }
 
+    /// <summary>
+    /// A cgroup v2 directory's id, as the kernel reports it in a cgroup link's info: the 8-byte
+    /// kernfs file handle of the directory (how libbpf's and bpftool's get_cgroup_id read it).
+    /// </summary>
+    internal static ulong CgroupId(string path)
+    {
+        const int AtFdCwd = -100;
+        var handle = stackalloc byte[16];
+        *(uint*)handle = 8; // handle_bytes
+        int mountId;
+        if (NameToHandleAt(AtFdCwd, path, handle, &mountId, 0) < 0)
+            throw BpfException.FromErrno(Marshal.GetLastPInvokeError(), $"name_to_handle_at({path})", "is it a cgroup v2 directory?");
+        return *(ulong*)(handle + 8);
+    }
+
+    /// <summary>mount -t bpf bpf DIR.</summary>
+    internal static void MountBpfFs(string directory)
+    {
+        if (Mount("bpf", directory, "bpf", 0, 0) < 0)
+            throw BpfException.FromErrno(Marshal.GetLastPInvokeError(), $"mount -t bpf bpf {directory}", "needs root (CAP_SYS_ADMIN)");
+    }
+
     /// <summary>A read-only fd on a directory, as BPF_LINK_CREATE takes for a cgroup.</summary>
     internal static SafeBpfHandle OpenDirectory(string path)
     {
@@ -234,7 +263,53 @@ internal enum BpfCommand
     BPF_OBJ_GET = 7,
     BPF_OBJ_GET_INFO_BY_FD = 15,
     BPF_PROG_TEST_RUN = 10,
+    BPF_PROG_QUERY = 16,
     BPF_LINK_CREATE = 28,
+    BPF_LINK_UPDATE = 29,
+    BPF_LINK_DETACH = 34,
+}
+
+/// <summary>union bpf_attr, as BPF_LINK_UPDATE reads it (flags 0: replace whatever program the link has).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct BpfLinkUpdateAttributes
+{
+    public uint LinkFd;
+    public uint NewProgramFd;
+    public uint Flags;
+    public uint OldProgramFd;
+}
+
+/// <summary>union bpf_attr, as BPF_PROG_QUERY reads it (up to prog_cnt).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct BpfProgQueryAttributes
+{
+    public uint TargetFd;
+    public uint AttachType;
+    public uint QueryFlags;
+    public uint AttachFlags;
+    public ulong ProgramIds;
+    public uint ProgramCount;
+    public uint Pad;
+}
+
+/// <summary>union bpf_attr, as BPF_LINK_DETACH reads it.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct BpfLinkDetachAttributes
+{
+    public uint LinkFd;
+}
+
+/// <summary>struct bpf_link_info up to its cgroup member (the union is 8-byte aligned: it starts at 16).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct BpfLinkInfo
+{
+    public uint Type;
+    public uint Id;
+    public uint ProgramId;
+    public uint Pad;
+    public ulong CgroupId;
+    public uint AttachType;
+    public uint Pad2;
 }
 
 /// <summary>union bpf_attr, as the map element commands read it.</summary>

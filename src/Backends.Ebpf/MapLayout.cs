@@ -259,7 +259,7 @@ public static class TcPrograms
     /// Loads bpf/tc.c's object from this assembly. Pass the socket hooks' object (or pinned maps) as
     /// <paramref name="sharedMaps"/> so both read the same services, backends and affinity entries.
     /// </summary>
-    public static BpfObject Load(IEnumerable<BpfMap>? sharedMaps = null) => BpfObject.LoadEmbedded(ObjectName, sharedMaps);
+    public static BpfObject Load(IEnumerable<BpfMap>? sharedMaps = null) => BpfObject.LoadEmbedded(ObjectName, sharedMaps: sharedMaps);
 }
 
 /// <summary>The socket hooks of bpf/sock.c (embedded as sock.o): program and map names.</summary>
@@ -275,5 +275,5 @@ public static class SockPrograms
     public static IReadOnlyList<string> All { get; } = [Recvmsg4, Getpeername4, Sendmsg4, Connect4];
 
     /// <summary>Loads bpf/sock.c's object from this assembly.</summary>
-    public static BpfObject Load() => BpfObject.LoadEmbedded(ObjectName);
+    public static BpfObject Load(string? pinDirectory = null) => BpfObject.LoadEmbedded(ObjectName, pinDirectory);
 }

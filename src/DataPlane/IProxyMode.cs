@@ -56,6 +56,9 @@ public sealed record CleanupScope(IProxyMode? Running = null)
 
     /// <summary><c>ipvs.excludeCIDRs</c> / <c>--ipvs-exclude-cidrs</c>: IPVS virtual servers in them are not ours to delete.</summary>
     public EquatableArray<IpPrefix> IpvsExcludeCidrs { get; init; } = EquatableArray<IpPrefix>.Empty;
+
+    /// <summary><c>--bpf-fs</c>: the bpf filesystem whose <c>proxyplanes</c> folder the eBPF mode's pins are in; null for /sys/fs/bpf.</summary>
+    public string? BpfFs { get; init; }
 }
 
 /// <summary>The daemon's settings a mode may use when it is created; each mode reads its own and ignores the rest.</summary>
@@ -75,6 +78,12 @@ public sealed record ProxyModeOptions
 
     /// <summary><c>ipvs.tcpTimeout</c>, <c>tcpFinTimeout</c>, <c>udpTimeout</c> (and their flags); 0 leaves the kernel's.</summary>
     public IpvsTimeoutSettings IpvsTimeouts { get; init; } = IpvsTimeoutSettings.KeepTheKernels;
+
+    /// <summary><c>--bpf-fs</c>: where the eBPF mode pins its maps and links (in a <c>proxyplanes</c> folder); null for /sys/fs/bpf.</summary>
+    public string? BpfFs { get; init; }
+
+    /// <summary><c>--bpf-cgroup</c>: the cgroup v2 directory the eBPF mode's socket hooks attach to; null for the host's cgroup v2 root.</summary>
+    public string? BpfCgroup { get; init; }
 }
 
 /// <summary>kube-proxy's IPVS connection timeouts (<c>ipvsadm --set</c>); a zero keeps the kernel's value.</summary>

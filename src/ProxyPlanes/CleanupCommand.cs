@@ -27,9 +27,9 @@ public static class CleanupCommand
     /// Starting in one mode removes what the other modes left (as kube-proxy does), so a node that
     /// switched modes does not run two sets of rules. Best effort: a failure is logged.
     /// </summary>
-    public static async Task CleanOtherModesAsync(string mode, EquatableArray<IpPrefix> ipvsExcludeCidrs, ILogger logger, CancellationToken cancellationToken)
+    public static async Task CleanOtherModesAsync(string mode, EquatableArray<IpPrefix> ipvsExcludeCidrs, string? bpfFs, ILogger logger, CancellationToken cancellationToken)
     {
-        var scope = new CleanupScope(Modes.Require(mode)) { IpvsExcludeCidrs = ipvsExcludeCidrs };
+        var scope = new CleanupScope(Modes.Require(mode)) { IpvsExcludeCidrs = ipvsExcludeCidrs, BpfFs = bpfFs };
         foreach (var other in Modes.Built.Where(m => m != mode))
         {
             try

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using ProxyPlanes.Backends.Ebpf;
 using ProxyPlanes.Backends.Iptables;
 using ProxyPlanes.Backends.Ipvs;
 using ProxyPlanes.Backends.Nftables;
@@ -12,11 +13,11 @@ namespace ProxyPlanes;
 /// <summary>
 /// The modes of this build: the one place that lists the data planes. The daemon, cleanup, the
 /// config file, the demo and the benchmark look modes up here; each data plane describes itself in
-/// its own assembly (<see cref="IProxyMode"/>). ebpf is named but not built yet.
+/// its own assembly (<see cref="IProxyMode"/>).
 /// </summary>
 public static class Modes
 {
-    public static ProxyModeRegistry Registry { get; } = new([IptablesMode.Instance, NftablesMode.Instance, IpvsMode.Instance], notBuilt: ["ebpf"]);
+    public static ProxyModeRegistry Registry { get; } = new([IptablesMode.Instance, NftablesMode.Instance, IpvsMode.Instance, EbpfMode.Instance], notBuilt: []);
 
     /// <summary>Every mode name, built or not (what --mode and the config file's mode accept as a name).</summary>
     public static IReadOnlyList<string> Known => Registry.Known;

@@ -35,6 +35,12 @@ public sealed record RunSettings(
     /// <summary><c>--ipvs-tcp-timeout</c>, <c>--ipvs-tcpfin-timeout</c>, <c>--ipvs-udp-timeout</c> / <c>ipvs.*Timeout</c>; zeros keep the kernel's.</summary>
     public IpvsTimeoutSettings IpvsTimeouts { get; init; } = IpvsTimeoutSettings.KeepTheKernels;
 
+    /// <summary><c>--bpf-fs</c>: the bpf filesystem whose <c>proxyplanes</c> folder holds the eBPF mode's pins; null for /sys/fs/bpf.</summary>
+    public string? BpfFs { get; init; }
+
+    /// <summary><c>--bpf-cgroup</c>: the cgroup v2 directory the eBPF mode's socket hooks attach to; null for the host's cgroup v2 root.</summary>
+    public string? BpfCgroup { get; init; }
+
     /// <summary>The config file's <c>conntrack</c> settings (kube-proxy's defaults without one). Not applied to the node's sysctls yet.</summary>
     public ConntrackSettings Conntrack { get; init; } = ConntrackSettings.KubeProxyDefaults;
 
@@ -72,11 +78,13 @@ public sealed class ProxyFlags
     public Option<string> IpvsTcpTimeout { get; } = new("--ipvs-tcp-timeout") { Description = "--mode=ipvs: IPVS timeout of idle established TCP connections (Go duration); 0 keeps the kernel's", DefaultValueFactory = _ => "0s" };
     public Option<string> IpvsTcpFinTimeout { get; } = new("--ipvs-tcpfin-timeout") { Description = "--mode=ipvs: IPVS timeout of TCP connections after a FIN (Go duration); 0 keeps the kernel's", DefaultValueFactory = _ => "0s" };
     public Option<string> IpvsUdpTimeout { get; } = new("--ipvs-udp-timeout") { Description = "--mode=ipvs: IPVS timeout of UDP flows (Go duration); 0 keeps the kernel's", DefaultValueFactory = _ => "0s" };
+    public Option<string?> BpfFs { get; } = new("--bpf-fs") { Description = "--mode=ebpf: a bpf filesystem (mounted there when it is not one); maps and links are pinned in its proxyplanes folder (default /sys/fs/bpf)" };
+    public Option<string?> BpfCgroup { get; } = new("--bpf-cgroup") { Description = "--mode=ebpf: the cgroup v2 directory whose processes get the socket hooks (default: the host's cgroup v2 root, from /proc/self/mountinfo)" };
     public Option<int> Verbosity { get; } = new("--v") { Description = "Log verbosity: 0 (warnings), 2 (each sync, default), 4 (debug, with rule scripts)", DefaultValueFactory = _ => 2 };
 
     public void AddTo(System.CommandLine.Command command)
     {
-        foreach (var option in new Option[] { Config, Mode, Manifests, Kubeconfig, HostnameOverride, ClusterCidr, DetectLocalMode, PodInterfaceNamePrefix, PodBridgeInterface, MinSyncPeriod, SyncPeriod, MasqueradeAll, NodePortAddresses, MetricsBindAddress, HealthzBindAddress, IptablesVariant, IpvsScheduler, IpvsExcludeCidrs, IpvsStrictArp, IpvsTcpTimeout, IpvsTcpFinTimeout, IpvsUdpTimeout, Verbosity })
+        foreach (var option in new Option[] { Config, Mode, Manifests, Kubeconfig, HostnameOverride, ClusterCidr, DetectLocalMode, PodInterfaceNamePrefix, PodBridgeInterface, MinSyncPeriod, SyncPeriod, MasqueradeAll, NodePortAddresses, MetricsBindAddress, HealthzBindAddress, IptablesVariant, IpvsScheduler, IpvsExcludeCidrs, IpvsStrictArp, IpvsTcpTimeout, IpvsTcpFinTimeout, IpvsUdpTimeout, BpfFs, BpfCgroup, Verbosity })
             command.Options.Add(option);
     }
 
@@ -145,6 +153,8 @@ public sealed class ProxyFlags
                     IpvsTimeout(result, IpvsTcpTimeout, config?.IpvsTcpTimeout),
                     IpvsTimeout(result, IpvsTcpFinTimeout, config?.IpvsTcpFinTimeout),
                     IpvsTimeout(result, IpvsUdpTimeout, config?.IpvsUdpTimeout)),
+                BpfFs = BindBpfFs(result),
+                BpfCgroup = BindBpfCgroup(result),
                 Conntrack = config?.Conntrack ?? ConntrackSettings.KubeProxyDefaults,
                 Kubeconfig = result.GetResult(Kubeconfig) is { Implicit: false } ? result.GetValue(Kubeconfig) : config?.Kubeconfig?.Value,
                 IgnoredConfigFields = config?.IgnoredFields ?? EquatableArray<string>.Empty,
@@ -161,6 +171,31 @@ public sealed class ProxyFlags
     {
         command.Options.Add(Config);
         command.Options.Add(IpvsExcludeCidrs);
+        command.Options.Add(BpfFs);
+    }
+
+    /// <summary><c>--bpf-fs</c>: an absolute path to a directory (it may not be a bpf filesystem yet: the eBPF mode mounts one there).</summary>
+    private string? BindBpfFs(ParseResult result)
+    {
+        var path = result.GetValue(BpfFs);
+        if (path is null) return null;
+        if (!Path.IsPathRooted(path)) throw new UsageException($"--bpf-fs: '{path}' is not an absolute path");
+        if (File.Exists(path)) throw new UsageException($"--bpf-fs: '{path}' is a file, not a directory");
+        return Path.TrimEndingDirectorySeparator(path);
+    }
+
+    /// <summary><c>--bpf-cgroup</c>: an existing cgroup v2 directory (it has cgroup.procs and lies under a cgroup2 mount).</summary>
+    private string? BindBpfCgroup(ParseResult result)
+    {
+        var path = result.GetValue(BpfCgroup);
+        if (path is null) return null;
+        if (!Path.IsPathRooted(path)) throw new UsageException($"--bpf-cgroup: '{path}' is not an absolute path");
+        if (!Directory.Exists(path)) throw new UsageException($"--bpf-cgroup: '{path}' does not exist");
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
+        var cgroup2 = Backends.Ebpf.EbpfLocation.MountPoints().Where(m => m.Type == "cgroup2").Select(m => m.Path);
+        if (!File.Exists(Path.Combine(full, "cgroup.procs")) || !cgroup2.Any(root => full == root || full.StartsWith(root + "/", StringComparison.Ordinal)))
+            throw new UsageException($"--bpf-cgroup: '{path}' is not a cgroup v2 directory (cgroup v2 is mounted at {string.Join(", ", cgroup2.DefaultIfEmpty("no place"))})");
+        return full;
     }
 
     /// <summary>
@@ -172,6 +207,7 @@ public sealed class ProxyFlags
         var config = LoadConfig(result);
         return new CleanupScope
         {
+            BpfFs = BindBpfFs(result),
             IpvsExcludeCidrs = FromFile(result, IpvsExcludeCidrs, config?.IpvsExcludeCidrs)?.Value ?? Prefixes(result.GetValue(IpvsExcludeCidrs)!, IpvsExcludeCidrs.Name),
         };
     }

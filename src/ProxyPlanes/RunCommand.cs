@@ -34,9 +34,11 @@ public static class RunCommand
             IpvsExcludeCidrs = settings.IpvsExcludeCidrs,
             IpvsStrictArp = settings.IpvsStrictArp,
             IpvsTimeouts = settings.IpvsTimeouts,
+            BpfFs = settings.BpfFs,
+            BpfCgroup = settings.BpfCgroup,
         };
         var backend = (await Modes.CreateAsync(settings.Mode, modeOptions, metrics, logger, app.Lifetime.ApplicationStopping)).Backend;
-        await CleanupCommand.CleanOtherModesAsync(settings.Mode, settings.IpvsExcludeCidrs, logger, app.Lifetime.ApplicationStopping);
+        await CleanupCommand.CleanOtherModesAsync(settings.Mode, settings.IpvsExcludeCidrs, settings.BpfFs, logger, app.Lifetime.ApplicationStopping);
         var controller = new ProxyController(settings.Proxy, backend, metrics, logger);
         await using var healthChecks = new ServiceHealthServer(logger, () => controller.Health.Status().Healthy);
         controller.AfterSync("health check node ports", (_, state, token) =>

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Backends.Ebpf.Tests;
 

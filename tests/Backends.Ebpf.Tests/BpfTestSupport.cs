@@ -44,8 +44,7 @@ public static class BpfTestSupport
     public static Version KernelVersion { get; } = ReadKernelVersion();
 
     /// <summary>The cgroup v2 mount: /sys/fs/cgroup/unified on a hybrid host, else /sys/fs/cgroup when it is v2.</summary>
-    public static string? CgroupRoot { get; } =
-        new[] { "/sys/fs/cgroup/unified", "/sys/fs/cgroup" }.FirstOrDefault(dir => File.Exists(Path.Combine(dir, "cgroup.subtree_control")));
+    public static string? CgroupRoot => TestKit.TestCgroup.Root;
 
     /// <summary>Runs a program to completion; returns (exit code, stdout, stderr).</summary>
     public static (int ExitCode, string Output, string Error) Run(string file, params string[] args)
@@ -74,76 +73,5 @@ public static class BpfTestSupport
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
             if (File.Exists(Path.Combine(dir.FullName, "ProxyPlanes.sln"))) return dir.FullName;
         throw new DirectoryNotFoundException($"ProxyPlanes.sln not found above {AppContext.BaseDirectory}");
-    }
-}
-
-/// <summary>
-/// A child cgroup v2 directory this test made (never the root): removed on dispose, after moving any
-/// process still in it to the parent.
-/// </summary>
-public sealed class TestCgroup : IDisposable
-{
-    public TestCgroup(string suffix)
-    {
-        var root = BpfTestSupport.CgroupRoot ?? throw new InvalidOperationException("no cgroup v2 mount");
-        Path = System.IO.Path.Combine(root, $"pp-ebpf-test-{Environment.ProcessId}-{suffix}");
-        ParentPath = root;
-        Directory.CreateDirectory(Path);
-    }
-
-    public string Path { get; }
-
-    public string ParentPath { get; }
-
-    public void Dispose()
-    {
-        if (!Directory.Exists(Path)) return;
-        for (var attempt = 0; attempt < 50; attempt++)
-        {
-            var pids = File.ReadAllLines(System.IO.Path.Combine(Path, "cgroup.procs")).Where(line => line.Length > 0).ToArray();
-            foreach (var pid in pids)
-            {
-                try
-                {
-                    File.AppendAllText(System.IO.Path.Combine(ParentPath, "cgroup.procs"), pid);
-                }
-                catch (IOException)
-                {
-                    // exited meanwhile
-                }
-            }
-            try
-            {
-                Directory.Delete(Path);
-                return;
-            }
-            catch (IOException) when (attempt < 49)
-            {
-                Thread.Sleep(20); // EBUSY: a process still leaving
-            }
-        }
-    }
-}
-
-/// <summary>A directory with a private bpf filesystem mounted on it: unmounted and removed on dispose.</summary>
-public sealed class TestBpfFs : IDisposable
-{
-    public TestBpfFs()
-    {
-        Path = Directory.CreateTempSubdirectory("pp-ebpf-bpffs-").FullName;
-        var (code, _, error) = BpfTestSupport.Run("mount", "-t", "bpf", "bpf", Path);
-        if (code != 0)
-        {
-            Directory.Delete(Path);
-            throw new InvalidOperationException($"mount -t bpf bpf {Path}: {error}");
-        }
-    }
-
-    public string Path { get; }
-
-    public void Dispose()
-    {
-        BpfTestSupport.Run("umount", Path);
-        Directory.Delete(Path);
     }
 }

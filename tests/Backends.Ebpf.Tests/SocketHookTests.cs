@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using ProxyPlanes.Sandbox;
+using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Backends.Ebpf.Tests;
 

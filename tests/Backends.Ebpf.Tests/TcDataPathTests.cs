@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using ProxyPlanes.Sandbox;
+using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Backends.Ebpf.Tests;
 

@@ -20,7 +20,11 @@ public sealed class CanaryRepairTests(ITestOutputHelper output)
     private const string WebIP = "10.96.0.10";
     private static readonly TimeSpan SyncPeriod = TimeSpan.FromSeconds(1);
 
-    public static IEnumerable<object[]> Modes() => ConformanceTests.Modes.Select(m => new object[] { m });
+    /// <summary>
+    /// ebpf is not here yet: its canary is its pins, and a full sync does not pin again what was unpinned
+    /// behind its back (issue 12); its daemon also needs a test cgroup and bpffs (see ConformanceTests).
+    /// </summary>
+    public static IEnumerable<object[]> Modes() => ConformanceTests.Modes.Where(m => m != "ebpf").Select(m => new object[] { m });
 
     /// <summary>
     /// A flush from outside, per mode (what an operator's script or a firewall reload does), and in

@@ -10,7 +10,9 @@ public sealed class CliTests
     public static TheoryData<string[], string> BadFlags => new()
     {
         { ["--mode=bogus", "--manifests=/"], "--mode: 'bogus' is not a mode" },
-        { ["--mode=ebpf", "--manifests=/"], "--mode=ebpf is not built yet" },
+        { ["--manifests=/", "--bpf-fs=bpf"], "--bpf-fs: 'bpf' is not an absolute path" },
+        { ["--manifests=/", "--bpf-cgroup=/nonexistent/cgroup"], "--bpf-cgroup: '/nonexistent/cgroup' does not exist" },
+        { ["--manifests=/", "--bpf-cgroup=/tmp"], "--bpf-cgroup: '/tmp' is not a cgroup v2 directory" },
         { ["--mode=ipvs", "--manifests=/"], "--mode=ipvs: this kernel has no IPVS" },
         { ["--manifests=/", "--ipvs-scheduler=fastest"], "--ipvs-scheduler: 'fastest' is not an IPVS scheduler" },
         { ["--manifests=/nonexistent/path"], "--manifests: '/nonexistent/path' does not exist" },
@@ -50,7 +52,7 @@ public sealed class CliTests
     }
 
     [Theory]
-    [InlineData("--mode=ebpf", "proxyplanes-lab: --mode=ebpf is not built yet; this build has iptables, nftables, ipvs")]
+    [InlineData("--mode=ebpf", "proxyplanes-lab: --mode=ebpf: the lab does not run the eBPF mode yet (its socket hooks would need a cgroup the lab makes for its clients, issue 12)")]
     [InlineData("--mode=bogus", "proxyplanes-lab: --mode: 'bogus' is not a mode; use one of iptables, nftables, ipvs, ebpf")]
     public async Task Demo_ModeItCannotRun_SaysSoInOneLine(string flag, string expected)
     {
@@ -61,7 +63,6 @@ public sealed class CliTests
     }
 
     [Theory]
-    [InlineData("--mode=ebpf", "proxyplanes: --mode=ebpf is not built yet; this build has iptables, nftables, ipvs")]
     [InlineData("--mode=bogus", "proxyplanes: --mode: 'bogus' is not a mode; use one of iptables, nftables, ipvs, ebpf")]
     public async Task Cleanup_ModeItCannotRun_SaysSoInOneLine(string flag, string expected)
     {

@@ -531,7 +531,6 @@ public sealed class ConfigFileTests : IDisposable
     public static TheoryData<string, string[], string> BindErrors => new()
     {
         // Checks across fields, made once flags and file are combined, name where each value came from.
-        { "mode: ebpf\n", [], "{0}:3: mode: ebpf is not built yet; this build has " },
         { "detectLocalMode: InterfaceNamePrefix\n", [], "{0}:3: detectLocalMode: InterfaceNamePrefix needs detectLocal.interfaceNamePrefix or --pod-interface-name-prefix" },
         { "iptables:\n  minSyncPeriod: 1m\n", [], "{0}:4: iptables.minSyncPeriod (60s) must not exceed --sync-period (30s)" },
         { "iptables:\n  minSyncPeriod: 1m\n  syncPeriod: 40s\n", [], "{0}:4: iptables.minSyncPeriod (60s) must not exceed {0}:5: iptables.syncPeriod (40s)" },
@@ -579,7 +578,6 @@ public sealed class ConfigFileCliTests
     [Theory]
     [MemberData(nameof(BadFiles))]
     [InlineData("kind: KubeletConfiguration\n", 2, "kind: 'KubeletConfiguration' is not KubeProxyConfiguration")]
-    [InlineData("mode: ebpf\n", 3, "mode: ebpf is not built yet")]
     public async Task Run_BadConfigFile_PrintsOneLineWithFileAndLine_Exit2(string body, int line, string expected)
     {
         var folder = Directory.CreateTempSubdirectory("proxyplanes-config-");

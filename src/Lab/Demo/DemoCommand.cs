@@ -48,7 +48,7 @@ public static class DemoCommand
 
     public static async Task<int> RunAsync(string mode, int requests, CancellationToken cancellationToken)
     {
-        if (await Modes.Require(mode).KernelProblemAsync(cancellationToken) is { } missing) throw new UsageException(missing);
+        if ((Bench.BenchCommand.NotInTheLab(mode) ?? await Modes.Require(mode).KernelProblemAsync(cancellationToken)) is { } missing) throw new UsageException(missing);
         if (Environment.UserName != "root") throw new UsageException("demo needs root: it builds network namespaces and programs their kernel rules");
         var examples = Path.Combine(AppContext.BaseDirectory, "examples", "demo");
         if (!Directory.Exists(examples)) throw new UsageException($"the example manifests are missing from {examples}");

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -11,7 +12,8 @@ namespace ProxyPlanes.Kernel.Tests.Conformance;
 /// <summary>
 /// Every scenario against every data plane, through the same code: the real proxyplanes binary in
 /// the node namespace of <see cref="ConformanceTopology"/>, real packets, real answers. A new data
-/// plane joins by adding its --mode name to <see cref="Modes"/>.
+/// plane joins by adding its --mode name to <see cref="Modes"/>. --mode=ebpf runs with its own cgroup and
+/// bpffs, its node and pod probes in that cgroup, and skips (visibly) what <see cref="EbpfSkip"/> lists.
 /// </summary>
 [Collection(KernelCollection.Name)]
 public sealed class ConformanceTests(ITestOutputHelper output)
@@ -29,14 +31,47 @@ public sealed class ConformanceTests(ITestOutputHelper output)
                 yield return mode;
     }
 
+    /// <summary>
+    /// The one place that lists what --mode=ebpf does not render yet: null when the probe must run and
+    /// pass, else why it is skipped (printed, visible in the test output). The socket hooks act on the
+    /// sockets of processes in --bpf-cgroup (here: the node's and pods' probes, run in the test's cgroup);
+    /// off-node clients, node ports, masquerade and IPv6 need the tc programs (issue 12).
+    /// </summary>
+    private static string? EbpfSkip(Probe probe)
+    {
+        const string tc = "needs the tc programs, issue 12";
+        if (probe.From is "client" or "client2") return $"an off-node client: {tc}";
+        if (probe.To.Contains(':')) return "IPv6: the eBPF maps hold IPv4 only (issue 12)";
+        if (NodeAddresses.Contains(probe.To)) return $"a node port: {tc}";
+        if (probe.SourcePort is not null) return "a fixed UDP source port: the eBPF probe runner uses a new socket per request";
+        var own = probe.From == "node" ? ConformanceTopology.NodeIp : ConformanceTopology.Pods[probe.From].IPv4;
+        if (probe.Expect.Source is { } seen && seen != own) return $"masquerade (the pods must see {seen}): {tc}";
+        return null;
+    }
+
+    /// <summary>Every scenario in every mode, except, for ebpf, a scenario none of whose probes it renders yet (see <see cref="Ebpf_ScenariosItDoesNotRenderYet"/>).</summary>
     public static IEnumerable<object[]> Cases() =>
-        from mode in Modes from scenario in ConformanceScenarios.All select new object[] { mode, scenario.Name };
+        from mode in Modes
+        from scenario in ConformanceScenarios.All
+        where mode != "ebpf" || scenario.Steps.SelectMany(s => s.Probes).Any(p => EbpfSkip(p) is null)
+        select new object[] { mode, scenario.Name };
+
+    /// <summary>
+    /// The scenarios --mode=ebpf skips whole, named in the test output; the probes it skips inside the
+    /// scenarios it runs are printed there as "skip [ebpf]".
+    /// </summary>
+    [Fact(Skip = "--mode=ebpf does not render these scenarios yet: every probe needs the tc programs (off-node clients, node ports, masquerade) or IPv6 (issue 12); run it to list them")]
+    public void Ebpf_ScenariosItDoesNotRenderYet() =>
+        Assert.Fail(string.Join(", ", ConformanceScenarios.All.Where(s => s.Steps.SelectMany(step => step.Probes).All(p => EbpfSkip(p) is not null)).Select(s => s.Name)));
 
     [Theory]
     [MemberData(nameof(Cases))]
     public async Task Scenario_Passes(string mode, string scenarioName)
     {
         var scenario = ConformanceScenarios.All.Single(s => s.Name == scenarioName);
+        // --mode=ebpf: a cgroup, its path through a cgroup2 mount the daemon can see (ip netns exec hides
+        // /sys), and a bpffs, all the test's own; never the node defaults (the host's cgroup root).
+        using var ebpf = mode == "ebpf" ? new EbpfPlace() : null;
         await using var sandbox = await ConformanceTopology.BuildAsync();
         var manifests = Directory.CreateTempSubdirectory("proxyplanes-conformance-");
         ProxyProcess? proxy = null;
@@ -46,7 +81,7 @@ public sealed class ConformanceTests(ITestOutputHelper output)
             proxy = ProxyProcess.Start(sandbox.Node,
             [
                 "run", $"--mode={mode}", $"--manifests={manifests.FullName}", $"--hostname-override={ConformanceTopology.NodeName}",
-                "--cluster-cidr=10.244.0.0/16,fd00:10:244::/48", "--min-sync-period=50ms", "--v=4", .. scenario.ExtraArgs ?? [],
+                "--cluster-cidr=10.244.0.0/16,fd00:10:244::/48", "--min-sync-period=50ms", "--v=4", .. scenario.ExtraArgs ?? [], .. ebpf?.Flags ?? [],
             ]);
             await proxy.WaitHealthyAsync(TimeSpan.FromSeconds(60));
 
@@ -60,7 +95,12 @@ public sealed class ConformanceTests(ITestOutputHelper output)
                 }
                 foreach (var probe in step.Probes)
                 {
-                    var problem = await CheckAsync(sandbox, probe);
+                    if (ebpf is not null && EbpfSkip(probe) is { } notYet)
+                    {
+                        output.WriteLine($"skip [ebpf]: {probe}: {notYet}");
+                        continue;
+                    }
+                    var problem = ebpf is null ? await CheckAsync(sandbox, probe) : await CheckInCgroupAsync(sandbox, probe, ebpf.Cgroup.Path);
                     Assert.True(problem is null, $"{scenario.Name} [{mode}]: {probe}: {problem}\n--- proxy output ---\n{proxy.Output}");
                     output.WriteLine($"ok: {probe}");
                     if (ProxyPlanes.Modes.Require(mode).Explainer is null || probe.Expect.Kind == ExpectKind.Http) continue;
@@ -142,6 +182,132 @@ public sealed class ConformanceTests(ITestOutputHelper output)
         var path = Path.Combine(folder.FullName, "cluster.yaml");
         File.WriteAllText(path + ".tmp", yaml);
         File.Move(path + ".tmp", path, overwrite: true);
+    }
+
+    /// <summary>The eBPF mode's own cgroup (seen by the daemon through a cgroup2 alias mount) and bpffs; the pins are removed on dispose.</summary>
+    private sealed class EbpfPlace : IDisposable
+    {
+        private readonly TestKit.CgroupAliasMount _alias;
+        private readonly TestKit.TestBpfFs _bpfFs;
+
+        public EbpfPlace()
+        {
+            Cgroup = new TestKit.TestCgroup("conformance-" + Guid.NewGuid().ToString("N")[..6]);
+            _alias = new TestKit.CgroupAliasMount();
+            _bpfFs = new TestKit.TestBpfFs();
+            Flags = [$"--bpf-fs={_bpfFs.Path}", $"--bpf-cgroup={_alias.PathOf(Cgroup)}"];
+        }
+
+        public TestKit.TestCgroup Cgroup { get; }
+
+        public string[] Flags { get; }
+
+        public void Dispose()
+        {
+            Backends.Ebpf.EbpfKernel.Remove(_bpfFs.Path, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            _bpfFs.Dispose();
+            _alias.Dispose();
+            Cgroup.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// <see cref="CheckAsync"/> for --mode=ebpf: the requests come from a process in the test's cgroup (the socket
+    /// hooks' scope) and in the probe's namespace, one python3 process per probe making every request, each on a
+    /// new socket; the same expectations.
+    /// </summary>
+    private static async Task<string?> CheckInCgroupAsync(ClusterSandbox sandbox, Probe probe, string cgroup)
+    {
+        const string requests = """
+            import socket, sys, time
+            proto, ip, port, count, timeout, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+            for i in range(count):
+                start = time.monotonic()
+                try:
+                    if proto == "tcp":
+                        s = socket.create_connection((ip, port), timeout=timeout)
+                        s.sendall(("GET %s HTTP/1.0\r\nHost: probe\r\n\r\n" % path).encode())
+                        data = b""
+                        while True:
+                            chunk = s.recv(4096)
+                            if not chunk: break
+                            data += chunk
+                        s.close()
+                        text = data.decode(errors="replace")
+                        status = text.split(" ", 2)[1] if text.startswith("HTTP/") else "0"
+                        body = text.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in text else text
+                    else:
+                        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        s.settimeout(timeout)
+                        s.sendto(b"who", (ip, port))
+                        body = s.recvfrom(2048)[0].decode(errors="replace")
+                        s.close()
+                        status = "0"
+                    print("answer", status, "%.3f" % (time.monotonic() - start), body.replace("\n", " ").strip(), flush=True)
+                except ConnectionRefusedError:
+                    print("refused 0", "%.3f" % (time.monotonic() - start), flush=True)
+                except Exception as e:
+                    print("none 0", "%.3f" % (time.monotonic() - start), type(e).__name__, flush=True)
+            """;
+        var expect = probe.Expect;
+        var (count, timeout, path) = expect.Kind switch
+        {
+            ExpectKind.Refused or ExpectKind.Http => (1, TimeBudget.For(TimeSpan.FromSeconds(3)), "/"),
+            ExpectKind.NoAnswer => (1, TimeSpan.FromSeconds(1), "/cgi-bin/who"),
+            ExpectKind.Sticky => (12, TimeBudget.For(TimeSpan.FromSeconds(3)), "/cgi-bin/who"),
+            _ => (Math.Max(8, 12 * expect.Pods.Count), TimeBudget.For(TimeSpan.FromSeconds(3)), "/cgi-bin/who"),
+        };
+        var from = ConformanceTopology.Resolve(sandbox, probe.From);
+        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var arg in new[]
+        {
+            "-c", "echo $$ > \"$1/cgroup.procs\" || exit 3; exec nsenter --net=\"$2\" python3 -c \"$3\" \"${@:4}\"", "probe", cgroup, from.Path, requests,
+            probe.Transport == Transport.Tcp ? "tcp" : "udp", probe.To, probe.Port.ToString(CultureInfo.InvariantCulture), count.ToString(CultureInfo.InvariantCulture),
+            timeout.TotalSeconds.ToString(CultureInfo.InvariantCulture), path,
+        })
+            start.ArgumentList.Add(arg);
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var budget = new CancellationTokenSource(TimeSpan.FromSeconds(30) + timeout * count);
+        try
+        {
+            await process.WaitForExitAsync(budget.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            return $"the probe process did not finish: {await stdout}";
+        }
+        if (process.ExitCode != 0) return $"the probe process exited with {process.ExitCode}: {await stderr}";
+        var answers = (await stdout).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => line.Split(' ', 4)).ToList();
+        if (answers.Count != count) return $"{answers.Count} of {count} requests reported: {await stdout}{await stderr}";
+        switch (expect.Kind)
+        {
+            case ExpectKind.Refused:
+                return answers[0][0] == "refused" && double.Parse(answers[0][2], CultureInfo.InvariantCulture) < TimeBudget.For(TimeSpan.FromSeconds(2)).TotalSeconds ? null : string.Join(' ', answers[0]);
+            case ExpectKind.NoAnswer:
+                return answers[0][0] == "answer" ? $"answered: {answers[0].ElementAtOrDefault(3)}" : null;
+            case ExpectKind.Http:
+                return answers[0][0] == "answer" && answers[0][1] == expect.Status.ToString(CultureInfo.InvariantCulture) && answers[0].ElementAtOrDefault(3)?.Contains(expect.BodyContains!, StringComparison.Ordinal) == true
+                    ? null : string.Join(' ', answers[0]);
+            default:
+            {
+                var seen = new Dictionary<string, int>();
+                for (var i = 0; i < answers.Count; i++)
+                {
+                    if (answers[i][0] != "answer") return $"request {i + 1} of {count}: {string.Join(' ', answers[i])}";
+                    var (pod, source) = ProxyScenario.Who(answers[i][3]);
+                    if (!expect.Pods.Contains(pod)) return $"answered by {pod}, expected one of {string.Join(",", expect.Pods)}";
+                    if (expect.Source is not null && source != expect.Source) return $"{pod} saw source {source}, expected {expect.Source}";
+                    seen[pod] = seen.GetValueOrDefault(pod) + 1;
+                }
+                if (expect.Kind == ExpectKind.Sticky)
+                    return seen.Count == 1 ? null : $"affinity broken: {string.Join(" ", seen.Select(kv => $"{kv.Key}({kv.Value})"))}";
+                var missing = expect.Pods.Where(p => !seen.ContainsKey(p)).ToList();
+                return missing.Count == 0 ? null : $"never answered by {string.Join(",", missing)} in {count} requests";
+            }
+        }
     }
 
     /// <summary>Null when the probe behaved as expected, else what happened instead.</summary>

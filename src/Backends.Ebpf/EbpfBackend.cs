@@ -1,0 +1,124 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
+
+namespace ProxyPlanes.Backends.Ebpf;
+
+/// <summary>
+/// --mode=ebpf: the planner's map writes applied one by one, in the plan's order, through
+/// <see cref="IEbpfMaps"/> (<see cref="EbpfKernel"/> in the daemon). BPF maps have no transactions;
+/// the order is what keeps a half-applied plan harmless: a program never sees a master count above
+/// the slots written, nor a slot naming a backend not written yet. When the kernel refuses a write,
+/// the plan stops there, the planner's state is forgotten and the retry is a full sync that reads
+/// the maps and writes what is still missing.
+/// </summary>
+public sealed class EbpfBackend : IProxyBackend
+{
+    private readonly IEbpfMaps _maps;
+    private readonly EbpfPlanner _planner = new();
+    private readonly EbpfMetrics _metrics;
+    private readonly ILogger _logger;
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly Action? _cleanup;
+    private EbpfPlannerState? _state;
+    private int _loggedSkipped = -1;
+
+    /// <param name="cleanup">What <see cref="CleanupAsync"/> runs after closing the maps (detach and unpin, for the daemon's kernel).</param>
+    public EbpfBackend(IEbpfMaps maps, ProxyMetrics metrics, ILogger logger, Action? cleanup = null)
+    {
+        _maps = maps;
+        _metrics = new EbpfMetrics(metrics);
+        _logger = logger;
+        _cleanup = cleanup;
+    }
+
+    public string Mode => "ebpf";
+
+    /// <summary>IPv4 only: the maps of layout 1 hold IPv4 frontends; IPv6 ones are counted, not rendered.</summary>
+    public IReadOnlyList<IpFamily> Families { get; } = [IpFamily.IPv4];
+
+    /// <summary>The last plan applied (for logs, the demo and tests).</summary>
+    public EbpfPlan? LastPlan { get; private set; }
+
+    public async Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var full = request.Full || _state is null;
+            var apply = Stopwatch.StartNew();
+            EbpfMapContents? contents;
+            try
+            {
+                contents = full ? _maps.Read() : null;
+            }
+            catch (BpfException e)
+            {
+                throw new BackendSyncException($"eBPF: cannot read the maps for a full sync: {e.Message}", e);
+            }
+            var read = apply.Elapsed;
+            var render = Stopwatch.StartNew();
+            var plan = _planner.Plan(request with { Full = full }, full ? null : _state, contents);
+            render.Stop();
+
+            apply.Restart();
+            var written = 0;
+            try
+            {
+                foreach (var write in plan.Writes)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    try
+                    {
+                        _maps.Write(write);
+                    }
+                    catch (BpfException e)
+                    {
+                        _metrics.UpdateFailed(write.Map);
+                        throw new BackendSyncException(
+                            $"eBPF: the kernel refused map write {written + 1} of {plan.Writes.Length} ({write}): {e.Message}; the writes before it are in force and the next sync is full", e);
+                    }
+                    written++;
+                }
+            }
+            catch
+            {
+                _state = null;
+                throw;
+            }
+            _state = plan.State;
+            LastPlan = plan;
+            _metrics.SetEntries(plan.State.Maps.Services.Count, plan.State.Maps.Backends.Count, plan.SkippedIPv6Ports);
+            if (plan.SkippedIPv6Ports != _loggedSkipped)
+            {
+                if (plan.SkippedIPv6Ports > 0)
+                    _logger.LogWarning("eBPF: {Ports} service ports have IPv6 frontends, which this mode does not render yet (IPv4 only); their IPv4 frontends work", plan.SkippedIPv6Ports);
+                _loggedSkipped = plan.SkippedIPv6Ports;
+            }
+            _logger.LogDebug("eBPF {Kind} sync: {Writes} map writes", full ? "full" : "partial", plan.Writes.Length);
+            return new SyncTimings(TimeSpan.Zero, render.Elapsed, read + apply.Elapsed);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    public Task<bool> CanaryIntactAsync(CancellationToken cancellationToken) => Task.FromResult(_maps.Intact());
+
+    public async Task CleanupAsync(CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            _state = null;
+            (_maps as IDisposable)?.Dispose();
+            _cleanup?.Invoke();
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+}

@@ -1,0 +1,504 @@
+using System.Collections.Immutable;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using ProxyPlanes.Model;
+
+namespace ProxyPlanes.Backends.Ebpf;
+
+/// <summary>One write to the maps of layout <see cref="MapLayout.Version"/>; <see cref="ToString"/> is one line of the plan.</summary>
+public abstract record MapWrite
+{
+    /// <summary>The map written (<see cref="MapLayout.ServicesMap"/> or <see cref="MapLayout.BackendsMap"/>).</summary>
+    public abstract string Map { get; }
+}
+
+/// <summary>Creates or replaces a backend (BPF_ANY on <c>pp_backends_v1</c>).</summary>
+public sealed record BackendUpdate(uint Id, Backend Value) : MapWrite
+{
+    public override string Map => MapLayout.BackendsMap;
+
+    public override string ToString() => $"backend {Id} = {EbpfText.Backend(Value)}";
+}
+
+/// <summary>Deletes a backend no slot refers to any more.</summary>
+public sealed record BackendDelete(uint Id) : MapWrite
+{
+    public override string Map => MapLayout.BackendsMap;
+
+    public override string ToString() => $"delete backend {Id}";
+}
+
+/// <summary>Creates or replaces a master entry or a slot (BPF_ANY on <c>pp_services_v1</c>); <paramref name="Owner"/> names the service port for the reader.</summary>
+public sealed record ServiceUpdate(ServiceKey Key, ServiceValue Value, ServicePortName Owner) : MapWrite
+{
+    public override string Map => MapLayout.ServicesMap;
+
+    public override string ToString() =>
+        Key.Slot == 0
+            ? $"service {EbpfText.Frontend(Key)} master count {Value.Count}{EbpfText.Flags(Value)} revnat {Value.RevNatId}  # {Owner}"
+            : $"service {EbpfText.Frontend(Key)} slot {Key.Slot} = backend {Value.BackendId}  # {Owner}";
+}
+
+/// <summary>Deletes a master entry or a slot.</summary>
+public sealed record ServiceDelete(ServiceKey Key) : MapWrite
+{
+    public override string Map => MapLayout.ServicesMap;
+
+    public override string ToString() => Key.Slot == 0 ? $"delete service {EbpfText.Frontend(Key)} master" : $"delete service {EbpfText.Frontend(Key)} slot {Key.Slot}";
+}
+
+/// <summary>What the maps hold (read by a full sync, or remembered from the last plan).</summary>
+public sealed record EbpfMapContents(ImmutableDictionary<ServiceKey, ServiceValue> Services, ImmutableDictionary<uint, Backend> Backends)
+{
+    public static EbpfMapContents Empty { get; } = new(ImmutableDictionary<ServiceKey, ServiceValue>.Empty, ImmutableDictionary<uint, Backend>.Empty);
+}
+
+/// <summary>
+/// What the planner remembers between syncs: the maps as the last plan left them, which master
+/// entries each service port claims (two ports may claim one frontend: the first by name wins), the
+/// slot references of each backend id, free backend and reverse-NAT ids, and the IPv6 ports skipped.
+/// </summary>
+public sealed record EbpfPlannerState(
+    EbpfMapContents Maps,
+    ImmutableDictionary<ServicePortName, ImmutableArray<ServiceKey>> Ports,
+    ImmutableDictionary<ServiceKey, ImmutableSortedSet<ServicePortName>> Claims,
+    ImmutableDictionary<Backend, uint> BackendIds,
+    ImmutableDictionary<uint, int> BackendReferences,
+    IdPool BackendIdPool,
+    IdPool RevNatIdPool,
+    ImmutableHashSet<ServicePortName> SkippedIPv6)
+{
+    public int MasterEntries => Maps.Services.Keys.Count(k => k.Slot == 0);
+}
+
+/// <summary>Ids from 1 up: freed ids are reused (lowest first) before new ones are taken.</summary>
+public sealed record IdPool(ImmutableSortedSet<uint> Free, uint Next)
+{
+    public static IdPool Empty { get; } = new(ImmutableSortedSet<uint>.Empty, 1);
+
+    /// <summary>The pool around the ids in use: the gaps below the highest are free.</summary>
+    public static IdPool Around(IEnumerable<uint> used)
+    {
+        var set = used.ToHashSet();
+        var max = set.Count == 0 ? 0u : set.Max();
+        var free = ImmutableSortedSet.CreateBuilder<uint>();
+        for (var id = 1u; id < max; id++)
+            if (!set.Contains(id)) free.Add(id);
+        return new IdPool(free.ToImmutable(), max + 1);
+    }
+
+    public (uint Id, IdPool Pool) Take() =>
+        Free.Count > 0 ? (Free.Min, this with { Free = Free.Remove(Free.Min) }) : (Next, this with { Next = checked(Next + 1) });
+
+    public IdPool Release(uint id) => this with { Free = Free.Add(id) };
+}
+
+/// <summary>
+/// The planner's output: the map writes in the order they must reach the kernel (<see cref="ToString"/>
+/// prints them, one per line), and the state the maps are in once all are applied.
+/// </summary>
+public sealed record EbpfPlan(ImmutableArray<MapWrite> Writes, EbpfPlannerState State, bool Full)
+{
+    /// <summary>Service ports with an IPv6 frontend this layout cannot hold (their IPv4 frontends are rendered).</summary>
+    public int SkippedIPv6Ports => State.SkippedIPv6.Count;
+
+    public override string ToString()
+    {
+        var text = new StringBuilder();
+        text.Append("# ").Append(Full ? "full" : "partial").Append(" sync: ").Append(Writes.Length).Append(" map writes");
+        if (SkippedIPv6Ports > 0) text.Append(", ").Append(SkippedIPv6Ports).Append(" service ports with IPv6 frontends skipped (IPv4 only)");
+        text.Append('\n');
+        foreach (var write in Writes) text.Append(write).Append('\n');
+        return text.ToString();
+    }
+}
+
+/// <summary>
+/// Pure planner of the eBPF data plane: Core's IPv4 verdicts (+ the changed service ports, + what a
+/// full sync read from the maps) → the map writes that make the maps match, in the one order a
+/// program running meanwhile can bear: new backends, then slots, then master entries (the switch
+/// point: a program never sees a count above the slots written), then stale slots, then backends no
+/// slot refers to. Each frontend is a master entry (slot 0: count, flags, affinity timeout,
+/// reverse-NAT id) and slots 1..count (a backend id each):
+/// <list type="bullet">
+/// <item>a cluster IP: scope internal, the internal traffic verdict;</item>
+/// <item>an external or load-balancer IP (<see cref="MapLayout.ServiceFlagExternal"/>) and a node port
+/// (address 0, <see cref="MapLayout.ServiceFlagNodePort"/>): scope internal holds what local clients
+/// get (the cluster pool when Core short-circuits them under externalTrafficPolicy Local), scope
+/// external what off-node clients get, present only when it differs;</item>
+/// <item>Core's Drop is count 0 with <see cref="MapLayout.ServiceFlagDrop"/>, Reject is count 0.</item>
+/// </list>
+/// Source ranges are only flagged (<see cref="MapLayout.ServiceFlagSourceRanges"/>): the ranges
+/// themselves belong in the tc programs' LPM map (not written here yet). IPv6 frontends are skipped
+/// and counted (<see cref="EbpfPlan.SkippedIPv6Ports"/>).
+/// </summary>
+public sealed class EbpfPlanner
+{
+    /// <summary>
+    /// Plans one sync. Full when <paramref name="request"/> says so or <paramref name="previous"/> is
+    /// null: <paramref name="maps"/> (required then) is diffed against everything wanted, and the
+    /// backend and reverse-NAT ids found there are kept. Otherwise partial: only the frontends the
+    /// changed service ports had or get are touched.
+    /// </summary>
+    public EbpfPlan Plan(SyncRequest request, EbpfPlannerState? previous, EbpfMapContents? maps)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var full = request.Full || previous is null;
+        var built = new Dictionary<ServicePortName, ImmutableArray<Frontend>>();
+        ImmutableArray<Frontend> FrontendsOf(ServicePortName name, ServicePortState port) =>
+            built.TryGetValue(name, out var frontends) ? frontends : built[name] = Frontends(port);
+        Work work;
+        IEnumerable<ServiceKey> touched;
+        if (full)
+        {
+            work = Work.FromMaps(maps ?? throw new ArgumentNullException(nameof(maps), "a full sync needs the maps' contents"));
+            var skipped = ImmutableHashSet.CreateBuilder<ServicePortName>();
+            foreach (var (name, port) in request.State.ServicePorts)
+            {
+                var frontends = FrontendsOf(name, port);
+                if (HasIPv6Frontend(port.Info)) skipped.Add(name);
+                if (frontends.IsEmpty) continue;
+                work.Ports[name] = frontends.Select(f => f.Key).ToImmutableArray();
+                foreach (var frontend in frontends) work.Claim(frontend.Key, name);
+            }
+            work.SkippedIPv6 = skipped;
+            touched = work.Claims.Keys.Concat(work.SlotsByMaster.Keys);
+        }
+        else
+        {
+            work = Work.From(previous!);
+            var keys = new HashSet<ServiceKey>();
+            foreach (var name in request.ChangedPorts)
+            {
+                if (work.Ports.TryGetValue(name, out var before))
+                {
+                    foreach (var key in before) { work.Unclaim(key, name); keys.Add(key); }
+                    work.Ports.Remove(name);
+                }
+                work.SkippedIPv6.Remove(name);
+                if (!request.State.ServicePorts.TryGetValue(name, out var port)) continue;
+                if (HasIPv6Frontend(port.Info)) work.SkippedIPv6.Add(name);
+                var frontends = FrontendsOf(name, port);
+                if (frontends.IsEmpty) continue;
+                work.Ports[name] = frontends.Select(f => f.Key).ToImmutableArray();
+                foreach (var frontend in frontends) { work.Claim(frontend.Key, name); keys.Add(frontend.Key); }
+            }
+            touched = keys;
+        }
+
+        foreach (var key in touched.Distinct().Order(ServiceKeyComparer.Instance))
+        {
+            Frontend? wanted = null;
+            if (work.Claims.TryGetValue(key, out var claimants) && request.State.ServicePorts.TryGetValue(claimants.Min!, out var winner))
+                wanted = FrontendsOf(claimants.Min!, winner).First(f => f.Key == key);
+            work.Reconcile(key, wanted, full);
+        }
+        return new EbpfPlan(work.Writes(), work.State(), full);
+    }
+
+    /// <summary>A master entry to render: its key, what goes into slot 0 (without the reverse-NAT id) and the backends of its slots.</summary>
+    public sealed record Frontend(ServiceKey Key, ushort Flags, uint AffinityTimeout, ImmutableArray<Backend> Backends, ServicePortName Owner);
+
+    /// <summary>Every IPv4 frontend of a service port (none when it has no IPv4 cluster IP), sorted by key.</summary>
+    public static ImmutableArray<Frontend> Frontends(ServicePortState port)
+    {
+        var info = port.Info;
+        var clusterIP = info.ClusterIPs.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork);
+        if (clusterIP is null) return [];
+        var verdict = port.IPv4Verdict;
+        var protocol = ProtocolNumber(info.Protocol);
+        var frontends = new List<Frontend>();
+
+        var affinity = verdict.AffinityTimeoutSeconds is null ? (ushort)0 : MapLayout.ServiceFlagAffinity;
+        var timeout = (uint)(verdict.AffinityTimeoutSeconds ?? 0);
+
+        // Cluster IP: internal traffic only (an off-node client of a cluster IP is internal traffic too).
+        var internalMasquerade = verdict.InternalMasquerade != SourceMasquerade.None ? MapLayout.ServiceFlagMasquerade : (ushort)0;
+        frontends.Add(Make(ServiceKey.For(clusterIP, info.Port, protocol), verdict.InternalTraffic, (ushort)(affinity | internalMasquerade)));
+
+        // External frontends: local clients get the short-circuit (cluster pool) under Local policy, everyone else the external verdict.
+        var externalMasquerade = verdict.ExternalMasquerade ? MapLayout.ServiceFlagMasquerade : (ushort)0;
+        var forLocalClients = verdict.LocalShortCircuit != LocalShortCircuit.None && !verdict.ClusterEndpoints.IsEmpty
+            ? TrafficVerdict.Forward(EndpointPool.Cluster, verdict.ClusterEndpoints)
+            : verdict.ExternalTraffic;
+        void AddExternal(ServiceKey key, ushort kindFlags)
+        {
+            var flags = (ushort)(kindFlags | affinity | externalMasquerade);
+            var local = Make(key, forLocalClients, flags);
+            frontends.Add(local);
+            var offNode = Make(key with { Scope = MapLayout.ScopeExternal }, verdict.ExternalTraffic, flags);
+            if (offNode.Flags != local.Flags || !offNode.Backends.SequenceEqual(local.Backends)) frontends.Add(offNode);
+        }
+        foreach (var address in info.ExternalIPs.Where(IsIPv4)) AddExternal(ServiceKey.For(address, info.Port, protocol), MapLayout.ServiceFlagExternal);
+        var sourceRanges = verdict.SourceRanges.Any(r => r.Family == IpFamily.IPv4) ? MapLayout.ServiceFlagSourceRanges : (ushort)0;
+        foreach (var address in info.LoadBalancerIPs.Where(IsIPv4))
+            AddExternal(ServiceKey.For(address, info.Port, protocol), (ushort)(MapLayout.ServiceFlagExternal | sourceRanges));
+        if (info.NodePort != 0) AddExternal(ServiceKey.For(IPAddress.Any, info.NodePort, protocol), MapLayout.ServiceFlagNodePort);
+
+        // One master entry per key: an external IP equal to the cluster IP (or listed twice) keeps the first.
+        return frontends.DistinctBy(f => f.Key).Order(FrontendComparer.Instance).ToImmutableArray();
+
+        Frontend Make(ServiceKey key, TrafficVerdict traffic, ushort flags)
+        {
+            if (traffic.Action == TrafficAction.Drop) flags |= MapLayout.ServiceFlagDrop;
+            var backends = traffic.IsForward
+                ? traffic.Endpoints.Where(e => e.Family == IpFamily.IPv4).Order().Select(e => Backend.For(e.Address, e.Port, protocol)).ToImmutableArray()
+                : [];
+            return new Frontend(key, flags, (flags & MapLayout.ServiceFlagAffinity) != 0 ? timeout : 0, backends, info.Name);
+        }
+    }
+
+    /// <summary>The protocol number a map key holds (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP).</summary>
+    public static ProtocolType ProtocolNumber(Protocol protocol) => protocol switch
+    {
+        Protocol.TCP => ProtocolType.Tcp,
+        Protocol.UDP => ProtocolType.Udp,
+        Protocol.SCTP => (ProtocolType)132,
+        _ => throw new ArgumentOutOfRangeException(nameof(protocol), protocol, null),
+    };
+
+    private static bool IsIPv4(IPAddress address) => address.AddressFamily == AddressFamily.InterNetwork;
+
+    private static bool HasIPv6Frontend(ServicePortInfo info) =>
+        info.ClusterIPs.Any(a => !IsIPv4(a)) || info.ExternalIPs.Any(a => !IsIPv4(a)) || info.LoadBalancerIPs.Any(a => !IsIPv4(a));
+
+    /// <summary>The planner's scratch state for one plan: mutable builders over the previous state, and the writes in their five phases.</summary>
+    private sealed class Work
+    {
+        private readonly List<MapWrite> _newBackends = [];
+        private readonly List<MapWrite> _slots = [];
+        private readonly List<MapWrite> _masters = [];
+        private readonly List<MapWrite> _staleSlots = [];
+        private readonly HashSet<uint> _maybeUnreferenced = [];
+
+        public required ImmutableDictionary<ServiceKey, ServiceValue>.Builder Services { get; init; }
+        public required ImmutableDictionary<uint, Backend>.Builder Backends { get; init; }
+        public required ImmutableDictionary<ServicePortName, ImmutableArray<ServiceKey>>.Builder Ports { get; init; }
+        public required ImmutableDictionary<ServiceKey, ImmutableSortedSet<ServicePortName>>.Builder Claims { get; init; }
+        public required ImmutableDictionary<Backend, uint>.Builder BackendIds { get; init; }
+        public required ImmutableDictionary<uint, int>.Builder References { get; init; }
+        public required IdPool BackendPool { get; set; }
+        public required IdPool RevNatPool { get; set; }
+        public required ImmutableHashSet<ServicePortName>.Builder SkippedIPv6 { get; set; }
+
+        /// <summary>Full sync only: the slots (1..) the maps hold under each master key, slot 0 included when present.</summary>
+        public Dictionary<ServiceKey, SortedSet<ushort>> SlotsByMaster { get; } = [];
+
+        public static Work From(EbpfPlannerState state) => new()
+        {
+            Services = state.Maps.Services.ToBuilder(),
+            Backends = state.Maps.Backends.ToBuilder(),
+            Ports = state.Ports.ToBuilder(),
+            Claims = state.Claims.ToBuilder(),
+            BackendIds = state.BackendIds.ToBuilder(),
+            References = state.BackendReferences.ToBuilder(),
+            BackendPool = state.BackendIdPool,
+            RevNatPool = state.RevNatIdPool,
+            SkippedIPv6 = state.SkippedIPv6.ToBuilder(),
+        };
+
+        /// <summary>
+        /// Starts from what the maps hold: backend ids by value (the lowest id of a duplicated value;
+        /// the others are then unreferenced or rewritten), slot references, and the ids in use.
+        /// </summary>
+        public static Work FromMaps(EbpfMapContents maps)
+        {
+            var ids = ImmutableDictionary.CreateBuilder<Backend, uint>();
+            foreach (var (id, backend) in maps.Backends.OrderBy(b => b.Key))
+                ids.TryAdd(backend, id);
+            var references = ImmutableDictionary.CreateBuilder<uint, int>();
+            var work = new Work
+            {
+                Services = maps.Services.ToBuilder(),
+                Backends = maps.Backends.ToBuilder(),
+                Ports = ImmutableDictionary.CreateBuilder<ServicePortName, ImmutableArray<ServiceKey>>(),
+                Claims = ImmutableDictionary.CreateBuilder<ServiceKey, ImmutableSortedSet<ServicePortName>>(),
+                BackendIds = ids,
+                References = references,
+                BackendPool = IdPool.Around(maps.Backends.Keys),
+                RevNatPool = IdPool.Around(maps.Services.Where(s => s.Key.Slot == 0 && s.Value.RevNatId != 0).Select(s => s.Value.RevNatId)),
+                SkippedIPv6 = ImmutableHashSet.CreateBuilder<ServicePortName>(),
+            };
+            foreach (var (key, value) in maps.Services)
+            {
+                var master = key with { Slot = 0 };
+                if (!work.SlotsByMaster.TryGetValue(master, out var slots)) work.SlotsByMaster[master] = slots = [];
+                slots.Add(key.Slot);
+                if (key.Slot != 0) work.Reference(value.BackendId, +1);
+            }
+            foreach (var id in maps.Backends.Keys) work._maybeUnreferenced.Add(id);
+            return work;
+        }
+
+        public void Claim(ServiceKey key, ServicePortName name) =>
+            Claims[key] = Claims.TryGetValue(key, out var set) ? set.Add(name) : ImmutableSortedSet.Create(name);
+
+        public void Unclaim(ServiceKey key, ServicePortName name)
+        {
+            if (!Claims.TryGetValue(key, out var set)) return;
+            set = set.Remove(name);
+            if (set.IsEmpty) Claims.Remove(key);
+            else Claims[key] = set;
+        }
+
+        /// <summary>Writes what makes one master key and its slots match <paramref name="wanted"/> (null: remove them).</summary>
+        public void Reconcile(ServiceKey key, Frontend? wanted, bool full)
+        {
+            Services.TryGetValue(key, out var current);
+            var hasMaster = Services.ContainsKey(key);
+            var present = full
+                ? (SlotsByMaster.TryGetValue(key, out var slots) ? slots.Where(s => s != 0).ToArray() : [])
+                : Enumerable.Range(1, hasMaster ? current.Count : 0).Select(i => (ushort)i).ToArray();
+
+            if (wanted is null)
+            {
+                if (hasMaster)
+                {
+                    _masters.Add(new ServiceDelete(key));
+                    Services.Remove(key);
+                    if (current.RevNatId != 0) RevNatPool = RevNatPool.Release(current.RevNatId);
+                }
+                foreach (var slot in present) DeleteSlot(key with { Slot = slot });
+                return;
+            }
+
+            var count = wanted.Backends.Length;
+            for (var i = 0; i < count; i++)
+            {
+                var slotKey = key with { Slot = checked((ushort)(i + 1)) };
+                var value = ServiceValue.ForSlot(BackendId(wanted.Backends[i]));
+                if (Services.TryGetValue(slotKey, out var old))
+                {
+                    if (old == value) continue;
+                    Reference(old.BackendId, -1);
+                }
+                Reference(value.BackendId, +1);
+                Services[slotKey] = value;
+                _slots.Add(new ServiceUpdate(slotKey, value, wanted.Owner));
+            }
+
+            var revNat = hasMaster && current.RevNatId != 0 ? current.RevNatId : TakeRevNat();
+            var master = ServiceValue.Master(count, revNat, wanted.Flags, wanted.AffinityTimeout);
+            if (!hasMaster || current != master)
+            {
+                Services[key] = master;
+                _masters.Add(new ServiceUpdate(key, master, wanted.Owner));
+            }
+            foreach (var slot in present)
+                if (slot > count) DeleteSlot(key with { Slot = slot });
+        }
+
+        public ImmutableArray<MapWrite> Writes()
+        {
+            var deletes = new List<MapWrite>();
+            foreach (var id in _maybeUnreferenced.Order())
+            {
+                if (References.GetValueOrDefault(id) > 0 || !Backends.TryGetValue(id, out var backend)) continue;
+                deletes.Add(new BackendDelete(id));
+                Backends.Remove(id);
+                References.Remove(id);
+                if (BackendIds.TryGetValue(backend, out var mapped) && mapped == id) BackendIds.Remove(backend);
+                BackendPool = BackendPool.Release(id);
+            }
+            return [.. _newBackends, .. _slots, .. _masters, .. _staleSlots, .. deletes];
+        }
+
+        public EbpfPlannerState State() => new(
+            new EbpfMapContents(Services.ToImmutable(), Backends.ToImmutable()),
+            Ports.ToImmutable(),
+            Claims.ToImmutable(),
+            BackendIds.ToImmutable(),
+            References.ToImmutable(),
+            BackendPool,
+            RevNatPool,
+            SkippedIPv6.ToImmutable());
+
+        private void DeleteSlot(ServiceKey slotKey)
+        {
+            if (!Services.TryGetValue(slotKey, out var old)) return;
+            _staleSlots.Add(new ServiceDelete(slotKey));
+            Services.Remove(slotKey);
+            Reference(old.BackendId, -1);
+        }
+
+        private uint BackendId(Backend backend)
+        {
+            if (BackendIds.TryGetValue(backend, out var id) && Backends.ContainsKey(id)) return id;
+            (id, BackendPool) = BackendPool.Take();
+            BackendIds[backend] = id;
+            Backends[id] = backend;
+            _newBackends.Add(new BackendUpdate(id, backend));
+            return id;
+        }
+
+        private uint TakeRevNat()
+        {
+            (var id, RevNatPool) = RevNatPool.Take();
+            return id;
+        }
+
+        private void Reference(uint id, int delta)
+        {
+            var count = References.GetValueOrDefault(id) + delta;
+            if (count <= 0)
+            {
+                References.Remove(id);
+                _maybeUnreferenced.Add(id);
+            }
+            else References[id] = count;
+        }
+    }
+
+    private sealed class FrontendComparer : IComparer<Frontend>
+    {
+        public static FrontendComparer Instance { get; } = new();
+
+        public int Compare(Frontend? x, Frontend? y) => ServiceKeyComparer.Instance.Compare(x!.Key, y!.Key);
+    }
+}
+
+/// <summary>Orders service keys as a reader expects: address, port, protocol, scope, slot (host order).</summary>
+public sealed class ServiceKeyComparer : IComparer<ServiceKey>
+{
+    public static ServiceKeyComparer Instance { get; } = new();
+
+    public int Compare(ServiceKey x, ServiceKey y)
+    {
+        var c = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(x.Address).CompareTo(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(y.Address));
+        if (!BitConverter.IsLittleEndian) c = x.Address.CompareTo(y.Address);
+        if (c != 0) return c;
+        if ((c = MapLayout.HostPort(x.Port).CompareTo(MapLayout.HostPort(y.Port))) != 0) return c;
+        if ((c = x.Proto.CompareTo(y.Proto)) != 0) return c;
+        if ((c = x.Scope.CompareTo(y.Scope)) != 0) return c;
+        return x.Slot.CompareTo(y.Slot);
+    }
+}
+
+/// <summary>How plans and explanations print map entries.</summary>
+public static class EbpfText
+{
+    public static string Protocol(byte proto) => proto switch { 6 => "tcp", 17 => "udp", 132 => "sctp", _ => $"proto {proto}" };
+
+    /// <summary><c>10.96.0.10:80/tcp</c>, <c>*:30080/tcp</c> for a node port, with <c> external</c> for the external scope.</summary>
+    public static string Frontend(ServiceKey key) =>
+        $"{(key.Address == 0 ? "*" : MapLayout.HostAddress(key.Address).ToString())}:{MapLayout.HostPort(key.Port)}/{Protocol(key.Proto)}{(key.Scope == MapLayout.ScopeExternal ? " external" : "")}";
+
+    public static string Backend(Backend backend) =>
+        $"{MapLayout.HostAddress(backend.Address)}:{MapLayout.HostPort(backend.Port)}/{Protocol(backend.Proto)}";
+
+    /// <summary><c> flags nodeport,drop timeout 10800</c>, or nothing without flags.</summary>
+    public static string Flags(ServiceValue master)
+    {
+        if (master.Flags == 0) return "";
+        var names = new List<string>();
+        if ((master.Flags & MapLayout.ServiceFlagNodePort) != 0) names.Add("nodeport");
+        if ((master.Flags & MapLayout.ServiceFlagExternal) != 0) names.Add("external");
+        if ((master.Flags & MapLayout.ServiceFlagSourceRanges) != 0) names.Add("source-ranges");
+        if ((master.Flags & MapLayout.ServiceFlagDrop) != 0) names.Add("drop");
+        if ((master.Flags & MapLayout.ServiceFlagMasquerade) != 0) names.Add("masquerade");
+        if ((master.Flags & MapLayout.ServiceFlagAffinity) != 0) names.Add("affinity");
+        var text = " flags " + string.Join(',', names);
+        return (master.Flags & MapLayout.ServiceFlagAffinity) != 0 ? $"{text} timeout {master.AffinityTimeout}" : text;
+    }
+}

@@ -1,0 +1,324 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging.Abstractions;
+using ProxyPlanes.Backends.Nftables.Tests;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
+using ProxyPlanes.Sandbox;
+using ProxyPlanes.TestKit;
+
+namespace ProxyPlanes.Backends.Ebpf.Tests;
+
+/// <summary>
+/// The backend against real maps and real connections: a private bpffs (pins), a child cgroup the test
+/// made (the hooks' only target), a network namespace with two TCP servers, and a client shell in that
+/// cgroup. A "restart" closes every fd this process had on the maps, programs and links (what a killed
+/// daemon's exit does) and opens the pins again.
+/// </summary>
+public sealed class EbpfBackendTests : IDisposable
+{
+    private const string Vip = "10.96.0.10";
+    private readonly List<IDisposable> _cleanup = [];
+    private readonly CancellationTokenSource _stop = new();
+    private readonly TestCgroup _cgroup;
+    private readonly TestBpfFs _bpfFs;
+    private readonly NetworkNamespace _namespace;
+
+    public EbpfBackendTests()
+    {
+        try
+        {
+            _cgroup = Track(new TestCgroup(Guid.NewGuid().ToString("N")[..6]));
+            _bpfFs = Track(new TestBpfFs());
+            // Before the unmount: detach what a test left pinned (a no-op when it removed everything itself).
+            _cleanup.Add(new Disposer(() => EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance)));
+            _namespace = Track(NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-ebpf"));
+            var up = _namespace.ExecAsync("ip", "link", "set", "lo", "up").GetAwaiter().GetResult();
+            Assert.True(up.Succeeded, up.StandardError);
+            StartServer("127.0.0.2", "backend-a");
+            StartServer("127.0.0.3", "backend-b");
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    private EbpfLocation Location => new(_bpfFs.Path, _cgroup.Path);
+
+    private static DesiredState State(params string[] backends) =>
+        StateBuilder.State(null, StateBuilder.Port(StateBuilder.Info("web", Vip), [.. backends.Select(b => StateBuilder.Endpoint(b))]));
+
+    [KernelFact(needsCgroup: true)]
+    public async Task Sync_ThenRestart_PinsKeepTrafficAndTheNextFullSyncWritesNothing()
+    {
+        using (var metrics = new ProxyMetrics())
+        using (var kernel = EbpfKernel.Open(Location, NullLogger.Instance))
+        {
+            Assert.False(kernel.ReusedMaps);
+            var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
+            await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2", "127.0.0.3")), default);
+            Assert.Equal(5, backend.LastPlan!.Writes.Length);
+            Assert.True(await backend.CanaryIntactAsync(default));
+            Assert.Contains("proxyplanes_ebpf_map_entries{map=\"pp_services_v1\"} 3", await ScrapeAsync(metrics));
+            AssertSpread(Client(20));
+        }
+
+        // Every fd of "the old process" is closed: only the pins hold the links and maps.
+        AssertSpread(Client(20));
+
+        using (var metrics = new ProxyMetrics())
+        using (var kernel = EbpfKernel.Open(Location, NullLogger.Instance))
+        {
+            Assert.True(kernel.ReusedMaps);
+            var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
+            await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2", "127.0.0.3")), default);
+            Assert.Empty(backend.LastPlan!.Writes);
+            AssertSpread(Client(20));
+
+            // A partial sync: one backend gone.
+            await backend.SyncAsync(StateBuilder.Partial(State("127.0.0.3"), StateBuilder.Name("web")), default);
+            Assert.All(Client(10), reply => Assert.Equal("ok backend-b", reply));
+        }
+        Assert.Equal(4, CgroupLinks());
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public async Task Remove_AfterSync_LeavesNoPinNoLinkAndStopsTheRewrite()
+    {
+        using (var metrics = new ProxyMetrics())
+        using (var kernel = EbpfKernel.Open(Location, NullLogger.Instance))
+        {
+            await new EbpfBackend(kernel, metrics, NullLogger.Instance).SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
+        }
+        Assert.Equal(4, CgroupLinks());
+        Assert.All(Client(3), reply => Assert.Equal("ok backend-a", reply));
+
+        var removed = EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance);
+
+        Assert.Contains("link_pp_connect4", removed);
+        Assert.Contains(MapLayout.ServicesMap, removed);
+        Assert.DoesNotContain(Directory.GetFileSystemEntries(_bpfFs.Path), e => !Path.GetFileName(e).EndsWith(".debug", StringComparison.Ordinal));
+        Assert.Equal(0, CgroupLinks());
+        // Nothing rewrites the VIP any more: the namespace has no route to it.
+        Assert.All(Client(1), reply => Assert.DoesNotContain("ok", reply, StringComparison.Ordinal));
+        Assert.Empty(EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance));
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public async Task Open_PinnedLinksOnAnotherCgroup_MovesThemToTheNewOne()
+    {
+        using var other = new TestCgroup(Guid.NewGuid().ToString("N")[..6]);
+        using (var metrics = new ProxyMetrics())
+        using (var kernel = EbpfKernel.Open(Location with { Cgroup = other.Path }, NullLogger.Instance))
+            await new EbpfBackend(kernel, metrics, NullLogger.Instance).SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
+        Assert.Equal(4, CgroupLinks(other.Path));
+
+        using (var kernel = EbpfKernel.Open(Location, NullLogger.Instance))
+        {
+            Assert.Equal(0, CgroupLinks(other.Path));
+            Assert.Equal(4, CgroupLinks());
+            Assert.All(Client(3), reply => Assert.Equal("ok backend-a", reply));
+        }
+        EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance);
+    }
+
+    /// <summary>
+    /// The cost of a cold full sync of 10,000 services × 2 endpoints into real maps, of the full sync a
+    /// restart runs over them (reads everything, writes nothing), and of one endpoint change, printed for
+    /// the docs (never asserted: the machine is shared). 10,000 × 5 is the most layout 1's 65,536 entries hold.
+    /// </summary>
+    [KernelFact(needsCgroup: true)]
+    public async Task Sync_TenThousandServices_PrintsTheCost()
+    {
+        var ports = Enumerable.Range(0, 10_000).Select(i =>
+        {
+            var info = StateBuilder.Info($"svc{i}", $"10.96.{i / 250}.{i % 250 + 1}");
+            return (info, StateBuilder.Port(info, StateBuilder.Endpoint($"10.244.{i / 250}.{i % 250 + 1}"), StateBuilder.Endpoint($"10.245.{i / 250}.{i % 250 + 1}")));
+        }).ToArray();
+        var state = StateBuilder.State(null, [.. ports.Select(p => p.Item2)]);
+        using var metrics = new ProxyMetrics();
+        using var kernel = EbpfKernel.Open(Location, NullLogger.Instance);
+        var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
+
+        var cold = Stopwatch.StartNew();
+        var coldTimings = await backend.SyncAsync(StateBuilder.Full(state), default);
+        cold.Stop();
+        Assert.Equal(10_000 * 3 + 20_000, backend.LastPlan!.Writes.Length);
+
+        var restart = new EbpfBackend(kernel, metrics, NullLogger.Instance);
+        var again = Stopwatch.StartNew();
+        await restart.SyncAsync(StateBuilder.Full(state), default);
+        again.Stop();
+        Assert.Empty(restart.LastPlan!.Writes);
+
+        var changes = new List<double>();
+        for (var i = 0; i < 25; i++)
+        {
+            var (info, _) = ports[i * 397 % ports.Length];
+            var changed = state.ServicePorts.SetItem(info.Name, StateBuilder.Port(info, StateBuilder.Endpoint($"10.246.0.{i + 1}"), StateBuilder.Endpoint($"10.247.0.{i + 1}")));
+            state = state with { ServicePorts = changed };
+            var one = Stopwatch.StartNew();
+            await restart.SyncAsync(StateBuilder.Partial(state, info.Name), default);
+            changes.Add(one.Elapsed.TotalMilliseconds);
+        }
+        changes.Sort();
+        Console.WriteLine(
+            $"eBPF 10,000 services x 2: cold full sync {cold.Elapsed.TotalMilliseconds:F0} ms (render {coldTimings.Render.TotalMilliseconds:F0} ms, apply {coldTimings.Apply.TotalMilliseconds:F0} ms, {backend.LastPlan.Writes.Length} writes); " +
+            $"restart full sync {again.Elapsed.TotalMilliseconds:F0} ms (0 writes); one endpoint change p50 {changes[changes.Count / 2]:F2} ms, max {changes[^1]:F2} ms");
+        EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance);
+    }
+
+    [Fact]
+    public async Task Sync_MapWriteRefused_StopsWithOneLineAndTheRetryIsFull()
+    {
+        var maps = new FailingMaps { FailAt = 2 };
+        using var metrics = new ProxyMetrics();
+        var backend = new EbpfBackend(maps, metrics, NullLogger.Instance);
+
+        var error = await Assert.ThrowsAsync<BackendSyncException>(() => backend.SyncAsync(StateBuilder.Full(State("10.244.1.1", "10.244.1.2")), default));
+
+        Assert.Equal(
+            "eBPF: the kernel refused map write 3 of 5 (service 10.96.0.10:80/tcp slot 1 = backend 1  # ns/web:http): bpf(BPF_MAP_UPDATE_ELEM) on map pp_services_v1: E2BIG (Argument list too long): the map is full (max_entries); the writes before it are in force and the next sync is full",
+            error.Message);
+        Assert.DoesNotContain('\n', error.Message);
+        Assert.Contains("proxyplanes_ebpf_map_update_failures_total{map=\"pp_services_v1\"} 1", await ScrapeAsync(metrics));
+
+        maps.FailAt = -1;
+        await backend.SyncAsync(StateBuilder.Partial(State("10.244.1.1", "10.244.1.2"), StateBuilder.Name("web")), default);
+        Assert.True(backend.LastPlan!.Full);
+        Assert.Equal(3, backend.LastPlan.Writes.Length); // the two backends were in force already
+        Assert.Equal(2, maps.Reads);
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        for (var i = _cleanup.Count - 1; i >= 0; i--)
+        {
+            try
+            {
+                _cleanup[i].Dispose();
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine($"cleanup: {e.Message}");
+            }
+        }
+        _cleanup.Clear();
+        _stop.Dispose();
+    }
+
+    private static async Task<string> ScrapeAsync(ProxyMetrics metrics)
+    {
+        using var stream = new MemoryStream();
+        await metrics.Registry.CollectAndExportAsTextAsync(stream);
+        return Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    private static void AssertSpread(List<string> replies)
+    {
+        Assert.All(replies, reply => Assert.StartsWith("ok ", reply, StringComparison.Ordinal));
+        Assert.Contains("ok backend-a", replies);
+        Assert.Contains("ok backend-b", replies);
+    }
+
+    /// <summary>Programs attached to a cgroup at the four socket-hook attach points, as the kernel reports them (BPF_PROG_QUERY), not our pins.</summary>
+    private int CgroupLinks(string? cgroup = null) =>
+        Enum.GetValues<BpfAttachType>().Sum(type => BpfCgroup.AttachedPrograms(cgroup ?? _cgroup.Path, type));
+
+    private T Track<T>(T resource)
+        where T : IDisposable
+    {
+        _cleanup.Add(resource);
+        return resource;
+    }
+
+    private void StartServer(string address, string name)
+    {
+        var listener = _namespace.Run(() =>
+        {
+            var server = new TcpListener(IPAddress.Parse(address), 8080);
+            server.Start();
+            return server;
+        });
+        _cleanup.Add(new Disposer(listener.Stop));
+        var reply = Encoding.ASCII.GetBytes(name + "\n");
+        _ = Task.Run(async () =>
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                try
+                {
+                    using var client = await listener.AcceptTcpClientAsync(_stop.Token);
+                    await client.GetStream().WriteAsync(reply, _stop.Token);
+                }
+                catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException or IOException)
+                {
+                    if (_stop.IsCancellationRequested) return;
+                }
+            }
+        });
+    }
+
+    /// <summary>TCP connections to the VIP from a shell in the test cgroup and namespace (as SocketHookTests' client): "ok REPLY" or the error.</summary>
+    private List<string> Client(int connections)
+    {
+        const string script = """
+            echo $$ > "$1/cgroup.procs" || exit 3
+            exec nsenter --net="$2" bash -c '
+              for i in $(seq 1 "$3"); do
+                out=$( (exec 3<>"/dev/tcp/$1/$2" && read -r reply <&3 && echo "ok $reply") 2>&1 )
+                echo "${out//$'"'"'\n'"'"'/ | }"
+              done' client "$3" 80 "$4"
+            """;
+        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var arg in new[] { "-c", script, "wrapper", _cgroup.Path, _namespace.Path, Vip, connections.ToString(System.Globalization.CultureInfo.InvariantCulture) })
+            start.ArgumentList.Add(arg);
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromSeconds(30)))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"the client did not finish in 30 s: {output.Result}");
+        }
+        Assert.True(process.ExitCode == 0, $"client exit {process.ExitCode}: {error.Result}");
+        var lines = output.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries).ToList();
+        Assert.Equal(connections, lines.Count);
+        return lines;
+    }
+
+    private sealed class Disposer(Action action) : IDisposable
+    {
+        public void Dispose() => action();
+    }
+
+    /// <summary>Maps in memory that refuse write number <see cref="FailAt"/> (0-based) with E2BIG.</summary>
+    private sealed class FailingMaps : IEbpfMaps
+    {
+        private EbpfMapContents _contents = EbpfMapContents.Empty;
+        private int _writes;
+
+        public int FailAt { get; set; }
+
+        public int Reads { get; private set; }
+
+        public EbpfMapContents Read()
+        {
+            Reads++;
+            return _contents;
+        }
+
+        public void Write(MapWrite write)
+        {
+            if (_writes++ == FailAt) throw new BpfException(7, $"bpf(BPF_MAP_UPDATE_ELEM) on map {write.Map}", "the map is full (max_entries)");
+            _contents = EbpfPlannerTests.Apply(_contents, [write]);
+        }
+
+        public bool Intact() => true;
+    }
+}

@@ -1,0 +1,212 @@
+using System.Net;
+using ProxyPlanes.Backends.Iptables.Tests;
+using ProxyPlanes.Backends.Nftables.Tests;
+using ProxyPlanes.Model;
+
+namespace ProxyPlanes.Backends.Ebpf.Tests;
+
+/// <summary>
+/// The planner on its own (no kernel): ebpf.golden per testdata case (the full sync into empty maps
+/// and, where the case has update.yaml, the partial sync after it; regenerate with UPDATE_GOLDEN=1 and
+/// review the diff), the write order a running program relies on, and the full sync's diff.
+/// </summary>
+public sealed class EbpfPlannerTests
+{
+    public static IEnumerable<object[]> Cases() => GoldenCase.All();
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public async Task Plan_FullAndPartial_MatchGolden(string caseName)
+    {
+        var golden = new GoldenCase(caseName);
+        var (initial, update) = await golden.SyncRequestsAsync();
+        var planner = new EbpfPlanner();
+
+        var full = planner.Plan(initial, null, EbpfMapContents.Empty);
+        var text = full.ToString();
+        if (update is not null)
+        {
+            Assert.False(update.Full);
+            var partial = planner.Plan(update, full.State, null);
+            text += "\n# partial sync after update.yaml\n" + partial;
+            // The partial sync leaves the maps as a full sync of the update would want them.
+            Assert.Empty(planner.Plan(update with { Full = true }, null, partial.State.Maps).Writes);
+        }
+        golden.AssertGolden("ebpf.golden", text);
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public async Task Plan_FullSyncOverItsOwnResult_WritesNothing(string caseName)
+    {
+        var (initial, _) = await new GoldenCase(caseName).SyncRequestsAsync();
+        var planner = new EbpfPlanner();
+        var first = planner.Plan(initial, null, EbpfMapContents.Empty);
+
+        // A restart: no planner state, the pinned maps as the last run left them.
+        var again = planner.Plan(initial, null, Apply(EbpfMapContents.Empty, first.Writes));
+
+        Assert.Empty(again.Writes);
+    }
+
+    [Fact]
+    public void Plan_EndpointReplaced_WritesInTheOrderAProgramCanBear()
+    {
+        var info = StateBuilder.Info("web", "10.96.0.10");
+        var before = StateBuilder.State(null, StateBuilder.Port(info, StateBuilder.Endpoint("10.244.1.1"), StateBuilder.Endpoint("10.244.1.2")));
+        var after = StateBuilder.State(null, StateBuilder.Port(info, StateBuilder.Endpoint("10.244.1.3")));
+        var planner = new EbpfPlanner();
+        var first = planner.Plan(StateBuilder.Full(before), null, EbpfMapContents.Empty);
+
+        var plan = planner.Plan(StateBuilder.Partial(after, info.Name), first.State, null);
+
+        Assert.Equal(
+            [
+                "backend 3 = 10.244.1.3:8080/tcp",
+                "service 10.96.0.10:80/tcp slot 1 = backend 3  # ns/web:http",
+                "service 10.96.0.10:80/tcp master count 1 flags masquerade revnat 1  # ns/web:http",
+                "delete service 10.96.0.10:80/tcp slot 2",
+                "delete backend 1",
+                "delete backend 2",
+            ],
+            plan.Writes.Select(w => w.ToString()));
+    }
+
+    [Fact]
+    public void Plan_BackendIdsFreed_AreReusedLowestFirst()
+    {
+        var web = StateBuilder.Info("web", "10.96.0.10");
+        var api = StateBuilder.Info("api", "10.96.0.11");
+        var planner = new EbpfPlanner();
+        var one = planner.Plan(StateBuilder.Full(StateBuilder.State(null,
+            StateBuilder.Port(web, StateBuilder.Endpoint("10.244.1.1")), StateBuilder.Port(api, StateBuilder.Endpoint("10.244.2.1")))), null, EbpfMapContents.Empty);
+        Assert.Equal(1u, one.State.BackendIds[Backend.For(IPAddress.Parse("10.244.1.1"), 8080, System.Net.Sockets.ProtocolType.Tcp)]);
+
+        var two = planner.Plan(StateBuilder.Partial(StateBuilder.State(null, StateBuilder.Port(web, StateBuilder.Endpoint("10.244.1.1"))), api.Name), one.State, null);
+        var three = planner.Plan(StateBuilder.Partial(StateBuilder.State(null,
+            StateBuilder.Port(web, StateBuilder.Endpoint("10.244.1.1")), StateBuilder.Port(api, StateBuilder.Endpoint("10.244.2.9"))), api.Name), two.State, null);
+
+        Assert.Contains("delete backend 2", two.Writes.Select(w => w.ToString()));
+        Assert.Equal("backend 2 = 10.244.2.9:8080/tcp", three.Writes[0].ToString());
+        Assert.Equal(1u, three.State.BackendIds[Backend.For(IPAddress.Parse("10.244.1.1"), 8080, System.Net.Sockets.ProtocolType.Tcp)]);
+    }
+
+    [Fact]
+    public void Plan_FullSyncOverForeignEntries_WritesOnlyTheDifferences()
+    {
+        var info = StateBuilder.Info("web", "10.96.0.10");
+        var state = StateBuilder.State(null, StateBuilder.Port(info, StateBuilder.Endpoint("10.244.1.1"), StateBuilder.Endpoint("10.244.1.2")));
+        var planner = new EbpfPlanner();
+        var maps = Apply(EbpfMapContents.Empty, planner.Plan(StateBuilder.Full(state), null, EbpfMapContents.Empty).Writes);
+        var vip = ServiceKey.For(IPAddress.Parse("10.96.0.10"), 80, System.Net.Sockets.ProtocolType.Tcp);
+        var gone = ServiceKey.For(IPAddress.Parse("10.96.0.99"), 53, System.Net.Sockets.ProtocolType.Udp);
+        // What a crashed or older proxy may leave: a stale slot above the count, a slot without its master, an orphan backend.
+        maps = maps with
+        {
+            Services = maps.Services.SetItem(vip.WithSlot(3), ServiceValue.ForSlot(2)).SetItem(gone.WithSlot(1), ServiceValue.ForSlot(9)),
+            Backends = maps.Backends.SetItem(9, Backend.For(IPAddress.Parse("10.244.9.9"), 53, System.Net.Sockets.ProtocolType.Udp)),
+        };
+
+        var plan = planner.Plan(StateBuilder.Full(state), null, maps);
+
+        Assert.Equal(
+            ["delete service 10.96.0.10:80/tcp slot 3", "delete service 10.96.0.99:53/udp slot 1", "delete backend 9"],
+            plan.Writes.Select(w => w.ToString()));
+        Assert.Equal(3, plan.State.Maps.Services.Count);
+        Assert.Empty(planner.Plan(StateBuilder.Full(state), null, Apply(maps, plan.Writes)).Writes);
+    }
+
+    [Fact]
+    public void Plan_NoEndpoints_RejectIsCountZeroWithoutDrop()
+    {
+        var info = StateBuilder.Info("web", "10.96.0.10");
+        var plan = new EbpfPlanner().Plan(StateBuilder.Full(StateBuilder.State(null, StateBuilder.Port(info))), null, EbpfMapContents.Empty);
+
+        Assert.Equal(["service 10.96.0.10:80/tcp master count 0 revnat 1  # ns/web:http"], plan.Writes.Select(w => w.ToString()));
+    }
+
+    [Fact]
+    public void Plan_ExternalPolicyLocalWithoutLocalEndpoints_DropsOffNodeClientsAndShortCircuitsLocalOnes()
+    {
+        var info = StateBuilder.Info("web", "10.96.0.10") with { NodePort = 30080, ExternalPolicyLocal = true };
+        var plan = new EbpfPlanner().Plan(StateBuilder.Full(StateBuilder.State(null, StateBuilder.Port(info, StateBuilder.Endpoint("10.244.2.1", local: false)))), null, EbpfMapContents.Empty);
+        var masters = plan.Writes.OfType<ServiceUpdate>().Where(w => w.Key.Slot == 0).Select(w => w.ToString()).ToArray();
+
+        Assert.Equal(
+            [
+                "service *:30080/tcp master count 1 flags nodeport revnat 1  # ns/web:http",
+                "service *:30080/tcp external master count 0 flags nodeport,drop revnat 2  # ns/web:http",
+                "service 10.96.0.10:80/tcp master count 1 flags masquerade revnat 3  # ns/web:http",
+            ],
+            masters);
+    }
+
+    [Fact]
+    public void Plan_DualStack_RendersIPv4AndCountsIPv6()
+    {
+        var info = StateBuilder.Info("web", "10.96.0.10,fd00::10");
+        var plan = new EbpfPlanner().Plan(StateBuilder.Full(StateBuilder.State(null,
+            StateBuilder.Port(info, StateBuilder.Endpoint("10.244.1.1"), StateBuilder.Endpoint("fd00:10:244::1")))), null, EbpfMapContents.Empty);
+
+        Assert.Equal(1, plan.SkippedIPv6Ports);
+        Assert.Contains("1 service ports with IPv6 frontends skipped", plan.ToString());
+        Assert.Equal(["backend 1 = 10.244.1.1:8080/tcp", "service 10.96.0.10:80/tcp slot 1 = backend 1  # ns/web:http", "service 10.96.0.10:80/tcp master count 1 flags masquerade revnat 1  # ns/web:http"],
+            plan.Writes.Select(w => w.ToString()));
+    }
+
+    /// <summary>
+    /// Random clusters changed step by step: after every single write of every partial plan, each
+    /// master entry's slots 1..count exist and name a backend that exists (what a program may read at
+    /// any moment), and the maps end as a full sync of the same state wants them.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Plan_RandomPartialSyncs_NeverExposeAMissingSlotAndConvergeToTheFullSync(int seed)
+    {
+        var cluster = new RandomCluster(seed, changeFamilies: true);
+        var planner = new EbpfPlanner();
+        var state = cluster.State(StateBuilder.Network);
+        var plan = planner.Plan(StateBuilder.Full(state), null, EbpfMapContents.Empty);
+        var maps = Apply(EbpfMapContents.Empty, plan.Writes, CheckConsistent);
+        for (var step = 0; step < 60; step++)
+        {
+            cluster.Mutate();
+            var next = cluster.State(StateBuilder.Network);
+            plan = planner.Plan(StateBuilder.Partial(next, [.. StateBuilder.Changed(state, next)]), plan.State, null);
+            maps = Apply(maps, plan.Writes, CheckConsistent);
+            Assert.Equal(plan.State.Maps.Services.OrderBy(s => s.Key, ServiceKeyComparer.Instance), maps.Services.OrderBy(s => s.Key, ServiceKeyComparer.Instance));
+            Assert.Empty(planner.Plan(StateBuilder.Full(next), null, maps).Writes);
+            state = next;
+        }
+    }
+
+    /// <summary>The maps after <paramref name="writes"/>, checked after each write when <paramref name="check"/> is given.</summary>
+    internal static EbpfMapContents Apply(EbpfMapContents maps, IEnumerable<MapWrite> writes, Action<EbpfMapContents>? check = null)
+    {
+        foreach (var write in writes)
+        {
+            maps = write switch
+            {
+                BackendUpdate u => maps with { Backends = maps.Backends.SetItem(u.Id, u.Value) },
+                BackendDelete d => maps with { Backends = maps.Backends.Remove(d.Id) },
+                ServiceUpdate u => maps with { Services = maps.Services.SetItem(u.Key, u.Value) },
+                ServiceDelete d => maps with { Services = maps.Services.Remove(d.Key) },
+                _ => throw new InvalidOperationException(write.ToString()),
+            };
+            check?.Invoke(maps);
+        }
+        return maps;
+    }
+
+    private static void CheckConsistent(EbpfMapContents maps)
+    {
+        foreach (var (key, master) in maps.Services.Where(s => s.Key.Slot == 0))
+            for (var slot = 1; slot <= master.Count; slot++)
+            {
+                Assert.True(maps.Services.TryGetValue(key.WithSlot(slot), out var value), $"{key}: count {master.Count} but slot {slot} missing");
+                Assert.True(maps.Backends.ContainsKey(value.BackendId), $"{key.WithSlot(slot)}: backend {value.BackendId} missing");
+            }
+    }
+}

@@ -1,0 +1,81 @@
+using System.Diagnostics;
+using ProxyPlanes.Backends.Ebpf;
+using ProxyPlanes.Sandboxed;
+using ProxyPlanes.TestKit;
+using Xunit.Abstractions;
+
+namespace ProxyPlanes.Kernel.Tests;
+
+/// <summary>
+/// The real daemon in --mode=ebpf, always with a bpffs and a cgroup the test made (never the node
+/// defaults, which would hook the host's cgroup root). The daemon runs through <c>ip netns exec</c>,
+/// which hides /sys/fs/cgroup: it gets the test cgroup through a second cgroup2 mount in /tmp. Clients
+/// run in that cgroup and in the node's network namespace.
+/// </summary>
+[Collection(KernelCollection.Name)]
+public sealed class EbpfDaemonTests(ITestOutputHelper output)
+{
+    private const string Vip = "10.96.0.10";
+
+    [Fact]
+    public async Task Run_EbpfMode_SpreadsKeepsTrafficAfterAKillAndCleanupRemovesEverything()
+    {
+        using var cgroup = new TestCgroup("daemon-" + Guid.NewGuid().ToString("N")[..6]);
+        using var alias = new CgroupAliasMount();
+        using var bpfFs = new TestBpfFs();
+        try
+        {
+            await using var scenario = await ProxyScenario.CreateAsync(pods: 2);
+            scenario.WriteManifest("web.yaml", ProxyScenario.Service("web", Vip) + "---\n" + ProxyScenario.Slice("web", scenario.PodIp(0), scenario.PodIp(1)));
+            string[] flags = [$"--bpf-fs={bpfFs.Path}", $"--bpf-cgroup={alias.PathOf(cgroup)}"];
+
+            var proxy = await scenario.StartProxyAsync(flags, mode: "ebpf");
+            Assert.Contains("does not render yet what needs the tc programs", proxy.Output);
+            Assert.Contains("maps created", proxy.Output);
+            Assert.Equal(["pod-0", "pod-1"], Spread(scenario, cgroup, 16));
+
+            // SIGKILL: no cleanup runs; the pinned links and maps keep serving.
+            await proxy.DisposeAsync();
+            Assert.Equal(["pod-0", "pod-1"], Spread(scenario, cgroup, 16));
+
+            proxy = await scenario.StartProxyAsync(flags, mode: "ebpf");
+            Assert.Contains("maps reused", proxy.Output);
+            Assert.Equal(["pod-0", "pod-1"], Spread(scenario, cgroup, 16));
+            await proxy.DisposeAsync();
+
+            var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Daemon);
+            var cleanup = await scenario.Sandbox.Node.ExecAsync([file, .. prefix, "cleanup", "--mode=ebpf", $"--bpf-fs={bpfFs.Path}"], TimeSpan.FromSeconds(60));
+            output.WriteLine(cleanup.StandardOutput + cleanup.StandardError);
+            Assert.True(cleanup.Succeeded, cleanup.StandardError);
+            Assert.False(Directory.Exists(Path.Combine(bpfFs.Path, EbpfLocation.PinFolder)));
+            Assert.All(Enum.GetValues<BpfAttachType>(), type => Assert.Equal(0, BpfCgroup.AttachedPrograms(cgroup.Path, type)));
+            Assert.Empty(Spread(scenario, cgroup, 1, expectAnswers: false));
+        }
+        finally
+        {
+            EbpfKernel.Remove(bpfFs.Path, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        }
+    }
+
+    /// <summary>The pods that answered <paramref name="requests"/> HTTP requests to the VIP from a client in the test cgroup and the node's namespace.</summary>
+    private static string[] Spread(ProxyScenario scenario, TestCgroup cgroup, int requests, bool expectAnswers = true)
+    {
+        const string script = """
+            echo $$ > "$1/cgroup.procs" || exit 3
+            exec nsenter --net="$2" bash -c 'for i in $(seq 1 "$2"); do curl -s -m 3 "http://$1/cgi-bin/who"; echo; done' client "$3" "$4"
+            """;
+        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var arg in new[] { "-c", script, "wrapper", cgroup.Path, scenario.Sandbox.Node.Path, Vip, requests.ToString(System.Globalization.CultureInfo.InvariantCulture) })
+            start.ArgumentList.Add(arg);
+        using var process = Process.Start(start)!;
+        var text = process.StandardOutput.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromSeconds(60)))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail("the client did not finish in 60 s");
+        }
+        var answers = text.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => l.Contains("pod=", StringComparison.Ordinal)).ToArray();
+        if (expectAnswers) Assert.True(answers.Length == requests, $"{answers.Length} of {requests} requests answered: {text.Result}");
+        return [.. answers.Select(a => ProxyScenario.Who(a).Pod).Distinct().Order(StringComparer.Ordinal)];
+    }
+}
