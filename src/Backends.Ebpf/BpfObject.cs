@@ -168,6 +168,10 @@ public enum BpfAttachType
 /// <summary>What the kernel says is attached to a cgroup.</summary>
 public static class BpfCgroup
 {
+    /// <summary>The attach types of a cgroup (BPF_PROG_QUERY on a cgroup with a tc type is ENODEV).</summary>
+    public static IReadOnlyList<BpfAttachType> AttachTypes { get; } =
+        [BpfAttachType.CgroupInet4Connect, BpfAttachType.CgroupUdp4Sendmsg, BpfAttachType.CgroupUdp4Recvmsg, BpfAttachType.CgroupInet4Getpeername];
+
     /// <summary>How many programs are attached directly to <paramref name="cgroupDirectory"/> at <paramref name="type"/> (BPF_PROG_QUERY, links included).</summary>
     public static int AttachedPrograms(string cgroupDirectory, BpfAttachType type)
     {

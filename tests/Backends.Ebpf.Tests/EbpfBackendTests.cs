@@ -228,7 +228,7 @@ public sealed class EbpfBackendTests : IDisposable
 
     /// <summary>Programs attached to a cgroup at the four socket-hook attach points, as the kernel reports them (BPF_PROG_QUERY), not our pins.</summary>
     private int CgroupLinks(string? cgroup = null) =>
-        Enum.GetValues<BpfAttachType>().Sum(type => BpfCgroup.AttachedPrograms(cgroup ?? _cgroup.Path, type));
+        BpfCgroup.AttachTypes.Sum(type => BpfCgroup.AttachedPrograms(cgroup ?? _cgroup.Path, type));
 
     private T Track<T>(T resource)
         where T : IDisposable

@@ -48,7 +48,7 @@ public sealed class EbpfDaemonTests(ITestOutputHelper output)
             output.WriteLine(cleanup.StandardOutput + cleanup.StandardError);
             Assert.True(cleanup.Succeeded, cleanup.StandardError);
             Assert.False(Directory.Exists(Path.Combine(bpfFs.Path, EbpfLocation.PinFolder)));
-            Assert.All(Enum.GetValues<BpfAttachType>(), type => Assert.Equal(0, BpfCgroup.AttachedPrograms(cgroup.Path, type)));
+            Assert.All(BpfCgroup.AttachTypes, type => Assert.Equal(0, BpfCgroup.AttachedPrograms(cgroup.Path, type)));
             Assert.Empty(Spread(scenario, cgroup, 1, expectAnswers: false));
         }
         finally
