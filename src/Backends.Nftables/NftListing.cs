@@ -168,7 +168,8 @@ public static class NftJsonText
                     var addr = v.TryGetProperty("addr", out var a) ? Expression(a) : "";
                     if (v.TryGetProperty("port", out var port))
                         addr = (addr.Contains(':') ? $"[{addr}]" : addr) + $":{Expression(port)}";
-                    return $"{p.Name} to {addr}";
+                    var family = v.TryGetProperty("family", out var f) && f.ValueKind == JsonValueKind.String ? $" {f.GetString()}" : "";
+                    return $"{p.Name}{family} to {addr}";
                 case "masquerade":
                     return v.ValueKind == JsonValueKind.Object && v.TryGetProperty("flags", out var flags) ? $"masquerade {Expression(flags)}" : "masquerade";
                 case "mangle":
@@ -226,6 +227,8 @@ public static class NftJsonText
                     return "{ " + string.Join(", ", items) + " }";
                 case "elem":
                     return v.TryGetProperty("val", out var val) ? Expression(val) : v.GetRawText();
+                case "map":
+                    return $"{Expression(v.GetProperty("key"))} map {Expression(v.GetProperty("data"))}";
                 case "&" or "|" or "^":
                     return $"{Expression(v[0])} {p.Name} {Hex(v[1])}";
                 default:

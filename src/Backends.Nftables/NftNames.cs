@@ -48,6 +48,12 @@ public static class NftNames
     public const string NodePortIPs = "nodeport-ips";
     public const string HealthCheckNodePorts = "health-check-nodeports";
 
+    /// <summary>(pool id . slot) → endpoint address . port: the endpoints of every pool, as data.</summary>
+    public const string EndpointSlots = "endpoint-slots";
+
+    /// <summary>endpoint . endpoint: a DNATed packet from an endpoint to itself is masqueraded (hairpin).</summary>
+    public const string HairpinEndpoints = "hairpin-endpoints";
+
     // Per service port (and endpoint) prefixes; each at most 16 characters with the hyphen.
     public const string ClusterPolicyPrefix = "service-";
     public const string LocalPolicyPrefix = "local-";
