@@ -86,7 +86,7 @@ public sealed class NftablesPlanner
         _mark = "0x" + (1 << masqueradeBit).ToString("x", CultureInfo.InvariantCulture);
         _ip = Nft.FamilyKeyword(family);
         _addrType = family == IpFamily.IPv4 ? "ipv4_addr" : "ipv6_addr";
-        _slotsMap = new NftMap(NftNames.EndpointSlots)
+        _slotsMap = new NftMap(NftNames.EndpointSlotsMap(0))
         {
             Type = Types("integer"),
             ValueType = $"{_addrType} . inet_service",
@@ -102,7 +102,18 @@ public sealed class NftablesPlanner
         _portTypes = new NftElementTypes(Types("inet_proto", "inet_service"), "verdict", false);
     }
 
+    /// <summary>The definition of every <c>endpoint-slots-XX</c> map (named after shard 00 here).</summary>
     private readonly NftMap _slotsMap;
+
+    private NftMap SlotsMap(int shard) => _slotsMap with { Name = $"{NftNames.EndpointSlots}-{shard:x2}" };
+
+    /// <summary>The <c>endpoint-slots-XX</c> maps the pools use.</summary>
+    private static SortedSet<int> Shards(ImmutableDictionary<string, uint> poolIds)
+    {
+        var shards = new SortedSet<int>();
+        foreach (var id in poolIds.Values) shards.Add((int)(id % NftNames.EndpointSlotMaps));
+        return shards;
+    }
     private readonly NftSet _hairpinSet;
     private readonly NftElementTypes _slotTypes, _hairpinTypes, _ipPortTypes, _portTypes;
     private static readonly NftElementTypes HealthCheckTypes = new(Types("inet_service"), null, false);
@@ -184,6 +195,7 @@ public sealed class NftablesPlanner
             if (ClusterIPOf(port) is not null)
                 foreach (var pool in SlotPools(port, NftNames.ForPort(name))) owners[pool] = name;
         var poolIds = AssignPoolIds(owners.Keys);
+        var maps = fixedMaps.Concat(Shards(poolIds).Select(SlotsMap)).ToList();
         foreach (var (name, port) in state.ServicePorts)
         {
             if (ClusterIPOf(port) is not { } clusterIP) continue;
@@ -225,7 +237,7 @@ public sealed class NftablesPlanner
 
         // Sets and maps share one namespace: a set where a map is wanted (or the reverse) is stale
         // and deleted below, and the wanted object added after it.
-        foreach (var map in fixedMaps)
+        foreach (var map in maps)
         {
             if (kernel.Maps.TryGetValue(map.Name, out var existing))
             {
@@ -250,7 +262,7 @@ public sealed class NftablesPlanner
         }
 
         // Deletions: maps and sets first (their elements and the rules using them are gone by now), then chains.
-        var wantedMaps = fixedMaps.Select(m => m.Name).ToHashSet(StringComparer.Ordinal);
+        var wantedMaps = maps.Select(m => m.Name).ToHashSet(StringComparer.Ordinal);
         var wantedSets = sets.Select(s => s.Set.Name).ToHashSet(StringComparer.Ordinal);
         foreach (var map in kernel.Maps.Keys.Where(m => !wantedMaps.Contains(m)).Order(StringComparer.Ordinal)) tx.Delete(new NftMap(map));
         foreach (var set in kernel.Sets.Keys.Where(s => !wantedSets.Contains(s)).Order(StringComparer.Ordinal)) tx.Delete(new NftSet(set));
@@ -301,12 +313,17 @@ public sealed class NftablesPlanner
                 foreach (var pool in SlotPools(now, NftNames.ForPort(name))) owners[pool] = name;
         }
         var poolIds = previous.PoolIds;
+        SortedSet<int> addShards = [], deleteShards = [];
         if (owners.Count != previous.PoolOwners.Count || owners.Keys.Any(p => !previous.PoolOwners.ContainsKey(p)))
         {
             poolIds = AssignPoolIds(owners.Keys);
             foreach (var (pool, id) in poolIds)
                 if (previous.PoolIds.TryGetValue(pool, out var old) && old != id) changed.Add(owners[pool]);
+            var (before, after) = (Shards(previous.PoolIds), Shards(poolIds));
+            addShards = [.. after.Except(before)];
+            deleteShards = [.. before.Except(after)];
         }
+        foreach (var shard in addShards) tx.Add(SlotsMap(shard));
 
         foreach (var name in changed)
         {
@@ -394,13 +411,14 @@ public sealed class NftablesPlanner
             if (now is not null) addElements.Add(now);
         }
         foreach (var set in deleteSets) tx.Delete(set);
+        foreach (var shard in deleteShards) tx.Delete(new NftMap(SlotsMap(shard).Name));
         foreach (var chain in deleteChains) tx.Delete(chain);
         foreach (var set in addSets) tx.Add(set);
         foreach (var content in rewrite)
             foreach (var rule in content.Rules) tx.Add(rule);
         foreach (var content in refill)
             foreach (var element in content.Elements) tx.Add(element);
-        foreach (var element in addElements.OrderBy(e => SetOrder(e.Set))) tx.Add(element);
+        foreach (var element in addElements.OrderBy(e => SetOrder(e.Set)).ThenBy(e => e.Set, StringComparer.Ordinal)) tx.Add(element);
 
         var newState = previous with { Ports = ports.ToImmutable(), Claims = claims.ToImmutable(), PoolIds = poolIds, PoolOwners = owners.ToImmutable() };
         return new NftPlan(tx, newState, CountsOf(newState, tx), Full: false);
@@ -409,7 +427,7 @@ public sealed class NftablesPlanner
     private static NftCounts CountsOf(NftPlannerState state, NftTransaction tx) => new(
         Chains: state.FixedChains + state.Ports.Values.Sum(p => p.Chains.Count),
         Rules: state.FixedRules + state.Ports.Values.Sum(p => p.RuleCount),
-        Sets: state.FixedSets + state.Ports.Values.Sum(p => p.Sets.Count),
+        Sets: state.FixedSets + Shards(state.PoolIds).Count + state.Ports.Values.Sum(p => p.Sets.Count),
         Elements: state.FixedElements + state.Ports.Values.Sum(p => p.SetElementCount) + state.Claims.Count,
         RulesWritten: tx.Count(NftVerb.Add, "rule"),
         ElementsWritten: tx.Count(NftVerb.Add, "element"));
@@ -427,6 +445,7 @@ public sealed class NftablesPlanner
         claims.Values
             .Select(c => c.First())
             .OrderBy(w => SetOrder(w.Value.Set))
+            .ThenBy(w => w.Value.Set, StringComparer.Ordinal)
             .ThenBy(w => w.Key)
             .ThenBy(w => w.Value.KeyText, StringComparer.Ordinal)
             .Select(w => w.Value);
@@ -435,7 +454,7 @@ public sealed class NftablesPlanner
         [NftNames.ServiceIPs, NftNames.ServiceNodePorts, NftNames.FirewallIPs, NftNames.NoEndpointServices, NftNames.NoEndpointNodePorts, NftNames.HealthCheckNodePorts,
          NftNames.EndpointSlots, NftNames.HairpinEndpoints];
 
-    private static int SetOrder(string set) => Array.IndexOf(SharedSets, set);
+    private static int SetOrder(string set) => NftNames.IsEndpointSlotsMap(set) ? Array.IndexOf(SharedSets, NftNames.EndpointSlots) : Array.IndexOf(SharedSets, set);
 
     private static bool IsDynamic(NftSet set) => set.Flags.Contains("dynamic");
 
@@ -515,7 +534,6 @@ public sealed class NftablesPlanner
             new(NftNames.NoEndpointServices) { Type = ipPortType, ValueType = "verdict", Comment = "drop or reject traffic to services without usable endpoints" },
             new(NftNames.NoEndpointNodePorts) { Type = portType, ValueType = "verdict", Comment = "drop or reject traffic to node ports without usable endpoints" },
             new(NftNames.FirewallIPs) { Type = ipPortType, ValueType = "verdict", Comment = "load balancer IPs restricted by loadBalancerSourceRanges" },
-            _slotsMap,
         ];
         return (chains, maps, sets);
     }
@@ -663,7 +681,7 @@ public sealed class NftablesPlanner
                 // Endpoints as data: the rule stays as long as the pool exists; its endpoints are elements.
                 var id = poolIds[chain];
                 slotPools.Add(chain);
-                Rule(chain, $"meta l4proto {protocol} dnat {_ip} to numgen random mod {SlotsPerPool} offset {(long)id * SlotsPerPool} map @{NftNames.EndpointSlots}");
+                Rule(chain, $"meta l4proto {protocol} dnat {_ip} to numgen random mod {SlotsPerPool} offset {(long)id * SlotsPerPool} map @{NftNames.EndpointSlotsMap(id)}");
                 elements.AddRange(SlotElements(id, endpoints));
             }
             else EndpointJumps(chain, names, verdict, endpoints, Rule);
@@ -710,7 +728,7 @@ public sealed class NftablesPlanner
             var high = first + (long)SlotsPerPool * (i + 1) / count - 1;
             var key = low == high ? low.ToString(CultureInfo.InvariantCulture) : string.Create(CultureInfo.InvariantCulture, $"{low}-{high}");
             var endpoint = endpoints[i];
-            yield return new NftElement(NftNames.EndpointSlots, key)
+            yield return new NftElement(NftNames.EndpointSlotsMap(id), key)
             {
                 Value = string.Create(CultureInfo.InvariantCulture, $"{endpoint.Address} . {endpoint.Port}"),
                 Types = _slotTypes,

@@ -45,7 +45,8 @@ public sealed class NftablesPlannerTests
         // No chain, no rule, no verdict: the kernel does not re-validate the table's chains for it.
         Assert.All(partial.Transaction.Operations, o => Assert.IsType<NftElement>(o.Object));
         Assert.All(partial.Transaction.Operations, o => Assert.DoesNotContain(((NftElement)o.Object).Value ?? "", new[] { "goto", "jump", "drop", "accept" }));
-        Assert.Equal([NftNames.EndpointSlots, NftNames.HairpinEndpoints], partial.Transaction.Operations.Select(o => ((NftElement)o.Object).Set).Distinct().Order(StringComparer.Ordinal));
+        var id = first.State.PoolIds[NftNames.ClusterPolicy(Name("web"))];
+        Assert.Equal([NftNames.EndpointSlotsMap(id), NftNames.HairpinEndpoints], partial.Transaction.Operations.Select(o => ((NftElement)o.Object).Set).Distinct().Order(StringComparer.Ordinal));
         Assert.Contains("10.244.1.4 . 8080", partial.ToString());
         Assert.All(partial.Transaction.Operations.Where(o => o.Verb == NftVerb.Add), o => Assert.NotNull(((NftElement)o.Object).Types));
     }
@@ -67,12 +68,31 @@ public sealed class NftablesPlannerTests
     {
         var plan = V4.Plan(Full(State(null, Web(endpoints: ["10.244.1.2", "10.244.1.3", "10.244.1.4"]))), null, null);
 
-        var slots = plan.Transaction.Operations.Select(o => o.Object).OfType<NftElement>().Where(e => e.Set == NftNames.EndpointSlots).ToList();
+        var slots = plan.Transaction.Operations.Select(o => o.Object).OfType<NftElement>().Where(e => NftNames.IsEndpointSlotsMap(e.Set)).ToList();
         var widths = slots.Select(e => e.KeyText.Split('-').Select(long.Parse).ToArray()).Select(r => r[1] - r[0] + 1).ToList();
         Assert.Equal([1365, 1365, 1366], widths.Order());
         Assert.Equal(NftablesPlanner.SlotsPerPool, widths.Sum());
         var id = plan.State.PoolIds[NftNames.ClusterPolicy(Name("web"))];
-        Assert.Contains($"dnat ip to numgen random mod 4096 offset {(long)id * 4096} map @endpoint-slots", plan.ToString());
+        Assert.Contains($"dnat ip to numgen random mod 4096 offset {(long)id * 4096} map @endpoint-slots-{id % 256:x2}", plan.ToString());
+        Assert.Contains($"add map ip proxyplanes endpoint-slots-{id % 256:x2} {{ typeof numgen random mod 4096 : ip daddr . tcp dport ; flags interval ;", plan.ToString());
+    }
+
+    [Fact]
+    public void PartialSync_LastPoolOfAShardGone_DeletesItsMap_FirstOneAddsIt()
+    {
+        var first = V4.Plan(Full(State(null, Web(endpoints: ["10.244.1.2"]))), null, null);
+        var fake = new FakeNftables();
+        fake.Apply(first.Transaction);
+        var map = NftNames.EndpointSlotsMap(first.State.PoolIds[NftNames.ClusterPolicy(Name("web"))]);
+
+        var empty = V4.Plan(Partial(State(null, Web(endpoints: [])), Name("web")), first.State, null);
+        fake.Apply(empty.Transaction);
+        Assert.DoesNotContain($"map {map} ", fake.Dump(IpFamily.IPv4));
+
+        var back = V4.Plan(Partial(State(null, Web(endpoints: ["10.244.1.3"])), Name("web")), empty.State, null);
+        fake.Apply(back.Transaction);
+        Assert.Contains($"map {map} ", fake.Dump(IpFamily.IPv4));
+        Assert.Contains("10.244.1.3 . 8080", fake.Dump(IpFamily.IPv4));
     }
 
     [Fact]

@@ -99,7 +99,7 @@ public sealed class ExplainTests(ITestOutputHelper output)
 
     /// <summary>
     /// The nftables counterpart of deleting the spread's first jump: web's endpoints are elements of
-    /// <c>endpoint-slots</c> (found from the <c>offset</c> of its pool's dnat rule), and the slots of
+    /// <c>endpoint-slots-XX</c> (the map and the <c>offset</c> of its pool's dnat rule), and the slots of
     /// its first endpoint are pointed at its last one (one <c>nft</c> transaction: delete and add the
     /// element), so every new flow goes to the last endpoint.
     /// </summary>
@@ -107,19 +107,19 @@ public sealed class ExplainTests(ITestOutputHelper output)
     {
         var listing = await node.CheckedExecAsync(["nft", "-j", "list", "table", "ip", "proxyplanes"], TimeSpan.FromSeconds(30));
         var items = JsonDocument.Parse(listing.StandardOutput).RootElement.GetProperty("nftables").EnumerateArray().ToList();
-        var offset = items
+        var dnat = items
             .Where(i => i.TryGetProperty("rule", out var r) && r.GetProperty("chain").GetString()!.EndsWith("-test/web/tcp/http", StringComparison.Ordinal))
-            .Select(i => System.Text.RegularExpressions.Regex.Match(i.GetRawText(), @"""offset"":\s*(\d+)"))
-            .Where(m => m.Success).Select(m => long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture))
-            .First();
-        var map = items.Single(i => i.TryGetProperty("map", out var m) && m.GetProperty("name").GetString() == "endpoint-slots").GetProperty("map");
+            .Select(i => System.Text.RegularExpressions.Regex.Match(i.GetRawText(), @"""offset"":\s*(\d+)[^@]*""@(endpoint-slots-[0-9a-f]+)"""))
+            .First(m => m.Success);
+        var (offset, name) = (long.Parse(dnat.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), dnat.Groups[2].Value);
+        var map = items.Single(i => i.TryGetProperty("map", out var m) && m.GetProperty("name").GetString() == name).GetProperty("map");
         var slots = map.GetProperty("elem").EnumerateArray()
             .Select(e => (Low: e[0].GetProperty("range")[0].GetInt64(), High: e[0].GetProperty("range")[1].GetInt64(), To: e[1].GetProperty("concat")))
             .Where(e => e.Low >= offset && e.Low < offset + 4096).OrderBy(e => e.Low).ToList();
         var (first, last) = (slots[0], slots[^1]);
         var key = $"{first.Low}-{first.High}";
         var target = $"{last.To[0].GetString()} . {last.To[1].GetInt32()}";
-        return await node.ExecAsync(["nft", $"delete element ip proxyplanes endpoint-slots {{ {key} }} ; add element ip proxyplanes endpoint-slots {{ {key} : {target} }}"], TimeSpan.FromSeconds(30));
+        return await node.ExecAsync(["nft", $"delete element ip proxyplanes {name} {{ {key} }} ; add element ip proxyplanes {name} {{ {key} : {target} }}"], TimeSpan.FromSeconds(30));
     }
 
     /// <summary>Splits an iptables-save rule into arguments, keeping a quoted comment whole.</summary>

@@ -56,8 +56,9 @@ MASQ_OLD = f"""add rule {T} masquerading meta mark & 0x4000 == 0 return
 add rule {T} masquerading meta mark set meta mark ^ 0x4000
 add rule {T} masquerading masquerade fully-random
 """
-FIXED_NEW = f"""add map {T} endpoint-slots {{ typeof numgen random mod 4096 : ip daddr . tcp dport ; flags interval ; }}
-add set {T} hairpin-endpoints {{ type ipv4_addr . ipv4_addr ; }}
+SHARDS = 256
+def shard(i): return f"endpoint-slots-{i % SHARDS:02x}"
+FIXED_NEW = "".join(f"add map {T} endpoint-slots-{k:02x} {{ typeof numgen random mod 4096 : ip daddr . tcp dport ; flags interval ; }}\n" for k in range(SHARDS)) + f"""add set {T} hairpin-endpoints {{ type ipv4_addr . ipv4_addr ; }}
 add rule {T} masquerading ct status dnat ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade
 """ + MASQ_OLD
 
@@ -82,7 +83,7 @@ def slots(i, eps):
     return [(f"{base + 4096 * k // n}-{base + 4096 * (k + 1) // n - 1}", f"{a} . 8080") for k, a in enumerate(eps)]
 
 def new_service_rules(i):
-    return f"add chain {T} {svc(i)}\n" + masq(i) + f"add rule {T} {svc(i)} meta l4proto tcp dnat ip to numgen random mod 4096 offset {i * 4096} map @endpoint-slots\n"
+    return f"add chain {T} {svc(i)}\n" + masq(i) + f"add rule {T} {svc(i)} meta l4proto tcp dnat ip to numgen random mod 4096 offset {i * 4096} map @{shard(i)}\n"
 
 def elements(name, items):
     return f"add element {T} {name} {{\n" + "".join(f"\t{x},\n" for x in items) + "}\n"
@@ -94,7 +95,9 @@ def table(layout):
     if layout == "old":
         return FIXED_COMMON + MASQ_OLD + "".join(old_service(i, eps[i]) for i in range(N)) + service_ips(range(N))
     body = FIXED_COMMON + FIXED_NEW + "".join(new_service_rules(i) for i in range(N)) + service_ips(range(N))
-    body += elements("endpoint-slots", [f"{k} : {v}" for i in range(N) for k, v in slots(i, eps[i])])
+    for k in range(SHARDS):
+        items = [f"{key} : {v}" for i in range(k, N, SHARDS) for key, v in slots(i, eps[i])]
+        if items: body += elements(f"endpoint-slots-{k:02x}", items)
     body += elements("hairpin-endpoints", [f"{a} . {a}" for i in range(N) for a in eps[i]])
     return body
 
@@ -107,13 +110,13 @@ def endpoint_change(layout, i, old_addr, new_addr):
         s += f"add rule {T} {epchain(i, new_addr)} ip saddr {new_addr} jump mark-for-masquerade\nadd rule {T} {epchain(i, new_addr)} meta l4proto tcp dnat to {new_addr}:8080\n"
         return s
     key = slots(i, [first, old_addr])[1][0]
-    return (f"delete element {T} endpoint-slots {{ {key} }}\ndelete element {T} hairpin-endpoints {{ {old_addr} . {old_addr} }}\n"
-            f"add element {T} endpoint-slots {{ {key} : {new_addr} . 8080 }}\nadd element {T} hairpin-endpoints {{ {new_addr} . {new_addr} }}\n")
+    return (f"delete element {T} {shard(i)} {{ {key} }}\ndelete element {T} hairpin-endpoints {{ {old_addr} . {old_addr} }}\n"
+            f"add element {T} {shard(i)} {{ {key} : {new_addr} . 8080 }}\nadd element {T} hairpin-endpoints {{ {new_addr} . {new_addr} }}\n")
 
 def service_added(layout, i):
     eps = [ep(i, 0), ep(i, 1)]
     if layout == "old": return old_service(i, eps) + service_ips([i])
-    return new_service_rules(i) + service_ips([i]) + elements("endpoint-slots", [f"{k} : {v}" for k, v in slots(i, eps)]) + elements("hairpin-endpoints", [f"{a} . {a}" for a in eps])
+    return new_service_rules(i) + service_ips([i]) + elements(shard(i), [f"{k} : {v}" for k, v in slots(i, eps)]) + elements("hairpin-endpoints", [f"{a} . {a}" for a in eps])
 
 def service_removed(layout, i):
     eps = [ep(i, 0), ep(i, 1)]
@@ -121,7 +124,7 @@ def service_removed(layout, i):
     if layout == "old":
         s += f"flush chain {T} {svc(i)}\n" + "".join(f"flush chain {T} {epchain(i, a)}\n" for a in eps)
         return s + f"delete chain {T} {svc(i)}\n" + "".join(f"delete chain {T} {epchain(i, a)}\n" for a in eps)
-    s += "".join(f"delete element {T} endpoint-slots {{ {k} }}\n" for k, _ in slots(i, eps))
+    s += "".join(f"delete element {T} {shard(i)} {{ {k} }}\n" for k, _ in slots(i, eps))
     s += "".join(f"delete element {T} hairpin-endpoints {{ {a} . {a} }}\n" for a in eps)
     return s + f"flush chain {T} {svc(i)}\ndelete chain {T} {svc(i)}\n"
 
