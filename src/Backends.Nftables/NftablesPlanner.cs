@@ -92,7 +92,7 @@ public sealed class NftablesPlanner
             ValueType = $"{_addrType} . inet_service",
             Flags = Types("interval"),
             KeyTypeof = $"numgen random mod {SlotsPerPool}",
-            ValueTypeof = $"{_ip} daddr . tcp dport",
+            ValueTypeof = $"{_ip} daddr . th dport", // th: "tcp dport" conflicts with a udp pool's rule
             Comment = "pool id . slot: endpoint address . port",
         };
         _hairpinSet = new NftSet(NftNames.HairpinEndpoints) { Type = Types(_addrType, _addrType), Comment = "endpoint . endpoint: a pod reaching itself through a service" };

@@ -74,7 +74,7 @@ public sealed class NftablesPlannerTests
         Assert.Equal(NftablesPlanner.SlotsPerPool, widths.Sum());
         var id = plan.State.PoolIds[NftNames.ClusterPolicy(Name("web"))];
         Assert.Contains($"dnat ip to numgen random mod 4096 offset {(long)id * 4096} map @endpoint-slots-{id % 256:x2}", plan.ToString());
-        Assert.Contains($"add map ip proxyplanes endpoint-slots-{id % 256:x2} {{ typeof numgen random mod 4096 : ip daddr . tcp dport ; flags interval ;", plan.ToString());
+        Assert.Contains($"add map ip proxyplanes endpoint-slots-{id % 256:x2} {{ typeof numgen random mod 4096 : ip daddr . th dport ; flags interval ;", plan.ToString());
     }
 
     [Fact]

@@ -56,9 +56,9 @@ MASQ_OLD = f"""add rule {T} masquerading meta mark & 0x4000 == 0 return
 add rule {T} masquerading meta mark set meta mark ^ 0x4000
 add rule {T} masquerading masquerade fully-random
 """
-SHARDS = 256
+SHARDS = int(os.environ.get("SHARDS", "256"))
 def shard(i): return f"endpoint-slots-{i % SHARDS:02x}"
-FIXED_NEW = "".join(f"add map {T} endpoint-slots-{k:02x} {{ typeof numgen random mod 4096 : ip daddr . tcp dport ; flags interval ; }}\n" for k in range(SHARDS)) + f"""add set {T} hairpin-endpoints {{ type ipv4_addr . ipv4_addr ; }}
+FIXED_NEW = "".join(f"add map {T} endpoint-slots-{k:02x} {{ typeof numgen random mod 4096 : ip daddr . th dport ; flags interval ; }}\n" for k in range(SHARDS)) + f"""add set {T} hairpin-endpoints {{ type ipv4_addr . ipv4_addr ; }}
 add rule {T} masquerading ct status dnat ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade
 """ + MASQ_OLD
 
@@ -171,4 +171,5 @@ def main():
         walls = [w * 1000 for w, _ in values]; kerns = [k * 1000 for _, k in values]
         print(f"| {what} | {layout} | {statistics.median(walls):.1f} | {statistics.median(kerns):.2f} | {min(kerns):.2f} / {max(kerns):.2f} |")
 
-main()
+if __name__ == "__main__":
+    main()
