@@ -343,7 +343,8 @@ public static class NftablesTracer
             if (Single(keyExpression) is ("numgen", var numgen))
             {
                 var mod = numgen.GetProperty("mod").GetInt64();
-                var low = numgen.TryGetProperty("offset", out var o) ? o.GetInt64() : 0;
+                // nft -j writes the offset as a signed 32-bit number, the keys unsigned.
+                var low = numgen.TryGetProperty("offset", out var o) ? NftJsonText.Unsigned32(o.GetInt64()) : 0;
                 var high = low + mod - 1;
                 foreach (var element in elements)
                 {
