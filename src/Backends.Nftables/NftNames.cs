@@ -58,7 +58,8 @@ public static class NftNames
 
     public const int EndpointSlotMaps = 256;
 
-    public static string EndpointSlotsMap(uint poolId) => $"{EndpointSlots}-{poolId % EndpointSlotMaps:x2}";
+    /// <summary><c>endpoint-slots-tcp-9a</c>: one set of maps per protocol, as nft 1.0.6 takes a map's typeof only with a pool's own protocol (<c>th dport</c> breaks its next read of the map).</summary>
+    public static string EndpointSlotsMap(string protocol, uint poolId) => $"{EndpointSlots}-{protocol}-{poolId % EndpointSlotMaps:x2}";
 
     public static bool IsEndpointSlotsMap(string name) => name.StartsWith(EndpointSlots + "-", StringComparison.Ordinal);
 

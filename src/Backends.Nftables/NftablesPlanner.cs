@@ -47,6 +47,9 @@ public sealed record NftPlannerState(
 
     /// <summary>The service port each pool of <see cref="PoolIds"/> belongs to.</summary>
     public ImmutableDictionary<string, ServicePortName> PoolOwners { get; init; } = ImmutableDictionary<string, ServicePortName>.Empty;
+
+    /// <summary>The protocol (tcp, udp, sctp) of each pool of <see cref="PoolIds"/>: its map is <c>endpoint-slots-PROTOCOL-XX</c>.</summary>
+    public ImmutableDictionary<string, string> PoolProtocols { get; init; } = ImmutableDictionary<string, string>.Empty;
 }
 
 /// <summary>Objects in one family's table after a sync, and what the sync wrote.</summary>
@@ -86,13 +89,13 @@ public sealed class NftablesPlanner
         _mark = "0x" + (1 << masqueradeBit).ToString("x", CultureInfo.InvariantCulture);
         _ip = Nft.FamilyKeyword(family);
         _addrType = family == IpFamily.IPv4 ? "ipv4_addr" : "ipv6_addr";
-        _slotsMap = new NftMap(NftNames.EndpointSlotsMap(0))
+        _slotsMap = new NftMap(NftNames.EndpointSlotsMap("tcp", 0))
         {
             Type = Types("integer"),
             ValueType = $"{_addrType} . inet_service",
             Flags = Types("interval"),
             KeyTypeof = $"numgen random mod {SlotsPerPool}",
-            ValueTypeof = $"{_ip} daddr . th dport", // th: "tcp dport" conflicts with a udp pool's rule
+            ValueTypeof = $"{_ip} daddr . tcp dport",
             Comment = "pool id . slot: endpoint address . port",
         };
         _hairpinSet = new NftSet(NftNames.HairpinEndpoints) { Type = Types(_addrType, _addrType), Comment = "endpoint . endpoint: a pod reaching itself through a service" };
@@ -102,16 +105,20 @@ public sealed class NftablesPlanner
         _portTypes = new NftElementTypes(Types("inet_proto", "inet_service"), "verdict", false);
     }
 
-    /// <summary>The definition of every <c>endpoint-slots-XX</c> map (named after shard 00 here).</summary>
+    /// <summary>The definition of every <c>endpoint-slots-PROTOCOL-XX</c> map (named after tcp shard 00 here).</summary>
     private readonly NftMap _slotsMap;
 
-    private NftMap SlotsMap(int shard) => _slotsMap with { Name = $"{NftNames.EndpointSlots}-{shard:x2}" };
-
-    /// <summary>The <c>endpoint-slots-XX</c> maps the pools use.</summary>
-    private static SortedSet<int> Shards(ImmutableDictionary<string, uint> poolIds)
+    private NftMap SlotsMap((string Protocol, int Shard) shard) => _slotsMap with
     {
-        var shards = new SortedSet<int>();
-        foreach (var id in poolIds.Values) shards.Add((int)(id % NftNames.EndpointSlotMaps));
+        Name = NftNames.EndpointSlotsMap(shard.Protocol, (uint)shard.Shard),
+        ValueTypeof = $"{_ip} daddr . {shard.Protocol} dport",
+    };
+
+    /// <summary>The <c>endpoint-slots-PROTOCOL-XX</c> maps the pools use.</summary>
+    private static SortedSet<(string Protocol, int Shard)> Shards(ImmutableDictionary<string, uint> poolIds, ImmutableDictionary<string, string> protocols)
+    {
+        var shards = new SortedSet<(string, int)>();
+        foreach (var (pool, id) in poolIds) shards.Add((protocols[pool], (int)(id % NftNames.EndpointSlotMaps)));
         return shards;
     }
     private readonly NftSet _hairpinSet;
@@ -191,11 +198,17 @@ public sealed class NftablesPlanner
         var inOrder = new List<NftPortObjects>(); // service port name order: the script is deterministic
         var claims = new Dictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>>();
         var owners = ImmutableDictionary.CreateBuilder<string, ServicePortName>(StringComparer.Ordinal);
+        var protocols = ImmutableDictionary.CreateBuilder<string, string>(StringComparer.Ordinal);
         foreach (var (name, port) in state.ServicePorts)
             if (ClusterIPOf(port) is not null)
-                foreach (var pool in SlotPools(port, NftNames.ForPort(name))) owners[pool] = name;
+                foreach (var pool in SlotPools(port, NftNames.ForPort(name)))
+                {
+                    owners[pool] = name;
+                    protocols[pool] = NftNames.Protocol(port.Info.Protocol);
+                }
         var poolIds = AssignPoolIds(owners.Keys);
-        var maps = fixedMaps.Concat(Shards(poolIds).Select(SlotsMap)).ToList();
+        var poolProtocols = protocols.ToImmutable();
+        var maps = fixedMaps.Concat(Shards(poolIds, poolProtocols).Select(SlotsMap)).ToList();
         foreach (var (name, port) in state.ServicePorts)
         {
             if (ClusterIPOf(port) is not { } clusterIP) continue;
@@ -279,7 +292,7 @@ public sealed class NftablesPlanner
 
         var newState = new NftPlannerState(ports.ToImmutable(), claims.ToImmutableDictionary(),
             fixedChains.Count, fixedChains.Sum(c => c.Rules.Count), fixedMaps.Count + fixedSets.Count, fixedSets.Sum(s => s.Elements.Count))
-        { PoolIds = poolIds, PoolOwners = owners.ToImmutable() };
+        { PoolIds = poolIds, PoolOwners = owners.ToImmutable(), PoolProtocols = poolProtocols };
         return new NftPlan(tx, newState, CountsOf(newState, tx), Full: true);
     }
 
@@ -305,21 +318,31 @@ public sealed class NftablesPlanner
         // the changed ports add or drop a pool, every port whose pool moved is rewritten too.
         var changed = new SortedSet<ServicePortName>(request.ChangedPorts);
         var owners = previous.PoolOwners.ToBuilder();
+        var protocols = previous.PoolProtocols.ToBuilder();
         foreach (var name in changed)
         {
             if (previous.Ports.TryGetValue(name, out var was))
-                foreach (var pool in was.SlotPools) owners.Remove(pool);
+                foreach (var pool in was.SlotPools)
+                {
+                    owners.Remove(pool);
+                    protocols.Remove(pool);
+                }
             if (request.State.ServicePorts.TryGetValue(name, out var now) && ClusterIPOf(now) is not null)
-                foreach (var pool in SlotPools(now, NftNames.ForPort(name))) owners[pool] = name;
+                foreach (var pool in SlotPools(now, NftNames.ForPort(name)))
+                {
+                    owners[pool] = name;
+                    protocols[pool] = NftNames.Protocol(now.Info.Protocol);
+                }
         }
+        var poolProtocols = protocols.ToImmutable();
         var poolIds = previous.PoolIds;
-        SortedSet<int> addShards = [], deleteShards = [];
+        SortedSet<(string, int)> addShards = [], deleteShards = [];
         if (owners.Count != previous.PoolOwners.Count || owners.Keys.Any(p => !previous.PoolOwners.ContainsKey(p)))
         {
             poolIds = AssignPoolIds(owners.Keys);
             foreach (var (pool, id) in poolIds)
                 if (previous.PoolIds.TryGetValue(pool, out var old) && old != id) changed.Add(owners[pool]);
-            var (before, after) = (Shards(previous.PoolIds), Shards(poolIds));
+            var (before, after) = (Shards(previous.PoolIds, previous.PoolProtocols), Shards(poolIds, poolProtocols));
             addShards = [.. after.Except(before)];
             deleteShards = [.. before.Except(after)];
         }
@@ -420,14 +443,14 @@ public sealed class NftablesPlanner
             foreach (var element in content.Elements) tx.Add(element);
         foreach (var element in addElements.OrderBy(e => SetOrder(e.Set)).ThenBy(e => e.Set, StringComparer.Ordinal)) tx.Add(element);
 
-        var newState = previous with { Ports = ports.ToImmutable(), Claims = claims.ToImmutable(), PoolIds = poolIds, PoolOwners = owners.ToImmutable() };
+        var newState = previous with { Ports = ports.ToImmutable(), Claims = claims.ToImmutable(), PoolIds = poolIds, PoolOwners = owners.ToImmutable(), PoolProtocols = poolProtocols };
         return new NftPlan(tx, newState, CountsOf(newState, tx), Full: false);
     }
 
     private static NftCounts CountsOf(NftPlannerState state, NftTransaction tx) => new(
         Chains: state.FixedChains + state.Ports.Values.Sum(p => p.Chains.Count),
         Rules: state.FixedRules + state.Ports.Values.Sum(p => p.RuleCount),
-        Sets: state.FixedSets + Shards(state.PoolIds).Count + state.Ports.Values.Sum(p => p.Sets.Count),
+        Sets: state.FixedSets + Shards(state.PoolIds, state.PoolProtocols).Count + state.Ports.Values.Sum(p => p.Sets.Count),
         Elements: state.FixedElements + state.Ports.Values.Sum(p => p.SetElementCount) + state.Claims.Count,
         RulesWritten: tx.Count(NftVerb.Add, "rule"),
         ElementsWritten: tx.Count(NftVerb.Add, "element"));
@@ -681,8 +704,8 @@ public sealed class NftablesPlanner
                 // Endpoints as data: the rule stays as long as the pool exists; its endpoints are elements.
                 var id = poolIds[chain];
                 slotPools.Add(chain);
-                Rule(chain, $"meta l4proto {protocol} dnat {_ip} to numgen random mod {SlotsPerPool} offset {(long)id * SlotsPerPool} map @{NftNames.EndpointSlotsMap(id)}");
-                elements.AddRange(SlotElements(id, endpoints));
+                Rule(chain, $"meta l4proto {protocol} dnat {_ip} to numgen random mod {SlotsPerPool} offset {(long)id * SlotsPerPool} map @{NftNames.EndpointSlotsMap(protocol, id)}");
+                elements.AddRange(SlotElements(id, protocol, endpoints));
             }
             else EndpointJumps(chain, names, verdict, endpoints, Rule);
             EndChain(chain);
@@ -718,7 +741,7 @@ public sealed class NftablesPlanner
     }
 
     /// <summary>A pool's endpoints in <c>endpoint-slots</c>: endpoint i of n takes keys [id×4096 + ⌊4096·i/n⌋, id×4096 + ⌊4096·(i+1)/n⌋).</summary>
-    private IEnumerable<NftElement> SlotElements(uint id, EquatableArray<EndpointInfo> endpoints)
+    private IEnumerable<NftElement> SlotElements(uint id, string protocol, EquatableArray<EndpointInfo> endpoints)
     {
         var count = Math.Min(endpoints.Count, SlotsPerPool);
         var first = (long)id * SlotsPerPool;
@@ -728,7 +751,7 @@ public sealed class NftablesPlanner
             var high = first + (long)SlotsPerPool * (i + 1) / count - 1;
             var key = low == high ? low.ToString(CultureInfo.InvariantCulture) : string.Create(CultureInfo.InvariantCulture, $"{low}-{high}");
             var endpoint = endpoints[i];
-            yield return new NftElement(NftNames.EndpointSlotsMap(id), key)
+            yield return new NftElement(NftNames.EndpointSlotsMap(protocol, id), key)
             {
                 Value = string.Create(CultureInfo.InvariantCulture, $"{endpoint.Address} . {endpoint.Port}"),
                 Types = _slotTypes,

@@ -46,7 +46,7 @@ public sealed class NftablesPlannerTests
         Assert.All(partial.Transaction.Operations, o => Assert.IsType<NftElement>(o.Object));
         Assert.All(partial.Transaction.Operations, o => Assert.DoesNotContain(((NftElement)o.Object).Value ?? "", new[] { "goto", "jump", "drop", "accept" }));
         var id = first.State.PoolIds[NftNames.ClusterPolicy(Name("web"))];
-        Assert.Equal([NftNames.EndpointSlotsMap(id), NftNames.HairpinEndpoints], partial.Transaction.Operations.Select(o => ((NftElement)o.Object).Set).Distinct().Order(StringComparer.Ordinal));
+        Assert.Equal([NftNames.EndpointSlotsMap("tcp", id), NftNames.HairpinEndpoints], partial.Transaction.Operations.Select(o => ((NftElement)o.Object).Set).Distinct().Order(StringComparer.Ordinal));
         Assert.Contains("10.244.1.4 . 8080", partial.ToString());
         Assert.All(partial.Transaction.Operations.Where(o => o.Verb == NftVerb.Add), o => Assert.NotNull(((NftElement)o.Object).Types));
     }
@@ -73,8 +73,8 @@ public sealed class NftablesPlannerTests
         Assert.Equal([1365, 1365, 1366], widths.Order());
         Assert.Equal(NftablesPlanner.SlotsPerPool, widths.Sum());
         var id = plan.State.PoolIds[NftNames.ClusterPolicy(Name("web"))];
-        Assert.Contains($"dnat ip to numgen random mod 4096 offset {(long)id * 4096} map @endpoint-slots-{id % 256:x2}", plan.ToString());
-        Assert.Contains($"add map ip proxyplanes endpoint-slots-{id % 256:x2} {{ typeof numgen random mod 4096 : ip daddr . th dport ; flags interval ;", plan.ToString());
+        Assert.Contains($"dnat ip to numgen random mod 4096 offset {(long)id * 4096} map @endpoint-slots-tcp-{id % 256:x2}", plan.ToString());
+        Assert.Contains($"add map ip proxyplanes endpoint-slots-tcp-{id % 256:x2} {{ typeof numgen random mod 4096 : ip daddr . tcp dport ; flags interval ;", plan.ToString());
     }
 
     [Fact]
@@ -83,7 +83,7 @@ public sealed class NftablesPlannerTests
         var first = V4.Plan(Full(State(null, Web(endpoints: ["10.244.1.2"]))), null, null);
         var fake = new FakeNftables();
         fake.Apply(first.Transaction);
-        var map = NftNames.EndpointSlotsMap(first.State.PoolIds[NftNames.ClusterPolicy(Name("web"))]);
+        var map = NftNames.EndpointSlotsMap("tcp", first.State.PoolIds[NftNames.ClusterPolicy(Name("web"))]);
 
         var empty = V4.Plan(Partial(State(null, Web(endpoints: [])), Name("web")), first.State, null);
         fake.Apply(empty.Transaction);

@@ -57,8 +57,8 @@ add rule {T} masquerading meta mark set meta mark ^ 0x4000
 add rule {T} masquerading masquerade fully-random
 """
 SHARDS = int(os.environ.get("SHARDS", "256"))
-def shard(i): return f"endpoint-slots-{i % SHARDS:02x}"
-FIXED_NEW = "".join(f"add map {T} endpoint-slots-{k:02x} {{ typeof numgen random mod 4096 : ip daddr . th dport ; flags interval ; }}\n" for k in range(SHARDS)) + f"""add set {T} hairpin-endpoints {{ type ipv4_addr . ipv4_addr ; }}
+def shard(i): return f"endpoint-slots-tcp-{i % SHARDS:02x}"
+FIXED_NEW = "".join(f"add map {T} endpoint-slots-tcp-{k:02x} {{ typeof numgen random mod 4096 : ip daddr . tcp dport ; flags interval ; }}\n" for k in range(SHARDS)) + f"""add set {T} hairpin-endpoints {{ type ipv4_addr . ipv4_addr ; }}
 add rule {T} masquerading ct status dnat ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade
 """ + MASQ_OLD
 
@@ -97,7 +97,7 @@ def table(layout):
     body = FIXED_COMMON + FIXED_NEW + "".join(new_service_rules(i) for i in range(N)) + service_ips(range(N))
     for k in range(SHARDS):
         items = [f"{key} : {v}" for i in range(k, N, SHARDS) for key, v in slots(i, eps[i])]
-        if items: body += elements(f"endpoint-slots-{k:02x}", items)
+        if items: body += elements(f"endpoint-slots-tcp-{k:02x}", items)
     body += elements("hairpin-endpoints", [f"{a} . {a}" for i in range(N) for a in eps[i]])
     return body
 
