@@ -109,9 +109,10 @@ public sealed class ExplainTests(ITestOutputHelper output)
         var items = JsonDocument.Parse(listing.StandardOutput).RootElement.GetProperty("nftables").EnumerateArray().ToList();
         var dnat = items
             .Where(i => i.TryGetProperty("rule", out var r) && r.GetProperty("chain").GetString()!.EndsWith("-test/web/tcp/http", StringComparison.Ordinal))
-            .Select(i => System.Text.RegularExpressions.Regex.Match(i.GetRawText(), @"""offset"":\s*(\d+)[^@]*""@(endpoint-slots-[a-z]+-[0-9a-f]+)"""))
+            .Select(i => System.Text.RegularExpressions.Regex.Match(i.GetRawText(), @"""offset"":\s*(-?\d+)[^@]*""@(endpoint-slots-[a-z]+-[0-9a-f]+)"""))
             .First(m => m.Success);
-        var (offset, name) = (long.Parse(dnat.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), dnat.Groups[2].Value);
+        // nft -j writes the offset as a signed 32-bit number.
+        var (offset, name) = ((long)(uint)int.Parse(dnat.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), dnat.Groups[2].Value);
         var map = items.Single(i => i.TryGetProperty("map", out var m) && m.GetProperty("name").GetString() == name).GetProperty("map");
         var slots = map.GetProperty("elem").EnumerateArray()
             .Select(e => (Low: e[0].GetProperty("range")[0].GetInt64(), High: e[0].GetProperty("range")[1].GetInt64(), To: e[1].GetProperty("concat")))
