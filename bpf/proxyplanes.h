@@ -112,4 +112,64 @@ struct pp_revnat4_value {
 	__u32 rev_nat_id;
 };
 
+/* ---- The tc programs (bpf/tc.c): traffic from the network. ---- */
+
+#define PP_MAP_NODE_ADDRESSES "pp_nodeip4_v1"
+#define PP_MAP_CONNECTIONS "pp_ct4_v1"
+#define PP_MAP_SOURCE_RANGES "pp_srcrange_v1"
+
+#define PP_MAX_NODE_ADDRESSES 256
+#define PP_MAX_CONNECTIONS 262144
+#define PP_MAX_SOURCE_RANGES 16384
+
+/*
+ * skb marks the tc ingress program sets for the fixed nftables table `ip proxyplanes-ebpf`
+ * (src/Backends.Ebpf/EbpfNftables.cs): reject a packet to a frontend without endpoints (tcp reset,
+ * icmp port-unreachable), masquerade a flow in postrouting.
+ */
+#define PP_MARK_MASQUERADE 0x00100000
+#define PP_MARK_REJECT 0x00200000
+
+/* Affinity from tc: pp_affinity_key.client is the client's IPv4 address with this bit set, so it never equals a netns cookie. */
+#define PP_AFFINITY_CLIENT_ADDRESS 0x8000000000000000ULL
+
+/* A node address (pp_nodeip4_v1 key: the IPv4 address, network order): a node port is served on it. */
+struct pp_node_address {
+	__u32 flags; /* reserved, 0 */
+};
+
+/* Directions of a connection entry. */
+#define PP_CT_FORWARD 0 /* client -> frontend, as it arrives: the value is the backend */
+#define PP_CT_REPLY 1   /* backend -> client, as it leaves: the value is the frontend */
+
+/* A connection, by the 5-tuple of a packet as the program sees it, and its direction. */
+struct pp_ct4_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 direction; /* PP_CT_FORWARD or PP_CT_REPLY */
+	__u16 pad;      /* always 0 */
+};
+
+/* The address to write: the backend (forward) or the frontend the client used (reply). */
+struct pp_ct4_value {
+	__u32 address;    /* network byte order */
+	__u16 port;       /* network byte order */
+	__u16 flags;      /* the master entry's PP_SVC_FLAG_* when the connection was made */
+	__u32 rev_nat_id; /* the frontend */
+	__u32 backend_id; /* forward: the backend chosen; reply: 0 */
+};
+
+/*
+ * loadBalancerSourceRanges: an LPM trie keyed by frontend (rev_nat_id, always matched whole) and the
+ * client prefix. prefixlen = 32 + the CIDR's length. The value is unused (0).
+ */
+struct pp_srcrange4_key {
+	__u32 prefixlen;  /* 32 + CIDR prefix length */
+	__u32 rev_nat_id; /* host byte order; compared as 4 whole bytes */
+	__u32 address;    /* network byte order */
+};
+
 #endif /* PROXYPLANES_H */

@@ -165,6 +165,9 @@ public sealed unsafe class BpfMap : IDisposable
     /// <summary>Pins the map at <paramref name="path"/> on a bpf filesystem (BPF_OBJ_PIN), so it outlives this process.</summary>
     public void Pin(string path) => BpfFs.Pin(_handle, path, $"map {Name}");
 
+    /// <summary>The map's fd, for handing it to another object's load (<c>bpf_map__reuse_fd</c>).</summary>
+    internal SafeBpfHandle Handle => _handle;
+
     public void Dispose() => _handle.Dispose();
 
     private static ReadOnlySpan<byte> Bytes<T>(in T value)

@@ -28,21 +28,26 @@ public sealed unsafe class BpfObject : IDisposable
 
     public IReadOnlyCollection<BpfMap> Maps => _maps.Values;
 
-    /// <summary>Loads an object compiled from <c>bpf/NAME.c</c> and embedded in this assembly as <c>NAME.o</c>.</summary>
-    public static BpfObject LoadEmbedded(string name)
+    /// <summary>
+    /// Loads an object compiled from <c>bpf/NAME.c</c> and embedded in this assembly as <c>NAME.o</c>.
+    /// A map of the object named like one of <paramref name="sharedMaps"/> is not created: the object's
+    /// programs use that map (libbpf's <c>bpf_map__reuse_fd</c>; its type and sizes must agree), so
+    /// bpf/tc.c and bpf/sock.c read the same services and backends.
+    /// </summary>
+    public static BpfObject LoadEmbedded(string name, IEnumerable<BpfMap>? sharedMaps = null)
     {
         using var stream = typeof(BpfObject).Assembly.GetManifestResourceStream($"{name}.o")
             ?? throw new InvalidOperationException($"BPF object {name}.o is not embedded in {typeof(BpfObject).Assembly.GetName().Name} (bpf/{name}.c missing from the build?)");
         var elf = new byte[stream.Length];
         stream.ReadExactly(elf);
-        return Load(elf, name);
+        return Load(elf, name, sharedMaps);
     }
 
     /// <summary>
     /// Opens and loads an ELF object. A refusal (the verifier's, or a map the kernel will not create)
     /// throws a <see cref="BpfException"/> whose message ends with what libbpf and the verifier printed.
     /// </summary>
-    public static BpfObject Load(ReadOnlySpan<byte> elf, string name)
+    public static BpfObject Load(ReadOnlySpan<byte> elf, string name, IEnumerable<BpfMap>? sharedMaps = null)
     {
         using var log = LibbpfLog.Capture();
         var nameBytes = System.Text.Encoding.UTF8.GetBytes(name + "\0");
@@ -55,8 +60,19 @@ public sealed unsafe class BpfObject : IDisposable
             if (handle == 0) throw new BpfException(Marshal.GetLastPInvokeError(), $"libbpf: open BPF object {name}", verifierLog: log.Text);
         }
 
+        var borrowed = new List<SafeBpfHandle.Lease>();
         try
         {
+            foreach (var shared in sharedMaps ?? [])
+            {
+                var map = Interop.ObjectFindMapByName(handle, shared.Name);
+                if (map == 0) continue;
+                var lease = shared.Handle.Borrow();
+                borrowed.Add(lease);
+                var reused = Interop.MapReuseFd(map, (int)lease.Fd);
+                if (reused < 0) throw new BpfException(-reused, $"libbpf: reuse map {shared.Name} in BPF object {name}", verifierLog: log.Text);
+            }
+
             var result = Interop.ObjectLoad(handle);
             if (result < 0)
             {
@@ -94,6 +110,7 @@ public sealed unsafe class BpfObject : IDisposable
         finally
         {
             Interop.ObjectClose(handle);
+            foreach (var lease in borrowed) lease.Dispose();
         }
     }
 
@@ -130,10 +147,12 @@ public enum BpfAttachType
     CgroupUdp4Sendmsg = 14,
     CgroupUdp4Recvmsg = 19,
     CgroupInet4Getpeername = 29,
+    TcxIngress = 46,
+    TcxEgress = 47,
 }
 
 /// <summary>A loaded BPF program, by its own fd.</summary>
-public sealed class BpfProgram : IDisposable
+public sealed partial class BpfProgram : IDisposable
 {
     private readonly SafeBpfHandle _handle;
 

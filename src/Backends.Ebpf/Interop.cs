@@ -60,6 +60,55 @@ internal static unsafe partial class Interop
     [LibraryImport(Libbpf, EntryPoint = "bpf_map__name")]
     internal static partial byte* MapName(nint map);
 
+    [LibraryImport(Libbpf, EntryPoint = "bpf_map__reuse_fd", SetLastError = true)]
+    internal static partial int MapReuseFd(nint map, int fd);
+
+    /// <summary>struct bpf_tc_hook (libbpf.h): a clsact qdisc on an interface, and which side of it.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct BpfTcHook
+    {
+        public nuint Size;
+        public int IfIndex;
+        public TcAttachPoint AttachPoint;
+        public uint Parent;
+        private readonly uint _tailPadding;
+    }
+
+    /// <summary>struct bpf_tc_opts (libbpf.h): a cls_bpf filter, by handle and priority.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct BpfTcOptions
+    {
+        public nuint Size;
+        public int ProgramFd;
+        public uint Flags;
+        public uint ProgramId;
+        public uint Handle;
+        public uint Priority;
+        private readonly uint _tailPadding;
+    }
+
+    /// <summary>enum bpf_tc_attach_point.</summary>
+    [Flags]
+    internal enum TcAttachPoint
+    {
+        Ingress = 1,
+        Egress = 2,
+    }
+
+    // The bpf_tc_* functions return 0 or a negative errno (they talk rtnetlink in the calling thread's namespace).
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_tc_hook_create")]
+    internal static partial int TcHookCreate(BpfTcHook* hook);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_tc_hook_destroy")]
+    internal static partial int TcHookDestroy(BpfTcHook* hook);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_tc_attach")]
+    internal static partial int TcAttach(BpfTcHook* hook, BpfTcOptions* options);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_tc_detach")]
+    internal static partial int TcDetach(BpfTcHook* hook, BpfTcOptions* options);
+
     [LibraryImport(Libbpf, EntryPoint = "libbpf_set_print")]
     internal static partial nint SetPrint(delegate* unmanaged<int, byte*, nint, int> print);
 
@@ -77,8 +126,54 @@ internal static unsafe partial class Interop
     [LibraryImport(Libc, EntryPoint = "close", SetLastError = true)]
     internal static partial int Close(nint fd);
 
+    [LibraryImport(Libc, EntryPoint = "if_nametoindex", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial uint IfNameToIndex(string name);
+
+    /// <summary>An interface's index in the calling thread's network namespace.</summary>
+    internal static int InterfaceIndex(string name)
+    {
+        var index = IfNameToIndex(name);
+        if (index == 0) throw BpfException.FromErrno(Marshal.GetLastPInvokeError(), $"if_nametoindex({name})", "no such interface in this network namespace");
+        return (int)index;
+    }
+
     [LibraryImport(Libc, EntryPoint = "vsnprintf")]
     internal static partial int VsnPrintf(byte* buffer, nuint size, byte* format, nint arguments);
+
+    [LibraryImport(Libc, EntryPoint = "setns", SetLastError = true)]
+    private static partial int SetNs(int fd, int namespaceType);
+
+    private const int CloneNewNet = 0x40000000;
+
+    /// <summary>An fd on the calling thread's network namespace (to come back to it from another thread).</summary>
+    internal static SafeBpfHandle CurrentNetworkNamespace()
+    {
+        var fd = Open("/proc/thread-self/ns/net", ORdOnly | OCloexec);
+        if (fd < 0) throw BpfException.FromErrno(Marshal.GetLastPInvokeError(), "open(/proc/thread-self/ns/net)");
+        return new SafeBpfHandle(fd);
+    }
+
+    /// <summary>Runs <paramref name="action"/> on a new thread that first enters the network namespace <paramref name="namespaceFd"/>.</summary>
+    internal static void InNetworkNamespace(int namespaceFd, Action action)
+    {
+        Exception? failure = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                if (SetNs(namespaceFd, CloneNewNet) < 0) throw BpfException.FromErrno(Marshal.GetLastPInvokeError(), "setns(CLONE_NEWNET)");
+                action();
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        })
+        { IsBackground = true, Name = "bpf netns" };
+        thread.Start();
+        thread.Join();
+        if (failure is not null) throw failure;
+    }
 
     private const int FDupFdCloexec = 1030;
     private const int ORdOnly = 0;
@@ -138,6 +233,7 @@ internal enum BpfCommand
     BPF_OBJ_PIN = 6,
     BPF_OBJ_GET = 7,
     BPF_OBJ_GET_INFO_BY_FD = 15,
+    BPF_PROG_TEST_RUN = 10,
     BPF_LINK_CREATE = 28,
 }
 
@@ -170,7 +266,7 @@ internal struct BpfInfoAttributes
     public ulong Info;
 }
 
-/// <summary>union bpf_attr, as BPF_LINK_CREATE reads it for a cgroup target.</summary>
+/// <summary>union bpf_attr, as BPF_LINK_CREATE reads it for a cgroup (target fd) or tcx (target ifindex, no relative program: appended last).</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct BpfLinkCreateAttributes
 {
@@ -178,6 +274,28 @@ internal struct BpfLinkCreateAttributes
     public uint TargetFd;
     public uint AttachType;
     public uint Flags;
+}
+
+/// <summary>union bpf_attr, as BPF_PROG_TEST_RUN reads it (the <c>test</c> member).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct BpfTestRunAttributes
+{
+    public uint ProgramFd;
+    public uint Retval;
+    public uint DataSizeIn;
+    public uint DataSizeOut;
+    public ulong DataIn;
+    public ulong DataOut;
+    public uint Repeat;
+    public uint Duration;
+    public uint ContextSizeIn;
+    public uint ContextSizeOut;
+    public ulong ContextIn;
+    public ulong ContextOut;
+    public uint Flags;
+    public uint Cpu;
+    public uint BatchSize;
+    private readonly uint _tailPadding;
 }
 
 /// <summary>struct bpf_map_info, the part read here (the kernel fills up to the length we give).</summary>
@@ -193,7 +311,7 @@ internal unsafe struct BpfMapInfo
     public fixed byte Name[16];
 }
 
-/// <summary>A BPF file descriptor we own (program, map, link, or a cgroup directory): closed when released.</summary>
+/// <summary>A BPF file descriptor we own (program, map, link, or a cgroup directory or network namespace it is attached in): closed when released.</summary>
 public sealed class SafeBpfHandle : SafeHandle
 {
     public SafeBpfHandle()

@@ -21,6 +21,25 @@ public static class MapLayout
     public const string AffinityMap = "pp_affinity_v1";
     public const string UdpReverseNatMap = "pp_revnat4_v1";
 
+    public const string NodeAddressesMap = "pp_nodeip4_v1";
+    public const string ConnectionsMap = "pp_ct4_v1";
+    public const string SourceRangesMap = "pp_srcrange_v1";
+
+    /// <summary>PP_MARK_MASQUERADE: the skb mark tc ingress sets on a flow to masquerade (<see cref="EbpfNftables"/>).</summary>
+    public const uint MarkMasquerade = 0x00100000;
+
+    /// <summary>PP_MARK_REJECT: the skb mark tc ingress sets on a packet to a frontend without endpoints (<see cref="EbpfNftables"/>).</summary>
+    public const uint MarkReject = 0x00200000;
+
+    /// <summary>PP_AFFINITY_CLIENT_ADDRESS: set in <see cref="AffinityKey.Client"/> when the client is an IPv4 address (tc), not a netns cookie.</summary>
+    public const ulong AffinityClientAddress = 0x8000000000000000UL;
+
+    /// <summary>PP_CT_FORWARD: a connection entry for client → frontend packets; the value is the backend.</summary>
+    public const byte ConnectionForward = 0;
+
+    /// <summary>PP_CT_REPLY: a connection entry for backend → client packets; the value is the frontend.</summary>
+    public const byte ConnectionReply = 1;
+
     /// <summary>PP_SVC_FLAG_AFFINITY: ClientIP session affinity on a master entry.</summary>
     public const ushort ServiceFlagAffinity = 0x0001;
 
@@ -172,6 +191,75 @@ public record struct RevNat4Value
     public ushort Port;
     public ushort Pad;
     public uint RevNatId;
+}
+
+/// <summary>struct pp_node_address: the value of pp_nodeip4_v1, whose key is a node IPv4 address (network order).</summary>
+[CStruct("pp_node_address")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct NodeAddress
+{
+    public uint Flags;
+}
+
+/// <summary>struct pp_ct4_key: a connection of the tc programs, by a packet's 5-tuple as seen and its direction.</summary>
+[CStruct("pp_ct4_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct Ct4Key
+{
+    public uint Saddr;
+    public uint Daddr;
+    public ushort Sport;
+    public ushort Dport;
+    public byte Proto;
+    public byte Direction;
+    public ushort Pad;
+
+    public override readonly string ToString() =>
+        $"{(Direction == MapLayout.ConnectionForward ? "forward" : "reply")} {MapLayout.HostAddress(Saddr)}:{MapLayout.HostPort(Sport)} -> {MapLayout.HostAddress(Daddr)}:{MapLayout.HostPort(Dport)}/{(ProtocolType)Proto}";
+}
+
+/// <summary>struct pp_ct4_value: the backend (forward) or the frontend the client used (reply).</summary>
+[CStruct("pp_ct4_value")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct Ct4Value
+{
+    public uint Address;
+    public ushort Port;
+    public ushort Flags;
+    public uint RevNatId;
+    public uint BackendId;
+}
+
+/// <summary>struct pp_srcrange4_key: an allowed client prefix of a frontend (loadBalancerSourceRanges), in an LPM trie.</summary>
+[CStruct("pp_srcrange4_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct SourceRange4Key
+{
+    public uint Prefixlen;
+    public uint RevNatId;
+    public uint Address;
+
+    /// <summary>The key for <paramref name="address"/>/<paramref name="prefixLength"/> of frontend <paramref name="revNatId"/> (the id is always matched whole).</summary>
+    public static SourceRange4Key For(uint revNatId, IPAddress address, int prefixLength)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(prefixLength);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(prefixLength, 32);
+        return new() { Prefixlen = 32 + (uint)prefixLength, RevNatId = revNatId, Address = MapLayout.NetworkAddress(address) };
+    }
+}
+
+/// <summary>The tc programs of bpf/tc.c (embedded as tc.o): program names.</summary>
+public static class TcPrograms
+{
+    public const string ObjectName = "tc";
+    public const string Ingress = "pp_tc_ingress";
+    public const string Egress = "pp_tc_egress";
+
+    /// <summary>
+    /// Loads bpf/tc.c's object from this assembly. Pass the socket hooks' object (or pinned maps) as
+    /// <paramref name="sharedMaps"/> so both read the same services, backends and affinity entries.
+    /// </summary>
+    public static BpfObject Load(IEnumerable<BpfMap>? sharedMaps = null) => BpfObject.LoadEmbedded(ObjectName, sharedMaps);
 }
 
 /// <summary>The socket hooks of bpf/sock.c (embedded as sock.o): program and map names.</summary>

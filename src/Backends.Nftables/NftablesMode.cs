@@ -27,8 +27,12 @@ public sealed partial class NftablesMode : IProxyMode
         var nft = new NftCommandApplier();
         var families = new List<IpFamily> { IpFamily.IPv4 };
         if (await nft.IsAvailableAsync(IpFamily.IPv6, cancellationToken)) families.Add(IpFamily.IPv6);
-        logger.LogInformation("Using nftables tables {Families} proxyplanes", string.Join(" and ", families.Select(f => f == IpFamily.IPv4 ? "ip" : "ip6")));
-        var backend = new NftablesBackend(families, nft, metrics, logger);
+        // Element-only transactions (most partial syncs) go over netlink unless PROXYPLANES_NFT_APPLIER=nft.
+        var useNetlink = !string.Equals(Environment.GetEnvironmentVariable(NftNetlinkApplier.ApplierVariable), "nft", StringComparison.OrdinalIgnoreCase);
+        INftablesApplier applier = useNetlink ? new NftNetlinkApplier(nft, logger) : nft;
+        logger.LogInformation("Using nftables tables {Families} proxyplanes ({Applier})", string.Join(" and ", families.Select(f => f == IpFamily.IPv4 ? "ip" : "ip6")),
+            useNetlink ? "element changes over netlink, the rest through nft" : "every transaction through nft");
+        var backend = new NftablesBackend(families, applier, metrics, logger);
         return new ProxyModeBackend(backend, new Probe(backend));
     }
 

@@ -51,6 +51,7 @@ public static class LinuxUapi
         public const int ENODEV = 19;
         public const int EINVAL = 22;
         public const int ENOSPC = 28;
+        public const int EMLINK = 31;
         public const int ERANGE = 34;
         public const int EMSGSIZE = 90;
         public const int EPROTONOSUPPORT = 93;
@@ -59,6 +60,7 @@ public static class LinuxUapi
         public const int EADDRINUSE = 98;
         public const int EADDRNOTAVAIL = 99;
         public const int ENOBUFS = 105;
+        public const int ELOOP = 40;
         public const int ETIMEDOUT = 110;
     }
 
@@ -66,6 +68,7 @@ public static class LinuxUapi
     public static class Netlink
     {
         public const int NETLINK_ROUTE = 0;
+        public const int NETLINK_NETFILTER = 12;
         public const int NETLINK_GENERIC = 16;
 
         public const int SOL_NETLINK = 270;
@@ -301,5 +304,80 @@ public static class LinuxUapi
         public const ushort IPVS_INFO_ATTR_UNSPEC = 0;
         public const ushort IPVS_INFO_ATTR_VERSION = 1;
         public const ushort IPVS_INFO_ATTR_CONN_TAB_SIZE = 2;
+    }
+    /// <summary>include/uapi/linux/netfilter.h</summary>
+    public static class Netfilter
+    {
+        public const int NF_DROP = 0;
+        public const int NF_ACCEPT = 1;
+
+        public const byte NFPROTO_UNSPEC = 0;
+        public const byte NFPROTO_INET = 1;
+        public const byte NFPROTO_IPV4 = 2;
+        public const byte NFPROTO_IPV6 = 10;
+    }
+
+    /// <summary>include/uapi/linux/netfilter/nfnetlink.h</summary>
+    public static class Nfnetlink
+    {
+        public const byte NFNETLINK_V0 = 0;
+        public const ushort NFNL_SUBSYS_NFTABLES = 10;
+        public const ushort NFNL_MSG_BATCH_BEGIN = Netlink.NLMSG_MIN_TYPE;
+        public const ushort NFNL_MSG_BATCH_END = Netlink.NLMSG_MIN_TYPE + 1;
+
+        /// <summary>sizeof(struct nfgenmsg): nfgen_family u8, version u8, res_id be16.</summary>
+        public const int NFGENMSG_LEN = 4;
+    }
+
+    /// <summary>include/uapi/linux/netfilter/nf_tables.h</summary>
+    public static class NfTables
+    {
+        /// <summary>Longest table, chain or set name with its NUL.</summary>
+        public const int NFT_NAME_MAXLEN = 256;
+        public const int NFT_DATA_VALUE_MAXLEN = 64;
+
+        // enum nft_verdicts (NF_DROP and NF_ACCEPT are netfilter.h's).
+        public const int NFT_CONTINUE = -1;
+        public const int NFT_BREAK = -2;
+        public const int NFT_JUMP = -3;
+        public const int NFT_GOTO = -4;
+        public const int NFT_RETURN = -5;
+
+        // enum nf_tables_msg_types: the message type is (NFNL_SUBSYS_NFTABLES << 8) | one of these.
+        public const ushort NFT_MSG_NEWTABLE = 0;
+        public const ushort NFT_MSG_NEWSET = 9;
+        public const ushort NFT_MSG_GETSET = 10;
+        public const ushort NFT_MSG_NEWSETELEM = 12;
+        public const ushort NFT_MSG_GETSETELEM = 13;
+        public const ushort NFT_MSG_DELSETELEM = 14;
+
+        // enum nft_list_attributes
+        public const ushort NFTA_LIST_ELEM = 1;
+
+        // enum nft_set_elem_list_attributes
+        public const ushort NFTA_SET_ELEM_LIST_TABLE = 1;
+        public const ushort NFTA_SET_ELEM_LIST_SET = 2;
+        public const ushort NFTA_SET_ELEM_LIST_ELEMENTS = 3;
+        public const ushort NFTA_SET_ELEM_LIST_SET_ID = 4;
+
+        // enum nft_set_elem_attributes
+        public const ushort NFTA_SET_ELEM_KEY = 1;
+        public const ushort NFTA_SET_ELEM_DATA = 2;
+        public const ushort NFTA_SET_ELEM_FLAGS = 3;
+        public const ushort NFTA_SET_ELEM_TIMEOUT = 4;
+        public const ushort NFTA_SET_ELEM_EXPIRATION = 5;
+        public const ushort NFTA_SET_ELEM_USERDATA = 6;
+        public const ushort NFTA_SET_ELEM_KEY_END = 10;
+
+        // enum nft_set_elem_flags
+        public const uint NFT_SET_ELEM_INTERVAL_END = 0x1;
+
+        // enum nft_data_attributes
+        public const ushort NFTA_DATA_VALUE = 1;
+        public const ushort NFTA_DATA_VERDICT = 2;
+
+        // enum nft_verdict_attributes
+        public const ushort NFTA_VERDICT_CODE = 1;
+        public const ushort NFTA_VERDICT_CHAIN = 2;
     }
 }

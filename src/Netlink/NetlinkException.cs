@@ -82,6 +82,7 @@ public static class NetlinkErrors
         [Errno.ENODEV] = "ENODEV",
         [Errno.EINVAL] = "EINVAL",
         [Errno.ENOSPC] = "ENOSPC",
+        [Errno.EMLINK] = "EMLINK",
         [Errno.ERANGE] = "ERANGE",
         [Errno.EMSGSIZE] = "EMSGSIZE",
         [Errno.EPROTONOSUPPORT] = "EPROTONOSUPPORT",
@@ -90,6 +91,7 @@ public static class NetlinkErrors
         [Errno.EADDRINUSE] = "EADDRINUSE",
         [Errno.EADDRNOTAVAIL] = "EADDRNOTAVAIL",
         [Errno.ENOBUFS] = "ENOBUFS",
+        [Errno.ELOOP] = "ELOOP",
         [Errno.ETIMEDOUT] = "ETIMEDOUT",
     };
 
@@ -100,6 +102,7 @@ public static class NetlinkErrors
     {
         LinuxUapi.Netlink.NETLINK_ROUTE => "NETLINK_ROUTE",
         LinuxUapi.Netlink.NETLINK_GENERIC => "NETLINK_GENERIC",
+        LinuxUapi.Netlink.NETLINK_NETFILTER => "NETLINK_NETFILTER",
         _ => $"netlink protocol {protocol}",
     };
 }

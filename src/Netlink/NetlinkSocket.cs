@@ -40,6 +40,7 @@ public sealed class NetlinkSocket : IDisposable
     private readonly Lock _gate = new();
     private byte[] _receiveBuffer = new byte[64 * 1024];
     private readonly byte[] _requestBuffer = new byte[RequestBufferSize];
+    private byte[] _batchBuffer = new byte[RequestBufferSize];
     private uint _sequence;
     private TimeSpan _receiveTimeout = TimeSpan.FromSeconds(30);
 
@@ -51,7 +52,13 @@ public sealed class NetlinkSocket : IDisposable
         _sequence = (uint)Environment.TickCount;
     }
 
-    /// <summary>NETLINK_ROUTE or NETLINK_GENERIC.</summary>
+    /// <summary>The largest nfnetlink batch sent: one datagram, which must fit the socket's send buffer.</summary>
+    public const int MaxNetfilterBatchBytes = 4 * 1024 * 1024;
+
+    /// <summary>The most messages in one nfnetlink batch: each is acknowledged, and the ACKs wait in the receive queue.</summary>
+    public const int MaxNetfilterBatchMessages = 2048;
+
+    /// <summary>NETLINK_ROUTE, NETLINK_GENERIC or NETLINK_NETFILTER.</summary>
     public int Protocol { get; }
 
     /// <summary>The port id the kernel assigned (nl_pid).</summary>
@@ -155,6 +162,106 @@ public sealed class NetlinkSocket : IDisposable
             }
             if (first is not null) throw first;
             return requests.Count;
+        }
+    }
+
+    /// <summary>
+    /// Sends <paramref name="requests"/> as one nfnetlink transaction (NETLINK_NETFILTER): between
+    /// NFNL_MSG_BATCH_BEGIN and NFNL_MSG_BATCH_END of <paramref name="subsystem"/>, in one datagram,
+    /// each with NLM_F_ACK. The kernel applies the whole batch or, when any message fails, none of it;
+    /// it handles the batch inside sendto, so every answer is queued when that returns. The first
+    /// refused request (in order) is thrown, named by its <see cref="NetlinkRequest.Operation"/>; a
+    /// refusal of the batch itself (no CAP_NET_ADMIN, a commit that failed) is thrown named by
+    /// <paramref name="description"/>.
+    /// </summary>
+    public void ExecuteNetfilterBatch(ushort subsystem, IReadOnlyList<NetlinkRequest> requests, string description)
+    {
+        if (requests.Count == 0) return;
+        if (requests.Count > MaxNetfilterBatchMessages)
+            throw new ArgumentException($"{description}: {requests.Count} messages, more than the {MaxNetfilterBatchMessages} one batch may hold", nameof(requests));
+        lock (_gate)
+        {
+            var beginSequence = _sequence + 1;
+            var length = WriteNetfilterBatch(subsystem, requests, beginSequence, description);
+            _sequence += (uint)requests.Count + 2;
+            var endSequence = _sequence;
+            Interop.SendToKernel(_handle, _batchBuffer.AsSpan(0, length), description);
+
+            var answered = new bool[requests.Count];
+            var pending = requests.Count;
+            NetlinkException? first = null;
+            var firstIndex = int.MaxValue;
+            while (pending > 0)
+            {
+                var received = ReceiveDatagram(out var errno);
+                if (errno != 0)
+                    throw new NetlinkException(errno, $"{description}: reading the kernel's acknowledgements (whether the batch was applied is unknown)");
+                foreach (var message in new NetlinkMessageReader(_receiveBuffer.AsSpan(0, received)))
+                {
+                    if (message.Type != NLMSG_ERROR) continue;
+                    var (error, kernelMessage) = ParseError(message);
+                    if (message.Sequence == beginSequence || message.Sequence == endSequence)
+                    {
+                        // The batch as a whole: refused before any message ran, or its commit failed
+                        // (the kernel then drops the other answers). Either way nothing was applied.
+                        if (error != 0) throw first ?? new NetlinkException(error, description, kernelMessage);
+                        continue;
+                    }
+                    var index = unchecked((int)(message.Sequence - beginSequence)) - 1;
+                    if (index < 0 || index >= requests.Count || answered[index]) continue; // a stale reply
+                    answered[index] = true;
+                    pending--;
+                    if (error == 0 || index >= firstIndex) continue;
+                    var failed = requests[index];
+                    firstIndex = index;
+                    first = new NetlinkException(error, failed.Operation, kernelMessage, failed.HintErrno == error ? failed.Hint : null);
+                }
+            }
+            if (first is not null) throw first;
+        }
+    }
+
+    /// <summary>
+    /// Writes an nfnetlink batch: NFNL_MSG_BATCH_BEGIN (res_id <paramref name="subsystem"/>) with
+    /// <paramref name="beginSequence"/>, each request (with NLM_F_ACK) numbered after it, then
+    /// NFNL_MSG_BATCH_END. Begin and end ask for no ACK, as nft's do.
+    /// </summary>
+    internal static void WriteNetfilterBatch(ref NetlinkWriter writer, ushort subsystem, IReadOnlyList<NetlinkRequest> requests, uint beginSequence)
+    {
+        var sequence = beginSequence;
+        var begin = writer.BeginMessage(LinuxUapi.Nfnetlink.NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, sequence++, 0);
+        writer.WriteNetfilterHeader(LinuxUapi.Netfilter.NFPROTO_UNSPEC, subsystem);
+        writer.EndMessage(begin);
+        foreach (var request in requests)
+        {
+            var start = writer.BeginMessage(request.Type, (ushort)(request.Flags | NLM_F_REQUEST | NLM_F_ACK), sequence++, 0);
+            request.Write(ref writer);
+            writer.EndMessage(start);
+        }
+        var end = writer.BeginMessage(LinuxUapi.Nfnetlink.NFNL_MSG_BATCH_END, NLM_F_REQUEST, sequence, 0);
+        writer.WriteNetfilterHeader(LinuxUapi.Netfilter.NFPROTO_UNSPEC, subsystem);
+        writer.EndMessage(end);
+    }
+
+    /// <summary>Writes the batch into the batch buffer (grown as needed); returns the length.</summary>
+    private int WriteNetfilterBatch(ushort subsystem, IReadOnlyList<NetlinkRequest> requests, uint beginSequence, string description)
+    {
+        while (true)
+        {
+            try
+            {
+                var writer = new NetlinkWriter(_batchBuffer);
+                WriteNetfilterBatch(ref writer, subsystem, requests, beginSequence);
+                return writer.Length;
+            }
+            catch (InvalidOperationException) when (_batchBuffer.Length < MaxNetfilterBatchBytes)
+            {
+                _batchBuffer = new byte[Math.Min(_batchBuffer.Length * 4, MaxNetfilterBatchBytes)];
+            }
+            catch (InvalidOperationException e)
+            {
+                throw new NetlinkException(LinuxUapi.Errno.EMSGSIZE, description, $"the batch does not fit in {MaxNetfilterBatchBytes} bytes ({e.Message})");
+            }
         }
     }
 

@@ -60,6 +60,15 @@ public ref struct NetlinkWriter
         header[3] = 0;
     }
 
+    /// <summary>struct nfgenmsg: the netfilter family (NFPROTO_*), NFNETLINK_V0, and res_id in network byte order.</summary>
+    public void WriteNetfilterHeader(byte family, ushort resourceId)
+    {
+        var header = Reserve(LinuxUapi.Nfnetlink.NFGENMSG_LEN);
+        header[0] = family;
+        header[1] = LinuxUapi.Nfnetlink.NFNETLINK_V0;
+        BinaryPrimitives.WriteUInt16BigEndian(header[2..], resourceId);
+    }
+
     /// <summary>struct ifinfomsg.</summary>
     public void WriteInterfaceInfo(byte family, ushort type, int index, uint flags, uint change)
     {
@@ -102,6 +111,9 @@ public ref struct NetlinkWriter
 
     /// <summary>A 16-bit value in network byte order (ports).</summary>
     public void PutBigEndianU16(ushort type, ushort value) => BinaryPrimitives.WriteUInt16BigEndian(PutHeader(type, 2), value);
+
+    /// <summary>A 64-bit value in network byte order (nf_tables timeouts).</summary>
+    public void PutBigEndianU64(ushort type, ulong value) => BinaryPrimitives.WriteUInt64BigEndian(PutHeader(type, 8), value);
 
     /// <summary>A 32-bit value in network byte order.</summary>
     public void PutBigEndianU32(ushort type, uint value) => BinaryPrimitives.WriteUInt32BigEndian(PutHeader(type, 4), value);

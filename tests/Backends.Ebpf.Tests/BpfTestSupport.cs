@@ -10,13 +10,26 @@ public sealed class KernelFactAttribute : FactAttribute
 {
     public KernelFactAttribute(bool needsCgroup = false)
     {
-        Skip = Environment.IsPrivilegedProcess ? null : "needs root (bpf(2), cgroups, network namespaces)";
-        if (Skip is null && !File.Exists("/proc/sys/kernel/unprivileged_bpf_disabled"))
-            Skip = "this kernel has no bpf(2) (CONFIG_BPF_SYSCALL)";
-        if (Skip is null && BpfTestSupport.KernelVersion < new Version(5, 18))
-            Skip = $"kernel {BpfTestSupport.KernelVersion} is older than 5.18: no bpf_set_retval, which bpf/sock.c uses to refuse";
-        if (Skip is null && needsCgroup && BpfTestSupport.CgroupRoot is null)
-            Skip = "no cgroup v2 mount (looked at /sys/fs/cgroup/unified and /sys/fs/cgroup)";
+        Skip = SkipReason(needsCgroup);
+    }
+
+    internal static string? SkipReason(bool needsCgroup)
+    {
+        if (!Environment.IsPrivilegedProcess) return "needs root (bpf(2), cgroups, network namespaces)";
+        if (!File.Exists("/proc/sys/kernel/unprivileged_bpf_disabled")) return "this kernel has no bpf(2) (CONFIG_BPF_SYSCALL)";
+        if (BpfTestSupport.KernelVersion < new Version(5, 18))
+            return $"kernel {BpfTestSupport.KernelVersion} is older than 5.18: no bpf_set_retval, which bpf/sock.c uses to refuse";
+        if (needsCgroup && BpfTestSupport.CgroupRoot is null) return "no cgroup v2 mount (looked at /sys/fs/cgroup/unified and /sys/fs/cgroup)";
+        return null;
+    }
+}
+
+/// <summary>The <see cref="KernelFactAttribute"/> of a [Theory]: skips only when this machine cannot run it at all.</summary>
+public sealed class KernelTheoryAttribute : TheoryAttribute
+{
+    public KernelTheoryAttribute()
+    {
+        Skip = KernelFactAttribute.SkipReason(needsCgroup: false);
     }
 }
 

@@ -15,6 +15,7 @@ public sealed class LinuxUapiTests
     {
         ["IFINFOMSG_LEN"] = "sizeof(struct ifinfomsg)",
         ["IFADDRMSG_LEN"] = "sizeof(struct ifaddrmsg)",
+        ["NFGENMSG_LEN"] = "sizeof(struct nfgenmsg)",
     };
 
     [HeadersFact]
@@ -36,6 +37,9 @@ public sealed class LinuxUapiTests
             #include <linux/if_link.h>
             #include <linux/if_addr.h>
             #include <linux/ip_vs.h>
+            #include <linux/netfilter.h>
+            #include <linux/netfilter/nfnetlink.h>
+            #include <linux/netfilter/nf_tables.h>
             int main(void) {
 
             """);

@@ -1,0 +1,360 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * tc programs for traffic from the network, attached as a pair on a node interface that faces
+ * clients (tcx, or clsact + cls_bpf direct-action on kernels without tcx):
+ *
+ *   pp_tc_ingress  a packet to a frontend (a cluster IP from an off-node client, an external or
+ *                  load-balancer IP, a node port on one of the node's addresses) is DNATed to a
+ *                  backend chosen as bpf/sock.c does (scope, affinity, random slot); a connection
+ *                  entry keeps every later packet of the flow on that backend and says how to
+ *                  reverse the reply. Source ranges drop (TC_ACT_SHOT), DROP drops, a frontend
+ *                  without endpoints is marked for the nftables table to reject, MASQUERADE marks
+ *                  the packet for the table's masquerade.
+ *   pp_tc_egress   a reply of such a connection (backend -> client) leaves with the frontend the
+ *                  client used as its source again.
+ *
+ * IPv4 TCP and UDP; everything else (and non-first fragments) passes untouched. Ideas from cilium's
+ * bpf/lib/lb.h and nodeport.h, much smaller: no SNAT of our own (the kernel's masquerade does it, so
+ * conntrack and the reply path stay the kernel's), one LRU connection map holding both directions.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "proxyplanes.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Shared with bpf/sock.c: the same definitions, so the loader can hand one object's maps to the other. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PP_MAX_SERVICE_ENTRIES);
+	__type(key, struct pp_service_key);
+	__type(value, struct pp_service_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pp_services_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PP_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct pp_backend);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pp_backends_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PP_MAX_AFFINITY);
+	__type(key, struct pp_affinity_key);
+	__type(value, struct pp_affinity_value);
+} pp_affinity_v1 SEC(".maps");
+
+/* The tc programs' own. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PP_MAX_NODE_ADDRESSES);
+	__type(key, __u32);
+	__type(value, struct pp_node_address);
+} pp_nodeip4_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PP_MAX_CONNECTIONS);
+	__type(key, struct pp_ct4_key);
+	__type(value, struct pp_ct4_value);
+} pp_ct4_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PP_MAX_SOURCE_RANGES);
+	__type(key, struct pp_srcrange4_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pp_srcrange_v1 SEC(".maps");
+
+#define PP_IP_OFFSET ETH_HLEN
+#define PP_IP_CSUM_OFFSET (PP_IP_OFFSET + __builtin_offsetof(struct iphdr, check))
+#define PP_IP_SADDR_OFFSET (PP_IP_OFFSET + __builtin_offsetof(struct iphdr, saddr))
+#define PP_IP_DADDR_OFFSET (PP_IP_OFFSET + __builtin_offsetof(struct iphdr, daddr))
+#define PP_IP_FRAG_OFFSET_MASK 0x1fff
+
+/* What the programs need of a packet: its 5-tuple and where its L4 header and checksum are. */
+struct pp_packet {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u32 l4_offset;
+	__u32 csum_offset;
+};
+
+/* Parses an Ethernet + IPv4 + TCP/UDP packet; 0 when it is one the programs handle. */
+static __always_inline int pp_parse(struct __sk_buff *skb, struct pp_packet *packet)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	__u16 *ports;
+	__u32 header_length;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return -1;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+		return -1;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return -1;
+	if (ip->frag_off & bpf_htons(PP_IP_FRAG_OFFSET_MASK))
+		return -1; /* a later fragment carries no ports */
+	header_length = ip->ihl * 4;
+	ports = (void *)ip + header_length;
+	if ((void *)(ports + 2) > data_end)
+		return -1;
+
+	packet->saddr = ip->saddr;
+	packet->daddr = ip->daddr;
+	packet->sport = ports[0];
+	packet->dport = ports[1];
+	packet->proto = ip->protocol;
+	packet->l4_offset = PP_IP_OFFSET + header_length;
+	packet->csum_offset = packet->l4_offset +
+			      (ip->protocol == IPPROTO_TCP ? __builtin_offsetof(struct tcphdr, check) : __builtin_offsetof(struct udphdr, check));
+	return 0;
+}
+
+/*
+ * Rewrites an address and a port (destination when to_destination, else source) and fixes the IPv4
+ * header checksum and the TCP/UDP checksum (pseudo header included; a UDP checksum of 0 stays 0).
+ */
+static __always_inline int pp_rewrite(struct __sk_buff *skb, const struct pp_packet *packet, int to_destination, __u32 address, __u16 port)
+{
+	__u32 old_address = to_destination ? packet->daddr : packet->saddr;
+	__u16 old_port = to_destination ? packet->dport : packet->sport;
+	__u32 address_offset = to_destination ? PP_IP_DADDR_OFFSET : PP_IP_SADDR_OFFSET;
+	__u32 port_offset = packet->l4_offset + (to_destination ? 2 : 0);
+	__u64 l4_flags = packet->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (old_address != address) {
+		if (bpf_l4_csum_replace(skb, packet->csum_offset, old_address, address, l4_flags | BPF_F_PSEUDO_HDR | sizeof(address)))
+			return -1;
+		if (bpf_l3_csum_replace(skb, PP_IP_CSUM_OFFSET, old_address, address, sizeof(address)))
+			return -1;
+		if (bpf_skb_store_bytes(skb, address_offset, &address, sizeof(address), 0))
+			return -1;
+	}
+	if (old_port != port) {
+		if (bpf_l4_csum_replace(skb, packet->csum_offset, old_port, port, l4_flags | sizeof(port)))
+			return -1;
+		if (bpf_skb_store_bytes(skb, port_offset, &port, sizeof(port), 0))
+			return -1;
+	}
+	return 0;
+}
+
+/* The master entry of a frontend for external traffic: the external-scope entry when there is one, else the internal. */
+static __always_inline struct pp_service_value *pp_master(struct pp_service_key *key)
+{
+	struct pp_service_value *master;
+
+	key->slot = 0;
+	key->scope = PP_SCOPE_EXTERNAL;
+	master = bpf_map_lookup_elem(&pp_services_v1, key);
+	if (master)
+		return master;
+	key->scope = PP_SCOPE_INTERNAL;
+	return bpf_map_lookup_elem(&pp_services_v1, key);
+}
+
+/* The frontend a packet is addressed to: its destination, or a node port when the destination is a node address. */
+static __always_inline struct pp_service_value *pp_lookup_frontend(const struct pp_packet *packet, struct pp_service_key *key)
+{
+	struct pp_service_value *master;
+
+	key->address = packet->daddr;
+	key->port = packet->dport;
+	key->proto = packet->proto;
+	master = pp_master(key);
+	if (master)
+		return master;
+	if (!bpf_map_lookup_elem(&pp_nodeip4_v1, &packet->daddr))
+		return 0;
+	key->address = 0;
+	master = pp_master(key);
+	if (master && !(master->flags & PP_SVC_FLAG_NODEPORT))
+		return 0;
+	return master;
+}
+
+/* A backend for a new connection: the client's affinity entry still in time, else a random slot. 0 when none. */
+static __always_inline __u32 pp_pick_backend(const struct pp_packet *packet, struct pp_service_key *key, const struct pp_service_value *master)
+{
+	struct pp_affinity_key affinity_key = {};
+	struct pp_service_value *slot;
+	__u32 backend_id = 0;
+
+	if (master->flags & PP_SVC_FLAG_AFFINITY) {
+		struct pp_affinity_value *entry;
+
+		affinity_key.client = PP_AFFINITY_CLIENT_ADDRESS | packet->saddr;
+		affinity_key.rev_nat_id = master->rev_nat_id;
+		entry = bpf_map_lookup_elem(&pp_affinity_v1, &affinity_key);
+		if (entry && bpf_ktime_get_ns() - entry->last_used_ns <= (__u64)master->affinity_timeout * 1000000000ULL &&
+		    bpf_map_lookup_elem(&pp_backends_v1, &entry->backend_id))
+			backend_id = entry->backend_id;
+	}
+
+	if (!backend_id) {
+		key->slot = (__u16)(bpf_get_prandom_u32() % master->count) + 1;
+		slot = bpf_map_lookup_elem(&pp_services_v1, key);
+		if (!slot)
+			return 0;
+		backend_id = slot->backend_id;
+	}
+
+	if (master->flags & PP_SVC_FLAG_AFFINITY) {
+		struct pp_affinity_value entry = {
+			.last_used_ns = bpf_ktime_get_ns(),
+			.backend_id = backend_id,
+		};
+		bpf_map_update_elem(&pp_affinity_v1, &affinity_key, &entry, BPF_ANY);
+	}
+	return backend_id;
+}
+
+/* A new connection to a frontend: verdicts first (source ranges, no endpoints), then a backend and both connection entries. */
+static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct pp_packet *packet, struct pp_ct4_value *forward)
+{
+	struct pp_service_key key = {};
+	struct pp_service_value *master = pp_lookup_frontend(packet, &key);
+	struct pp_backend *backend;
+	__u32 backend_id;
+
+	if (!master)
+		return TC_ACT_OK; /* not a frontend: untouched */
+
+	if (master->flags & PP_SVC_FLAG_SOURCE_RANGES) {
+		struct pp_srcrange4_key range = {
+			.prefixlen = 64,
+			.rev_nat_id = master->rev_nat_id,
+			.address = packet->saddr,
+		};
+		if (!bpf_map_lookup_elem(&pp_srcrange_v1, &range))
+			return TC_ACT_SHOT;
+	}
+
+	if (master->count == 0) {
+		if (master->flags & PP_SVC_FLAG_DROP)
+			return TC_ACT_SHOT;
+		skb->mark |= PP_MARK_REJECT; /* the nftables table answers: tcp reset or icmp port-unreachable */
+		return TC_ACT_OK;
+	}
+
+	backend_id = pp_pick_backend(packet, &key, master);
+	backend = backend_id ? bpf_map_lookup_elem(&pp_backends_v1, &backend_id) : 0;
+	if (!backend) {
+		skb->mark |= PP_MARK_REJECT; /* a sync in flight: refuse rather than send to nowhere */
+		return TC_ACT_OK;
+	}
+
+	forward->address = backend->address;
+	forward->port = backend->port;
+	forward->flags = master->flags;
+	forward->rev_nat_id = master->rev_nat_id;
+	forward->backend_id = backend_id;
+
+	struct pp_ct4_key reply_key = {
+		.saddr = backend->address,
+		.daddr = packet->saddr,
+		.sport = backend->port,
+		.dport = packet->sport,
+		.proto = packet->proto,
+		.direction = PP_CT_REPLY,
+	};
+	struct pp_ct4_value reply = {
+		.address = packet->daddr, /* the address the client used, a node address for a node port */
+		.port = packet->dport,
+		.flags = master->flags,
+		.rev_nat_id = master->rev_nat_id,
+	};
+	struct pp_ct4_key forward_key = {
+		.saddr = packet->saddr,
+		.daddr = packet->daddr,
+		.sport = packet->sport,
+		.dport = packet->dport,
+		.proto = packet->proto,
+		.direction = PP_CT_FORWARD,
+	};
+	/* The reply entry first: a backend's answer must never find a forward entry without it. */
+	if (bpf_map_update_elem(&pp_ct4_v1, &reply_key, &reply, BPF_ANY) ||
+	    bpf_map_update_elem(&pp_ct4_v1, &forward_key, forward, BPF_ANY))
+		return TC_ACT_SHOT;
+	return -1; /* forward it */
+}
+
+SEC("tc")
+int pp_tc_ingress(struct __sk_buff *skb)
+{
+	struct pp_packet packet = {};
+	struct pp_ct4_value forward = {};
+	struct pp_ct4_value *known;
+	int verdict;
+
+	if (pp_parse(skb, &packet))
+		return TC_ACT_OK;
+
+	struct pp_ct4_key key = {
+		.saddr = packet.saddr,
+		.daddr = packet.daddr,
+		.sport = packet.sport,
+		.dport = packet.dport,
+		.proto = packet.proto,
+		.direction = PP_CT_FORWARD,
+	};
+	known = bpf_map_lookup_elem(&pp_ct4_v1, &key);
+	if (known) {
+		forward = *known;
+	} else {
+		verdict = pp_new_connection(skb, &packet, &forward);
+		if (verdict >= 0)
+			return verdict;
+	}
+
+	if (forward.flags & PP_SVC_FLAG_MASQUERADE)
+		skb->mark |= PP_MARK_MASQUERADE;
+	if (pp_rewrite(skb, &packet, 1, forward.address, forward.port))
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int pp_tc_egress(struct __sk_buff *skb)
+{
+	struct pp_packet packet = {};
+	struct pp_ct4_value *frontend;
+
+	if (pp_parse(skb, &packet))
+		return TC_ACT_OK;
+
+	struct pp_ct4_key key = {
+		.saddr = packet.saddr,
+		.daddr = packet.daddr,
+		.sport = packet.sport,
+		.dport = packet.dport,
+		.proto = packet.proto,
+		.direction = PP_CT_REPLY,
+	};
+	frontend = bpf_map_lookup_elem(&pp_ct4_v1, &key);
+	if (!frontend)
+		return TC_ACT_OK;
+	if (pp_rewrite(skb, &packet, 0, frontend->address, frontend->port))
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}

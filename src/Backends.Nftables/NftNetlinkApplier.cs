@@ -1,0 +1,282 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using ProxyPlanes.Model;
+using ProxyPlanes.Netlink;
+using Errno = ProxyPlanes.Netlink.LinuxUapi.Errno;
+
+namespace ProxyPlanes.Backends.Nftables;
+
+/// <summary>
+/// Sends a transaction that only adds and deletes set and map elements straight to the kernel as one
+/// NETLINK_NETFILTER batch (atomic, like <c>nft -f</c>), without reading the table back: <c>nft</c>
+/// fetches the whole table into its cache before every run (about 100 ms at 10,000 services, for
+/// one element). Everything else (tables, chains, rules, set definitions, flushes) and reads go
+/// through <see cref="NftCommandApplier"/>.
+/// <para>
+/// Encoding an element needs its set's key and value types. They come from what this applier has
+/// already seen, never from a read per sync: the definitions of every set and map that passed through
+/// it in an applied transaction (a full sync adds them all) and those a <see cref="ReadAsync"/> found.
+/// A transaction touching a set it does not know, an interval set (nft writes intervals as pairs of
+/// elements), a type it cannot encode (<see cref="NfTablesDataType"/>) or more elements than one batch
+/// holds goes to nft, as before. When the kernel refuses netlink itself (no CAP_NET_ADMIN: EPERM; no
+/// nfnetlink: EPROTONOSUPPORT / EAFNOSUPPORT) the applier logs one line and uses nft from then on.
+/// </para>
+/// </summary>
+public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
+{
+    /// <summary>The environment variable that turns the netlink path off in the daemon (<c>nft</c>: every transaction through nft).</summary>
+    public const string ApplierVariable = "PROXYPLANES_NFT_APPLIER";
+
+    /// <summary>The most element changes sent as one batch; larger transactions (rare in a partial sync) go through nft.</summary>
+    public const int MaxElements = NetlinkSocket.MaxNetfilterBatchMessages;
+
+    private readonly NftCommandApplier _nft;
+    private readonly Func<NfTablesClient> _open;
+    private readonly ILogger _logger;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<(IpFamily Family, string Table), Dictionary<string, SetTypes>> _definitions = [];
+    private readonly HashSet<string> _explained = new(StringComparer.Ordinal);
+    private NfTablesClient? _client;
+    private string? _refusal;
+
+    /// <param name="nft">The applier for everything that is not an element change (and for reads).</param>
+    /// <param name="openClient">
+    /// Opens the netlink socket (default: <see cref="NfTablesClient.Open"/> in the calling thread's
+    /// namespace). Tests open it on a thread inside the namespace they made.
+    /// </param>
+    public NftNetlinkApplier(NftCommandApplier nft, ILogger? logger = null, Func<NfTablesClient>? openClient = null)
+    {
+        _nft = nft;
+        _logger = logger ?? NullLogger.Instance;
+        _open = openClient ?? NfTablesClient.Open;
+    }
+
+    /// <summary>How many transactions went over netlink and how many through nft (for tests and logs).</summary>
+    public int NetlinkTransactions { get; private set; }
+
+    public int NftTransactions { get; private set; }
+
+    /// <summary>Why netlink is no longer used (null while it is).</summary>
+    public string? Refusal => _refusal;
+
+    public async Task<NftKernelState> ReadAsync(IpFamily family, string table, CancellationToken cancellationToken)
+    {
+        var state = await _nft.ReadAsync(family, table, cancellationToken).ConfigureAwait(false);
+        lock (_gate)
+        {
+            var definitions = _definitions[(family, table)] = new Dictionary<string, SetTypes>(StringComparer.Ordinal);
+            foreach (var set in state.Sets.Values) definitions[set.Name] = SetTypes.Of(set);
+            foreach (var map in state.Maps.Values) definitions[map.Name] = SetTypes.Of(map);
+        }
+        return state;
+    }
+
+    public async Task ApplyAsync(NftTransaction transaction, CancellationToken cancellationToken)
+    {
+        if (transaction.IsEmpty) return;
+        if (TryEncode(transaction, out var reason) is { } operations)
+        {
+            try
+            {
+                Send(transaction, operations);
+                NetlinkTransactions++;
+                return;
+            }
+            catch (NetlinkException e) when (IsRefusalOfNetlink(e))
+            {
+                _refusal = e.Message;
+                _logger.LogWarning("nftables over netlink refused ({Error}); using nft from now on", e.Message);
+            }
+            catch (ArgumentException e)
+            {
+                // Something the model accepts but a netlink message cannot hold: nft decides.
+                if (_explained.Add(e.Message)) _logger.LogInformation("nftables elements through nft, not netlink: {Reason}", e.Message);
+            }
+            catch (NetlinkException e)
+            {
+                throw new NftException($"the kernel refused the {transaction.FamilyKeyword} element transaction ({operations.Count} change{(operations.Count == 1 ? "" : "s")}), nothing applied: {e.Message}", e);
+            }
+        }
+        else if (reason is not null && _explained.Add(reason.Split(", e.g. ")[0]))
+        {
+            // An element change netlink cannot encode: said once per set and reason, then nft quietly does it.
+            _logger.LogInformation("nftables elements through nft, not netlink: {Reason}", reason);
+        }
+        await _nft.ApplyAsync(transaction, cancellationToken).ConfigureAwait(false);
+        NftTransactions++;
+        Learn(transaction);
+    }
+
+    public Task<IReadOnlyList<string>?> ListChainAsync(IpFamily family, string table, string chain, CancellationToken cancellationToken) =>
+        _nft.ListChainAsync(family, table, chain, cancellationToken);
+
+    /// <summary>
+    /// The netlink form of a transaction of element adds and deletes only, or null when it must go
+    /// through nft. <paramref name="reason"/> says why when the transaction was element changes only
+    /// (a set whose types are unknown or cannot be encoded, an interval set, a value it cannot write,
+    /// too many elements); it is null for transactions that hold anything else.
+    /// </summary>
+    internal IReadOnlyList<NfTablesElementOperation>? TryEncode(NftTransaction transaction, out string? reason)
+    {
+        reason = null;
+        if (_refusal is not null || transaction.Operations.Any(o => o.Object is not NftElement || o.Verb == NftVerb.Flush)) return null;
+        if (transaction.Operations.Count > MaxElements)
+        {
+            reason = $"more than {MaxElements} element changes in one transaction";
+            return null;
+        }
+        Dictionary<string, SetTypes>? definitions;
+        lock (_gate)
+        {
+            definitions = _definitions.TryGetValue((transaction.Family, transaction.Table), out var known)
+                ? new Dictionary<string, SetTypes>(known, StringComparer.Ordinal)
+                : null;
+        }
+        var operations = new List<NfTablesElementOperation>(transaction.Operations.Count);
+        foreach (var (verb, obj) in transaction.Operations)
+        {
+            var element = (NftElement)obj;
+            var where = $"{transaction.FamilyKeyword} {transaction.Table} {element.Set}";
+            if (definitions is null || !definitions.TryGetValue(element.Set, out var types))
+            {
+                reason = $"the definition of {where} is not known";
+                return null;
+            }
+            if (types.Key is null)
+            {
+                reason = $"{where} is {types.Unsupported}";
+                return null;
+            }
+            var encoded = Encode(element, types, verb == NftVerb.Add);
+            if (encoded is null)
+            {
+                reason = $"cannot encode an element of {where} ({types.Description}), e.g. {element}";
+                return null;
+            }
+            operations.Add(new NfTablesElementOperation(verb == NftVerb.Add ? NfTablesElementChange.Add : NfTablesElementChange.Delete, element.Set, encoded));
+        }
+        return operations;
+    }
+
+    /// <summary>Test shorthand: the encoded operations, or null.</summary>
+    internal IReadOnlyList<NfTablesElementOperation>? TryEncode(NftTransaction transaction) => TryEncode(transaction, out _);
+
+    private static NfTablesElement? Encode(NftElement element, SetTypes types, bool add)
+    {
+        var key = NfTablesDataType.TryEncode(types.Key!, element.Key, out _);
+        if (key is null) return null;
+        var encoded = new NfTablesElement(key, element.KeyText);
+        if (!add) return encoded;
+        if (element.Comment is { } comment) encoded = encoded with { Comment = comment };
+        if (types.IsVerdictMap)
+        {
+            if (element.Value is null || !NfTablesVerdict.TryParse(element.Value, out var verdict)) return null;
+            return encoded with { Verdict = verdict };
+        }
+        if (types.Value is { } valueTypes)
+        {
+            if (element.Value is null) return null;
+            var data = NfTablesDataType.TryEncode(valueTypes, element.Value.Split(" . ", StringSplitOptions.TrimEntries), out _);
+            return data is null ? null : encoded with { Data = data };
+        }
+        return element.Value is null ? encoded : null;
+    }
+
+    private void Send(NftTransaction transaction, IReadOnlyList<NfTablesElementOperation> operations)
+    {
+        var family = transaction.Family == IpFamily.IPv4 ? LinuxUapi.Netfilter.NFPROTO_IPV4 : LinuxUapi.Netfilter.NFPROTO_IPV6;
+        lock (_gate)
+        {
+            _client ??= _open();
+            _client.ApplyElements(family, transaction.Table, operations);
+        }
+    }
+
+    /// <summary>Netlink itself is unusable here (not the transaction's content): nothing was applied, nft may still work.</summary>
+    private static bool IsRefusalOfNetlink(NetlinkException e) =>
+        e.Errno is Errno.EPERM or Errno.EPROTONOSUPPORT or Errno.EAFNOSUPPORT && !e.Operation.StartsWith("nftables add element", StringComparison.Ordinal) &&
+        !e.Operation.StartsWith("nftables delete element", StringComparison.Ordinal);
+
+    /// <summary>Remembers the set and map definitions an applied transaction created or removed.</summary>
+    internal void Learn(NftTransaction transaction)
+    {
+        lock (_gate)
+        {
+            var tableKey = (transaction.Family, transaction.Table);
+            foreach (var (verb, obj) in transaction.Operations)
+            {
+                switch (obj)
+                {
+                    case NftTable when verb == NftVerb.Delete:
+                        _definitions.Remove(tableKey);
+                        break;
+                    case NftTable when verb == NftVerb.Add:
+                        _definitions.TryAdd(tableKey, new Dictionary<string, SetTypes>(StringComparer.Ordinal));
+                        break;
+                    case NftSet set:
+                        Update(tableKey, set.Name, verb, verb == NftVerb.Add ? SetTypes.Of(set) : null);
+                        break;
+                    case NftMap map:
+                        Update(tableKey, map.Name, verb, verb == NftVerb.Add ? SetTypes.Of(map) : null);
+                        break;
+                }
+            }
+        }
+    }
+
+    private void Update((IpFamily, string) tableKey, string name, NftVerb verb, SetTypes? types)
+    {
+        if (verb == NftVerb.Flush) return;
+        if (!_definitions.TryGetValue(tableKey, out var definitions)) _definitions[tableKey] = definitions = new Dictionary<string, SetTypes>(StringComparer.Ordinal);
+        if (types is null) definitions.Remove(name);
+        else definitions[name] = types;
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            _client?.Dispose();
+            _client = null;
+        }
+    }
+
+    /// <summary>
+    /// What encoding a set's elements needs: the key's types (null when one cannot be encoded, or the
+    /// set holds intervals), and for a map its value types or that it maps to verdicts.
+    /// </summary>
+    private sealed record SetTypes(IReadOnlyList<NfTablesDataType>? Key, IReadOnlyList<NfTablesDataType>? Value, bool IsVerdictMap, string Description)
+    {
+        /// <summary>Why the elements cannot be encoded, when <see cref="Key"/> is null.</summary>
+        public string Unsupported { get; init; } = "";
+
+        public static SetTypes Of(NftSet set) => Make(set.Type, set.Flags, null, string.Join(" . ", set.Type));
+
+        public static SetTypes Of(NftMap map) => Make(map.Type, map.Flags, map.ValueType, $"{string.Join(" . ", map.Type)} : {map.ValueType}");
+
+        private static SetTypes Make(EquatableArray<string> keyTypes, EquatableArray<string> flags, string? valueType, string description)
+        {
+            if (flags.Contains("interval"))
+                return new(null, null, false, description) { Unsupported = "an interval set (nft writes an interval as two elements and merges neighbours itself)" };
+            var key = Types(keyTypes);
+            if (key is null) return new(null, null, false, description) { Unsupported = $"of a type netlink cannot encode here ({description})" };
+            if (valueType is null) return new(key, null, false, description);
+            if (valueType == "verdict") return new(key, null, true, description);
+            var value = Types(valueType.Split('.', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+            return value is null
+                ? new(null, null, false, description) { Unsupported = $"of a type netlink cannot encode here ({description})" }
+                : new(key, value, false, description);
+        }
+
+        private static IReadOnlyList<NfTablesDataType>? Types(IEnumerable<string> names)
+        {
+            var types = new List<NfTablesDataType>();
+            foreach (var name in names)
+            {
+                if (!NfTablesDataType.TryGet(name, out var type)) return null;
+                types.Add(type);
+            }
+            return types.Count == 0 ? null : types;
+        }
+    }
+}

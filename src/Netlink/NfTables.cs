@@ -1,0 +1,316 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using static ProxyPlanes.Netlink.LinuxUapi.NfTables;
+
+namespace ProxyPlanes.Netlink;
+
+/// <summary>A verdict as a verdict map's element holds it: accept, drop, return, continue, or jump/goto a chain.</summary>
+public readonly record struct NfTablesVerdict(int Code, string? Chain = null)
+{
+    public static NfTablesVerdict Accept => new(LinuxUapi.Netfilter.NF_ACCEPT);
+    public static NfTablesVerdict Drop => new(LinuxUapi.Netfilter.NF_DROP);
+    public static NfTablesVerdict Return => new(NFT_RETURN);
+    public static NfTablesVerdict Continue => new(NFT_CONTINUE);
+    public static NfTablesVerdict Jump(string chain) => new(NFT_JUMP, chain);
+    public static NfTablesVerdict Goto(string chain) => new(NFT_GOTO, chain);
+
+    /// <summary>nft's words (<c>accept</c>, <c>drop</c>, <c>return</c>, <c>continue</c>, <c>jump C</c>, <c>goto C</c>); false for anything else.</summary>
+    public static bool TryParse(string text, out NfTablesVerdict verdict)
+    {
+        (var parsed, verdict) = text.Split(' ', StringSplitOptions.RemoveEmptyEntries) switch
+        {
+            ["accept"] => (true, Accept),
+            ["drop"] => (true, Drop),
+            ["return"] => (true, Return),
+            ["continue"] => (true, Continue),
+            ["jump", var chain] => (true, Jump(chain)),
+            ["goto", var chain] => (true, Goto(chain)),
+            _ => (false, default(NfTablesVerdict)),
+        };
+        return parsed;
+    }
+
+    public override string ToString() => Code switch
+    {
+        LinuxUapi.Netfilter.NF_ACCEPT => "accept",
+        LinuxUapi.Netfilter.NF_DROP => "drop",
+        NFT_RETURN => "return",
+        NFT_CONTINUE => "continue",
+        NFT_JUMP => $"jump {Chain}",
+        NFT_GOTO => $"goto {Chain}",
+        _ => $"verdict {Code}",
+    };
+}
+
+/// <summary>
+/// One element of a set or map, encoded: the key's bytes (a concatenation's fields each padded to 4
+/// bytes), for a map either data bytes or a verdict, and nft's element comment. <see cref="Text"/>
+/// names the element in errors (<c>10.96.0.10 . tcp . 80</c>).
+/// </summary>
+public sealed record NfTablesElement(byte[] Key, string Text)
+{
+    /// <summary>A data map's value (<c>NFTA_DATA_VALUE</c>).</summary>
+    public byte[]? Data { get; init; }
+
+    /// <summary>A verdict map's value (<c>NFTA_DATA_VERDICT</c>).</summary>
+    public NfTablesVerdict? Verdict { get; init; }
+
+    /// <summary>The comment nft shows after the key; stored as nft stores it, in the element's user data.</summary>
+    public string? Comment { get; init; }
+
+    /// <summary>A per-element timeout (sets with <c>flags timeout</c>); null takes the set's default.</summary>
+    public TimeSpan? Timeout { get; init; }
+
+    /// <summary>The element closing an interval (NFT_SET_ELEM_INTERVAL_END), as nft writes interval sets.</summary>
+    public bool IntervalEnd { get; init; }
+}
+
+public enum NfTablesElementChange { Add, Delete }
+
+/// <summary>An element added to, or deleted from, the set or map <see cref="Set"/>.</summary>
+public sealed record NfTablesElementOperation(NfTablesElementChange Change, string Set, NfTablesElement Element);
+
+/// <summary>
+/// nf_tables messages (include/uapi/linux/netfilter/nf_tables.h) as nft 1.0 / libnftnl write them:
+/// NFT_MSG_NEWSETELEM / NFT_MSG_DELSETELEM with NFTA_SET_ELEM_LIST_TABLE, _SET and _ELEMENTS.
+/// </summary>
+public static class NfTablesMessages
+{
+    /// <summary>NFTNL_UDATA_SET_ELEM_COMMENT: the user-data TLV type nft gives an element's comment.</summary>
+    public const byte ElementCommentUserDataType = 0;
+
+    /// <summary>The longest comment nft takes (NFTNL_UDATA_COMMENT_MAXLEN), in UTF-8 bytes without the NUL it stores after it.</summary>
+    public const int CommentMaxBytes = 128;
+
+    /// <summary>The nfnetlink message type of an nf_tables message.</summary>
+    public static ushort MessageType(ushort nftMessage) => (ushort)((LinuxUapi.Nfnetlink.NFNL_SUBSYS_NFTABLES << 8) | nftMessage);
+
+    /// <summary>nft's name of a netfilter family: <c>ip</c>, <c>ip6</c>, <c>inet</c>.</summary>
+    public static string FamilyKeyword(byte family) => family switch
+    {
+        LinuxUapi.Netfilter.NFPROTO_IPV4 => "ip",
+        LinuxUapi.Netfilter.NFPROTO_IPV6 => "ip6",
+        LinuxUapi.Netfilter.NFPROTO_INET => "inet",
+        _ => $"family {family}",
+    };
+
+    /// <summary>
+    /// One element change as a request of a batch, named as nft would write it:
+    /// <c>nftables add element ip proxyplanes service-ips { 10.96.0.10 . tcp . 80 }</c>. An add
+    /// carries NLM_F_CREATE (as <c>nft add element</c>: an element already there with the same
+    /// value is no error).
+    /// </summary>
+    public static NetlinkRequest SetElement(byte family, string table, NfTablesElementOperation operation)
+    {
+        ValidateName(table, "table");
+        ValidateName(operation.Set, "set");
+        var element = operation.Element;
+        if (element.Comment is { } comment && (Encoding.UTF8.GetByteCount(comment) > CommentMaxBytes || comment.Contains('\0')))
+            throw new ArgumentException($"element {element.Text}: comment longer than {CommentMaxBytes} bytes, or with a NUL", nameof(operation));
+        if (element.Data is not null && element.Verdict is not null)
+            throw new ArgumentException($"element {element.Text}: both data and a verdict", nameof(operation));
+        var add = operation.Change == NfTablesElementChange.Add;
+        var verb = add ? "add" : "delete";
+        return new NetlinkRequest(
+            MessageType(add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM),
+            add ? LinuxUapi.Netlink.NLM_F_CREATE : (ushort)0,
+            (ref NetlinkWriter writer) => WriteSetElement(ref writer, family, table, operation),
+            $"nftables {verb} element {FamilyKeyword(family)} {table} {operation.Set} {{ {element.Text} }}");
+    }
+
+    /// <summary>The body of a NEWSETELEM / DELSETELEM message (after the nlmsghdr): nfgenmsg and attributes.</summary>
+    public static void WriteSetElement(ref NetlinkWriter writer, byte family, string table, NfTablesElementOperation operation)
+    {
+        var element = operation.Element;
+        writer.WriteNetfilterHeader(family, 0);
+        writer.PutString(NFTA_SET_ELEM_LIST_TABLE, table);
+        writer.PutString(NFTA_SET_ELEM_LIST_SET, operation.Set);
+        var elements = writer.BeginNested(NFTA_SET_ELEM_LIST_ELEMENTS);
+        var item = writer.BeginNested(NFTA_LIST_ELEM);
+        var key = writer.BeginNested(NFTA_SET_ELEM_KEY);
+        writer.PutBytes(NFTA_DATA_VALUE, element.Key);
+        writer.EndNested(key);
+        if (element.IntervalEnd) writer.PutBigEndianU32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+        if (operation.Change == NfTablesElementChange.Add)
+        {
+            if (element.Timeout is { } timeout) writer.PutBigEndianU64(NFTA_SET_ELEM_TIMEOUT, (ulong)timeout.TotalMilliseconds);
+            if (element.Data is { } data)
+            {
+                var value = writer.BeginNested(NFTA_SET_ELEM_DATA);
+                writer.PutBytes(NFTA_DATA_VALUE, data);
+                writer.EndNested(value);
+            }
+            else if (element.Verdict is { } verdict)
+            {
+                var value = writer.BeginNested(NFTA_SET_ELEM_DATA);
+                var nested = writer.BeginNested(NFTA_DATA_VERDICT);
+                writer.PutBigEndianU32(NFTA_VERDICT_CODE, unchecked((uint)verdict.Code));
+                if (verdict.Chain is { } chain) writer.PutString(NFTA_VERDICT_CHAIN, chain);
+                writer.EndNested(nested);
+                writer.EndNested(value);
+            }
+            if (element.Comment is { } comment)
+            {
+                // libnftnl's user data: a TLV of u8 type, u8 length, then the string with its NUL.
+                Span<byte> userData = stackalloc byte[3 + CommentMaxBytes];
+                var length = Encoding.UTF8.GetBytes(comment, userData[2..]);
+                userData[2 + length] = 0;
+                userData[0] = ElementCommentUserDataType;
+                userData[1] = (byte)(length + 1);
+                writer.PutBytes(NFTA_SET_ELEM_USERDATA, userData[..(length + 3)]);
+            }
+        }
+        writer.EndNested(item);
+        writer.EndNested(elements);
+    }
+
+    private static void ValidateName(string name, string what)
+    {
+        if (name.Length == 0 || Encoding.UTF8.GetByteCount(name) >= NFT_NAME_MAXLEN || name.Contains('\0'))
+            throw new ArgumentException($"invalid nf_tables {what} name '{name}'");
+    }
+}
+
+/// <summary>
+/// An nf_tables data type as nft names it (<c>nft describe</c>), with how a value of it is written in
+/// a set key or map data: its length and byte order. Only fixed-length types are known here.
+/// </summary>
+public sealed class NfTablesDataType
+{
+    private readonly Func<string, Span<byte>, bool> _encode;
+
+    private NfTablesDataType(string name, int length, Func<string, Span<byte>, bool> encode)
+    {
+        Name = name;
+        Length = length;
+        _encode = encode;
+    }
+
+    public string Name { get; }
+
+    /// <summary>Bytes of a value (unpadded).</summary>
+    public int Length { get; }
+
+    private static readonly Dictionary<string, NfTablesDataType> Known = new[]
+    {
+        new NfTablesDataType("ipv4_addr", 4, (text, bytes) => EncodeAddress(text, AddressFamily.InterNetwork, bytes)),
+        new NfTablesDataType("ipv6_addr", 16, (text, bytes) => EncodeAddress(text, AddressFamily.InterNetworkV6, bytes)),
+        new NfTablesDataType("inet_proto", 1, EncodeProtocol),
+        new NfTablesDataType("inet_service", 2, (text, bytes) =>
+            ushort.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var port) && BinaryPrimitives.TryWriteUInt16BigEndian(bytes, port)),
+        // Marks are host byte order in nft (meta mark, ct mark).
+        new NfTablesDataType("mark", 4, (text, bytes) => TryParseU32(text, out var mark) && BitConverter.TryWriteBytes(bytes, mark)),
+        new NfTablesDataType("ether_addr", 6, EncodeEther),
+    }.ToDictionary(t => t.Name, StringComparer.Ordinal);
+
+    /// <summary>The type named <paramref name="name"/>; false for types this encoder does not know (e.g. <c>ifname</c>, <c>integer</c>).</summary>
+    public static bool TryGet(string name, out NfTablesDataType type) => Known.TryGetValue(name, out type!);
+
+    /// <summary>Writes <paramref name="text"/> (nft's notation) into the first <see cref="Length"/> bytes; false when it is not a value of this type.</summary>
+    public bool TryEncode(string text, Span<byte> destination) => destination.Length >= Length && _encode(text, destination[..Length]);
+
+    /// <summary>The padded length of a key or data of <paramref name="types"/>: one type unpadded, a concatenation with each field rounded up to 4 bytes.</summary>
+    public static int ConcatenationLength(IReadOnlyList<NfTablesDataType> types) =>
+        types.Count == 1 ? types[0].Length : types.Sum(t => NetlinkWriter.NetlinkAlign(t.Length));
+
+    /// <summary>
+    /// Encodes the parts of a key or data, one per type, as nft does: one type unpadded; a
+    /// concatenation with each field padded to 4 bytes. Returns null and says why when a part is not a
+    /// value of its type or the counts differ.
+    /// </summary>
+    public static byte[]? TryEncode(IReadOnlyList<NfTablesDataType> types, IReadOnlyList<string> parts, out string? error)
+    {
+        if (types.Count != parts.Count || types.Count == 0)
+        {
+            error = $"{parts.Count} fields for {types.Count} types ({string.Join(" . ", types.Select(t => t.Name))})";
+            return null;
+        }
+        var bytes = new byte[ConcatenationLength(types)];
+        var offset = 0;
+        for (var i = 0; i < types.Count; i++)
+        {
+            if (!types[i].TryEncode(parts[i], bytes.AsSpan(offset)))
+            {
+                error = $"'{parts[i]}' is not a {types[i].Name}";
+                return null;
+            }
+            offset += types.Count == 1 ? types[i].Length : NetlinkWriter.NetlinkAlign(types[i].Length);
+        }
+        if (bytes.Length > NFT_DATA_VALUE_MAXLEN)
+        {
+            error = $"{bytes.Length} bytes, more than a set key holds ({NFT_DATA_VALUE_MAXLEN})";
+            return null;
+        }
+        error = null;
+        return bytes;
+    }
+
+    private static bool EncodeAddress(string text, AddressFamily family, Span<byte> bytes) =>
+        IPAddress.TryParse(text, out var address) && address.AddressFamily == family && !text.Contains('/') && !text.Contains('%') &&
+        address.TryWriteBytes(bytes, out _);
+
+    private static readonly Dictionary<string, byte> Protocols = new(StringComparer.Ordinal)
+    {
+        ["icmp"] = 1, ["igmp"] = 2, ["tcp"] = 6, ["udp"] = 17, ["dccp"] = 33, ["gre"] = 47, ["esp"] = 50, ["ah"] = 51,
+        ["icmpv6"] = 58, ["sctp"] = 132, ["udplite"] = 136,
+    };
+
+    private static bool EncodeProtocol(string text, Span<byte> bytes)
+    {
+        if (Protocols.TryGetValue(text, out var protocol) || byte.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out protocol))
+        {
+            bytes[0] = protocol;
+            return true;
+        }
+        return false;
+    }
+
+    private static bool TryParseU32(string text, out uint value) =>
+        text.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
+            ? uint.TryParse(text.AsSpan(2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out value)
+            : uint.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out value);
+
+    private static bool EncodeEther(string text, Span<byte> bytes)
+    {
+        var parts = text.Split(':');
+        if (parts.Length != 6) return false;
+        for (var i = 0; i < 6; i++)
+            if (parts[i].Length is 0 or > 2 || !byte.TryParse(parts[i], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out bytes[i])) return false;
+        return true;
+    }
+}
+
+/// <summary>
+/// nf_tables over a NETLINK_NETFILTER socket, in the network namespace of the thread that opened it.
+/// Element changes go as one atomic batch without reading anything back (unlike <c>nft</c>, which
+/// first fetches the table into its cache).
+/// </summary>
+public sealed class NfTablesClient : IDisposable
+{
+    private readonly NetlinkSocket _socket;
+
+    private NfTablesClient(NetlinkSocket socket) => _socket = socket;
+
+    /// <summary>Opens a NETLINK_NETFILTER socket in the calling thread's network namespace.</summary>
+    public static NfTablesClient Open() => new(NetlinkSocket.Open(LinuxUapi.Netlink.NETLINK_NETFILTER));
+
+    /// <summary>
+    /// Applies element adds and deletes to sets and maps of <paramref name="table"/> as one
+    /// transaction: all or nothing. A refusal throws <see cref="NetlinkException"/> naming the first
+    /// element the kernel refused (<c>nftables delete element ip proxyplanes service-ips { 10.96.0.10 . tcp . 80 }:
+    /// No such file or directory (ENOENT)</c>), or the batch when the kernel refused it as a whole.
+    /// </summary>
+    public void ApplyElements(byte family, string table, IReadOnlyList<NfTablesElementOperation> operations)
+    {
+        if (operations.Count == 0) return;
+        var requests = new NetlinkRequest[operations.Count];
+        for (var i = 0; i < operations.Count; i++) requests[i] = NfTablesMessages.SetElement(family, table, operations[i]);
+        _socket.ExecuteNetfilterBatch(LinuxUapi.Nfnetlink.NFNL_SUBSYS_NFTABLES, requests,
+            $"nftables batch of {operations.Count} element change{(operations.Count == 1 ? "" : "s")} in {NfTablesMessages.FamilyKeyword(family)} {table}");
+    }
+
+    public void Dispose() => _socket.Dispose();
+}

@@ -1,0 +1,213 @@
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Logging.Abstractions;
+using ProxyPlanes.Core.Proxy;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
+using ProxyPlanes.Netlink;
+using ProxyPlanes.Sandbox;
+
+namespace ProxyPlanes.Backends.Nftables.Tests;
+
+/// <summary>Which transactions the netlink applier can send itself, without a kernel.</summary>
+public sealed class NftNetlinkApplierEncodingTests
+{
+    private static NftNetlinkApplier ApplierKnowingTheTable()
+    {
+        var applier = new NftNetlinkApplier(new NftCommandApplier(), openClient: () => throw new InvalidOperationException("no kernel here"));
+        applier.Learn(new NftTransaction(IpFamily.IPv4, NftNames.Table)
+            .Add(new NftTable())
+            .Add(new NftMap(NftNames.ServiceIPs) { Type = new(["ipv4_addr", "inet_proto", "inet_service"]), ValueType = "verdict" })
+            .Add(new NftSet(NftNames.HealthCheckNodePorts) { Type = new(["inet_service"]) })
+            .Add(new NftSet("source-ranges-x") { Type = new(["ipv4_addr"]), Flags = new(["interval"]) })
+            .Add(new NftMap("endpoints-x") { Type = new(["mark"]), ValueType = "ipv4_addr" }));
+        return applier;
+    }
+
+    [Fact]
+    public void TryEncode_ElementsOfKnownSets_BecomeNetlinkElements()
+    {
+        var applier = ApplierKnowingTheTable();
+        var tx = new NftTransaction(IpFamily.IPv4, NftNames.Table)
+            .Delete(new NftElement(NftNames.ServiceIPs, "10.96.0.10", "tcp", "80"))
+            .Add(new NftElement(NftNames.ServiceIPs, "10.96.0.11", "udp", "53") { Value = "goto service-x", Comment = "kube-system/dns:dns cluster IP" })
+            .Add(new NftElement(NftNames.HealthCheckNodePorts, "32013"))
+            .Add(new NftElement("endpoints-x", "1") { Value = "10.244.1.2" });
+
+        var operations = applier.TryEncode(tx);
+
+        Assert.NotNull(operations);
+        Assert.Equal(4, operations.Count);
+        Assert.Equal(NfTablesElementChange.Delete, operations[0].Change);
+        Assert.Equal("10.96.0.10 . tcp . 80", operations[0].Element.Text);
+        Assert.Equal("0A60000A0600000000500000", Convert.ToHexString(operations[0].Element.Key));
+        Assert.Equal(NfTablesVerdict.Goto("service-x"), operations[1].Element.Verdict);
+        Assert.Equal("kube-system/dns:dns cluster IP", operations[1].Element.Comment);
+        Assert.Equal("7D0D", Convert.ToHexString(operations[2].Element.Key));
+        Assert.Equal("0AF40102", Convert.ToHexString(operations[3].Element.Data!));
+    }
+
+    [Fact]
+    public void TryEncode_AnythingElse_GoesThroughNft()
+    {
+        var applier = ApplierKnowingTheTable();
+        NftTransaction Tx() => new(IpFamily.IPv4, NftNames.Table);
+
+        Assert.Null(applier.TryEncode(Tx().Add(new NftElement(NftNames.ServiceIPs, "10.96.0.11", "udp", "53") { Value = "goto service-x" }).Add(new NftRule("service-x", "drop"))));
+        Assert.Null(applier.TryEncode(Tx().Flush(new NftMap(NftNames.ServiceIPs))));
+        Assert.Null(applier.TryEncode(Tx().Add(new NftElement("unknown-set", "80"))));
+        Assert.Null(applier.TryEncode(Tx().Add(new NftElement("source-ranges-x", "10.0.0.0/8"))));
+        Assert.Null(applier.TryEncode(Tx().Add(new NftElement(NftNames.HealthCheckNodePorts, "http"))));
+        Assert.Null(applier.TryEncode(Tx().Add(new NftElement(NftNames.ServiceIPs, "10.96.0.11", "udp", "53") { Value = "queue" })));
+        Assert.Null(applier.TryEncode(new NftTransaction(IpFamily.IPv6, NftNames.Table).Add(new NftElement(NftNames.HealthCheckNodePorts, "32013"))));
+        // Positive control: the same applier does encode a plain element.
+        Assert.NotNull(applier.TryEncode(Tx().Add(new NftElement(NftNames.HealthCheckNodePorts, "32013"))));
+
+        // Element-only transactions that go through nft say why; others need no reason.
+        applier.TryEncode(Tx().Add(new NftElement("source-ranges-x", "10.0.0.0/8")), out var interval);
+        Assert.Equal("ip proxyplanes source-ranges-x is an interval set (nft writes an interval as two elements and merges neighbours itself)", interval);
+        applier.TryEncode(Tx().Add(new NftElement(NftNames.HealthCheckNodePorts, "http")), out var value);
+        Assert.Equal("cannot encode an element of ip proxyplanes health-check-nodeports (inet_service), e.g. http", value);
+        applier.TryEncode(Tx().Add(new NftElement("unknown-set", "80")), out var unknown);
+        Assert.Equal("the definition of ip proxyplanes unknown-set is not known", unknown);
+        applier.TryEncode(Tx().Add(new NftRule("service-x", "drop")), out var rule);
+        Assert.Null(rule);
+
+        // A set deleted by an applied transaction is forgotten.
+        applier.Learn(Tx().Delete(new NftSet(NftNames.HealthCheckNodePorts)));
+        Assert.Null(applier.TryEncode(Tx().Add(new NftElement(NftNames.HealthCheckNodePorts, "32013"))));
+    }
+}
+
+/// <summary>
+/// The netlink applier against the kernel, in network namespaces each test makes: the same
+/// transactions applied by nft in one namespace and by netlink in another leave the same table
+/// (<c>nft -j list table</c>, comments included); a refused batch leaves the old table and names the element.
+/// </summary>
+public sealed partial class NftNetlinkApplierKernelTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    private static NetworkNamespace CreateNamespace(string suffix) => NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-{suffix}");
+
+    private static NftNetlinkApplier NetlinkApplier(NetworkNamespace ns) =>
+        new(new NftCommandApplier(["ip", "netns", "exec", ns.Name]), NullLogger.Instance, () => ns.Run(NfTablesClient.Open));
+
+    /// <summary>The table as nft's JSON, without the handles (numbered per table, not part of what the table does).</summary>
+    private static async Task<string> ListAsync(NetworkNamespace ns)
+    {
+        var json = (await ns.CheckedExecAsync(["nft", "-j", "list", "table", "ip", NftNames.Table], TimeSpan.FromSeconds(30))).StandardOutput;
+        return Handle().Replace(json, "");
+    }
+
+    [GeneratedRegex(@",\s*""handle"":\s*\d+")]
+    private static partial Regex Handle();
+
+    private static DesiredState TwoServices() => StateBuilder.State(StateBuilder.Network,
+        StateBuilder.Port(StateBuilder.Info("web", "10.96.0.10"), StateBuilder.Endpoint("10.244.1.2"), StateBuilder.Endpoint("10.244.2.3", local: false)),
+        StateBuilder.Port(StateBuilder.Info("dns", "10.96.0.53", 53, "dns", Protocol.UDP), StateBuilder.Endpoint("10.244.1.9", 53)));
+
+    [Fact]
+    public async Task ElementTransaction_ByNetlinkAndByNft_LeavesTheSameTable()
+    {
+        using var viaNft = CreateNamespace("nfte");
+        using var viaNetlink = CreateNamespace("nfnl");
+        var nft = new NftCommandApplier(["ip", "netns", "exec", viaNft.Name]);
+        using var netlink = NetlinkApplier(viaNetlink);
+        var full = new NftablesPlanner(IpFamily.IPv4).Plan(StateBuilder.Full(TwoServices()), null, null).Transaction;
+        await nft.ApplyAsync(full, default);
+        await netlink.ApplyAsync(full, default);
+        Assert.Equal((0, 1), (netlink.NetlinkTransactions, netlink.NftTransactions));
+        Assert.Equal(await ListAsync(viaNft), await ListAsync(viaNetlink));
+
+        var serviceChain = full.Operations.Select(o => o.Object).OfType<NftChain>().First(c => c.Name.StartsWith("service-", StringComparison.Ordinal)).Name;
+        var elements = new NftTransaction(IpFamily.IPv4, NftNames.Table)
+            .Delete(new NftElement(NftNames.ServiceIPs, "10.96.0.53", "udp", "53"))
+            .Add(new NftElement(NftNames.ServiceIPs, "10.96.7.7", "tcp", "8443") { Value = $"goto {serviceChain}", Comment = "default/extra:https cluster IP" })
+            .Add(new NftElement(NftNames.NoEndpointServices, "10.96.0.53", "udp", "53") { Value = "drop", Comment = "default/dns:dns cluster IP" })
+            .Add(new NftElement(NftNames.HealthCheckNodePorts, "32013"));
+        await nft.ApplyAsync(elements, default);
+        await netlink.ApplyAsync(elements, default);
+
+        Assert.Equal((1, 1), (netlink.NetlinkTransactions, netlink.NftTransactions));
+        var listing = await ListAsync(viaNetlink);
+        Assert.Contains("default/extra:https cluster IP", listing);
+        Assert.Equal(await ListAsync(viaNft), listing);
+    }
+
+    [Fact]
+    public async Task RefusedElementTransaction_LeavesTheTable_AndNamesTheElement()
+    {
+        using var ns = CreateNamespace("nfer");
+        using var applier = NetlinkApplier(ns);
+        await applier.ApplyAsync(new NftablesPlanner(IpFamily.IPv4).Plan(StateBuilder.Full(TwoServices()), null, null).Transaction, default);
+        var before = await ListAsync(ns);
+
+        var tx = new NftTransaction(IpFamily.IPv4, NftNames.Table)
+            .Add(new NftElement(NftNames.HealthCheckNodePorts, "32013"))
+            .Delete(new NftElement(NftNames.ServiceIPs, "10.96.9.9", "tcp", "80"));
+        var e = await Assert.ThrowsAsync<NftException>(() => applier.ApplyAsync(tx, default));
+
+        Assert.Contains("nftables delete element ip proxyplanes service-ips { 10.96.9.9 . tcp . 80 }: No such file or directory (ENOENT)", e.Message);
+        Assert.Equal(before, await ListAsync(ns));
+        Assert.Equal(0, applier.NetlinkTransactions);
+        // Positive control: the valid half alone is applied, over netlink.
+        await applier.ApplyAsync(new NftTransaction(IpFamily.IPv4, NftNames.Table).Add(new NftElement(NftNames.HealthCheckNodePorts, "32013")), default);
+        Assert.Equal(1, applier.NetlinkTransactions);
+        Assert.NotEqual(before, await ListAsync(ns));
+    }
+
+    [Fact]
+    public async Task NetlinkRefused_FallsBackToNft_AndRemembers()
+    {
+        using var ns = CreateNamespace("nffb");
+        var opened = 0;
+        using var applier = new NftNetlinkApplier(new NftCommandApplier(["ip", "netns", "exec", ns.Name]), NullLogger.Instance, () =>
+        {
+            opened++;
+            throw new NetlinkException(LinuxUapi.Errno.EPERM, "socket(AF_NETLINK, NETLINK_NETFILTER)");
+        });
+        await applier.ApplyAsync(new NftablesPlanner(IpFamily.IPv4).Plan(StateBuilder.Full(TwoServices()), null, null).Transaction, default);
+
+        for (var port = 32013; port < 32015; port++)
+            await applier.ApplyAsync(new NftTransaction(IpFamily.IPv4, NftNames.Table).Add(new NftElement(NftNames.HealthCheckNodePorts, $"{port}")), default);
+
+        Assert.Equal(1, opened);
+        Assert.Contains("EPERM", applier.Refusal);
+        Assert.Equal((0, 3), (applier.NetlinkTransactions, applier.NftTransactions));
+        Assert.Contains("32013, 32014", (await ns.CheckedExecAsync(["nft", "list", "set", "ip", NftNames.Table, NftNames.HealthCheckNodePorts], TimeSpan.FromSeconds(10))).StandardOutput);
+    }
+
+    /// <summary>
+    /// The partial-sync equivalence, in the kernel: the same random sequence of syncs through the
+    /// backend with nft in one namespace and with the netlink applier in another leaves the same table
+    /// after every step.
+    /// </summary>
+    [Theory]
+    [InlineData(2)]
+    [InlineData(5)]
+    [InlineData(11)]
+    public async Task RandomSequence_NetlinkApplier_LeavesTheSameTableAsNft(int seed)
+    {
+        using var viaNft = CreateNamespace("nfrq");
+        using var viaNetlink = CreateNamespace("nfrn");
+        using var metrics = new ProxyMetrics();
+        using var netlink = NetlinkApplier(viaNetlink);
+        var nftBackend = new NftablesBackend([IpFamily.IPv4], new NftCommandApplier(["ip", "netns", "exec", viaNft.Name]), metrics, NullLogger.Instance);
+        var netlinkBackend = new NftablesBackend([IpFamily.IPv4], netlink, metrics, NullLogger.Instance);
+        var cluster = new RandomCluster(seed);
+        DesiredState? previous = null;
+        for (var step = 0; step < 25; step++)
+        {
+            cluster.Mutate();
+            var state = cluster.State(StateBuilder.Network);
+            var request = previous is null || step % 7 == 0 ? StateBuilder.Full(state) : new SyncRequest(state, false, StateBuilder.Changed(previous, state));
+            await nftBackend.SyncAsync(request, default);
+            await netlinkBackend.SyncAsync(request, default);
+            Assert.True(await ListAsync(viaNft) == await ListAsync(viaNetlink), $"seed {seed} step {step}: the tables differ");
+            previous = state;
+        }
+        output.WriteLine($"seed {seed}: {netlink.NetlinkTransactions} transactions over netlink, {netlink.NftTransactions} through nft");
+        // Both paths ran. (With today's layout few partial syncs are element-only: 2 of 25 for these seeds.)
+        Assert.True(netlink.NftTransactions > 0);
+        Assert.True(netlink.NetlinkTransactions > 0);
+    }
+}

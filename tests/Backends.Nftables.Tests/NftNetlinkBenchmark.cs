@@ -1,0 +1,88 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging.Abstractions;
+using ProxyPlanes.Model;
+using ProxyPlanes.Netlink;
+using ProxyPlanes.Sandbox;
+using Xunit.Abstractions;
+
+namespace ProxyPlanes.Backends.Nftables.Tests;
+
+/// <summary>
+/// Not a test: the numbers of docs/bench/2026-12-07-nftables-netlink-elements. One element change
+/// on a table of 10,000 services × 2 endpoints (the planner's full sync), by nft and by netlink,
+/// interleaved in the same run. Runs only with PROXYPLANES_BENCH_NFT_NETLINK=1 (it takes a minute):
+/// <c>PROXYPLANES_BENCH_NFT_NETLINK=1 dotnet test tests/Backends.Nftables.Tests --no-build
+/// --filter NftNetlinkBenchmark --logger "console;verbosity=detailed"</c>.
+/// </summary>
+public sealed class NftNetlinkBenchmark(ITestOutputHelper output)
+{
+    private const int Services = 10_000;
+    private const int Rounds = 15;
+
+    [BenchFact]
+    public async Task OneElement_NftVersusNetlink_At10000Services()
+    {
+        using var ns = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-nfbe");
+        var nft = new NftCommandApplier(["ip", "netns", "exec", ns.Name]);
+        using var netlink = new NftNetlinkApplier(nft, NullLogger.Instance, () => ns.Run(NfTablesClient.Open));
+
+        var ports = Enumerable.Range(0, Services).Select(i =>
+        {
+            var ip = new System.Net.IPAddress(BitConverter.GetBytes(System.Net.IPAddress.HostToNetworkOrder(0x0A600000 + i + 1))).ToString();
+            var pod = 0x0AF40000 + (2 * i) + 2;
+            return StateBuilder.Port(StateBuilder.Info($"svc-{i:D5}", ip),
+                StateBuilder.Endpoint(new System.Net.IPAddress(BitConverter.GetBytes(System.Net.IPAddress.HostToNetworkOrder(pod))).ToString()),
+                StateBuilder.Endpoint(new System.Net.IPAddress(BitConverter.GetBytes(System.Net.IPAddress.HostToNetworkOrder(pod + 1))).ToString(), local: false));
+        }).ToArray();
+        var full = new NftablesPlanner(IpFamily.IPv4).Plan(StateBuilder.Full(StateBuilder.State(StateBuilder.Network, ports)), null, null).Transaction;
+        var load = Stopwatch.StartNew();
+        await netlink.ApplyAsync(full, default); // through nft (definitions), and the applier learns the set types
+        output.WriteLine($"full load: {load.Elapsed.TotalSeconds:F1} s, {full.Count(NftVerb.Add, "chain")} chains, {full.Count(NftVerb.Add, "rule")} rules, {full.Count(NftVerb.Add, "element")} elements");
+        var serviceChain = full.Operations.Select(o => o.Object).OfType<NftChain>().First(c => c.Name.StartsWith("service-", StringComparison.Ordinal)).Name;
+
+        var cases = new (string Name, NftElement Element)[]
+        {
+            ("plain set element (health-check-nodeports)", new NftElement(NftNames.HealthCheckNodePorts, "32013")),
+            ("verdict element, drop (no-endpoint-services)", new NftElement(NftNames.NoEndpointServices, "10.97.0.1", "tcp", "80") { Value = "drop", Comment = "bench/x:http cluster IP" }),
+            ("verdict element, goto a service chain (service-ips)", new NftElement(NftNames.ServiceIPs, "10.97.0.1", "tcp", "80") { Value = $"goto {serviceChain}", Comment = "bench/x:http cluster IP" }),
+        };
+        output.WriteLine($"load average before: {File.ReadAllText("/proc/loadavg").Trim()}");
+        output.WriteLine("| change | nft add p50 | netlink add p50 | nft delete p50 | netlink delete p50 | add ratio |");
+        output.WriteLine("| --- | --- | --- | --- | --- | --- |");
+        foreach (var (name, element) in cases)
+        {
+            var add = new NftTransaction(IpFamily.IPv4, NftNames.Table).Add(element);
+            var delete = new NftTransaction(IpFamily.IPv4, NftNames.Table).Delete(element with { Value = null, Comment = null });
+            var times = new Dictionary<string, List<double>> { ["nft add"] = [], ["netlink add"] = [], ["nft delete"] = [], ["netlink delete"] = [] };
+            for (var round = 0; round < Rounds; round++)
+            {
+                // Interleaved, so both see the same load.
+                times["nft add"].Add(await TimeAsync(nft, add));
+                times["nft delete"].Add(await TimeAsync(nft, delete));
+                times["netlink add"].Add(await TimeAsync(netlink, add));
+                times["netlink delete"].Add(await TimeAsync(netlink, delete));
+            }
+            double P50(string key) => times[key].Order().ElementAt(times[key].Count / 2);
+            output.WriteLine($"| {name} | {P50("nft add"):F1} ms | {P50("netlink add"):F2} ms | {P50("nft delete"):F1} ms | {P50("netlink delete"):F2} ms | {P50("nft add") / P50("netlink add"):F0}× |");
+        }
+        output.WriteLine($"load average after: {File.ReadAllText("/proc/loadavg").Trim()}");
+        Assert.Equal(Rounds * 2 * cases.Length, netlink.NetlinkTransactions);
+    }
+
+    private static async Task<double> TimeAsync(INftablesApplier applier, NftTransaction transaction)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        await applier.ApplyAsync(transaction, default);
+        return stopwatch.Elapsed.TotalMilliseconds;
+    }
+}
+
+/// <summary>A fact that runs only when PROXYPLANES_BENCH_NFT_NETLINK=1.</summary>
+public sealed class BenchFactAttribute : FactAttribute
+{
+    public BenchFactAttribute()
+    {
+        if (Environment.GetEnvironmentVariable("PROXYPLANES_BENCH_NFT_NETLINK") != "1")
+            Skip = "a measurement, not a test: set PROXYPLANES_BENCH_NFT_NETLINK=1 to run it";
+    }
+}
