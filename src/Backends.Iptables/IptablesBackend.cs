@@ -121,14 +121,15 @@ public sealed class IptablesBackend : IProxyBackend
             apply.Restart();
             try
             {
-                await applier.RestoreAsync(plan.Script, cancellationToken).ConfigureAwait(false);
+                // A partial sync whose changes leave this family's rules as they are sends nothing.
+                if (plan.Script.Length > 0) await applier.RestoreAsync(plan.Script, cancellationToken).ConfigureAwait(false);
             }
             catch (CommandException e)
             {
                 metrics.RestoreFailed(family, partial: !full);
                 State = null;
                 logger.LogDebug("Rejected {Family} iptables-restore input:\n{Script}", family, plan.Script);
-                throw new BackendSyncException($"{(family == IpFamily.IPv4 ? "iptables" : "ip6tables")}-restore ({applier.Variant}) refused the {(full ? "full" : "partial")} sync; the previous rules stay in force: {e.Message}", e);
+                throw new BackendSyncException($"{(family == IpFamily.IPv4 ? "iptables" : "ip6tables")}-restore ({applier.Variant}) refused the {(full ? "full" : plan.Delta ? "partial (delta)" : "partial")} sync; the previous rules stay in force: {e.Message}", e);
             }
             State = plan.State;
             LastPlan = plan;

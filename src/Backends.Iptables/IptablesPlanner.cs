@@ -8,42 +8,64 @@ using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Iptables;
 
-/// <summary>The per-service chains one service port owns after a sync, with their rule counts.</summary>
-public sealed record PortChains(ImmutableArray<(string Chain, int Rules)> Nat, int FilterRules);
-
-/// <summary>What the planner remembers between syncs, so a partial sync can skip unchanged chains and still count them.</summary>
-public sealed record IptablesPlannerState(ImmutableDictionary<ServicePortName, PortChains> Ports)
+/// <summary>
+/// What one service port holds after a sync: its own chains with their rule counts (nat), and its
+/// rules in the shared chains (<see cref="SharedChain"/>), in order, exactly as written.
+/// </summary>
+public sealed record PortChains(ImmutableArray<(string Chain, int Rules)> Nat, ImmutableArray<SharedRule> Frontends)
 {
-    public static IptablesPlannerState Empty { get; } = new(ImmutableDictionary<ServicePortName, PortChains>.Empty);
+    public int FilterRules => Frontends.Count(r => !r.IsNat);
+
+    public int NatFrontendRules => Frontends.Count(r => r.IsNat);
 }
 
 /// <summary>
-/// The planner's output: the exact iptables-restore input (<see cref="ToString"/>), and the
-/// rule counts the metrics report.
+/// What the planner remembers between syncs: per service port its chains and its shared-chain
+/// rules (so a partial sync sends only the rules that changed, deleting the old ones by their exact
+/// text), and the rules that close <c>KUBE-SERVICES</c> (the node-ports jump) as last written.
 /// </summary>
-public sealed record IptablesPlan(string Script, IptablesPlannerState State, int NatRulesTotal, int FilterRulesTotal, int NatRulesWritten, int FilterRulesWritten, int ChainsSkipped)
+public sealed record IptablesPlannerState(ImmutableDictionary<ServicePortName, PortChains> Ports, ImmutableArray<string> ServicesTail)
+{
+    public static IptablesPlannerState Empty { get; } = new(ImmutableDictionary<ServicePortName, PortChains>.Empty, []);
+}
+
+/// <summary>
+/// The planner's output: the exact iptables-restore input (<see cref="ToString"/>, empty when a
+/// partial sync has nothing to send), and the rule counts the metrics report. <see cref="Delta"/>:
+/// a partial sync that sent only the changed rules of the shared chains.
+/// </summary>
+public sealed record IptablesPlan(string Script, IptablesPlannerState State, int NatRulesTotal, int FilterRulesTotal, int NatRulesWritten, int FilterRulesWritten, int ChainsSkipped, bool Delta = false)
 {
     public override string ToString() => Script;
 }
 
 /// <summary>
 /// Pure planner for the iptables data plane: DesiredState (+ the changed service ports) →
-/// an iptables-restore script in kube-proxy's chain layout. Fixed chains are rewritten on every
-/// sync; per-service chains only when their service port changed (or on a full sync); chains
-/// no longer wanted are flushed and deleted in the same transaction.
+/// an iptables-restore script in kube-proxy's chain layout. A full sync flushes and writes every
+/// chain. A partial sync flushes and rewrites only the chains of changed service ports, and in the
+/// shared chains (<c>KUBE-SERVICES</c>, <c>KUBE-NODEPORTS</c>, <c>KUBE-EXTERNAL-SERVICES</c>,
+/// <c>KUBE-PROXY-FIREWALL</c>) deletes those ports' old rules by their exact text and inserts the
+/// new ones at the position a full sync would give them (ports in sorted order, the node-ports jump
+/// last), so the kernel ends up with exactly what a full sync writes. Chains no longer wanted are
+/// flushed and deleted in the same transaction.
 /// </summary>
 public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 {
+    // Rules of the fixed chains besides the service ports' and the node-ports jump: KUBE-POSTROUTING (3)
+    // and KUBE-MARK-MASQ (1) in nat, KUBE-FORWARD (3) in filter; one canary rule in each table.
+    private const int FixedNatRules = 4, FixedFilterRules = 3, CanaryRules = 1;
+
     private readonly string _mark = "0x" + (1 << masqueradeBit).ToString("x", CultureInfo.InvariantCulture);
     private readonly RuleWriter _nat = new();
     private readonly RuleWriter _filter = new();
+    private readonly SharedRuleBuilder _shared = new();
     private readonly StringBuilder _script = new();
 
     private string HostPrefix => family == IpFamily.IPv4 ? "/32" : "/128";
 
     /// <summary>
     /// Plans one sync. <paramref name="previous"/> is what the last successful sync left (null when
-    /// unknown: then every per-service chain is written); <paramref name="kernel"/> is what a full sync
+    /// unknown: then every chain is written); <paramref name="kernel"/> is what a full sync
     /// found in the kernel (stale chains to delete, built-in jumps already present).
     /// </summary>
     public IptablesPlan Plan(SyncRequest request, IptablesPlannerState? previous, KernelTables kernel)
@@ -53,45 +75,98 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         var full = request.Full || previous is null;
         previous ??= IptablesPlannerState.Empty;
         var network = request.State.Network;
+        var tail = NodePortsJumps(network);
+        // A partial sync sends deltas of the shared chains only while the rules closing KUBE-SERVICES
+        // are those the kernel has (a node-level change makes the controller ask for a full sync anyway).
+        var delta = !full && previous.ServicesTail.SequenceEqual(tail);
 
         if (full)
         {
             WriteJumpsFromBuiltInChains(kernel);
             WriteCanary();
         }
-        WriteFixedChains();
+        if (!delta) WriteFixedChains();
 
         var ports = ImmutableDictionary.CreateBuilder<ServicePortName, PortChains>();
-        int skippedChains = 0, skippedNatRules = 0;
+        // Rules each shared chain holds, at this point of the script, before the current port's.
+        var rulesAhead = new int[SharedRule.ChainCount];
+        int skippedChains = 0, natFrontends = 0, filterFrontends = 0, natOwnRules = 0;
         foreach (var (name, port) in request.State.ServicePorts)
         {
             var clusterIP = port.Info.ClusterIPs.FirstOrDefault(ip => NodeAddresses.FamilyOf(ip) == family);
             if (clusterIP is null) continue; // not a service of this family
-            if (full || request.ChangedPorts.Contains(name) || !previous.Ports.TryGetValue(name, out var unchanged))
+            previous.Ports.TryGetValue(name, out var old);
+            PortChains now;
+            if (full || old is null || request.ChangedPorts.Contains(name))
             {
-                ports[name] = WriteServicePort(port, clusterIP, network);
-                continue;
+                now = WriteServicePort(port, clusterIP, network, delta, old?.Frontends ?? [], rulesAhead);
             }
-            // Unchanged since the last sync: its frontends live in shared chains and are
-            // rewritten; its own chains stay in the kernel and are only counted.
-            var filterBefore = _filter.RuleCount;
-            WriteFrontends(port, clusterIP, network);
-            ports[name] = unchanged with { FilterRules = _filter.RuleCount - filterBefore };
-            skippedChains += unchanged.Nat.Length;
-            foreach (var (_, rules) in unchanged.Nat) skippedNatRules += rules;
+            else
+            {
+                // Unchanged since the last sync: its own chains stay in the kernel and are only
+                // counted; its shared-chain rules stay too, unless the shared chains are rewritten.
+                now = old;
+                if (!delta) AppendShared(old.Frontends);
+                skippedChains += old.Nat.Length;
+            }
+            foreach (var rule in now.Frontends) rulesAhead[(int)rule.Chain]++;
+            foreach (var (_, rules) in now.Nat) natOwnRules += rules;
+            natFrontends += now.NatFrontendRules;
+            filterFrontends += now.FilterRules;
+            ports[name] = now;
         }
-        // Node ports are matched last, after every service IP rule of KUBE-SERVICES.
-        WriteNodePortsJump(network);
+        if (delta)
+        {
+            // Ports gone from this family: their shared-chain rules go (their chains are deleted below).
+            foreach (var (name, old) in previous.Ports)
+                if (!ports.ContainsKey(name))
+                    foreach (var rule in old.Frontends) Writer(rule.Chain).DeleteRule(SharedRule.Name(rule.Chain), rule.Rule);
+        }
+        else
+        {
+            // Node ports are matched last, after every service IP rule of KUBE-SERVICES.
+            foreach (var rule in tail) _nat.AppendRule(ChainNames.Services, rule);
+        }
         DeleteStaleChains(full, previous, ports, kernel);
 
         _script.Clear();
-        _filter.WriteTable(_script, "filter");
-        _nat.WriteTable(_script, "nat");
+        if (!delta || !_filter.IsEmpty) _filter.WriteTable(_script, "filter");
+        if (!delta || !_nat.IsEmpty) _nat.WriteTable(_script, "nat");
         return new IptablesPlan(
-            _script.ToString(), new IptablesPlannerState(ports.ToImmutable()),
+            _script.ToString(), new IptablesPlannerState(ports.ToImmutable(), tail),
             // A partial sync leaves the canary rule of each table in place: it is still ours.
-            NatRulesTotal: _nat.RuleCount + skippedNatRules + (full ? 0 : 1), FilterRulesTotal: _filter.RuleCount + (full ? 0 : 1),
-            NatRulesWritten: _nat.RuleCount, FilterRulesWritten: _filter.RuleCount, ChainsSkipped: skippedChains);
+            NatRulesTotal: FixedNatRules + CanaryRules + tail.Length + natFrontends + natOwnRules,
+            FilterRulesTotal: FixedFilterRules + CanaryRules + filterFrontends,
+            NatRulesWritten: _nat.RuleCount, FilterRulesWritten: _filter.RuleCount, ChainsSkipped: skippedChains, Delta: delta);
+    }
+
+    private RuleWriter Writer(SharedChain chain) => SharedRule.Table(chain) == "nat" ? _nat : _filter;
+
+    private void AppendShared(ImmutableArray<SharedRule> rules)
+    {
+        foreach (var rule in rules) Writer(rule.Chain).AppendRule(SharedRule.Name(rule.Chain), rule.Rule);
+    }
+
+    /// <summary>
+    /// A changed port's shared-chain rules as a delta: in each shared chain where they differ, the old
+    /// rules are deleted by their text and the new ones inserted where a full sync puts them, after
+    /// the <paramref name="rulesAhead"/> rules of the ports sorted ahead of this one (which the script
+    /// has already brought to their new state; deletions run before every insertion).
+    /// </summary>
+    private void WriteSharedDelta(ImmutableArray<SharedRule> old, ImmutableArray<SharedRule> now, int[] rulesAhead)
+    {
+        for (var c = 0; c < SharedRule.ChainCount; c++)
+        {
+            var chain = (SharedChain)c;
+            if (old.Where(r => r.Chain == chain).SequenceEqual(now.Where(r => r.Chain == chain))) continue;
+            var writer = Writer(chain);
+            var name = SharedRule.Name(chain);
+            foreach (var rule in old)
+                if (rule.Chain == chain) writer.DeleteRule(name, rule.Rule);
+            var position = rulesAhead[c];
+            foreach (var rule in now)
+                if (rule.Chain == chain) writer.InsertRule(name, ++position, rule.Rule);
+        }
     }
 
     /// <summary>
@@ -156,21 +231,23 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         _filter.Append(ChainNames.Forward).Comment("kubernetes forwarding conntrack rule").Arg("-m conntrack --ctstate RELATED,ESTABLISHED").Jump("ACCEPT").End();
     }
 
-    private void WriteNodePortsJump(NodeNetwork network)
+    /// <summary>The rules that close nat KUBE-SERVICES: local destinations (or --nodeport-addresses) go on to KUBE-NODEPORTS.</summary>
+    private ImmutableArray<string> NodePortsJumps(NodeNetwork network)
     {
+        _shared.Clear();
+        const string comment = "kubernetes service nodeports; NOTE: this must be the last rule in this chain";
         if (network.NodePortAddresses is { } addresses)
         {
             foreach (var address in addresses.Where(a => NodeAddresses.FamilyOf(a) == family))
-                _nat.Append(ChainNames.Services).Comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
-                    .Arg($"-d {address}{HostPrefix}").Jump(ChainNames.NodePorts).End();
+                _shared.Start(SharedChain.NatServices).Comment(comment).Arg($"-d {address}{HostPrefix}").Jump(ChainNames.NodePorts).End();
         }
         else
         {
             // Every local address, except loopback: localhost node ports would need route_localnet.
             var loopback = family == IpFamily.IPv4 ? "127.0.0.0/8" : "::1/128";
-            _nat.Append(ChainNames.Services).Comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
-                .Arg($"-m addrtype --dst-type LOCAL ! -d {loopback}").Jump(ChainNames.NodePorts).End();
+            _shared.Start(SharedChain.NatServices).Comment(comment).Arg($"-m addrtype --dst-type LOCAL ! -d {loopback}").Jump(ChainNames.NodePorts).End();
         }
+        return [.. _shared.ToImmutable().Select(r => r.Rule)];
     }
 
     /// <summary>
@@ -215,13 +292,16 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 
     private PortShape ShapeOf(ServicePortState port, IPAddress clusterIP) => new(port, clusterIP, port.VerdictFor(family));
 
-    /// <summary>Writes a service port's frontends and its own chains; returns the chains and counts.</summary>
-    private PortChains WriteServicePort(ServicePortState port, IPAddress clusterIP, NodeNetwork network)
+    /// <summary>
+    /// Writes a service port's shared-chain rules (appended, or with <paramref name="delta"/> as a
+    /// delta from <paramref name="oldFrontends"/>) and its own chains; returns what it holds now.
+    /// </summary>
+    private PortChains WriteServicePort(ServicePortState port, IPAddress clusterIP, NodeNetwork network, bool delta, ImmutableArray<SharedRule> oldFrontends, int[] rulesAhead)
     {
         var shape = ShapeOf(port, clusterIP);
-        var filterBefore = _filter.RuleCount;
-        WriteFrontends(shape, network);
-        var filterRules = _filter.RuleCount - filterBefore;
+        var frontends = Frontends(shape, network);
+        if (delta) WriteSharedDelta(oldFrontends, frontends, rulesAhead);
+        else AppendShared(frontends);
 
         var chains = ImmutableArray.CreateBuilder<(string, int)>();
         var info = shape.Info;
@@ -314,7 +394,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
             _nat.Arg($"-m {protocol} -p {protocol}").Jump($"DNAT --to-destination {endpoint.Endpoint}").End();
             chains.Add((chain, _nat.RuleCount - before));
         }
-        return new PortChains(chains.ToImmutable(), filterRules);
+        return new PortChains(chains.ToImmutable(), frontends);
     }
 
     private void WriteMasqueradeRule(string chain, PortShape shape, NodeNetwork network)
@@ -334,12 +414,10 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 
     private string IfNotLocal(LocalTrafficDetector detector) => "! " + IfLocal(detector);
 
-    /// <summary>Rules in the shared chains that lead to this port's chains, or drop or reject its traffic.</summary>
-    private void WriteFrontends(ServicePortState port, IPAddress clusterIP, NodeNetwork network) =>
-        WriteFrontends(ShapeOf(port, clusterIP), network);
-
-    private void WriteFrontends(PortShape shape, NodeNetwork network)
+    /// <summary>Rules in the shared chains that lead to this port's chains, or drop or reject its traffic, in the order a full sync writes them.</summary>
+    private ImmutableArray<SharedRule> Frontends(PortShape shape, NodeNetwork network)
     {
+        _shared.Clear();
         var info = shape.Info;
         var name = info.Name;
         var comment = shape.Comment;
@@ -349,22 +427,22 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 
         // Cluster IP.
         if (shape.Internal.IsForward)
-            _nat.Append(ChainNames.Services).Comment($"{comment} cluster IP")
+            _shared.Start(SharedChain.NatServices).Comment($"{comment} cluster IP")
                 .Arg($"{match} -d {shape.ClusterIP}{HostPrefix} --dport").Arg(info.Port).Jump(shape.PoolChain(shape.Internal.Pool)).End();
         else
             // REJECT refuses at once (ICMP port unreachable → connection refused) rather than
             // letting clients time out; DROP when endpoints exist but policy keeps them away.
-            _filter.Append(ChainNames.Services).Comment(shape.InternalFilter.Comment)
+            _shared.Start(SharedChain.FilterServices).Comment(shape.InternalFilter.Comment)
                 .Arg($"{match} -d {shape.ClusterIP}{HostPrefix} --dport").Arg(info.Port).Jump(shape.InternalFilter.Target).End();
 
         // External IPs.
         foreach (var ip in OfFamily(info.ExternalIPs))
         {
             if (shape.ExternalEntersNat)
-                _nat.Append(ChainNames.Services).Comment($"{comment} external IP")
+                _shared.Start(SharedChain.NatServices).Comment($"{comment} external IP")
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(externalChain).End();
             if (!shape.External.IsForward)
-                _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter("external IP").Comment)
+                _shared.Start(SharedChain.FilterExternalServices).Comment(shape.ExternalFilter("external IP").Comment)
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(shape.ExternalFilter("external IP").Target).End();
         }
 
@@ -373,38 +451,39 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         foreach (var ip in OfFamily(info.LoadBalancerIPs))
         {
             if (shape.ExternalEntersNat)
-                _nat.Append(ChainNames.Services).Comment($"{comment} loadbalancer IP")
+                _shared.Start(SharedChain.NatServices).Comment($"{comment} loadbalancer IP")
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(usesFirewall ? ChainNames.Firewall(name) : externalChain).End();
             if (usesFirewall)
-                _filter.Append(ChainNames.ProxyFirewall).Comment($"{comment} traffic not accepted by {ChainNames.Firewall(name)}")
+                _shared.Start(SharedChain.FilterProxyFirewall).Comment($"{comment} traffic not accepted by {ChainNames.Firewall(name)}")
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump("DROP").End();
         }
         if (!shape.External.IsForward)
             foreach (var ip in OfFamily(info.LoadBalancerIPs))
-                _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter("loadbalancer IP").Comment)
+                _shared.Start(SharedChain.FilterExternalServices).Comment(shape.ExternalFilter("loadbalancer IP").Comment)
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(shape.ExternalFilter("loadbalancer IP").Target).End();
 
         // Node port.
         if (info.NodePort != 0)
         {
             if (shape.ExternalEntersNat)
-                _nat.Append(ChainNames.NodePorts).Comment(comment).Arg($"{match} --dport").Arg(info.NodePort).Jump(externalChain).End();
+                _shared.Start(SharedChain.NatNodePorts).Comment(comment).Arg($"{match} --dport").Arg(info.NodePort).Jump(externalChain).End();
             if (!shape.External.IsForward)
             {
                 if (network.NodePortAddresses is { } addresses)
                     foreach (var address in addresses.Where(a => NodeAddresses.FamilyOf(a) == family))
-                        _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter("node port").Comment)
+                        _shared.Start(SharedChain.FilterExternalServices).Comment(shape.ExternalFilter("node port").Comment)
                             .Arg($"-d {address}{HostPrefix} {match} --dport").Arg(info.NodePort).Jump(shape.ExternalFilter("node port").Target).End();
                 else
-                    _filter.Append(ChainNames.ExternalServices).Comment(shape.ExternalFilter("node port").Comment)
+                    _shared.Start(SharedChain.FilterExternalServices).Comment(shape.ExternalFilter("node port").Comment)
                         .Arg($"-m addrtype --dst-type LOCAL {match} --dport").Arg(info.NodePort).Jump(shape.ExternalFilter("node port").Target).End();
             }
         }
 
         // The health check node port answers load balancers whatever the node's endpoints.
         if (info.HealthCheckNodePort != 0)
-            _filter.Append(ChainNames.NodePorts).Comment($"{comment} health check node port")
+            _shared.Start(SharedChain.FilterNodePorts).Comment($"{comment} health check node port")
                 .Arg("-m tcp -p tcp --dport").Arg(info.HealthCheckNodePort).Jump("ACCEPT").End();
+        return _shared.ToImmutable();
     }
 
     private void WriteEndpointJumps(PortShape shape, string chain, EquatableArray<EndpointInfo> endpoints)

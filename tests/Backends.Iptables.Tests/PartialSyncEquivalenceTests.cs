@@ -46,7 +46,12 @@ public sealed class PartialSyncEquivalenceTests
     {
         using var fresh = await FreshFullAsync(request);
         foreach (var family in Families)
+        {
             Assert.True(fresh.Dump(family) == node.Dump(family), $"{context} {family}:\nexpected\n{fresh.Dump(family)}\nactual\n{node.Dump(family)}");
+            // The rule totals (kubeproxy_sync_proxy_rules_iptables_total) count what the kernel holds, however it got there.
+            if (node.Backend.LastPlan(family) is { } plan && fresh.Backend.LastPlan(family) is { } expected)
+                Assert.True((expected.NatRulesTotal, expected.FilterRulesTotal) == (plan.NatRulesTotal, plan.FilterRulesTotal), $"{context} {family}: rule totals");
+        }
     }
 
     [Theory]
@@ -62,6 +67,7 @@ public sealed class PartialSyncEquivalenceTests
 
         Assert.False(update!.Full);
         Assert.True(node.Tables.Values.Sum(t => t.Applied) > restoresBefore, "the partial sync restored nothing");
+        Assert.True(node.Backend.LastPlan(IpFamily.IPv4)!.Delta, "the partial sync did not send a delta");
         await AssertEqualsFreshFullAsync(update, node, caseName);
     }
 
@@ -119,6 +125,7 @@ public sealed class PartialSyncEquivalenceTests
         var cluster = new RandomCluster(seed, changeFamilies: true);
         using var node = new Node();
         DesiredState? previous = null;
+        var deltas = 0;
 
         for (var step = 0; step < 60; step++)
         {
@@ -129,7 +136,16 @@ public sealed class PartialSyncEquivalenceTests
             var request = full ? StateBuilder.Full(state) : new SyncRequest(state, false, StateBuilder.Changed(previous!, state));
             try
             {
+                var offered = node.Tables.ToDictionary(t => t.Key, t => t.Value.Offered.Count);
                 await node.Backend.SyncAsync(request, default);
+                // Every partial sync that restored something went the delta way: no shared chain flushed
+                // (a family's first sync, when it gains its first service, is full: it writes the canary).
+                foreach (var script in node.Tables.Values.SelectMany(t => t.Offered.Skip(offered[t.Family])).Where(s => !full && !s.Contains($":{ChainNames.Canary} ")))
+                {
+                    Assert.DoesNotContain($":{ChainNames.Services} ", script);
+                    Assert.DoesNotContain($":{ChainNames.NodePorts} ", script);
+                    deltas++;
+                }
             }
             catch (BackendSyncException e)
             {
@@ -138,5 +154,53 @@ public sealed class PartialSyncEquivalenceTests
             await AssertEqualsFreshFullAsync(StateBuilder.Full(state), node, $"seed {seed} step {step}");
             previous = state;
         }
+        Assert.True(deltas > 20, $"only {deltas} delta restores in the sequence");
+    }
+
+    [Fact]
+    public async Task DeltaRefused_RuleDeletedBehindOurBack_OldRulesStay_NextSyncIsFullAndRepairs()
+    {
+        var web = StateBuilder.Info("web", "10.96.0.10");
+        var api = StateBuilder.Info("api", "10.96.0.11");
+        var both = StateBuilder.State(null, StateBuilder.Port(web, [StateBuilder.Endpoint("10.244.1.2")]), StateBuilder.Port(api, [StateBuilder.Endpoint("10.244.1.3")]));
+        var apiOnly = StateBuilder.State(null, StateBuilder.Port(api, [StateBuilder.Endpoint("10.244.1.3")]));
+        using var node = new Node();
+        await node.Backend.SyncAsync(StateBuilder.Full(both), default);
+        var ipv4 = node.Tables[IpFamily.IPv4];
+        // Someone deletes web's KUBE-SERVICES rule: the delta that removes web cannot delete it again.
+        var webRule = ipv4.Save("nat").Split('\n').Single(l => l.StartsWith($"-A {ChainNames.Services} ", StringComparison.Ordinal) && l.Contains("ns/web:http"));
+        ipv4.Restore($"*nat\n-D{webRule[2..]}\nCOMMIT\n");
+        var before = ipv4.Dump();
+
+        var refused = await Assert.ThrowsAsync<BackendSyncException>(() => node.Backend.SyncAsync(StateBuilder.Partial(apiOnly, web.Name), default));
+
+        Assert.Contains("refused the partial (delta) sync", refused.Message);
+        Assert.Equal(before, ipv4.Dump()); // web's chains are still there: nothing of the delta applied
+        Assert.Contains(ChainNames.ClusterPolicy(web.Name), before);
+
+        // The retry (the controller asks for a partial sync; the backend has forgotten its state) is full.
+        await node.Backend.SyncAsync(StateBuilder.Partial(apiOnly, web.Name), default);
+        Assert.False(node.Backend.LastPlan(IpFamily.IPv4)!.Delta);
+        Assert.Contains($":{ChainNames.Canary} ", ipv4.Offered[^1]);
+        Assert.DoesNotContain(ChainNames.ClusterPolicy(web.Name), ipv4.Dump());
+        await AssertEqualsFreshFullAsync(StateBuilder.Full(apiOnly), node, "after the repair");
+    }
+
+    [Fact]
+    public async Task PartialSync_OnlyOwnChainsChange_SharedChainsUntouched_NothingForTheOtherTable()
+    {
+        var web = StateBuilder.Info("web", "10.96.0.10");
+        var state = StateBuilder.State(null, StateBuilder.Port(web, [StateBuilder.Endpoint("10.244.1.2")]));
+        var moreEndpoints = StateBuilder.State(null, StateBuilder.Port(web, [StateBuilder.Endpoint("10.244.1.2"), StateBuilder.Endpoint("10.244.1.3")]));
+        using var node = new Node();
+        await node.Backend.SyncAsync(StateBuilder.Full(state), default);
+
+        await node.Backend.SyncAsync(StateBuilder.Partial(moreEndpoints, web.Name), default);
+
+        var script = node.Tables[IpFamily.IPv4].Offered[^1];
+        Assert.DoesNotContain("*filter", script);
+        Assert.DoesNotContain(ChainNames.Services, script);
+        Assert.Contains(ChainNames.ClusterPolicy(web.Name), script);
+        await AssertEqualsFreshFullAsync(StateBuilder.Full(moreEndpoints), node, "endpoint added");
     }
 }
