@@ -362,7 +362,21 @@ public sealed class FakeNftables : INftablesApplier
                 foreach (var other in set.Elements.Keys)
                     if (IpPrefix.TryParse(other, out var o) && (o.Contains(prefix.Address) || prefix.Contains(o.Address)))
                         throw new NftException($"conflicting intervals specified: {key} and {other} in {element.Set}");
+            if (set.IsInterval && NumberRange(key) is var (low, high))
+                foreach (var other in set.Elements.Keys)
+                    if (NumberRange(other) is var (otherLow, otherHigh) && low <= otherHigh && otherLow <= high)
+                        throw new NftException($"conflicting intervals specified: {key} and {other} in {element.Set}");
             set.Elements[key] = element;
+        }
+
+        /// <summary>A number or a range of numbers ("4096-6143") as an interval key; null for anything else.</summary>
+        private static (long Low, long High)? NumberRange(string key)
+        {
+            var dash = key.IndexOf('-');
+            var (lowText, highText) = dash < 0 ? (key, key) : (key[..dash], key[(dash + 1)..]);
+            return long.TryParse(lowText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var low)
+                && long.TryParse(highText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var high)
+                && low <= high ? (low, high) : null;
         }
 
         private static NftException Missing(string kind, string name) => new($"No such file or directory: {kind} {name} does not exist");

@@ -168,7 +168,10 @@ public static class NftJsonText
                     var addr = v.TryGetProperty("addr", out var a) ? Expression(a) : "";
                     if (v.TryGetProperty("port", out var port))
                         addr = (addr.Contains(':') ? $"[{addr}]" : addr) + $":{Expression(port)}";
-                    return $"{p.Name} to {addr}";
+                    var family = v.TryGetProperty("family", out var f) && f.ValueKind == JsonValueKind.String ? $" {f.GetString()}" : "";
+                    return $"{p.Name}{family} to {addr}";
+                case "concat" or "range" or "prefix":
+                    return Expression(e); // a map element's value, e.g. endpoint-slots' "10.244.1.2 . 8080"
                 case "masquerade":
                     return v.ValueKind == JsonValueKind.Object && v.TryGetProperty("flags", out var flags) ? $"masquerade {Expression(flags)}" : "masquerade";
                 case "mangle":
@@ -213,7 +216,7 @@ public static class NftJsonText
                 case "fib":
                     return $"fib {Expression(v.GetProperty("flags")).Replace(",", " . ", StringComparison.Ordinal)} {Text(v, "result")}";
                 case "numgen":
-                    var offset = v.TryGetProperty("offset", out var off) && off.ValueKind == JsonValueKind.Number && off.GetInt64() != 0 ? $" offset {off.GetInt64()}" : "";
+                    var offset = v.TryGetProperty("offset", out var off) && off.ValueKind == JsonValueKind.Number && off.GetInt64() != 0 ? $" offset {Unsigned32(off.GetInt64())}" : "";
                     return $"numgen {Text(v, "mode")} mod {Text(v, "mod")}{offset}";
                 case "concat":
                     return string.Join(" . ", v.EnumerateArray().Select(Expression));
@@ -226,6 +229,8 @@ public static class NftJsonText
                     return "{ " + string.Join(", ", items) + " }";
                 case "elem":
                     return v.TryGetProperty("val", out var val) ? Expression(val) : v.GetRawText();
+                case "map":
+                    return $"{Expression(v.GetProperty("key"))} map {Expression(v.GetProperty("data"))}";
                 case "&" or "|" or "^":
                     return $"{Expression(v[0])} {p.Name} {Hex(v[1])}";
                 default:
@@ -234,6 +239,9 @@ public static class NftJsonText
         }
         return "{}";
     }
+
+    /// <summary>A 32-bit value nft -j wrote signed (a numgen offset of 2^31 or more comes out negative), as the kernel holds it.</summary>
+    public static long Unsigned32(long value) => value < 0 && value >= int.MinValue ? value + (1L << 32) : value;
 
     private static string Text(JsonElement o, string property) =>
         o.TryGetProperty(property, out var value) ? Expression(value) : "?";

@@ -71,7 +71,14 @@ public sealed record NftSet(string Name) : NftObject
         Type.Equals(other.Type) && Flags.Order(StringComparer.Ordinal).SequenceEqual(other.Flags.Order(StringComparer.Ordinal)) && TimeoutSeconds == other.TimeoutSeconds;
 }
 
-/// <summary>A named map from keys of <see cref="Type"/> to values of <see cref="ValueType"/> (e.g. verdict).</summary>
+/// <summary>
+/// A named map from keys of <see cref="Type"/> to values of <see cref="ValueType"/> (e.g. verdict,
+/// or a concatenation such as <c>ipv4_addr . inet_service</c>). <see cref="Type"/> and
+/// <see cref="ValueType"/> are always the kernel's datatypes, as <c>nft -j list</c> reports them (so a
+/// full sync compares definitions); a map whose key no named type describes (a <c>numgen</c> result
+/// is a plain 32-bit <c>integer</c> in host byte order) is declared with <see cref="KeyTypeof"/> and
+/// <see cref="ValueTypeof"/>, the expressions nft's <c>typeof</c> takes.
+/// </summary>
 public sealed record NftMap(string Name) : NftObject
 {
     public override string Kind => "map";
@@ -79,6 +86,15 @@ public sealed record NftMap(string Name) : NftObject
     public string ValueType { get; init; } = "";
     public EquatableArray<string> Flags { get; init; } = EquatableArray<string>.Empty;
     public string? Comment { get; init; }
+
+    /// <summary><c>typeof KEY : VALUE</c> instead of <c>type</c>, e.g. <c>numgen random mod 4096</c>.</summary>
+    public string? KeyTypeof { get; init; }
+
+    /// <summary>The value's <c>typeof</c> expression, e.g. <c>ip daddr . tcp dport</c>; set with <see cref="KeyTypeof"/>.</summary>
+    public string? ValueTypeof { get; init; }
+
+    /// <summary>What an element of this map is, for an encoder of elements (e.g. a netlink applier).</summary>
+    public NftElementTypes ElementTypes => new(Type, ValueType, Flags.Contains("interval"));
 
     public bool SameDefinition(NftMap other) =>
         Type.Equals(other.Type) && ValueType == other.ValueType && Flags.Order(StringComparer.Ordinal).SequenceEqual(other.Flags.Order(StringComparer.Ordinal));
@@ -92,6 +108,13 @@ public sealed record NftElement(string Set, EquatableArray<string> Key) : NftObj
 {
     public override string Kind => "element";
     public string? Value { get; init; }
+
+    /// <summary>
+    /// The key's and value's datatypes of the set or map the element belongs to, when the planner
+    /// knows them (it sets them on every element it writes): what an encoder other than nft (a
+    /// netlink applier) needs, as a partial sync's elements come without their map's definition.
+    /// </summary>
+    public NftElementTypes? Types { get; init; }
 
     /// <summary>Says what the element is for (the service port and its frontend, as kube-proxy's comments do); <c>nft list</c> shows it.</summary>
     public string? Comment { get; init; }
@@ -109,6 +132,18 @@ public sealed record NftElement(string Set, EquatableArray<string> Key) : NftObj
     /// <summary>The element as <c>add element</c> writes it: key, comment, value.</summary>
     public override string ToString() =>
         (Comment is null ? KeyText : $"{KeyText} comment \"{Comment}\"") + (Value is null ? "" : $" : {Value}");
+}
+
+/// <summary>
+/// The datatypes of a set's or map's elements, as the kernel knows them: the key's parts (e.g.
+/// <c>ipv4_addr</c>, <c>inet_proto</c>, <c>inet_service</c>; <c>integer</c> is 32 bits in host byte
+/// order, as <c>numgen</c> writes it), the value (<c>verdict</c>, a concatenation
+/// <c>ipv4_addr . inet_service</c>, or null for a set), and whether keys are intervals
+/// (<c>LOW-HIGH</c> or a prefix in the key text).
+/// </summary>
+public sealed record NftElementTypes(EquatableArray<string> Key, string? Value, bool Interval)
+{
+    public static NftElementTypes Of(NftSet set) => new(set.Type, null, set.Flags.Contains("interval"));
 }
 
 public enum NftVerb { Add, Flush, Delete }
@@ -206,8 +241,12 @@ public sealed class NftTransaction
                 Nft.ValidateName(map.Name, "map");
                 Nft.ValidateComment(map.Comment);
                 if (verb == NftVerb.Add && (map.Type.IsEmpty || map.ValueType.Length == 0)) throw new NftException($"map {map.Name}: key and value types are needed to add it");
+                if ((map.KeyTypeof is null) != (map.ValueTypeof is null)) throw new NftException($"map {map.Name}: typeof needs both a key and a value expression");
                 foreach (var t in map.Type.Concat(map.Flags)) Nft.ValidateWord(t, $"map {map.Name}");
-                if (map.ValueType.Length > 0) Nft.ValidateWord(map.ValueType, $"map {map.Name}");
+                foreach (var t in map.ValueType.Split(" . ", StringSplitOptions.RemoveEmptyEntries)) Nft.ValidateWord(t, $"map {map.Name}");
+                foreach (var t in (ReadOnlySpan<string?>)[map.KeyTypeof, map.ValueTypeof])
+                    if (t is not null && (t.Length == 0 || t.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is ' ' or '.' or '_'))))
+                        throw new NftException($"map {map.Name}: '{t}' is not a typeof expression");
                 break;
             case NftElement element:
                 Nft.ValidateName(element.Set, "set");
@@ -295,7 +334,8 @@ public sealed class NftTransaction
                     text.Append(' ').Append(map.Name);
                     if (verb == NftVerb.Add)
                     {
-                        text.Append(" { type ").Append(string.Join(" . ", map.Type)).Append(" : ").Append(map.ValueType).Append(" ;");
+                        if (map.KeyTypeof is { } keyTypeof) text.Append(" { typeof ").Append(keyTypeof).Append(" : ").Append(map.ValueTypeof).Append(" ;");
+                        else text.Append(" { type ").Append(string.Join(" . ", map.Type)).Append(" : ").Append(map.ValueType).Append(" ;");
                         if (!map.Flags.IsEmpty) text.Append(" flags ").Append(string.Join(",", map.Flags)).Append(" ;");
                         if (map.Comment is { } c) text.Append(" comment \"").Append(c).Append("\" ;");
                         text.Append(" }");

@@ -18,6 +18,9 @@ public sealed record NftSetContent(NftSet Set, EquatableArray<NftElement> Elemen
 /// </summary>
 public sealed record NftPortObjects(EquatableArray<NftChainContent> Chains, EquatableArray<NftSetContent> Sets, EquatableArray<NftElement> Elements)
 {
+    /// <summary>The pools (their chains' names) whose endpoints are elements of <c>endpoint-slots</c>.</summary>
+    public EquatableArray<string> SlotPools { get; init; } = EquatableArray<string>.Empty;
+
     public int RuleCount => Chains.Sum(c => c.Rules.Count);
     public int SetElementCount => Sets.Sum(s => s.Elements.Count);
 }
@@ -37,7 +40,17 @@ public sealed record NftPlannerState(
     int FixedChains,
     int FixedRules,
     int FixedSets,
-    int FixedElements);
+    int FixedElements)
+{
+    /// <summary>The id of each pool in <c>endpoint-slots</c> (see <see cref="NftablesPlanner.AssignPoolIds"/>).</summary>
+    public ImmutableDictionary<string, uint> PoolIds { get; init; } = ImmutableDictionary<string, uint>.Empty;
+
+    /// <summary>The service port each pool of <see cref="PoolIds"/> belongs to.</summary>
+    public ImmutableDictionary<string, ServicePortName> PoolOwners { get; init; } = ImmutableDictionary<string, ServicePortName>.Empty;
+
+    /// <summary>The protocol (tcp, udp, sctp) of each pool of <see cref="PoolIds"/>: its map is <c>endpoint-slots-PROTOCOL-XX</c>.</summary>
+    public ImmutableDictionary<string, string> PoolProtocols { get; init; } = ImmutableDictionary<string, string>.Empty;
+}
 
 /// <summary>Objects in one family's table after a sync, and what the sync wrote.</summary>
 public readonly record struct NftCounts(int Chains, int Rules, int Sets, int Elements, int RulesWritten, int ElementsWritten)
@@ -76,6 +89,88 @@ public sealed class NftablesPlanner
         _mark = "0x" + (1 << masqueradeBit).ToString("x", CultureInfo.InvariantCulture);
         _ip = Nft.FamilyKeyword(family);
         _addrType = family == IpFamily.IPv4 ? "ipv4_addr" : "ipv6_addr";
+        _slotsMap = new NftMap(NftNames.EndpointSlotsMap("tcp", 0))
+        {
+            Type = Types("integer"),
+            ValueType = $"{_addrType} . inet_service",
+            Flags = Types("interval"),
+            KeyTypeof = $"numgen random mod {SlotsPerPool}",
+            ValueTypeof = $"{_ip} daddr . tcp dport",
+            Comment = "pool id . slot: endpoint address . port",
+        };
+        _hairpinSet = new NftSet(NftNames.HairpinEndpoints) { Type = Types(_addrType, _addrType), Comment = "endpoint . endpoint: a pod reaching itself through a service" };
+        _slotTypes = _slotsMap.ElementTypes;
+        _hairpinTypes = NftElementTypes.Of(_hairpinSet);
+        _ipPortTypes = new NftElementTypes(Types(_addrType, "inet_proto", "inet_service"), "verdict", false);
+        _portTypes = new NftElementTypes(Types("inet_proto", "inet_service"), "verdict", false);
+    }
+
+    /// <summary>The definition of every <c>endpoint-slots-PROTOCOL-XX</c> map (named after tcp shard 00 here).</summary>
+    private readonly NftMap _slotsMap;
+
+    private NftMap SlotsMap((string Protocol, int Shard) shard) => _slotsMap with
+    {
+        Name = NftNames.EndpointSlotsMap(shard.Protocol, (uint)shard.Shard),
+        ValueTypeof = $"{_ip} daddr . {shard.Protocol} dport",
+    };
+
+    /// <summary>The <c>endpoint-slots-PROTOCOL-XX</c> maps the pools use.</summary>
+    private static SortedSet<(string Protocol, int Shard)> Shards(ImmutableDictionary<string, uint> poolIds, ImmutableDictionary<string, string> protocols)
+    {
+        var shards = new SortedSet<(string, int)>();
+        foreach (var (pool, id) in poolIds) shards.Add((protocols[pool], (int)(id % NftNames.EndpointSlotMaps)));
+        return shards;
+    }
+    private readonly NftSet _hairpinSet;
+    private readonly NftElementTypes _slotTypes, _hairpinTypes, _ipPortTypes, _portTypes;
+    private static readonly NftElementTypes HealthCheckTypes = new(Types("inet_service"), null, false);
+
+    /// <summary>
+    /// Each pool (the endpoints of a service port's Cluster or Local spread) owns this many
+    /// consecutive keys of <c>endpoint-slots</c>, from <c>id × SlotsPerPool</c>; its n endpoints
+    /// take n intervals of them, as equal as the count allows (4096 / 3 = 1366, 1365, 1365: a skew
+    /// under 0.1 %). The rule <c>dnat to numgen random mod 4096 offset ID×4096 map @endpoint-slots</c>
+    /// never changes with the endpoints, so an endpoint change is element changes only, with no
+    /// verdict: the kernel does not re-validate the table's chains for it. A pool of more than 4096
+    /// endpoints uses its first 4096.
+    /// </summary>
+    public const int SlotsPerPool = 4096;
+
+    /// <summary>Pool ids: 20 bits (2^32 / <see cref="SlotsPerPool"/>).</summary>
+    public const uint PoolIdCount = 1u << 20;
+
+    /// <summary>
+    /// The id of each pool: a hash of its chain name, and on a collision the next free id, taking the
+    /// pools in name order. So the ids depend only on which pools exist, never on the order of syncs
+    /// (a partial sync leaves exactly what a full sync would write).
+    /// </summary>
+    public static ImmutableDictionary<string, uint> AssignPoolIds(IEnumerable<string> pools)
+    {
+        var ids = ImmutableDictionary.CreateBuilder<string, uint>(StringComparer.Ordinal);
+        var taken = new HashSet<uint>();
+        foreach (var pool in pools.Order(StringComparer.Ordinal))
+        {
+            var id = PoolHash(pool);
+            while (!taken.Add(id)) id = (id + 1) % PoolIdCount;
+            ids[pool] = id;
+        }
+        return ids.ToImmutable();
+    }
+
+    private static uint PoolHash(string pool)
+    {
+        var hash = 2166136261u; // FNV-1a
+        foreach (var c in pool) hash = (hash ^ c) * 16777619u;
+        return (hash ^ (hash >> 20)) % PoolIdCount;
+    }
+
+    /// <summary>The pools of a port whose endpoints go into <c>endpoint-slots</c>: every pool in use without ClientIP affinity.</summary>
+    private IEnumerable<string> SlotPools(ServicePortState port, PortNames names)
+    {
+        var verdict = port.VerdictFor(_family);
+        if (verdict.AffinityTimeoutSeconds is not null) yield break;
+        if (!verdict.ClusterEndpoints.IsEmpty) yield return names.ClusterPolicy;
+        if (!verdict.LocalEndpoints.IsEmpty) yield return names.LocalPolicy;
     }
 
     public IpFamily Family => _family;
@@ -102,10 +197,22 @@ public sealed class NftablesPlanner
         var ports = ImmutableDictionary.CreateBuilder<ServicePortName, NftPortObjects>();
         var inOrder = new List<NftPortObjects>(); // service port name order: the script is deterministic
         var claims = new Dictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>>();
+        var owners = ImmutableDictionary.CreateBuilder<string, ServicePortName>(StringComparer.Ordinal);
+        var protocols = ImmutableDictionary.CreateBuilder<string, string>(StringComparer.Ordinal);
+        foreach (var (name, port) in state.ServicePorts)
+            if (ClusterIPOf(port) is not null)
+                foreach (var pool in SlotPools(port, NftNames.ForPort(name)))
+                {
+                    owners[pool] = name;
+                    protocols[pool] = NftNames.Protocol(port.Info.Protocol);
+                }
+        var poolIds = AssignPoolIds(owners.Keys);
+        var poolProtocols = protocols.ToImmutable();
+        var maps = fixedMaps.Concat(Shards(poolIds, poolProtocols).Select(SlotsMap)).ToList();
         foreach (var (name, port) in state.ServicePorts)
         {
             if (ClusterIPOf(port) is not { } clusterIP) continue;
-            var objects = BuildPort(port, clusterIP, network);
+            var objects = BuildPort(port, clusterIP, network, poolIds);
             ports[name] = objects;
             inOrder.Add(objects);
             foreach (var element in objects.Elements) AddClaim(claims, name, element);
@@ -143,7 +250,7 @@ public sealed class NftablesPlanner
 
         // Sets and maps share one namespace: a set where a map is wanted (or the reverse) is stale
         // and deleted below, and the wanted object added after it.
-        foreach (var map in fixedMaps)
+        foreach (var map in maps)
         {
             if (kernel.Maps.TryGetValue(map.Name, out var existing))
             {
@@ -168,7 +275,7 @@ public sealed class NftablesPlanner
         }
 
         // Deletions: maps and sets first (their elements and the rules using them are gone by now), then chains.
-        var wantedMaps = fixedMaps.Select(m => m.Name).ToHashSet(StringComparer.Ordinal);
+        var wantedMaps = maps.Select(m => m.Name).ToHashSet(StringComparer.Ordinal);
         var wantedSets = sets.Select(s => s.Set.Name).ToHashSet(StringComparer.Ordinal);
         foreach (var map in kernel.Maps.Keys.Where(m => !wantedMaps.Contains(m)).Order(StringComparer.Ordinal)) tx.Delete(new NftMap(map));
         foreach (var set in kernel.Sets.Keys.Where(s => !wantedSets.Contains(s)).Order(StringComparer.Ordinal)) tx.Delete(new NftSet(set));
@@ -184,7 +291,8 @@ public sealed class NftablesPlanner
         foreach (var element in Winners(claims)) tx.Add(element);
 
         var newState = new NftPlannerState(ports.ToImmutable(), claims.ToImmutableDictionary(),
-            fixedChains.Count, fixedChains.Sum(c => c.Rules.Count), fixedMaps.Count + fixedSets.Count, fixedSets.Sum(s => s.Elements.Count));
+            fixedChains.Count, fixedChains.Sum(c => c.Rules.Count), fixedMaps.Count + fixedSets.Count, fixedSets.Sum(s => s.Elements.Count))
+        { PoolIds = poolIds, PoolOwners = owners.ToImmutable(), PoolProtocols = poolProtocols };
         return new NftPlan(tx, newState, CountsOf(newState, tx), Full: true);
     }
 
@@ -206,12 +314,46 @@ public sealed class NftablesPlanner
         List<NftSetContent> refill = [];
         List<NftObject> deleteSets = [], deleteChains = [], addSets = [];
 
-        foreach (var name in request.ChangedPorts.Order())
+        // Pool ids depend on which pools exist (colliding hashes are resolved in name order): when
+        // the changed ports add or drop a pool, every port whose pool moved is rewritten too.
+        var changed = new SortedSet<ServicePortName>(request.ChangedPorts);
+        var owners = previous.PoolOwners.ToBuilder();
+        var protocols = previous.PoolProtocols.ToBuilder();
+        foreach (var name in changed)
+        {
+            if (previous.Ports.TryGetValue(name, out var was))
+                foreach (var pool in was.SlotPools)
+                {
+                    owners.Remove(pool);
+                    protocols.Remove(pool);
+                }
+            if (request.State.ServicePorts.TryGetValue(name, out var now) && ClusterIPOf(now) is not null)
+                foreach (var pool in SlotPools(now, NftNames.ForPort(name)))
+                {
+                    owners[pool] = name;
+                    protocols[pool] = NftNames.Protocol(now.Info.Protocol);
+                }
+        }
+        var poolProtocols = protocols.ToImmutable();
+        var poolIds = previous.PoolIds;
+        SortedSet<(string, int)> addShards = [], deleteShards = [];
+        if (owners.Count != previous.PoolOwners.Count || owners.Keys.Any(p => !previous.PoolOwners.ContainsKey(p)))
+        {
+            poolIds = AssignPoolIds(owners.Keys);
+            foreach (var (pool, id) in poolIds)
+                if (previous.PoolIds.TryGetValue(pool, out var old) && old != id) changed.Add(owners[pool]);
+            var (before, after) = (Shards(previous.PoolIds, previous.PoolProtocols), Shards(poolIds, poolProtocols));
+            addShards = [.. after.Except(before)];
+            deleteShards = [.. before.Except(after)];
+        }
+        foreach (var shard in addShards) tx.Add(SlotsMap(shard));
+
+        foreach (var name in changed)
         {
             previous.Ports.TryGetValue(name, out var before);
             NftPortObjects? after = null;
             if (request.State.ServicePorts.TryGetValue(name, out var port) && ClusterIPOf(port) is { } clusterIP)
-                after = BuildPort(port, clusterIP, network);
+                after = BuildPort(port, clusterIP, network, poolIds);
             if (before is null && after is null) continue;
 
             // Sets first: a set that is deleted or recreated forces a rewrite of the chains using it.
@@ -292,22 +434,23 @@ public sealed class NftablesPlanner
             if (now is not null) addElements.Add(now);
         }
         foreach (var set in deleteSets) tx.Delete(set);
+        foreach (var shard in deleteShards) tx.Delete(new NftMap(SlotsMap(shard).Name));
         foreach (var chain in deleteChains) tx.Delete(chain);
         foreach (var set in addSets) tx.Add(set);
         foreach (var content in rewrite)
             foreach (var rule in content.Rules) tx.Add(rule);
         foreach (var content in refill)
             foreach (var element in content.Elements) tx.Add(element);
-        foreach (var element in addElements.OrderBy(e => SetOrder(e.Set))) tx.Add(element);
+        foreach (var element in addElements.OrderBy(e => SetOrder(e.Set)).ThenBy(e => e.Set, StringComparer.Ordinal)) tx.Add(element);
 
-        var newState = previous with { Ports = ports.ToImmutable(), Claims = claims.ToImmutable() };
+        var newState = previous with { Ports = ports.ToImmutable(), Claims = claims.ToImmutable(), PoolIds = poolIds, PoolOwners = owners.ToImmutable(), PoolProtocols = poolProtocols };
         return new NftPlan(tx, newState, CountsOf(newState, tx), Full: false);
     }
 
     private static NftCounts CountsOf(NftPlannerState state, NftTransaction tx) => new(
         Chains: state.FixedChains + state.Ports.Values.Sum(p => p.Chains.Count),
         Rules: state.FixedRules + state.Ports.Values.Sum(p => p.RuleCount),
-        Sets: state.FixedSets + state.Ports.Values.Sum(p => p.Sets.Count),
+        Sets: state.FixedSets + Shards(state.PoolIds, state.PoolProtocols).Count + state.Ports.Values.Sum(p => p.Sets.Count),
         Elements: state.FixedElements + state.Ports.Values.Sum(p => p.SetElementCount) + state.Claims.Count,
         RulesWritten: tx.Count(NftVerb.Add, "rule"),
         ElementsWritten: tx.Count(NftVerb.Add, "element"));
@@ -325,14 +468,16 @@ public sealed class NftablesPlanner
         claims.Values
             .Select(c => c.First())
             .OrderBy(w => SetOrder(w.Value.Set))
+            .ThenBy(w => w.Value.Set, StringComparer.Ordinal)
             .ThenBy(w => w.Key)
             .ThenBy(w => w.Value.KeyText, StringComparer.Ordinal)
             .Select(w => w.Value);
 
     private static readonly string[] SharedSets =
-        [NftNames.ServiceIPs, NftNames.ServiceNodePorts, NftNames.FirewallIPs, NftNames.NoEndpointServices, NftNames.NoEndpointNodePorts, NftNames.HealthCheckNodePorts];
+        [NftNames.ServiceIPs, NftNames.ServiceNodePorts, NftNames.FirewallIPs, NftNames.NoEndpointServices, NftNames.NoEndpointNodePorts, NftNames.HealthCheckNodePorts,
+         NftNames.EndpointSlots, NftNames.HairpinEndpoints];
 
-    private static int SetOrder(string set) => Array.IndexOf(SharedSets, set);
+    private static int SetOrder(string set) => NftNames.IsEndpointSlotsMap(set) ? Array.IndexOf(SharedSets, NftNames.EndpointSlots) : Array.IndexOf(SharedSets, set);
 
     private static bool IsDynamic(NftSet set) => set.Flags.Contains("dynamic");
 
@@ -377,6 +522,7 @@ public sealed class NftablesPlanner
         else
             nodePortMatch = $"fib daddr type local {_ip} daddr != {(_family == IpFamily.IPv4 ? "127.0.0.0/8" : "::1")}";
         sets.Add(new NftSetContent(new NftSet(NftNames.HealthCheckNodePorts) { Type = Types("inet_service"), Comment = "health check node ports, accepted" }, EquatableArray<NftElement>.Empty));
+        sets.Add(new NftSetContent(_hairpinSet, EquatableArray<NftElement>.Empty));
 
         var destination = $"{_ip} daddr . meta l4proto . th dport";
         Chain(NftNames.Services, null,
@@ -391,7 +537,10 @@ public sealed class NftablesPlanner
         Chain(NftNames.MarkForMasquerade, null, $"meta mark set meta mark | {_mark}");
         // Packets marked for masquerade get SNAT on the way out; the mark is cleared first so a
         // packet re-entering the stack is not masqueraded twice.
+        // Hairpin: a pod reaching itself through a service must be masqueraded, or its reply would
+        // skip the un-DNAT. After DNAT the packet's source and destination are then the same endpoint.
         Chain(NftNames.Masquerading, null,
+            $"ct status dnat {_ip} saddr . {_ip} daddr @{NftNames.HairpinEndpoints} jump {NftNames.MarkForMasquerade}",
             $"meta mark & {_mark} == 0 return",
             $"meta mark set meta mark ^ {_mark}",
             "masquerade fully-random");
@@ -440,7 +589,7 @@ public sealed class NftablesPlanner
         public static string FilterVerdict(TrafficVerdict verdict) => verdict.Action == TrafficAction.Drop ? "drop" : $"goto {NftNames.RejectChain}";
     }
 
-    private NftPortObjects BuildPort(ServicePortState port, IPAddress clusterIP, NodeNetwork network)
+    private NftPortObjects BuildPort(ServicePortState port, IPAddress clusterIP, NodeNetwork network, ImmutableDictionary<string, uint> poolIds)
     {
         var names = NftNames.ForPort(port.Info.Name);
         var verdict = port.VerdictFor(_family);
@@ -454,7 +603,12 @@ public sealed class NftablesPlanner
 
         List<NftElement> elements = [];
         void Element(string set, string value, string frontend, params string[] key) =>
-            elements.Add(new NftElement(set, key) { Value = value, Comment = ElementComment(name, frontend) });
+            elements.Add(new NftElement(set, key)
+            {
+                Value = value,
+                Comment = ElementComment(name, frontend),
+                Types = set is NftNames.ServiceNodePorts or NftNames.NoEndpointNodePorts ? _portTypes : _ipPortTypes,
+            });
 
         // Cluster IP.
         if (shape.Internal.IsForward) Element(NftNames.ServiceIPs, $"goto {shape.PoolChain(shape.Internal.Pool)}", ClusterIPComment, clusterIP.ToString(), protocol, portText);
@@ -488,7 +642,7 @@ public sealed class NftablesPlanner
 
         // The health check node port answers load balancers whatever the node's endpoints.
         if (info.HealthCheckNodePort != 0)
-            elements.Add(new NftElement(NftNames.HealthCheckNodePorts, info.HealthCheckNodePort.ToString(CultureInfo.InvariantCulture)));
+            elements.Add(new NftElement(NftNames.HealthCheckNodePorts, info.HealthCheckNodePort.ToString(CultureInfo.InvariantCulture)) { Types = HealthCheckTypes });
 
         List<NftChainContent> chains = [];
         List<NftSetContent> sets = [];
@@ -541,39 +695,68 @@ public sealed class NftablesPlanner
         }
 
         // One spread per pool in use; the cluster IP's masquerade rule lives in its pool's chain.
-        if (!verdict.ClusterEndpoints.IsEmpty)
+        List<string> slotPools = [];
+        void Pool(string chain, EndpointPool pool, EquatableArray<EndpointInfo> endpoints)
         {
-            var chain = names.ClusterPolicy;
-            if (masqueradeRule && shape.Internal.Pool == EndpointPool.Cluster) Rule(chain, MasqueradeRule(shape, protocol, network));
-            EndpointJumps(chain, names, verdict, verdict.ClusterEndpoints, Rule);
-            EndChain(chain);
-        }
-
-        if (!verdict.LocalEndpoints.IsEmpty)
-        {
-            var chain = names.LocalPolicy;
-            if (masqueradeRule && shape.Internal.Pool == EndpointPool.Local) Rule(chain, MasqueradeRule(shape, protocol, network));
-            EndpointJumps(chain, names, verdict, verdict.LocalEndpoints, Rule);
-            EndChain(chain);
-        }
-
-        foreach (var endpoint in verdict.Endpoints)
-        {
-            var chain = names.Endpoint(endpoint);
-            // Hairpin: a pod reaching itself through the service must be masqueraded, or its reply would skip the un-DNAT.
-            Rule(chain, $"{_ip} saddr {endpoint.Address} jump {NftNames.MarkForMasquerade}");
-            if (verdict.AffinityTimeoutSeconds is { } timeout)
+            if (masqueradeRule && shape.Internal.Pool == pool) Rule(chain, MasqueradeRule(shape, protocol, network));
+            if (verdict.AffinityTimeoutSeconds is null)
             {
+                // Endpoints as data: the rule stays as long as the pool exists; its endpoints are elements.
+                var id = poolIds[chain];
+                slotPools.Add(chain);
+                Rule(chain, $"meta l4proto {protocol} dnat {_ip} to numgen random mod {SlotsPerPool} offset {(long)id * SlotsPerPool} map @{NftNames.EndpointSlotsMap(protocol, id)}");
+                elements.AddRange(SlotElements(id, protocol, endpoints));
+            }
+            else EndpointJumps(chain, names, verdict, endpoints, Rule);
+            EndChain(chain);
+        }
+        if (!verdict.ClusterEndpoints.IsEmpty) Pool(names.ClusterPolicy, EndpointPool.Cluster, verdict.ClusterEndpoints);
+        if (!verdict.LocalEndpoints.IsEmpty) Pool(names.LocalPolicy, EndpointPool.Local, verdict.LocalEndpoints);
+
+        // ClientIP affinity keeps kube-proxy's rules: a chain and a dynamic set per endpoint, so a
+        // client goes back to its endpoint for as long as that endpoint exists.
+        if (verdict.AffinityTimeoutSeconds is { } timeout)
+            foreach (var endpoint in verdict.Endpoints)
+            {
+                var chain = names.Endpoint(endpoint);
                 // ClientIP affinity: remember which endpoint this client was sent to (refreshing the timeout).
                 var affinity = names.Affinity(endpoint);
                 sets.Add(new NftSetContent(new NftSet(affinity) { Type = Types(_addrType), Flags = Types("dynamic", "timeout"), TimeoutSeconds = timeout }, EquatableArray<NftElement>.Empty));
                 Rule(chain, $"update @{affinity} {{ {_ip} saddr }}");
+                Rule(chain, $"meta l4proto {protocol} dnat to {endpoint.Endpoint}");
+                EndChain(chain);
             }
-            Rule(chain, $"meta l4proto {protocol} dnat to {endpoint.Endpoint}");
-            EndChain(chain);
+
+        // Hairpin (see the masquerading chain): each endpoint address once.
+        foreach (var address in verdict.Endpoints.Select(e => e.Address).Distinct())
+        {
+            var text = address.ToString();
+            elements.Add(new NftElement(NftNames.HairpinEndpoints, text, text) { Types = _hairpinTypes });
         }
 
-        return new NftPortObjects(new EquatableArray<NftChainContent>(chains), new EquatableArray<NftSetContent>(sets), new EquatableArray<NftElement>(elements));
+        return new NftPortObjects(new EquatableArray<NftChainContent>(chains), new EquatableArray<NftSetContent>(sets), new EquatableArray<NftElement>(elements))
+        {
+            SlotPools = new EquatableArray<string>(slotPools),
+        };
+    }
+
+    /// <summary>A pool's endpoints in <c>endpoint-slots</c>: endpoint i of n takes keys [id×4096 + ⌊4096·i/n⌋, id×4096 + ⌊4096·(i+1)/n⌋).</summary>
+    private IEnumerable<NftElement> SlotElements(uint id, string protocol, EquatableArray<EndpointInfo> endpoints)
+    {
+        var count = Math.Min(endpoints.Count, SlotsPerPool);
+        var first = (long)id * SlotsPerPool;
+        for (var i = 0; i < count; i++)
+        {
+            var low = first + (long)SlotsPerPool * i / count;
+            var high = first + (long)SlotsPerPool * (i + 1) / count - 1;
+            var key = low == high ? low.ToString(CultureInfo.InvariantCulture) : string.Create(CultureInfo.InvariantCulture, $"{low}-{high}");
+            var endpoint = endpoints[i];
+            yield return new NftElement(NftNames.EndpointSlotsMap(protocol, id), key)
+            {
+                Value = string.Create(CultureInfo.InvariantCulture, $"{endpoint.Address} . {endpoint.Port}"),
+                Types = _slotTypes,
+            };
+        }
     }
 
     private void EndpointJumps(string chain, PortNames names, ServicePortVerdict verdict, EquatableArray<EndpointInfo> endpoints, Action<string, string> rule)

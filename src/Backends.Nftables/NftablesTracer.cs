@@ -212,6 +212,8 @@ public static class NftablesTracer
                     var learns = value.TryGetProperty("set", out var set) && set.GetString() is { } name
                         && table.Sets.TryGetValue(name.TrimStart('@'), out var s) && s.IsDynamic;
                     return Next(flow.Record(chain, rule) with { Affinity = flow.Affinity || learns });
+                case "dnat" when value.TryGetProperty("addr", out var addr) && addr.ValueKind == JsonValueKind.Object && addr.TryGetProperty("map", out var dnatMap):
+                    return DnatMap(chain, rule, dnatMap, flow);
                 case "dnat" when Endpoint(value, flow) is { } to:
                     var dnat = flow.Record(chain, rule);
                     return [dnat with { End = End.Accept, Dnat = to.Text, Destination = to.Address, Port = to.Port, Decider = dnat.Steps[^1] }];
@@ -316,6 +318,94 @@ public static class NftablesTracer
             }
             if (missed > 0) results.Insert(0, flow with { Weight = flow.Weight * missed, End = End.None });
             return results;
+        }
+
+        /// <summary>
+        /// <c>dnat to KEY map @m</c> (the endpoint-slots layout: KEY is <c>numgen random mod N offset O</c>,
+        /// and each element maps a range of its values to <c>address . port</c>): the flow splits over the
+        /// elements by the share of N each covers; values no element holds, and a key the packet has
+        /// no element for, leave the rule unmatched, as in the kernel.
+        /// </summary>
+        private IEnumerable<Flow> DnatMap(ListedChain chain, ListedRule rule, JsonElement map, Flow flow)
+        {
+            var keyExpression = map.GetProperty("key");
+            var data = map.GetProperty("data");
+            IReadOnlyList<ListedElement> elements;
+            if (data.ValueKind == JsonValueKind.String)
+                elements = table.Sets.TryGetValue(data.GetString()!.TrimStart('@'), out var set) ? set.Elements : [];
+            else
+                elements = data.TryGetProperty("set", out var pairs)
+                    ? pairs.EnumerateArray().Where(p => p.ValueKind == JsonValueKind.Array && p.GetArrayLength() == 2)
+                        .Select(p => new ListedElement(p[0], p[1], null)).ToList()
+                    : [];
+
+            List<(ListedElement Element, double Share)> picks = [];
+            if (Single(keyExpression) is ("numgen", var numgen))
+            {
+                var mod = numgen.GetProperty("mod").GetInt64();
+                // nft -j writes the offset as a signed 32-bit number, the keys unsigned.
+                var low = numgen.TryGetProperty("offset", out var o) ? NftJsonText.Unsigned32(o.GetInt64()) : 0;
+                var high = low + mod - 1;
+                foreach (var element in elements)
+                {
+                    if (KeyRange(element.Key) is not var (from, to)) continue;
+                    var covered = Math.Min(to, high) - Math.Max(from, low) + 1;
+                    if (covered > 0) picks.Add((element, (double)covered / mod));
+                }
+            }
+            else
+            {
+                var key = Eval(keyExpression, flow);
+                if (key is Break or Unknown) return [flow with { End = End.None }];
+                var element = data.ValueKind == JsonValueKind.String ? Lookup(data.GetString()!.TrimStart('@'), key!) : elements.FirstOrDefault(e => Equal(key!, e.Key));
+                if (element is not null) picks.Add((element, 1.0));
+            }
+
+            var results = new List<Flow>();
+            var missed = 1.0;
+            foreach (var (element, share) in picks)
+            {
+                if (element.Value is not { } target || SlotEndpoint(target, flow) is not { } to) continue;
+                missed -= share;
+                var step = new Step(chain.Name, rule, $"{rule.Text}: {element.Text}");
+                results.Add(flow.Note(step) with
+                {
+                    Weight = flow.Weight * share,
+                    End = End.Accept,
+                    Dnat = to.Text,
+                    Destination = to.Address,
+                    Port = to.Port,
+                    Decider = step,
+                });
+            }
+            if (missed > 1e-9) results.Insert(0, flow with { Weight = flow.Weight * missed, End = End.None });
+            return results;
+        }
+
+        /// <summary>A numeric key or range of keys.</summary>
+        private static (long From, long To)? KeyRange(JsonElement key)
+        {
+            if (key.ValueKind == JsonValueKind.Number && key.TryGetInt64(out var n)) return (n, n);
+            if (key.ValueKind == JsonValueKind.Object && Single(key) is ("range", var r)
+                && r[0].ValueKind == JsonValueKind.Number && r[1].ValueKind == JsonValueKind.Number)
+                return (r[0].GetInt64(), r[1].GetInt64());
+            return null;
+        }
+
+        /// <summary>A dnat map's value: <c>address . port</c>, or an address (the port unchanged).</summary>
+        private static (IPAddress Address, int Port, string Text)? SlotEndpoint(JsonElement value, Flow flow)
+        {
+            var addressPart = value;
+            var port = flow.Port;
+            if (value.ValueKind == JsonValueKind.Object && Single(value) is ("concat", var parts) && parts.GetArrayLength() == 2)
+            {
+                addressPart = parts[0];
+                if (parts[1].ValueKind != JsonValueKind.Number) return null;
+                port = parts[1].GetInt32();
+            }
+            if (addressPart.ValueKind != JsonValueKind.String || !IPAddress.TryParse(addressPart.GetString(), out var address)) return null;
+            var host = address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{address}]" : address.ToString();
+            return (address, port, string.Create(CultureInfo.InvariantCulture, $"{host}:{port}"));
         }
 
         /// <summary>The service port and frontend of a map element: its comment ("ns/name:port external IP"), else the map and the chain it goes to.</summary>

@@ -34,7 +34,7 @@ public sealed class NftablesPlannerTests
     }
 
     [Fact]
-    public void PartialSync_LeavesUnchangedChainsOfAChangedPortAlone()
+    public void PartialSync_EndpointAdded_WritesOnlyDataElements()
     {
         var before = State(null, Web(endpoints: ["10.244.1.2", "10.244.1.3"]));
         var after = State(null, Web(endpoints: ["10.244.1.2", "10.244.1.3", "10.244.1.4"]));
@@ -42,9 +42,71 @@ public sealed class NftablesPlannerTests
 
         var partial = V4.Plan(Partial(after, Name("web")), first.State, null);
 
+        // No chain, no rule, no verdict: the kernel does not re-validate the table's chains for it.
+        Assert.All(partial.Transaction.Operations, o => Assert.IsType<NftElement>(o.Object));
+        Assert.All(partial.Transaction.Operations, o => Assert.DoesNotContain(((NftElement)o.Object).Value ?? "", new[] { "goto", "jump", "drop", "accept" }));
+        var id = first.State.PoolIds[NftNames.ClusterPolicy(Name("web"))];
+        Assert.Equal([NftNames.EndpointSlotsMap("tcp", id), NftNames.HairpinEndpoints], partial.Transaction.Operations.Select(o => ((NftElement)o.Object).Set).Distinct().Order(StringComparer.Ordinal));
+        Assert.Contains("10.244.1.4 . 8080", partial.ToString());
+        Assert.All(partial.Transaction.Operations.Where(o => o.Verb == NftVerb.Add), o => Assert.NotNull(((NftElement)o.Object).Types));
+    }
+
+    [Fact]
+    public void PartialSync_EndpointAddedWithAffinity_LeavesUnchangedChainsOfThePortAlone()
+    {
+        var info = Info("web", "10.96.0.10") with { StickyTimeoutSeconds = 60 };
+        var first = V4.Plan(Full(State(null, Port(info, Endpoint("10.244.1.2"), Endpoint("10.244.1.3")))), null, null);
+
+        var partial = V4.Plan(Partial(State(null, Port(info, Endpoint("10.244.1.2"), Endpoint("10.244.1.3"), Endpoint("10.244.1.4"))), Name("web")), first.State, null);
+
         var chains = partial.Transaction.Operations.Where(o => o.Object is NftChain).Select(o => ((NftChain)o.Object).Name).Distinct().ToList();
         Assert.Equal([NftNames.ClusterPolicy(Name("web")), NftNames.Endpoint(Name("web"), Endpoint("10.244.1.4"))], chains);
-        Assert.Equal(0, partial.Transaction.Count(NftVerb.Add, "element")); // the cluster IP still goes to the same chain
+    }
+
+    [Fact]
+    public void SlotElements_SplitTheSlotsEvenly_AndKeepThePoolsRule()
+    {
+        var plan = V4.Plan(Full(State(null, Web(endpoints: ["10.244.1.2", "10.244.1.3", "10.244.1.4"]))), null, null);
+
+        var slots = plan.Transaction.Operations.Select(o => o.Object).OfType<NftElement>().Where(e => NftNames.IsEndpointSlotsMap(e.Set)).ToList();
+        var widths = slots.Select(e => e.KeyText.Split('-').Select(long.Parse).ToArray()).Select(r => r[1] - r[0] + 1).ToList();
+        Assert.Equal([1365, 1365, 1366], widths.Order());
+        Assert.Equal(NftablesPlanner.SlotsPerPool, widths.Sum());
+        var id = plan.State.PoolIds[NftNames.ClusterPolicy(Name("web"))];
+        Assert.Contains($"dnat ip to numgen random mod 4096 offset {(long)id * 4096} map @endpoint-slots-tcp-{id % 256:x2}", plan.ToString());
+        Assert.Contains($"add map ip proxyplanes endpoint-slots-tcp-{id % 256:x2} {{ typeof numgen random mod 4096 : ip daddr . tcp dport ; flags interval ;", plan.ToString());
+    }
+
+    [Fact]
+    public void PartialSync_LastPoolOfAShardGone_DeletesItsMap_FirstOneAddsIt()
+    {
+        var first = V4.Plan(Full(State(null, Web(endpoints: ["10.244.1.2"]))), null, null);
+        var fake = new FakeNftables();
+        fake.Apply(first.Transaction);
+        var map = NftNames.EndpointSlotsMap("tcp", first.State.PoolIds[NftNames.ClusterPolicy(Name("web"))]);
+
+        var empty = V4.Plan(Partial(State(null, Web(endpoints: [])), Name("web")), first.State, null);
+        fake.Apply(empty.Transaction);
+        Assert.DoesNotContain($"map {map} ", fake.Dump(IpFamily.IPv4));
+
+        var back = V4.Plan(Partial(State(null, Web(endpoints: ["10.244.1.3"])), Name("web")), empty.State, null);
+        fake.Apply(back.Transaction);
+        Assert.Contains($"map {map} ", fake.Dump(IpFamily.IPv4));
+        Assert.Contains("10.244.1.3 . 8080", fake.Dump(IpFamily.IPv4));
+    }
+
+    [Fact]
+    public void AssignPoolIds_CollidingHashes_GetDistinctIdsThatDependOnlyOnThePools()
+    {
+        // 3,000 names in 2^20 ids: a few collide (about 4 expected), and each must get its own id.
+        var names = Enumerable.Range(0, 3000).Select(i => $"service-HASH{i}-ns/svc{i}/tcp/p").ToList();
+
+        var ids = NftablesPlanner.AssignPoolIds(names);
+        var shuffled = NftablesPlanner.AssignPoolIds(Enumerable.Reverse(names));
+
+        Assert.Equal(names.Count, ids.Values.Distinct().Count());
+        Assert.All(ids.Values, id => Assert.InRange(id, 0u, NftablesPlanner.PoolIdCount - 1));
+        Assert.Equal(ids.OrderBy(p => p.Key, StringComparer.Ordinal), shuffled.OrderBy(p => p.Key, StringComparer.Ordinal));
     }
 
     [Fact]
@@ -164,7 +226,8 @@ public sealed class NftablesPlannerTests
 
         Assert.Empty(v4.State.Ports);
         Assert.Single(v6.State.Ports);
-        Assert.Contains("meta l4proto tcp dnat to [fd00:10:244:1::2]:8080", v6.ToString());
+        Assert.Contains("add element ip6 proxyplanes endpoint-slots", v6.ToString());
+        Assert.Contains("fd00:10:244:1::2 . 8080", v6.ToString());
         Assert.Matches(@"fd00:10:96::1 \. tcp \. 80 comment ""[^""]+ cluster IP"" : goto service-", v6.ToString());
     }
 
@@ -181,6 +244,6 @@ public sealed class NftablesPlannerTests
         Assert.Equal(plan.Counts.Rules, plan.Counts.RulesWritten);
         var partial = V4.Plan(Partial(state with { ServicePorts = ImmutableSortedDictionary<ServicePortName, ServicePortState>.Empty }, Name("web")), plan.State, null);
         Assert.Equal(0, partial.Counts.RulesWritten);
-        Assert.Equal(plan.Counts.Rules - 3 - 2 * 2, partial.Counts.Rules); // service chain (masquerade + 2 spread rules), 2 endpoint chains of 2
+        Assert.Equal(plan.Counts.Rules - 2, partial.Counts.Rules); // service chain: masquerade + the dnat through endpoint-slots
     }
 }

@@ -75,7 +75,9 @@ public sealed class NftablesTracerTests
         Assert.True(fate.Masquerade);
         Assert.False(fate.Affinity);
         Assert.Contains(fate.Steps, s => s.StartsWith("services: ip daddr . meta l4proto . th dport vmap @service-ips: 10.96.0.24 . tcp . 80 comment \"shop/web:http cluster IP\"", StringComparison.Ordinal));
-        Assert.Contains(fate.Steps, s => s.StartsWith("50.0%: endpoint-", StringComparison.Ordinal) && s.EndsWith("dnat to 10.244.2.2:8080", StringComparison.Ordinal));
+        // The endpoint-slots element that sets each endpoint apart, after the pool's one dnat rule.
+        Assert.True(fate.Steps.Any(s => s.StartsWith("50.0%: service-KHN6ECMT-shop/web/tcp/http: meta l4proto tcp dnat ip to numgen random mod 4096 offset ", StringComparison.Ordinal)
+            && s.Contains(" map @endpoint-slots-", StringComparison.Ordinal) && s.EndsWith(" : 10.244.2.2 . 8080", StringComparison.Ordinal)), string.Join("\n", fate.Steps));
         // Jumps that decided nothing (the firewall check) are left out.
         Assert.DoesNotContain(fate.Steps, s => s.Contains("jump firewall-check", StringComparison.Ordinal));
     }
@@ -225,13 +227,22 @@ public sealed class NftablesTracerTests
     [Fact]
     public void ARuleOrElementRemovedBehindTheDaemonsBack_IsSeen()
     {
-        // `nft delete rule` of the spread's first rule: every new flow takes the last endpoint.
+        // The first endpoint's slots in endpoint-slots-XX pointed at the last one (`nft delete element`, `add element`): every new flow takes the last endpoint.
         var noSpread = Edited("external-policy-local", items =>
-            items.Remove(items.Single(i => i!["rule"] is { } r && r["chain"]!.GetValue<string>().StartsWith("service-", StringComparison.Ordinal)
-                && r.ToJsonString().Contains("numgen", StringComparison.Ordinal))));
+        {
+            var map = items.Select(i => i!["map"]).Single(m => m is not null && NftNames.IsEndpointSlotsMap(m["name"]!.GetValue<string>()) && m["elem"]!.AsArray().Count == 2)!;
+            var elements = map["elem"]!.AsArray();
+            elements[0]![1] = elements[1]![1]!.DeepClone();
+        });
         var fate = NftablesTracer.Trace(noSpread, Tcp("10.96.0.24", 80), Node);
         Assert.Equal(["10.244.2.2:8080"], Endpoints(fate));
         Assert.Equal(1.0, fate.Endpoints[0].Share, 6);
+
+        // `nft delete rule` of the spread (the dnat through endpoint-slots): the flow is no longer DNATed here.
+        var noDnat = Edited("external-policy-local", items =>
+            items.Remove(items.Single(i => i!["rule"] is { } r && r["chain"]!.GetValue<string>().StartsWith("service-", StringComparison.Ordinal)
+                && r.ToJsonString().Contains("numgen", StringComparison.Ordinal))));
+        Assert.Empty(NftablesTracer.Trace(noDnat, Tcp("10.96.0.24", 80), Node).Endpoints);
 
         // `nft delete element … service-ips { 10.96.0.24 . tcp . 80 }`: nothing of ours matches the cluster IP any more.
         var noElement = Edited("external-policy-local", items =>

@@ -49,7 +49,7 @@ public sealed class ExplainDaemonTests(ITestOutputHelper output)
         var quiet = await ExplainAsync(node, "--all", "--state-url", StateUrl);
         Assert.Matches(@"\nno difference from the daemon's desired state \(sync \d+ at [0-9T:.\-]+Z\)\n$", quiet.StandardOutput);
 
-        // Behind the daemon's back: remove web's jump to its first endpoint (the probability / numgen rule).
+        // Behind the daemon's back: remove web's jump to its first endpoint (the probability rule; nftables: its endpoint-slots element).
         var removed = mode == "iptables" ? await RemoveIptablesSpreadAsync(node) : await RemoveNftablesSpreadAsync(node);
         Assert.True(removed.Succeeded, removed.StandardError);
 

@@ -54,7 +54,7 @@ public sealed class ExplainTests(ITestOutputHelper output)
         Assert.Matches($@"tcp {WebIP.Replace(".", "\\.", StringComparison.Ordinal)}:80\s+test/web:http\s+clusterIP\s+forward\s+{scenario.PodIp(0).Replace(".", "\\.", StringComparison.Ordinal)}:8080 {scenario.PodIp(1).Replace(".", "\\.", StringComparison.Ordinal)}:8080", all.StandardOutput);
         Assert.Matches(@"tcp 10\.96\.0\.20:80\s+test/lonely:http\s+clusterIP\s+reject", all.StandardOutput);
 
-        // Behind the daemon's back: remove the jump to the first endpoint (the probability rule).
+        // Behind the daemon's back: remove the jump to the first endpoint (iptables: the probability rule; nftables: its slots now go to the last).
         var removed = mode == "iptables" ? await RemoveIptablesSpreadAsync(node) : await RemoveNftablesSpreadAsync(node);
         Assert.True(removed.Succeeded, removed.StandardError);
 
@@ -97,18 +97,30 @@ public sealed class ExplainTests(ITestOutputHelper output)
         return await node.ExecAsync(["iptables-nft", "-t", "nat", "-D", .. Words(jump[3..])], TimeSpan.FromSeconds(30));
     }
 
-    /// <summary><c>nft delete rule</c> of web's <c>numgen random mod 2 == 0 goto endpoint-…</c>, found by its handle in <c>nft -a list table</c>.</summary>
+    /// <summary>
+    /// The nftables counterpart of deleting the spread's first jump: web's endpoints are elements of
+    /// <c>endpoint-slots-XX</c> (the map and the <c>offset</c> of its pool's dnat rule), and the slots of
+    /// its first endpoint are pointed at its last one (one <c>nft</c> transaction: delete and add the
+    /// element), so every new flow goes to the last endpoint.
+    /// </summary>
     internal static async Task<ExecResult> RemoveNftablesSpreadAsync(NetworkNamespace node)
     {
-        var listing = await node.CheckedExecAsync(["nft", "-a", "list", "table", "ip", "proxyplanes"], TimeSpan.FromSeconds(30));
-        string? chain = null;
-        foreach (var line in listing.StandardOutput.Split('\n').Select(l => l.Trim()))
-        {
-            if (line.StartsWith("chain ", StringComparison.Ordinal)) chain = line.Split(' ')[1];
-            if (chain is not null && chain.EndsWith("-test/web/tcp/http", StringComparison.Ordinal) && line.Contains("numgen random mod 2", StringComparison.Ordinal))
-                return await node.ExecAsync(["nft", "delete", "rule", "ip", "proxyplanes", chain, "handle", line.Split(' ')[^1]], TimeSpan.FromSeconds(30));
-        }
-        throw new InvalidOperationException($"no numgen rule of test/web in:\n{listing.StandardOutput}");
+        var listing = await node.CheckedExecAsync(["nft", "-j", "list", "table", "ip", "proxyplanes"], TimeSpan.FromSeconds(30));
+        var items = JsonDocument.Parse(listing.StandardOutput).RootElement.GetProperty("nftables").EnumerateArray().ToList();
+        var dnat = items
+            .Where(i => i.TryGetProperty("rule", out var r) && r.GetProperty("chain").GetString()!.EndsWith("-test/web/tcp/http", StringComparison.Ordinal))
+            .Select(i => System.Text.RegularExpressions.Regex.Match(i.GetRawText(), @"""offset"":\s*(-?\d+)[^@]*""@(endpoint-slots-[a-z]+-[0-9a-f]+)"""))
+            .First(m => m.Success);
+        // nft -j writes the offset as a signed 32-bit number.
+        var (offset, name) = ((long)(uint)int.Parse(dnat.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), dnat.Groups[2].Value);
+        var map = items.Single(i => i.TryGetProperty("map", out var m) && m.GetProperty("name").GetString() == name).GetProperty("map");
+        var slots = map.GetProperty("elem").EnumerateArray()
+            .Select(e => (Low: e[0].GetProperty("range")[0].GetInt64(), High: e[0].GetProperty("range")[1].GetInt64(), To: e[1].GetProperty("concat")))
+            .Where(e => e.Low >= offset && e.Low < offset + 4096).OrderBy(e => e.Low).ToList();
+        var (first, last) = (slots[0], slots[^1]);
+        var key = $"{first.Low}-{first.High}";
+        var target = $"{last.To[0].GetString()} . {last.To[1].GetInt32()}";
+        return await node.ExecAsync(["nft", $"delete element ip proxyplanes {name} {{ {key} }} ; add element ip proxyplanes {name} {{ {key} : {target} }}"], TimeSpan.FromSeconds(30));
     }
 
     /// <summary>Splits an iptables-save rule into arguments, keeping a quoted comment whole.</summary>
