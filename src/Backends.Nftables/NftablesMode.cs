@@ -68,10 +68,16 @@ public sealed partial class NftablesMode : IProxyMode
         public async Task<IReadOnlySet<string>> EndpointsInKernelAsync(CancellationToken cancellationToken)
         {
             var listing = (await ExternalCommand.RunCheckedAsync("nft", ["list", "table", "ip", backend.Table], null, cancellationToken)).StandardOutput;
-            return DnatTarget().Matches(listing).Select(m => m.Groups[1].Value).ToHashSet();
+            // Endpoints are elements of the endpoint-slots maps (`LOW-HIGH : 10.244.1.2 . 8080`); pools
+            // with ClientIP affinity still dnat in a rule per endpoint.
+            var inMaps = SlotTarget().Matches(listing).Select(m => $"{m.Groups[1].Value}:{m.Groups[2].Value}");
+            return DnatTarget().Matches(listing).Select(m => m.Groups[1].Value).Concat(inMaps).ToHashSet();
         }
     }
 
-    [GeneratedRegex(@"\bdnat (?:ip )?to (\S+)")]
+    [GeneratedRegex(@"\bdnat (?:ip )?to (\d[\d.]*:\d+)")]
     private static partial Regex DnatTarget();
+
+    [GeneratedRegex(@":\s*(\d{1,3}(?:\.\d{1,3}){3}) \. (\d+)\b")]
+    private static partial Regex SlotTarget();
 }

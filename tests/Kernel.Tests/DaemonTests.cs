@@ -75,6 +75,9 @@ public sealed partial class DaemonTests
         Assert.Contains("fd00:10:96::10", ip6Before);
 
         ip6tables.Arm();
+        // A partial sync sends only what changed, per family: the endpoint change alone is IPv4's, so the
+        // service's IPv6 cluster IP moves too (IPv6 has a change to send, and ip6tables-restore refuses it).
+        scenario.WriteManifest("web.yaml", ProxyScenario.Service("web", WebIP, extraSpec: "  clusterIPs: [\"10.96.0.10\", \"fd00:10:96::11\"]\n  ipFamilies: [IPv4, IPv6]\n  ipFamilyPolicy: RequireDualStack"));
         scenario.WriteManifest("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0), scenario.PodIp(2)));
 
         // IPv4 takes the change though ip6tables-restore refuses it.
@@ -101,6 +104,7 @@ public sealed partial class DaemonTests
         ip6tables.Disarm();
         await WaitForAsync(async () => (await ProbeAsync()) is { Healthz: 200, Livez: 200 }, "/healthz and /livez 200 again");
         Assert.Matches(FamilyStatus("IPv6", true), (await ProbeAsync()).HealthzBody);
+        Assert.Contains("fd00:10:96::11", await SaveAsync(scenario.Sandbox.Node, "nft", "ip6tables"));
     }
 
     /// <summary>One family's entry in kube-proxy's health JSON (<c>"status":{"IPv4":{"lastUpdated":…,"healthy":…}}</c>).</summary>
