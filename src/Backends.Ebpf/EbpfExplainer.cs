@@ -116,7 +116,7 @@ public sealed class EbpfExplainer : IKernelExplainer
         string own;
         try
         {
-            own = File.ResolveLinkTarget("/proc/self/ns/net", returnFinalTarget: false)?.ToString() ?? "";
+            own = new FileInfo("/proc/self/ns/net").LinkTarget ?? "";
         }
         catch (IOException)
         {
@@ -127,7 +127,7 @@ public sealed class EbpfExplainer : IKernelExplainer
             if (!int.TryParse(Path.GetFileName(process), NumberStyles.None, CultureInfo.InvariantCulture, out _)) continue;
             try
             {
-                if (File.ResolveLinkTarget(Path.Combine(process, "ns", "net"), returnFinalTarget: false)?.ToString() != own) continue;
+                if (new FileInfo(Path.Combine(process, "ns", "net")).LinkTarget != own) continue; // "net:[inode]", as readlink prints it
                 var arguments = File.ReadAllText(Path.Combine(process, "cmdline")).Split('\0');
                 if (!arguments.Contains("run") || !arguments.Any(a => a.Contains("proxyplanes", StringComparison.OrdinalIgnoreCase) || a.StartsWith("--mode", StringComparison.Ordinal))) continue;
                 var bpfFs = EbpfLocation.DefaultBpfFs;

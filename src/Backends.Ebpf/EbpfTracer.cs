@@ -24,7 +24,7 @@ public sealed record EbpfSnapshot(
 /// <summary>
 /// Follows the first packet of a flow through the eBPF programs as they read the maps (bpf/sock.c and
 /// bpf/tc.c, see bpf/README.md). A client on this node (a process in --bpf-cgroup, asked as <c>--from</c>
-/// one of the node's addresses, or any source while the tc programs are not in use) meets the socket
+/// one of the node's addresses (its interfaces' or pp_nodeip4_v1's), or any source while the tc programs are not in use) meets the socket
 /// hooks: the internal-scope master entry of (destination, port, protocol); no node ports, no source
 /// ranges, no masquerade; count 0 refuses (ECONNREFUSED), whatever the drop flag. A client off the node
 /// meets tc ingress: the external-scope master first, then the internal one; a node port (key address 0,
@@ -43,7 +43,9 @@ public static class EbpfTracer
             return Pass("the eBPF maps of layout 1 hold IPv4 frontends only", []);
         if (question.Protocol is not (Protocol.TCP or Protocol.UDP))
             return Pass("the eBPF programs act on TCP and UDP only", []);
-        var local = question.Source is { } source && (node.LocalAddresses.Contains(source) || IPAddress.IsLoopback(source));
+        // The node's addresses: the interfaces' and the ones the daemon put in pp_nodeip4_v1.
+        var local = question.Source is { } source
+            && (node.LocalAddresses.Contains(source) || IPAddress.IsLoopback(source) || snapshot.NodeAddresses?.Contains(source) == true);
         return snapshot.TcInUse && !local ? TraceTc(snapshot, question) : TraceSocket(snapshot, question);
     }
 
