@@ -73,7 +73,7 @@ public sealed class EbpfExplainer : IKernelExplainer
                 using var map = BpfMap.OpenPinned(rangePin);
                 ranges = map.Keys<SourceRange4Key>();
             }
-            return new EbpfSnapshot(serviceEntries, backendEntries, nodeAddresses, ranges);
+            return new EbpfSnapshot(serviceEntries, backendEntries, nodeAddresses, ranges, EbpfNames.Read(directory));
         }
         catch (BpfException e)
         {

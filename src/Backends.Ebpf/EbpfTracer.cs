@@ -15,7 +15,8 @@ public sealed record EbpfSnapshot(
     IReadOnlyDictionary<ServiceKey, ServiceValue> Services,
     IReadOnlyDictionary<uint, Backend> Backends,
     IReadOnlySet<IPAddress>? NodeAddresses,
-    IReadOnlyCollection<SourceRange4Key>? SourceRanges)
+    IReadOnlyCollection<SourceRange4Key>? SourceRanges,
+    IReadOnlyDictionary<uint, string>? Names = null)
 {
     /// <summary>Whether the tc programs' maps are pinned, so off-node clients meet the tc programs.</summary>
     public bool TcInUse => NodeAddresses is not null;
@@ -83,7 +84,7 @@ public static class EbpfTracer
         }
         steps.Add(DescribeMaster(key, master));
         var frontend = FrontendOf(master);
-        var name = Name(key, master);
+        var name = Name(snapshot, master);
         if (master.Count == 0)
             return new PacketFate(name, frontend, PacketVerdict.Reject, [], false, Affine(master), "no endpoints: connect() and sendto() fail with ECONNREFUSED", steps);
         return Forward(snapshot, key, master, name, frontend, masquerade: false, steps);
@@ -110,7 +111,7 @@ public static class EbpfTracer
         }
         var (masterKey, master) = found.Value;
         var frontend = FrontendOf(master);
-        var name = Name(masterKey, master);
+        var name = Name(snapshot, master);
         var masquerade = (master.Flags & MapLayout.ServiceFlagMasquerade) != 0;
         if ((master.Flags & MapLayout.ServiceFlagSourceRanges) != 0)
         {
@@ -205,8 +206,8 @@ public static class EbpfTracer
         : (master.Flags & MapLayout.ServiceFlagExternal) != 0 ? Frontends.ExternalIP
         : Frontends.ClusterIP;
 
-    /// <summary>The maps carry no service names (see README: names are not pinned yet), so no match name.</summary>
-    private static string? Name(ServiceKey key, ServiceValue master) => null;
+    /// <summary>The service port of a master entry, from <see cref="EbpfNames"/>' map by its reverse-NAT id; null when none is pinned.</summary>
+    private static string? Name(EbpfSnapshot snapshot, ServiceValue master) => snapshot.Names?.GetValueOrDefault(master.RevNatId);
 
     private static bool Affine(ServiceValue master) => (master.Flags & MapLayout.ServiceFlagAffinity) != 0;
 

@@ -30,6 +30,7 @@ public sealed class EbpfExplainerTests
 
         Assert.Equal(PacketVerdict.Forward, fate.Verdict);
         Assert.Equal(Frontends.ClusterIP, fate.Frontend);
+        Assert.Null(fate.Match); // no names pinned
         Assert.Equal([("10.244.1.2:8080", 0.5), ("10.244.1.3:8080", 0.5)], fate.Endpoints.Select(e => (e.Endpoint, e.Share)));
         Assert.False(fate.Masquerade); // a socket connects from its own address: the flag is for tc's off-node clients
         Assert.Contains(fate.Steps, s => s.Contains("socket hooks", StringComparison.Ordinal));
@@ -173,6 +174,20 @@ public sealed class EbpfExplainerTests
         Assert.Equal(PacketVerdict.Pass, (await none.ExplainAsync(new PacketQuestion(Protocol.TCP, ClusterIp, 80), CancellationToken.None)).Verdict);
     }
 
+    [KernelFact]
+    public async Task Names_FromThePinnedNamesMap_ByReverseNatId()
+    {
+        using var maps = new PinnedMaps();
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: 0, backends: [1]);
+        maps.Frontend(ClusterIp, 81, revNatId: 2, flags: 0, backends: []);
+        maps.Name(1, "test/web:http");
+
+        Assert.Equal("test/web:http", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+        Assert.Null((await maps.ExplainAsync(Protocol.TCP, ClusterIp, 81, NodeIp)).Match); // control: no name for id 2
+        maps.Name(1, new string('x', 100));
+        Assert.Equal(new string('x', EbpfNames.NameBytes), (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match); // cut, not refused
+    }
+
     /// <summary>The objects' maps pinned in a private bpffs, as EbpfKernel pins them; backends 1 and 2 are PodA:8080 and PodB:8080.</summary>
     private sealed class PinnedMaps : IDisposable
     {
@@ -220,6 +235,12 @@ public sealed class EbpfExplainerTests
 
         public void SourceRange(uint revNatId, IPAddress address, int length) =>
             _tc!.Map(MapLayout.SourceRangesMap).Update(SourceRange4Key.For(revNatId, address, length), 1u);
+
+        public void Name(uint revNatId, string name)
+        {
+            using var names = EbpfNames.OpenOrCreate(_directory);
+            EbpfNames.Set(names, revNatId, name);
+        }
 
         public void RemoveBackend(uint id) => Assert.True(_sock.Map(MapLayout.BackendsMap).Delete(id));
 
