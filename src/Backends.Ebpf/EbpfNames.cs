@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Text;
+using Microsoft.Extensions.Logging;
 
 namespace ProxyPlanes.Backends.Ebpf;
 
@@ -46,6 +47,25 @@ public static unsafe class EbpfNames
         ArgumentNullException.ThrowIfNull(plan);
         foreach (var write in plan.Writes)
             if (write is ServiceUpdate { Key.Slot: 0 } master) Set(names, master.Value.RevNatId, master.Owner.ToString());
+    }
+
+    /// <summary>
+    /// What the backend calls once per applied plan (one line, after the plan's writes): the plan's names into
+    /// the pinned map under <paramref name="pinDirectory"/>. Names serve <c>explain</c> only, so a refusal is a
+    /// warning, never a failed sync.
+    /// </summary>
+    public static void TryWrite(string pinDirectory, EbpfPlan plan, ILogger logger)
+    {
+        ArgumentNullException.ThrowIfNull(logger);
+        try
+        {
+            using var names = OpenOrCreate(pinDirectory);
+            Write(names, plan);
+        }
+        catch (BpfException e)
+        {
+            logger.LogWarning("eBPF: the service port names for explain were not written ({Problem}); explain shows no name for them", e.Message.Split('\n')[0]);
+        }
     }
 
     /// <summary>Writes <paramref name="name"/> for <paramref name="revNatId"/> (tests, and what <see cref="Write"/> does per master).</summary>

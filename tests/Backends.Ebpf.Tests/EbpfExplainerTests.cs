@@ -188,6 +188,25 @@ public sealed class EbpfExplainerTests
         Assert.Equal(new string('x', EbpfNames.NameBytes), (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match); // cut, not refused
     }
 
+    [KernelFact]
+    public async Task TryWrite_NamesEveryMasterOfAPlan_AndRewritesAReusedId()
+    {
+        using var maps = new PinnedMaps();
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: 0, backends: [1]);
+        var key = ServiceKey.For(ClusterIp, 80, ProtocolType.Tcp);
+        EbpfPlan Plan(string service, string port)
+        {
+            var owner = new ServicePortName(new NamespacedName("test", service), port, Protocol.TCP);
+            return new([new ServiceUpdate(key, ServiceValue.Master(1, 1), owner), new ServiceUpdate(key.WithSlot(1), ServiceValue.ForSlot(1), owner)], null!, Full: false);
+        }
+
+        EbpfNames.TryWrite(maps.PinDirectory, Plan("web", "http"), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        Assert.Equal("test/web:http", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+        EbpfNames.TryWrite(maps.PinDirectory, Plan("other", "dns"), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        Assert.Equal("test/other:dns", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+        Assert.Single(EbpfNames.Read(maps.PinDirectory)); // slots are not named
+    }
+
     /// <summary>The objects' maps pinned in a private bpffs, as EbpfKernel pins them; backends 1 and 2 are PodA:8080 and PodB:8080.</summary>
     private sealed class PinnedMaps : IDisposable
     {
@@ -222,6 +241,8 @@ public sealed class EbpfExplainerTests
         }
 
         public EbpfExplainer Explainer { get; }
+
+        public string PinDirectory => _directory;
 
         public void Frontend(IPAddress address, int port, uint revNatId, ushort flags, uint[] backends, uint affinityTimeout = 0, byte scope = MapLayout.ScopeInternal)
         {
