@@ -25,8 +25,19 @@ public sealed class EbpfExplainer : IKernelExplainer
     /// <summary>The pins under <paramref name="bpfFs"/>/proxyplanes (tests: a private bpffs).</summary>
     public EbpfExplainer(string bpfFs) => _bpfFs = bpfFs;
 
-    public Task<bool> HoldsStateAsync(CancellationToken cancellationToken) =>
-        Task.FromResult(_bpfFs is not null ? File.Exists(ServicesPin(_bpfFs)) : Candidates().Count > 0);
+    /// <summary>
+    /// Pins at the default place, or in the bpffs a proxyplanes process in this network namespace names: another
+    /// namespace's (a test's private bpffs seen through the shared mount table) is not this node's state.
+    /// </summary>
+    public Task<bool> HoldsStateAsync(CancellationToken cancellationToken)
+    {
+        if (_bpfFs is not null) return Task.FromResult(File.Exists(ServicesPin(_bpfFs)));
+        var candidates = Candidates();
+        if (candidates.Count == 0) return Task.FromResult(false);
+        var used = BpfFsOfProxiesInThisNetworkNamespace();
+        used.Add(EbpfLocation.DefaultBpfFs);
+        return Task.FromResult(candidates.Any(used.Contains));
+    }
 
     public Task<PacketFate> ExplainAsync(PacketQuestion question, CancellationToken cancellationToken)
     {
