@@ -25,6 +25,8 @@ public sealed class EbpfMode : IProxyMode
 
     public string Name => "ebpf";
 
+    public IKernelExplainer Explainer { get; } = new EbpfExplainer();
+
     /// <summary>Root, bpf(2), a cgroup v2 mount, kernel 5.18 (bpf_set_retval), and a verifier that accepts bpf/sock.c.</summary>
     public Task<string?> KernelProblemAsync(CancellationToken cancellationToken) => Task.FromResult(KernelProblem());
 

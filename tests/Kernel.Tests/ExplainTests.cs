@@ -171,7 +171,7 @@ public sealed class ExplainTests(ITestOutputHelper output)
         var guessed = await ProxyCli.RunInNamespaceAsync(["explain", "tcp", "10.96.0.10:80"]);
         Assert.Equal(1, guessed.ExitCode);
         // Every mode explain reads is named, in the registry's order.
-        Assert.StartsWith("proxyplanes: no state of iptables, nftables, ipvs found in this node's kernel", guessed.StandardError.Trim(), StringComparison.Ordinal);
+        Assert.StartsWith("proxyplanes: no state of iptables, nftables, ipvs, ebpf found in this node's kernel", guessed.StandardError.Trim(), StringComparison.Ordinal);
     }
 
     [Fact]

@@ -1,0 +1,114 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Microsoft.Extensions.Logging;
+
+namespace ProxyPlanes.Backends.Ebpf;
+
+/// <summary>
+/// The service port names of the master entries, for <c>proxyplanes explain</c>: the maps the programs read
+/// carry none, as IPVS keeps none (IPVS mode fills the <c>KUBE-IPVS-NAMES</c> ipset for this). Here it is a
+/// map the programs never read, <c>pp_names_v1</c> (hash: rev_nat_id → <c>ns/name:port</c>, NUL-padded
+/// UTF-8 of <see cref="NameBytes"/>), pinned beside the others so it lives and dies with them (bpffs holds
+/// pins only, no files). The backend writes it after each plan (<see cref="Write"/>); a master entry's id is
+/// reused only by a new master, whose name is then written over the old one.
+/// </summary>
+public static unsafe class EbpfNames
+{
+    public const string MapName = "pp_names_v1";
+    public const int NameBytes = 64;
+    private const int MaxEntries = 65536;
+
+    /// <summary>The pinned map under <paramref name="pinDirectory"/>, created and pinned when it is not there.</summary>
+    public static BpfMap OpenOrCreate(string pinDirectory)
+    {
+        var pin = Path.Combine(pinDirectory, MapName);
+        if (File.Exists(pin)) return BpfMap.OpenPinned(pin);
+        var attributes = new MapCreateAttributes { MapType = 1 /* BPF_MAP_TYPE_HASH */, KeySize = 4, ValueSize = NameBytes, MaxEntries = MaxEntries };
+        var name = Encoding.ASCII.GetBytes(MapName);
+        for (var i = 0; i < name.Length; i++) attributes.MapName[i] = name[i];
+        var fd = Interop.CheckedBpf((BpfCommand)0 /* BPF_MAP_CREATE */, ref attributes, MapName);
+        var map = BpfMap.FromHandle(new SafeBpfHandle(fd));
+        try
+        {
+            map.Pin(pin);
+        }
+        catch
+        {
+            map.Dispose();
+            throw;
+        }
+        return map;
+    }
+
+    /// <summary>The name of every master entry <paramref name="plan"/> writes; a name longer than <see cref="NameBytes"/> is cut.</summary>
+    public static void Write(BpfMap names, EbpfPlan plan)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        ArgumentNullException.ThrowIfNull(plan);
+        foreach (var write in plan.Writes)
+            if (write is ServiceUpdate { Key.Slot: 0 } master) Set(names, master.Value.RevNatId, master.Owner.ToString());
+    }
+
+    /// <summary>
+    /// What the backend calls once per applied plan (one line, after the plan's writes): the plan's names into
+    /// the pinned map under <paramref name="pinDirectory"/>. Names serve <c>explain</c> only, so a refusal is a
+    /// warning, never a failed sync.
+    /// </summary>
+    public static void TryWrite(string pinDirectory, EbpfPlan plan, ILogger logger)
+    {
+        ArgumentNullException.ThrowIfNull(logger);
+        try
+        {
+            using var names = OpenOrCreate(pinDirectory);
+            Write(names, plan);
+        }
+        catch (BpfException e)
+        {
+            logger.LogWarning("eBPF: the service port names for explain were not written ({Problem}); explain shows no name for them", e.Message.Split('\n')[0]);
+        }
+    }
+
+    /// <summary>Writes <paramref name="name"/> for <paramref name="revNatId"/> (tests, and what <see cref="Write"/> does per master).</summary>
+    public static void Set(BpfMap names, uint revNatId, string name)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        ArgumentNullException.ThrowIfNull(name);
+        Span<byte> value = stackalloc byte[NameBytes];
+        var bytes = Encoding.UTF8.GetBytes(name);
+        bytes.AsSpan(0, Math.Min(bytes.Length, NameBytes)).CopyTo(value);
+        names.Update(MemoryMarshal.AsBytes(new ReadOnlySpan<uint>(in revNatId)), value);
+    }
+
+    /// <summary>Every name in the pinned map; empty when it is not pinned (a daemon that does not write names).</summary>
+    public static IReadOnlyDictionary<uint, string> Read(string pinDirectory)
+    {
+        var names = new Dictionary<uint, string>();
+        var pin = Path.Combine(pinDirectory, MapName);
+        if (!File.Exists(pin)) return names;
+        using var map = BpfMap.OpenPinned(pin);
+        if (map.KeySize != 4 || map.ValueSize != NameBytes) return names;
+        Span<byte> value = stackalloc byte[NameBytes];
+        foreach (var id in map.Keys<uint>())
+        {
+            var key = id;
+            if (!map.TryLookup(MemoryMarshal.AsBytes(new ReadOnlySpan<uint>(in key)), value)) continue;
+            var end = value.IndexOf((byte)0);
+            names[id] = Encoding.UTF8.GetString(end < 0 ? value : value[..end]);
+        }
+        return names;
+    }
+
+    /// <summary>union bpf_attr, as BPF_MAP_CREATE reads it (up to map_name).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct MapCreateAttributes
+    {
+        public uint MapType;
+        public uint KeySize;
+        public uint ValueSize;
+        public uint MaxEntries;
+        public uint MapFlags;
+        public uint InnerMapFd;
+        public uint NumaNode;
+        public fixed byte MapName[16];
+    }
+}

@@ -1,0 +1,236 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
+
+namespace ProxyPlanes.Backends.Ebpf;
+
+/// <summary>
+/// What <c>proxyplanes explain</c> reads of a node in eBPF mode: the pinned maps' contents.
+/// <see cref="NodeAddresses"/> and <see cref="SourceRanges"/> are null when their maps are not pinned
+/// (the tc programs are not in use: only the socket hooks act, on processes in --bpf-cgroup).
+/// </summary>
+public sealed record EbpfSnapshot(
+    IReadOnlyDictionary<ServiceKey, ServiceValue> Services,
+    IReadOnlyDictionary<uint, Backend> Backends,
+    IReadOnlySet<IPAddress>? NodeAddresses,
+    IReadOnlyCollection<SourceRange4Key>? SourceRanges,
+    IReadOnlyDictionary<uint, string>? Names = null)
+{
+    /// <summary>Whether the tc programs' maps are pinned, so off-node clients meet the tc programs.</summary>
+    public bool TcInUse => NodeAddresses is not null;
+}
+
+/// <summary>
+/// Follows the first packet of a flow through the eBPF programs as they read the maps (bpf/sock.c and
+/// bpf/tc.c, see bpf/README.md). A client on this node (a process in --bpf-cgroup, asked as <c>--from</c>
+/// one of the node's addresses (its interfaces' or pp_nodeip4_v1's), or any source while the tc programs are not in use) meets the socket
+/// hooks: the internal-scope master entry of (destination, port, protocol); no node ports, no source
+/// ranges, no masquerade; count 0 refuses (ECONNREFUSED), whatever the drop flag. A client off the node
+/// meets tc ingress: the external-scope master first, then the internal one; a node port (key address 0,
+/// flag <c>nodeport</c>) when the destination is in pp_nodeip4_v1; source ranges in pp_srcrange_v1; count
+/// 0 drops with the drop flag, else the reject mark; the masquerade flag. A new flow picks slot
+/// <c>rand % count + 1</c>, so each slot gets an equal share.
+/// </summary>
+public static class EbpfTracer
+{
+    public static PacketFate Trace(EbpfSnapshot snapshot, PacketQuestion question, TraceNode node)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        ArgumentNullException.ThrowIfNull(question);
+        ArgumentNullException.ThrowIfNull(node);
+        if (question.Destination.AddressFamily != AddressFamily.InterNetwork)
+            return Pass("the eBPF maps of layout 1 hold IPv4 frontends only", []);
+        if (question.Protocol is not (Protocol.TCP or Protocol.UDP))
+            return Pass("the eBPF programs act on TCP and UDP only", []);
+        // The node's addresses: the interfaces' and the ones the daemon put in pp_nodeip4_v1.
+        var local = question.Source is { } source
+            && (node.LocalAddresses.Contains(source) || IPAddress.IsLoopback(source) || snapshot.NodeAddresses?.Contains(source) == true);
+        return snapshot.TcInUse && !local ? TraceTc(snapshot, question) : TraceSocket(snapshot, question);
+    }
+
+    /// <summary>Every master entry, each with the fate of a packet from off the node (tc), or from a process on it while the tc programs are not in use.</summary>
+    public static IReadOnlyList<FrontendFate> List(EbpfSnapshot snapshot, TraceNode node)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        var all = new List<FrontendFate>();
+        var nodeAddress = snapshot.NodeAddresses?.OrderBy(a => a.ToString(), StringComparer.Ordinal).FirstOrDefault();
+        var seen = new HashSet<(uint, ushort, byte)>();
+        foreach (var (key, _) in snapshot.Services.Where(s => s.Key.Slot == 0).OrderBy(s => MapLayout.HostAddress(s.Key.Address).ToString(), StringComparer.Ordinal)
+                     .ThenBy(s => MapLayout.HostPort(s.Key.Port)).ThenBy(s => s.Key.Proto).ThenBy(s => s.Key.Scope))
+        {
+            if (!seen.Add((key.Address, key.Port, key.Proto))) continue; // the other scope of one frontend
+            if (key.Proto is not ((byte)ProtocolType.Tcp or (byte)ProtocolType.Udp)) continue;
+            var protocol = key.Proto == (byte)ProtocolType.Tcp ? Protocol.TCP : Protocol.UDP;
+            IPAddress destination;
+            if (key.Address != 0) destination = MapLayout.HostAddress(key.Address);
+            else if (nodeAddress is not null) destination = nodeAddress;
+            else continue; // a node port with no node address to reach it on
+            var question = new PacketQuestion(protocol, destination, MapLayout.HostPort(key.Port));
+            all.Add(new FrontendFate(question, Trace(snapshot, question, node)));
+        }
+        return all;
+    }
+
+    private static PacketFate TraceSocket(EbpfSnapshot snapshot, PacketQuestion question)
+    {
+        var steps = new List<string> { "socket hooks (connect4/sendmsg4) of a process in --bpf-cgroup" };
+        var key = ServiceKey.For(question.Destination, question.Port, Proto(question.Protocol));
+        if (!snapshot.Services.TryGetValue(key, out var master))
+        {
+            steps.Add($"{MapLayout.ServicesMap}[{Describe(key)}]: no entry");
+            return Pass(TraceSteps.PassReason(null), steps);
+        }
+        steps.Add(DescribeMaster(key, master));
+        var frontend = FrontendOf(master);
+        var name = Name(snapshot, master);
+        if (master.Count == 0)
+            return new PacketFate(name, frontend, PacketVerdict.Reject, [], false, Affine(master), "no endpoints: connect() and sendto() fail with ECONNREFUSED", steps);
+        return Forward(snapshot, key, master, name, frontend, masquerade: false, steps);
+    }
+
+    private static PacketFate TraceTc(EbpfSnapshot snapshot, PacketQuestion question)
+    {
+        var steps = new List<string> { "tc ingress (a packet from off the node)" };
+        var key = ServiceKey.For(question.Destination, question.Port, Proto(question.Protocol));
+        var found = Master(snapshot, key, steps);
+        if (found is null)
+        {
+            if (!snapshot.NodeAddresses!.Contains(question.Destination))
+                return Pass(TraceSteps.PassReason(null), steps);
+            steps.Add($"{MapLayout.NodeAddressesMap}[{question.Destination}]: a node address");
+            key = key with { Address = 0 };
+            found = Master(snapshot, key, steps);
+            if (found is { } nodePort && (nodePort.Item2.Flags & MapLayout.ServiceFlagNodePort) == 0)
+            {
+                steps.Add("the entry has no nodeport flag: not a node port");
+                found = null;
+            }
+            if (found is null) return Pass(TraceSteps.PassReason(null), steps);
+        }
+        var (masterKey, master) = found.Value;
+        var frontend = FrontendOf(master);
+        var name = Name(snapshot, master);
+        var masquerade = (master.Flags & MapLayout.ServiceFlagMasquerade) != 0;
+        if ((master.Flags & MapLayout.ServiceFlagSourceRanges) != 0)
+        {
+            var source = question.Source;
+            var range = source is null ? null : LongestRange(snapshot.SourceRanges, master.RevNatId, source);
+            if (range is null)
+            {
+                steps.Add(source is null
+                    ? $"{MapLayout.SourceRangesMap}: source ranges apply and no client address was given: an arbitrary client is outside them"
+                    : $"{MapLayout.SourceRangesMap}[rev_nat {master.RevNatId}, {source}]: no range holds the client");
+                return new PacketFate(name, frontend, PacketVerdict.Drop, [], masquerade, Affine(master), "the source is outside loadBalancerSourceRanges: dropped (TC_ACT_SHOT)", steps);
+            }
+            steps.Add($"{MapLayout.SourceRangesMap}[rev_nat {master.RevNatId}, {source}]: allowed by {MapLayout.HostAddress(range.Value.Address)}/{range.Value.Prefixlen - 32}");
+        }
+        if (master.Count == 0)
+        {
+            return (master.Flags & MapLayout.ServiceFlagDrop) != 0
+                ? new PacketFate(name, frontend, PacketVerdict.Drop, [], masquerade, Affine(master), "no endpoints, and the drop flag: dropped (TC_ACT_SHOT)", steps)
+                : new PacketFate(name, frontend, PacketVerdict.Reject, [], masquerade, Affine(master),
+                    string.Create(CultureInfo.InvariantCulture, $"no endpoints: the reject mark 0x{MapLayout.MarkReject:x8}, answered by table ip proxyplanes-ebpf"), steps);
+        }
+        return Forward(snapshot, masterKey, master, name, frontend, masquerade, steps);
+    }
+
+    /// <summary>The master entry tc reads for <paramref name="key"/>: external scope first, then internal.</summary>
+    private static (ServiceKey, ServiceValue)? Master(EbpfSnapshot snapshot, ServiceKey key, List<string> steps)
+    {
+        foreach (var scope in new[] { MapLayout.ScopeExternal, MapLayout.ScopeInternal })
+        {
+            var scoped = key with { Slot = 0, Scope = scope };
+            if (snapshot.Services.TryGetValue(scoped, out var master))
+            {
+                steps.Add(DescribeMaster(scoped, master));
+                return (scoped, master);
+            }
+        }
+        steps.Add($"{MapLayout.ServicesMap}[{Describe(key with { Scope = MapLayout.ScopeExternal })}] and [{Describe(key with { Scope = MapLayout.ScopeInternal })}]: no entry");
+        return null;
+    }
+
+    private static PacketFate Forward(EbpfSnapshot snapshot, ServiceKey key, ServiceValue master, string? name, string frontend, bool masquerade, List<string> steps)
+    {
+        var shares = new Dictionary<string, int>(StringComparer.Ordinal);
+        var missing = 0;
+        for (var slot = 1; slot <= master.Count; slot++)
+        {
+            var slotKey = key with { Slot = (ushort)slot };
+            if (!snapshot.Services.TryGetValue(slotKey, out var value))
+            {
+                steps.Add($"{MapLayout.ServicesMap}[{Describe(slotKey)}]: missing (a flow picking it is refused)");
+                missing++;
+                continue;
+            }
+            if (!snapshot.Backends.TryGetValue(value.BackendId, out var backend))
+            {
+                steps.Add($"{MapLayout.ServicesMap}[{Describe(slotKey)}] -> backend {value.BackendId}: not in {MapLayout.BackendsMap} (a flow picking it is refused)");
+                missing++;
+                continue;
+            }
+            var endpoint = $"{MapLayout.HostAddress(backend.Address)}:{MapLayout.HostPort(backend.Port)}";
+            steps.Add($"{MapLayout.ServicesMap}[{Describe(slotKey)}] -> {MapLayout.BackendsMap}[{value.BackendId}] = {endpoint}");
+            shares[endpoint] = shares.GetValueOrDefault(endpoint) + 1;
+        }
+        var affinity = Affine(master);
+        if (shares.Count == 0)
+            return new PacketFate(name, frontend, PacketVerdict.Reject, [], masquerade, affinity, "every slot is missing or names no backend: refused", steps);
+        var endpoints = shares.OrderBy(s => s.Key, StringComparer.Ordinal)
+            .Select(s => new ReachedEndpoint(s.Key, (double)s.Value / master.Count, masquerade)).ToList();
+        var reason = TraceSteps.ForwardReason(endpoints.Count, local: false, masquerade, affinity, affinity ? (int)master.AffinityTimeout : null)
+            + (missing > 0 ? $"; {missing} of {master.Count} slots lead nowhere (refused)" : "");
+        return new PacketFate(name, frontend, PacketVerdict.Forward, endpoints, masquerade, affinity, reason, steps);
+    }
+
+    /// <summary>The longest prefix of <paramref name="revNatId"/>'s ranges holding <paramref name="client"/>, as the LPM trie answers.</summary>
+    private static SourceRange4Key? LongestRange(IReadOnlyCollection<SourceRange4Key>? ranges, uint revNatId, IPAddress client)
+    {
+        if (ranges is null || client.AddressFamily != AddressFamily.InterNetwork) return null;
+        SourceRange4Key? best = null;
+        foreach (var range in ranges)
+        {
+            if (range.RevNatId != revNatId || range.Prefixlen < 32 || range.Prefixlen > 64) continue;
+            var length = (int)range.Prefixlen - 32;
+            if (!IpPrefix.TryParse($"{MapLayout.HostAddress(range.Address)}/{length}", out var prefix) || !prefix.Contains(client)) continue;
+            if (best is null || range.Prefixlen > best.Value.Prefixlen) best = range;
+        }
+        return best;
+    }
+
+    private static string FrontendOf(ServiceValue master) =>
+        (master.Flags & MapLayout.ServiceFlagNodePort) != 0 ? Frontends.NodePort
+        : (master.Flags & MapLayout.ServiceFlagSourceRanges) != 0 ? Frontends.LoadBalancerIP
+        : (master.Flags & MapLayout.ServiceFlagExternal) != 0 ? Frontends.ExternalIP
+        : Frontends.ClusterIP;
+
+    /// <summary>The service port of a master entry, from <see cref="EbpfNames"/>' map by its reverse-NAT id; null when none is pinned.</summary>
+    private static string? Name(EbpfSnapshot snapshot, ServiceValue master) => snapshot.Names?.GetValueOrDefault(master.RevNatId);
+
+    private static bool Affine(ServiceValue master) => (master.Flags & MapLayout.ServiceFlagAffinity) != 0;
+
+    private static ProtocolType Proto(Protocol protocol) => protocol == Protocol.TCP ? ProtocolType.Tcp : ProtocolType.Udp;
+
+    private static PacketFate Pass(string reason, List<string> steps) => new(null, null, PacketVerdict.Pass, [], false, false, reason, steps);
+
+    private static string Describe(ServiceKey key) =>
+        $"{MapLayout.HostAddress(key.Address)}:{MapLayout.HostPort(key.Port)}/{((ProtocolType)key.Proto).ToString().ToLowerInvariant()} slot {key.Slot} scope {(key.Scope == MapLayout.ScopeExternal ? "external" : "internal")}";
+
+    private static string DescribeMaster(ServiceKey key, ServiceValue master) =>
+        string.Create(CultureInfo.InvariantCulture, $"{MapLayout.ServicesMap}[{Describe(key)}]: count {master.Count}, rev_nat {master.RevNatId}, flags {FlagNames(master)}")
+        + ((master.Flags & MapLayout.ServiceFlagAffinity) != 0 ? string.Create(CultureInfo.InvariantCulture, $", affinity timeout {master.AffinityTimeout}s") : "");
+
+    private static string FlagNames(ServiceValue master)
+    {
+        var names = new List<string>();
+        if ((master.Flags & MapLayout.ServiceFlagAffinity) != 0) names.Add("affinity");
+        if ((master.Flags & MapLayout.ServiceFlagNodePort) != 0) names.Add("nodeport");
+        if ((master.Flags & MapLayout.ServiceFlagExternal) != 0) names.Add("external");
+        if ((master.Flags & MapLayout.ServiceFlagSourceRanges) != 0) names.Add("source-ranges");
+        if ((master.Flags & MapLayout.ServiceFlagDrop) != 0) names.Add("drop");
+        if ((master.Flags & MapLayout.ServiceFlagMasquerade) != 0) names.Add("masquerade");
+        return names.Count == 0 ? "none" : string.Join('|', names);
+    }
+}

@@ -1,0 +1,279 @@
+using System.Net;
+using System.Net.Sockets;
+using ProxyPlanes.DataPlane;
+using ProxyPlanes.Model;
+using ProxyPlanes.TestKit;
+
+namespace ProxyPlanes.Backends.Ebpf.Tests;
+
+/// <summary>
+/// <c>explain --mode=ebpf</c> over real maps: the socket hooks' and the tc programs' objects loaded with their
+/// maps pinned in a private bpffs, filled by hand as the planner would, and read back through the pins by
+/// <see cref="EbpfExplainer"/> (never the objects' own fds).
+/// </summary>
+public sealed class EbpfExplainerTests
+{
+    private static readonly IPAddress ClusterIp = IPAddress.Parse("10.96.0.10");
+    private static readonly IPAddress LoadBalancerIp = IPAddress.Parse("192.0.2.50");
+    private static readonly IPAddress NodeIp = IPAddress.Parse("203.0.113.1");
+    private static readonly IPAddress PodA = IPAddress.Parse("10.244.1.2");
+    private static readonly IPAddress PodB = IPAddress.Parse("10.244.1.3");
+    private static readonly IPAddress OffNode = IPAddress.Parse("198.51.100.7");
+
+    [KernelFact]
+    public async Task ClusterIp_FromTheNode_SpreadsEquallyOverTheSlots()
+    {
+        using var maps = new PinnedMaps();
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: MapLayout.ServiceFlagMasquerade, backends: [1, 2]);
+
+        var fate = await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp);
+
+        Assert.Equal(PacketVerdict.Forward, fate.Verdict);
+        Assert.Equal(Frontends.ClusterIP, fate.Frontend);
+        Assert.Null(fate.Match); // no names pinned
+        Assert.Equal([("10.244.1.2:8080", 0.5), ("10.244.1.3:8080", 0.5)], fate.Endpoints.Select(e => (e.Endpoint, e.Share)));
+        Assert.False(fate.Masquerade); // a socket connects from its own address: the flag is for tc's off-node clients
+        Assert.Contains(fate.Steps, s => s.Contains("socket hooks", StringComparison.Ordinal));
+        // Another port and another protocol: not ours.
+        Assert.Equal(PacketVerdict.Pass, (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 81, NodeIp)).Verdict);
+        Assert.Equal(PacketVerdict.Pass, (await maps.ExplainAsync(Protocol.UDP, ClusterIp, 80, NodeIp)).Verdict);
+    }
+
+    [KernelFact]
+    public async Task ClusterIp_FromOffTheNode_IsMasqueradedByTheFlag()
+    {
+        using var maps = new PinnedMaps(tc: true);
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: MapLayout.ServiceFlagMasquerade, backends: [1, 2]);
+        maps.Frontend(ClusterIp, 81, revNatId: 2, flags: 0, backends: [1]);
+
+        var masqueraded = await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, OffNode);
+        var kept = await maps.ExplainAsync(Protocol.TCP, ClusterIp, 81, OffNode);
+
+        Assert.Equal(PacketVerdict.Forward, masqueraded.Verdict);
+        Assert.True(masqueraded.Masquerade);
+        Assert.Contains(masqueraded.Steps, s => s.Contains("tc ingress", StringComparison.Ordinal));
+        Assert.False(kept.Masquerade); // control: the same path without the flag
+        Assert.Equal(["10.244.1.2:8080"], kept.Endpoints.Select(e => e.Endpoint));
+    }
+
+    [KernelFact]
+    public async Task NoEndpoints_RefusedBySockets_DroppedOrRejectedByTc()
+    {
+        using var maps = new PinnedMaps(tc: true);
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: 0, backends: []);
+        maps.Frontend(ClusterIp, 82, revNatId: 2, flags: MapLayout.ServiceFlagDrop, backends: []);
+        maps.NodeAddress(NodeIp);
+
+        Assert.Equal(PacketVerdict.Reject, (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Verdict);
+        Assert.Equal(PacketVerdict.Reject, (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 82, NodeIp)).Verdict); // sock.c refuses whatever the flag
+        Assert.Equal(PacketVerdict.Reject, (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, OffNode)).Verdict);
+        var dropped = await maps.ExplainAsync(Protocol.TCP, ClusterIp, 82, OffNode);
+        Assert.Equal(PacketVerdict.Drop, dropped.Verdict);
+        Assert.Empty(dropped.Endpoints);
+    }
+
+    [KernelFact]
+    public async Task NodePort_OnANodeAddressOnly_AndNotForSockets()
+    {
+        using var maps = new PinnedMaps(tc: true);
+        maps.Frontend(IPAddress.Any, 30080, revNatId: 3, flags: MapLayout.ServiceFlagNodePort, backends: [1, 2]);
+        maps.NodeAddress(NodeIp);
+
+        var nodePort = await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, OffNode);
+        Assert.Equal(PacketVerdict.Forward, nodePort.Verdict);
+        Assert.Equal(Frontends.NodePort, nodePort.Frontend);
+        Assert.Equal(2, nodePort.Endpoints.Count);
+        Assert.Equal(PacketVerdict.Pass, (await maps.ExplainAsync(Protocol.TCP, IPAddress.Parse("203.0.113.9"), 30080, OffNode)).Verdict); // not a node address
+        Assert.Equal(PacketVerdict.Pass, (await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, NodeIp)).Verdict); // sock.c has no node ports
+    }
+
+    [KernelFact]
+    public async Task NodePort_EntryWithoutTheFlag_IsNotANodePort()
+    {
+        using var maps = new PinnedMaps(tc: true);
+        maps.Frontend(IPAddress.Any, 30080, revNatId: 3, flags: 0, backends: [1]);
+        maps.NodeAddress(NodeIp);
+
+        Assert.Equal(PacketVerdict.Pass, (await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, OffNode)).Verdict);
+    }
+
+    [KernelFact]
+    public async Task SourceRanges_AllowInside_DropOutside_AnotherFrontendsRangeNoHelp()
+    {
+        using var maps = new PinnedMaps(tc: true);
+        maps.Frontend(LoadBalancerIp, 80, revNatId: 4, flags: MapLayout.ServiceFlagExternal | MapLayout.ServiceFlagSourceRanges, backends: [1]);
+        maps.Frontend(LoadBalancerIp, 81, revNatId: 5, flags: MapLayout.ServiceFlagExternal | MapLayout.ServiceFlagSourceRanges, backends: [1]);
+        maps.SourceRange(4, IPAddress.Parse("198.51.100.0"), 24);
+        maps.SourceRange(5, IPAddress.Parse("192.0.2.0"), 24);
+
+        var inside = await maps.ExplainAsync(Protocol.TCP, LoadBalancerIp, 80, OffNode);
+        var outside = await maps.ExplainAsync(Protocol.TCP, LoadBalancerIp, 80, IPAddress.Parse("203.0.113.77"));
+        var otherRange = await maps.ExplainAsync(Protocol.TCP, LoadBalancerIp, 81, OffNode);
+
+        Assert.Equal(PacketVerdict.Forward, inside.Verdict);
+        Assert.Equal(Frontends.LoadBalancerIP, inside.Frontend);
+        Assert.Contains(inside.Steps, s => s.Contains("allowed by 198.51.100.0/24", StringComparison.Ordinal));
+        Assert.Equal(PacketVerdict.Drop, outside.Verdict);
+        Assert.Contains("loadBalancerSourceRanges", outside.Reason, StringComparison.Ordinal);
+        Assert.Equal(PacketVerdict.Drop, otherRange.Verdict);
+    }
+
+    [KernelFact]
+    public async Task Affinity_AndTheExternalScopeWinsForOffNodeClients()
+    {
+        using var maps = new PinnedMaps(tc: true);
+        maps.Frontend(LoadBalancerIp, 80, revNatId: 6, flags: MapLayout.ServiceFlagExternal | MapLayout.ServiceFlagAffinity, backends: [1, 2], affinityTimeout: 10800);
+        maps.Frontend(LoadBalancerIp, 80, revNatId: 7, flags: MapLayout.ServiceFlagExternal, backends: [2], scope: MapLayout.ScopeExternal);
+        maps.NodeAddress(NodeIp);
+
+        var socket = await maps.ExplainAsync(Protocol.TCP, LoadBalancerIp, 80, NodeIp);
+        var external = await maps.ExplainAsync(Protocol.TCP, LoadBalancerIp, 80, OffNode);
+
+        Assert.True(socket.Affinity);
+        Assert.Contains("10800s", socket.Reason, StringComparison.Ordinal);
+        Assert.Equal(2, socket.Endpoints.Count);
+        Assert.False(external.Affinity);
+        Assert.Equal(["10.244.1.3:8080"], external.Endpoints.Select(e => e.Endpoint));
+        Assert.Equal(Frontends.ExternalIP, external.Frontend);
+    }
+
+    [KernelFact]
+    public async Task ExplainFollowsTheMaps_AnElementRemovedBehindTheDaemonsBackIsSeen()
+    {
+        using var maps = new PinnedMaps();
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: 0, backends: [1, 2]);
+        Assert.Equal(2, (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Endpoints.Count);
+
+        maps.RemoveBackend(2);
+        var fate = await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp);
+
+        Assert.Equal(["10.244.1.2:8080"], fate.Endpoints.Select(e => e.Endpoint));
+        Assert.Equal(0.5, fate.Endpoints[0].Share);
+        Assert.Contains("1 of 2 slots lead nowhere", fate.Reason, StringComparison.Ordinal);
+    }
+
+    [KernelFact]
+    public async Task List_EveryFrontendOnce_AndNoPinsMeansNoState()
+    {
+        using var maps = new PinnedMaps(tc: true);
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: 0, backends: [1]);
+        maps.Frontend(LoadBalancerIp, 80, revNatId: 2, flags: MapLayout.ServiceFlagExternal, backends: [1, 2]);
+        maps.Frontend(LoadBalancerIp, 80, revNatId: 3, flags: MapLayout.ServiceFlagExternal, backends: [2], scope: MapLayout.ScopeExternal);
+        maps.Frontend(IPAddress.Any, 30080, revNatId: 4, flags: MapLayout.ServiceFlagNodePort, backends: []);
+        maps.NodeAddress(NodeIp);
+
+        var list = await maps.Explainer.ListAsync(CancellationToken.None);
+
+        Assert.Equal(["tcp 10.96.0.10:80", "tcp 192.0.2.50:80", "tcp 203.0.113.1:30080"], list.Select(f => f.Question.ToString()).Order(StringComparer.Ordinal));
+        Assert.Equal(PacketVerdict.Reject, list.Single(f => f.Question.Port == 30080).Fate.Verdict);
+        Assert.True(await maps.Explainer.HoldsStateAsync(CancellationToken.None));
+
+        using var empty = new TestBpfFs();
+        var none = new EbpfExplainer(empty.Path);
+        Assert.False(await none.HoldsStateAsync(CancellationToken.None));
+        Assert.Equal(PacketVerdict.Pass, (await none.ExplainAsync(new PacketQuestion(Protocol.TCP, ClusterIp, 80), CancellationToken.None)).Verdict);
+    }
+
+    [KernelFact]
+    public async Task Names_FromThePinnedNamesMap_ByReverseNatId()
+    {
+        using var maps = new PinnedMaps();
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: 0, backends: [1]);
+        maps.Frontend(ClusterIp, 81, revNatId: 2, flags: 0, backends: []);
+        maps.Name(1, "test/web:http");
+
+        Assert.Equal("test/web:http", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+        Assert.Null((await maps.ExplainAsync(Protocol.TCP, ClusterIp, 81, NodeIp)).Match); // control: no name for id 2
+        maps.Name(1, new string('x', 100));
+        Assert.Equal(new string('x', EbpfNames.NameBytes), (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match); // cut, not refused
+    }
+
+    [KernelFact]
+    public async Task TryWrite_NamesEveryMasterOfAPlan_AndRewritesAReusedId()
+    {
+        using var maps = new PinnedMaps();
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: 0, backends: [1]);
+        var key = ServiceKey.For(ClusterIp, 80, ProtocolType.Tcp);
+        EbpfPlan Plan(string service, string port)
+        {
+            var owner = new ServicePortName(new NamespacedName("test", service), port, Protocol.TCP);
+            return new([new ServiceUpdate(key, ServiceValue.Master(1, 1), owner), new ServiceUpdate(key.WithSlot(1), ServiceValue.ForSlot(1), owner)], null!, Full: false);
+        }
+
+        EbpfNames.TryWrite(maps.PinDirectory, Plan("web", "http"), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        Assert.Equal("test/web:http", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+        EbpfNames.TryWrite(maps.PinDirectory, Plan("other", "dns"), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        Assert.Equal("test/other:dns", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+        Assert.Single(EbpfNames.Read(maps.PinDirectory)); // slots are not named
+    }
+
+    /// <summary>The objects' maps pinned in a private bpffs, as EbpfKernel pins them; backends 1 and 2 are PodA:8080 and PodB:8080.</summary>
+    private sealed class PinnedMaps : IDisposable
+    {
+        private readonly TestBpfFs _bpfFs = new();
+        private readonly BpfObject _sock;
+        private readonly BpfObject? _tc;
+        private readonly string _directory;
+
+        public PinnedMaps(bool tc = false)
+        {
+            try
+            {
+                _directory = Path.Combine(_bpfFs.Path, EbpfLocation.PinFolder);
+                Directory.CreateDirectory(_directory);
+                _sock = SockPrograms.Load(_directory);
+                if (tc)
+                {
+                    _tc = TcPrograms.Load(_sock.Maps);
+                    _tc.Map(MapLayout.NodeAddressesMap).Pin(Path.Combine(_directory, MapLayout.NodeAddressesMap));
+                    _tc.Map(MapLayout.SourceRangesMap).Pin(Path.Combine(_directory, MapLayout.SourceRangesMap));
+                }
+                Explainer = new EbpfExplainer(_bpfFs.Path);
+                var backends = _sock.Map(MapLayout.BackendsMap);
+                backends.Update(1u, Backend.For(PodA, 8080, ProtocolType.Tcp));
+                backends.Update(2u, Backend.For(PodB, 8080, ProtocolType.Tcp));
+            }
+            catch
+            {
+                Dispose();
+                throw;
+            }
+        }
+
+        public EbpfExplainer Explainer { get; }
+
+        public string PinDirectory => _directory;
+
+        public void Frontend(IPAddress address, int port, uint revNatId, ushort flags, uint[] backends, uint affinityTimeout = 0, byte scope = MapLayout.ScopeInternal)
+        {
+            var services = _sock.Map(MapLayout.ServicesMap);
+            var key = ServiceKey.For(address, port, ProtocolType.Tcp) with { Scope = scope };
+            for (var i = 0; i < backends.Length; i++) services.Update(key.WithSlot(i + 1), ServiceValue.ForSlot(backends[i]));
+            services.Update(key, ServiceValue.Master(backends.Length, revNatId, flags, affinityTimeout));
+        }
+
+        public void NodeAddress(IPAddress address) => _tc!.Map(MapLayout.NodeAddressesMap).Update(MapLayout.NetworkAddress(address), default(NodeAddress));
+
+        public void SourceRange(uint revNatId, IPAddress address, int length) =>
+            _tc!.Map(MapLayout.SourceRangesMap).Update(SourceRange4Key.For(revNatId, address, length), 1u);
+
+        public void Name(uint revNatId, string name)
+        {
+            using var names = EbpfNames.OpenOrCreate(_directory);
+            EbpfNames.Set(names, revNatId, name);
+        }
+
+        public void RemoveBackend(uint id) => Assert.True(_sock.Map(MapLayout.BackendsMap).Delete(id));
+
+        public Task<PacketFate> ExplainAsync(Protocol protocol, IPAddress destination, int port, IPAddress? source) =>
+            Explainer.ExplainAsync(new PacketQuestion(protocol, destination, port, source), CancellationToken.None);
+
+        public void Dispose()
+        {
+            _tc?.Dispose();
+            _sock?.Dispose();
+            if (_directory is not null && Directory.Exists(_directory)) Directory.Delete(_directory, recursive: true);
+            _bpfFs.Dispose();
+        }
+    }
+}
