@@ -57,6 +57,7 @@ public sealed class NftNetlinkApplierEncodingTests
     public void TryEncode_EndpointSlotRanges_BecomeStartAndClosingElements()
     {
         var applier = new NftNetlinkApplier(new NftCommandApplier(), openClient: () => throw new InvalidOperationException("no kernel here"));
+        NftTransaction Tx() => new(IpFamily.IPv4, NftNames.Table);
         var types = new NftElementTypes(new(["integer"]), "ipv4_addr . inet_service", true);
         var map = NftNames.EndpointSlotsMap("tcp", 0);
         var tx = Tx()
@@ -193,9 +194,9 @@ public sealed partial class NftNetlinkApplierKernelTests(Xunit.Abstractions.ITes
         var dns = slots.Single(e => e.Set.Contains("-udp-", StringComparison.Ordinal));
         var (low, high) = (long.Parse(dns.KeyText.Split('-')[0]), long.Parse(dns.KeyText.Split('-')[1]));
         var tx = new NftTransaction(IpFamily.IPv4, NftNames.Table)
-            .Delete(replaced)
+            .Delete(replaced with { Value = null })
             .Add(replaced with { Value = "10.244.3.4 . 8080" })
-            .Delete(dns)
+            .Delete(dns with { Value = null })
             .Add(dns with { Key = new([$"{low}-{low + 2047}"]) })
             .Add(dns with { Key = new([$"{low + 2048}-{high}"]), Value = "10.244.1.10 . 53" });
         await nft.ApplyAsync(tx, default);

@@ -103,7 +103,7 @@ public sealed class NftNetlinkBenchmark(ITestOutputHelper output)
         var (from, to) = (before, after);
         for (var round = 0; round < 2 * Rounds; round++)
         {
-            var request = new ProxyPlanes.Core.Proxy.SyncRequest(to, false, StateBuilder.Changed(from, to));
+            var request = new SyncRequest(to, false, StateBuilder.Changed(from, to));
             var stopwatch = Stopwatch.StartNew();
             await nftBackend.SyncAsync(request, default);
             times["nft"].Add(stopwatch.Elapsed.TotalMilliseconds);
