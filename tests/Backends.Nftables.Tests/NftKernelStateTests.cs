@@ -39,7 +39,8 @@ public sealed class NftKernelStateTests
     [InlineData("[\"ipv4_addr\", \"inet_service\"]")]
     public void ParseJson_ConcatenatedMapValue_IsKept(string value)
     {
-        var json = $$"""{"nftables": [{"map": {"family": "ip", "name": "endpoint-slots-tcp-00", "table": "proxyplanes", "type": "integer", "handle": 1, "map": {{value}}, "flags": ["interval"]}}]}""";
+        var json = """{"nftables": [{"map": {"family": "ip", "name": "endpoint-slots-tcp-00", "table": "proxyplanes", "type": "integer", "handle": 1, "map": """ +
+            value + """, "flags": ["interval"]}}]}""";
 
         var map = NftKernelState.ParseJson(json, IpFamily.IPv4, "proxyplanes").Maps["endpoint-slots-tcp-00"];
 
