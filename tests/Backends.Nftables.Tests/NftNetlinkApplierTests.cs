@@ -204,9 +204,9 @@ public sealed partial class NftNetlinkApplierKernelTests(Xunit.Abstractions.ITes
 
         Assert.Equal((1, 1), (netlink.NetlinkTransactions, netlink.NftTransactions));
         var listing = await ListAsync(viaNetlink);
-        Assert.Contains("10.244.3.4", listing);
-        Assert.DoesNotContain("10.244.2.3", listing);
-        Assert.Contains("10.244.1.10", listing);
+        Assert.Contains("[\"10.244.3.4\", 8080]", listing);
+        Assert.DoesNotContain("[\"10.244.2.3\", 8080]", listing);
+        Assert.Contains("[\"10.244.1.10\", 53]", listing);
         Assert.Equal(await ListAsync(viaNft), listing);
     }
 
