@@ -84,7 +84,8 @@ public sealed record NftKernelState(
                             maps[name] = new NftMap(name)
                             {
                                 Type = Strings(o, "type"),
-                                ValueType = String(o, "map") ?? "",
+                                // A concatenated value is an array in nft's JSON (["ipv4_addr", "inet_service"]).
+                                ValueType = string.Join(" . ", Strings(o, "map")),
                                 Flags = Strings(o, "flags"),
                             };
                             break;

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ProxyPlanes.Model;
@@ -16,8 +17,12 @@ namespace ProxyPlanes.Backends.Nftables;
 /// Encoding an element needs its set's key and value types. They come from what this applier has
 /// already seen, never from a read per sync: the definitions of every set and map that passed through
 /// it in an applied transaction (a full sync adds them all) and those a <see cref="ReadAsync"/> found.
-/// A transaction touching a set it does not know, an interval set (nft writes intervals as pairs of
-/// elements), a type it cannot encode (<see cref="NfTablesDataType"/>) or more elements than one batch
+/// Elements the planner wrote carry their set's types (<see cref="NftElement.Types"/>), which serve when
+/// the definition has not been seen. Interval maps keyed by a 32-bit integer (the planner's
+/// <c>endpoint-slots-*</c>) are encoded as nft 1.0.6 writes them: a range <c>LOW-HIGH</c> is a start
+/// element (key LOW, big-endian, with the data) and a closing element (key HIGH + 1, flagged
+/// interval end, no data) in one message; a delete deletes both. A transaction touching a set it does
+/// not know, another interval set, a type it cannot encode (<see cref="NfTablesDataType"/>) or more elements than one batch
 /// holds goes to nft, as before. When the kernel refuses netlink itself (no CAP_NET_ADMIN: EPERM; no
 /// nfnetlink: EPROTONOSUPPORT / EAFNOSUPPORT) the applier logs one line and uses nft from then on.
 /// </para>
@@ -137,7 +142,10 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
         {
             var element = (NftElement)obj;
             var where = $"{transaction.FamilyKeyword} {transaction.Table} {element.Set}";
-            if (definitions is null || !definitions.TryGetValue(element.Set, out var types))
+            SetTypes? types = null;
+            if (definitions?.TryGetValue(element.Set, out var known) == true) types = known;
+            else if (element.Types is { } carried) types = SetTypes.Of(carried);
+            if (types is null)
             {
                 reason = $"the definition of {where} is not known";
                 return null;
@@ -163,10 +171,9 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
 
     private static NfTablesElement? Encode(NftElement element, SetTypes types, bool add)
     {
-        var key = NfTablesDataType.TryEncode(types.Key!, element.Key, out _);
-        if (key is null) return null;
-        var encoded = new NfTablesElement(key, element.KeyText);
-        if (!add) return encoded;
+        var encoded = types.IsInterval ? EncodeRange(element, types.Key![0]) : NfTablesDataType.TryEncode(types.Key!, element.Key, out _) is { } key ? new NfTablesElement(key, element.KeyText) : null;
+        if (encoded is null) return null;
+        if (!add) return encoded with { IntervalOpen = false };
         if (element.Comment is { } comment) encoded = encoded with { Comment = comment };
         if (types.IsVerdictMap)
         {
@@ -180,6 +187,29 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
             return data is null ? null : encoded with { Data = data };
         }
         return element.Value is null ? encoded : null;
+    }
+
+    /// <summary>
+    /// A key <c>LOW-HIGH</c> or <c>N</c> of an interval map keyed by a 32-bit integer: the start element
+    /// (LOW) and the closing key HIGH + 1, or, for a range ending at 2^32 − 1, an open interval (nft
+    /// sends no closing element then). nft also adds a closing element at key 0 when it adds to an
+    /// empty set (older kernels' rbtree needed it); the kernel's lookup does not, and the element is
+    /// invisible in listings, so it is not sent here.
+    /// </summary>
+    private static NfTablesElement? EncodeRange(NftElement element, NfTablesDataType keyType)
+    {
+        if (element.Key.Count != 1) return null;
+        var text = element.Key[0];
+        var dash = text.IndexOf('-', StringComparison.Ordinal);
+        var (lowText, highText) = dash < 0 ? (text, text) : (text[..dash], text[(dash + 1)..]);
+        if (!uint.TryParse(lowText, NumberStyles.None, CultureInfo.InvariantCulture, out var low) ||
+            !uint.TryParse(highText, NumberStyles.None, CultureInfo.InvariantCulture, out var high) || high < low) return null;
+        var start = new byte[keyType.Length];
+        if (!keyType.TryEncode(low.ToString(CultureInfo.InvariantCulture), start)) return null;
+        var encoded = new NfTablesElement(start, element.KeyText);
+        if (high == uint.MaxValue) return encoded with { IntervalOpen = true };
+        var end = new byte[keyType.Length];
+        return keyType.TryEncode((high + 1).ToString(CultureInfo.InvariantCulture), end) ? encoded with { IntervalEndKey = end } : null;
     }
 
     private void Send(NftTransaction transaction, IReadOnlyList<NfTablesElementOperation> operations)
@@ -247,6 +277,13 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
     /// </summary>
     private sealed record SetTypes(IReadOnlyList<NfTablesDataType>? Key, IReadOnlyList<NfTablesDataType>? Value, bool IsVerdictMap, string Description)
     {
+        /// <summary>Keys are ranges of a 32-bit integer (the only interval sets encoded here).</summary>
+        public bool IsInterval { get; init; }
+
+        public static SetTypes Of(NftElementTypes types) =>
+            Make(types.Key, types.Interval ? new EquatableArray<string>(["interval"]) : EquatableArray<string>.Empty, types.Value,
+                types.Value is null ? string.Join(" . ", types.Key) : $"{string.Join(" . ", types.Key)} : {types.Value}");
+
         /// <summary>Why the elements cannot be encoded, when <see cref="Key"/> is null.</summary>
         public string Unsupported { get; init; } = "";
 
@@ -256,16 +293,23 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
 
         private static SetTypes Make(EquatableArray<string> keyTypes, EquatableArray<string> flags, string? valueType, string description)
         {
-            if (flags.Contains("interval"))
-                return new(null, null, false, description) { Unsupported = "an interval set (nft writes an interval as two elements and merges neighbours itself)" };
+            var interval = flags.Contains("interval");
+            // An integer key is host byte order outside interval sets (not encoded here); in an interval map nft writes it big-endian.
+            if (interval != (keyTypes.Count == 1 && keyTypes[0] == "integer"))
+                return new(null, null, false, description)
+                {
+                    Unsupported = interval
+                        ? "an interval set not keyed by a 32-bit integer (nft writes its prefixes and ranges itself)"
+                        : $"of a type netlink cannot encode here ({description})",
+                };
             var key = Types(keyTypes);
             if (key is null) return new(null, null, false, description) { Unsupported = $"of a type netlink cannot encode here ({description})" };
-            if (valueType is null) return new(key, null, false, description);
-            if (valueType == "verdict") return new(key, null, true, description);
+            if (valueType is null) return new(key, null, false, description) { IsInterval = interval };
+            if (valueType == "verdict") return new(key, null, true, description) { IsInterval = interval };
             var value = Types(valueType.Split('.', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
             return value is null
                 ? new(null, null, false, description) { Unsupported = $"of a type netlink cannot encode here ({description})" }
-                : new(key, value, false, description);
+                : new(key, value, false, description) { IsInterval = interval };
         }
 
         private static IReadOnlyList<NfTablesDataType>? Types(IEnumerable<string> names)

@@ -66,6 +66,19 @@ public sealed record NfTablesElement(byte[] Key, string Text)
 
     /// <summary>The element closing an interval (NFT_SET_ELEM_INTERVAL_END), as nft writes interval sets.</summary>
     public bool IntervalEnd { get; init; }
+
+    /// <summary>
+    /// For a range <c>LOW-HIGH</c> of an interval set (<see cref="Key"/> = LOW): HIGH + 1, the key of
+    /// the element that closes it. It goes in the same message right after this one, flagged
+    /// NFT_SET_ELEM_INTERVAL_END and without data, as nft 1.0.6 writes an rbtree interval set.
+    /// </summary>
+    public byte[]? IntervalEndKey { get; init; }
+
+    /// <summary>
+    /// A range that ends at the key type's maximum: no closing element exists (HIGH + 1 overflows), so,
+    /// as nft does, the start element carries NFTNL_SET_ELEM_F_INTERVAL_OPEN in its user data.
+    /// </summary>
+    public bool IntervalOpen { get; init; }
 }
 
 public enum NfTablesElementChange { Add, Delete }
@@ -81,6 +94,12 @@ public static class NfTablesMessages
 {
     /// <summary>NFTNL_UDATA_SET_ELEM_COMMENT: the user-data TLV type nft gives an element's comment.</summary>
     public const byte ElementCommentUserDataType = 0;
+
+    /// <summary>NFTNL_UDATA_SET_ELEM_FLAGS: the user-data TLV type of an element's flags (a host-order u32).</summary>
+    public const byte ElementFlagsUserDataType = 1;
+
+    /// <summary>NFTNL_SET_ELEM_F_INTERVAL_OPEN: a range with no closing element (it ends at the key's maximum).</summary>
+    public const uint ElementFlagIntervalOpen = 1;
 
     /// <summary>The longest comment nft takes (NFTNL_UDATA_COMMENT_MAXLEN), in UTF-8 bytes without the NUL it stores after it.</summary>
     public const int CommentMaxBytes = 128;
@@ -129,14 +148,23 @@ public static class NfTablesMessages
         writer.PutString(NFTA_SET_ELEM_LIST_TABLE, table);
         writer.PutString(NFTA_SET_ELEM_LIST_SET, operation.Set);
         var elements = writer.BeginNested(NFTA_SET_ELEM_LIST_ELEMENTS);
+        WriteElement(ref writer, element, operation.Change == NfTablesElementChange.Add);
+        if (element.IntervalEndKey is { } endKey)
+            WriteElement(ref writer, new NfTablesElement(endKey, element.Text) { IntervalEnd = true }, add: false);
+        writer.EndNested(elements);
+    }
+
+    /// <summary>One NFTA_LIST_ELEM, attributes in libnftnl's order: flags, timeout, key, data, user data.</summary>
+    private static void WriteElement(ref NetlinkWriter writer, NfTablesElement element, bool add)
+    {
         var item = writer.BeginNested(NFTA_LIST_ELEM);
+        if (element.IntervalEnd) writer.PutBigEndianU32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+        if (add && element.Timeout is { } timeout) writer.PutBigEndianU64(NFTA_SET_ELEM_TIMEOUT, (ulong)timeout.TotalMilliseconds);
         var key = writer.BeginNested(NFTA_SET_ELEM_KEY);
         writer.PutBytes(NFTA_DATA_VALUE, element.Key);
         writer.EndNested(key);
-        if (element.IntervalEnd) writer.PutBigEndianU32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
-        if (operation.Change == NfTablesElementChange.Add)
+        if (add)
         {
-            if (element.Timeout is { } timeout) writer.PutBigEndianU64(NFTA_SET_ELEM_TIMEOUT, (ulong)timeout.TotalMilliseconds);
             if (element.Data is { } data)
             {
                 var value = writer.BeginNested(NFTA_SET_ELEM_DATA);
@@ -152,19 +180,30 @@ public static class NfTablesMessages
                 writer.EndNested(nested);
                 writer.EndNested(value);
             }
-            if (element.Comment is { } comment)
+            if (element.Comment is not null || element.IntervalOpen)
             {
-                // libnftnl's user data: a TLV of u8 type, u8 length, then the string with its NUL.
-                Span<byte> userData = stackalloc byte[3 + CommentMaxBytes];
-                var length = Encoding.UTF8.GetBytes(comment, userData[2..]);
-                userData[2 + length] = 0;
-                userData[0] = ElementCommentUserDataType;
-                userData[1] = (byte)(length + 1);
-                writer.PutBytes(NFTA_SET_ELEM_USERDATA, userData[..(length + 3)]);
+                // libnftnl's user data: TLVs of u8 type, u8 length, value; the comment (with its NUL) first, then the flags.
+                Span<byte> userData = stackalloc byte[3 + CommentMaxBytes + 6];
+                var length = 0;
+                if (element.Comment is { } comment)
+                {
+                    var written = Encoding.UTF8.GetBytes(comment, userData[2..]);
+                    userData[2 + written] = 0;
+                    userData[0] = ElementCommentUserDataType;
+                    userData[1] = (byte)(written + 1);
+                    length = written + 3;
+                }
+                if (element.IntervalOpen)
+                {
+                    userData[length] = ElementFlagsUserDataType;
+                    userData[length + 1] = 4;
+                    BitConverter.TryWriteBytes(userData[(length + 2)..], ElementFlagIntervalOpen);
+                    length += 6;
+                }
+                writer.PutBytes(NFTA_SET_ELEM_USERDATA, userData[..length]);
             }
         }
         writer.EndNested(item);
-        writer.EndNested(elements);
     }
 
     private static void ValidateName(string name, string what)
@@ -204,6 +243,11 @@ public sealed class NfTablesDataType
         // Marks are host byte order in nft (meta mark, ct mark).
         new NfTablesDataType("mark", 4, (text, bytes) => TryParseU32(text, out var mark) && BitConverter.TryWriteBytes(bytes, mark)),
         new NfTablesDataType("ether_addr", 6, EncodeEther),
+        // A 32-bit integer as nft writes it into an interval map's key (e.g. typeof numgen random mod N):
+        // big-endian, because the rbtree compares keys bytewise; nft's rule turns numgen's host-order
+        // result around (byteorder hton) before the lookup. Elsewhere nft keeps such keys in host order,
+        // so an encoder takes this type for interval keys only.
+        new NfTablesDataType("integer", 4, (text, bytes) => TryParseU32(text, out var value) && BinaryPrimitives.TryWriteUInt32BigEndian(bytes, value)),
     }.ToDictionary(t => t.Name, StringComparer.Ordinal);
 
     /// <summary>The type named <paramref name="name"/>; false for types this encoder does not know (e.g. <c>ifname</c>, <c>integer</c>).</summary>

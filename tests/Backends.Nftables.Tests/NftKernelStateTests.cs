@@ -32,6 +32,22 @@ public sealed class NftKernelStateTests
         Assert.True(state.Maps["service-ips"].SameDefinition(new NftMap("service-ips") { Type = new(["ipv4_addr", "inet_proto", "inet_service"]), ValueType = "verdict" }));
     }
 
+    // nft 1.0.6 `-j list maps` of an endpoint-slots map prints a concatenated value as one string
+    // ("ipv4_addr . inet_service"); an array of types (as nft's JSON schema also allows) reads the same.
+    [Theory]
+    [InlineData("\"ipv4_addr . inet_service\"")]
+    [InlineData("[\"ipv4_addr\", \"inet_service\"]")]
+    public void ParseJson_ConcatenatedMapValue_IsKept(string value)
+    {
+        var json = """{"nftables": [{"map": {"family": "ip", "name": "endpoint-slots-tcp-00", "table": "proxyplanes", "type": "integer", "handle": 1, "map": """ +
+            value + """, "flags": ["interval"]}}]}""";
+
+        var map = NftKernelState.ParseJson(json, IpFamily.IPv4, "proxyplanes").Maps["endpoint-slots-tcp-00"];
+
+        Assert.Equal("ipv4_addr . inet_service", map.ValueType);
+        Assert.True(map.ElementTypes.Interval);
+    }
+
     [Fact]
     public void ParseJson_OtherFamilyOrTable_IsAbsent()
     {

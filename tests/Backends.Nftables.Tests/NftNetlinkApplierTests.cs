@@ -47,6 +47,44 @@ public sealed class NftNetlinkApplierEncodingTests
         Assert.Equal("0AF40102", Convert.ToHexString(operations[3].Element.Data!));
     }
 
+    /// <summary>
+    /// An endpoint-slot element as the planner writes it carries its map's types, so a partial sync's
+    /// element goes over netlink without the map's definition: a range becomes a start element (key
+    /// LOW big-endian, data address . port) and a closing key HIGH + 1; a single slot N closes at N + 1;
+    /// the range ending at 2^32 − 1 is open.
+    /// </summary>
+    [Fact]
+    public void TryEncode_EndpointSlotRanges_BecomeStartAndClosingElements()
+    {
+        var applier = new NftNetlinkApplier(new NftCommandApplier(), openClient: () => throw new InvalidOperationException("no kernel here"));
+        NftTransaction Tx() => new(IpFamily.IPv4, NftNames.Table);
+        var types = new NftElementTypes(new(["integer"]), "ipv4_addr . inet_service", true);
+        var map = NftNames.EndpointSlotsMap("tcp", 0);
+        var tx = Tx()
+            .Delete(new NftElement(map, "8192-10239") { Types = types })
+            .Add(new NftElement(map, "12288-14335") { Value = "10.0.0.3 . 80", Types = types })
+            .Add(new NftElement(map, "20000") { Value = "10.0.0.5 . 81", Types = types })
+            .Add(new NftElement(map, "4294963200-4294967295") { Value = "10.0.0.4 . 80", Types = types });
+
+        var operations = applier.TryEncode(tx, out var reason);
+
+        Assert.Null(reason);
+        Assert.NotNull(operations);
+        Assert.Equal(("00002000", "00002800"), (Convert.ToHexString(operations[0].Element.Key), Convert.ToHexString(operations[0].Element.IntervalEndKey!)));
+        Assert.Null(operations[0].Element.Data);
+        Assert.Equal(("00003000", "00003800", "0A00000300500000"),
+            (Convert.ToHexString(operations[1].Element.Key), Convert.ToHexString(operations[1].Element.IntervalEndKey!), Convert.ToHexString(operations[1].Element.Data!)));
+        Assert.Equal(("00004E20", "00004E21"), (Convert.ToHexString(operations[2].Element.Key), Convert.ToHexString(operations[2].Element.IntervalEndKey!)));
+        Assert.Equal(("FFFFF000", null, true), (Convert.ToHexString(operations[3].Element.Key), operations[3].Element.IntervalEndKey, operations[3].Element.IntervalOpen));
+
+        // Negative controls: a range that is not one, and an interval set keyed by addresses, go to nft.
+        Assert.Null(applier.TryEncode(Tx().Add(new NftElement(map, "14335-12288") { Value = "10.0.0.3 . 80", Types = types })));
+        applier.TryEncode(Tx().Add(new NftElement("source-ranges-y", "10.0.0.0/8") { Types = new(new(["ipv4_addr"]), null, true) }), out var prefixes);
+        Assert.Contains("not keyed by a 32-bit integer", prefixes);
+        // An integer key outside an interval set is host byte order in nft: not encoded here.
+        Assert.Null(applier.TryEncode(Tx().Add(new NftElement("counters", "7") { Types = new(new(["integer"]), null, false) })));
+    }
+
     [Fact]
     public void TryEncode_AnythingElse_GoesThroughNft()
     {
@@ -65,7 +103,7 @@ public sealed class NftNetlinkApplierEncodingTests
 
         // Element-only transactions that go through nft say why; others need no reason.
         applier.TryEncode(Tx().Add(new NftElement("source-ranges-x", "10.0.0.0/8")), out var interval);
-        Assert.Equal("ip proxyplanes source-ranges-x is an interval set (nft writes an interval as two elements and merges neighbours itself)", interval);
+        Assert.Equal("ip proxyplanes source-ranges-x is an interval set not keyed by a 32-bit integer (nft writes its prefixes and ranges itself)", interval);
         applier.TryEncode(Tx().Add(new NftElement(NftNames.HealthCheckNodePorts, "http")), out var value);
         Assert.Equal("cannot encode an element of ip proxyplanes health-check-nodeports (inet_service), e.g. http", value);
         applier.TryEncode(Tx().Add(new NftElement("unknown-set", "80")), out var unknown);
@@ -131,6 +169,90 @@ public sealed partial class NftNetlinkApplierKernelTests(Xunit.Abstractions.ITes
         var listing = await ListAsync(viaNetlink);
         Assert.Contains("default/extra:https cluster IP", listing);
         Assert.Equal(await ListAsync(viaNft), listing);
+    }
+
+    /// <summary>
+    /// Endpoint slots (interval map elements) over netlink: the planner's own slot elements deleted and
+    /// added back with another endpoint, by nft in one namespace and by netlink in the other, leave
+    /// the same table.
+    /// </summary>
+    [Fact]
+    public async Task EndpointSlotTransaction_ByNetlinkAndByNft_LeavesTheSameTable()
+    {
+        using var viaNft = CreateNamespace("nfse");
+        using var viaNetlink = CreateNamespace("nfsl");
+        var nft = new NftCommandApplier(["ip", "netns", "exec", viaNft.Name]);
+        using var netlink = NetlinkApplier(viaNetlink);
+        var full = new NftablesPlanner(IpFamily.IPv4).Plan(StateBuilder.Full(TwoServices()), null, null).Transaction;
+        await nft.ApplyAsync(full, default);
+        await netlink.ApplyAsync(full, default);
+        var slots = full.Operations.Select(o => o.Object).OfType<NftElement>().Where(e => NftNames.IsEndpointSlotsMap(e.Set)).ToList();
+        Assert.Equal(3, slots.Count);
+        var replaced = slots.First(e => e.Value!.StartsWith("10.244.2.3", StringComparison.Ordinal));
+
+        // Replace one endpoint of a pool (delete + add of its range), and split another range in two.
+        var dns = slots.Single(e => e.Set.Contains("-udp-", StringComparison.Ordinal));
+        var (low, high) = (long.Parse(dns.KeyText.Split('-')[0]), long.Parse(dns.KeyText.Split('-')[1]));
+        var tx = new NftTransaction(IpFamily.IPv4, NftNames.Table)
+            .Delete(replaced with { Value = null })
+            .Add(replaced with { Value = "10.244.3.4 . 8080" })
+            .Delete(dns with { Value = null })
+            .Add(dns with { Key = new([$"{low}-{low + 2047}"]) })
+            .Add(dns with { Key = new([$"{low + 2048}-{high}"]), Value = "10.244.1.10 . 53" });
+        await nft.ApplyAsync(tx, default);
+        await netlink.ApplyAsync(tx, default);
+
+        Assert.Equal((1, 1), (netlink.NetlinkTransactions, netlink.NftTransactions));
+        var listing = await ListAsync(viaNetlink);
+        Assert.Contains("[\"10.244.3.4\", 8080]", listing);
+        Assert.DoesNotContain("[\"10.244.2.3\", 8080]", listing);
+        Assert.Contains("[\"10.244.1.10\", 53]", listing);
+        Assert.Equal(await ListAsync(viaNft), listing);
+    }
+
+    /// <summary>
+    /// The daemon's path: endpoint changes through <see cref="NftablesBackend"/> (partial syncs) go over
+    /// netlink (the applier's netlink count grows by one per change, nft's not at all) and leave the
+    /// same table as the backend applying everything through nft.
+    /// </summary>
+    [Fact]
+    public async Task EndpointChange_ThroughTheBackend_GoesOverNetlink_AndMatchesNft()
+    {
+        using var viaNft = CreateNamespace("nfbe");
+        using var viaNetlink = CreateNamespace("nfbl");
+        using var metrics = new ProxyMetrics();
+        using var netlink = NetlinkApplier(viaNetlink);
+        var nftBackend = new NftablesBackend([IpFamily.IPv4], new NftCommandApplier(["ip", "netns", "exec", viaNft.Name]), metrics, NullLogger.Instance);
+        var netlinkBackend = new NftablesBackend([IpFamily.IPv4], netlink, metrics, NullLogger.Instance);
+        var before = TwoServices();
+        await nftBackend.SyncAsync(StateBuilder.Full(before), default);
+        await netlinkBackend.SyncAsync(StateBuilder.Full(before), default);
+        var (netlinkBefore, nftBefore) = (netlink.NetlinkTransactions, netlink.NftTransactions);
+
+        DesiredState[] changes =
+        [
+            // One endpoint replaced.
+            StateBuilder.State(StateBuilder.Network,
+                StateBuilder.Port(StateBuilder.Info("web", "10.96.0.10"), StateBuilder.Endpoint("10.244.1.2"), StateBuilder.Endpoint("10.244.3.4", local: false)),
+                StateBuilder.Port(StateBuilder.Info("dns", "10.96.0.53", 53, "dns", Protocol.UDP), StateBuilder.Endpoint("10.244.1.9", 53))),
+            // One endpoint added (every range of the pool moves).
+            StateBuilder.State(StateBuilder.Network,
+                StateBuilder.Port(StateBuilder.Info("web", "10.96.0.10"), StateBuilder.Endpoint("10.244.1.2"), StateBuilder.Endpoint("10.244.3.4", local: false), StateBuilder.Endpoint("10.244.4.5", local: false)),
+                StateBuilder.Port(StateBuilder.Info("dns", "10.96.0.53", 53, "dns", Protocol.UDP), StateBuilder.Endpoint("10.244.1.9", 53))),
+        ];
+        var previous = before;
+        foreach (var state in changes)
+        {
+            var request = new SyncRequest(state, false, StateBuilder.Changed(previous, state));
+            await nftBackend.SyncAsync(request, default);
+            await netlinkBackend.SyncAsync(request, default);
+            Assert.Equal(await ListAsync(viaNft), await ListAsync(viaNetlink));
+            previous = state;
+        }
+
+        output.WriteLine($"{netlink.NetlinkTransactions - netlinkBefore} over netlink, {netlink.NftTransactions - nftBefore} through nft");
+        Assert.Equal((changes.Length, 0), (netlink.NetlinkTransactions - netlinkBefore, netlink.NftTransactions - nftBefore));
+        Assert.Contains("10.244.4.5", await ListAsync(viaNetlink));
     }
 
     [Fact]

@@ -69,6 +69,58 @@ public sealed class NftNetlinkBenchmark(ITestOutputHelper output)
         Assert.Equal(Rounds * 2 * cases.Length, netlink.NetlinkTransactions);
     }
 
+    /// <summary>
+    /// One endpoint change (one endpoint of one service replaced, then put back: a delete and an add
+    /// of its slot range) through <see cref="NftablesBackend"/>'s partial sync, as the daemon does it,
+    /// with nft in one namespace and the netlink applier in another, interleaved; planning included.
+    /// </summary>
+    [BenchFact]
+    public async Task OneEndpointChange_ThroughTheBackend_NftVersusNetlink_At10000Services()
+    {
+        using var nftNs = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-nfbn");
+        using var netlinkNs = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-nfbl");
+        using var metrics = new ProxyPlanes.Metrics.ProxyMetrics();
+        using var netlink = new NftNetlinkApplier(new NftCommandApplier(["ip", "netns", "exec", netlinkNs.Name]), NullLogger.Instance, () => netlinkNs.Run(NfTablesClient.Open));
+        var nftBackend = new NftablesBackend([IpFamily.IPv4], new NftCommandApplier(["ip", "netns", "exec", nftNs.Name]), metrics, NullLogger.Instance);
+        var netlinkBackend = new NftablesBackend([IpFamily.IPv4], netlink, metrics, NullLogger.Instance);
+
+        static string Ip(int value) => new System.Net.IPAddress(BitConverter.GetBytes(System.Net.IPAddress.HostToNetworkOrder(value))).ToString();
+        var ports = Enumerable.Range(0, Services).Select(i => StateBuilder.Port(StateBuilder.Info($"svc-{i:D5}", Ip(0x0A600000 + i + 1)),
+            StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * i) + 2)), StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * i) + 3), local: false))).ToArray();
+        var before = StateBuilder.State(StateBuilder.Network, ports);
+        var changedPorts = ports.ToArray();
+        changedPorts[4321] = StateBuilder.Port(StateBuilder.Info("svc-04321", Ip(0x0A600000 + 4321 + 1)),
+            StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * 4321) + 2)), StateBuilder.Endpoint("10.250.0.1", local: false));
+        var after = StateBuilder.State(StateBuilder.Network, changedPorts);
+        var load = Stopwatch.StartNew();
+        await nftBackend.SyncAsync(StateBuilder.Full(before), default);
+        await netlinkBackend.SyncAsync(StateBuilder.Full(before), default);
+        output.WriteLine($"two full loads: {load.Elapsed.TotalSeconds:F1} s");
+        var (netlinkBefore, nftBefore) = (netlink.NetlinkTransactions, netlink.NftTransactions);
+
+        output.WriteLine($"load average before: {File.ReadAllText("/proc/loadavg").Trim()}");
+        var times = new Dictionary<string, List<double>> { ["nft"] = [], ["netlink"] = [] };
+        var (from, to) = (before, after);
+        for (var round = 0; round < 2 * Rounds; round++)
+        {
+            var request = new SyncRequest(to, false, StateBuilder.Changed(from, to));
+            var stopwatch = Stopwatch.StartNew();
+            await nftBackend.SyncAsync(request, default);
+            times["nft"].Add(stopwatch.Elapsed.TotalMilliseconds);
+            stopwatch.Restart();
+            await netlinkBackend.SyncAsync(request, default);
+            times["netlink"].Add(stopwatch.Elapsed.TotalMilliseconds);
+            (from, to) = (to, from);
+        }
+        double P50(string key) => times[key].Order().ElementAt(times[key].Count / 2);
+        output.WriteLine("| change | nft p50 | netlink p50 | nft / netlink |");
+        output.WriteLine("| --- | --- | --- | --- |");
+        output.WriteLine($"| one endpoint replaced (backend partial sync, {2 * Rounds} changes) | {P50("nft"):F1} ms | {P50("netlink"):F2} ms | {P50("nft") / P50("netlink"):F0}× |");
+        output.WriteLine($"load average after: {File.ReadAllText("/proc/loadavg").Trim()}");
+        // Every change went over netlink.
+        Assert.Equal((2 * Rounds, 0), (netlink.NetlinkTransactions - netlinkBefore, netlink.NftTransactions - nftBefore));
+    }
+
     private static async Task<double> TimeAsync(INftablesApplier applier, NftTransaction transaction)
     {
         var stopwatch = Stopwatch.StartNew();

@@ -92,10 +92,68 @@ public sealed class NfTablesEncodingTests
         var bytes = Write(NfTablesMessages.SetElement(Netfilter.NFPROTO_IPV4, "t", new(NfTablesElementChange.Add, "s",
             new NfTablesElement(key, "10.0.0.0") { IntervalEnd = true, Timeout = TimeSpan.FromSeconds(3) })), 1);
         Assert.EndsWith(Convert.ToHexString(Hex("""
-            28000380 24000180 0c000180 08000100 0a000000
-            08000300 00000001
+            28000380 24000180 08000300 00000001
             0c000400 00000000 00000bb8
+            0c000180 08000100 0a000000
             """)), Convert.ToHexString(bytes));
+    }
+
+    private static readonly NfTablesDataType Integer = Type("integer");
+
+    /// <summary>A slot range of <c>typeof numgen random mod 4096 : ip daddr . tcp dport; flags interval</c>, encoded.</summary>
+    private static NfTablesElement Slots(uint low, uint? highPlusOne, string address, string port)
+    {
+        var start = new byte[4];
+        Assert.True(Integer.TryEncode(low.ToString(System.Globalization.CultureInfo.InvariantCulture), start));
+        byte[]? end = null;
+        if (highPlusOne is { } h)
+        {
+            end = new byte[4];
+            Assert.True(Integer.TryEncode(h.ToString(System.Globalization.CultureInfo.InvariantCulture), end));
+        }
+        return new NfTablesElement(start, $"{low}") { Data = NfTablesDataType.TryEncode([Ipv4, Service], [address, port], out _), IntervalEndKey = end, IntervalOpen = highPlusOne is null };
+    }
+
+    /// <summary>NFTA_SET_ELEM_LIST_ELEMENTS of a message: its last attribute.</summary>
+    private static string ElementList(byte[] message, int length) => Convert.ToHexString(message.AsSpan(message.Length - length));
+
+    // nft --debug=mnl add element ip t m '{ 12288-14335 : 10.0.0.3 . 80 }' into a map that already
+    // holds an element: a start element (key 12288 big-endian, data address . port, each padded to 4
+    // bytes) and a closing one (key 14336, NFT_SET_ELEM_INTERVAL_END, no data), no NFTA_SET_ELEM_KEY_END.
+    [Fact]
+    public void SetElement_IntervalRange_MatchesNftBytes()
+    {
+        var bytes = Write(NfTablesMessages.SetElement(Netfilter.NFPROTO_IPV4, "t", new(NfTablesElementChange.Add, "m", Slots(12288, 14336, "10.0.0.3", "80"))), 1);
+        Assert.Equal(Convert.ToHexString(Hex("""
+            3c000380
+            20000180 0c000180 08000100 00003000 10000280 0c000100 0a000003 00500000
+            18000180 08000300 00000001 0c000180 08000100 00003800
+            """)), ElementList(bytes, 60));
+    }
+
+    // nft --debug=mnl delete element ip t m '{ 8192-10239 }': both elements, no data.
+    [Fact]
+    public void SetElement_IntervalRangeDeleted_MatchesNftBytes()
+    {
+        var bytes = Write(NfTablesMessages.SetElement(Netfilter.NFPROTO_IPV4, "t", new(NfTablesElementChange.Delete, "m", Slots(8192, 10240, "10.0.0.2", "80"))), 1);
+        Assert.Equal(Convert.ToHexString(Hex("""
+            2c000380
+            10000180 0c000180 08000100 00002000
+            18000180 08000300 00000001 0c000180 08000100 00002800
+            """)), ElementList(bytes, 44));
+    }
+
+    // nft --debug=mnl add element ip t m '{ 4294963200-4294967295 : 10.0.0.4 . 80 }': no closing
+    // element (HIGH + 1 overflows); NFTNL_SET_ELEM_F_INTERVAL_OPEN in the element's user data instead.
+    [Fact]
+    public void SetElement_IntervalEndingAtTheMaximum_IsOpen_AsNftWritesIt()
+    {
+        var bytes = Write(NfTablesMessages.SetElement(Netfilter.NFPROTO_IPV4, "t", new(NfTablesElementChange.Add, "m", Slots(4294963200, null, "10.0.0.4", "80"))), 1);
+        Assert.Equal(Convert.ToHexString(Hex("""
+            30000380
+            2c000180 0c000180 08000100 fffff000 10000280 0c000100 0a000004 00500000
+            0a000600 01040100 00000000
+            """)), ElementList(bytes, 48));
     }
 
     [Fact]
@@ -162,7 +220,7 @@ public sealed class NfTablesEncodingTests
     public void DataType_UnknownTypesAndWrongArity_AreRefused()
     {
         Assert.False(NfTablesDataType.TryGet("ifname", out _));
-        Assert.False(NfTablesDataType.TryGet("integer", out _));
+        Assert.False(NfTablesDataType.TryGet("integer64", out _));
         Assert.Null(NfTablesDataType.TryEncode([Ipv4, Service], ["10.0.0.1"], out var error));
         Assert.Contains("1 fields for 2 types", error);
     }
