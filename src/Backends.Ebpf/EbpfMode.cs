@@ -61,7 +61,11 @@ public sealed class EbpfMode : IProxyMode
         var location = Location(options);
         logger.LogWarning("{NotRendered}", NotRenderedYet);
         var kernel = EbpfKernel.Open(location, logger);
-        var backend = new EbpfBackend(kernel, metrics, logger, () => EbpfKernel.Remove(location.BpfFs, logger));
+        var backend = new EbpfBackend(kernel, metrics, logger, () =>
+        {
+            EbpfKernel.Remove(location.BpfFs, logger);
+            EbpfKernel.RemoveNamespaceState(logger);
+        });
         return Task.FromResult(new ProxyModeBackend(backend, new Probe(kernel)));
     }
 
@@ -71,8 +75,9 @@ public sealed class EbpfMode : IProxyMode
         ArgumentNullException.ThrowIfNull(scope);
         var bpfFs = scope.BpfFs ?? EbpfLocation.DefaultBpfFs;
         // Without a bpf filesystem there, nothing of ours can be pinned (and nothing is mounted to find out).
-        if (!EbpfLocation.IsBpfFs(bpfFs)) return Task.CompletedTask;
-        if (EbpfKernel.Remove(bpfFs, logger).Count == 0) logger.LogInformation("No eBPF mode state of ours found in {BpfFs}", bpfFs);
+        if (EbpfLocation.IsBpfFs(bpfFs) && EbpfKernel.Remove(bpfFs, logger).Count == 0) logger.LogInformation("No eBPF mode state of ours found in {BpfFs}", bpfFs);
+        // The fixed nftables table (deleting an absent one is nothing).
+        EbpfKernel.RemoveNamespaceState(logger);
         return Task.CompletedTask;
     }
 
