@@ -335,7 +335,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         var backends = ImmutableDictionary.CreateBuilder<uint, Backend>();
         foreach (var id in Backends.Keys<uint>())
             if (Backends.TryLookup(id, out Backend value)) backends[id] = value;
-        return new EbpfMapContents(services.ToImmutable(), backends.ToImmutable());
+        return new EbpfMapContents(services.ToImmutable(), backends.ToImmutable()) { SourceRanges = [.. SourceRanges.Keys<SourceRange4Key>()] };
     }
 
     public void Write(MapWrite write)
@@ -346,6 +346,8 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
             case BackendDelete d: Backends.Delete(d.Id); break;
             case ServiceUpdate u: Services.Update(u.Key, u.Value); break;
             case ServiceDelete d: Services.Delete(d.Key); break;
+            case SourceRangeUpdate u: SourceRanges.Update(u.Key, 0u); break;
+            case SourceRangeDelete d: SourceRanges.Delete(d.Key); break;
             default: throw new ArgumentException($"unknown map write {write}", nameof(write));
         }
     }
