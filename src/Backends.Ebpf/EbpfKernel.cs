@@ -81,6 +81,10 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     private readonly ILogger _logger;
     private readonly Dictionary<string, TcHooks> _tcHooks = new(StringComparer.Ordinal);
 
+    // The network namespace Open ran in: the node's interfaces, addresses and nftables table are that
+    // namespace's, whichever thread (or namespace) a later sync runs on.
+    private readonly SafeBpfHandle _namespace = Interop.CurrentNetworkNamespace();
+
     private EbpfKernel(EbpfLocation location, BpfObject bpfObject, BpfObject tc, List<BpfLink> links, bool reusedMaps, ILogger logger)
     {
         Location = location;
@@ -195,15 +199,24 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     public void SyncNode(NodeNetwork network)
     {
         ArgumentNullException.ThrowIfNull(network);
-        using var rtnl = RouteNetlink.Open();
-        AttachTcPrograms(rtnl);
-        WriteNodeAddresses(rtnl, network);
+        InOwnNamespace(rtnl =>
+        {
+            AttachTcPrograms(rtnl);
+            WriteNodeAddresses(rtnl, network);
+        });
     }
 
-    private void AttachTcPrograms()
+    private void AttachTcPrograms() => InOwnNamespace(AttachTcPrograms);
+
+    /// <summary>Runs <paramref name="action"/> with an rtnetlink socket of the namespace this kernel was opened in, on a thread there.</summary>
+    private void InOwnNamespace(Action<RouteNetlink> action)
     {
-        using var rtnl = RouteNetlink.Open();
-        AttachTcPrograms(rtnl);
+        using var networkNamespace = _namespace.Borrow();
+        Interop.InNetworkNamespace((int)networkNamespace.Fd, () =>
+        {
+            using var rtnl = RouteNetlink.Open();
+            action(rtnl);
+        });
     }
 
     /// <summary>
@@ -369,6 +382,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         foreach (var link in _links) link.Dispose();
         _tc.Dispose();
         _object.Dispose();
+        _namespace.Dispose();
     }
 
     /// <summary>
