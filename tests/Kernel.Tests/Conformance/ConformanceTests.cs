@@ -62,7 +62,7 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     /// The scenarios --mode=ebpf skips whole, named in the test output; the probes it skips inside the
     /// scenarios it runs are printed there as "skip [ebpf]".
     /// </summary>
-    [Fact(Skip = "--mode=ebpf does not render these scenarios yet: every probe needs the tc programs (off-node clients, node ports, masquerade) or IPv6 (issue 12); run it to list them")]
+    [Fact(Skip = "--mode=ebpf does not render these scenarios yet: every probe needs masquerade of a local socket (hairpin, --masquerade-all) or a fixed UDP source port across an endpoint change; run it to list them")]
     public void Ebpf_ScenariosItDoesNotRenderYet() =>
         Assert.Fail(string.Join(", ", ConformanceScenarios.All.Where(s => s.Steps.SelectMany(step => step.Probes).All(p => EbpfSkip(p) is not null)).Select(s => s.Name)));
 
