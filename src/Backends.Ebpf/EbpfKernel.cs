@@ -199,6 +199,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     public void SyncNode(NodeNetwork network)
     {
         ArgumentNullException.ThrowIfNull(network);
+        RepairPins();
         InOwnNamespace(rtnl =>
         {
             AttachTcPrograms(rtnl);
@@ -207,6 +208,31 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     }
 
     private void AttachTcPrograms() => InOwnNamespace(AttachTcPrograms);
+
+    /// <summary>
+    /// Pins again what was unpinned behind our back (the canary's repair): every map of ours and every
+    /// socket-hook link, from the fds this process holds. (A tc pair whose pin went is re-attached by
+    /// <see cref="AttachTcPrograms(RouteNetlink)"/>.)
+    /// </summary>
+    private void RepairPins()
+    {
+        var directory = Location.PinDirectory;
+        Directory.CreateDirectory(directory);
+        foreach (var map in _object.Maps.Concat(_tc.Maps).Where(m => m.Name.StartsWith("pp_", StringComparison.Ordinal)).DistinctBy(m => m.Name))
+        {
+            var pin = Path.Combine(directory, map.Name);
+            if (File.Exists(pin)) continue;
+            map.Pin(pin);
+            _logger.LogWarning("eBPF: the pin of map {Map} was gone; pinned it again", map.Name);
+        }
+        for (var i = 0; i < _links.Count && i < SockPrograms.All.Count; i++)
+        {
+            var pin = EbpfLocation.LinkPin(directory, SockPrograms.All[i]);
+            if (File.Exists(pin)) continue;
+            _links[i].Pin(pin);
+            _logger.LogWarning("eBPF: the pin of link {Link} was gone; pinned it again", SockPrograms.All[i]);
+        }
+    }
 
     /// <summary>Runs <paramref name="action"/> with an rtnetlink socket of the namespace this kernel was opened in, on a thread there.</summary>
     private void InOwnNamespace(Action<RouteNetlink> action)
@@ -368,6 +394,8 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     public bool Intact() =>
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.ServicesMap)) &&
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.BackendsMap)) &&
+        File.Exists(Path.Combine(Location.PinDirectory, MapLayout.SourceRangesMap)) &&
+        File.Exists(Path.Combine(Location.PinDirectory, MapLayout.NodeAddressesMap)) &&
         SockPrograms.All.All(p => File.Exists(EbpfLocation.LinkPin(Location.PinDirectory, p))) &&
         _tcHooks.All(h => h.Value.Pinned(Location.PinDirectory, h.Key));
 

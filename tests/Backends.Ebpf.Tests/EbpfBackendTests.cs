@@ -92,6 +92,14 @@ public sealed class EbpfBackendTests : IDisposable
         Assert.Equal([MapLayout.NetworkAddress(IPAddress.Parse("198.51.100.7"))], kernel.NodeAddresses.Keys<uint>());
         Assert.True(await backend.CanaryIntactAsync(default));
 
+        // Pins removed behind the daemon's back: the canary sees it, a full sync pins and attaches again.
+        foreach (var pin in new[] { MapLayout.ServicesMap, MapLayout.NodeAddressesMap, "link_" + SockPrograms.Connect4, Path.GetFileName(EbpfKernel.TcLinkPin(pins, "pptca", TcDirection.Ingress)) })
+            File.Delete(Path.Combine(pins, pin));
+        Assert.False(await backend.CanaryIntactAsync(default));
+        await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
+        Assert.True(await backend.CanaryIntactAsync(default));
+        Assert.True(File.Exists(EbpfKernel.TcLinkPin(pins, "pptca", TcDirection.Ingress)));
+
         // The interface goes: its pins go with the next full sync.
         await Ip("link del pptcc");
         await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
