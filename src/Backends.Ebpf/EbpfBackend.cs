@@ -57,6 +57,19 @@ public sealed class EbpfBackend : IProxyBackend
             {
                 throw new BackendSyncException($"eBPF: cannot read the maps for a full sync: {e.Message}", e);
             }
+            if (full)
+            {
+                try
+                {
+                    // A full sync re-checks the node: tc programs on a new interface, the node-port addresses.
+                    _maps.SyncNode(request.State.Network);
+                }
+                catch (Exception e) when (e is BpfException or Netlink.NetlinkException or IOException)
+                {
+                    _state = null;
+                    throw new BackendSyncException($"eBPF: cannot attach the tc programs or write the node addresses: {e.Message}", e);
+                }
+            }
             var read = apply.Elapsed;
             var render = Stopwatch.StartNew();
             var plan = _planner.Plan(request with { Full = full }, full ? null : _state, contents);
@@ -89,6 +102,7 @@ public sealed class EbpfBackend : IProxyBackend
             }
             _state = plan.State;
             LastPlan = plan;
+            if (_maps is EbpfKernel kernel) EbpfNames.TryWrite(kernel.Location.PinDirectory, plan, _logger); // names for explain; a failure only warns
             _metrics.SetEntries(plan.State.Maps.Services.Count, plan.State.Maps.Backends.Count, plan.SkippedIPv6Ports);
             if (plan.SkippedIPv6Ports != _loggedSkipped)
             {

@@ -1,5 +1,9 @@
 using System.Collections.Immutable;
+using System.Net;
+using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
+using ProxyPlanes.Model;
+using ProxyPlanes.Netlink;
 
 namespace ProxyPlanes.Backends.Ebpf;
 
@@ -14,6 +18,14 @@ public interface IEbpfMaps
 
     /// <summary>The pins and links are still in place (the canary of a periodic sync).</summary>
     bool Intact();
+
+    /// <summary>
+    /// Node-level state a full sync re-checks: the tc programs on every node interface (a new one gets
+    /// them, a gone one loses its pins) and the node addresses node ports are served on. Nothing by default.
+    /// </summary>
+    void SyncNode(NodeNetwork network)
+    {
+    }
 }
 
 /// <summary>Where the eBPF data plane keeps its pins, and which cgroup its socket hooks attach to.</summary>
@@ -64,17 +76,41 @@ public sealed record EbpfLocation(string BpfFs, string Cgroup)
 public sealed class EbpfKernel : IEbpfMaps, IDisposable
 {
     private readonly BpfObject _object;
+    private readonly BpfObject _tc;
     private readonly List<BpfLink> _links;
+    private readonly ILogger _logger;
+    private readonly Dictionary<string, TcHooks> _tcHooks = new(StringComparer.Ordinal);
 
-    private EbpfKernel(EbpfLocation location, BpfObject bpfObject, List<BpfLink> links, bool reusedMaps)
+    // The network namespace Open ran in: the node's interfaces, addresses and nftables table are that
+    // namespace's, whichever thread (or namespace) a later sync runs on.
+    private readonly SafeBpfHandle _namespace = Interop.CurrentNetworkNamespace();
+
+    private EbpfKernel(EbpfLocation location, BpfObject bpfObject, BpfObject tc, List<BpfLink> links, bool reusedMaps, ILogger logger)
     {
         Location = location;
         _object = bpfObject;
+        _tc = tc;
         _links = links;
+        _logger = logger;
         ReusedMaps = reusedMaps;
         Services = bpfObject.Map(MapLayout.ServicesMap);
         Backends = bpfObject.Map(MapLayout.BackendsMap);
+        NodeAddresses = tc.Map(MapLayout.NodeAddressesMap);
+        SourceRanges = tc.Map(MapLayout.SourceRangesMap);
     }
+
+    /// <summary>pp_nodeip4_v1: the node addresses a node port is served on.</summary>
+    public BpfMap NodeAddresses { get; }
+
+    /// <summary>pp_srcrange_v1: the allowed client prefixes of frontends with source ranges.</summary>
+    public BpfMap SourceRanges { get; }
+
+    /// <summary>The interfaces the tc pair is attached to now, by name.</summary>
+    public IReadOnlyCollection<string> TcInterfaces => _tcHooks.Keys;
+
+    /// <summary>The pin of the tcx link of the tc program on <paramref name="interfaceName"/> (a clsact filter has none).</summary>
+    public static string TcLinkPin(string pinDirectory, string interfaceName, TcDirection direction) =>
+        EbpfLocation.LinkPin(pinDirectory, $"tc_{interfaceName}_{(direction == TcDirection.Ingress ? "ingress" : "egress")}");
 
     public EbpfLocation Location { get; }
 
@@ -94,8 +130,11 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         var reused = File.Exists(Path.Combine(directory, MapLayout.ServicesMap));
         var bpfObject = SockPrograms.Load(directory);
         var links = new List<BpfLink>();
+        BpfObject? tc = null;
         try
         {
+            // The tc pair reads the socket hooks' services, backends and affinity maps; its own maps are pinned beside them.
+            tc = TcPrograms.Load(directory, bpfObject.Maps);
             var cgroupId = Interop.CgroupId(location.Cgroup);
             foreach (var name in SockPrograms.All)
             {
@@ -123,11 +162,208 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         catch
         {
             foreach (var link in links) link.Dispose();
+            tc?.Dispose();
             bpfObject.Dispose();
             throw;
         }
         logger.LogInformation("eBPF: socket hooks on cgroup {Cgroup}, maps {Maps} in {Directory}", location.Cgroup, reused ? "reused" : "created", directory);
-        return new EbpfKernel(location, bpfObject, links, reused);
+        var kernel = new EbpfKernel(location, bpfObject, tc, links, reused, logger);
+        try
+        {
+            // The fixed table first: a packet the tc programs mark must find its reject and masquerade rules.
+            EbpfNftables.Apply();
+            kernel.AttachTcPrograms();
+        }
+        catch
+        {
+            kernel.Dispose();
+            throw;
+        }
+        return kernel;
+    }
+
+    /// <summary>
+    /// The node's interfaces as the tc programs see them: every interface of this network namespace that is up,
+    /// not loopback, and framed as Ethernet (the programs parse an Ethernet header; tunnels of kind tun, wireguard,
+    /// ipip, gre, sit, vti and ip6tnl carry bare IP packets and are left alone).
+    /// </summary>
+    public static IReadOnlyList<LinkInfo> NodeInterfaces(RouteNetlink rtnl)
+    {
+        ArgumentNullException.ThrowIfNull(rtnl);
+        return rtnl.ListLinks()
+            .Where(l => l.IsUp && !l.IsLoopback && l.Kind is not ("tun" or "wireguard" or "ipip" or "gre" or "sit" or "vti" or "ip6tnl" or "ip6gre"))
+            .OrderBy(l => l.Name, StringComparer.Ordinal)
+            .ToList();
+    }
+
+    public void SyncNode(NodeNetwork network)
+    {
+        ArgumentNullException.ThrowIfNull(network);
+        RepairPins();
+        InOwnNamespace(rtnl =>
+        {
+            AttachTcPrograms(rtnl);
+            WriteNodeAddresses(rtnl, network);
+        });
+    }
+
+    private void AttachTcPrograms() => InOwnNamespace(AttachTcPrograms);
+
+    /// <summary>
+    /// Pins again what was unpinned behind our back (the canary's repair): every map of ours and every
+    /// socket-hook link, from the fds this process holds. (A tc pair whose pin went is re-attached by
+    /// <see cref="AttachTcPrograms(RouteNetlink)"/>.)
+    /// </summary>
+    private void RepairPins()
+    {
+        var directory = Location.PinDirectory;
+        Directory.CreateDirectory(directory);
+        foreach (var map in _object.Maps.Concat(_tc.Maps).Where(m => m.Name.StartsWith("pp_", StringComparison.Ordinal)).DistinctBy(m => m.Name))
+        {
+            var pin = Path.Combine(directory, map.Name);
+            if (File.Exists(pin)) continue;
+            map.Pin(pin);
+            _logger.LogWarning("eBPF: the pin of map {Map} was gone; pinned it again", map.Name);
+        }
+        for (var i = 0; i < _links.Count && i < SockPrograms.All.Count; i++)
+        {
+            var pin = EbpfLocation.LinkPin(directory, SockPrograms.All[i]);
+            if (File.Exists(pin)) continue;
+            _links[i].Pin(pin);
+            _logger.LogWarning("eBPF: the pin of link {Link} was gone; pinned it again", SockPrograms.All[i]);
+        }
+    }
+
+    /// <summary>Runs <paramref name="action"/> with an rtnetlink socket of the namespace this kernel was opened in, on a thread there.</summary>
+    private void InOwnNamespace(Action<RouteNetlink> action)
+    {
+        using var networkNamespace = _namespace.Borrow();
+        Interop.InNetworkNamespace((int)networkNamespace.Fd, () =>
+        {
+            using var rtnl = RouteNetlink.Open();
+            action(rtnl);
+        });
+    }
+
+    /// <summary>
+    /// The ingress/egress pair on every node interface (see <see cref="NodeInterfaces"/>): a tcx link pinned as
+    /// <c>link_tc_IFNAME_ingress</c> / <c>_egress</c> (a pin left by an earlier run gets the new program with
+    /// BPF_LINK_UPDATE), or, on a kernel without tcx, a clsact filter this process holds. An interface
+    /// gone (or made anew under another index) loses its hooks and pins.
+    /// </summary>
+    private void AttachTcPrograms(RouteNetlink rtnl)
+    {
+        var directory = Location.PinDirectory;
+        var wanted = NodeInterfaces(rtnl).ToDictionary(l => l.Name, StringComparer.Ordinal);
+        foreach (var (name, hooks) in _tcHooks.ToList())
+        {
+            if (wanted.TryGetValue(name, out var link) && link.Index == hooks.IfIndex && hooks.Pinned(directory, name)) continue;
+            hooks.Dispose();
+            _tcHooks.Remove(name);
+            foreach (var direction in new[] { TcDirection.Ingress, TcDirection.Egress })
+            {
+                var pin = TcLinkPin(directory, name, direction);
+                if (!File.Exists(pin)) continue;
+                using (var pinned = BpfLink.OpenPinned(pin)) TryDetach(pinned);
+                File.Delete(pin);
+            }
+        }
+        // Pins of interfaces that are no longer there (an earlier run's).
+        foreach (var pin in Directory.GetFiles(directory, "link_tc_*"))
+        {
+            var name = Path.GetFileName(pin)["link_tc_".Length..];
+            name = name[..name.LastIndexOf('_')];
+            if (wanted.ContainsKey(name)) continue;
+            using (var pinned = BpfLink.OpenPinned(pin)) TryDetach(pinned);
+            File.Delete(pin);
+        }
+        foreach (var (name, link) in wanted)
+        {
+            if (_tcHooks.ContainsKey(name)) continue;
+            var ingress = Attach(name, TcDirection.Ingress, TcPrograms.Ingress);
+            IDisposable egress;
+            try
+            {
+                egress = Attach(name, TcDirection.Egress, TcPrograms.Egress);
+            }
+            catch
+            {
+                ingress.Dispose();
+                throw;
+            }
+            _tcHooks[name] = new TcHooks(link.Index, ingress, egress);
+            _logger.LogInformation("eBPF: tc programs on {Interface} ({Mode})", name, ingress is TcAttachment { Mode: TcAttachMode.Clsact } ? "clsact" : "tcx");
+        }
+    }
+
+    private IDisposable Attach(string interfaceName, TcDirection direction, string programName)
+    {
+        var program = _tc.Program(programName);
+        var pin = TcLinkPin(Location.PinDirectory, interfaceName, direction);
+        if (File.Exists(pin))
+        {
+            var pinned = BpfLink.OpenPinned(pin);
+            try
+            {
+                pinned.Update(program);
+                return pinned;
+            }
+            catch (BpfException)
+            {
+                // A link whose interface went away (defunct): make a new one.
+                pinned.Dispose();
+                File.Delete(pin);
+            }
+        }
+        var attachment = program.AttachTc(interfaceName, direction);
+        if (attachment.Mode == TcAttachMode.Tcx)
+        {
+            try
+            {
+                attachment.Pin(pin);
+            }
+            catch
+            {
+                attachment.Dispose();
+                throw;
+            }
+        }
+        return attachment;
+    }
+
+    /// <summary>
+    /// pp_nodeip4_v1 made to hold the node's IPv4 addresses that accept node ports: <c>--nodeport-addresses</c>'
+    /// choice when it is set, else every address of a non-loopback interface (as the IPVS mode).
+    /// </summary>
+    private void WriteNodeAddresses(RouteNetlink rtnl, NodeNetwork network)
+    {
+        var loopback = rtnl.ListLinks().Where(l => l.IsLoopback).Select(l => l.Index).ToHashSet();
+        var addresses = network.NodePortAddresses is { } chosen
+            ? chosen.AsEnumerable()
+            : rtnl.ListAddresses().Where(a => !loopback.Contains(a.InterfaceIndex)).Select(a => a.Address);
+        var wanted = addresses.Where(a => a.AddressFamily == AddressFamily.InterNetwork && !IPAddress.IsLoopback(a))
+            .Select(MapLayout.NetworkAddress).ToHashSet();
+        foreach (var key in NodeAddresses.Keys<uint>().ToList())
+            if (!wanted.Contains(key)) NodeAddresses.Delete(key);
+        foreach (var key in wanted)
+            if (!NodeAddresses.TryLookup(key, out NodeAddress _)) NodeAddresses.Update(key, default(NodeAddress));
+    }
+
+    /// <summary>The tc pair on one interface: tcx links (pinned) or clsact filters (held by this process).</summary>
+    private sealed class TcHooks(int ifIndex, IDisposable ingress, IDisposable egress) : IDisposable
+    {
+        public int IfIndex { get; } = ifIndex;
+
+        /// <summary>A tcx pair's pins are still there (a clsact pair has none to lose).</summary>
+        public bool Pinned(string directory, string name) =>
+            ingress is TcAttachment { Mode: TcAttachMode.Clsact } ||
+            (File.Exists(TcLinkPin(directory, name, TcDirection.Ingress)) && File.Exists(TcLinkPin(directory, name, TcDirection.Egress)));
+
+        public void Dispose()
+        {
+            ingress.Dispose();
+            egress.Dispose();
+        }
     }
 
     public EbpfMapContents Read()
@@ -138,7 +374,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         var backends = ImmutableDictionary.CreateBuilder<uint, Backend>();
         foreach (var id in Backends.Keys<uint>())
             if (Backends.TryLookup(id, out Backend value)) backends[id] = value;
-        return new EbpfMapContents(services.ToImmutable(), backends.ToImmutable());
+        return new EbpfMapContents(services.ToImmutable(), backends.ToImmutable()) { SourceRanges = [.. SourceRanges.Keys<SourceRange4Key>()] };
     }
 
     public void Write(MapWrite write)
@@ -149,6 +385,8 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
             case BackendDelete d: Backends.Delete(d.Id); break;
             case ServiceUpdate u: Services.Update(u.Key, u.Value); break;
             case ServiceDelete d: Services.Delete(d.Key); break;
+            case SourceRangeUpdate u: SourceRanges.Update(u.Key, 0u); break;
+            case SourceRangeDelete d: SourceRanges.Delete(d.Key); break;
             default: throw new ArgumentException($"unknown map write {write}", nameof(write));
         }
     }
@@ -156,13 +394,40 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     public bool Intact() =>
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.ServicesMap)) &&
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.BackendsMap)) &&
-        SockPrograms.All.All(p => File.Exists(EbpfLocation.LinkPin(Location.PinDirectory, p)));
+        File.Exists(Path.Combine(Location.PinDirectory, MapLayout.SourceRangesMap)) &&
+        File.Exists(Path.Combine(Location.PinDirectory, MapLayout.NodeAddressesMap)) &&
+        SockPrograms.All.All(p => File.Exists(EbpfLocation.LinkPin(Location.PinDirectory, p))) &&
+        _tcHooks.All(h => h.Value.Pinned(Location.PinDirectory, h.Key));
 
-    /// <summary>Closes our fds; the pinned links and maps stay (traffic keeps flowing).</summary>
+    /// <summary>
+    /// Closes our fds; the pinned links and maps stay (traffic keeps flowing). Clsact filters (a kernel
+    /// without tcx) cannot be pinned and go with this process; the next start attaches them again.
+    /// </summary>
     public void Dispose()
     {
+        foreach (var hooks in _tcHooks.Values) hooks.Dispose();
+        _tcHooks.Clear();
         foreach (var link in _links) link.Dispose();
+        _tc.Dispose();
         _object.Dispose();
+        _namespace.Dispose();
+    }
+
+    /// <summary>
+    /// What the mode set up in the calling thread's network namespace besides the pins: the fixed nftables
+    /// table <c>ip proxyplanes-ebpf</c>. (The tc links are pins, removed by <see cref="Remove"/>.)
+    /// </summary>
+    public static void RemoveNamespaceState(ILogger logger)
+    {
+        try
+        {
+            EbpfNftables.Remove();
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return; // no nft on this node: the mode never ran here (it needs nft to start)
+        }
+        logger.LogInformation("eBPF: removed nftables table ip {Table}", EbpfNftables.Table);
     }
 
     /// <summary>

@@ -9,13 +9,12 @@ namespace ProxyPlanes.Backends.Ebpf;
 public sealed class EbpfMode : IProxyMode
 {
     /// <summary>
-    /// What this mode does not render yet, said once at start (and in the README's per-mode table):
-    /// everything that needs the tc programs (issue 12), and IPv6.
+    /// What this mode does not render yet, said once at start (and in the README's per-mode table).
     /// </summary>
     public const string NotRenderedYet =
-        "--mode=ebpf renders cluster IPs (and external and load-balancer IPs) for TCP and UDP sockets of processes in --bpf-cgroup only, through socket hooks; " +
-        "it does not render yet what needs the tc programs (issue 12): node ports, traffic from off the node, masquerade of off-cluster clients, " +
-        "loadBalancerSourceRanges, externalTrafficPolicy Local for external traffic, a silent drop (a Local policy without local endpoints is refused instead); nor IPv6 or SCTP";
+        "--mode=ebpf renders IPv4 TCP and UDP: socket hooks for processes in --bpf-cgroup, tc programs on the node's interfaces for traffic from off the node; " +
+        "it does not render yet: node ports from the node's own sockets, masquerade of local sockets (hairpin, --masquerade-all), " +
+        "loadBalancerSourceRanges for local sockets, clearing stale UDP flows when an endpoint goes, IPv6 and SCTP";
 
     public static EbpfMode Instance { get; } = new();
 
@@ -63,7 +62,11 @@ public sealed class EbpfMode : IProxyMode
         var location = Location(options);
         logger.LogWarning("{NotRendered}", NotRenderedYet);
         var kernel = EbpfKernel.Open(location, logger);
-        var backend = new EbpfBackend(kernel, metrics, logger, () => EbpfKernel.Remove(location.BpfFs, logger));
+        var backend = new EbpfBackend(kernel, metrics, logger, () =>
+        {
+            EbpfKernel.Remove(location.BpfFs, logger);
+            EbpfKernel.RemoveNamespaceState(logger);
+        });
         return Task.FromResult(new ProxyModeBackend(backend, new Probe(kernel)));
     }
 
@@ -73,8 +76,9 @@ public sealed class EbpfMode : IProxyMode
         ArgumentNullException.ThrowIfNull(scope);
         var bpfFs = scope.BpfFs ?? EbpfLocation.DefaultBpfFs;
         // Without a bpf filesystem there, nothing of ours can be pinned (and nothing is mounted to find out).
-        if (!EbpfLocation.IsBpfFs(bpfFs)) return Task.CompletedTask;
-        if (EbpfKernel.Remove(bpfFs, logger).Count == 0) logger.LogInformation("No eBPF mode state of ours found in {BpfFs}", bpfFs);
+        if (EbpfLocation.IsBpfFs(bpfFs) && EbpfKernel.Remove(bpfFs, logger).Count == 0) logger.LogInformation("No eBPF mode state of ours found in {BpfFs}", bpfFs);
+        // The fixed nftables table (deleting an absent one is nothing).
+        EbpfKernel.RemoveNamespaceState(logger);
         return Task.CompletedTask;
     }
 

@@ -48,10 +48,29 @@ public sealed record ServiceDelete(ServiceKey Key) : MapWrite
     public override string ToString() => Key.Slot == 0 ? $"delete service {EbpfText.Frontend(Key)} master" : $"delete service {EbpfText.Frontend(Key)} slot {Key.Slot}";
 }
 
+/// <summary>Adds an allowed client prefix of a frontend with source ranges (<c>pp_srcrange_v1</c>, keyed by its master's reverse-NAT id).</summary>
+public sealed record SourceRangeUpdate(SourceRange4Key Key, ServicePortName Owner) : MapWrite
+{
+    public override string Map => MapLayout.SourceRangesMap;
+
+    public override string ToString() => $"source-range {EbpfText.SourceRange(Key)}  # {Owner}";
+}
+
+/// <summary>Deletes an allowed client prefix no master entry wants any more.</summary>
+public sealed record SourceRangeDelete(SourceRange4Key Key) : MapWrite
+{
+    public override string Map => MapLayout.SourceRangesMap;
+
+    public override string ToString() => $"delete source-range {EbpfText.SourceRange(Key)}";
+}
+
 /// <summary>What the maps hold (read by a full sync, or remembered from the last plan).</summary>
 public sealed record EbpfMapContents(ImmutableDictionary<ServiceKey, ServiceValue> Services, ImmutableDictionary<uint, Backend> Backends)
 {
     public static EbpfMapContents Empty { get; } = new(ImmutableDictionary<ServiceKey, ServiceValue>.Empty, ImmutableDictionary<uint, Backend>.Empty);
+
+    /// <summary>The allowed client prefixes in <c>pp_srcrange_v1</c>.</summary>
+    public ImmutableHashSet<SourceRange4Key> SourceRanges { get; init; } = ImmutableHashSet<SourceRange4Key>.Empty;
 }
 
 /// <summary>
@@ -198,7 +217,7 @@ public sealed class EbpfPlanner
     }
 
     /// <summary>A master entry to render: its key, what goes into slot 0 (without the reverse-NAT id) and the backends of its slots.</summary>
-    public sealed record Frontend(ServiceKey Key, ushort Flags, uint AffinityTimeout, ImmutableArray<Backend> Backends, ServicePortName Owner);
+    public sealed record Frontend(ServiceKey Key, ushort Flags, uint AffinityTimeout, ImmutableArray<Backend> Backends, ServicePortName Owner, ImmutableArray<IpPrefix> SourceRanges = default);
 
     /// <summary>Every IPv4 frontend of a service port (none when it has no IPv4 cluster IP), sorted by key.</summary>
     public static ImmutableArray<Frontend> Frontends(ServicePortState port)
@@ -212,6 +231,8 @@ public sealed class EbpfPlanner
 
         var affinity = verdict.AffinityTimeoutSeconds is null ? (ushort)0 : MapLayout.ServiceFlagAffinity;
         var timeout = (uint)(verdict.AffinityTimeoutSeconds ?? 0);
+        var ranges = verdict.SourceRanges.Where(r => r.Family == IpFamily.IPv4).Distinct()
+            .OrderBy(r => System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(r.Address.GetAddressBytes())).ThenBy(r => r.Length).ToImmutableArray();
 
         // Cluster IP: internal traffic only (an off-node client of a cluster IP is internal traffic too).
         var internalMasquerade = verdict.InternalMasquerade != SourceMasquerade.None ? MapLayout.ServiceFlagMasquerade : (ushort)0;
@@ -245,7 +266,8 @@ public sealed class EbpfPlanner
             var backends = traffic.IsForward
                 ? traffic.Endpoints.Where(e => e.Family == IpFamily.IPv4).Order().Select(e => Backend.For(e.Address, e.Port, protocol)).ToImmutableArray()
                 : [];
-            return new Frontend(key, flags, (flags & MapLayout.ServiceFlagAffinity) != 0 ? timeout : 0, backends, info.Name);
+            return new Frontend(key, flags, (flags & MapLayout.ServiceFlagAffinity) != 0 ? timeout : 0, backends, info.Name,
+                (flags & MapLayout.ServiceFlagSourceRanges) != 0 ? ranges : []);
         }
     }
 
@@ -270,7 +292,11 @@ public sealed class EbpfPlanner
         private readonly List<MapWrite> _slots = [];
         private readonly List<MapWrite> _masters = [];
         private readonly List<MapWrite> _staleSlots = [];
+        private readonly List<MapWrite> _newRanges = [];
         private readonly HashSet<uint> _maybeUnreferenced = [];
+        private readonly HashSet<SourceRange4Key> _wantedRanges = [];
+        private readonly HashSet<uint> _rangeOwnersTouched = [];
+        private bool _allRangesTouched;
 
         public required ImmutableDictionary<ServiceKey, ServiceValue>.Builder Services { get; init; }
         public required ImmutableDictionary<uint, Backend>.Builder Backends { get; init; }
@@ -281,6 +307,7 @@ public sealed class EbpfPlanner
         public required IdPool BackendPool { get; set; }
         public required IdPool RevNatPool { get; set; }
         public required ImmutableHashSet<ServicePortName>.Builder SkippedIPv6 { get; set; }
+        public required ImmutableHashSet<SourceRange4Key>.Builder Ranges { get; init; }
 
         /// <summary>Full sync only: the slots (1..) the maps hold under each master key, slot 0 included when present.</summary>
         public Dictionary<ServiceKey, SortedSet<ushort>> SlotsByMaster { get; } = [];
@@ -296,6 +323,7 @@ public sealed class EbpfPlanner
             BackendPool = state.BackendIdPool,
             RevNatPool = state.RevNatIdPool,
             SkippedIPv6 = state.SkippedIPv6.ToBuilder(),
+            Ranges = state.Maps.SourceRanges.ToBuilder(),
         };
 
         /// <summary>
@@ -319,6 +347,8 @@ public sealed class EbpfPlanner
                 BackendPool = IdPool.Around(maps.Backends.Keys),
                 RevNatPool = IdPool.Around(maps.Services.Where(s => s.Key.Slot == 0 && s.Value.RevNatId != 0).Select(s => s.Value.RevNatId)),
                 SkippedIPv6 = ImmutableHashSet.CreateBuilder<ServicePortName>(),
+                Ranges = maps.SourceRanges.ToBuilder(),
+                _allRangesTouched = true,
             };
             foreach (var (key, value) in maps.Services)
             {
@@ -357,6 +387,7 @@ public sealed class EbpfPlanner
                 {
                     _masters.Add(new ServiceDelete(key));
                     Services.Remove(key);
+                    _rangeOwnersTouched.Add(current.RevNatId);
                     if (current.RevNatId != 0) RevNatPool = RevNatPool.Release(current.RevNatId);
                 }
                 foreach (var slot in present) DeleteSlot(key with { Slot = slot });
@@ -379,6 +410,15 @@ public sealed class EbpfPlanner
             }
 
             var revNat = hasMaster && current.RevNatId != 0 ? current.RevNatId : TakeRevNat();
+            // The allowed prefixes before the master that asks for them (its flag), stale ones after it.
+            _rangeOwnersTouched.Add(revNat);
+            if (hasMaster) _rangeOwnersTouched.Add(current.RevNatId);
+            foreach (var range in wanted.SourceRanges.IsDefault ? [] : wanted.SourceRanges)
+            {
+                var rangeKey = SourceRange4Key.For(revNat, range.Address, range.Length);
+                _wantedRanges.Add(rangeKey);
+                if (Ranges.Add(rangeKey)) _newRanges.Add(new SourceRangeUpdate(rangeKey, wanted.Owner));
+            }
             var master = ServiceValue.Master(count, revNat, wanted.Flags, wanted.AffinityTimeout);
             if (!hasMaster || current != master)
             {
@@ -401,11 +441,16 @@ public sealed class EbpfPlanner
                 if (BackendIds.TryGetValue(backend, out var mapped) && mapped == id) BackendIds.Remove(backend);
                 BackendPool = BackendPool.Release(id);
             }
-            return [.. _newBackends, .. _slots, .. _masters, .. _staleSlots, .. deletes];
+            var staleRanges = Ranges
+                .Where(k => (_allRangesTouched || _rangeOwnersTouched.Contains(k.RevNatId)) && !_wantedRanges.Contains(k))
+                .Order(SourceRangeComparer.Instance)
+                .ToList();
+            foreach (var key in staleRanges) Ranges.Remove(key);
+            return [.. _newBackends, .. _slots, .. _newRanges, .. _masters, .. _staleSlots, .. staleRanges.Select(k => new SourceRangeDelete(k)), .. deletes];
         }
 
         public EbpfPlannerState State() => new(
-            new EbpfMapContents(Services.ToImmutable(), Backends.ToImmutable()),
+            new EbpfMapContents(Services.ToImmutable(), Backends.ToImmutable()) { SourceRanges = Ranges.ToImmutable() },
             Ports.ToImmutable(),
             Claims.ToImmutable(),
             BackendIds.ToImmutable(),
@@ -458,6 +503,20 @@ public sealed class EbpfPlanner
     }
 }
 
+/// <summary>Orders source-range keys: reverse-NAT id, address (host order), prefix length.</summary>
+public sealed class SourceRangeComparer : IComparer<SourceRange4Key>
+{
+    public static SourceRangeComparer Instance { get; } = new();
+
+    public int Compare(SourceRange4Key x, SourceRange4Key y)
+    {
+        var c = x.RevNatId.CompareTo(y.RevNatId);
+        if (c != 0) return c;
+        if ((c = MapLayout.HostAddress(x.Address).GetAddressBytes().AsSpan().SequenceCompareTo(MapLayout.HostAddress(y.Address).GetAddressBytes())) != 0) return c;
+        return x.Prefixlen.CompareTo(y.Prefixlen);
+    }
+}
+
 /// <summary>Orders service keys as a reader expects: address, port, protocol, scope, slot (host order).</summary>
 public sealed class ServiceKeyComparer : IComparer<ServiceKey>
 {
@@ -483,6 +542,9 @@ public static class EbpfText
     /// <summary><c>10.96.0.10:80/tcp</c>, <c>*:30080/tcp</c> for a node port, with <c> external</c> for the external scope.</summary>
     public static string Frontend(ServiceKey key) =>
         $"{(key.Address == 0 ? "*" : MapLayout.HostAddress(key.Address).ToString())}:{MapLayout.HostPort(key.Port)}/{Protocol(key.Proto)}{(key.Scope == MapLayout.ScopeExternal ? " external" : "")}";
+
+    /// <summary><c>203.0.113.0/24 revnat 3</c>.</summary>
+    public static string SourceRange(SourceRange4Key key) => $"{MapLayout.HostAddress(key.Address)}/{key.Prefixlen - 32} revnat {key.RevNatId}";
 
     public static string Backend(Backend backend) =>
         $"{MapLayout.HostAddress(backend.Address)}:{MapLayout.HostPort(backend.Port)}/{Protocol(backend.Proto)}";

@@ -260,6 +260,9 @@ public static class TcPrograms
     /// <paramref name="sharedMaps"/> so both read the same services, backends and affinity entries.
     /// </summary>
     public static BpfObject Load(IEnumerable<BpfMap>? sharedMaps = null) => BpfObject.LoadEmbedded(ObjectName, sharedMaps: sharedMaps);
+
+    /// <summary>As <see cref="Load(IEnumerable{BpfMap}?)"/>, with its own maps (connections, node addresses, source ranges) pinned in <paramref name="pinDirectory"/>.</summary>
+    public static BpfObject Load(string pinDirectory, IEnumerable<BpfMap> sharedMaps) => BpfObject.LoadEmbedded(ObjectName, pinDirectory, sharedMaps);
 }
 
 /// <summary>The socket hooks of bpf/sock.c (embedded as sock.o): program and map names.</summary>

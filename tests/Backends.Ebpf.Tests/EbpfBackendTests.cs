@@ -49,14 +49,81 @@ public sealed class EbpfBackendTests : IDisposable
 
     private EbpfLocation Location => new(_bpfFs.Path, _cgroup.Path);
 
+    /// <summary>
+    /// The kernel opened in the test's namespace: the tc programs go on that namespace's interfaces and the
+    /// fixed nftables table into it, never the host's (every later sync works in the namespace Open ran in).
+    /// </summary>
+    private EbpfKernel OpenKernel(EbpfLocation location) => _namespace.Run(() => EbpfKernel.Open(location, NullLogger.Instance));
+
     private static DesiredState State(params string[] backends) =>
         StateBuilder.State(null, StateBuilder.Port(StateBuilder.Info("web", Vip), [.. backends.Select(b => StateBuilder.Endpoint(b))]));
+
+    /// <summary>
+    /// The node side of the mode, in the test's namespace only: the tc pair on every up non-loopback
+    /// interface (pinned tcx links), none on lo; the node addresses map holds the interfaces' IPv4
+    /// addresses (not loopback), or only --nodeport-addresses' choice; a full sync gives a new interface
+    /// its hooks and drops a gone one's pins; the fixed nftables table is there until removed.
+    /// </summary>
+    [KernelFact(needsCgroup: true)]
+    public async Task FullSync_AttachesTcOnNodeInterfacesAndWritesNodeAddresses_InItsOwnNamespace()
+    {
+        await Ip("link add pptca type veth peer name pptcb", "addr add 192.0.2.1/24 dev pptca", "link set pptca up", "link set pptcb up");
+        using var metrics = new ProxyMetrics();
+        using var kernel = OpenKernel(Location);
+        var pins = Path.Combine(_bpfFs.Path, EbpfLocation.PinFolder);
+        Assert.Equal(["pptca", "pptcb"], kernel.TcInterfaces.Order(StringComparer.Ordinal));
+        foreach (var direction in new[] { TcDirection.Ingress, TcDirection.Egress })
+        {
+            Assert.True(File.Exists(EbpfKernel.TcLinkPin(pins, "pptca", direction)));
+            Assert.False(File.Exists(EbpfKernel.TcLinkPin(pins, "lo", direction)));
+        }
+        Assert.True((await _namespace.ExecAsync("nft", "list", "table", "ip", EbpfNftables.Table)).Succeeded);
+
+        var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
+        await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
+        Assert.Equal([MapLayout.NetworkAddress(IPAddress.Parse("192.0.2.1"))], kernel.NodeAddresses.Keys<uint>());
+
+        // A new interface, and --nodeport-addresses choosing another address.
+        await Ip("link add pptcc type veth peer name pptcd", "addr add 198.51.100.7/32 dev pptcc", "link set pptcc up");
+        var chosen = StateBuilder.Network with { NodePortAddresses = new EquatableArray<IPAddress>([IPAddress.Parse("198.51.100.7")]) };
+        await backend.SyncAsync(StateBuilder.Full(StateBuilder.State(chosen, StateBuilder.Port(StateBuilder.Info("web", Vip), [StateBuilder.Endpoint("127.0.0.2")]))), default);
+        Assert.Contains("pptcc", kernel.TcInterfaces);
+        Assert.True(File.Exists(EbpfKernel.TcLinkPin(pins, "pptcc", TcDirection.Egress)));
+        Assert.Equal([MapLayout.NetworkAddress(IPAddress.Parse("198.51.100.7"))], kernel.NodeAddresses.Keys<uint>());
+        Assert.True(await backend.CanaryIntactAsync(default));
+
+        // Pins removed behind the daemon's back: the canary sees it, a full sync pins and attaches again.
+        foreach (var pin in new[] { MapLayout.ServicesMap, MapLayout.NodeAddressesMap, "link_" + SockPrograms.Connect4, Path.GetFileName(EbpfKernel.TcLinkPin(pins, "pptca", TcDirection.Ingress)) })
+            File.Delete(Path.Combine(pins, pin));
+        Assert.False(await backend.CanaryIntactAsync(default));
+        await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
+        Assert.True(await backend.CanaryIntactAsync(default));
+        Assert.True(File.Exists(EbpfKernel.TcLinkPin(pins, "pptca", TcDirection.Ingress)));
+
+        // The interface goes: its pins go with the next full sync.
+        await Ip("link del pptcc");
+        await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
+        Assert.DoesNotContain("pptcc", kernel.TcInterfaces);
+        Assert.False(File.Exists(EbpfKernel.TcLinkPin(pins, "pptcc", TcDirection.Ingress)));
+
+        _namespace.Run(() => EbpfKernel.RemoveNamespaceState(NullLogger.Instance));
+        Assert.False((await _namespace.ExecAsync("nft", "list", "table", "ip", EbpfNftables.Table)).Succeeded);
+    }
+
+    private async Task Ip(params string[] commands)
+    {
+        foreach (var command in commands)
+        {
+            var result = await _namespace.ExecAsync(["ip", .. command.Split(' ')]);
+            Assert.True(result.Succeeded, $"ip {command}: {result.StandardError}");
+        }
+    }
 
     [KernelFact(needsCgroup: true)]
     public async Task Sync_ThenRestart_PinsKeepTrafficAndTheNextFullSyncWritesNothing()
     {
         using (var metrics = new ProxyMetrics())
-        using (var kernel = EbpfKernel.Open(Location, NullLogger.Instance))
+        using (var kernel = OpenKernel(Location))
         {
             Assert.False(kernel.ReusedMaps);
             var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
@@ -71,7 +138,7 @@ public sealed class EbpfBackendTests : IDisposable
         AssertSpread(Client(20));
 
         using (var metrics = new ProxyMetrics())
-        using (var kernel = EbpfKernel.Open(Location, NullLogger.Instance))
+        using (var kernel = OpenKernel(Location))
         {
             Assert.True(kernel.ReusedMaps);
             var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
@@ -90,7 +157,7 @@ public sealed class EbpfBackendTests : IDisposable
     public async Task Remove_AfterSync_LeavesNoPinNoLinkAndStopsTheRewrite()
     {
         using (var metrics = new ProxyMetrics())
-        using (var kernel = EbpfKernel.Open(Location, NullLogger.Instance))
+        using (var kernel = OpenKernel(Location))
         {
             await new EbpfBackend(kernel, metrics, NullLogger.Instance).SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
         }
@@ -113,11 +180,11 @@ public sealed class EbpfBackendTests : IDisposable
     {
         using var other = new TestCgroup(Guid.NewGuid().ToString("N")[..6]);
         using (var metrics = new ProxyMetrics())
-        using (var kernel = EbpfKernel.Open(Location with { Cgroup = other.Path }, NullLogger.Instance))
+        using (var kernel = OpenKernel(Location with { Cgroup = other.Path }))
             await new EbpfBackend(kernel, metrics, NullLogger.Instance).SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
         Assert.Equal(4, CgroupLinks(other.Path));
 
-        using (var kernel = EbpfKernel.Open(Location, NullLogger.Instance))
+        using (var kernel = OpenKernel(Location))
         {
             Assert.Equal(0, CgroupLinks(other.Path));
             Assert.Equal(4, CgroupLinks());
@@ -141,7 +208,7 @@ public sealed class EbpfBackendTests : IDisposable
         }).ToArray();
         var state = StateBuilder.State(null, [.. ports.Select(p => p.Item2)]);
         using var metrics = new ProxyMetrics();
-        using var kernel = EbpfKernel.Open(Location, NullLogger.Instance);
+        using var kernel = OpenKernel(Location);
         var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
 
         var cold = Stopwatch.StartNew();

@@ -177,6 +177,7 @@ public sealed class EbpfPlannerTests
             plan = planner.Plan(StateBuilder.Partial(next, [.. StateBuilder.Changed(state, next)]), plan.State, null);
             maps = Apply(maps, plan.Writes, CheckConsistent);
             Assert.Equal(plan.State.Maps.Services.OrderBy(s => s.Key, ServiceKeyComparer.Instance), maps.Services.OrderBy(s => s.Key, ServiceKeyComparer.Instance));
+            Assert.Equal(plan.State.Maps.SourceRanges.Order(SourceRangeComparer.Instance), maps.SourceRanges.Order(SourceRangeComparer.Instance));
             Assert.Empty(planner.Plan(StateBuilder.Full(next), null, maps).Writes);
             state = next;
         }
@@ -193,6 +194,8 @@ public sealed class EbpfPlannerTests
                 BackendDelete d => maps with { Backends = maps.Backends.Remove(d.Id) },
                 ServiceUpdate u => maps with { Services = maps.Services.SetItem(u.Key, u.Value) },
                 ServiceDelete d => maps with { Services = maps.Services.Remove(d.Key) },
+                SourceRangeUpdate u => maps with { SourceRanges = maps.SourceRanges.Add(u.Key) },
+                SourceRangeDelete d => maps with { SourceRanges = maps.SourceRanges.Remove(d.Key) },
                 _ => throw new InvalidOperationException(write.ToString()),
             };
             check?.Invoke(maps);
@@ -202,6 +205,10 @@ public sealed class EbpfPlannerTests
 
     private static void CheckConsistent(EbpfMapContents maps)
     {
+        // A master that asks for source ranges finds at least one allowed prefix under its reverse-NAT id
+        // (the generator's ranges are never empty), so a client is never shot for a range not written yet.
+        foreach (var (key, master) in maps.Services.Where(s => s.Key.Slot == 0 && (s.Value.Flags & MapLayout.ServiceFlagSourceRanges) != 0))
+            Assert.True(maps.SourceRanges.Any(r => r.RevNatId == master.RevNatId), $"{key}: source-ranges flag but no range with revnat {master.RevNatId}");
         foreach (var (key, master) in maps.Services.Where(s => s.Key.Slot == 0))
             for (var slot = 1; slot <= master.Count; slot++)
             {

@@ -30,13 +30,17 @@ public sealed class EbpfDaemonTests(ITestOutputHelper output)
             string[] flags = [$"--bpf-fs={bpfFs.Path}", $"--bpf-cgroup={alias.PathOf(cgroup)}"];
 
             var proxy = await scenario.StartProxyAsync(flags, mode: "ebpf");
-            Assert.Contains("does not render yet what needs the tc programs", proxy.Output);
+            Assert.Contains("does not render yet: node ports from the node's own sockets", proxy.Output);
             Assert.Contains("maps created", proxy.Output);
             Assert.Equal(["pod-0", "pod-1"], Spread(scenario, cgroup, 16));
+            // An off-node client (outside the cgroup): its packets meet the tc programs on the node's interfaces.
+            Assert.Equal(["pod-0", "pod-1"], (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, Vip, 80, count: 20)).Keys.Order());
+            Assert.True((await scenario.Sandbox.Node.ExecAsync("nft", "list", "table", "ip", EbpfNftables.Table)).Succeeded);
 
-            // SIGKILL: no cleanup runs; the pinned links and maps keep serving.
+            // SIGKILL: no cleanup runs; the pinned links (socket hooks and tcx) and maps keep serving.
             await proxy.DisposeAsync();
             Assert.Equal(["pod-0", "pod-1"], Spread(scenario, cgroup, 16));
+            Assert.Equal(["pod-0", "pod-1"], (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, Vip, 80, count: 20)).Keys.Order());
 
             proxy = await scenario.StartProxyAsync(flags, mode: "ebpf");
             Assert.Contains("maps reused", proxy.Output);
@@ -49,6 +53,7 @@ public sealed class EbpfDaemonTests(ITestOutputHelper output)
             Assert.True(cleanup.Succeeded, cleanup.StandardError);
             Assert.False(Directory.Exists(Path.Combine(bpfFs.Path, EbpfLocation.PinFolder)));
             Assert.All(BpfCgroup.AttachTypes, type => Assert.Equal(0, BpfCgroup.AttachedPrograms(cgroup.Path, type)));
+            Assert.False((await scenario.Sandbox.Node.ExecAsync("nft", "list", "table", "ip", EbpfNftables.Table)).Succeeded);
             Assert.Empty(Spread(scenario, cgroup, 1, expectAnswers: false));
         }
         finally
