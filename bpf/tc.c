@@ -31,29 +31,7 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Shared with bpf/sock.c: the same definitions, so the loader can hand one object's maps to the other. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, PP_MAX_SERVICE_ENTRIES);
-	__type(key, struct pp_service_key);
-	__type(value, struct pp_service_value);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} pp_services_v1 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, PP_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct pp_backend);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} pp_backends_v1 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PP_MAX_AFFINITY);
-	__type(key, struct pp_affinity_key);
-	__type(value, struct pp_affinity_value);
-} pp_affinity_v1 SEC(".maps");
+#include "shared_maps.h"
 
 /* The tc programs' own. */
 struct {
