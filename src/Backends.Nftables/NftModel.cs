@@ -76,7 +76,7 @@ public sealed record NftSet(string Name) : NftObject
 /// or a concatenation such as <c>ipv4_addr . inet_service</c>). <see cref="Type"/> and
 /// <see cref="ValueType"/> are always the kernel's datatypes, as <c>nft -j list</c> reports them (so a
 /// full sync compares definitions); a map whose key no named type describes (a <c>numgen</c> result
-/// is a plain 32-bit <c>integer</c> in host byte order) is declared with <see cref="KeyTypeof"/> and
+/// is a plain 32-bit <c>integer</c>; the rule converts it to network byte order before the lookup, so the map stores it big-endian) is declared with <see cref="KeyTypeof"/> and
 /// <see cref="ValueTypeof"/>, the expressions nft's <c>typeof</c> takes.
 /// </summary>
 public sealed record NftMap(string Name) : NftObject
