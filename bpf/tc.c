@@ -277,6 +277,20 @@ static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct
 	return -1; /* forward it */
 }
 
+/* The connection entry's key for a packet as it is seen, in one direction. */
+static __always_inline struct pp_ct4_key pp_ct_key(const struct pp_packet *packet, __u8 direction)
+{
+	struct pp_ct4_key key = {
+		.saddr = packet->saddr,
+		.daddr = packet->daddr,
+		.sport = packet->sport,
+		.dport = packet->dport,
+		.proto = packet->proto,
+		.direction = direction,
+	};
+	return key;
+}
+
 SEC("tc")
 int pp_tc_ingress(struct __sk_buff *skb)
 {
@@ -288,14 +302,7 @@ int pp_tc_ingress(struct __sk_buff *skb)
 	if (pp_parse(skb, &packet))
 		return TC_ACT_OK;
 
-	struct pp_ct4_key key = {
-		.saddr = packet.saddr,
-		.daddr = packet.daddr,
-		.sport = packet.sport,
-		.dport = packet.dport,
-		.proto = packet.proto,
-		.direction = PP_CT_FORWARD,
-	};
+	struct pp_ct4_key key = pp_ct_key(&packet, PP_CT_FORWARD);
 	known = bpf_map_lookup_elem(&pp_ct4_v1, &key);
 	if (known) {
 		forward = *known;
@@ -321,14 +328,7 @@ int pp_tc_egress(struct __sk_buff *skb)
 	if (pp_parse(skb, &packet))
 		return TC_ACT_OK;
 
-	struct pp_ct4_key key = {
-		.saddr = packet.saddr,
-		.daddr = packet.daddr,
-		.sport = packet.sport,
-		.dport = packet.dport,
-		.proto = packet.proto,
-		.direction = PP_CT_REPLY,
-	};
+	struct pp_ct4_key key = pp_ct_key(&packet, PP_CT_REPLY);
 	frontend = bpf_map_lookup_elem(&pp_ct4_v1, &key);
 	if (!frontend)
 		return TC_ACT_OK;
