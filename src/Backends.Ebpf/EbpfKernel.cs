@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.Model;
 using ProxyPlanes.Netlink;
+using ProxyPlanes.NodeTools;
 
 namespace ProxyPlanes.Backends.Ebpf;
 
@@ -42,27 +43,13 @@ public sealed record EbpfLocation(string BpfFs, string Cgroup)
     public static string LinkPin(string pinDirectory, string program) => Path.Combine(pinDirectory, "link_" + program);
 
     /// <summary>The host's cgroup v2 mount (from /proc/self/mountinfo), or null without one: /sys/fs/cgroup/unified on a hybrid host.</summary>
-    public static string? HostCgroup2Root() => MountPoints().FirstOrDefault(m => m.Type == "cgroup2").Path;
+    public static string? HostCgroup2Root() => Mounts.Cgroup2Root();
 
     /// <summary>Whether <paramref name="directory"/> is the mount point of a bpf filesystem.</summary>
-    public static bool IsBpfFs(string directory)
-    {
-        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
-        return MountPoints().Any(m => m.Type == "bpf" && m.Path == full);
-    }
+    public static bool IsBpfFs(string directory) => Mounts.IsBpfFs(directory);
 
     /// <summary>(mount point, file system type) of every mount this process sees.</summary>
-    public static IEnumerable<(string Path, string Type)> MountPoints()
-    {
-        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
-        {
-            // id parent major:minor root mount-point options [optional fields] - type source super-options
-            var fields = line.Split(' ');
-            var separator = Array.IndexOf(fields, "-");
-            if (fields.Length < 5 || separator < 0 || separator + 1 >= fields.Length) continue;
-            yield return (fields[4].Replace("\\040", " ", StringComparison.Ordinal), fields[separator + 1]);
-        }
-    }
+    public static IEnumerable<(string Path, string Type)> MountPoints() => Mounts.All();
 }
 
 /// <summary>

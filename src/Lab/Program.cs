@@ -10,6 +10,7 @@ root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(SoakCommand.Create());
 root.Subcommands.Add(BenchCommand.CreateWorker());
+root.Subcommands.Add(LocalProbeCommand.Create());
 
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)

@@ -120,16 +120,17 @@ public sealed partial class NetworkNamespace : IDisposable
 
     /// <summary>
     /// Starts a long-running process inside the namespace (via <c>ip netns exec</c>, which execs, so the PID is the
-    /// process's own). The process is killed when the namespace is disposed.
+    /// process's own). The process is killed when the namespace is disposed. With <paramref name="cgroup"/>, it runs in
+    /// that cgroup v2 directory (and so do its children), e.g. where an eBPF mode's socket hooks act.
     /// </summary>
-    public SandboxProcess StartProcess(string file, IEnumerable<string> args, IDictionary<string, string>? env = null)
+    public SandboxProcess StartProcess(string file, IEnumerable<string> args, IDictionary<string, string>? env = null, SandboxCgroup? cgroup = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(file);
         ArgumentNullException.ThrowIfNull(args);
         lock (_gate)
         {
             ThrowIfDisposed();
-            var process = SandboxProcess.Start(Name, file, args, env);
+            var process = SandboxProcess.Start(Name, file, args, env, cgroup);
             _processes.Add(process);
             return process;
         }

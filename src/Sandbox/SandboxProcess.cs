@@ -69,17 +69,21 @@ public sealed class SandboxProcess : IAsyncDisposable, IDisposable
         string namespaceName,
         string file,
         IEnumerable<string> args,
-        IDictionary<string, string>? environment)
+        IDictionary<string, string>? environment,
+        SandboxCgroup? cgroup = null)
     {
         var arguments = args.ToArray();
-        var startInfo = new ProcessStartInfo("ip")
+        // In a cgroup: joined before `ip netns exec`, which remounts /sys and so hides the cgroup's directory.
+        string[] inNamespace = ["netns", "exec", namespaceName, file, .. arguments];
+        var (launcher, launcherArgs) = cgroup is null ? ("ip", inNamespace) : cgroup.Wrap("ip", inNamespace);
+        var startInfo = new ProcessStartInfo(launcher)
         {
             UseShellExecute = false,
             RedirectStandardInput = true,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
-        foreach (var arg in new[] { "netns", "exec", namespaceName, file }.Concat(arguments))
+        foreach (var arg in launcherArgs)
         {
             startInfo.ArgumentList.Add(arg);
         }

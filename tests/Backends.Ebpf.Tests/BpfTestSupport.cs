@@ -19,7 +19,7 @@ public sealed class KernelFactAttribute : FactAttribute
         if (!File.Exists("/proc/sys/kernel/unprivileged_bpf_disabled")) return "this kernel has no bpf(2) (CONFIG_BPF_SYSCALL)";
         if (BpfTestSupport.KernelVersion < new Version(5, 18))
             return $"kernel {BpfTestSupport.KernelVersion} is older than 5.18: no bpf_set_retval, which bpf/sock.c uses to refuse";
-        if (needsCgroup && BpfTestSupport.CgroupRoot is null) return "no cgroup v2 mount (looked at /sys/fs/cgroup/unified and /sys/fs/cgroup)";
+        if (needsCgroup && BpfTestSupport.CgroupRoot is null) return "no cgroup v2 mount (none in /proc/self/mountinfo)";
         return null;
     }
 }
@@ -44,7 +44,7 @@ public static class BpfTestSupport
     public static Version KernelVersion { get; } = ReadKernelVersion();
 
     /// <summary>The cgroup v2 mount: /sys/fs/cgroup/unified on a hybrid host, else /sys/fs/cgroup when it is v2.</summary>
-    public static string? CgroupRoot => TestKit.TestCgroup.Root;
+    public static string? CgroupRoot => ProxyPlanes.Sandbox.SandboxCgroup.Root;
 
     /// <summary>Runs a program to completion; returns (exit code, stdout, stderr).</summary>
     public static (int ExitCode, string Output, string Error) Run(string file, params string[] args)

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using ProxyPlanes.Backends.Ebpf;
+using ProxyPlanes.Sandbox;
 using ProxyPlanes.Sandboxed;
-using ProxyPlanes.TestKit;
 using Xunit.Abstractions;
 
 namespace ProxyPlanes.Kernel.Tests;
@@ -20,14 +20,13 @@ public sealed class EbpfDaemonTests(ITestOutputHelper output)
     [Fact]
     public async Task Run_EbpfMode_SpreadsKeepsTrafficAfterAKillAndCleanupRemovesEverything()
     {
-        using var cgroup = new TestCgroup("daemon-" + Guid.NewGuid().ToString("N")[..6]);
-        using var alias = new CgroupAliasMount();
-        using var bpfFs = new TestBpfFs();
+        using var place = new EbpfPlace("daemon-" + Guid.NewGuid().ToString("N")[..6]);
+        var cgroup = place.Cgroup;
         try
         {
             await using var scenario = await ProxyScenario.CreateAsync(pods: 2);
             scenario.WriteManifest("web.yaml", ProxyScenario.Service("web", Vip) + "---\n" + ProxyScenario.Slice("web", scenario.PodIp(0), scenario.PodIp(1)));
-            string[] flags = [$"--bpf-fs={bpfFs.Path}", $"--bpf-cgroup={alias.PathOf(cgroup)}"];
+            var flags = place.Flags;
 
             var proxy = await scenario.StartProxyAsync(flags, mode: "ebpf");
             Assert.Contains("does not render yet: node ports from the node's own sockets", proxy.Output);
@@ -48,22 +47,22 @@ public sealed class EbpfDaemonTests(ITestOutputHelper output)
             await proxy.DisposeAsync();
 
             var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Daemon);
-            var cleanup = await scenario.Sandbox.Node.ExecAsync([file, .. prefix, "cleanup", "--mode=ebpf", $"--bpf-fs={bpfFs.Path}"], TimeSpan.FromSeconds(60));
+            var cleanup = await scenario.Sandbox.Node.ExecAsync([file, .. prefix, "cleanup", "--mode=ebpf", $"--bpf-fs={place.BpfFs}"], TimeSpan.FromSeconds(60));
             output.WriteLine(cleanup.StandardOutput + cleanup.StandardError);
             Assert.True(cleanup.Succeeded, cleanup.StandardError);
-            Assert.False(Directory.Exists(Path.Combine(bpfFs.Path, EbpfLocation.PinFolder)));
+            Assert.False(Directory.Exists(Path.Combine(place.BpfFs, EbpfLocation.PinFolder)));
             Assert.All(BpfCgroup.AttachTypes, type => Assert.Equal(0, BpfCgroup.AttachedPrograms(cgroup.Path, type)));
             Assert.False((await scenario.Sandbox.Node.ExecAsync("nft", "list", "table", "ip", EbpfNftables.Table)).Succeeded);
             Assert.Empty(Spread(scenario, cgroup, 1, expectAnswers: false));
         }
         finally
         {
-            EbpfKernel.Remove(bpfFs.Path, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            EbpfKernel.Remove(place.BpfFs, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         }
     }
 
     /// <summary>The pods that answered <paramref name="requests"/> HTTP requests to the VIP from a client in the test cgroup and the node's namespace.</summary>
-    private static string[] Spread(ProxyScenario scenario, TestCgroup cgroup, int requests, bool expectAnswers = true)
+    private static string[] Spread(ProxyScenario scenario, SandboxCgroup cgroup, int requests, bool expectAnswers = true)
     {
         const string script = """
             echo $$ > "$1/cgroup.procs" || exit 3

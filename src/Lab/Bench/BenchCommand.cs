@@ -36,7 +36,7 @@ public static class BenchCommand
                 {
                     var usable = new List<string>();
                     foreach (var mode in Modes.Registry.Built)
-                        if ((NotInTheLab(mode.Name) ?? await mode.KernelProblemAsync(token)) is { } skipped) Console.Error.WriteLine($"Skipping {mode.Name}: {skipped}");
+                        if (await mode.KernelProblemAsync(token) is { } skipped) Console.Error.WriteLine($"Skipping {mode.Name}: {skipped}");
                         else usable.Add(mode.Name);
                     modeList = [.. usable];
                 }
@@ -61,18 +61,8 @@ public static class BenchCommand
     /// <summary>Throws the one-line usage error when this kernel cannot run <paramref name="mode"/>.</summary>
     internal static async Task RequireRunnableAsync(string mode, CancellationToken cancellationToken)
     {
-        if (NotInTheLab(mode) is { } notHere) throw new UsageException(notHere);
         if (await Modes.Require(mode).KernelProblemAsync(cancellationToken) is { } problem) throw new UsageException(problem);
     }
-
-    /// <summary>
-    /// Null when the lab (bench, soak, demo) can run <paramref name="mode"/>. The eBPF mode's defaults attach
-    /// its socket hooks to the host's cgroup v2 root: the lab does not run it until it makes a cgroup of its
-    /// own for its clients and passes it with --bpf-cgroup (and a private --bpf-fs).
-    /// </summary>
-    internal static string? NotInTheLab(string mode) => mode == "ebpf"
-        ? "--mode=ebpf: the lab does not run the eBPF mode yet (its socket hooks would need a cgroup the lab makes for its clients, issue 12)"
-        : null;
 
     /// <summary>The hidden command the parent runs inside the node namespace.</summary>
     public static Command CreateWorker()

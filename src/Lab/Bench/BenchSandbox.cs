@@ -6,13 +6,15 @@ namespace ProxyPlanes.Bench;
 
 /// <summary>
 /// The sandbox a benchmark or soak runs in (a node namespace, a client and two real pods) and the
-/// worker it starts in the node namespace for each measurement. Removed on dispose, even on failure.
+/// worker it starts in the node namespace for each measurement. For --mode=ebpf, also a cgroup and a bpffs
+/// of its own (<see cref="EbpfPlace"/>), made at the first ebpf worker. Removed on dispose, even on failure.
 /// </summary>
 internal sealed class BenchSandbox : IAsyncDisposable
 {
     private const string NodeName = "bench-node";
     private readonly ClusterSandbox _sandbox;
     private readonly string[] _pods;
+    private EbpfPlace? _ebpf;
 
     private BenchSandbox(ClusterSandbox sandbox, string[] pods)
     {
@@ -37,8 +39,15 @@ internal sealed class BenchSandbox : IAsyncDisposable
     }
 
     /// <summary>A worker's settings for <paramref name="mode"/> at one size in this sandbox; the caller sets what it measures.</summary>
-    public WorkerSettings Settings(string mode, int services, int endpoints) =>
-        new(mode, services, endpoints, 0, TimeSpan.Zero, 0, NodeName, _sandbox.ClusterCidr, _sandbox.Client.Name, _pods);
+    public WorkerSettings Settings(string mode, int services, int endpoints)
+    {
+        var settings = new WorkerSettings(mode, services, endpoints, 0, TimeSpan.Zero, 0, NodeName, _sandbox.ClusterCidr, _sandbox.Client.Name, _pods);
+        if (mode != "ebpf") return settings;
+        // The worker runs under `ip netns exec`, so it gets the cgroup through the alias mount. Its own probes
+        // stay outside the cgroup: they play the off-node client, whose packets meet the tc programs.
+        _ebpf ??= new EbpfPlace(_sandbox.Prefix);
+        return settings with { BpfFs = _ebpf.BpfFs, BpfCgroup = _ebpf.DaemonCgroupPath };
+    }
 
     /// <summary>
     /// Runs one worker in the node namespace, passing its progress lines on; returns the JSON it
@@ -57,5 +66,15 @@ internal sealed class BenchSandbox : IAsyncDisposable
         return null;
     }
 
-    public ValueTask DisposeAsync() => _sandbox.DisposeAsync();
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            await _sandbox.DisposeAsync();
+        }
+        finally
+        {
+            _ebpf?.Dispose();
+        }
+    }
 }

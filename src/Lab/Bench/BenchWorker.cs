@@ -2,7 +2,9 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
 using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Metrics;
@@ -14,7 +16,8 @@ namespace ProxyPlanes.Bench;
 /// <summary>What one worker measures: one mode at one cluster size.</summary>
 public sealed record WorkerSettings(
     string Mode, int Services, int Endpoints, int Changes, TimeSpan ChurnDuration, double ChurnRate,
-    string NodeName, string ClusterCidr, string ClientNamespace, string[] RealPods, SoakSettings? Soak = null);
+    string NodeName, string ClusterCidr, string ClientNamespace, string[] RealPods, SoakSettings? Soak = null,
+    string? BpfFs = null, string? BpfCgroup = null);
 
 /// <summary>
 /// `proxyplanes-lab bench-worker`: runs inside the sandbox's node namespace with the real controller
@@ -28,10 +31,17 @@ public static class BenchWorker
 
     public static async Task<int> RunAsync(WorkerSettings settings, CancellationToken cancellationToken)
     {
-        using var loggers = LoggerFactory.Create(b => Logging.Configure(b, 0));
+        // Stdout carries the one JSON result; every log line (the eBPF mode warns at start) goes to stderr.
+        using var loggers = LoggerFactory.Create(b =>
+        {
+            Logging.Configure(b, 0);
+            b.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        });
         var logger = loggers.CreateLogger("bench");
         using var metrics = new ProxyMetrics();
-        var (backend, probe) = await Modes.CreateAsync(settings.Mode, new ProxyModeOptions(), metrics, logger, cancellationToken);
+        // --mode=ebpf: the sandbox's own bpffs and cgroup (BenchSandbox), never the node defaults.
+        var modeOptions = new ProxyModeOptions { BpfFs = settings.BpfFs, BpfCgroup = settings.BpfCgroup };
+        var (backend, probe) = await Modes.CreateAsync(settings.Mode, modeOptions, metrics, logger, cancellationToken);
         var options = new ProxyOptions
         {
             HostName = settings.NodeName,

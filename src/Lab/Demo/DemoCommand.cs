@@ -44,11 +44,13 @@ public static class DemoCommand
         return command;
     }
 
+    // 5 s: busybox's CGI answer took over 2 s on a loaded 2-core CI machine (the VM lane running beside);
+    // an answer that is merely slow is still an answer, and a real failure shows as its outcome.
     private static readonly TimeSpan AnswerTimeout = TimeSpan.FromSeconds(5);
 
     public static async Task<int> RunAsync(string mode, int requests, CancellationToken cancellationToken)
     {
-        if ((Bench.BenchCommand.NotInTheLab(mode) ?? await Modes.Require(mode).KernelProblemAsync(cancellationToken)) is { } missing) throw new UsageException(missing);
+        if (await Modes.Require(mode).KernelProblemAsync(cancellationToken) is { } missing) throw new UsageException(missing);
         if (Environment.UserName != "root") throw new UsageException("demo needs root: it builds network namespaces and programs their kernel rules");
         var examples = Path.Combine(AppContext.BaseDirectory, "examples", "demo");
         if (!Directory.Exists(examples)) throw new UsageException($"the example manifests are missing from {examples}");
@@ -56,6 +58,7 @@ public static class DemoCommand
         var manifests = Directory.CreateTempSubdirectory("proxyplanes-demo-");
         ClusterSandbox? sandbox = null;
         ProxyProcess? proxy = null;
+        EbpfPlace? ebpf = null;
         try
         {
             Step("Building the sandbox: a client, a node with three web pods, a second node with one pod");
@@ -69,12 +72,21 @@ public static class DemoCommand
             Console.WriteLine($"  namespaces {sandbox.Prefix}-*: client {sandbox.ClientIp}, node {sandbox.NodeIp}, pods " +
                               string.Join(", ", sandbox.Pods.Values.OrderBy(p => p.Name).Select(p => $"{p.Name}={p.IP}")));
 
+            // --mode=ebpf: a cgroup of the demo's own for the socket hooks (the node's and pods' clients below join it)
+            // and a private bpffs; never the host's cgroup root or /sys/fs/bpf.
+            if (mode == "ebpf")
+            {
+                ebpf = new EbpfPlace(sandbox.Prefix);
+                Console.WriteLine($"  eBPF: socket hooks on the cgroup {ebpf.Cgroup.Path}, pins in the bpffs {ebpf.BpfFs}");
+            }
+            var cgroup = ebpf?.Cgroup;
+
             foreach (var file in Directory.GetFiles(examples)) File.Copy(file, Path.Combine(manifests.FullName, Path.GetFileName(file)));
             Step($"Starting `proxyplanes run --mode={mode}` in the node namespace, serving {Directory.GetFiles(examples).Length} example manifests");
             proxy = ProxyProcess.Start(sandbox.Node,
             [
                 "run", $"--mode={mode}", $"--manifests={manifests.FullName}", $"--hostname-override={NodeName}",
-                $"--cluster-cidr={sandbox.ClusterCidr}", "--min-sync-period=100ms", "--v=0",
+                $"--cluster-cidr={sandbox.ClusterCidr}", "--min-sync-period=100ms", "--v=0", .. ebpf?.Flags ?? [],
             ]);
             await proxy.WaitHealthyAsync(TimeSpan.FromSeconds(30));
             Console.WriteLine("  healthy: the first sync has programmed the kernel");
@@ -83,8 +95,8 @@ public static class DemoCommand
             var table = new List<string[]> { new[] { "from", "to", "answered by (count)", "source the pod saw" } };
             table.Add(await ProbeAsync(sandbox.Client, "client", WebClusterIP, 80, "cluster IP", requests, cancellationToken));
             table.Add(await ProbeAsync(sandbox.Client, "client", sandbox.NodeIp, NodePort, "node port", requests, cancellationToken));
-            table.Add(await ProbeAsync(sandbox.Node, "node itself", WebClusterIP, 80, "cluster IP", requests, cancellationToken));
-            table.Add(await ProbeAsync(sandbox.Pods["web-1"].Namespace, "pod web-1", WebClusterIP, 80, "cluster IP", requests, cancellationToken));
+            table.Add(await ProbeAsync(sandbox.Node, "node itself", WebClusterIP, 80, "cluster IP", requests, cancellationToken, cgroup: cgroup));
+            table.Add(await ProbeAsync(sandbox.Pods["web-1"].Namespace, "pod web-1", WebClusterIP, 80, "cluster IP", requests, cancellationToken, cgroup: cgroup));
             var refused = await sandbox.Client.HttpGetAsync(EmptyClusterIP, 80, "/", TimeSpan.FromSeconds(2), cancellationToken);
             table.Add(["client", $"{EmptyClusterIP}:80 (no endpoints)", $"{refused.Outcome} after {refused.Elapsed.TotalMilliseconds:0} ms", "-"]);
             table.Add(await ProbeAsync(sandbox.Client, "client", "10.96.0.30", 80, "ClientIP affinity", requests, cancellationToken));
@@ -95,6 +107,12 @@ public static class DemoCommand
             Console.WriteLine("  source, except a pod reaching itself through its service (hairpin), which must be masqueraded.");
             Console.WriteLine("  Affinity keeps the client on one pod. With externalTrafficPolicy: Local the node port skips far-0");
             Console.WriteLine("  (on demo-node-b) and the pod sees the client's own address.");
+            if (ebpf is not null)
+            {
+                Console.WriteLine("  eBPF: the client's packets meet the tc programs on the node's interfaces; the node's and pod web-1's");
+                Console.WriteLine("  requests come from processes in the demo's cgroup, whose sockets the socket hooks connect straight to a");
+                Console.WriteLine("  pod, so nothing is masqueraded there, not even the hairpin (the README's per-mode table says so).");
+            }
 
             Step("Scaling the web EndpointSlice and timing each change from file save to kernel");
             var latencies = new List<string[]> { new[] { "change", "endpoints", "save → kernel", "then answered by" } };
@@ -115,7 +133,9 @@ public static class DemoCommand
             foreach (var name in new[] { "kubeproxy_sync_proxy_rules_duration_seconds_count", "kubeproxy_sync_proxy_rules_duration_seconds_sum", "kubeproxy_network_programming_duration_seconds_count" })
                 Console.WriteLine($"  {name}{{ip_family=\"IPv4\"}} {ProxyProcess.Metric(scrape, name, "ip_family=\"IPv4\"")}");
             Console.WriteLine($"  kubeproxy_sync_proxy_rules_iptables_total{{ip_family=\"IPv4\"}} nat={ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "ip_family=\"IPv4\",table=\"nat\"")} filter={ProxyProcess.Metric(scrape, "kubeproxy_sync_proxy_rules_iptables_total", "ip_family=\"IPv4\",table=\"filter\"")}");
-            Console.WriteLine($"  To see the rules of a real node: iptables-save -t nat | grep KUBE-   (here: ip netns exec {sandbox.Node.Name} iptables-save)");
+            Console.WriteLine(ebpf is null
+                ? $"  To see the rules of a real node: iptables-save -t nat | grep KUBE-   (here: ip netns exec {sandbox.Node.Name} iptables-save)"
+                : $"  To see the maps: bpftool map dump pinned {Path.Combine(ebpf.BpfFs, Backends.Ebpf.EbpfLocation.PinFolder, Backends.Ebpf.MapLayout.ServicesMap)}   (on a real node: /sys/fs/bpf/proxyplanes)");
 
             var terminated = await proxy.TerminateAsync(TimeSpan.FromSeconds(10));
             Step($"Stopped the proxy with SIGTERM (exit {terminated}); removing the sandbox");
@@ -135,32 +155,25 @@ public static class DemoCommand
         {
             if (proxy is not null) await proxy.DisposeAsync();
             if (sandbox is not null) await sandbox.DisposeAsync();
+            ebpf?.Dispose();
             manifests.Delete(recursive: true);
         }
     }
 
-    /// <summary>Sends requests and summarises who answered and which source address they saw.</summary>
-    private static async Task<string[]> ProbeAsync(NetworkNamespace source, string fromLabel, string ip, int port, string what, int count, CancellationToken cancellationToken, bool udp = false)
+    /// <summary>
+    /// Sends requests and summarises who answered and which source address they saw. With <paramref name="cgroup"/>,
+    /// from a child process in that cgroup (see <see cref="LocalProbeCommand"/>), as the node's and pods' own processes.
+    /// </summary>
+    private static async Task<string[]> ProbeAsync(NetworkNamespace source, string fromLabel, string ip, int port, string what, int count, CancellationToken cancellationToken, bool udp = false, SandboxCgroup? cgroup = null)
     {
         var byPod = new SortedDictionary<string, int>(StringComparer.Ordinal);
         var sources = new SortedSet<string>(StringComparer.Ordinal);
-        for (var i = 0; i < count; i++)
+        var replies = cgroup is null
+            ? await LocalProbeCommand.RequestsAsync(source, ip, port, udp, count, AnswerTimeout, cancellationToken)
+            : await LocalProbeCommand.RequestsInCgroupAsync(source, cgroup, ip, port, udp, count, AnswerTimeout, cancellationToken);
+        foreach (var (outcome, body) in replies)
         {
-            bool answered;
-            string body;
-            ProbeOutcome outcome;
-            // 5 s: busybox's CGI answer took over 2 s on a loaded 2-core CI machine (the VM lane running beside);
-            // an answer that is merely slow is still an answer, and a real failure shows as its outcome.
-            if (udp)
-            {
-                var reply = await source.UdpRequestAsync(ip, port, "who", AnswerTimeout, cancellationToken);
-                (answered, body, outcome) = (reply.IsAnswered, reply.Text, reply.Outcome);
-            }
-            else
-            {
-                var reply = await source.HttpGetAsync(ip, port, "/cgi-bin/who", AnswerTimeout, cancellationToken);
-                (answered, body, outcome) = (reply.IsAnswered, reply.Body, reply.Outcome);
-            }
+            var answered = outcome == ProbeOutcome.Answered;
             var key = answered ? Field(body, "pod") : outcome.ToString();
             byPod[key] = byPod.GetValueOrDefault(key) + 1;
             if (answered) sources.Add(Field(body, "src"));

@@ -82,7 +82,7 @@ public sealed class ConformanceTests(ITestOutputHelper output)
         var scenario = ConformanceScenarios.All.Single(s => s.Name == scenarioName);
         // --mode=ebpf: a cgroup, its path through a cgroup2 mount the daemon can see (ip netns exec hides
         // /sys), and a bpffs, all the test's own; never the node defaults (the host's cgroup root).
-        using var ebpf = mode == "ebpf" ? new EbpfPlace() : null;
+        using var ebpf = mode == "ebpf" ? new EbpfPlace("conformance-" + Guid.NewGuid().ToString("N")[..6]) : null;
         await using var sandbox = await ConformanceTopology.BuildAsync();
         var manifests = Directory.CreateTempSubdirectory("proxyplanes-conformance-");
         ProxyProcess? proxy = null;
@@ -199,33 +199,6 @@ public sealed class ConformanceTests(ITestOutputHelper output)
         var path = Path.Combine(folder.FullName, "cluster.yaml");
         File.WriteAllText(path + ".tmp", yaml);
         File.Move(path + ".tmp", path, overwrite: true);
-    }
-
-    /// <summary>The eBPF mode's own cgroup (seen by the daemon through a cgroup2 alias mount) and bpffs; the pins are removed on dispose.</summary>
-    private sealed class EbpfPlace : IDisposable
-    {
-        private readonly TestKit.CgroupAliasMount _alias;
-        private readonly TestKit.TestBpfFs _bpfFs;
-
-        public EbpfPlace()
-        {
-            Cgroup = new TestKit.TestCgroup("conformance-" + Guid.NewGuid().ToString("N")[..6]);
-            _alias = new TestKit.CgroupAliasMount();
-            _bpfFs = new TestKit.TestBpfFs();
-            Flags = [$"--bpf-fs={_bpfFs.Path}", $"--bpf-cgroup={_alias.PathOf(Cgroup)}"];
-        }
-
-        public TestKit.TestCgroup Cgroup { get; }
-
-        public string[] Flags { get; }
-
-        public void Dispose()
-        {
-            Backends.Ebpf.EbpfKernel.Remove(_bpfFs.Path, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
-            _bpfFs.Dispose();
-            _alias.Dispose();
-            Cgroup.Dispose();
-        }
     }
 
     /// <summary>
