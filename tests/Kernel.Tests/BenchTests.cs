@@ -48,6 +48,75 @@ public sealed class BenchTests
         }
     }
 
+    /// <summary>
+    /// --mode=ebpf in the benchmark and the soak: the lab is started outside any network namespace (under
+    /// <c>ip netns exec</c> /sys is remounted and no cgroup v2 is seen, so ebpf would be skipped), makes a cgroup and a
+    /// bpffs of its own, and leaves neither behind.
+    /// </summary>
+    [Fact]
+    public async Task Bench_SmallEbpfRun_MapsHoldTheClusterAndNothingIsLeft()
+    {
+        var output = Directory.CreateTempSubdirectory("proxyplanes-bench-");
+        var cgroupsBefore = LabCgroups();
+        try
+        {
+            var result = await ExecOutsideNamespacesAsync(["bench", "--modes=ebpf", "--services=20,40", "--endpoints=2", "--changes=5", "--churn-seconds=1", "--churn-rate=10", $"--out={output.FullName}"]);
+
+            Assert.True(result.ExitCode == 0, result.StandardError);
+            Assert.Contains("| ebpf | 20 × 2 |", result.StandardOutput);
+            var results = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(output.FullName, "results.json")), BenchJsonContext.Default.ListBenchResult)!;
+            Assert.Equal(["ebpf 20", "ebpf 40"], results.Select(r => $"{r.Mode} {r.Services}"));
+            foreach (var r in results)
+            {
+                Assert.True(r.ColdSyncMs > 0 && r.PeakRssMb > 0);
+                Assert.Equal(0, r.FloorMs); // a map write is its own floor: none is measured
+                Assert.Equal(5, r.Incremental.Count);
+                Assert.Equal(20, r.PeriodicNoOp.Count);
+                Assert.True(r.Churn.Latency.Count > 0);
+                // Read from the maps after the cold sync: a master entry and two slots per service; two backends each,
+                // except that the first and last services share the two real pods.
+                Assert.Equal(r.Services * 3, r.KernelObjects["service entries"]);
+                Assert.Equal(r.Services * 2 - 2, r.KernelObjects["backends"]);
+                Assert.True(r.FirstServiceConnectMs > 0 && r.LastServiceConnectMs > 0, "the off-node client reached the real pods through the tc programs");
+            }
+            Assert.Equal(cgroupsBefore, LabCgroups());
+        }
+        finally
+        {
+            output.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Soak_SmallEbpfRun_EveryChangeInTheMaps()
+    {
+        var output = Directory.CreateTempSubdirectory("proxyplanes-soak-");
+        var cgroupsBefore = LabCgroups();
+        try
+        {
+            var result = await ExecOutsideNamespacesAsync(["soak", "--mode=ebpf", "--services=50", "--rate=10", "--seconds=5", "--warmup=1", "--max-rss-slope=100000", $"--out={output.FullName}"]);
+
+            Assert.True(result.ExitCode == 0, result.StandardError);
+            var soak = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(output.FullName, "soak.json")), BenchJsonContext.Default.SoakResult)!;
+            Assert.Equal(("ebpf", 50, 2), (soak.Mode, soak.Services, soak.EndpointsPerService));
+            Assert.True(soak.ChangesSent > 0);
+            Assert.Equal(soak.ChangesSent, soak.ChangesConfirmed);
+            // Read back from the backends map: 48 services × 2 fresh endpoints plus the two real pods.
+            Assert.Equal(98, soak.KernelEndpointsExpected);
+            Assert.Equal(98, soak.KernelEndpointsFound);
+            Assert.Equal((0, 0), (soak.KernelMissingCount, soak.KernelUnexpectedCount));
+            Assert.Equal(cgroupsBefore, LabCgroups());
+        }
+        finally
+        {
+            output.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>The cgroups a lab run makes for --mode=ebpf (pp-ebpf-&lt;sandbox prefix&gt;), as they are now.</summary>
+    private static string[] LabCgroups() =>
+        [.. Directory.GetDirectories(SandboxCgroup.Root!, "pp-ebpf-pp*").Order(StringComparer.Ordinal)];
+
     [Theory]
     [InlineData("--services=1", "--services: '1' is not a size from 2 to 100000")]
     [InlineData("--modes=ipvs", "--mode=ipvs: this kernel has no IPVS")]
@@ -144,6 +213,14 @@ public sealed class BenchTests
 
         Assert.Equal(2, result.ExitCode);
         Assert.Contains(expected, result.StandardError);
+    }
+
+    /// <summary>Runs `proxyplanes-lab ARGS` in the test's own namespaces (the lab builds its sandbox beside them).</summary>
+    private static async Task<ExecResult> ExecOutsideNamespacesAsync(string[] args)
+    {
+        var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
+        var result = await NodeTools.ExternalCommand.RunAsync(file, [.. prefix, .. args], standardInput: null, TimeSpan.FromMinutes(5));
+        return new ExecResult(result.ExitCode, result.StandardOutput, result.StandardError);
     }
 
     /// <summary>Runs `proxyplanes-lab ARGS` in a namespace of its own.</summary>

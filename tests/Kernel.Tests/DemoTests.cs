@@ -12,6 +12,7 @@ public sealed partial class DemoTests
     [Theory]
     [InlineData("iptables")]
     [InlineData("nftables")]
+    [InlineData("ebpf")]
     public async Task Demo_EachMode_ShowsSpreadRefusalAndScalingThenCleansUp(string mode)
     {
         var (exitCode, output, interrupted) = await RunDemoAsync(interruptWhen: null, mode);
@@ -20,6 +21,8 @@ public sealed partial class DemoTests
         Assert.False(interrupted);
         AssertRow(@"client\s+10\.96\.0\.10:80 \(cluster IP\)\s+web-0\(\d+\) web-1\(\d+\) web-2\(\d+\)", output);
         AssertRow(@"client\s+203\.0\.113\.1:30080 \(node port\)\s+web-0\(\d+\) web-1\(\d+\) web-2\(\d+\)", output);
+        // ebpf: requests from a process in the demo's cgroup, which only the socket hooks there send to a pod.
+        AssertRow(@"node itself\s+10\.96\.0\.10:80 \(cluster IP\)\s+web-0\(\d+\) web-1\(\d+\) web-2\(\d+\)", output);
         AssertRow(@"\(no endpoints\)\s+Refused", output);
         AssertRow(@"10\.96\.0\.30:80 \(ClientIP affinity\)\s+web-\d\(15\)\s", output);
         AssertRow(@"203\.0\.113\.1:30081 \(node port, Local policy\)\s+web-0\(15\)\s+203\.0\.113\.10", output);
@@ -27,6 +30,17 @@ public sealed partial class DemoTests
         AssertRow(@"scale down\s+1\s+\d+ ms\s+web-0\(\d+\)\s*\n", output);
         AssertRow(@"scale up\s+3\s+\d+ ms\s+web-0\(\d+\) web-1\(\d+\) web-2\(\d+\)", output);
         AssertNothingLeft(output);
+        var ebpf = EbpfPlaceLine().Match(output);
+        Assert.True(ebpf.Success == (mode == "ebpf"), output);
+        if (ebpf.Success)
+        {
+            // Its own cgroup (never the root) and bpffs, both gone with the pins in them.
+            var (cgroup, bpfFs) = (ebpf.Groups[1].Value, ebpf.Groups[2].Value);
+            Assert.Equal(SandboxCgroup.Root, Path.GetDirectoryName(cgroup));
+            Assert.False(Directory.Exists(cgroup), cgroup);
+            Assert.False(Directory.Exists(bpfFs), bpfFs);
+            Assert.DoesNotContain(File.ReadLines("/proc/self/mountinfo"), line => line.Contains(bpfFs, StringComparison.Ordinal));
+        }
     }
 
     [Fact]
@@ -53,6 +67,9 @@ public sealed partial class DemoTests
 
     [GeneratedRegex(@"namespaces (pp[0-9a-f]{5})-\*")]
     private static partial Regex SandboxPrefix();
+
+    [GeneratedRegex(@"eBPF: socket hooks on the cgroup (\S+), pins in the bpffs (\S+)")]
+    private static partial Regex EbpfPlaceLine();
 
     /// <summary>Runs the demo to its end; <c>Interrupted</c> is whether SIGINT was delivered to it (after <paramref name="interruptWhen"/> was printed).</summary>
     private static async Task<(int ExitCode, string Output, bool Interrupted)> RunDemoAsync(string? interruptWhen, string mode = "iptables")
