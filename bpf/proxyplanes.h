@@ -23,8 +23,14 @@
 #define PP_MAP_AFFINITY "pp_affinity_v1"
 #define PP_MAP_UDP_REVNAT "pp_revnat4_v1"
 
-#define PP_MAX_SERVICE_ENTRIES 65536 /* master entries plus backend slots */
-#define PP_MAX_BACKENDS 65536
+/*
+ * Sized for 50,000 services x 5 endpoints (300,000 service entries, 250,000 backends) with headroom.
+ * Both maps are BPF_F_NO_PREALLOC: empty, each costs its bucket array (16 bytes x max_entries, 8 MiB
+ * here), plus about 90 bytes per entry in use (measured, kernel 6.18). A pin of a different size is not
+ * reused (the load fails): run `proxyplanes cleanup --mode=ebpf` after changing these.
+ */
+#define PP_MAX_SERVICE_ENTRIES 524288 /* master entries plus backend slots */
+#define PP_MAX_BACKENDS 524288
 #define PP_MAX_AFFINITY 65536
 #define PP_MAX_UDP_REVNAT 65536
 
