@@ -120,7 +120,7 @@ public sealed class BenchTests
     [Theory]
     [InlineData("--services=1", "--services: '1' is not a size from 2 to 100000")]
     [InlineData("--modes=ipvs", "--mode=ipvs: this kernel has no IPVS")]
-    [InlineData("--in-vm", "--in-vm needs the IPVS VM lane")]
+    [InlineData("--vm-timeout=5", "--vm-timeout must be from 60 to 604800 seconds")]
     public async Task Bench_InvalidFlag_OneLineError(string flag, string expected)
     {
         var result = await ExecAsync(["bench", flag]);

@@ -23,14 +23,29 @@ public static class BenchCommand
         var churnSeconds = new Option<double>("--churn-seconds") { Description = "How long to sustain churn", DefaultValueFactory = _ => 10 };
         var churnRate = new Option<double>("--churn-rate") { Description = "Changes per second during churn", DefaultValueFactory = _ => 20 };
         var output = new Option<string>("--out") { Description = "Results folder", DefaultValueFactory = _ => "bench-results" };
-        var inVm = new Option<bool>("--in-vm") { Description = "Run every mode in the IPVS VM lane, so all modes share one kernel" };
-        foreach (var option in new Option[] { modes, services, endpoints, changes, churnSeconds, churnRate, output, inVm }) command.Options.Add(option);
+        var inVm = new Option<bool>("--in-vm") { Description = $"Run the benchmark in the VM lane (Debian's kernel under qemu, vm/README.md), so all modes share one kernel with IPVS (default modes there: {BenchInVm.DefaultModes})" };
+        var vmTimeout = new Option<int>("--vm-timeout") { Description = "With --in-vm: seconds the whole VM run may take (boot included)", DefaultValueFactory = _ => 4 * 3600 };
+        foreach (var option in new Option[] { modes, services, endpoints, changes, churnSeconds, churnRate, output, inVm, vmTimeout }) command.Options.Add(option);
         command.SetAction(async (result, token) =>
         {
             try
             {
-                if (result.GetValue(inVm)) throw new UsageException("--in-vm needs the IPVS VM lane to run the benchmark inside the VM, which is not wired yet (vm/README.md runs tests there)");
                 var modeList = result.GetValue(modes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                if (result.GetValue(vmTimeout) is < 60 or > 7 * 24 * 3600) throw new UsageException("--vm-timeout must be from 60 to 604800 seconds");
+                if (result.GetValue(inVm) && OperatingSystem.IsLinux())
+                {
+                    // The guest's bench checks the modes against its own kernel and the rest of the flags again.
+                    string[] forwarded =
+                    [
+                        $"--modes={(modeList.Length > 0 ? string.Join(',', modeList) : BenchInVm.DefaultModes)}",
+                        $"--services={result.GetValue(services)}",
+                        string.Create(CultureInfo.InvariantCulture, $"--endpoints={result.GetValue(endpoints)}"),
+                        string.Create(CultureInfo.InvariantCulture, $"--changes={result.GetValue(changes)}"),
+                        string.Create(CultureInfo.InvariantCulture, $"--churn-seconds={result.GetValue(churnSeconds)}"),
+                        string.Create(CultureInfo.InvariantCulture, $"--churn-rate={result.GetValue(churnRate)}"),
+                    ];
+                    return await BenchInVm.RunAsync(forwarded, result.GetValue(output)!, TimeSpan.FromSeconds(result.GetValue(vmTimeout)), token);
+                }
                 foreach (var mode in modeList) await RequireRunnableAsync(mode, token);
                 if (modeList.Length == 0)
                 {
@@ -90,7 +105,7 @@ public static class BenchCommand
             Console.Error.WriteLine($"  {mode} {size}×{endpoints}: cold {result.ColdSyncMs:0} ms, single change p50 {result.Incremental.P50:0.#} ms, p99 {result.Incremental.P99:0.#} ms");
         }
         Write(results, output);
-        Console.WriteLine(BenchReport.Markdown(results, Machine()));
+        Console.WriteLine(BenchReport.Markdown(results, Machine()) + ModeRatios.Markdown(results));
         Console.WriteLine($"Results in {Path.GetFullPath(output)}: results.md, results.csv, results.json, sync-latency.svg, cold-sync.svg");
         return 0;
     }
@@ -98,7 +113,7 @@ public static class BenchCommand
     private static void Write(List<BenchResult> results, string output)
     {
         Directory.CreateDirectory(output);
-        File.WriteAllText(Path.Combine(output, "results.md"), BenchReport.Markdown(results, Machine()));
+        File.WriteAllText(Path.Combine(output, "results.md"), BenchReport.Markdown(results, Machine()) + ModeRatios.Markdown(results));
         File.WriteAllText(Path.Combine(output, "results.csv"), BenchReport.Csv(results));
         File.WriteAllText(Path.Combine(output, "results.json"), BenchReport.Json(results));
         File.WriteAllText(Path.Combine(output, "sync-latency.svg"), BenchReport.Svg("Single change → kernel, p50 (ms)", results, r => r.Incremental.P50));
@@ -110,7 +125,8 @@ public static class BenchCommand
     {
         var cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "unknown CPU";
         var memory = File.ReadLines("/proc/meminfo").First().Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
-        return string.Create(CultureInfo.InvariantCulture,
+        var machine = string.Create(CultureInfo.InvariantCulture,
             $"{Environment.ProcessorCount} × {cpu}, {long.Parse(memory, CultureInfo.InvariantCulture) / 1048576.0:0} GiB, kernel {File.ReadAllText("/proc/sys/kernel/osrelease").Trim()}, .NET {Environment.Version}, {DateTime.UtcNow:yyyy-MM-dd}");
+        return OperatingSystem.IsLinux() && BenchInVm.Host() is { } host ? $"{machine}, {host}" : machine;
     }
 }

@@ -25,7 +25,8 @@ internal sealed class BenchSandbox : IAsyncDisposable
     public static async Task<BenchSandbox> CreateAsync(CancellationToken cancellationToken)
     {
         if (Environment.UserName != "root") throw new UsageException("the benchmark needs root: it builds network namespaces and programs their kernel rules");
-        var sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = NodeName }, cancellationToken);
+        // The pods' HTTP servers start within 3 s here; in the VM lane (bench --in-vm) under load they took longer.
+        var sandbox = await ClusterSandbox.CreateAsync(new ClusterSandboxOptions { NodeName = NodeName, ServerReadyTimeout = TimeBudget.For(TimeSpan.FromSeconds(10)) }, cancellationToken);
         try
         {
             var pods = new[] { await sandbox.AddPodAsync("real-0", [SyntheticCluster.PodPort], cancellationToken), await sandbox.AddPodAsync("real-1", [SyntheticCluster.PodPort], cancellationToken) };
