@@ -28,6 +28,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "proxyplanes.h"
+#include "address.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -144,11 +145,11 @@ static __always_inline struct pp_service_value *pp_master(struct pp_service_key 
 
 	key->slot = 0;
 	key->scope = PP_SCOPE_EXTERNAL;
-	master = bpf_map_lookup_elem(&pp_services_v1, key);
+	master = bpf_map_lookup_elem(&pp_services_v2, key);
 	if (master)
 		return master;
 	key->scope = PP_SCOPE_INTERNAL;
-	return bpf_map_lookup_elem(&pp_services_v1, key);
+	return bpf_map_lookup_elem(&pp_services_v2, key);
 }
 
 /* The frontend a packet is addressed to: its destination, or a node port when the destination is a node address. */
@@ -156,7 +157,7 @@ static __always_inline struct pp_service_value *pp_lookup_frontend(const struct 
 {
 	struct pp_service_value *master;
 
-	key->address = packet->daddr;
+	pp_address_from4(key->address, packet->daddr);
 	key->port = packet->dport;
 	key->proto = packet->proto;
 	master = pp_master(key);
@@ -164,7 +165,7 @@ static __always_inline struct pp_service_value *pp_lookup_frontend(const struct 
 		return master;
 	if (!bpf_map_lookup_elem(&pp_nodeip4_v1, &packet->daddr))
 		return 0;
-	key->address = 0;
+	pp_address_from4(key->address, 0); /* a node port: ::ffff:0.0.0.0 */
 	master = pp_master(key);
 	if (master && !(master->flags & PP_SVC_FLAG_NODEPORT))
 		return 0;
@@ -185,13 +186,13 @@ static __always_inline __u32 pp_pick_backend(const struct pp_packet *packet, str
 		affinity_key.rev_nat_id = master->rev_nat_id;
 		entry = bpf_map_lookup_elem(&pp_affinity_v1, &affinity_key);
 		if (entry && bpf_ktime_get_ns() - entry->last_used_ns <= (__u64)master->affinity_timeout * 1000000000ULL &&
-		    bpf_map_lookup_elem(&pp_backends_v1, &entry->backend_id))
+		    bpf_map_lookup_elem(&pp_backends_v2, &entry->backend_id))
 			backend_id = entry->backend_id;
 	}
 
 	if (!backend_id) {
 		key->slot = (__u16)(bpf_get_prandom_u32() % master->count) + 1;
-		slot = bpf_map_lookup_elem(&pp_services_v1, key);
+		slot = bpf_map_lookup_elem(&pp_services_v2, key);
 		if (!slot)
 			return 0;
 		backend_id = slot->backend_id;
@@ -236,20 +237,20 @@ static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct
 	}
 
 	backend_id = pp_pick_backend(packet, &key, master);
-	backend = backend_id ? bpf_map_lookup_elem(&pp_backends_v1, &backend_id) : 0;
+	backend = backend_id ? bpf_map_lookup_elem(&pp_backends_v2, &backend_id) : 0;
 	if (!backend) {
 		skb->mark |= PP_MARK_REJECT; /* a sync in flight: refuse rather than send to nowhere */
 		return TC_ACT_OK;
 	}
 
-	forward->address = backend->address;
+	forward->address = backend->address[3]; /* an IPv4 frontend has IPv4 backends: ::ffff:a.b.c.d */
 	forward->port = backend->port;
 	forward->flags = master->flags;
 	forward->rev_nat_id = master->rev_nat_id;
 	forward->backend_id = backend_id;
 
 	struct pp_ct4_key reply_key = {
-		.saddr = backend->address,
+		.saddr = backend->address[3],
 		.daddr = packet->saddr,
 		.sport = backend->port,
 		.dport = packet->sport,

@@ -130,7 +130,7 @@ public sealed class EbpfBackendTests : IDisposable
             await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2", "127.0.0.3")), default);
             Assert.Equal(5, backend.LastPlan!.Writes.Length);
             Assert.True(await backend.CanaryIntactAsync(default));
-            Assert.Contains("proxyplanes_ebpf_map_entries{map=\"pp_services_v1\"} 3", await ScrapeAsync(metrics));
+            Assert.Contains("proxyplanes_ebpf_map_entries{map=\"pp_services_v2\"} 3", await ScrapeAsync(metrics));
             AssertSpread(Client(20));
         }
 
@@ -249,10 +249,10 @@ public sealed class EbpfBackendTests : IDisposable
         var error = await Assert.ThrowsAsync<BackendSyncException>(() => backend.SyncAsync(StateBuilder.Full(State("10.244.1.1", "10.244.1.2")), default));
 
         Assert.Equal(
-            "eBPF: the kernel refused map write 3 of 5 (service 10.96.0.10:80/tcp slot 1 = backend 1  # ns/web:http): bpf(BPF_MAP_UPDATE_ELEM) on map pp_services_v1: E2BIG (Argument list too long): the map is full (max_entries); the writes before it are in force and the next sync is full",
+            "eBPF: the kernel refused map write 3 of 5 (service 10.96.0.10:80/tcp slot 1 = backend 1  # ns/web:http): bpf(BPF_MAP_UPDATE_ELEM) on map pp_services_v2: E2BIG (Argument list too long): the map is full (max_entries); the writes before it are in force and the next sync is full",
             error.Message);
         Assert.DoesNotContain('\n', error.Message);
-        Assert.Contains("proxyplanes_ebpf_map_update_failures_total{map=\"pp_services_v1\"} 1", await ScrapeAsync(metrics));
+        Assert.Contains("proxyplanes_ebpf_map_update_failures_total{map=\"pp_services_v2\"} 1", await ScrapeAsync(metrics));
 
         maps.FailAt = -1;
         await backend.SyncAsync(StateBuilder.Partial(State("10.244.1.1", "10.244.1.2"), StateBuilder.Name("web")), default);
