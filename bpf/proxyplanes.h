@@ -143,13 +143,15 @@ struct pp_revnat6_value {
 #define PP_MAP_NODE_ADDRESSES "pp_nodeip4_v1"
 #define PP_MAP_CONNECTIONS "pp_ct4_v1"
 #define PP_MAP_SOURCE_RANGES "pp_srcrange_v1"
+#define PP_MAP_NODE_ADDRESSES6 "pp_nodeip6_v1"
+#define PP_MAP_CONNECTIONS6 "pp_ct6_v1"
 
 #define PP_MAX_NODE_ADDRESSES 256
 #define PP_MAX_CONNECTIONS 262144
 #define PP_MAX_SOURCE_RANGES 16384
 
 /*
- * skb marks the tc ingress program sets for the fixed nftables table `ip proxyplanes-ebpf`
+ * skb marks the tc ingress program sets for the fixed nftables table `inet proxyplanes-ebpf`
  * (src/Backends.Ebpf/EbpfNftables.cs): reject a packet to a frontend without endpoints (tcp reset,
  * icmp port-unreachable), masquerade a flow in postrouting.
  */
@@ -182,6 +184,25 @@ struct pp_ct4_key {
 /* The address to write: the backend (forward) or the frontend the client used (reply). */
 struct pp_ct4_value {
 	__u32 address;    /* network byte order */
+	__u16 port;       /* network byte order */
+	__u16 flags;      /* the master entry's PP_SVC_FLAG_* when the connection was made */
+	__u32 rev_nat_id; /* the frontend */
+	__u32 backend_id; /* forward: the backend chosen; reply: 0 */
+};
+
+/* The same for IPv6 (pp_ct6_v1); pp_nodeip6_v1 is keyed by a node IPv6 address (16 bytes) to a pp_node_address. */
+struct pp_ct6_key {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 direction; /* PP_CT_FORWARD or PP_CT_REPLY */
+	__u16 pad;      /* always 0 */
+};
+
+struct pp_ct6_value {
+	__u32 address[4]; /* network byte order */
 	__u16 port;       /* network byte order */
 	__u16 flags;      /* the master entry's PP_SVC_FLAG_* when the connection was made */
 	__u32 rev_nat_id; /* the frontend */

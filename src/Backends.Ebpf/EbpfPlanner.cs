@@ -14,7 +14,7 @@ public abstract record MapWrite
     public abstract string Map { get; }
 }
 
-/// <summary>Creates or replaces a backend (BPF_ANY on <c>pp_backends_v1</c>).</summary>
+/// <summary>Creates or replaces a backend (BPF_ANY on <c>pp_backends_v2</c>).</summary>
 public sealed record BackendUpdate(uint Id, Backend Value) : MapWrite
 {
     public override string Map => MapLayout.BackendsMap;
@@ -30,7 +30,7 @@ public sealed record BackendDelete(uint Id) : MapWrite
     public override string ToString() => $"delete backend {Id}";
 }
 
-/// <summary>Creates or replaces a master entry or a slot (BPF_ANY on <c>pp_services_v1</c>); <paramref name="Owner"/> names the service port for the reader.</summary>
+/// <summary>Creates or replaces a master entry or a slot (BPF_ANY on <c>pp_services_v2</c>); <paramref name="Owner"/> names the service port for the reader.</summary>
 public sealed record ServiceUpdate(ServiceKey Key, ServiceValue Value, ServicePortName Owner) : MapWrite
 {
     public override string Map => MapLayout.ServicesMap;

@@ -29,7 +29,7 @@ public sealed record EbpfSnapshot(
 /// hooks: the internal-scope master entry of (destination, port, protocol); no node ports, no source
 /// ranges, no masquerade; count 0 refuses (ECONNREFUSED), whatever the drop flag. A client off the node
 /// meets tc ingress: the external-scope master first, then the internal one; a node port (key address 0,
-/// flag <c>nodeport</c>; IPv6 from off the node passes, tc.c is IPv4 only) when the destination is in pp_nodeip4_v1; source ranges in pp_srcrange_v1; count
+/// flag <c>nodeport</c>) when the destination is in pp_nodeip4_v1; source ranges in pp_srcrange_v1; count
 /// 0 drops with the drop flag, else the reject mark; the masquerade flag. A new flow picks slot
 /// <c>rand % count + 1</c>, so each slot gets an equal share.
 /// </summary>
@@ -45,8 +45,6 @@ public static class EbpfTracer
         // The node's addresses: the interfaces' and the ones the daemon put in pp_nodeip4_v1.
         var local = question.Source is { } source
             && (node.LocalAddresses.Contains(source) || IPAddress.IsLoopback(source) || snapshot.NodeAddresses?.Contains(source) == true);
-        if (snapshot.TcInUse && !local && question.Destination.AddressFamily != AddressFamily.InterNetwork)
-            return Pass("IPv6 from off the node: the tc programs handle IPv4 only", ["tc ingress (a packet from off the node)"]);
         return snapshot.TcInUse && !local ? TraceTc(snapshot, question) : TraceSocket(snapshot, question);
     }
 
@@ -55,7 +53,6 @@ public static class EbpfTracer
     {
         ArgumentNullException.ThrowIfNull(snapshot);
         var all = new List<FrontendFate>();
-        var nodeAddress = snapshot.NodeAddresses?.OrderBy(a => a.ToString(), StringComparer.Ordinal).FirstOrDefault();
         var seen = new HashSet<(MapAddress, ushort, byte)>();
         foreach (var (key, _) in snapshot.Services.Where(s => s.Key.Slot == 0).OrderBy(s => s.Key.Address.ToString(), StringComparer.Ordinal)
                      .ThenBy(s => MapLayout.HostPort(s.Key.Port)).ThenBy(s => s.Key.Proto).ThenBy(s => s.Key.Scope))
@@ -65,7 +62,7 @@ public static class EbpfTracer
             var protocol = key.Proto == (byte)ProtocolType.Tcp ? Protocol.TCP : Protocol.UDP;
             IPAddress destination;
             if (!key.Address.IsUnspecified) destination = key.Address.ToIPAddress();
-            else if (nodeAddress is not null && key.Address.IsIPv4) destination = nodeAddress;
+            else if (snapshot.NodeAddresses?.Where(a => a.AddressFamily == key.Address.ToIPAddress().AddressFamily).OrderBy(a => a.ToString(), StringComparer.Ordinal).FirstOrDefault() is { } nodeAddress) destination = nodeAddress;
             else continue; // a node port with no node address of its family to reach it on
             var question = new PacketQuestion(protocol, destination, MapLayout.HostPort(key.Port));
             all.Add(new FrontendFate(question, Trace(snapshot, question, node)));
@@ -101,7 +98,7 @@ public static class EbpfTracer
         {
             if (!snapshot.NodeAddresses!.Contains(question.Destination))
                 return Pass(TraceSteps.PassReason(null), steps);
-            steps.Add($"{MapLayout.NodeAddressesMap}[{question.Destination}]: a node address");
+            steps.Add($"{(question.Destination.AddressFamily == AddressFamily.InterNetworkV6 ? MapLayout.NodeAddresses6Map : MapLayout.NodeAddressesMap)}[{question.Destination}]: a node address");
             key = key with { Address = MapAddress.Unspecified(question.Destination.AddressFamily) };
             found = Master(snapshot, key, steps);
             if (found is { } nodePort && (nodePort.Item2.Flags & MapLayout.ServiceFlagNodePort) == 0)
@@ -133,7 +130,7 @@ public static class EbpfTracer
             return (master.Flags & MapLayout.ServiceFlagDrop) != 0
                 ? new PacketFate(name, frontend, PacketVerdict.Drop, [], masquerade, Affine(master), "no endpoints, and the drop flag: dropped (TC_ACT_SHOT)", steps)
                 : new PacketFate(name, frontend, PacketVerdict.Reject, [], masquerade, Affine(master),
-                    string.Create(CultureInfo.InvariantCulture, $"no endpoints: the reject mark 0x{MapLayout.MarkReject:x8}, answered by table ip proxyplanes-ebpf"), steps);
+                    string.Create(CultureInfo.InvariantCulture, $"no endpoints: the reject mark 0x{MapLayout.MarkReject:x8}, answered by table inet proxyplanes-ebpf"), steps);
         }
         return Forward(snapshot, masterKey, master, name, frontend, masquerade, steps);
     }

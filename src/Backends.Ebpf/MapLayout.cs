@@ -25,6 +25,8 @@ public static class MapLayout
     public const string NodeAddressesMap = "pp_nodeip4_v1";
     public const string ConnectionsMap = "pp_ct4_v1";
     public const string SourceRangesMap = "pp_srcrange_v1";
+    public const string NodeAddresses6Map = "pp_nodeip6_v1";
+    public const string Connections6Map = "pp_ct6_v1";
 
     /// <summary>PP_MARK_MASQUERADE: the skb mark tc ingress sets on a flow to masquerade (<see cref="EbpfNftables"/>).</summary>
     public const uint MarkMasquerade = 0x00100000;
@@ -291,6 +293,35 @@ public record struct Ct4Key
 public record struct Ct4Value
 {
     public uint Address;
+    public ushort Port;
+    public ushort Flags;
+    public uint RevNatId;
+    public uint BackendId;
+}
+
+/// <summary>struct pp_ct6_key: an IPv6 connection of the tc programs, by a packet's 5-tuple as seen and its direction.</summary>
+[CStruct("pp_ct6_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct Ct6Key
+{
+    public MapAddress Saddr;
+    public MapAddress Daddr;
+    public ushort Sport;
+    public ushort Dport;
+    public byte Proto;
+    public byte Direction;
+    public ushort Pad;
+
+    public override readonly string ToString() =>
+        $"{(Direction == MapLayout.ConnectionForward ? "forward" : "reply")} {EbpfText.Endpoint(Saddr.ToIPAddress(), Sport)} -> {EbpfText.Endpoint(Daddr.ToIPAddress(), Dport)}/{(ProtocolType)Proto}";
+}
+
+/// <summary>struct pp_ct6_value: the backend (forward) or the frontend the client used (reply), IPv6.</summary>
+[CStruct("pp_ct6_value")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct Ct6Value
+{
+    public MapAddress Address;
     public ushort Port;
     public ushort Flags;
     public uint RevNatId;
