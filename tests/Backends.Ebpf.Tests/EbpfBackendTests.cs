@@ -68,6 +68,8 @@ public sealed class EbpfBackendTests : IDisposable
     public async Task FullSync_AttachesTcOnNodeInterfacesAndWritesNodeAddresses_InItsOwnNamespace()
     {
         await Ip("link add pptca type veth peer name pptcb", "addr add 192.0.2.1/24 dev pptca", "addr add 2001:db8:5::1/64 dev pptca nodad", "link set pptca up", "link set pptcb up");
+        // The ip table an earlier version left: replaced by the inet one.
+        Assert.True((await _namespace.ExecAsync("nft", "add", "table", "ip", EbpfNftables.Table)).Succeeded);
         using var metrics = new ProxyMetrics();
         using var kernel = OpenKernel(Location);
         var pins = Path.Combine(_bpfFs.Path, EbpfLocation.PinFolder);
@@ -78,6 +80,7 @@ public sealed class EbpfBackendTests : IDisposable
             Assert.False(File.Exists(EbpfKernel.TcLinkPin(pins, "lo", direction)));
         }
         Assert.True((await _namespace.ExecAsync("nft", "list", "table", "inet", EbpfNftables.Table)).Succeeded);
+        Assert.False((await _namespace.ExecAsync("nft", "list", "table", "ip", EbpfNftables.Table)).Succeeded);
 
         var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
         await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
@@ -110,7 +113,7 @@ public sealed class EbpfBackendTests : IDisposable
         Assert.False(File.Exists(EbpfKernel.TcLinkPin(pins, "pptcc", TcDirection.Ingress)));
 
         _namespace.Run(() => EbpfKernel.RemoveNamespaceState(NullLogger.Instance));
-        Assert.False((await _namespace.ExecAsync("nft", "list", "table", "ip", EbpfNftables.Table)).Succeeded);
+        Assert.False((await _namespace.ExecAsync("nft", "list", "table", "inet", EbpfNftables.Table)).Succeeded);
     }
 
     private async Task Ip(params string[] commands)
