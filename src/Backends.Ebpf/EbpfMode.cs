@@ -12,9 +12,9 @@ public sealed class EbpfMode : IProxyMode
     /// What this mode does not render yet, said once at start (and in the README's per-mode table).
     /// </summary>
     public const string NotRenderedYet =
-        "--mode=ebpf renders TCP and UDP: socket hooks for processes in --bpf-cgroup (IPv4 and IPv6), tc programs on the node's interfaces for IPv4 traffic from off the node; " +
+        "--mode=ebpf renders IPv4 and IPv6 TCP and UDP: socket hooks for processes in --bpf-cgroup, tc programs on the node's interfaces for traffic from off the node; " +
         "it does not render yet: node ports from the node's own sockets, masquerade of local sockets (hairpin, --masquerade-all), " +
-        "loadBalancerSourceRanges for local sockets, clearing stale UDP flows when an endpoint goes, IPv6 from off the node (tc), and SCTP";
+        "loadBalancerSourceRanges for local sockets and for IPv6, clearing stale UDP flows when an endpoint goes, and SCTP";
 
     public static EbpfMode Instance { get; } = new();
 
