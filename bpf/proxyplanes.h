@@ -15,13 +15,17 @@
 
 #include <linux/types.h>
 
-#define PP_LAYOUT_VERSION 1
+#define PP_LAYOUT_VERSION 2
 
-/* Map names (the kernel keeps 15 characters): "_v1" is PP_LAYOUT_VERSION. */
-#define PP_MAP_SERVICES "pp_services_v1"
-#define PP_MAP_BACKENDS "pp_backends_v1"
+/*
+ * Map names (the kernel keeps 15 characters) end in the layout version in which the map's key or
+ * value last changed: layout 2 made the service and backend addresses 16 bytes (IPv4 and IPv6).
+ */
+#define PP_MAP_SERVICES "pp_services_v2"
+#define PP_MAP_BACKENDS "pp_backends_v2"
 #define PP_MAP_AFFINITY "pp_affinity_v1"
 #define PP_MAP_UDP_REVNAT "pp_revnat4_v1"
+#define PP_MAP_UDP_REVNAT6 "pp_revnat6_v1"
 
 /*
  * Sized for 50,000 services x 5 endpoints (300,000 service entries, 250,000 backends) with headroom.
@@ -34,9 +38,15 @@
 #define PP_MAX_AFFINITY 65536
 #define PP_MAX_UDP_REVNAT 65536
 
+/*
+ * An address of a service frontend or a backend, either family: IPv6 as it is, IPv4 mapped
+ * (::ffff:a.b.c.d, so word 3 is the IPv4 address). Network byte order. A node port's key holds the
+ * unspecified address of its family: :: for IPv6, ::ffff:0.0.0.0 for IPv4.
+ */
+
 /* Flags of a master entry (slot 0). */
 #define PP_SVC_FLAG_AFFINITY 0x0001      /* ClientIP session affinity: see pp_affinity_key */
-#define PP_SVC_FLAG_NODEPORT 0x0002      /* a node port: key address 0, matched on the node's addresses (tc) */
+#define PP_SVC_FLAG_NODEPORT 0x0002      /* a node port: key address unspecified, matched on the node's addresses (tc) */
 #define PP_SVC_FLAG_EXTERNAL 0x0004      /* an external or load-balancer IP (external traffic) */
 #define PP_SVC_FLAG_SOURCE_RANGES 0x0008 /* loadBalancerSourceRanges: a client outside them is dropped (tc) */
 #define PP_SVC_FLAG_DROP 0x0010          /* count 0 means drop silently (Core's Drop verdict), not refuse */
@@ -59,7 +69,7 @@
  * and only then deletes slots above the count.
  */
 struct pp_service_key {
-	__u32 address; /* IPv4, network byte order */
+	__u32 address[4]; /* IPv6, or IPv4 as ::ffff:a.b.c.d; network byte order */
 	__u16 port;    /* network byte order */
 	__u16 slot;    /* 0: master entry; 1..count: backend slots */
 	__u8 proto;    /* IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP */
@@ -77,7 +87,7 @@ struct pp_service_value {
 
 /* An endpoint, by a backend id the loader assigns (never 0). */
 struct pp_backend {
-	__u32 address; /* IPv4, network byte order */
+	__u32 address[4]; /* IPv6, or IPv4 as ::ffff:a.b.c.d; network byte order */
 	__u16 port;    /* network byte order */
 	__u8 proto;
 	__u8 flags; /* reserved, 0 */
@@ -118,18 +128,36 @@ struct pp_revnat4_value {
 	__u32 rev_nat_id;
 };
 
+/* The same for an IPv6 socket (recvmsg6, getpeername6). */
+struct pp_revnat6_key {
+	__u64 cookie;     /* bpf_get_socket_cookie() of the client socket */
+	__u32 address[4]; /* the backend, network byte order */
+	__u16 port;       /* network byte order */
+	__u16 pad;        /* always 0 */
+	__u32 reserved;   /* always 0 */
+};
+
+struct pp_revnat6_value {
+	__u32 address[4]; /* the service VIP, network byte order */
+	__u16 port;       /* network byte order */
+	__u16 pad;
+	__u32 rev_nat_id;
+};
+
 /* ---- The tc programs (bpf/tc.c): traffic from the network. ---- */
 
 #define PP_MAP_NODE_ADDRESSES "pp_nodeip4_v1"
 #define PP_MAP_CONNECTIONS "pp_ct4_v1"
 #define PP_MAP_SOURCE_RANGES "pp_srcrange_v1"
+#define PP_MAP_NODE_ADDRESSES6 "pp_nodeip6_v1"
+#define PP_MAP_CONNECTIONS6 "pp_ct6_v1"
 
 #define PP_MAX_NODE_ADDRESSES 256
 #define PP_MAX_CONNECTIONS 262144
 #define PP_MAX_SOURCE_RANGES 16384
 
 /*
- * skb marks the tc ingress program sets for the fixed nftables table `ip proxyplanes-ebpf`
+ * skb marks the tc ingress program sets for the fixed nftables table `inet proxyplanes-ebpf`
  * (src/Backends.Ebpf/EbpfNftables.cs): reject a packet to a frontend without endpoints (tcp reset,
  * icmp port-unreachable), masquerade a flow in postrouting.
  */
@@ -162,6 +190,25 @@ struct pp_ct4_key {
 /* The address to write: the backend (forward) or the frontend the client used (reply). */
 struct pp_ct4_value {
 	__u32 address;    /* network byte order */
+	__u16 port;       /* network byte order */
+	__u16 flags;      /* the master entry's PP_SVC_FLAG_* when the connection was made */
+	__u32 rev_nat_id; /* the frontend */
+	__u32 backend_id; /* forward: the backend chosen; reply: 0 */
+};
+
+/* The same for IPv6 (pp_ct6_v1); pp_nodeip6_v1 is keyed by a node IPv6 address (16 bytes) to a pp_node_address. */
+struct pp_ct6_key {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 direction; /* PP_CT_FORWARD or PP_CT_REPLY */
+	__u16 pad;      /* always 0 */
+};
+
+struct pp_ct6_value {
+	__u32 address[4]; /* network byte order */
 	__u16 port;       /* network byte order */
 	__u16 flags;      /* the master entry's PP_SVC_FLAG_* when the connection was made */
 	__u32 rev_nat_id; /* the frontend */

@@ -13,7 +13,7 @@ struct {
 	__type(key, struct pp_service_key);
 	__type(value, struct pp_service_value);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-} pp_services_v1 SEC(".maps");
+} pp_services_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -21,7 +21,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pp_backend);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-} pp_backends_v1 SEC(".maps");
+} pp_backends_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -8,9 +8,11 @@
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #include "proxyplanes.h"
+#include "address.h"
 
 #define PP_ALLOW 1
 #define PP_DENY 0
@@ -27,6 +29,13 @@ struct {
 	__type(value, struct pp_revnat4_value);
 } pp_revnat4_v1 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PP_MAX_UDP_REVNAT);
+	__type(key, struct pp_revnat6_key);
+	__type(value, struct pp_revnat6_value);
+} pp_revnat6_v1 SEC(".maps");
+
 /* The backend of an affinity entry still in time, or 0. */
 static __always_inline __u32 pp_affinity_backend(const struct pp_affinity_key *key, const struct pp_service_value *master)
 {
@@ -39,26 +48,20 @@ static __always_inline __u32 pp_affinity_backend(const struct pp_affinity_key *k
 }
 
 /*
- * Picks a backend for the frontend in ctx and rewrites ctx to it. Returns 0 when ctx is not a
- * frontend (left alone), 1 when rewritten, -1 when the frontend has no usable backend.
- * *vip receives the frontend for the UDP reverse NAT.
+ * Picks a backend for the frontend in *key (address filled in by the caller). Returns 0 when it is
+ * not a frontend (left alone), 1 with *picked and *rev_nat_id set, -1 when the frontend has no
+ * usable backend.
  */
-static __always_inline int pp_pick_and_rewrite(struct bpf_sock_addr *ctx, struct pp_revnat4_value *vip)
+static __always_inline int pp_pick(struct bpf_sock_addr *ctx, struct pp_service_key *key, struct pp_backend **picked, __u32 *rev_nat_id)
 {
-	struct pp_service_key key = {};
 	struct pp_service_value *master, *slot;
 	struct pp_backend *backend;
 	struct pp_affinity_key affinity_key = {};
 	__u32 backend_id = 0;
-	__u8 proto = (__u8)ctx->protocol;
 
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-		return 0;
-
-	key.address = ctx->user_ip4;
-	key.port = (__u16)ctx->user_port;
-	key.proto = proto;
-	master = bpf_map_lookup_elem(&pp_services_v1, &key);
+	key->port = (__u16)ctx->user_port;
+	key->proto = (__u8)ctx->protocol;
+	master = bpf_map_lookup_elem(&pp_services_v2, key);
 	if (!master)
 		return 0;
 	if (master->count == 0)
@@ -71,16 +74,16 @@ static __always_inline int pp_pick_and_rewrite(struct bpf_sock_addr *ctx, struct
 	}
 
 	if (backend_id)
-		backend = bpf_map_lookup_elem(&pp_backends_v1, &backend_id);
+		backend = bpf_map_lookup_elem(&pp_backends_v2, &backend_id);
 	else
 		backend = 0;
 	if (!backend) {
-		key.slot = (__u16)(bpf_get_prandom_u32() % master->count) + 1;
-		slot = bpf_map_lookup_elem(&pp_services_v1, &key);
+		key->slot = (__u16)(bpf_get_prandom_u32() % master->count) + 1;
+		slot = bpf_map_lookup_elem(&pp_services_v2, key);
 		if (!slot)
 			return -1;
 		backend_id = slot->backend_id;
-		backend = bpf_map_lookup_elem(&pp_backends_v1, &backend_id);
+		backend = bpf_map_lookup_elem(&pp_backends_v2, &backend_id);
 		if (!backend)
 			return -1;
 	}
@@ -93,41 +96,61 @@ static __always_inline int pp_pick_and_rewrite(struct bpf_sock_addr *ctx, struct
 		bpf_map_update_elem(&pp_affinity_v1, &affinity_key, &entry, BPF_ANY);
 	}
 
-	vip->address = ctx->user_ip4;
-	vip->port = (__u16)ctx->user_port;
-	vip->rev_nat_id = master->rev_nat_id;
-	ctx->user_ip4 = backend->address;
-	ctx->user_port = backend->port;
+	*rev_nat_id = master->rev_nat_id;
+	*picked = backend;
 	return 1;
 }
 
-static __always_inline void pp_remember_udp(struct bpf_sock_addr *ctx, const struct pp_revnat4_value *vip)
+/* TCP and UDP only; everything else is left alone. */
+static __always_inline int pp_handled(const struct bpf_sock_addr *ctx)
 {
-	struct pp_revnat4_key key = {
-		.cookie = bpf_get_socket_cookie(ctx),
-		.address = ctx->user_ip4,
-		.port = (__u16)ctx->user_port,
-	};
-	bpf_map_update_elem(&pp_revnat4_v1, &key, vip, BPF_ANY);
+	return ctx->protocol == IPPROTO_TCP || ctx->protocol == IPPROTO_UDP;
+}
+
+/* A frontend without usable backends: the connect (or sendto) fails at once with ECONNREFUSED. */
+static __always_inline int pp_refuse(void)
+{
+	bpf_set_retval(-PP_ECONNREFUSED);
+	return PP_DENY;
 }
 
 /* connect4 and sendmsg4 share this: rewrite, remember UDP, refuse a frontend without backends. */
-static __always_inline int pp_forward(struct bpf_sock_addr *ctx)
+static __always_inline int pp_forward4(struct bpf_sock_addr *ctx)
 {
-	struct pp_revnat4_value vip = {};
-	int picked = pp_pick_and_rewrite(ctx, &vip);
+	struct pp_service_key key = {};
+	struct pp_backend *backend = 0;
+	__u32 rev_nat_id = 0;
+	int picked;
 
-	if (picked < 0) {
-		bpf_set_retval(-PP_ECONNREFUSED);
-		return PP_DENY;
+	if (!pp_handled(ctx))
+		return PP_ALLOW;
+	pp_address_from4(key.address, ctx->user_ip4);
+	picked = pp_pick(ctx, &key, &backend, &rev_nat_id);
+	if (picked < 0)
+		return pp_refuse();
+	if (picked == 0 || !backend)
+		return PP_ALLOW;
+
+	if (ctx->protocol == IPPROTO_UDP) {
+		struct pp_revnat4_key revnat_key = {
+			.cookie = bpf_get_socket_cookie(ctx),
+			.address = backend->address[3],
+			.port = backend->port,
+		};
+		struct pp_revnat4_value vip = {
+			.address = ctx->user_ip4,
+			.port = (__u16)ctx->user_port,
+			.rev_nat_id = rev_nat_id,
+		};
+		bpf_map_update_elem(&pp_revnat4_v1, &revnat_key, &vip, BPF_ANY);
 	}
-	if (picked > 0 && ctx->protocol == IPPROTO_UDP)
-		pp_remember_udp(ctx, &vip);
+	ctx->user_ip4 = backend->address[3]; /* an IPv4 frontend has IPv4 backends: ::ffff:a.b.c.d */
+	ctx->user_port = backend->port;
 	return PP_ALLOW;
 }
 
 /* recvmsg4 and getpeername4: a backend this socket was sent to shows as the VIP again. */
-static __always_inline int pp_reverse(struct bpf_sock_addr *ctx)
+static __always_inline int pp_reverse4(struct bpf_sock_addr *ctx)
 {
 	struct pp_revnat4_key key = {
 		.cookie = bpf_get_socket_cookie(ctx),
@@ -143,26 +166,114 @@ static __always_inline int pp_reverse(struct bpf_sock_addr *ctx)
 	return PP_ALLOW;
 }
 
+/*
+ * connect6 and sendmsg6: as pp_forward4 for an IPv6 socket. An IPv4-mapped destination of a
+ * dual-stack socket (::ffff:a.b.c.d) is the same key as the IPv4 frontend, so it is served too.
+ */
+static __always_inline int pp_forward6(struct bpf_sock_addr *ctx)
+{
+	struct pp_service_key key = {};
+	struct pp_backend *backend = 0;
+	__u32 rev_nat_id = 0;
+	int picked;
+
+	if (!pp_handled(ctx))
+		return PP_ALLOW;
+	key.address[0] = ctx->user_ip6[0];
+	key.address[1] = ctx->user_ip6[1];
+	key.address[2] = ctx->user_ip6[2];
+	key.address[3] = ctx->user_ip6[3];
+	picked = pp_pick(ctx, &key, &backend, &rev_nat_id);
+	if (picked < 0)
+		return pp_refuse();
+	if (picked == 0 || !backend)
+		return PP_ALLOW;
+
+	if (ctx->protocol == IPPROTO_UDP) {
+		struct pp_revnat6_key revnat_key = {
+			.cookie = bpf_get_socket_cookie(ctx),
+			.address = { backend->address[0], backend->address[1], backend->address[2], backend->address[3] },
+			.port = backend->port,
+		};
+		struct pp_revnat6_value vip = {
+			.address = { key.address[0], key.address[1], key.address[2], key.address[3] },
+			.port = key.port,
+			.rev_nat_id = rev_nat_id,
+		};
+		bpf_map_update_elem(&pp_revnat6_v1, &revnat_key, &vip, BPF_ANY);
+	}
+	ctx->user_ip6[0] = backend->address[0];
+	ctx->user_ip6[1] = backend->address[1];
+	ctx->user_ip6[2] = backend->address[2];
+	ctx->user_ip6[3] = backend->address[3];
+	ctx->user_port = backend->port;
+	return PP_ALLOW;
+}
+
+/* recvmsg6 and getpeername6: as pp_reverse4 for an IPv6 socket. */
+static __always_inline int pp_reverse6(struct bpf_sock_addr *ctx)
+{
+	struct pp_revnat6_key key = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.address = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] },
+		.port = (__u16)ctx->user_port,
+	};
+	struct pp_revnat6_value *vip = bpf_map_lookup_elem(&pp_revnat6_v1, &key);
+
+	if (vip) {
+		ctx->user_ip6[0] = vip->address[0];
+		ctx->user_ip6[1] = vip->address[1];
+		ctx->user_ip6[2] = vip->address[2];
+		ctx->user_ip6[3] = vip->address[3];
+		ctx->user_port = vip->port;
+	}
+	return PP_ALLOW;
+}
+
 SEC("cgroup/connect4")
 int pp_connect4(struct bpf_sock_addr *ctx)
 {
-	return pp_forward(ctx);
+	return pp_forward4(ctx);
 }
 
 SEC("cgroup/sendmsg4")
 int pp_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return pp_forward(ctx);
+	return pp_forward4(ctx);
 }
 
 SEC("cgroup/recvmsg4")
 int pp_recvmsg4(struct bpf_sock_addr *ctx)
 {
-	return pp_reverse(ctx);
+	return pp_reverse4(ctx);
 }
 
 SEC("cgroup/getpeername4")
 int pp_getpeername4(struct bpf_sock_addr *ctx)
 {
-	return pp_reverse(ctx);
+	return pp_reverse4(ctx);
+}
+
+SEC("cgroup/connect6")
+int pp_connect6(struct bpf_sock_addr *ctx)
+{
+	return pp_forward6(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int pp_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return pp_forward6(ctx);
+}
+
+SEC("cgroup/recvmsg6")
+int pp_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return pp_reverse6(ctx);
+}
+
+SEC("cgroup/getpeername6")
+int pp_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return pp_reverse6(ctx);
 }

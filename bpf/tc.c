@@ -13,7 +13,8 @@
  *   pp_tc_egress   a reply of such a connection (backend -> client) leaves with the frontend the
  *                  client used as its source again.
  *
- * IPv4 TCP and UDP; everything else (and non-first fragments) passes untouched. Ideas from cilium's
+ * IPv4 and IPv6 TCP and UDP (IPv6 without extension headers); everything else (and non-first
+ * fragments) passes untouched. Ideas from cilium's
  * bpf/lib/lb.h and nodeport.h, much smaller: no SNAT of our own (the kernel's masquerade does it, so
  * conntrack and the reply path stay the kernel's), one LRU connection map holding both directions.
  */
@@ -21,6 +22,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -28,6 +30,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "proxyplanes.h"
+#include "address.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -55,6 +58,20 @@ struct {
 	__type(value, __u32);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } pp_srcrange_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PP_MAX_NODE_ADDRESSES);
+	__uint(key_size, 16); /* a node IPv6 address */
+	__type(value, struct pp_node_address);
+} pp_nodeip6_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PP_MAX_CONNECTIONS);
+	__type(key, struct pp_ct6_key);
+	__type(value, struct pp_ct6_value);
+} pp_ct6_v1 SEC(".maps");
 
 #define PP_IP_OFFSET ETH_HLEN
 #define PP_IP_CSUM_OFFSET (PP_IP_OFFSET + __builtin_offsetof(struct iphdr, check))
@@ -144,11 +161,11 @@ static __always_inline struct pp_service_value *pp_master(struct pp_service_key 
 
 	key->slot = 0;
 	key->scope = PP_SCOPE_EXTERNAL;
-	master = bpf_map_lookup_elem(&pp_services_v1, key);
+	master = bpf_map_lookup_elem(&pp_services_v2, key);
 	if (master)
 		return master;
 	key->scope = PP_SCOPE_INTERNAL;
-	return bpf_map_lookup_elem(&pp_services_v1, key);
+	return bpf_map_lookup_elem(&pp_services_v2, key);
 }
 
 /* The frontend a packet is addressed to: its destination, or a node port when the destination is a node address. */
@@ -156,7 +173,7 @@ static __always_inline struct pp_service_value *pp_lookup_frontend(const struct 
 {
 	struct pp_service_value *master;
 
-	key->address = packet->daddr;
+	pp_address_from4(key->address, packet->daddr);
 	key->port = packet->dport;
 	key->proto = packet->proto;
 	master = pp_master(key);
@@ -164,7 +181,7 @@ static __always_inline struct pp_service_value *pp_lookup_frontend(const struct 
 		return master;
 	if (!bpf_map_lookup_elem(&pp_nodeip4_v1, &packet->daddr))
 		return 0;
-	key->address = 0;
+	pp_address_from4(key->address, 0); /* a node port: ::ffff:0.0.0.0 */
 	master = pp_master(key);
 	if (master && !(master->flags & PP_SVC_FLAG_NODEPORT))
 		return 0;
@@ -172,7 +189,7 @@ static __always_inline struct pp_service_value *pp_lookup_frontend(const struct 
 }
 
 /* A backend for a new connection: the client's affinity entry still in time, else a random slot. 0 when none. */
-static __always_inline __u32 pp_pick_backend(const struct pp_packet *packet, struct pp_service_key *key, const struct pp_service_value *master)
+static __always_inline __u32 pp_pick_backend(__u64 client, struct pp_service_key *key, const struct pp_service_value *master)
 {
 	struct pp_affinity_key affinity_key = {};
 	struct pp_service_value *slot;
@@ -181,17 +198,17 @@ static __always_inline __u32 pp_pick_backend(const struct pp_packet *packet, str
 	if (master->flags & PP_SVC_FLAG_AFFINITY) {
 		struct pp_affinity_value *entry;
 
-		affinity_key.client = PP_AFFINITY_CLIENT_ADDRESS | packet->saddr;
+		affinity_key.client = client;
 		affinity_key.rev_nat_id = master->rev_nat_id;
 		entry = bpf_map_lookup_elem(&pp_affinity_v1, &affinity_key);
 		if (entry && bpf_ktime_get_ns() - entry->last_used_ns <= (__u64)master->affinity_timeout * 1000000000ULL &&
-		    bpf_map_lookup_elem(&pp_backends_v1, &entry->backend_id))
+		    bpf_map_lookup_elem(&pp_backends_v2, &entry->backend_id))
 			backend_id = entry->backend_id;
 	}
 
 	if (!backend_id) {
 		key->slot = (__u16)(bpf_get_prandom_u32() % master->count) + 1;
-		slot = bpf_map_lookup_elem(&pp_services_v1, key);
+		slot = bpf_map_lookup_elem(&pp_services_v2, key);
 		if (!slot)
 			return 0;
 		backend_id = slot->backend_id;
@@ -207,13 +224,37 @@ static __always_inline __u32 pp_pick_backend(const struct pp_packet *packet, str
 	return backend_id;
 }
 
+/*
+ * The backend of a new connection to a frontend (either family): -1 with *backend and *backend_id
+ * set, else the verdict. Count 0 drops (PP_SVC_FLAG_DROP) or passes the packet marked for the
+ * nftables table to reject; so does a slot naming no backend (a sync in flight).
+ */
+static __always_inline int pp_choose(struct __sk_buff *skb, struct pp_service_key *key, const struct pp_service_value *master, __u64 client,
+				     struct pp_backend **backend, __u32 *backend_id)
+{
+	if (master->count == 0) {
+		if (master->flags & PP_SVC_FLAG_DROP)
+			return TC_ACT_SHOT;
+		skb->mark |= PP_MARK_REJECT; /* the nftables table answers: tcp reset or icmp port-unreachable */
+		return TC_ACT_OK;
+	}
+	*backend_id = pp_pick_backend(client, key, master);
+	*backend = *backend_id ? bpf_map_lookup_elem(&pp_backends_v2, backend_id) : 0;
+	if (!*backend) {
+		skb->mark |= PP_MARK_REJECT; /* a sync in flight: refuse rather than send to nowhere */
+		return TC_ACT_OK;
+	}
+	return -1;
+}
+
 /* A new connection to a frontend: verdicts first (source ranges, no endpoints), then a backend and both connection entries. */
 static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct pp_packet *packet, struct pp_ct4_value *forward)
 {
 	struct pp_service_key key = {};
 	struct pp_service_value *master = pp_lookup_frontend(packet, &key);
-	struct pp_backend *backend;
-	__u32 backend_id;
+	struct pp_backend *backend = 0;
+	__u32 backend_id = 0;
+	int verdict;
 
 	if (!master)
 		return TC_ACT_OK; /* not a frontend: untouched */
@@ -228,28 +269,18 @@ static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct
 			return TC_ACT_SHOT;
 	}
 
-	if (master->count == 0) {
-		if (master->flags & PP_SVC_FLAG_DROP)
-			return TC_ACT_SHOT;
-		skb->mark |= PP_MARK_REJECT; /* the nftables table answers: tcp reset or icmp port-unreachable */
-		return TC_ACT_OK;
-	}
+	verdict = pp_choose(skb, &key, master, PP_AFFINITY_CLIENT_ADDRESS | packet->saddr, &backend, &backend_id);
+	if (verdict >= 0)
+		return verdict;
 
-	backend_id = pp_pick_backend(packet, &key, master);
-	backend = backend_id ? bpf_map_lookup_elem(&pp_backends_v1, &backend_id) : 0;
-	if (!backend) {
-		skb->mark |= PP_MARK_REJECT; /* a sync in flight: refuse rather than send to nowhere */
-		return TC_ACT_OK;
-	}
-
-	forward->address = backend->address;
+	forward->address = backend->address[3]; /* an IPv4 frontend has IPv4 backends: ::ffff:a.b.c.d */
 	forward->port = backend->port;
 	forward->flags = master->flags;
 	forward->rev_nat_id = master->rev_nat_id;
 	forward->backend_id = backend_id;
 
 	struct pp_ct4_key reply_key = {
-		.saddr = backend->address,
+		.saddr = backend->address[3],
 		.daddr = packet->saddr,
 		.sport = backend->port,
 		.dport = packet->sport,
@@ -291,6 +322,206 @@ static __always_inline struct pp_ct4_key pp_ct_key(const struct pp_packet *packe
 	return key;
 }
 
+/* ---- IPv6: the same steps with 16-byte addresses (pp_ct6_v1, pp_nodeip6_v1); no L3 checksum to fix. ---- */
+
+#define PP_IP6_OFFSET ETH_HLEN
+#define PP_IP6_SADDR_OFFSET (PP_IP6_OFFSET + __builtin_offsetof(struct ipv6hdr, saddr))
+#define PP_IP6_DADDR_OFFSET (PP_IP6_OFFSET + __builtin_offsetof(struct ipv6hdr, daddr))
+
+struct pp_packet6 {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u32 l4_offset;
+	__u32 csum_offset;
+};
+
+static __always_inline void pp_copy6(__u32 to[4], const __u32 from[4])
+{
+	to[0] = from[0];
+	to[1] = from[1];
+	to[2] = from[2];
+	to[3] = from[3];
+}
+
+/* Parses an Ethernet + IPv6 + TCP/UDP packet (TCP or UDP the first next header); 0 when it is one the programs handle. */
+static __always_inline int pp_parse6(struct __sk_buff *skb, struct pp_packet6 *packet)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6;
+	__u16 *ports;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return -1;
+	ip6 = (void *)(eth + 1);
+	if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+		return -1;
+	if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
+		return -1; /* extension headers (fragments among them) are not walked */
+	ports = (void *)(ip6 + 1);
+	if ((void *)(ports + 2) > data_end)
+		return -1;
+
+	pp_copy6(packet->saddr, ip6->saddr.in6_u.u6_addr32);
+	pp_copy6(packet->daddr, ip6->daddr.in6_u.u6_addr32);
+	packet->sport = ports[0];
+	packet->dport = ports[1];
+	packet->proto = ip6->nexthdr;
+	packet->l4_offset = PP_IP6_OFFSET + sizeof(struct ipv6hdr);
+	packet->csum_offset = packet->l4_offset +
+			      (ip6->nexthdr == IPPROTO_TCP ? __builtin_offsetof(struct tcphdr, check) : __builtin_offsetof(struct udphdr, check));
+	return 0;
+}
+
+/* As pp_rewrite for IPv6: the TCP/UDP checksum gets the pseudo header's difference (bpf_csum_diff over the 16 bytes). */
+static __always_inline int pp_rewrite6(struct __sk_buff *skb, const struct pp_packet6 *packet, int to_destination, const __u32 address[4], __u16 port)
+{
+	__u32 old_address[4], new_address[4];
+	__u16 old_port = to_destination ? packet->dport : packet->sport;
+	__u32 address_offset = to_destination ? PP_IP6_DADDR_OFFSET : PP_IP6_SADDR_OFFSET;
+	__u32 port_offset = packet->l4_offset + (to_destination ? 2 : 0);
+	__u64 l4_flags = packet->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	pp_copy6(old_address, to_destination ? packet->daddr : packet->saddr);
+	pp_copy6(new_address, address);
+	if (old_address[0] != new_address[0] || old_address[1] != new_address[1] || old_address[2] != new_address[2] ||
+	    old_address[3] != new_address[3]) {
+		__s64 diff = bpf_csum_diff(old_address, sizeof(old_address), new_address, sizeof(new_address), 0);
+
+		if (diff < 0)
+			return -1;
+		if (bpf_l4_csum_replace(skb, packet->csum_offset, 0, (__u32)diff, l4_flags | BPF_F_PSEUDO_HDR))
+			return -1;
+		if (bpf_skb_store_bytes(skb, address_offset, new_address, sizeof(new_address), 0))
+			return -1;
+	}
+	if (old_port != port) {
+		if (bpf_l4_csum_replace(skb, packet->csum_offset, old_port, port, l4_flags | sizeof(port)))
+			return -1;
+		if (bpf_skb_store_bytes(skb, port_offset, &port, sizeof(port), 0))
+			return -1;
+	}
+	return 0;
+}
+
+/* The connection entry's key for an IPv6 packet as it is seen, in one direction. */
+static __always_inline void pp_ct6_key_of(const struct pp_packet6 *packet, __u8 direction, struct pp_ct6_key *key)
+{
+	pp_copy6(key->saddr, packet->saddr);
+	pp_copy6(key->daddr, packet->daddr);
+	key->sport = packet->sport;
+	key->dport = packet->dport;
+	key->proto = packet->proto;
+	key->direction = direction;
+}
+
+/*
+ * A new IPv6 connection: the frontend (its destination, or a node port on a node IPv6 address, key
+ * ::), a backend and both connection entries. Source ranges are IPv4 only: an IPv6 master never has
+ * the flag. The affinity client is the source folded to 63 bits (entries are per frontend, and an
+ * IPv6 frontend's rev_nat_id is never an IPv4 one's).
+ */
+static __always_inline int pp_new_connection6(struct __sk_buff *skb, const struct pp_packet6 *packet, struct pp_ct6_value *forward)
+{
+	struct pp_service_key key = {};
+	struct pp_service_value *master;
+	struct pp_backend *backend = 0;
+	__u32 backend_id = 0;
+	__u64 client;
+	int verdict;
+
+	pp_copy6(key.address, packet->daddr);
+	key.port = packet->dport;
+	key.proto = packet->proto;
+	master = pp_master(&key);
+	if (!master) {
+		if (!bpf_map_lookup_elem(&pp_nodeip6_v1, packet->daddr))
+			return TC_ACT_OK;
+		key.address[0] = key.address[1] = key.address[2] = key.address[3] = 0; /* a node port: :: */
+		master = pp_master(&key);
+		if (!master || !(master->flags & PP_SVC_FLAG_NODEPORT))
+			return TC_ACT_OK;
+	}
+
+	client = PP_AFFINITY_CLIENT_ADDRESS | ((__u64)(packet->saddr[0] ^ packet->saddr[1]) << 32) | (packet->saddr[2] ^ packet->saddr[3]);
+	verdict = pp_choose(skb, &key, master, client, &backend, &backend_id);
+	if (verdict >= 0)
+		return verdict;
+
+	pp_copy6(forward->address, backend->address);
+	forward->port = backend->port;
+	forward->flags = master->flags;
+	forward->rev_nat_id = master->rev_nat_id;
+	forward->backend_id = backend_id;
+
+	struct pp_ct6_key reply_key = {}, forward_key = {};
+	struct pp_ct6_value reply = {
+		.port = packet->dport,
+		.flags = master->flags,
+		.rev_nat_id = master->rev_nat_id,
+	};
+	pp_copy6(reply_key.saddr, backend->address);
+	pp_copy6(reply_key.daddr, packet->saddr);
+	reply_key.sport = backend->port;
+	reply_key.dport = packet->sport;
+	reply_key.proto = packet->proto;
+	reply_key.direction = PP_CT_REPLY;
+	pp_copy6(reply.address, packet->daddr); /* the address the client used, a node address for a node port */
+	pp_ct6_key_of(packet, PP_CT_FORWARD, &forward_key);
+	/* The reply entry first: a backend's answer must never find a forward entry without it. */
+	if (bpf_map_update_elem(&pp_ct6_v1, &reply_key, &reply, BPF_ANY) ||
+	    bpf_map_update_elem(&pp_ct6_v1, &forward_key, forward, BPF_ANY))
+		return TC_ACT_SHOT;
+	return -1; /* forward it */
+}
+
+static __always_inline int pp_ingress6(struct __sk_buff *skb)
+{
+	struct pp_packet6 packet = {};
+	struct pp_ct6_key key = {};
+	struct pp_ct6_value forward = {};
+	struct pp_ct6_value *known;
+	int verdict;
+
+	if (pp_parse6(skb, &packet))
+		return TC_ACT_OK;
+	pp_ct6_key_of(&packet, PP_CT_FORWARD, &key);
+	known = bpf_map_lookup_elem(&pp_ct6_v1, &key);
+	if (known) {
+		forward = *known;
+	} else {
+		verdict = pp_new_connection6(skb, &packet, &forward);
+		if (verdict >= 0)
+			return verdict;
+	}
+	if (forward.flags & PP_SVC_FLAG_MASQUERADE)
+		skb->mark |= PP_MARK_MASQUERADE;
+	if (pp_rewrite6(skb, &packet, 1, forward.address, forward.port))
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
+static __always_inline int pp_egress6(struct __sk_buff *skb)
+{
+	struct pp_packet6 packet = {};
+	struct pp_ct6_key key = {};
+	struct pp_ct6_value *frontend;
+
+	if (pp_parse6(skb, &packet))
+		return TC_ACT_OK;
+	pp_ct6_key_of(&packet, PP_CT_REPLY, &key);
+	frontend = bpf_map_lookup_elem(&pp_ct6_v1, &key);
+	if (!frontend)
+		return TC_ACT_OK;
+	if (pp_rewrite6(skb, &packet, 0, frontend->address, frontend->port))
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
 SEC("tc")
 int pp_tc_ingress(struct __sk_buff *skb)
 {
@@ -299,6 +530,8 @@ int pp_tc_ingress(struct __sk_buff *skb)
 	struct pp_ct4_value *known;
 	int verdict;
 
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return pp_ingress6(skb);
 	if (pp_parse(skb, &packet))
 		return TC_ACT_OK;
 
@@ -325,6 +558,8 @@ int pp_tc_egress(struct __sk_buff *skb)
 	struct pp_packet packet = {};
 	struct pp_ct4_value *frontend;
 
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return pp_egress6(skb);
 	if (pp_parse(skb, &packet))
 		return TC_ACT_OK;
 

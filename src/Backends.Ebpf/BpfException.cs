@@ -5,7 +5,7 @@ namespace ProxyPlanes.Backends.Ebpf;
 /// <summary>
 /// A bpf(2) or libbpf call the kernel refused, as one line naming the operation, its target, the
 /// errno and what it usually means here, e.g.
-/// <c>bpf(BPF_MAP_UPDATE_ELEM) on map pp_services_v1: E2BIG (Argument list too long): the map is full</c>.
+/// <c>bpf(BPF_MAP_UPDATE_ELEM) on map pp_services_v2: E2BIG (Argument list too long): the map is full</c>.
 /// A program the verifier rejected carries the verifier's log after that line (<see cref="VerifierLog"/>).
 /// </summary>
 public sealed class BpfException : Exception
@@ -46,7 +46,7 @@ public sealed class BpfException : Exception
     /// <summary>The positive errno (E2BIG is 7).</summary>
     public int Errno { get; }
 
-    /// <summary>What was attempted: <c>bpf(BPF_MAP_UPDATE_ELEM) on map pp_services_v1</c>.</summary>
+    /// <summary>What was attempted: <c>bpf(BPF_MAP_UPDATE_ELEM) on map pp_services_v2</c>.</summary>
     public string Operation { get; }
 
     /// <summary>What libbpf and the verifier printed while loading, when this is a load failure.</summary>

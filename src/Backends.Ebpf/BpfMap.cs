@@ -35,7 +35,7 @@ public sealed unsafe class BpfMap : IDisposable
         MaxEntries = maxEntries;
     }
 
-    /// <summary>The kernel's name of the map (15 characters at most), e.g. <c>pp_services_v1</c>.</summary>
+    /// <summary>The kernel's name of the map (15 characters at most), e.g. <c>pp_services_v2</c>.</summary>
     public string Name { get; }
 
     /// <summary>enum bpf_map_type (1 is a hash, 9 an LRU hash).</summary>

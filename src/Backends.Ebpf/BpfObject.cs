@@ -158,9 +158,13 @@ public sealed unsafe class BpfObject : IDisposable
 public enum BpfAttachType
 {
     CgroupInet4Connect = 10,
+    CgroupInet6Connect = 11,
     CgroupUdp4Sendmsg = 14,
+    CgroupUdp6Sendmsg = 15,
     CgroupUdp4Recvmsg = 19,
+    CgroupUdp6Recvmsg = 20,
     CgroupInet4Getpeername = 29,
+    CgroupInet6Getpeername = 30,
     TcxIngress = 46,
     TcxEgress = 47,
 }
@@ -170,7 +174,8 @@ public static class BpfCgroup
 {
     /// <summary>The attach types of a cgroup (BPF_PROG_QUERY on a cgroup with a tc type is ENODEV).</summary>
     public static IReadOnlyList<BpfAttachType> AttachTypes { get; } =
-        [BpfAttachType.CgroupInet4Connect, BpfAttachType.CgroupUdp4Sendmsg, BpfAttachType.CgroupUdp4Recvmsg, BpfAttachType.CgroupInet4Getpeername];
+        [BpfAttachType.CgroupInet4Connect, BpfAttachType.CgroupUdp4Sendmsg, BpfAttachType.CgroupUdp4Recvmsg, BpfAttachType.CgroupInet4Getpeername,
+         BpfAttachType.CgroupInet6Connect, BpfAttachType.CgroupUdp6Sendmsg, BpfAttachType.CgroupUdp6Recvmsg, BpfAttachType.CgroupInet6Getpeername];
 
     /// <summary>How many programs are attached directly to <paramref name="cgroupDirectory"/> at <paramref name="type"/> (BPF_PROG_QUERY, links included).</summary>
     public static int AttachedPrograms(string cgroupDirectory, BpfAttachType type)

@@ -22,7 +22,6 @@ public sealed class EbpfBackend : IProxyBackend
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly Action? _cleanup;
     private EbpfPlannerState? _state;
-    private int _loggedSkipped = -1;
 
     /// <param name="cleanup">What <see cref="CleanupAsync"/> runs after closing the maps (detach and unpin, for the daemon's kernel).</param>
     public EbpfBackend(IEbpfMaps maps, ProxyMetrics metrics, ILogger logger, Action? cleanup = null)
@@ -35,8 +34,8 @@ public sealed class EbpfBackend : IProxyBackend
 
     public string Mode => "ebpf";
 
-    /// <summary>IPv4 only: the maps of layout 1 hold IPv4 frontends; IPv6 ones are counted, not rendered.</summary>
-    public IReadOnlyList<IpFamily> Families { get; } = [IpFamily.IPv4];
+    /// <summary>Both: the maps of layout 2 hold IPv4 and IPv6 frontends (the tc programs act on IPv4 only).</summary>
+    public IReadOnlyList<IpFamily> Families { get; } = [IpFamily.IPv4, IpFamily.IPv6];
 
     /// <summary>The last plan applied (for logs, the demo and tests).</summary>
     public EbpfPlan? LastPlan { get; private set; }
@@ -103,13 +102,7 @@ public sealed class EbpfBackend : IProxyBackend
             _state = plan.State;
             LastPlan = plan;
             if (_maps is EbpfKernel kernel) EbpfNames.TryWrite(kernel.Location.PinDirectory, plan, _logger); // names for explain; a failure only warns
-            _metrics.SetEntries(plan.State.Maps.Services.Count, plan.State.Maps.Backends.Count, plan.SkippedIPv6Ports);
-            if (plan.SkippedIPv6Ports != _loggedSkipped)
-            {
-                if (plan.SkippedIPv6Ports > 0)
-                    _logger.LogWarning("eBPF: {Ports} service ports have IPv6 frontends, which this mode does not render yet (IPv4 only); their IPv4 frontends work", plan.SkippedIPv6Ports);
-                _loggedSkipped = plan.SkippedIPv6Ports;
-            }
+            _metrics.SetEntries(plan.State.Maps.Services.Count, plan.State.Maps.Backends.Count);
             _logger.LogDebug("eBPF {Kind} sync: {Writes} map writes", full ? "full" : "partial", plan.Writes.Length);
             return new SyncTimings(TimeSpan.Zero, render.Elapsed, read + apply.Elapsed);
         }

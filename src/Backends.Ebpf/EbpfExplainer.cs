@@ -9,7 +9,7 @@ namespace ProxyPlanes.Backends.Ebpf;
 /// <c>proxyplanes explain</c> for --mode=ebpf: opens the maps pinned under <c>&lt;bpffs&gt;/proxyplanes/</c>
 /// (BPF_OBJ_GET, read only: lookups and key walks), reads them whole and traces the packet with
 /// <see cref="EbpfTracer"/>. <c>explain</c> has no <c>--bpf-fs</c>: the bpf filesystem is found among this
-/// process's mounts (the one holding <c>proxyplanes/pp_services_v1</c>); when several do (a test's private
+/// process's mounts (the one holding <c>proxyplanes/pp_services_v2</c>); when several do (a test's private
 /// bpffs beside the node's), the one a proxyplanes process in this network namespace was started with
 /// (its <c>--bpf-fs</c>, else the default) wins.
 /// </summary>
@@ -76,6 +76,12 @@ public sealed class EbpfExplainer : IKernelExplainer
             {
                 using var nodes = BpfMap.OpenPinned(nodePin);
                 nodeAddresses = nodes.Keys<uint>().Select(MapLayout.HostAddress).ToHashSet();
+                var node6Pin = Path.Combine(directory, MapLayout.NodeAddresses6Map);
+                if (File.Exists(node6Pin))
+                {
+                    using var nodes6 = BpfMap.OpenPinned(node6Pin);
+                    nodeAddresses.UnionWith(nodes6.Keys<MapAddress>().Select(a => a.ToIPAddress()));
+                }
             }
             List<SourceRange4Key>? ranges = null;
             var rangePin = Path.Combine(directory, MapLayout.SourceRangesMap);

@@ -83,11 +83,15 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         Services = bpfObject.Map(MapLayout.ServicesMap);
         Backends = bpfObject.Map(MapLayout.BackendsMap);
         NodeAddresses = tc.Map(MapLayout.NodeAddressesMap);
+        NodeAddresses6 = tc.Map(MapLayout.NodeAddresses6Map);
         SourceRanges = tc.Map(MapLayout.SourceRangesMap);
     }
 
     /// <summary>pp_nodeip4_v1: the node addresses a node port is served on.</summary>
     public BpfMap NodeAddresses { get; }
+
+    /// <summary>pp_nodeip6_v1: the node IPv6 addresses a node port is served on (key: the 16 bytes).</summary>
+    public BpfMap NodeAddresses6 { get; }
 
     /// <summary>pp_srcrange_v1: the allowed client prefixes of frontends with source ranges.</summary>
     public BpfMap SourceRanges { get; }
@@ -319,8 +323,8 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     }
 
     /// <summary>
-    /// pp_nodeip4_v1 made to hold the node's IPv4 addresses that accept node ports: <c>--nodeport-addresses</c>'
-    /// choice when it is set, else every address of a non-loopback interface (as the IPVS mode).
+    /// pp_nodeip4_v1 and pp_nodeip6_v1 made to hold the node's addresses that accept node ports: <c>--nodeport-addresses</c>'
+    /// choice when it is set, else every address of a non-loopback interface (as the IPVS mode); IPv6 link-local ones never.
     /// </summary>
     private void WriteNodeAddresses(RouteNetlink rtnl, NodeNetwork network)
     {
@@ -328,12 +332,18 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         var addresses = network.NodePortAddresses is { } chosen
             ? chosen.AsEnumerable()
             : rtnl.ListAddresses().Where(a => !loopback.Contains(a.InterfaceIndex)).Select(a => a.Address);
-        var wanted = addresses.Where(a => a.AddressFamily == AddressFamily.InterNetwork && !IPAddress.IsLoopback(a))
-            .Select(MapLayout.NetworkAddress).ToHashSet();
-        foreach (var key in NodeAddresses.Keys<uint>().ToList())
-            if (!wanted.Contains(key)) NodeAddresses.Delete(key);
-        foreach (var key in wanted)
-            if (!NodeAddresses.TryLookup(key, out NodeAddress _)) NodeAddresses.Update(key, default(NodeAddress));
+        var usable = addresses.Where(a => !IPAddress.IsLoopback(a) && !a.IsIPv6LinkLocal).ToList();
+        Sync(NodeAddresses, usable.Where(a => a.AddressFamily == AddressFamily.InterNetwork).Select(MapLayout.NetworkAddress).ToHashSet());
+        Sync(NodeAddresses6, usable.Where(a => a.AddressFamily == AddressFamily.InterNetworkV6).Select(MapAddress.For).ToHashSet());
+
+        static void Sync<TKey>(BpfMap map, HashSet<TKey> wanted)
+            where TKey : unmanaged
+        {
+            foreach (var key in map.Keys<TKey>().ToList())
+                if (!wanted.Contains(key)) map.Delete(key);
+            foreach (var key in wanted)
+                if (!map.TryLookup(key, out NodeAddress _)) map.Update(key, default(NodeAddress));
+        }
     }
 
     /// <summary>The tc pair on one interface: tcx links (pinned) or clsact filters (held by this process).</summary>
@@ -402,7 +412,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
 
     /// <summary>
     /// What the mode set up in the calling thread's network namespace besides the pins: the fixed nftables
-    /// table <c>ip proxyplanes-ebpf</c>. (The tc links are pins, removed by <see cref="Remove"/>.)
+    /// table <c>inet proxyplanes-ebpf</c>. (The tc links are pins, removed by <see cref="Remove"/>.)
     /// </summary>
     public static void RemoveNamespaceState(ILogger logger)
     {
@@ -414,7 +424,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         {
             return; // no nft on this node: the mode never ran here (it needs nft to start)
         }
-        logger.LogInformation("eBPF: removed nftables table ip {Table}", EbpfNftables.Table);
+        logger.LogInformation("eBPF: removed nftables table inet {Table}", EbpfNftables.Table);
     }
 
     /// <summary>

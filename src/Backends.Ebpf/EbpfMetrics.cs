@@ -6,17 +6,15 @@ namespace ProxyPlanes.Backends.Ebpf;
 /// <summary>
 /// The eBPF-only metrics, registered by this data plane on the shared <see cref="ProxyMetrics.Registry"/>
 /// (so they appear in <c>--mode=ebpf</c> only): map entries after the last sync, map writes the kernel
-/// refused, and the service ports whose IPv6 frontends this layout cannot hold.
+/// refused.
 /// </summary>
 public sealed class EbpfMetrics
 {
     public const string MapEntries = "proxyplanes_ebpf_map_entries";
     public const string MapUpdateFailuresTotal = "proxyplanes_ebpf_map_update_failures_total";
-    public const string SkippedServicePorts = "proxyplanes_ebpf_skipped_service_ports";
 
     private readonly Gauge _entries;
     private readonly Counter _failures;
-    private readonly Gauge _skipped;
 
     public EbpfMetrics(ProxyMetrics metrics)
     {
@@ -24,17 +22,15 @@ public sealed class EbpfMetrics
         var factory = metrics.Factory;
         _entries = factory.CreateGauge(MapEntries, "Entries in the eBPF data plane's maps after the last sync, by map", ["map"]);
         _failures = factory.CreateCounter(MapUpdateFailuresTotal, "Map writes (updates and deletes) the kernel refused, by map", ["map"]);
-        _skipped = factory.CreateGauge(SkippedServicePorts, "Service ports with frontends the eBPF maps cannot hold yet (IPv6), by IP family", ["ip_family"]);
         // Present from the start, so a scrape before the first failure shows 0.
         _failures.WithLabels(MapLayout.ServicesMap);
         _failures.WithLabels(MapLayout.BackendsMap);
     }
 
-    public void SetEntries(int services, int backends, int skippedIPv6Ports)
+    public void SetEntries(int services, int backends)
     {
         _entries.WithLabels(MapLayout.ServicesMap).Set(services);
         _entries.WithLabels(MapLayout.BackendsMap).Set(backends);
-        _skipped.WithLabels("IPv6").Set(skippedIPv6Ports);
     }
 
     public void UpdateFailed(string map) => _failures.WithLabels(map).Inc();

@@ -12,9 +12,9 @@ public sealed class EbpfMode : IProxyMode
     /// What this mode does not render yet, said once at start (and in the README's per-mode table).
     /// </summary>
     public const string NotRenderedYet =
-        "--mode=ebpf renders IPv4 TCP and UDP: socket hooks for processes in --bpf-cgroup, tc programs on the node's interfaces for traffic from off the node; " +
+        "--mode=ebpf renders IPv4 and IPv6 TCP and UDP: socket hooks for processes in --bpf-cgroup, tc programs on the node's interfaces for traffic from off the node; " +
         "it does not render yet: node ports from the node's own sockets, masquerade of local sockets (hairpin, --masquerade-all), " +
-        "loadBalancerSourceRanges for local sockets, clearing stale UDP flows when an endpoint goes, IPv6 and SCTP";
+        "loadBalancerSourceRanges for local sockets and for IPv6, clearing stale UDP flows when an endpoint goes, and SCTP";
 
     public static EbpfMode Instance { get; } = new();
 
@@ -98,7 +98,7 @@ public sealed class EbpfMode : IProxyMode
         public Task<TimeSpan?> FloorAsync(CancellationToken cancellationToken) => Task.FromResult<TimeSpan?>(null);
 
         public Task<IReadOnlySet<string>> EndpointsInKernelAsync(CancellationToken cancellationToken) =>
-            Task.FromResult<IReadOnlySet<string>>(kernel.Read().Backends.Values
-                .Select(b => $"{MapLayout.HostAddress(b.Address)}:{MapLayout.HostPort(b.Port)}").ToHashSet());
+            Task.FromResult<IReadOnlySet<string>>(kernel.Read().Backends.Values.Where(b => b.Address.IsIPv4)
+                .Select(b => EbpfText.Endpoint(b.Address.ToIPAddress(), b.Port)).ToHashSet());
     }
 }

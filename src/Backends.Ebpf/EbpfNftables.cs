@@ -10,6 +10,8 @@ namespace ProxyPlanes.Backends.Ebpf;
 /// <see cref="MapLayout.MarkMasquerade"/> is masqueraded on its way to the backend (conntrack then
 /// un-masquerades the reply before tc egress gives it the frontend's address back). It never changes
 /// with services, so a sync never touches it: <see cref="Apply"/> at start, <see cref="Remove"/> in cleanup.
+/// An <c>inet</c> table, so one ruleset serves IPv4 and IPv6 (<c>icmpx</c> answers in each family's ICMP);
+/// the <c>ip</c> table of earlier versions is deleted with it.
 /// </summary>
 public static class EbpfNftables
 {
@@ -25,17 +27,19 @@ public static class EbpfNftables
     public static string Ruleset { get; } = $$"""
         table ip {{Table}}
         delete table ip {{Table}}
-        table ip {{Table}} {
+        table inet {{Table}}
+        delete table inet {{Table}}
+        table inet {{Table}} {
         	comment "ProxyPlanes eBPF mode: reject and masquerade what the tc programs marked"
         	chain reject-input {
         		type filter hook input priority filter - 10; policy accept;
         		{{Reject}} meta l4proto tcp reject with tcp reset comment "frontend without endpoints (tc)"
-        		{{Reject}} reject with icmp type port-unreachable comment "frontend without endpoints (tc)"
+        		{{Reject}} reject with icmpx type port-unreachable comment "frontend without endpoints (tc)"
         	}
         	chain reject-forward {
         		type filter hook forward priority filter - 10; policy accept;
         		{{Reject}} meta l4proto tcp reject with tcp reset comment "frontend without endpoints (tc)"
-        		{{Reject}} reject with icmp type port-unreachable comment "frontend without endpoints (tc)"
+        		{{Reject}} reject with icmpx type port-unreachable comment "frontend without endpoints (tc)"
         	}
         	chain nat-postrouting {
         		type nat hook postrouting priority srcnat; policy accept;
@@ -46,7 +50,7 @@ public static class EbpfNftables
         """;
 
     /// <summary>Removes the table; nothing when it is not there.</summary>
-    public static string RemoveScript { get; } = $"table ip {Table}\ndelete table ip {Table}\n";
+    public static string RemoveScript { get; } = $"table ip {Table}\ndelete table ip {Table}\ntable inet {Table}\ndelete table inet {Table}\n";
 
     /// <summary>Writes <see cref="Ruleset"/> with <c>nft -f -</c> in the calling thread's network namespace.</summary>
     public static void Apply() => Nft(Ruleset, "apply");
@@ -60,6 +64,6 @@ public static class EbpfNftables
     {
         var result = ExternalCommand.Run("nft", ["-f", "-"], script, TimeSpan.FromSeconds(30));
         if (!result.Succeeded)
-            throw new CommandException($"nft -f - could not {what} table ip {Table} (exit {result.ExitCode}): {ExternalCommand.FirstLines(result.StandardError, 5).ReplaceLineEndings(" ")}", result);
+            throw new CommandException($"nft -f - could not {what} table inet {Table} (exit {result.ExitCode}): {ExternalCommand.FirstLines(result.StandardError, 5).ReplaceLineEndings(" ")}", result);
     }
 }

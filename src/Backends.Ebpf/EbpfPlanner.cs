@@ -1,6 +1,7 @@
 using System.Collections.Immutable;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Text;
 using ProxyPlanes.Model;
 
@@ -13,7 +14,7 @@ public abstract record MapWrite
     public abstract string Map { get; }
 }
 
-/// <summary>Creates or replaces a backend (BPF_ANY on <c>pp_backends_v1</c>).</summary>
+/// <summary>Creates or replaces a backend (BPF_ANY on <c>pp_backends_v2</c>).</summary>
 public sealed record BackendUpdate(uint Id, Backend Value) : MapWrite
 {
     public override string Map => MapLayout.BackendsMap;
@@ -29,7 +30,7 @@ public sealed record BackendDelete(uint Id) : MapWrite
     public override string ToString() => $"delete backend {Id}";
 }
 
-/// <summary>Creates or replaces a master entry or a slot (BPF_ANY on <c>pp_services_v1</c>); <paramref name="Owner"/> names the service port for the reader.</summary>
+/// <summary>Creates or replaces a master entry or a slot (BPF_ANY on <c>pp_services_v2</c>); <paramref name="Owner"/> names the service port for the reader.</summary>
 public sealed record ServiceUpdate(ServiceKey Key, ServiceValue Value, ServicePortName Owner) : MapWrite
 {
     public override string Map => MapLayout.ServicesMap;
@@ -76,7 +77,7 @@ public sealed record EbpfMapContents(ImmutableDictionary<ServiceKey, ServiceValu
 /// <summary>
 /// What the planner remembers between syncs: the maps as the last plan left them, which master
 /// entries each service port claims (two ports may claim one frontend: the first by name wins), the
-/// slot references of each backend id, free backend and reverse-NAT ids, and the IPv6 ports skipped.
+/// slot references of each backend id, and free backend and reverse-NAT ids.
 /// </summary>
 public sealed record EbpfPlannerState(
     EbpfMapContents Maps,
@@ -85,8 +86,7 @@ public sealed record EbpfPlannerState(
     ImmutableDictionary<Backend, uint> BackendIds,
     ImmutableDictionary<uint, int> BackendReferences,
     IdPool BackendIdPool,
-    IdPool RevNatIdPool,
-    ImmutableHashSet<ServicePortName> SkippedIPv6)
+    IdPool RevNatIdPool)
 {
     public int MasterEntries => Maps.Services.Keys.Count(k => k.Slot == 0);
 }
@@ -119,14 +119,10 @@ public sealed record IdPool(ImmutableSortedSet<uint> Free, uint Next)
 /// </summary>
 public sealed record EbpfPlan(ImmutableArray<MapWrite> Writes, EbpfPlannerState State, bool Full)
 {
-    /// <summary>Service ports with an IPv6 frontend this layout cannot hold (their IPv4 frontends are rendered).</summary>
-    public int SkippedIPv6Ports => State.SkippedIPv6.Count;
-
     public override string ToString()
     {
         var text = new StringBuilder();
         text.Append("# ").Append(Full ? "full" : "partial").Append(" sync: ").Append(Writes.Length).Append(" map writes");
-        if (SkippedIPv6Ports > 0) text.Append(", ").Append(SkippedIPv6Ports).Append(" service ports with IPv6 frontends skipped (IPv4 only)");
         text.Append('\n');
         foreach (var write in Writes) text.Append(write).Append('\n');
         return text.ToString();
@@ -134,7 +130,7 @@ public sealed record EbpfPlan(ImmutableArray<MapWrite> Writes, EbpfPlannerState 
 }
 
 /// <summary>
-/// Pure planner of the eBPF data plane: Core's IPv4 verdicts (+ the changed service ports, + what a
+/// Pure planner of the eBPF data plane: Core's IPv4 and IPv6 verdicts (+ the changed service ports, + what a
 /// full sync read from the maps) → the map writes that make the maps match, in the one order a
 /// program running meanwhile can bear: new backends, then slots, then master entries (the switch
 /// point: a program never sees a count above the slots written), then stale slots, then backends no
@@ -143,14 +139,14 @@ public sealed record EbpfPlan(ImmutableArray<MapWrite> Writes, EbpfPlannerState 
 /// <list type="bullet">
 /// <item>a cluster IP: scope internal, the internal traffic verdict;</item>
 /// <item>an external or load-balancer IP (<see cref="MapLayout.ServiceFlagExternal"/>) and a node port
-/// (address 0, <see cref="MapLayout.ServiceFlagNodePort"/>): scope internal holds what local clients
+/// (its family's unspecified address, <see cref="MapLayout.ServiceFlagNodePort"/>): scope internal holds what local clients
 /// get (the cluster pool when Core short-circuits them under externalTrafficPolicy Local), scope
 /// external what off-node clients get, present only when it differs;</item>
 /// <item>Core's Drop is count 0 with <see cref="MapLayout.ServiceFlagDrop"/>, Reject is count 0.</item>
 /// </list>
-/// Source ranges are only flagged (<see cref="MapLayout.ServiceFlagSourceRanges"/>): the ranges
-/// themselves belong in the tc programs' LPM map (not written here yet). IPv6 frontends are skipped
-/// and counted (<see cref="EbpfPlan.SkippedIPv6Ports"/>).
+/// Source ranges flag an IPv4 master (<see cref="MapLayout.ServiceFlagSourceRanges"/>) and write its
+/// prefixes into the tc programs' LPM map; IPv6 ones are not rendered (tc.c acts on IPv4 only). IPv6 frontends share the maps (16-byte addresses, IPv4
+/// held as ::ffff:a.b.c.d), each family rendered from Core's verdict for it.
 /// </summary>
 public sealed class EbpfPlanner
 {
@@ -172,16 +168,13 @@ public sealed class EbpfPlanner
         if (full)
         {
             work = Work.FromMaps(maps ?? throw new ArgumentNullException(nameof(maps), "a full sync needs the maps' contents"));
-            var skipped = ImmutableHashSet.CreateBuilder<ServicePortName>();
             foreach (var (name, port) in request.State.ServicePorts)
             {
                 var frontends = FrontendsOf(name, port);
-                if (HasIPv6Frontend(port.Info)) skipped.Add(name);
                 if (frontends.IsEmpty) continue;
                 work.Ports[name] = frontends.Select(f => f.Key).ToImmutableArray();
                 foreach (var frontend in frontends) work.Claim(frontend.Key, name);
             }
-            work.SkippedIPv6 = skipped;
             touched = work.Claims.Keys.Concat(work.SlotsByMaster.Keys);
         }
         else
@@ -195,9 +188,7 @@ public sealed class EbpfPlanner
                     foreach (var key in before) { work.Unclaim(key, name); keys.Add(key); }
                     work.Ports.Remove(name);
                 }
-                work.SkippedIPv6.Remove(name);
                 if (!request.State.ServicePorts.TryGetValue(name, out var port)) continue;
-                if (HasIPv6Frontend(port.Info)) work.SkippedIPv6.Add(name);
                 var frontends = FrontendsOf(name, port);
                 if (frontends.IsEmpty) continue;
                 work.Ports[name] = frontends.Select(f => f.Key).ToImmutableArray();
@@ -219,19 +210,26 @@ public sealed class EbpfPlanner
     /// <summary>A master entry to render: its key, what goes into slot 0 (without the reverse-NAT id) and the backends of its slots.</summary>
     public sealed record Frontend(ServiceKey Key, ushort Flags, uint AffinityTimeout, ImmutableArray<Backend> Backends, ServicePortName Owner, ImmutableArray<IpPrefix> SourceRanges = default);
 
-    /// <summary>Every IPv4 frontend of a service port (none when it has no IPv4 cluster IP), sorted by key.</summary>
-    public static ImmutableArray<Frontend> Frontends(ServicePortState port)
+    /// <summary>Every frontend of a service port, IPv4 and IPv6 (a family without a cluster IP has none), sorted by key.</summary>
+    public static ImmutableArray<Frontend> Frontends(ServicePortState port) =>
+        [.. Frontends(port, IpFamily.IPv4).Concat(Frontends(port, IpFamily.IPv6)).Order(FrontendComparer.Instance)];
+
+    /// <summary>The frontends of one family, from Core's verdict for that family.</summary>
+    private static IEnumerable<Frontend> Frontends(ServicePortState port, IpFamily family)
     {
         var info = port.Info;
-        var clusterIP = info.ClusterIPs.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork);
+        var addressFamily = family == IpFamily.IPv4 ? AddressFamily.InterNetwork : AddressFamily.InterNetworkV6;
+        bool OfFamily(IPAddress address) => address.AddressFamily == addressFamily;
+        var clusterIP = info.ClusterIPs.FirstOrDefault(OfFamily);
         if (clusterIP is null) return [];
-        var verdict = port.IPv4Verdict;
+        var verdict = port.VerdictFor(family);
         var protocol = ProtocolNumber(info.Protocol);
         var frontends = new List<Frontend>();
 
         var affinity = verdict.AffinityTimeoutSeconds is null ? (ushort)0 : MapLayout.ServiceFlagAffinity;
         var timeout = (uint)(verdict.AffinityTimeoutSeconds ?? 0);
-        var ranges = verdict.SourceRanges.Where(r => r.Family == IpFamily.IPv4).Distinct()
+        // The allowed prefixes live in an IPv4 LPM trie (pp_srcrange_v1) that only tc (IPv4) reads: IPv6 has none, and no flag.
+        var ranges = family != IpFamily.IPv4 ? [] : verdict.SourceRanges.Where(r => r.Family == IpFamily.IPv4).Distinct()
             .OrderBy(r => System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(r.Address.GetAddressBytes())).ThenBy(r => r.Length).ToImmutableArray();
 
         // Cluster IP: internal traffic only (an off-node client of a cluster IP is internal traffic too).
@@ -251,20 +249,21 @@ public sealed class EbpfPlanner
             var offNode = Make(key with { Scope = MapLayout.ScopeExternal }, verdict.ExternalTraffic, flags);
             if (offNode.Flags != local.Flags || !offNode.Backends.SequenceEqual(local.Backends)) frontends.Add(offNode);
         }
-        foreach (var address in info.ExternalIPs.Where(IsIPv4)) AddExternal(ServiceKey.For(address, info.Port, protocol), MapLayout.ServiceFlagExternal);
-        var sourceRanges = verdict.SourceRanges.Any(r => r.Family == IpFamily.IPv4) ? MapLayout.ServiceFlagSourceRanges : (ushort)0;
-        foreach (var address in info.LoadBalancerIPs.Where(IsIPv4))
+        foreach (var address in info.ExternalIPs.Where(OfFamily)) AddExternal(ServiceKey.For(address, info.Port, protocol), MapLayout.ServiceFlagExternal);
+        var sourceRanges = !ranges.IsEmpty ? MapLayout.ServiceFlagSourceRanges : (ushort)0;
+        foreach (var address in info.LoadBalancerIPs.Where(OfFamily))
             AddExternal(ServiceKey.For(address, info.Port, protocol), (ushort)(MapLayout.ServiceFlagExternal | sourceRanges));
-        if (info.NodePort != 0) AddExternal(ServiceKey.For(IPAddress.Any, info.NodePort, protocol), MapLayout.ServiceFlagNodePort);
+        if (info.NodePort != 0)
+            AddExternal(ServiceKey.For(family == IpFamily.IPv4 ? IPAddress.Any : IPAddress.IPv6Any, info.NodePort, protocol), MapLayout.ServiceFlagNodePort);
 
         // One master entry per key: an external IP equal to the cluster IP (or listed twice) keeps the first.
-        return frontends.DistinctBy(f => f.Key).Order(FrontendComparer.Instance).ToImmutableArray();
+        return frontends.DistinctBy(f => f.Key);
 
         Frontend Make(ServiceKey key, TrafficVerdict traffic, ushort flags)
         {
             if (traffic.Action == TrafficAction.Drop) flags |= MapLayout.ServiceFlagDrop;
             var backends = traffic.IsForward
-                ? traffic.Endpoints.Where(e => e.Family == IpFamily.IPv4).Order().Select(e => Backend.For(e.Address, e.Port, protocol)).ToImmutableArray()
+                ? traffic.Endpoints.Where(e => e.Family == family).Order().Select(e => Backend.For(e.Address, e.Port, protocol)).ToImmutableArray()
                 : [];
             return new Frontend(key, flags, (flags & MapLayout.ServiceFlagAffinity) != 0 ? timeout : 0, backends, info.Name,
                 (flags & MapLayout.ServiceFlagSourceRanges) != 0 ? ranges : []);
@@ -279,11 +278,6 @@ public sealed class EbpfPlanner
         Protocol.SCTP => (ProtocolType)132,
         _ => throw new ArgumentOutOfRangeException(nameof(protocol), protocol, null),
     };
-
-    private static bool IsIPv4(IPAddress address) => address.AddressFamily == AddressFamily.InterNetwork;
-
-    private static bool HasIPv6Frontend(ServicePortInfo info) =>
-        info.ClusterIPs.Any(a => !IsIPv4(a)) || info.ExternalIPs.Any(a => !IsIPv4(a)) || info.LoadBalancerIPs.Any(a => !IsIPv4(a));
 
     /// <summary>The planner's scratch state for one plan: mutable builders over the previous state, and the writes in their five phases.</summary>
     private sealed class Work
@@ -306,7 +300,6 @@ public sealed class EbpfPlanner
         public required ImmutableDictionary<uint, int>.Builder References { get; init; }
         public required IdPool BackendPool { get; set; }
         public required IdPool RevNatPool { get; set; }
-        public required ImmutableHashSet<ServicePortName>.Builder SkippedIPv6 { get; set; }
         public required ImmutableHashSet<SourceRange4Key>.Builder Ranges { get; init; }
 
         /// <summary>Full sync only: the slots (1..) the maps hold under each master key, slot 0 included when present.</summary>
@@ -322,7 +315,6 @@ public sealed class EbpfPlanner
             References = state.BackendReferences.ToBuilder(),
             BackendPool = state.BackendIdPool,
             RevNatPool = state.RevNatIdPool,
-            SkippedIPv6 = state.SkippedIPv6.ToBuilder(),
             Ranges = state.Maps.SourceRanges.ToBuilder(),
         };
 
@@ -346,7 +338,6 @@ public sealed class EbpfPlanner
                 References = references,
                 BackendPool = IdPool.Around(maps.Backends.Keys),
                 RevNatPool = IdPool.Around(maps.Services.Where(s => s.Key.Slot == 0 && s.Value.RevNatId != 0).Select(s => s.Value.RevNatId)),
-                SkippedIPv6 = ImmutableHashSet.CreateBuilder<ServicePortName>(),
                 Ranges = maps.SourceRanges.ToBuilder(),
                 _allRangesTouched = true,
             };
@@ -456,8 +447,7 @@ public sealed class EbpfPlanner
             BackendIds.ToImmutable(),
             References.ToImmutable(),
             BackendPool,
-            RevNatPool,
-            SkippedIPv6.ToImmutable());
+            RevNatPool);
 
         private void DeleteSlot(ServiceKey slotKey)
         {
@@ -524,8 +514,7 @@ public sealed class ServiceKeyComparer : IComparer<ServiceKey>
 
     public int Compare(ServiceKey x, ServiceKey y)
     {
-        var c = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(x.Address).CompareTo(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(y.Address));
-        if (!BitConverter.IsLittleEndian) c = x.Address.CompareTo(y.Address);
+        var c = MemoryMarshal.AsBytes(new ReadOnlySpan<MapAddress>(in x.Address)).SequenceCompareTo(MemoryMarshal.AsBytes(new ReadOnlySpan<MapAddress>(in y.Address)));
         if (c != 0) return c;
         if ((c = MapLayout.HostPort(x.Port).CompareTo(MapLayout.HostPort(y.Port))) != 0) return c;
         if ((c = x.Proto.CompareTo(y.Proto)) != 0) return c;
@@ -539,15 +528,22 @@ public static class EbpfText
 {
     public static string Protocol(byte proto) => proto switch { 6 => "tcp", 17 => "udp", 132 => "sctp", _ => $"proto {proto}" };
 
-    /// <summary><c>10.96.0.10:80/tcp</c>, <c>*:30080/tcp</c> for a node port, with <c> external</c> for the external scope.</summary>
+    /// <summary>
+    /// <c>10.96.0.10:80/tcp</c>, <c>[fd00::10]:80/tcp</c>, <c>*:30080/tcp</c> (<c>[*]:30080/tcp</c> for IPv6) for a
+    /// node port, with <c> external</c> for the external scope.
+    /// </summary>
     public static string Frontend(ServiceKey key) =>
-        $"{(key.Address == 0 ? "*" : MapLayout.HostAddress(key.Address).ToString())}:{MapLayout.HostPort(key.Port)}/{Protocol(key.Proto)}{(key.Scope == MapLayout.ScopeExternal ? " external" : "")}";
+        $"{(!key.Address.IsUnspecified ? Endpoint(key.Address.ToIPAddress(), key.Port) : key.Address.IsIPv4 ? $"*:{MapLayout.HostPort(key.Port)}" : $"[*]:{MapLayout.HostPort(key.Port)}")}/{Protocol(key.Proto)}{(key.Scope == MapLayout.ScopeExternal ? " external" : "")}";
+
+    /// <summary><c>10.0.0.1:80</c>, or <c>[fd00::1]:80</c>; the port in network order.</summary>
+    public static string Endpoint(IPAddress address, ushort networkPort) =>
+        address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{address}]:{MapLayout.HostPort(networkPort)}" : $"{address}:{MapLayout.HostPort(networkPort)}";
 
     /// <summary><c>203.0.113.0/24 revnat 3</c>.</summary>
     public static string SourceRange(SourceRange4Key key) => $"{MapLayout.HostAddress(key.Address)}/{key.Prefixlen - 32} revnat {key.RevNatId}";
 
     public static string Backend(Backend backend) =>
-        $"{MapLayout.HostAddress(backend.Address)}:{MapLayout.HostPort(backend.Port)}/{Protocol(backend.Proto)}";
+        $"{Endpoint(backend.Address.ToIPAddress(), backend.Port)}/{Protocol(backend.Proto)}";
 
     /// <summary><c> flags nodeport,drop timeout 10800</c>, or nothing without flags.</summary>
     public static string Flags(ServiceValue master)

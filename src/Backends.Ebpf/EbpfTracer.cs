@@ -40,8 +40,6 @@ public static class EbpfTracer
         ArgumentNullException.ThrowIfNull(snapshot);
         ArgumentNullException.ThrowIfNull(question);
         ArgumentNullException.ThrowIfNull(node);
-        if (question.Destination.AddressFamily != AddressFamily.InterNetwork)
-            return Pass("the eBPF maps of layout 1 hold IPv4 frontends only", []);
         if (question.Protocol is not (Protocol.TCP or Protocol.UDP))
             return Pass("the eBPF programs act on TCP and UDP only", []);
         // The node's addresses: the interfaces' and the ones the daemon put in pp_nodeip4_v1.
@@ -55,18 +53,17 @@ public static class EbpfTracer
     {
         ArgumentNullException.ThrowIfNull(snapshot);
         var all = new List<FrontendFate>();
-        var nodeAddress = snapshot.NodeAddresses?.OrderBy(a => a.ToString(), StringComparer.Ordinal).FirstOrDefault();
-        var seen = new HashSet<(uint, ushort, byte)>();
-        foreach (var (key, _) in snapshot.Services.Where(s => s.Key.Slot == 0).OrderBy(s => MapLayout.HostAddress(s.Key.Address).ToString(), StringComparer.Ordinal)
+        var seen = new HashSet<(MapAddress, ushort, byte)>();
+        foreach (var (key, _) in snapshot.Services.Where(s => s.Key.Slot == 0).OrderBy(s => s.Key.Address.ToString(), StringComparer.Ordinal)
                      .ThenBy(s => MapLayout.HostPort(s.Key.Port)).ThenBy(s => s.Key.Proto).ThenBy(s => s.Key.Scope))
         {
             if (!seen.Add((key.Address, key.Port, key.Proto))) continue; // the other scope of one frontend
             if (key.Proto is not ((byte)ProtocolType.Tcp or (byte)ProtocolType.Udp)) continue;
             var protocol = key.Proto == (byte)ProtocolType.Tcp ? Protocol.TCP : Protocol.UDP;
             IPAddress destination;
-            if (key.Address != 0) destination = MapLayout.HostAddress(key.Address);
-            else if (nodeAddress is not null) destination = nodeAddress;
-            else continue; // a node port with no node address to reach it on
+            if (!key.Address.IsUnspecified) destination = key.Address.ToIPAddress();
+            else if (snapshot.NodeAddresses?.Where(a => a.AddressFamily == key.Address.ToIPAddress().AddressFamily).OrderBy(a => a.ToString(), StringComparer.Ordinal).FirstOrDefault() is { } nodeAddress) destination = nodeAddress;
+            else continue; // a node port with no node address of its family to reach it on
             var question = new PacketQuestion(protocol, destination, MapLayout.HostPort(key.Port));
             all.Add(new FrontendFate(question, Trace(snapshot, question, node)));
         }
@@ -75,7 +72,9 @@ public static class EbpfTracer
 
     private static PacketFate TraceSocket(EbpfSnapshot snapshot, PacketQuestion question)
     {
-        var steps = new List<string> { "socket hooks (connect4/sendmsg4) of a process in --bpf-cgroup" };
+        var steps = new List<string> { question.Destination.AddressFamily == AddressFamily.InterNetworkV6
+            ? "socket hooks (connect6/sendmsg6) of a process in --bpf-cgroup"
+            : "socket hooks (connect4/sendmsg4) of a process in --bpf-cgroup" };
         var key = ServiceKey.For(question.Destination, question.Port, Proto(question.Protocol));
         if (!snapshot.Services.TryGetValue(key, out var master))
         {
@@ -99,8 +98,8 @@ public static class EbpfTracer
         {
             if (!snapshot.NodeAddresses!.Contains(question.Destination))
                 return Pass(TraceSteps.PassReason(null), steps);
-            steps.Add($"{MapLayout.NodeAddressesMap}[{question.Destination}]: a node address");
-            key = key with { Address = 0 };
+            steps.Add($"{(question.Destination.AddressFamily == AddressFamily.InterNetworkV6 ? MapLayout.NodeAddresses6Map : MapLayout.NodeAddressesMap)}[{question.Destination}]: a node address");
+            key = key with { Address = MapAddress.Unspecified(question.Destination.AddressFamily) };
             found = Master(snapshot, key, steps);
             if (found is { } nodePort && (nodePort.Item2.Flags & MapLayout.ServiceFlagNodePort) == 0)
             {
@@ -131,7 +130,7 @@ public static class EbpfTracer
             return (master.Flags & MapLayout.ServiceFlagDrop) != 0
                 ? new PacketFate(name, frontend, PacketVerdict.Drop, [], masquerade, Affine(master), "no endpoints, and the drop flag: dropped (TC_ACT_SHOT)", steps)
                 : new PacketFate(name, frontend, PacketVerdict.Reject, [], masquerade, Affine(master),
-                    string.Create(CultureInfo.InvariantCulture, $"no endpoints: the reject mark 0x{MapLayout.MarkReject:x8}, answered by table ip proxyplanes-ebpf"), steps);
+                    string.Create(CultureInfo.InvariantCulture, $"no endpoints: the reject mark 0x{MapLayout.MarkReject:x8}, answered by table inet proxyplanes-ebpf"), steps);
         }
         return Forward(snapshot, masterKey, master, name, frontend, masquerade, steps);
     }
@@ -171,7 +170,7 @@ public static class EbpfTracer
                 missing++;
                 continue;
             }
-            var endpoint = $"{MapLayout.HostAddress(backend.Address)}:{MapLayout.HostPort(backend.Port)}";
+            var endpoint = EbpfText.Endpoint(backend.Address.ToIPAddress(), backend.Port);
             steps.Add($"{MapLayout.ServicesMap}[{Describe(slotKey)}] -> {MapLayout.BackendsMap}[{value.BackendId}] = {endpoint}");
             shares[endpoint] = shares.GetValueOrDefault(endpoint) + 1;
         }
@@ -216,7 +215,7 @@ public static class EbpfTracer
     private static PacketFate Pass(string reason, List<string> steps) => new(null, null, PacketVerdict.Pass, [], false, false, reason, steps);
 
     private static string Describe(ServiceKey key) =>
-        $"{MapLayout.HostAddress(key.Address)}:{MapLayout.HostPort(key.Port)}/{((ProtocolType)key.Proto).ToString().ToLowerInvariant()} slot {key.Slot} scope {(key.Scope == MapLayout.ScopeExternal ? "external" : "internal")}";
+        $"{EbpfText.Endpoint(key.Address.ToIPAddress(), key.Port)}/{((ProtocolType)key.Proto).ToString().ToLowerInvariant()} slot {key.Slot} scope {(key.Scope == MapLayout.ScopeExternal ? "external" : "internal")}";
 
     private static string DescribeMaster(ServiceKey key, ServiceValue master) =>
         string.Create(CultureInfo.InvariantCulture, $"{MapLayout.ServicesMap}[{Describe(key)}]: count {master.Count}, rev_nat {master.RevNatId}, flags {FlagNames(master)}")

@@ -13,17 +13,20 @@ namespace ProxyPlanes.Backends.Ebpf;
 /// </summary>
 public static class MapLayout
 {
-    /// <summary>PP_LAYOUT_VERSION: the suffix of every map name.</summary>
-    public const int Version = 1;
+    /// <summary>PP_LAYOUT_VERSION: a map name ends in the layout version in which its key or value last changed.</summary>
+    public const int Version = 2;
 
-    public const string ServicesMap = "pp_services_v1";
-    public const string BackendsMap = "pp_backends_v1";
+    public const string ServicesMap = "pp_services_v2";
+    public const string BackendsMap = "pp_backends_v2";
     public const string AffinityMap = "pp_affinity_v1";
     public const string UdpReverseNatMap = "pp_revnat4_v1";
+    public const string UdpReverseNat6Map = "pp_revnat6_v1";
 
     public const string NodeAddressesMap = "pp_nodeip4_v1";
     public const string ConnectionsMap = "pp_ct4_v1";
     public const string SourceRangesMap = "pp_srcrange_v1";
+    public const string NodeAddresses6Map = "pp_nodeip6_v1";
+    public const string Connections6Map = "pp_ct6_v1";
 
     /// <summary>PP_MARK_MASQUERADE: the skb mark tc ingress sets on a flow to masquerade (<see cref="EbpfNftables"/>).</summary>
     public const uint MarkMasquerade = 0x00100000;
@@ -67,7 +70,7 @@ public static class MapLayout
     /// <summary>An IPv4 address as the 32-bit value whose bytes in memory are the address in network order.</summary>
     public static uint NetworkAddress(IPAddress address)
     {
-        if (address.AddressFamily != AddressFamily.InterNetwork) throw new ArgumentException($"{address} is not IPv4 (the maps of layout {Version} hold IPv4 only)", nameof(address));
+        if (address.AddressFamily != AddressFamily.InterNetwork) throw new ArgumentException($"{address} is not IPv4 (this map holds IPv4 only)", nameof(address));
         Span<byte> bytes = stackalloc byte[4];
         address.TryWriteBytes(bytes, out _);
         return MemoryMarshal.Read<uint>(bytes);
@@ -94,12 +97,55 @@ public sealed class CStructAttribute(string name) : Attribute
     public string Name { get; } = name;
 }
 
+/// <summary>
+/// <c>__u32 address[4]</c> of pp_service_key, pp_backend and pp_revnat6_*: an IPv6 address, or an IPv4
+/// address mapped (::ffff:a.b.c.d), in network order. A node port's key holds its family's
+/// unspecified address (<c>::</c>, <c>::ffff:0.0.0.0</c>).
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct MapAddress
+{
+    public uint Word0;
+    public uint Word1;
+    public uint Word2;
+    public uint Word3;
+
+    public static MapAddress For(IPAddress address)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        Span<byte> bytes = stackalloc byte[16];
+        (address.AddressFamily == AddressFamily.InterNetwork ? address.MapToIPv6() : address).TryWriteBytes(bytes, out _);
+        return MemoryMarshal.Read<MapAddress>(bytes);
+    }
+
+    /// <summary>The unspecified address of a family, a node port's key address.</summary>
+    public static MapAddress Unspecified(AddressFamily family) => For(family == AddressFamily.InterNetwork ? IPAddress.Any : IPAddress.IPv6Any);
+
+    /// <summary>An IPv4 address held mapped (::ffff:a.b.c.d).</summary>
+    public readonly bool IsIPv4 => Word0 == 0 && Word1 == 0 && Word2 == MappedWord2;
+
+    /// <summary>0.0.0.0 or :: (a node port's key).</summary>
+    public readonly bool IsUnspecified => Word3 == 0 && (IsIPv4 || (Word0 | Word1 | Word2) == 0);
+
+    public readonly IPAddress ToIPAddress()
+    {
+        Span<byte> bytes = stackalloc byte[16];
+        MemoryMarshal.Write(bytes, in this);
+        var address = new IPAddress(bytes);
+        return IsIPv4 ? address.MapToIPv4() : address;
+    }
+
+    public override readonly string ToString() => ToIPAddress().ToString();
+
+    private static readonly uint MappedWord2 = MemoryMarshal.Read<uint>([0, 0, 0xff, 0xff]);
+}
+
 /// <summary>struct pp_service_key: a frontend (address, port, protocol) and a slot of it (0 is the master entry).</summary>
 [CStruct("pp_service_key")]
 [StructLayout(LayoutKind.Sequential)]
 public record struct ServiceKey
 {
-    public uint Address;
+    public MapAddress Address;
     public ushort Port;
     public ushort Slot;
     public byte Proto;
@@ -108,7 +154,7 @@ public record struct ServiceKey
 
     public static ServiceKey For(IPAddress address, int port, ProtocolType protocol, int slot = 0) => new()
     {
-        Address = MapLayout.NetworkAddress(address),
+        Address = MapAddress.For(address),
         Port = MapLayout.NetworkPort(port),
         Proto = (byte)protocol,
         Slot = checked((ushort)slot),
@@ -117,7 +163,7 @@ public record struct ServiceKey
     public readonly ServiceKey WithSlot(int slot) => this with { Slot = checked((ushort)slot) };
 
     public override readonly string ToString() =>
-        $"{MapLayout.HostAddress(Address)}:{MapLayout.HostPort(Port)}/{(ProtocolType)Proto} slot {Slot}";
+        $"{EbpfText.Endpoint(Address.ToIPAddress(), Port)}/{(ProtocolType)Proto} slot {Slot}";
 }
 
 /// <summary>struct pp_service_value: in slot 0 the backend count and flags, in slots 1..count a backend id.</summary>
@@ -142,13 +188,13 @@ public record struct ServiceValue
 [StructLayout(LayoutKind.Sequential)]
 public record struct Backend
 {
-    public uint Address;
+    public MapAddress Address;
     public ushort Port;
     public byte Proto;
     public byte Flags;
 
     public static Backend For(IPAddress address, int port, ProtocolType protocol) =>
-        new() { Address = MapLayout.NetworkAddress(address), Port = MapLayout.NetworkPort(port), Proto = (byte)protocol };
+        new() { Address = MapAddress.For(address), Port = MapLayout.NetworkPort(port), Proto = (byte)protocol };
 }
 
 /// <summary>struct pp_affinity_key: a client (the netns cookie in socket hooks) of a frontend.</summary>
@@ -193,6 +239,29 @@ public record struct RevNat4Value
     public uint RevNatId;
 }
 
+/// <summary>struct pp_revnat6_key: an IPv6 UDP socket (its cookie) and the backend it was sent to.</summary>
+[CStruct("pp_revnat6_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct RevNat6Key
+{
+    public ulong Cookie;
+    public MapAddress Address;
+    public ushort Port;
+    public ushort Pad;
+    public uint Reserved;
+}
+
+/// <summary>struct pp_revnat6_value: the VIP the IPv6 socket really sent to.</summary>
+[CStruct("pp_revnat6_value")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct RevNat6Value
+{
+    public MapAddress Address;
+    public ushort Port;
+    public ushort Pad;
+    public uint RevNatId;
+}
+
 /// <summary>struct pp_node_address: the value of pp_nodeip4_v1, whose key is a node IPv4 address (network order).</summary>
 [CStruct("pp_node_address")]
 [StructLayout(LayoutKind.Sequential)]
@@ -224,6 +293,35 @@ public record struct Ct4Key
 public record struct Ct4Value
 {
     public uint Address;
+    public ushort Port;
+    public ushort Flags;
+    public uint RevNatId;
+    public uint BackendId;
+}
+
+/// <summary>struct pp_ct6_key: an IPv6 connection of the tc programs, by a packet's 5-tuple as seen and its direction.</summary>
+[CStruct("pp_ct6_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct Ct6Key
+{
+    public MapAddress Saddr;
+    public MapAddress Daddr;
+    public ushort Sport;
+    public ushort Dport;
+    public byte Proto;
+    public byte Direction;
+    public ushort Pad;
+
+    public override readonly string ToString() =>
+        $"{(Direction == MapLayout.ConnectionForward ? "forward" : "reply")} {EbpfText.Endpoint(Saddr.ToIPAddress(), Sport)} -> {EbpfText.Endpoint(Daddr.ToIPAddress(), Dport)}/{(ProtocolType)Proto}";
+}
+
+/// <summary>struct pp_ct6_value: the backend (forward) or the frontend the client used (reply), IPv6.</summary>
+[CStruct("pp_ct6_value")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct Ct6Value
+{
+    public MapAddress Address;
     public ushort Port;
     public ushort Flags;
     public uint RevNatId;
@@ -273,9 +371,13 @@ public static class SockPrograms
     public const string Sendmsg4 = "pp_sendmsg4";
     public const string Recvmsg4 = "pp_recvmsg4";
     public const string Getpeername4 = "pp_getpeername4";
+    public const string Connect6 = "pp_connect6";
+    public const string Sendmsg6 = "pp_sendmsg6";
+    public const string Recvmsg6 = "pp_recvmsg6";
+    public const string Getpeername6 = "pp_getpeername6";
 
-    /// <summary>All four, in the order to attach them (replies are reversed before anything is rewritten).</summary>
-    public static IReadOnlyList<string> All { get; } = [Recvmsg4, Getpeername4, Sendmsg4, Connect4];
+    /// <summary>All eight, in the order to attach them (replies are reversed before anything is rewritten).</summary>
+    public static IReadOnlyList<string> All { get; } = [Recvmsg4, Getpeername4, Recvmsg6, Getpeername6, Sendmsg4, Sendmsg6, Connect4, Connect6];
 
     /// <summary>Loads bpf/sock.c's object from this assembly.</summary>
     public static BpfObject Load(string? pinDirectory = null) => BpfObject.LoadEmbedded(ObjectName, pinDirectory);

@@ -9,27 +9,35 @@ namespace ProxyPlanes.Backends.Ebpf.Tests;
 public sealed class BpfObjectTests
 {
     [KernelFact]
-    public void LoadEmbedded_Sock_HasTheFourHooksAndTheVersionedMaps()
+    public void LoadEmbedded_Sock_HasTheEightHooksAndTheVersionedMaps()
     {
         var watch = Stopwatch.StartNew();
         using var sock = SockPrograms.Load();
         watch.Stop();
 
         Assert.Equal(
-            [SockPrograms.Connect4, SockPrograms.Getpeername4, SockPrograms.Recvmsg4, SockPrograms.Sendmsg4],
+            [SockPrograms.Connect4, SockPrograms.Connect6, SockPrograms.Getpeername4, SockPrograms.Getpeername6,
+             SockPrograms.Recvmsg4, SockPrograms.Recvmsg6, SockPrograms.Sendmsg4, SockPrograms.Sendmsg6],
             sock.Programs.Select(p => p.Name).Order(StringComparer.Ordinal));
         Assert.Equal(BpfAttachType.CgroupInet4Connect, sock.Program(SockPrograms.Connect4).ExpectedAttachType);
         Assert.Equal(BpfAttachType.CgroupUdp4Sendmsg, sock.Program(SockPrograms.Sendmsg4).ExpectedAttachType);
         Assert.Equal(BpfAttachType.CgroupUdp4Recvmsg, sock.Program(SockPrograms.Recvmsg4).ExpectedAttachType);
         Assert.Equal(BpfAttachType.CgroupInet4Getpeername, sock.Program(SockPrograms.Getpeername4).ExpectedAttachType);
+        Assert.Equal(BpfAttachType.CgroupInet6Connect, sock.Program(SockPrograms.Connect6).ExpectedAttachType);
+        Assert.Equal(BpfAttachType.CgroupUdp6Sendmsg, sock.Program(SockPrograms.Sendmsg6).ExpectedAttachType);
+        Assert.Equal(BpfAttachType.CgroupUdp6Recvmsg, sock.Program(SockPrograms.Recvmsg6).ExpectedAttachType);
+        Assert.Equal(BpfAttachType.CgroupInet6Getpeername, sock.Program(SockPrograms.Getpeername6).ExpectedAttachType);
 
         // The kernel's view of each map (BPF_OBJ_GET_INFO_BY_FD), which libbpf built from the object's BTF, agrees with the mirrors.
-        AssertMap(sock.Map(MapLayout.ServicesMap), 12, 16);
-        AssertMap(sock.Map(MapLayout.BackendsMap), sizeof(uint), 8);
+        AssertMap(sock.Map(MapLayout.ServicesMap), 24, 16);
+        AssertMap(sock.Map(MapLayout.BackendsMap), sizeof(uint), 20);
         AssertMap(sock.Map(MapLayout.AffinityMap), 16, 16);
         AssertMap(sock.Map(MapLayout.UdpReverseNatMap), 16, 12);
-        Assert.All(sock.Maps, map => Assert.EndsWith($"_v{MapLayout.Version}", map.Name, StringComparison.Ordinal));
-        Console.WriteLine($"sock.o loaded (4 programs verified, 4 maps) in {watch.Elapsed.TotalMilliseconds:F1} ms");
+        AssertMap(sock.Map(MapLayout.UdpReverseNat6Map), 32, 24);
+        // Every name ends in a layout version (the one its key or value last changed in), at most the current one; at most 15 characters.
+        Assert.All(sock.Maps, map => Assert.InRange(int.Parse(map.Name[(map.Name.LastIndexOf("_v", StringComparison.Ordinal) + 2)..]), 1, MapLayout.Version));
+        Assert.All(sock.Maps, map => Assert.InRange(map.Name.Length, 1, 15));
+        Console.WriteLine($"sock.o loaded (8 programs verified, 5 maps) in {watch.Elapsed.TotalMilliseconds:F1} ms");
     }
 
     [KernelFact]
@@ -61,9 +69,9 @@ public sealed class BpfObjectTests
         using var sock = SockPrograms.Load();
         var backends = sock.Map(MapLayout.BackendsMap);
         byte[] key = [1, 0, 0, 0];
-        byte[] value = [127, 0, 0, 2, 0x1f, 0x90, 6, 0];
+        byte[] value = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 2, 0x1f, 0x90, 6, 0];
         backends.Update(key, value, BpfUpdateFlags.NoExist);
-        var read = new byte[8];
+        var read = new byte[20];
         Assert.True(backends.TryLookup(key, read));
         Assert.Equal(value, read);
         Assert.True(backends.TryLookup(1u, out Backend backend));
@@ -80,7 +88,7 @@ public sealed class BpfObjectTests
         var error = Assert.Throws<BpfException>(() => backends.Update(1u, default(Backend), BpfUpdateFlags.NoExist));
 
         Assert.Equal(17, error.Errno);
-        Assert.Equal("bpf(BPF_MAP_UPDATE_ELEM) on map pp_backends_v1: EEXIST (File exists): the key exists (BPF_NOEXIST)", error.Message);
+        Assert.Equal("bpf(BPF_MAP_UPDATE_ELEM) on map pp_backends_v2: EEXIST (File exists): the key exists (BPF_NOEXIST)", error.Message);
     }
 
     [KernelFact]
@@ -93,7 +101,7 @@ public sealed class BpfObjectTests
 
         var error = Assert.Throws<BpfException>(() => backends.Update((uint)backends.MaxEntries + 1, entry));
 
-        Assert.StartsWith("bpf(BPF_MAP_UPDATE_ELEM) on map pp_backends_v1: E2BIG", error.Message, StringComparison.Ordinal);
+        Assert.StartsWith("bpf(BPF_MAP_UPDATE_ELEM) on map pp_backends_v2: E2BIG", error.Message, StringComparison.Ordinal);
         Assert.Contains("the map is full", error.Message, StringComparison.Ordinal);
     }
 
@@ -102,7 +110,7 @@ public sealed class BpfObjectTests
     {
         using var sock = SockPrograms.Load();
         var error = Assert.Throws<ArgumentException>(() => sock.Map(MapLayout.ServicesMap).Update(1u, ServiceValue.ForSlot(1)));
-        Assert.Contains("map pp_services_v1: key of 4 bytes, the map's is 12", error.Message, StringComparison.Ordinal);
+        Assert.Contains("map pp_services_v2: key of 4 bytes, the map's is 24", error.Message, StringComparison.Ordinal);
     }
 
     [KernelFact]

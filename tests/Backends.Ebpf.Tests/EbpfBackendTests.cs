@@ -67,7 +67,9 @@ public sealed class EbpfBackendTests : IDisposable
     [KernelFact(needsCgroup: true)]
     public async Task FullSync_AttachesTcOnNodeInterfacesAndWritesNodeAddresses_InItsOwnNamespace()
     {
-        await Ip("link add pptca type veth peer name pptcb", "addr add 192.0.2.1/24 dev pptca", "link set pptca up", "link set pptcb up");
+        await Ip("link add pptca type veth peer name pptcb", "addr add 192.0.2.1/24 dev pptca", "addr add 2001:db8:5::1/64 dev pptca nodad", "link set pptca up", "link set pptcb up");
+        // The ip table an earlier version left: replaced by the inet one.
+        Assert.True((await _namespace.ExecAsync("nft", "add", "table", "ip", EbpfNftables.Table)).Succeeded);
         using var metrics = new ProxyMetrics();
         using var kernel = OpenKernel(Location);
         var pins = Path.Combine(_bpfFs.Path, EbpfLocation.PinFolder);
@@ -77,11 +79,14 @@ public sealed class EbpfBackendTests : IDisposable
             Assert.True(File.Exists(EbpfKernel.TcLinkPin(pins, "pptca", direction)));
             Assert.False(File.Exists(EbpfKernel.TcLinkPin(pins, "lo", direction)));
         }
-        Assert.True((await _namespace.ExecAsync("nft", "list", "table", "ip", EbpfNftables.Table)).Succeeded);
+        Assert.True((await _namespace.ExecAsync("nft", "list", "table", "inet", EbpfNftables.Table)).Succeeded);
+        Assert.False((await _namespace.ExecAsync("nft", "list", "table", "ip", EbpfNftables.Table)).Succeeded);
 
         var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
         await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
         Assert.Equal([MapLayout.NetworkAddress(IPAddress.Parse("192.0.2.1"))], kernel.NodeAddresses.Keys<uint>());
+        // IPv6: the global address, not the veths' link-local ones.
+        Assert.Equal([IPAddress.Parse("2001:db8:5::1")], kernel.NodeAddresses6.Keys<MapAddress>().Select(a => a.ToIPAddress()));
 
         // A new interface, and --nodeport-addresses choosing another address.
         await Ip("link add pptcc type veth peer name pptcd", "addr add 198.51.100.7/32 dev pptcc", "link set pptcc up");
@@ -90,6 +95,7 @@ public sealed class EbpfBackendTests : IDisposable
         Assert.Contains("pptcc", kernel.TcInterfaces);
         Assert.True(File.Exists(EbpfKernel.TcLinkPin(pins, "pptcc", TcDirection.Egress)));
         Assert.Equal([MapLayout.NetworkAddress(IPAddress.Parse("198.51.100.7"))], kernel.NodeAddresses.Keys<uint>());
+        Assert.Empty(kernel.NodeAddresses6.Keys<MapAddress>());
         Assert.True(await backend.CanaryIntactAsync(default));
 
         // Pins removed behind the daemon's back: the canary sees it, a full sync pins and attaches again.
@@ -107,7 +113,7 @@ public sealed class EbpfBackendTests : IDisposable
         Assert.False(File.Exists(EbpfKernel.TcLinkPin(pins, "pptcc", TcDirection.Ingress)));
 
         _namespace.Run(() => EbpfKernel.RemoveNamespaceState(NullLogger.Instance));
-        Assert.False((await _namespace.ExecAsync("nft", "list", "table", "ip", EbpfNftables.Table)).Succeeded);
+        Assert.False((await _namespace.ExecAsync("nft", "list", "table", "inet", EbpfNftables.Table)).Succeeded);
     }
 
     private async Task Ip(params string[] commands)
@@ -130,7 +136,7 @@ public sealed class EbpfBackendTests : IDisposable
             await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2", "127.0.0.3")), default);
             Assert.Equal(5, backend.LastPlan!.Writes.Length);
             Assert.True(await backend.CanaryIntactAsync(default));
-            Assert.Contains("proxyplanes_ebpf_map_entries{map=\"pp_services_v1\"} 3", await ScrapeAsync(metrics));
+            Assert.Contains("proxyplanes_ebpf_map_entries{map=\"pp_services_v2\"} 3", await ScrapeAsync(metrics));
             AssertSpread(Client(20));
         }
 
@@ -150,7 +156,7 @@ public sealed class EbpfBackendTests : IDisposable
             await backend.SyncAsync(StateBuilder.Partial(State("127.0.0.3"), StateBuilder.Name("web")), default);
             Assert.All(Client(10), reply => Assert.Equal("ok backend-b", reply));
         }
-        Assert.Equal(4, CgroupLinks());
+        Assert.Equal(SockPrograms.All.Count, CgroupLinks());
     }
 
     [KernelFact(needsCgroup: true)]
@@ -161,7 +167,7 @@ public sealed class EbpfBackendTests : IDisposable
         {
             await new EbpfBackend(kernel, metrics, NullLogger.Instance).SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
         }
-        Assert.Equal(4, CgroupLinks());
+        Assert.Equal(SockPrograms.All.Count, CgroupLinks());
         Assert.All(Client(3), reply => Assert.Equal("ok backend-a", reply));
 
         var removed = EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance);
@@ -182,12 +188,12 @@ public sealed class EbpfBackendTests : IDisposable
         using (var metrics = new ProxyMetrics())
         using (var kernel = OpenKernel(Location with { Cgroup = other.Path }))
             await new EbpfBackend(kernel, metrics, NullLogger.Instance).SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
-        Assert.Equal(4, CgroupLinks(other.Path));
+        Assert.Equal(SockPrograms.All.Count, CgroupLinks(other.Path));
 
         using (var kernel = OpenKernel(Location))
         {
             Assert.Equal(0, CgroupLinks(other.Path));
-            Assert.Equal(4, CgroupLinks());
+            Assert.Equal(SockPrograms.All.Count, CgroupLinks());
             Assert.All(Client(3), reply => Assert.Equal("ok backend-a", reply));
         }
         EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance);
@@ -249,10 +255,10 @@ public sealed class EbpfBackendTests : IDisposable
         var error = await Assert.ThrowsAsync<BackendSyncException>(() => backend.SyncAsync(StateBuilder.Full(State("10.244.1.1", "10.244.1.2")), default));
 
         Assert.Equal(
-            "eBPF: the kernel refused map write 3 of 5 (service 10.96.0.10:80/tcp slot 1 = backend 1  # ns/web:http): bpf(BPF_MAP_UPDATE_ELEM) on map pp_services_v1: E2BIG (Argument list too long): the map is full (max_entries); the writes before it are in force and the next sync is full",
+            "eBPF: the kernel refused map write 3 of 5 (service 10.96.0.10:80/tcp slot 1 = backend 1  # ns/web:http): bpf(BPF_MAP_UPDATE_ELEM) on map pp_services_v2: E2BIG (Argument list too long): the map is full (max_entries); the writes before it are in force and the next sync is full",
             error.Message);
         Assert.DoesNotContain('\n', error.Message);
-        Assert.Contains("proxyplanes_ebpf_map_update_failures_total{map=\"pp_services_v1\"} 1", await ScrapeAsync(metrics));
+        Assert.Contains("proxyplanes_ebpf_map_update_failures_total{map=\"pp_services_v2\"} 1", await ScrapeAsync(metrics));
 
         maps.FailAt = -1;
         await backend.SyncAsync(StateBuilder.Partial(State("10.244.1.1", "10.244.1.2"), StateBuilder.Name("web")), default);

@@ -142,16 +142,32 @@ public sealed class EbpfPlannerTests
     }
 
     [Fact]
-    public void Plan_DualStack_RendersIPv4AndCountsIPv6()
+    public void Plan_DualStack_RendersEachFamilyFromItsOwnVerdict()
     {
-        var info = StateBuilder.Info("web", "10.96.0.10,fd00::10");
+        var info = StateBuilder.Info("web", "10.96.0.10,fd00::10") with { NodePort = 30080 };
         var plan = new EbpfPlanner().Plan(StateBuilder.Full(StateBuilder.State(null,
-            StateBuilder.Port(info, StateBuilder.Endpoint("10.244.1.1"), StateBuilder.Endpoint("fd00:10:244::1")))), null, EbpfMapContents.Empty);
+            StateBuilder.Port(info, StateBuilder.Endpoint("10.244.1.1"), StateBuilder.Endpoint("fd00:10:244::1"), StateBuilder.Endpoint("fd00:10:244::2")))), null, EbpfMapContents.Empty);
 
-        Assert.Equal(1, plan.SkippedIPv6Ports);
-        Assert.Contains("1 service ports with IPv6 frontends skipped", plan.ToString());
-        Assert.Equal(["backend 1 = 10.244.1.1:8080/tcp", "service 10.96.0.10:80/tcp slot 1 = backend 1  # ns/web:http", "service 10.96.0.10:80/tcp master count 1 flags masquerade revnat 1  # ns/web:http"],
+        Assert.Equal(
+            [
+                "backend 1 = [fd00:10:244::1]:8080/tcp",
+                "backend 2 = [fd00:10:244::2]:8080/tcp",
+                "backend 3 = 10.244.1.1:8080/tcp",
+                "service [*]:30080/tcp slot 1 = backend 1  # ns/web:http",
+                "service [*]:30080/tcp slot 2 = backend 2  # ns/web:http",
+                "service *:30080/tcp slot 1 = backend 3  # ns/web:http",
+                "service 10.96.0.10:80/tcp slot 1 = backend 3  # ns/web:http",
+                "service [fd00::10]:80/tcp slot 1 = backend 1  # ns/web:http",
+                "service [fd00::10]:80/tcp slot 2 = backend 2  # ns/web:http",
+                "service [*]:30080/tcp master count 2 flags nodeport,masquerade revnat 1  # ns/web:http",
+                "service *:30080/tcp master count 1 flags nodeport,masquerade revnat 2  # ns/web:http",
+                "service 10.96.0.10:80/tcp master count 1 flags masquerade revnat 3  # ns/web:http",
+                "service [fd00::10]:80/tcp master count 2 flags masquerade revnat 4  # ns/web:http",
+            ],
             plan.Writes.Select(w => w.ToString()));
+        // The keys: IPv4 held as ::ffff:a.b.c.d, a node port as its family's unspecified address.
+        var masters = plan.State.Maps.Services.Keys.Where(k => k.Slot == 0).Select(k => k.Address.ToIPAddress().ToString()).Order(StringComparer.Ordinal);
+        Assert.Equal(["0.0.0.0", "10.96.0.10", "::", "fd00::10"], masters);
     }
 
     /// <summary>

@@ -66,8 +66,17 @@ public sealed partial class MapLayoutTests
     {
         var key = ServiceKey.For(System.Net.IPAddress.Parse("10.96.0.10"), 80, System.Net.Sockets.ProtocolType.Tcp);
         var bytes = MemoryMarshal.AsBytes(new ReadOnlySpan<ServiceKey>(in key)).ToArray();
-        Assert.Equal(new byte[] { 10, 96, 0, 10, 0, 80, 0, 0, 6, 0, 0, 0 }, bytes);
+        Assert.Equal(new byte[] { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 96, 0, 10, 0, 80, 0, 0, 6, 0, 0, 0 }, bytes);
         Assert.Equal("10.96.0.10:80/Tcp slot 0", key.ToString());
+
+        var key6 = ServiceKey.For(System.Net.IPAddress.Parse("fd00::a"), 80, System.Net.Sockets.ProtocolType.Udp, slot: 2);
+        var bytes6 = MemoryMarshal.AsBytes(new ReadOnlySpan<ServiceKey>(in key6)).ToArray();
+        Assert.Equal(new byte[] { 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0, 80, 2, 0, 17, 0, 0, 0 }, bytes6);
+        Assert.Equal("[fd00::a]:80/Udp slot 2", key6.ToString());
+        Assert.False(key6.Address.IsIPv4);
+        Assert.True(key.Address.IsIPv4);
+        Assert.True(MapAddress.Unspecified(System.Net.Sockets.AddressFamily.InterNetwork).IsUnspecified);
+        Assert.False(key.Address.IsUnspecified);
     }
 
     private static string SnakeCase(string name) => UpperAfterLower().Replace(name, "_$1").ToLowerInvariant();

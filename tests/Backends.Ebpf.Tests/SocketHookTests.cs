@@ -12,12 +12,17 @@ namespace ProxyPlanes.Backends.Ebpf.Tests;
 /// network namespace; the programs attach (BPF_LINK_CREATE) to that cgroup only. TCP servers listen on
 /// loopback addresses inside the namespace; a client process is moved into the cgroup and then enters
 /// the namespace (nsenter --net, which keeps /sys as it is), and connects to the service VIP with
-/// bash's /dev/tcp. Everything is removed on dispose, even when a test fails.
+/// bash's /dev/tcp. IPv6 backends listen on two addresses added to the namespace's loopback.
+/// Everything is removed on dispose, even when a test fails.
 /// </summary>
 public sealed class SocketHookTests : IDisposable
 {
     private static readonly IPAddress Vip = IPAddress.Parse("10.96.0.10");
     private static readonly IPAddress EmptyVip = IPAddress.Parse("10.96.0.11");
+    private static readonly IPAddress Vip6 = IPAddress.Parse("fd00:10:96::10");
+    private static readonly IPAddress EmptyVip6 = IPAddress.Parse("fd00:10:96::11");
+    private const string Backend6A = "fd00:10:244::2";
+    private const string Backend6B = "fd00:10:244::3";
     private const int ServicePort = 80;
     private const int BackendPort = 8080;
     private const int UdpBackendPort = 5353;
@@ -37,11 +42,20 @@ public sealed class SocketHookTests : IDisposable
             _namespace = Track(NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-ebpf"));
             var up = _namespace.ExecAsync("ip", "link", "set", "lo", "up").GetAwaiter().GetResult();
             Assert.True(up.Succeeded, up.StandardError);
+            foreach (var address in new[] { Backend6A, Backend6B })
+            {
+                var added = _namespace.ExecAsync("ip", "-6", "addr", "add", address + "/128", "dev", "lo", "nodad").GetAwaiter().GetResult();
+                Assert.True(added.Succeeded, added.StandardError);
+            }
             StartServer("127.0.0.2", "backend-a");
             StartServer("127.0.0.3", "backend-b");
             StartServer("127.0.0.4", "not-a-backend");
             StartUdpServer("127.0.0.2", "udp-a");
             StartUdpServer("127.0.0.3", "udp-b");
+            StartServer(Backend6A, "backend6-a");
+            StartServer(Backend6B, "backend6-b");
+            StartUdpServer(Backend6A, "udp6-a");
+            StartUdpServer(Backend6B, "udp6-b");
             _sock = Track(SockPrograms.Load());
         }
         catch
@@ -179,6 +193,100 @@ public sealed class SocketHookTests : IDisposable
         Assert.Equal(["connect: Connection refused"], UdpClient("connect", EmptyVip, 53));
     }
 
+    [KernelFact(needsCgroup: true)]
+    public void Connect6_ToServiceVip_SpreadsOverBothBackends()
+    {
+        Attach(SockPrograms.Connect6);
+        AddService(Vip6, revNatId: 1, (Backend6A, 1), (Backend6B, 2));
+
+        var replies = Client(Vip6, ServicePort, connections: 40);
+
+        Assert.All(replies, reply => Assert.StartsWith("ok ", reply, StringComparison.Ordinal));
+        Assert.Contains("ok backend6-a", replies);
+        Assert.Contains("ok backend6-b", replies);
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Connect6_ServiceWithoutBackends_RefusedAtOnce()
+    {
+        Attach(SockPrograms.Connect6);
+        AddService(EmptyVip6, revNatId: 2);
+        AddService(Vip6, revNatId: 1, (Backend6A, 1));
+
+        Assert.All(Client(EmptyVip6, ServicePort, connections: 3), reply => Assert.Contains("Connection refused", reply, StringComparison.Ordinal));
+        // The control: a frontend with a backend in the same map is reached.
+        Assert.Equal(["ok backend6-a"], Client(Vip6, ServicePort, connections: 1));
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Connect6_AddressNotAService_OrConnect4Only_IsUntouched()
+    {
+        Attach(SockPrograms.Connect4);
+        AddService(Vip6, revNatId: 1, (Backend6A, 1));
+        // connect4 alone never sees an IPv6 socket: the VIP stays the VIP (no route to it in the namespace).
+        Assert.All(Client(Vip6, ServicePort, connections: 1), reply => Assert.Contains("Network is unreachable", reply, StringComparison.Ordinal));
+
+        Attach(SockPrograms.Connect6);
+        Assert.Equal(["ok backend6-a"], Client(Vip6, ServicePort, connections: 1));
+        // The VIP on a port that is no service: not rewritten.
+        Assert.All(Client(Vip6, 81, connections: 1), reply => Assert.Contains("Network is unreachable", reply, StringComparison.Ordinal));
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Connect6_IPv4MappedVipOfADualStackSocket_ReachesTheIPv4Backend()
+    {
+        AttachAll();
+        AddService(Vip, revNatId: 1, ("127.0.0.2", 1));
+
+        // bash connects an AF_INET6 socket to ::ffff:10.96.0.10: connect6 finds the IPv4 frontend's key.
+        Assert.Equal(["ok backend-a"], Client(IPAddress.Parse("::ffff:10.96.0.10"), ServicePort, connections: 1));
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Udp6_SendtoAndRecvfrom_ReplyComesFromTheVip()
+    {
+        AttachAll();
+        AddUdpService(Vip6, revNatId: 4, (Backend6A, 11));
+
+        Assert.Equal(["reply udp6-a", "from [fd00:10:96::10]:53"], UdpClient("sendto", Vip6, 53));
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Udp6_Connected_PeerAndReplyAreTheVip()
+    {
+        AttachAll();
+        AddUdpService(Vip6, revNatId: 4, (Backend6A, 11), (Backend6B, 12));
+
+        var lines = UdpClient("connect", Vip6, 53);
+
+        Assert.Equal("peer [fd00:10:96::10]:53", lines[0]);
+        Assert.Matches("^reply udp6-[ab]$", lines[1]);
+        Assert.Equal("from [fd00:10:96::10]:53", lines[2]);
+        Assert.NotEmpty(_sock.Map(MapLayout.UdpReverseNat6Map).Keys<RevNat6Key>());
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Udp6_ReverseHooksNotAttached_ShowTheBackend()
+    {
+        // The control for the two tests above: without recvmsg6 and getpeername6 the application sees the backend.
+        Attach(SockPrograms.Connect6);
+        Attach(SockPrograms.Sendmsg6);
+        AddUdpService(Vip6, revNatId: 4, (Backend6A, 11));
+
+        Assert.Equal(["reply udp6-a", "from [fd00:10:244::2]:5353"], UdpClient("sendto", Vip6, 53));
+        Assert.Equal(["peer [fd00:10:244::2]:5353", "reply udp6-a", "from [fd00:10:244::2]:5353"], UdpClient("connect", Vip6, 53));
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Udp6_ServiceWithoutBackends_SendtoAndConnectRefused()
+    {
+        AttachAll();
+        AddUdpService(EmptyVip6, revNatId: 5);
+
+        Assert.Equal(["sendto: Connection refused"], UdpClient("sendto", EmptyVip6, 53));
+        Assert.Equal(["connect: Connection refused"], UdpClient("connect", EmptyVip6, 53));
+    }
+
     public void Dispose()
     {
         _stop.Cancel();
@@ -279,7 +387,7 @@ public sealed class SocketHookTests : IDisposable
     {
         var socket = _namespace.Run(() =>
         {
-            var server = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            var server = new Socket(IPAddress.Parse(address).AddressFamily, SocketType.Dgram, ProtocolType.Udp);
             server.Bind(new IPEndPoint(IPAddress.Parse(address), UdpBackendPort));
             return server;
         });
@@ -292,7 +400,7 @@ public sealed class SocketHookTests : IDisposable
             {
                 try
                 {
-                    var received = await socket.ReceiveFromAsync(buffer, new IPEndPoint(IPAddress.Any, 0), _stop.Token);
+                    var received = await socket.ReceiveFromAsync(buffer, new IPEndPoint(socket.AddressFamily == AddressFamily.InterNetworkV6 ? IPAddress.IPv6Any : IPAddress.Any, 0), _stop.Token);
                     await socket.SendToAsync(reply, received.RemoteEndPoint, _stop.Token);
                 }
                 catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)

@@ -37,7 +37,7 @@ public sealed class TcProgramTests : IDisposable
     {
         Assert.Equal([TcPrograms.Egress, TcPrograms.Ingress], _tc.Programs.Select(p => p.Name).Order(StringComparer.Ordinal));
         Assert.Equal(
-            [MapLayout.AffinityMap, MapLayout.BackendsMap, MapLayout.ConnectionsMap, MapLayout.NodeAddressesMap, MapLayout.ServicesMap, MapLayout.SourceRangesMap],
+            [MapLayout.AffinityMap, MapLayout.BackendsMap, MapLayout.ConnectionsMap, MapLayout.Connections6Map, MapLayout.NodeAddressesMap, MapLayout.NodeAddresses6Map, MapLayout.ServicesMap, MapLayout.SourceRangesMap],
             _tc.Maps.Select(m => m.Name).Order(StringComparer.Ordinal));
         Assert.Equal(11u, _tc.Map(MapLayout.SourceRangesMap).Type); // BPF_MAP_TYPE_LPM_TRIE
         Assert.Equal(9u, _tc.Map(MapLayout.ConnectionsMap).Type); // LRU hash

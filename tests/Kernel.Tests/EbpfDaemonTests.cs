@@ -34,7 +34,7 @@ public sealed class EbpfDaemonTests(ITestOutputHelper output)
             Assert.Equal(["pod-0", "pod-1"], Spread(scenario, cgroup, 16));
             // An off-node client (outside the cgroup): its packets meet the tc programs on the node's interfaces.
             Assert.Equal(["pod-0", "pod-1"], (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, Vip, 80, count: 20)).Keys.Order());
-            Assert.True((await scenario.Sandbox.Node.ExecAsync("nft", "list", "table", "ip", EbpfNftables.Table)).Succeeded);
+            Assert.True((await scenario.Sandbox.Node.ExecAsync("nft", "list", "table", "inet", EbpfNftables.Table)).Succeeded);
 
             // SIGKILL: no cleanup runs; the pinned links (socket hooks and tcx) and maps keep serving.
             await proxy.DisposeAsync();
@@ -52,7 +52,7 @@ public sealed class EbpfDaemonTests(ITestOutputHelper output)
             Assert.True(cleanup.Succeeded, cleanup.StandardError);
             Assert.False(Directory.Exists(Path.Combine(place.BpfFs, EbpfLocation.PinFolder)));
             Assert.All(BpfCgroup.AttachTypes, type => Assert.Equal(0, BpfCgroup.AttachedPrograms(cgroup.Path, type)));
-            Assert.False((await scenario.Sandbox.Node.ExecAsync("nft", "list", "table", "ip", EbpfNftables.Table)).Succeeded);
+            Assert.False((await scenario.Sandbox.Node.ExecAsync("nft", "list", "table", "inet", EbpfNftables.Table)).Succeeded);
             Assert.Empty(Spread(scenario, cgroup, 1, expectAnswers: false));
         }
         finally

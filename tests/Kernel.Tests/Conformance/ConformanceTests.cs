@@ -39,11 +39,11 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     /// </summary>
     private static string? EbpfSkip(Probe probe)
     {
-        if (probe.To.Contains(':')) return "IPv6: the eBPF maps hold IPv4 only (issue 12)";
         if (probe.SourcePort is not null) return "a fixed UDP source port: the tc programs' connection entry keeps the old backend (no stale-flow cleanup yet)";
         if (IsOffNode(probe)) return null;
         if (NodeAddresses.Contains(probe.To)) return "a node port from the node or a pod: the socket hooks do not look up node ports";
-        var own = probe.From == "node" ? ConformanceTopology.NodeIp : ConformanceTopology.Pods[probe.From].IPv4;
+        var ipv6 = probe.To.Contains(':');
+        var own = probe.From == "node" ? (ipv6 ? NodeAddresses[2] : ConformanceTopology.NodeIp) : ipv6 ? ConformanceTopology.Pods[probe.From].IPv6 : ConformanceTopology.Pods[probe.From].IPv4;
         if (probe.Expect.Source is { } seen && seen != own) return $"masquerade of a local client (the pods must see {seen}): the socket hooks rewrite the socket, nothing is masqueraded";
         return null;
     }
