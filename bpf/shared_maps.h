@@ -30,4 +30,12 @@ struct {
 	__type(value, struct pp_affinity_value);
 } pp_affinity_v1 SEC(".maps");
 
+/* The node addresses a node port is served on: tc ingress and the socket hooks both look node ports up. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PP_MAX_NODE_ADDRESSES);
+	__type(key, __u32);
+	__type(value, struct pp_node_address);
+} pp_nodeip4_v1 SEC(".maps");
+
 #endif /* PROXYPLANES_SHARED_MAPS_H */

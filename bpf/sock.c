@@ -4,7 +4,8 @@
  * UDP) to a service frontend is rewritten to one of its backends before the kernel routes it, so
  * no packet ever carries the VIP. A frontend with no backends refuses the connect at once
  * (ECONNREFUSED, like kube-proxy's REJECT). recvmsg and getpeername turn a UDP backend back into the
- * VIP the application sent to. Addresses that are not frontends are left alone.
+ * VIP the application sent to. A node port is a frontend on every address of pp_nodeip4_v1 (the
+ * internal-scope entry: what local clients get). Addresses that are not frontends are left alone.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -58,7 +59,19 @@ static __always_inline int pp_pick_and_rewrite(struct bpf_sock_addr *ctx, struct
 	key.address = ctx->user_ip4;
 	key.port = (__u16)ctx->user_port;
 	key.proto = proto;
+	if (key.address == 0)
+		return 0; /* 0.0.0.0 is the kernel's loopback, never a frontend (address 0 keys the node ports) */
 	master = bpf_map_lookup_elem(&pp_services_v1, &key);
+	if (!master && bpf_map_lookup_elem(&pp_nodeip4_v1, &key.address)) {
+		/*
+		 * A node port on a node address, as tc ingress finds it. Loopback is never in pp_nodeip4_v1,
+		 * so 127.0.0.1:NODEPORT stays a local port, as in the other modes (no route_localnet).
+		 */
+		key.address = 0;
+		master = bpf_map_lookup_elem(&pp_services_v1, &key);
+		if (master && !(master->flags & PP_SVC_FLAG_NODEPORT))
+			return 0;
+	}
 	if (!master)
 		return 0;
 	if (master->count == 0)

@@ -35,13 +35,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* The tc programs' own. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, PP_MAX_NODE_ADDRESSES);
-	__type(key, __u32);
-	__type(value, struct pp_node_address);
-} pp_nodeip4_v1 SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, PP_MAX_CONNECTIONS);
 	__type(key, struct pp_ct4_key);
@@ -156,6 +149,8 @@ static __always_inline struct pp_service_value *pp_lookup_frontend(const struct 
 {
 	struct pp_service_value *master;
 
+	if (packet->daddr == 0)
+		return 0; /* address 0 keys the node ports, never a destination */
 	key->address = packet->daddr;
 	key->port = packet->dport;
 	key->proto = packet->proto;

@@ -8,8 +8,9 @@ namespace ProxyPlanes.Backends.Ebpf;
 
 /// <summary>
 /// What <c>proxyplanes explain</c> reads of a node in eBPF mode: the pinned maps' contents.
-/// <see cref="NodeAddresses"/> and <see cref="SourceRanges"/> are null when their maps are not pinned
-/// (the tc programs are not in use: only the socket hooks act, on processes in --bpf-cgroup).
+/// <see cref="NodeAddresses"/> (the socket hooks' and tc's) and <see cref="SourceRanges"/> (tc's own) are null
+/// when their maps are not pinned; without pp_srcrange_v1 the tc programs are not in use: only the socket hooks
+/// act, on processes in --bpf-cgroup.
 /// </summary>
 public sealed record EbpfSnapshot(
     IReadOnlyDictionary<ServiceKey, ServiceValue> Services,
@@ -19,15 +20,16 @@ public sealed record EbpfSnapshot(
     IReadOnlyDictionary<uint, string>? Names = null)
 {
     /// <summary>Whether the tc programs' maps are pinned, so off-node clients meet the tc programs.</summary>
-    public bool TcInUse => NodeAddresses is not null;
+    public bool TcInUse => SourceRanges is not null;
 }
 
 /// <summary>
 /// Follows the first packet of a flow through the eBPF programs as they read the maps (bpf/sock.c and
 /// bpf/tc.c, see bpf/README.md). A client on this node (a process in --bpf-cgroup, asked as <c>--from</c>
 /// one of the node's addresses (its interfaces' or pp_nodeip4_v1's), or any source while the tc programs are not in use) meets the socket
-/// hooks: the internal-scope master entry of (destination, port, protocol); no node ports, no source
-/// ranges, no masquerade; count 0 refuses (ECONNREFUSED), whatever the drop flag. A client off the node
+/// hooks: the internal-scope master entry of (destination, port, protocol), else a node port (key address 0,
+/// flag <c>nodeport</c>, internal scope) when the destination is in pp_nodeip4_v1; no source ranges, no
+/// masquerade; count 0 refuses (ECONNREFUSED), whatever the drop flag. A client off the node
 /// meets tc ingress: the external-scope master first, then the internal one; a node port (key address 0,
 /// flag <c>nodeport</c>) when the destination is in pp_nodeip4_v1; source ranges in pp_srcrange_v1; count
 /// 0 drops with the drop flag, else the reject mark; the masquerade flag. A new flow picks slot
@@ -44,6 +46,8 @@ public static class EbpfTracer
             return Pass("the eBPF maps of layout 1 hold IPv4 frontends only", []);
         if (question.Protocol is not (Protocol.TCP or Protocol.UDP))
             return Pass("the eBPF programs act on TCP and UDP only", []);
+        if (question.Destination.Equals(IPAddress.Any))
+            return Pass("0.0.0.0 is no frontend (address 0 keys the node ports; a socket's 0.0.0.0 is the kernel's loopback)", []);
         // The node's addresses: the interfaces' and the ones the daemon put in pp_nodeip4_v1.
         var local = question.Source is { } source
             && (node.LocalAddresses.Contains(source) || IPAddress.IsLoopback(source) || snapshot.NodeAddresses?.Contains(source) == true);
@@ -80,7 +84,16 @@ public static class EbpfTracer
         if (!snapshot.Services.TryGetValue(key, out var master))
         {
             steps.Add($"{MapLayout.ServicesMap}[{Describe(key)}]: no entry");
-            return Pass(TraceSteps.PassReason(null), steps);
+            if (snapshot.NodeAddresses?.Contains(question.Destination) != true)
+                return Pass(TraceSteps.PassReason(null), steps);
+            steps.Add($"{MapLayout.NodeAddressesMap}[{question.Destination}]: a node address");
+            key = key with { Address = 0 };
+            var found = snapshot.Services.TryGetValue(key, out master);
+            if (!found || (master.Flags & MapLayout.ServiceFlagNodePort) == 0)
+            {
+                steps.Add($"{MapLayout.ServicesMap}[{Describe(key)}]: {(found ? "the entry has no nodeport flag: not a node port" : "no entry")}");
+                return Pass(TraceSteps.PassReason(null), steps);
+            }
         }
         steps.Add(DescribeMaster(key, master));
         var frontend = FrontendOf(master);

@@ -257,11 +257,11 @@ public static class TcPrograms
 
     /// <summary>
     /// Loads bpf/tc.c's object from this assembly. Pass the socket hooks' object (or pinned maps) as
-    /// <paramref name="sharedMaps"/> so both read the same services, backends and affinity entries.
+    /// <paramref name="sharedMaps"/> so both read the same services, backends, affinity entries and node addresses.
     /// </summary>
     public static BpfObject Load(IEnumerable<BpfMap>? sharedMaps = null) => BpfObject.LoadEmbedded(ObjectName, sharedMaps: sharedMaps);
 
-    /// <summary>As <see cref="Load(IEnumerable{BpfMap}?)"/>, with its own maps (connections, node addresses, source ranges) pinned in <paramref name="pinDirectory"/>.</summary>
+    /// <summary>As <see cref="Load(IEnumerable{BpfMap}?)"/>, with its own maps (connections, source ranges) pinned in <paramref name="pinDirectory"/>.</summary>
     public static BpfObject Load(string pinDirectory, IEnumerable<BpfMap> sharedMaps) => BpfObject.LoadEmbedded(ObjectName, pinDirectory, sharedMaps);
 }
 

@@ -28,8 +28,9 @@ public sealed class BpfObjectTests
         AssertMap(sock.Map(MapLayout.BackendsMap), sizeof(uint), 8);
         AssertMap(sock.Map(MapLayout.AffinityMap), 16, 16);
         AssertMap(sock.Map(MapLayout.UdpReverseNatMap), 16, 12);
+        AssertMap(sock.Map(MapLayout.NodeAddressesMap), sizeof(uint), sizeof(uint));
         Assert.All(sock.Maps, map => Assert.EndsWith($"_v{MapLayout.Version}", map.Name, StringComparison.Ordinal));
-        Console.WriteLine($"sock.o loaded (4 programs verified, 4 maps) in {watch.Elapsed.TotalMilliseconds:F1} ms");
+        Console.WriteLine($"sock.o loaded (4 programs verified, {sock.Maps.Count} maps) in {watch.Elapsed.TotalMilliseconds:F1} ms");
     }
 
     [KernelFact]

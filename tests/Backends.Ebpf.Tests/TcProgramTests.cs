@@ -168,10 +168,13 @@ public sealed class TcProgramTests : IDisposable
         var toNode = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(Client, 40000, NodeIp, NodePort)));
         var notNode = TestPackets.Tcp(Client, 40000, NotNodeIp, NodePort);
         var toOther = Ingress.TestRun(TestPackets.Build(notNode));
+        var toZero = TestPackets.Tcp(Client, 40001, "0.0.0.0", NodePort); // address 0 keys the node port, but is no destination
+        var zero = Ingress.TestRun(TestPackets.Build(toZero));
         var reply = Egress.TestRun(TestPackets.Build(TestPackets.Tcp(BackendB, BackendPort, Client, 40000)));
 
         Assert.Equal(IPAddress.Parse(BackendB), TestPackets.Parse(toNode.Frame).Destination);
         Assert.Equal(notNode, TestPackets.Parse(toOther.Frame));
+        Assert.Equal(toZero, TestPackets.Parse(zero.Frame));
         Assert.Equal(TestPackets.Tcp(NodeIp, NodePort, Client, 40000), TestPackets.Parse(reply.Frame)); // the address the client used
     }
 

@@ -35,14 +35,13 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     /// The one place that lists what --mode=ebpf does not render yet: null when the probe must run and
     /// pass, else why it is skipped (printed, visible in the test output). Off-node clients go through the
     /// tc programs on the node's interfaces; the node's and pods' probes run in the test's cgroup, where the
-    /// socket hooks rewrite their sockets (which know no node ports and cannot masquerade a hairpin).
+    /// socket hooks rewrite their sockets (node ports included, on pp_nodeip4_v1's addresses), which cannot masquerade a hairpin.
     /// </summary>
     private static string? EbpfSkip(Probe probe)
     {
         if (probe.To.Contains(':')) return "IPv6: the eBPF maps hold IPv4 only (issue 12)";
         if (probe.SourcePort is not null) return "a fixed UDP source port: the tc programs' connection entry keeps the old backend (no stale-flow cleanup yet)";
         if (IsOffNode(probe)) return null;
-        if (NodeAddresses.Contains(probe.To)) return "a node port from the node or a pod: the socket hooks do not look up node ports";
         var own = probe.From == "node" ? ConformanceTopology.NodeIp : ConformanceTopology.Pods[probe.From].IPv4;
         if (probe.Expect.Source is { } seen && seen != own) return $"masquerade of a local client (the pods must see {seen}): the socket hooks rewrite the socket, nothing is masqueraded";
         return null;
