@@ -49,6 +49,14 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } pp_srcrange_v1 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PP_MAX_LOCAL_SOURCES);
+	__type(key, struct pp_localsrc4_key);
+	__type(value, struct pp_localsrc4_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pp_localsrc4_v1 SEC(".maps");
+
 #define PP_IP_OFFSET ETH_HLEN
 #define PP_IP_CSUM_OFFSET (PP_IP_OFFSET + __builtin_offsetof(struct iphdr, check))
 #define PP_IP_SADDR_OFFSET (PP_IP_OFFSET + __builtin_offsetof(struct iphdr, saddr))
@@ -130,22 +138,27 @@ static __always_inline int pp_rewrite(struct __sk_buff *skb, const struct pp_pac
 	return 0;
 }
 
-/* The master entry of a frontend for external traffic: the external-scope entry when there is one, else the internal. */
-static __always_inline struct pp_service_value *pp_master(struct pp_service_key *key)
+/*
+ * The master entry of a frontend: for an off-node client the external-scope entry when there is one, else
+ * the internal; for a local source (a pod) the internal one, what local sockets get (the short-circuit).
+ */
+static __always_inline struct pp_service_value *pp_master(struct pp_service_key *key, int local_source)
 {
 	struct pp_service_value *master;
 
 	key->slot = 0;
-	key->scope = PP_SCOPE_EXTERNAL;
-	master = bpf_map_lookup_elem(&pp_services_v1, key);
-	if (master)
-		return master;
+	if (!local_source) {
+		key->scope = PP_SCOPE_EXTERNAL;
+		master = bpf_map_lookup_elem(&pp_services_v1, key);
+		if (master)
+			return master;
+	}
 	key->scope = PP_SCOPE_INTERNAL;
 	return bpf_map_lookup_elem(&pp_services_v1, key);
 }
 
 /* The frontend a packet is addressed to: its destination, or a node port when the destination is a node address. */
-static __always_inline struct pp_service_value *pp_lookup_frontend(const struct pp_packet *packet, struct pp_service_key *key)
+static __always_inline struct pp_service_value *pp_lookup_frontend(const struct pp_packet *packet, struct pp_service_key *key, int local_source)
 {
 	struct pp_service_value *master;
 
@@ -154,13 +167,13 @@ static __always_inline struct pp_service_value *pp_lookup_frontend(const struct 
 	key->address = packet->daddr;
 	key->port = packet->dport;
 	key->proto = packet->proto;
-	master = pp_master(key);
+	master = pp_master(key, local_source);
 	if (master)
 		return master;
 	if (!bpf_map_lookup_elem(&pp_nodeip4_v1, &packet->daddr))
 		return 0;
 	key->address = 0;
-	master = pp_master(key);
+	master = pp_master(key, local_source);
 	if (master && !(master->flags & PP_SVC_FLAG_NODEPORT))
 		return 0;
 	return master;
@@ -205,10 +218,13 @@ static __always_inline __u32 pp_pick_backend(const struct pp_packet *packet, str
 /* A new connection to a frontend: verdicts first (source ranges, no endpoints), then a backend and both connection entries. */
 static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct pp_packet *packet, struct pp_ct4_value *forward)
 {
+	struct pp_localsrc4_key source = { .prefixlen = 32, .address = packet->saddr };
+	struct pp_localsrc4_value *local = bpf_map_lookup_elem(&pp_localsrc4_v1, &source);
 	struct pp_service_key key = {};
-	struct pp_service_value *master = pp_lookup_frontend(packet, &key);
+	struct pp_service_value *master = pp_lookup_frontend(packet, &key, local != 0);
 	struct pp_backend *backend;
 	__u32 backend_id;
+	__u16 flags;
 
 	if (!master)
 		return TC_ACT_OK; /* not a frontend: untouched */
@@ -237,9 +253,17 @@ static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct
 		return TC_ACT_OK;
 	}
 
+	/*
+	 * A cluster IP masquerades off-cluster sources only: a local source keeps its own unless --masquerade-all.
+	 * External frontends (node ports, external and load-balancer IPs) masquerade every source their flag covers.
+	 */
+	flags = master->flags;
+	if (local && !(local->flags & PP_LOCAL_SOURCE_MASQUERADE) && !(flags & (PP_SVC_FLAG_NODEPORT | PP_SVC_FLAG_EXTERNAL)))
+		flags &= ~PP_SVC_FLAG_MASQUERADE;
+
 	forward->address = backend->address;
 	forward->port = backend->port;
-	forward->flags = master->flags;
+	forward->flags = flags;
 	forward->rev_nat_id = master->rev_nat_id;
 	forward->backend_id = backend_id;
 
@@ -254,7 +278,7 @@ static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct
 	struct pp_ct4_value reply = {
 		.address = packet->daddr, /* the address the client used, a node address for a node port */
 		.port = packet->dport,
-		.flags = master->flags,
+		.flags = flags,
 		.rev_nat_id = master->rev_nat_id,
 	};
 	struct pp_ct4_key forward_key = {

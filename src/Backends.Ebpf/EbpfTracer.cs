@@ -10,14 +10,15 @@ namespace ProxyPlanes.Backends.Ebpf;
 /// What <c>proxyplanes explain</c> reads of a node in eBPF mode: the pinned maps' contents.
 /// <see cref="NodeAddresses"/> (the socket hooks' and tc's) and <see cref="SourceRanges"/> (tc's own) are null
 /// when their maps are not pinned; without pp_srcrange_v1 the tc programs are not in use: only the socket hooks
-/// act, on processes in --bpf-cgroup.
+/// act, on processes in --bpf-cgroup. <see cref="LocalSources"/>: pp_localsrc4_v1's prefixes (the pods, by Core's detect-local).
 /// </summary>
 public sealed record EbpfSnapshot(
     IReadOnlyDictionary<ServiceKey, ServiceValue> Services,
     IReadOnlyDictionary<uint, Backend> Backends,
     IReadOnlySet<IPAddress>? NodeAddresses,
     IReadOnlyCollection<SourceRange4Key>? SourceRanges,
-    IReadOnlyDictionary<uint, string>? Names = null)
+    IReadOnlyDictionary<uint, string>? Names = null,
+    IReadOnlyCollection<LocalSource4Key>? LocalSources = null)
 {
     /// <summary>Whether the tc programs' maps are pinned, so off-node clients meet the tc programs.</summary>
     public bool TcInUse => SourceRanges is not null;
@@ -51,7 +52,24 @@ public static class EbpfTracer
         // The node's addresses: the interfaces' and the ones the daemon put in pp_nodeip4_v1.
         var local = question.Source is { } source
             && (node.LocalAddresses.Contains(source) || IPAddress.IsLoopback(source) || snapshot.NodeAddresses?.Contains(source) == true);
-        return snapshot.TcInUse && !local ? TraceTc(snapshot, question) : TraceSocket(snapshot, question);
+        if (!snapshot.TcInUse || local) return TraceSocket(snapshot, question, []);
+        // A pod (a source in pp_localsrc4_v1): its process is taken to be in --bpf-cgroup (the default, the root, holds every pod).
+        if (question.Source is { } client && LocalSourceOf(snapshot.LocalSources, client) is { } pods)
+            return TraceSocket(snapshot, question, [$"{MapLayout.LocalSourcesMap}[{client}]: in {pods}, a pod of this cluster: its process is in --bpf-cgroup"]);
+        return TraceTc(snapshot, question);
+    }
+
+    /// <summary>The longest prefix of pp_localsrc4_v1 holding <paramref name="client"/>, as the LPM trie answers; null when none does.</summary>
+    private static LocalSource4Key? LocalSourceOf(IReadOnlyCollection<LocalSource4Key>? prefixes, IPAddress client)
+    {
+        if (prefixes is null || client.AddressFamily != AddressFamily.InterNetwork) return null;
+        LocalSource4Key? best = null;
+        foreach (var key in prefixes)
+        {
+            if (key.Prefixlen > 32 || !new IpPrefix(MapLayout.HostAddress(key.Address), (int)key.Prefixlen).Contains(client)) continue;
+            if (best is null || key.Prefixlen > best.Value.Prefixlen) best = key;
+        }
+        return best;
     }
 
     /// <summary>Every master entry, each with the fate of a packet from off the node (tc), or from a process on it while the tc programs are not in use.</summary>
@@ -77,9 +95,9 @@ public static class EbpfTracer
         return all;
     }
 
-    private static PacketFate TraceSocket(EbpfSnapshot snapshot, PacketQuestion question)
+    private static PacketFate TraceSocket(EbpfSnapshot snapshot, PacketQuestion question, List<string> steps)
     {
-        var steps = new List<string> { "socket hooks (connect4/sendmsg4) of a process in --bpf-cgroup" };
+        steps.Add("socket hooks (connect4/sendmsg4) of a process in --bpf-cgroup");
         var key = ServiceKey.For(question.Destination, question.Port, Proto(question.Protocol));
         if (!snapshot.Services.TryGetValue(key, out var master))
         {

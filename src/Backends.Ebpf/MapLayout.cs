@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Ebpf;
 
@@ -24,6 +25,10 @@ public static class MapLayout
     public const string NodeAddressesMap = "pp_nodeip4_v1";
     public const string ConnectionsMap = "pp_ct4_v1";
     public const string SourceRangesMap = "pp_srcrange_v1";
+    public const string LocalSourcesMap = "pp_localsrc4_v1";
+
+    /// <summary>PP_LOCAL_SOURCE_MASQUERADE: a local source is masqueraded too (--masquerade-all).</summary>
+    public const uint LocalSourceMasquerade = 0x0001;
 
     /// <summary>PP_MARK_MASQUERADE: the skb mark tc ingress sets on a flow to masquerade (<see cref="EbpfNftables"/>).</summary>
     public const uint MarkMasquerade = 0x00100000;
@@ -246,6 +251,32 @@ public record struct SourceRange4Key
         ArgumentOutOfRangeException.ThrowIfGreaterThan(prefixLength, 32);
         return new() { Prefixlen = 32 + (uint)prefixLength, RevNatId = revNatId, Address = MapLayout.NetworkAddress(address) };
     }
+}
+
+/// <summary>struct pp_localsrc4_key: a local-sources prefix (Core's detect-local by CIDR) in the LPM trie pp_localsrc4_v1.</summary>
+[CStruct("pp_localsrc4_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct LocalSource4Key
+{
+    public uint Prefixlen;
+    public uint Address;
+
+    /// <summary>The key for <paramref name="prefix"/> (IPv4).</summary>
+    public static LocalSource4Key For(IpPrefix prefix)
+    {
+        if (prefix.Family != IpFamily.IPv4) throw new ArgumentException($"{prefix} is not IPv4", nameof(prefix));
+        return new() { Prefixlen = (uint)prefix.Length, Address = MapLayout.NetworkAddress(prefix.Address) };
+    }
+
+    public override readonly string ToString() => $"{MapLayout.HostAddress(Address)}/{Prefixlen}";
+}
+
+/// <summary>struct pp_localsrc4_value: <see cref="MapLayout.LocalSourceMasquerade"/> or 0.</summary>
+[CStruct("pp_localsrc4_value")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct LocalSource4Value
+{
+    public uint Flags;
 }
 
 /// <summary>The tc programs of bpf/tc.c (embedded as tc.o): program names.</summary>

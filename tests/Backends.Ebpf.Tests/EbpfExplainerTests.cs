@@ -57,6 +57,33 @@ public sealed class EbpfExplainerTests
     }
 
     [KernelFact]
+    public async Task PodSource_InTheLocalSources_MeetsTheSocketHooks()
+    {
+        using var maps = new PinnedMaps(tc: true);
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: MapLayout.ServiceFlagMasquerade, backends: [1, 2]);
+        maps.Frontend(IPAddress.Any, 30080, revNatId: 2, flags: MapLayout.ServiceFlagNodePort | MapLayout.ServiceFlagMasquerade, backends: [1, 2]);
+        maps.Frontend(IPAddress.Any, 30080, revNatId: 3, flags: MapLayout.ServiceFlagNodePort, backends: [2], scope: MapLayout.ScopeExternal);
+        maps.NodeAddress(NodeIp);
+        var pod = IPAddress.Parse("10.244.2.9");
+
+        // The control: without pp_localsrc4_v1 entries a pod's address is taken for an off-node client (tc, masqueraded).
+        var unknown = await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, pod);
+        Assert.True(unknown.Masquerade);
+        Assert.Contains(unknown.Steps, s => s.Contains("tc ingress", StringComparison.Ordinal));
+
+        maps.LocalSources("10.244.0.0/16");
+        var clusterIp = await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, pod);
+        var nodePort = await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, pod);
+        var offNode = await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, OffNode);
+
+        Assert.False(clusterIp.Masquerade);
+        Assert.Contains(clusterIp.Steps, s => s.Contains($"{MapLayout.LocalSourcesMap}[10.244.2.9]: in 10.244.0.0/16", StringComparison.Ordinal));
+        Assert.Contains(clusterIp.Steps, s => s.Contains("socket hooks", StringComparison.Ordinal));
+        Assert.Equal(["10.244.1.2:8080", "10.244.1.3:8080"], nodePort.Endpoints.Select(e => e.Endpoint)); // the internal scope, as sockets read it
+        Assert.Equal(["10.244.1.3:8080"], offNode.Endpoints.Select(e => e.Endpoint)); // the external scope off the node
+    }
+
+    [KernelFact]
     public async Task NoEndpoints_RefusedBySockets_DroppedOrRejectedByTc()
     {
         using var maps = new PinnedMaps(tc: true);
@@ -237,6 +264,7 @@ public sealed class EbpfExplainerTests
                 {
                     _tc = TcPrograms.Load(_sock.Maps);
                     _tc.Map(MapLayout.SourceRangesMap).Pin(Path.Combine(_directory, MapLayout.SourceRangesMap));
+                    _tc.Map(MapLayout.LocalSourcesMap).Pin(Path.Combine(_directory, MapLayout.LocalSourcesMap));
                 }
                 Explainer = new EbpfExplainer(_bpfFs.Path);
                 var backends = _sock.Map(MapLayout.BackendsMap);
@@ -263,6 +291,9 @@ public sealed class EbpfExplainerTests
         }
 
         public void NodeAddress(IPAddress address) => _sock.Map(MapLayout.NodeAddressesMap).Update(MapLayout.NetworkAddress(address), default(NodeAddress));
+
+        public void LocalSources(string prefix) =>
+            _tc!.Map(MapLayout.LocalSourcesMap).Update(LocalSource4Key.For(IpPrefix.Parse(prefix)), default(LocalSource4Value));
 
         public void SourceRange(uint revNatId, IPAddress address, int length) =>
             _tc!.Map(MapLayout.SourceRangesMap).Update(SourceRange4Key.For(revNatId, address, length), 1u);

@@ -48,13 +48,13 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// The one explain check --mode=ebpf cannot pass yet: a pod's source address does not say whether its process is in
-    /// --bpf-cgroup (socket hooks, never masqueraded) or not (the tc programs on its veth), and the kernel's maps hold no
-    /// cluster CIDR to tell pods from off-node clients, so explain takes a pod source for an off-node client once the tc
-    /// programs are attached. Issue 12: a pinned map of local sources (Core's detect-local) read by tc.c and the tracer.
+    /// The one explain check --mode=ebpf cannot pass: explain tells a pod (a process in --bpf-cgroup, socket hooks) from an
+    /// off-node client (tc) by pp_localsrc4_v1, which holds Core's detect-local prefixes; detect-local by interface
+    /// (InterfaceNamePrefix, BridgeInterface) has none, so there a pod's address is taken for an off-node client.
     /// </summary>
-    private static string? EbpfExplainSkip(Probe probe) =>
-        probe.From is "node" || IsOffNode(probe) ? null : "a pod's source address does not tell explain that its process is in --bpf-cgroup (issue 12)";
+    private static string? EbpfExplainSkip(Scenario scenario, Probe probe) =>
+        probe.From is "node" || IsOffNode(probe) || !(scenario.ExtraArgs ?? []).Any(a => a is "--detect-local-mode=InterfaceNamePrefix" or "--detect-local-mode=BridgeInterface") ? null
+        : "detect-local by interface: pp_localsrc4_v1 holds prefixes only, so explain takes a pod's address for an off-node client";
 
     /// <summary>A probe from an off-node client: its packets reach the node's interfaces, where the tc programs act.</summary>
     private static bool IsOffNode(Probe probe) => probe.From is "client" or "client2";
@@ -115,7 +115,7 @@ public sealed class ConformanceTests(ITestOutputHelper output)
                     Assert.True(problem is null, $"{scenario.Name} [{mode}]: {probe}: {problem}\n--- proxy output ---\n{proxy.Output}");
                     output.WriteLine($"ok: {probe}");
                     if (ProxyPlanes.Modes.Require(mode).Explainer is null || probe.Expect.Kind == ExpectKind.Http) continue;
-                    if (ebpf is not null && EbpfExplainSkip(probe) is { } unexplained)
+                    if (ebpf is not null && EbpfExplainSkip(scenario, probe) is { } unexplained)
                     {
                         output.WriteLine($"skip explain [ebpf]: {unexplained}");
                         continue;
