@@ -260,6 +260,9 @@ static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct
 	flags = master->flags;
 	if (local && !(local->flags & PP_LOCAL_SOURCE_MASQUERADE) && !(flags & (PP_SVC_FLAG_NODEPORT | PP_SVC_FLAG_EXTERNAL)))
 		flags &= ~PP_SVC_FLAG_MASQUERADE;
+	/* Hairpin: a pod reaching itself through a frontend sees the node's address, as kube-proxy's `-s endpoint` mark. */
+	if (backend->address == packet->saddr)
+		flags |= PP_SVC_FLAG_MASQUERADE;
 
 	forward->address = backend->address;
 	forward->port = backend->port;

@@ -180,6 +180,20 @@ public sealed class TcProgramTests : IDisposable
     }
 
     [KernelFact]
+    public void Ingress_Hairpin_APodReachingItselfIsMasqueraded()
+    {
+        AddService(ClusterIp, 80, ProtocolType.Tcp, revNatId: 16, flags: 0, BackendA);
+        AddLocalSources("10.244.0.0/16", flags: 0);
+
+        var itself = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(BackendA, 40000, ClusterIp, 80)));
+        var other = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(BackendB, 40000, ClusterIp, 80)));
+
+        Assert.Equal(TestPackets.Tcp(BackendA, 40000, BackendA, BackendPort), TestPackets.Parse(itself.Frame));
+        Assert.Equal(MapLayout.MarkMasquerade, itself.Mark);
+        Assert.Equal(0u, other.Mark); // the control: another pod keeps its source
+    }
+
+    [KernelFact]
     public void Ingress_LocalSource_GetsTheInternalPool_OffNodeClientTheExternal()
     {
         // externalTrafficPolicy: Local: the external pool (B) differs from the short-circuit pods get (A).

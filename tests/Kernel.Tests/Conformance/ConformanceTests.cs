@@ -43,7 +43,8 @@ public sealed class ConformanceTests(ITestOutputHelper output)
         if (probe.SourcePort is not null) return "a fixed UDP source port: the tc programs' connection entry keeps the old backend (no stale-flow cleanup yet)";
         if (IsOffNode(probe)) return null;
         var own = probe.From == "node" ? ConformanceTopology.NodeIp : ConformanceTopology.Pods[probe.From].IPv4;
-        if (probe.Expect.Source is { } seen && seen != own) return $"masquerade of a local client (the pods must see {seen}): the socket hooks rewrite the socket, nothing is masqueraded";
+        if (probe.Expect.Source is { } seen && seen != own)
+            return $"masquerade of a local socket (the pods must see {seen}): the socket hooks connect the socket straight to the backend, so no packet crosses the node to be masqueraded (README: per-mode table)";
         return null;
     }
 
@@ -70,7 +71,7 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     /// The scenarios --mode=ebpf skips whole, named in the test output; the probes it skips inside the
     /// scenarios it runs are printed there as "skip [ebpf]".
     /// </summary>
-    [Fact(Skip = "--mode=ebpf does not render these scenarios yet: every probe needs masquerade of a local socket (hairpin, --masquerade-all) or a fixed UDP source port across an endpoint change; run it to list them")]
+    [Fact(Skip = "--mode=ebpf does not render these scenarios: every probe needs masquerade of a local socket (hairpin, --masquerade-all; an honest difference, README) or a fixed UDP source port across an endpoint change; run it to list them")]
     public void Ebpf_ScenariosItDoesNotRenderYet() =>
         Assert.Fail(string.Join(", ", ConformanceScenarios.All.Where(s => s.Steps.SelectMany(step => step.Probes).All(p => EbpfSkip(p) is not null)).Select(s => s.Name)));
 
