@@ -151,10 +151,12 @@ struct pp_revnat6_value {
 #define PP_MAP_SOURCE_RANGES "pp_srcrange_v1"
 #define PP_MAP_NODE_ADDRESSES6 "pp_nodeip6_v1"
 #define PP_MAP_CONNECTIONS6 "pp_ct6_v1"
+#define PP_MAP_LOCAL_SOURCES "pp_localsrc4_v1"
 
 #define PP_MAX_NODE_ADDRESSES 256
 #define PP_MAX_CONNECTIONS 262144
 #define PP_MAX_SOURCE_RANGES 16384
+#define PP_MAX_LOCAL_SOURCES 256
 
 /*
  * skb marks the tc ingress program sets for the fixed nftables table `inet proxyplanes-ebpf`
@@ -223,6 +225,24 @@ struct pp_srcrange4_key {
 	__u32 prefixlen;  /* 32 + CIDR prefix length */
 	__u32 rev_nat_id; /* host byte order; compared as 4 whole bytes */
 	__u32 address;    /* network byte order */
+};
+
+/*
+ * Local sources (Core's --detect-local-mode by prefix: the cluster CIDR, or this node's pod CIDR): an LPM trie
+ * keyed by prefixlen (0..32) and the prefix. tc ingress keeps such a client's source when a cluster IP's
+ * masquerade is for off-cluster sources only, and gives it the internal scope (the short-circuit local
+ * clients get) first; explain takes such a source for a pod, a process in --bpf-cgroup.
+ */
+struct pp_localsrc4_key {
+	__u32 prefixlen; /* 0..32 */
+	__u32 address;   /* network byte order */
+};
+
+/* The value of a local-sources entry. */
+#define PP_LOCAL_SOURCE_MASQUERADE 0x0001 /* --masquerade-all: masquerade these sources too */
+
+struct pp_localsrc4_value {
+	__u32 flags; /* PP_LOCAL_SOURCE_* */
 };
 
 #endif /* PROXYPLANES_H */

@@ -30,4 +30,20 @@ struct {
 	__type(value, struct pp_affinity_value);
 } pp_affinity_v1 SEC(".maps");
 
+/* The node addresses a node port is served on: tc ingress and the socket hooks both look node ports up. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PP_MAX_NODE_ADDRESSES);
+	__type(key, __u32);
+	__type(value, struct pp_node_address);
+} pp_nodeip4_v1 SEC(".maps");
+
+/* The node IPv6 addresses a node port is served on (link-local ones never). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PP_MAX_NODE_ADDRESSES);
+	__uint(key_size, 16);
+	__type(value, struct pp_node_address);
+} pp_nodeip6_v1 SEC(".maps");
+
 #endif /* PROXYPLANES_SHARED_MAPS_H */

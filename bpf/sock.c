@@ -4,7 +4,8 @@
  * UDP) to a service frontend is rewritten to one of its backends before the kernel routes it, so
  * no packet ever carries the VIP. A frontend with no backends refuses the connect at once
  * (ECONNREFUSED, like kube-proxy's REJECT). recvmsg and getpeername turn a UDP backend back into the
- * VIP the application sent to. Addresses that are not frontends are left alone.
+ * VIP the application sent to. A node port is a frontend on every address of pp_nodeip4_v1 (the
+ * internal-scope entry: what local clients get). Addresses that are not frontends are left alone.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -47,6 +48,35 @@ static __always_inline __u32 pp_affinity_backend(const struct pp_affinity_key *k
 	return entry->backend_id;
 }
 
+/* An IPv4 address held mapped (::ffff:a.b.c.d). */
+static __always_inline int pp_address_mapped4(const __u32 address[4])
+{
+	return address[0] == 0 && address[1] == 0 && address[2] == bpf_htonl(0x0000ffff);
+}
+
+/* 0.0.0.0 (mapped) or :: */
+static __always_inline int pp_address_unspecified(const __u32 address[4])
+{
+	return address[0] == 0 && address[1] == 0 && (address[2] == 0 || address[2] == bpf_htonl(0x0000ffff)) && address[3] == 0;
+}
+
+/* Whether the address is one a node port is served on (pp_nodeip4_v1 or pp_nodeip6_v1). */
+static __always_inline int pp_node_address(const __u32 address[4])
+{
+	if (pp_address_mapped4(address))
+		return bpf_map_lookup_elem(&pp_nodeip4_v1, &address[3]) != 0;
+	return bpf_map_lookup_elem(&pp_nodeip6_v1, address) != 0;
+}
+
+/* The key of the family's node ports: ::ffff:0.0.0.0 for IPv4, :: for IPv6. */
+static __always_inline void pp_address_any(__u32 address[4])
+{
+	if (pp_address_mapped4(address))
+		address[3] = 0;
+	else
+		address[0] = address[1] = address[2] = address[3] = 0;
+}
+
 /*
  * Picks a backend for the frontend in *key (address filled in by the caller). Returns 0 when it is
  * not a frontend (left alone), 1 with *picked and *rev_nat_id set, -1 when the frontend has no
@@ -61,7 +91,19 @@ static __always_inline int pp_pick(struct bpf_sock_addr *ctx, struct pp_service_
 
 	key->port = (__u16)ctx->user_port;
 	key->proto = (__u8)ctx->protocol;
+	if (pp_address_unspecified(key->address))
+		return 0; /* 0.0.0.0 / :: is the kernel's loopback, never a frontend (the family's any address keys the node ports) */
 	master = bpf_map_lookup_elem(&pp_services_v2, key);
+	if (!master && pp_node_address(key->address)) {
+		/*
+		 * A node port on a node address, as tc ingress finds it. Loopback is never in pp_nodeip4_v1 /
+		 * pp_nodeip6_v1, so 127.0.0.1:NODEPORT stays a local port, as in the other modes (no route_localnet).
+		 */
+		pp_address_any(key->address);
+		master = bpf_map_lookup_elem(&pp_services_v2, key);
+		if (master && !(master->flags & PP_SVC_FLAG_NODEPORT))
+			return 0;
+	}
 	if (!master)
 		return 0;
 	if (master->count == 0)

@@ -38,13 +38,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* The tc programs' own. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, PP_MAX_NODE_ADDRESSES);
-	__type(key, __u32);
-	__type(value, struct pp_node_address);
-} pp_nodeip4_v1 SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, PP_MAX_CONNECTIONS);
 	__type(key, struct pp_ct4_key);
@@ -60,18 +53,20 @@ struct {
 } pp_srcrange_v1 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, PP_MAX_NODE_ADDRESSES);
-	__uint(key_size, 16); /* a node IPv6 address */
-	__type(value, struct pp_node_address);
-} pp_nodeip6_v1 SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, PP_MAX_CONNECTIONS);
 	__type(key, struct pp_ct6_key);
 	__type(value, struct pp_ct6_value);
 } pp_ct6_v1 SEC(".maps");
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PP_MAX_LOCAL_SOURCES);
+	__type(key, struct pp_localsrc4_key);
+	__type(value, struct pp_localsrc4_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pp_localsrc4_v1 SEC(".maps");
 
 #define PP_IP_OFFSET ETH_HLEN
 #define PP_IP_CSUM_OFFSET (PP_IP_OFFSET + __builtin_offsetof(struct iphdr, check))
@@ -154,35 +149,42 @@ static __always_inline int pp_rewrite(struct __sk_buff *skb, const struct pp_pac
 	return 0;
 }
 
-/* The master entry of a frontend for external traffic: the external-scope entry when there is one, else the internal. */
-static __always_inline struct pp_service_value *pp_master(struct pp_service_key *key)
+/*
+ * The master entry of a frontend: for an off-node client the external-scope entry when there is one, else
+ * the internal; for a local source (a pod) the internal one, what local sockets get (the short-circuit).
+ */
+static __always_inline struct pp_service_value *pp_master(struct pp_service_key *key, int local_source)
 {
 	struct pp_service_value *master;
 
 	key->slot = 0;
-	key->scope = PP_SCOPE_EXTERNAL;
-	master = bpf_map_lookup_elem(&pp_services_v2, key);
-	if (master)
-		return master;
+	if (!local_source) {
+		key->scope = PP_SCOPE_EXTERNAL;
+		master = bpf_map_lookup_elem(&pp_services_v2, key);
+		if (master)
+			return master;
+	}
 	key->scope = PP_SCOPE_INTERNAL;
 	return bpf_map_lookup_elem(&pp_services_v2, key);
 }
 
 /* The frontend a packet is addressed to: its destination, or a node port when the destination is a node address. */
-static __always_inline struct pp_service_value *pp_lookup_frontend(const struct pp_packet *packet, struct pp_service_key *key)
+static __always_inline struct pp_service_value *pp_lookup_frontend(const struct pp_packet *packet, struct pp_service_key *key, int local_source)
 {
 	struct pp_service_value *master;
 
+	if (packet->daddr == 0)
+		return 0; /* address 0 keys the node ports, never a destination */
 	pp_address_from4(key->address, packet->daddr);
 	key->port = packet->dport;
 	key->proto = packet->proto;
-	master = pp_master(key);
+	master = pp_master(key, local_source);
 	if (master)
 		return master;
 	if (!bpf_map_lookup_elem(&pp_nodeip4_v1, &packet->daddr))
 		return 0;
 	pp_address_from4(key->address, 0); /* a node port: ::ffff:0.0.0.0 */
-	master = pp_master(key);
+	master = pp_master(key, local_source);
 	if (master && !(master->flags & PP_SVC_FLAG_NODEPORT))
 		return 0;
 	return master;
@@ -250,10 +252,13 @@ static __always_inline int pp_choose(struct __sk_buff *skb, struct pp_service_ke
 /* A new connection to a frontend: verdicts first (source ranges, no endpoints), then a backend and both connection entries. */
 static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct pp_packet *packet, struct pp_ct4_value *forward)
 {
+	struct pp_localsrc4_key source = { .prefixlen = 32, .address = packet->saddr };
+	struct pp_localsrc4_value *local = bpf_map_lookup_elem(&pp_localsrc4_v1, &source);
 	struct pp_service_key key = {};
-	struct pp_service_value *master = pp_lookup_frontend(packet, &key);
+	struct pp_service_value *master = pp_lookup_frontend(packet, &key, local != 0);
 	struct pp_backend *backend = 0;
 	__u32 backend_id = 0;
+	__u16 flags;
 	int verdict;
 
 	if (!master)
@@ -273,9 +278,20 @@ static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct
 	if (verdict >= 0)
 		return verdict;
 
+	/*
+	 * A cluster IP masquerades off-cluster sources only: a local source keeps its own unless --masquerade-all.
+	 * External frontends (node ports, external and load-balancer IPs) masquerade every source their flag covers.
+	 */
+	flags = master->flags;
+	if (local && !(local->flags & PP_LOCAL_SOURCE_MASQUERADE) && !(flags & (PP_SVC_FLAG_NODEPORT | PP_SVC_FLAG_EXTERNAL)))
+		flags &= ~PP_SVC_FLAG_MASQUERADE;
+	/* Hairpin: a pod reaching itself through a frontend sees the node's address, as kube-proxy's `-s endpoint` mark. */
+	if (backend->address[3] == packet->saddr)
+		flags |= PP_SVC_FLAG_MASQUERADE;
+
 	forward->address = backend->address[3]; /* an IPv4 frontend has IPv4 backends: ::ffff:a.b.c.d */
 	forward->port = backend->port;
-	forward->flags = master->flags;
+	forward->flags = flags;
 	forward->rev_nat_id = master->rev_nat_id;
 	forward->backend_id = backend_id;
 
@@ -290,7 +306,7 @@ static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct
 	struct pp_ct4_value reply = {
 		.address = packet->daddr, /* the address the client used, a node address for a node port */
 		.port = packet->dport,
-		.flags = master->flags,
+		.flags = flags,
 		.rev_nat_id = master->rev_nat_id,
 	};
 	struct pp_ct4_key forward_key = {
@@ -437,12 +453,12 @@ static __always_inline int pp_new_connection6(struct __sk_buff *skb, const struc
 	pp_copy6(key.address, packet->daddr);
 	key.port = packet->dport;
 	key.proto = packet->proto;
-	master = pp_master(&key);
+	master = pp_master(&key, 0); /* local sources are IPv4 only (pp_localsrc4_v1) */
 	if (!master) {
 		if (!bpf_map_lookup_elem(&pp_nodeip6_v1, packet->daddr))
 			return TC_ACT_OK;
 		key.address[0] = key.address[1] = key.address[2] = key.address[3] = 0; /* a node port: :: */
-		master = pp_master(&key);
+		master = pp_master(&key, 0); /* local sources are IPv4 only (pp_localsrc4_v1) */
 		if (!master || !(master->flags & PP_SVC_FLAG_NODEPORT))
 			return TC_ACT_OK;
 	}

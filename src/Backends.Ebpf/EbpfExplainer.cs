@@ -90,7 +90,14 @@ public sealed class EbpfExplainer : IKernelExplainer
                 using var map = BpfMap.OpenPinned(rangePin);
                 ranges = map.Keys<SourceRange4Key>();
             }
-            return new EbpfSnapshot(serviceEntries, backendEntries, nodeAddresses, ranges, EbpfNames.Read(directory));
+            List<LocalSource4Key>? localSources = null;
+            var localPin = Path.Combine(directory, MapLayout.LocalSourcesMap);
+            if (File.Exists(localPin))
+            {
+                using var map = BpfMap.OpenPinned(localPin);
+                localSources = map.Keys<LocalSource4Key>();
+            }
+            return new EbpfSnapshot(serviceEntries, backendEntries, nodeAddresses, ranges, EbpfNames.Read(directory), localSources);
         }
         catch (BpfException e)
         {

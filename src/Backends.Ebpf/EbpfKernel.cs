@@ -85,7 +85,11 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         NodeAddresses = tc.Map(MapLayout.NodeAddressesMap);
         NodeAddresses6 = tc.Map(MapLayout.NodeAddresses6Map);
         SourceRanges = tc.Map(MapLayout.SourceRangesMap);
+        LocalSources = tc.Map(MapLayout.LocalSourcesMap);
     }
+
+    /// <summary>pp_localsrc4_v1: the prefixes Core's detect-local calls pods (see <see cref="LocalSourcesOf"/>).</summary>
+    public BpfMap LocalSources { get; }
 
     /// <summary>pp_nodeip4_v1: the node addresses a node port is served on.</summary>
     public BpfMap NodeAddresses { get; }
@@ -196,6 +200,31 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
             AttachTcPrograms(rtnl);
             WriteNodeAddresses(rtnl, network);
         });
+        WriteLocalSources(network);
+    }
+
+    /// <summary>
+    /// What pp_localsrc4_v1 holds for <paramref name="network"/>: the IPv4 prefixes of Core's detect-local when it
+    /// tells pods by prefix (ClusterCIDR, NodeCIDR), flagged <see cref="MapLayout.LocalSourceMasquerade"/> under
+    /// --masquerade-all; nothing when it tells them by interface (InterfaceNamePrefix, BridgeInterface) or not at all.
+    /// </summary>
+    public static IReadOnlyDictionary<LocalSource4Key, LocalSource4Value> LocalSourcesOf(NodeNetwork network)
+    {
+        ArgumentNullException.ThrowIfNull(network);
+        var detector = network.LocalDetector;
+        if (detector.Mode is not (LocalDetectMode.ClusterCidr or LocalDetectMode.NodeCidr)) return new Dictionary<LocalSource4Key, LocalSource4Value>();
+        var value = new LocalSource4Value { Flags = network.MasqueradeAll ? MapLayout.LocalSourceMasquerade : 0 };
+        return detector.Cidrs.Where(c => c.Family == IpFamily.IPv4).Select(LocalSource4Key.For).Distinct().ToDictionary(k => k, _ => value);
+    }
+
+    /// <summary>pp_localsrc4_v1 made to hold <see cref="LocalSourcesOf"/>: stale prefixes deleted, the others written.</summary>
+    private void WriteLocalSources(NodeNetwork network)
+    {
+        var wanted = LocalSourcesOf(network);
+        foreach (var key in LocalSources.Keys<LocalSource4Key>().ToList())
+            if (!wanted.ContainsKey(key)) LocalSources.Delete(key);
+        foreach (var (key, value) in wanted)
+            if (!LocalSources.TryLookup(key, out LocalSource4Value current) || current != value) LocalSources.Update(key, value);
     }
 
     private void AttachTcPrograms() => InOwnNamespace(AttachTcPrograms);
@@ -393,6 +422,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.BackendsMap)) &&
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.SourceRangesMap)) &&
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.NodeAddressesMap)) &&
+        File.Exists(Path.Combine(Location.PinDirectory, MapLayout.LocalSourcesMap)) &&
         SockPrograms.All.All(p => File.Exists(EbpfLocation.LinkPin(Location.PinDirectory, p))) &&
         _tcHooks.All(h => h.Value.Pinned(Location.PinDirectory, h.Key));
 

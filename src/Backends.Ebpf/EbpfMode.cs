@@ -13,7 +13,7 @@ public sealed class EbpfMode : IProxyMode
     /// </summary>
     public const string NotRenderedYet =
         "--mode=ebpf renders IPv4 and IPv6 TCP and UDP: socket hooks for processes in --bpf-cgroup, tc programs on the node's interfaces for traffic from off the node; " +
-        "it does not render yet: node ports from the node's own sockets, masquerade of local sockets (hairpin, --masquerade-all), " +
+        "it does not render yet: masquerade of local sockets (hairpin, --masquerade-all), " +
         "loadBalancerSourceRanges for local sockets and for IPv6, clearing stale UDP flows when an endpoint goes, and SCTP";
 
     public static EbpfMode Instance { get; } = new();

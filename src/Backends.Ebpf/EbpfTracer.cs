@@ -8,26 +8,29 @@ namespace ProxyPlanes.Backends.Ebpf;
 
 /// <summary>
 /// What <c>proxyplanes explain</c> reads of a node in eBPF mode: the pinned maps' contents.
-/// <see cref="NodeAddresses"/> and <see cref="SourceRanges"/> are null when their maps are not pinned
-/// (the tc programs are not in use: only the socket hooks act, on processes in --bpf-cgroup).
+/// <see cref="NodeAddresses"/> (the socket hooks' and tc's) and <see cref="SourceRanges"/> (tc's own) are null
+/// when their maps are not pinned; without pp_srcrange_v1 the tc programs are not in use: only the socket hooks
+/// act, on processes in --bpf-cgroup. <see cref="LocalSources"/>: pp_localsrc4_v1's prefixes (the pods, by Core's detect-local).
 /// </summary>
 public sealed record EbpfSnapshot(
     IReadOnlyDictionary<ServiceKey, ServiceValue> Services,
     IReadOnlyDictionary<uint, Backend> Backends,
     IReadOnlySet<IPAddress>? NodeAddresses,
     IReadOnlyCollection<SourceRange4Key>? SourceRanges,
-    IReadOnlyDictionary<uint, string>? Names = null)
+    IReadOnlyDictionary<uint, string>? Names = null,
+    IReadOnlyCollection<LocalSource4Key>? LocalSources = null)
 {
     /// <summary>Whether the tc programs' maps are pinned, so off-node clients meet the tc programs.</summary>
-    public bool TcInUse => NodeAddresses is not null;
+    public bool TcInUse => SourceRanges is not null;
 }
 
 /// <summary>
 /// Follows the first packet of a flow through the eBPF programs as they read the maps (bpf/sock.c and
 /// bpf/tc.c, see bpf/README.md). A client on this node (a process in --bpf-cgroup, asked as <c>--from</c>
 /// one of the node's addresses (its interfaces' or pp_nodeip4_v1's), or any source while the tc programs are not in use) meets the socket
-/// hooks: the internal-scope master entry of (destination, port, protocol); no node ports, no source
-/// ranges, no masquerade; count 0 refuses (ECONNREFUSED), whatever the drop flag. A client off the node
+/// hooks: the internal-scope master entry of (destination, port, protocol), else a node port (key address 0,
+/// flag <c>nodeport</c>, internal scope) when the destination is in pp_nodeip4_v1; no source ranges, no
+/// masquerade; count 0 refuses (ECONNREFUSED), whatever the drop flag. A client off the node
 /// meets tc ingress: the external-scope master first, then the internal one; a node port (key address 0,
 /// flag <c>nodeport</c>) when the destination is in pp_nodeip4_v1; source ranges in pp_srcrange_v1; count
 /// 0 drops with the drop flag, else the reject mark; the masquerade flag. A new flow picks slot
@@ -42,10 +45,29 @@ public static class EbpfTracer
         ArgumentNullException.ThrowIfNull(node);
         if (question.Protocol is not (Protocol.TCP or Protocol.UDP))
             return Pass("the eBPF programs act on TCP and UDP only", []);
+        if (question.Destination.Equals(IPAddress.Any) || question.Destination.Equals(IPAddress.IPv6Any))
+            return Pass("0.0.0.0 / :: is no frontend (the family's any address keys the node ports; a socket's 0.0.0.0 is the kernel's loopback)", []);
         // The node's addresses: the interfaces' and the ones the daemon put in pp_nodeip4_v1.
         var local = question.Source is { } source
             && (node.LocalAddresses.Contains(source) || IPAddress.IsLoopback(source) || snapshot.NodeAddresses?.Contains(source) == true);
-        return snapshot.TcInUse && !local ? TraceTc(snapshot, question) : TraceSocket(snapshot, question);
+        if (!snapshot.TcInUse || local) return TraceSocket(snapshot, question, []);
+        // A pod (a source in pp_localsrc4_v1): its process is taken to be in --bpf-cgroup (the default, the root, holds every pod).
+        if (question.Source is { } client && LocalSourceOf(snapshot.LocalSources, client) is { } pods)
+            return TraceSocket(snapshot, question, [$"{MapLayout.LocalSourcesMap}[{client}]: in {pods}, a pod of this cluster: its process is in --bpf-cgroup"]);
+        return TraceTc(snapshot, question);
+    }
+
+    /// <summary>The longest prefix of pp_localsrc4_v1 holding <paramref name="client"/>, as the LPM trie answers; null when none does.</summary>
+    private static LocalSource4Key? LocalSourceOf(IReadOnlyCollection<LocalSource4Key>? prefixes, IPAddress client)
+    {
+        if (prefixes is null || client.AddressFamily != AddressFamily.InterNetwork) return null;
+        LocalSource4Key? best = null;
+        foreach (var key in prefixes)
+        {
+            if (key.Prefixlen > 32 || !new IpPrefix(MapLayout.HostAddress(key.Address), (int)key.Prefixlen).Contains(client)) continue;
+            if (best is null || key.Prefixlen > best.Value.Prefixlen) best = key;
+        }
+        return best;
     }
 
     /// <summary>Every master entry, each with the fate of a packet from off the node (tc), or from a process on it while the tc programs are not in use.</summary>
@@ -70,16 +92,25 @@ public static class EbpfTracer
         return all;
     }
 
-    private static PacketFate TraceSocket(EbpfSnapshot snapshot, PacketQuestion question)
+    private static PacketFate TraceSocket(EbpfSnapshot snapshot, PacketQuestion question, List<string> steps)
     {
-        var steps = new List<string> { question.Destination.AddressFamily == AddressFamily.InterNetworkV6
+        steps.Add(question.Destination.AddressFamily == AddressFamily.InterNetworkV6
             ? "socket hooks (connect6/sendmsg6) of a process in --bpf-cgroup"
-            : "socket hooks (connect4/sendmsg4) of a process in --bpf-cgroup" };
+            : "socket hooks (connect4/sendmsg4) of a process in --bpf-cgroup");
         var key = ServiceKey.For(question.Destination, question.Port, Proto(question.Protocol));
         if (!snapshot.Services.TryGetValue(key, out var master))
         {
             steps.Add($"{MapLayout.ServicesMap}[{Describe(key)}]: no entry");
-            return Pass(TraceSteps.PassReason(null), steps);
+            if (snapshot.NodeAddresses?.Contains(question.Destination) != true)
+                return Pass(TraceSteps.PassReason(null), steps);
+            steps.Add($"{(question.Destination.AddressFamily == AddressFamily.InterNetworkV6 ? MapLayout.NodeAddresses6Map : MapLayout.NodeAddressesMap)}[{question.Destination}]: a node address");
+            key = key with { Address = MapAddress.Unspecified(question.Destination.AddressFamily) };
+            var found = snapshot.Services.TryGetValue(key, out master);
+            if (!found || (master.Flags & MapLayout.ServiceFlagNodePort) == 0)
+            {
+                steps.Add($"{MapLayout.ServicesMap}[{Describe(key)}]: {(found ? "the entry has no nodeport flag: not a node port" : "no entry")}");
+                return Pass(TraceSteps.PassReason(null), steps);
+            }
         }
         steps.Add(DescribeMaster(key, master));
         var frontend = FrontendOf(master);

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Backends.Ebpf;
 
@@ -27,6 +28,10 @@ public static class MapLayout
     public const string SourceRangesMap = "pp_srcrange_v1";
     public const string NodeAddresses6Map = "pp_nodeip6_v1";
     public const string Connections6Map = "pp_ct6_v1";
+    public const string LocalSourcesMap = "pp_localsrc4_v1";
+
+    /// <summary>PP_LOCAL_SOURCE_MASQUERADE: a local source is masqueraded too (--masquerade-all).</summary>
+    public const uint LocalSourceMasquerade = 0x0001;
 
     /// <summary>PP_MARK_MASQUERADE: the skb mark tc ingress sets on a flow to masquerade (<see cref="EbpfNftables"/>).</summary>
     public const uint MarkMasquerade = 0x00100000;
@@ -346,6 +351,32 @@ public record struct SourceRange4Key
     }
 }
 
+/// <summary>struct pp_localsrc4_key: a local-sources prefix (Core's detect-local by CIDR) in the LPM trie pp_localsrc4_v1.</summary>
+[CStruct("pp_localsrc4_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct LocalSource4Key
+{
+    public uint Prefixlen;
+    public uint Address;
+
+    /// <summary>The key for <paramref name="prefix"/> (IPv4).</summary>
+    public static LocalSource4Key For(IpPrefix prefix)
+    {
+        if (prefix.Family != IpFamily.IPv4) throw new ArgumentException($"{prefix} is not IPv4", nameof(prefix));
+        return new() { Prefixlen = (uint)prefix.Length, Address = MapLayout.NetworkAddress(prefix.Address) };
+    }
+
+    public override readonly string ToString() => $"{MapLayout.HostAddress(Address)}/{Prefixlen}";
+}
+
+/// <summary>struct pp_localsrc4_value: <see cref="MapLayout.LocalSourceMasquerade"/> or 0.</summary>
+[CStruct("pp_localsrc4_value")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct LocalSource4Value
+{
+    public uint Flags;
+}
+
 /// <summary>The tc programs of bpf/tc.c (embedded as tc.o): program names.</summary>
 public static class TcPrograms
 {
@@ -355,11 +386,11 @@ public static class TcPrograms
 
     /// <summary>
     /// Loads bpf/tc.c's object from this assembly. Pass the socket hooks' object (or pinned maps) as
-    /// <paramref name="sharedMaps"/> so both read the same services, backends and affinity entries.
+    /// <paramref name="sharedMaps"/> so both read the same services, backends, affinity entries and node addresses.
     /// </summary>
     public static BpfObject Load(IEnumerable<BpfMap>? sharedMaps = null) => BpfObject.LoadEmbedded(ObjectName, sharedMaps: sharedMaps);
 
-    /// <summary>As <see cref="Load(IEnumerable{BpfMap}?)"/>, with its own maps (connections, node addresses, source ranges) pinned in <paramref name="pinDirectory"/>.</summary>
+    /// <summary>As <see cref="Load(IEnumerable{BpfMap}?)"/>, with its own maps (connections, source ranges) pinned in <paramref name="pinDirectory"/>.</summary>
     public static BpfObject Load(string pinDirectory, IEnumerable<BpfMap> sharedMaps) => BpfObject.LoadEmbedded(ObjectName, pinDirectory, sharedMaps);
 }
 

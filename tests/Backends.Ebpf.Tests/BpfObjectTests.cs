@@ -34,10 +34,12 @@ public sealed class BpfObjectTests
         AssertMap(sock.Map(MapLayout.AffinityMap), 16, 16);
         AssertMap(sock.Map(MapLayout.UdpReverseNatMap), 16, 12);
         AssertMap(sock.Map(MapLayout.UdpReverseNat6Map), 32, 24);
+        AssertMap(sock.Map(MapLayout.NodeAddressesMap), sizeof(uint), sizeof(uint));
+        AssertMap(sock.Map(MapLayout.NodeAddresses6Map), 16, sizeof(uint));
         // Every name ends in a layout version (the one its key or value last changed in), at most the current one; at most 15 characters.
         Assert.All(sock.Maps, map => Assert.InRange(int.Parse(map.Name[(map.Name.LastIndexOf("_v", StringComparison.Ordinal) + 2)..]), 1, MapLayout.Version));
         Assert.All(sock.Maps, map => Assert.InRange(map.Name.Length, 1, 15));
-        Console.WriteLine($"sock.o loaded (8 programs verified, 5 maps) in {watch.Elapsed.TotalMilliseconds:F1} ms");
+        Console.WriteLine($"sock.o loaded (8 programs verified, {sock.Maps.Count} maps) in {watch.Elapsed.TotalMilliseconds:F1} ms");
     }
 
     [KernelFact]

@@ -87,15 +87,28 @@ public sealed class EbpfBackendTests : IDisposable
         Assert.Equal([MapLayout.NetworkAddress(IPAddress.Parse("192.0.2.1"))], kernel.NodeAddresses.Keys<uint>());
         // IPv6: the global address, not the veths' link-local ones.
         Assert.Equal([IPAddress.Parse("2001:db8:5::1")], kernel.NodeAddresses6.Keys<MapAddress>().Select(a => a.ToIPAddress()));
+        // Detect-local by the cluster CIDR: its IPv4 prefix is the local sources (the IPv6 one is not this map's).
+        Assert.Equal([LocalSource4Key.For(IpPrefix.Parse("10.244.0.0/16"))], kernel.LocalSources.Keys<LocalSource4Key>());
+        Assert.True(kernel.LocalSources.TryLookup(LocalSource4Key.For(IpPrefix.Parse("10.244.0.0/16")), out LocalSource4Value plain));
+        Assert.Equal(0u, plain.Flags);
 
         // A new interface, and --nodeport-addresses choosing another address.
         await Ip("link add pptcc type veth peer name pptcd", "addr add 198.51.100.7/32 dev pptcc", "link set pptcc up");
-        var chosen = StateBuilder.Network with { NodePortAddresses = new EquatableArray<IPAddress>([IPAddress.Parse("198.51.100.7")]) };
+        // --masquerade-all and this node's pod CIDR (NodeCIDR) instead of the cluster's.
+        var chosen = StateBuilder.Network with
+        {
+            NodePortAddresses = new EquatableArray<IPAddress>([IPAddress.Parse("198.51.100.7")]),
+            MasqueradeAll = true,
+            LocalDetector = new LocalTrafficDetector(LocalDetectMode.NodeCidr, new EquatableArray<IpPrefix>([IpPrefix.Parse("10.244.1.0/24")])),
+        };
         await backend.SyncAsync(StateBuilder.Full(StateBuilder.State(chosen, StateBuilder.Port(StateBuilder.Info("web", Vip), [StateBuilder.Endpoint("127.0.0.2")]))), default);
         Assert.Contains("pptcc", kernel.TcInterfaces);
         Assert.True(File.Exists(EbpfKernel.TcLinkPin(pins, "pptcc", TcDirection.Egress)));
         Assert.Equal([MapLayout.NetworkAddress(IPAddress.Parse("198.51.100.7"))], kernel.NodeAddresses.Keys<uint>());
         Assert.Empty(kernel.NodeAddresses6.Keys<MapAddress>());
+        Assert.Equal([LocalSource4Key.For(IpPrefix.Parse("10.244.1.0/24"))], kernel.LocalSources.Keys<LocalSource4Key>());
+        Assert.True(kernel.LocalSources.TryLookup(LocalSource4Key.For(IpPrefix.Parse("10.244.1.0/24")), out LocalSource4Value masqueradeAll));
+        Assert.Equal(MapLayout.LocalSourceMasquerade, masqueradeAll.Flags);
         Assert.True(await backend.CanaryIntactAsync(default));
 
         // Pins removed behind the daemon's back: the canary sees it, a full sync pins and attaches again.
@@ -106,9 +119,11 @@ public sealed class EbpfBackendTests : IDisposable
         Assert.True(await backend.CanaryIntactAsync(default));
         Assert.True(File.Exists(EbpfKernel.TcLinkPin(pins, "pptca", TcDirection.Ingress)));
 
-        // The interface goes: its pins go with the next full sync.
+        // The interface goes: its pins go with the next full sync. Detect-local by interface name: no prefix to hold.
         await Ip("link del pptcc");
-        await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2")), default);
+        var byInterface = StateBuilder.Network with { LocalDetector = new LocalTrafficDetector(LocalDetectMode.InterfaceNamePrefix, EquatableArray<IpPrefix>.Empty, "veth") };
+        await backend.SyncAsync(StateBuilder.Full(StateBuilder.State(byInterface, StateBuilder.Port(StateBuilder.Info("web", Vip), [StateBuilder.Endpoint("127.0.0.2")]))), default);
+        Assert.Empty(kernel.LocalSources.Keys<LocalSource4Key>());
         Assert.DoesNotContain("pptcc", kernel.TcInterfaces);
         Assert.False(File.Exists(EbpfKernel.TcLinkPin(pins, "pptcc", TcDirection.Ingress)));
 

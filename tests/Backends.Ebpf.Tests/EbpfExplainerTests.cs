@@ -57,6 +57,33 @@ public sealed class EbpfExplainerTests
     }
 
     [KernelFact]
+    public async Task PodSource_InTheLocalSources_MeetsTheSocketHooks()
+    {
+        using var maps = new PinnedMaps(tc: true);
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: MapLayout.ServiceFlagMasquerade, backends: [1, 2]);
+        maps.Frontend(IPAddress.Any, 30080, revNatId: 2, flags: MapLayout.ServiceFlagNodePort | MapLayout.ServiceFlagMasquerade, backends: [1, 2]);
+        maps.Frontend(IPAddress.Any, 30080, revNatId: 3, flags: MapLayout.ServiceFlagNodePort, backends: [2], scope: MapLayout.ScopeExternal);
+        maps.NodeAddress(NodeIp);
+        var pod = IPAddress.Parse("10.244.2.9");
+
+        // The control: without pp_localsrc4_v1 entries a pod's address is taken for an off-node client (tc, masqueraded).
+        var unknown = await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, pod);
+        Assert.True(unknown.Masquerade);
+        Assert.Contains(unknown.Steps, s => s.Contains("tc ingress", StringComparison.Ordinal));
+
+        maps.LocalSources("10.244.0.0/16");
+        var clusterIp = await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, pod);
+        var nodePort = await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, pod);
+        var offNode = await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, OffNode);
+
+        Assert.False(clusterIp.Masquerade);
+        Assert.Contains(clusterIp.Steps, s => s.Contains($"{MapLayout.LocalSourcesMap}[10.244.2.9]: in 10.244.0.0/16", StringComparison.Ordinal));
+        Assert.Contains(clusterIp.Steps, s => s.Contains("socket hooks", StringComparison.Ordinal));
+        Assert.Equal(["10.244.1.2:8080", "10.244.1.3:8080"], nodePort.Endpoints.Select(e => e.Endpoint)); // the internal scope, as sockets read it
+        Assert.Equal(["10.244.1.3:8080"], offNode.Endpoints.Select(e => e.Endpoint)); // the external scope off the node
+    }
+
+    [KernelFact]
     public async Task NoEndpoints_RefusedBySockets_DroppedOrRejectedByTc()
     {
         using var maps = new PinnedMaps(tc: true);
@@ -73,18 +100,28 @@ public sealed class EbpfExplainerTests
     }
 
     [KernelFact]
-    public async Task NodePort_OnANodeAddressOnly_AndNotForSockets()
+    public async Task NodePort_OnANodeAddressOnly_OffNodeClientsGetTheExternalScope_SocketsTheInternal()
     {
         using var maps = new PinnedMaps(tc: true);
         maps.Frontend(IPAddress.Any, 30080, revNatId: 3, flags: MapLayout.ServiceFlagNodePort, backends: [1, 2]);
+        maps.Frontend(IPAddress.Any, 30080, revNatId: 4, flags: MapLayout.ServiceFlagNodePort, backends: [2], scope: MapLayout.ScopeExternal);
         maps.NodeAddress(NodeIp);
 
-        var nodePort = await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, OffNode);
-        Assert.Equal(PacketVerdict.Forward, nodePort.Verdict);
-        Assert.Equal(Frontends.NodePort, nodePort.Frontend);
-        Assert.Equal(2, nodePort.Endpoints.Count);
-        Assert.Equal(PacketVerdict.Pass, (await maps.ExplainAsync(Protocol.TCP, IPAddress.Parse("203.0.113.9"), 30080, OffNode)).Verdict); // not a node address
-        Assert.Equal(PacketVerdict.Pass, (await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, NodeIp)).Verdict); // sock.c has no node ports
+        var offNode = await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, OffNode);
+        Assert.Equal(PacketVerdict.Forward, offNode.Verdict);
+        Assert.Equal(Frontends.NodePort, offNode.Frontend);
+        Assert.Equal(["10.244.1.3:8080"], offNode.Endpoints.Select(e => e.Endpoint));
+        var socket = await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, NodeIp);
+        Assert.Equal(PacketVerdict.Forward, socket.Verdict);
+        Assert.Equal(Frontends.NodePort, socket.Frontend);
+        Assert.Equal(["10.244.1.2:8080", "10.244.1.3:8080"], socket.Endpoints.Select(e => e.Endpoint));
+        Assert.Contains(socket.Steps, s => s.Contains("socket hooks", StringComparison.Ordinal));
+        // Not a node address, loopback (never in pp_nodeip4_v1: no localhost node ports) and 0.0.0.0: not a node port, for either.
+        foreach (var address in new[] { IPAddress.Parse("203.0.113.9"), IPAddress.Loopback, IPAddress.Any })
+        {
+            Assert.Equal(PacketVerdict.Pass, (await maps.ExplainAsync(Protocol.TCP, address, 30080, OffNode)).Verdict);
+            Assert.Equal(PacketVerdict.Pass, (await maps.ExplainAsync(Protocol.TCP, address, 30080, NodeIp)).Verdict);
+        }
     }
 
     [KernelFact]
@@ -95,6 +132,7 @@ public sealed class EbpfExplainerTests
         maps.NodeAddress(NodeIp);
 
         Assert.Equal(PacketVerdict.Pass, (await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, OffNode)).Verdict);
+        Assert.Equal(PacketVerdict.Pass, (await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, NodeIp)).Verdict);
     }
 
     [KernelFact]
@@ -225,8 +263,8 @@ public sealed class EbpfExplainerTests
                 if (tc)
                 {
                     _tc = TcPrograms.Load(_sock.Maps);
-                    _tc.Map(MapLayout.NodeAddressesMap).Pin(Path.Combine(_directory, MapLayout.NodeAddressesMap));
                     _tc.Map(MapLayout.SourceRangesMap).Pin(Path.Combine(_directory, MapLayout.SourceRangesMap));
+                    _tc.Map(MapLayout.LocalSourcesMap).Pin(Path.Combine(_directory, MapLayout.LocalSourcesMap));
                 }
                 Explainer = new EbpfExplainer(_bpfFs.Path);
                 var backends = _sock.Map(MapLayout.BackendsMap);
@@ -252,7 +290,10 @@ public sealed class EbpfExplainerTests
             services.Update(key, ServiceValue.Master(backends.Length, revNatId, flags, affinityTimeout));
         }
 
-        public void NodeAddress(IPAddress address) => _tc!.Map(MapLayout.NodeAddressesMap).Update(MapLayout.NetworkAddress(address), default(NodeAddress));
+        public void NodeAddress(IPAddress address) => _sock.Map(MapLayout.NodeAddressesMap).Update(MapLayout.NetworkAddress(address), default(NodeAddress));
+
+        public void LocalSources(string prefix) =>
+            _tc!.Map(MapLayout.LocalSourcesMap).Update(LocalSource4Key.For(IpPrefix.Parse(prefix)), default(LocalSource4Value));
 
         public void SourceRange(uint revNatId, IPAddress address, int length) =>
             _tc!.Map(MapLayout.SourceRangesMap).Update(SourceRange4Key.For(revNatId, address, length), 1u);

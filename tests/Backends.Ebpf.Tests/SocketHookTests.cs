@@ -26,6 +26,12 @@ public sealed class SocketHookTests : IDisposable
     private const int ServicePort = 80;
     private const int BackendPort = 8080;
     private const int UdpBackendPort = 5353;
+    private const int NodePort = 30080;
+
+    // A node address as pp_nodeip4_v1 holds it, and one it does not: neither is routed in the test's namespace,
+    // so a connection the hooks leave alone fails with "Network is unreachable".
+    private static readonly IPAddress NodeIp = IPAddress.Parse("192.0.2.1");
+    private static readonly IPAddress NotNodeIp = IPAddress.Parse("192.0.2.9");
 
     private readonly List<IDisposable> _cleanup = [];
     private readonly CancellationTokenSource _stop = new();
@@ -147,6 +153,60 @@ public sealed class SocketHookTests : IDisposable
         var affinity = Assert.Single(_sock.Map(MapLayout.AffinityMap).Keys<AffinityKey>());
         Assert.Equal(3u, affinity.RevNatId);
         Assert.NotEqual(0ul, affinity.Client); // the namespace's cookie
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Connect4_NodePortOnANodeAddress_SpreadsOverBothBackends()
+    {
+        Attach(SockPrograms.Connect4);
+        AddNodeAddress(NodeIp);
+        AddService(IPAddress.Any, NodePort, ProtocolType.Tcp, BackendPort, ServiceValue.Master(0, 7, MapLayout.ServiceFlagNodePort), ("127.0.0.2", 1), ("127.0.0.3", 2));
+
+        var replies = Client(NodeIp, NodePort, connections: 40);
+
+        Assert.All(replies, reply => Assert.StartsWith("ok ", reply, StringComparison.Ordinal));
+        Assert.Contains("ok backend-a", replies);
+        Assert.Contains("ok backend-b", replies);
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Connect4_NodePortElsewhere_IsUntouched()
+    {
+        Attach(SockPrograms.Connect4);
+        AddNodeAddress(NodeIp);
+        AddService(IPAddress.Any, NodePort, ProtocolType.Tcp, BackendPort, ServiceValue.Master(0, 7, MapLayout.ServiceFlagNodePort), ("127.0.0.2", 1));
+        AddService(IPAddress.Any, NodePort + 1, ProtocolType.Tcp, BackendPort, ServiceValue.Master(0, 8), ("127.0.0.2", 1));
+
+        // The positive control: the node port on the node address is rewritten.
+        Assert.Equal(["ok backend-a"], Client(NodeIp, NodePort, connections: 1));
+        // An address not in pp_nodeip4_v1: left alone, so unreachable here.
+        Assert.All(Client(NotNodeIp, NodePort, connections: 1), reply => Assert.Contains("Network is unreachable", reply, StringComparison.Ordinal));
+        // An address-0 entry without the nodeport flag is no node port.
+        Assert.All(Client(NodeIp, NodePort + 1, connections: 1), reply => Assert.Contains("Network is unreachable", reply, StringComparison.Ordinal));
+        // Loopback is never a node address (no localhost node ports, as in the other modes), and 0.0.0.0 is the
+        // kernel's loopback, not the node port's key: both stay local ports where nothing listens.
+        Assert.All(Client(IPAddress.Loopback, NodePort, connections: 1), reply => Assert.Contains("Connection refused", reply, StringComparison.Ordinal));
+        Assert.All(Client(IPAddress.Any, NodePort, connections: 1), reply => Assert.Contains("Connection refused", reply, StringComparison.Ordinal));
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Connect4_NodePortWithoutBackends_RefusedAtOnce()
+    {
+        Attach(SockPrograms.Connect4);
+        AddNodeAddress(NodeIp);
+        AddService(IPAddress.Any, NodePort, ProtocolType.Tcp, BackendPort, ServiceValue.Master(0, 7, MapLayout.ServiceFlagNodePort));
+
+        Assert.All(Client(NodeIp, NodePort, connections: 2), reply => Assert.Contains("Connection refused", reply, StringComparison.Ordinal));
+    }
+
+    [KernelFact(needsCgroup: true)]
+    public void Udp_NodePortOnANodeAddress_ReplyComesFromTheNodeAddress()
+    {
+        AttachAll();
+        AddNodeAddress(NodeIp);
+        AddService(IPAddress.Any, NodePort, ProtocolType.Udp, UdpBackendPort, ServiceValue.Master(0, 9, MapLayout.ServiceFlagNodePort), ("127.0.0.2", 11));
+
+        Assert.Equal(["reply udp-a", $"from {NodeIp}:{NodePort}"], UdpClient("sendto", NodeIp, NodePort));
     }
 
     [KernelFact(needsCgroup: true)]
@@ -337,6 +397,8 @@ public sealed class SocketHookTests : IDisposable
         }
         return InCgroupAndNamespace(_udpClient, mode, address.ToString(), port.ToString());
     }
+
+    private void AddNodeAddress(IPAddress address) => _sock.Map(MapLayout.NodeAddressesMap).Update(MapLayout.NetworkAddress(address), default(NodeAddress));
 
     /// <summary>A TCP service port on <see cref="ServicePort"/> with backends on <see cref="BackendPort"/>.</summary>
     private void AddService(IPAddress vip, uint revNatId, params (string Address, uint Id)[] backends) =>

@@ -37,10 +37,11 @@ public sealed class TcProgramTests : IDisposable
     {
         Assert.Equal([TcPrograms.Egress, TcPrograms.Ingress], _tc.Programs.Select(p => p.Name).Order(StringComparer.Ordinal));
         Assert.Equal(
-            [MapLayout.AffinityMap, MapLayout.BackendsMap, MapLayout.ConnectionsMap, MapLayout.Connections6Map, MapLayout.NodeAddressesMap, MapLayout.NodeAddresses6Map, MapLayout.ServicesMap, MapLayout.SourceRangesMap],
+            [MapLayout.AffinityMap, MapLayout.BackendsMap, MapLayout.ConnectionsMap, MapLayout.Connections6Map, MapLayout.LocalSourcesMap, MapLayout.NodeAddressesMap, MapLayout.NodeAddresses6Map, MapLayout.ServicesMap, MapLayout.SourceRangesMap],
             _tc.Maps.Select(m => m.Name).Order(StringComparer.Ordinal));
         Assert.Equal(11u, _tc.Map(MapLayout.SourceRangesMap).Type); // BPF_MAP_TYPE_LPM_TRIE
         Assert.Equal(9u, _tc.Map(MapLayout.ConnectionsMap).Type); // LRU hash
+        Assert.Equal(11u, _tc.Map(MapLayout.LocalSourcesMap).Type);
     }
 
     [KernelTheory]
@@ -145,6 +146,69 @@ public sealed class TcProgramTests : IDisposable
     }
 
     [KernelFact]
+    public void Ingress_LocalSource_ClusterIpKeepsItsSource_OffClusterClientMasqueraded()
+    {
+        const string pod = "10.244.2.7";
+        AddService(ClusterIp, 80, ProtocolType.Tcp, revNatId: 11, MapLayout.ServiceFlagMasquerade, BackendA);
+        AddLocalSources("10.244.0.0/16", flags: 0);
+
+        var fromPod = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(pod, 40000, ClusterIp, 80)));
+        var fromPodAgain = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(pod, 40000, ClusterIp, 80)));
+        var offCluster = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(Client, 40000, ClusterIp, 80)));
+
+        Assert.Equal(TestPackets.Tcp(pod, 40000, BackendA, BackendPort), TestPackets.Parse(fromPod.Frame));
+        Assert.Equal(0u, fromPod.Mark);
+        Assert.Equal(0u, fromPodAgain.Mark); // the connection entry keeps the decision
+        Assert.Equal(MapLayout.MarkMasquerade, offCluster.Mark); // the control: the flag is for off-cluster sources
+    }
+
+    [KernelFact]
+    public void Ingress_LocalSource_MasqueradeAllOrAnExternalFrontend_Masquerades()
+    {
+        const string pod = "10.244.2.7";
+        AddService(ClusterIp, 80, ProtocolType.Tcp, revNatId: 12, MapLayout.ServiceFlagMasquerade, BackendA);
+        AddService("0.0.0.0", NodePort, ProtocolType.Tcp, revNatId: 13, MapLayout.ServiceFlagNodePort | MapLayout.ServiceFlagMasquerade, BackendB);
+        _tc.Map(MapLayout.NodeAddressesMap).Update(MapLayout.NetworkAddress(IPAddress.Parse(NodeIp)), default(NodeAddress));
+        AddLocalSources("10.244.0.0/16", flags: 0);
+
+        // externalTrafficPolicy Cluster masquerades every source of a node port, pods too (as kube-proxy's KUBE-EXT chain).
+        Assert.Equal(MapLayout.MarkMasquerade, Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(pod, 40001, NodeIp, NodePort))).Mark);
+
+        // --masquerade-all: the local sources carry the flag, so a cluster IP masquerades them too.
+        AddLocalSources("10.244.0.0/16", MapLayout.LocalSourceMasquerade);
+        Assert.Equal(MapLayout.MarkMasquerade, Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(pod, 40002, ClusterIp, 80))).Mark);
+    }
+
+    [KernelFact]
+    public void Ingress_Hairpin_APodReachingItselfIsMasqueraded()
+    {
+        AddService(ClusterIp, 80, ProtocolType.Tcp, revNatId: 16, flags: 0, BackendA);
+        AddLocalSources("10.244.0.0/16", flags: 0);
+
+        var itself = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(BackendA, 40000, ClusterIp, 80)));
+        var other = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(BackendB, 40000, ClusterIp, 80)));
+
+        Assert.Equal(TestPackets.Tcp(BackendA, 40000, BackendA, BackendPort), TestPackets.Parse(itself.Frame));
+        Assert.Equal(MapLayout.MarkMasquerade, itself.Mark);
+        Assert.Equal(0u, other.Mark); // the control: another pod keeps its source
+    }
+
+    [KernelFact]
+    public void Ingress_LocalSource_GetsTheInternalPool_OffNodeClientTheExternal()
+    {
+        // externalTrafficPolicy: Local: the external pool (B) differs from the short-circuit pods get (A).
+        AddService(ExternalIp, 80, ProtocolType.Tcp, revNatId: 14, MapLayout.ServiceFlagExternal, BackendA);
+        AddService(ExternalIp, 80, ProtocolType.Tcp, revNatId: 15, MapLayout.ServiceFlagExternal, [BackendB], scope: MapLayout.ScopeExternal, firstBackendId: 30);
+        AddLocalSources("10.244.2.0/24", flags: 0);
+
+        var fromPod = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp("10.244.2.7", 40000, ExternalIp, 80)));
+        var fromOtherPodCidr = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp("10.244.3.7", 40000, ExternalIp, 80)));
+
+        Assert.Equal(IPAddress.Parse(BackendA), TestPackets.Parse(fromPod.Frame).Destination);
+        Assert.Equal(IPAddress.Parse(BackendB), TestPackets.Parse(fromOtherPodCidr.Frame).Destination); // not in the map: an off-node client
+    }
+
+    [KernelFact]
     public void Ingress_Affinity_OneClientKeepsOneBackendOverNewFlows()
     {
         AddService(ClusterIp, 80, ProtocolType.Tcp, revNatId: 6, MapLayout.ServiceFlagAffinity, BackendA, BackendB, affinityTimeout: 60);
@@ -168,10 +232,13 @@ public sealed class TcProgramTests : IDisposable
         var toNode = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(Client, 40000, NodeIp, NodePort)));
         var notNode = TestPackets.Tcp(Client, 40000, NotNodeIp, NodePort);
         var toOther = Ingress.TestRun(TestPackets.Build(notNode));
+        var toZero = TestPackets.Tcp(Client, 40001, "0.0.0.0", NodePort); // address 0 keys the node port, but is no destination
+        var zero = Ingress.TestRun(TestPackets.Build(toZero));
         var reply = Egress.TestRun(TestPackets.Build(TestPackets.Tcp(BackendB, BackendPort, Client, 40000)));
 
         Assert.Equal(IPAddress.Parse(BackendB), TestPackets.Parse(toNode.Frame).Destination);
         Assert.Equal(notNode, TestPackets.Parse(toOther.Frame));
+        Assert.Equal(toZero, TestPackets.Parse(zero.Frame));
         Assert.Equal(TestPackets.Tcp(NodeIp, NodePort, Client, 40000), TestPackets.Parse(reply.Frame)); // the address the client used
     }
 
@@ -249,6 +316,9 @@ public sealed class TcProgramTests : IDisposable
     }
 
     public void Dispose() => _tc?.Dispose();
+
+    private void AddLocalSources(string prefix, uint flags) =>
+        _tc.Map(MapLayout.LocalSourcesMap).Update(LocalSource4Key.For(Model.IpPrefix.Parse(prefix)), new LocalSource4Value { Flags = flags });
 
     private void AddService(string address, int port, ProtocolType protocol, uint revNatId, ushort flags, params string[] backendAddresses) =>
         AddService(address, port, protocol, revNatId, flags, backendAddresses, MapLayout.ScopeInternal, firstBackendId: revNatId * 100);

@@ -35,27 +35,27 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     /// The one place that lists what --mode=ebpf does not render yet: null when the probe must run and
     /// pass, else why it is skipped (printed, visible in the test output). Off-node clients go through the
     /// tc programs on the node's interfaces; the node's and pods' probes run in the test's cgroup, where the
-    /// socket hooks rewrite their sockets (which know no node ports and cannot masquerade a hairpin).
+    /// socket hooks rewrite their sockets (node ports included, on pp_nodeip4_v1's addresses), which cannot masquerade a hairpin.
     /// </summary>
     private static string? EbpfSkip(Probe probe)
     {
         if (probe.SourcePort is not null) return "a fixed UDP source port: the tc programs' connection entry keeps the old backend (no stale-flow cleanup yet)";
         if (IsOffNode(probe)) return null;
-        if (NodeAddresses.Contains(probe.To)) return "a node port from the node or a pod: the socket hooks do not look up node ports";
         var ipv6 = probe.To.Contains(':');
         var own = probe.From == "node" ? (ipv6 ? NodeAddresses[2] : ConformanceTopology.NodeIp) : ipv6 ? ConformanceTopology.Pods[probe.From].IPv6 : ConformanceTopology.Pods[probe.From].IPv4;
-        if (probe.Expect.Source is { } seen && seen != own) return $"masquerade of a local client (the pods must see {seen}): the socket hooks rewrite the socket, nothing is masqueraded";
+        if (probe.Expect.Source is { } seen && seen != own)
+            return $"masquerade of a local socket (the pods must see {seen}): the socket hooks connect the socket straight to the backend, so no packet crosses the node to be masqueraded (README: per-mode table)";
         return null;
     }
 
     /// <summary>
-    /// The one explain check --mode=ebpf cannot pass yet: a pod's source address does not say whether its process is in
-    /// --bpf-cgroup (socket hooks, never masqueraded) or not (the tc programs on its veth), and the kernel's maps hold no
-    /// cluster CIDR to tell pods from off-node clients, so explain takes a pod source for an off-node client once the tc
-    /// programs are attached. Issue 12: a pinned map of local sources (Core's detect-local) read by tc.c and the tracer.
+    /// The one explain check --mode=ebpf cannot pass: explain tells a pod (a process in --bpf-cgroup, socket hooks) from an
+    /// off-node client (tc) by pp_localsrc4_v1, which holds Core's detect-local prefixes; detect-local by interface
+    /// (InterfaceNamePrefix, BridgeInterface) has none, so there a pod's address is taken for an off-node client.
     /// </summary>
-    private static string? EbpfExplainSkip(Probe probe) =>
-        probe.From is "node" || IsOffNode(probe) ? null : "a pod's source address does not tell explain that its process is in --bpf-cgroup (issue 12)";
+    private static string? EbpfExplainSkip(Scenario scenario, Probe probe) =>
+        probe.From is "node" || IsOffNode(probe) || !(scenario.ExtraArgs ?? []).Any(a => a is "--detect-local-mode=InterfaceNamePrefix" or "--detect-local-mode=BridgeInterface") ? null
+        : "detect-local by interface: pp_localsrc4_v1 holds prefixes only, so explain takes a pod's address for an off-node client";
 
     /// <summary>A probe from an off-node client: its packets reach the node's interfaces, where the tc programs act.</summary>
     private static bool IsOffNode(Probe probe) => probe.From is "client" or "client2";
@@ -71,7 +71,7 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     /// The scenarios --mode=ebpf skips whole, named in the test output; the probes it skips inside the
     /// scenarios it runs are printed there as "skip [ebpf]".
     /// </summary>
-    [Fact(Skip = "--mode=ebpf does not render these scenarios yet: every probe needs masquerade of a local socket (hairpin, --masquerade-all) or a fixed UDP source port across an endpoint change; run it to list them")]
+    [Fact(Skip = "--mode=ebpf does not render these scenarios: every probe needs masquerade of a local socket (hairpin, --masquerade-all; an honest difference, README) or a fixed UDP source port across an endpoint change; run it to list them")]
     public void Ebpf_ScenariosItDoesNotRenderYet() =>
         Assert.Fail(string.Join(", ", ConformanceScenarios.All.Where(s => s.Steps.SelectMany(step => step.Probes).All(p => EbpfSkip(p) is not null)).Select(s => s.Name)));
 
@@ -116,7 +116,7 @@ public sealed class ConformanceTests(ITestOutputHelper output)
                     Assert.True(problem is null, $"{scenario.Name} [{mode}]: {probe}: {problem}\n--- proxy output ---\n{proxy.Output}");
                     output.WriteLine($"ok: {probe}");
                     if (ProxyPlanes.Modes.Require(mode).Explainer is null || probe.Expect.Kind == ExpectKind.Http) continue;
-                    if (ebpf is not null && EbpfExplainSkip(probe) is { } unexplained)
+                    if (ebpf is not null && EbpfExplainSkip(scenario, probe) is { } unexplained)
                     {
                         output.WriteLine($"skip explain [ebpf]: {unexplained}");
                         continue;
