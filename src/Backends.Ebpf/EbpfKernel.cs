@@ -26,6 +26,12 @@ public interface IEbpfMaps
     void SyncNode(NodeNetwork network)
     {
     }
+
+    /// <summary>
+    /// Deletes the tc programs' connection entries the deletions match (<see cref="StaleConnections"/>) and returns
+    /// how many; a refusal throws a <see cref="BpfException"/>. Nothing by default (no tc programs).
+    /// </summary>
+    int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) => 0;
 }
 
 /// <summary>Where the eBPF data plane keeps its pins, and which cgroup its socket hooks attach to.</summary>
@@ -97,7 +103,11 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         Backends = bpfObject.Map(MapLayout.BackendsMap);
         NodeAddresses = tc.Map(MapLayout.NodeAddressesMap);
         SourceRanges = tc.Map(MapLayout.SourceRangesMap);
+        Connections = tc.Map(MapLayout.ConnectionsMap);
     }
+
+    /// <summary>pp_ct4_v1: the tc programs' connection entries.</summary>
+    public BpfMap Connections { get; }
 
     /// <summary>pp_nodeip4_v1: the node addresses a node port is served on.</summary>
     public BpfMap NodeAddresses { get; }
@@ -390,6 +400,9 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
             default: throw new ArgumentException($"unknown map write {write}", nameof(write));
         }
     }
+
+    public int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) =>
+        StaleConnections.Delete(Connections, deletions);
 
     public bool Intact() =>
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.ServicesMap)) &&

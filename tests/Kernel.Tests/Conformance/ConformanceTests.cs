@@ -40,7 +40,6 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     private static string? EbpfSkip(Probe probe)
     {
         if (probe.To.Contains(':')) return "IPv6: the eBPF maps hold IPv4 only (issue 12)";
-        if (probe.SourcePort is not null) return "a fixed UDP source port: the tc programs' connection entry keeps the old backend (no stale-flow cleanup yet)";
         if (IsOffNode(probe)) return null;
         if (NodeAddresses.Contains(probe.To)) return "a node port from the node or a pod: the socket hooks do not look up node ports";
         var own = probe.From == "node" ? ConformanceTopology.NodeIp : ConformanceTopology.Pods[probe.From].IPv4;
@@ -71,7 +70,7 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     /// The scenarios --mode=ebpf skips whole, named in the test output; the probes it skips inside the
     /// scenarios it runs are printed there as "skip [ebpf]".
     /// </summary>
-    [Fact(Skip = "--mode=ebpf does not render these scenarios yet: every probe needs masquerade of a local socket (hairpin, --masquerade-all) or a fixed UDP source port across an endpoint change; run it to list them")]
+    [Fact(Skip = "--mode=ebpf does not render these scenarios yet: every probe needs masquerade of a local socket (hairpin, --masquerade-all); run it to list them")]
     public void Ebpf_ScenariosItDoesNotRenderYet() =>
         Assert.Fail(string.Join(", ", ConformanceScenarios.All.Where(s => s.Steps.SelectMany(step => step.Probes).All(p => EbpfSkip(p) is not null)).Select(s => s.Name)));
 
