@@ -427,11 +427,13 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     }
 
     /// <summary>
-    /// What the mode set up in the calling thread's network namespace besides the pins: the fixed nftables
-    /// table <c>ip proxyplanes-ebpf</c>. (The tc links are pins, removed by <see cref="Remove"/>.)
+    /// What the mode set up in the calling thread's network namespace besides the pins: the clsact filters of a
+    /// kernel without tcx (found by their handle and priority on every interface, whichever process attached
+    /// them) and the fixed nftables table <c>ip proxyplanes-ebpf</c>. (The tcx links are pins, removed by <see cref="Remove"/>.)
     /// </summary>
     public static void RemoveNamespaceState(ILogger logger)
     {
+        RemoveClsactFilters(logger);
         try
         {
             EbpfNftables.Remove();
@@ -441,6 +443,19 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
             return; // no nft on this node: the mode never ran here (it needs nft to start)
         }
         logger.LogInformation("eBPF: removed nftables table ip {Table}", EbpfNftables.Table);
+    }
+
+    /// <summary>Deletes our clsact filters (<see cref="ClsactAttachment.DetachLeftBehind"/>) on every interface of the calling thread's namespace.</summary>
+    private static void RemoveClsactFilters(ILogger logger)
+    {
+        using var rtnl = RouteNetlink.Open();
+        var removed = new List<string>();
+        foreach (var link in rtnl.ListLinks())
+        {
+            foreach (var direction in new[] { TcDirection.Ingress, TcDirection.Egress })
+                if (ClsactAttachment.DetachLeftBehind(link.Index, direction)) removed.Add($"{link.Name} {direction.ToString().ToLowerInvariant()}");
+        }
+        if (removed.Count > 0) logger.LogInformation("eBPF: removed the clsact filters of the tc programs on {Hooks}", string.Join(", ", removed));
     }
 
     /// <summary>
