@@ -3,11 +3,15 @@
  * Socket hooks on a cgroup v2 directory: a connect (TCP, connected UDP) or sendmsg (unconnected
  * UDP) to a service frontend is rewritten to one of its backends before the kernel routes it, so
  * no packet ever carries the VIP. A frontend with no backends refuses the connect at once
- * (ECONNREFUSED, like kube-proxy's REJECT). recvmsg and getpeername turn a UDP backend back into the
- * VIP the application sent to. Addresses that are not frontends are left alone.
+ * (ECONNREFUSED, like kube-proxy's REJECT); one whose verdict is Drop (a Local policy without local
+ * endpoints) keeps the VIP, and cgroup_skb/egress drops its packets as if sent. recvmsg and getpeername
+ * turn a UDP backend back into the VIP the application sent to. Addresses that are not frontends are left alone.
  */
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
 #include <linux/in.h>
+#include <linux/ip.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #include "proxyplanes.h"
@@ -61,8 +65,8 @@ static __always_inline int pp_pick_and_rewrite(struct bpf_sock_addr *ctx, struct
 	master = bpf_map_lookup_elem(&pp_services_v1, &key);
 	if (!master)
 		return 0;
-	if (master->count == 0)
-		return -1;
+	if (master->count == 0) /* Core's Drop leaves the VIP in place for pp_egress4 to drop; Reject refuses */
+		return (master->flags & PP_SVC_FLAG_DROP) ? 0 : -1;
 
 	if (master->flags & PP_SVC_FLAG_AFFINITY) {
 		affinity_key.client = bpf_get_netns_cookie(ctx);
@@ -165,4 +169,40 @@ SEC("cgroup/getpeername4")
 int pp_getpeername4(struct bpf_sock_addr *ctx)
 {
 	return pp_reverse(ctx);
+}
+
+/* cgroup_skb/egress verdicts: NET_XMIT_CN with the packet dropped makes the sender believe it was sent. */
+#define PP_SKB_PASS 1
+#define PP_SKB_DROP_AS_SENT 2
+
+/*
+ * Core's Drop for local clients: a packet still addressed to a frontend whose master entry has no
+ * backends and PP_SVC_FLAG_DROP (connect4/sendmsg4 left it alone) is dropped here, as kube-proxy's DROP
+ * rule drops it: a TCP SYN is "sent" and retransmitted until connect() times out, a UDP sendto()
+ * succeeds and nothing answers. Every other packet passes untouched.
+ */
+SEC("cgroup_skb/egress")
+int pp_egress4(struct __sk_buff *skb)
+{
+	struct pp_service_key key = {};
+	struct pp_service_value *master;
+	struct iphdr ip;
+	__u16 ports[2];
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return PP_SKB_PASS;
+	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+		return PP_SKB_PASS;
+	if ((ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP) || (ip.frag_off & bpf_htons(0x1fff)))
+		return PP_SKB_PASS;
+	if (bpf_skb_load_bytes(skb, ip.ihl * 4, ports, sizeof(ports)))
+		return PP_SKB_PASS;
+
+	key.address = ip.daddr;
+	key.port = ports[1];
+	key.proto = ip.protocol;
+	master = bpf_map_lookup_elem(&pp_services_v1, &key);
+	if (master && master->count == 0 && (master->flags & PP_SVC_FLAG_DROP))
+		return PP_SKB_DROP_AS_SENT;
+	return PP_SKB_PASS;
 }

@@ -74,7 +74,7 @@ public sealed record EbpfLocation(string BpfFs, string Cgroup)
 /// <summary>
 /// The eBPF data plane in the kernel: bpf/sock.c loaded with its maps pinned under
 /// <c>&lt;--bpf-fs&gt;/proxyplanes/</c> (reused, contents and all, when a run of the same layout
-/// version left them there) and its four socket hooks attached to the cgroup by pinned links
+/// version left them there) and its socket hooks attached to the cgroup by pinned links
 /// (<c>link_pp_connect4</c>, ...). A restart finds the links and swaps in the new programs with
 /// BPF_LINK_UPDATE, so the hooks are never empty; a link pinned on another cgroup is detached and
 /// made anew. The pins keep everything working after this process exits; <see cref="Remove"/> ends it.

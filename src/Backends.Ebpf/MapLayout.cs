@@ -273,9 +273,13 @@ public static class SockPrograms
     public const string Sendmsg4 = "pp_sendmsg4";
     public const string Recvmsg4 = "pp_recvmsg4";
     public const string Getpeername4 = "pp_getpeername4";
+    public const string Egress4 = "pp_egress4";
 
-    /// <summary>All four, in the order to attach them (replies are reversed before anything is rewritten).</summary>
-    public static IReadOnlyList<string> All { get; } = [Recvmsg4, Getpeername4, Sendmsg4, Connect4];
+    /// <summary>
+    /// All five, in the order to attach them (replies are reversed before anything is rewritten; the egress drop
+    /// is in place before connect4 and sendmsg4 leave a dropped frontend's VIP alone).
+    /// </summary>
+    public static IReadOnlyList<string> All { get; } = [Recvmsg4, Getpeername4, Egress4, Sendmsg4, Connect4];
 
     /// <summary>Loads bpf/sock.c's object from this assembly.</summary>
     public static BpfObject Load(string? pinDirectory = null) => BpfObject.LoadEmbedded(ObjectName, pinDirectory);

@@ -9,19 +9,20 @@ namespace ProxyPlanes.Backends.Ebpf.Tests;
 public sealed class BpfObjectTests
 {
     [KernelFact]
-    public void LoadEmbedded_Sock_HasTheFourHooksAndTheVersionedMaps()
+    public void LoadEmbedded_Sock_HasTheHooksAndTheVersionedMaps()
     {
         var watch = Stopwatch.StartNew();
         using var sock = SockPrograms.Load();
         watch.Stop();
 
         Assert.Equal(
-            [SockPrograms.Connect4, SockPrograms.Getpeername4, SockPrograms.Recvmsg4, SockPrograms.Sendmsg4],
+            [SockPrograms.Connect4, SockPrograms.Egress4, SockPrograms.Getpeername4, SockPrograms.Recvmsg4, SockPrograms.Sendmsg4],
             sock.Programs.Select(p => p.Name).Order(StringComparer.Ordinal));
         Assert.Equal(BpfAttachType.CgroupInet4Connect, sock.Program(SockPrograms.Connect4).ExpectedAttachType);
         Assert.Equal(BpfAttachType.CgroupUdp4Sendmsg, sock.Program(SockPrograms.Sendmsg4).ExpectedAttachType);
         Assert.Equal(BpfAttachType.CgroupUdp4Recvmsg, sock.Program(SockPrograms.Recvmsg4).ExpectedAttachType);
         Assert.Equal(BpfAttachType.CgroupInet4Getpeername, sock.Program(SockPrograms.Getpeername4).ExpectedAttachType);
+        Assert.Equal(BpfAttachType.CgroupInetEgress, sock.Program(SockPrograms.Egress4).ExpectedAttachType);
 
         // The kernel's view of each map (BPF_OBJ_GET_INFO_BY_FD), which libbpf built from the object's BTF, agrees with the mirrors.
         AssertMap(sock.Map(MapLayout.ServicesMap), 12, 16);
