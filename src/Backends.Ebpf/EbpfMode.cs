@@ -14,7 +14,7 @@ public sealed class EbpfMode : IProxyMode
     public const string NotRenderedYet =
         "--mode=ebpf renders IPv4 TCP and UDP: socket hooks for processes in --bpf-cgroup, tc programs on the node's interfaces for traffic from off the node; " +
         "it does not render yet: node ports from the node's own sockets, masquerade of local sockets (hairpin, --masquerade-all), " +
-        "loadBalancerSourceRanges for local sockets, clearing stale UDP flows when an endpoint goes, IPv6 and SCTP";
+        "loadBalancerSourceRanges for local sockets, clearing the stale UDP flow of a connected local socket when its endpoint goes, IPv6 and SCTP";
 
     public static EbpfMode Instance { get; } = new();
 
