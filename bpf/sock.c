@@ -3,12 +3,17 @@
  * Socket hooks on a cgroup v2 directory: a connect (TCP, connected UDP) or sendmsg (unconnected
  * UDP) to a service frontend is rewritten to one of its backends before the kernel routes it, so
  * no packet ever carries the VIP. A frontend with no backends refuses the connect at once
- * (ECONNREFUSED, like kube-proxy's REJECT). recvmsg and getpeername turn a UDP backend back into the
- * VIP the application sent to. A node port is a frontend on every address of pp_nodeip4_v1 (the
- * internal-scope entry: what local clients get). Addresses that are not frontends are left alone.
+ * (ECONNREFUSED, like kube-proxy's REJECT); one whose verdict is Drop (a Local policy without local
+ * endpoints) keeps the VIP, and cgroup_skb/egress drops its packets as if sent. recvmsg and getpeername
+ * turn a UDP backend back into the VIP the application sent to. A node port is a frontend on every
+ * address of pp_nodeip4_v1 / pp_nodeip6_v1 (the internal-scope entry: what local clients get).
+ * Addresses that are not frontends are left alone.
  */
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
 #include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -106,8 +111,8 @@ static __always_inline int pp_pick(struct bpf_sock_addr *ctx, struct pp_service_
 	}
 	if (!master)
 		return 0;
-	if (master->count == 0)
-		return -1;
+	if (master->count == 0) /* Core's Drop leaves the VIP in place for pp_egress to drop; Reject refuses */
+		return (master->flags & PP_SVC_FLAG_DROP) ? 0 : -1;
 
 	if (master->flags & PP_SVC_FLAG_AFFINITY) {
 		affinity_key.client = bpf_get_netns_cookie(ctx);
@@ -318,4 +323,57 @@ SEC("cgroup/getpeername6")
 int pp_getpeername6(struct bpf_sock_addr *ctx)
 {
 	return pp_reverse6(ctx);
+}
+
+/* cgroup_skb/egress verdicts: NET_XMIT_CN with the packet dropped makes the sender believe it was sent. */
+#define PP_SKB_PASS 1
+#define PP_SKB_DROP_AS_SENT 2
+
+/*
+ * Core's Drop for local clients: a packet (IPv4 or IPv6) still addressed to a frontend whose master entry has no
+ * backends and PP_SVC_FLAG_DROP (connect/sendmsg left it alone) is dropped here, as kube-proxy's DROP
+ * rule drops it: a TCP SYN is "sent" and retransmitted until connect() times out, a UDP sendto()
+ * succeeds and nothing answers. Every other packet passes untouched.
+ */
+SEC("cgroup_skb/egress")
+int pp_egress(struct __sk_buff *skb)
+{
+	struct pp_service_key key = {};
+	struct pp_service_value *master;
+	__u16 ports[2];
+	__u32 l4;
+	__u8 proto;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+			return PP_SKB_PASS;
+		if (ip.frag_off & bpf_htons(0x1fff))
+			return PP_SKB_PASS;
+		proto = ip.protocol;
+		l4 = ip.ihl * 4;
+		pp_address_from4(key.address, ip.daddr);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return PP_SKB_PASS;
+		proto = ip6.nexthdr; /* extension headers: left alone, as tc does */
+		l4 = sizeof(ip6);
+		__builtin_memcpy(key.address, &ip6.daddr, sizeof(key.address));
+	} else {
+		return PP_SKB_PASS;
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return PP_SKB_PASS;
+	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
+		return PP_SKB_PASS;
+
+	key.port = ports[1];
+	key.proto = proto;
+	master = bpf_map_lookup_elem(&pp_services_v2, &key);
+	if (master && master->count == 0 && (master->flags & PP_SVC_FLAG_DROP))
+		return PP_SKB_DROP_AS_SENT;
+	return PP_SKB_PASS;
 }

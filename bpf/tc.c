@@ -58,7 +58,6 @@ struct {
 	__type(key, struct pp_ct6_key);
 	__type(value, struct pp_ct6_value);
 } pp_ct6_v1 SEC(".maps");
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

@@ -157,6 +157,7 @@ public sealed unsafe class BpfObject : IDisposable
 /// <summary>Attach types used here (include/uapi/linux/bpf.h, enum bpf_attach_type).</summary>
 public enum BpfAttachType
 {
+    CgroupInetEgress = 1,
     CgroupInet4Connect = 10,
     CgroupInet6Connect = 11,
     CgroupUdp4Sendmsg = 14,
@@ -175,7 +176,8 @@ public static class BpfCgroup
     /// <summary>The attach types of a cgroup (BPF_PROG_QUERY on a cgroup with a tc type is ENODEV).</summary>
     public static IReadOnlyList<BpfAttachType> AttachTypes { get; } =
         [BpfAttachType.CgroupInet4Connect, BpfAttachType.CgroupUdp4Sendmsg, BpfAttachType.CgroupUdp4Recvmsg, BpfAttachType.CgroupInet4Getpeername,
-         BpfAttachType.CgroupInet6Connect, BpfAttachType.CgroupUdp6Sendmsg, BpfAttachType.CgroupUdp6Recvmsg, BpfAttachType.CgroupInet6Getpeername];
+         BpfAttachType.CgroupInet6Connect, BpfAttachType.CgroupUdp6Sendmsg, BpfAttachType.CgroupUdp6Recvmsg, BpfAttachType.CgroupInet6Getpeername,
+         BpfAttachType.CgroupInetEgress];
 
     /// <summary>How many programs are attached directly to <paramref name="cgroupDirectory"/> at <paramref name="type"/> (BPF_PROG_QUERY, links included).</summary>
     public static int AttachedPrograms(string cgroupDirectory, BpfAttachType type)

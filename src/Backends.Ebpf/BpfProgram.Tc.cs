@@ -136,11 +136,19 @@ internal sealed class TcxAttachment(BpfLink link) : TcAttachment
 /// <summary>
 /// A cls_bpf direct-action filter on the interface's clsact qdisc, through libbpf's bpf_tc_* (rtnetlink
 /// in the attaching thread's namespace, remembered by that namespace, ifindex, handle and priority).
-/// Dispose deletes this filter only: the clsact qdisc stays (empty, harmless, maybe shared with other
-/// filters); <c>cleanup</c> removes it.
+/// Always at handle <see cref="Handle"/> and priority <see cref="Priority"/>, attached with
+/// BPF_TC_F_REPLACE: a restart replaces the filter a killed process left (in place, no gap, no second
+/// filter), and a cleanup in another process finds it (<see cref="DetachLeftBehind"/>). Dispose deletes
+/// this filter only: the clsact qdisc stays (empty, harmless, maybe shared with other filters).
 /// </summary>
 internal sealed unsafe class ClsactAttachment : TcAttachment
 {
+    /// <summary>The filter handle of every clsact filter of ours (0x7070, "pp").</summary>
+    public const uint Handle = 0x7070;
+
+    /// <summary>The filter priority of every clsact filter of ours (one per direction, so one value suffices).</summary>
+    public const uint Priority = 0x7070;
+
     private readonly SafeBpfHandle _namespace;
     private readonly int _ifIndex;
     private readonly TcDirection _direction;
@@ -170,7 +178,7 @@ internal sealed unsafe class ClsactAttachment : TcAttachment
         if (created < 0 && -created != EEXIST) throw BpfException.FromErrno(-created, $"libbpf: bpf_tc_hook_create (clsact qdisc) on {interfaceName}");
 
         using var fd = program.Borrow();
-        var options = new Interop.BpfTcOptions { Size = (nuint)sizeof(Interop.BpfTcOptions), ProgramFd = (int)fd.Fd };
+        var options = new Interop.BpfTcOptions { Size = (nuint)sizeof(Interop.BpfTcOptions), ProgramFd = (int)fd.Fd, Flags = Interop.TcReplace, Handle = Handle, Priority = Priority };
         var attached = Interop.TcAttach(&hook, &options);
         if (attached < 0)
         {
@@ -210,6 +218,24 @@ internal sealed unsafe class ClsactAttachment : TcAttachment
         });
         _namespace.Dispose();
     }
+
+    /// <summary>
+    /// Deletes the filter of ours (a BPF filter at <see cref="Handle"/> and <see cref="Priority"/>) on
+    /// <paramref name="ifIndex"/>'s <paramref name="direction"/> in the calling thread's namespace, whoever
+    /// attached it (a process that is gone, on a kernel without tcx). False when there is none.
+    /// </summary>
+    public static bool DetachLeftBehind(int ifIndex, TcDirection direction)
+    {
+        var hook = Hook(ifIndex, direction);
+        var options = new Interop.BpfTcOptions { Size = (nuint)sizeof(Interop.BpfTcOptions), Handle = Handle, Priority = Priority };
+        if (Interop.TcQuery(&hook, &options) != 0) return false; // ENOENT (no filter, or no clsact qdisc at all), EINVAL: not a BPF filter
+        options = new Interop.BpfTcOptions { Size = (nuint)sizeof(Interop.BpfTcOptions), Handle = Handle, Priority = Priority };
+        var detached = Interop.TcDetach(&hook, &options);
+        if (detached < 0 && -detached != ENOENT) throw BpfException.FromErrno(-detached, $"libbpf: bpf_tc_detach of the clsact filter {Handle:x}/{Priority:x} on interface {ifIndex} {direction.ToString().ToLowerInvariant()}");
+        return detached == 0;
+    }
+
+    private const int ENOENT = 2;
 
     private static Interop.BpfTcHook Hook(int ifIndex, TcDirection direction) => new()
     {

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
+using ProxyPlanes.NodeTools.Conntrack;
 
 namespace ProxyPlanes.Backends.Ebpf;
 
@@ -22,6 +23,7 @@ public sealed class EbpfBackend : IProxyBackend
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly Action? _cleanup;
     private EbpfPlannerState? _state;
+    private DesiredState _applied = DesiredState.Empty;
 
     /// <param name="cleanup">What <see cref="CleanupAsync"/> runs after closing the maps (detach and unpin, for the daemon's kernel).</param>
     public EbpfBackend(IEbpfMaps maps, ProxyMetrics metrics, ILogger logger, Action? cleanup = null)
@@ -101,6 +103,8 @@ public sealed class EbpfBackend : IProxyBackend
             }
             _state = plan.State;
             LastPlan = plan;
+            DeleteStaleConnections(StaleConntrackPlanner.Plan(_applied, request.State));
+            _applied = request.State;
             if (_maps is EbpfKernel kernel) EbpfNames.TryWrite(kernel.Location.PinDirectory, plan, _logger); // names for explain; a failure only warns
             _metrics.SetEntries(plan.State.Maps.Services.Count, plan.State.Maps.Backends.Count);
             _logger.LogDebug("eBPF {Kind} sync: {Writes} map writes", full ? "full" : "partial", plan.Writes.Length);
@@ -109,6 +113,27 @@ public sealed class EbpfBackend : IProxyBackend
         finally
         {
             _gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// The tc programs' connection entries the sync left stale (UDP and SCTP flows to a gone endpoint or frontend,
+    /// or to a port that just got its first endpoints), by the verdict the other modes give <c>conntrack -D</c>.
+    /// Best effort, as their conntrack cleanup: a refusal is one warning and a counted failure, never a failed sync;
+    /// the entries then wait for the LRU. (The kernel's conntrack never sees a frontend here: tc DNATs first.)
+    /// </summary>
+    private void DeleteStaleConnections(IReadOnlyList<ConntrackDeletion> deletions)
+    {
+        if (deletions.Count == 0) return;
+        try
+        {
+            var deleted = _maps.DeleteConnections(deletions);
+            _logger.LogDebug("eBPF: deleted {Entries} stale connection entries for {Deletions}", deleted, string.Join("; ", deletions));
+        }
+        catch (BpfException e)
+        {
+            _metrics.UpdateFailed(MapLayout.ConnectionsMap);
+            _logger.LogWarning("eBPF: could not delete stale UDP connection entries ({Deletions}): {Error}; they stay until the LRU evicts them", string.Join("; ", deletions), e.Message);
         }
     }
 

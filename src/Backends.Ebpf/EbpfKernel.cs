@@ -27,6 +27,12 @@ public interface IEbpfMaps
     void SyncNode(NodeNetwork network)
     {
     }
+
+    /// <summary>
+    /// Deletes the tc programs' connection entries the deletions match (<see cref="StaleConnections"/>) and returns
+    /// how many; a refusal throws a <see cref="BpfException"/>. Nothing by default (no tc programs).
+    /// </summary>
+    int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) => 0;
 }
 
 /// <summary>Where the eBPF data plane keeps its pins, and which cgroup its socket hooks attach to.</summary>
@@ -55,7 +61,7 @@ public sealed record EbpfLocation(string BpfFs, string Cgroup)
 /// <summary>
 /// The eBPF data plane in the kernel: bpf/sock.c loaded with its maps pinned under
 /// <c>&lt;--bpf-fs&gt;/proxyplanes/</c> (reused, contents and all, when a run of the same layout
-/// version left them there) and its four socket hooks attached to the cgroup by pinned links
+/// version left them there) and its socket hooks attached to the cgroup by pinned links
 /// (<c>link_pp_connect4</c>, ...). A restart finds the links and swaps in the new programs with
 /// BPF_LINK_UPDATE, so the hooks are never empty; a link pinned on another cgroup is detached and
 /// made anew. The pins keep everything working after this process exits; <see cref="Remove"/> ends it.
@@ -86,10 +92,14 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         NodeAddresses6 = tc.Map(MapLayout.NodeAddresses6Map);
         SourceRanges = tc.Map(MapLayout.SourceRangesMap);
         LocalSources = tc.Map(MapLayout.LocalSourcesMap);
+        Connections = tc.Map(MapLayout.ConnectionsMap);
     }
 
     /// <summary>pp_localsrc4_v1: the prefixes Core's detect-local calls pods (see <see cref="LocalSourcesOf"/>).</summary>
     public BpfMap LocalSources { get; }
+
+    /// <summary>pp_ct4_v1: the tc programs' connection entries.</summary>
+    public BpfMap Connections { get; }
 
     /// <summary>pp_nodeip4_v1: the node addresses a node port is served on.</summary>
     public BpfMap NodeAddresses { get; }
@@ -417,6 +427,9 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         }
     }
 
+    public int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) =>
+        StaleConnections.Delete(Connections, deletions);
+
     public bool Intact() =>
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.ServicesMap)) &&
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.BackendsMap)) &&
@@ -441,11 +454,13 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     }
 
     /// <summary>
-    /// What the mode set up in the calling thread's network namespace besides the pins: the fixed nftables
-    /// table <c>inet proxyplanes-ebpf</c>. (The tc links are pins, removed by <see cref="Remove"/>.)
+    /// What the mode set up in the calling thread's network namespace besides the pins: the clsact filters of a
+    /// kernel without tcx (found by their handle and priority on every interface, whichever process attached
+    /// them) and the fixed nftables table <c>inet proxyplanes-ebpf</c>. (The tcx links are pins, removed by <see cref="Remove"/>.)
     /// </summary>
     public static void RemoveNamespaceState(ILogger logger)
     {
+        RemoveClsactFilters(logger);
         try
         {
             EbpfNftables.Remove();
@@ -455,6 +470,19 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
             return; // no nft on this node: the mode never ran here (it needs nft to start)
         }
         logger.LogInformation("eBPF: removed nftables table inet {Table}", EbpfNftables.Table);
+    }
+
+    /// <summary>Deletes our clsact filters (<see cref="ClsactAttachment.DetachLeftBehind"/>) on every interface of the calling thread's namespace.</summary>
+    private static void RemoveClsactFilters(ILogger logger)
+    {
+        using var rtnl = RouteNetlink.Open();
+        var removed = new List<string>();
+        foreach (var link in rtnl.ListLinks())
+        {
+            foreach (var direction in new[] { TcDirection.Ingress, TcDirection.Egress })
+                if (ClsactAttachment.DetachLeftBehind(link.Index, direction)) removed.Add($"{link.Name} {direction.ToString().ToLowerInvariant()}");
+        }
+        if (removed.Count > 0) logger.LogInformation("eBPF: removed the clsact filters of the tc programs on {Hooks}", string.Join(", ", removed));
     }
 
     /// <summary>

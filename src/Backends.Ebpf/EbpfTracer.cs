@@ -30,7 +30,7 @@ public sealed record EbpfSnapshot(
 /// one of the node's addresses (its interfaces' or pp_nodeip4_v1's), or any source while the tc programs are not in use) meets the socket
 /// hooks: the internal-scope master entry of (destination, port, protocol), else a node port (key address 0,
 /// flag <c>nodeport</c>, internal scope) when the destination is in pp_nodeip4_v1; no source ranges, no
-/// masquerade; count 0 refuses (ECONNREFUSED), whatever the drop flag. A client off the node
+/// masquerade; count 0 refuses (ECONNREFUSED), or with the drop flag drops (pp_egress). A client off the node
 /// meets tc ingress: the external-scope master first, then the internal one; a node port (key address 0,
 /// flag <c>nodeport</c>) when the destination is in pp_nodeip4_v1; source ranges in pp_srcrange_v1; count
 /// 0 drops with the drop flag, else the reject mark; the masquerade flag. A new flow picks slot
@@ -116,7 +116,11 @@ public static class EbpfTracer
         var frontend = FrontendOf(master);
         var name = Name(snapshot, master);
         if (master.Count == 0)
-            return new PacketFate(name, frontend, PacketVerdict.Reject, [], false, Affine(master), "no endpoints: connect() and sendto() fail with ECONNREFUSED", steps);
+        {
+            return (master.Flags & MapLayout.ServiceFlagDrop) != 0
+                ? new PacketFate(name, frontend, PacketVerdict.Drop, [], false, Affine(master), $"no endpoints, and the drop flag: the socket keeps the VIP and {SockPrograms.Egress} drops its packets", steps)
+                : new PacketFate(name, frontend, PacketVerdict.Reject, [], false, Affine(master), "no endpoints: connect() and sendto() fail with ECONNREFUSED", steps);
+        }
         return Forward(snapshot, key, master, name, frontend, masquerade: false, steps);
     }
 

@@ -108,6 +108,12 @@ internal static unsafe partial class Interop
 
     [LibraryImport(Libbpf, EntryPoint = "bpf_tc_detach")]
     internal static partial int TcDetach(BpfTcHook* hook, BpfTcOptions* options);
+
+    [LibraryImport(Libbpf, EntryPoint = "bpf_tc_query")]
+    internal static partial int TcQuery(BpfTcHook* hook, BpfTcOptions* options);
+
+    /// <summary>BPF_TC_F_REPLACE: bpf_tc_attach replaces the filter at the same handle and priority.</summary>
+    internal const uint TcReplace = 1;
     [LibraryImport(Libbpf, EntryPoint = "bpf_map__set_pin_path", StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int MapSetPinPath(nint map, string path);
 

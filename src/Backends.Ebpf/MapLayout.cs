@@ -406,9 +406,13 @@ public static class SockPrograms
     public const string Sendmsg6 = "pp_sendmsg6";
     public const string Recvmsg6 = "pp_recvmsg6";
     public const string Getpeername6 = "pp_getpeername6";
+    public const string Egress = "pp_egress";
 
-    /// <summary>All eight, in the order to attach them (replies are reversed before anything is rewritten).</summary>
-    public static IReadOnlyList<string> All { get; } = [Recvmsg4, Getpeername4, Recvmsg6, Getpeername6, Sendmsg4, Sendmsg6, Connect4, Connect6];
+    /// <summary>
+    /// All nine, in the order to attach them (replies are reversed before anything is rewritten; the egress drop
+    /// is in place before connect and sendmsg leave a dropped frontend's VIP alone).
+    /// </summary>
+    public static IReadOnlyList<string> All { get; } = [Recvmsg4, Getpeername4, Recvmsg6, Getpeername6, Egress, Sendmsg4, Sendmsg6, Connect4, Connect6];
 
     /// <summary>Loads bpf/sock.c's object from this assembly.</summary>
     public static BpfObject Load(string? pinDirectory = null) => BpfObject.LoadEmbedded(ObjectName, pinDirectory);

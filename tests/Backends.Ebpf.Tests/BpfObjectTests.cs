@@ -9,14 +9,14 @@ namespace ProxyPlanes.Backends.Ebpf.Tests;
 public sealed class BpfObjectTests
 {
     [KernelFact]
-    public void LoadEmbedded_Sock_HasTheEightHooksAndTheVersionedMaps()
+    public void LoadEmbedded_Sock_HasTheHooksAndTheVersionedMaps()
     {
         var watch = Stopwatch.StartNew();
         using var sock = SockPrograms.Load();
         watch.Stop();
 
         Assert.Equal(
-            [SockPrograms.Connect4, SockPrograms.Connect6, SockPrograms.Getpeername4, SockPrograms.Getpeername6,
+            [SockPrograms.Connect4, SockPrograms.Connect6, SockPrograms.Egress, SockPrograms.Getpeername4, SockPrograms.Getpeername6,
              SockPrograms.Recvmsg4, SockPrograms.Recvmsg6, SockPrograms.Sendmsg4, SockPrograms.Sendmsg6],
             sock.Programs.Select(p => p.Name).Order(StringComparer.Ordinal));
         Assert.Equal(BpfAttachType.CgroupInet4Connect, sock.Program(SockPrograms.Connect4).ExpectedAttachType);
@@ -27,6 +27,7 @@ public sealed class BpfObjectTests
         Assert.Equal(BpfAttachType.CgroupUdp6Sendmsg, sock.Program(SockPrograms.Sendmsg6).ExpectedAttachType);
         Assert.Equal(BpfAttachType.CgroupUdp6Recvmsg, sock.Program(SockPrograms.Recvmsg6).ExpectedAttachType);
         Assert.Equal(BpfAttachType.CgroupInet6Getpeername, sock.Program(SockPrograms.Getpeername6).ExpectedAttachType);
+        Assert.Equal(BpfAttachType.CgroupInetEgress, sock.Program(SockPrograms.Egress).ExpectedAttachType);
 
         // The kernel's view of each map (BPF_OBJ_GET_INFO_BY_FD), which libbpf built from the object's BTF, agrees with the mirrors.
         AssertMap(sock.Map(MapLayout.ServicesMap), 24, 16);
@@ -39,7 +40,7 @@ public sealed class BpfObjectTests
         // Every name ends in a layout version (the one its key or value last changed in), at most the current one; at most 15 characters.
         Assert.All(sock.Maps, map => Assert.InRange(int.Parse(map.Name[(map.Name.LastIndexOf("_v", StringComparison.Ordinal) + 2)..]), 1, MapLayout.Version));
         Assert.All(sock.Maps, map => Assert.InRange(map.Name.Length, 1, 15));
-        Console.WriteLine($"sock.o loaded (8 programs verified, {sock.Maps.Count} maps) in {watch.Elapsed.TotalMilliseconds:F1} ms");
+        Console.WriteLine($"sock.o loaded (9 programs verified, {sock.Maps.Count} maps) in {watch.Elapsed.TotalMilliseconds:F1} ms");
     }
 
     [KernelFact]

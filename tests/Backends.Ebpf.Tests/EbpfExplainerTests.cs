@@ -84,7 +84,7 @@ public sealed class EbpfExplainerTests
     }
 
     [KernelFact]
-    public async Task NoEndpoints_RefusedBySockets_DroppedOrRejectedByTc()
+    public async Task NoEndpoints_DroppedOrRejected_BySocketsAndByTc()
     {
         using var maps = new PinnedMaps(tc: true);
         maps.Frontend(ClusterIp, 80, revNatId: 1, flags: 0, backends: []);
@@ -92,7 +92,7 @@ public sealed class EbpfExplainerTests
         maps.NodeAddress(NodeIp);
 
         Assert.Equal(PacketVerdict.Reject, (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Verdict);
-        Assert.Equal(PacketVerdict.Reject, (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 82, NodeIp)).Verdict); // sock.c refuses whatever the flag
+        Assert.Equal(PacketVerdict.Drop, (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 82, NodeIp)).Verdict); // sock.c leaves the VIP, pp_egress drops
         Assert.Equal(PacketVerdict.Reject, (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, OffNode)).Verdict);
         var dropped = await maps.ExplainAsync(Protocol.TCP, ClusterIp, 82, OffNode);
         Assert.Equal(PacketVerdict.Drop, dropped.Verdict);

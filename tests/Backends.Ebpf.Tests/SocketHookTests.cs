@@ -347,6 +347,46 @@ public sealed class SocketHookTests : IDisposable
         Assert.Equal(["connect: Connection refused"], UdpClient("connect", EmptyVip6, 53));
     }
 
+    /// <summary>
+    /// Core's Drop for local clients (a Local traffic policy without local endpoints): count 0 with the drop flag. The
+    /// socket keeps the VIP and pp_egress drops its packets as if sent, as kube-proxy's DROP rule: a TCP connect
+    /// times out, a UDP sendto succeeds and nothing answers (Reject's ECONNREFUSED is the test above). Control: the
+    /// VIP is an address of the namespace with its own servers, which the same clients reach while pp_egress is not
+    /// attached, so the silence is the drop.
+    /// </summary>
+    [KernelFact(needsCgroup: true)]
+    public async Task DropVerdict_SocketKeepsTheVip_ItsPacketsAreDropped_NotRefused()
+    {
+        const string dropVip = "10.96.0.12";
+        var added = await _namespace.ExecAsync("ip", "addr", "add", dropVip + "/32", "dev", "lo");
+        Assert.True(added.Succeeded, added.StandardError);
+        StartServer(dropVip, "vip-server");
+        StartUdpServer(dropVip, "vip-udp");
+        foreach (var program in SockPrograms.All.Where(p => p != SockPrograms.Egress)) Attach(program);
+        var drop = ServiceValue.Master(0, 7) with { Flags = MapLayout.ServiceFlagDrop };
+        AddService(IPAddress.Parse(dropVip), BackendPort, ProtocolType.Tcp, BackendPort, drop);
+        AddService(IPAddress.Parse(dropVip), UdpBackendPort, ProtocolType.Udp, UdpBackendPort, drop with { RevNatId = 8 });
+
+        Assert.Equal(["ok vip-server"], ConnectWithin2Seconds(dropVip, BackendPort));
+        Assert.Equal(["reply vip-udp", $"from {dropVip}:{UdpBackendPort}"], UdpClient("sendto", IPAddress.Parse(dropVip), UdpBackendPort));
+
+        Attach(SockPrograms.Egress);
+
+        Assert.Equal(["timed out"], ConnectWithin2Seconds(dropVip, BackendPort));
+        Assert.Equal(["recvfrom: Resource temporarily unavailable"], UdpClient("sendto", IPAddress.Parse(dropVip), UdpBackendPort));
+        Assert.Equal([$"peer {dropVip}:{UdpBackendPort}", "recvfrom: Resource temporarily unavailable"], UdpClient("connect", IPAddress.Parse(dropVip), UdpBackendPort));
+    }
+
+    /// <summary>One TCP connection from the test cgroup and namespace, given 2 s: "ok REPLY", "timed out", or bash's error text.</summary>
+    private List<string> ConnectWithin2Seconds(string address, int port)
+    {
+        const string attempt = """
+            out=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2" && read -r reply <&3 && echo "ok $reply"' client "$1" "$2" 2>&1)
+            if [ $? -eq 124 ]; then echo "timed out"; else echo "${out//$'\n'/ | }"; fi
+            """;
+        return InCgroupAndNamespace("bash", "-c", attempt, "client", address, port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
     public void Dispose()
     {
         _stop.Cancel();

@@ -39,7 +39,6 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     /// </summary>
     private static string? EbpfSkip(Probe probe)
     {
-        if (probe.SourcePort is not null) return "a fixed UDP source port: the tc programs' connection entry keeps the old backend (no stale-flow cleanup yet)";
         if (IsOffNode(probe)) return null;
         var ipv6 = probe.To.Contains(':');
         var own = probe.From == "node" ? (ipv6 ? NodeAddresses[2] : ConformanceTopology.NodeIp) : ipv6 ? ConformanceTopology.Pods[probe.From].IPv6 : ConformanceTopology.Pods[probe.From].IPv4;
@@ -71,7 +70,7 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     /// The scenarios --mode=ebpf skips whole, named in the test output; the probes it skips inside the
     /// scenarios it runs are printed there as "skip [ebpf]".
     /// </summary>
-    [Fact(Skip = "--mode=ebpf does not render these scenarios: every probe needs masquerade of a local socket (hairpin, --masquerade-all; an honest difference, README) or a fixed UDP source port across an endpoint change; run it to list them")]
+    [Fact(Skip = "--mode=ebpf does not render these scenarios: every probe needs masquerade of a local socket (hairpin, --masquerade-all; an honest difference, README); run it to list them")]
     public void Ebpf_ScenariosItDoesNotRenderYet() =>
         Assert.Fail(string.Join(", ", ConformanceScenarios.All.Where(s => s.Steps.SelectMany(step => step.Probes).All(p => EbpfSkip(p) is not null)).Select(s => s.Name)));
 
