@@ -140,6 +140,26 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
             NatRulesWritten: _nat.RuleCount, FilterRulesWritten: _filter.RuleCount, ChainsSkipped: skippedChains, Delta: delta);
     }
 
+    /// <summary>
+    /// The filter table as <paramref name="previous"/> left it: our filter chains declared (so
+    /// flushed) and rewritten. iptables-restore commits each table on its own (iptables-nft too: one
+    /// netlink batch per COMMIT), so when nat is refused after filter committed, the backend sends
+    /// this to take filter back rather than leave it half a sync ahead of nat.
+    /// </summary>
+    public string FilterRollback(IptablesPlannerState previous)
+    {
+        _nat.Reset();
+        _filter.Reset();
+        WriteCanary();
+        WriteFixedChains();
+        foreach (var (_, port) in previous.Ports.OrderBy(p => p.Key))
+            foreach (var rule in port.Frontends)
+                if (!rule.IsNat) _filter.AppendRule(SharedRule.Name(rule.Chain), rule.Rule);
+        _script.Clear();
+        _filter.WriteTable(_script, "filter");
+        return _script.ToString();
+    }
+
     private RuleWriter Writer(SharedChain chain) => SharedRule.Table(chain) == "nat" ? _nat : _filter;
 
     private void AppendShared(ImmutableArray<SharedRule> rules)
