@@ -217,5 +217,5 @@ public sealed class IptablesBackend : IProxyBackend
 
     /// <summary>Whether this mode owns a chain of <paramref name="table"/> (nat or filter): its fixed chains and every per-service chain.</summary>
     public static bool Owns(string table, string chain) =>
-        (table == "nat" ? NatChains : table == "filter" ? FilterChains : []).Contains(chain) || ChainNames.IsPerService(chain);
+        (table == "nat" ? NatChains : table == "filter" ? FilterChains : []).Contains(chain) || ChainNames.IsPerService(chain) || (table == "nat" && ChainNames.IsServicesShard(chain));
 }

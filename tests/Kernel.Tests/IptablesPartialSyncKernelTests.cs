@@ -111,7 +111,7 @@ public sealed class IptablesPartialSyncKernelTests
         var ipv4 = node.Appliers[IpFamily.IPv4];
         // Someone deletes web's KUBE-SERVICES rule: the delta removing web cannot delete it again.
         var webRule = (await ipv4.SaveAsync("nat", default)).Split('\n')
-            .Single(l => l.StartsWith($"-A {ChainNames.Services} ", StringComparison.Ordinal) && l.Contains("ns/web:http", StringComparison.Ordinal));
+            .Single(l => l.StartsWith($"-A {ChainNames.Services}-", StringComparison.Ordinal) && l.Contains("ns/web:http", StringComparison.Ordinal));
         await ipv4.RestoreAsync($"*nat\n-D{webRule[2..]}\nCOMMIT\n", default);
         var before = await node.SaveAsync();
         Assert.Contains(ChainNames.ClusterPolicy(web.Name), before); // positive control
@@ -148,7 +148,7 @@ public sealed class IptablesPartialSyncKernelTests
         await node.Backend.SyncAsync(StateBuilder.Full(serving), default);
         var ipv4 = node.Appliers[IpFamily.IPv4];
         var webRule = (await ipv4.SaveAsync("nat", default)).Split('\n')
-            .Single(l => l.StartsWith($"-A {ChainNames.Services} ", StringComparison.Ordinal) && l.Contains("ns/web:http", StringComparison.Ordinal));
+            .Single(l => l.StartsWith($"-A {ChainNames.Services}-", StringComparison.Ordinal) && l.Contains("ns/web:http", StringComparison.Ordinal));
         await ipv4.RestoreAsync($"*nat\n-D{webRule[2..]}\nCOMMIT\n", default);
         var before = await node.SaveAsync();
         Assert.DoesNotContain("ns/web:http cluster IP has no endpoints", before);
