@@ -1,3 +1,4 @@
+using System.Net;
 using System.Security.Cryptography;
 using System.Text;
 using ProxyPlanes.DataPlane;
@@ -27,6 +28,34 @@ public static class ChainNames
     /// rules alone (iptables -F) goes unnoticed by it.
     /// </summary>
     public const string Canary = "KUBE-PROXY-CANARY";
+
+    /// <summary>
+    /// nat <c>KUBE-SERVICES</c> does not hold the service rules itself: it dispatches on the low 6 bits
+    /// of the destination address (<c>-d 0.0.0.5/0.0.0.63</c>) into this many chains
+    /// <c>KUBE-SERVICES-00</c>…<c>KUBE-SERVICES-3F</c>, which hold each frontend rule (cluster, external,
+    /// load-balancer IP) of their addresses, in the order one chain would. Adding or removing a service
+    /// then inserts into and deletes from a chain of ~1/64 of the rules: iptables-nft reads back the
+    /// whole chain it edits (see docs/bench/2026-12-07-iptables-shards). The node-ports jump stays last
+    /// in <c>KUBE-SERVICES</c>, after the dispatch rules.
+    /// </summary>
+    public const int ServiceShards = 64;
+
+    /// <summary>The nat chain holding the frontend rules of the addresses whose low bits are <paramref name="shard"/>.</summary>
+    public static string ServicesShard(int shard) => Services + "-" + shard.ToString("X2", System.Globalization.CultureInfo.InvariantCulture);
+
+    public static bool IsServicesShard(string chain) =>
+        chain.Length == Services.Length + 3 && chain.StartsWith(Services + "-", StringComparison.Ordinal);
+
+    /// <summary><c>KUBE-SERVICES</c> or one of its shards.</summary>
+    public static bool IsServices(string chain) => chain == Services || IsServicesShard(chain);
+
+    /// <summary>The shard of a frontend address: its last byte's low 6 bits.</summary>
+    public static int ShardOf(IPAddress address)
+    {
+        Span<byte> bytes = stackalloc byte[16];
+        address.TryWriteBytes(bytes, out var length);
+        return bytes[length - 1] & (ServiceShards - 1);
+    }
 
     /// <summary>Prefixes of the chains made per service port or endpoint.</summary>
     public static readonly string[] PerServicePrefixes = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"];

@@ -111,11 +111,12 @@ public sealed class IptablesBackend : IProxyBackend
         {
             var full = request.Full || State is null;
             var apply = Stopwatch.StartNew();
-            var kernel = full ? await ReadKernelAsync(cancellationToken).ConfigureAwait(false) : KernelTables.Empty;
+            var (kernel, filterSave) = full ? await ReadKernelAsync(cancellationToken).ConfigureAwait(false) : (KernelTables.Empty, "");
             var read = apply.Elapsed;
 
             var render = Stopwatch.StartNew();
-            var plan = _planner.Plan(request, State, kernel); // no previous state: the planner writes everything
+            var previous = State;
+            var plan = _planner.Plan(request, previous, kernel); // no previous state: the planner writes everything
             render.Stop();
 
             apply.Restart();
@@ -129,19 +130,59 @@ public sealed class IptablesBackend : IProxyBackend
                 metrics.RestoreFailed(family, partial: !full);
                 State = null;
                 logger.LogDebug("Rejected {Family} iptables-restore input:\n{Script}", family, plan.Script);
-                throw new BackendSyncException($"{(family == IpFamily.IPv4 ? "iptables" : "ip6tables")}-restore ({applier.Variant}) refused the {(full ? "full" : plan.Delta ? "partial (delta)" : "partial")} sync; the previous rules stay in force: {e.Message}", e);
+                var rollback = await RollBackFilterAsync(plan, full ? FilterRollback(filterSave) : _planner.FilterRollback(previous!), logger, cancellationToken).ConfigureAwait(false);
+                throw new BackendSyncException($"{(family == IpFamily.IPv4 ? "iptables" : "ip6tables")}-restore ({applier.Variant}) refused the {(full ? "full" : plan.Delta ? "partial (delta)" : "partial")} sync; {rollback}: {e.Message}", e);
             }
             State = plan.State;
             LastPlan = plan;
             return (render.Elapsed, read + apply.Elapsed);
         }
 
-        private async Task<KernelTables> ReadKernelAsync(CancellationToken cancellationToken)
+        private async Task<(KernelTables Kernel, string FilterSave)> ReadKernelAsync(CancellationToken cancellationToken)
         {
             var nat = await applier.SaveAsync("nat", cancellationToken).ConfigureAwait(false);
             var filter = await applier.SaveAsync("filter", cancellationToken).ConfigureAwait(false);
-            return IptablesSave.Parse(nat, filter);
+            return (IptablesSave.Parse(nat, filter), filter);
         }
+
+        /// <summary>
+        /// iptables-restore commits each table at its COMMIT (iptables-nft sends one netlink batch per
+        /// table), so a script of filter then nat refused in nat leaves filter committed. Filter is then
+        /// put back as it was before this sync (<paramref name="rollback"/>: from the planner's last state,
+        /// or from the save a full sync read), so no table keeps half a sync. Idempotent when filter was
+        /// the table refused. Returns how the previous rules stand, for the one-line error.
+        /// </summary>
+        private async Task<string> RollBackFilterAsync(IptablesPlan plan, string rollback, ILogger logger, CancellationToken cancellationToken)
+        {
+            if (!plan.Script.StartsWith("*filter\n", StringComparison.Ordinal) || !plan.Script.Contains("\n*nat\n", StringComparison.Ordinal))
+                return "the previous rules stay in force";
+            try
+            {
+                await applier.RestoreAsync(rollback, cancellationToken).ConfigureAwait(false);
+                return "the previous rules stay in force (filter rolled back)";
+            }
+            catch (CommandException e)
+            {
+                logger.LogWarning("Rolling back the {Family} filter table failed: {Error}", family, e.Message);
+                return $"nat kept its previous rules, but filter may hold the refused sync's (its rollback failed too: {e.Message})";
+            }
+        }
+    }
+
+    /// <summary>Our filter chains as a full sync found them (<paramref name="filterSave"/>): declared, so flushed, and rewritten.</summary>
+    private static string FilterRollback(string filterSave)
+    {
+        var saved = IptablesSave.ParseTables(filterSave).FirstOrDefault(t => t.Name == "filter");
+        var writer = new RuleWriter();
+        foreach (var chain in FilterChains)
+        {
+            writer.Chain(chain);
+            if (saved is not null && saved.Rules.TryGetValue(chain, out var rules))
+                foreach (var rule in rules) writer.AppendRule(chain, rule);
+        }
+        var script = new StringBuilder();
+        writer.WriteTable(script, "filter");
+        return script.ToString();
     }
 
     /// <summary>
@@ -176,5 +217,5 @@ public sealed class IptablesBackend : IProxyBackend
 
     /// <summary>Whether this mode owns a chain of <paramref name="table"/> (nat or filter): its fixed chains and every per-service chain.</summary>
     public static bool Owns(string table, string chain) =>
-        (table == "nat" ? NatChains : table == "filter" ? FilterChains : []).Contains(chain) || ChainNames.IsPerService(chain);
+        (table == "nat" ? NatChains : table == "filter" ? FilterChains : []).Contains(chain) || ChainNames.IsPerService(chain) || (table == "nat" && ChainNames.IsServicesShard(chain));
 }

@@ -53,7 +53,8 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 {
     // Rules of the fixed chains besides the service ports' and the node-ports jump: KUBE-POSTROUTING (3)
     // and KUBE-MARK-MASQ (1) in nat, KUBE-FORWARD (3) in filter; one canary rule in each table.
-    private const int FixedNatRules = 4, FixedFilterRules = 3, CanaryRules = 1;
+    // The dispatch rules of nat KUBE-SERVICES into its shards are counted with the fixed rules.
+    private const int FixedNatRules = 4 + ChainNames.ServiceShards, FixedFilterRules = 3, CanaryRules = 1;
 
     private readonly string _mark = "0x" + (1 << masqueradeBit).ToString("x", CultureInfo.InvariantCulture);
     private readonly RuleWriter _nat = new();
@@ -89,7 +90,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 
         var ports = ImmutableDictionary.CreateBuilder<ServicePortName, PortChains>();
         // Rules each shared chain holds, at this point of the script, before the current port's.
-        var rulesAhead = new int[SharedRule.ChainCount];
+        var rulesAhead = new int[SharedRule.SlotCount];
         int skippedChains = 0, natFrontends = 0, filterFrontends = 0, natOwnRules = 0;
         foreach (var (name, port) in request.State.ServicePorts)
         {
@@ -109,7 +110,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
                 if (!delta) AppendShared(old.Frontends);
                 skippedChains += old.Nat.Length;
             }
-            foreach (var rule in now.Frontends) rulesAhead[(int)rule.Chain]++;
+            foreach (var rule in now.Frontends) rulesAhead[rule.Slot]++;
             foreach (var (_, rules) in now.Nat) natOwnRules += rules;
             natFrontends += now.NatFrontendRules;
             filterFrontends += now.FilterRules;
@@ -120,7 +121,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
             // Ports gone from this family: their shared-chain rules go (their chains are deleted below).
             foreach (var (name, old) in previous.Ports)
                 if (!ports.ContainsKey(name))
-                    foreach (var rule in old.Frontends) Writer(rule.Chain).DeleteRule(SharedRule.Name(rule.Chain), rule.Rule);
+                    foreach (var rule in old.Frontends) Writer(rule.Chain).DeleteRule(rule.ChainName, rule.Rule);
         }
         else
         {
@@ -140,11 +141,31 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
             NatRulesWritten: _nat.RuleCount, FilterRulesWritten: _filter.RuleCount, ChainsSkipped: skippedChains, Delta: delta);
     }
 
+    /// <summary>
+    /// The filter table as <paramref name="previous"/> left it: our filter chains declared (so
+    /// flushed) and rewritten. iptables-restore commits each table on its own (iptables-nft too: one
+    /// netlink batch per COMMIT), so when nat is refused after filter committed, the backend sends
+    /// this to take filter back rather than leave it half a sync ahead of nat.
+    /// </summary>
+    public string FilterRollback(IptablesPlannerState previous)
+    {
+        _nat.Reset();
+        _filter.Reset();
+        WriteCanary();
+        WriteFixedChains();
+        foreach (var (_, port) in previous.Ports.OrderBy(p => p.Key))
+            foreach (var rule in port.Frontends)
+                if (!rule.IsNat) _filter.AppendRule(rule.ChainName, rule.Rule);
+        _script.Clear();
+        _filter.WriteTable(_script, "filter");
+        return _script.ToString();
+    }
+
     private RuleWriter Writer(SharedChain chain) => SharedRule.Table(chain) == "nat" ? _nat : _filter;
 
     private void AppendShared(ImmutableArray<SharedRule> rules)
     {
-        foreach (var rule in rules) Writer(rule.Chain).AppendRule(SharedRule.Name(rule.Chain), rule.Rule);
+        foreach (var rule in rules) Writer(rule.Chain).AppendRule(rule.ChainName, rule.Rule);
     }
 
     /// <summary>
@@ -155,17 +176,14 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
     /// </summary>
     private void WriteSharedDelta(ImmutableArray<SharedRule> old, ImmutableArray<SharedRule> now, int[] rulesAhead)
     {
-        for (var c = 0; c < SharedRule.ChainCount; c++)
+        foreach (var slot in old.Concat(now).Select(r => r.Slot).Distinct().Order())
         {
-            var chain = (SharedChain)c;
-            if (old.Where(r => r.Chain == chain).SequenceEqual(now.Where(r => r.Chain == chain))) continue;
-            var writer = Writer(chain);
-            var name = SharedRule.Name(chain);
+            if (old.Where(r => r.Slot == slot).SequenceEqual(now.Where(r => r.Slot == slot))) continue;
             foreach (var rule in old)
-                if (rule.Chain == chain) writer.DeleteRule(name, rule.Rule);
-            var position = rulesAhead[c];
+                if (rule.Slot == slot) Writer(rule.Chain).DeleteRule(rule.ChainName, rule.Rule);
+            var position = rulesAhead[slot];
             foreach (var rule in now)
-                if (rule.Chain == chain) writer.InsertRule(name, ++position, rule.Rule);
+                if (rule.Slot == slot) Writer(rule.Chain).InsertRule(rule.ChainName, ++position, rule.Rule);
         }
     }
 
@@ -218,6 +236,17 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
             _filter.Chain(chain);
         foreach (var chain in new[] { ChainNames.Services, ChainNames.NodePorts, ChainNames.PostRouting, ChainNames.MarkMasq })
             _nat.Chain(chain);
+
+        // KUBE-SERVICES dispatches on the destination's low bits; the node-ports jump follows (see ChainNames.ServiceShards).
+        var low = family == IpFamily.IPv4 ? "0.0.0." : "::";
+        var mask = family == IpFamily.IPv4 ? (ChainNames.ServiceShards - 1).ToString(CultureInfo.InvariantCulture) : (ChainNames.ServiceShards - 1).ToString("x", CultureInfo.InvariantCulture);
+        for (var shard = 0; shard < ChainNames.ServiceShards; shard++)
+        {
+            var shardChain = ChainNames.ServicesShard(shard);
+            _nat.Chain(shardChain);
+            var value = family == IpFamily.IPv4 ? shard.ToString(CultureInfo.InvariantCulture) : shard == 0 ? "" : shard.ToString("x", CultureInfo.InvariantCulture);
+            _nat.Append(ChainNames.Services).Arg($"-d {low}{value}/{low}{mask}").Jump(shardChain).End();
+        }
 
         // Packets marked for masquerade get SNAT on the way out; the mark is cleared first so a
         // packet re-entering the stack is not masqueraded twice.
@@ -427,7 +456,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 
         // Cluster IP.
         if (shape.Internal.IsForward)
-            _shared.Start(SharedChain.NatServices).Comment($"{comment} cluster IP")
+            _shared.Start(SharedChain.NatServices, ChainNames.ShardOf(shape.ClusterIP)).Comment($"{comment} cluster IP")
                 .Arg($"{match} -d {shape.ClusterIP}{HostPrefix} --dport").Arg(info.Port).Jump(shape.PoolChain(shape.Internal.Pool)).End();
         else
             // REJECT refuses at once (ICMP port unreachable → connection refused) rather than
@@ -439,7 +468,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         foreach (var ip in OfFamily(info.ExternalIPs))
         {
             if (shape.ExternalEntersNat)
-                _shared.Start(SharedChain.NatServices).Comment($"{comment} external IP")
+                _shared.Start(SharedChain.NatServices, ChainNames.ShardOf(ip)).Comment($"{comment} external IP")
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(externalChain).End();
             if (!shape.External.IsForward)
                 _shared.Start(SharedChain.FilterExternalServices).Comment(shape.ExternalFilter("external IP").Comment)
@@ -451,7 +480,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         foreach (var ip in OfFamily(info.LoadBalancerIPs))
         {
             if (shape.ExternalEntersNat)
-                _shared.Start(SharedChain.NatServices).Comment($"{comment} loadbalancer IP")
+                _shared.Start(SharedChain.NatServices, ChainNames.ShardOf(ip)).Comment($"{comment} loadbalancer IP")
                     .Arg($"{match} -d {ip}{HostPrefix} --dport").Arg(info.Port).Jump(usesFirewall ? ChainNames.Firewall(name) : externalChain).End();
             if (usesFirewall)
                 _shared.Start(SharedChain.FilterProxyFirewall).Comment($"{comment} traffic not accepted by {ChainNames.Firewall(name)}")

@@ -52,7 +52,7 @@ public static class IptablesTracer
         foreach (var table in tables.Where(t => t.Name is "nat" or "filter"))
             foreach (var (chain, rules) in table.Rules)
             {
-                if (chain is not (ChainNames.Services or ChainNames.NodePorts or ChainNames.ExternalServices or ChainNames.ProxyFirewall)) continue;
+                if (!ChainNames.IsServices(chain) && chain is not (ChainNames.NodePorts or ChainNames.ExternalServices or ChainNames.ProxyFirewall)) continue;
                 foreach (var text in rules)
                 {
                     var rule = Rule.Parse(table.Name, chain, text);
@@ -338,7 +338,7 @@ public static class IptablesTracer
         {
             ChainNames.NodePorts when Target != "ACCEPT" => Frontends.NodePort,
             ChainNames.ProxyFirewall => Frontends.LoadBalancerIP,
-            ChainNames.Services or ChainNames.ExternalServices when Comment is { } c =>
+            var chain when (ChainNames.IsServices(chain) || chain == ChainNames.ExternalServices) && Comment is { } c =>
                 c.Contains(" cluster IP", StringComparison.Ordinal) ? Frontends.ClusterIP
                 : c.Contains(" external IP", StringComparison.Ordinal) ? Frontends.ExternalIP
                 : c.Contains(" loadbalancer IP", StringComparison.Ordinal) ? Frontends.LoadBalancerIP
@@ -438,7 +438,8 @@ public static class IptablesTracer
                 case "-s" or "--source":
                     return source is not null && IpPrefix.TryParse(args[0], out var s) && SameFamily(s.Address, source) && s.Contains(source);
                 case "-d" or "--destination":
-                    return IpPrefix.TryParse(args[0], out var d) && SameFamily(d.Address, flow.Destination) && d.Contains(flow.Destination);
+                    // A prefix, or an address with a mask (KUBE-SERVICES' dispatch into its shards: -d 0.0.0.5/0.0.0.63).
+                    return IpPrefix.TryParse(args[0], out var d) ? SameFamily(d.Address, flow.Destination) && d.Contains(flow.Destination) : SavedRule.InMaskedAddress(args[0], flow.Destination);
                 case "-i" or "--in-interface":
                     return !flow.LocalOrigin && flow.Node.InInterface is { } inInterface && Interface(args[0], inInterface);
                 case "-o" or "--out-interface":

@@ -19,10 +19,23 @@ public enum SharedChain
     FilterNodePorts,
 }
 
-/// <summary>One rule a service port holds in a shared chain: the text iptables-save prints after "-A CHAIN ".</summary>
-public readonly record struct SharedRule(SharedChain Chain, string Rule)
+/// <summary>
+/// One rule a service port holds in a shared chain: the text iptables-save prints after "-A CHAIN ".
+/// <see cref="Shard"/>: for <see cref="SharedChain.NatServices"/>, the <c>KUBE-SERVICES-XX</c> chain of
+/// the rule's destination (<see cref="ChainNames.ShardOf"/>).
+/// </summary>
+public readonly record struct SharedRule(SharedChain Chain, string Rule, int Shard = 0)
 {
     public const int ChainCount = 6;
+
+    /// <summary>Every chain a rule can be in: the shared chains, nat's service shards in place of nat KUBE-SERVICES.</summary>
+    public const int SlotCount = ChainCount + ChainNames.ServiceShards;
+
+    /// <summary>The chain this rule is in, as an index below <see cref="SlotCount"/>.</summary>
+    public int Slot => Chain == SharedChain.NatServices ? ChainCount + Shard : (int)Chain;
+
+    /// <summary>The name of the chain this rule is in.</summary>
+    public string ChainName => Chain == SharedChain.NatServices ? ChainNames.ServicesShard(Shard) : Name(Chain);
 
     public bool IsNat => Chain is SharedChain.NatServices or SharedChain.NatNodePorts;
 
@@ -43,15 +56,17 @@ internal sealed class SharedRuleBuilder
     private readonly StringBuilder _text = new();
     private readonly ImmutableArray<SharedRule>.Builder _rules = ImmutableArray.CreateBuilder<SharedRule>();
     private SharedChain _chain;
+    private int _shard;
 
     /// <summary>Starts collecting the rules of one service port (or the fixed tail).</summary>
     public void Clear() => _rules.Clear();
 
     public ImmutableArray<SharedRule> ToImmutable() => _rules.ToImmutable();
 
-    public SharedRuleBuilder Start(SharedChain chain)
+    public SharedRuleBuilder Start(SharedChain chain, int shard = 0)
     {
         _chain = chain;
+        _shard = shard;
         _text.Clear();
         return this;
     }
@@ -81,5 +96,5 @@ internal sealed class SharedRuleBuilder
     }
 
     /// <summary>Ends the rule (the text without the leading space).</summary>
-    public void End() => _rules.Add(new SharedRule(_chain, _text.ToString(1, _text.Length - 1)));
+    public void End() => _rules.Add(new SharedRule(_chain, _text.ToString(1, _text.Length - 1), _shard));
 }

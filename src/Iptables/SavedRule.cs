@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Net;
 using System.Text;
 
 namespace ProxyPlanes.Iptables;
@@ -69,6 +70,21 @@ public sealed class SavedRule
             };
         }
         return mark;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="address"/> matches "ADDRESS/MASK" with the mask written as an address
+    /// (iptables-save prints a mask that is not a prefix that way: <c>0.0.0.5/0.0.0.63</c>, <c>::5/::3f</c>).
+    /// </summary>
+    public static bool InMaskedAddress(string text, IPAddress address)
+    {
+        var slash = text.IndexOf('/');
+        if (slash < 0 || !IPAddress.TryParse(text.AsSpan(0, slash), out var value) || !IPAddress.TryParse(text.AsSpan(slash + 1), out var mask)) return false;
+        if (value.AddressFamily != address.AddressFamily || mask.AddressFamily != address.AddressFamily) return false;
+        var (a, v, m) = (address.GetAddressBytes(), value.GetAddressBytes(), mask.GetAddressBytes());
+        for (var i = 0; i < a.Length; i++)
+            if ((a[i] & m[i]) != (v[i] & m[i])) return false;
+        return true;
     }
 
     /// <summary>Whether <paramref name="mark"/> matches <c>-m mark --mark VALUE[/MASK]</c>.</summary>

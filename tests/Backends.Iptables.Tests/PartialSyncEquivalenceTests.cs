@@ -143,6 +143,7 @@ public sealed class PartialSyncEquivalenceTests
                 foreach (var script in node.Tables.Values.SelectMany(t => t.Offered.Skip(offered[t.Family])).Where(s => !full && !s.Contains($":{ChainNames.Canary} ")))
                 {
                     Assert.DoesNotContain($":{ChainNames.Services} ", script);
+                    Assert.DoesNotContain($":{ChainNames.Services}-", script); // nor a shard of it
                     Assert.DoesNotContain($":{ChainNames.NodePorts} ", script);
                     deltas++;
                 }
@@ -168,7 +169,7 @@ public sealed class PartialSyncEquivalenceTests
         await node.Backend.SyncAsync(StateBuilder.Full(both), default);
         var ipv4 = node.Tables[IpFamily.IPv4];
         // Someone deletes web's KUBE-SERVICES rule: the delta that removes web cannot delete it again.
-        var webRule = ipv4.Save("nat").Split('\n').Single(l => l.StartsWith($"-A {ChainNames.Services} ", StringComparison.Ordinal) && l.Contains("ns/web:http"));
+        var webRule = ipv4.Save("nat").Split('\n').Single(l => l.StartsWith($"-A {ChainNames.Services}-", StringComparison.Ordinal) && l.Contains("ns/web:http"));
         ipv4.Restore($"*nat\n-D{webRule[2..]}\nCOMMIT\n");
         var before = ipv4.Dump();
 

@@ -111,7 +111,7 @@ public sealed class IptablesPartialSyncKernelTests
         var ipv4 = node.Appliers[IpFamily.IPv4];
         // Someone deletes web's KUBE-SERVICES rule: the delta removing web cannot delete it again.
         var webRule = (await ipv4.SaveAsync("nat", default)).Split('\n')
-            .Single(l => l.StartsWith($"-A {ChainNames.Services} ", StringComparison.Ordinal) && l.Contains("ns/web:http", StringComparison.Ordinal));
+            .Single(l => l.StartsWith($"-A {ChainNames.Services}-", StringComparison.Ordinal) && l.Contains("ns/web:http", StringComparison.Ordinal));
         await ipv4.RestoreAsync($"*nat\n-D{webRule[2..]}\nCOMMIT\n", default);
         var before = await node.SaveAsync();
         Assert.Contains(ChainNames.ClusterPolicy(web.Name), before); // positive control
@@ -125,5 +125,43 @@ public sealed class IptablesPartialSyncKernelTests
         await node.Backend.SyncAsync(StateBuilder.Partial(apiOnly, web.Name), default);
         Assert.False(node.Backend.LastPlan(IpFamily.IPv4)!.Delta);
         Assert.Equal(await FreshFullSaveAsync(variant, apiOnly), await node.SaveAsync());
+    }
+
+    /// <summary>
+    /// iptables-restore commits each table on its own, so a sync whose nat part is refused after its
+    /// filter part committed would leave filter a sync ahead; the backend rolls filter back. Here web
+    /// loses its endpoints (filter gains a REJECT, nat loses web's rules) while someone deleted web's
+    /// nat rule, so the nat delta is refused after filter committed.
+    /// </summary>
+    [Theory]
+    [InlineData(IptablesVariant.Nft)]
+    [InlineData(IptablesVariant.Legacy)]
+    public async Task NatRefusedAfterFilterCommitted_FilterRolledBack_RetryRepairs(IptablesVariant variant)
+    {
+        var web = StateBuilder.Info("web", "10.96.0.10");
+        var api = StateBuilder.Info("api", "10.96.0.11");
+        var zed = StateBuilder.Info("zed", "10.96.0.12");
+        // api and zed have no endpoints: filter already holds two REJECTs around web's place.
+        var serving = StateBuilder.State(null, StateBuilder.Port(web, [StateBuilder.Endpoint("10.244.1.2")]), StateBuilder.Port(api), StateBuilder.Port(zed));
+        var drained = StateBuilder.State(null, StateBuilder.Port(web), StateBuilder.Port(api), StateBuilder.Port(zed));
+        using var node = new Node(variant);
+        await node.Backend.SyncAsync(StateBuilder.Full(serving), default);
+        var ipv4 = node.Appliers[IpFamily.IPv4];
+        var webRule = (await ipv4.SaveAsync("nat", default)).Split('\n')
+            .Single(l => l.StartsWith($"-A {ChainNames.Services}-", StringComparison.Ordinal) && l.Contains("ns/web:http", StringComparison.Ordinal));
+        await ipv4.RestoreAsync($"*nat\n-D{webRule[2..]}\nCOMMIT\n", default);
+        var before = await node.SaveAsync();
+        Assert.DoesNotContain("ns/web:http cluster IP has no endpoints", before);
+
+        var refused = await Assert.ThrowsAsync<BackendSyncException>(() => node.Backend.SyncAsync(StateBuilder.Partial(drained, web.Name), default));
+
+        Assert.Equal(before, await node.SaveAsync()); // filter holds no REJECT for web: both tables as before
+        Assert.Contains("filter rolled back", refused.Message);
+
+        // Positive control: the retry (a full sync) writes web's REJECT.
+        await node.Backend.SyncAsync(StateBuilder.Partial(drained, web.Name), default);
+        var after = await node.SaveAsync();
+        Assert.Contains("ns/web:http cluster IP has no endpoints", after);
+        Assert.Equal(await FreshFullSaveAsync(variant, drained), after);
     }
 }
