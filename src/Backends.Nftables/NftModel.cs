@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Model;
@@ -273,10 +274,26 @@ public sealed class NftTransaction
     /// </summary>
     public override string ToString()
     {
+        using var text = new StringWriter(CultureInfo.InvariantCulture);
+        WriteTo(text);
+        return text.ToString();
+    }
+
+    /// <summary>
+    /// Writes <see cref="ToString"/>'s text to <paramref name="writer"/> in pieces of about 32 KiB, so a full
+    /// table's script (12 MB at 10,000 services) is never one string (see <see cref="WriteToAsync"/>).
+    /// </summary>
+    public void WriteTo(TextWriter writer)
+    {
         var text = new StringBuilder();
         var prefix = $"{FamilyKeyword} {Table}";
         for (var i = 0; i < _operations.Count; i++)
         {
+            if (text.Length >= 32 * 1024)
+            {
+                writer.Write(text);
+                text.Clear();
+            }
             var (verb, obj) = _operations[i];
             var verbText = verb switch { NftVerb.Add => "add", NftVerb.Flush => "flush", _ => "delete" };
             if (obj is NftElement element)
@@ -344,8 +361,15 @@ public sealed class NftTransaction
             }
             text.Append('\n');
         }
-        return text.ToString();
+        writer.Write(text);
     }
+
+    /// <summary>
+    /// <see cref="WriteTo"/> a tool's standard input (<c>nft -f -</c>) off the caller's thread; a cancelled
+    /// token returns at once (the caller then kills the tool, which ends the write).
+    /// </summary>
+    public Task WriteToAsync(TextWriter writer, CancellationToken cancellationToken) =>
+        Task.Run(() => WriteTo(writer), CancellationToken.None).WaitAsync(cancellationToken);
 }
 
 /// <summary>nft syntax helpers shared by the model, the planner and the appliers.</summary>

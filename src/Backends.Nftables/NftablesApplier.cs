@@ -50,7 +50,7 @@ public sealed class NftCommandApplier : INftablesApplier
     public async Task ApplyAsync(NftTransaction transaction, CancellationToken cancellationToken)
     {
         if (transaction.IsEmpty) return;
-        var result = await RunAsync(["-f", "-"], transaction.ToString(), cancellationToken).ConfigureAwait(false);
+        var result = await RunAsync(["-f", "-"], transaction, cancellationToken).ConfigureAwait(false);
         if (!result.Succeeded)
             throw new NftException($"nft -f refused the {Nft.FamilyKeyword(transaction.Family)} transaction (exit {result.ExitCode}): {ExternalCommand.FirstLines(result.StandardError, 6)}");
     }
@@ -91,7 +91,7 @@ public sealed class NftCommandApplier : INftablesApplier
         try
         {
             var probe = new NftTransaction(family, NftNames.Table + "-probe").Add(new NftTable());
-            var result = await RunAsync(["--check", "-f", "-"], probe.ToString(), cancellationToken).ConfigureAwait(false);
+            var result = await RunAsync(["--check", "-f", "-"], probe, cancellationToken).ConfigureAwait(false);
             return result.Succeeded;
         }
         catch (NftException)
@@ -100,14 +100,15 @@ public sealed class NftCommandApplier : INftablesApplier
         }
     }
 
-    private async Task<CommandResult> RunAsync(IEnumerable<string> arguments, string? input, CancellationToken cancellationToken)
+    // The transaction is streamed to nft's stdin: a full sync's script is never built as one string.
+    private async Task<CommandResult> RunAsync(IEnumerable<string> arguments, NftTransaction? input, CancellationToken cancellationToken)
     {
         var args = new List<string>(_prefix.Skip(1));
         if (_prefix.Length > 0) args.Add("nft");
         args.AddRange(arguments);
         try
         {
-            return await ExternalCommand.RunAsync(_prefix.Length > 0 ? _prefix[0] : "nft", args, input, cancellationToken).ConfigureAwait(false);
+            return await ExternalCommand.RunWithInputAsync(_prefix.Length > 0 ? _prefix[0] : "nft", args, input is null ? null : input.WriteToAsync, timeout: null, cancellationToken).ConfigureAwait(false);
         }
         catch (CommandException e)
         {

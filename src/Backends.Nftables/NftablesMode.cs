@@ -60,7 +60,7 @@ public sealed partial class NftablesMode : IProxyMode
             // The cold transaction was made for an empty table: empty it again, then time nft alone.
             await ExternalCommand.RunCheckedAsync("nft", ["delete", "table", "ip", backend.Table], null, cancellationToken);
             var stopwatch = Stopwatch.StartNew();
-            await ExternalCommand.RunCheckedAsync("nft", ["-f", "-"], plan.Transaction.ToString(), cancellationToken);
+            await ExternalCommand.RunCheckedWithInputAsync("nft", ["-f", "-"], plan.Transaction.WriteToAsync, cancellationToken);
             return stopwatch.Elapsed;
         }
 

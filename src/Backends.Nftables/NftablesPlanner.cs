@@ -50,6 +50,26 @@ public sealed record NftPlannerState(
 
     /// <summary>The protocol (tcp, udp, sctp) of each pool of <see cref="PoolIds"/>: its map is <c>endpoint-slots-PROTOCOL-XX</c>.</summary>
     public ImmutableDictionary<string, string> PoolProtocols { get; init; } = ImmutableDictionary<string, string>.Empty;
+
+    /// <summary>The pool holding each id of <see cref="PoolIds"/> (the reverse map), so a partial sync reassigns only the ids its pools reach.</summary>
+    public ImmutableDictionary<uint, string> PoolsById { get; init; } = ImmutableDictionary<uint, string>.Empty;
+
+    /// <summary>How many pools use each <c>endpoint-slots-PROTOCOL-XX</c> map: a map goes when its last pool does.</summary>
+    public ImmutableDictionary<(string Protocol, int Shard), int> ShardUse { get; init; } = ImmutableDictionary<(string Protocol, int Shard), int>.Empty;
+
+    /// <summary>The sum of <see cref="NftPortTotals"/> over <see cref="Ports"/>, kept up to date by each sync instead of summed again.</summary>
+    public NftPortTotals PortTotals { get; init; }
+}
+
+/// <summary>Chains, rules, sets and set elements that service ports own: summed once, then changed by each partial sync's ports only.</summary>
+public readonly record struct NftPortTotals(int Chains, int Rules, int Sets, int SetElements)
+{
+    public static NftPortTotals Of(NftPortObjects? objects) =>
+        objects is null ? default : new(objects.Chains.Count, objects.RuleCount, objects.Sets.Count, objects.SetElementCount);
+
+    public static NftPortTotals operator +(NftPortTotals a, NftPortTotals b) => new(a.Chains + b.Chains, a.Rules + b.Rules, a.Sets + b.Sets, a.SetElements + b.SetElements);
+
+    public static NftPortTotals operator -(NftPortTotals a, NftPortTotals b) => new(a.Chains - b.Chains, a.Rules - b.Rules, a.Sets - b.Sets, a.SetElements - b.SetElements);
 }
 
 /// <summary>Objects in one family's table after a sync, and what the sync wrote.</summary>
@@ -114,12 +134,15 @@ public sealed class NftablesPlanner
         ValueTypeof = $"{_ip} daddr . {shard.Protocol} dport",
     };
 
-    /// <summary>The <c>endpoint-slots-PROTOCOL-XX</c> maps the pools use.</summary>
-    private static SortedSet<(string Protocol, int Shard)> Shards(ImmutableDictionary<string, uint> poolIds, ImmutableDictionary<string, string> protocols)
+    /// <summary>The <c>endpoint-slots-PROTOCOL-XX</c> map a pool's id puts it in.</summary>
+    private static (string Protocol, int Shard) ShardOf(string protocol, uint id) => (protocol, (int)(id % NftNames.EndpointSlotMaps));
+
+    /// <summary>How many pools use each <c>endpoint-slots-PROTOCOL-XX</c> map.</summary>
+    private static ImmutableDictionary<(string Protocol, int Shard), int> ShardUse(ImmutableDictionary<string, uint> poolIds, ImmutableDictionary<string, string> protocols)
     {
-        var shards = new SortedSet<(string, int)>();
-        foreach (var (pool, id) in poolIds) shards.Add((protocols[pool], (int)(id % NftNames.EndpointSlotMaps)));
-        return shards;
+        var use = new Dictionary<(string, int), int>();
+        foreach (var (pool, id) in poolIds) use[ShardOf(protocols[pool], id)] = use.GetValueOrDefault(ShardOf(protocols[pool], id)) + 1;
+        return use.ToImmutableDictionary();
     }
     private readonly NftSet _hairpinSet;
     private readonly NftElementTypes _slotTypes, _hairpinTypes, _ipPortTypes, _portTypes;
@@ -144,20 +167,79 @@ public sealed class NftablesPlanner
     /// pools in name order. So the ids depend only on which pools exist, never on the order of syncs
     /// (a partial sync leaves exactly what a full sync would write).
     /// </summary>
-    public static ImmutableDictionary<string, uint> AssignPoolIds(IEnumerable<string> pools)
+    public static ImmutableDictionary<string, uint> AssignPoolIds(IEnumerable<string> pools) => AssignPoolIds(pools, PoolHash, PoolIdCount);
+
+    /// <summary><see cref="AssignPoolIds(IEnumerable{string})"/> with another hash and id space (tests force collisions with a small one).</summary>
+    internal static ImmutableDictionary<string, uint> AssignPoolIds(IEnumerable<string> pools, Func<string, uint> hash, uint idCount)
     {
         var ids = ImmutableDictionary.CreateBuilder<string, uint>(StringComparer.Ordinal);
         var taken = new HashSet<uint>();
         foreach (var pool in pools.Order(StringComparer.Ordinal))
         {
-            var id = PoolHash(pool);
-            while (!taken.Add(id)) id = (id + 1) % PoolIdCount;
+            var id = hash(pool);
+            while (!taken.Add(id)) id = (id + 1) % idCount;
             ids[pool] = id;
         }
         return ids.ToImmutable();
     }
 
-    private static uint PoolHash(string pool)
+    /// <summary>
+    /// <see cref="AssignPoolIds"/> of the pools after <paramref name="removed"/> went and <paramref name="added"/>
+    /// came, without walking every pool. An id is the pool's hash or the first free id after it (taking the pools
+    /// in name order), so only pools in a run of consecutive taken ids that a removed id or an added hash falls
+    /// in can move; they are placed again, in name order, around the ids of all other pools. When one of them
+    /// ends up just before another run, pools after it in name order could have probed into that run, so the
+    /// run joins and they are placed again. Returns the pools whose id changed or is new.
+    /// </summary>
+    internal static List<string> ReassignPoolIds(
+        ref ImmutableDictionary<string, uint> ids, ref ImmutableDictionary<uint, string> pools,
+        IReadOnlyCollection<string> removed, IReadOnlyCollection<string> added, Func<string, uint> hash, uint idCount)
+    {
+        var (oldIds, oldPools) = (ids, pools);
+        uint Next(uint id) => (id + 1) % idCount;
+        uint Previous(uint id) => (id + idCount - 1) % idCount;
+        var affected = new HashSet<string>(StringComparer.Ordinal);
+        var runs = new HashSet<uint>();
+        bool TakeRun(uint id)
+        {
+            if (!oldPools.ContainsKey(id)) return false;
+            var start = id;
+            for (var n = 0u; n < idCount && oldPools.ContainsKey(Previous(start)); n++) start = Previous(start);
+            if (!runs.Add(start)) return false;
+            var at = start;
+            for (var n = 0u; n < idCount && oldPools.TryGetValue(at, out var pool); n++, at = Next(at)) affected.Add(pool);
+            return true;
+        }
+        foreach (var pool in removed) TakeRun(oldIds[pool]);
+        foreach (var pool in added) TakeRun(hash(pool));
+        while (true)
+        {
+            var newIds = oldIds.ToBuilder();
+            var newPools = oldPools.ToBuilder();
+            foreach (var pool in affected)
+            {
+                newPools.Remove(newIds[pool]);
+                newIds.Remove(pool);
+            }
+            var grew = false;
+            foreach (var pool in affected.Except(removed, StringComparer.Ordinal).Concat(added).Order(StringComparer.Ordinal))
+            {
+                var id = hash(pool);
+                while (newPools.ContainsKey(id)) id = Next(id);
+                newIds[pool] = id;
+                newPools[id] = pool;
+                if (oldPools.TryGetValue(Next(id), out var neighbour) && !affected.Contains(neighbour)) grew |= TakeRun(Next(id));
+            }
+            if (grew) continue;
+            (ids, pools) = (newIds.ToImmutable(), newPools.ToImmutable());
+            var finalIds = ids;
+            return affected.Except(removed, StringComparer.Ordinal).Concat(added)
+                .Where(p => !oldIds.TryGetValue(p, out var old) || old != finalIds[p]).ToList();
+        }
+    }
+
+    /// <summary>The id a pool asks for first: FNV-1a of its name, folded into <see cref="PoolIdCount"/>.</summary>
+    internal static uint PoolHash(string pool)
     {
         var hash = 2166136261u; // FNV-1a
         foreach (var c in pool) hash = (hash ^ c) * 16777619u;
@@ -208,7 +290,8 @@ public sealed class NftablesPlanner
                 }
         var poolIds = AssignPoolIds(owners.Keys);
         var poolProtocols = protocols.ToImmutable();
-        var maps = fixedMaps.Concat(Shards(poolIds, poolProtocols).Select(SlotsMap)).ToList();
+        var shardUse = ShardUse(poolIds, poolProtocols);
+        var maps = fixedMaps.Concat(shardUse.Keys.Order().Select(SlotsMap)).ToList();
         foreach (var (name, port) in state.ServicePorts)
         {
             if (ClusterIPOf(port) is not { } clusterIP) continue;
@@ -292,7 +375,11 @@ public sealed class NftablesPlanner
 
         var newState = new NftPlannerState(ports.ToImmutable(), claims.ToImmutableDictionary(),
             fixedChains.Count, fixedChains.Sum(c => c.Rules.Count), fixedMaps.Count + fixedSets.Count, fixedSets.Sum(s => s.Elements.Count))
-        { PoolIds = poolIds, PoolOwners = owners.ToImmutable(), PoolProtocols = poolProtocols };
+        {
+            PoolIds = poolIds, PoolOwners = owners.ToImmutable(), PoolProtocols = poolProtocols,
+            PoolsById = poolIds.ToImmutableDictionary(p => p.Value, p => p.Key), ShardUse = shardUse,
+            PortTotals = inOrder.Aggregate(default(NftPortTotals), (sum, p) => sum + NftPortTotals.Of(p)),
+        };
         return new NftPlan(tx, newState, CountsOf(newState, tx), Full: true);
     }
 
@@ -319,6 +406,7 @@ public sealed class NftablesPlanner
         var changed = new SortedSet<ServicePortName>(request.ChangedPorts);
         var owners = previous.PoolOwners.ToBuilder();
         var protocols = previous.PoolProtocols.ToBuilder();
+        var touchedPools = new HashSet<string>(StringComparer.Ordinal);
         foreach (var name in changed)
         {
             if (previous.Ports.TryGetValue(name, out var was))
@@ -326,28 +414,49 @@ public sealed class NftablesPlanner
                 {
                     owners.Remove(pool);
                     protocols.Remove(pool);
+                    touchedPools.Add(pool);
                 }
             if (request.State.ServicePorts.TryGetValue(name, out var now) && ClusterIPOf(now) is not null)
                 foreach (var pool in SlotPools(now, NftNames.ForPort(name)))
                 {
                     owners[pool] = name;
                     protocols[pool] = NftNames.Protocol(now.Info.Protocol);
+                    touchedPools.Add(pool);
                 }
         }
         var poolProtocols = protocols.ToImmutable();
-        var poolIds = previous.PoolIds;
+        var (poolIds, poolsById, shardUse) = (previous.PoolIds, previous.PoolsById, previous.ShardUse);
         SortedSet<(string, int)> addShards = [], deleteShards = [];
-        if (owners.Count != previous.PoolOwners.Count || owners.Keys.Any(p => !previous.PoolOwners.ContainsKey(p)))
+        var removedPools = touchedPools.Where(p => !owners.ContainsKey(p)).ToList();
+        var addedPools = touchedPools.Where(p => !previous.PoolOwners.ContainsKey(p)).ToList();
+        if (removedPools.Count > 0 || addedPools.Count > 0)
         {
-            poolIds = AssignPoolIds(owners.Keys);
-            foreach (var (pool, id) in poolIds)
-                if (previous.PoolIds.TryGetValue(pool, out var old) && old != id) changed.Add(owners[pool]);
-            var (before, after) = (Shards(previous.PoolIds, previous.PoolProtocols), Shards(poolIds, poolProtocols));
-            addShards = [.. after.Except(before)];
-            deleteShards = [.. before.Except(after)];
+            // Only the pools whose id moves (those in the same run of taken ids) are rewritten.
+            var moved = ReassignPoolIds(ref poolIds, ref poolsById, removedPools, addedPools, PoolHash, PoolIdCount);
+            var use = shardUse.ToBuilder();
+            void Use((string, int) shard, int delta)
+            {
+                var count = use.GetValueOrDefault(shard) + delta;
+                if (count == 0) use.Remove(shard);
+                else use[shard] = count;
+            }
+            foreach (var pool in removedPools) Use(ShardOf(previous.PoolProtocols[pool], previous.PoolIds[pool]), -1);
+            foreach (var pool in moved)
+            {
+                if (previous.PoolIds.TryGetValue(pool, out var old))
+                {
+                    Use(ShardOf(previous.PoolProtocols[pool], old), -1);
+                    changed.Add(owners[pool]);
+                }
+                Use(ShardOf(poolProtocols[pool], poolIds[pool]), +1);
+            }
+            foreach (var shard in use.Keys) if (!shardUse.ContainsKey(shard)) addShards.Add(shard);
+            foreach (var shard in shardUse.Keys) if (!use.ContainsKey(shard)) deleteShards.Add(shard);
+            shardUse = use.ToImmutable();
         }
         foreach (var shard in addShards) tx.Add(SlotsMap(shard));
 
+        var totals = previous.PortTotals;
         foreach (var name in changed)
         {
             previous.Ports.TryGetValue(name, out var before);
@@ -421,6 +530,7 @@ public sealed class NftablesPlanner
 
             if (after is null) ports.Remove(name);
             else ports[name] = after;
+            totals = totals - NftPortTotals.Of(before) + NftPortTotals.Of(after);
         }
 
         // Elements whose winning value changed: old ones out (before the chains they point to go), new ones in at the end.
@@ -443,15 +553,20 @@ public sealed class NftablesPlanner
             foreach (var element in content.Elements) tx.Add(element);
         foreach (var element in addElements.OrderBy(e => SetOrder(e.Set)).ThenBy(e => e.Set, StringComparer.Ordinal)) tx.Add(element);
 
-        var newState = previous with { Ports = ports.ToImmutable(), Claims = claims.ToImmutable(), PoolIds = poolIds, PoolOwners = owners.ToImmutable(), PoolProtocols = poolProtocols };
+        var newState = previous with
+        {
+            Ports = ports.ToImmutable(), Claims = claims.ToImmutable(), PoolIds = poolIds, PoolOwners = owners.ToImmutable(), PoolProtocols = poolProtocols,
+            PoolsById = poolsById, ShardUse = shardUse, PortTotals = totals,
+        };
         return new NftPlan(tx, newState, CountsOf(newState, tx), Full: false);
     }
 
+    // O(1) in the number of service ports: the totals are kept in the state.
     private static NftCounts CountsOf(NftPlannerState state, NftTransaction tx) => new(
-        Chains: state.FixedChains + state.Ports.Values.Sum(p => p.Chains.Count),
-        Rules: state.FixedRules + state.Ports.Values.Sum(p => p.RuleCount),
-        Sets: state.FixedSets + Shards(state.PoolIds, state.PoolProtocols).Count + state.Ports.Values.Sum(p => p.Sets.Count),
-        Elements: state.FixedElements + state.Ports.Values.Sum(p => p.SetElementCount) + state.Claims.Count,
+        Chains: state.FixedChains + state.PortTotals.Chains,
+        Rules: state.FixedRules + state.PortTotals.Rules,
+        Sets: state.FixedSets + state.ShardUse.Count + state.PortTotals.Sets,
+        Elements: state.FixedElements + state.PortTotals.SetElements + state.Claims.Count,
         RulesWritten: tx.Count(NftVerb.Add, "rule"),
         ElementsWritten: tx.Count(NftVerb.Add, "element"));
 

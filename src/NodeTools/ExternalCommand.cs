@@ -36,7 +36,15 @@ public static class ExternalCommand
         RunAsync(file, arguments, standardInput, timeout: null, cancellationToken);
 
     /// <summary>Runs, killing the tool and throwing <see cref="TimeoutException"/> if it takes longer than <paramref name="timeout"/> (null: no limit).</summary>
-    public static async Task<CommandResult> RunAsync(string file, IEnumerable<string> arguments, string? standardInput, TimeSpan? timeout, CancellationToken cancellationToken = default)
+    public static Task<CommandResult> RunAsync(string file, IEnumerable<string> arguments, string? standardInput, TimeSpan? timeout, CancellationToken cancellationToken = default) =>
+        RunWithInputAsync(file, arguments, standardInput is null ? null : (input, token) => input.WriteAsync(standardInput.AsMemory(), token), timeout, cancellationToken);
+
+    /// <summary>
+    /// Runs, with <paramref name="writeInput"/> writing standard input while the tool reads it: a large input
+    /// (a whole ruleset) goes out in pieces and is never held as one string. Timeout and cancellation as
+    /// <see cref="RunAsync(string, IEnumerable{string}, string?, TimeSpan?, CancellationToken)"/>.
+    /// </summary>
+    public static async Task<CommandResult> RunWithInputAsync(string file, IEnumerable<string> arguments, Func<TextWriter, CancellationToken, Task>? writeInput, TimeSpan? timeout, CancellationToken cancellationToken = default)
     {
         var args = arguments.ToArray();
         using var process = Start(file, args);
@@ -48,8 +56,8 @@ public static class ExternalCommand
         {
             try
             {
-                if (standardInput is not null)
-                    await process.StandardInput.WriteAsync(standardInput.AsMemory(), limit.Token).ConfigureAwait(false);
+                if (writeInput is not null)
+                    await writeInput(process.StandardInput, limit.Token).ConfigureAwait(false);
                 process.StandardInput.Close();
             }
             catch (IOException)
@@ -96,10 +104,14 @@ public static class ExternalCommand
     }
 
     /// <summary>Runs and throws a <see cref="CommandException"/> naming the command when it fails.</summary>
-    public static async Task<CommandResult> RunCheckedAsync(string file, IEnumerable<string> arguments, string? standardInput = null, CancellationToken cancellationToken = default)
+    public static Task<CommandResult> RunCheckedAsync(string file, IEnumerable<string> arguments, string? standardInput = null, CancellationToken cancellationToken = default) =>
+        RunCheckedWithInputAsync(file, arguments, standardInput is null ? null : (input, token) => input.WriteAsync(standardInput.AsMemory(), token), cancellationToken);
+
+    /// <summary><see cref="RunWithInputAsync"/> that throws a <see cref="CommandException"/> naming the command when it fails.</summary>
+    public static async Task<CommandResult> RunCheckedWithInputAsync(string file, IEnumerable<string> arguments, Func<TextWriter, CancellationToken, Task>? writeInput, CancellationToken cancellationToken = default)
     {
         var args = arguments.ToList();
-        var result = await RunAsync(file, args, standardInput, cancellationToken).ConfigureAwait(false);
+        var result = await RunWithInputAsync(file, args, writeInput, timeout: null, cancellationToken).ConfigureAwait(false);
         if (!result.Succeeded)
             throw new CommandException($"{Format(file, args)} exited with {result.ExitCode}: {FirstLines(result.StandardError, 5)}", result);
         return result;

@@ -109,6 +109,40 @@ public sealed class NftablesPlannerTests
         Assert.Equal(ids.OrderBy(p => p.Key, StringComparer.Ordinal), shuffled.OrderBy(p => p.Key, StringComparer.Ordinal));
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void ReassignPoolIds_RandomChangesInACrowdedIdSpace_EqualsAssigningEveryPool(int seed)
+    {
+        // 64 ids for up to ~50 pools: long runs of taken ids, wrapping around, merging and splitting.
+        const uint idCount = 64;
+        var random = new Random(seed);
+        uint Hash(string pool) => NftablesPlanner.PoolHash(pool) % idCount;
+        var pools = Enumerable.Range(0, 30).Select(i => $"pool-{seed}-{i}").ToHashSet(StringComparer.Ordinal);
+        var ids = NftablesPlanner.AssignPoolIds(pools, Hash, idCount);
+        var byId = ids.ToImmutableDictionary(p => p.Value, p => p.Key);
+        var next = 30;
+        for (var step = 0; step < 200; step++)
+        {
+            var removed = pools.Where(_ => random.Next(20) == 0).ToList();
+            var added = Enumerable.Range(0, random.Next(pools.Count - removed.Count < 50 ? 4 : 1)).Select(_ => $"pool-{seed}-{next++}").ToList();
+            pools.ExceptWith(removed);
+            pools.UnionWith(added);
+            var before = ids;
+
+            var moved = NftablesPlanner.ReassignPoolIds(ref ids, ref byId, removed, added, Hash, idCount);
+
+            var expected = NftablesPlanner.AssignPoolIds(pools, Hash, idCount);
+            Assert.Equal(expected.OrderBy(p => p.Key, StringComparer.Ordinal), ids.OrderBy(p => p.Key, StringComparer.Ordinal));
+            Assert.Equal(expected.ToDictionary(p => p.Value, p => p.Key).OrderBy(p => p.Key), byId.OrderBy(p => p.Key));
+            Assert.Equal(
+                expected.Keys.Where(p => !before.TryGetValue(p, out var old) || old != expected[p]).Order(StringComparer.Ordinal),
+                moved.Order(StringComparer.Ordinal));
+        }
+    }
+
     [Fact]
     public void PartialSync_NewAffinityTimeout_RecreatesTheSetsAndTheChainsUsingThem()
     {

@@ -234,11 +234,7 @@ public sealed class ProxyController : IObjectSink
             foreach (var trigger in triggerTimes)
                 if (end > trigger) _metrics.RecordNetworkProgramming(end - trigger);
         _lastApplied = new AppliedSync(state, _successfulSyncs, end, _backend.Mode, _backend.Families);
-        foreach (var family in _backend.Families)
-        {
-            _metrics.SetNoLocalEndpoints(family, "internal", state.ServicePorts.Values.Count(s => s.Info.InternalPolicyLocal && NoLocal(s.EndpointsFor(family))));
-            _metrics.SetNoLocalEndpoints(family, "external", state.ServicePorts.Values.Count(s => s.Info.ExternalPolicyLocal && NoLocal(s.EndpointsFor(family))));
-        }
+        UpdateNoLocalEndpoints(previous, state, rebuildAll ? null : changed);
 
         _metrics.SetChangesApplied(changesIncluded);
         // Healthy only once everything about this sync is published, after-sync work included: the
@@ -355,6 +351,42 @@ public sealed class ProxyController : IObjectSink
 
     /// <summary>A Local-policy port "has no local endpoints" (kube-proxy's metric) when it has endpoints, none of them here.</summary>
     private static bool NoLocal(EndpointSet endpoints) => endpoints.HasAnyEndpoints && endpoints.Local.IsEmpty;
+
+    // The no-local-endpoints gauges, per family and policy, and the state they were counted for: a partial
+    // sync changes them by its changed ports only (counting every port cost milliseconds per sync at 10,000).
+    private readonly Dictionary<(IpFamily Family, bool External), int> _noLocalCounts = [];
+    private DesiredState? _noLocalCountedFor;
+
+    private void UpdateNoLocalEndpoints(DesiredState previous, DesiredState state, IReadOnlyCollection<ServicePortName>? changed)
+    {
+        void Count(ServicePortState? port, int sign)
+        {
+            if (port is null) return;
+            foreach (var family in _backend.Families)
+            {
+                if (!NoLocal(port.EndpointsFor(family))) continue;
+                if (port.Info.InternalPolicyLocal) _noLocalCounts[(family, false)] = _noLocalCounts.GetValueOrDefault((family, false)) + sign;
+                if (port.Info.ExternalPolicyLocal) _noLocalCounts[(family, true)] = _noLocalCounts.GetValueOrDefault((family, true)) + sign;
+            }
+        }
+        if (changed is null || !ReferenceEquals(_noLocalCountedFor, previous))
+        {
+            _noLocalCounts.Clear();
+            foreach (var port in state.ServicePorts.Values) Count(port, +1);
+        }
+        else
+            foreach (var name in changed)
+            {
+                Count(previous.ServicePorts.GetValueOrDefault(name), -1);
+                Count(state.ServicePorts.GetValueOrDefault(name), +1);
+            }
+        _noLocalCountedFor = state;
+        foreach (var family in _backend.Families)
+        {
+            _metrics.SetNoLocalEndpoints(family, "internal", _noLocalCounts.GetValueOrDefault((family, false)));
+            _metrics.SetNoLocalEndpoints(family, "external", _noLocalCounts.GetValueOrDefault((family, true)));
+        }
+    }
 }
 
 /// <summary>What one successful sync did.</summary>

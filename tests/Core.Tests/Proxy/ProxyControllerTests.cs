@@ -581,4 +581,57 @@ public sealed class ProxyControllerTests : IAsyncDisposable
             }
         }
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public async Task SyncNow_RandomPartialSyncs_NoLocalEndpointsGaugesEqualACountOfEveryPort(int seed)
+    {
+        // The gauges are changed by each partial sync's ports only: they must stay what counting every port gives.
+        using var metrics = new ProxyMetrics();
+        var backend = new RecordingBackend();
+        var controller = new ProxyController(new ProxyOptions { HostName = Host }, backend, metrics, NullLogger.Instance);
+        var random = new Random(seed);
+        var services = new Dictionary<string, Service>();
+        var slices = new Dictionary<string, EndpointSlice>();
+        Service NewService(string name, int index)
+        {
+            var service = Service(name, clusterIP: $"10.96.1.{index}", type: "NodePort", ports: [Port("http", 80)]);
+            service.Spec!.ExternalTrafficPolicy = random.Next(2) == 0 ? "Local" : "Cluster";
+            service.Spec.InternalTrafficPolicy = random.Next(2) == 0 ? "Local" : "Cluster";
+            return service;
+        }
+        EndpointSlice NewSlice(string name, int index) => Slice($"{name}-1", name, [SlicePort("http", 8080)],
+            [.. Enumerable.Range(0, random.Next(3)).Select(e => Ep($"10.244.{index}.{e + 1}", node: random.Next(2) == 0 ? Host : "node-b"))]);
+        for (var i = 0; i < 12; i++)
+        {
+            var name = $"svc{i}";
+            controller.OnService(null, services[name] = NewService(name, i));
+            controller.OnEndpointSlice(null, slices[name] = NewSlice(name, i));
+        }
+        controller.OnInitialStateDelivered();
+        await controller.SyncNowAsync(full: true);
+        var positives = 0;
+        for (var step = 0; step < 40; step++)
+        {
+            for (var change = 0; change < 1 + random.Next(3); change++)
+            {
+                var index = random.Next(12);
+                var name = $"svc{index}";
+                if (random.Next(2) == 0) controller.OnService(services[name], services[name] = NewService(name, index));
+                else controller.OnEndpointSlice(slices[name], slices[name] = NewSlice(name, index));
+            }
+            await controller.SyncNowAsync(full: step % 13 == 12);
+
+            var text = await metrics.ExportTextAsync();
+            var ports = controller.Applied.ServicePorts.Values;
+            var expectedInternal = ports.Count(p => p.Info.InternalPolicyLocal && p.Endpoints.HasAnyEndpoints && p.Endpoints.Local.IsEmpty);
+            var expectedExternal = ports.Count(p => p.Info.ExternalPolicyLocal && p.Endpoints.HasAnyEndpoints && p.Endpoints.Local.IsEmpty);
+            Assert.Equal(expectedInternal, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"internal\"}"));
+            Assert.Equal(expectedExternal, Sample(text, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"external\"}"));
+            positives += expectedInternal + expectedExternal;
+        }
+        Assert.True(positives > 0, "the random cluster never had a Local port without local endpoints");
+    }
 }
