@@ -206,7 +206,7 @@ public static class NfTablesMessages
         writer.EndNested(item);
     }
 
-    private static void ValidateName(string name, string what)
+    internal static void ValidateName(string name, string what)
     {
         if (name.Length == 0 || Encoding.UTF8.GetByteCount(name) >= NFT_NAME_MAXLEN || name.Contains('\0'))
             throw new ArgumentException($"invalid nf_tables {what} name '{name}'");
@@ -354,6 +354,17 @@ public sealed class NfTablesClient : IDisposable
         for (var i = 0; i < operations.Count; i++) requests[i] = NfTablesMessages.SetElement(family, table, operations[i]);
         _socket.ExecuteNetfilterBatch(LinuxUapi.Nfnetlink.NFNL_SUBSYS_NFTABLES, requests,
             $"nftables batch of {operations.Count} element change{(operations.Count == 1 ? "" : "s")} in {NfTablesMessages.FamilyKeyword(family)} {table}");
+    }
+
+    /// <summary>
+    /// Applies any nf_tables requests (<see cref="NfTablesObjects"/>, <see cref="NfTablesMessages.SetElement"/>) as
+    /// one transaction: all or nothing; a refusal names the first request the kernel refused, with its
+    /// extended ACK text, or the batch (<paramref name="description"/>) when its commit failed.
+    /// </summary>
+    public void Apply(IReadOnlyList<NetlinkRequest> requests, string description)
+    {
+        if (requests.Count == 0) return;
+        _socket.ExecuteNetfilterBatch(LinuxUapi.Nfnetlink.NFNL_SUBSYS_NFTABLES, requests, description);
     }
 
     public void Dispose() => _socket.Dispose();

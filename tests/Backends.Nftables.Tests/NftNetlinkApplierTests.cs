@@ -66,7 +66,7 @@ public sealed class NftNetlinkApplierEncodingTests
             .Add(new NftElement(map, "20000") { Value = "10.0.0.5 . 81", Types = types })
             .Add(new NftElement(map, "4294963200-4294967295") { Value = "10.0.0.4 . 80", Types = types });
 
-        var operations = applier.TryEncode(tx, out var reason);
+        var operations = applier.TryEncode(tx, out var reason)?.Elements;
 
         Assert.Null(reason);
         Assert.NotNull(operations);
