@@ -1,6 +1,7 @@
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging.Abstractions;
 using ProxyPlanes.Backends.Iptables.Tests;
+using ProxyPlanes.Model;
 using ProxyPlanes.Netlink;
 using ProxyPlanes.Sandbox;
 
@@ -85,6 +86,49 @@ public sealed partial class NftNetlinkRulesetTests(Xunit.Abstractions.ITestOutpu
         output.WriteLine($"{netlink.NetlinkTransactions} over netlink, {netlink.NftTransactions} through nft");
         Assert.Equal(0, netlink.NftTransactions);
         Assert.Equal(await RulesetAsync(viaNft), await RulesetAsync(viaNetlink));
+    }
+
+    /// <summary>
+    /// The kernel refuses a rule that jumps to a chain that does not exist, in the middle of a
+    /// transaction that also adds a chain, a set and an element: nothing of it stays (the ruleset
+    /// lists as before), and the error names that rule. So is a rule that closes a loop (the kernel
+    /// names it: ELOOP, or EMLINK from its chain-depth check). Positive control: the transaction with a
+    /// good rule instead applies.
+    /// </summary>
+    [Fact]
+    public async Task RefusedTransaction_LeavesTheOldRuleset_AndNamesTheRule()
+    {
+        using var ns = CreateNamespace("gerr");
+        using var netlink = NetlinkApplier(ns);
+        var (initial, _) = await new GoldenCase("nodeport").SyncRequestsAsync();
+        await netlink.ApplyAsync(new NftablesPlanner(IpFamily.IPv4).Plan(initial, null, null).Transaction, default);
+        var before = await RulesetAsync(ns);
+
+        NftTransaction Transaction(string rule) => new NftTransaction(IpFamily.IPv4, NftNames.Table)
+            .Add(new NftChain("extra"))
+            .Add(new NftSet("extra-ports") { Type = new(["inet_service"]) })
+            .Add(new NftElement("extra-ports", "8080"))
+            .Add(new NftRule("extra", rule))
+            .Add(new NftRule("extra", "tcp dport @extra-ports accept"));
+
+        var missing = await Assert.ThrowsAsync<NftException>(() => netlink.ApplyAsync(Transaction("ip daddr 10.96.0.99 jump no-such-chain"), default));
+        output.WriteLine(missing.Message);
+        Assert.Contains("nothing applied: nftables add rule ip proxyplanes extra ip daddr 10.96.0.99 jump no-such-chain: No such file or directory (ENOENT)", missing.Message);
+        Assert.Equal(before, await RulesetAsync(ns));
+
+        // services jumps here, so a jump back to services is a loop: found when the kernel commits.
+        var loop = Transaction("jump services").Add(new NftRule(NftNames.Services, "ip daddr 10.96.0.98 jump extra"));
+        var looped = await Assert.ThrowsAsync<NftException>(() => netlink.ApplyAsync(loop, default));
+        output.WriteLine(looped.Message);
+        Assert.Contains("nothing applied: nftables", looped.Message);
+        Assert.Matches("ELOOP|EMLINK", looped.Message);
+        Assert.Equal(before, await RulesetAsync(ns));
+        Assert.Equal((1, 0), (netlink.NetlinkTransactions, netlink.NftTransactions));
+
+        await netlink.ApplyAsync(Transaction("ip daddr 10.96.0.99 jump mark-for-masquerade"), default);
+        var after = await RulesetAsync(ns);
+        Assert.Contains("ip daddr 10.96.0.99 jump mark-for-masquerade", after);
+        Assert.Contains("elements = { 8080 }", after);
     }
 }
 
