@@ -8,11 +8,12 @@ using Errno = ProxyPlanes.Netlink.LinuxUapi.Errno;
 namespace ProxyPlanes.Backends.Nftables;
 
 /// <summary>
-/// Sends a transaction that only adds and deletes set and map elements straight to the kernel as one
-/// NETLINK_NETFILTER batch (atomic, like <c>nft -f</c>), without reading the table back: <c>nft</c>
-/// fetches the whole table into its cache before every run (about 100 ms at 10,000 services, for
-/// one element). Everything else (tables, chains, rules, set definitions, flushes) and reads go
-/// through <see cref="NftCommandApplier"/>.
+/// Sends the planner's transaction straight to the kernel as one NETLINK_NETFILTER batch (atomic,
+/// like <c>nft -f</c>): tables, chains, rules (compiled by <see cref="NftNetlinkEncoding"/>), set and
+/// map definitions, elements, flushes and deletes, without reading the table back (<c>nft</c> fetches
+/// the whole table into its cache before every run: about 100 ms at 10,000 services, for one element).
+/// Reads, and a transaction holding something the encoder does not know, go through
+/// <see cref="NftCommandApplier"/>.
 /// <para>
 /// Encoding an element needs its set's key and value types. They come from what this applier has
 /// already seen, never from a read per sync: the definitions of every set and map that passed through
@@ -21,9 +22,9 @@ namespace ProxyPlanes.Backends.Nftables;
 /// the definition has not been seen. Interval maps keyed by a 32-bit integer (the planner's
 /// <c>endpoint-slots-*</c>) are encoded as nft 1.0.6 writes them: a range <c>LOW-HIGH</c> is a start
 /// element (key LOW, big-endian, with the data) and a closing element (key HIGH + 1, flagged
-/// interval end, no data) in one message; a delete deletes both. A transaction touching a set it does
-/// not know, another interval set, a type it cannot encode (<see cref="NfTablesDataType"/>) or more elements than one batch
-/// holds goes to nft, as before. When the kernel refuses netlink itself (no CAP_NET_ADMIN: EPERM; no
+/// interval end, no data) in one message; a delete deletes both; interval sets of addresses hold
+/// prefixes the same way. A transaction touching a set it does not know, another interval set or a
+/// type it cannot encode (<see cref="NfTablesDataType"/>) goes to nft. When the kernel refuses netlink itself (no CAP_NET_ADMIN: EPERM; no
 /// nfnetlink: EPROTONOSUPPORT / EAFNOSUPPORT) the applier logs one line and uses nft from then on.
 /// </para>
 /// </summary>
