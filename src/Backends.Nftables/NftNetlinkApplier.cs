@@ -164,28 +164,18 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
                     requests.Add(NfTablesObjects.Rule(family, table, rule.Chain, expressions, rule.Comment, rule.Text));
                     break;
                 }
-                case (NftSet set, NftVerb.Add):
+                case (NftSet or NftMap, NftVerb.Add):
                 {
-                    if (NftNetlinkEncoding.Set(set, out reason) is not { } definition)
+                    var name = SetName(obj);
+                    var definition = obj is NftSet set ? NftNetlinkEncoding.Set(set, out reason) : NftNetlinkEncoding.Map((NftMap)obj, out reason);
+                    if (definition is null)
                     {
-                        reason = $"set {prefix} {set.Name}: {reason} is not encoded here";
+                        reason = $"{obj.Kind} {prefix} {name}: {reason} is not encoded here";
                         return null;
                     }
-                    requests.Add(NfTablesObjects.Set(family, table, definition, ++setId, $"set {prefix} {set.Name}"));
-                    definitions[set.Name] = SetTypes.Of(set);
-                    if (definitions[set.Name].IsInterval) emptyIntervalSets.Add(set.Name);
-                    break;
-                }
-                case (NftMap map, NftVerb.Add):
-                {
-                    if (NftNetlinkEncoding.Map(map, out reason) is not { } definition)
-                    {
-                        reason = $"map {prefix} {map.Name}: {reason} is not encoded here";
-                        return null;
-                    }
-                    requests.Add(NfTablesObjects.Set(family, table, definition, ++setId, $"map {prefix} {map.Name}"));
-                    definitions[map.Name] = SetTypes.Of(map);
-                    if (definitions[map.Name].IsInterval) emptyIntervalSets.Add(map.Name);
+                    requests.Add(NfTablesObjects.Set(family, table, definition, ++setId, $"{obj.Kind} {prefix} {name}"));
+                    var types = definitions[name] = obj is NftSet s ? SetTypes.Of(s) : SetTypes.Of((NftMap)obj);
+                    if (types.IsInterval) emptyIntervalSets.Add(name);
                     break;
                 }
                 case (NftSet or NftMap, NftVerb.Flush):

@@ -173,12 +173,7 @@ public static class NfTablesMessages
             }
             else if (element.Verdict is { } verdict)
             {
-                var value = writer.BeginNested(NFTA_SET_ELEM_DATA);
-                var nested = writer.BeginNested(NFTA_DATA_VERDICT);
-                writer.PutBigEndianU32(NFTA_VERDICT_CODE, unchecked((uint)verdict.Code));
-                if (verdict.Chain is { } chain) writer.PutString(NFTA_VERDICT_CHAIN, chain);
-                writer.EndNested(nested);
-                writer.EndNested(value);
+                WriteVerdict(ref writer, NFTA_SET_ELEM_DATA, verdict);
             }
             if (element.Comment is not null || element.IntervalOpen)
             {
@@ -204,6 +199,17 @@ public static class NfTablesMessages
             }
         }
         writer.EndNested(item);
+    }
+
+    /// <summary>An attribute holding NFTA_DATA_VERDICT: the verdict's code and, for jump and goto, its chain.</summary>
+    internal static void WriteVerdict(ref NetlinkWriter writer, ushort type, NfTablesVerdict verdict)
+    {
+        var value = writer.BeginNested(type);
+        var nested = writer.BeginNested(NFTA_DATA_VERDICT);
+        writer.PutBigEndianU32(NFTA_VERDICT_CODE, unchecked((uint)verdict.Code));
+        if (verdict.Chain is { } chain) writer.PutString(NFTA_VERDICT_CHAIN, chain);
+        writer.EndNested(nested);
+        writer.EndNested(value);
     }
 
     internal static void ValidateName(string name, string what)

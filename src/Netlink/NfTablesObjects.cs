@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Text;
 using static ProxyPlanes.Netlink.LinuxUapi.NfTables;
 
@@ -102,12 +101,7 @@ public sealed class NfTablesExpression
         Make("immediate", $"immediate reg 0 {verdict}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
-            var data = w.BeginNested(NFTA_IMMEDIATE_DATA);
-            var nested = w.BeginNested(NFTA_DATA_VERDICT);
-            w.PutBigEndianU32(NFTA_VERDICT_CODE, unchecked((uint)verdict.Code));
-            if (verdict.Chain is { } chain) w.PutString(NFTA_VERDICT_CHAIN, chain);
-            w.EndNested(nested);
-            w.EndNested(data);
+            NfTablesMessages.WriteVerdict(ref w, NFTA_IMMEDIATE_DATA, verdict);
         });
 
     public static NfTablesExpression Fib(uint flags, uint result, uint destination) =>
@@ -363,13 +357,5 @@ public static class NfTablesObjects
             w.PutString(tableAttribute, table);
             w.PutString(nameAttribute, name);
         }, operation);
-    }
-
-    /// <summary>A u32 in network byte order (nft's register comparisons of ports and addresses use these bytes).</summary>
-    public static byte[] BigEndian(uint value, int length)
-    {
-        var bytes = new byte[4];
-        BinaryPrimitives.WriteUInt32BigEndian(bytes, value);
-        return bytes[(4 - length)..];
     }
 }

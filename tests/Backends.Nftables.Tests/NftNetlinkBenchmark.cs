@@ -77,16 +77,9 @@ public sealed class NftNetlinkBenchmark(ITestOutputHelper output)
     [BenchFact]
     public async Task OneEndpointChange_ThroughTheBackend_NftVersusNetlink_At10000Services()
     {
-        using var nftNs = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-nfbn");
-        using var netlinkNs = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-nfbl");
-        using var metrics = new ProxyPlanes.Metrics.ProxyMetrics();
-        using var netlink = new NftNetlinkApplier(new NftCommandApplier(["ip", "netns", "exec", netlinkNs.Name]), NullLogger.Instance, () => netlinkNs.Run(NfTablesClient.Open));
-        var nftBackend = new NftablesBackend([IpFamily.IPv4], new NftCommandApplier(["ip", "netns", "exec", nftNs.Name]), metrics, NullLogger.Instance);
-        var netlinkBackend = new NftablesBackend([IpFamily.IPv4], netlink, metrics, NullLogger.Instance);
-
-        static string Ip(int value) => new System.Net.IPAddress(BitConverter.GetBytes(System.Net.IPAddress.HostToNetworkOrder(value))).ToString();
-        var ports = Enumerable.Range(0, Services).Select(i => StateBuilder.Port(StateBuilder.Info($"svc-{i:D5}", Ip(0x0A600000 + i + 1)),
-            StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * i) + 2)), StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * i) + 3), local: false))).ToArray();
+        using var pair = new BackendPair("nfb");
+        var (nftBackend, netlinkBackend, netlink) = (pair.Nft, pair.Netlink, pair.Applier);
+        var ports = ManyPorts();
         var before = StateBuilder.State(StateBuilder.Network, ports);
         var changedPorts = ports.ToArray();
         changedPorts[4321] = StateBuilder.Port(StateBuilder.Info("svc-04321", Ip(0x0A600000 + 4321 + 1)),
@@ -130,16 +123,9 @@ public sealed class NftNetlinkBenchmark(ITestOutputHelper output)
     [BenchFact]
     public async Task ColdSyncAndServiceAdded_NftVersusNetlink_At10000Services()
     {
-        using var nftNs = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-nfcn");
-        using var netlinkNs = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-nfcl");
-        using var metrics = new ProxyPlanes.Metrics.ProxyMetrics();
-        using var netlink = new NftNetlinkApplier(new NftCommandApplier(["ip", "netns", "exec", netlinkNs.Name]), NullLogger.Instance, () => netlinkNs.Run(NfTablesClient.Open));
-        var nftBackend = new NftablesBackend([IpFamily.IPv4], new NftCommandApplier(["ip", "netns", "exec", nftNs.Name]), metrics, NullLogger.Instance);
-        var netlinkBackend = new NftablesBackend([IpFamily.IPv4], netlink, metrics, NullLogger.Instance);
-
-        static string Ip(int value) => new System.Net.IPAddress(BitConverter.GetBytes(System.Net.IPAddress.HostToNetworkOrder(value))).ToString();
-        var ports = Enumerable.Range(0, Services).Select(i => StateBuilder.Port(StateBuilder.Info($"svc-{i:D5}", Ip(0x0A600000 + i + 1)),
-            StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * i) + 2)), StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * i) + 3), local: false))).ToArray();
+        using var pair = new BackendPair("nfc");
+        var (nftBackend, netlinkBackend, netlink) = (pair.Nft, pair.Netlink, pair.Applier);
+        var ports = ManyPorts();
         var before = StateBuilder.State(StateBuilder.Network, ports);
         var after = StateBuilder.State(StateBuilder.Network, [.. ports, StateBuilder.Port(StateBuilder.Info("svc-new", "10.97.0.1"),
             StateBuilder.Endpoint("10.250.0.1"), StateBuilder.Endpoint("10.250.0.2", local: false))]);
@@ -171,6 +157,41 @@ public sealed class NftNetlinkBenchmark(ITestOutputHelper output)
         output.WriteLine($"| one service added or removed (partial sync, 10) p50 | {P50("nft"):F1} ms | {P50("netlink"):F1} ms | {P50("nft") / P50("netlink"):F1}× |");
         output.WriteLine($"load average after: {File.ReadAllText("/proc/loadavg").Trim()}");
         Assert.Equal((11, 0), (netlink.NetlinkTransactions, netlink.NftTransactions));
+    }
+
+    private static string Ip(int value) => new System.Net.IPAddress(BitConverter.GetBytes(System.Net.IPAddress.HostToNetworkOrder(value))).ToString();
+
+    /// <summary>10,000 services, each with a cluster IP and two endpoints (one local).</summary>
+    private static ServicePortState[] ManyPorts() => Enumerable.Range(0, Services).Select(i => StateBuilder.Port(StateBuilder.Info($"svc-{i:D5}", Ip(0x0A600000 + i + 1)),
+        StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * i) + 2)), StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * i) + 3), local: false))).ToArray();
+
+    /// <summary>Two namespaces, a backend applying through nft in one and through the netlink applier in the other.</summary>
+    private sealed class BackendPair : IDisposable
+    {
+        private readonly NetworkNamespace _nftNs, _netlinkNs;
+        private readonly ProxyPlanes.Metrics.ProxyMetrics _metrics = new();
+
+        public BackendPair(string suffix)
+        {
+            _nftNs = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-{suffix}n");
+            _netlinkNs = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-{suffix}l");
+            var netlinkNs = _netlinkNs;
+            Applier = new NftNetlinkApplier(new NftCommandApplier(["ip", "netns", "exec", netlinkNs.Name]), NullLogger.Instance, () => netlinkNs.Run(NfTablesClient.Open));
+            Nft = new NftablesBackend([IpFamily.IPv4], new NftCommandApplier(["ip", "netns", "exec", _nftNs.Name]), _metrics, NullLogger.Instance);
+            Netlink = new NftablesBackend([IpFamily.IPv4], Applier, _metrics, NullLogger.Instance);
+        }
+
+        public NftablesBackend Nft { get; }
+        public NftablesBackend Netlink { get; }
+        public NftNetlinkApplier Applier { get; }
+
+        public void Dispose()
+        {
+            Applier.Dispose();
+            _metrics.Dispose();
+            _netlinkNs.Dispose();
+            _nftNs.Dispose();
+        }
     }
 
     private static async Task<double> TimeAsync(INftablesApplier applier, NftTransaction transaction)
