@@ -92,19 +92,7 @@ public sealed class NftNetlinkBenchmark(ITestOutputHelper output)
         var (netlinkBefore, nftBefore) = (netlink.NetlinkTransactions, netlink.NftTransactions);
 
         output.WriteLine($"load average before: {File.ReadAllText("/proc/loadavg").Trim()}");
-        var times = new Dictionary<string, List<double>> { ["nft"] = [], ["netlink"] = [] };
-        var (from, to) = (before, after);
-        for (var round = 0; round < 2 * Rounds; round++)
-        {
-            var request = new SyncRequest(to, false, StateBuilder.Changed(from, to));
-            var stopwatch = Stopwatch.StartNew();
-            await nftBackend.SyncAsync(request, default);
-            times["nft"].Add(stopwatch.Elapsed.TotalMilliseconds);
-            stopwatch.Restart();
-            await netlinkBackend.SyncAsync(request, default);
-            times["netlink"].Add(stopwatch.Elapsed.TotalMilliseconds);
-            (from, to) = (to, from);
-        }
+        var times = await AlternateAsync(pair, before, after, 2 * Rounds);
         double P50(string key) => times[key].Order().ElementAt(times[key].Count / 2);
         output.WriteLine("| change | nft p50 | netlink p50 | nft / netlink |");
         output.WriteLine("| --- | --- | --- | --- |");
@@ -140,19 +128,7 @@ public sealed class NftNetlinkBenchmark(ITestOutputHelper output)
         output.WriteLine($"| cold full sync | {nftCold:F2} s | {netlinkCold:F2} s | {nftCold / netlinkCold:F1}× |");
         Assert.Equal((1, 0), (netlink.NetlinkTransactions, netlink.NftTransactions));
 
-        var times = new Dictionary<string, List<double>> { ["nft"] = [], ["netlink"] = [] };
-        var (from, to) = (before, after);
-        for (var round = 0; round < 2 * 5; round++)
-        {
-            var request = new SyncRequest(to, false, StateBuilder.Changed(from, to));
-            var stopwatch = Stopwatch.StartNew();
-            await nftBackend.SyncAsync(request, default);
-            times["nft"].Add(stopwatch.Elapsed.TotalMilliseconds);
-            stopwatch.Restart();
-            await netlinkBackend.SyncAsync(request, default);
-            times["netlink"].Add(stopwatch.Elapsed.TotalMilliseconds);
-            (from, to) = (to, from);
-        }
+        var times = await AlternateAsync(pair, before, after, 2 * 5);
         double P50(string key) => times[key].Order().ElementAt(times[key].Count / 2);
         output.WriteLine($"| one service added or removed (partial sync, 10) p50 | {P50("nft"):F1} ms | {P50("netlink"):F1} ms | {P50("nft") / P50("netlink"):F1}× |");
         output.WriteLine($"load average after: {File.ReadAllText("/proc/loadavg").Trim()}");
@@ -192,6 +168,25 @@ public sealed class NftNetlinkBenchmark(ITestOutputHelper output)
             _netlinkNs.Dispose();
             _nftNs.Dispose();
         }
+    }
+
+    /// <summary>Partial syncs between two states, back and forth, each through nft then through netlink: the wall times of each.</summary>
+    private static async Task<Dictionary<string, List<double>>> AlternateAsync(BackendPair pair, DesiredState before, DesiredState after, int rounds)
+    {
+        var times = new Dictionary<string, List<double>> { ["nft"] = [], ["netlink"] = [] };
+        var (from, to) = (before, after);
+        for (var round = 0; round < rounds; round++)
+        {
+            var request = new SyncRequest(to, false, StateBuilder.Changed(from, to));
+            var stopwatch = Stopwatch.StartNew();
+            await pair.Nft.SyncAsync(request, default);
+            times["nft"].Add(stopwatch.Elapsed.TotalMilliseconds);
+            stopwatch.Restart();
+            await pair.Netlink.SyncAsync(request, default);
+            times["netlink"].Add(stopwatch.Elapsed.TotalMilliseconds);
+            (from, to) = (to, from);
+        }
+        return times;
     }
 
     private static async Task<double> TimeAsync(INftablesApplier applier, NftTransaction transaction)
