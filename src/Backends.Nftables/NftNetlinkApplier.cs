@@ -8,11 +8,12 @@ using Errno = ProxyPlanes.Netlink.LinuxUapi.Errno;
 namespace ProxyPlanes.Backends.Nftables;
 
 /// <summary>
-/// Sends a transaction that only adds and deletes set and map elements straight to the kernel as one
-/// NETLINK_NETFILTER batch (atomic, like <c>nft -f</c>), without reading the table back: <c>nft</c>
-/// fetches the whole table into its cache before every run (about 100 ms at 10,000 services, for
-/// one element). Everything else (tables, chains, rules, set definitions, flushes) and reads go
-/// through <see cref="NftCommandApplier"/>.
+/// Sends the planner's transaction straight to the kernel as one NETLINK_NETFILTER batch (atomic,
+/// like <c>nft -f</c>): tables, chains, rules (compiled by <see cref="NftNetlinkEncoding"/>), set and
+/// map definitions, elements, flushes and deletes, without reading the table back (<c>nft</c> fetches
+/// the whole table into its cache before every run: about 100 ms at 10,000 services, for one element).
+/// Reads, and a transaction holding something the encoder does not know, go through
+/// <see cref="NftCommandApplier"/>.
 /// <para>
 /// Encoding an element needs its set's key and value types. They come from what this applier has
 /// already seen, never from a read per sync: the definitions of every set and map that passed through
@@ -21,9 +22,9 @@ namespace ProxyPlanes.Backends.Nftables;
 /// the definition has not been seen. Interval maps keyed by a 32-bit integer (the planner's
 /// <c>endpoint-slots-*</c>) are encoded as nft 1.0.6 writes them: a range <c>LOW-HIGH</c> is a start
 /// element (key LOW, big-endian, with the data) and a closing element (key HIGH + 1, flagged
-/// interval end, no data) in one message; a delete deletes both. A transaction touching a set it does
-/// not know, another interval set, a type it cannot encode (<see cref="NfTablesDataType"/>) or more elements than one batch
-/// holds goes to nft, as before. When the kernel refuses netlink itself (no CAP_NET_ADMIN: EPERM; no
+/// interval end, no data) in one message; a delete deletes both; interval sets of addresses hold
+/// prefixes the same way. A transaction touching a set it does not know, another interval set or a
+/// type it cannot encode (<see cref="NfTablesDataType"/>) goes to nft. When the kernel refuses netlink itself (no CAP_NET_ADMIN: EPERM; no
 /// nfnetlink: EPROTONOSUPPORT / EAFNOSUPPORT) the applier logs one line and uses nft from then on.
 /// </para>
 /// </summary>
@@ -31,9 +32,6 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
 {
     /// <summary>The environment variable that turns the netlink path off in the daemon (<c>nft</c>: every transaction through nft).</summary>
     public const string ApplierVariable = "PROXYPLANES_NFT_APPLIER";
-
-    /// <summary>The most element changes sent as one batch; larger transactions (rare in a partial sync) go through nft.</summary>
-    public const int MaxElements = NetlinkSocket.MaxNetfilterBatchMessages;
 
     private readonly NftCommandApplier _nft;
     private readonly Func<NfTablesClient> _open;
@@ -79,12 +77,13 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
     public async Task ApplyAsync(NftTransaction transaction, CancellationToken cancellationToken)
     {
         if (transaction.IsEmpty) return;
-        if (TryEncode(transaction, out var reason) is { } operations)
+        if (TryEncode(transaction, out var reason) is { } encoded)
         {
             try
             {
-                Send(transaction, operations);
+                Send(transaction, encoded);
                 NetlinkTransactions++;
+                Learn(transaction);
                 return;
             }
             catch (NetlinkException e) when (IsRefusalOfNetlink(e))
@@ -95,17 +94,18 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
             catch (ArgumentException e)
             {
                 // Something the model accepts but a netlink message cannot hold: nft decides.
-                if (_explained.Add(e.Message)) _logger.LogInformation("nftables elements through nft, not netlink: {Reason}", e.Message);
+                if (_explained.Add(e.Message)) _logger.LogInformation("nftables transaction through nft, not netlink: {Reason}", e.Message);
             }
             catch (NetlinkException e)
             {
-                throw new NftException($"the kernel refused the {transaction.FamilyKeyword} element transaction ({operations.Count} change{(operations.Count == 1 ? "" : "s")}), nothing applied: {e.Message}", e);
+                var count = encoded.Requests.Count;
+                throw new NftException($"the kernel refused the {transaction.FamilyKeyword} transaction ({count} change{(count == 1 ? "" : "s")}), nothing applied: {e.Message}", e);
             }
         }
         else if (reason is not null && _explained.Add(reason.Split(", e.g. ")[0]))
         {
-            // An element change netlink cannot encode: said once per set and reason, then nft quietly does it.
-            _logger.LogInformation("nftables elements through nft, not netlink: {Reason}", reason);
+            // A transaction netlink cannot encode: said once per reason, then nft quietly does it.
+            _logger.LogInformation("nftables transaction through nft, not netlink: {Reason}", reason);
         }
         await _nft.ApplyAsync(transaction, cancellationToken).ConfigureAwait(false);
         NftTransactions++;
@@ -116,58 +116,121 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
         _nft.ListChainAsync(family, table, chain, cancellationToken);
 
     /// <summary>
-    /// The netlink form of a transaction of element adds and deletes only, or null when it must go
-    /// through nft. <paramref name="reason"/> says why when the transaction was element changes only
-    /// (a set whose types are unknown or cannot be encoded, an interval set, a value it cannot write,
-    /// too many elements); it is null for transactions that hold anything else.
+    /// The netlink form of a transaction: one request per operation, in order (an element change is
+    /// one request, a range two elements in it), each named by the nft command it carries out; or null
+    /// when it must go through nft, with the reason (an object or rule not encoded here, a set whose
+    /// types are unknown or cannot be encoded, a value it cannot write), null once netlink was refused.
     /// </summary>
-    internal IReadOnlyList<NfTablesElementOperation>? TryEncode(NftTransaction transaction, out string? reason)
+    internal EncodedTransaction? TryEncode(NftTransaction transaction, out string? reason)
     {
         reason = null;
-        if (_refusal is not null || transaction.Operations.Any(o => o.Object is not NftElement || o.Verb == NftVerb.Flush)) return null;
-        if (transaction.Operations.Count > MaxElements)
-        {
-            reason = $"more than {MaxElements} element changes in one transaction";
-            return null;
-        }
-        Dictionary<string, SetTypes>? definitions;
+        if (_refusal is not null) return null;
+        Dictionary<string, SetTypes> definitions;
         lock (_gate)
         {
             definitions = _definitions.TryGetValue((transaction.Family, transaction.Table), out var known)
                 ? new Dictionary<string, SetTypes>(known, StringComparer.Ordinal)
-                : null;
+                : new Dictionary<string, SetTypes>(StringComparer.Ordinal);
         }
-        var operations = new List<NfTablesElementOperation>(transaction.Operations.Count);
+        var family = NftNetlinkEncoding.FamilyNumber(transaction.Family);
+        var table = transaction.Table;
+        var prefix = $"{transaction.FamilyKeyword} {table}";
+        var requests = new List<NetlinkRequest>(transaction.Operations.Count);
+        var elements = new List<NfTablesElementOperation>();
+        uint setId = 0;
+        // Interval sets known to be empty here (added or flushed in this transaction): nft adds a closing
+        // element at key 0 with the first elements it adds to one (older kernels' rbtree lookups needed
+        // it), and so does this encoder, so both leave the same set.
+        var emptyIntervalSets = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (verb, obj) in transaction.Operations)
         {
-            var element = (NftElement)obj;
-            var where = $"{transaction.FamilyKeyword} {transaction.Table} {element.Set}";
-            SetTypes? types = null;
-            if (definitions?.TryGetValue(element.Set, out var known) == true) types = known;
-            else if (element.Types is { } carried) types = SetTypes.Of(carried);
-            if (types is null)
+            switch (obj, verb)
             {
-                reason = $"the definition of {where} is not known";
-                return null;
+                case (NftTable t, NftVerb.Add):
+                    requests.Add(NfTablesObjects.Table(family, table, t.Comment));
+                    break;
+                case (NftChain chain, NftVerb.Add):
+                    requests.Add(NfTablesObjects.Chain(family, table, chain.Name, NftNetlinkEncoding.Hook(chain.Base), chain.Comment));
+                    break;
+                case (NftChain chain, NftVerb.Flush):
+                    requests.Add(NfTablesObjects.FlushChain(family, table, chain.Name));
+                    break;
+                case (NftChain chain, NftVerb.Delete):
+                    requests.Add(NfTablesObjects.DeleteChain(family, table, chain.Name));
+                    break;
+                case (NftRule rule, NftVerb.Add):
+                {
+                    if (NftNetlinkEncoding.Rule(transaction.Family, rule.Text, out reason) is not { } expressions) return null;
+                    requests.Add(NfTablesObjects.Rule(family, table, rule.Chain, expressions, rule.Comment, rule.Text));
+                    break;
+                }
+                case (NftSet or NftMap, NftVerb.Add):
+                {
+                    var name = SetName(obj);
+                    var definition = obj is NftSet set ? NftNetlinkEncoding.Set(set, out reason) : NftNetlinkEncoding.Map((NftMap)obj, out reason);
+                    if (definition is null)
+                    {
+                        reason = $"{obj.Kind} {prefix} {name}: {reason} is not encoded here";
+                        return null;
+                    }
+                    requests.Add(NfTablesObjects.Set(family, table, definition, ++setId, $"{obj.Kind} {prefix} {name}"));
+                    var types = definitions[name] = obj is NftSet s ? SetTypes.Of(s) : SetTypes.Of((NftMap)obj);
+                    if (types.IsInterval) emptyIntervalSets.Add(name);
+                    break;
+                }
+                case (NftSet or NftMap, NftVerb.Flush):
+                    requests.Add(NfTablesObjects.FlushSet(family, table, SetName(obj), obj.Kind));
+                    if (definitions.GetValueOrDefault(SetName(obj))?.IsInterval == true) emptyIntervalSets.Add(SetName(obj));
+                    break;
+                case (NftSet or NftMap, NftVerb.Delete):
+                    requests.Add(NfTablesObjects.DeleteSet(family, table, SetName(obj), obj.Kind));
+                    definitions.Remove(SetName(obj));
+                    break;
+                case (NftElement element, NftVerb.Add or NftVerb.Delete):
+                {
+                    if (EncodeElement(element, verb == NftVerb.Add, definitions.GetValueOrDefault(element.Set), $"{prefix} {element.Set}", out reason) is not { } encoded) return null;
+                    var operation = new NfTablesElementOperation(verb == NftVerb.Add ? NfTablesElementChange.Add : NfTablesElementChange.Delete, element.Set, encoded);
+                    if (verb == NftVerb.Add && emptyIntervalSets.Remove(element.Set) && encoded.Key.Any(b => b != 0))
+                    {
+                        var closing = new NfTablesElement(new byte[encoded.Key.Length], "closing element at 0") { IntervalEnd = true };
+                        requests.Add(NfTablesMessages.SetElement(family, table, new NfTablesElementOperation(NfTablesElementChange.Add, element.Set, closing)));
+                    }
+                    elements.Add(operation);
+                    requests.Add(NfTablesMessages.SetElement(family, table, operation));
+                    break;
+                }
+                default:
+                    reason = $"{verb.ToString().ToLowerInvariant()} {obj.Kind} is not encoded here";
+                    return null;
             }
-            if (types.Key is null)
-            {
-                reason = $"{where} is {types.Unsupported}";
-                return null;
-            }
-            var encoded = Encode(element, types, verb == NftVerb.Add);
-            if (encoded is null)
-            {
-                reason = $"cannot encode an element of {where} ({types.Description}), e.g. {element}";
-                return null;
-            }
-            operations.Add(new NfTablesElementOperation(verb == NftVerb.Add ? NfTablesElementChange.Add : NfTablesElementChange.Delete, element.Set, encoded));
         }
-        return operations;
+        return new EncodedTransaction(requests, elements);
     }
 
-    /// <summary>Test shorthand: the encoded operations, or null.</summary>
-    internal IReadOnlyList<NfTablesElementOperation>? TryEncode(NftTransaction transaction) => TryEncode(transaction, out _);
+    private static string SetName(NftObject obj) => obj is NftSet set ? set.Name : ((NftMap)obj).Name;
+
+    /// <summary>One element: its set's types from the definitions known (else those the element carries), then the key and value.</summary>
+    private static NfTablesElement? EncodeElement(NftElement element, bool add, SetTypes? known, string where, out string? reason)
+    {
+        reason = null;
+        var types = known ?? (element.Types is { } carried ? SetTypes.Of(carried) : null);
+        if (types is null)
+        {
+            reason = $"the definition of {where} is not known";
+            return null;
+        }
+        if (types.Key is null)
+        {
+            reason = $"{where} is {types.Unsupported}";
+            return null;
+        }
+        var encoded = Encode(element, types, add);
+        if (encoded is null) reason = $"cannot encode an element of {where} ({types.Description}), e.g. {element}";
+        return encoded;
+    }
+
+    /// <summary>Test shorthand: the encoded element changes, or null.</summary>
+    internal IReadOnlyList<NfTablesElementOperation>? TryEncode(NftTransaction transaction) => TryEncode(transaction, out _)?.Elements;
 
     private static NfTablesElement? Encode(NftElement element, SetTypes types, bool add)
     {
@@ -200,6 +263,7 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
     {
         if (element.Key.Count != 1) return null;
         var text = element.Key[0];
+        if (keyType.Name != "integer") return EncodeAddressRange(element, keyType, text);
         var dash = text.IndexOf('-', StringComparison.Ordinal);
         var (lowText, highText) = dash < 0 ? (text, text) : (text[..dash], text[(dash + 1)..]);
         if (!uint.TryParse(lowText, NumberStyles.None, CultureInfo.InvariantCulture, out var low) ||
@@ -212,20 +276,53 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
         return keyType.TryEncode((high + 1).ToString(CultureInfo.InvariantCulture), end) ? encoded with { IntervalEndKey = end } : null;
     }
 
-    private void Send(NftTransaction transaction, IReadOnlyList<NfTablesElementOperation> operations)
+    /// <summary>
+    /// A prefix <c>ADDRESS/LENGTH</c>, a range <c>LOW-HIGH</c> or an address of an interval set of
+    /// addresses, as nft sends it: the first address, and a closing element at the address after the
+    /// last (none, and the interval open, when the last is all ones).
+    /// </summary>
+    private static NfTablesElement? EncodeAddressRange(NftElement element, NfTablesDataType keyType, string text)
     {
-        var family = transaction.Family == IpFamily.IPv4 ? LinuxUapi.Netfilter.NFPROTO_IPV4 : LinuxUapi.Netfilter.NFPROTO_IPV6;
+        var start = new byte[keyType.Length];
+        var last = new byte[keyType.Length];
+        var slash = text.IndexOf('/', StringComparison.Ordinal);
+        var dash = text.IndexOf('-', StringComparison.Ordinal);
+        if (slash >= 0)
+        {
+            if (!keyType.TryEncode(text[..slash], start) ||
+                !int.TryParse(text.AsSpan(slash + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var bits) || bits > keyType.Length * 8) return null;
+            for (var i = 0; i < start.Length; i++)
+            {
+                var hostBits = Math.Clamp((i + 1) * 8 - bits, 0, 8);
+                var hostMask = (byte)((1 << hostBits) - 1);
+                if ((start[i] & hostMask) != 0) return null; // nft refuses a prefix with host bits set
+                last[i] = (byte)(start[i] | hostMask);
+            }
+        }
+        else if (!keyType.TryEncode(dash < 0 ? text : text[..dash], start) || !keyType.TryEncode(dash < 0 ? text : text[(dash + 1)..], last) ||
+                 last.AsSpan().SequenceCompareTo(start) < 0) return null;
+        var encoded = new NfTablesElement(start, element.KeyText);
+        var end = (byte[])last.Clone();
+        for (var i = end.Length - 1; i >= 0; i--)
+            if (++end[i] != 0) return encoded with { IntervalEndKey = end };
+        return encoded with { IntervalOpen = true };
+    }
+
+    private void Send(NftTransaction transaction, EncodedTransaction encoded)
+    {
+        var count = encoded.Requests.Count;
+        var description = $"nftables batch of {count} change{(count == 1 ? "" : "s")} in {transaction.FamilyKeyword} {transaction.Table}";
         lock (_gate)
         {
             _client ??= _open();
-            _client.ApplyElements(family, transaction.Table, operations);
+            _client.Apply(encoded.Requests, description);
         }
     }
 
     /// <summary>Netlink itself is unusable here (not the transaction's content): nothing was applied, nft may still work.</summary>
     private static bool IsRefusalOfNetlink(NetlinkException e) =>
-        e.Errno is Errno.EPERM or Errno.EPROTONOSUPPORT or Errno.EAFNOSUPPORT && !e.Operation.StartsWith("nftables add element", StringComparison.Ordinal) &&
-        !e.Operation.StartsWith("nftables delete element", StringComparison.Ordinal);
+        e.Errno is Errno.EPERM or Errno.EPROTONOSUPPORT or Errno.EAFNOSUPPORT &&
+        (e.Operation.StartsWith("nftables batch of ", StringComparison.Ordinal) || !e.Operation.StartsWith("nftables ", StringComparison.Ordinal));
 
     /// <summary>Remembers the set and map definitions an applied transaction created or removed.</summary>
     internal void Learn(NftTransaction transaction)
@@ -262,6 +359,9 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
         else definitions[name] = types;
     }
 
+    /// <summary>A transaction as netlink requests, and its element changes among them.</summary>
+    internal sealed record EncodedTransaction(IReadOnlyList<NetlinkRequest> Requests, IReadOnlyList<NfTablesElementOperation> Elements);
+
     public void Dispose()
     {
         lock (_gate)
@@ -295,11 +395,12 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
         {
             var interval = flags.Contains("interval");
             // An integer key is host byte order outside interval sets (not encoded here); in an interval map nft writes it big-endian.
-            if (interval != (keyTypes.Count == 1 && keyTypes[0] == "integer"))
+            // Interval sets of one address type hold prefixes (and ranges) of addresses.
+            if (interval ? !(keyTypes.Count == 1 && keyTypes[0] is "integer" or "ipv4_addr" or "ipv6_addr") : keyTypes.Count == 1 && keyTypes[0] == "integer")
                 return new(null, null, false, description)
                 {
                     Unsupported = interval
-                        ? "an interval set not keyed by a 32-bit integer (nft writes its prefixes and ranges itself)"
+                        ? "an interval set not keyed by a 32-bit integer or an address (nft writes its ranges itself)"
                         : $"of a type netlink cannot encode here ({description})",
                 };
             var key = Types(keyTypes);

@@ -315,6 +315,20 @@ public static class LinuxUapi
         public const byte NFPROTO_INET = 1;
         public const byte NFPROTO_IPV4 = 2;
         public const byte NFPROTO_IPV6 = 10;
+
+        // enum nf_inet_hooks
+        public const uint NF_INET_PRE_ROUTING = 0;
+        public const uint NF_INET_LOCAL_IN = 1;
+        public const uint NF_INET_FORWARD = 2;
+        public const uint NF_INET_LOCAL_OUT = 3;
+        public const uint NF_INET_POST_ROUTING = 4;
+    }
+
+    /// <summary>include/uapi/linux/netfilter/nf_nat.h</summary>
+    public static class NfNat
+    {
+        public const uint NF_NAT_RANGE_PROTO_SPECIFIED = 0x2;
+        public const uint NF_NAT_RANGE_PROTO_RANDOM_FULLY = 0x10;
     }
 
     /// <summary>include/uapi/linux/netfilter/nfnetlink.h</summary>
@@ -379,5 +393,128 @@ public static class LinuxUapi
         // enum nft_verdict_attributes
         public const ushort NFTA_VERDICT_CODE = 1;
         public const ushort NFTA_VERDICT_CHAIN = 2;
+
+        // Messages for whole objects (tables, chains, rules, sets).
+        public const ushort NFT_MSG_DELTABLE = 2;
+        public const ushort NFT_MSG_NEWCHAIN = 3;
+        public const ushort NFT_MSG_DELCHAIN = 5;
+        public const ushort NFT_MSG_NEWRULE = 6;
+        public const ushort NFT_MSG_DELRULE = 8;
+        public const ushort NFT_MSG_DELSET = 11;
+
+        // enum nft_table_attributes
+        public const ushort NFTA_TABLE_NAME = 1;
+        public const ushort NFTA_TABLE_FLAGS = 2;
+        public const ushort NFTA_TABLE_USERDATA = 6;
+
+        // enum nft_chain_attributes, enum nft_hook_attributes
+        public const ushort NFTA_CHAIN_TABLE = 1;
+        public const ushort NFTA_CHAIN_NAME = 3;
+        public const ushort NFTA_CHAIN_HOOK = 4;
+        public const ushort NFTA_CHAIN_POLICY = 5;
+        public const ushort NFTA_CHAIN_TYPE = 7;
+        public const ushort NFTA_CHAIN_USERDATA = 12;
+        public const ushort NFTA_HOOK_HOOKNUM = 1;
+        public const ushort NFTA_HOOK_PRIORITY = 2;
+
+        // enum nft_rule_attributes, enum nft_expr_attributes
+        public const ushort NFTA_RULE_TABLE = 1;
+        public const ushort NFTA_RULE_CHAIN = 2;
+        public const ushort NFTA_RULE_EXPRESSIONS = 4;
+        public const ushort NFTA_RULE_USERDATA = 7;
+        public const ushort NFTA_EXPR_NAME = 1;
+        public const ushort NFTA_EXPR_DATA = 2;
+
+        // enum nft_set_attributes, enum nft_set_flags
+        public const ushort NFTA_SET_TABLE = 1;
+        public const ushort NFTA_SET_NAME = 2;
+        public const ushort NFTA_SET_FLAGS = 3;
+        public const ushort NFTA_SET_KEY_TYPE = 4;
+        public const ushort NFTA_SET_KEY_LEN = 5;
+        public const ushort NFTA_SET_DATA_TYPE = 6;
+        public const ushort NFTA_SET_DATA_LEN = 7;
+        public const ushort NFTA_SET_ID = 10;
+        public const ushort NFTA_SET_TIMEOUT = 11;
+        public const ushort NFTA_SET_USERDATA = 13;
+        public const uint NFT_SET_INTERVAL = 0x4;
+        public const uint NFT_SET_MAP = 0x8;
+        public const uint NFT_SET_TIMEOUT = 0x10;
+        public const uint NFT_SET_EVAL = 0x20;
+        public const uint NFT_DATA_VERDICT = 0xffffff00;
+
+        // enum nft_registers
+        public const uint NFT_REG_VERDICT = 0;
+        public const uint NFT_REG_1 = 1;
+        public const uint NFT_REG32_00 = 8;
+
+        // Expressions: enum nft_immediate_attributes, nft_cmp_attributes / nft_cmp_ops, nft_bitwise_attributes,
+        // nft_payload_attributes / nft_payload_bases, nft_meta_attributes / nft_meta_keys, nft_ct_attributes / nft_ct_keys,
+        // nft_lookup_attributes / nft_lookup_flags, nft_fib_attributes / nft_fib_result / nft_fib_flags,
+        // nft_ng_attributes / nft_ng_types, nft_byteorder_attributes / nft_byteorder_ops, nft_nat_attributes / nft_nat_types,
+        // nft_masq_attributes, nft_reject_attributes / nft_reject_types, nft_dynset_attributes / nft_dynset_ops.
+        public const ushort NFTA_IMMEDIATE_DREG = 1;
+        public const ushort NFTA_IMMEDIATE_DATA = 2;
+        public const ushort NFTA_CMP_SREG = 1;
+        public const ushort NFTA_CMP_OP = 2;
+        public const ushort NFTA_CMP_DATA = 3;
+        public const uint NFT_CMP_EQ = 0;
+        public const uint NFT_CMP_NEQ = 1;
+        public const ushort NFTA_BITWISE_SREG = 1;
+        public const ushort NFTA_BITWISE_DREG = 2;
+        public const ushort NFTA_BITWISE_LEN = 3;
+        public const ushort NFTA_BITWISE_MASK = 4;
+        public const ushort NFTA_BITWISE_XOR = 5;
+        public const ushort NFTA_PAYLOAD_DREG = 1;
+        public const ushort NFTA_PAYLOAD_BASE = 2;
+        public const ushort NFTA_PAYLOAD_OFFSET = 3;
+        public const ushort NFTA_PAYLOAD_LEN = 4;
+        public const uint NFT_PAYLOAD_NETWORK_HEADER = 1;
+        public const uint NFT_PAYLOAD_TRANSPORT_HEADER = 2;
+        public const ushort NFTA_META_DREG = 1;
+        public const ushort NFTA_META_KEY = 2;
+        public const ushort NFTA_META_SREG = 3;
+        public const uint NFT_META_MARK = 3;
+        public const uint NFT_META_IIFNAME = 6;
+        public const uint NFT_META_L4PROTO = 16;
+        public const ushort NFTA_CT_DREG = 1;
+        public const ushort NFTA_CT_KEY = 2;
+        public const uint NFT_CT_STATE = 0;
+        public const uint NFT_CT_STATUS = 2;
+        public const ushort NFTA_LOOKUP_SET = 1;
+        public const ushort NFTA_LOOKUP_SREG = 2;
+        public const ushort NFTA_LOOKUP_DREG = 3;
+        public const ushort NFTA_LOOKUP_FLAGS = 5;
+        public const uint NFT_LOOKUP_F_INV = 1;
+        public const ushort NFTA_FIB_DREG = 1;
+        public const ushort NFTA_FIB_RESULT = 2;
+        public const ushort NFTA_FIB_FLAGS = 3;
+        public const uint NFT_FIB_RESULT_ADDRTYPE = 3;
+        public const uint NFTA_FIB_F_SADDR = 1;
+        public const uint NFTA_FIB_F_DADDR = 2;
+        public const ushort NFTA_NG_DREG = 1;
+        public const ushort NFTA_NG_MODULUS = 2;
+        public const ushort NFTA_NG_TYPE = 3;
+        public const ushort NFTA_NG_OFFSET = 4;
+        public const uint NFT_NG_RANDOM = 1;
+        public const ushort NFTA_BYTEORDER_SREG = 1;
+        public const ushort NFTA_BYTEORDER_DREG = 2;
+        public const ushort NFTA_BYTEORDER_OP = 3;
+        public const ushort NFTA_BYTEORDER_LEN = 4;
+        public const ushort NFTA_BYTEORDER_SIZE = 5;
+        public const uint NFT_BYTEORDER_HTON = 1;
+        public const ushort NFTA_NAT_TYPE = 1;
+        public const ushort NFTA_NAT_FAMILY = 2;
+        public const ushort NFTA_NAT_REG_ADDR_MIN = 3;
+        public const ushort NFTA_NAT_REG_PROTO_MIN = 5;
+        public const ushort NFTA_NAT_FLAGS = 7;
+        public const uint NFT_NAT_DNAT = 1;
+        public const ushort NFTA_MASQ_FLAGS = 1;
+        public const ushort NFTA_REJECT_TYPE = 1;
+        public const ushort NFTA_REJECT_ICMP_CODE = 2;
+        public const uint NFT_REJECT_ICMP_UNREACH = 0;
+        public const ushort NFTA_DYNSET_SET_NAME = 1;
+        public const ushort NFTA_DYNSET_OP = 3;
+        public const ushort NFTA_DYNSET_SREG_KEY = 4;
+        public const uint NFT_DYNSET_OP_UPDATE = 1;
     }
 }

@@ -52,11 +52,13 @@ public sealed class NetlinkSocket : IDisposable
         _sequence = (uint)Environment.TickCount;
     }
 
-    /// <summary>The largest nfnetlink batch sent: one datagram, which must fit the socket's send buffer.</summary>
-    public const int MaxNetfilterBatchBytes = 4 * 1024 * 1024;
+    /// <summary>The largest nfnetlink batch sent: one datagram, which must fit the socket's send buffer (raised to it with SO_SNDBUFFORCE).</summary>
+    public const int MaxNetfilterBatchBytes = 256 * 1024 * 1024;
 
-    /// <summary>The most messages in one nfnetlink batch: each is acknowledged, and the ACKs wait in the receive queue.</summary>
+    /// <summary>The most messages in an nfnetlink batch whose every message is acknowledged (the ACKs wait in the receive queue); a larger batch asks for the last ACK only.</summary>
     public const int MaxNetfilterBatchMessages = 2048;
+
+    private int _sendBufferSize = SocketBufferSize;
 
     /// <summary>NETLINK_ROUTE, NETLINK_GENERIC or NETLINK_NETFILTER.</summary>
     public int Protocol { get; }
@@ -177,23 +179,31 @@ public sealed class NetlinkSocket : IDisposable
     public void ExecuteNetfilterBatch(ushort subsystem, IReadOnlyList<NetlinkRequest> requests, string description)
     {
         if (requests.Count == 0) return;
-        if (requests.Count > MaxNetfilterBatchMessages)
-            throw new ArgumentException($"{description}: {requests.Count} messages, more than the {MaxNetfilterBatchMessages} one batch may hold", nameof(requests));
+        // A larger batch asks for an ACK of its last request only: the kernel still answers every refused
+        // request, and answers after it has handled the whole batch, so the last ACK says it is done.
+        var acknowledgeEach = requests.Count <= MaxNetfilterBatchMessages;
         lock (_gate)
         {
             var beginSequence = _sequence + 1;
-            var length = WriteNetfilterBatch(subsystem, requests, beginSequence, description);
+            var length = WriteNetfilterBatch(subsystem, requests, beginSequence, description, acknowledgeEach);
             _sequence += (uint)requests.Count + 2;
             var endSequence = _sequence;
+            if (length > _sendBufferSize)
+            {
+                // One datagram must fit the send buffer (as nft does, force it up to the batch's size).
+                if (Interop.TrySetSocketOption(_handle, LinuxUapi.Socket.SOL_SOCKET, LinuxUapi.Socket.SO_SNDBUFFORCE, length + 4096) == 0) _sendBufferSize = length;
+            }
             Interop.SendToKernel(_handle, _batchBuffer.AsSpan(0, length), description);
 
             var answered = new bool[requests.Count];
-            var pending = requests.Count;
+            var pending = acknowledgeEach ? requests.Count : 1;
             NetlinkException? first = null;
             var firstIndex = int.MaxValue;
             while (pending > 0)
             {
                 var received = ReceiveDatagram(out var errno);
+                if (errno == Errno.ENOBUFS && !acknowledgeEach)
+                    throw first ?? new NetlinkException(errno, $"{description}: the kernel refused more requests than the receive queue holds answers for (nothing applied)");
                 if (errno != 0)
                     throw new NetlinkException(errno, $"{description}: reading the kernel's acknowledgements (whether the batch was applied is unknown)");
                 foreach (var message in new NetlinkMessageReader(_receiveBuffer.AsSpan(0, received)))
@@ -210,7 +220,7 @@ public sealed class NetlinkSocket : IDisposable
                     var index = unchecked((int)(message.Sequence - beginSequence)) - 1;
                     if (index < 0 || index >= requests.Count || answered[index]) continue; // a stale reply
                     answered[index] = true;
-                    pending--;
+                    if (acknowledgeEach || index == requests.Count - 1) pending--;
                     if (error == 0 || index >= firstIndex) continue;
                     var failed = requests[index];
                     firstIndex = index;
@@ -226,15 +236,17 @@ public sealed class NetlinkSocket : IDisposable
     /// <paramref name="beginSequence"/>, each request (with NLM_F_ACK) numbered after it, then
     /// NFNL_MSG_BATCH_END. Begin and end ask for no ACK, as nft's do.
     /// </summary>
-    internal static void WriteNetfilterBatch(ref NetlinkWriter writer, ushort subsystem, IReadOnlyList<NetlinkRequest> requests, uint beginSequence)
+    internal static void WriteNetfilterBatch(ref NetlinkWriter writer, ushort subsystem, IReadOnlyList<NetlinkRequest> requests, uint beginSequence, bool acknowledgeEach = true)
     {
         var sequence = beginSequence;
         var begin = writer.BeginMessage(LinuxUapi.Nfnetlink.NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, sequence++, 0);
         writer.WriteNetfilterHeader(LinuxUapi.Netfilter.NFPROTO_UNSPEC, subsystem);
         writer.EndMessage(begin);
-        foreach (var request in requests)
+        for (var i = 0; i < requests.Count; i++)
         {
-            var start = writer.BeginMessage(request.Type, (ushort)(request.Flags | NLM_F_REQUEST | NLM_F_ACK), sequence++, 0);
+            var request = requests[i];
+            var acknowledge = acknowledgeEach || i == requests.Count - 1 ? NLM_F_ACK : 0;
+            var start = writer.BeginMessage(request.Type, (ushort)(request.Flags | NLM_F_REQUEST | acknowledge), sequence++, 0);
             request.Write(ref writer);
             writer.EndMessage(start);
         }
@@ -244,14 +256,14 @@ public sealed class NetlinkSocket : IDisposable
     }
 
     /// <summary>Writes the batch into the batch buffer (grown as needed); returns the length.</summary>
-    private int WriteNetfilterBatch(ushort subsystem, IReadOnlyList<NetlinkRequest> requests, uint beginSequence, string description)
+    private int WriteNetfilterBatch(ushort subsystem, IReadOnlyList<NetlinkRequest> requests, uint beginSequence, string description, bool acknowledgeEach)
     {
         while (true)
         {
             try
             {
                 var writer = new NetlinkWriter(_batchBuffer);
-                WriteNetfilterBatch(ref writer, subsystem, requests, beginSequence);
+                WriteNetfilterBatch(ref writer, subsystem, requests, beginSequence, acknowledgeEach);
                 return writer.Length;
             }
             catch (InvalidOperationException) when (_batchBuffer.Length < MaxNetfilterBatchBytes)

@@ -173,12 +173,7 @@ public static class NfTablesMessages
             }
             else if (element.Verdict is { } verdict)
             {
-                var value = writer.BeginNested(NFTA_SET_ELEM_DATA);
-                var nested = writer.BeginNested(NFTA_DATA_VERDICT);
-                writer.PutBigEndianU32(NFTA_VERDICT_CODE, unchecked((uint)verdict.Code));
-                if (verdict.Chain is { } chain) writer.PutString(NFTA_VERDICT_CHAIN, chain);
-                writer.EndNested(nested);
-                writer.EndNested(value);
+                WriteVerdict(ref writer, NFTA_SET_ELEM_DATA, verdict);
             }
             if (element.Comment is not null || element.IntervalOpen)
             {
@@ -206,7 +201,18 @@ public static class NfTablesMessages
         writer.EndNested(item);
     }
 
-    private static void ValidateName(string name, string what)
+    /// <summary>An attribute holding NFTA_DATA_VERDICT: the verdict's code and, for jump and goto, its chain.</summary>
+    internal static void WriteVerdict(ref NetlinkWriter writer, ushort type, NfTablesVerdict verdict)
+    {
+        var value = writer.BeginNested(type);
+        var nested = writer.BeginNested(NFTA_DATA_VERDICT);
+        writer.PutBigEndianU32(NFTA_VERDICT_CODE, unchecked((uint)verdict.Code));
+        if (verdict.Chain is { } chain) writer.PutString(NFTA_VERDICT_CHAIN, chain);
+        writer.EndNested(nested);
+        writer.EndNested(value);
+    }
+
+    internal static void ValidateName(string name, string what)
     {
         if (name.Length == 0 || Encoding.UTF8.GetByteCount(name) >= NFT_NAME_MAXLEN || name.Contains('\0'))
             throw new ArgumentException($"invalid nf_tables {what} name '{name}'");
@@ -354,6 +360,17 @@ public sealed class NfTablesClient : IDisposable
         for (var i = 0; i < operations.Count; i++) requests[i] = NfTablesMessages.SetElement(family, table, operations[i]);
         _socket.ExecuteNetfilterBatch(LinuxUapi.Nfnetlink.NFNL_SUBSYS_NFTABLES, requests,
             $"nftables batch of {operations.Count} element change{(operations.Count == 1 ? "" : "s")} in {NfTablesMessages.FamilyKeyword(family)} {table}");
+    }
+
+    /// <summary>
+    /// Applies any nf_tables requests (<see cref="NfTablesObjects"/>, <see cref="NfTablesMessages.SetElement"/>) as
+    /// one transaction: all or nothing; a refusal names the first request the kernel refused, with its
+    /// extended ACK text, or the batch (<paramref name="description"/>) when its commit failed.
+    /// </summary>
+    public void Apply(IReadOnlyList<NetlinkRequest> requests, string description)
+    {
+        if (requests.Count == 0) return;
+        _socket.ExecuteNetfilterBatch(LinuxUapi.Nfnetlink.NFNL_SUBSYS_NFTABLES, requests, description);
     }
 
     public void Dispose() => _socket.Dispose();

@@ -77,16 +77,9 @@ public sealed class NftNetlinkBenchmark(ITestOutputHelper output)
     [BenchFact]
     public async Task OneEndpointChange_ThroughTheBackend_NftVersusNetlink_At10000Services()
     {
-        using var nftNs = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-nfbn");
-        using var netlinkNs = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-nfbl");
-        using var metrics = new ProxyPlanes.Metrics.ProxyMetrics();
-        using var netlink = new NftNetlinkApplier(new NftCommandApplier(["ip", "netns", "exec", netlinkNs.Name]), NullLogger.Instance, () => netlinkNs.Run(NfTablesClient.Open));
-        var nftBackend = new NftablesBackend([IpFamily.IPv4], new NftCommandApplier(["ip", "netns", "exec", nftNs.Name]), metrics, NullLogger.Instance);
-        var netlinkBackend = new NftablesBackend([IpFamily.IPv4], netlink, metrics, NullLogger.Instance);
-
-        static string Ip(int value) => new System.Net.IPAddress(BitConverter.GetBytes(System.Net.IPAddress.HostToNetworkOrder(value))).ToString();
-        var ports = Enumerable.Range(0, Services).Select(i => StateBuilder.Port(StateBuilder.Info($"svc-{i:D5}", Ip(0x0A600000 + i + 1)),
-            StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * i) + 2)), StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * i) + 3), local: false))).ToArray();
+        using var pair = new BackendPair("nfb");
+        var (nftBackend, netlinkBackend, netlink) = (pair.Nft, pair.Netlink, pair.Applier);
+        var ports = ManyPorts();
         var before = StateBuilder.State(StateBuilder.Network, ports);
         var changedPorts = ports.ToArray();
         changedPorts[4321] = StateBuilder.Port(StateBuilder.Info("svc-04321", Ip(0x0A600000 + 4321 + 1)),
@@ -99,19 +92,7 @@ public sealed class NftNetlinkBenchmark(ITestOutputHelper output)
         var (netlinkBefore, nftBefore) = (netlink.NetlinkTransactions, netlink.NftTransactions);
 
         output.WriteLine($"load average before: {File.ReadAllText("/proc/loadavg").Trim()}");
-        var times = new Dictionary<string, List<double>> { ["nft"] = [], ["netlink"] = [] };
-        var (from, to) = (before, after);
-        for (var round = 0; round < 2 * Rounds; round++)
-        {
-            var request = new SyncRequest(to, false, StateBuilder.Changed(from, to));
-            var stopwatch = Stopwatch.StartNew();
-            await nftBackend.SyncAsync(request, default);
-            times["nft"].Add(stopwatch.Elapsed.TotalMilliseconds);
-            stopwatch.Restart();
-            await netlinkBackend.SyncAsync(request, default);
-            times["netlink"].Add(stopwatch.Elapsed.TotalMilliseconds);
-            (from, to) = (to, from);
-        }
+        var times = await AlternateAsync(pair, before, after, 2 * Rounds);
         double P50(string key) => times[key].Order().ElementAt(times[key].Count / 2);
         output.WriteLine("| change | nft p50 | netlink p50 | nft / netlink |");
         output.WriteLine("| --- | --- | --- | --- |");
@@ -119,6 +100,93 @@ public sealed class NftNetlinkBenchmark(ITestOutputHelper output)
         output.WriteLine($"load average after: {File.ReadAllText("/proc/loadavg").Trim()}");
         // Every change went over netlink.
         Assert.Equal((2 * Rounds, 0), (netlink.NetlinkTransactions - netlinkBefore, netlink.NftTransactions - nftBefore));
+    }
+
+    /// <summary>
+    /// The numbers of docs/bench/2026-12-07-nft-netlink-rules: a cold full sync of 10,000 services × 2
+    /// endpoints into an empty namespace, and one service added then removed (partial syncs with
+    /// chains, rules and verdict elements), through <see cref="NftablesBackend"/> with nft in one
+    /// namespace and with the netlink applier (whole transactions) in another, interleaved.
+    /// </summary>
+    [BenchFact]
+    public async Task ColdSyncAndServiceAdded_NftVersusNetlink_At10000Services()
+    {
+        using var pair = new BackendPair("nfc");
+        var (nftBackend, netlinkBackend, netlink) = (pair.Nft, pair.Netlink, pair.Applier);
+        var ports = ManyPorts();
+        var before = StateBuilder.State(StateBuilder.Network, ports);
+        var after = StateBuilder.State(StateBuilder.Network, [.. ports, StateBuilder.Port(StateBuilder.Info("svc-new", "10.97.0.1"),
+            StateBuilder.Endpoint("10.250.0.1"), StateBuilder.Endpoint("10.250.0.2", local: false))]);
+
+        output.WriteLine($"load average before: {File.ReadAllText("/proc/loadavg").Trim()}");
+        var cold = Stopwatch.StartNew();
+        await nftBackend.SyncAsync(StateBuilder.Full(before), default);
+        var nftCold = cold.Elapsed.TotalSeconds;
+        cold.Restart();
+        await netlinkBackend.SyncAsync(StateBuilder.Full(before), default);
+        var netlinkCold = cold.Elapsed.TotalSeconds;
+        output.WriteLine($"| cold full sync | {nftCold:F2} s | {netlinkCold:F2} s | {nftCold / netlinkCold:F1}× |");
+        Assert.Equal((1, 0), (netlink.NetlinkTransactions, netlink.NftTransactions));
+
+        var times = await AlternateAsync(pair, before, after, 2 * 5);
+        double P50(string key) => times[key].Order().ElementAt(times[key].Count / 2);
+        output.WriteLine($"| one service added or removed (partial sync, 10) p50 | {P50("nft"):F1} ms | {P50("netlink"):F1} ms | {P50("nft") / P50("netlink"):F1}× |");
+        output.WriteLine($"load average after: {File.ReadAllText("/proc/loadavg").Trim()}");
+        Assert.Equal((11, 0), (netlink.NetlinkTransactions, netlink.NftTransactions));
+    }
+
+    private static string Ip(int value) => new System.Net.IPAddress(BitConverter.GetBytes(System.Net.IPAddress.HostToNetworkOrder(value))).ToString();
+
+    /// <summary>10,000 services, each with a cluster IP and two endpoints (one local).</summary>
+    private static ServicePortState[] ManyPorts() => Enumerable.Range(0, Services).Select(i => StateBuilder.Port(StateBuilder.Info($"svc-{i:D5}", Ip(0x0A600000 + i + 1)),
+        StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * i) + 2)), StateBuilder.Endpoint(Ip(0x0AF40000 + (2 * i) + 3), local: false))).ToArray();
+
+    /// <summary>Two namespaces, a backend applying through nft in one and through the netlink applier in the other.</summary>
+    private sealed class BackendPair : IDisposable
+    {
+        private readonly NetworkNamespace _nftNs, _netlinkNs;
+        private readonly ProxyPlanes.Metrics.ProxyMetrics _metrics = new();
+
+        public BackendPair(string suffix)
+        {
+            _nftNs = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-{suffix}n");
+            _netlinkNs = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-{suffix}l");
+            var netlinkNs = _netlinkNs;
+            Applier = new NftNetlinkApplier(new NftCommandApplier(["ip", "netns", "exec", netlinkNs.Name]), NullLogger.Instance, () => netlinkNs.Run(NfTablesClient.Open));
+            Nft = new NftablesBackend([IpFamily.IPv4], new NftCommandApplier(["ip", "netns", "exec", _nftNs.Name]), _metrics, NullLogger.Instance);
+            Netlink = new NftablesBackend([IpFamily.IPv4], Applier, _metrics, NullLogger.Instance);
+        }
+
+        public NftablesBackend Nft { get; }
+        public NftablesBackend Netlink { get; }
+        public NftNetlinkApplier Applier { get; }
+
+        public void Dispose()
+        {
+            Applier.Dispose();
+            _metrics.Dispose();
+            _netlinkNs.Dispose();
+            _nftNs.Dispose();
+        }
+    }
+
+    /// <summary>Partial syncs between two states, back and forth, each through nft then through netlink: the wall times of each.</summary>
+    private static async Task<Dictionary<string, List<double>>> AlternateAsync(BackendPair pair, DesiredState before, DesiredState after, int rounds)
+    {
+        var times = new Dictionary<string, List<double>> { ["nft"] = [], ["netlink"] = [] };
+        var (from, to) = (before, after);
+        for (var round = 0; round < rounds; round++)
+        {
+            var request = new SyncRequest(to, false, StateBuilder.Changed(from, to));
+            var stopwatch = Stopwatch.StartNew();
+            await pair.Nft.SyncAsync(request, default);
+            times["nft"].Add(stopwatch.Elapsed.TotalMilliseconds);
+            stopwatch.Restart();
+            await pair.Netlink.SyncAsync(request, default);
+            times["netlink"].Add(stopwatch.Elapsed.TotalMilliseconds);
+            (from, to) = (to, from);
+        }
+        return times;
     }
 
     private static async Task<double> TimeAsync(INftablesApplier applier, NftTransaction transaction)

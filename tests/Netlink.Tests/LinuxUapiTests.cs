@@ -40,6 +40,7 @@ public sealed class LinuxUapiTests
             #include <linux/netfilter.h>
             #include <linux/netfilter/nfnetlink.h>
             #include <linux/netfilter/nf_tables.h>
+            #include <linux/netfilter/nf_nat.h>
             int main(void) {
 
             """);
