@@ -169,6 +169,27 @@ public sealed class SocketHookTests : IDisposable
         Assert.Contains("ok backend-b", replies);
     }
 
+    /// <summary>
+    /// connect6 serves a node port on an address of pp_nodeip6_v1 (key ::), as tc ingress does; another address
+    /// and loopback stay untouched.
+    /// </summary>
+    [KernelFact(needsCgroup: true)]
+    public void Connect6_NodePortOnANodeAddress_Served_ElsewhereUntouched()
+    {
+        var nodeIp6 = IPAddress.Parse("2001:db8:5::1");
+        Attach(SockPrograms.Connect6);
+        _sock.Map(MapLayout.NodeAddresses6Map).Update(MapAddress.For(nodeIp6), default(NodeAddress));
+        AddService(IPAddress.IPv6Any, NodePort, ProtocolType.Tcp, BackendPort, ServiceValue.Master(0, 9, MapLayout.ServiceFlagNodePort), (Backend6A, 1), (Backend6B, 2));
+
+        var replies = Client(nodeIp6, NodePort, connections: 20);
+        Assert.All(replies, reply => Assert.StartsWith("ok backend6-", reply, StringComparison.Ordinal));
+        Assert.Contains("ok backend6-a", replies);
+        Assert.Contains("ok backend6-b", replies);
+        // Not a node address: left alone, so unreachable here; loopback is never a node address.
+        Assert.All(Client(IPAddress.Parse("2001:db8:5::9"), NodePort, connections: 1), reply => Assert.Contains("Network is unreachable", reply, StringComparison.Ordinal));
+        Assert.All(Client(IPAddress.IPv6Loopback, NodePort, connections: 1), reply => Assert.Contains("Connection refused", reply, StringComparison.Ordinal));
+    }
+
     [KernelFact(needsCgroup: true)]
     public void Connect4_NodePortElsewhere_IsUntouched()
     {
