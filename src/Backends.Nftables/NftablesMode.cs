@@ -27,11 +27,11 @@ public sealed partial class NftablesMode : IProxyMode
         var nft = new NftCommandApplier();
         var families = new List<IpFamily> { IpFamily.IPv4 };
         if (await nft.IsAvailableAsync(IpFamily.IPv6, cancellationToken)) families.Add(IpFamily.IPv6);
-        // Element-only transactions (most partial syncs) go over netlink unless PROXYPLANES_NFT_APPLIER=nft.
+        // Every transaction goes over netlink as one batch unless PROXYPLANES_NFT_APPLIER=nft (nft -f for rule text the encoder does not know).
         var useNetlink = !string.Equals(Environment.GetEnvironmentVariable(NftNetlinkApplier.ApplierVariable), "nft", StringComparison.OrdinalIgnoreCase);
         INftablesApplier applier = useNetlink ? new NftNetlinkApplier(nft, logger) : nft;
         logger.LogInformation("Using nftables tables {Families} proxyplanes ({Applier})", string.Join(" and ", families.Select(f => f == IpFamily.IPv4 ? "ip" : "ip6")),
-            useNetlink ? "element changes over netlink, the rest through nft" : "every transaction through nft");
+            useNetlink ? "transactions over netlink; nft for listings and as the fallback" : "every transaction through nft");
         var backend = new NftablesBackend(families, applier, metrics, logger);
         return new ProxyModeBackend(backend, new Probe(backend));
     }

@@ -44,6 +44,9 @@ public sealed partial class CrashRecoveryTests
                 """.Replace("\r", "", StringComparison.Ordinal));
             File.SetUnixFileMode(wrapper, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             var path = new Dictionary<string, string> { ["PATH"] = $"{tools.FullName}:{Environment.GetEnvironmentVariable("PATH")}" };
+            // nftables sends every transaction over netlink by default (one atomic batch: nothing a kill could
+            // split); the nft path, the fallback when netlink is refused, is the one a SIGKILL can catch mid-sync.
+            if (tool == "nft") path[Backends.Nftables.NftNetlinkApplier.ApplierVariable] = "nft";
             var proxy = await scenario.StartProxyAsync(args, path, mode);
             Assert.Equal(["pod-0", "pod-1", "pod-2"], (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, WebIP, 80)).Keys.Order());
 
