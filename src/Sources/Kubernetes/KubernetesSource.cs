@@ -216,6 +216,7 @@ public sealed class KubernetesSource : IObjectSource, IDisposable
         {
             string? resourceVersion = null; // null: list (again)
             var listed = false;
+            var fromList = false; // the watch about to start is the first from a (re)list's resourceVersion
             while (true)
             {
                 cancellationToken.ThrowIfCancellationRequested();
@@ -224,6 +225,7 @@ public sealed class KubernetesSource : IObjectSource, IDisposable
                     try
                     {
                         resourceVersion = await ListAndDeliverAsync(listed, cancellationToken).ConfigureAwait(false);
+                        fromList = true;
                     }
                     catch (Exception e) when (IsRetryable(e, cancellationToken))
                     {
@@ -240,6 +242,8 @@ public sealed class KubernetesSource : IObjectSource, IDisposable
 
                 var started = _time.GetTimestamp();
                 var events = 0;
+                var watchFromList = fromList;
+                fromList = false;
                 try
                 {
                     var timeout = owner._options.MinWatchTimeout * (1 + NextDouble());
@@ -261,11 +265,17 @@ public sealed class KubernetesSource : IObjectSource, IDisposable
                 }
                 catch (KubernetesApiException e) when (e.IsGone)
                 {
-                    ResetIfHealthy(started);
-                    _logger.LogInformation("Watch of {Resource}: resourceVersion {ResourceVersion} has expired ({Message}); listing again",
-                        resource.Plural, resourceVersion, e.Status?.Message ?? e.Message);
+                    // A 410 is the server answering: whatever backoff an outage built up is over, and the relist runs
+                    // at once (after a minute's outage the backoff is ~30 s; waiting it out again here delayed the
+                    // changes made meanwhile by that much). Only a 410 straight after a list waits, growing again.
+                    var goneRightAfterList = watchFromList && _time.GetElapsedTime(started) < owner._options.ShortWatch;
+                    if (!goneRightAfterList) _backoff.Reset();
+                    var delay = goneRightAfterList ? _backoff.Next() : TimeSpan.Zero;
+                    _logger.LogInformation("Watch of {Resource}: resourceVersion {ResourceVersion} has expired ({Message}); listing again{After}",
+                        resource.Plural, resourceVersion, e.Status?.Message ?? e.Message,
+                        goneRightAfterList ? $" in {delay.TotalSeconds:F1} s (expired right after a list)" : "");
                     resourceVersion = null;
-                    await DelayAsync(_backoff.Next(), cancellationToken).ConfigureAwait(false);
+                    await DelayAsync(delay, cancellationToken).ConfigureAwait(false);
                 }
                 catch (KubernetesApiException e) when (e.IsWatchErrorEvent && !cancellationToken.IsCancellationRequested)
                 {

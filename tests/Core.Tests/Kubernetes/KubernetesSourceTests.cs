@@ -216,6 +216,39 @@ public class KubernetesSourceTests
     }
 
     [Fact]
+    public async Task RunAsync_ExpiredAfterAnOutage_RelistsAtOnce_NotAfterTheOutagesBackoff()
+    {
+        // The CI failure of 2026-12-07: after a minute without the API server the backoff was ~30 s, the first
+        // answer was a 410, and the relist waited another ~30 s before the changes made meanwhile arrived.
+        await using var server = await FakeApiServer.StartAsync();
+        server.Services.Seed(Service("web"));
+        var backoff = TimeSpan.FromSeconds(3);
+        await using var run = await RunningSource.Start(server, Options(initialBackoff: backoff, maxBackoff: backoff)).InitialAsync();
+        await Eventually(() => server.Services.OpenWatches == 1, "the services watch");
+
+        server.Down = true;
+        await Eventually(() => server.ResetWhileDown >= 1, "a reconnection refused while the server is gone");
+        server.Services.ChangeWhileDisconnected(c => c.Add(Service("d")));
+        var up = Stopwatch.GetTimestamp();
+        server.Down = false;
+
+        await run.Sink.WaitForAsync(s => s.Calls.Any(c => c.Name == "default/d"), "the service added during the outage", TimeSpan.FromSeconds(20));
+        var requests = server.RequestsTo(ServicesPath);
+        // list, watch (cut by the outage), watch (410), list
+        Assert.Equal([false, true, true, false], requests.Take(4).Select(r => r.IsWatch));
+        var expired = requests[2];
+        var relist = requests[3];
+        var jitteredMinimum = backoff * (1 - ExponentialBackoff.Jitter);
+        // Positive control: the outage's backoff was in force (the watch that met the 410 waited it out).
+        Assert.True(Stopwatch.GetElapsedTime(up, expired.Timestamp) >= jitteredMinimum - TimeSpan.FromSeconds(1),
+            $"the watch after the outage came {Stopwatch.GetElapsedTime(up, expired.Timestamp).TotalSeconds:F1} s after the server was back");
+        // The fix: the 410 is an answer; the relist does not wait that backoff again.
+        Assert.True(Stopwatch.GetElapsedTime(expired.Timestamp, relist.Timestamp) < jitteredMinimum,
+            $"the relist came {Stopwatch.GetElapsedTime(expired.Timestamp, relist.Timestamp).TotalSeconds:F1} s after the 410");
+        Assert.Contains(run.Logger.Entries, e => e.Message.Contains("has expired", StringComparison.Ordinal) && e.Message.EndsWith("listing again", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task RunAsync_ConnectionCutMidStream_ReconnectsWithGrowingBackoff()
     {
         await using var server = await FakeApiServer.StartAsync();
