@@ -152,6 +152,8 @@ struct pp_revnat6_value {
 #define PP_MAP_NODE_ADDRESSES6 "pp_nodeip6_v1"
 #define PP_MAP_CONNECTIONS6 "pp_ct6_v1"
 #define PP_MAP_LOCAL_SOURCES "pp_localsrc4_v1"
+#define PP_MAP_SOURCE_RANGES6 "pp_srcrange6_v1"
+#define PP_MAP_LOCAL_SOURCES6 "pp_localsrc6_v1"
 
 #define PP_MAX_NODE_ADDRESSES 256
 #define PP_MAX_CONNECTIONS 262144
@@ -227,6 +229,13 @@ struct pp_srcrange4_key {
 	__u32 address;    /* network byte order */
 };
 
+/* The same for IPv6 frontends (pp_srcrange6_v1): prefixlen = 32 + the CIDR's length (0..128). */
+struct pp_srcrange6_key {
+	__u32 prefixlen;  /* 32 + CIDR prefix length */
+	__u32 rev_nat_id; /* host byte order; compared as 4 whole bytes */
+	__u32 address[4]; /* network byte order */
+};
+
 /*
  * Local sources (Core's --detect-local-mode by prefix: the cluster CIDR, or this node's pod CIDR): an LPM trie
  * keyed by prefixlen (0..32) and the prefix. tc ingress keeps such a client's source when a cluster IP's
@@ -243,6 +252,12 @@ struct pp_localsrc4_key {
 
 struct pp_localsrc4_value {
 	__u32 flags; /* PP_LOCAL_SOURCE_* */
+};
+
+/* The IPv6 local sources (pp_localsrc6_v1): prefixlen 0..128; the value is a struct pp_localsrc4_value too. */
+struct pp_localsrc6_key {
+	__u32 prefixlen;  /* 0..128 */
+	__u32 address[4]; /* network byte order */
 };
 
 #endif /* PROXYPLANES_H */

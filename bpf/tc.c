@@ -67,6 +67,22 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } pp_localsrc4_v1 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PP_MAX_SOURCE_RANGES);
+	__type(key, struct pp_srcrange6_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pp_srcrange6_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PP_MAX_LOCAL_SOURCES);
+	__type(key, struct pp_localsrc6_key);
+	__type(value, struct pp_localsrc4_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pp_localsrc6_v1 SEC(".maps");
+
 #define PP_IP_OFFSET ETH_HLEN
 #define PP_IP_CSUM_OFFSET (PP_IP_OFFSET + __builtin_offsetof(struct iphdr, check))
 #define PP_IP_SADDR_OFFSET (PP_IP_OFFSET + __builtin_offsetof(struct iphdr, saddr))
@@ -248,6 +264,23 @@ static __always_inline int pp_choose(struct __sk_buff *skb, struct pp_service_ke
 	return -1;
 }
 
+/*
+ * The flags a new connection's entries carry (either family). A cluster IP masquerades off-cluster sources only:
+ * a local source keeps its own unless --masquerade-all. External frontends (node ports, external and load-balancer
+ * IPs) masquerade every source their flag covers. Hairpin (the backend is the client): a pod reaching itself
+ * through a frontend sees the node's address, as kube-proxy's `-s endpoint` mark.
+ */
+static __always_inline __u16 pp_connection_flags(const struct pp_service_value *master, const struct pp_localsrc4_value *local, int hairpin)
+{
+	__u16 flags = master->flags;
+
+	if (local && !(local->flags & PP_LOCAL_SOURCE_MASQUERADE) && !(flags & (PP_SVC_FLAG_NODEPORT | PP_SVC_FLAG_EXTERNAL)))
+		flags &= ~PP_SVC_FLAG_MASQUERADE;
+	if (hairpin)
+		flags |= PP_SVC_FLAG_MASQUERADE;
+	return flags;
+}
+
 /* A new connection to a frontend: verdicts first (source ranges, no endpoints), then a backend and both connection entries. */
 static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct pp_packet *packet, struct pp_ct4_value *forward)
 {
@@ -277,16 +310,7 @@ static __always_inline int pp_new_connection(struct __sk_buff *skb, const struct
 	if (verdict >= 0)
 		return verdict;
 
-	/*
-	 * A cluster IP masquerades off-cluster sources only: a local source keeps its own unless --masquerade-all.
-	 * External frontends (node ports, external and load-balancer IPs) masquerade every source their flag covers.
-	 */
-	flags = master->flags;
-	if (local && !(local->flags & PP_LOCAL_SOURCE_MASQUERADE) && !(flags & (PP_SVC_FLAG_NODEPORT | PP_SVC_FLAG_EXTERNAL)))
-		flags &= ~PP_SVC_FLAG_MASQUERADE;
-	/* Hairpin: a pod reaching itself through a frontend sees the node's address, as kube-proxy's `-s endpoint` mark. */
-	if (backend->address[3] == packet->saddr)
-		flags |= PP_SVC_FLAG_MASQUERADE;
+	flags = pp_connection_flags(master, local, backend->address[3] == packet->saddr);
 
 	forward->address = backend->address[3]; /* an IPv4 frontend has IPv4 backends: ::ffff:a.b.c.d */
 	forward->port = backend->port;
@@ -337,7 +361,7 @@ static __always_inline struct pp_ct4_key pp_ct_key(const struct pp_packet *packe
 	return key;
 }
 
-/* ---- IPv6: the same steps with 16-byte addresses (pp_ct6_v1, pp_nodeip6_v1); no L3 checksum to fix. ---- */
+/* ---- IPv6: the same steps with 16-byte addresses (pp_ct6_v1, pp_nodeip6_v1, pp_localsrc6_v1, pp_srcrange6_v1); no L3 checksum to fix. ---- */
 
 #define PP_IP6_OFFSET ETH_HLEN
 #define PP_IP6_SADDR_OFFSET (PP_IP6_OFFSET + __builtin_offsetof(struct ipv6hdr, saddr))
@@ -352,14 +376,6 @@ struct pp_packet6 {
 	__u32 l4_offset;
 	__u32 csum_offset;
 };
-
-static __always_inline void pp_copy6(__u32 to[4], const __u32 from[4])
-{
-	to[0] = from[0];
-	to[1] = from[1];
-	to[2] = from[2];
-	to[3] = from[3];
-}
 
 /* Parses an Ethernet + IPv6 + TCP/UDP packet (TCP or UDP the first next header); 0 when it is one the programs handle. */
 static __always_inline int pp_parse6(struct __sk_buff *skb, struct pp_packet6 *packet)
@@ -381,8 +397,8 @@ static __always_inline int pp_parse6(struct __sk_buff *skb, struct pp_packet6 *p
 	if ((void *)(ports + 2) > data_end)
 		return -1;
 
-	pp_copy6(packet->saddr, ip6->saddr.in6_u.u6_addr32);
-	pp_copy6(packet->daddr, ip6->daddr.in6_u.u6_addr32);
+	pp_address_copy(packet->saddr, ip6->saddr.in6_u.u6_addr32);
+	pp_address_copy(packet->daddr, ip6->daddr.in6_u.u6_addr32);
 	packet->sport = ports[0];
 	packet->dport = ports[1];
 	packet->proto = ip6->nexthdr;
@@ -401,10 +417,9 @@ static __always_inline int pp_rewrite6(struct __sk_buff *skb, const struct pp_pa
 	__u32 port_offset = packet->l4_offset + (to_destination ? 2 : 0);
 	__u64 l4_flags = packet->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 
-	pp_copy6(old_address, to_destination ? packet->daddr : packet->saddr);
-	pp_copy6(new_address, address);
-	if (old_address[0] != new_address[0] || old_address[1] != new_address[1] || old_address[2] != new_address[2] ||
-	    old_address[3] != new_address[3]) {
+	pp_address_copy(old_address, to_destination ? packet->daddr : packet->saddr);
+	pp_address_copy(new_address, address);
+	if (!pp_address_equal(old_address, new_address)) {
 		__s64 diff = bpf_csum_diff(old_address, sizeof(old_address), new_address, sizeof(new_address), 0);
 
 		if (diff < 0)
@@ -426,8 +441,8 @@ static __always_inline int pp_rewrite6(struct __sk_buff *skb, const struct pp_pa
 /* The connection entry's key for an IPv6 packet as it is seen, in one direction. */
 static __always_inline void pp_ct6_key_of(const struct pp_packet6 *packet, __u8 direction, struct pp_ct6_key *key)
 {
-	pp_copy6(key->saddr, packet->saddr);
-	pp_copy6(key->daddr, packet->daddr);
+	pp_address_copy(key->saddr, packet->saddr);
+	pp_address_copy(key->daddr, packet->daddr);
 	key->sport = packet->sport;
 	key->dport = packet->dport;
 	key->proto = packet->proto;
@@ -435,31 +450,46 @@ static __always_inline void pp_ct6_key_of(const struct pp_packet6 *packet, __u8 
 }
 
 /*
- * A new IPv6 connection: the frontend (its destination, or a node port on a node IPv6 address, key
- * ::), a backend and both connection entries. Source ranges are IPv4 only: an IPv6 master never has
- * the flag. The affinity client is the source folded to 63 bits (entries are per frontend, and an
- * IPv6 frontend's rev_nat_id is never an IPv4 one's).
+ * A new IPv6 connection, the steps of pp_new_connection: the frontend (its destination, or a node port on a node
+ * IPv6 address, key ::; a source in pp_localsrc6_v1 reads the internal scope only), source ranges
+ * (pp_srcrange6_v1), a backend, the flags and both connection entries. The affinity client is the source folded
+ * to 63 bits (entries are per frontend, and an IPv6 frontend's rev_nat_id is never an IPv4 one's).
  */
 static __always_inline int pp_new_connection6(struct __sk_buff *skb, const struct pp_packet6 *packet, struct pp_ct6_value *forward)
 {
+	struct pp_localsrc6_key source = { .prefixlen = 128 };
+	struct pp_localsrc4_value *local;
 	struct pp_service_key key = {};
 	struct pp_service_value *master;
 	struct pp_backend *backend = 0;
 	__u32 backend_id = 0;
 	__u64 client;
+	__u16 flags;
 	int verdict;
 
-	pp_copy6(key.address, packet->daddr);
+	pp_address_copy(source.address, packet->saddr);
+	local = bpf_map_lookup_elem(&pp_localsrc6_v1, &source);
+	pp_address_copy(key.address, packet->daddr);
 	key.port = packet->dport;
 	key.proto = packet->proto;
-	master = pp_master(&key, 0); /* local sources are IPv4 only (pp_localsrc4_v1) */
+	master = pp_master(&key, local != 0);
 	if (!master) {
 		if (!bpf_map_lookup_elem(&pp_nodeip6_v1, packet->daddr))
 			return TC_ACT_OK;
 		key.address[0] = key.address[1] = key.address[2] = key.address[3] = 0; /* a node port: :: */
-		master = pp_master(&key, 0); /* local sources are IPv4 only (pp_localsrc4_v1) */
+		master = pp_master(&key, local != 0);
 		if (!master || !(master->flags & PP_SVC_FLAG_NODEPORT))
 			return TC_ACT_OK;
+	}
+
+	if (master->flags & PP_SVC_FLAG_SOURCE_RANGES) {
+		struct pp_srcrange6_key range = {
+			.prefixlen = 32 + 128,
+			.rev_nat_id = master->rev_nat_id,
+		};
+		pp_address_copy(range.address, packet->saddr);
+		if (!bpf_map_lookup_elem(&pp_srcrange6_v1, &range))
+			return TC_ACT_SHOT;
 	}
 
 	client = PP_AFFINITY_CLIENT_ADDRESS | ((__u64)(packet->saddr[0] ^ packet->saddr[1]) << 32) | (packet->saddr[2] ^ packet->saddr[3]);
@@ -467,25 +497,26 @@ static __always_inline int pp_new_connection6(struct __sk_buff *skb, const struc
 	if (verdict >= 0)
 		return verdict;
 
-	pp_copy6(forward->address, backend->address);
+	flags = pp_connection_flags(master, local, pp_address_equal(backend->address, packet->saddr));
+	pp_address_copy(forward->address, backend->address);
 	forward->port = backend->port;
-	forward->flags = master->flags;
+	forward->flags = flags;
 	forward->rev_nat_id = master->rev_nat_id;
 	forward->backend_id = backend_id;
 
 	struct pp_ct6_key reply_key = {}, forward_key = {};
 	struct pp_ct6_value reply = {
 		.port = packet->dport,
-		.flags = master->flags,
+		.flags = flags,
 		.rev_nat_id = master->rev_nat_id,
 	};
-	pp_copy6(reply_key.saddr, backend->address);
-	pp_copy6(reply_key.daddr, packet->saddr);
+	pp_address_copy(reply_key.saddr, backend->address);
+	pp_address_copy(reply_key.daddr, packet->saddr);
 	reply_key.sport = backend->port;
 	reply_key.dport = packet->sport;
 	reply_key.proto = packet->proto;
 	reply_key.direction = PP_CT_REPLY;
-	pp_copy6(reply.address, packet->daddr); /* the address the client used, a node address for a node port */
+	pp_address_copy(reply.address, packet->daddr); /* the address the client used, a node address for a node port */
 	pp_ct6_key_of(packet, PP_CT_FORWARD, &forward_key);
 	/* The reply entry first: a backend's answer must never find a forward entry without it. */
 	if (bpf_map_update_elem(&pp_ct6_v1, &reply_key, &reply, BPF_ANY) ||

@@ -83,19 +83,31 @@ public sealed class EbpfExplainer : IKernelExplainer
                     nodeAddresses.UnionWith(nodes6.Keys<MapAddress>().Select(a => a.ToIPAddress()));
                 }
             }
-            List<SourceRange4Key>? ranges = null;
+            List<SourceRange>? ranges = null;
             var rangePin = Path.Combine(directory, MapLayout.SourceRangesMap);
             if (File.Exists(rangePin))
             {
                 using var map = BpfMap.OpenPinned(rangePin);
-                ranges = map.Keys<SourceRange4Key>();
+                ranges = [.. map.Keys<SourceRange4Key>().Select(SourceRange.From)];
+                var range6Pin = Path.Combine(directory, MapLayout.SourceRanges6Map);
+                if (File.Exists(range6Pin))
+                {
+                    using var map6 = BpfMap.OpenPinned(range6Pin);
+                    ranges.AddRange(map6.Keys<SourceRange6Key>().Select(SourceRange.From));
+                }
             }
-            List<LocalSource4Key>? localSources = null;
+            List<IpPrefix>? localSources = null;
             var localPin = Path.Combine(directory, MapLayout.LocalSourcesMap);
             if (File.Exists(localPin))
             {
                 using var map = BpfMap.OpenPinned(localPin);
-                localSources = map.Keys<LocalSource4Key>();
+                localSources = [.. map.Keys<LocalSource4Key>().Select(k => k.Prefix)];
+                var local6Pin = Path.Combine(directory, MapLayout.LocalSources6Map);
+                if (File.Exists(local6Pin))
+                {
+                    using var map6 = BpfMap.OpenPinned(local6Pin);
+                    localSources.AddRange(map6.Keys<LocalSource6Key>().Select(k => k.Prefix));
+                }
             }
             return new EbpfSnapshot(serviceEntries, backendEntries, nodeAddresses, ranges, EbpfNames.Read(directory), localSources);
         }

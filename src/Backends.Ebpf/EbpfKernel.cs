@@ -91,12 +91,17 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         NodeAddresses = tc.Map(MapLayout.NodeAddressesMap);
         NodeAddresses6 = tc.Map(MapLayout.NodeAddresses6Map);
         SourceRanges = tc.Map(MapLayout.SourceRangesMap);
+        SourceRanges6 = tc.Map(MapLayout.SourceRanges6Map);
         LocalSources = tc.Map(MapLayout.LocalSourcesMap);
+        LocalSources6 = tc.Map(MapLayout.LocalSources6Map);
         Connections = tc.Map(MapLayout.ConnectionsMap);
     }
 
-    /// <summary>pp_localsrc4_v1: the prefixes Core's detect-local calls pods (see <see cref="LocalSourcesOf"/>).</summary>
+    /// <summary>pp_localsrc4_v1: the IPv4 prefixes Core's detect-local calls pods (see <see cref="LocalSourcesOf"/>).</summary>
     public BpfMap LocalSources { get; }
+
+    /// <summary>pp_localsrc6_v1: the IPv6 prefixes Core's detect-local calls pods (see <see cref="LocalSources6Of"/>).</summary>
+    public BpfMap LocalSources6 { get; }
 
     /// <summary>pp_ct4_v1: the tc programs' connection entries.</summary>
     public BpfMap Connections { get; }
@@ -107,8 +112,11 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     /// <summary>pp_nodeip6_v1: the node IPv6 addresses a node port is served on (key: the 16 bytes).</summary>
     public BpfMap NodeAddresses6 { get; }
 
-    /// <summary>pp_srcrange_v1: the allowed client prefixes of frontends with source ranges.</summary>
+    /// <summary>pp_srcrange_v1: the allowed client prefixes of IPv4 frontends with source ranges.</summary>
     public BpfMap SourceRanges { get; }
+
+    /// <summary>pp_srcrange6_v1: the allowed client prefixes of IPv6 frontends with source ranges.</summary>
+    public BpfMap SourceRanges6 { get; }
 
     /// <summary>The interfaces the tc pair is attached to now, by name.</summary>
     public IReadOnlyCollection<string> TcInterfaces => _tcHooks.Keys;
@@ -218,23 +226,37 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     /// tells pods by prefix (ClusterCIDR, NodeCIDR), flagged <see cref="MapLayout.LocalSourceMasquerade"/> under
     /// --masquerade-all; nothing when it tells them by interface (InterfaceNamePrefix, BridgeInterface) or not at all.
     /// </summary>
-    public static IReadOnlyDictionary<LocalSource4Key, LocalSource4Value> LocalSourcesOf(NodeNetwork network)
+    public static IReadOnlyDictionary<LocalSource4Key, LocalSource4Value> LocalSourcesOf(NodeNetwork network) =>
+        LocalSourcesOf(network, IpFamily.IPv4, LocalSource4Key.For);
+
+    /// <summary>What pp_localsrc6_v1 holds for <paramref name="network"/>: as <see cref="LocalSourcesOf"/>, the IPv6 prefixes.</summary>
+    public static IReadOnlyDictionary<LocalSource6Key, LocalSource4Value> LocalSources6Of(NodeNetwork network) =>
+        LocalSourcesOf(network, IpFamily.IPv6, LocalSource6Key.For);
+
+    private static Dictionary<TKey, LocalSource4Value> LocalSourcesOf<TKey>(NodeNetwork network, IpFamily family, Func<IpPrefix, TKey> key)
+        where TKey : notnull
     {
         ArgumentNullException.ThrowIfNull(network);
         var detector = network.LocalDetector;
-        if (detector.Mode is not (LocalDetectMode.ClusterCidr or LocalDetectMode.NodeCidr)) return new Dictionary<LocalSource4Key, LocalSource4Value>();
+        if (detector.Mode is not (LocalDetectMode.ClusterCidr or LocalDetectMode.NodeCidr)) return [];
         var value = new LocalSource4Value { Flags = network.MasqueradeAll ? MapLayout.LocalSourceMasquerade : 0 };
-        return detector.Cidrs.Where(c => c.Family == IpFamily.IPv4).Select(LocalSource4Key.For).Distinct().ToDictionary(k => k, _ => value);
+        return detector.Cidrs.Where(c => c.Family == family).Select(key).Distinct().ToDictionary(k => k, _ => value);
     }
 
-    /// <summary>pp_localsrc4_v1 made to hold <see cref="LocalSourcesOf"/>: stale prefixes deleted, the others written.</summary>
+    /// <summary>pp_localsrc4_v1 and pp_localsrc6_v1 made to hold <see cref="LocalSourcesOf"/> and <see cref="LocalSources6Of"/>: stale prefixes deleted, the others written.</summary>
     private void WriteLocalSources(NodeNetwork network)
     {
-        var wanted = LocalSourcesOf(network);
-        foreach (var key in LocalSources.Keys<LocalSource4Key>().ToList())
-            if (!wanted.ContainsKey(key)) LocalSources.Delete(key);
-        foreach (var (key, value) in wanted)
-            if (!LocalSources.TryLookup(key, out LocalSource4Value current) || current != value) LocalSources.Update(key, value);
+        Sync(LocalSources, LocalSourcesOf(network));
+        Sync(LocalSources6, LocalSources6Of(network));
+
+        static void Sync<TKey>(BpfMap map, IReadOnlyDictionary<TKey, LocalSource4Value> wanted)
+            where TKey : unmanaged
+        {
+            foreach (var key in map.Keys<TKey>().ToList())
+                if (!wanted.ContainsKey(key)) map.Delete(key);
+            foreach (var (key, value) in wanted)
+                if (!map.TryLookup(key, out LocalSource4Value current) || current != value) map.Update(key, value);
+        }
     }
 
     private void AttachTcPrograms() => InOwnNamespace(AttachTcPrograms);
@@ -410,7 +432,10 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         var backends = ImmutableDictionary.CreateBuilder<uint, Backend>();
         foreach (var id in Backends.Keys<uint>())
             if (Backends.TryLookup(id, out Backend value)) backends[id] = value;
-        return new EbpfMapContents(services.ToImmutable(), backends.ToImmutable()) { SourceRanges = [.. SourceRanges.Keys<SourceRange4Key>()] };
+        return new EbpfMapContents(services.ToImmutable(), backends.ToImmutable())
+        {
+            SourceRanges = [.. SourceRanges.Keys<SourceRange4Key>().Select(SourceRange.From), .. SourceRanges6.Keys<SourceRange6Key>().Select(SourceRange.From)],
+        };
     }
 
     public void Write(MapWrite write)
@@ -421,8 +446,10 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
             case BackendDelete d: Backends.Delete(d.Id); break;
             case ServiceUpdate u: Services.Update(u.Key, u.Value); break;
             case ServiceDelete d: Services.Delete(d.Key); break;
-            case SourceRangeUpdate u: SourceRanges.Update(u.Key, 0u); break;
-            case SourceRangeDelete d: SourceRanges.Delete(d.Key); break;
+            case SourceRangeUpdate { Key.Prefix.Family: IpFamily.IPv4 } u: SourceRanges.Update(u.Key.Key4, 0u); break;
+            case SourceRangeUpdate u: SourceRanges6.Update(u.Key.Key6, 0u); break;
+            case SourceRangeDelete { Key.Prefix.Family: IpFamily.IPv4 } d: SourceRanges.Delete(d.Key.Key4); break;
+            case SourceRangeDelete d: SourceRanges6.Delete(d.Key.Key6); break;
             default: throw new ArgumentException($"unknown map write {write}", nameof(write));
         }
     }
@@ -434,8 +461,10 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.ServicesMap)) &&
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.BackendsMap)) &&
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.SourceRangesMap)) &&
+        File.Exists(Path.Combine(Location.PinDirectory, MapLayout.SourceRanges6Map)) &&
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.NodeAddressesMap)) &&
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.LocalSourcesMap)) &&
+        File.Exists(Path.Combine(Location.PinDirectory, MapLayout.LocalSources6Map)) &&
         SockPrograms.All.All(p => File.Exists(EbpfLocation.LinkPin(Location.PinDirectory, p))) &&
         _tcHooks.All(h => h.Value.Pinned(Location.PinDirectory, h.Key));
 

@@ -49,20 +49,41 @@ public sealed record ServiceDelete(ServiceKey Key) : MapWrite
     public override string ToString() => Key.Slot == 0 ? $"delete service {EbpfText.Frontend(Key)} master" : $"delete service {EbpfText.Frontend(Key)} slot {Key.Slot}";
 }
 
-/// <summary>Adds an allowed client prefix of a frontend with source ranges (<c>pp_srcrange_v1</c>, keyed by its master's reverse-NAT id).</summary>
-public sealed record SourceRangeUpdate(SourceRange4Key Key, ServicePortName Owner) : MapWrite
+/// <summary>
+/// An allowed client prefix of a frontend with source ranges, either family, keyed by its master's reverse-NAT id:
+/// an IPv4 prefix lives in <c>pp_srcrange_v1</c> (<see cref="SourceRange4Key"/>), an IPv6 one in <c>pp_srcrange6_v1</c>
+/// (<see cref="SourceRange6Key"/>); <see cref="Map"/> says which.
+/// </summary>
+public readonly record struct SourceRange(uint RevNatId, IpPrefix Prefix)
 {
-    public override string Map => MapLayout.SourceRangesMap;
+    public string Map => Prefix.Family == IpFamily.IPv4 ? MapLayout.SourceRangesMap : MapLayout.SourceRanges6Map;
 
-    public override string ToString() => $"source-range {EbpfText.SourceRange(Key)}  # {Owner}";
+    public SourceRange4Key Key4 => SourceRange4Key.For(RevNatId, Prefix.Address, Prefix.Length);
+
+    public SourceRange6Key Key6 => SourceRange6Key.For(RevNatId, Prefix.Address, Prefix.Length);
+
+    public static SourceRange From(SourceRange4Key key) => new(key.RevNatId, new IpPrefix(MapLayout.HostAddress(key.Address), (int)key.Prefixlen - 32));
+
+    public static SourceRange From(SourceRange6Key key) => new(key.RevNatId, new IpPrefix(key.Address.ToIPAddress(), (int)key.Prefixlen - 32));
+
+    /// <summary><c>203.0.113.0/24 revnat 3</c>.</summary>
+    public override string ToString() => $"{Prefix} revnat {RevNatId}";
+}
+
+/// <summary>Adds an allowed client prefix of a frontend with source ranges (<c>pp_srcrange_v1</c> or <c>pp_srcrange6_v1</c>, by its family).</summary>
+public sealed record SourceRangeUpdate(SourceRange Key, ServicePortName Owner) : MapWrite
+{
+    public override string Map => Key.Map;
+
+    public override string ToString() => $"source-range {Key}  # {Owner}";
 }
 
 /// <summary>Deletes an allowed client prefix no master entry wants any more.</summary>
-public sealed record SourceRangeDelete(SourceRange4Key Key) : MapWrite
+public sealed record SourceRangeDelete(SourceRange Key) : MapWrite
 {
-    public override string Map => MapLayout.SourceRangesMap;
+    public override string Map => Key.Map;
 
-    public override string ToString() => $"delete source-range {EbpfText.SourceRange(Key)}";
+    public override string ToString() => $"delete source-range {Key}";
 }
 
 /// <summary>What the maps hold (read by a full sync, or remembered from the last plan).</summary>
@@ -70,8 +91,8 @@ public sealed record EbpfMapContents(ImmutableDictionary<ServiceKey, ServiceValu
 {
     public static EbpfMapContents Empty { get; } = new(ImmutableDictionary<ServiceKey, ServiceValue>.Empty, ImmutableDictionary<uint, Backend>.Empty);
 
-    /// <summary>The allowed client prefixes in <c>pp_srcrange_v1</c>.</summary>
-    public ImmutableHashSet<SourceRange4Key> SourceRanges { get; init; } = ImmutableHashSet<SourceRange4Key>.Empty;
+    /// <summary>The allowed client prefixes in <c>pp_srcrange_v1</c> (IPv4) and <c>pp_srcrange6_v1</c> (IPv6).</summary>
+    public ImmutableHashSet<SourceRange> SourceRanges { get; init; } = ImmutableHashSet<SourceRange>.Empty;
 }
 
 /// <summary>
@@ -144,9 +165,9 @@ public sealed record EbpfPlan(ImmutableArray<MapWrite> Writes, EbpfPlannerState 
 /// external what off-node clients get, present only when it differs;</item>
 /// <item>Core's Drop is count 0 with <see cref="MapLayout.ServiceFlagDrop"/>, Reject is count 0.</item>
 /// </list>
-/// Source ranges flag an IPv4 master (<see cref="MapLayout.ServiceFlagSourceRanges"/>) and write its
-/// prefixes into the tc programs' LPM map; IPv6 ones are not rendered (tc.c acts on IPv4 only). IPv6 frontends share the maps (16-byte addresses, IPv4
-/// held as ::ffff:a.b.c.d), each family rendered from Core's verdict for it.
+/// Source ranges flag a load-balancer IP's master (<see cref="MapLayout.ServiceFlagSourceRanges"/>) and write its
+/// prefixes into the tc programs' LPM trie of its family (<see cref="SourceRange"/>). IPv6 frontends share the maps
+/// (16-byte addresses, IPv4 held as ::ffff:a.b.c.d), each family rendered from Core's verdict for it.
 /// </summary>
 public sealed class EbpfPlanner
 {
@@ -228,9 +249,9 @@ public sealed class EbpfPlanner
 
         var affinity = verdict.AffinityTimeoutSeconds is null ? (ushort)0 : MapLayout.ServiceFlagAffinity;
         var timeout = (uint)(verdict.AffinityTimeoutSeconds ?? 0);
-        // The allowed prefixes live in an IPv4 LPM trie (pp_srcrange_v1) that only tc (IPv4) reads: IPv6 has none, and no flag.
-        var ranges = family != IpFamily.IPv4 ? [] : verdict.SourceRanges.Where(r => r.Family == IpFamily.IPv4).Distinct()
-            .OrderBy(r => System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(r.Address.GetAddressBytes())).ThenBy(r => r.Length).ToImmutableArray();
+        // The allowed prefixes of this family's frontends, in its LPM trie (pp_srcrange_v1, pp_srcrange6_v1), read by tc.
+        var ranges = verdict.SourceRanges.Where(r => r.Family == family).Distinct()
+            .Order(Comparer<IpPrefix>.Create(SourceRangeComparer.ComparePrefixes)).ToImmutableArray();
 
         // Cluster IP: internal traffic only (an off-node client of a cluster IP is internal traffic too).
         var internalMasquerade = verdict.InternalMasquerade != SourceMasquerade.None ? MapLayout.ServiceFlagMasquerade : (ushort)0;
@@ -288,7 +309,7 @@ public sealed class EbpfPlanner
         private readonly List<MapWrite> _staleSlots = [];
         private readonly List<MapWrite> _newRanges = [];
         private readonly HashSet<uint> _maybeUnreferenced = [];
-        private readonly HashSet<SourceRange4Key> _wantedRanges = [];
+        private readonly HashSet<SourceRange> _wantedRanges = [];
         private readonly HashSet<uint> _rangeOwnersTouched = [];
         private bool _allRangesTouched;
 
@@ -300,7 +321,7 @@ public sealed class EbpfPlanner
         public required ImmutableDictionary<uint, int>.Builder References { get; init; }
         public required IdPool BackendPool { get; set; }
         public required IdPool RevNatPool { get; set; }
-        public required ImmutableHashSet<SourceRange4Key>.Builder Ranges { get; init; }
+        public required ImmutableHashSet<SourceRange>.Builder Ranges { get; init; }
 
         /// <summary>Full sync only: the slots (1..) the maps hold under each master key, slot 0 included when present.</summary>
         public Dictionary<ServiceKey, SortedSet<ushort>> SlotsByMaster { get; } = [];
@@ -406,7 +427,7 @@ public sealed class EbpfPlanner
             if (hasMaster) _rangeOwnersTouched.Add(current.RevNatId);
             foreach (var range in wanted.SourceRanges.IsDefault ? [] : wanted.SourceRanges)
             {
-                var rangeKey = SourceRange4Key.For(revNat, range.Address, range.Length);
+                var rangeKey = new SourceRange(revNat, range);
                 _wantedRanges.Add(rangeKey);
                 if (Ranges.Add(rangeKey)) _newRanges.Add(new SourceRangeUpdate(rangeKey, wanted.Owner));
             }
@@ -493,17 +514,23 @@ public sealed class EbpfPlanner
     }
 }
 
-/// <summary>Orders source-range keys: reverse-NAT id, address (host order), prefix length.</summary>
-public sealed class SourceRangeComparer : IComparer<SourceRange4Key>
+/// <summary>Orders source ranges: reverse-NAT id, then the prefix (IPv4 before IPv6, address bytes, length).</summary>
+public sealed class SourceRangeComparer : IComparer<SourceRange>
 {
     public static SourceRangeComparer Instance { get; } = new();
 
-    public int Compare(SourceRange4Key x, SourceRange4Key y)
+    public int Compare(SourceRange x, SourceRange y)
     {
         var c = x.RevNatId.CompareTo(y.RevNatId);
+        return c != 0 ? c : ComparePrefixes(x.Prefix, y.Prefix);
+    }
+
+    public static int ComparePrefixes(IpPrefix x, IpPrefix y)
+    {
+        var c = x.Family.CompareTo(y.Family);
         if (c != 0) return c;
-        if ((c = MapLayout.HostAddress(x.Address).GetAddressBytes().AsSpan().SequenceCompareTo(MapLayout.HostAddress(y.Address).GetAddressBytes())) != 0) return c;
-        return x.Prefixlen.CompareTo(y.Prefixlen);
+        if ((c = x.Address.GetAddressBytes().AsSpan().SequenceCompareTo(y.Address.GetAddressBytes())) != 0) return c;
+        return x.Length.CompareTo(y.Length);
     }
 }
 
@@ -538,9 +565,6 @@ public static class EbpfText
     /// <summary><c>10.0.0.1:80</c>, or <c>[fd00::1]:80</c>; the port in network order.</summary>
     public static string Endpoint(IPAddress address, ushort networkPort) =>
         address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{address}]:{MapLayout.HostPort(networkPort)}" : $"{address}:{MapLayout.HostPort(networkPort)}";
-
-    /// <summary><c>203.0.113.0/24 revnat 3</c>.</summary>
-    public static string SourceRange(SourceRange4Key key) => $"{MapLayout.HostAddress(key.Address)}/{key.Prefixlen - 32} revnat {key.RevNatId}";
 
     public static string Backend(Backend backend) =>
         $"{Endpoint(backend.Address.ToIPAddress(), backend.Port)}/{Protocol(backend.Proto)}";

@@ -10,15 +10,15 @@ namespace ProxyPlanes.Backends.Ebpf;
 /// What <c>proxyplanes explain</c> reads of a node in eBPF mode: the pinned maps' contents.
 /// <see cref="NodeAddresses"/> (the socket hooks' and tc's) and <see cref="SourceRanges"/> (tc's own) are null
 /// when their maps are not pinned; without pp_srcrange_v1 the tc programs are not in use: only the socket hooks
-/// act, on processes in --bpf-cgroup. <see cref="LocalSources"/>: pp_localsrc4_v1's prefixes (the pods, by Core's detect-local).
+/// act, on processes in --bpf-cgroup. <see cref="LocalSources"/>: pp_localsrc4_v1's and pp_localsrc6_v1's prefixes (the pods, by Core's detect-local).
 /// </summary>
 public sealed record EbpfSnapshot(
     IReadOnlyDictionary<ServiceKey, ServiceValue> Services,
     IReadOnlyDictionary<uint, Backend> Backends,
     IReadOnlySet<IPAddress>? NodeAddresses,
-    IReadOnlyCollection<SourceRange4Key>? SourceRanges,
+    IReadOnlyCollection<SourceRange>? SourceRanges,
     IReadOnlyDictionary<uint, string>? Names = null,
-    IReadOnlyCollection<LocalSource4Key>? LocalSources = null)
+    IReadOnlyCollection<IpPrefix>? LocalSources = null)
 {
     /// <summary>Whether the tc programs' maps are pinned, so off-node clients meet the tc programs.</summary>
     public bool TcInUse => SourceRanges is not null;
@@ -51,21 +51,24 @@ public static class EbpfTracer
         var local = question.Source is { } source
             && (node.LocalAddresses.Contains(source) || IPAddress.IsLoopback(source) || snapshot.NodeAddresses?.Contains(source) == true);
         if (!snapshot.TcInUse || local) return TraceSocket(snapshot, question, []);
-        // A pod (a source in pp_localsrc4_v1): its process is taken to be in --bpf-cgroup (the default, the root, holds every pod).
+        // A pod (a source in pp_localsrc4_v1 / pp_localsrc6_v1): its process is taken to be in --bpf-cgroup (the default, the root, holds every pod).
         if (question.Source is { } client && LocalSourceOf(snapshot.LocalSources, client) is { } pods)
-            return TraceSocket(snapshot, question, [$"{MapLayout.LocalSourcesMap}[{client}]: in {pods}, a pod of this cluster: its process is in --bpf-cgroup"]);
+        {
+            var map = client.AddressFamily == AddressFamily.InterNetworkV6 ? MapLayout.LocalSources6Map : MapLayout.LocalSourcesMap;
+            return TraceSocket(snapshot, question, [$"{map}[{client}]: in {pods}, a pod of this cluster: its process is in --bpf-cgroup"]);
+        }
         return TraceTc(snapshot, question);
     }
 
-    /// <summary>The longest prefix of pp_localsrc4_v1 holding <paramref name="client"/>, as the LPM trie answers; null when none does.</summary>
-    private static LocalSource4Key? LocalSourceOf(IReadOnlyCollection<LocalSource4Key>? prefixes, IPAddress client)
+    /// <summary>The longest local-sources prefix of the client's family holding <paramref name="client"/>, as the LPM trie answers; null when none does.</summary>
+    private static IpPrefix? LocalSourceOf(IReadOnlyCollection<IpPrefix>? prefixes, IPAddress client)
     {
-        if (prefixes is null || client.AddressFamily != AddressFamily.InterNetwork) return null;
-        LocalSource4Key? best = null;
-        foreach (var key in prefixes)
+        if (prefixes is null) return null;
+        IpPrefix? best = null;
+        foreach (var prefix in prefixes)
         {
-            if (key.Prefixlen > 32 || !new IpPrefix(MapLayout.HostAddress(key.Address), (int)key.Prefixlen).Contains(client)) continue;
-            if (best is null || key.Prefixlen > best.Value.Prefixlen) best = key;
+            if (prefix.Address.AddressFamily != client.AddressFamily || !prefix.Contains(client)) continue;
+            if (best is null || prefix.Length > best.Value.Length) best = prefix;
         }
         return best;
     }
@@ -154,11 +157,11 @@ public static class EbpfTracer
             if (range is null)
             {
                 steps.Add(source is null
-                    ? $"{MapLayout.SourceRangesMap}: source ranges apply and no client address was given: an arbitrary client is outside them"
-                    : $"{MapLayout.SourceRangesMap}[rev_nat {master.RevNatId}, {source}]: no range holds the client");
+                    ? $"{RangesMap(masterKey)}: source ranges apply and no client address was given: an arbitrary client is outside them"
+                    : $"{RangesMap(masterKey)}[rev_nat {master.RevNatId}, {source}]: no range holds the client");
                 return new PacketFate(name, frontend, PacketVerdict.Drop, [], masquerade, Affine(master), "the source is outside loadBalancerSourceRanges: dropped (TC_ACT_SHOT)", steps);
             }
-            steps.Add($"{MapLayout.SourceRangesMap}[rev_nat {master.RevNatId}, {source}]: allowed by {MapLayout.HostAddress(range.Value.Address)}/{range.Value.Prefixlen - 32}");
+            steps.Add($"{range.Value.Map}[rev_nat {master.RevNatId}, {source}]: allowed by {range.Value.Prefix}");
         }
         if (master.Count == 0)
         {
@@ -220,19 +223,20 @@ public static class EbpfTracer
     }
 
     /// <summary>The longest prefix of <paramref name="revNatId"/>'s ranges holding <paramref name="client"/>, as the LPM trie answers.</summary>
-    private static SourceRange4Key? LongestRange(IReadOnlyCollection<SourceRange4Key>? ranges, uint revNatId, IPAddress client)
+    private static SourceRange? LongestRange(IReadOnlyCollection<SourceRange>? ranges, uint revNatId, IPAddress client)
     {
-        if (ranges is null || client.AddressFamily != AddressFamily.InterNetwork) return null;
-        SourceRange4Key? best = null;
+        if (ranges is null) return null;
+        SourceRange? best = null;
         foreach (var range in ranges)
         {
-            if (range.RevNatId != revNatId || range.Prefixlen < 32 || range.Prefixlen > 64) continue;
-            var length = (int)range.Prefixlen - 32;
-            if (!IpPrefix.TryParse($"{MapLayout.HostAddress(range.Address)}/{length}", out var prefix) || !prefix.Contains(client)) continue;
-            if (best is null || range.Prefixlen > best.Value.Prefixlen) best = range;
+            if (range.RevNatId != revNatId || range.Prefix.Address.AddressFamily != client.AddressFamily || !range.Prefix.Contains(client)) continue;
+            if (best is null || range.Prefix.Length > best.Value.Prefix.Length) best = range;
         }
         return best;
     }
+
+    /// <summary>The source-ranges trie of a frontend's family.</summary>
+    private static string RangesMap(ServiceKey frontend) => frontend.Address.IsIPv4 ? MapLayout.SourceRangesMap : MapLayout.SourceRanges6Map;
 
     private static string FrontendOf(ServiceValue master) =>
         (master.Flags & MapLayout.ServiceFlagNodePort) != 0 ? Frontends.NodePort

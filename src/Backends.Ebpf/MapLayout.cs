@@ -29,6 +29,8 @@ public static class MapLayout
     public const string NodeAddresses6Map = "pp_nodeip6_v1";
     public const string Connections6Map = "pp_ct6_v1";
     public const string LocalSourcesMap = "pp_localsrc4_v1";
+    public const string SourceRanges6Map = "pp_srcrange6_v1";
+    public const string LocalSources6Map = "pp_localsrc6_v1";
 
     /// <summary>PP_LOCAL_SOURCE_MASQUERADE: a local source is masqueraded too (--masquerade-all).</summary>
     public const uint LocalSourceMasquerade = 0x0001;
@@ -351,6 +353,26 @@ public record struct SourceRange4Key
     }
 }
 
+/// <summary>struct pp_srcrange6_key: an allowed client prefix of an IPv6 frontend (loadBalancerSourceRanges), in the LPM trie pp_srcrange6_v1.</summary>
+[CStruct("pp_srcrange6_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct SourceRange6Key
+{
+    public uint Prefixlen;
+    public uint RevNatId;
+    public MapAddress Address;
+
+    /// <summary>The key for <paramref name="address"/>/<paramref name="prefixLength"/> (IPv6) of frontend <paramref name="revNatId"/>.</summary>
+    public static SourceRange6Key For(uint revNatId, IPAddress address, int prefixLength)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        if (address.AddressFamily != AddressFamily.InterNetworkV6) throw new ArgumentException($"{address} is not IPv6 (this map holds IPv6 only)", nameof(address));
+        ArgumentOutOfRangeException.ThrowIfNegative(prefixLength);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(prefixLength, 128);
+        return new() { Prefixlen = 32 + (uint)prefixLength, RevNatId = revNatId, Address = MapAddress.For(address) };
+    }
+}
+
 /// <summary>struct pp_localsrc4_key: a local-sources prefix (Core's detect-local by CIDR) in the LPM trie pp_localsrc4_v1.</summary>
 [CStruct("pp_localsrc4_key")]
 [StructLayout(LayoutKind.Sequential)]
@@ -366,10 +388,34 @@ public record struct LocalSource4Key
         return new() { Prefixlen = (uint)prefix.Length, Address = MapLayout.NetworkAddress(prefix.Address) };
     }
 
-    public override readonly string ToString() => $"{MapLayout.HostAddress(Address)}/{Prefixlen}";
+    /// <summary>The prefix this key holds.</summary>
+    public readonly IpPrefix Prefix => new(MapLayout.HostAddress(Address), (int)Prefixlen);
+
+    public override readonly string ToString() => Prefix.ToString();
 }
 
-/// <summary>struct pp_localsrc4_value: <see cref="MapLayout.LocalSourceMasquerade"/> or 0.</summary>
+/// <summary>struct pp_localsrc6_key: an IPv6 local-sources prefix in the LPM trie pp_localsrc6_v1 (its value a <see cref="LocalSource4Value"/> too).</summary>
+[CStruct("pp_localsrc6_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct LocalSource6Key
+{
+    public uint Prefixlen;
+    public MapAddress Address;
+
+    /// <summary>The key for <paramref name="prefix"/> (IPv6).</summary>
+    public static LocalSource6Key For(IpPrefix prefix)
+    {
+        if (prefix.Family != IpFamily.IPv6) throw new ArgumentException($"{prefix} is not IPv6", nameof(prefix));
+        return new() { Prefixlen = (uint)prefix.Length, Address = MapAddress.For(prefix.Address) };
+    }
+
+    /// <summary>The prefix this key holds.</summary>
+    public readonly IpPrefix Prefix => new(Address.ToIPAddress(), (int)Prefixlen);
+
+    public override readonly string ToString() => Prefix.ToString();
+}
+
+/// <summary>struct pp_localsrc4_value: <see cref="MapLayout.LocalSourceMasquerade"/> or 0 (the value of pp_localsrc6_v1 too).</summary>
 [CStruct("pp_localsrc4_value")]
 [StructLayout(LayoutKind.Sequential)]
 public record struct LocalSource4Value

@@ -87,10 +87,13 @@ public sealed class EbpfBackendTests : IDisposable
         Assert.Equal([MapLayout.NetworkAddress(IPAddress.Parse("192.0.2.1"))], kernel.NodeAddresses.Keys<uint>());
         // IPv6: the global address, not the veths' link-local ones.
         Assert.Equal([IPAddress.Parse("2001:db8:5::1")], kernel.NodeAddresses6.Keys<MapAddress>().Select(a => a.ToIPAddress()));
-        // Detect-local by the cluster CIDR: its IPv4 prefix is the local sources (the IPv6 one is not this map's).
+        // Detect-local by the cluster CIDR: each family's prefix is the local sources of its map.
         Assert.Equal([LocalSource4Key.For(IpPrefix.Parse("10.244.0.0/16"))], kernel.LocalSources.Keys<LocalSource4Key>());
         Assert.True(kernel.LocalSources.TryLookup(LocalSource4Key.For(IpPrefix.Parse("10.244.0.0/16")), out LocalSource4Value plain));
         Assert.Equal(0u, plain.Flags);
+        Assert.Equal([IpPrefix.Parse("fd00:10:244::/48")], kernel.LocalSources6.Keys<LocalSource6Key>().Select(k => k.Prefix));
+        Assert.True(kernel.LocalSources6.TryLookup(LocalSource6Key.For(IpPrefix.Parse("fd00:10:244::/48")), out LocalSource4Value plain6));
+        Assert.Equal(0u, plain6.Flags);
 
         // A new interface, and --nodeport-addresses choosing another address.
         await Ip("link add pptcc type veth peer name pptcd", "addr add 198.51.100.7/32 dev pptcc", "link set pptcc up");
@@ -99,7 +102,7 @@ public sealed class EbpfBackendTests : IDisposable
         {
             NodePortAddresses = new EquatableArray<IPAddress>([IPAddress.Parse("198.51.100.7")]),
             MasqueradeAll = true,
-            LocalDetector = new LocalTrafficDetector(LocalDetectMode.NodeCidr, new EquatableArray<IpPrefix>([IpPrefix.Parse("10.244.1.0/24")])),
+            LocalDetector = new LocalTrafficDetector(LocalDetectMode.NodeCidr, new EquatableArray<IpPrefix>([IpPrefix.Parse("10.244.1.0/24"), IpPrefix.Parse("fd00:10:244:1::/64")])),
         };
         await backend.SyncAsync(StateBuilder.Full(StateBuilder.State(chosen, StateBuilder.Port(StateBuilder.Info("web", Vip), [StateBuilder.Endpoint("127.0.0.2")]))), default);
         Assert.Contains("pptcc", kernel.TcInterfaces);
@@ -109,6 +112,9 @@ public sealed class EbpfBackendTests : IDisposable
         Assert.Equal([LocalSource4Key.For(IpPrefix.Parse("10.244.1.0/24"))], kernel.LocalSources.Keys<LocalSource4Key>());
         Assert.True(kernel.LocalSources.TryLookup(LocalSource4Key.For(IpPrefix.Parse("10.244.1.0/24")), out LocalSource4Value masqueradeAll));
         Assert.Equal(MapLayout.LocalSourceMasquerade, masqueradeAll.Flags);
+        Assert.Equal([IpPrefix.Parse("fd00:10:244:1::/64")], kernel.LocalSources6.Keys<LocalSource6Key>().Select(k => k.Prefix));
+        Assert.True(kernel.LocalSources6.TryLookup(LocalSource6Key.For(IpPrefix.Parse("fd00:10:244:1::/64")), out LocalSource4Value masqueradeAll6));
+        Assert.Equal(MapLayout.LocalSourceMasquerade, masqueradeAll6.Flags);
         Assert.True(await backend.CanaryIntactAsync(default));
 
         // Pins removed behind the daemon's back: the canary sees it, a full sync pins and attaches again.
@@ -124,6 +130,7 @@ public sealed class EbpfBackendTests : IDisposable
         var byInterface = StateBuilder.Network with { LocalDetector = new LocalTrafficDetector(LocalDetectMode.InterfaceNamePrefix, EquatableArray<IpPrefix>.Empty, "veth") };
         await backend.SyncAsync(StateBuilder.Full(StateBuilder.State(byInterface, StateBuilder.Port(StateBuilder.Info("web", Vip), [StateBuilder.Endpoint("127.0.0.2")]))), default);
         Assert.Empty(kernel.LocalSources.Keys<LocalSource4Key>());
+        Assert.Empty(kernel.LocalSources6.Keys<LocalSource6Key>());
         Assert.DoesNotContain("pptcc", kernel.TcInterfaces);
         Assert.False(File.Exists(EbpfKernel.TcLinkPin(pins, "pptcc", TcDirection.Ingress)));
 
@@ -172,6 +179,45 @@ public sealed class EbpfBackendTests : IDisposable
             Assert.All(Client(10), reply => Assert.Equal("ok backend-b", reply));
         }
         Assert.Equal(SockPrograms.All.Count, CgroupLinks());
+    }
+
+    /// <summary>
+    /// loadBalancerSourceRanges of a dual-stack load balancer: each family's prefixes go into its own trie
+    /// (pp_srcrange_v1, pp_srcrange6_v1) under that family's master, a full sync reads both back (nothing to
+    /// write), and a range removed is deleted from its trie only.
+    /// </summary>
+    [KernelFact(needsCgroup: true)]
+    public async Task Sync_DualStackSourceRanges_EachFamilysTrie_ReadBackByTheFullSync()
+    {
+        var info = StateBuilder.Info("lb", Vip + ",fd00:10:96::10") with
+        {
+            LoadBalancerIPs = new EquatableArray<IPAddress>([IPAddress.Parse("192.0.2.10"), IPAddress.Parse("2001:db8:ff::10")]),
+            LoadBalancerSourceRanges = new EquatableArray<IpPrefix>([IpPrefix.Parse("203.0.113.0/24"), IpPrefix.Parse("2001:db8:100::/48"), IpPrefix.Parse("2001:db8:200::7/128")]),
+        };
+        DesiredState StateWith(ServicePortInfo port) =>
+            StateBuilder.State(null, StateBuilder.Port(port, StateBuilder.Endpoint("127.0.0.2"), StateBuilder.Endpoint("fd00:10:244::2")));
+        using var metrics = new ProxyMetrics();
+        using var kernel = OpenKernel(Location);
+        var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
+
+        await backend.SyncAsync(StateBuilder.Full(StateWith(info)), default);
+        var masters = kernel.Read().Services.Where(s => s.Key.Slot == 0 && (s.Value.Flags & MapLayout.ServiceFlagSourceRanges) != 0)
+            .ToDictionary(s => s.Key.Address.ToIPAddress().ToString(), s => s.Value.RevNatId);
+        var v4 = masters["192.0.2.10"];
+        var v6 = masters["2001:db8:ff::10"];
+        Assert.Equal([SourceRange4Key.For(v4, IPAddress.Parse("203.0.113.0"), 24)], kernel.SourceRanges.Keys<SourceRange4Key>());
+        Assert.Equal(
+            [SourceRange6Key.For(v6, IPAddress.Parse("2001:db8:100::"), 48), SourceRange6Key.For(v6, IPAddress.Parse("2001:db8:200::7"), 128)],
+            kernel.SourceRanges6.Keys<SourceRange6Key>().OrderBy(k => k.Prefixlen));
+
+        await backend.SyncAsync(StateBuilder.Full(StateWith(info)), default);
+        Assert.Empty(backend.LastPlan!.Writes);
+
+        var fewer = info with { LoadBalancerSourceRanges = new EquatableArray<IpPrefix>([IpPrefix.Parse("203.0.113.0/24"), IpPrefix.Parse("2001:db8:100::/48")]) };
+        await backend.SyncAsync(StateBuilder.Partial(StateWith(fewer), info.Name), default);
+        Assert.Equal([SourceRange6Key.For(v6, IPAddress.Parse("2001:db8:100::"), 48)], kernel.SourceRanges6.Keys<SourceRange6Key>());
+        Assert.Single(kernel.SourceRanges.Keys<SourceRange4Key>());
+        _namespace.Run(() => EbpfKernel.RemoveNamespaceState(NullLogger.Instance));
     }
 
     [KernelFact(needsCgroup: true)]

@@ -170,6 +170,34 @@ public sealed class EbpfPlannerTests
         Assert.Equal(["0.0.0.0", "10.96.0.10", "::", "fd00::10"], masters);
     }
 
+    [Fact]
+    public void Plan_DualStackSourceRanges_EachFamilysPrefixesUnderItsOwnMaster_InItsOwnTrie()
+    {
+        var info = StateBuilder.Info("lb", "10.96.0.10,fd00::10") with
+        {
+            LoadBalancerIPs = new EquatableArray<IPAddress>(new[] { IPAddress.Parse("192.0.2.10"), IPAddress.Parse("2001:db8:ff::10") }),
+            LoadBalancerSourceRanges = new EquatableArray<IpPrefix>(new[] { IpPrefix.Parse("203.0.113.0/24"), IpPrefix.Parse("2001:db8:100::/48") }),
+        };
+        var state = StateBuilder.State(null, StateBuilder.Port(info, StateBuilder.Endpoint("10.244.1.1"), StateBuilder.Endpoint("fd00:10:244::1")));
+        var planner = new EbpfPlanner();
+        var plan = planner.Plan(StateBuilder.Full(state), null, EbpfMapContents.Empty);
+
+        var ranges = plan.Writes.OfType<SourceRangeUpdate>().Select(w => $"{w.Map} {w.Key}").ToList();
+        var flagged = plan.State.Maps.Services.Where(s => s.Key.Slot == 0 && (s.Value.Flags & MapLayout.ServiceFlagSourceRanges) != 0)
+            .ToDictionary(s => s.Key.Address.ToIPAddress().ToString(), s => s.Value.RevNatId);
+        Assert.Equal(["192.0.2.10", "2001:db8:ff::10"], flagged.Keys.Order(StringComparer.Ordinal));
+        Assert.Equal(
+            [$"pp_srcrange6_v1 2001:db8:100::/48 revnat {flagged["2001:db8:ff::10"]}", $"pp_srcrange_v1 203.0.113.0/24 revnat {flagged["192.0.2.10"]}"],
+            ranges.Order(StringComparer.Ordinal));
+
+        // The IPv6 load balancer drops its ranges: its prefix goes, the IPv4 one stays.
+        var without6 = StateBuilder.State(null, StateBuilder.Port(info with { LoadBalancerSourceRanges = new EquatableArray<IpPrefix>(new[] { IpPrefix.Parse("203.0.113.0/24") }) },
+            StateBuilder.Endpoint("10.244.1.1"), StateBuilder.Endpoint("fd00:10:244::1")));
+        var next = planner.Plan(StateBuilder.Partial(without6, info.Name), plan.State, null);
+        Assert.Equal([$"pp_srcrange6_v1 2001:db8:100::/48 revnat {flagged["2001:db8:ff::10"]}"], next.Writes.OfType<SourceRangeDelete>().Select(w => $"{w.Map} {w.Key}"));
+        Assert.Equal([new SourceRange(flagged["192.0.2.10"], IpPrefix.Parse("203.0.113.0/24"))], next.State.Maps.SourceRanges);
+    }
+
     /// <summary>
     /// Random clusters changed step by step: after every single write of every partial plan, each
     /// master entry's slots 1..count exist and name a backend that exists (what a program may read at

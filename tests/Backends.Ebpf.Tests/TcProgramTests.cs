@@ -37,11 +37,13 @@ public sealed class TcProgramTests : IDisposable
     {
         Assert.Equal([TcPrograms.Egress, TcPrograms.Ingress], _tc.Programs.Select(p => p.Name).Order(StringComparer.Ordinal));
         Assert.Equal(
-            [MapLayout.AffinityMap, MapLayout.BackendsMap, MapLayout.ConnectionsMap, MapLayout.Connections6Map, MapLayout.LocalSourcesMap, MapLayout.NodeAddressesMap, MapLayout.NodeAddresses6Map, MapLayout.ServicesMap, MapLayout.SourceRangesMap],
+            [MapLayout.AffinityMap, MapLayout.BackendsMap, MapLayout.ConnectionsMap, MapLayout.Connections6Map, MapLayout.LocalSourcesMap, MapLayout.LocalSources6Map, MapLayout.NodeAddressesMap, MapLayout.NodeAddresses6Map, MapLayout.ServicesMap, MapLayout.SourceRanges6Map, MapLayout.SourceRangesMap],
             _tc.Maps.Select(m => m.Name).Order(StringComparer.Ordinal));
         Assert.Equal(11u, _tc.Map(MapLayout.SourceRangesMap).Type); // BPF_MAP_TYPE_LPM_TRIE
         Assert.Equal(9u, _tc.Map(MapLayout.ConnectionsMap).Type); // LRU hash
         Assert.Equal(11u, _tc.Map(MapLayout.LocalSourcesMap).Type);
+        Assert.Equal(11u, _tc.Map(MapLayout.SourceRanges6Map).Type);
+        Assert.Equal(11u, _tc.Map(MapLayout.LocalSources6Map).Type);
     }
 
     [KernelTheory]
