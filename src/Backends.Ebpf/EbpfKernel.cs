@@ -95,6 +95,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         LocalSources = tc.Map(MapLayout.LocalSourcesMap);
         LocalSources6 = tc.Map(MapLayout.LocalSources6Map);
         Connections = tc.Map(MapLayout.ConnectionsMap);
+        Connections6 = tc.Map(MapLayout.Connections6Map);
     }
 
     /// <summary>pp_localsrc4_v1: the IPv4 prefixes Core's detect-local calls pods (see <see cref="LocalSourcesOf"/>).</summary>
@@ -105,6 +106,9 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
 
     /// <summary>pp_ct4_v1: the tc programs' connection entries.</summary>
     public BpfMap Connections { get; }
+
+    /// <summary>pp_ct6_v1: the tc programs' IPv6 connection entries.</summary>
+    public BpfMap Connections6 { get; }
 
     /// <summary>pp_nodeip4_v1: the node addresses a node port is served on.</summary>
     public BpfMap NodeAddresses { get; }
@@ -455,7 +459,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     }
 
     public int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) =>
-        StaleConnections.Delete(Connections, deletions);
+        StaleConnections.Delete(Connections, deletions) + StaleConnections.Delete6(Connections6, deletions);
 
     public bool Intact() =>
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.ServicesMap)) &&

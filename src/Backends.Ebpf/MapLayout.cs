@@ -125,6 +125,9 @@ public record struct MapAddress
         return MemoryMarshal.Read<MapAddress>(bytes);
     }
 
+    /// <summary>An IPv4 address (network order, as pp_ct4_v1 holds it) mapped: ::ffff:a.b.c.d.</summary>
+    public static MapAddress Mapped(uint networkAddress) => new() { Word2 = MappedWord2, Word3 = networkAddress };
+
     /// <summary>The unspecified address of a family, a node port's key address.</summary>
     public static MapAddress Unspecified(AddressFamily family) => For(family == AddressFamily.InterNetwork ? IPAddress.Any : IPAddress.IPv6Any);
 

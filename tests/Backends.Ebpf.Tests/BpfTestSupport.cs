@@ -27,9 +27,9 @@ public sealed class KernelFactAttribute : FactAttribute
 /// <summary>The <see cref="KernelFactAttribute"/> of a [Theory]: skips only when this machine cannot run it at all.</summary>
 public sealed class KernelTheoryAttribute : TheoryAttribute
 {
-    public KernelTheoryAttribute()
+    public KernelTheoryAttribute(bool needsCgroup = false)
     {
-        Skip = KernelFactAttribute.SkipReason(needsCgroup: false);
+        Skip = KernelFactAttribute.SkipReason(needsCgroup);
     }
 }
 
