@@ -373,29 +373,33 @@ public sealed class SocketHookTests : IDisposable
     /// socket keeps the VIP and pp_egress drops its packets as if sent, as kube-proxy's DROP rule: a TCP connect
     /// times out, a UDP sendto succeeds and nothing answers (Reject's ECONNREFUSED is the test above). Control: the
     /// VIP is an address of the namespace with its own servers, which the same clients reach while pp_egress is not
-    /// attached, so the silence is the drop.
+    /// attached, so the silence is the drop. IPv4 (connect4/sendmsg4) and IPv6 (connect6/sendmsg6, pp_egress's IPv6 branch).
     /// </summary>
-    [KernelFact(needsCgroup: true)]
-    public async Task DropVerdict_SocketKeepsTheVip_ItsPacketsAreDropped_NotRefused()
+    [KernelTheory(needsCgroup: true)]
+    [InlineData("10.96.0.12")]
+    [InlineData("fd00:10:96::12")]
+    public async Task DropVerdict_SocketKeepsTheVip_ItsPacketsAreDropped_NotRefused(string dropVip)
     {
-        const string dropVip = "10.96.0.12";
-        var added = await _namespace.ExecAsync("ip", "addr", "add", dropVip + "/32", "dev", "lo");
+        var vip = IPAddress.Parse(dropVip);
+        var ipv6 = vip.AddressFamily == AddressFamily.InterNetworkV6;
+        var added = await _namespace.ExecAsync("ip", ipv6 ? "-6" : "-4", "addr", "add", dropVip + (ipv6 ? "/128" : "/32"), "dev", "lo", "nodad");
         Assert.True(added.Succeeded, added.StandardError);
         StartServer(dropVip, "vip-server");
         StartUdpServer(dropVip, "vip-udp");
         foreach (var program in SockPrograms.All.Where(p => p != SockPrograms.Egress)) Attach(program);
         var drop = ServiceValue.Master(0, 7) with { Flags = MapLayout.ServiceFlagDrop };
-        AddService(IPAddress.Parse(dropVip), BackendPort, ProtocolType.Tcp, BackendPort, drop);
-        AddService(IPAddress.Parse(dropVip), UdpBackendPort, ProtocolType.Udp, UdpBackendPort, drop with { RevNatId = 8 });
+        AddService(vip, BackendPort, ProtocolType.Tcp, BackendPort, drop);
+        AddService(vip, UdpBackendPort, ProtocolType.Udp, UdpBackendPort, drop with { RevNatId = 8 });
+        var endpoint = ipv6 ? $"[{dropVip}]:{UdpBackendPort}" : $"{dropVip}:{UdpBackendPort}";
 
         Assert.Equal(["ok vip-server"], ConnectWithin2Seconds(dropVip, BackendPort));
-        Assert.Equal(["reply vip-udp", $"from {dropVip}:{UdpBackendPort}"], UdpClient("sendto", IPAddress.Parse(dropVip), UdpBackendPort));
+        Assert.Equal(["reply vip-udp", $"from {endpoint}"], UdpClient("sendto", vip, UdpBackendPort));
 
         Attach(SockPrograms.Egress);
 
         Assert.Equal(["timed out"], ConnectWithin2Seconds(dropVip, BackendPort));
-        Assert.Equal(["recvfrom: Resource temporarily unavailable"], UdpClient("sendto", IPAddress.Parse(dropVip), UdpBackendPort));
-        Assert.Equal([$"peer {dropVip}:{UdpBackendPort}", "recvfrom: Resource temporarily unavailable"], UdpClient("connect", IPAddress.Parse(dropVip), UdpBackendPort));
+        Assert.Equal(["recvfrom: Resource temporarily unavailable"], UdpClient("sendto", vip, UdpBackendPort));
+        Assert.Equal([$"peer {endpoint}", "recvfrom: Resource temporarily unavailable"], UdpClient("connect", vip, UdpBackendPort));
     }
 
     /// <summary>One TCP connection from the test cgroup and namespace, given 2 s: "ok REPLY", "timed out", or bash's error text.</summary>
