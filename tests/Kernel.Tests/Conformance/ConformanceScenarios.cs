@@ -218,6 +218,17 @@ public static class ConformanceScenarios
                 new Probe("client", Vip, 80, Spread("local-0", "remote-0")),
                 new Probe("client", "2001:db8::1", 30016, Spread("local-1", "remote-1")))]),
 
+        new("load-balancer-source-ranges-ipv6-allow-and-drop",
+            // The IPv6 twin of the row above: a dual-stack load balancer whose ranges admit the client's IPv6 address.
+            Node() + Service("web", Vip, clusterIPv6: "fd00:10:96::10", type: "LoadBalancer", nodePort: 30017,
+                spec: "loadBalancerSourceRanges: [\"2001:db8::10/128\"]",
+                status: "loadBalancer: { ingress: [ { ip: 2001:db8:ff::21 } ] }") +
+                Slice("web", new Ep("local-0"), new Ep("remote-0")) +
+                Slice("web", 8080, "TCP", "IPv6", new Ep("local-1"), new Ep("remote-1")),
+            [Probes(
+                new Probe("client", "2001:db8:ff::21", 80, Spread("local-1", "remote-1")),
+                new Probe("client2", "2001:db8:ff::21", 80, NoAnswer()))]),
+
         new("endpoint-removed-stops-receiving-traffic",
             Service("web", Vip) + Slice("web", new Ep("local-0"), new Ep("local-1")),
             [Probes(new Probe("client", Vip, 80, Spread("local-0", "local-1"))),
