@@ -6,15 +6,13 @@ namespace ProxyPlanes.Backends.Ebpf.Tests;
 /// <summary>
 /// bpf/tc.c on crafted Ethernet + IPv6 + TCP/UDP frames (BPF_PROG_TEST_RUN), as <see cref="TcProgramTests"/>
 /// does for IPv4: each test loads its own object (fresh maps); the output's TCP/UDP checksum is
-/// checked over the IPv6 pseudo header.
+/// checked over the IPv6 pseudo header. (The local-source tests run for both families in <see cref="TcProgramTests"/>.)
 /// </summary>
 public sealed class TcProgram6Tests : IDisposable
 {
     private const string Client = "2001:db8:100::10";
     private const string OtherClient = "2001:db8:200::7";
     private const string LoadBalancerIp = "2001:db8:ff::100";
-    private const string Pod = "fd00:10:244:2::7";
-    private const string PodCidr = "fd00:10:244::/48";
     private const string ClusterIp = "fd00:10:96::10";
     private const string NodeIp = "2001:db8::1";
     private const string NotNodeIp = "2001:db8::2";
@@ -169,81 +167,16 @@ public sealed class TcProgram6Tests : IDisposable
         Assert.Equal(4, _tc.Map(MapLayout.Connections6Map).Keys<Ct6Key>().Count); // the dropped client made no connection
     }
 
-    [KernelFact]
-    public void Ingress_LocalSource_ClusterIpKeepsItsSource_OffClusterClientMasqueraded()
-    {
-        AddService(ClusterIp, 80, ProtocolType.Tcp, revNatId: 11, MapLayout.ServiceFlagMasquerade, BackendA);
-        AddLocalSources(PodCidr, flags: 0);
-
-        var fromPod = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(Pod, 40000, ClusterIp, 80)));
-        var fromPodAgain = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(Pod, 40000, ClusterIp, 80)));
-        var offCluster = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(Client, 40000, ClusterIp, 80)));
-
-        Assert.Equal(TestPackets.Tcp(Pod, 40000, BackendA, BackendPort), TestPackets.Parse(fromPod.Frame));
-        Assert.Equal(0u, fromPod.Mark);
-        Assert.Equal(0u, fromPodAgain.Mark); // the connection entry keeps the decision
-        Assert.Equal(MapLayout.MarkMasquerade, offCluster.Mark); // the control: the flag is for off-cluster sources
-    }
-
-    [KernelFact]
-    public void Ingress_LocalSource_MasqueradeAllOrANodePort_Masquerades()
-    {
-        AddService(ClusterIp, 80, ProtocolType.Tcp, revNatId: 12, MapLayout.ServiceFlagMasquerade, BackendA);
-        AddService("::", NodePort, ProtocolType.Tcp, revNatId: 13, MapLayout.ServiceFlagNodePort | MapLayout.ServiceFlagMasquerade, BackendB);
-        _tc.Map(MapLayout.NodeAddresses6Map).Update(MapAddress.For(IPAddress.Parse(NodeIp)), default(NodeAddress));
-        AddLocalSources(PodCidr, flags: 0);
-
-        // externalTrafficPolicy Cluster masquerades every source of a node port, pods too (as kube-proxy's KUBE-EXT chain).
-        Assert.Equal(MapLayout.MarkMasquerade, Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(Pod, 40001, NodeIp, NodePort))).Mark);
-        Assert.Equal(0u, Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(Pod, 40002, ClusterIp, 80))).Mark);
-
-        // --masquerade-all: the local sources carry the flag, so a cluster IP masquerades them too.
-        AddLocalSources(PodCidr, MapLayout.LocalSourceMasquerade);
-        Assert.Equal(MapLayout.MarkMasquerade, Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(Pod, 40003, ClusterIp, 80))).Mark);
-    }
-
-    [KernelFact]
-    public void Ingress_Hairpin_APodReachingItselfIsMasqueraded()
-    {
-        AddService(ClusterIp, 80, ProtocolType.Tcp, revNatId: 16, flags: 0, BackendA);
-        AddLocalSources("fd00:10:244::/48", flags: 0);
-
-        var itself = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(BackendA, 40000, ClusterIp, 80)));
-        var other = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(BackendB, 40000, ClusterIp, 80)));
-
-        Assert.Equal(TestPackets.Tcp(BackendA, 40000, BackendA, BackendPort), TestPackets.Parse(itself.Frame));
-        Assert.Equal(MapLayout.MarkMasquerade, itself.Mark);
-        Assert.Equal(0u, other.Mark); // the control: another pod keeps its source
-    }
-
-    [KernelFact]
-    public void Ingress_LocalSource_GetsTheInternalPool_OffNodeClientTheExternal()
-    {
-        // externalTrafficPolicy: Local: the external pool (B) differs from the short-circuit pods get (A).
-        AddService(LoadBalancerIp, 80, ProtocolType.Tcp, revNatId: 14, MapLayout.ServiceFlagExternal, BackendA);
-        AddService(LoadBalancerIp, 80, ProtocolType.Tcp, revNatId: 15, MapLayout.ServiceFlagExternal, [BackendB], affinityTimeout: 0, scope: MapLayout.ScopeExternal);
-        AddLocalSources("fd00:10:244:2::/64", flags: 0);
-
-        var fromPod = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(Pod, 40000, LoadBalancerIp, 80)));
-        var fromOtherPodCidr = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp("fd00:10:244:3::7", 40000, LoadBalancerIp, 80)));
-
-        Assert.Equal(IPAddress.Parse(BackendA), TestPackets.Parse(fromPod.Frame).Destination);
-        Assert.Equal(IPAddress.Parse(BackendB), TestPackets.Parse(fromOtherPodCidr.Frame).Destination); // not in the map: an off-node client
-    }
-
     public void Dispose() => _tc?.Dispose();
-
-    private void AddLocalSources(string prefix, uint flags) =>
-        _tc.Map(MapLayout.LocalSources6Map).Update(LocalSource6Key.For(Model.IpPrefix.Parse(prefix)), new LocalSource4Value { Flags = flags });
 
     private void AddService(string address, int port, ProtocolType protocol, uint revNatId, ushort flags, params string[] backendAddresses) =>
         AddService(address, port, protocol, revNatId, flags, backendAddresses, affinityTimeout: 0);
 
-    private void AddService(string address, int port, ProtocolType protocol, uint revNatId, ushort flags, string[] backendAddresses, uint affinityTimeout, byte scope = MapLayout.ScopeInternal)
+    private void AddService(string address, int port, ProtocolType protocol, uint revNatId, ushort flags, string[] backendAddresses, uint affinityTimeout)
     {
         var services = _tc.Map(MapLayout.ServicesMap);
         var backends = _tc.Map(MapLayout.BackendsMap);
-        var frontend = ServiceKey.For(IPAddress.Parse(address), port, protocol) with { Scope = scope };
+        var frontend = ServiceKey.For(IPAddress.Parse(address), port, protocol);
         for (var i = 0; i < backendAddresses.Length; i++)
         {
             var id = revNatId * 100 + (uint)i;

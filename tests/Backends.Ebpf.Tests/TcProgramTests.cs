@@ -147,67 +147,94 @@ public sealed class TcProgramTests : IDisposable
         Assert.Equal(IPAddress.Parse(BackendB), TestPackets.Parse(plain.Frame).Destination);
     }
 
-    [KernelFact]
-    public void Ingress_LocalSource_ClusterIpKeepsItsSource_OffClusterClientMasqueraded()
+    /// <summary>
+    /// The addresses of the local-source tests in one family: IPv4 reads pp_localsrc4_v1, IPv6 pp_localsrc6_v1 (tc's IPv6
+    /// path). <paramref name="Pod"/> is in <paramref name="PodSubnet"/>, which is in <paramref name="PodCidr"/>;
+    /// <paramref name="OtherPod"/> is in the CIDR but not the subnet.
+    /// </summary>
+    public sealed record LocalSourceFamily(string Client, string ClusterIp, string ExternalIp, string NodeIp, string AnyAddress,
+        string BackendA, string BackendB, string PodCidr, string PodSubnet, string Pod, string OtherPod)
     {
-        const string pod = "10.244.2.7";
-        AddService(ClusterIp, 80, ProtocolType.Tcp, revNatId: 11, MapLayout.ServiceFlagMasquerade, BackendA);
-        AddLocalSources("10.244.0.0/16", flags: 0);
+        public static LocalSourceFamily Of(bool ipv6) => ipv6
+            ? new("2001:db8:100::10", "fd00:10:96::10", "2001:db8:ff::100", "2001:db8::1", "::",
+                "fd00:10:244:1::2", "fd00:10:244:1::3", "fd00:10:244::/48", "fd00:10:244:2::/64", "fd00:10:244:2::7", "fd00:10:244:3::7")
+            : new(TcProgramTests.Client, TcProgramTests.ClusterIp, TcProgramTests.ExternalIp, TcProgramTests.NodeIp, "0.0.0.0",
+                TcProgramTests.BackendA, TcProgramTests.BackendB, "10.244.0.0/16", "10.244.2.0/24", "10.244.2.7", "10.244.3.7");
+    }
 
-        var fromPod = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(pod, 40000, ClusterIp, 80)));
-        var fromPodAgain = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(pod, 40000, ClusterIp, 80)));
-        var offCluster = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(Client, 40000, ClusterIp, 80)));
+    [KernelTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Ingress_LocalSource_ClusterIpKeepsItsSource_OffClusterClientMasqueraded(bool ipv6)
+    {
+        var f = LocalSourceFamily.Of(ipv6);
+        AddService(f.ClusterIp, 80, ProtocolType.Tcp, revNatId: 11, MapLayout.ServiceFlagMasquerade, f.BackendA);
+        AddLocalSources(f.PodCidr, flags: 0);
 
-        Assert.Equal(TestPackets.Tcp(pod, 40000, BackendA, BackendPort), TestPackets.Parse(fromPod.Frame));
+        var fromPod = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.Pod, 40000, f.ClusterIp, 80)));
+        var fromPodAgain = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.Pod, 40000, f.ClusterIp, 80)));
+        var offCluster = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.Client, 40000, f.ClusterIp, 80)));
+
+        Assert.Equal(TestPackets.Tcp(f.Pod, 40000, f.BackendA, BackendPort), TestPackets.Parse(fromPod.Frame));
         Assert.Equal(0u, fromPod.Mark);
         Assert.Equal(0u, fromPodAgain.Mark); // the connection entry keeps the decision
         Assert.Equal(MapLayout.MarkMasquerade, offCluster.Mark); // the control: the flag is for off-cluster sources
     }
 
-    [KernelFact]
-    public void Ingress_LocalSource_MasqueradeAllOrAnExternalFrontend_Masquerades()
+    [KernelTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Ingress_LocalSource_MasqueradeAllOrAnExternalFrontend_Masquerades(bool ipv6)
     {
-        const string pod = "10.244.2.7";
-        AddService(ClusterIp, 80, ProtocolType.Tcp, revNatId: 12, MapLayout.ServiceFlagMasquerade, BackendA);
-        AddService("0.0.0.0", NodePort, ProtocolType.Tcp, revNatId: 13, MapLayout.ServiceFlagNodePort | MapLayout.ServiceFlagMasquerade, BackendB);
-        _tc.Map(MapLayout.NodeAddressesMap).Update(MapLayout.NetworkAddress(IPAddress.Parse(NodeIp)), default(NodeAddress));
-        AddLocalSources("10.244.0.0/16", flags: 0);
+        var f = LocalSourceFamily.Of(ipv6);
+        AddService(f.ClusterIp, 80, ProtocolType.Tcp, revNatId: 12, MapLayout.ServiceFlagMasquerade, f.BackendA);
+        AddService(f.AnyAddress, NodePort, ProtocolType.Tcp, revNatId: 13, MapLayout.ServiceFlagNodePort | MapLayout.ServiceFlagMasquerade, f.BackendB);
+        if (ipv6) _tc.Map(MapLayout.NodeAddresses6Map).Update(MapAddress.For(IPAddress.Parse(f.NodeIp)), default(NodeAddress));
+        else _tc.Map(MapLayout.NodeAddressesMap).Update(MapLayout.NetworkAddress(IPAddress.Parse(f.NodeIp)), default(NodeAddress));
+        AddLocalSources(f.PodCidr, flags: 0);
 
         // externalTrafficPolicy Cluster masquerades every source of a node port, pods too (as kube-proxy's KUBE-EXT chain).
-        Assert.Equal(MapLayout.MarkMasquerade, Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(pod, 40001, NodeIp, NodePort))).Mark);
+        Assert.Equal(MapLayout.MarkMasquerade, Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.Pod, 40001, f.NodeIp, NodePort))).Mark);
+        Assert.Equal(0u, Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.Pod, 40002, f.ClusterIp, 80))).Mark);
 
         // --masquerade-all: the local sources carry the flag, so a cluster IP masquerades them too.
-        AddLocalSources("10.244.0.0/16", MapLayout.LocalSourceMasquerade);
-        Assert.Equal(MapLayout.MarkMasquerade, Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(pod, 40002, ClusterIp, 80))).Mark);
+        AddLocalSources(f.PodCidr, MapLayout.LocalSourceMasquerade);
+        Assert.Equal(MapLayout.MarkMasquerade, Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.Pod, 40003, f.ClusterIp, 80))).Mark);
     }
 
-    [KernelFact]
-    public void Ingress_Hairpin_APodReachingItselfIsMasqueraded()
+    [KernelTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Ingress_Hairpin_APodReachingItselfIsMasqueraded(bool ipv6)
     {
-        AddService(ClusterIp, 80, ProtocolType.Tcp, revNatId: 16, flags: 0, BackendA);
-        AddLocalSources("10.244.0.0/16", flags: 0);
+        var f = LocalSourceFamily.Of(ipv6);
+        AddService(f.ClusterIp, 80, ProtocolType.Tcp, revNatId: 16, flags: 0, f.BackendA);
+        AddLocalSources(f.PodCidr, flags: 0);
 
-        var itself = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(BackendA, 40000, ClusterIp, 80)));
-        var other = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(BackendB, 40000, ClusterIp, 80)));
+        var itself = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.BackendA, 40000, f.ClusterIp, 80)));
+        var other = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.BackendB, 40000, f.ClusterIp, 80)));
 
-        Assert.Equal(TestPackets.Tcp(BackendA, 40000, BackendA, BackendPort), TestPackets.Parse(itself.Frame));
+        Assert.Equal(TestPackets.Tcp(f.BackendA, 40000, f.BackendA, BackendPort), TestPackets.Parse(itself.Frame));
         Assert.Equal(MapLayout.MarkMasquerade, itself.Mark);
         Assert.Equal(0u, other.Mark); // the control: another pod keeps its source
     }
 
-    [KernelFact]
-    public void Ingress_LocalSource_GetsTheInternalPool_OffNodeClientTheExternal()
+    [KernelTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Ingress_LocalSource_GetsTheInternalPool_OffNodeClientTheExternal(bool ipv6)
     {
+        var f = LocalSourceFamily.Of(ipv6);
         // externalTrafficPolicy: Local: the external pool (B) differs from the short-circuit pods get (A).
-        AddService(ExternalIp, 80, ProtocolType.Tcp, revNatId: 14, MapLayout.ServiceFlagExternal, BackendA);
-        AddService(ExternalIp, 80, ProtocolType.Tcp, revNatId: 15, MapLayout.ServiceFlagExternal, [BackendB], scope: MapLayout.ScopeExternal, firstBackendId: 30);
-        AddLocalSources("10.244.2.0/24", flags: 0);
+        AddService(f.ExternalIp, 80, ProtocolType.Tcp, revNatId: 14, MapLayout.ServiceFlagExternal, f.BackendA);
+        AddService(f.ExternalIp, 80, ProtocolType.Tcp, revNatId: 15, MapLayout.ServiceFlagExternal, [f.BackendB], scope: MapLayout.ScopeExternal, firstBackendId: 30);
+        AddLocalSources(f.PodSubnet, flags: 0);
 
-        var fromPod = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp("10.244.2.7", 40000, ExternalIp, 80)));
-        var fromOtherPodCidr = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp("10.244.3.7", 40000, ExternalIp, 80)));
+        var fromPod = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.Pod, 40000, f.ExternalIp, 80)));
+        var fromOtherPodCidr = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.OtherPod, 40000, f.ExternalIp, 80)));
 
-        Assert.Equal(IPAddress.Parse(BackendA), TestPackets.Parse(fromPod.Frame).Destination);
-        Assert.Equal(IPAddress.Parse(BackendB), TestPackets.Parse(fromOtherPodCidr.Frame).Destination); // not in the map: an off-node client
+        Assert.Equal(IPAddress.Parse(f.BackendA), TestPackets.Parse(fromPod.Frame).Destination);
+        Assert.Equal(IPAddress.Parse(f.BackendB), TestPackets.Parse(fromOtherPodCidr.Frame).Destination); // not in the map: an off-node client
     }
 
     [KernelFact]
@@ -319,8 +346,14 @@ public sealed class TcProgramTests : IDisposable
 
     public void Dispose() => _tc?.Dispose();
 
-    private void AddLocalSources(string prefix, uint flags) =>
-        _tc.Map(MapLayout.LocalSourcesMap).Update(LocalSource4Key.For(Model.IpPrefix.Parse(prefix)), new LocalSource4Value { Flags = flags });
+    /// <summary>A local-sources prefix in its family's trie (pp_localsrc4_v1 or pp_localsrc6_v1).</summary>
+    private void AddLocalSources(string text, uint flags)
+    {
+        var prefix = Model.IpPrefix.Parse(text);
+        var value = new LocalSource4Value { Flags = flags };
+        if (prefix.Family == Model.IpFamily.IPv4) _tc.Map(MapLayout.LocalSourcesMap).Update(LocalSource4Key.For(prefix), value);
+        else _tc.Map(MapLayout.LocalSources6Map).Update(LocalSource6Key.For(prefix), value);
+    }
 
     private void AddService(string address, int port, ProtocolType protocol, uint revNatId, ushort flags, params string[] backendAddresses) =>
         AddService(address, port, protocol, revNatId, flags, backendAddresses, MapLayout.ScopeInternal, firstBackendId: revNatId * 100);
