@@ -156,6 +156,35 @@ public sealed class EbpfExplainerTests
         Assert.Equal(PacketVerdict.Drop, otherRange.Verdict);
     }
 
+    /// <summary>IPv6: source ranges from pp_srcrange6_v1 and pods from pp_localsrc6_v1, as tc's IPv6 path reads them.</summary>
+    [KernelFact]
+    public async Task IPv6_SourceRangesAndLocalSources_FromTheirOwnTries()
+    {
+        using var maps = new PinnedMaps(tc: true);
+        var loadBalancer = IPAddress.Parse("2001:db8:ff::20");
+        var clusterIp = IPAddress.Parse("fd00:10:96::10");
+        var pod = IPAddress.Parse("fd00:10:244:2::9");
+        maps.AddBackend(3, IPAddress.Parse("fd00:10:244:1::2"));
+        maps.Frontend(loadBalancer, 80, revNatId: 6, flags: MapLayout.ServiceFlagExternal | MapLayout.ServiceFlagSourceRanges, backends: [3]);
+        maps.Frontend(clusterIp, 80, revNatId: 7, flags: MapLayout.ServiceFlagMasquerade, backends: [3]);
+        maps.SourceRange(6, IPAddress.Parse("2001:db8:100::"), 48);
+        maps.SourceRange(6, IPAddress.Parse("0.0.0.0"), 0); // an IPv4 range of the same id: no help to an IPv6 client
+
+        var inside = await maps.ExplainAsync(Protocol.TCP, loadBalancer, 80, IPAddress.Parse("2001:db8:100::5"));
+        var outside = await maps.ExplainAsync(Protocol.TCP, loadBalancer, 80, IPAddress.Parse("2001:db8:200::5"));
+        var unknownPod = await maps.ExplainAsync(Protocol.TCP, clusterIp, 80, pod);
+        maps.LocalSources("fd00:10:244::/48");
+        var knownPod = await maps.ExplainAsync(Protocol.TCP, clusterIp, 80, pod);
+
+        Assert.Equal(PacketVerdict.Forward, inside.Verdict);
+        Assert.Contains(inside.Steps, s => s.Contains($"{MapLayout.SourceRanges6Map}[rev_nat 6, 2001:db8:100::5]: allowed by 2001:db8:100::/48", StringComparison.Ordinal));
+        Assert.Equal(PacketVerdict.Drop, outside.Verdict);
+        Assert.Contains(outside.Steps, s => s.Contains($"{MapLayout.SourceRanges6Map}[rev_nat 6, 2001:db8:200::5]: no range holds the client", StringComparison.Ordinal));
+        Assert.True(unknownPod.Masquerade); // the control: without the prefix a pod is taken for an off-node client (tc)
+        Assert.False(knownPod.Masquerade);
+        Assert.Contains(knownPod.Steps, s => s.Contains($"{MapLayout.LocalSources6Map}[fd00:10:244:2::9]: in fd00:10:244::/48", StringComparison.Ordinal));
+    }
+
     [KernelFact]
     public async Task Affinity_AndTheExternalScopeWinsForOffNodeClients()
     {
@@ -265,6 +294,8 @@ public sealed class EbpfExplainerTests
                     _tc = TcPrograms.Load(_sock.Maps);
                     _tc.Map(MapLayout.SourceRangesMap).Pin(Path.Combine(_directory, MapLayout.SourceRangesMap));
                     _tc.Map(MapLayout.LocalSourcesMap).Pin(Path.Combine(_directory, MapLayout.LocalSourcesMap));
+                    _tc.Map(MapLayout.SourceRanges6Map).Pin(Path.Combine(_directory, MapLayout.SourceRanges6Map));
+                    _tc.Map(MapLayout.LocalSources6Map).Pin(Path.Combine(_directory, MapLayout.LocalSources6Map));
                 }
                 Explainer = new EbpfExplainer(_bpfFs.Path);
                 var backends = _sock.Map(MapLayout.BackendsMap);
@@ -292,11 +323,22 @@ public sealed class EbpfExplainerTests
 
         public void NodeAddress(IPAddress address) => _sock.Map(MapLayout.NodeAddressesMap).Update(MapLayout.NetworkAddress(address), default(NodeAddress));
 
-        public void LocalSources(string prefix) =>
-            _tc!.Map(MapLayout.LocalSourcesMap).Update(LocalSource4Key.For(IpPrefix.Parse(prefix)), default(LocalSource4Value));
+        /// <summary>A local-sources prefix in its family's trie.</summary>
+        public void LocalSources(string text)
+        {
+            var prefix = IpPrefix.Parse(text);
+            if (prefix.Family == IpFamily.IPv4) _tc!.Map(MapLayout.LocalSourcesMap).Update(LocalSource4Key.For(prefix), default(LocalSource4Value));
+            else _tc!.Map(MapLayout.LocalSources6Map).Update(LocalSource6Key.For(prefix), default(LocalSource4Value));
+        }
 
-        public void SourceRange(uint revNatId, IPAddress address, int length) =>
-            _tc!.Map(MapLayout.SourceRangesMap).Update(SourceRange4Key.For(revNatId, address, length), 1u);
+        /// <summary>An allowed client prefix in its family's trie.</summary>
+        public void SourceRange(uint revNatId, IPAddress address, int length)
+        {
+            if (address.AddressFamily == AddressFamily.InterNetwork) _tc!.Map(MapLayout.SourceRangesMap).Update(SourceRange4Key.For(revNatId, address, length), 1u);
+            else _tc!.Map(MapLayout.SourceRanges6Map).Update(SourceRange6Key.For(revNatId, address, length), 1u);
+        }
+
+        public void AddBackend(uint id, IPAddress address) => _sock.Map(MapLayout.BackendsMap).Update(id, Backend.For(address, 8080, ProtocolType.Tcp));
 
         public void Name(uint revNatId, string name)
         {
