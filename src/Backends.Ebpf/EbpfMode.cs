@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Metrics;
@@ -96,6 +97,23 @@ public sealed class EbpfMode : IProxyMode
         }
 
         public Task<TimeSpan?> FloorAsync(CancellationToken cancellationToken) => Task.FromResult<TimeSpan?>(null);
+
+        /// <summary>One <c>bpf_map_update_elem</c> of a scratch backend id no service names, then its delete.</summary>
+        public Task<IReadOnlyList<TimeSpan>?> ChangeFloorAsync(CancellationToken cancellationToken)
+        {
+            var map = kernel.Backends;
+            Span<byte> key = stackalloc byte[map.KeySize];
+            key.Fill(0xff); // the highest id: the planner allocates from the bottom
+            Span<byte> value = stackalloc byte[map.ValueSize];
+            value.Clear();
+            var add = Stopwatch.StartNew();
+            map.Update(key, value, BpfUpdateFlags.NoExist);
+            add.Stop();
+            var delete = Stopwatch.StartNew();
+            map.Delete(key);
+            delete.Stop();
+            return Task.FromResult<IReadOnlyList<TimeSpan>?>([add.Elapsed, delete.Elapsed]);
+        }
 
         public Task<IReadOnlySet<string>> EndpointsInKernelAsync(CancellationToken cancellationToken) =>
             Task.FromResult<IReadOnlySet<string>>(kernel.Read().Backends.Values.Where(b => b.Address.IsIPv4)
