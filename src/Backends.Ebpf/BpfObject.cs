@@ -166,6 +166,7 @@ public enum BpfAttachType
     CgroupUdp6Recvmsg = 20,
     CgroupInet4Getpeername = 29,
     CgroupInet6Getpeername = 30,
+    TraceIter = 28,
     TcxIngress = 46,
     TcxEgress = 47,
 }
