@@ -441,6 +441,9 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     /// <summary>This kernel destroys the connected UDP sockets of a removed endpoint (bpf_sock_destroy, kernel ≥ 6.5).</summary>
     public bool DestroysSockets => _sockets is not null;
 
+    /// <summary>pp_sockdel_v1 (empty between passes), or null on a kernel that cannot destroy sockets.</summary>
+    public BpfMap? SocketDeletions => _sockets?.Deletions;
+
     /// <summary>
     /// <see cref="SocketDestroyer.Destroy"/> in the namespace this kernel was opened in (the node's) and in every
     /// named one (<see cref="SocketDestroyer.NamedNamespaces"/>: pods'); 0 on a kernel that cannot.
