@@ -113,7 +113,7 @@ public sealed class SocketDestroyTests : IDisposable
         Assert.Contains("after direct kept udp-a", after);
         Assert.Contains("after tcp tcp-a", after);
         Assert.Equal(onA.Count, after.Count(l => l.EndsWith(" aborted", StringComparison.Ordinal)));
-        Assert.Contains($"{EbpfMetrics.SocketsDestroyedTotal} {onA.Count}", await ScrapeAsync(metrics));
+        Assert.Contains($"{EbpfMetrics.SocketsDestroyedTotal} {onA.Count}", await metrics.ExportTextAsync());
         Assert.Empty(kernel.SocketDeletions!.Keys<SockDeleteKey>()); // emptied after the pass
     }
 
@@ -143,7 +143,9 @@ public sealed class SocketDestroyTests : IDisposable
         var other = new ConntrackDeletion(name, ConntrackDeletionReason.EndpointRemoved, Protocol.UDP, IpFamily.IPv4, IPAddress.Parse("10.96.0.99"), UdpPort, IPAddress.Parse("127.0.0.2"), UdpBackendPort);
         Assert.Equal(0, kernel.DestroySockets([other]));
         var gone = new ConntrackDeletion(name, ConntrackDeletionReason.FrontendRemoved, Protocol.UDP, IpFamily.IPv4, IPAddress.Parse(vip), UdpPort);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
         Assert.Equal(Sockets, kernel.DestroySockets([gone]));
+        Console.WriteLine($"destroy pass: {Sockets} sockets destroyed, {SocketDestroyer.NamedNamespaces().Count + 1} network namespaces walked, {watch.Elapsed.TotalMilliseconds:F1} ms");
 
         await File.WriteAllTextAsync(go, "");
         using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30))) await holder.WaitForExitAsync(timeout.Token);
@@ -268,13 +270,6 @@ public sealed class SocketDestroyTests : IDisposable
                 }
             }
         });
-    }
-
-    private static async Task<string> ScrapeAsync(ProxyMetrics metrics)
-    {
-        using var stream = new MemoryStream();
-        await metrics.Registry.CollectAndExportAsTextAsync(stream);
-        return Encoding.UTF8.GetString(stream.ToArray());
     }
 
     public void Dispose()
