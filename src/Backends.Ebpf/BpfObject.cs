@@ -164,9 +164,9 @@ public enum BpfAttachType
     CgroupUdp6Sendmsg = 15,
     CgroupUdp4Recvmsg = 19,
     CgroupUdp6Recvmsg = 20,
+    TraceIter = 28,
     CgroupInet4Getpeername = 29,
     CgroupInet6Getpeername = 30,
-    TraceIter = 28,
     TcxIngress = 46,
     TcxEgress = 47,
 }

@@ -106,7 +106,7 @@ public sealed class SocketDestroyer : IDisposable
     /// <summary>
     /// Destroys, in each of <paramref name="namespaces"/> (nsfs files, e.g. <c>/proc/self/ns/net</c> or
     /// <c>/var/run/netns/NAME</c>), the connected UDP sockets <paramref name="deletions"/> name, and returns how many
-    /// it destroyed. A namespace gone meanwhile is skipped; the first other failure is thrown after every namespace
+    /// it destroyed. A named namespace (<see cref="NamedNamespaceDirectory"/>) gone meanwhile is skipped; the first other failure is thrown after every namespace
     /// had its pass. pp_sockdel_v1 is empty again afterwards, whatever happened.
     /// </summary>
     public int Destroy(IReadOnlyList<ConntrackDeletion> deletions, IEnumerable<string> namespaces)
@@ -127,7 +127,7 @@ public sealed class SocketDestroyer : IDisposable
                 {
                     networkNamespace = Interop.OpenReadOnly(path);
                 }
-                catch (BpfException e) when (e.Errno == 2)
+                catch (BpfException e) when (e.Errno == 2 && path.StartsWith(NamedNamespaceDirectory + "/", StringComparison.Ordinal))
                 {
                     continue; // the pod went meanwhile
                 }
@@ -166,20 +166,5 @@ public sealed class SocketDestroyer : IDisposable
     {
         _link.Dispose();
         _object.Dispose();
-    }
-}
-
-/// <summary>BPF iterators (BPF_TRACE_ITER).</summary>
-public sealed partial class BpfProgram
-{
-    /// <summary>
-    /// The link of an iterator program (BPF_LINK_CREATE, <see cref="BpfAttachType.TraceIter"/>, no parameters):
-    /// each BPF_ITER_CREATE on it makes a file whose reading runs the program over the objects it walks.
-    /// </summary>
-    internal SafeBpfHandle AttachIterator()
-    {
-        using var program = _handle.Borrow();
-        var attributes = new BpfLinkCreateAttributes { ProgramFd = program.Fd, AttachType = (uint)BpfAttachType.TraceIter };
-        return new SafeBpfHandle(Interop.CheckedBpf(BpfCommand.BPF_LINK_CREATE, ref attributes, $"iterator program {Name}"));
     }
 }
