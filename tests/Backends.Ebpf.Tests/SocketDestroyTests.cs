@@ -174,6 +174,33 @@ public sealed class SocketDestroyTests : IDisposable
         Assert.Null(SocketDestroyer.KeyFor(new ConntrackDeletion(name, ConntrackDeletionReason.ServiceNewlyActive, Protocol.UDP, IpFamily.IPv4, vip, 53)));
     }
 
+    /// <summary>
+    /// A destroy pass the kernel refuses never fails the sync: the maps are written, the refusal is one warning line
+    /// naming the deletions and counted in <c>..._map_update_failures_total{map="pp_sockdel_v1"}</c>, nothing is counted
+    /// as destroyed. Control: the sync before it, which removed nothing, never asked for a pass.
+    /// </summary>
+    [Fact]
+    public async Task DestroyRefused_SyncSucceeds_OneWarning_CountedAsAFailure()
+    {
+        var maps = new RefusingMaps();
+        using var metrics = new ProxyMetrics();
+        var logger = new ListLogger();
+        var backend = new EbpfBackend(maps, metrics, logger);
+        await backend.SyncAsync(StateBuilder.Full(State("10.96.0.53", "10.96.0.80", "10.244.1.2", "10.244.1.3")), default);
+        Assert.Equal(0, maps.Passes);
+
+        await backend.SyncAsync(StateBuilder.Partial(State("10.96.0.53", "10.96.0.80", "10.244.1.3"), StateBuilder.Name("dns", "dns", Protocol.UDP), StateBuilder.Name("web")), default);
+
+        Assert.Equal(1, maps.Passes);
+        Assert.True(maps.Writes > 0);
+        var warning = Assert.Single(logger.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning);
+        Assert.Contains("could not destroy the connected UDP sockets of (udp 10.96.0.53:53 reply-src 10.244.1.2:5353", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("EPERM", warning.Message, StringComparison.Ordinal);
+        var text = await metrics.ExportTextAsync();
+        Assert.Contains("proxyplanes_ebpf_map_update_failures_total{map=\"pp_sockdel_v1\"} 1", text);
+        Assert.Contains($"{EbpfMetrics.SocketsDestroyedTotal} 0", text);
+    }
+
     /// <summary>dns: a UDP cluster IP on port 53 with the given endpoints on 5353; web: a TCP cluster IP on 80 with the first endpoint only, on 8080.</summary>
     private static DesiredState State(string vip, string tcpVip, params string[] endpoints) => StateBuilder.State(null,
         StateBuilder.Port(StateBuilder.Info("dns", vip, port: UdpPort, portName: "dns", protocol: Protocol.UDP), [.. endpoints.Select(e => StateBuilder.Endpoint(e, UdpBackendPort))]),
@@ -295,6 +322,34 @@ public sealed class SocketDestroyTests : IDisposable
     {
         _cleanup.Add(resource);
         return resource;
+    }
+
+    /// <summary>Maps in memory whose socket destroy pass the kernel refuses (EPERM).</summary>
+    private sealed class RefusingMaps : IEbpfMaps
+    {
+        private EbpfMapContents _contents = EbpfMapContents.Empty;
+
+        public int Passes { get; private set; }
+
+        public int Writes { get; private set; }
+
+        public EbpfMapContents Read() => _contents;
+
+        public void Write(MapWrite write)
+        {
+            Writes++;
+            _contents = EbpfPlannerTests.Apply(_contents, [write]);
+        }
+
+        public bool Intact() => true;
+
+        /// <summary>As <see cref="EbpfKernel"/>: a pass only when a deletion concerns sockets (the first sync's "newly active" ones do not).</summary>
+        public int DestroySockets(IReadOnlyList<ConntrackDeletion> deletions)
+        {
+            if (!deletions.Any(d => SocketDestroyer.KeyFor(d) is not null)) return 0;
+            Passes++;
+            throw new BpfException(1, "bpf(BPF_ITER_CREATE) on iterator pp_sock_destroy_udp");
+        }
     }
 
     private sealed class Disposer(Action action) : IDisposable
