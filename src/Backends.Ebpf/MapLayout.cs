@@ -31,6 +31,7 @@ public static class MapLayout
     public const string LocalSourcesMap = "pp_localsrc4_v1";
     public const string SourceRanges6Map = "pp_srcrange6_v1";
     public const string LocalSources6Map = "pp_localsrc6_v1";
+    public const string SockDeletionsMap = "pp_sockdel_v1";
 
     /// <summary>PP_LOCAL_SOURCE_MASQUERADE: a local source is masqueraded too (--masquerade-all).</summary>
     public const uint LocalSourceMasquerade = 0x0001;
@@ -424,6 +425,20 @@ public record struct LocalSource6Key
 public record struct LocalSource4Value
 {
     public uint Flags;
+}
+
+/// <summary>
+/// struct pp_sockdel_key: one deletion of a sync as bpf/sockdestroy.c reads it (<see cref="SocketDestroyer"/>). An
+/// all-zero frontend address is any address of the port (a node port); an all-zero backend with port 0 is any backend.
+/// </summary>
+[CStruct("pp_sockdel_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct SockDeleteKey
+{
+    public MapAddress Frontend;
+    public MapAddress Backend;
+    public ushort FrontendPort;
+    public ushort BackendPort;
 }
 
 /// <summary>The tc programs of bpf/tc.c (embedded as tc.o): program names.</summary>
