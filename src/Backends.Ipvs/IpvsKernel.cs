@@ -33,7 +33,8 @@ public sealed record IpvsKernelOptions
 /// The kernel side of the IPVS mode. The IPVS table and kube-ipvs0 with its addresses go over
 /// netlink (<see cref="IpvsClient"/>, <see cref="RouteNetlink"/>; writes batched, every one
 /// acknowledged); the helper ipsets and rules are restored with <c>ipset restore</c> and
-/// <c>iptables-restore --noflush</c>, as kube-proxy does.
+/// <c>iptables-restore --noflush</c>, as kube-proxy does, except a partial sync's ipset entry
+/// changes, which go over netlink too (<see cref="IpsetClient"/>).
 /// </summary>
 public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel, IDisposable
 {
