@@ -42,17 +42,6 @@ public sealed class IpsetClient : IDisposable
     internal const ushort IPSET_ATTR_IPADDR_IPV4 = 1;
     internal const ushort IPSET_ATTR_IPADDR_IPV6 = 2;
     internal const int IPSET_MAXNAMELEN = 32;
-    internal const int IPSET_ERR_PRIVATE = 4096;
-
-    /// <summary>ip_set.h's enum ipset_errno: what the kernel answers for an element it refuses.</summary>
-    private static readonly string[] Errors =
-    [
-        "IPSET_ERR_PRIVATE", "IPSET_ERR_PROTOCOL", "IPSET_ERR_FIND_TYPE", "IPSET_ERR_MAX_SETS", "IPSET_ERR_BUSY",
-        "IPSET_ERR_EXIST_SETNAME2", "IPSET_ERR_TYPE_MISMATCH", "IPSET_ERR_EXIST", "IPSET_ERR_INVALID_CIDR",
-        "IPSET_ERR_INVALID_NETMASK", "IPSET_ERR_INVALID_FAMILY", "IPSET_ERR_TIMEOUT", "IPSET_ERR_REFERENCED",
-        "IPSET_ERR_IPADDR_IPV4", "IPSET_ERR_IPADDR_IPV6", "IPSET_ERR_COUNTER", "IPSET_ERR_COMMENT",
-        "IPSET_ERR_INVALID_MARKMASK", "IPSET_ERR_SKBINFO",
-    ];
 
     public IpsetClient(NetlinkSocket socket) => Socket = socket;
 
@@ -69,13 +58,8 @@ public sealed class IpsetClient : IDisposable
     public static NetlinkRequest DeleteRequest(string set, IpsetElement element, bool exist, string operation) =>
         Request(IPSET_CMD_DEL, set, element with { Comment = null }, exist, operation);
 
-    /// <summary>Sends the requests, several per datagram; the first refused one is thrown (with the ipset error's name).</summary>
+    /// <summary>Sends the requests, several per datagram; the first refused one is thrown (ipset's own errors are numbers from 4096 on, ip_set.h's enum ipset_errno).</summary>
     public void Apply(IReadOnlyList<NetlinkRequest> requests) => Socket.ExecuteBatch(requests);
-
-    /// <summary>The name of an errno the ipset subsystem answers (its own codes from 4096 on), null for an ordinary errno.</summary>
-    public static string? ErrorName(int errno) =>
-        errno >= IPSET_ERR_PRIVATE && errno - IPSET_ERR_PRIVATE < Errors.Length ? Errors[errno - IPSET_ERR_PRIVATE]
-        : errno >= 4352 ? "a set-type-specific ipset error" : null;
 
     private static NetlinkRequest Request(byte command, string set, IpsetElement element, bool exist, string operation)
     {
