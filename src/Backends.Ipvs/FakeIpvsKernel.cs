@@ -22,7 +22,8 @@ public sealed class FakeIpvsKernel : IIpvsKernel
     private readonly object _gate = new();
     private readonly SortedSet<IPAddress> _addresses = new(IpvsText.AddressComparer);
     private readonly SortedDictionary<VirtualServerKey, (VirtualServer Definition, SortedDictionary<RealServerKey, KernelDestination> Destinations)> _services = [];
-    private readonly SortedDictionary<string, (string Type, IpFamily? Family, SortedSet<string> Entries, bool Comments)> _sets = new(StringComparer.Ordinal);
+    // Each set's entries as ipset saves them, and the same by key (an entry's key finds it at once, as in the kernel's hash).
+    private readonly SortedDictionary<string, (string Type, IpFamily? Family, SortedSet<string> Entries, bool Comments, Dictionary<string, string> ByKey)> _sets = new(StringComparer.Ordinal);
     private readonly Dictionary<IpFamily, FakeIptables> _iptables = [];
 
     public FakeIpvsKernel(params IPAddress[] nodeAddresses)
@@ -254,7 +255,7 @@ public sealed class FakeIpvsKernel : IIpvsKernel
                         if (!exist || existing.Type != type || existing.Family != family || existing.Comments != comments) throw Error("Set cannot be created: set with the same name already exists");
                         break;
                     }
-                    _sets[name] = (type, family, new SortedSet<string>(StringComparer.Ordinal), comments);
+                    _sets[name] = (type, family, new SortedSet<string>(StringComparer.Ordinal), comments, new Dictionary<string, string>(StringComparer.Ordinal));
                     break;
                 }
                 case "add" or "del":
@@ -266,20 +267,27 @@ public sealed class FakeIpvsKernel : IIpvsKernel
                     var rest = words.Skip(3).ToList();
                     if (rest.Count > 0 && (words[0] != "add" || !set.Comments || rest[0] != "comment" || rest.Count < 2))
                         throw Error($"Syntax error: Unknown argument: '{rest[0]}'");
-                    var existingEntry = set.Entries.FirstOrDefault(e => IpsetDefinition.KeyOf(e) == entry);
+                    var existingEntry = set.ByKey.GetValueOrDefault(entry);
                     if (words[0] == "add")
                     {
                         if (existingEntry is not null && !exist) throw Error("Element cannot be added to the set: it's already added");
                         if (existingEntry is not null) set.Entries.Remove(existingEntry);
-                        set.Entries.Add(string.Join(' ', words.Skip(2)));
+                        var added = string.Join(' ', words.Skip(2));
+                        set.Entries.Add(added);
+                        set.ByKey[entry] = added;
                     }
                     else if (existingEntry is null) { if (!exist) throw Error("Element cannot be deleted from the set: it's not added"); }
-                    else set.Entries.Remove(existingEntry);
+                    else
+                    {
+                        set.Entries.Remove(existingEntry);
+                        set.ByKey.Remove(entry);
+                    }
                     break;
                 }
                 case "flush":
                     if (!_sets.TryGetValue(words[1], out var flushed)) throw Error("The set with the given name does not exist");
                     flushed.Entries.Clear();
+                    flushed.ByKey.Clear();
                     break;
                 case "destroy":
                     if (!_sets.ContainsKey(words[1])) { if (exist) break; throw Error("The set with the given name does not exist"); }
@@ -366,7 +374,7 @@ public sealed class FakeIpvsKernel : IIpvsKernel
                 text.Append($"-A {key.IpvsadmService} {definition.IpvsadmOptions}\n");
                 foreach (var destination in destinations.Values) text.Append($"-a {key.IpvsadmService} -r {destination.Key} -m -w {destination.Weight}\n");
             }
-            foreach (var (name, (type, family, entries, _)) in _sets)
+            foreach (var (name, (type, family, entries, _, _)) in _sets)
             {
                 text.Append($"set {name} {type} {family}\n");
                 foreach (var entry in entries) text.Append($"  {entry}\n");

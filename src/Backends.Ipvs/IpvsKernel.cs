@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Net;
+using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
@@ -31,7 +33,8 @@ public sealed record IpvsKernelOptions
 /// The kernel side of the IPVS mode. The IPVS table and kube-ipvs0 with its addresses go over
 /// netlink (<see cref="IpvsClient"/>, <see cref="RouteNetlink"/>; writes batched, every one
 /// acknowledged); the helper ipsets and rules are restored with <c>ipset restore</c> and
-/// <c>iptables-restore --noflush</c>, as kube-proxy does.
+/// <c>iptables-restore --noflush</c>, as kube-proxy does, except a partial sync's ipset entry
+/// changes, which go over netlink too (<see cref="IpsetClient"/>).
 /// </summary>
 public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel, IDisposable
 {
@@ -39,6 +42,8 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
     private readonly Lock _gate = new();
     private IpvsClient? _ipvs;
     private RouteNetlink? _rtnl;
+    private IpsetClient? _ipset;
+    private bool _ipsetNetlinkFailed;
 
     /// <summary>
     /// The sysctls IPVS needs (kube-proxy's): conntrack for IPVS traffic (without it the masquerade
@@ -346,7 +351,7 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
                         break;
                     case OperationKind.Ipset:
                         foreach (var restore in group.Cast<IpsetRestore>())
-                            await RunCheckedAsync("ipset", ["restore"], restore.Script, cancellationToken).ConfigureAwait(false);
+                            await RestoreIpsetsAsync(restore, cancellationToken).ConfigureAwait(false);
                         break;
                     case OperationKind.Iptables:
                         foreach (var restore in group.Cast<IptablesRestore>())
@@ -367,6 +372,103 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
             {
                 throw new IpvsKernelException(e.Message, e);
             }
+        }
+    }
+
+    /// <summary>How many <c>ipset restore</c> scripts went over netlink instead of the process (tests).</summary>
+    internal int IpsetScriptsOverNetlink { get; private set; }
+
+    /// <summary>
+    /// One <c>ipset restore</c>. A script of entry changes only (a partial sync's: every line <c>add</c>
+    /// or <c>del</c> with <c>-exist</c>, of this mode's sets) goes over netlink (<see cref="IpsetClient"/>)
+    /// without starting the process; any other script (creates, destroys: full syncs, the cleanup)
+    /// runs <c>ipset restore</c>. Netlink only where its socket is in the tools' namespace (no
+    /// <see cref="IpvsKernelOptions.CommandPrefix"/>, or one with <see cref="IpvsKernelOptions.InNamespace"/>).
+    /// When netlink fails, the process runs the whole script (every line is idempotent with -exist): its
+    /// error says what is wrong with an entry; when it succeeds instead, netlink is not tried again.
+    /// </summary>
+    private async Task RestoreIpsetsAsync(IpsetRestore restore, CancellationToken cancellationToken)
+    {
+        var netlinkFailed = false;
+        if (!_ipsetNetlinkFailed && (_options.CommandPrefix.Count == 0 || _options.InNamespace is not null) && IpsetRequests(restore.Script) is { } requests)
+        {
+            try
+            {
+                IpsetClient client;
+                lock (_gate)
+                {
+                    if (_ipset is null) InNamespace(() => _ipset = IpsetClient.Open());
+                    client = _ipset!;
+                }
+                client.Apply(requests);
+                IpsetScriptsOverNetlink++;
+                return;
+            }
+            catch (Exception e) when (e is NetlinkException or NetlinkProtocolException)
+            {
+                netlinkFailed = true;
+            }
+        }
+        await RunCheckedAsync("ipset", ["restore"], restore.Script, cancellationToken).ConfigureAwait(false);
+        if (netlinkFailed) _ipsetNetlinkFailed = true;
+    }
+
+    /// <summary>The netlink requests of an <c>ipset restore</c> script of add/del lines (with -exist) of this mode's sets; null for anything else.</summary>
+    internal static List<NetlinkRequest>? IpsetRequests(string script)
+    {
+        var requests = new List<NetlinkRequest>();
+        foreach (var line in script.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (!line.EndsWith(" -exist", StringComparison.Ordinal)) return null;
+            var words = line[..^" -exist".Length].Split(' ', 3);
+            if (words.Length != 3 || words[0] is not ("add" or "del") || IpvsNames.DefinitionOf(words[1]) is not { } definition) return null;
+            if (IpsetElementOf(definition.Type, words[2]) is not { } element) return null;
+            requests.Add(words[0] == "add"
+                ? IpsetClient.AddRequest(words[1], element, exist: true, $"ipset {line}")
+                : IpsetClient.DeleteRequest(words[1], element, exist: true, $"ipset {line}"));
+        }
+        return requests;
+    }
+
+    /// <summary>
+    /// An entry as <c>ipset save</c> prints it (the key, then <c>comment "…"</c> when it has one) as the
+    /// attributes of its set type; null when it does not parse (the process then reads it).
+    /// </summary>
+    internal static IpsetElement? IpsetElementOf(string type, string entry)
+    {
+        string? comment = null;
+        var space = entry.IndexOf(' ');
+        if (space >= 0)
+        {
+            var rest = entry[(space + 1)..];
+            if (!rest.StartsWith("comment \"", StringComparison.Ordinal) || !rest.EndsWith('"') || rest.Length < "comment \"\"".Length) return null;
+            comment = rest["comment \"".Length..^1];
+            if (comment.Contains('"')) return null;
+            entry = entry[..space];
+        }
+        var parts = entry.Split(',');
+        static int? Port(string text) => int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var p) && p <= 65535 ? p : null;
+        static (byte Protocol, int Port)? ProtoPort(string text) => text.Split(':') is [var name, var port] && Port(port) is { } p
+            ? name switch { "tcp" => ((byte)6, p), "udp" => ((byte)17, p), "sctp" => ((byte)132, p), _ => null }
+            : null;
+        static IPAddress? Ip(string text) => IPAddress.TryParse(text, out var ip) && !text.Contains('/') ? ip : null;
+        switch (type)
+        {
+            case "bitmap:port" when parts is [var port] && Port(port) is { } p:
+                return new IpsetElement(Port: p, Comment: comment);
+            case "hash:ip" when parts is [var address] && Ip(address) is { } ip:
+                return new IpsetElement(ip, Comment: comment);
+            case "hash:ip,port" when parts is [var address, var pp] && Ip(address) is { } ip && ProtoPort(pp) is { } x:
+                return new IpsetElement(ip, x.Port, x.Protocol, Comment: comment);
+            case "hash:ip,port,ip" when parts is [var address, var pp, var address2] && Ip(address) is { } ip && ProtoPort(pp) is { } x
+                && Ip(address2) is { } ip2 && ip2.AddressFamily == ip.AddressFamily:
+                return new IpsetElement(ip, x.Port, x.Protocol, ip2, Comment: comment);
+            case "hash:ip,port,net" when parts is [var address, var pp, var net] && Ip(address) is { } ip && ProtoPort(pp) is { } x
+                && IpPrefix.TryParse(net.Contains('/') ? net : $"{net}/{(ip.AddressFamily == AddressFamily.InterNetworkV6 ? 128 : 32)}", out var prefix)
+                && prefix.Address.AddressFamily == ip.AddressFamily && prefix.Length > 0:
+                return new IpsetElement(ip, x.Port, x.Protocol, prefix.Address, (byte)prefix.Length, comment);
+            default:
+                return null;
         }
     }
 
@@ -469,8 +571,10 @@ public sealed class IpvsKernel(IpvsKernelOptions? options = null) : IIpvsKernel,
         {
             _ipvs?.Dispose();
             _rtnl?.Dispose();
+            _ipset?.Dispose();
             _ipvs = null;
             _rtnl = null;
+            _ipset = null;
         }
     }
 }

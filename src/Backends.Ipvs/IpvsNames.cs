@@ -125,4 +125,7 @@ public static class IpvsNames
 
     /// <summary>Whether a set of this name (either family) belongs to this mode.</summary>
     public static bool IsOurSet(string name) => Sets.Any(s => s.Name(IpFamily.IPv4) == name || s.Name(IpFamily.IPv6) == name);
+
+    /// <summary>The definition of one of this mode's sets by its name in either family; null for another set.</summary>
+    public static IpsetDefinition? DefinitionOf(string name) => Sets.FirstOrDefault(s => s.Name(IpFamily.IPv4) == name || s.Name(IpFamily.IPv6) == name);
 }

@@ -31,7 +31,7 @@ public sealed record IpvsPlannerOptions
 public sealed record IpvsPlan(ImmutableArray<IpvsOperation> Operations, IpvsPlannerState State, bool Full)
 {
     public int VirtualServers => State.Kernel.Count;
-    public int Destinations => State.Kernel.Values.Sum(s => s.Destinations.Count);
+    public int Destinations => State.Totals.Destinations;
 
     public override string ToString()
     {
@@ -99,8 +99,7 @@ public sealed class IpvsPlanner
             foreach (var server in before.Concat(after))
                 if (previous.Kernel.ContainsKey(server.Definition.Key)) keys.Add(server.Definition.Key);
         }
-        foreach (var (key, applied) in previous.Kernel)
-            if (applied.HasDraining) keys.Add(key);
+        foreach (var key in previous.Totals.DrainingServers) keys.Add(key);
         return keys;
     }
 
@@ -123,6 +122,7 @@ public sealed class IpvsPlanner
         var entries = Claims<IpsetEntry>.From(ports.SelectMany(p => p.Value.Entries.Select(e => (e, p.Key))));
         var outFilter = Claims<OutFilterEntry>.From(ports.SelectMany(p => p.Value.OutFilter.Select(e => (e, p.Key))));
         var portMap = ports.ToImmutable();
+        var setSizes = IpvsPlannerState.SizesOf(entries);
 
         var ops = new Steps();
         if (!kernel.LinkExists) ops.Link.Add(new CreateLink(IpvsNames.Link));
@@ -144,7 +144,7 @@ public sealed class IpvsPlanner
         var bodies = ImmutableDictionary.CreateBuilder<IpFamily, string>();
         foreach (var family in _options.Families)
         {
-            var body = RulesBody(family, state.Network, entries, outFilter);
+            var body = RulesBody(family, state.Network, setSizes, outFilter);
             bodies[family] = body.ToString();
             ops.Iptables.Add(new IptablesRestore(family, body.Script(kernel.BuiltInRules.GetValueOrDefault(family) ?? BuiltInRules.Empty)));
         }
@@ -171,7 +171,8 @@ public sealed class IpvsPlanner
         foreach (var address in kernel.LinkAddresses.Order(IpvsText.AddressComparer))
             if (!addresses.Contains(address)) ops.AddressDeletes.Add(new DeleteAddress(IpvsNames.Link, address));
 
-        var newState = new IpvsPlannerState(portMap, servers, addresses, entries, outFilter, applied.ToImmutable(), nodeAddresses, bodies.ToImmutable());
+        var kept = applied.ToImmutable();
+        var newState = new IpvsPlannerState(portMap, servers, addresses, entries, outFilter, kept, nodeAddresses, bodies.ToImmutable(), KernelTotals.Of(kept), setSizes);
         return new IpvsPlan(ops.InOrder(), newState, Full: true);
     }
 
@@ -218,14 +219,19 @@ public sealed class IpvsPlanner
             if (after is { } owner) nameAdds.Add(NameEntry(key, owner));
             else nameDels.Add(NameEntry(key, before!.Value));
         }
-        ops.IpsetAdds(new StringBuilder(), touchedEntries.Where(e => entries.Contains(e) && !previous.Entries.Contains(e)).Concat(nameAdds));
-        ops.IpsetDels(touchedEntries.Where(e => !entries.Contains(e) && previous.Entries.Contains(e)).Concat(nameDels));
+        var entryAdds = touchedEntries.Where(e => entries.Contains(e) && !previous.Entries.Contains(e)).ToList();
+        var entryDels = touchedEntries.Where(e => !entries.Contains(e) && previous.Entries.Contains(e)).ToList();
+        ops.IpsetAdds(new StringBuilder(), entryAdds.Concat(nameAdds));
+        ops.IpsetDels(entryDels.Concat(nameDels));
+        var setSizes = previous.SetSizes;
+        foreach (var e in entryAdds) setSizes = IpvsPlannerState.Resize(setSizes, e.Set, +1);
+        foreach (var e in entryDels) setSizes = IpvsPlannerState.Resize(setSizes, e.Set, -1);
 
         // Helper rules only when they changed (which sets are empty, the out-filter drops).
         var bodies = previous.RuleBodies.ToBuilder();
         foreach (var family in _options.Families)
         {
-            var body = RulesBody(family, network, entries, outFilter);
+            var body = RulesBody(family, network, setSizes, outFilter);
             if (previous.RuleBodies.GetValueOrDefault(family) == body.ToString()) continue;
             bodies[family] = body.ToString();
             ops.Iptables.Add(new IptablesRestore(family, body.Script(null)));
@@ -233,6 +239,7 @@ public sealed class IpvsPlanner
 
         // Virtual servers of the changed ports, and those with destinations still draining.
         var applied = previous.Kernel.ToBuilder();
+        var totals = previous.Totals;
         foreach (var key in live.Keys.Where(k => previous.Kernel.TryGetValue(k, out var a) && a.HasDraining)) touchedServers.Add(key);
         foreach (var key in touchedServers)
         {
@@ -244,6 +251,7 @@ public sealed class IpvsPlanner
             var result = DiffServer(key, desired, known?.Definition, destinations, now, ops);
             if (result is null) applied.Remove(key);
             else applied[key] = result;
+            totals = totals.Replace(key, known, result);
         }
 
         foreach (var address in touchedAddresses.Order(IpvsText.AddressComparer))
@@ -263,6 +271,8 @@ public sealed class IpvsPlanner
             OutFilter = outFilter,
             Kernel = applied.ToImmutable(),
             RuleBodies = bodies.ToImmutable(),
+            Totals = totals,
+            SetSizes = setSizes,
         };
         return new IpvsPlan(ops.InOrder(), newState, Full: false);
     }
@@ -540,10 +550,10 @@ public sealed class IpvsPlanner
     /// external-IP rules (written when those sets have entries, as kube-proxy does) and the out-filter
     /// drops depend on the services.
     /// </summary>
-    internal RulesText RulesBody(IpFamily family, NodeNetwork network, Claims<IpsetEntry> entries, Claims<OutFilterEntry> outFilter)
+    internal RulesText RulesBody(IpFamily family, NodeNetwork network, ImmutableDictionary<string, int> setSizes, Claims<OutFilterEntry> outFilter)
     {
         string S(IpsetDefinition definition) => definition.Name(family);
-        bool NonEmpty(IpsetDefinition definition) => entries.Keys.Any(e => e.Set == S(definition));
+        bool NonEmpty(IpsetDefinition definition) => setSizes.ContainsKey(S(definition));
         var hostPrefix = family == IpFamily.IPv4 ? "/32" : "/128";
         var filter = new StringBuilder();
         var nat = new StringBuilder();

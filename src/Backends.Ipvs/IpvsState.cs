@@ -47,7 +47,43 @@ public sealed record AppliedDestination(int Weight, DateTimeOffset? DrainingSinc
 /// <summary>A virtual server as the last sync left it in the kernel.</summary>
 public sealed record AppliedServer(VirtualServer Definition, ImmutableSortedDictionary<RealServerKey, AppliedDestination> Destinations)
 {
-    public bool HasDraining => Destinations.Values.Any(d => d.DrainingSince is not null);
+    /// <summary>How many of its destinations drain (counted once, when it is made).</summary>
+    public int DrainingCount { get; } = Destinations.Values.Count(d => d.DrainingSince is not null);
+
+    public bool HasDraining => DrainingCount > 0;
+}
+
+/// <summary>
+/// What the logs read of the kernel the planner left (destinations, draining ones) and which virtual
+/// servers have draining destinations: kept with the state and changed per virtual server a sync
+/// touches, so a partial sync never walks every virtual server.
+/// </summary>
+public sealed record KernelTotals(int Destinations, int Draining, ImmutableHashSet<VirtualServerKey> DrainingServers)
+{
+    public static KernelTotals Empty { get; } = new(0, 0, ImmutableHashSet<VirtualServerKey>.Empty);
+
+    /// <summary>The totals of a whole kernel, counted (a full sync; tests compare this with the kept totals).</summary>
+    public static KernelTotals Of(IEnumerable<KeyValuePair<VirtualServerKey, AppliedServer>> kernel)
+    {
+        var (destinations, draining) = (0, 0);
+        var servers = ImmutableHashSet.CreateBuilder<VirtualServerKey>();
+        foreach (var (key, server) in kernel)
+        {
+            destinations += server.Destinations.Count;
+            draining += server.DrainingCount;
+            if (server.HasDraining) servers.Add(key);
+        }
+        return new(destinations, draining, servers.ToImmutable());
+    }
+
+    /// <summary>The totals once the virtual server <paramref name="key"/> went from <paramref name="before"/> to <paramref name="after"/> (null: absent).</summary>
+    public KernelTotals Replace(VirtualServerKey key, AppliedServer? before, AppliedServer? after)
+    {
+        if (ReferenceEquals(before, after)) return this;
+        var servers = after?.HasDraining == true ? DrainingServers.Add(key) : DrainingServers.Remove(key);
+        return new(Destinations - (before?.Destinations.Count ?? 0) + (after?.Destinations.Count ?? 0),
+            Draining - (before?.DrainingCount ?? 0) + (after?.DrainingCount ?? 0), servers);
+    }
 }
 
 /// <summary>
@@ -95,7 +131,9 @@ public sealed class Claims<TKey> where TKey : notnull
 /// <summary>
 /// What the planner remembers between syncs: each service port's objects, who claims what, and what
 /// the kernel holds after the last sync (virtual servers with draining destinations, the node
-/// addresses node ports were opened on, the helper rules last restored).
+/// addresses node ports were opened on, the helper rules last restored), with the totals kept
+/// incrementally: <see cref="Totals"/> of <see cref="Kernel"/>, <see cref="SetSizes"/> (how many
+/// entries each ipset of <see cref="Entries"/> wants; a set without entries is not a key).
 /// </summary>
 public sealed record IpvsPlannerState(
     ImmutableDictionary<ServicePortName, PortObjects> Ports,
@@ -105,13 +143,26 @@ public sealed record IpvsPlannerState(
     Claims<OutFilterEntry> OutFilter,
     ImmutableDictionary<VirtualServerKey, AppliedServer> Kernel,
     ImmutableArray<IPAddress> NodeAddresses,
-    ImmutableDictionary<IpFamily, string> RuleBodies)
+    ImmutableDictionary<IpFamily, string> RuleBodies,
+    KernelTotals Totals,
+    ImmutableDictionary<string, int> SetSizes)
 {
     /// <summary>The entries of <see cref="IpvsNames.ServiceNames"/> this state wants: each virtual server named after the service port that has it.</summary>
     public IEnumerable<IpsetEntry> NameEntries => Servers.Keys.Select(k => IpvsPlanner.NameEntry(k, Servers.Winner(k)!.Value));
 
     /// <summary>Destinations draining now (weight 0, waiting for their connections to end).</summary>
-    public int DrainingCount => Kernel.Values.Sum(s => s.Destinations.Values.Count(d => d.DrainingSince is not null));
+    public int DrainingCount => Totals.Draining;
+
+    /// <summary>How many entries each ipset of <paramref name="entries"/> wants, counted (a full sync; tests compare this with the kept sizes).</summary>
+    public static ImmutableDictionary<string, int> SizesOf(Claims<IpsetEntry> entries) =>
+        entries.Keys.GroupBy(e => e.Set, StringComparer.Ordinal).ToImmutableDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+
+    /// <summary><paramref name="sizes"/> after <paramref name="set"/> gained (+1) or lost (-1) a wanted entry.</summary>
+    internal static ImmutableDictionary<string, int> Resize(ImmutableDictionary<string, int> sizes, string set, int delta)
+    {
+        var size = sizes.GetValueOrDefault(set) + delta;
+        return size == 0 ? sizes.Remove(set) : sizes.SetItem(set, size);
+    }
 }
 
 /// <summary>The rules of the built-in chains of one family, as iptables-save prints them ("-A INPUT …").</summary>
