@@ -24,6 +24,7 @@ public sealed class EbpfBackend : IProxyBackend
     private readonly Action? _cleanup;
     private EbpfPlannerState? _state;
     private DesiredState _applied = DesiredState.Empty;
+    private EbpfNamesWriter? _names;
 
     /// <param name="cleanup">What <see cref="CleanupAsync"/> runs after closing the maps (detach and unpin, for the daemon's kernel).</param>
     public EbpfBackend(IEbpfMaps maps, ProxyMetrics metrics, ILogger logger, Action? cleanup = null)
@@ -116,7 +117,7 @@ public sealed class EbpfBackend : IProxyBackend
             ? StaleConntrackPlanner.Plan(_applied, request.State)
             : StaleConntrackPlanner.Plan(_applied, request.State, request.ChangedPorts));
         _applied = request.State;
-        if (_maps is EbpfKernel kernel) EbpfNames.TryWrite(kernel.Location.PinDirectory, plan, _logger); // names for explain; a failure only warns
+        if (_maps is EbpfKernel kernel) (_names ??= new EbpfNamesWriter(kernel.Location.PinDirectory, _logger)).Write(plan); // names for explain; a failure only warns
         _metrics.SetEntries(plan.State.Maps.Services.Count, plan.State.Maps.Backends.Count);
         _logger.LogDebug("eBPF {Kind} sync: {Writes} map writes", full ? "full" : "partial", plan.Writes.Length);
         return new SyncTimings(TimeSpan.Zero, render.Elapsed, read + apply.Elapsed);
@@ -151,6 +152,8 @@ public sealed class EbpfBackend : IProxyBackend
         try
         {
             _state = null;
+            _names?.Dispose();
+            _names = null;
             (_maps as IDisposable)?.Dispose();
             _cleanup?.Invoke();
         }

@@ -245,6 +245,30 @@ public sealed class EbpfExplainerTests
         Assert.Single(EbpfNames.Read(maps.PinDirectory)); // slots are not named
     }
 
+    [KernelFact]
+    public async Task NamesWriter_KeepsTheMapOpenBetweenPlans_AFullPlanPinsANewOneWhenTheOldPinWent()
+    {
+        using var maps = new PinnedMaps();
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: 0, backends: [1]);
+        var key = ServiceKey.For(ClusterIp, 80, ProtocolType.Tcp);
+        EbpfPlan Plan(string service, bool full)
+        {
+            var owner = new ServicePortName(new NamespacedName("test", service), "http", Protocol.TCP);
+            return new([new ServiceUpdate(key, ServiceValue.Master(1, 1), owner)], null!, full);
+        }
+        using var writer = new EbpfNamesWriter(maps.PinDirectory, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+
+        writer.Write(Plan("web", full: false));
+        Assert.Equal("test/web:http", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+        writer.Write(Plan("api", full: false)); // through the fd held since the first plan
+        Assert.Equal("test/api:http", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+
+        File.Delete(Path.Combine(maps.PinDirectory, EbpfNames.MapName));
+        Assert.Null((await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+        writer.Write(Plan("db", full: true));
+        Assert.Equal("test/db:http", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+    }
+
     /// <summary>The objects' maps pinned in a private bpffs, as EbpfKernel pins them; backends 1 and 2 are PodA:8080 and PodB:8080.</summary>
     private sealed class PinnedMaps : IDisposable
     {
