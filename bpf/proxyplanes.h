@@ -245,4 +245,22 @@ struct pp_localsrc4_value {
 	__u32 flags; /* PP_LOCAL_SOURCE_* */
 };
 
+/* ---- Destroying connected UDP sockets left on a gone backend (bpf/sockdestroy.c). ---- */
+
+#define PP_MAP_SOCK_DELETIONS "pp_sockdel_v1"
+#define PP_MAX_SOCK_DELETIONS 65536
+
+/*
+ * One deletion of a sync as the socket pass reads it: a socket connected through the hooks to backend
+ * for frontend goes. An all-zero frontend address is any address of that port (a node port); an all-zero
+ * backend with port 0 is any backend (the frontend is gone). IPv4 addresses mapped (::ffff:a.b.c.d). The
+ * value (__u32) is unused, 0.
+ */
+struct pp_sockdel_key {
+	__u32 frontend[4];
+	__u32 backend[4];
+	__u16 frontend_port; /* network byte order */
+	__u16 backend_port;  /* network byte order; 0 with an all-zero backend */
+};
+
 #endif /* PROXYPLANES_H */

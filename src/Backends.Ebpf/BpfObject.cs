@@ -164,6 +164,7 @@ public enum BpfAttachType
     CgroupUdp6Sendmsg = 15,
     CgroupUdp4Recvmsg = 19,
     CgroupUdp6Recvmsg = 20,
+    TraceIter = 28,
     CgroupInet4Getpeername = 29,
     CgroupInet6Getpeername = 30,
     TcxIngress = 46,

@@ -142,6 +142,26 @@ public sealed class EbpfBackend : IProxyBackend
             _metrics.UpdateFailed(MapLayout.ConnectionsMap);
             _logger.LogWarning("eBPF: could not delete stale UDP connection entries ({Deletions}): {Error}; they stay until the LRU evicts them", string.Join("; ", deletions), e.Message);
         }
+        DestroyStaleSockets(deletions);
+    }
+
+    /// <summary>
+    /// The local sockets of the same verdict: connected UDP sockets the hooks gave a removed endpoint (or any backend of
+    /// a gone frontend) are destroyed (<see cref="SocketDestroyer"/>; nothing before kernel 6.5). Best effort too.
+    /// </summary>
+    private void DestroyStaleSockets(IReadOnlyList<ConntrackDeletion> deletions)
+    {
+        try
+        {
+            var destroyed = _maps.DestroySockets(deletions);
+            _metrics.SocketsDestroyed(destroyed);
+            if (destroyed > 0) _logger.LogDebug("eBPF: destroyed {Sockets} connected UDP sockets for {Deletions}", destroyed, string.Join("; ", deletions));
+        }
+        catch (BpfException e)
+        {
+            _metrics.UpdateFailed(MapLayout.SockDeletionsMap);
+            _logger.LogWarning("eBPF: could not destroy the connected UDP sockets of ({Deletions}): {Error}; they keep their backend until they reconnect", string.Join("; ", deletions), e.Message);
+        }
     }
 
     public Task<bool> CanaryIntactAsync(CancellationToken cancellationToken) => Task.FromResult(_maps.Intact());

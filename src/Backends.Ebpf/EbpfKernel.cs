@@ -33,6 +33,12 @@ public interface IEbpfMaps
     /// how many; a refusal throws a <see cref="BpfException"/>. Nothing by default (no tc programs).
     /// </summary>
     int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) => 0;
+
+    /// <summary>
+    /// Destroys the connected UDP sockets the deletions name (<see cref="SocketDestroyer"/>) and returns how many; a
+    /// refusal throws a <see cref="BpfException"/>. Nothing by default, and nothing on a kernel without bpf_sock_destroy.
+    /// </summary>
+    int DestroySockets(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) => 0;
 }
 
 /// <summary>Where the eBPF data plane keeps its pins, and which cgroup its socket hooks attach to.</summary>
@@ -73,6 +79,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     private readonly List<BpfLink> _links;
     private readonly ILogger _logger;
     private readonly Dictionary<string, TcHooks> _tcHooks = new(StringComparer.Ordinal);
+    private readonly SocketDestroyer? _sockets;
 
     // The network namespace Open ran in: the node's interfaces, addresses and nftables table are that
     // namespace's, whichever thread (or namespace) a later sync runs on.
@@ -81,6 +88,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     private EbpfKernel(EbpfLocation location, BpfObject bpfObject, BpfObject tc, List<BpfLink> links, bool reusedMaps, ILogger logger)
     {
         Location = location;
+        _sockets = SocketDestroyer.TryLoad(bpfObject.Maps, logger); // null before kernel 6.5: said once, here
         _object = bpfObject;
         _tc = tc;
         _links = links;
@@ -430,6 +438,23 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     public int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) =>
         StaleConnections.Delete(Connections, deletions);
 
+    /// <summary>This kernel destroys the connected UDP sockets of a removed endpoint (bpf_sock_destroy, kernel ≥ 6.5).</summary>
+    public bool DestroysSockets => _sockets is not null;
+
+    /// <summary>pp_sockdel_v1 (empty between passes), or null on a kernel that cannot destroy sockets.</summary>
+    public BpfMap? SocketDeletions => _sockets?.Deletions;
+
+    /// <summary>
+    /// <see cref="SocketDestroyer.Destroy"/> in the namespace this kernel was opened in (the node's) and in every
+    /// named one (<see cref="SocketDestroyer.NamedNamespaces"/>: pods'); 0 on a kernel that cannot.
+    /// </summary>
+    public int DestroySockets(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions)
+    {
+        if (_sockets is null) return 0;
+        using var own = _namespace.Borrow();
+        return _sockets.Destroy(deletions, [$"/proc/self/fd/{own.Fd}", .. SocketDestroyer.NamedNamespaces()]);
+    }
+
     public bool Intact() =>
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.ServicesMap)) &&
         File.Exists(Path.Combine(Location.PinDirectory, MapLayout.BackendsMap)) &&
@@ -448,6 +473,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         foreach (var hooks in _tcHooks.Values) hooks.Dispose();
         _tcHooks.Clear();
         foreach (var link in _links) link.Dispose();
+        _sockets?.Dispose();
         _tc.Dispose();
         _object.Dispose();
         _namespace.Dispose();

@@ -6,15 +6,17 @@ namespace ProxyPlanes.Backends.Ebpf;
 /// <summary>
 /// The eBPF-only metrics, registered by this data plane on the shared <see cref="ProxyMetrics.Registry"/>
 /// (so they appear in <c>--mode=ebpf</c> only): map entries after the last sync, map writes the kernel
-/// refused.
+/// refused, connected UDP sockets destroyed.
 /// </summary>
 public sealed class EbpfMetrics
 {
     public const string MapEntries = "proxyplanes_ebpf_map_entries";
     public const string MapUpdateFailuresTotal = "proxyplanes_ebpf_map_update_failures_total";
+    public const string SocketsDestroyedTotal = "proxyplanes_ebpf_sockets_destroyed_total";
 
     private readonly Gauge _entries;
     private readonly Counter _failures;
+    private readonly Counter _destroyed;
 
     public EbpfMetrics(ProxyMetrics metrics)
     {
@@ -25,6 +27,7 @@ public sealed class EbpfMetrics
         // Present from the start, so a scrape before the first failure shows 0.
         _failures.WithLabels(MapLayout.ServicesMap);
         _failures.WithLabels(MapLayout.BackendsMap);
+        _destroyed = factory.CreateCounter(SocketsDestroyedTotal, "Connected UDP sockets of a removed endpoint destroyed after a sync (bpf_sock_destroy; stays 0 before kernel 6.5)");
     }
 
     public void SetEntries(int services, int backends)
@@ -34,4 +37,6 @@ public sealed class EbpfMetrics
     }
 
     public void UpdateFailed(string map) => _failures.WithLabels(map).Inc();
+
+    public void SocketsDestroyed(int count) => _destroyed.Inc(count);
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Metrics;
@@ -14,7 +15,7 @@ public sealed class EbpfMode : IProxyMode
     public const string NotRenderedYet =
         "--mode=ebpf renders IPv4 and IPv6 TCP and UDP: socket hooks for processes in --bpf-cgroup, tc programs on the node's interfaces for traffic from off the node; " +
         "it does not render yet: masquerade of local sockets (hairpin, --masquerade-all), " +
-        "loadBalancerSourceRanges for local sockets and for IPv6, clearing the stale UDP flow of a connected local socket when its endpoint goes, and SCTP";
+        "loadBalancerSourceRanges for local sockets and for IPv6, and SCTP (and, before kernel 6.5, destroying a connected local UDP socket whose endpoint went)";
 
     public static EbpfMode Instance { get; } = new();
 
@@ -96,6 +97,23 @@ public sealed class EbpfMode : IProxyMode
         }
 
         public Task<TimeSpan?> FloorAsync(CancellationToken cancellationToken) => Task.FromResult<TimeSpan?>(null);
+
+        /// <summary>One <c>bpf_map_update_elem</c> of a scratch backend id no service names, then its delete.</summary>
+        public Task<IReadOnlyList<TimeSpan>?> ChangeFloorAsync(CancellationToken cancellationToken)
+        {
+            var map = kernel.Backends;
+            Span<byte> key = stackalloc byte[map.KeySize];
+            key.Fill(0xff); // the highest id: the planner allocates from the bottom
+            Span<byte> value = stackalloc byte[map.ValueSize];
+            value.Clear();
+            var add = Stopwatch.StartNew();
+            map.Update(key, value, BpfUpdateFlags.NoExist);
+            add.Stop();
+            var delete = Stopwatch.StartNew();
+            map.Delete(key);
+            delete.Stop();
+            return Task.FromResult<IReadOnlyList<TimeSpan>?>([add.Elapsed, delete.Elapsed]);
+        }
 
         public Task<IReadOnlySet<string>> EndpointsInKernelAsync(CancellationToken cancellationToken) =>
             Task.FromResult<IReadOnlySet<string>>(kernel.Read().Backends.Values.Where(b => b.Address.IsIPv4)

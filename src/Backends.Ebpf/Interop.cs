@@ -131,6 +131,29 @@ internal static unsafe partial class Interop
     [LibraryImport(Libc, EntryPoint = "fcntl", SetLastError = true)]
     private static partial int Fcntl(int fd, int command, int argument);
 
+    [LibraryImport(Libc, EntryPoint = "read", SetLastError = true)]
+    private static partial nint Read(int fd, byte* buffer, nuint count);
+
+    /// <summary>Reads <paramref name="fd"/> to its end (a BPF iterator runs while it is read); returns the bytes read.</summary>
+    internal static long ReadToEnd(SafeBpfHandle fd, string what)
+    {
+        using var lease = fd.Borrow();
+        var buffer = stackalloc byte[4096];
+        long total = 0;
+        while (true)
+        {
+            var read = Read((int)lease.Fd, buffer, 4096);
+            if (read == 0) return total;
+            if (read < 0)
+            {
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno == 4) continue; // EINTR
+                throw BpfException.FromErrno(errno, $"read({what})");
+            }
+            total += read;
+        }
+    }
+
     [LibraryImport(Libc, EntryPoint = "close", SetLastError = true)]
     internal static partial int Close(nint fd);
 
@@ -250,7 +273,10 @@ internal static unsafe partial class Interop
     }
 
     /// <summary>A read-only fd on a directory, as BPF_LINK_CREATE takes for a cgroup.</summary>
-    internal static SafeBpfHandle OpenDirectory(string path)
+    internal static SafeBpfHandle OpenDirectory(string path) => OpenReadOnly(path);
+
+    /// <summary>A read-only, close-on-exec fd on a file (a cgroup directory, a network namespace's nsfs file).</summary>
+    internal static SafeBpfHandle OpenReadOnly(string path)
     {
         var fd = Open(path, ORdOnly | OCloexec);
         if (fd < 0) throw BpfException.FromErrno(Marshal.GetLastPInvokeError(), $"open({path})");
@@ -272,6 +298,7 @@ internal enum BpfCommand
     BPF_PROG_QUERY = 16,
     BPF_LINK_CREATE = 28,
     BPF_LINK_UPDATE = 29,
+    BPF_ITER_CREATE = 33,
     BPF_LINK_DETACH = 34,
 }
 
@@ -296,6 +323,14 @@ internal struct BpfProgQueryAttributes
     public ulong ProgramIds;
     public uint ProgramCount;
     public uint Pad;
+}
+
+/// <summary>union bpf_attr, as BPF_ITER_CREATE reads it.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct BpfIterCreateAttributes
+{
+    public uint LinkFd;
+    public uint Flags;
 }
 
 /// <summary>union bpf_attr, as BPF_LINK_DETACH reads it.</summary>

@@ -29,6 +29,7 @@ public static class MapLayout
     public const string NodeAddresses6Map = "pp_nodeip6_v1";
     public const string Connections6Map = "pp_ct6_v1";
     public const string LocalSourcesMap = "pp_localsrc4_v1";
+    public const string SockDeletionsMap = "pp_sockdel_v1";
 
     /// <summary>PP_LOCAL_SOURCE_MASQUERADE: a local source is masqueraded too (--masquerade-all).</summary>
     public const uint LocalSourceMasquerade = 0x0001;
@@ -375,6 +376,20 @@ public record struct LocalSource4Key
 public record struct LocalSource4Value
 {
     public uint Flags;
+}
+
+/// <summary>
+/// struct pp_sockdel_key: one deletion of a sync as bpf/sockdestroy.c reads it (<see cref="SocketDestroyer"/>). An
+/// all-zero frontend address is any address of the port (a node port); an all-zero backend with port 0 is any backend.
+/// </summary>
+[CStruct("pp_sockdel_key")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct SockDeleteKey
+{
+    public MapAddress Frontend;
+    public MapAddress Backend;
+    public ushort FrontendPort;
+    public ushort BackendPort;
 }
 
 /// <summary>The tc programs of bpf/tc.c (embedded as tc.o): program names.</summary>

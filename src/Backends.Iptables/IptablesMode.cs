@@ -86,6 +86,32 @@ public sealed partial class IptablesMode : IProxyMode
             return stopwatch.Elapsed;
         }
 
+        /// <summary>
+        /// <c>iptables-restore --noflush</c> appending one rule to a scratch nat chain, then deleting it: what any
+        /// partial sync pays for the tool reading the table before its commit.
+        /// </summary>
+        public async Task<IReadOnlyList<TimeSpan>?> ChangeFloorAsync(CancellationToken cancellationToken)
+        {
+            const string chain = "PROXYPLANES-FLOOR";
+            var restore = Tool("restore");
+            Task Restore(string script, CancellationToken token) => ExternalCommand.RunCheckedAsync(restore, ["-w", "5", "--noflush"], script, token);
+            await Restore($"*nat\n:{chain} - [0:0]\nCOMMIT\n", cancellationToken);
+            try
+            {
+                var add = Stopwatch.StartNew();
+                await Restore($"*nat\n-A {chain} -j RETURN\nCOMMIT\n", cancellationToken);
+                add.Stop();
+                var delete = Stopwatch.StartNew();
+                await Restore($"*nat\n-D {chain} -j RETURN\nCOMMIT\n", cancellationToken);
+                delete.Stop();
+                return [add.Elapsed, delete.Elapsed];
+            }
+            finally
+            {
+                await Restore($"*nat\n-X {chain}\nCOMMIT\n", CancellationToken.None);
+            }
+        }
+
         /// <summary>The <c>DNAT --to-destination</c> targets of the IPv4 nat table, as <c>iptables-save</c> prints them.</summary>
         public async Task<IReadOnlySet<string>> EndpointsInKernelAsync(CancellationToken cancellationToken)
         {

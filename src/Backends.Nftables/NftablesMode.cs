@@ -33,7 +33,7 @@ public sealed partial class NftablesMode : IProxyMode
         logger.LogInformation("Using nftables tables {Families} proxyplanes ({Applier})", string.Join(" and ", families.Select(f => f == IpFamily.IPv4 ? "ip" : "ip6")),
             useNetlink ? "transactions over netlink; nft for listings and as the fallback" : "every transaction through nft");
         var backend = new NftablesBackend(families, applier, metrics, logger);
-        return new ProxyModeBackend(backend, new Probe(backend));
+        return new ProxyModeBackend(backend, new Probe(backend, applier));
     }
 
     public IKernelExplainer Explainer { get; } = new NftablesExplainer();
@@ -43,7 +43,7 @@ public sealed partial class NftablesMode : IProxyMode
         NftablesBackend.RemoveTablesAsync(new NftCommandApplier(), [IpFamily.IPv4, IpFamily.IPv6], logger, cancellationToken: cancellationToken);
 
     /// <summary>Counts what the last transactions left in the tables; the floor is nft loading the cold transaction.</summary>
-    private sealed class Probe(NftablesBackend backend) : IKernelProbe
+    private sealed class Probe(NftablesBackend backend, INftablesApplier applier) : IKernelProbe
     {
         public Task<IReadOnlyDictionary<string, long>> CountKernelObjectsAsync(CancellationToken cancellationToken)
         {
@@ -62,6 +62,32 @@ public sealed partial class NftablesMode : IProxyMode
             var stopwatch = Stopwatch.StartNew();
             await ExternalCommand.RunCheckedWithInputAsync("nft", ["-f", "-"], plan.Transaction.WriteToAsync, cancellationToken);
             return stopwatch.Elapsed;
+        }
+
+        /// <summary>
+        /// The mode's applier (a netlink batch, or <c>nft -f</c> under PROXYPLANES_NFT_APPLIER=nft) adding one element
+        /// to a scratch set in the proxy's table, then deleting it: a transaction with no verdict, so no loop check.
+        /// </summary>
+        public async Task<IReadOnlyList<TimeSpan>?> ChangeFloorAsync(CancellationToken cancellationToken)
+        {
+            var set = new NftSet("proxyplanes-floor") { Type = new EquatableArray<string>(["ipv4_addr"]) };
+            var element = new NftElement(set.Name, "192.0.2.1") { Types = NftElementTypes.Of(set) };
+            NftTransaction Transaction() => new(IpFamily.IPv4, backend.Table);
+            await applier.ApplyAsync(Transaction().Add(set), cancellationToken);
+            try
+            {
+                var add = Stopwatch.StartNew();
+                await applier.ApplyAsync(Transaction().Add(element), cancellationToken);
+                add.Stop();
+                var delete = Stopwatch.StartNew();
+                await applier.ApplyAsync(Transaction().Delete(element), cancellationToken);
+                delete.Stop();
+                return [add.Elapsed, delete.Elapsed];
+            }
+            finally
+            {
+                await applier.ApplyAsync(Transaction().Delete(set), CancellationToken.None);
+            }
         }
 
         /// <summary>The <c>dnat to</c> targets of the IPv4 table, as <c>nft</c> lists them.</summary>

@@ -108,6 +108,14 @@ public interface IKernelProbe
     Task<TimeSpan?> FloorAsync(CancellationToken cancellationToken);
 
     /// <summary>
+    /// The smallest change the mode's kernel interface can make at the size the kernel holds now, each step timed
+    /// alone: one rule or element added to a scratch object of the mode's own, then removed (two samples). The part
+    /// of a single change no proxy can avoid in this mode (the per-change floor); null when not measurable. Leaves
+    /// the kernel as it found it.
+    /// </summary>
+    Task<IReadOnlyList<TimeSpan>?> ChangeFloorAsync(CancellationToken cancellationToken);
+
+    /// <summary>
     /// Every IPv4 endpoint (<c>address:port</c>) the mode's kernel objects forward to, read back from
     /// the kernel: the soak checks that every change reached it.
     /// </summary>

@@ -4,22 +4,25 @@ namespace ProxyPlanes.Backends.Ebpf.Tests;
 
 /// <summary>
 /// A [Fact] that skips, visibly and with the reason, only when this machine cannot run it at all
-/// (not root, no cgroup v2 mount, no bpf(2)). Anything else that goes wrong fails the test.
+/// (not root, no cgroup v2 mount, no bpf(2); with <c>needsSocketDestroy</c>, a kernel before 6.5, which has no
+/// bpf_sock_destroy). Anything else that goes wrong fails the test.
 /// </summary>
 public sealed class KernelFactAttribute : FactAttribute
 {
-    public KernelFactAttribute(bool needsCgroup = false)
+    public KernelFactAttribute(bool needsCgroup = false, bool needsSocketDestroy = false)
     {
-        Skip = SkipReason(needsCgroup);
+        Skip = SkipReason(needsCgroup, needsSocketDestroy);
     }
 
-    internal static string? SkipReason(bool needsCgroup)
+    internal static string? SkipReason(bool needsCgroup, bool needsSocketDestroy = false)
     {
         if (!Environment.IsPrivilegedProcess) return "needs root (bpf(2), cgroups, network namespaces)";
         if (!File.Exists("/proc/sys/kernel/unprivileged_bpf_disabled")) return "this kernel has no bpf(2) (CONFIG_BPF_SYSCALL)";
         if (BpfTestSupport.KernelVersion < new Version(5, 18))
             return $"kernel {BpfTestSupport.KernelVersion} is older than 5.18: no bpf_set_retval, which bpf/sock.c uses to refuse";
         if (needsCgroup && BpfTestSupport.CgroupRoot is null) return "no cgroup v2 mount (none in /proc/self/mountinfo)";
+        if (needsSocketDestroy && BpfTestSupport.KernelVersion < new Version(6, 5))
+            return $"kernel {BpfTestSupport.KernelVersion} is older than 6.5: no bpf_sock_destroy kfunc (the sockets are left alone there, said at start)";
         return null;
     }
 }
@@ -27,9 +30,9 @@ public sealed class KernelFactAttribute : FactAttribute
 /// <summary>The <see cref="KernelFactAttribute"/> of a [Theory]: skips only when this machine cannot run it at all.</summary>
 public sealed class KernelTheoryAttribute : TheoryAttribute
 {
-    public KernelTheoryAttribute()
+    public KernelTheoryAttribute(bool needsCgroup = false, bool needsSocketDestroy = false)
     {
-        Skip = KernelFactAttribute.SkipReason(needsCgroup: false);
+        Skip = KernelFactAttribute.SkipReason(needsCgroup, needsSocketDestroy);
     }
 }
 

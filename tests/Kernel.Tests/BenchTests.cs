@@ -32,12 +32,16 @@ public sealed class BenchTests
                 Assert.Equal(20, r.PeriodicNoOp.Count);
                 Assert.True(r.PeriodicNoOp.P50 > 0);
                 Assert.Equal(5, r.IncrementalByKind.Count);
+                // The per-change floor: ten rounds of the tool alone adding and deleting one rule or element.
+                Assert.Equal(20, r.ChangeFloor.Count);
+                Assert.True(r.ChangeFloor.P50 > 0);
                 Assert.True(r.Churn.Latency.Count > 0);
                 Assert.True(r.KernelObjects.Values.All(count => count >= 0) && r.KernelObjects.Values.Sum() > 0);
                 Assert.True(r.FirstServiceConnectMs > 0 && r.LastServiceConnectMs > 0, "the data-plane probe reached the real pods");
             }
             Assert.Equal(5, File.ReadAllLines(Path.Combine(output.FullName, "results.csv")).Length);
             Assert.Contains("periodic_noop_p50_ms", File.ReadAllLines(Path.Combine(output.FullName, "results.csv"))[0]);
+            Assert.Contains("change_floor_p50_ms", File.ReadAllLines(Path.Combine(output.FullName, "results.csv"))[0]);
             Assert.Contains("periodic sync, nothing changed", result.StandardOutput);
             foreach (var svg in new[] { "sync-latency.svg", "cold-sync.svg" })
                 Assert.Equal("svg", XDocument.Load(Path.Combine(output.FullName, svg)).Root!.Name.LocalName);
@@ -72,6 +76,7 @@ public sealed class BenchTests
                 Assert.Equal(0, r.FloorMs); // a map write is its own floor: none is measured
                 Assert.Equal(5, r.Incremental.Count);
                 Assert.Equal(20, r.PeriodicNoOp.Count);
+                Assert.Equal(20, r.ChangeFloor.Count); // one map write and one delete, ten times
                 Assert.True(r.Churn.Latency.Count > 0);
                 // Read from the maps after the cold sync: a master entry and two slots per service; two backends each,
                 // except that the first and last services share the two real pods.

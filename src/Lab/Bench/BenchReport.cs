@@ -11,14 +11,14 @@ public static class BenchReport
     {
         var md = new StringBuilder();
         md.Append(CultureInfo.InvariantCulture, $"Machine: {machine}\n\n");
-        md.Append("| mode | services × endpoints | cold sync | full resync | periodic sync, nothing changed p50 / max | floor (tool alone) | overhead | single change p50 / p90 / p99 / max | churn offered → absorbed, p99 (bounded) | peak RSS | CPU | kernel objects | connect first / last service |\n");
-        md.Append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | --- | --- |\n");
+        md.Append("| mode | services × endpoints | cold sync | full resync | periodic sync, nothing changed p50 / max | floor (tool alone) | overhead | single change p50 / p90 / p99 / max | endpoint change / service added p50 | change floor (tool alone) p50 | churn offered → absorbed, p99 (bounded) | peak RSS | CPU | kernel objects | connect first / last service |\n");
+        md.Append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | ---: | ---: | --- | --- |\n");
         foreach (var r in results)
         {
             var i = r.Incremental;
             md.Append(CultureInfo.InvariantCulture,
                 $"| {r.Mode} | {r.Services} × {r.EndpointsPerService} | {Ms(r.ColdSyncMs)} | {Ms(r.FullResyncMs)} | {Ms(r.PeriodicNoOp.P50)} / {Ms(r.PeriodicNoOp.Max)} | {Ms(r.FloorMs)} | {r.OverheadRatio:0.00}× " +
-                $"| {Ms(i.P50)} / {Ms(i.P90)} / {Ms(i.P99)} / {Ms(i.Max)} " +
+                $"| {Ms(i.P50)} / {Ms(i.P90)} / {Ms(i.P99)} / {Ms(i.Max)} | {EndpointChange(r)} / {Kind(r, "service added")} | {(r.ChangeFloor.Count == 0 ? "–" : Ms(r.ChangeFloor.P50))} " +
                 $"| {r.Churn.OfferedPerSecond:0}/s → {r.Churn.AchievedPerSecond:0.0}/s, {Ms(r.Churn.Latency.P99)} ({(r.Churn.Bounded ? "yes" : "no")}) " +
                 $"| {r.PeakRssMb:0} MiB | {r.CpuSeconds:0.0} s | {string.Join(", ", r.KernelObjects.Select(kv => $"{kv.Value} {kv.Key}"))} " +
                 $"| {r.FirstServiceConnectMs:0.000} / {r.LastServiceConnectMs:0.000} ms |\n");
@@ -26,13 +26,24 @@ public static class BenchReport
         return md.ToString();
     }
 
+    /// <summary>The endpoint kinds' p50s as a range ("0.49–0.59 ms"), or one value when they agree to the shown precision.</summary>
+    private static string EndpointChange(BenchResult r)
+    {
+        var p50s = r.IncrementalByKind.Where(kv => kv.Key.StartsWith("endpoint", StringComparison.Ordinal) && kv.Value.Count > 0).Select(kv => kv.Value.P50).ToList();
+        if (p50s.Count == 0) return "–";
+        var (low, high) = (Ms(p50s.Min()), Ms(p50s.Max()));
+        return low == high ? low : $"{low}–{high}";
+    }
+
+    private static string Kind(BenchResult r, string kind) => r.IncrementalByKind.TryGetValue(kind, out var s) && s.Count > 0 ? Ms(s.P50) : "–";
+
     public static string Csv(IReadOnlyList<BenchResult> results)
     {
-        var csv = new StringBuilder("mode,services,endpoints,cold_sync_ms,full_resync_ms,periodic_noop_p50_ms,periodic_noop_max_ms,floor_ms,overhead,incremental_p50_ms,incremental_p90_ms,incremental_p99_ms,incremental_max_ms,churn_offered,churn_absorbed,churn_p99_ms,churn_bounded,peak_rss_mb,cpu_s,first_connect_ms,last_connect_ms\n");
+        var csv = new StringBuilder("mode,services,endpoints,cold_sync_ms,full_resync_ms,periodic_noop_p50_ms,periodic_noop_max_ms,floor_ms,overhead,incremental_p50_ms,incremental_p90_ms,incremental_p99_ms,incremental_max_ms,change_floor_p50_ms,churn_offered,churn_absorbed,churn_p99_ms,churn_bounded,peak_rss_mb,cpu_s,first_connect_ms,last_connect_ms\n");
         foreach (var r in results)
             csv.Append(CultureInfo.InvariantCulture,
                 $"{r.Mode},{r.Services},{r.EndpointsPerService},{r.ColdSyncMs:0.###},{r.FullResyncMs:0.###},{r.PeriodicNoOp.P50:0.###},{r.PeriodicNoOp.Max:0.###},{r.FloorMs:0.###},{r.OverheadRatio:0.###}," +
-                $"{r.Incremental.P50:0.###},{r.Incremental.P90:0.###},{r.Incremental.P99:0.###},{r.Incremental.Max:0.###}," +
+                $"{r.Incremental.P50:0.###},{r.Incremental.P90:0.###},{r.Incremental.P99:0.###},{r.Incremental.Max:0.###},{r.ChangeFloor.P50:0.###}," +
                 $"{r.Churn.OfferedPerSecond:0.###},{r.Churn.AchievedPerSecond:0.###},{r.Churn.Latency.P99:0.###},{r.Churn.Bounded.ToString().ToLowerInvariant()}," +
                 $"{r.PeakRssMb:0.#},{r.CpuSeconds:0.###},{r.FirstServiceConnectMs:0.####},{r.LastServiceConnectMs:0.####}\n");
         return csv.ToString();

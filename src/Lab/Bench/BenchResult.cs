@@ -33,6 +33,12 @@ public sealed record BenchResult
     public double FloorMs { get; init; }
     public required LatencyStats Incremental { get; init; }
     public required Dictionary<string, LatencyStats> IncrementalByKind { get; init; }
+    /// <summary>
+    /// The kernel interface alone making the smallest change at this size (a rule or element added to a scratch
+    /// object, then removed; <c>IKernelProbe.ChangeFloorAsync</c>): what a single change cannot go below. Count 0
+    /// when the mode does not measure it.
+    /// </summary>
+    public LatencyStats ChangeFloor { get; init; } = LatencyStats.Of([]);
     public required ChurnResult Churn { get; init; }
     public double PeakRssMb { get; init; }
     public double CpuSeconds { get; init; }

@@ -27,6 +27,8 @@ public sealed record WorkerSettings(
 public static class BenchWorker
 {
     private const int PeriodicSyncs = 20;
+    private const int ChangeFloorRounds = 10;
+    public const string SyncLogVariable = "PROXYPLANES_BENCH_SYNC_LOG";
     private static readonly string[] ChangeKinds = ["endpoint added", "endpoint removed", "endpoint not ready", "service added", "service removed"];
 
     public static async Task<int> RunAsync(WorkerSettings settings, CancellationToken cancellationToken)
@@ -34,7 +36,8 @@ public static class BenchWorker
         // Stdout carries the one JSON result; every log line (the eBPF mode warns at start) goes to stderr.
         using var loggers = LoggerFactory.Create(b =>
         {
-            Logging.Configure(b, 0);
+            // PROXYPLANES_BENCH_SYNC_LOG=1: the controller's "Synced …" lines (plan, render, apply per sync) on stderr too.
+            Logging.Configure(b, Environment.GetEnvironmentVariable(SyncLogVariable) == "1" ? 1 : 0);
             b.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
         });
         var logger = loggers.CreateLogger("bench");
@@ -109,6 +112,14 @@ public static class BenchWorker
             byKind[kind].Add(stopwatch.Elapsed.TotalMilliseconds);
         }
 
+        Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: the kernel tool alone making one change (the per-change floor)");
+        var changeFloor = new List<double>();
+        for (var i = 0; i < ChangeFloorRounds; i++)
+        {
+            if (await probe.ChangeFloorAsync(cancellationToken) is not { } samples) break;
+            changeFloor.AddRange(samples.Select(s => s.TotalMilliseconds));
+        }
+
         Progress($"{settings.Mode} {settings.Services}×{settings.Endpoints}: churn at {settings.ChurnRate}/s for {settings.ChurnDuration.TotalSeconds}s");
         var churn = await ChurnAsync(controller, changes, settings, cancellationToken);
 
@@ -124,6 +135,7 @@ public static class BenchWorker
             PeriodicNoOp = LatencyStats.Of(periodic),
             Incremental = LatencyStats.Of(byKind.Values.SelectMany(v => v).ToList()),
             IncrementalByKind = byKind.ToDictionary(kv => kv.Key, kv => LatencyStats.Of(kv.Value)),
+            ChangeFloor = LatencyStats.Of(changeFloor),
             Churn = churn,
             PeakRssMb = ProcessMemory.Read().PeakMib,
             CpuSeconds = self.TotalProcessorTime.TotalSeconds,

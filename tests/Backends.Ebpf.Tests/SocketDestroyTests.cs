@@ -1,0 +1,359 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging.Abstractions;
+using ProxyPlanes.Backends.Nftables.Tests;
+using ProxyPlanes.Metrics;
+using ProxyPlanes.Model;
+using ProxyPlanes.NodeTools.Conntrack;
+using ProxyPlanes.Sandbox;
+using ProxyPlanes.TestKit;
+
+namespace ProxyPlanes.Backends.Ebpf.Tests;
+
+/// <summary>
+/// Connected UDP sockets of a removed endpoint, destroyed after the sync (<see cref="SocketDestroyer"/>,
+/// bpf/sockdestroy.c). Real sockets: <see cref="EbpfKernel"/> opened in a network namespace the test makes, its
+/// socket hooks on a cgroup the test makes, its pins in a private bpffs; the servers listen on loopback
+/// addresses of that namespace, and a client process (tests/Backends.Ebpf.Tests/udp_holder.c) in the cgroup
+/// and the namespace keeps its sockets open across the sync.
+/// </summary>
+public sealed class SocketDestroyTests : IDisposable
+{
+    private const int UdpPort = 53;
+    private const int UdpBackendPort = 5353;
+    private const int TcpPort = 80;
+    private const int TcpBackendPort = 8080;
+
+    // 24 sockets over two backends: the chance that all land on one is 2 in 2^24.
+    private const int Sockets = 24;
+
+    private readonly List<IDisposable> _cleanup = [];
+    private readonly CancellationTokenSource _stop = new();
+    private readonly TestCgroup _cgroup;
+    private readonly TestBpfFs _bpfFs;
+    private readonly NetworkNamespace _namespace;
+    private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("pp-ebpf-holder-");
+
+    public SocketDestroyTests()
+    {
+        _cleanup.Add(new Disposer(() => _work.Delete(recursive: true)));
+        try
+        {
+            _cgroup = Track(new TestCgroup(Guid.NewGuid().ToString("N")[..6]));
+            _bpfFs = Track(new TestBpfFs());
+            _namespace = Track(NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-sockd"));
+            Assert.True(_namespace.ExecAsync("ip", "link", "set", "lo", "up").GetAwaiter().GetResult().Succeeded);
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public static TheoryData<string, string, string, string> Families => new()
+    {
+        { "10.96.0.53", "10.96.0.80", "127.0.0.2", "127.0.0.3" },
+        { "fd00:10:96::53", "fd00:10:96::80", "fd00:10:244::2", "fd00:10:244::3" },
+    };
+
+    /// <summary>
+    /// A UDP cluster IP with endpoints A and B; the client holds <see cref="Sockets"/> sockets connected to it (the
+    /// hooks put each on A or B), one UDP socket connected to A directly and one TCP connection through a TCP
+    /// service to A. A sync takes A off both services. Every UDP socket the hooks had put on A is aborted
+    /// (ECONNABORTED) and its reconnect reaches B; every socket on B keeps B; the direct socket (not through a
+    /// frontend) and the TCP connection keep A; the metric counts the aborted ones.
+    /// </summary>
+    [KernelTheory(needsCgroup: true, needsSocketDestroy: true)]
+    [MemberData(nameof(Families))]
+    public async Task EndpointRemoved_SocketsTheHooksGaveIt_Aborted_ReconnectReachesTheOther_OthersKept(string vip, string tcpVip, string addressA, string addressB)
+    {
+        if (addressA.Contains(':'))
+        {
+            foreach (var address in new[] { addressA, addressB })
+                Assert.True((await _namespace.ExecAsync("ip", "-6", "addr", "add", address + "/128", "dev", "lo", "nodad")).Succeeded);
+        }
+        StartUdpServer(addressA, "udp-a");
+        StartUdpServer(addressB, "udp-b");
+        StartTcpServer(addressA, "tcp-a");
+        using var metrics = new ProxyMetrics();
+        var kernel = Track(_namespace.Run(() => EbpfKernel.Open(new EbpfLocation(_bpfFs.Path, _cgroup.Path), NullLogger.Instance)));
+        _cleanup.Add(new Disposer(() => EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance)));
+        Assert.True(kernel.DestroysSockets);
+        var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
+        await backend.SyncAsync(StateBuilder.Full(State(vip, tcpVip, addressA, addressB)), default);
+
+        var go = Path.Combine(_work.FullName, "go");
+        var holder = Track(_namespace.StartProcess(HolderBinary(),
+            [Sockets.ToString(), vip, UdpPort.ToString(), addressA, UdpBackendPort.ToString(), tcpVip, TcpPort.ToString(), go], cgroup: _cgroup));
+        var before = await LinesUntilAsync(holder, "ready");
+        var onA = Socket(before, "udp-a");
+        var onB = Socket(before, "udp-b");
+        Assert.True(onA.Count + onB.Count == Sockets, string.Join('\n', before));
+        Assert.NotEmpty(onA);
+        Assert.NotEmpty(onB);
+        Assert.Contains("before direct udp-a", before);
+        Assert.Contains("before tcp tcp-a", before);
+
+        var changed = new[] { StateBuilder.Name("dns", "dns", Protocol.UDP), StateBuilder.Name("web") };
+        await backend.SyncAsync(StateBuilder.Partial(State(vip, tcpVip, addressB), changed), default);
+        await File.WriteAllTextAsync(go, "");
+        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30))) await holder.WaitForExitAsync(timeout.Token);
+
+        var after = holder.StandardOutputLines.Skip(before.Count).ToList();
+        var report = string.Join('\n', holder.StandardOutputLines.Concat(holder.StandardErrorLines));
+        Assert.True(holder.ExitCode == 0, report);
+        foreach (var socket in onA)
+        {
+            Assert.Contains($"after {socket} aborted", after);
+            Assert.Contains($"after {socket} reconnected udp-b", after);
+        }
+        foreach (var socket in onB) Assert.Contains($"after {socket} kept udp-b", after);
+        Assert.Contains("after direct kept udp-a", after);
+        Assert.Contains("after tcp tcp-a", after);
+        Assert.Equal(onA.Count, after.Count(l => l.EndsWith(" aborted", StringComparison.Ordinal)));
+        Assert.Contains($"{EbpfMetrics.SocketsDestroyedTotal} {onA.Count}", await metrics.ExportTextAsync());
+        Assert.Empty(kernel.SocketDeletions!.Keys<SockDeleteKey>()); // emptied after the pass
+    }
+
+    /// <summary>
+    /// The whole frontend gone (a deletion without an endpoint) takes every socket the hooks connected through it,
+    /// whichever backend; a deletion of another frontend's endpoint, on the same backend address and port, takes none.
+    /// </summary>
+    [KernelFact(needsCgroup: true, needsSocketDestroy: true)]
+    public async Task FrontendRemoved_TakesEverySocketThroughIt_AnotherFrontendsDeletionTakesNone()
+    {
+        const string vip = "10.96.0.53";
+        StartUdpServer("127.0.0.2", "udp-a");
+        StartUdpServer("127.0.0.3", "udp-b");
+        StartTcpServer("127.0.0.2", "tcp-a");
+        using var metrics = new ProxyMetrics();
+        var kernel = Track(_namespace.Run(() => EbpfKernel.Open(new EbpfLocation(_bpfFs.Path, _cgroup.Path), NullLogger.Instance)));
+        _cleanup.Add(new Disposer(() => EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance)));
+        var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
+        await backend.SyncAsync(StateBuilder.Full(State(vip, "10.96.0.80", "127.0.0.2", "127.0.0.3")), default);
+
+        var go = Path.Combine(_work.FullName, "go");
+        var holder = Track(_namespace.StartProcess(HolderBinary(),
+            [Sockets.ToString(), vip, UdpPort.ToString(), "127.0.0.2", UdpBackendPort.ToString(), "10.96.0.80", TcpPort.ToString(), go], cgroup: _cgroup));
+        var before = await LinesUntilAsync(holder, "ready");
+        var name = StateBuilder.Name("dns", "dns", Protocol.UDP);
+
+        var other = new ConntrackDeletion(name, ConntrackDeletionReason.EndpointRemoved, Protocol.UDP, IpFamily.IPv4, IPAddress.Parse("10.96.0.99"), UdpPort, IPAddress.Parse("127.0.0.2"), UdpBackendPort);
+        Assert.Equal(0, kernel.DestroySockets([other]));
+        var gone = new ConntrackDeletion(name, ConntrackDeletionReason.FrontendRemoved, Protocol.UDP, IpFamily.IPv4, IPAddress.Parse(vip), UdpPort);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        Assert.Equal(Sockets, kernel.DestroySockets([gone]));
+        Console.WriteLine($"destroy pass: {Sockets} sockets destroyed, {SocketDestroyer.NamedNamespaces().Count + 1} network namespaces walked, {watch.Elapsed.TotalMilliseconds:F1} ms");
+
+        await File.WriteAllTextAsync(go, "");
+        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30))) await holder.WaitForExitAsync(timeout.Token);
+        var after = holder.StandardOutputLines.Skip(before.Count).ToList();
+        Assert.Equal(Sockets, after.Count(l => l.EndsWith(" aborted", StringComparison.Ordinal)));
+        Assert.Contains("after direct kept udp-a", after);
+    }
+
+    /// <summary>What pp_sockdel_v1 gets of each kind of deletion: UDP only, nothing for a port that just got endpoints.</summary>
+    [Fact]
+    public void KeyFor_UdpDeletions_ExactOrWildcard_NothingElse()
+    {
+        var name = StateBuilder.Name("dns", "dns", Protocol.UDP);
+        var vip = IPAddress.Parse("10.96.0.53");
+        var pod = IPAddress.Parse("10.244.1.2");
+
+        var exact = SocketDestroyer.KeyFor(new ConntrackDeletion(name, ConntrackDeletionReason.EndpointRemoved, Protocol.UDP, IpFamily.IPv4, vip, 53, pod, 5353));
+        Assert.Equal(new SockDeleteKey { Frontend = MapAddress.For(vip), FrontendPort = MapLayout.NetworkPort(53), Backend = MapAddress.For(pod), BackendPort = MapLayout.NetworkPort(5353) }, exact);
+        var nodePort = SocketDestroyer.KeyFor(new ConntrackDeletion(name, ConntrackDeletionReason.EndpointRemoved, Protocol.UDP, IpFamily.IPv4, null, 30053, pod, 5353));
+        Assert.Equal(default, nodePort!.Value.Frontend);
+        var frontend = SocketDestroyer.KeyFor(new ConntrackDeletion(name, ConntrackDeletionReason.FrontendRemoved, Protocol.UDP, IpFamily.IPv4, vip, 53));
+        Assert.Equal(new SockDeleteKey { Frontend = MapAddress.For(vip), FrontendPort = MapLayout.NetworkPort(53) }, frontend);
+
+        Assert.Null(SocketDestroyer.KeyFor(new ConntrackDeletion(name, ConntrackDeletionReason.EndpointRemoved, Protocol.TCP, IpFamily.IPv4, vip, 53, pod, 5353)));
+        Assert.Null(SocketDestroyer.KeyFor(new ConntrackDeletion(name, ConntrackDeletionReason.EndpointRemoved, Protocol.SCTP, IpFamily.IPv4, vip, 53, pod, 5353)));
+        Assert.Null(SocketDestroyer.KeyFor(new ConntrackDeletion(name, ConntrackDeletionReason.ServiceNewlyActive, Protocol.UDP, IpFamily.IPv4, vip, 53)));
+    }
+
+    /// <summary>
+    /// A destroy pass the kernel refuses never fails the sync: the maps are written, the refusal is one warning line
+    /// naming the deletions and counted in <c>..._map_update_failures_total{map="pp_sockdel_v1"}</c>, nothing is counted
+    /// as destroyed. Control: the sync before it, which removed nothing, never asked for a pass.
+    /// </summary>
+    [Fact]
+    public async Task DestroyRefused_SyncSucceeds_OneWarning_CountedAsAFailure()
+    {
+        var maps = new RefusingMaps();
+        using var metrics = new ProxyMetrics();
+        var logger = new ListLogger();
+        var backend = new EbpfBackend(maps, metrics, logger);
+        await backend.SyncAsync(StateBuilder.Full(State("10.96.0.53", "10.96.0.80", "10.244.1.2", "10.244.1.3")), default);
+        Assert.Equal(0, maps.Passes);
+
+        await backend.SyncAsync(StateBuilder.Partial(State("10.96.0.53", "10.96.0.80", "10.244.1.3"), StateBuilder.Name("dns", "dns", Protocol.UDP), StateBuilder.Name("web")), default);
+
+        Assert.Equal(1, maps.Passes);
+        Assert.True(maps.Writes > 0);
+        var warning = Assert.Single(logger.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning);
+        Assert.Contains("could not destroy the connected UDP sockets of (udp 10.96.0.53:53 reply-src 10.244.1.2:5353", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("EPERM", warning.Message, StringComparison.Ordinal);
+        var text = await metrics.ExportTextAsync();
+        Assert.Contains("proxyplanes_ebpf_map_update_failures_total{map=\"pp_sockdel_v1\"} 1", text);
+        Assert.Contains($"{EbpfMetrics.SocketsDestroyedTotal} 0", text);
+    }
+
+    /// <summary>dns: a UDP cluster IP on port 53 with the given endpoints on 5353; web: a TCP cluster IP on 80 with the first endpoint only, on 8080.</summary>
+    private static DesiredState State(string vip, string tcpVip, params string[] endpoints) => StateBuilder.State(null,
+        StateBuilder.Port(StateBuilder.Info("dns", vip, port: UdpPort, portName: "dns", protocol: Protocol.UDP), [.. endpoints.Select(e => StateBuilder.Endpoint(e, UdpBackendPort))]),
+        StateBuilder.Port(StateBuilder.Info("web", tcpVip, port: TcpPort), [.. endpoints.Take(endpoints.Length > 1 ? 1 : 0).Select(e => StateBuilder.Endpoint(e, TcpBackendPort))]));
+
+    /// <summary>The socket numbers whose "before N NAME" line names <paramref name="server"/>.</summary>
+    private static List<string> Socket(IReadOnlyList<string> lines, string server) =>
+        [.. lines.Where(l => l.StartsWith("before ", StringComparison.Ordinal) && l.EndsWith(" " + server, StringComparison.Ordinal))
+            .Select(l => l.Split(' ')[1]).Where(n => n != "direct" && n != "tcp")];
+
+    /// <summary>The holder's output up to and including <paramref name="marker"/> (at most 30 s; it failing first fails the test).</summary>
+    private static async Task<IReadOnlyList<string>> LinesUntilAsync(SandboxProcess process, string marker)
+    {
+        for (var i = 0; i < 3000; i++)
+        {
+            var lines = process.StandardOutputLines;
+            if (lines.Contains(marker)) return lines;
+            if (process.HasExited) Assert.Fail($"the holder exited before \"{marker}\": {string.Join('\n', lines.Concat(process.StandardErrorLines))}");
+            await Task.Delay(10);
+        }
+        Assert.Fail($"no \"{marker}\" from the holder within 30 s: {string.Join('\n', process.StandardOutputLines)}");
+        return [];
+    }
+
+    /// <summary>tests/Backends.Ebpf.Tests/udp_holder.c, compiled into this test's directory.</summary>
+    private string HolderBinary()
+    {
+        var binary = Path.Combine(_work.FullName, "udp_holder");
+        var compile = BpfTestSupport.Run("cc", "-Wall", "-Werror", "-O1", "-o", binary,
+            Path.Combine(BpfTestSupport.RepoRoot, "tests", "Backends.Ebpf.Tests", "udp_holder.c"));
+        Assert.True(compile.ExitCode == 0, compile.Error);
+        return binary;
+    }
+
+    /// <summary>A UDP server in the namespace that answers every datagram with its name.</summary>
+    private void StartUdpServer(string address, string name)
+    {
+        var socket = Track(_namespace.Run(() =>
+        {
+            var server = new Socket(IPAddress.Parse(address).AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+            server.Bind(new IPEndPoint(IPAddress.Parse(address), UdpBackendPort));
+            return server;
+        }));
+        var reply = Encoding.ASCII.GetBytes(name);
+        var any = new IPEndPoint(socket.AddressFamily == AddressFamily.InterNetworkV6 ? IPAddress.IPv6Any : IPAddress.Any, 0);
+        _ = Task.Run(async () =>
+        {
+            var buffer = new byte[512];
+            while (!_stop.IsCancellationRequested)
+            {
+                try
+                {
+                    var received = await socket.ReceiveFromAsync(buffer, any, _stop.Token);
+                    await socket.SendToAsync(reply, received.RemoteEndPoint, _stop.Token);
+                }
+                catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+                {
+                    if (_stop.IsCancellationRequested) return;
+                }
+            }
+        });
+    }
+
+    /// <summary>A TCP server in the namespace that answers every line of a connection with its name, until the client closes.</summary>
+    private void StartTcpServer(string address, string name)
+    {
+        var listener = _namespace.Run(() =>
+        {
+            var server = new TcpListener(IPAddress.Parse(address), TcpBackendPort);
+            server.Start();
+            return server;
+        });
+        _cleanup.Add(new Disposer(listener.Stop));
+        var reply = Encoding.ASCII.GetBytes(name + "\n");
+        _ = Task.Run(async () =>
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                try
+                {
+                    var client = await listener.AcceptTcpClientAsync(_stop.Token);
+                    _ = Task.Run(async () =>
+                    {
+                        using (client)
+                        {
+                            using var reader = new StreamReader(client.GetStream());
+                            while (await reader.ReadLineAsync(_stop.Token) is not null) await client.GetStream().WriteAsync(reply, _stop.Token);
+                        }
+                    });
+                }
+                catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException or IOException)
+                {
+                    if (_stop.IsCancellationRequested) return;
+                }
+            }
+        });
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        for (var i = _cleanup.Count - 1; i >= 0; i--)
+        {
+            try
+            {
+                _cleanup[i].Dispose();
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine($"cleanup: {e.Message}");
+            }
+        }
+        _cleanup.Clear();
+        _stop.Dispose();
+    }
+
+    private T Track<T>(T resource)
+        where T : IDisposable
+    {
+        _cleanup.Add(resource);
+        return resource;
+    }
+
+    /// <summary>Maps in memory whose socket destroy pass the kernel refuses (EPERM).</summary>
+    private sealed class RefusingMaps : IEbpfMaps
+    {
+        private EbpfMapContents _contents = EbpfMapContents.Empty;
+
+        public int Passes { get; private set; }
+
+        public int Writes { get; private set; }
+
+        public EbpfMapContents Read() => _contents;
+
+        public void Write(MapWrite write)
+        {
+            Writes++;
+            _contents = EbpfPlannerTests.Apply(_contents, [write]);
+        }
+
+        public bool Intact() => true;
+
+        /// <summary>As <see cref="EbpfKernel"/>: a pass only when a deletion concerns sockets (the first sync's "newly active" ones do not).</summary>
+        public int DestroySockets(IReadOnlyList<ConntrackDeletion> deletions)
+        {
+            if (!deletions.Any(d => SocketDestroyer.KeyFor(d) is not null)) return 0;
+            Passes++;
+            throw new BpfException(1, "bpf(BPF_ITER_CREATE) on iterator pp_sock_destroy_udp");
+        }
+    }
+
+    private sealed class Disposer(Action action) : IDisposable
+    {
+        public void Dispose() => action();
+    }
+}
