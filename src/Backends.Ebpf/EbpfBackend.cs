@@ -24,6 +24,7 @@ public sealed class EbpfBackend : IProxyBackend
     private readonly Action? _cleanup;
     private EbpfPlannerState? _state;
     private DesiredState _applied = DesiredState.Empty;
+    private EbpfNamesWriter? _names;
 
     /// <param name="cleanup">What <see cref="CleanupAsync"/> runs after closing the maps (detach and unpin, for the daemon's kernel).</param>
     public EbpfBackend(IEbpfMaps maps, ProxyMetrics metrics, ILogger logger, Action? cleanup = null)
@@ -47,73 +48,79 @@ public sealed class EbpfBackend : IProxyBackend
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            var full = request.Full || _state is null;
-            var apply = Stopwatch.StartNew();
-            EbpfMapContents? contents;
-            try
-            {
-                contents = full ? _maps.Read() : null;
-            }
-            catch (BpfException e)
-            {
-                throw new BackendSyncException($"eBPF: cannot read the maps for a full sync: {e.Message}", e);
-            }
-            if (full)
-            {
-                try
-                {
-                    // A full sync re-checks the node: tc programs on a new interface, the node-port addresses.
-                    _maps.SyncNode(request.State.Network);
-                }
-                catch (Exception e) when (e is BpfException or Netlink.NetlinkException or IOException)
-                {
-                    _state = null;
-                    throw new BackendSyncException($"eBPF: cannot attach the tc programs or write the node addresses: {e.Message}", e);
-                }
-            }
-            var read = apply.Elapsed;
-            var render = Stopwatch.StartNew();
-            var plan = _planner.Plan(request with { Full = full }, full ? null : _state, contents);
-            render.Stop();
-
-            apply.Restart();
-            var written = 0;
-            try
-            {
-                foreach (var write in plan.Writes)
-                {
-                    cancellationToken.ThrowIfCancellationRequested();
-                    try
-                    {
-                        _maps.Write(write);
-                    }
-                    catch (BpfException e)
-                    {
-                        _metrics.UpdateFailed(write.Map);
-                        throw new BackendSyncException(
-                            $"eBPF: the kernel refused map write {written + 1} of {plan.Writes.Length} ({write}): {e.Message}; the writes before it are in force and the next sync is full", e);
-                    }
-                    written++;
-                }
-            }
-            catch
-            {
-                _state = null;
-                throw;
-            }
-            _state = plan.State;
-            LastPlan = plan;
-            DeleteStaleConnections(StaleConntrackPlanner.Plan(_applied, request.State));
-            _applied = request.State;
-            if (_maps is EbpfKernel kernel) EbpfNames.TryWrite(kernel.Location.PinDirectory, plan, _logger); // names for explain; a failure only warns
-            _metrics.SetEntries(plan.State.Maps.Services.Count, plan.State.Maps.Backends.Count);
-            _logger.LogDebug("eBPF {Kind} sync: {Writes} map writes", full ? "full" : "partial", plan.Writes.Length);
-            return new SyncTimings(TimeSpan.Zero, render.Elapsed, read + apply.Elapsed);
+            return Sync(request, cancellationToken);
+        }
+        catch
+        {
+            // Whatever failed (a read, a refused write, a cancellation), the maps may hold part of a plan: the next sync is full.
+            _state = null;
+            throw;
         }
         finally
         {
             _gate.Release();
         }
+    }
+
+    private SyncTimings Sync(SyncRequest request, CancellationToken cancellationToken)
+    {
+        var full = request.Full || _state is null;
+        var apply = Stopwatch.StartNew();
+        EbpfMapContents? contents;
+        try
+        {
+            contents = full ? _maps.Read() : null;
+        }
+        catch (BpfException e)
+        {
+            throw new BackendSyncException($"eBPF: cannot read the maps for a full sync: {e.Message}", e);
+        }
+        if (full)
+        {
+            try
+            {
+                // A full sync re-checks the node: tc programs on a new interface, the node-port addresses.
+                _maps.SyncNode(request.State.Network);
+            }
+            catch (Exception e) when (e is BpfException or Netlink.NetlinkException or IOException)
+            {
+                throw new BackendSyncException($"eBPF: cannot attach the tc programs or write the node addresses: {e.Message}", e);
+            }
+        }
+        var read = apply.Elapsed;
+        var render = Stopwatch.StartNew();
+        var plan = _planner.Plan(request with { Full = full }, full ? null : _state, contents);
+        render.Stop();
+
+        apply.Restart();
+        var written = 0;
+        foreach (var write in plan.Writes)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            try
+            {
+                _maps.Write(write);
+            }
+            catch (BpfException e)
+            {
+                _metrics.UpdateFailed(write.Map);
+                throw new BackendSyncException(
+                    $"eBPF: the kernel refused map write {written + 1} of {plan.Writes.Length} ({write}): {e.Message}; the writes before it are in force and the next sync is full", e);
+            }
+            written++;
+        }
+        _state = plan.State;
+        LastPlan = plan;
+        // A partial sync follows one that succeeded here (a failure makes the next one full), so its changed ports are
+        // relative to _applied, as the planner above relies on too: only they can have left flows stale.
+        DeleteStaleConnections(full
+            ? StaleConntrackPlanner.Plan(_applied, request.State)
+            : StaleConntrackPlanner.Plan(_applied, request.State, request.ChangedPorts));
+        _applied = request.State;
+        if (_maps is EbpfKernel kernel) (_names ??= new EbpfNamesWriter(kernel.Location.PinDirectory, _logger)).Write(plan); // names for explain; a failure only warns
+        _metrics.SetEntries(plan.State.Maps.Services.Count, plan.State.Maps.Backends.Count);
+        _logger.LogDebug("eBPF {Kind} sync: {Writes} map writes", full ? "full" : "partial", plan.Writes.Length);
+        return new SyncTimings(TimeSpan.Zero, render.Elapsed, read + apply.Elapsed);
     }
 
     /// <summary>
@@ -165,6 +172,8 @@ public sealed class EbpfBackend : IProxyBackend
         try
         {
             _state = null;
+            _names?.Dispose();
+            _names = null;
             (_maps as IDisposable)?.Dispose();
             _cleanup?.Invoke();
         }

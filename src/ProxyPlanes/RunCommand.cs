@@ -47,7 +47,7 @@ public static class RunCommand
         // kube-proxy's conntrack settings, written once at start (a setting that cannot be written is one warning).
         new ConntrackSysctls(logger).Apply(settings.Conntrack.Plan(Environment.ProcessorCount));
         var conntrack = new ConntrackCleaner(new ConntrackCommand(), logger, metrics.ConntrackReconciled);
-        controller.AfterSync("conntrack cleanup", conntrack.CleanAsync);
+        controller.AfterSync("conntrack cleanup", (previous, state, changed, token) => conntrack.CleanAsync(previous, state, changed, token));
         metrics.CountConntrackCleanupFailures(() => conntrack.Failures);
         // The Kubernetes API (kubeconfig, or the in-cluster service account) unless manifests are named.
         IObjectSource source = settings.ManifestsPath.Length > 0

@@ -260,18 +260,38 @@ public sealed class EbpfExplainerTests
     {
         using var maps = new PinnedMaps();
         maps.Frontend(ClusterIp, 80, revNatId: 1, flags: 0, backends: [1]);
-        var key = ServiceKey.For(ClusterIp, 80, ProtocolType.Tcp);
-        EbpfPlan Plan(string service, string port)
-        {
-            var owner = new ServicePortName(new NamespacedName("test", service), port, Protocol.TCP);
-            return new([new ServiceUpdate(key, ServiceValue.Master(1, 1), owner), new ServiceUpdate(key.WithSlot(1), ServiceValue.ForSlot(1), owner)], null!, Full: false);
-        }
 
-        EbpfNames.TryWrite(maps.PinDirectory, Plan("web", "http"), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        EbpfNames.TryWrite(maps.PinDirectory, NamesPlan("web", "http"), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         Assert.Equal("test/web:http", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
-        EbpfNames.TryWrite(maps.PinDirectory, Plan("other", "dns"), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        EbpfNames.TryWrite(maps.PinDirectory, NamesPlan("other", "dns"), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         Assert.Equal("test/other:dns", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
         Assert.Single(EbpfNames.Read(maps.PinDirectory)); // slots are not named
+    }
+
+    [KernelFact]
+    public async Task NamesWriter_KeepsTheMapOpenBetweenPlans_AFullPlanPinsANewOneWhenTheOldPinWent()
+    {
+        using var maps = new PinnedMaps();
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: 0, backends: [1]);
+        using var writer = new EbpfNamesWriter(maps.PinDirectory, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+
+        writer.Write(NamesPlan("web", "http", full: false));
+        Assert.Equal("test/web:http", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+        writer.Write(NamesPlan("api", "http", full: false)); // through the fd held since the first plan
+        Assert.Equal("test/api:http", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+
+        File.Delete(Path.Combine(maps.PinDirectory, EbpfNames.MapName));
+        Assert.Null((await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+        writer.Write(NamesPlan("db", "http", full: true));
+        Assert.Equal("test/db:http", (await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, NodeIp)).Match);
+    }
+
+    /// <summary>A plan writing the master entry (reverse-NAT id 1) and slot 1 of ClusterIp:80/tcp for test/<paramref name="service"/>:<paramref name="port"/>.</summary>
+    private static EbpfPlan NamesPlan(string service, string port, bool full = false)
+    {
+        var key = ServiceKey.For(ClusterIp, 80, ProtocolType.Tcp);
+        var owner = new ServicePortName(new NamespacedName("test", service), port, Protocol.TCP);
+        return new([new ServiceUpdate(key, ServiceValue.Master(1, 1), owner), new ServiceUpdate(key.WithSlot(1), ServiceValue.ForSlot(1), owner)], null!, full);
     }
 
     /// <summary>The objects' maps pinned in a private bpffs, as EbpfKernel pins them; backends 1 and 2 are PodA:8080 and PodB:8080.</summary>

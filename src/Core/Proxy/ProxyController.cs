@@ -68,14 +68,27 @@ public sealed class ProxyController : IObjectSink
     /// <summary>Raised after every successful sync (tests, the demo and the benchmark wait on it).</summary>
     public event Action<SyncReport>? Synced;
 
-    private readonly List<(string Name, Func<DesiredState, DesiredState, CancellationToken, Task> Action)> _afterSync = [];
+    private readonly List<(string Name, Func<DesiredState, DesiredState, IReadOnlySet<ServicePortName>?, CancellationToken, Task> Action)> _afterSync = [];
 
     /// <summary>
     /// Work that follows every successful sync, given the previous and the new applied state:
     /// conntrack cleanup, the health-check node port servers. A failure is logged; the kernel
     /// already has the rules, so it never fails the sync.
     /// </summary>
-    public void AfterSync(string name, Func<DesiredState, DesiredState, CancellationToken, Task> action) => _afterSync.Add((name, action));
+    public void AfterSync(string name, Func<DesiredState, DesiredState, CancellationToken, Task> action)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        _afterSync.Add((name, (previous, state, _, token) => action(previous, state, token)));
+    }
+
+    /// <summary>
+    /// As <see cref="AfterSync(string, Func{DesiredState, DesiredState, CancellationToken, Task})"/>, also given the
+    /// service ports that may differ between the two states (every other port is the same object in both), or null
+    /// when any may (a full sync, or a partial one after a failed sync): work that needs only the changes can skip
+    /// the 10,000 ports that did not change.
+    /// </summary>
+    public void AfterSync(string name, Func<DesiredState, DesiredState, IReadOnlySet<ServicePortName>?, CancellationToken, Task> action) =>
+        _afterSync.Add((name, action));
 
     public void OnService(Service? previous, Service? current)
     {
@@ -190,6 +203,7 @@ public sealed class ProxyController : IObjectSink
             _metrics.FullSyncStarted(reason.Label());
             if (reason != FullSyncReason.Start) _logger.LogInformation("Full sync: {Reason}", Describe(reason));
         }
+        var builtFrom = _built;
         var state = rebuildAll ? BuildAll(network) : Rebuild(_built, changed);
         _built = state;
 
@@ -213,11 +227,13 @@ public sealed class ProxyController : IObjectSink
 
         var previous = Applied;
         Applied = state;
+        // The changed ports are relative to the state this one was built from: the previous applied one unless a sync failed in between.
+        var changedSincePrevious = !rebuildAll && ReferenceEquals(builtFrom, previous) ? changed : null;
         foreach (var (name, action) in _afterSync)
         {
             try
             {
-                await action(previous, state, cancellationToken).ConfigureAwait(false);
+                await action(previous, state, changedSincePrevious, cancellationToken).ConfigureAwait(false);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {

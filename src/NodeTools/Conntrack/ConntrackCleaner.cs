@@ -33,12 +33,19 @@ public sealed class ConntrackCleaner(IConntrack conntrack, ILogger logger, Actio
     /// (the state it has now) and applies them. Throws only <see cref="OperationCanceledException"/>, when
     /// <paramref name="cancellationToken"/> is cancelled.
     /// </summary>
-    public async Task CleanAsync(DesiredState previous, DesiredState current, CancellationToken cancellationToken)
+    public Task CleanAsync(DesiredState previous, DesiredState current, CancellationToken cancellationToken) =>
+        CleanAsync(previous, current, null, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="CleanAsync(DesiredState, DesiredState, CancellationToken)"/>; when <paramref name="changed"/> is
+    /// given, every service port outside it is the same in both states, and only its ports are planned.
+    /// </summary>
+    public async Task CleanAsync(DesiredState previous, DesiredState current, IReadOnlySet<ServicePortName>? changed, CancellationToken cancellationToken)
     {
         IReadOnlyList<ConntrackDeletion> deletions;
         try
         {
-            deletions = StaleConntrackPlanner.Plan(previous, current);
+            deletions = changed is null ? StaleConntrackPlanner.Plan(previous, current) : StaleConntrackPlanner.Plan(previous, current, changed);
         }
         catch (Exception e)
         {

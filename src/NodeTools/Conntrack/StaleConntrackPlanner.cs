@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using System.Net;
 using ProxyPlanes.Model;
 
@@ -28,24 +29,89 @@ public static class StaleConntrackPlanner
 {
     private static readonly IpFamily[] Families = [IpFamily.IPv4, IpFamily.IPv6];
 
+    /// <summary>
+    /// The deletions over every service port of both states. A port whose state is the same object in both (what the
+    /// controller's partial rebuild leaves of every unchanged port) plans nothing and is skipped without a look.
+    /// </summary>
     public static IReadOnlyList<ConntrackDeletion> Plan(DesiredState previous, DesiredState current)
     {
         ArgumentNullException.ThrowIfNull(previous);
         ArgumentNullException.ThrowIfNull(current);
 
-        var names = new SortedSet<ServicePortName>(previous.ServicePorts.Keys);
-        names.UnionWith(current.ServicePorts.Keys);
+        var planned = new List<ConntrackDeletion>();
+        foreach (var (name, before, after) in Pairs(previous.ServicePorts, current.ServicePorts))
+            PlanPort(name, before, after, planned);
+        return Normalize(planned);
+    }
+
+    /// <summary>
+    /// The same deletions as <see cref="Plan(DesiredState, DesiredState)"/>, looking only at <paramref name="changed"/>:
+    /// for a partial sync, whose unchanged ports are the same in both states (at 10,000 service ports, walking them all
+    /// cost ~20 ms per sync; this costs what the changed ports cost). The caller guarantees that every port outside
+    /// <paramref name="changed"/> is equal in both states.
+    /// </summary>
+    public static IReadOnlyList<ConntrackDeletion> Plan(DesiredState previous, DesiredState current, IEnumerable<ServicePortName> changed)
+    {
+        ArgumentNullException.ThrowIfNull(previous);
+        ArgumentNullException.ThrowIfNull(current);
+        ArgumentNullException.ThrowIfNull(changed);
 
         var planned = new List<ConntrackDeletion>();
-        foreach (var name in names)
-        {
-            if (name.Protocol is not (Protocol.UDP or Protocol.SCTP)) continue;
-            previous.ServicePorts.TryGetValue(name, out var before);
-            current.ServicePorts.TryGetValue(name, out var after);
-            foreach (var family in Families)
-                PlanPort(name, family, before, after, planned);
-        }
+        foreach (var name in new SortedSet<ServicePortName>(changed))
+            PlanPort(name, previous.ServicePorts.GetValueOrDefault(name), current.ServicePorts.GetValueOrDefault(name), planned);
         return Normalize(planned);
+    }
+
+    /// <summary>
+    /// Every name in either map, in name order, with its state on each side; pairs whose states are the same object are
+    /// left out. Both maps are sorted, so one merge walk does it (a sorted union of 10,000 names per sync did not).
+    /// </summary>
+    private static IEnumerable<(ServicePortName Name, ServicePortState? Before, ServicePortState? After)> Pairs(
+        ImmutableSortedDictionary<ServicePortName, ServicePortState> previous, ImmutableSortedDictionary<ServicePortName, ServicePortState> current)
+    {
+        var comparer = Comparer<ServicePortName>.Default;
+        if (!ReferenceEquals(previous.KeyComparer, comparer) || !ReferenceEquals(current.KeyComparer, comparer))
+        {
+            // Maps sorted some other way: a sorted union of the names, in the default order.
+            foreach (var name in new SortedSet<ServicePortName>(previous.Keys.Concat(current.Keys)))
+            {
+                var (before, after) = (previous.GetValueOrDefault(name), current.GetValueOrDefault(name));
+                if (!ReferenceEquals(before, after)) yield return (name, before, after);
+            }
+            yield break;
+        }
+        using var left = previous.GetEnumerator();
+        using var right = current.GetEnumerator();
+        var hasLeft = left.MoveNext();
+        var hasRight = right.MoveNext();
+        while (hasLeft || hasRight)
+        {
+            var order = !hasLeft ? 1 : !hasRight ? -1 : comparer.Compare(left.Current.Key, right.Current.Key);
+            if (order < 0)
+            {
+                yield return (left.Current.Key, left.Current.Value, null);
+                hasLeft = left.MoveNext();
+            }
+            else if (order > 0)
+            {
+                yield return (right.Current.Key, null, right.Current.Value);
+                hasRight = right.MoveNext();
+            }
+            else
+            {
+                if (!ReferenceEquals(left.Current.Value, right.Current.Value)) yield return (left.Current.Key, left.Current.Value, right.Current.Value);
+                hasLeft = left.MoveNext();
+                hasRight = right.MoveNext();
+            }
+        }
+    }
+
+    /// <summary>One service port in both families (UDP and SCTP only).</summary>
+    private static void PlanPort(ServicePortName name, ServicePortState? before, ServicePortState? after, List<ConntrackDeletion> planned)
+    {
+        if (name.Protocol is not (Protocol.UDP or Protocol.SCTP)) return;
+        foreach (var family in Families)
+            PlanPort(name, family, before, after, planned);
     }
 
     /// <summary>One service port in one family, as kube-proxy runs one proxier per family.</summary>

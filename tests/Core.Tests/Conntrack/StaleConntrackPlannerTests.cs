@@ -263,6 +263,72 @@ public sealed class StaleConntrackPlannerTests
         Assert.Single(StaleConntrackPlanner.Plan(DesiredState.Empty, current));
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Plan_RandomChanges_ChangedPortsAloneAndTheMergeWalkEqualAPlanOfEveryName(int seed)
+    {
+        // A partial sync plans its changed ports only, and the whole-state plan walks both sorted maps at once, skipping
+        // ports that are the same object: both must equal planning every name of either state, one by one.
+        var random = new Random(seed);
+        var names = Enumerable.Range(0, 24).Select(i => Name($"svc{i:D2}", (Protocol)(i % 3), i % 4 == 0 ? "" : "dns")).ToArray();
+        ServicePortState RandomPort(ServicePortName name)
+        {
+            var i = Array.IndexOf(names, name) + 1;
+            return Port(name,
+                random.Next(4) == 0 ? [$"10.96.0.{i}", $"fd00::{i}"] : [$"10.96.0.{i}"],
+                [.. Enumerable.Range(0, random.Next(4)).Select(_ => random.Next(4) == 0 ? $"[fd00::1:{random.Next(4) + 1}]:8053" : $"10.244.{i}.{random.Next(4) + 1}:{8053 + random.Next(2)}").Distinct()],
+                nodePort: random.Next(3) == 0 ? 30000 + i : 0,
+                externalIPs: random.Next(3) == 0 ? [$"203.0.113.{random.Next(3)}"] : null);
+        }
+        var previous = State([.. names.Where(_ => random.Next(3) > 0).Select(RandomPort)]);
+        var planned = 0;
+        for (var step = 0; step < 80; step++)
+        {
+            var ports = previous.ServicePorts.ToBuilder();
+            var changed = new HashSet<ServicePortName>();
+            if (step % 10 == 9)
+            {
+                // A full rebuild: every port a new object with the same content (nothing to delete), one really changed.
+                foreach (var (name, port) in previous.ServicePorts)
+                    ports[name] = new ServicePortState(port.Info, port.IPv4Endpoints, port.IPv6Endpoints, port.IPv4Verdict, port.IPv6Verdict);
+                changed.UnionWith(ports.Keys);
+            }
+            for (var change = 0; change < 1 + random.Next(4); change++)
+            {
+                var name = names[random.Next(names.Length)];
+                changed.Add(name);
+                if (ports.ContainsKey(name) && random.Next(3) == 0) ports.Remove(name);
+                else ports[name] = RandomPort(name);
+            }
+            var current = previous with { ServicePorts = ports.ToImmutable() };
+
+            var everyName = StaleConntrackPlanner.Plan(previous, current, previous.ServicePorts.Keys.Union(current.ServicePorts.Keys).ToList());
+            Assert.Equal(everyName, StaleConntrackPlanner.Plan(previous, current));
+            Assert.Equal(everyName, StaleConntrackPlanner.Plan(previous, current, changed));
+            planned += everyName.Count;
+            previous = current;
+        }
+        Assert.True(planned > 20, $"only {planned} deletions over the whole sequence");
+    }
+
+    [Fact]
+    public void Plan_MapsSortedAnotherWay_SameDeletionsInNameOrder()
+    {
+        var a = Name("a-svc");
+        var b = Name("b-svc");
+        var reverse = Comparer<ServicePortName>.Create((x, y) => y.CompareTo(x));
+        DesiredState Reversed(DesiredState state) => state with { ServicePorts = state.ServicePorts.WithComparers(reverse) };
+        var previous = State(Port(a, ["10.96.0.11"], ["10.244.1.2:8053"]), Port(b, ["10.96.0.12"], ["10.244.1.3:8053"]));
+        var current = State(Port(a, ["10.96.0.11"], []), Port(b, ["10.96.0.12"], []));
+
+        var plan = StaleConntrackPlanner.Plan(Reversed(previous), current);
+
+        Assert.Equal(["a-svc 10.244.1.2", "b-svc 10.244.1.3"], plan.Select(d => $"{d.ServicePort.Service.Name} {d.ReplySource}"));
+        Assert.Equal(StaleConntrackPlanner.Plan(previous, current), plan);
+    }
+
     [Fact]
     public void ToString_NamesFrontendEndpointAndReason()
     {

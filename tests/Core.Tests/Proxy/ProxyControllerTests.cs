@@ -4,6 +4,7 @@ using ProxyPlanes.Core.Proxy;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
+using ProxyPlanes.NodeTools.Conntrack;
 using static ProxyPlanes.Core.Tests.Metrics.MetricsTestHelpers;
 using static ProxyPlanes.Core.Tests.Proxy.TestObjects;
 
@@ -633,5 +634,86 @@ public sealed class ProxyControllerTests : IAsyncDisposable
             positives += expectedInternal + expectedExternal;
         }
         Assert.True(positives > 0, "the random cluster never had a Local port without local endpoints");
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public async Task SyncNow_RandomSyncsAndFailures_AfterSyncGetsChangedPortsOnlyWhenTheyAreTheWholeDifference(int seed)
+    {
+        // After-sync work (the conntrack cleanup) plans only the changed ports when it is given them: every other port must
+        // be the same in both states. After a failed sync the next partial one is built on the failed state, not on the
+        // applied one, so its changed ports are not the whole difference: it must get null.
+        using var metrics = new ProxyMetrics();
+        var backend = new RecordingBackend();
+        var controller = new ProxyController(new ProxyOptions { HostName = Host }, backend, metrics, NullLogger.Instance);
+        var calls = new List<(DesiredState Previous, DesiredState State, IReadOnlySet<ServicePortName>? Changed)>();
+        controller.AfterSync("record", (previous, state, changed, _) =>
+        {
+            calls.Add((previous, state, changed?.ToHashSet()));
+            return Task.CompletedTask;
+        });
+        var random = new Random(seed);
+        var slices = new Dictionary<string, EndpointSlice>();
+        EndpointSlice NewSlice(string name, int index) => Slice($"{name}-1", name, [SlicePort("dns", 8053, "UDP")],
+            [.. Enumerable.Range(0, random.Next(3)).Select(e => Ep($"10.244.{index}.{random.Next(4) + 1}"))]);
+        for (var i = 0; i < 10; i++)
+        {
+            var name = $"dns{i}";
+            controller.OnService(null, Service(name, clusterIP: $"10.96.2.{i}", ports: [Port("dns", 53, "UDP")]));
+            controller.OnEndpointSlice(null, slices[name] = NewSlice(name, i));
+        }
+        controller.OnInitialStateDelivered();
+        await controller.SyncNowAsync(full: true);
+        Assert.Null(Assert.Single(calls).Changed);
+
+        var (withChanged, nullAfterFailure, deletions, failedBefore) = (0, 0, 0, false);
+        for (var step = 0; step < 60; step++)
+        {
+            for (var change = 0; change < 1 + random.Next(3); change++)
+            {
+                var index = random.Next(10);
+                var name = $"dns{index}";
+                controller.OnEndpointSlice(slices[name], slices[name] = NewSlice(name, index));
+            }
+            var fail = random.Next(5) == 0;
+            backend.Failing = fail;
+            var before = calls.Count;
+            if (fail)
+            {
+                var requests = backend.Count;
+                try
+                {
+                    await controller.SyncNowAsync(full: false);
+                    Assert.Equal(requests, backend.Count); // only when the changes cancelled out: nothing to sync
+                }
+                catch (BackendSyncException)
+                {
+                    failedBefore = true;
+                }
+                continue;
+            }
+            await controller.SyncNowAsync(full: false);
+            if (calls.Count == before) continue; // the changes cancelled out: no sync
+            var (previous, state, changed) = calls[^1];
+            if (changed is null)
+            {
+                Assert.True(failedBefore, $"step {step}: a partial sync right after a successful one got no changed ports");
+                nullAfterFailure++;
+            }
+            else
+            {
+                Assert.False(failedBefore, $"step {step}: a partial sync after a failed one got changed ports relative to the failed state");
+                foreach (var name in previous.ServicePorts.Keys.Union(state.ServicePorts.Keys).Where(n => !changed.Contains(n)))
+                    Assert.Same(previous.ServicePorts.GetValueOrDefault(name), state.ServicePorts.GetValueOrDefault(name));
+                var plan = StaleConntrackPlanner.Plan(previous, state, changed);
+                Assert.Equal(StaleConntrackPlanner.Plan(previous, state), plan);
+                deletions += plan.Count;
+                withChanged++;
+            }
+            failedBefore = false;
+        }
+        Assert.True(withChanged > 10 && nullAfterFailure > 0 && deletions > 0, $"{withChanged} partial syncs with changed ports, {nullAfterFailure} after a failure, {deletions} deletions");
     }
 }
