@@ -17,16 +17,56 @@ public sealed record PortChains(ImmutableArray<(string Chain, int Rules)> Nat, I
     public int FilterRules => Frontends.Count(r => !r.IsNat);
 
     public int NatFrontendRules => Frontends.Count(r => r.IsNat);
+
+    /// <summary>The rules of the port's own chains.</summary>
+    public int NatOwnRules => Nat.Sum(c => c.Rules);
+}
+
+/// <summary>
+/// The sums over every service port of a family that the rule metrics report, kept by the planner
+/// so that a partial sync changes them by its changed ports only.
+/// </summary>
+public readonly record struct PortTotals(int NatOwnRules, int NatFrontendRules, int FilterFrontendRules, int OwnChains)
+{
+    public static PortTotals Of(PortChains port) => new(port.NatOwnRules, port.NatFrontendRules, port.FilterRules, port.Nat.Length);
+
+    public static PortTotals operator +(PortTotals a, PortTotals b) =>
+        new(a.NatOwnRules + b.NatOwnRules, a.NatFrontendRules + b.NatFrontendRules, a.FilterFrontendRules + b.FilterFrontendRules, a.OwnChains + b.OwnChains);
+
+    public static PortTotals operator -(PortTotals a, PortTotals b) =>
+        new(a.NatOwnRules - b.NatOwnRules, a.NatFrontendRules - b.NatFrontendRules, a.FilterFrontendRules - b.FilterFrontendRules, a.OwnChains - b.OwnChains);
 }
 
 /// <summary>
 /// What the planner remembers between syncs: per service port its chains and its shared-chain
 /// rules (so a partial sync sends only the rules that changed, deleting the old ones by their exact
 /// text), and the rules that close <c>KUBE-SERVICES</c> (the node-ports jump) as last written.
+/// <see cref="SlotRules"/> and <see cref="Totals"/> are kept from <see cref="Ports"/> so that a partial
+/// sync costs what it changes, not what the node holds: per shared-chain slot
+/// (<see cref="SharedRule.Slot"/>), how many rules each port holding any there has, in port order
+/// (the insert position of a changed port's rules is the sum over the ports sorted ahead of it); and the
+/// sums the metrics report.
 /// </summary>
 public sealed record IptablesPlannerState(ImmutableDictionary<ServicePortName, PortChains> Ports, ImmutableArray<string> ServicesTail)
 {
+    private static readonly ImmutableArray<ImmutableSortedDictionary<ServicePortName, int>> NoSlotRules =
+        [.. Enumerable.Repeat(ImmutableSortedDictionary<ServicePortName, int>.Empty, SharedRule.SlotCount)];
+
     public static IptablesPlannerState Empty { get; } = new(ImmutableDictionary<ServicePortName, PortChains>.Empty, []);
+
+    public ImmutableArray<ImmutableSortedDictionary<ServicePortName, int>> SlotRules { get; init; } = NoSlotRules;
+
+    public PortTotals Totals { get; init; }
+
+    /// <summary>Per slot, the rules each port of <paramref name="ports"/> holds there, computed from every port (what <see cref="SlotRules"/> must equal).</summary>
+    public static ImmutableArray<ImmutableSortedDictionary<ServicePortName, int>> SlotRulesOf(IEnumerable<KeyValuePair<ServicePortName, PortChains>> ports)
+    {
+        var slots = NoSlotRules.Select(s => s.ToBuilder()).ToArray();
+        foreach (var (name, port) in ports)
+            foreach (var rule in port.Frontends)
+                slots[rule.Slot][name] = slots[rule.Slot].GetValueOrDefault(name) + 1;
+        return [.. slots.Select(s => s.ToImmutable())];
+    }
 }
 
 /// <summary>
@@ -47,7 +87,8 @@ public sealed record IptablesPlan(string Script, IptablesPlannerState State, int
 /// <c>KUBE-PROXY-FIREWALL</c>) deletes those ports' old rules by their exact text and inserts the
 /// new ones at the position a full sync would give them (ports in sorted order, the node-ports jump
 /// last), so the kernel ends up with exactly what a full sync writes. Chains no longer wanted are
-/// flushed and deleted in the same transaction.
+/// flushed and deleted in the same transaction. A partial sync visits only the changed ports
+/// (<see cref="PlanDelta"/>): what it needs of the others is kept in <see cref="IptablesPlannerState"/>.
 /// </summary>
 public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 {
@@ -79,66 +120,131 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         var tail = NodePortsJumps(network);
         // A partial sync sends deltas of the shared chains only while the rules closing KUBE-SERVICES
         // are those the kernel has (a node-level change makes the controller ask for a full sync anyway).
-        var delta = !full && previous.ServicesTail.SequenceEqual(tail);
+        if (!full && previous.ServicesTail.SequenceEqual(tail)) return PlanDelta(request, previous);
 
         if (full)
         {
             WriteJumpsFromBuiltInChains(kernel);
             WriteCanary();
         }
-        if (!delta) WriteFixedChains();
+        WriteFixedChains();
 
         var ports = ImmutableDictionary.CreateBuilder<ServicePortName, PortChains>();
-        // Rules each shared chain holds, at this point of the script, before the current port's.
-        var rulesAhead = new int[SharedRule.SlotCount];
-        int skippedChains = 0, natFrontends = 0, filterFrontends = 0, natOwnRules = 0;
+        var skippedChains = 0;
+        var totals = new PortTotals();
         foreach (var (name, port) in request.State.ServicePorts)
         {
-            var clusterIP = port.Info.ClusterIPs.FirstOrDefault(ip => NodeAddresses.FamilyOf(ip) == family);
-            if (clusterIP is null) continue; // not a service of this family
+            if (ClusterIPOf(port) is not { } clusterIP) continue; // not a service of this family
             previous.Ports.TryGetValue(name, out var old);
             PortChains now;
             if (full || old is null || request.ChangedPorts.Contains(name))
             {
-                now = WriteServicePort(port, clusterIP, network, delta, old?.Frontends ?? [], rulesAhead);
+                now = WriteServicePort(port, clusterIP, network, [], rulesAhead: null);
             }
             else
             {
                 // Unchanged since the last sync: its own chains stay in the kernel and are only
-                // counted; its shared-chain rules stay too, unless the shared chains are rewritten.
+                // counted; its shared-chain rules are written again, as the shared chains are rewritten.
                 now = old;
-                if (!delta) AppendShared(old.Frontends);
+                AppendShared(old.Frontends);
                 skippedChains += old.Nat.Length;
             }
-            foreach (var rule in now.Frontends) rulesAhead[rule.Slot]++;
-            foreach (var (_, rules) in now.Nat) natOwnRules += rules;
-            natFrontends += now.NatFrontendRules;
-            filterFrontends += now.FilterRules;
+            totals += PortTotals.Of(now);
             ports[name] = now;
         }
-        if (delta)
-        {
-            // Ports gone from this family: their shared-chain rules go (their chains are deleted below).
-            foreach (var (name, old) in previous.Ports)
-                if (!ports.ContainsKey(name))
-                    foreach (var rule in old.Frontends) Writer(rule.Chain).DeleteRule(rule.ChainName, rule.Rule);
-        }
-        else
-        {
-            // Node ports are matched last, after every service IP rule of KUBE-SERVICES.
-            foreach (var rule in tail) _nat.AppendRule(ChainNames.Services, rule);
-        }
+        // Node ports are matched last, after every service IP rule of KUBE-SERVICES.
+        foreach (var rule in tail) _nat.AppendRule(ChainNames.Services, rule);
         DeleteStaleChains(full, previous, ports, kernel);
 
+        var state = new IptablesPlannerState(ports.ToImmutable(), tail) { SlotRules = IptablesPlannerState.SlotRulesOf(ports), Totals = totals };
+        return Finish(state, skippedChains, delta: false);
+    }
+
+    /// <summary>
+    /// A partial sync as deltas, visiting only the changed ports, in port order: each one's shared-chain
+    /// rules are replaced where they differ (inserted after the rules of the ports sorted ahead, read from
+    /// <see cref="IptablesPlannerState.SlotRules"/>, which already holds the new state of the changed ports
+    /// ahead), its own chains rewritten, its chains no longer wanted deleted; a port gone from this family
+    /// loses its shared-chain rules and chains. Ports not changed are neither visited nor counted again.
+    /// </summary>
+    private IptablesPlan PlanDelta(SyncRequest request, IptablesPlannerState previous)
+    {
+        var network = request.State.Network;
+        var ports = previous.Ports.ToBuilder();
+        var slots = previous.SlotRules.ToArray();
+        var totals = previous.Totals;
+        var stale = new SortedSet<string>(StringComparer.Ordinal);
+        var gone = new List<PortChains>();
+        foreach (var name in request.ChangedPorts.Order())
+        {
+            var had = previous.Ports.TryGetValue(name, out var old);
+            PortChains? now = null;
+            if (request.State.ServicePorts.TryGetValue(name, out var port) && ClusterIPOf(port) is { } clusterIP)
+            {
+                now = WriteServicePort(port, clusterIP, network, old?.Frontends ?? [], slot => RulesAhead(slots[slot], name));
+                ports[name] = now;
+                totals += PortTotals.Of(now);
+            }
+            else if (had)
+            {
+                ports.Remove(name);
+                gone.Add(old!);
+            }
+            UpdateSlotRules(slots, name, old?.Frontends ?? [], now?.Frontends ?? []);
+            if (old is null) continue;
+            totals -= PortTotals.Of(old);
+            foreach (var (chain, _) in old.Nat)
+                if (now is null || !now.Nat.Any(c => c.Chain == chain)) stale.Add(chain);
+        }
+        foreach (var old in gone)
+            foreach (var rule in old.Frontends) Writer(rule.Chain).DeleteRule(rule.ChainName, rule.Rule);
+        foreach (var chain in stale)
+        {
+            _nat.Chain(chain);
+            _nat.DeleteChain(chain);
+        }
+        var state = new IptablesPlannerState(ports.ToImmutable(), previous.ServicesTail) { SlotRules = [.. slots], Totals = totals };
+        // Every port's chains not rewritten here stayed in the kernel.
+        var skipped = previous.Totals.OwnChains - request.ChangedPorts.Sum(n => previous.Ports.TryGetValue(n, out var o) ? o.Nat.Length : 0);
+        return Finish(state, skipped, delta: true);
+    }
+
+    private IptablesPlan Finish(IptablesPlannerState state, int skippedChains, bool delta)
+    {
         _script.Clear();
         if (!delta || !_filter.IsEmpty) _filter.WriteTable(_script, "filter");
         if (!delta || !_nat.IsEmpty) _nat.WriteTable(_script, "nat");
+        var totals = state.Totals;
         return new IptablesPlan(
-            _script.ToString(), new IptablesPlannerState(ports.ToImmutable(), tail),
+            _script.ToString(), state,
             // A partial sync leaves the canary rule of each table in place: it is still ours.
-            NatRulesTotal: FixedNatRules + CanaryRules + tail.Length + natFrontends + natOwnRules,
-            FilterRulesTotal: FixedFilterRules + CanaryRules + filterFrontends,
+            NatRulesTotal: FixedNatRules + CanaryRules + state.ServicesTail.Length + totals.NatFrontendRules + totals.NatOwnRules,
+            FilterRulesTotal: FixedFilterRules + CanaryRules + totals.FilterFrontendRules,
             NatRulesWritten: _nat.RuleCount, FilterRulesWritten: _filter.RuleCount, ChainsSkipped: skippedChains, Delta: delta);
+    }
+
+    private IPAddress? ClusterIPOf(ServicePortState port) => port.Info.ClusterIPs.FirstOrDefault(ip => NodeAddresses.FamilyOf(ip) == family);
+
+    /// <summary>The rules a slot holds for the ports sorted ahead of <paramref name="name"/>.</summary>
+    private static int RulesAhead(ImmutableSortedDictionary<ServicePortName, int> slot, ServicePortName name)
+    {
+        var sum = 0;
+        foreach (var (other, rules) in slot)
+        {
+            if (other.CompareTo(name) >= 0) break;
+            sum += rules;
+        }
+        return sum;
+    }
+
+    /// <summary>Replaces a port's entries in <paramref name="slots"/>: its rules there were <paramref name="old"/>, are <paramref name="now"/>.</summary>
+    private static void UpdateSlotRules(ImmutableSortedDictionary<ServicePortName, int>[] slots, ServicePortName name, ImmutableArray<SharedRule> old, ImmutableArray<SharedRule> now)
+    {
+        foreach (var slot in old.Concat(now).Select(r => r.Slot).Distinct())
+        {
+            var count = now.Count(r => r.Slot == slot);
+            slots[slot] = count == 0 ? slots[slot].Remove(name) : slots[slot].SetItem(name, count);
+        }
     }
 
     /// <summary>
@@ -174,14 +280,14 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
     /// the <paramref name="rulesAhead"/> rules of the ports sorted ahead of this one (which the script
     /// has already brought to their new state; deletions run before every insertion).
     /// </summary>
-    private void WriteSharedDelta(ImmutableArray<SharedRule> old, ImmutableArray<SharedRule> now, int[] rulesAhead)
+    private void WriteSharedDelta(ImmutableArray<SharedRule> old, ImmutableArray<SharedRule> now, Func<int, int> rulesAhead)
     {
         foreach (var slot in old.Concat(now).Select(r => r.Slot).Distinct().Order())
         {
             if (old.Where(r => r.Slot == slot).SequenceEqual(now.Where(r => r.Slot == slot))) continue;
             foreach (var rule in old)
                 if (rule.Slot == slot) Writer(rule.Chain).DeleteRule(rule.ChainName, rule.Rule);
-            var position = rulesAhead[slot];
+            var position = rulesAhead(slot);
             foreach (var rule in now)
                 if (rule.Slot == slot) Writer(rule.Chain).InsertRule(rule.ChainName, ++position, rule.Rule);
         }
@@ -322,14 +428,14 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
     private PortShape ShapeOf(ServicePortState port, IPAddress clusterIP) => new(port, clusterIP, port.VerdictFor(family));
 
     /// <summary>
-    /// Writes a service port's shared-chain rules (appended, or with <paramref name="delta"/> as a
+    /// Writes a service port's shared-chain rules (appended, or with <paramref name="rulesAhead"/> as a
     /// delta from <paramref name="oldFrontends"/>) and its own chains; returns what it holds now.
     /// </summary>
-    private PortChains WriteServicePort(ServicePortState port, IPAddress clusterIP, NodeNetwork network, bool delta, ImmutableArray<SharedRule> oldFrontends, int[] rulesAhead)
+    private PortChains WriteServicePort(ServicePortState port, IPAddress clusterIP, NodeNetwork network, ImmutableArray<SharedRule> oldFrontends, Func<int, int>? rulesAhead)
     {
         var shape = ShapeOf(port, clusterIP);
         var frontends = Frontends(shape, network);
-        if (delta) WriteSharedDelta(oldFrontends, frontends, rulesAhead);
+        if (rulesAhead is not null) WriteSharedDelta(oldFrontends, frontends, rulesAhead);
         else AppendShared(frontends);
 
         var chains = ImmutableArray.CreateBuilder<(string, int)>();
