@@ -90,16 +90,16 @@ public sealed class NftablesBackend : IProxyBackend
     {
         foreach (var plane in _families)
         {
-            IReadOnlyList<string>? rules;
+            int rules;
             try
             {
-                rules = await _applier.ListChainAsync(plane.Family, Table, NftNames.Canary, cancellationToken).ConfigureAwait(false);
+                rules = await _applier.CountRulesAsync(plane.Family, Table, NftNames.Canary, cancellationToken).ConfigureAwait(false);
             }
             catch (NftException e)
             {
                 throw new BackendSyncException($"could not read the nftables canary: {e.Message}", e);
             }
-            if (rules is not { Count: > 0 }) return false;
+            if (rules == 0) return false;
         }
         return true;
     }
