@@ -219,7 +219,7 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
                     break;
                 case (NftElement element, NftVerb.Add or NftVerb.Delete):
                 {
-                    if (EncodeElement(element, verb == NftVerb.Add, definitions.GetValueOrDefault(element.Set), $"{prefix} {element.Set}", out reason) is not { } encoded) return null;
+                    if (EncodeElement(element, verb == NftVerb.Add, definitions.GetValueOrDefault(element.Set), prefix, out reason) is not { } encoded) return null;
                     var operation = new NfTablesElementOperation(verb == NftVerb.Add ? NfTablesElementChange.Add : NfTablesElementChange.Delete, element.Set, encoded);
                     if (verb == NftVerb.Add && emptyIntervalSets.Remove(element.Set) && encoded.Key.Any(b => b != 0))
                     {
@@ -241,22 +241,22 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
     private static string SetName(NftObject obj) => obj is NftSet set ? set.Name : ((NftMap)obj).Name;
 
     /// <summary>One element: its set's types from the definitions known (else those the element carries), then the key and value.</summary>
-    private static NfTablesElement? EncodeElement(NftElement element, bool add, SetTypes? known, string where, out string? reason)
+    private static NfTablesElement? EncodeElement(NftElement element, bool add, SetTypes? known, string prefix, out string? reason)
     {
         reason = null;
         var types = known ?? (element.Types is { } carried ? SetTypes.Of(carried) : null);
         if (types is null)
         {
-            reason = $"the definition of {where} is not known";
+            reason = $"the definition of {prefix} {element.Set} is not known";
             return null;
         }
         if (types.Key is null)
         {
-            reason = $"{where} is {types.Unsupported}";
+            reason = $"{prefix} {element.Set} is {types.Unsupported}";
             return null;
         }
         var encoded = Encode(element, types, add);
-        if (encoded is null) reason = $"cannot encode an element of {where} ({types.Description}), e.g. {element}";
+        if (encoded is null) reason = $"cannot encode an element of {prefix} {element.Set} ({types.Description}), e.g. {element}";
         return encoded;
     }
 

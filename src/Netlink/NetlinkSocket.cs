@@ -10,8 +10,24 @@ public delegate void NetlinkRequestWriter(ref NetlinkWriter writer);
 public delegate T NetlinkMessageParser<out T>(NetlinkMessage message);
 
 /// <summary>One request of a batch: what to send and how to name it in an error.</summary>
-public sealed record NetlinkRequest(ushort Type, ushort Flags, NetlinkRequestWriter Write, string Operation)
+public sealed record NetlinkRequest(ushort Type, ushort Flags, NetlinkRequestWriter Write)
 {
+    private readonly Func<string>? _describe;
+    private string? _operation;
+
+    public NetlinkRequest(ushort type, ushort flags, NetlinkRequestWriter write, string operation)
+        : this(type, flags, write) => _operation = operation;
+
+    /// <summary>
+    /// A request whose name is made only when needed (a refusal, a log): a cold sync's batch holds
+    /// tens of thousands of requests, and their names would be tens of MiB of text nobody reads.
+    /// </summary>
+    public NetlinkRequest(ushort type, ushort flags, NetlinkRequestWriter write, Func<string> describe)
+        : this(type, flags, write) => _describe = describe;
+
+    /// <summary>How an error names this request (<c>nftables add rule ip t c …</c>).</summary>
+    public string Operation => _operation ??= _describe?.Invoke() ?? "";
+
     /// <summary>Added to the error message when the kernel refuses this request with <see cref="HintErrno"/>.</summary>
     public string? Hint { get; init; }
     public int HintErrno { get; init; }

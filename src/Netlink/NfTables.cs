@@ -137,7 +137,7 @@ public static class NfTablesMessages
             MessageType(add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM),
             add ? LinuxUapi.Netlink.NLM_F_CREATE : (ushort)0,
             (ref NetlinkWriter writer) => WriteSetElement(ref writer, family, table, operation),
-            $"nftables {verb} element {FamilyKeyword(family)} {table} {operation.Set} {{ {element.Text} }}");
+            () => $"nftables {verb} element {FamilyKeyword(family)} {table} {operation.Set} {{ {element.Text} }}");
     }
 
     /// <summary>The body of a NEWSETELEM / DELSETELEM message (after the nlmsghdr): nfgenmsg and attributes.</summary>
