@@ -74,11 +74,10 @@ public sealed class FakeNftables : INftablesApplier
         }
     }
 
-    public Task<IReadOnlyList<string>?> ListChainAsync(IpFamily family, string table, string chain, CancellationToken cancellationToken)
+    public Task<int> CountRulesAsync(IpFamily family, string table, string chain, CancellationToken cancellationToken)
     {
         lock (_gate)
-            return Task.FromResult<IReadOnlyList<string>?>(
-                _tables.TryGetValue((family, table), out var t) && t.Chains.TryGetValue(chain, out var c) ? c.Rules.Select(r => r.Text).ToList() : null);
+            return Task.FromResult(_tables.TryGetValue((family, table), out var t) && t.Chains.TryGetValue(chain, out var c) ? c.Rules.Count : 0);
     }
 
     /// <summary>Whether the table exists.</summary>

@@ -112,8 +112,39 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
         Learn(transaction);
     }
 
-    public Task<IReadOnlyList<string>?> ListChainAsync(IpFamily family, string table, string chain, CancellationToken cancellationToken) =>
-        _nft.ListChainAsync(family, table, chain, cancellationToken);
+    /// <summary>How many canary checks (rule counts) went over netlink (for tests and logs).</summary>
+    public int NetlinkReads { get; private set; }
+
+    /// <summary>
+    /// A GETRULE dump of that one chain over netlink (microseconds; <c>nft list chain</c> reads the
+    /// whole table first); through nft once netlink was refused.
+    /// </summary>
+    public async Task<int> CountRulesAsync(IpFamily family, string table, string chain, CancellationToken cancellationToken)
+    {
+        if (_refusal is null)
+        {
+            try
+            {
+                lock (_gate)
+                {
+                    _client ??= _open();
+                    var count = _client.CountRules(NftNetlinkEncoding.FamilyNumber(family), table, chain);
+                    NetlinkReads++;
+                    return count;
+                }
+            }
+            catch (NetlinkException e) when (IsRefusalOfNetlink(e))
+            {
+                _refusal = e.Message;
+                _logger.LogWarning("nftables over netlink refused ({Error}); using nft from now on", e.Message);
+            }
+            catch (NetlinkException e)
+            {
+                throw new NftException($"could not list chain {Nft.FamilyKeyword(family)} {table} {chain} over netlink: {e.Message}", e);
+            }
+        }
+        return await _nft.CountRulesAsync(family, table, chain, cancellationToken).ConfigureAwait(false);
+    }
 
     /// <summary>
     /// The netlink form of a transaction: one request per operation, in order (an element change is
@@ -188,7 +219,7 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
                     break;
                 case (NftElement element, NftVerb.Add or NftVerb.Delete):
                 {
-                    if (EncodeElement(element, verb == NftVerb.Add, definitions.GetValueOrDefault(element.Set), $"{prefix} {element.Set}", out reason) is not { } encoded) return null;
+                    if (EncodeElement(element, verb == NftVerb.Add, definitions.GetValueOrDefault(element.Set), prefix, out reason) is not { } encoded) return null;
                     var operation = new NfTablesElementOperation(verb == NftVerb.Add ? NfTablesElementChange.Add : NfTablesElementChange.Delete, element.Set, encoded);
                     if (verb == NftVerb.Add && emptyIntervalSets.Remove(element.Set) && encoded.Key.Any(b => b != 0))
                     {
@@ -210,22 +241,22 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
     private static string SetName(NftObject obj) => obj is NftSet set ? set.Name : ((NftMap)obj).Name;
 
     /// <summary>One element: its set's types from the definitions known (else those the element carries), then the key and value.</summary>
-    private static NfTablesElement? EncodeElement(NftElement element, bool add, SetTypes? known, string where, out string? reason)
+    private static NfTablesElement? EncodeElement(NftElement element, bool add, SetTypes? known, string prefix, out string? reason)
     {
         reason = null;
         var types = known ?? (element.Types is { } carried ? SetTypes.Of(carried) : null);
         if (types is null)
         {
-            reason = $"the definition of {where} is not known";
+            reason = $"the definition of {prefix} {element.Set} is not known";
             return null;
         }
         if (types.Key is null)
         {
-            reason = $"{where} is {types.Unsupported}";
+            reason = $"{prefix} {element.Set} is {types.Unsupported}";
             return null;
         }
         var encoded = Encode(element, types, add);
-        if (encoded is null) reason = $"cannot encode an element of {where} ({types.Description}), e.g. {element}";
+        if (encoded is null) reason = $"cannot encode an element of {prefix} {element.Set} ({types.Description}), e.g. {element}";
         return encoded;
     }
 
@@ -322,7 +353,8 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
     /// <summary>Netlink itself is unusable here (not the transaction's content): nothing was applied, nft may still work.</summary>
     private static bool IsRefusalOfNetlink(NetlinkException e) =>
         e.Errno is Errno.EPERM or Errno.EPROTONOSUPPORT or Errno.EAFNOSUPPORT &&
-        (e.Operation.StartsWith("nftables batch of ", StringComparison.Ordinal) || !e.Operation.StartsWith("nftables ", StringComparison.Ordinal));
+        (e.Operation.StartsWith("nftables batch of ", StringComparison.Ordinal) || e.Operation.StartsWith("nftables list chain ", StringComparison.Ordinal) ||
+         !e.Operation.StartsWith("nftables ", StringComparison.Ordinal));
 
     /// <summary>Remembers the set and map definitions an applied transaction created or removed.</summary>
     internal void Learn(NftTransaction transaction)

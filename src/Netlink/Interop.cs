@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using static ProxyPlanes.Netlink.LinuxUapi;
 
@@ -42,6 +43,30 @@ internal static unsafe partial class Interop
 
     [LibraryImport("libc", EntryPoint = "sendto", SetLastError = true)]
     private static partial nint SendToCore(SafeNetlinkHandle fd, byte* buffer, nint length, int flags, SockaddrNl* address, int addressLength);
+
+    /// <summary>struct iovec.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct Iovec
+    {
+        public void* Base;
+        public nuint Length;
+    }
+
+    /// <summary>struct msghdr (64-bit Linux; sequential layout pads after msg_namelen as C does).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct Msghdr
+    {
+        public void* Name;
+        public uint NameLength;
+        public Iovec* Iov;
+        public nuint IovLength;
+        public void* Control;
+        public nuint ControlLength;
+        public int Flags;
+    }
+
+    [LibraryImport("libc", EntryPoint = "sendmsg", SetLastError = true)]
+    private static partial nint SendMsgCore(SafeNetlinkHandle fd, Msghdr* message, int flags);
 
     [LibraryImport("libc", EntryPoint = "recvfrom", SetLastError = true)]
     private static partial nint RecvFromCore(SafeNetlinkHandle fd, byte* buffer, nint length, int flags, SockaddrNl* address, int* addressLength);
@@ -102,6 +127,52 @@ internal static unsafe partial class Interop
         if (SetSockOptCore(fd, Socket.SOL_SOCKET, Socket.SO_RCVTIMEO, &value, sizeof(Timeval)) != 0)
         {
             throw GetExceptionForLastError("setsockopt(SO_RCVTIMEO)");
+        }
+    }
+
+    /// <summary>
+    /// Sends one datagram made of <paramref name="chunks"/> (pinned arrays, each with the length used)
+    /// to the kernel (port id 0) with sendmsg, retrying on EINTR: the kernel copies them into one
+    /// message, so a large batch never needs one contiguous array here.
+    /// </summary>
+    internal static void SendToKernel(SafeNetlinkHandle fd, IReadOnlyList<(byte[] Array, int Length)> chunks, string operation)
+    {
+        if (chunks.Count == 1)
+        {
+            SendToKernel(fd, chunks[0].Array.AsSpan(0, chunks[0].Length), operation);
+            return;
+        }
+        var kernel = new SockaddrNl { Family = Socket.AF_NETLINK };
+        var vectors = new Iovec[chunks.Count];
+        long total = 0;
+        for (var i = 0; i < chunks.Count; i++)
+        {
+            // The arrays are on the pinned object heap (GC.AllocateUninitializedArray(pinned: true)): their addresses do not move.
+            vectors[i] = new Iovec { Base = Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(chunks[i].Array)), Length = (nuint)chunks[i].Length };
+            total += chunks[i].Length;
+        }
+        fixed (Iovec* iov = vectors)
+        {
+            var message = new Msghdr { Name = &kernel, NameLength = (uint)sizeof(SockaddrNl), Iov = iov, IovLength = (nuint)vectors.Length };
+            while (true)
+            {
+                var sent = SendMsgCore(fd, &message, 0);
+                if (sent >= 0)
+                {
+                    if (sent != total)
+                    {
+                        throw new NetlinkException(Errno.EMSGSIZE, operation, $"sendmsg sent {sent} of {total} bytes");
+                    }
+
+                    return;
+                }
+
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno != Errno.EINTR)
+                {
+                    throw new NetlinkException(errno, $"{operation}: sendmsg");
+                }
+            }
         }
     }
 

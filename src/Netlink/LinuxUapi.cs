@@ -399,6 +399,7 @@ public static class LinuxUapi
         public const ushort NFT_MSG_NEWCHAIN = 3;
         public const ushort NFT_MSG_DELCHAIN = 5;
         public const ushort NFT_MSG_NEWRULE = 6;
+        public const ushort NFT_MSG_GETRULE = 7;
         public const ushort NFT_MSG_DELRULE = 8;
         public const ushort NFT_MSG_DELSET = 11;
 

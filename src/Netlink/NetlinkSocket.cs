@@ -10,8 +10,24 @@ public delegate void NetlinkRequestWriter(ref NetlinkWriter writer);
 public delegate T NetlinkMessageParser<out T>(NetlinkMessage message);
 
 /// <summary>One request of a batch: what to send and how to name it in an error.</summary>
-public sealed record NetlinkRequest(ushort Type, ushort Flags, NetlinkRequestWriter Write, string Operation)
+public sealed record NetlinkRequest(ushort Type, ushort Flags, NetlinkRequestWriter Write)
 {
+    private readonly Func<string>? _describe;
+    private string? _operation;
+
+    public NetlinkRequest(ushort type, ushort flags, NetlinkRequestWriter write, string operation)
+        : this(type, flags, write) => _operation = operation;
+
+    /// <summary>
+    /// A request whose name is made only when needed (a refusal, a log): a cold sync's batch holds
+    /// tens of thousands of requests, and their names would be tens of MiB of text nobody reads.
+    /// </summary>
+    public NetlinkRequest(ushort type, ushort flags, NetlinkRequestWriter write, Func<string> describe)
+        : this(type, flags, write) => _describe = describe;
+
+    /// <summary>How an error names this request (<c>nftables add rule ip t c …</c>).</summary>
+    public string Operation => _operation ??= _describe?.Invoke() ?? "";
+
     /// <summary>Added to the error message when the kernel refuses this request with <see cref="HintErrno"/>.</summary>
     public string? Hint { get; init; }
     public int HintErrno { get; init; }
@@ -40,7 +56,8 @@ public sealed class NetlinkSocket : IDisposable
     private readonly Lock _gate = new();
     private byte[] _receiveBuffer = new byte[64 * 1024];
     private readonly byte[] _requestBuffer = new byte[RequestBufferSize];
-    private byte[] _batchBuffer = new byte[RequestBufferSize];
+    // Pinned: a batch is sent with sendmsg from this buffer and, for a larger one, further chunks.
+    private readonly byte[] _batchBuffer = GC.AllocateUninitializedArray<byte>(RequestBufferSize, pinned: true);
     private uint _sequence;
     private TimeSpan _receiveTimeout = TimeSpan.FromSeconds(30);
 
@@ -54,6 +71,14 @@ public sealed class NetlinkSocket : IDisposable
 
     /// <summary>The largest nfnetlink batch sent: one datagram, which must fit the socket's send buffer (raised to it with SO_SNDBUFFORCE).</summary>
     public const int MaxNetfilterBatchBytes = 256 * 1024 * 1024;
+
+    /// <summary>
+    /// A batch larger than the socket's own 64 KiB buffer is written into chunks of this size, sent
+    /// as one datagram with sendmsg (one iovec per chunk) and dropped after the send: nothing the
+    /// size of a cold sync's batch stays allocated (a contiguous buffer grown for it, as before, kept
+    /// 64 MiB at 10,000 services).
+    /// </summary>
+    public const int NetfilterBatchChunkBytes = 1024 * 1024;
 
     /// <summary>The most messages in an nfnetlink batch whose every message is acknowledged (the ACKs wait in the receive queue); a larger batch asks for the last ACK only.</summary>
     public const int MaxNetfilterBatchMessages = 2048;
@@ -185,7 +210,7 @@ public sealed class NetlinkSocket : IDisposable
         lock (_gate)
         {
             var beginSequence = _sequence + 1;
-            var length = WriteNetfilterBatch(subsystem, requests, beginSequence, description, acknowledgeEach);
+            var chunks = WriteNetfilterBatch(subsystem, requests, beginSequence, description, acknowledgeEach, out var length);
             _sequence += (uint)requests.Count + 2;
             var endSequence = _sequence;
             if (length > _sendBufferSize)
@@ -193,7 +218,7 @@ public sealed class NetlinkSocket : IDisposable
                 // One datagram must fit the send buffer (as nft does, force it up to the batch's size).
                 if (Interop.TrySetSocketOption(_handle, LinuxUapi.Socket.SOL_SOCKET, LinuxUapi.Socket.SO_SNDBUFFORCE, length + 4096) == 0) _sendBufferSize = length;
             }
-            Interop.SendToKernel(_handle, _batchBuffer.AsSpan(0, length), description);
+            Interop.SendToKernel(_handle, chunks, description);
 
             var answered = new bool[requests.Count];
             var pending = acknowledgeEach ? requests.Count : 1;
@@ -238,43 +263,70 @@ public sealed class NetlinkSocket : IDisposable
     /// </summary>
     internal static void WriteNetfilterBatch(ref NetlinkWriter writer, ushort subsystem, IReadOnlyList<NetlinkRequest> requests, uint beginSequence, bool acknowledgeEach = true)
     {
-        var sequence = beginSequence;
-        var begin = writer.BeginMessage(LinuxUapi.Nfnetlink.NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, sequence++, 0);
-        writer.WriteNetfilterHeader(LinuxUapi.Netfilter.NFPROTO_UNSPEC, subsystem);
-        writer.EndMessage(begin);
-        for (var i = 0; i < requests.Count; i++)
-        {
-            var request = requests[i];
-            var acknowledge = acknowledgeEach || i == requests.Count - 1 ? NLM_F_ACK : 0;
-            var start = writer.BeginMessage(request.Type, (ushort)(request.Flags | NLM_F_REQUEST | acknowledge), sequence++, 0);
-            request.Write(ref writer);
-            writer.EndMessage(start);
-        }
-        var end = writer.BeginMessage(LinuxUapi.Nfnetlink.NFNL_MSG_BATCH_END, NLM_F_REQUEST, sequence, 0);
-        writer.WriteNetfilterHeader(LinuxUapi.Netfilter.NFPROTO_UNSPEC, subsystem);
-        writer.EndMessage(end);
+        for (var index = -1; index <= requests.Count; index++)
+            WriteBatchMessage(ref writer, subsystem, requests, beginSequence, acknowledgeEach, index);
     }
 
-    /// <summary>Writes the batch into the batch buffer (grown as needed); returns the length.</summary>
-    private int WriteNetfilterBatch(ushort subsystem, IReadOnlyList<NetlinkRequest> requests, uint beginSequence, string description, bool acknowledgeEach)
+    /// <summary>Message <paramref name="index"/> of a batch: -1 is BATCH_BEGIN, <c>requests.Count</c> BATCH_END, the others the requests.</summary>
+    private static void WriteBatchMessage(ref NetlinkWriter writer, ushort subsystem, IReadOnlyList<NetlinkRequest> requests, uint beginSequence, bool acknowledgeEach, int index)
     {
-        while (true)
+        var sequence = (uint)(beginSequence + index + 1);
+        if (index < 0 || index == requests.Count)
         {
+            var start = writer.BeginMessage(index < 0 ? LinuxUapi.Nfnetlink.NFNL_MSG_BATCH_BEGIN : LinuxUapi.Nfnetlink.NFNL_MSG_BATCH_END, NLM_F_REQUEST, sequence, 0);
+            writer.WriteNetfilterHeader(LinuxUapi.Netfilter.NFPROTO_UNSPEC, subsystem);
+            writer.EndMessage(start);
+            return;
+        }
+        var request = requests[index];
+        var acknowledge = acknowledgeEach || index == requests.Count - 1 ? NLM_F_ACK : 0;
+        var begin = writer.BeginMessage(request.Type, (ushort)(request.Flags | NLM_F_REQUEST | acknowledge), sequence, 0);
+        request.Write(ref writer);
+        writer.EndMessage(begin);
+    }
+
+    /// <summary>
+    /// Writes the batch into the socket's buffer and, when it is larger, into pinned chunks of
+    /// <see cref="NetfilterBatchChunkBytes"/> (a message never straddles two); returns the chunks
+    /// with the bytes used in each, and the total in <paramref name="length"/>.
+    /// </summary>
+    private List<(byte[] Array, int Length)> WriteNetfilterBatch(ushort subsystem, IReadOnlyList<NetlinkRequest> requests, uint beginSequence, string description, bool acknowledgeEach, out int length)
+    {
+        var chunks = new List<(byte[] Array, int Length)>();
+        var chunk = _batchBuffer;
+        var writer = new NetlinkWriter(chunk);
+        length = 0;
+        for (var index = -1; index <= requests.Count; index++)
+        {
+            var before = writer.Length;
             try
             {
-                var writer = new NetlinkWriter(_batchBuffer);
-                WriteNetfilterBatch(ref writer, subsystem, requests, beginSequence, acknowledgeEach);
-                return writer.Length;
+                WriteBatchMessage(ref writer, subsystem, requests, beginSequence, acknowledgeEach, index);
+                continue;
             }
-            catch (InvalidOperationException) when (_batchBuffer.Length < MaxNetfilterBatchBytes)
+            catch (InvalidOperationException) when (before > 0)
             {
-                _batchBuffer = new byte[Math.Min(_batchBuffer.Length * 4, MaxNetfilterBatchBytes)];
+                // This chunk is full: the message starts again at the beginning of a new one.
+            }
+            chunks.Add((chunk, before));
+            length += before;
+            if (length + NetfilterBatchChunkBytes > MaxNetfilterBatchBytes)
+                throw new NetlinkException(LinuxUapi.Errno.EMSGSIZE, description, $"the batch does not fit in {MaxNetfilterBatchBytes} bytes");
+            chunk = GC.AllocateUninitializedArray<byte>(NetfilterBatchChunkBytes, pinned: true);
+            writer = new NetlinkWriter(chunk);
+            try
+            {
+                WriteBatchMessage(ref writer, subsystem, requests, beginSequence, acknowledgeEach, index);
             }
             catch (InvalidOperationException e)
             {
-                throw new NetlinkException(LinuxUapi.Errno.EMSGSIZE, description, $"the batch does not fit in {MaxNetfilterBatchBytes} bytes ({e.Message})");
+                var name = index < 0 || index == requests.Count ? description : requests[index].Operation;
+                throw new NetlinkException(LinuxUapi.Errno.EMSGSIZE, name, $"one message larger than {NetfilterBatchChunkBytes} bytes ({e.Message})");
             }
         }
+        chunks.Add((chunk, writer.Length));
+        length += writer.Length;
+        return chunks;
     }
 
     /// <summary>A request answered by one message (a GET without NLM_F_DUMP), parsed by <paramref name="parse"/>.</summary>

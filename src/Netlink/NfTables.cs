@@ -137,7 +137,7 @@ public static class NfTablesMessages
             MessageType(add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM),
             add ? LinuxUapi.Netlink.NLM_F_CREATE : (ushort)0,
             (ref NetlinkWriter writer) => WriteSetElement(ref writer, family, table, operation),
-            $"nftables {verb} element {FamilyKeyword(family)} {table} {operation.Set} {{ {element.Text} }}");
+            () => $"nftables {verb} element {FamilyKeyword(family)} {table} {operation.Set} {{ {element.Text} }}");
     }
 
     /// <summary>The body of a NEWSETELEM / DELSETELEM message (after the nlmsghdr): nfgenmsg and attributes.</summary>
@@ -371,6 +371,34 @@ public sealed class NfTablesClient : IDisposable
     {
         if (requests.Count == 0) return;
         _socket.ExecuteNetfilterBatch(LinuxUapi.Nfnetlink.NFNL_SUBSYS_NFTABLES, requests, description);
+    }
+
+    /// <summary>
+    /// How many rules <paramref name="chain"/> of <paramref name="table"/> holds: a GETRULE dump that
+    /// names the table and the chain, so the kernel walks that chain only (nft would fetch the whole
+    /// table first). 0 when the table or the chain does not exist (the kernel's dump is then empty).
+    /// Rules of other chains, which a kernel without the dump filter would send, are not counted.
+    /// </summary>
+    public int CountRules(byte family, string table, string chain)
+    {
+        NfTablesMessages.ValidateName(table, "table");
+        NfTablesMessages.ValidateName(chain, "chain");
+        var rules = _socket.Dump(new NetlinkRequest(NfTablesMessages.MessageType(LinuxUapi.NfTables.NFT_MSG_GETRULE), 0, (ref NetlinkWriter w) =>
+        {
+            w.WriteNetfilterHeader(family, 0);
+            w.PutString(LinuxUapi.NfTables.NFTA_RULE_TABLE, table);
+            w.PutString(LinuxUapi.NfTables.NFTA_RULE_CHAIN, chain);
+        }, $"nftables list chain {NfTablesMessages.FamilyKeyword(family)} {table} {chain}"), message => RuleIn(message, family, table, chain));
+        return rules.Count;
+    }
+
+    /// <summary>A NEWRULE message of the dump, when it is a rule of that family, table and chain (else null).</summary>
+    private static string? RuleIn(NetlinkMessage message, byte family, string table, string chain)
+    {
+        if (message.Type != NfTablesMessages.MessageType(LinuxUapi.NfTables.NFT_MSG_NEWRULE) || message.Payload.Length < 4 || message.Payload[0] != family) return null;
+        var attributes = message.Attributes(4);
+        return attributes.TryFind(LinuxUapi.NfTables.NFTA_RULE_TABLE, out var t) && t.String == table &&
+               attributes.TryFind(LinuxUapi.NfTables.NFTA_RULE_CHAIN, out var c) && c.String == chain ? chain : null;
     }
 
     public void Dispose() => _socket.Dispose();

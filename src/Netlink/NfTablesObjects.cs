@@ -11,11 +11,14 @@ namespace ProxyPlanes.Netlink;
 /// </summary>
 public sealed class NfTablesExpression
 {
-    private NfTablesExpression(string name, byte[] data, string text)
+    // The text is made only when asked for (errors, tests): a cold sync compiles ~200,000 expressions.
+    private readonly Func<string> _text;
+
+    private NfTablesExpression(string name, byte[] data, Func<string> text)
     {
         Name = name;
         Data = data;
-        Text = text;
+        _text = text;
     }
 
     public string Name { get; }
@@ -23,15 +26,13 @@ public sealed class NfTablesExpression
     /// <summary>The attributes inside NFTA_EXPR_DATA.</summary>
     public byte[] Data { get; }
 
-    private string Text { get; }
-
-    public override string ToString() => $"[ {Text} ]";
+    public override string ToString() => $"[ {_text()} ]";
 
     /// <summary>The register a value at byte <paramref name="offset"/> of a concatenation starts in, numbered as nft numbers it (a 128-bit register when aligned to 16 bytes, else a 32-bit one).</summary>
     public static uint Register(int offset) => offset % 16 == 0 ? NFT_REG_1 + (uint)(offset / 16) : NFT_REG32_00 + (uint)(offset / 4);
 
     public static NfTablesExpression Payload(uint payloadBase, int offset, int length, uint destination) =>
-        Make("payload", $"payload load {length}b @ {(payloadBase == NFT_PAYLOAD_NETWORK_HEADER ? "network" : "transport")} header + {offset} => reg {destination}", (ref NetlinkWriter w) =>
+        Make("payload", () => $"payload load {length}b @ {(payloadBase == NFT_PAYLOAD_NETWORK_HEADER ? "network" : "transport")} header + {offset} => reg {destination}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_PAYLOAD_DREG, destination);
             w.PutBigEndianU32(NFTA_PAYLOAD_BASE, payloadBase);
@@ -40,28 +41,28 @@ public sealed class NfTablesExpression
         });
 
     public static NfTablesExpression Meta(uint key, uint destination) =>
-        Make("meta", $"meta load {key} => reg {destination}", (ref NetlinkWriter w) =>
+        Make("meta", () => $"meta load {key} => reg {destination}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_META_DREG, destination);
             w.PutBigEndianU32(NFTA_META_KEY, key);
         });
 
     public static NfTablesExpression MetaSet(uint key, uint source) =>
-        Make("meta", $"meta set {key} with reg {source}", (ref NetlinkWriter w) =>
+        Make("meta", () => $"meta set {key} with reg {source}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_META_KEY, key);
             w.PutBigEndianU32(NFTA_META_SREG, source);
         });
 
     public static NfTablesExpression Ct(uint key, uint destination) =>
-        Make("ct", $"ct load {key} => reg {destination}", (ref NetlinkWriter w) =>
+        Make("ct", () => $"ct load {key} => reg {destination}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_CT_DREG, destination);
             w.PutBigEndianU32(NFTA_CT_KEY, key);
         });
 
     public static NfTablesExpression Cmp(uint op, uint source, byte[] data) =>
-        Make("cmp", $"cmp {(op == NFT_CMP_EQ ? "eq" : "neq")} reg {source} 0x{Convert.ToHexString(data)}", (ref NetlinkWriter w) =>
+        Make("cmp", () => $"cmp {(op == NFT_CMP_EQ ? "eq" : "neq")} reg {source} 0x{Convert.ToHexString(data)}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_CMP_SREG, source);
             w.PutBigEndianU32(NFTA_CMP_OP, op);
@@ -70,7 +71,7 @@ public sealed class NfTablesExpression
 
     /// <summary>reg = (reg &amp; mask) ^ xor, over the mask's length.</summary>
     public static NfTablesExpression Bitwise(uint register, byte[] mask, byte[] xor) =>
-        Make("bitwise", $"bitwise reg {register} = ( reg {register} & 0x{Convert.ToHexString(mask)} ) ^ 0x{Convert.ToHexString(xor)}", (ref NetlinkWriter w) =>
+        Make("bitwise", () => $"bitwise reg {register} = ( reg {register} & 0x{Convert.ToHexString(mask)} ) ^ 0x{Convert.ToHexString(xor)}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_BITWISE_SREG, register);
             w.PutBigEndianU32(NFTA_BITWISE_DREG, register);
@@ -81,7 +82,7 @@ public sealed class NfTablesExpression
 
     /// <summary>A set lookup (a match), or a map lookup whose value goes to <paramref name="destination"/> (the verdict register for a verdict map).</summary>
     public static NfTablesExpression Lookup(string set, uint source, uint? destination = null, bool invert = false) =>
-        Make("lookup", $"lookup reg {source} set {set}{(destination is { } d ? $" dreg {d}" : "")}{(invert ? " 0x1" : "")}", (ref NetlinkWriter w) =>
+        Make("lookup", () => $"lookup reg {source} set {set}{(destination is { } d ? $" dreg {d}" : "")}{(invert ? " 0x1" : "")}", (ref NetlinkWriter w) =>
         {
             w.PutString(NFTA_LOOKUP_SET, set);
             w.PutBigEndianU32(NFTA_LOOKUP_SREG, source);
@@ -90,7 +91,7 @@ public sealed class NfTablesExpression
         });
 
     public static NfTablesExpression Immediate(uint destination, byte[] data) =>
-        Make("immediate", $"immediate reg {destination} 0x{Convert.ToHexString(data)}", (ref NetlinkWriter w) =>
+        Make("immediate", () => $"immediate reg {destination} 0x{Convert.ToHexString(data)}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_IMMEDIATE_DREG, destination);
             PutValue(ref w, NFTA_IMMEDIATE_DATA, data);
@@ -98,14 +99,14 @@ public sealed class NfTablesExpression
 
     /// <summary>The rule's verdict: <c>accept</c>, <c>drop</c>, <c>return</c>, <c>jump C</c>, <c>goto C</c>.</summary>
     public static NfTablesExpression Verdict(NfTablesVerdict verdict) =>
-        Make("immediate", $"immediate reg 0 {verdict}", (ref NetlinkWriter w) =>
+        Make("immediate", () => $"immediate reg 0 {verdict}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
             NfTablesMessages.WriteVerdict(ref w, NFTA_IMMEDIATE_DATA, verdict);
         });
 
     public static NfTablesExpression Fib(uint flags, uint result, uint destination) =>
-        Make("fib", $"fib flags {flags} result {result} => reg {destination}", (ref NetlinkWriter w) =>
+        Make("fib", () => $"fib flags {flags} result {result} => reg {destination}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_FIB_DREG, destination);
             w.PutBigEndianU32(NFTA_FIB_RESULT, result);
@@ -113,7 +114,7 @@ public sealed class NfTablesExpression
         });
 
     public static NfTablesExpression RandomNumber(uint modulus, uint offset, uint destination) =>
-        Make("numgen", $"numgen reg {destination} = random mod {modulus}{(offset == 0 ? "" : $" offset {offset}")}", (ref NetlinkWriter w) =>
+        Make("numgen", () => $"numgen reg {destination} = random mod {modulus}{(offset == 0 ? "" : $" offset {offset}")}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_NG_DREG, destination);
             w.PutBigEndianU32(NFTA_NG_MODULUS, modulus);
@@ -123,7 +124,7 @@ public sealed class NfTablesExpression
 
     /// <summary>Host to network byte order of <paramref name="length"/> bytes in units of <paramref name="size"/>, in place.</summary>
     public static NfTablesExpression HostToNetwork(uint register, uint length, uint size) =>
-        Make("byteorder", $"byteorder reg {register} = hton(reg {register}, {size}, {length})", (ref NetlinkWriter w) =>
+        Make("byteorder", () => $"byteorder reg {register} = hton(reg {register}, {size}, {length})", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_BYTEORDER_SREG, register);
             w.PutBigEndianU32(NFTA_BYTEORDER_DREG, register);
@@ -133,7 +134,7 @@ public sealed class NfTablesExpression
         });
 
     public static NfTablesExpression DestinationNat(byte family, uint addressRegister, uint portRegister, uint flags) =>
-        Make("nat", $"nat dnat {NfTablesMessages.FamilyKeyword(family)} addr_min reg {addressRegister} proto_min reg {portRegister}{(flags == 0 ? "" : $" flags 0x{flags:x}")}", (ref NetlinkWriter w) =>
+        Make("nat", () => $"nat dnat {NfTablesMessages.FamilyKeyword(family)} addr_min reg {addressRegister} proto_min reg {portRegister}{(flags == 0 ? "" : $" flags 0x{flags:x}")}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_NAT_TYPE, NFT_NAT_DNAT);
             w.PutBigEndianU32(NFTA_NAT_FAMILY, family);
@@ -143,13 +144,13 @@ public sealed class NfTablesExpression
         });
 
     public static NfTablesExpression Masquerade(uint flags) =>
-        Make("masq", flags == 0 ? "masq" : $"masq flags 0x{flags:x}", (ref NetlinkWriter w) =>
+        Make("masq", () => flags == 0 ? "masq" : $"masq flags 0x{flags:x}", (ref NetlinkWriter w) =>
         {
             if (flags != 0) w.PutBigEndianU32(NFTA_MASQ_FLAGS, flags);
         });
 
     public static NfTablesExpression Reject(uint type, byte code) =>
-        Make("reject", $"reject type {type} code {code}", (ref NetlinkWriter w) =>
+        Make("reject", () => $"reject type {type} code {code}", (ref NetlinkWriter w) =>
         {
             w.PutBigEndianU32(NFTA_REJECT_TYPE, type);
             w.PutU8(NFTA_REJECT_ICMP_CODE, code);
@@ -157,7 +158,7 @@ public sealed class NfTablesExpression
 
     /// <summary><c>update @set { key }</c>: adds the key in <paramref name="source"/> to a dynamic set, or refreshes its timeout.</summary>
     public static NfTablesExpression DynamicSetUpdate(string set, uint source) =>
-        Make("dynset", $"dynset update reg_key {source} set {set}", (ref NetlinkWriter w) =>
+        Make("dynset", () => $"dynset update reg_key {source} set {set}", (ref NetlinkWriter w) =>
         {
             w.PutString(NFTA_DYNSET_SET_NAME, set);
             w.PutBigEndianU32(NFTA_DYNSET_OP, NFT_DYNSET_OP_UPDATE);
@@ -172,7 +173,7 @@ public sealed class NfTablesExpression
         writer.EndNested(nested);
     }
 
-    private static NfTablesExpression Make(string name, string text, NetlinkRequestWriter write)
+    private static NfTablesExpression Make(string name, Func<string> text, NetlinkRequestWriter write)
     {
         Span<byte> buffer = stackalloc byte[1024];
         var writer = new NetlinkWriter(buffer);
@@ -281,7 +282,7 @@ public static class NfTablesObjects
                 w.EndNested(nested);
             }
             if (comment is not null) w.PutBytes(NFTA_CHAIN_USERDATA, NfTablesUserData.Comment(comment));
-        }, $"nftables add chain {Prefix(family, table)} {chain}");
+        }, () => $"nftables add chain {Prefix(family, table)} {chain}");
     }
 
     public static NetlinkRequest DeleteChain(byte family, string table, string chain) =>
@@ -312,7 +313,7 @@ public static class NfTablesObjects
             }
             w.EndNested(list);
             if (comment is not null) w.PutBytes(NFTA_RULE_USERDATA, NfTablesUserData.Comment(comment));
-        }, $"nftables add rule {Prefix(family, table)} {chain} {text}");
+        }, () => $"nftables add rule {Prefix(family, table)} {chain} {text}");
     }
 
     /// <summary>A set or map; <paramref name="id"/> numbers it within the batch (NFTA_SET_ID), as nft does.</summary>

@@ -309,6 +309,79 @@ public sealed partial class NftNetlinkApplierKernelTests(Xunit.Abstractions.ITes
     }
 
     /// <summary>
+    /// The canary check of every periodic sync, through both appliers against the kernel: intact after
+    /// a sync (the positive control, and again after each repair), gone when its rule is flushed, the
+    /// whole table flushed, the chain deleted or the table deleted, and not fooled by a <c>canary</c>
+    /// chain with a rule in another table or in the other family's <c>proxyplanes</c> table. The netlink
+    /// applier does every check over netlink (a GETRULE dump of that chain), none through nft.
+    /// </summary>
+    [Theory]
+    [InlineData("netlink")]
+    [InlineData("nft")]
+    public async Task Canary_IntactAfterSync_GoneWhenFlushedOrDeleted_BothAppliers(string kind)
+    {
+        using var ns = CreateNamespace(kind == "netlink" ? "nfcl" : "nfcn");
+        using var metrics = new ProxyMetrics();
+        using var netlink = NetlinkApplier(ns);
+        INftablesApplier applier = kind == "netlink" ? netlink : new NftCommandApplier(["ip", "netns", "exec", ns.Name]);
+        var backend = new NftablesBackend([IpFamily.IPv4], applier, metrics, NullLogger.Instance);
+        var state = StateBuilder.Full(TwoServices());
+        Task Nft(params string[] args) => ns.CheckedExecAsync(["nft", .. args], TimeSpan.FromSeconds(30));
+
+        Assert.False(await backend.CanaryIntactAsync(default)); // no table yet
+        // Decoys: a canary chain with its rule in another ip table and in ip6 proxyplanes.
+        foreach (var (family, table) in new[] { ("ip", "other"), ("ip6", NftNames.Table) })
+        {
+            await Nft("add", "table", family, table);
+            await Nft("add", "chain", family, table, NftNames.Canary);
+            await Nft("add", "rule", family, table, NftNames.Canary, "return");
+        }
+        Assert.False(await backend.CanaryIntactAsync(default)); // still no ip proxyplanes table
+
+        string[][] damages =
+        [
+            ["flush", "chain", "ip", NftNames.Table, NftNames.Canary],
+            ["flush", "table", "ip", NftNames.Table],
+            ["delete", "chain", "ip", NftNames.Table, NftNames.Canary],
+            ["delete", "table", "ip", NftNames.Table],
+        ];
+        foreach (var damage in damages)
+        {
+            await backend.SyncAsync(state, default);
+            Assert.True(await backend.CanaryIntactAsync(default), $"intact before: nft {string.Join(' ', damage)}");
+            await Nft(damage);
+            Assert.False(await backend.CanaryIntactAsync(default), $"gone after: nft {string.Join(' ', damage)}");
+        }
+        await backend.SyncAsync(state, default);
+        Assert.True(await backend.CanaryIntactAsync(default));
+
+        var checks = 2 + 2 * damages.Length + 1;
+        output.WriteLine($"{kind}: {netlink.NetlinkReads} canary checks over netlink");
+        Assert.Equal(kind == "netlink" ? checks : 0, netlink.NetlinkReads);
+        Assert.Null(netlink.Refusal);
+    }
+
+    /// <summary>Netlink refused (EPERM): the canary is read through nft instead, and still tells intact from gone.</summary>
+    [Fact]
+    public async Task Canary_NetlinkRefused_ReadThroughNft()
+    {
+        using var ns = CreateNamespace("nfcf");
+        using var metrics = new ProxyMetrics();
+        using var applier = new NftNetlinkApplier(new NftCommandApplier(["ip", "netns", "exec", ns.Name]), NullLogger.Instance,
+            () => throw new NetlinkException(LinuxUapi.Errno.EPERM, "socket(AF_NETLINK, NETLINK_NETFILTER)"));
+        var backend = new NftablesBackend([IpFamily.IPv4], applier, metrics, NullLogger.Instance);
+
+        Assert.False(await backend.CanaryIntactAsync(default));
+        Assert.Contains("EPERM", applier.Refusal);
+        await backend.SyncAsync(StateBuilder.Full(TwoServices()), default);
+        Assert.True(await backend.CanaryIntactAsync(default));
+        await ns.CheckedExecAsync(["nft", "flush", "chain", "ip", NftNames.Table, NftNames.Canary], TimeSpan.FromSeconds(30));
+        Assert.False(await backend.CanaryIntactAsync(default));
+        Assert.Equal((0, 0), (applier.NetlinkReads, applier.NetlinkTransactions));
+        Assert.True(applier.NftTransactions > 0);
+    }
+
+    /// <summary>
     /// The partial-sync equivalence, in the kernel: the same random sequence of syncs through the
     /// backend with nft in one namespace and with the netlink applier in another leaves the same table
     /// after every step.

@@ -170,6 +170,11 @@ public sealed class NfTablesKernelTests
             new(change, "s", new NfTablesElement(NfTablesDataType.TryEncode([Type("inet_service")], [$"{port}"], out _)!, $"{port}"));
         var ports = Enumerable.Range(1, 30_000).Select(p => Port(NfTablesElementChange.Add, p)).ToList();
         var before = await ns.ExecAsync("nft", "list", "set", "ip", "t", "s");
+        // Larger than the socket's 64 KiB buffer and one chunk: written into three chunks, sent as one datagram.
+        var buffer = new byte[4 * NetlinkSocket.NetfilterBatchChunkBytes];
+        var writer = new NetlinkWriter(buffer);
+        NetlinkSocket.WriteNetfilterBatch(ref writer, Nfnetlink.NFNL_SUBSYS_NFTABLES, [.. ports.Select(p => NfTablesMessages.SetElement(Netfilter.NFPROTO_IPV4, "t", p))], 1, acknowledgeEach: false);
+        Assert.InRange(writer.Length, 64 * 1024 + NetlinkSocket.NetfilterBatchChunkBytes + 1, 2 * NetlinkSocket.NetfilterBatchChunkBytes);
 
         var e = Assert.Throws<NetlinkException>(() => client.ApplyElements(Netfilter.NFPROTO_IPV4, "t", [.. ports[..15_000], Port(NfTablesElementChange.Delete, 65000), .. ports[15_000..]]));
         Assert.StartsWith("nftables delete element ip t s { 65000 }: No such file or directory (ENOENT)", e.Message);
