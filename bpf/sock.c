@@ -28,19 +28,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #include "shared_maps.h"
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PP_MAX_UDP_REVNAT);
-	__type(key, struct pp_revnat4_key);
-	__type(value, struct pp_revnat4_value);
-} pp_revnat4_v1 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PP_MAX_UDP_REVNAT);
-	__type(key, struct pp_revnat6_key);
-	__type(value, struct pp_revnat6_value);
-} pp_revnat6_v1 SEC(".maps");
+#include "revnat_maps.h"
 
 /* The backend of an affinity entry still in time, or 0. */
 static __always_inline __u32 pp_affinity_backend(const struct pp_affinity_key *key, const struct pp_service_value *master)

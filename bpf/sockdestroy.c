@@ -64,20 +64,8 @@ struct bpf_iter__udp {
 
 extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
 
-/* The socket hooks' reverse maps, handed over by the loader (bpf_map__reuse_fd): defined as in sock.c. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PP_MAX_UDP_REVNAT);
-	__type(key, struct pp_revnat4_key);
-	__type(value, struct pp_revnat4_value);
-} pp_revnat4_v1 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PP_MAX_UDP_REVNAT);
-	__type(key, struct pp_revnat6_key);
-	__type(value, struct pp_revnat6_value);
-} pp_revnat6_v1 SEC(".maps");
+/* The socket hooks' reverse maps, handed over by the loader (bpf_map__reuse_fd). */
+#include "revnat_maps.h"
 
 /* The {frontend, backend} pairs whose sockets go: filled before a pass, emptied after it. */
 struct {
