@@ -17,7 +17,7 @@ public static class BenchReport
         {
             var i = r.Incremental;
             md.Append(CultureInfo.InvariantCulture,
-                $"| {r.Mode} | {r.Services} × {r.EndpointsPerService} | {Ms(r.ColdSyncMs)} | {Ms(r.FullResyncMs)} | {Ms(r.PeriodicNoOp.P50)} / {Ms(r.PeriodicNoOp.Max)} | {Ms(r.FloorMs)} | {r.OverheadRatio:0.00}× " +
+                $"| {r.Mode} | {r.Services} × {r.EndpointsPerService} | {Ms(r.ColdSyncMs)} | {Ms(r.FullResyncMs)} | {Ms(r.PeriodicNoOp.P50)} / {Ms(r.PeriodicNoOp.Max)} | {(r.FloorMs > 0 ? Ms(r.FloorMs) : "–")} | {(r.FloorMs > 0 ? $"{r.OverheadRatio:0.00}×" : "–")} " +
                 $"| {Ms(i.P50)} / {Ms(i.P90)} / {Ms(i.P99)} / {Ms(i.Max)} | {EndpointChange(r)} / {Kind(r, "service added")} | {(r.ChangeFloor.Count == 0 ? "–" : Ms(r.ChangeFloor.P50))} " +
                 $"| {r.Churn.OfferedPerSecond:0}/s → {r.Churn.AchievedPerSecond:0.0}/s, {Ms(r.Churn.Latency.P99)} ({(r.Churn.Bounded ? "yes" : "no")}) " +
                 $"| {r.PeakRssMb:0} MiB | {r.CpuSeconds:0.0} s | {string.Join(", ", r.KernelObjects.Select(kv => $"{kv.Value} {kv.Key}"))} " +
@@ -96,7 +96,7 @@ public static class BenchReport
     }
 
     internal static string Ms(double ms) =>
-        ms >= 10000 ? $"{ms / 1000:0.#} s" : ms >= 100 ? $"{ms:0} ms" : ms >= 1 ? $"{ms:0.#} ms" : $"{ms:0.##} ms";
+        ms >= 10000 ? $"{ms / 1000:0.#} s" : ms >= 100 ? $"{ms:0} ms" : ms >= 1 ? $"{ms:0.#} ms" : ms >= 0.01 || ms == 0 ? $"{ms:0.##} ms" : $"{ms * 1000:0.#} µs";
 
     private static string Escape(string text) => text.Replace("&", "&amp;").Replace("<", "&lt;");
 }
