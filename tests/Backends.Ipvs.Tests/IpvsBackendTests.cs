@@ -45,6 +45,32 @@ public sealed partial class IpvsBackendTests : IDisposable
     }
 
     [Fact]
+    public async Task Canary_ChecksAServerTheLastSyncLeft_AnotherOnceThatOneLeavesTheState()
+    {
+        var backend = Backend();
+        var api = new VirtualServerKey(IPAddress.Parse("10.96.0.20"), Protocol.TCP, 80);
+        var both = StateBuilder.State(null,
+            StateBuilder.Port(StateBuilder.Info("web", "10.96.0.10"), StateBuilder.Endpoint("10.244.1.2")),
+            StateBuilder.Port(StateBuilder.Info("api", "10.96.0.20"), StateBuilder.Endpoint("10.244.2.3")));
+        await backend.SyncAsync(StateBuilder.Full(both), default);
+        Assert.True(await backend.CanaryIntactAsync(default));
+
+        // The server it checks (the smallest key, web) deleted from outside: noticed.
+        await _kernel.ApplyAsync([new DeleteService(Web)], default);
+        Assert.False(await backend.CanaryIntactAsync(default));
+        await backend.SyncAsync(StateBuilder.Full(both), default);
+        Assert.True(await backend.CanaryIntactAsync(default));
+
+        // web leaves the state: the canary moves to api (a server the last sync left), and api deleted from
+        // outside is noticed; positive control: intact before.
+        var apiOnly = StateBuilder.State(null, StateBuilder.Port(StateBuilder.Info("api", "10.96.0.20"), StateBuilder.Endpoint("10.244.2.3")));
+        await backend.SyncAsync(StateBuilder.Partial(apiOnly, StateBuilder.Name("web")), default);
+        Assert.True(await backend.CanaryIntactAsync(default));
+        await _kernel.ApplyAsync([new DeleteService(api)], default);
+        Assert.False(await backend.CanaryIntactAsync(default));
+    }
+
+    [Fact]
     public async Task Canary_IsTheLinkAndAVirtualServer_GoneWhenEitherIsRemovedFromOutside()
     {
         var backend = Backend();
