@@ -20,7 +20,7 @@ namespace ProxyPlanes.Backends.Ebpf.Tests;
 public sealed class EbpfBackendTests : IDisposable
 {
     private const string Vip = "10.96.0.10";
-    private readonly List<IDisposable> _cleanup = [];
+    private readonly CleanupStack _cleanup = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly TestCgroup _cgroup;
     private readonly TestBpfFs _bpfFs;
@@ -331,18 +331,7 @@ public sealed class EbpfBackendTests : IDisposable
     public void Dispose()
     {
         _stop.Cancel();
-        for (var i = _cleanup.Count - 1; i >= 0; i--)
-        {
-            try
-            {
-                _cleanup[i].Dispose();
-            }
-            catch (Exception e)
-            {
-                Console.Error.WriteLine($"cleanup: {e.Message}");
-            }
-        }
-        _cleanup.Clear();
+        _cleanup.Dispose();
         _stop.Dispose();
     }
 
@@ -365,11 +354,7 @@ public sealed class EbpfBackendTests : IDisposable
         BpfCgroup.AttachTypes.Sum(type => BpfCgroup.AttachedPrograms(cgroup ?? _cgroup.Path, type));
 
     private T Track<T>(T resource)
-        where T : IDisposable
-    {
-        _cleanup.Add(resource);
-        return resource;
-    }
+        where T : IDisposable => _cleanup.Track(resource);
 
     private void StartServer(string address, string name)
     {

@@ -28,7 +28,7 @@ public sealed class SocketDestroyTests : IDisposable
     // 24 sockets over two backends: the chance that all land on one is 2 in 2^24.
     private const int Sockets = 24;
 
-    private readonly List<IDisposable> _cleanup = [];
+    private readonly CleanupStack _cleanup = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly TestCgroup _cgroup;
     private readonly TestBpfFs _bpfFs;
@@ -302,27 +302,12 @@ public sealed class SocketDestroyTests : IDisposable
     public void Dispose()
     {
         _stop.Cancel();
-        for (var i = _cleanup.Count - 1; i >= 0; i--)
-        {
-            try
-            {
-                _cleanup[i].Dispose();
-            }
-            catch (Exception e)
-            {
-                Console.Error.WriteLine($"cleanup: {e.Message}");
-            }
-        }
-        _cleanup.Clear();
+        _cleanup.Dispose();
         _stop.Dispose();
     }
 
     private T Track<T>(T resource)
-        where T : IDisposable
-    {
-        _cleanup.Add(resource);
-        return resource;
-    }
+        where T : IDisposable => _cleanup.Track(resource);
 
     /// <summary>Maps in memory whose socket destroy pass the kernel refuses (EPERM).</summary>
     private sealed class RefusingMaps : IEbpfMaps

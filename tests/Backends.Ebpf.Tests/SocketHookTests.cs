@@ -33,7 +33,7 @@ public sealed class SocketHookTests : IDisposable
     private static readonly IPAddress NodeIp = IPAddress.Parse("192.0.2.1");
     private static readonly IPAddress NotNodeIp = IPAddress.Parse("192.0.2.9");
 
-    private readonly List<IDisposable> _cleanup = [];
+    private readonly CleanupStack _cleanup = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly TestCgroup _cgroup;
     private readonly NetworkNamespace _namespace;
@@ -415,27 +415,12 @@ public sealed class SocketHookTests : IDisposable
     public void Dispose()
     {
         _stop.Cancel();
-        for (var i = _cleanup.Count - 1; i >= 0; i--)
-        {
-            try
-            {
-                _cleanup[i].Dispose();
-            }
-            catch (Exception e)
-            {
-                Console.Error.WriteLine($"cleanup: {e.Message}");
-            }
-        }
-        _cleanup.Clear();
+        _cleanup.Dispose();
         _stop.Dispose();
     }
 
     private T Track<T>(T resource)
-        where T : IDisposable
-    {
-        _cleanup.Add(resource);
-        return resource;
-    }
+        where T : IDisposable => _cleanup.Track(resource);
 
     private BpfLink Attach(string program) => Track(_sock.Program(program).AttachToCgroup(_cgroup.Path));
 
