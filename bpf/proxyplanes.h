@@ -51,6 +51,8 @@
 #define PP_SVC_FLAG_SOURCE_RANGES 0x0008 /* loadBalancerSourceRanges: a client outside them is dropped (tc) */
 #define PP_SVC_FLAG_DROP 0x0010          /* count 0 means drop silently (Core's Drop verdict), not refuse */
 #define PP_SVC_FLAG_MASQUERADE 0x0020    /* external clients are masqueraded (Cluster policy) */
+#define PP_SVC_FLAG_SOURCE_RANGES_NODE 0x0040 /* with SOURCE_RANGES: a range holds a node IP (Core's SourceRangesAllowNode), so a
+                                              * node address passes as a local socket's source (pp_egress) */
 
 /*
  * Scopes of a frontend. Internal traffic (cluster IPs from pods and the node) and external traffic
@@ -112,7 +114,8 @@ struct pp_affinity_value {
 
 /*
  * UDP reverse NAT for the socket hooks: a socket that sent to a VIP and got rewritten to a backend
- * sees replies (recvmsg) and its peer (getpeername) as the VIP again.
+ * sees replies (recvmsg) and its peer (getpeername) as the VIP again. A frontend with source ranges gets an
+ * entry for TCP too, its flags PP_SVC_FLAG_SOURCE_RANGES (and _NODE): pp_egress checks the packets' source.
  */
 struct pp_revnat4_key {
 	__u64 cookie;  /* bpf_get_socket_cookie() of the client socket */
@@ -124,7 +127,7 @@ struct pp_revnat4_key {
 struct pp_revnat4_value {
 	__u32 address; /* the service VIP, network byte order */
 	__u16 port;    /* network byte order */
-	__u16 pad;
+	__u16 flags;   /* the master's PP_SVC_FLAG_SOURCE_RANGES and _SOURCE_RANGES_NODE, else 0 */
 	__u32 rev_nat_id;
 };
 
@@ -140,7 +143,7 @@ struct pp_revnat6_key {
 struct pp_revnat6_value {
 	__u32 address[4]; /* the service VIP, network byte order */
 	__u16 port;       /* network byte order */
-	__u16 pad;
+	__u16 flags;      /* as pp_revnat4_value's */
 	__u32 rev_nat_id;
 };
 

@@ -30,6 +30,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #include "revnat_maps.h"
 
+#include "srcrange_maps.h"
+
 /* The backend of an affinity entry still in time, or 0. */
 static __always_inline __u32 pp_affinity_backend(const struct pp_affinity_key *key, const struct pp_service_value *master)
 {
@@ -72,10 +74,11 @@ static __always_inline void pp_address_any(__u32 address[4])
 
 /*
  * Picks a backend for the frontend in *key (address filled in by the caller). Returns 0 when it is
- * not a frontend (left alone), 1 with *picked and *rev_nat_id set, -1 when the frontend has no
- * usable backend.
+ * not a frontend (left alone), 1 with *picked, *rev_nat_id and *flags (the master's) set, -1 when the frontend
+ * has no usable backend.
  */
-static __always_inline int pp_pick(struct bpf_sock_addr *ctx, struct pp_service_key *key, struct pp_backend **picked, __u32 *rev_nat_id)
+static __always_inline int pp_pick(struct bpf_sock_addr *ctx, struct pp_service_key *key, struct pp_backend **picked, __u32 *rev_nat_id,
+				   __u16 *flags)
 {
 	struct pp_service_value *master, *slot;
 	struct pp_backend *backend;
@@ -132,6 +135,7 @@ static __always_inline int pp_pick(struct bpf_sock_addr *ctx, struct pp_service_
 	}
 
 	*rev_nat_id = master->rev_nat_id;
+	*flags = master->flags;
 	*picked = backend;
 	return 1;
 }
@@ -149,36 +153,52 @@ static __always_inline int pp_refuse(void)
 	return PP_DENY;
 }
 
-/* connect4 and sendmsg4 share this: rewrite, remember UDP, refuse a frontend without backends. */
+/*
+ * What a reverse-map entry remembers of the master: its source-range flags, for pp_egress. Every UDP socket gets
+ * an entry (recvmsg, getpeername); a TCP one only when the frontend has source ranges.
+ */
+static __always_inline __u16 pp_revnat_flags(__u16 master_flags)
+{
+	return master_flags & (PP_SVC_FLAG_SOURCE_RANGES | PP_SVC_FLAG_SOURCE_RANGES_NODE);
+}
+
+static __always_inline void pp_remember4(struct bpf_sock_addr *ctx, __u32 backend, __u16 backend_port, __u32 vip, __u16 vip_port,
+					 __u32 rev_nat_id, __u16 flags)
+{
+	struct pp_revnat4_key revnat_key = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.address = backend,
+		.port = backend_port,
+	};
+	struct pp_revnat4_value value = {
+		.address = vip,
+		.port = vip_port,
+		.flags = pp_revnat_flags(flags),
+		.rev_nat_id = rev_nat_id,
+	};
+	bpf_map_update_elem(&pp_revnat4_v1, &revnat_key, &value, BPF_ANY);
+}
+
+/* connect4 and sendmsg4 share this: rewrite, remember UDP (and source ranges), refuse a frontend without backends. */
 static __always_inline int pp_forward4(struct bpf_sock_addr *ctx)
 {
 	struct pp_service_key key = {};
 	struct pp_backend *backend = 0;
 	__u32 rev_nat_id = 0;
+	__u16 flags = 0;
 	int picked;
 
 	if (!pp_handled(ctx))
 		return PP_ALLOW;
 	pp_address_from4(key.address, ctx->user_ip4);
-	picked = pp_pick(ctx, &key, &backend, &rev_nat_id);
+	picked = pp_pick(ctx, &key, &backend, &rev_nat_id, &flags);
 	if (picked < 0)
 		return pp_refuse();
 	if (picked == 0 || !backend)
 		return PP_ALLOW;
 
-	if (ctx->protocol == IPPROTO_UDP) {
-		struct pp_revnat4_key revnat_key = {
-			.cookie = bpf_get_socket_cookie(ctx),
-			.address = backend->address[3],
-			.port = backend->port,
-		};
-		struct pp_revnat4_value vip = {
-			.address = ctx->user_ip4,
-			.port = (__u16)ctx->user_port,
-			.rev_nat_id = rev_nat_id,
-		};
-		bpf_map_update_elem(&pp_revnat4_v1, &revnat_key, &vip, BPF_ANY);
-	}
+	if (ctx->protocol == IPPROTO_UDP || (flags & PP_SVC_FLAG_SOURCE_RANGES))
+		pp_remember4(ctx, backend->address[3], backend->port, ctx->user_ip4, (__u16)ctx->user_port, rev_nat_id, flags);
 	ctx->user_ip4 = backend->address[3]; /* an IPv4 frontend has IPv4 backends: ::ffff:a.b.c.d */
 	ctx->user_port = backend->port;
 	return PP_ALLOW;
@@ -210,6 +230,7 @@ static __always_inline int pp_forward6(struct bpf_sock_addr *ctx)
 	struct pp_service_key key = {};
 	struct pp_backend *backend = 0;
 	__u32 rev_nat_id = 0;
+	__u16 flags = 0;
 	int picked;
 
 	if (!pp_handled(ctx))
@@ -218,13 +239,13 @@ static __always_inline int pp_forward6(struct bpf_sock_addr *ctx)
 	key.address[1] = ctx->user_ip6[1];
 	key.address[2] = ctx->user_ip6[2];
 	key.address[3] = ctx->user_ip6[3];
-	picked = pp_pick(ctx, &key, &backend, &rev_nat_id);
+	picked = pp_pick(ctx, &key, &backend, &rev_nat_id, &flags);
 	if (picked < 0)
 		return pp_refuse();
 	if (picked == 0 || !backend)
 		return PP_ALLOW;
 
-	if (ctx->protocol == IPPROTO_UDP) {
+	if (ctx->protocol == IPPROTO_UDP || (flags & PP_SVC_FLAG_SOURCE_RANGES)) {
 		struct pp_revnat6_key revnat_key = {
 			.cookie = bpf_get_socket_cookie(ctx),
 			.address = { backend->address[0], backend->address[1], backend->address[2], backend->address[3] },
@@ -233,9 +254,13 @@ static __always_inline int pp_forward6(struct bpf_sock_addr *ctx)
 		struct pp_revnat6_value vip = {
 			.address = { key.address[0], key.address[1], key.address[2], key.address[3] },
 			.port = key.port,
+			.flags = pp_revnat_flags(flags),
 			.rev_nat_id = rev_nat_id,
 		};
 		bpf_map_update_elem(&pp_revnat6_v1, &revnat_key, &vip, BPF_ANY);
+		/* A dual-stack socket's IPv4-mapped frontend sends IPv4 packets: pp_egress finds those in the IPv4 map. */
+		if ((flags & PP_SVC_FLAG_SOURCE_RANGES) && pp_address_mapped4(backend->address))
+			pp_remember4(ctx, backend->address[3], backend->port, key.address[3], key.port, rev_nat_id, flags);
 	}
 	ctx->user_ip6[0] = backend->address[0];
 	ctx->user_ip6[1] = backend->address[1];
@@ -317,24 +342,78 @@ int pp_getpeername6(struct bpf_sock_addr *ctx)
 #define PP_SKB_PASS 1
 #define PP_SKB_DROP_AS_SENT 2
 
+#define PP_TCP_FLAG_SYN 0x02
+
+/*
+ * loadBalancerSourceRanges for the node's and pods' sockets. connect4/6 and sendmsg4/6 cannot check them: no
+ * source address is chosen yet (the kernel picks it by the route to the backend, after the hook). So they connect
+ * the socket to a backend as for any frontend and remember the master's source-range flags in the reverse map
+ * (cookie + backend); here, with the source the kernel chose, the packet passes when a range of the frontend
+ * holds it, or when the ranges hold a node IP (PP_SVC_FLAG_SOURCE_RANGES_NODE) and the source is a node
+ * address: kube-proxy's answer for the node, whose request to a load-balancer IP leaves from a node address (or
+ * the VIP itself when it is local). Otherwise it is dropped as sent, as kube-proxy's firewall DROP: a TCP connect
+ * times out, UDP gets no answer. TCP is checked on SYN only (kube-proxy checks new connections only); UDP every
+ * datagram. Returns PP_SKB_PASS or PP_SKB_DROP_AS_SENT.
+ */
+static __always_inline int pp_source_allowed4(struct __sk_buff *skb, __u32 saddr, __u32 daddr, __u16 dport)
+{
+	struct pp_revnat4_key key = { .cookie = bpf_get_socket_cookie(skb), .address = daddr, .port = dport };
+	struct pp_revnat4_value *entry = bpf_map_lookup_elem(&pp_revnat4_v1, &key);
+	struct pp_srcrange4_key range;
+
+	if (!entry || !(entry->flags & PP_SVC_FLAG_SOURCE_RANGES))
+		return PP_SKB_PASS;
+	range.prefixlen = 64;
+	range.rev_nat_id = entry->rev_nat_id;
+	range.address = saddr;
+	if (bpf_map_lookup_elem(&pp_srcrange_v1, &range))
+		return PP_SKB_PASS;
+	if ((entry->flags & PP_SVC_FLAG_SOURCE_RANGES_NODE) && bpf_map_lookup_elem(&pp_nodeip4_v1, &saddr))
+		return PP_SKB_PASS;
+	return PP_SKB_DROP_AS_SENT;
+}
+
+/* The same for an IPv6 packet (pp_revnat6_v1, pp_srcrange6_v1, pp_nodeip6_v1). */
+static __always_inline int pp_source_allowed6(struct __sk_buff *skb, const struct ipv6hdr *ip6, __u16 dport)
+{
+	struct pp_revnat6_key key = { .cookie = bpf_get_socket_cookie(skb), .port = dport };
+	struct pp_revnat6_value *entry;
+	struct pp_srcrange6_key range = { .prefixlen = 32 + 128 };
+
+	__builtin_memcpy(key.address, &ip6->daddr, sizeof(key.address));
+	entry = bpf_map_lookup_elem(&pp_revnat6_v1, &key);
+	if (!entry || !(entry->flags & PP_SVC_FLAG_SOURCE_RANGES))
+		return PP_SKB_PASS;
+	range.rev_nat_id = entry->rev_nat_id;
+	__builtin_memcpy(range.address, &ip6->saddr, sizeof(range.address));
+	if (bpf_map_lookup_elem(&pp_srcrange6_v1, &range))
+		return PP_SKB_PASS;
+	if ((entry->flags & PP_SVC_FLAG_SOURCE_RANGES_NODE) && bpf_map_lookup_elem(&pp_nodeip6_v1, range.address))
+		return PP_SKB_PASS;
+	return PP_SKB_DROP_AS_SENT;
+}
+
 /*
  * Core's Drop for local clients: a packet (IPv4 or IPv6) still addressed to a frontend whose master entry has no
  * backends and PP_SVC_FLAG_DROP (connect/sendmsg left it alone) is dropped here, as kube-proxy's DROP
  * rule drops it: a TCP SYN is "sent" and retransmitted until connect() times out, a UDP sendto()
- * succeeds and nothing answers. Every other packet passes untouched.
+ * succeeds and nothing answers. Then the source ranges of the frontend a socket was connected from
+ * (pp_source_allowed4/6). Every other packet passes untouched.
  */
 SEC("cgroup_skb/egress")
 int pp_egress(struct __sk_buff *skb)
 {
 	struct pp_service_key key = {};
 	struct pp_service_value *master;
+	struct iphdr ip = {};
+	struct ipv6hdr ip6 = {};
+	__u8 l4_head[14]; /* ports, sequence, acknowledgment, data offset and the TCP flags */
 	__u16 ports[2];
 	__u32 l4;
 	__u8 proto;
+	int ipv4 = skb->protocol == bpf_htons(ETH_P_IP);
 
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
-
+	if (ipv4) {
 		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
 			return PP_SKB_PASS;
 		if (ip.frag_off & bpf_htons(0x1fff))
@@ -343,8 +422,6 @@ int pp_egress(struct __sk_buff *skb)
 		l4 = ip.ihl * 4;
 		pp_address_from4(key.address, ip.daddr);
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
-
 		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
 			return PP_SKB_PASS;
 		proto = ip6.nexthdr; /* extension headers: left alone, as tc does */
@@ -353,15 +430,24 @@ int pp_egress(struct __sk_buff *skb)
 	} else {
 		return PP_SKB_PASS;
 	}
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+	if (proto == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, l4, l4_head, sizeof(l4_head)))
+			return PP_SKB_PASS;
+	} else if (proto == IPPROTO_UDP) {
+		if (bpf_skb_load_bytes(skb, l4, l4_head, 4))
+			return PP_SKB_PASS;
+		l4_head[13] = 0;
+	} else {
 		return PP_SKB_PASS;
-	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
-		return PP_SKB_PASS;
+	}
+	__builtin_memcpy(ports, l4_head, sizeof(ports));
 
 	key.port = ports[1];
 	key.proto = proto;
 	master = bpf_map_lookup_elem(&pp_services_v2, &key);
 	if (master && master->count == 0 && (master->flags & PP_SVC_FLAG_DROP))
 		return PP_SKB_DROP_AS_SENT;
-	return PP_SKB_PASS;
+	if (proto == IPPROTO_TCP && !(l4_head[13] & PP_TCP_FLAG_SYN))
+		return PP_SKB_PASS;
+	return ipv4 ? pp_source_allowed4(skb, ip.saddr, ip.daddr, ports[1]) : pp_source_allowed6(skb, &ip6, ports[1]);
 }

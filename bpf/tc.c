@@ -35,6 +35,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #include "shared_maps.h"
+#include "srcrange_maps.h" /* sock.c's, reused */
 
 /* The tc programs' own. */
 struct {
@@ -43,14 +44,6 @@ struct {
 	__type(key, struct pp_ct4_key);
 	__type(value, struct pp_ct4_value);
 } pp_ct4_v1 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, PP_MAX_SOURCE_RANGES);
-	__type(key, struct pp_srcrange4_key);
-	__type(value, __u32);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} pp_srcrange_v1 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -66,14 +59,6 @@ struct {
 	__type(value, struct pp_localsrc4_value);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } pp_localsrc4_v1 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, PP_MAX_SOURCE_RANGES);
-	__type(key, struct pp_srcrange6_key);
-	__type(value, __u32);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} pp_srcrange6_v1 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

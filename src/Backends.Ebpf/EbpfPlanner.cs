@@ -271,7 +271,10 @@ public sealed class EbpfPlanner
             if (offNode.Flags != local.Flags || !offNode.Backends.SequenceEqual(local.Backends)) frontends.Add(offNode);
         }
         foreach (var address in info.ExternalIPs.Where(OfFamily)) AddExternal(ServiceKey.For(address, info.Port, protocol), MapLayout.ServiceFlagExternal);
-        var sourceRanges = !ranges.IsEmpty ? MapLayout.ServiceFlagSourceRanges : (ushort)0;
+        // A range holding a node IP lets the node's own sockets through (pp_egress; kube-proxy's answer for the node).
+        var sourceRanges = ranges.IsEmpty ? (ushort)0
+            : verdict.SourceRangesAllowNode ? (ushort)(MapLayout.ServiceFlagSourceRanges | MapLayout.ServiceFlagSourceRangesNode)
+            : MapLayout.ServiceFlagSourceRanges;
         foreach (var address in info.LoadBalancerIPs.Where(OfFamily))
             AddExternal(ServiceKey.For(address, info.Port, protocol), (ushort)(MapLayout.ServiceFlagExternal | sourceRanges));
         if (info.NodePort != 0)
@@ -577,6 +580,7 @@ public static class EbpfText
         if ((master.Flags & MapLayout.ServiceFlagNodePort) != 0) names.Add("nodeport");
         if ((master.Flags & MapLayout.ServiceFlagExternal) != 0) names.Add("external");
         if ((master.Flags & MapLayout.ServiceFlagSourceRanges) != 0) names.Add("source-ranges");
+        if ((master.Flags & MapLayout.ServiceFlagSourceRangesNode) != 0) names.Add("source-ranges-node");
         if ((master.Flags & MapLayout.ServiceFlagDrop) != 0) names.Add("drop");
         if ((master.Flags & MapLayout.ServiceFlagMasquerade) != 0) names.Add("masquerade");
         if ((master.Flags & MapLayout.ServiceFlagAffinity) != 0) names.Add("affinity");

@@ -29,8 +29,9 @@ public sealed record EbpfSnapshot(
 /// bpf/tc.c, see bpf/README.md). A client on this node (a process in --bpf-cgroup, asked as <c>--from</c>
 /// one of the node's addresses (its interfaces' or pp_nodeip4_v1's), or any source while the tc programs are not in use) meets the socket
 /// hooks: the internal-scope master entry of (destination, port, protocol), else a node port (key address 0,
-/// flag <c>nodeport</c>, internal scope) when the destination is in pp_nodeip4_v1; no source ranges, no
-/// masquerade; count 0 refuses (ECONNREFUSED), or with the drop flag drops (pp_egress). A client off the node
+/// flag <c>nodeport</c>, internal scope) when the destination is in pp_nodeip4_v1; no masquerade; count 0 refuses
+/// (ECONNREFUSED), or with the drop flag drops (pp_egress); source ranges checked on the source (pp_egress: a range
+/// holds it, or it is a node address and flag <c>source-ranges-node</c>). A client off the node
 /// meets tc ingress: the external-scope master first, then the internal one; a node port (key address 0,
 /// flag <c>nodeport</c>) when the destination is in pp_nodeip4_v1; source ranges in pp_srcrange_v1; count
 /// 0 drops with the drop flag, else the reject mark; the masquerade flag. A new flow picks slot
@@ -124,7 +125,35 @@ public static class EbpfTracer
                 ? new PacketFate(name, frontend, PacketVerdict.Drop, [], false, Affine(master), $"no endpoints, and the drop flag: the socket keeps the VIP and {SockPrograms.Egress} drops its packets", steps)
                 : new PacketFate(name, frontend, PacketVerdict.Reject, [], false, Affine(master), "no endpoints: connect() and sendto() fail with ECONNREFUSED", steps);
         }
+        if ((master.Flags & MapLayout.ServiceFlagSourceRanges) != 0 && !SocketSourceAllowed(snapshot, key, master, question.Source, steps))
+            return new PacketFate(name, frontend, PacketVerdict.Drop, [], false, Affine(master),
+                $"the source is outside loadBalancerSourceRanges: the socket is connected to a backend and {SockPrograms.Egress} drops its packets", steps);
         return Forward(snapshot, key, master, name, frontend, masquerade: false, steps);
+    }
+
+    /// <summary>
+    /// pp_egress's check of a local socket's source (the address the kernel chose, checked after connect): a range of the
+    /// frontend holds it, or the ranges hold a node IP (flag <c>source-ranges-node</c>) and it is a node address.
+    /// </summary>
+    private static bool SocketSourceAllowed(EbpfSnapshot snapshot, ServiceKey key, ServiceValue master, IPAddress? source, List<string> steps)
+    {
+        if (source is null)
+        {
+            steps.Add($"{RangesMap(key)}: source ranges apply and no client address was given: an arbitrary client is outside them");
+            return false;
+        }
+        if (LongestRange(snapshot.SourceRanges, master.RevNatId, source) is { } range)
+        {
+            steps.Add($"{SockPrograms.Egress}: {range.Map}[rev_nat {master.RevNatId}, {source}]: allowed by {range.Prefix}");
+            return true;
+        }
+        if ((master.Flags & MapLayout.ServiceFlagSourceRangesNode) != 0 && snapshot.NodeAddresses?.Contains(source) == true)
+        {
+            steps.Add($"{SockPrograms.Egress}: {source} is a node address and a range holds a node IP (flag source-ranges-node): allowed");
+            return true;
+        }
+        steps.Add($"{SockPrograms.Egress}: {RangesMap(key)}[rev_nat {master.RevNatId}, {source}]: no range holds the source");
+        return false;
     }
 
     private static PacketFate TraceTc(EbpfSnapshot snapshot, PacketQuestion question)
@@ -267,6 +296,7 @@ public static class EbpfTracer
         if ((master.Flags & MapLayout.ServiceFlagNodePort) != 0) names.Add("nodeport");
         if ((master.Flags & MapLayout.ServiceFlagExternal) != 0) names.Add("external");
         if ((master.Flags & MapLayout.ServiceFlagSourceRanges) != 0) names.Add("source-ranges");
+        if ((master.Flags & MapLayout.ServiceFlagSourceRangesNode) != 0) names.Add("source-ranges-node");
         if ((master.Flags & MapLayout.ServiceFlagDrop) != 0) names.Add("drop");
         if ((master.Flags & MapLayout.ServiceFlagMasquerade) != 0) names.Add("masquerade");
         return names.Count == 0 ? "none" : string.Join('|', names);

@@ -69,6 +69,12 @@ public static class MapLayout
     /// <summary>PP_SVC_FLAG_MASQUERADE: external clients of this frontend are masqueraded.</summary>
     public const ushort ServiceFlagMasquerade = 0x0020;
 
+    /// <summary>
+    /// PP_SVC_FLAG_SOURCE_RANGES_NODE: with <see cref="ServiceFlagSourceRanges"/>, a range holds a node IP (Core's
+    /// <c>SourceRangesAllowNode</c>), so a local socket whose source is a node address passes (pp_egress).
+    /// </summary>
+    public const ushort ServiceFlagSourceRangesNode = 0x0040;
+
     /// <summary>PP_SCOPE_INTERNAL: the pool for cluster-internal traffic (and for all traffic when the pools agree).</summary>
     public const byte ScopeInternal = 0;
 
@@ -246,7 +252,7 @@ public record struct RevNat4Value
 {
     public uint Address;
     public ushort Port;
-    public ushort Pad;
+    public ushort Flags; // the master's source-range flags (PP_SVC_FLAG_SOURCE_RANGES, _NODE), else 0
     public uint RevNatId;
 }
 
@@ -269,7 +275,7 @@ public record struct RevNat6Value
 {
     public MapAddress Address;
     public ushort Port;
-    public ushort Pad;
+    public ushort Flags; // the master's source-range flags (PP_SVC_FLAG_SOURCE_RANGES, _NODE), else 0
     public uint RevNatId;
 }
 
