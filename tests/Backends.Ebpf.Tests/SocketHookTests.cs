@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using ProxyPlanes.Model;
 using ProxyPlanes.Sandbox;
 using ProxyPlanes.TestKit;
 
@@ -400,6 +401,87 @@ public sealed class SocketHookTests : IDisposable
         Assert.Equal(["timed out"], ConnectWithin2Seconds(dropVip, BackendPort));
         Assert.Equal(["recvfrom: Resource temporarily unavailable"], UdpClient("sendto", vip, UdpBackendPort));
         Assert.Equal([$"peer {endpoint}", "recvfrom: Resource temporarily unavailable"], UdpClient("connect", vip, UdpBackendPort));
+    }
+
+    /// <summary>
+    /// loadBalancerSourceRanges for local sockets (pp_egress, on the source the kernel chose after connect4/6 and
+    /// sendmsg4/6 picked a backend). The clients' source here: 127.0.0.1 toward 127.0.0.2/3 (the loopback net's route),
+    /// the backend's own address toward fd00:10:244::2/3 (a local address is its own best source). In turn: a range that
+    /// does not hold the source drops TCP (connect times out) and UDP (no answer); a range that holds it lets both through
+    /// (the positive control, same sockets, same backends); then no range holds it and the master says a range holds a
+    /// node IP (Core's SourceRangesAllowNode): dropped while the source is no node address, let through once it is one in
+    /// pp_nodeip4_v1 / pp_nodeip6_v1 (the node's own request, kube-proxy's answer for the node).
+    /// </summary>
+    [KernelTheory(needsCgroup: true)]
+    [InlineData("198.51.100.20")]
+    [InlineData("2001:db8:ff::20")]
+    public void SourceRanges_LocalSocket_DroppedOutside_AllowedInside_OrAsTheNode(string lbIp)
+    {
+        var vip = IPAddress.Parse(lbIp);
+        var ipv6 = vip.AddressFamily == AddressFamily.InterNetworkV6;
+        var (backendA, backendB) = ipv6 ? (Backend6A, Backend6B) : ("127.0.0.2", "127.0.0.3");
+        var (outside, inside) = ipv6
+            ? (new IpPrefix(IPAddress.Parse("2001:db8::"), 64), new IpPrefix(IPAddress.Parse("fd00:10:244::"), 64))
+            : (new IpPrefix(IPAddress.Parse("203.0.113.0"), 24), new IpPrefix(IPAddress.Parse("127.0.0.0"), 8));
+        AttachAll();
+        var flags = (ushort)(MapLayout.ServiceFlagExternal | MapLayout.ServiceFlagSourceRanges);
+        AddService(vip, ServicePort, ProtocolType.Tcp, BackendPort, ServiceValue.Master(0, 21, flags), (backendA, 1), (backendB, 2));
+        AddService(vip, 53, ProtocolType.Udp, UdpBackendPort, ServiceValue.Master(0, 22, flags), (backendA, 3), (backendB, 4));
+        SetRange(21, outside);
+        SetRange(22, outside);
+        var udpFrom = ipv6 ? $"from [{lbIp}]:53" : $"from {lbIp}:53";
+
+        Assert.Equal(["timed out"], ConnectWithin2Seconds(lbIp, ServicePort));
+        Assert.Equal(["recvfrom: Resource temporarily unavailable"], UdpClient("sendto", vip, 53));
+
+        SetRange(21, inside);
+        SetRange(22, inside);
+
+        Assert.Matches("^ok backend6?-[ab]$", Assert.Single(ConnectWithin2Seconds(lbIp, ServicePort)));
+        var udp = UdpClient("sendto", vip, 53);
+        Assert.Matches("^reply udp6?-[ab]$", udp[0]);
+        Assert.Equal(udpFrom, udp[1]);
+
+        SetRange(21, inside, delete: true);
+        SetRange(22, inside, delete: true);
+        var asNode = (ushort)(flags | MapLayout.ServiceFlagSourceRangesNode);
+        AddService(vip, ServicePort, ProtocolType.Tcp, BackendPort, ServiceValue.Master(0, 21, asNode), (backendA, 1), (backendB, 2));
+        AddService(vip, 53, ProtocolType.Udp, UdpBackendPort, ServiceValue.Master(0, 22, asNode), (backendA, 3), (backendB, 4));
+
+        Assert.Equal(["timed out"], ConnectWithin2Seconds(lbIp, ServicePort));
+        Assert.Equal(["recvfrom: Resource temporarily unavailable"], UdpClient("sendto", vip, 53));
+
+        if (ipv6)
+        {
+            foreach (var address in new[] { Backend6A, Backend6B })
+                _sock.Map(MapLayout.NodeAddresses6Map).Update(MapAddress.For(IPAddress.Parse(address)), default(NodeAddress));
+        }
+        else
+        {
+            AddNodeAddress(IPAddress.Loopback);
+        }
+
+        Assert.Matches("^ok backend6?-[ab]$", Assert.Single(ConnectWithin2Seconds(lbIp, ServicePort)));
+        Assert.Matches("^reply udp6?-[ab]$", UdpClient("sendto", vip, 53)[0]);
+    }
+
+    /// <summary>Writes (or deletes) one allowed prefix of a frontend in its family's source-ranges trie.</summary>
+    private void SetRange(uint revNatId, IpPrefix prefix, bool delete = false)
+    {
+        if (prefix.Family == IpFamily.IPv4)
+        {
+            var key = SourceRange4Key.For(revNatId, prefix.Address, prefix.Length);
+            var map = _sock.Map(MapLayout.SourceRangesMap);
+            if (delete) Assert.True(map.Delete(key));
+            else map.Update(key, 0u);
+        }
+        else
+        {
+            var key = SourceRange6Key.For(revNatId, prefix.Address, prefix.Length);
+            var map = _sock.Map(MapLayout.SourceRanges6Map);
+            if (delete) Assert.True(map.Delete(key));
+            else map.Update(key, 0u);
+        }
     }
 
     /// <summary>One TCP connection from the test cgroup and namespace, given 2 s: "ok REPLY", "timed out", or bash's error text.</summary>
