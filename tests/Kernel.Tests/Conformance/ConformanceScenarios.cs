@@ -98,6 +98,14 @@ public static class ConformanceScenarios
                 status: "loadBalancer: { ingress: [ { ip: 198.51.100.20 } ] }") + Slice("web", new Ep("local-0"), new Ep("remote-0")),
             [Probes(
                 new Probe("client", "198.51.100.20", 80, Spread("local-0", "remote-0")),
+                new Probe("client2", "198.51.100.20", 80, NoAnswer()),
+                // The node and a pod are sources like any other: no range holds them.
+                new Probe("node", "198.51.100.20", 80, NoAnswer()),
+                new Probe("local-1", "198.51.100.20", 80, NoAnswer())),
+             // A range holding the node's IP lets the node in (kube-proxy: the node's request leaves from a node address).
+             After(Node() + Service("web", Vip, type: "LoadBalancer", nodePort: 30012, spec: $"loadBalancerSourceRanges: [\"{ClientIp}/32\", \"{NodeIp}/32\"]",
+                    status: "loadBalancer: { ingress: [ { ip: 198.51.100.20 } ] }") + Slice("web", new Ep("local-0"), new Ep("remote-0")),
+                new Probe("node", "198.51.100.20", 80, Spread("local-0", "remote-0")),
                 new Probe("client2", "198.51.100.20", 80, NoAnswer()))]),
 
         new("session-affinity-keeps-a-client-on-one-endpoint",
@@ -227,7 +235,8 @@ public static class ConformanceScenarios
                 Slice("web", 8080, "TCP", "IPv6", new Ep("local-1"), new Ep("remote-1")),
             [Probes(
                 new Probe("client", "2001:db8:ff::21", 80, Spread("local-1", "remote-1")),
-                new Probe("client2", "2001:db8:ff::21", 80, NoAnswer()))]),
+                new Probe("client2", "2001:db8:ff::21", 80, NoAnswer()),
+                new Probe("node", "2001:db8:ff::21", 80, NoAnswer()))]),
 
         new("endpoint-removed-stops-receiving-traffic",
             Service("web", Vip) + Slice("web", new Ep("local-0"), new Ep("local-1")),
