@@ -8,9 +8,10 @@ namespace ProxyPlanes.Backends.Ebpf;
 
 /// <summary>
 /// What <c>proxyplanes explain</c> reads of a node in eBPF mode: the pinned maps' contents.
-/// <see cref="NodeAddresses"/> (the socket hooks' and tc's) and <see cref="SourceRanges"/> (tc's own) are null
-/// when their maps are not pinned; without pp_srcrange_v1 the tc programs are not in use: only the socket hooks
-/// act, on processes in --bpf-cgroup. <see cref="LocalSources"/>: pp_localsrc4_v1's and pp_localsrc6_v1's prefixes (the pods, by Core's detect-local).
+/// <see cref="NodeAddresses"/> (the socket hooks' and tc's), <see cref="SourceRanges"/> (pp_egress's and tc's) and
+/// <see cref="LocalSources"/> (pp_localsrc4_v1's and pp_localsrc6_v1's prefixes, the pods by Core's detect-local; tc's own)
+/// are null when their maps are not pinned; without pp_localsrc4_v1 the tc programs are not in use: only the socket
+/// hooks act, on processes in --bpf-cgroup.
 /// </summary>
 public sealed record EbpfSnapshot(
     IReadOnlyDictionary<ServiceKey, ServiceValue> Services,
@@ -21,7 +22,7 @@ public sealed record EbpfSnapshot(
     IReadOnlyCollection<IpPrefix>? LocalSources = null)
 {
     /// <summary>Whether the tc programs' maps are pinned, so off-node clients meet the tc programs.</summary>
-    public bool TcInUse => SourceRanges is not null;
+    public bool TcInUse => LocalSources is not null;
 }
 
 /// <summary>

@@ -156,6 +156,38 @@ public sealed class EbpfExplainerTests
         Assert.Equal(PacketVerdict.Drop, otherRange.Verdict);
     }
 
+    /// <summary>
+    /// A local socket (the node, a pod) against source ranges: pp_egress checks the source. Allowed when a range holds
+    /// it; a node address allowed when the master says a range holds a node IP (source-ranges-node); dropped otherwise
+    /// (control: the same node address without the flag, the same pod with its range).
+    /// </summary>
+    [KernelFact]
+    public async Task SourceRanges_LocalSockets_TheSourceOrTheNodeFlag()
+    {
+        using var maps = new PinnedMaps(tc: true);
+        maps.NodeAddress(NodeIp);
+        maps.LocalSources("10.244.0.0/16");
+        maps.Frontend(LoadBalancerIp, 80, revNatId: 4, flags: MapLayout.ServiceFlagExternal | MapLayout.ServiceFlagSourceRanges, backends: [1]);
+        maps.Frontend(LoadBalancerIp, 81, revNatId: 5,
+            flags: MapLayout.ServiceFlagExternal | MapLayout.ServiceFlagSourceRanges | MapLayout.ServiceFlagSourceRangesNode, backends: [1]);
+        maps.SourceRange(4, PodB, 32);
+        maps.SourceRange(5, OffNode, 32);
+
+        var node = await maps.ExplainAsync(Protocol.TCP, LoadBalancerIp, 80, NodeIp);
+        var nodeFlagged = await maps.ExplainAsync(Protocol.TCP, LoadBalancerIp, 81, NodeIp);
+        var pod = await maps.ExplainAsync(Protocol.TCP, LoadBalancerIp, 80, PodA);
+        var podInRange = await maps.ExplainAsync(Protocol.TCP, LoadBalancerIp, 80, PodB);
+
+        Assert.Equal(PacketVerdict.Drop, node.Verdict);
+        Assert.Contains(SockPrograms.Egress, node.Reason, StringComparison.Ordinal);
+        Assert.Contains(node.Steps, s => s.Contains("socket hooks", StringComparison.Ordinal));
+        Assert.Equal(PacketVerdict.Forward, nodeFlagged.Verdict);
+        Assert.Contains(nodeFlagged.Steps, s => s.Contains("source-ranges-node", StringComparison.Ordinal));
+        Assert.Equal(PacketVerdict.Drop, pod.Verdict);
+        Assert.Equal(PacketVerdict.Forward, podInRange.Verdict);
+        Assert.Contains(podInRange.Steps, s => s.Contains("allowed by 10.244.1.3/32", StringComparison.Ordinal));
+    }
+
     /// <summary>IPv6: source ranges from pp_srcrange6_v1 and pods from pp_localsrc6_v1, as tc's IPv6 path reads them.</summary>
     [KernelFact]
     public async Task IPv6_SourceRangesAndLocalSources_FromTheirOwnTries()
@@ -294,7 +326,10 @@ public sealed class EbpfExplainerTests
         return new([new ServiceUpdate(key, ServiceValue.Master(1, 1), owner), new ServiceUpdate(key.WithSlot(1), ServiceValue.ForSlot(1), owner)], null!, full);
     }
 
-    /// <summary>The objects' maps pinned in a private bpffs, as EbpfKernel pins them; backends 1 and 2 are PodA:8080 and PodB:8080.</summary>
+    /// <summary>
+    /// The objects' maps pinned in a private bpffs, as EbpfKernel pins them (sock.o pins its own, the source-ranges tries
+    /// included; with <c>tc</c>, the local-sources tries too); backends 1 and 2 are PodA:8080 and PodB:8080.
+    /// </summary>
     private sealed class PinnedMaps : IDisposable
     {
         private readonly TestBpfFs _bpfFs = new();
@@ -312,9 +347,7 @@ public sealed class EbpfExplainerTests
                 if (tc)
                 {
                     _tc = TcPrograms.Load(_sock.Maps);
-                    _tc.Map(MapLayout.SourceRangesMap).Pin(Path.Combine(_directory, MapLayout.SourceRangesMap));
                     _tc.Map(MapLayout.LocalSourcesMap).Pin(Path.Combine(_directory, MapLayout.LocalSourcesMap));
-                    _tc.Map(MapLayout.SourceRanges6Map).Pin(Path.Combine(_directory, MapLayout.SourceRanges6Map));
                     _tc.Map(MapLayout.LocalSources6Map).Pin(Path.Combine(_directory, MapLayout.LocalSources6Map));
                 }
                 Explainer = new EbpfExplainer(_bpfFs.Path);
@@ -354,8 +387,8 @@ public sealed class EbpfExplainerTests
         /// <summary>An allowed client prefix in its family's trie.</summary>
         public void SourceRange(uint revNatId, IPAddress address, int length)
         {
-            if (address.AddressFamily == AddressFamily.InterNetwork) _tc!.Map(MapLayout.SourceRangesMap).Update(SourceRange4Key.For(revNatId, address, length), 1u);
-            else _tc!.Map(MapLayout.SourceRanges6Map).Update(SourceRange6Key.For(revNatId, address, length), 1u);
+            if (address.AddressFamily == AddressFamily.InterNetwork) _sock.Map(MapLayout.SourceRangesMap).Update(SourceRange4Key.For(revNatId, address, length), 1u);
+            else _sock.Map(MapLayout.SourceRanges6Map).Update(SourceRange6Key.For(revNatId, address, length), 1u);
         }
 
         public void AddBackend(uint id, IPAddress address) => _sock.Map(MapLayout.BackendsMap).Update(id, Backend.For(address, 8080, ProtocolType.Tcp));
