@@ -77,14 +77,22 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
     public async Task ApplyAsync(NftTransaction transaction, CancellationToken cancellationToken)
     {
         if (transaction.IsEmpty) return;
-        if (TryEncode(transaction, out var reason) is { } encoded)
+        if (_refusal is null)
         {
+            // Encoded while the batch is written: nothing of it is kept (see StreamedRequests).
+            var requests = new StreamedRequests(transaction, NewEncoder(transaction));
             try
             {
-                Send(transaction, encoded);
+                Send(transaction, requests);
                 NetlinkTransactions++;
                 Learn(transaction);
                 return;
+            }
+            catch (NotEncodedException e)
+            {
+                // A transaction netlink cannot encode: said once per reason, then nft quietly does it.
+                if (e.Reason is { } reason && _explained.Add(reason.Split(", e.g. ")[0]))
+                    _logger.LogInformation("nftables transaction through nft, not netlink: {Reason}", reason);
             }
             catch (NetlinkException e) when (IsRefusalOfNetlink(e))
             {
@@ -98,14 +106,9 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
             }
             catch (NetlinkException e)
             {
-                var count = encoded.Requests.Count;
+                var count = requests.Count;
                 throw new NftException($"the kernel refused the {transaction.FamilyKeyword} transaction ({count} change{(count == 1 ? "" : "s")}), nothing applied: {e.Message}", e);
             }
-        }
-        else if (reason is not null && _explained.Add(reason.Split(", e.g. ")[0]))
-        {
-            // A transaction netlink cannot encode: said once per reason, then nft quietly does it.
-            _logger.LogInformation("nftables transaction through nft, not netlink: {Reason}", reason);
         }
         await _nft.ApplyAsync(transaction, cancellationToken).ConfigureAwait(false);
         NftTransactions++;
@@ -147,95 +150,169 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
     }
 
     /// <summary>
-    /// The netlink form of a transaction: one request per operation, in order (an element change is
-    /// one request, a range two elements in it), each named by the nft command it carries out; or null
-    /// when it must go through nft, with the reason (an object or rule not encoded here, a set whose
-    /// types are unknown or cannot be encoded, a value it cannot write), null once netlink was refused.
+    /// The netlink form of a transaction, built whole (tests, and what they check of the streamed
+    /// form): one request per operation, in order (an element change is one request, a range two
+    /// elements in it, three with an empty interval set's closing element at 0), each named by the nft command
+    /// it carries out; or null when it must go through nft, with the reason (an object or rule not
+    /// encoded here, a set whose types are unknown or cannot be encoded, a value it cannot write),
+    /// null once netlink was refused. <see cref="ApplyAsync"/> makes the same requests one at a time
+    /// while it writes the batch (<see cref="StreamedRequests"/>).
     /// </summary>
     internal EncodedTransaction? TryEncode(NftTransaction transaction, out string? reason)
     {
         reason = null;
         if (_refusal is not null) return null;
-        Dictionary<string, SetTypes> definitions;
-        lock (_gate)
-        {
-            definitions = _definitions.TryGetValue((transaction.Family, transaction.Table), out var known)
-                ? new Dictionary<string, SetTypes>(known, StringComparer.Ordinal)
-                : new Dictionary<string, SetTypes>(StringComparer.Ordinal);
-        }
-        var family = NftNetlinkEncoding.FamilyNumber(transaction.Family);
-        var table = transaction.Table;
-        var prefix = $"{transaction.FamilyKeyword} {table}";
+        var encoder = NewEncoder(transaction);
         var requests = new List<NetlinkRequest>(transaction.Operations.Count);
         var elements = new List<NfTablesElementOperation>();
-        uint setId = 0;
+        foreach (var operation in transaction.Operations)
+        {
+            if (encoder.Encode(operation) is not { } request)
+            {
+                reason = encoder.Reason;
+                return null;
+            }
+            requests.Add(request);
+            if (encoder.LastElement is { } element) elements.Add(element);
+        }
+        return new EncodedTransaction(requests, elements);
+    }
+
+    private TransactionEncoder NewEncoder(NftTransaction transaction)
+    {
+        lock (_gate)
+        {
+            return new TransactionEncoder(transaction, _definitions.TryGetValue((transaction.Family, transaction.Table), out var known)
+                ? new Dictionary<string, SetTypes>(known, StringComparer.Ordinal)
+                : new Dictionary<string, SetTypes>(StringComparer.Ordinal));
+        }
+    }
+
+    /// <summary>
+    /// Turns a transaction's operations, in order, into nf_tables requests, one each. Its state is what
+    /// the transaction has done so far: the set and map definitions it added or deleted (on top of
+    /// those known before it), the interval sets it emptied, the set ids it gave out.
+    /// </summary>
+    private sealed class TransactionEncoder(NftTransaction transaction, Dictionary<string, SetTypes> definitions)
+    {
+        private readonly byte _family = NftNetlinkEncoding.FamilyNumber(transaction.Family);
+        private readonly string _prefix = $"{transaction.FamilyKeyword} {transaction.Table}";
         // Interval sets known to be empty here (added or flushed in this transaction): nft adds a closing
         // element at key 0 with the first elements it adds to one (older kernels' rbtree lookups needed
         // it), and so does this encoder, so both leave the same set.
-        var emptyIntervalSets = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var (verb, obj) in transaction.Operations)
+        private readonly HashSet<string> _emptyIntervalSets = new(StringComparer.Ordinal);
+        private uint _setId;
+
+        /// <summary>Why the last <see cref="Encode"/> returned null.</summary>
+        public string? Reason { get; private set; }
+
+        /// <summary>The element change the last <see cref="Encode"/> made (null for any other operation).</summary>
+        public NfTablesElementOperation? LastElement { get; private set; }
+
+        public NetlinkRequest? Encode(NftOperation operation)
         {
+            var (verb, obj) = operation;
+            var table = transaction.Table;
+            string? reason;
+            LastElement = null;
             switch (obj, verb)
             {
                 case (NftTable t, NftVerb.Add):
-                    requests.Add(NfTablesObjects.Table(family, table, t.Comment));
-                    break;
+                    return NfTablesObjects.Table(_family, table, t.Comment);
                 case (NftChain chain, NftVerb.Add):
-                    requests.Add(NfTablesObjects.Chain(family, table, chain.Name, NftNetlinkEncoding.Hook(chain.Base), chain.Comment));
-                    break;
+                    return NfTablesObjects.Chain(_family, table, chain.Name, NftNetlinkEncoding.Hook(chain.Base), chain.Comment);
                 case (NftChain chain, NftVerb.Flush):
-                    requests.Add(NfTablesObjects.FlushChain(family, table, chain.Name));
-                    break;
+                    return NfTablesObjects.FlushChain(_family, table, chain.Name);
                 case (NftChain chain, NftVerb.Delete):
-                    requests.Add(NfTablesObjects.DeleteChain(family, table, chain.Name));
-                    break;
+                    return NfTablesObjects.DeleteChain(_family, table, chain.Name);
                 case (NftRule rule, NftVerb.Add):
-                {
-                    if (NftNetlinkEncoding.Rule(transaction.Family, rule.Text, out reason) is not { } expressions) return null;
-                    requests.Add(NfTablesObjects.Rule(family, table, rule.Chain, expressions, rule.Comment, rule.Text));
-                    break;
-                }
+                    if (NftNetlinkEncoding.Rule(transaction.Family, rule.Text, out reason) is { } expressions)
+                        return NfTablesObjects.Rule(_family, table, rule.Chain, expressions, rule.Comment, rule.Text);
+                    return Refuse(reason);
                 case (NftSet or NftMap, NftVerb.Add):
                 {
                     var name = SetName(obj);
                     var definition = obj is NftSet set ? NftNetlinkEncoding.Set(set, out reason) : NftNetlinkEncoding.Map((NftMap)obj, out reason);
-                    if (definition is null)
-                    {
-                        reason = $"{obj.Kind} {prefix} {name}: {reason} is not encoded here";
-                        return null;
-                    }
-                    requests.Add(NfTablesObjects.Set(family, table, definition, ++setId, $"{obj.Kind} {prefix} {name}"));
+                    if (definition is null) return Refuse($"{obj.Kind} {_prefix} {name}: {reason} is not encoded here");
+                    var request = NfTablesObjects.Set(_family, table, definition, ++_setId, $"{obj.Kind} {_prefix} {name}");
                     var types = definitions[name] = obj is NftSet s ? SetTypes.Of(s) : SetTypes.Of((NftMap)obj);
-                    if (types.IsInterval) emptyIntervalSets.Add(name);
-                    break;
+                    if (types.IsInterval) _emptyIntervalSets.Add(name);
+                    return request;
                 }
                 case (NftSet or NftMap, NftVerb.Flush):
-                    requests.Add(NfTablesObjects.FlushSet(family, table, SetName(obj), obj.Kind));
-                    if (definitions.GetValueOrDefault(SetName(obj))?.IsInterval == true) emptyIntervalSets.Add(SetName(obj));
-                    break;
+                    if (definitions.GetValueOrDefault(SetName(obj))?.IsInterval == true) _emptyIntervalSets.Add(SetName(obj));
+                    return NfTablesObjects.FlushSet(_family, table, SetName(obj), obj.Kind);
                 case (NftSet or NftMap, NftVerb.Delete):
-                    requests.Add(NfTablesObjects.DeleteSet(family, table, SetName(obj), obj.Kind));
                     definitions.Remove(SetName(obj));
-                    break;
+                    return NfTablesObjects.DeleteSet(_family, table, SetName(obj), obj.Kind);
                 case (NftElement element, NftVerb.Add or NftVerb.Delete):
                 {
-                    if (EncodeElement(element, verb == NftVerb.Add, definitions.GetValueOrDefault(element.Set), prefix, out reason) is not { } encoded) return null;
-                    var operation = new NfTablesElementOperation(verb == NftVerb.Add ? NfTablesElementChange.Add : NfTablesElementChange.Delete, element.Set, encoded);
-                    if (verb == NftVerb.Add && emptyIntervalSets.Remove(element.Set) && encoded.Key.Any(b => b != 0))
+                    if (EncodeElement(element, verb == NftVerb.Add, definitions.GetValueOrDefault(element.Set), _prefix, out reason) is not { } encoded) return Refuse(reason);
+                    var change = new NfTablesElementOperation(verb == NftVerb.Add ? NfTablesElementChange.Add : NfTablesElementChange.Delete, element.Set, encoded)
                     {
-                        var closing = new NfTablesElement(new byte[encoded.Key.Length], "closing element at 0") { IntervalEnd = true };
-                        requests.Add(NfTablesMessages.SetElement(family, table, new NfTablesElementOperation(NfTablesElementChange.Add, element.Set, closing)));
-                    }
-                    elements.Add(operation);
-                    requests.Add(NfTablesMessages.SetElement(family, table, operation));
-                    break;
+                        ClosingElementAtZero = verb == NftVerb.Add && _emptyIntervalSets.Remove(element.Set) && encoded.Key.AsSpan().ContainsAnyExcept((byte)0),
+                    };
+                    LastElement = change;
+                    return NfTablesMessages.SetElement(_family, table, change);
                 }
                 default:
-                    reason = $"{verb.ToString().ToLowerInvariant()} {obj.Kind} is not encoded here";
-                    return null;
+                    return Refuse($"{verb.ToString().ToLowerInvariant()} {obj.Kind} is not encoded here");
             }
         }
-        return new EncodedTransaction(requests, elements);
+
+        private NetlinkRequest? Refuse(string? reason)
+        {
+            Reason = reason;
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// A transaction's requests made one at a time while the socket writes the batch, so that a full
+    /// sync never holds them all (tens of thousands of requests with their compiled expressions: the
+    /// largest part of a cold sync's peak before). The socket reads them in order, each once (twice when
+    /// its message starts a new chunk), and after the send only the one the kernel refused, to name
+    /// it: that one is encoded again (by the same encoder, whose state no longer matters then: the
+    /// transaction is refused). An operation the encoder cannot encode throws
+    /// <see cref="NotEncodedException"/> before anything was sent.
+    /// </summary>
+    private sealed class StreamedRequests(NftTransaction transaction, TransactionEncoder encoder) : IReadOnlyList<NetlinkRequest>
+    {
+        private int _index = -1;
+        private NetlinkRequest? _current;
+
+        public int Count => transaction.Operations.Count;
+
+        public NetlinkRequest this[int index]
+        {
+            get
+            {
+                if (index == _index) return _current!;
+                if (index == _index + 1)
+                {
+                    _current = encoder.Encode(transaction.Operations[index]) ?? throw new NotEncodedException(encoder.Reason);
+                    _index = index;
+                    return _current;
+                }
+                // The request the kernel refused, asked for its name after the send.
+                var (verb, obj) = transaction.Operations[index];
+                return encoder.Encode(transaction.Operations[index]) ??
+                       new NetlinkRequest(0, 0, (ref NetlinkWriter _) => { }, $"nftables {verb.ToString().ToLowerInvariant()} {obj.Kind} {transaction.FamilyKeyword} {transaction.Table} (change {index + 1})");
+            }
+        }
+
+        public IEnumerator<NetlinkRequest> GetEnumerator()
+        {
+            for (var i = 0; i < Count; i++) yield return this[i];
+        }
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
+    /// <summary>An operation met while streaming that netlink cannot carry: the transaction goes through nft (nothing was sent).</summary>
+    private sealed class NotEncodedException(string? reason) : Exception(reason ?? "not encoded")
+    {
+        public string? Reason => reason;
     }
 
     private static string SetName(NftObject obj) => obj is NftSet set ? set.Name : ((NftMap)obj).Name;
@@ -339,16 +416,23 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
         return encoded with { IntervalOpen = true };
     }
 
-    private void Send(NftTransaction transaction, EncodedTransaction encoded)
+    private void Send(NftTransaction transaction, IReadOnlyList<NetlinkRequest> requests)
     {
-        var count = encoded.Requests.Count;
+        var count = requests.Count;
         var description = $"nftables batch of {count} change{(count == 1 ? "" : "s")} in {transaction.FamilyKeyword} {transaction.Table}";
         lock (_gate)
         {
             _client ??= _open();
-            _client.Apply(encoded.Requests, description);
+            _client.Apply(requests, description);
+            // A full sync's batch: how its time splits between us (encoding, writing) and the kernel.
+            if (count >= LogBatchesFrom && _client.LastBatch is { } batch)
+                _logger.LogInformation("{Description}: {Bytes:F1} MiB in {Chunks} chunks, encoded and written in {Write:F0} ms, applied and committed by the kernel in {Kernel:F0} ms",
+                    description, batch.Bytes / 1048576.0, batch.Chunks, batch.WriteTime.TotalMilliseconds, batch.KernelTime.TotalMilliseconds);
         }
     }
+
+    /// <summary>Batches of at least this many changes (full syncs at scale) are logged with their time split.</summary>
+    private const int LogBatchesFrom = 10_000;
 
     /// <summary>Netlink itself is unusable here (not the transaction's content): nothing was applied, nft may still work.</summary>
     private static bool IsRefusalOfNetlink(NetlinkException e) =>

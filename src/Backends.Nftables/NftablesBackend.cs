@@ -55,12 +55,15 @@ public sealed class NftablesBackend : IProxyBackend
         {
             var total = default(NftCounts);
             foreach (var plane in _families)
-                if (plane.LastPlan is { } plan) total += plan.Counts;
+                if (plane.Counts is { } counts) total += counts;
             return total;
         }
     }
 
-    /// <summary>The last transaction applied for a family (for logs, the demo and tests).</summary>
+    /// <summary>
+    /// The last transaction applied for a family (for logs, the demo, the benchmark's floor and tests);
+    /// null from the start of a full sync (which lets go of it) until one succeeds.
+    /// </summary>
     public NftPlan? LastPlan(IpFamily family) => _families.FirstOrDefault(f => f.Family == family)?.LastPlan;
 
     public async Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
@@ -118,9 +121,19 @@ public sealed class NftablesBackend : IProxyBackend
         public NftPlannerState? State { get; private set; }
         public NftPlan? LastPlan { get; private set; }
 
+        /// <summary>The counts of the last successful sync (kept when a full sync lets go of <see cref="LastPlan"/>).</summary>
+        public NftCounts? Counts { get; private set; }
+
         public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, INftablesApplier applier, NftablesMetrics metrics, ILogger logger, CancellationToken cancellationToken)
         {
             var full = request.Full || State is null;
+            if (full)
+            {
+                // A full sync needs neither the previous state nor the previous plan: letting go of them
+                // before planning keeps one full plan alive at a time, not two (the peak of a resync).
+                State = null;
+                LastPlan = null;
+            }
             var apply = Stopwatch.StartNew();
             NftPlan? plan = null;
             TimeSpan read, render;
@@ -150,6 +163,7 @@ public sealed class NftablesBackend : IProxyBackend
             }
             State = plan.State;
             LastPlan = plan;
+            Counts = plan.Counts;
             if (full) ReturnFullSyncMemory(plan, logger);
             return (render, read + apply.Elapsed);
         }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using static ProxyPlanes.Netlink.LinuxUapi.Netlink;
 using Errno = ProxyPlanes.Netlink.LinuxUapi.Errno;
 
@@ -8,6 +9,13 @@ public delegate void NetlinkRequestWriter(ref NetlinkWriter writer);
 
 /// <summary>Reads one reply message into a value.</summary>
 public delegate T NetlinkMessageParser<out T>(NetlinkMessage message);
+
+/// <summary>
+/// One nfnetlink batch: its requests, bytes and chunks, the time spent making and writing its
+/// messages (ours), and from the send to the last answer (the kernel's: it applies and commits the
+/// batch inside sendmsg).
+/// </summary>
+public readonly record struct NetfilterBatchStats(int Requests, int Bytes, int Chunks, TimeSpan WriteTime, TimeSpan KernelTime);
 
 /// <summary>One request of a batch: what to send and how to name it in an error.</summary>
 public sealed record NetlinkRequest(ushort Type, ushort Flags, NetlinkRequestWriter Write)
@@ -199,7 +207,10 @@ public sealed class NetlinkSocket : IDisposable
     /// it handles the batch inside sendto, so every answer is queued when that returns. The first
     /// refused request (in order) is thrown, named by its <see cref="NetlinkRequest.Operation"/>; a
     /// refusal of the batch itself (no CAP_NET_ADMIN, a commit that failed) is thrown named by
-    /// <paramref name="description"/>.
+    /// <paramref name="description"/>. <paramref name="requests"/> is read in order, each request once
+    /// (twice when its message starts a new chunk), all before the send, and afterwards only the
+    /// refused one (for its name): a list may make its requests as they are read, so that a large
+    /// batch is never held whole; an exception it throws while the batch is written sends nothing.
     /// </summary>
     public void ExecuteNetfilterBatch(ushort subsystem, IReadOnlyList<NetlinkRequest> requests, string description)
     {
@@ -209,8 +220,10 @@ public sealed class NetlinkSocket : IDisposable
         var acknowledgeEach = requests.Count <= MaxNetfilterBatchMessages;
         lock (_gate)
         {
+            var started = Stopwatch.GetTimestamp();
             var beginSequence = _sequence + 1;
             var chunks = WriteNetfilterBatch(subsystem, requests, beginSequence, description, acknowledgeEach, out var length);
+            var written = Stopwatch.GetTimestamp();
             _sequence += (uint)requests.Count + 2;
             var endSequence = _sequence;
             if (length > _sendBufferSize)
@@ -252,9 +265,13 @@ public sealed class NetlinkSocket : IDisposable
                     first = new NetlinkException(error, failed.Operation, kernelMessage, failed.HintErrno == error ? failed.Hint : null);
                 }
             }
+            LastNetfilterBatch = new NetfilterBatchStats(requests.Count, length, chunks.Count, Stopwatch.GetElapsedTime(started, written), Stopwatch.GetElapsedTime(written));
             if (first is not null) throw first;
         }
     }
+
+    /// <summary>The last nfnetlink batch this socket sent and the kernel answered (for logs and the benchmark).</summary>
+    public NetfilterBatchStats? LastNetfilterBatch { get; private set; }
 
     /// <summary>
     /// Writes an nfnetlink batch: NFNL_MSG_BATCH_BEGIN (res_id <paramref name="subsystem"/>) with

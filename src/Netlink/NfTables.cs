@@ -84,7 +84,15 @@ public sealed record NfTablesElement(byte[] Key, string Text)
 public enum NfTablesElementChange { Add, Delete }
 
 /// <summary>An element added to, or deleted from, the set or map <see cref="Set"/>.</summary>
-public sealed record NfTablesElementOperation(NfTablesElementChange Change, string Set, NfTablesElement Element);
+public sealed record NfTablesElementOperation(NfTablesElementChange Change, string Set, NfTablesElement Element)
+{
+    /// <summary>
+    /// Adds a closing element at key 0 (all zero bytes, <c>NFT_SET_ELEM_INTERVAL_END</c>) before the
+    /// element, in the same message: what nft sends with the first elements it adds to an empty
+    /// interval set.
+    /// </summary>
+    public bool ClosingElementAtZero { get; init; }
+}
 
 /// <summary>
 /// nf_tables messages (include/uapi/linux/netfilter/nf_tables.h) as nft 1.0 / libnftnl write them:
@@ -148,6 +156,8 @@ public static class NfTablesMessages
         writer.PutString(NFTA_SET_ELEM_LIST_TABLE, table);
         writer.PutString(NFTA_SET_ELEM_LIST_SET, operation.Set);
         var elements = writer.BeginNested(NFTA_SET_ELEM_LIST_ELEMENTS);
+        if (operation.ClosingElementAtZero)
+            WriteElement(ref writer, new NfTablesElement(new byte[element.Key.Length], "closing element at 0") { IntervalEnd = true }, add: false);
         WriteElement(ref writer, element, operation.Change == NfTablesElementChange.Add);
         if (element.IntervalEndKey is { } endKey)
             WriteElement(ref writer, new NfTablesElement(endKey, element.Text) { IntervalEnd = true }, add: false);
@@ -372,6 +382,9 @@ public sealed class NfTablesClient : IDisposable
         if (requests.Count == 0) return;
         _socket.ExecuteNetfilterBatch(LinuxUapi.Nfnetlink.NFNL_SUBSYS_NFTABLES, requests, description);
     }
+
+    /// <summary>The last batch <see cref="Apply"/> or <see cref="ApplyElements"/> sent that the kernel answered: sizes, our time, the kernel's.</summary>
+    public NetfilterBatchStats? LastBatch => _socket.LastNetfilterBatch;
 
     /// <summary>
     /// How many rules <paramref name="chain"/> of <paramref name="table"/> holds: a GETRULE dump that

@@ -287,6 +287,53 @@ public sealed partial class NftNetlinkApplierKernelTests(Xunit.Abstractions.ITes
         Assert.NotEqual(before, await ListAsync(ns));
     }
 
+    /// <summary>
+    /// A transaction of 5,002 changes (beyond the socket's 64 KiB buffer, so written in chunks; beyond
+    /// 2,048 messages only the last asks for an ACK), whose requests the applier makes while the socket
+    /// writes the batch: refused by its last change, nothing of it stays and the error names that
+    /// change; with a rule netlink does not compile as its last change, nothing was sent over netlink
+    /// and nft applies all of it; the same elements alone go over netlink (the positive control).
+    /// </summary>
+    [Fact]
+    public async Task LargeStreamedTransaction_RefusedByItsLastChange_OrNotEncodable_AppliesAllOrNothing()
+    {
+        using var ns = CreateNamespace("nfls");
+        using var applier = NetlinkApplier(ns);
+        await applier.ApplyAsync(new NftablesPlanner(IpFamily.IPv4).Plan(StateBuilder.Full(TwoServices()), null, null).Transaction, default);
+        var before = await ListAsync(ns);
+        var set = new NftSet("bulk") { Type = new(["ipv4_addr", "inet_service"]) };
+        NftTransaction Bulk()
+        {
+            var tx = new NftTransaction(IpFamily.IPv4, NftNames.Table).Add(set);
+            for (var i = 0; i < 5000; i++)
+                tx.Add(new NftElement(set.Name, $"10.{100 + i / 250}.{i % 250}.1", $"{20000 + i}") { Types = NftElementTypes.Of(set), Comment = $"element {i} with a comment long enough to fill chunks" });
+            return tx;
+        }
+
+        var refused = Bulk().Delete(new NftElement(NftNames.ServiceIPs, "10.96.9.9", "tcp", "80"));
+        var e = await Assert.ThrowsAsync<NftException>(() => applier.ApplyAsync(refused, default));
+        Assert.Contains("(5002 changes), nothing applied: nftables delete element ip proxyplanes service-ips { 10.96.9.9 . tcp . 80 }: No such file or directory (ENOENT)", e.Message);
+        Assert.Equal(before, await ListAsync(ns));
+        Assert.Equal((1, 0), (applier.NetlinkTransactions, applier.NftTransactions));
+
+        var serviceChain = (await ns.CheckedExecAsync(["nft", "list", "chains", "ip"], TimeSpan.FromSeconds(10))).StandardOutput;
+        var chain = Regex.Match(serviceChain, @"chain (service-\S+)").Groups[1].Value;
+        var notEncodable = Bulk().Add(new NftRule(chain, "counter"));
+        await applier.ApplyAsync(notEncodable, default);
+        Assert.Equal((1, 1), (applier.NetlinkTransactions, applier.NftTransactions));
+        var listing = await ListAsync(ns);
+        Assert.Contains("element 4999 with a comment", listing);
+        Assert.Contains("\"counter\"", listing);
+
+        // Positive control: the elements alone, into the emptied set, go over netlink.
+        var elements = Bulk();
+        var again = new NftTransaction(IpFamily.IPv4, NftNames.Table).Flush(set);
+        foreach (var operation in elements.Operations.Skip(1)) again.Add(operation.Object);
+        await applier.ApplyAsync(again, default);
+        Assert.Equal((2, 1), (applier.NetlinkTransactions, applier.NftTransactions));
+        Assert.Contains("element 4999 with a comment", await ListAsync(ns));
+    }
+
     [Fact]
     public async Task NetlinkRefused_FallsBackToNft_AndRemembers()
     {
