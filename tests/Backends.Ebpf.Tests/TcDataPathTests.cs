@@ -57,9 +57,9 @@ public sealed class TcDataPathTests(ITestOutputHelper output)
             if (!BpfTestSupport.KernelHasTcx)
             {
                 // Asked for by name on a kernel without it: one line that says so and names the way out.
-                var refused = Assert.Throws<BpfException>(() => sandbox.Node.Run(() => tc.Program(TcPrograms.Ingress).AttachTc(sandbox.PrimaryClient.HostInterface, TcDirection.Ingress, TcAttachMode.Tcx)));
-                Assert.Contains("this kernel has no tcx", refused.Message, StringComparison.Ordinal);
-                output.WriteLine($"tcx by name: {refused.Message}");
+                var tcxRefused = Assert.Throws<BpfException>(() => sandbox.Node.Run(() => tc.Program(TcPrograms.Ingress).AttachTc(sandbox.PrimaryClient.HostInterface, TcDirection.Ingress, TcAttachMode.Tcx)));
+                Assert.Contains("this kernel has no tcx", tcxRefused.Message, StringComparison.Ordinal);
+                output.WriteLine($"tcx by name: {tcxRefused.Message}");
             }
 
             // Node port on the node's address, no masquerade: each pod sees the client itself.
