@@ -7,7 +7,9 @@ namespace ProxyPlanes.VmLane;
 /// <summary>The outcome of <see cref="VmLane.RunDotnetTestAsync"/>: the VM run (with <c>dotnet test</c>'s console output) and the TRX's counts.</summary>
 /// <param name="Run">The VM run; its stdout is <c>dotnet test</c>'s console output.</param>
 /// <param name="TrxPath">The TRX file on the host (under the results directory); null if none was written.</param>
-public sealed record VmTestResult(VmRunResult Run, string? TrxPath, int Total, int Passed, int Failed, int NotExecuted, IReadOnlyList<string> FailedTests)
+/// <param name="Tests">Every test the TRX lists, with its outcome and what it wrote (ITestOutputHelper).</param>
+public sealed record VmTestResult(VmRunResult Run, string? TrxPath, int Total, int Passed, int Failed, int NotExecuted, IReadOnlyList<string> FailedTests,
+    IReadOnlyList<VmTestCase> Tests)
 {
     /// <summary>The run finished, <c>dotnet test</c> exited 0, at least one test ran, and none failed.</summary>
     public bool Succeeded => Run.ExitCode == 0 && TrxPath is not null && Failed == 0 && Total > 0;
@@ -16,6 +18,9 @@ public sealed record VmTestResult(VmRunResult Run, string? TrxPath, int Total, i
         $"dotnet test in the VM: {Total} total, {Passed} passed, {Failed} failed, {NotExecuted} not executed (TRX: {TrxPath ?? "none"})"
         + (FailedTests.Count > 0 ? "\nfailed: " + string.Join(", ", FailedTests) : "") + "\n" + Run;
 }
+
+/// <summary>One test of a <see cref="VmTestResult"/>: its display name, outcome (Passed, Failed, NotExecuted) and its output.</summary>
+public sealed record VmTestCase(string Name, string Outcome, string Output);
 
 public static partial class VmLane
 {
@@ -64,16 +69,17 @@ public static partial class VmLane
 
     private static VmTestResult FromTrx(VmRunResult run, string? trx)
     {
-        if (trx is null) return new VmTestResult(run, null, 0, 0, 0, 0, []);
+        if (trx is null) return new VmTestResult(run, null, 0, 0, 0, 0, [], []);
         var doc = XDocument.Load(trx);
         var ns = doc.Root?.Name.Namespace ?? XNamespace.None;
         var counters = doc.Descendants(ns + "Counters").FirstOrDefault();
         int Count(string name) =>
             int.TryParse((string?)counters?.Attribute(name), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n : 0;
-        var failed = doc.Descendants(ns + "UnitTestResult")
-            .Where(r => (string?)r.Attribute("outcome") == "Failed")
-            .Select(r => (string?)r.Attribute("testName") ?? "?")
+        var tests = doc.Descendants(ns + "UnitTestResult")
+            .Select(r => new VmTestCase((string?)r.Attribute("testName") ?? "?", (string?)r.Attribute("outcome") ?? "?",
+                (string?)r.Element(ns + "Output")?.Element(ns + "StdOut") ?? ""))
             .ToList();
-        return new VmTestResult(run, trx, Count("total"), Count("passed"), Count("failed"), Count("notExecuted"), failed);
+        var failed = tests.Where(t => t.Outcome == "Failed").Select(t => t.Name).ToList();
+        return new VmTestResult(run, trx, Count("total"), Count("passed"), Count("failed"), Count("notExecuted"), failed, tests);
     }
 }

@@ -8,6 +8,7 @@ using ProxyPlanes.Model;
 using ProxyPlanes.NodeTools.Conntrack;
 using ProxyPlanes.Sandbox;
 using ProxyPlanes.TestKit;
+using Xunit.Abstractions;
 
 namespace ProxyPlanes.Backends.Ebpf.Tests;
 
@@ -34,9 +35,11 @@ public sealed class SocketDestroyTests : IDisposable
     private readonly TestBpfFs _bpfFs;
     private readonly NetworkNamespace _namespace;
     private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("pp-ebpf-holder-");
+    private readonly ITestOutputHelper _output;
 
-    public SocketDestroyTests()
+    public SocketDestroyTests(ITestOutputHelper output)
     {
+        _output = output;
         _cleanup.Add(new Disposer(() => _work.Delete(recursive: true)));
         try
         {
@@ -152,6 +155,36 @@ public sealed class SocketDestroyTests : IDisposable
         var after = holder.StandardOutputLines.Skip(before.Count).ToList();
         Assert.Equal(Sockets, after.Count(l => l.EndsWith(" aborted", StringComparison.Ordinal)));
         Assert.Contains("after direct kept udp-a", after);
+    }
+
+    /// <summary>
+    /// <see cref="SocketDestroyer.TryLoad"/> is the feature probe the daemon makes at start: where the kernel's BTF has
+    /// the bpf_sock_destroy kfunc (the test's own probe) it loads and says nothing; where not (before 6.5: the VM lane's
+    /// Debian 6.1) it returns null and says so in exactly one info line, and the socket hooks it shares maps with are
+    /// loaded all the same. <c>EbpfInVmTests</c> reads the "socket destroy" line this prints.
+    /// </summary>
+    [KernelFact]
+    public void TryLoad_LoadsWhereTheKernelHasTheKfunc_ElseSaysSoInOneLine()
+    {
+        using var sock = SockPrograms.Load();
+        var logger = new ListLogger();
+        using var destroyer = SocketDestroyer.TryLoad(sock.Maps, logger);
+
+        if (BpfTestSupport.KernelHasSocketDestroy)
+        {
+            Assert.NotNull(destroyer);
+            Assert.Empty(logger.Entries);
+            _output.WriteLine($"socket destroy: available on kernel {BpfTestSupport.KernelVersion}");
+        }
+        else
+        {
+            Assert.Null(destroyer);
+            var line = Assert.Single(logger.Entries);
+            Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Information, line.Level);
+            Assert.StartsWith("eBPF: connected UDP sockets of a removed endpoint are not destroyed on this kernel", line.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain('\n', line.Message);
+            _output.WriteLine($"socket destroy: unavailable on kernel {BpfTestSupport.KernelVersion}: {line.Message}");
+        }
     }
 
     /// <summary>What pp_sockdel_v1 gets of each kind of deletion: UDP only, nothing for a port that just got endpoints.</summary>

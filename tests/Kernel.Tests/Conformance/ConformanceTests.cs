@@ -94,6 +94,9 @@ public sealed class ConformanceTests(ITestOutputHelper output)
                 "--cluster-cidr=10.244.0.0/16,fd00:10:244::/48", "--min-sync-period=50ms", "--v=4", .. scenario.ExtraArgs ?? [], .. ebpf?.Flags ?? [],
             ]);
             await proxy.WaitHealthyAsync(TimeSpan.FromSeconds(60));
+            // What the eBPF mode chose on this kernel (tcx or clsact, socket destroy or not): EbpfInVmTests reads it.
+            foreach (var line in ebpf is null ? [] : proxy.Output.Split('\n').Where(l => l.Contains("eBPF: ", StringComparison.Ordinal)))
+                output.WriteLine($"daemon: {line.Trim()}");
 
             foreach (var step in scenario.Steps)
             {
