@@ -17,6 +17,32 @@ public interface IEbpfMaps
     /// <summary>One write of a plan; a refusal throws a <see cref="BpfException"/>.</summary>
     void Write(MapWrite write);
 
+    /// <summary>
+    /// A run of a plan's writes, in order; returns how many were written, and in <paramref name="refused"/> the
+    /// kernel's refusal of the one after them (null when all were). One at a time by default.
+    /// </summary>
+    int Write(ReadOnlySpan<MapWrite> writes, out BpfException? refused) => OneByOne(this, writes, out refused);
+
+    /// <summary><see cref="Write(MapWrite)"/> for each, stopping at the first refusal.</summary>
+    internal static int OneByOne(IEbpfMaps maps, ReadOnlySpan<MapWrite> writes, out BpfException? refused)
+    {
+        ArgumentNullException.ThrowIfNull(maps);
+        refused = null;
+        for (var i = 0; i < writes.Length; i++)
+        {
+            try
+            {
+                maps.Write(writes[i]);
+            }
+            catch (BpfException e)
+            {
+                refused = e;
+                return i;
+            }
+        }
+        return writes.Length;
+    }
+
     /// <summary>The pins and links are still in place (the canary of a periodic sync).</summary>
     bool Intact();
 
@@ -464,6 +490,47 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
             case SourceRangeDelete d: SourceRanges6.Delete(d.Key.Key6); break;
             default: throw new ArgumentException($"unknown map write {write}", nameof(write));
         }
+    }
+
+    /// <summary>
+    /// A run of service or backend updates (a cold sync is nearly all of them) in one BPF_MAP_UPDATE_BATCH per map
+    /// (<see cref="BpfMap.UpdateBatch{TKey, TValue}"/>, single updates where the kernel has no batch); anything else, or
+    /// a mixed run, one write at a time.
+    /// </summary>
+    public int Write(ReadOnlySpan<MapWrite> writes, out BpfException? refused)
+    {
+        if (AllOf<ServiceUpdate>(writes))
+        {
+            var keys = new ServiceKey[writes.Length];
+            var values = new ServiceValue[writes.Length];
+            for (var i = 0; i < writes.Length; i++)
+            {
+                var update = (ServiceUpdate)writes[i];
+                keys[i] = update.Key;
+                values[i] = update.Value;
+            }
+            return Services.UpdateBatch<ServiceKey, ServiceValue>(keys, values, out refused);
+        }
+        if (AllOf<BackendUpdate>(writes))
+        {
+            var ids = new uint[writes.Length];
+            var values = new Backend[writes.Length];
+            for (var i = 0; i < writes.Length; i++)
+            {
+                var update = (BackendUpdate)writes[i];
+                ids[i] = update.Id;
+                values[i] = update.Value;
+            }
+            return Backends.UpdateBatch<uint, Backend>(ids, values, out refused);
+        }
+        return IEbpfMaps.OneByOne(this, writes, out refused);
+    }
+
+    private static bool AllOf<T>(ReadOnlySpan<MapWrite> writes)
+    {
+        foreach (var write in writes)
+            if (write is not T) return false;
+        return writes.Length > 1;
     }
 
     public int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) =>
