@@ -499,30 +499,8 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     /// </summary>
     public int Write(ReadOnlySpan<MapWrite> writes, out BpfException? refused)
     {
-        if (AllOf<ServiceUpdate>(writes))
-        {
-            var keys = new ServiceKey[writes.Length];
-            var values = new ServiceValue[writes.Length];
-            for (var i = 0; i < writes.Length; i++)
-            {
-                var update = (ServiceUpdate)writes[i];
-                keys[i] = update.Key;
-                values[i] = update.Value;
-            }
-            return Services.UpdateBatch<ServiceKey, ServiceValue>(keys, values, out refused);
-        }
-        if (AllOf<BackendUpdate>(writes))
-        {
-            var ids = new uint[writes.Length];
-            var values = new Backend[writes.Length];
-            for (var i = 0; i < writes.Length; i++)
-            {
-                var update = (BackendUpdate)writes[i];
-                ids[i] = update.Id;
-                values[i] = update.Value;
-            }
-            return Backends.UpdateBatch<uint, Backend>(ids, values, out refused);
-        }
+        if (AllOf<ServiceUpdate>(writes)) return Batch(Services, writes, (ServiceUpdate u) => (u.Key, u.Value), out refused);
+        if (AllOf<BackendUpdate>(writes)) return Batch(Backends, writes, (BackendUpdate u) => (u.Id, u.Value), out refused);
         return IEbpfMaps.OneByOne(this, writes, out refused);
     }
 
@@ -531,6 +509,18 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         foreach (var write in writes)
             if (write is not T) return false;
         return writes.Length > 1;
+    }
+
+    /// <summary>The run's keys and values laid out as the kernel reads them, in one <see cref="BpfMap.UpdateBatch{TKey, TValue}"/>.</summary>
+    private static int Batch<TWrite, TKey, TValue>(BpfMap map, ReadOnlySpan<MapWrite> writes, Func<TWrite, (TKey Key, TValue Value)> entry, out BpfException? refused)
+        where TWrite : MapWrite
+        where TKey : unmanaged
+        where TValue : unmanaged
+    {
+        var keys = new TKey[writes.Length];
+        var values = new TValue[writes.Length];
+        for (var i = 0; i < writes.Length; i++) (keys[i], values[i]) = entry((TWrite)writes[i]);
+        return map.UpdateBatch<TKey, TValue>(keys, values, out refused);
     }
 
     public int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) =>
