@@ -62,7 +62,7 @@ public sealed class BpfException : Exception
 
     private static string? Hint(int errno, BpfCommand command) => (errno, command) switch
     {
-        (7, BpfCommand.BPF_MAP_UPDATE_ELEM) => "the map is full (max_entries)",
+        (7, BpfCommand.BPF_MAP_UPDATE_ELEM or BpfCommand.BPF_MAP_UPDATE_BATCH) => "the map is full (max_entries)",
         (17, BpfCommand.BPF_MAP_UPDATE_ELEM) => "the key exists (BPF_NOEXIST)",
         (2, BpfCommand.BPF_MAP_UPDATE_ELEM) => "the key does not exist (BPF_EXIST)",
         (1, _) or (13, _) => "needs root (CAP_BPF and CAP_NET_ADMIN)",

@@ -85,6 +85,70 @@ public sealed unsafe class BpfMap : IDisposable
         }
     }
 
+    /// <summary>
+    /// False once the kernel refused BPF_MAP_UPDATE_BATCH on this map (before 5.6: EINVAL; a map type without it:
+    /// ENOTSUPP) while a single update of the same element succeeded: <see cref="UpdateBatch{TKey, TValue}"/> then
+    /// writes one element at a time. Tests set it to force that path.
+    /// </summary>
+    internal bool BatchUpdates { get; set; } = true;
+
+    /// <summary>
+    /// Creates or replaces <paramref name="keys"/>[i] → <paramref name="values"/>[i] in order, in one BPF_MAP_UPDATE_BATCH
+    /// (one syscall for the lot; the kernel applies them one by one and stops at the first it refuses), or one
+    /// BPF_MAP_UPDATE_ELEM each where the kernel has no batch. Returns how many were written; <paramref name="refused"/>
+    /// is the error of the element after them (null when all were).
+    /// </summary>
+    public int UpdateBatch<TKey, TValue>(ReadOnlySpan<TKey> keys, ReadOnlySpan<TValue> values, out BpfException? refused)
+        where TKey : unmanaged
+        where TValue : unmanaged
+    {
+        if (keys.Length != values.Length) throw new ArgumentException($"map {Name}: {keys.Length} keys but {values.Length} values");
+        refused = null;
+        if (keys.IsEmpty) return 0;
+        CheckSize(Bytes(in keys[0]), KeySize, "key");
+        CheckSize(Bytes(in values[0]), ValueSize, "value");
+        var written = 0;
+        if (BatchUpdates)
+        {
+            int result, errno;
+            uint done;
+            fixed (TKey* keyPointer = keys)
+            fixed (TValue* valuePointer = values)
+            {
+                using var fd = _handle.Borrow();
+                var attributes = new BpfMapBatchAttributes { MapFd = fd.Fd, Keys = (ulong)keyPointer, Values = (ulong)valuePointer, Count = (uint)keys.Length };
+                result = Interop.Bpf(BpfCommand.BPF_MAP_UPDATE_BATCH, ref attributes);
+                errno = result < 0 ? Marshal.GetLastPInvokeError() : 0;
+                done = attributes.Count;
+            }
+            if (result >= 0) return keys.Length;
+            written = (int)Math.Min(done, (uint)keys.Length);
+            if (written > 0 || !NoBatch(errno))
+            {
+                refused = BpfException.FromErrno(errno, BpfCommand.BPF_MAP_UPDATE_BATCH, $"map {Name}");
+                return written;
+            }
+        }
+        for (; written < keys.Length; written++)
+        {
+            try
+            {
+                Update(in keys[written], in values[written]);
+            }
+            catch (BpfException e)
+            {
+                refused = e;
+                return written;
+            }
+            // The element the batch was refused on went in alone (or batches were off already): no batch for this map.
+            BatchUpdates = false;
+        }
+        return written;
+    }
+
+    /// <summary>EINVAL (a kernel before 5.6 does not know the command), ENOTSUPP (524) or EOPNOTSUPP: no batch here.</summary>
+    private static bool NoBatch(int errno) => errno is 22 or 524 or 95;
+
     /// <summary>Reads an element into <paramref name="value"/> (BPF_MAP_LOOKUP_ELEM); false when the key is absent.</summary>
     public bool TryLookup(ReadOnlySpan<byte> key, Span<byte> value)
     {

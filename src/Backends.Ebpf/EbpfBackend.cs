@@ -7,7 +7,7 @@ using ProxyPlanes.NodeTools.Conntrack;
 namespace ProxyPlanes.Backends.Ebpf;
 
 /// <summary>
-/// --mode=ebpf: the planner's map writes applied one by one, in the plan's order, through
+/// --mode=ebpf: the planner's map writes applied in the plan's order, in runs of one kind (a batch each where the kernel can), through
 /// <see cref="IEbpfMaps"/> (<see cref="EbpfKernel"/> in the daemon). BPF maps have no transactions;
 /// the order is what keeps a half-applied plan harmless: a program never sees a master count above
 /// the slots written, nor a slot naming a backend not written yet. When the kernel refuses a write,
@@ -94,20 +94,19 @@ public sealed class EbpfBackend : IProxyBackend
 
         apply.Restart();
         var written = 0;
-        foreach (var write in plan.Writes)
+        var writes = plan.Writes.AsSpan();
+        while (written < writes.Length)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            try
+            var run = writes.Slice(written, RunLength(writes, written));
+            written += _maps.Write(run, out var refused);
+            if (refused is not null)
             {
-                _maps.Write(write);
-            }
-            catch (BpfException e)
-            {
+                var write = writes[written];
                 _metrics.UpdateFailed(write.Map);
                 throw new BackendSyncException(
-                    $"eBPF: the kernel refused map write {written + 1} of {plan.Writes.Length} ({write}): {e.Message}; the writes before it are in force and the next sync is full", e);
+                    $"eBPF: the kernel refused map write {written + 1} of {writes.Length} ({write}): {refused.Message}; the writes before it are in force and the next sync is full", refused);
             }
-            written++;
         }
         _state = plan.State;
         LastPlan = plan;
@@ -121,6 +120,21 @@ public sealed class EbpfBackend : IProxyBackend
         _metrics.SetEntries(plan.State.Maps.Services.Count, plan.State.Maps.Backends.Count);
         _logger.LogDebug("eBPF {Kind} sync: {Writes} map writes", full ? "full" : "partial", plan.Writes.Length);
         return new SyncTimings(TimeSpan.Zero, render.Elapsed, read + apply.Elapsed);
+    }
+
+    /// <summary>The most writes handed to the kernel at once (a cancellation is seen between runs).</summary>
+    internal const int MaxRun = 4096;
+
+    /// <summary>
+    /// How many writes from <paramref name="start"/> are of one kind (a run the kernel can take as one batch; the plan's
+    /// order holds within it, and runs go in order), at most <see cref="MaxRun"/>.
+    /// </summary>
+    internal static int RunLength(ReadOnlySpan<MapWrite> writes, int start)
+    {
+        var kind = writes[start].GetType();
+        var end = start + 1;
+        while (end < writes.Length && end - start < MaxRun && writes[end].GetType() == kind) end++;
+        return end - start;
     }
 
     /// <summary>

@@ -17,6 +17,32 @@ public interface IEbpfMaps
     /// <summary>One write of a plan; a refusal throws a <see cref="BpfException"/>.</summary>
     void Write(MapWrite write);
 
+    /// <summary>
+    /// A run of a plan's writes, in order; returns how many were written, and in <paramref name="refused"/> the
+    /// kernel's refusal of the one after them (null when all were). One at a time by default.
+    /// </summary>
+    int Write(ReadOnlySpan<MapWrite> writes, out BpfException? refused) => OneByOne(this, writes, out refused);
+
+    /// <summary><see cref="Write(MapWrite)"/> for each, stopping at the first refusal.</summary>
+    internal static int OneByOne(IEbpfMaps maps, ReadOnlySpan<MapWrite> writes, out BpfException? refused)
+    {
+        ArgumentNullException.ThrowIfNull(maps);
+        refused = null;
+        for (var i = 0; i < writes.Length; i++)
+        {
+            try
+            {
+                maps.Write(writes[i]);
+            }
+            catch (BpfException e)
+            {
+                refused = e;
+                return i;
+            }
+        }
+        return writes.Length;
+    }
+
     /// <summary>The pins and links are still in place (the canary of a periodic sync).</summary>
     bool Intact();
 
@@ -464,6 +490,37 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
             case SourceRangeDelete d: SourceRanges6.Delete(d.Key.Key6); break;
             default: throw new ArgumentException($"unknown map write {write}", nameof(write));
         }
+    }
+
+    /// <summary>
+    /// A run of service or backend updates (a cold sync is nearly all of them) in one BPF_MAP_UPDATE_BATCH per map
+    /// (<see cref="BpfMap.UpdateBatch{TKey, TValue}"/>, single updates where the kernel has no batch); anything else, or
+    /// a mixed run, one write at a time.
+    /// </summary>
+    public int Write(ReadOnlySpan<MapWrite> writes, out BpfException? refused)
+    {
+        if (AllOf<ServiceUpdate>(writes)) return Batch(Services, writes, (ServiceUpdate u) => (u.Key, u.Value), out refused);
+        if (AllOf<BackendUpdate>(writes)) return Batch(Backends, writes, (BackendUpdate u) => (u.Id, u.Value), out refused);
+        return IEbpfMaps.OneByOne(this, writes, out refused);
+    }
+
+    private static bool AllOf<T>(ReadOnlySpan<MapWrite> writes)
+    {
+        foreach (var write in writes)
+            if (write is not T) return false;
+        return writes.Length > 1;
+    }
+
+    /// <summary>The run's keys and values laid out as the kernel reads them, in one <see cref="BpfMap.UpdateBatch{TKey, TValue}"/>.</summary>
+    private static int Batch<TWrite, TKey, TValue>(BpfMap map, ReadOnlySpan<MapWrite> writes, Func<TWrite, (TKey Key, TValue Value)> entry, out BpfException? refused)
+        where TWrite : MapWrite
+        where TKey : unmanaged
+        where TValue : unmanaged
+    {
+        var keys = new TKey[writes.Length];
+        var values = new TValue[writes.Length];
+        for (var i = 0; i < writes.Length; i++) (keys[i], values[i]) = entry((TWrite)writes[i]);
+        return map.UpdateBatch<TKey, TValue>(keys, values, out refused);
     }
 
     public int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) =>

@@ -180,52 +180,74 @@ public sealed class EbpfPlanner
     public EbpfPlan Plan(SyncRequest request, EbpfPlannerState? previous, EbpfMapContents? maps)
     {
         ArgumentNullException.ThrowIfNull(request);
-        var full = request.Full || previous is null;
+        return request.Full || previous is null
+            ? PlanFull(request, maps ?? throw new ArgumentNullException(nameof(maps), "a full sync needs the maps' contents"))
+            : PlanPartial(request, previous);
+    }
+
+    /// <summary>
+    /// Everything wanted against <paramref name="maps"/>: planned in mutable tables sized up front (<see cref="Work.FromMaps"/>),
+    /// frozen once into the state partial syncs build on; each frontend's winner (the least name claiming it) is kept as the
+    /// ports are walked, so no key looks its claimants up again.
+    /// </summary>
+    private static EbpfPlan PlanFull(SyncRequest request, EbpfMapContents maps)
+    {
+        var ports = new List<(ServicePortName Name, ImmutableArray<Frontend> Frontends)>(request.State.ServicePorts.Count);
+        var wanted = new Dictionary<ServiceKey, Frontend>(request.State.ServicePorts.Count);
+        var entries = 0;
+        foreach (var (name, port) in request.State.ServicePorts)
+        {
+            var frontends = Frontends(port);
+            if (frontends.IsEmpty) continue;
+            ports.Add((name, frontends));
+            foreach (var frontend in frontends)
+            {
+                entries += 1 + frontend.Backends.Length;
+                if (!wanted.TryGetValue(frontend.Key, out var claimed) || Comparer<ServicePortName>.Default.Compare(name, claimed.Owner) < 0)
+                    wanted[frontend.Key] = frontend;
+            }
+        }
+        var work = Work.FromMaps(maps, entries);
+        foreach (var (name, frontends) in ports)
+        {
+            work.Ports[name] = frontends.Select(f => f.Key).ToImmutableArray();
+            foreach (var frontend in frontends) work.Claim(frontend.Key, name);
+        }
+        foreach (var key in work.Claims.Keys.Concat(work.SlotsByMaster.Keys).Distinct().Order(ServiceKeyComparer.Instance))
+            work.Reconcile(key, wanted.GetValueOrDefault(key), full: true);
+        return new EbpfPlan(work.Writes(), work.State(), Full: true);
+    }
+
+    /// <summary>Only the frontends the changed service ports had or get, over the immutable state's builders (proportional to the change).</summary>
+    private static EbpfPlan PlanPartial(SyncRequest request, EbpfPlannerState previous)
+    {
         var built = new Dictionary<ServicePortName, ImmutableArray<Frontend>>();
         ImmutableArray<Frontend> FrontendsOf(ServicePortName name, ServicePortState port) =>
             built.TryGetValue(name, out var frontends) ? frontends : built[name] = Frontends(port);
-        Work work;
-        IEnumerable<ServiceKey> touched;
-        if (full)
+        var work = Work.From(previous);
+        var keys = new HashSet<ServiceKey>();
+        foreach (var name in request.ChangedPorts)
         {
-            work = Work.FromMaps(maps ?? throw new ArgumentNullException(nameof(maps), "a full sync needs the maps' contents"));
-            foreach (var (name, port) in request.State.ServicePorts)
+            if (work.Ports.TryGetValue(name, out var before))
             {
-                var frontends = FrontendsOf(name, port);
-                if (frontends.IsEmpty) continue;
-                work.Ports[name] = frontends.Select(f => f.Key).ToImmutableArray();
-                foreach (var frontend in frontends) work.Claim(frontend.Key, name);
+                foreach (var key in before) { work.Unclaim(key, name); keys.Add(key); }
+                work.Ports.Remove(name);
             }
-            touched = work.Claims.Keys.Concat(work.SlotsByMaster.Keys);
-        }
-        else
-        {
-            work = Work.From(previous!);
-            var keys = new HashSet<ServiceKey>();
-            foreach (var name in request.ChangedPorts)
-            {
-                if (work.Ports.TryGetValue(name, out var before))
-                {
-                    foreach (var key in before) { work.Unclaim(key, name); keys.Add(key); }
-                    work.Ports.Remove(name);
-                }
-                if (!request.State.ServicePorts.TryGetValue(name, out var port)) continue;
-                var frontends = FrontendsOf(name, port);
-                if (frontends.IsEmpty) continue;
-                work.Ports[name] = frontends.Select(f => f.Key).ToImmutableArray();
-                foreach (var frontend in frontends) { work.Claim(frontend.Key, name); keys.Add(frontend.Key); }
-            }
-            touched = keys;
+            if (!request.State.ServicePorts.TryGetValue(name, out var port)) continue;
+            var frontends = FrontendsOf(name, port);
+            if (frontends.IsEmpty) continue;
+            work.Ports[name] = frontends.Select(f => f.Key).ToImmutableArray();
+            foreach (var frontend in frontends) { work.Claim(frontend.Key, name); keys.Add(frontend.Key); }
         }
 
-        foreach (var key in touched.Distinct().Order(ServiceKeyComparer.Instance))
+        foreach (var key in keys.Order(ServiceKeyComparer.Instance))
         {
             Frontend? wanted = null;
             if (work.Claims.TryGetValue(key, out var claimants) && request.State.ServicePorts.TryGetValue(claimants.Min!, out var winner))
                 wanted = FrontendsOf(claimants.Min!, winner).First(f => f.Key == key);
-            work.Reconcile(key, wanted, full);
+            work.Reconcile(key, wanted, full: false);
         }
-        return new EbpfPlan(work.Writes(), work.State(), full);
+        return new EbpfPlan(work.Writes(), work.State(), Full: false);
     }
 
     /// <summary>A master entry to render: its key, what goes into slot 0 (without the reverse-NAT id) and the backends of its slots.</summary>
@@ -316,12 +338,14 @@ public sealed class EbpfPlanner
         private readonly HashSet<uint> _rangeOwnersTouched = [];
         private bool _allRangesTouched;
 
-        public required ImmutableDictionary<ServiceKey, ServiceValue>.Builder Services { get; init; }
-        public required ImmutableDictionary<uint, Backend>.Builder Backends { get; init; }
-        public required ImmutableDictionary<ServicePortName, ImmutableArray<ServiceKey>>.Builder Ports { get; init; }
-        public required ImmutableDictionary<ServiceKey, ImmutableSortedSet<ServicePortName>>.Builder Claims { get; init; }
-        public required ImmutableDictionary<Backend, uint>.Builder BackendIds { get; init; }
-        public required ImmutableDictionary<uint, int>.Builder References { get; init; }
+        // A partial sync's tables are builders over the previous state (each change proportional to itself); a full
+        // sync's are Dictionaries (cheaper by several times per lookup and insert), frozen once by State().
+        public required IDictionary<ServiceKey, ServiceValue> Services { get; init; }
+        public required IDictionary<uint, Backend> Backends { get; init; }
+        public required IDictionary<ServicePortName, ImmutableArray<ServiceKey>> Ports { get; init; }
+        public required IDictionary<ServiceKey, ImmutableSortedSet<ServicePortName>> Claims { get; init; }
+        public required IDictionary<Backend, uint> BackendIds { get; init; }
+        public required IDictionary<uint, int> References { get; init; }
         public required IdPool BackendPool { get; set; }
         public required IdPool RevNatPool { get; set; }
         public required ImmutableHashSet<SourceRange>.Builder Ranges { get; init; }
@@ -346,20 +370,21 @@ public sealed class EbpfPlanner
         /// Starts from what the maps hold: backend ids by value (the lowest id of a duplicated value;
         /// the others are then unreferenced or rewritten), slot references, and the ids in use.
         /// </summary>
-        public static Work FromMaps(EbpfMapContents maps)
+        public static Work FromMaps(EbpfMapContents maps, int wantedEntries)
         {
-            var ids = ImmutableDictionary.CreateBuilder<Backend, uint>();
+            // Sized for what is wanted: a cold sync grows no table while planning.
+            var backends = Math.Max(maps.Backends.Count, wantedEntries);
+            var ids = new Dictionary<Backend, uint>(backends);
             foreach (var (id, backend) in maps.Backends.OrderBy(b => b.Key))
                 ids.TryAdd(backend, id);
-            var references = ImmutableDictionary.CreateBuilder<uint, int>();
             var work = new Work
             {
-                Services = maps.Services.ToBuilder(),
-                Backends = maps.Backends.ToBuilder(),
-                Ports = ImmutableDictionary.CreateBuilder<ServicePortName, ImmutableArray<ServiceKey>>(),
-                Claims = ImmutableDictionary.CreateBuilder<ServiceKey, ImmutableSortedSet<ServicePortName>>(),
+                Services = Table(maps.Services, wantedEntries),
+                Backends = Table(maps.Backends, wantedEntries),
+                Ports = new Dictionary<ServicePortName, ImmutableArray<ServiceKey>>(),
+                Claims = new Dictionary<ServiceKey, ImmutableSortedSet<ServicePortName>>(),
                 BackendIds = ids,
-                References = references,
+                References = new Dictionary<uint, int>(backends),
                 BackendPool = IdPool.Around(maps.Backends.Keys),
                 RevNatPool = IdPool.Around(maps.Services.Where(s => s.Key.Slot == 0 && s.Value.RevNatId != 0).Select(s => s.Value.RevNatId)),
                 Ranges = maps.SourceRanges.ToBuilder(),
@@ -449,7 +474,7 @@ public sealed class EbpfPlanner
             var deletes = new List<MapWrite>();
             foreach (var id in _maybeUnreferenced.Order())
             {
-                if (References.GetValueOrDefault(id) > 0 || !Backends.TryGetValue(id, out var backend)) continue;
+                if (References.TryGetValue(id, out var referenced) && referenced > 0 || !Backends.TryGetValue(id, out var backend)) continue;
                 deletes.Add(new BackendDelete(id));
                 Backends.Remove(id);
                 References.Remove(id);
@@ -465,13 +490,40 @@ public sealed class EbpfPlanner
         }
 
         public EbpfPlannerState State() => new(
-            new EbpfMapContents(Services.ToImmutable(), Backends.ToImmutable()) { SourceRanges = Ranges.ToImmutable() },
-            Ports.ToImmutable(),
-            Claims.ToImmutable(),
-            BackendIds.ToImmutable(),
-            References.ToImmutable(),
+            new EbpfMapContents(Freeze(Services), Freeze(Backends)) { SourceRanges = Ranges.ToImmutable() },
+            Freeze(Ports),
+            Freeze(Claims),
+            Freeze(BackendIds),
+            Freeze(References),
             BackendPool,
             RevNatPool);
+
+        /// <summary>
+        /// A map's table for a full sync: a Dictionary when the maps hold less than half of what is wanted (a cold start
+        /// writes nearly everything), else a builder over what they hold (a restart or resync changes little, and an
+        /// untouched builder freezes for free).
+        /// </summary>
+        private static IDictionary<TKey, TValue> Table<TKey, TValue>(ImmutableDictionary<TKey, TValue> held, int wantedEntries)
+            where TKey : notnull
+        {
+            if (held.Count * 2L >= wantedEntries) return held.ToBuilder();
+            var table = new Dictionary<TKey, TValue>(Math.Max(held.Count, wantedEntries));
+            foreach (var (key, value) in held) table.Add(key, value);
+            return table;
+        }
+
+        /// <summary>A builder's O(1) freeze, or a full sync's Dictionary made immutable (one insert per entry).</summary>
+        private static ImmutableDictionary<TKey, TValue> Freeze<TKey, TValue>(IDictionary<TKey, TValue> table)
+            where TKey : notnull =>
+            table is ImmutableDictionary<TKey, TValue>.Builder builder ? builder.ToImmutable() : Build(table);
+
+        private static ImmutableDictionary<TKey, TValue> Build<TKey, TValue>(IDictionary<TKey, TValue> table)
+            where TKey : notnull
+        {
+            var builder = ImmutableDictionary.CreateBuilder<TKey, TValue>();
+            foreach (var (key, value) in (Dictionary<TKey, TValue>)table) builder.Add(key, value);
+            return builder.ToImmutable();
+        }
 
         private void DeleteSlot(ServiceKey slotKey)
         {
@@ -499,7 +551,7 @@ public sealed class EbpfPlanner
 
         private void Reference(uint id, int delta)
         {
-            var count = References.GetValueOrDefault(id) + delta;
+            var count = (References.TryGetValue(id, out var before) ? before : 0) + delta;
             if (count <= 0)
             {
                 References.Remove(id);

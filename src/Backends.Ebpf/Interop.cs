@@ -298,6 +298,7 @@ internal enum BpfCommand
     BPF_PROG_QUERY = 16,
     BPF_LINK_CREATE = 28,
     BPF_LINK_UPDATE = 29,
+    BPF_MAP_UPDATE_BATCH = 26,
     BPF_ITER_CREATE = 33,
     BPF_LINK_DETACH = 34,
 }
@@ -361,6 +362,20 @@ internal struct BpfMapElementAttributes
     public uint Pad;
     public ulong Key;
     public ulong ValueOrNextKey;
+    public ulong Flags;
+}
+
+/// <summary>union bpf_attr, as the BPF_MAP_*_BATCH commands read it (count: in, how many to do; out, how many were done).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct BpfMapBatchAttributes
+{
+    public ulong InBatch;
+    public ulong OutBatch;
+    public ulong Keys;
+    public ulong Values;
+    public uint Count;
+    public uint MapFd;
+    public ulong ElementFlags;
     public ulong Flags;
 }
 

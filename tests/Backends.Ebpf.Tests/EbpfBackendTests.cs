@@ -320,10 +320,16 @@ public sealed class EbpfBackendTests : IDisposable
         EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance);
     }
 
-    [Fact]
-    public async Task Sync_MapWriteRefused_StopsWithOneLineAndTheRetryIsFull()
+    /// <summary>
+    /// Written one by one, or in runs of one kind as the kernel's batches take them (two runs here: the backends, then the
+    /// slots and the master): the refusal names the same write either way.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Sync_MapWriteRefused_StopsWithOneLineAndTheRetryIsFull(bool batched)
     {
-        var maps = new FailingMaps { FailAt = 2 };
+        var maps = new FailingMaps { FailAt = 2, Batched = batched };
         using var metrics = new ProxyMetrics();
         var backend = new EbpfBackend(maps, metrics, NullLogger.Instance);
 
@@ -334,6 +340,7 @@ public sealed class EbpfBackendTests : IDisposable
             error.Message);
         Assert.DoesNotContain('\n', error.Message);
         Assert.Contains("proxyplanes_ebpf_map_update_failures_total{map=\"pp_services_v2\"} 1", await ScrapeAsync(metrics));
+        Assert.Equal(batched ? 2 : 0, maps.Runs);
 
         maps.FailAt = -1;
         await backend.SyncAsync(StateBuilder.Partial(State("10.244.1.1", "10.244.1.2"), StateBuilder.Name("web")), default);
@@ -430,13 +437,35 @@ public sealed class EbpfBackendTests : IDisposable
         public void Dispose() => action();
     }
 
-    /// <summary>Maps in memory that refuse write number <see cref="FailAt"/> (0-based) with E2BIG.</summary>
+    [Fact]
+    public void RunLength_SplitsThePlanByKind_AtMostMaxRun()
+    {
+        var backend = new BackendUpdate(1, default);
+        var service = new ServiceUpdate(default, default, StateBuilder.Name("web"));
+        MapWrite[] writes = [backend, backend, service, service, service, new ServiceDelete(default), service];
+        var runs = new List<int>();
+        for (var start = 0; start < writes.Length; start += runs[^1]) runs.Add(EbpfBackend.RunLength(writes, start));
+        Assert.Equal([2, 3, 1, 1], runs);
+
+        var many = Enumerable.Repeat<MapWrite>(service, EbpfBackend.MaxRun + 3).ToArray();
+        Assert.Equal(EbpfBackend.MaxRun, EbpfBackend.RunLength(many, 0));
+        Assert.Equal(3, EbpfBackend.RunLength(many, EbpfBackend.MaxRun));
+    }
+
+    /// <summary>
+    /// Maps in memory that refuse write number <see cref="FailAt"/> (0-based) with E2BIG; <see cref="Batched"/> takes each run
+    /// in one call as <see cref="EbpfKernel"/>'s batches do (stopping at the refused write), else the interface's one-by-one default.
+    /// </summary>
     private sealed class FailingMaps : IEbpfMaps
     {
         private EbpfMapContents _contents = EbpfMapContents.Empty;
         private int _writes;
 
         public int FailAt { get; set; }
+
+        public bool Batched { get; init; }
+
+        public int Runs { get; private set; }
 
         public int Reads { get; private set; }
 
@@ -450,6 +479,23 @@ public sealed class EbpfBackendTests : IDisposable
         {
             if (_writes++ == FailAt) throw new BpfException(7, $"bpf(BPF_MAP_UPDATE_ELEM) on map {write.Map}", "the map is full (max_entries)");
             _contents = EbpfPlannerTests.Apply(_contents, [write]);
+        }
+
+        public int Write(ReadOnlySpan<MapWrite> writes, out BpfException? refused)
+        {
+            if (!Batched) return IEbpfMaps.OneByOne(this, writes, out refused);
+            Runs++;
+            refused = null;
+            for (var i = 0; i < writes.Length; i++)
+            {
+                if (_writes++ == FailAt)
+                {
+                    refused = new BpfException(7, $"bpf(BPF_MAP_UPDATE_ELEM) on map {writes[i].Map}", "the map is full (max_entries)");
+                    return i;
+                }
+                _contents = EbpfPlannerTests.Apply(_contents, [writes[i]]);
+            }
+            return writes.Length;
         }
 
         public bool Intact() => true;
