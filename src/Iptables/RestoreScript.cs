@@ -94,10 +94,6 @@ public sealed class RestoreScript
         }
     }
 
-    /// <summary>Whether the script starts with <paramref name="prefix"/> (ASCII).</summary>
-    public bool StartsWith(string prefix) =>
-        _chunks.Count > 0 && _chunks[0].Used >= prefix.Length && Ascii.Equals(_chunks[0].Written[..prefix.Length], prefix);
-
     public override string ToString()
     {
         var text = new StringBuilder((int)Math.Min(Length, int.MaxValue));
