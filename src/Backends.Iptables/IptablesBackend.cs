@@ -47,7 +47,10 @@ public sealed class IptablesBackend : IProxyBackend
     /// <summary>The IP families this backend programs.</summary>
     public IReadOnlyList<IpFamily> Families => _families.Select(f => f.Family).ToArray();
 
-    /// <summary>The last plan sent to the kernel for a family (for logs, the demo and tests).</summary>
+    /// <summary>
+    /// The last plan sent to the kernel for a family (for logs, the benchmark's floor and tests); its
+    /// script is dropped when the next sync starts, and a full sync forgets it while it plans.
+    /// </summary>
     public IptablesPlan? LastPlan(IpFamily family) => _families.FirstOrDefault(f => f.Family == family)?.LastPlan;
 
     public async Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
@@ -110,6 +113,11 @@ public sealed class IptablesBackend : IProxyBackend
         public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, IptablesMetrics metrics, ILogger logger, CancellationToken cancellationToken)
         {
             var full = request.Full || State is null;
+            // At 10,000 services a full plan's state and script are tens of MB: the last ones are not
+            // kept alive beside the new. A full sync plans from the kernel alone (its read holds every
+            // chain the last state had), and the last script is dropped (LastPlan keeps its counts).
+            LastPlan = full ? null : LastPlan is { } last ? last with { Script = RestoreScript.Empty } : null;
+            if (full) State = null;
             var apply = Stopwatch.StartNew();
             var (kernel, filterSave) = full ? await ReadKernelAsync(cancellationToken).ConfigureAwait(false) : (KernelTables.Empty, "");
             var read = apply.Elapsed;
@@ -123,7 +131,7 @@ public sealed class IptablesBackend : IProxyBackend
             try
             {
                 // A partial sync whose changes leave this family's rules as they are sends nothing.
-                if (plan.Script.Length > 0) await applier.RestoreAsync(plan.Script, cancellationToken).ConfigureAwait(false);
+                if (!plan.Script.IsEmpty) await applier.RestoreAsync(plan.Script, cancellationToken).ConfigureAwait(false);
             }
             catch (CommandException e)
             {
@@ -152,10 +160,9 @@ public sealed class IptablesBackend : IProxyBackend
         /// or from the save a full sync read), so no table keeps half a sync. Idempotent when filter was
         /// the table refused. Returns how the previous rules stand, for the one-line error.
         /// </summary>
-        private async Task<string> RollBackFilterAsync(IptablesPlan plan, string rollback, ILogger logger, CancellationToken cancellationToken)
+        private async Task<string> RollBackFilterAsync(IptablesPlan plan, RestoreScript rollback, ILogger logger, CancellationToken cancellationToken)
         {
-            if (!plan.Script.StartsWith("*filter\n", StringComparison.Ordinal) || !plan.Script.Contains("\n*nat\n", StringComparison.Ordinal))
-                return "the previous rules stay in force";
+            if (!plan.FilterThenNat) return "the previous rules stay in force";
             try
             {
                 await applier.RestoreAsync(rollback, cancellationToken).ConfigureAwait(false);
@@ -170,7 +177,7 @@ public sealed class IptablesBackend : IProxyBackend
     }
 
     /// <summary>Our filter chains as a full sync found them (<paramref name="filterSave"/>): declared, so flushed, and rewritten.</summary>
-    private static string FilterRollback(string filterSave)
+    private static RestoreScript FilterRollback(string filterSave)
     {
         var saved = IptablesSave.ParseTables(filterSave).FirstOrDefault(t => t.Name == "filter");
         var writer = new RuleWriter();
@@ -180,9 +187,9 @@ public sealed class IptablesBackend : IProxyBackend
             if (saved is not null && saved.Rules.TryGetValue(chain, out var rules))
                 foreach (var rule in rules) writer.AppendRule(chain, rule);
         }
-        var script = new StringBuilder();
+        var script = new RestoreScript();
         writer.WriteTable(script, "filter");
-        return script.ToString();
+        return script;
     }
 
     /// <summary>

@@ -82,7 +82,7 @@ public sealed partial class IptablesMode : IProxyMode
             // proxy's chains removed first, so the load is the same work minus the proxy.
             await backend.CleanupAsync(cancellationToken);
             var stopwatch = Stopwatch.StartNew();
-            await ExternalCommand.RunCheckedAsync(Tool("restore"), ["-w", "5", "--noflush"], plan.Script, cancellationToken);
+            await ExternalCommand.RunCheckedWithInputAsync(Tool("restore"), ["-w", "5", "--noflush"], plan.Script.WriteToAsync, cancellationToken);
             return stopwatch.Elapsed;
         }
 

@@ -1,7 +1,6 @@
 using System.Collections.Immutable;
 using System.Globalization;
 using System.Net;
-using System.Text;
 using ProxyPlanes.DataPlane;
 using ProxyPlanes.Iptables;
 using ProxyPlanes.Model;
@@ -74,9 +73,12 @@ public sealed record IptablesPlannerState(ImmutableDictionary<ServicePortName, P
 /// partial sync has nothing to send), and the rule counts the metrics report. <see cref="Delta"/>:
 /// a partial sync that sent only the changed rules of the shared chains.
 /// </summary>
-public sealed record IptablesPlan(string Script, IptablesPlannerState State, int NatRulesTotal, int FilterRulesTotal, int NatRulesWritten, int FilterRulesWritten, int ChainsSkipped, bool Delta = false)
+public sealed record IptablesPlan(RestoreScript Script, IptablesPlannerState State, int NatRulesTotal, int FilterRulesTotal, int NatRulesWritten, int FilterRulesWritten, int ChainsSkipped, bool Delta = false)
 {
-    public override string ToString() => Script;
+    /// <summary>Both tables in the script, filter first (a refusal in nat leaves filter committed).</summary>
+    public bool FilterThenNat { get; init; }
+
+    public override string ToString() => Script.ToString();
 }
 
 /// <summary>
@@ -101,7 +103,6 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
     private readonly RuleWriter _nat = new();
     private readonly RuleWriter _filter = new();
     private readonly SharedRuleBuilder _shared = new();
-    private readonly StringBuilder _script = new();
 
     private string HostPrefix => family == IpFamily.IPv4 ? "/32" : "/128";
 
@@ -211,16 +212,20 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 
     private IptablesPlan Finish(IptablesPlannerState state, int skippedChains, bool delta)
     {
-        _script.Clear();
-        if (!delta || !_filter.IsEmpty) _filter.WriteTable(_script, "filter");
-        if (!delta || !_nat.IsEmpty) _nat.WriteTable(_script, "nat");
+        // A new script per plan: the plan owns it (the backend streams it to the tool), the writers are reused.
+        var script = new RestoreScript();
+        var filter = !delta || !_filter.IsEmpty;
+        var nat = !delta || !_nat.IsEmpty;
+        if (filter) _filter.WriteTable(script, "filter");
+        if (nat) _nat.WriteTable(script, "nat");
         var totals = state.Totals;
         return new IptablesPlan(
-            _script.ToString(), state,
+            script, state,
             // A partial sync leaves the canary rule of each table in place: it is still ours.
             NatRulesTotal: FixedNatRules + CanaryRules + state.ServicesTail.Length + totals.NatFrontendRules + totals.NatOwnRules,
             FilterRulesTotal: FixedFilterRules + CanaryRules + totals.FilterFrontendRules,
-            NatRulesWritten: _nat.RuleCount, FilterRulesWritten: _filter.RuleCount, ChainsSkipped: skippedChains, Delta: delta);
+            NatRulesWritten: _nat.RuleCount, FilterRulesWritten: _filter.RuleCount, ChainsSkipped: skippedChains, Delta: delta)
+        { FilterThenNat = filter && nat };
     }
 
     private IPAddress? ClusterIPOf(ServicePortState port) => port.Info.ClusterIPs.FirstOrDefault(ip => NodeAddresses.FamilyOf(ip) == family);
@@ -253,7 +258,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
     /// netlink batch per COMMIT), so when nat is refused after filter committed, the backend sends
     /// this to take filter back rather than leave it half a sync ahead of nat.
     /// </summary>
-    public string FilterRollback(IptablesPlannerState previous)
+    public RestoreScript FilterRollback(IptablesPlannerState previous)
     {
         _nat.Reset();
         _filter.Reset();
@@ -262,9 +267,9 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         foreach (var (_, port) in previous.Ports.OrderBy(p => p.Key))
             foreach (var rule in port.Frontends)
                 if (!rule.IsNat) _filter.AppendRule(rule.ChainName, rule.Rule);
-        _script.Clear();
-        _filter.WriteTable(_script, "filter");
-        return _script.ToString();
+        var script = new RestoreScript();
+        _filter.WriteTable(script, "filter");
+        return script;
     }
 
     private RuleWriter Writer(SharedChain chain) => SharedRule.Table(chain) == "nat" ? _nat : _filter;

@@ -18,6 +18,12 @@ public interface IIptablesApplier
     Task RestoreAsync(string script, CancellationToken cancellationToken);
 
     /// <summary>
+    /// <see cref="RestoreAsync(string, CancellationToken)"/> of a script held as UTF-8 chunks; the
+    /// command applier streams it to the tool's stdin without making it one string.
+    /// </summary>
+    Task RestoreAsync(RestoreScript script, CancellationToken cancellationToken) => RestoreAsync(script.ToString(), cancellationToken);
+
+    /// <summary>
     /// The rules of one chain as <c>iptables -S CHAIN</c> prints them (its <c>-N</c> line first), or
     /// null when the table has no such chain. Reads that chain only, not the whole table (the
     /// periodic canary check).
@@ -69,10 +75,16 @@ public sealed class IptablesCommandApplier(IptablesVariant variant, IpFamily fam
         return result.StandardOutput;
     }
 
-    public async Task RestoreAsync(string script, CancellationToken cancellationToken)
+    public Task RestoreAsync(string script, CancellationToken cancellationToken) =>
+        RestoreAsync((input, token) => input.WriteAsync(script.AsMemory(), token), cancellationToken);
+
+    public Task RestoreAsync(RestoreScript script, CancellationToken cancellationToken) =>
+        RestoreAsync(script.WriteToAsync, cancellationToken);
+
+    private async Task RestoreAsync(Func<TextWriter, CancellationToken, Task> writeScript, CancellationToken cancellationToken)
     {
         // -w: wait for the xtables lock other tools (kubelet, CNI plugins) may hold.
-        var result = await RunAsync(Tool("restore"), ["-w", "5", "--noflush"], script, cancellationToken).ConfigureAwait(false);
+        var result = await RunAsync(Tool("restore"), ["-w", "5", "--noflush"], writeScript, cancellationToken).ConfigureAwait(false);
         if (!result.Succeeded)
             throw new CommandException($"{Tool("restore")} exited with {result.ExitCode}: {ExternalCommand.FirstLines(result.StandardError, 5)}", result);
     }
@@ -90,14 +102,14 @@ public sealed class IptablesCommandApplier(IptablesVariant variant, IpFamily fam
     }
 
     /// <summary>Runs a tool; a tool that cannot be started or hangs is a <see cref="CommandException"/> like a refusal.</summary>
-    private async Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, string? input, CancellationToken cancellationToken)
+    private async Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, Func<TextWriter, CancellationToken, Task>? writeInput, CancellationToken cancellationToken)
     {
         var prefix = commandPrefix ?? [];
         try
         {
             return prefix.Count == 0
-                ? await ExternalCommand.RunAsync(tool, arguments, input, Timeout, cancellationToken).ConfigureAwait(false)
-                : await ExternalCommand.RunAsync(prefix[0], [.. prefix.Skip(1), tool, .. arguments], input, Timeout, cancellationToken).ConfigureAwait(false);
+                ? await ExternalCommand.RunWithInputAsync(tool, arguments, writeInput, Timeout, cancellationToken).ConfigureAwait(false)
+                : await ExternalCommand.RunWithInputAsync(prefix[0], [.. prefix.Skip(1), tool, .. arguments], writeInput, Timeout, cancellationToken).ConfigureAwait(false);
         }
         catch (TimeoutException e)
         {

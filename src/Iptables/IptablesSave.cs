@@ -15,6 +15,9 @@ public static class IptablesSave
     /// <summary>The built-in chains of every table.</summary>
     public static readonly IReadOnlySet<string> BuiltInChains = new HashSet<string>(["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"], StringComparer.Ordinal);
 
+    private static readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> BuiltInChainOf =
+        ((HashSet<string>)BuiltInChains).GetAlternateLookup<ReadOnlySpan<char>>();
+
     public static KernelTables Parse(string natSave, string filterSave)
     {
         var (natChains, natRules) = ParseTable(natSave);
@@ -22,23 +25,27 @@ public static class IptablesSave
         return new KernelTables(natChains, filterChains, natRules.ToHashSet(StringComparer.Ordinal), filterRules.ToHashSet(StringComparer.Ordinal));
     }
 
-    /// <summary>Chains declared in one table's save, and the "-A BUILTIN ..." rule lines (a rule present twice is listed twice).</summary>
+    /// <summary>
+    /// Chains declared in one table's save, and the "-A BUILTIN ..." rule lines (a rule present twice is
+    /// listed twice). Walks the lines as spans: at 10,000 services the nat save is ~110,000 lines, of
+    /// which only the chain names and the built-in chains' rules are kept.
+    /// </summary>
     public static (HashSet<string> Chains, List<string> BuiltInRules) ParseTable(string save)
     {
         var chains = new HashSet<string>(StringComparer.Ordinal);
         var rules = new List<string>();
-        foreach (var raw in save.Split('\n'))
+        foreach (var raw in save.AsSpan().EnumerateLines())
         {
             var line = raw.TrimEnd('\r');
             if (line.StartsWith(':'))
             {
                 var end = line.IndexOf(' ');
-                chains.Add(end < 0 ? line[1..] : line[1..end]);
+                chains.Add((end < 0 ? line[1..] : line[1..end]).ToString());
             }
             else if (line.StartsWith("-A ", StringComparison.Ordinal))
             {
-                var end = line.IndexOf(' ', 3);
-                if (end > 0 && BuiltInChains.Contains(line[3..end])) rules.Add(line);
+                var end = line[3..].IndexOf(' ');
+                if (end > 0 && BuiltInChainOf.Contains(line.Slice(3, end))) rules.Add(line.ToString());
             }
         }
         return (chains, rules);

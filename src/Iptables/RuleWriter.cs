@@ -9,9 +9,10 @@ namespace ProxyPlanes.Iptables;
 public sealed class RuleWriter
 {
     private readonly List<string> _chains = [];
-    private readonly StringBuilder _ruleDeletes = new();
-    private readonly StringBuilder _rules = new();
-    private readonly StringBuilder _deletes = new();
+    // UTF-8 in small chunks (RestoreScript): a full sync's rules are never one large string.
+    private readonly RestoreScript _ruleDeletes = new();
+    private readonly RestoreScript _rules = new();
+    private readonly RestoreScript _deletes = new();
 
     private bool _counted;
 
@@ -34,7 +35,7 @@ public sealed class RuleWriter
     public void DeleteChain(string name) => _deletes.Append("-X ").Append(name).Append('\n');
 
     /// <summary>Nothing written: the table can be left out of the script.</summary>
-    public bool IsEmpty => _chains.Count == 0 && _ruleDeletes.Length == 0 && _rules.Length == 0 && _deletes.Length == 0;
+    public bool IsEmpty => _chains.Count == 0 && _ruleDeletes.IsEmpty && _rules.IsEmpty && _deletes.IsEmpty;
 
     /// <summary>Appends a rule already rendered (the text iptables-save prints after "-A chain "); counted.</summary>
     public void AppendRule(string chain, string rule)
@@ -73,15 +74,21 @@ public sealed class RuleWriter
 
     public RuleWriter Comment(string text)
     {
-        AppendComment(_rules, text);
+        _rules.Append(CommentPrefix);
+        if (NeedsQuotes(text)) _rules.Append('"').Append(text).Append('"');
+        else _rules.Append(text);
         return this;
     }
+
+    private const string CommentPrefix = " -m comment --comment ";
+
+    private static bool NeedsQuotes(string comment) => comment.Contains(' ');
 
     /// <summary>" -m comment --comment TEXT", quoted when it has spaces, as iptables-save prints it.</summary>
     public static void AppendComment(StringBuilder text, string comment)
     {
-        text.Append(" -m comment --comment ");
-        if (comment.Contains(' ')) text.Append('"').Append(comment).Append('"');
+        text.Append(CommentPrefix);
+        if (NeedsQuotes(comment)) text.Append('"').Append(comment).Append('"');
         else text.Append(comment);
     }
 
@@ -111,14 +118,15 @@ public sealed class RuleWriter
     /// iptables-nft (1.8.7+) keeps its chain cache sorted by name and inserts each new chain after a
     /// walk from the smallest name, so declaring 30,000 chains in hash order is quadratic (a cold
     /// sync at 10,000 services spent most of its 33 s there); in descending order each new chain goes
-    /// in at the head of the list.
+    /// in at the head of the list. The rules are moved into <paramref name="script"/>, not copied: the
+    /// writer keeps its chains and counts but no rule text (write a table once, then <see cref="Reset"/>).
     /// </summary>
-    public void WriteTable(StringBuilder script, string table)
+    public void WriteTable(RestoreScript script, string table)
     {
         script.Append('*').Append(table).Append('\n');
         _chains.Sort((a, b) => string.CompareOrdinal(b, a));
         foreach (var chain in _chains) script.Append(':').Append(chain).Append(" - [0:0]\n");
-        script.Append(_ruleDeletes).Append(_rules).Append(_deletes);
+        script.MoveFrom(_ruleDeletes).MoveFrom(_rules).MoveFrom(_deletes);
         script.Append("COMMIT\n");
     }
 

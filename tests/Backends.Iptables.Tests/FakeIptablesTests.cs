@@ -17,7 +17,7 @@ public sealed class FakeIptablesTests
     {
         var (initial, _) = await new GoldenCase(caseName).SyncRequestsAsync();
         var fake = new FakeIptables();
-        fake.Restore(new IptablesPlanner(IpFamily.IPv4).Plan(initial, null, KernelTables.Empty).Script);
+        fake.Restore(new IptablesPlanner(IpFamily.IPv4).Plan(initial, null, KernelTables.Empty).ToString());
         var save = fake.Save("nat") + fake.Save("filter");
 
         var tables = IptablesSave.ParseTables(save);

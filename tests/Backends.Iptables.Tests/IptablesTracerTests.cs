@@ -20,7 +20,7 @@ public sealed class IptablesTracerTests
         var (initial, _) = await new GoldenCase(caseName).SyncRequestsAsync();
         var plan = new IptablesPlanner(family).Plan(initial, previous: null, KernelTables.Empty);
         var kernel = new FakeIptables(family);
-        kernel.Restore(plan.Script);
+        kernel.Restore(plan.ToString());
         return [.. IptablesSave.ParseTables(kernel.Save("nat")), .. IptablesSave.ParseTables(kernel.Save("filter"))];
     }
 
