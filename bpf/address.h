@@ -31,4 +31,19 @@ static __always_inline int pp_address_equal(const __u32 a[4], const __u32 b[4])
 	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
 }
 
+/* An IPv4 address held mapped (::ffff:a.b.c.d). */
+static __always_inline int pp_address_mapped4(const __u32 address[4])
+{
+	return address[0] == 0 && address[1] == 0 && address[2] == bpf_htonl(0x0000ffff);
+}
+
+/* The key of the family's node ports: ::ffff:0.0.0.0 for IPv4, :: for IPv6. */
+static __always_inline void pp_address_any(__u32 address[4])
+{
+	if (pp_address_mapped4(address))
+		address[3] = 0;
+	else
+		address[0] = address[1] = address[2] = address[3] = 0;
+}
+
 #endif /* PROXYPLANES_ADDRESS_H */

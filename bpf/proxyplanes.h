@@ -281,4 +281,12 @@ struct pp_sockdel_key {
 	__u16 backend_port;  /* network byte order; 0 with an all-zero backend */
 };
 
+/*
+ * The frontends a sync took out of Drop (pp_sockvip_v1): master keys (slot 0, scope internal) whose entry had
+ * PP_SVC_FLAG_DROP and no longer has. connect4/6 left a socket asking such a frontend on the VIP (for pp_egress to
+ * drop); the socket pass destroys a TCP one still in SYN_SENT and a UDP one connected to it. A node port's key
+ * (the family's unspecified address) names every node address. The value (__u32) is unused, 0.
+ */
+#define PP_MAP_SOCK_REOPENED "pp_sockvip_v1"
+
 #endif /* PROXYPLANES_H */

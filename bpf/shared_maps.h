@@ -46,4 +46,12 @@ struct {
 	__type(value, struct pp_node_address);
 } pp_nodeip6_v1 SEC(".maps");
 
+/* Whether the address (16 bytes, IPv4 mapped) is one a node port is served on (pp_nodeip4_v1 or pp_nodeip6_v1). Needs address.h. */
+static __always_inline int pp_node_address(const __u32 address[4])
+{
+	if (pp_address_mapped4(address))
+		return bpf_map_lookup_elem(&pp_nodeip4_v1, &address[3]) != 0;
+	return bpf_map_lookup_elem(&pp_nodeip6_v1, address) != 0;
+}
+
 #endif /* PROXYPLANES_SHARED_MAPS_H */

@@ -43,33 +43,10 @@ static __always_inline __u32 pp_affinity_backend(const struct pp_affinity_key *k
 	return entry->backend_id;
 }
 
-/* An IPv4 address held mapped (::ffff:a.b.c.d). */
-static __always_inline int pp_address_mapped4(const __u32 address[4])
-{
-	return address[0] == 0 && address[1] == 0 && address[2] == bpf_htonl(0x0000ffff);
-}
-
 /* 0.0.0.0 (mapped) or :: */
 static __always_inline int pp_address_unspecified(const __u32 address[4])
 {
 	return address[0] == 0 && address[1] == 0 && (address[2] == 0 || address[2] == bpf_htonl(0x0000ffff)) && address[3] == 0;
-}
-
-/* Whether the address is one a node port is served on (pp_nodeip4_v1 or pp_nodeip6_v1). */
-static __always_inline int pp_node_address(const __u32 address[4])
-{
-	if (pp_address_mapped4(address))
-		return bpf_map_lookup_elem(&pp_nodeip4_v1, &address[3]) != 0;
-	return bpf_map_lookup_elem(&pp_nodeip6_v1, address) != 0;
-}
-
-/* The key of the family's node ports: ::ffff:0.0.0.0 for IPv4, :: for IPv6. */
-static __always_inline void pp_address_any(__u32 address[4])
-{
-	if (pp_address_mapped4(address))
-		address[3] = 0;
-	else
-		address[0] = address[1] = address[2] = address[3] = 0;
 }
 
 /*

@@ -16,6 +16,14 @@
  * next recv fails with ECONNABORTED and its next connect goes through the hooks again, to a live backend.
  * A socket connected to a backend directly (not through a frontend) has no reverse entry and is kept.
  *
+ * The same pass, and an `iter/tcp` one, destroy the sockets a Drop verdict left on a VIP (connect4/6 leave a socket
+ * asking a frontend whose master has PP_SVC_FLAG_DROP on the VIP, and pp_egress drops its packets) once a sync took
+ * that frontend out of Drop (pp_sockvip_v1): nothing rewrites the VIP after connect, so a TCP socket still in SYN_SENT
+ * would retransmit its SYN to the VIP until it times out, and a connected UDP socket would keep sending there. A TCP
+ * socket in any other state is kept: one that got established through the VIP was DNATed on the way (tc ingress on
+ * a pod's veth) and works. The application sees ECONNABORTED at once (connect fails; recv fails) and its next connect
+ * goes through the hooks, which now pick a backend.
+ *
  * Its own ELF object: loading fails on a kernel without the kfunc (libbpf: the extern is not in the
  * kernel's BTF), and the socket hooks must load there all the same. No vmlinux.h: the few kernel types
  * read here are declared below with preserve_access_index, so libbpf relocates every field offset
@@ -26,10 +34,14 @@
 #include <bpf/bpf_helpers.h>
 
 #include "proxyplanes.h"
+#include "address.h"
 
 #define PP_AF_INET 2
 #define PP_AF_INET6 10
 #define PP_MAPPED4_WORD2 bpf_htonl(0x0000ffff)
+#define PP_IPPROTO_TCP 6
+#define PP_IPPROTO_UDP 17
+#define PP_TCP_SYN_SENT 2
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -42,6 +54,7 @@ struct sock_common {
 	__u32 skc_daddr;
 	__u16 skc_dport;
 	unsigned short skc_family;
+	volatile unsigned char skc_state;
 	struct pp_in6_addr skc_v6_daddr;
 } __attribute__((preserve_access_index));
 
@@ -62,10 +75,16 @@ struct bpf_iter__udp {
 	struct udp_sock *udp_sk;
 } __attribute__((preserve_access_index));
 
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common;
+} __attribute__((preserve_access_index));
+
 extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
 
-/* The socket hooks' reverse maps, handed over by the loader (bpf_map__reuse_fd). */
+/* The socket hooks' maps, handed over by the loader (bpf_map__reuse_fd): the reverse maps, and the node addresses. */
 #include "revnat_maps.h"
+#include "shared_maps.h"
 
 /* The {frontend, backend} pairs whose sockets go: filled before a pass, emptied after it. */
 struct {
@@ -75,6 +94,56 @@ struct {
 	__type(value, __u32);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } pp_sockdel_v1 SEC(".maps");
+
+/* The frontends taken out of Drop by the sync: filled before a pass, emptied after it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PP_MAX_SOCK_DELETIONS);
+	__type(key, struct pp_service_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pp_sockvip_v1 SEC(".maps");
+
+/* The socket's destination (family, address, port) as a 16-byte address: IPv4 mapped. 0 for another family. */
+static __always_inline int pp_destination(struct sock_common *sk, __u32 address[4])
+{
+	if (sk->skc_family == PP_AF_INET) {
+		pp_address_from4(address, sk->skc_daddr);
+		return 1;
+	}
+	if (sk->skc_family != PP_AF_INET6)
+		return 0;
+	address[0] = sk->skc_v6_daddr.words[0];
+	address[1] = sk->skc_v6_daddr.words[1];
+	address[2] = sk->skc_v6_daddr.words[2];
+	address[3] = sk->skc_v6_daddr.words[3];
+	return 1;
+}
+
+/*
+ * Whether the socket is connected (or connecting) to a frontend the sync took out of Drop: its destination as the
+ * master key connect4/6 looked up, or, on a node address, the family's node port key (as pp_pick finds it).
+ */
+static __always_inline int pp_reopened(struct sock_common *sk, __u8 proto)
+{
+	struct pp_service_key key = { .port = sk->skc_dport, .proto = proto, .scope = PP_SCOPE_INTERNAL };
+
+	if (!pp_destination(sk, key.address))
+		return 0;
+	if (bpf_map_lookup_elem(&pp_sockvip_v1, &key))
+		return 1;
+	if (!pp_node_address(key.address))
+		return 0;
+	pp_address_any(key.address);
+	return bpf_map_lookup_elem(&pp_sockvip_v1, &key) != 0;
+}
+
+/* Destroys the socket and, when the kernel did, writes its cookie for the reader (user space counts them). */
+static __always_inline void pp_destroy(struct bpf_iter_meta *meta, struct sock_common *sk, __u64 cookie)
+{
+	if (bpf_sock_destroy(sk) == 0)
+		bpf_seq_write(meta->seq, &cookie, sizeof(cookie));
+}
 
 /* A deletion names this pair: exactly, or by a wildcard frontend address (node port) or backend (frontend gone). */
 static __always_inline int pp_deleted(struct pp_sockdel_key *key)
@@ -113,6 +182,10 @@ int pp_sock_destroy_udp(struct bpf_iter__udp *ctx)
 	if (port == 0)
 		return 0; /* not connected: every sendto goes through sendmsg4/6 again */
 	cookie = bpf_get_socket_cookie(sk);
+	if (pp_reopened(&sk->__sk_common, PP_IPPROTO_UDP)) {
+		pp_destroy(ctx->meta, &sk->__sk_common, cookie);
+		return 0;
+	}
 	key.backend_port = port;
 
 	if (sk->__sk_common.skc_family == PP_AF_INET) {
@@ -150,10 +223,20 @@ int pp_sock_destroy_udp(struct bpf_iter__udp *ctx)
 		return 0;
 	}
 
-	if (!pp_deleted(&key))
+	if (pp_deleted(&key))
+		pp_destroy(ctx->meta, &sk->__sk_common, cookie);
+	return 0;
+}
+
+/* TCP sockets still in SYN_SENT to a frontend the sync took out of Drop (every other TCP socket is kept). */
+SEC("iter/tcp")
+int pp_sock_destroy_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *sk = ctx->sk_common;
+
+	if (!sk || sk->skc_state != PP_TCP_SYN_SENT)
 		return 0;
-	/* The cookie of each destroyed socket goes to the reader (user space counts them). */
-	if (bpf_sock_destroy((struct sock_common *)sk) == 0)
-		bpf_seq_write(ctx->meta->seq, &cookie, sizeof(cookie));
+	if (pp_reopened(sk, PP_IPPROTO_TCP))
+		pp_destroy(ctx->meta, sk, bpf_get_socket_cookie(sk));
 	return 0;
 }

@@ -89,7 +89,8 @@ public sealed class EbpfBackend : IProxyBackend
         }
         var read = apply.Elapsed;
         var render = Stopwatch.StartNew();
-        var plan = _planner.Plan(request with { Full = full }, full ? null : _state, contents);
+        var previous = full ? null : _state;
+        var plan = _planner.Plan(request with { Full = full }, previous, contents);
         render.Stop();
 
         apply.Restart();
@@ -112,9 +113,12 @@ public sealed class EbpfBackend : IProxyBackend
         LastPlan = plan;
         // A partial sync follows one that succeeded here (a failure makes the next one full), so its changed ports are
         // relative to _applied, as the planner above relies on too: only they can have left flows stale.
-        DeleteStaleConnections(full
+        var deletions = full
             ? StaleConntrackPlanner.Plan(_applied, request.State)
-            : StaleConntrackPlanner.Plan(_applied, request.State, request.ChangedPorts));
+            : StaleConntrackPlanner.Plan(_applied, request.State, request.ChangedPorts);
+        DeleteStaleConnections(deletions);
+        // The master entries before the plan: the maps as read (full) or as the last plan left them (partial).
+        DestroyStaleSockets(deletions, SocketDestroyer.ReopenedFrontends(writes, (full ? contents : previous?.Maps)!.Services));
         _applied = request.State;
         if (_maps is EbpfKernel kernel) (_names ??= new EbpfNamesWriter(kernel.Location.PinDirectory, _logger)).Write(plan); // names for explain; a failure only warns
         _metrics.SetEntries(plan.State.Maps.Services.Count, plan.State.Maps.Backends.Count);
@@ -156,25 +160,28 @@ public sealed class EbpfBackend : IProxyBackend
             _metrics.UpdateFailed(MapLayout.ConnectionsMap);
             _logger.LogWarning("eBPF: could not delete stale UDP connection entries ({Deletions}): {Error}; they stay until the LRU evicts them", string.Join("; ", deletions), e.Message);
         }
-        DestroyStaleSockets(deletions);
     }
 
     /// <summary>
     /// The local sockets of the same verdict: connected UDP sockets the hooks gave a removed endpoint (or any backend of
-    /// a gone frontend) are destroyed (<see cref="SocketDestroyer"/>; nothing before kernel 6.5). Best effort too.
+    /// a gone frontend) are destroyed, and so are the sockets a Drop verdict left on a VIP of <paramref name="reopened"/>
+    /// (TCP still connecting, connected UDP: <see cref="SocketDestroyer"/>; nothing before kernel 6.5). Best effort too.
     /// </summary>
-    private void DestroyStaleSockets(IReadOnlyList<ConntrackDeletion> deletions)
+    private void DestroyStaleSockets(IReadOnlyList<ConntrackDeletion> deletions, IReadOnlyList<ServiceKey> reopened)
     {
+        if (deletions.Count == 0 && reopened.Count == 0) return;
         try
         {
-            var destroyed = _maps.DestroySockets(deletions);
+            var destroyed = _maps.DestroySockets(deletions, reopened);
             _metrics.SocketsDestroyed(destroyed);
-            if (destroyed > 0) _logger.LogDebug("eBPF: destroyed {Sockets} connected UDP sockets for {Deletions}", destroyed, string.Join("; ", deletions));
+            if (destroyed > 0)
+                _logger.LogDebug("eBPF: destroyed {Sockets} sockets for {Deletions} and the frontends out of Drop {Reopened}", destroyed, string.Join("; ", deletions), string.Join("; ", reopened.Select(EbpfText.Frontend)));
         }
         catch (BpfException e)
         {
             _metrics.UpdateFailed(MapLayout.SockDeletionsMap);
-            _logger.LogWarning("eBPF: could not destroy the connected UDP sockets of ({Deletions}): {Error}; they keep their backend until they reconnect", string.Join("; ", deletions), e.Message);
+            _logger.LogWarning("eBPF: could not destroy the connected UDP sockets of ({Deletions}) nor the sockets left on the frontends out of Drop ({Reopened}): {Error}; they keep their destination until they reconnect",
+                string.Join("; ", deletions), string.Join("; ", reopened.Select(EbpfText.Frontend)), e.Message);
         }
     }
 

@@ -61,10 +61,11 @@ public interface IEbpfMaps
     int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) => 0;
 
     /// <summary>
-    /// Destroys the connected UDP sockets the deletions name (<see cref="SocketDestroyer"/>) and returns how many; a
-    /// refusal throws a <see cref="BpfException"/>. Nothing by default, and nothing on a kernel without bpf_sock_destroy.
+    /// Destroys the connected UDP sockets the deletions name and the sockets a Drop verdict left on a frontend of
+    /// <paramref name="reopened"/> (<see cref="SocketDestroyer"/>) and returns how many; a refusal throws a
+    /// <see cref="BpfException"/>. Nothing by default, and nothing on a kernel without bpf_sock_destroy.
     /// </summary>
-    int DestroySockets(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) => 0;
+    int DestroySockets(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions, IReadOnlyList<ServiceKey>? reopened = null) => 0;
 }
 
 /// <summary>Where the eBPF data plane keeps its pins, and which cgroup its socket hooks attach to.</summary>
@@ -532,15 +533,18 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     /// <summary>pp_sockdel_v1 (empty between passes), or null on a kernel that cannot destroy sockets.</summary>
     public BpfMap? SocketDeletions => _sockets?.Deletions;
 
+    /// <summary>pp_sockvip_v1 (empty between passes), or null on a kernel that cannot destroy sockets.</summary>
+    public BpfMap? SocketReopened => _sockets?.Reopened;
+
     /// <summary>
     /// <see cref="SocketDestroyer.Destroy"/> in the namespace this kernel was opened in (the node's) and in every
     /// named one (<see cref="SocketDestroyer.NamedNamespaces"/>: pods'); 0 on a kernel that cannot.
     /// </summary>
-    public int DestroySockets(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions)
+    public int DestroySockets(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions, IReadOnlyList<ServiceKey>? reopened = null)
     {
         if (_sockets is null) return 0;
         using var own = _namespace.Borrow();
-        return _sockets.Destroy(deletions, [$"/proc/self/fd/{own.Fd}", .. SocketDestroyer.NamedNamespaces()]);
+        return _sockets.Destroy(deletions, [$"/proc/self/fd/{own.Fd}", .. SocketDestroyer.NamedNamespaces()], reopened);
     }
 
     public bool Intact() =>

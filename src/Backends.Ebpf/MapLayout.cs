@@ -32,6 +32,7 @@ public static class MapLayout
     public const string SourceRanges6Map = "pp_srcrange6_v1";
     public const string LocalSources6Map = "pp_localsrc6_v1";
     public const string SockDeletionsMap = "pp_sockdel_v1";
+    public const string SockReopenedMap = "pp_sockvip_v1";
 
     /// <summary>PP_LOCAL_SOURCE_MASQUERADE: a local source is masqueraded too (--masquerade-all).</summary>
     public const uint LocalSourceMasquerade = 0x0001;

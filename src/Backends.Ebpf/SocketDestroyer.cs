@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.Model;
 using ProxyPlanes.NodeTools.Conntrack;
@@ -11,6 +12,10 @@ namespace ProxyPlanes.Backends.Ebpf;
 /// the other modes hand to <c>conntrack -D</c> (<see cref="StaleConntrackPlanner"/>), UDP only: a socket goes when
 /// the hooks connected it to a removed endpoint of that frontend, or to any backend of a frontend that is gone. The
 /// application's next receive fails with ECONNABORTED and its next connect goes through the hooks again.
+/// The same pass (and an <c>iter/tcp</c> one) destroys the sockets a Drop verdict left on a VIP once a sync took that
+/// frontend out of Drop (<see cref="ReopenedFrontends"/>): a TCP socket still in SYN_SENT to it, a UDP socket connected
+/// to it. Nothing rewrites a socket's destination after connect, so without this such a TCP socket retransmits its SYN
+/// to the VIP until connect times out; destroyed, connect fails with ECONNABORTED at once and a retry gets a backend.
 /// </summary>
 /// <remarks>
 /// An iterator walks the sockets of the network namespace it is created in (BPF_ITER_CREATE), so a pass runs in
@@ -22,6 +27,7 @@ public sealed class SocketDestroyer : IDisposable
 {
     public const string ObjectName = "sockdestroy";
     public const string ProgramName = "pp_sock_destroy_udp";
+    public const string TcpProgramName = "pp_sock_destroy_tcp";
 
     /// <summary>Where <c>ip netns</c>, containerd and CRI-O pin network namespaces.</summary>
     public const string NamedNamespaceDirectory = "/var/run/netns";
@@ -30,31 +36,40 @@ public sealed class SocketDestroyer : IDisposable
 
     private readonly BpfObject _object;
     private readonly SafeBpfHandle _link;
+    private readonly SafeBpfHandle _tcpLink;
 
-    private SocketDestroyer(BpfObject bpfObject, SafeBpfHandle link)
+    private SocketDestroyer(BpfObject bpfObject, SafeBpfHandle link, SafeBpfHandle tcpLink)
     {
         _object = bpfObject;
         _link = link;
+        _tcpLink = tcpLink;
         Deletions = bpfObject.Map(MapLayout.SockDeletionsMap);
+        Reopened = bpfObject.Map(MapLayout.SockReopenedMap);
     }
 
     /// <summary>pp_sockdel_v1: the {frontend, backend} pairs of the pass running now; empty between passes.</summary>
     public BpfMap Deletions { get; }
 
+    /// <summary>pp_sockvip_v1: the frontends taken out of Drop of the pass running now (master keys); empty between passes.</summary>
+    public BpfMap Reopened { get; }
+
     /// <summary>
-    /// Loads bpf/sockdestroy.c with the socket hooks' reverse maps (<paramref name="sockMaps"/>: sock.o's maps, of
-    /// which it takes <c>pp_revnat4_v1</c> and <c>pp_revnat6_v1</c>) and makes its iterator link. Throws a
-    /// <see cref="BpfException"/> on a kernel without the kfunc or the UDP iterator.
+    /// Loads bpf/sockdestroy.c with the socket hooks' maps (<paramref name="sockMaps"/>: sock.o's maps, of which it
+    /// takes the reverse maps <c>pp_revnat4_v1</c> / <c>pp_revnat6_v1</c> and the node addresses) and makes its two
+    /// iterator links (UDP, TCP). Throws a <see cref="BpfException"/> on a kernel without the kfunc or the iterators.
     /// </summary>
     public static SocketDestroyer Load(IEnumerable<BpfMap> sockMaps)
     {
         var bpfObject = BpfObject.LoadEmbedded(ObjectName, sharedMaps: sockMaps);
+        SafeBpfHandle? udp = null;
         try
         {
-            return new SocketDestroyer(bpfObject, bpfObject.Program(ProgramName).AttachIterator());
+            udp = bpfObject.Program(ProgramName).AttachIterator();
+            return new SocketDestroyer(bpfObject, udp, bpfObject.Program(TcpProgramName).AttachIterator());
         }
         catch
         {
+            udp?.Dispose();
             bpfObject.Dispose();
             throw;
         }
@@ -74,7 +89,7 @@ public sealed class SocketDestroyer : IDisposable
         catch (BpfException e)
         {
             logger.LogInformation(
-                "eBPF: connected UDP sockets of a removed endpoint are not destroyed on this kernel (needs the bpf_sock_destroy kfunc and iter/udp, kernel 6.5 or later): {Error}",
+                "eBPF: connected UDP sockets of a removed endpoint are not destroyed on this kernel, nor sockets a Drop verdict left on a VIP that got endpoints (needs the bpf_sock_destroy kfunc, iter/udp and iter/tcp, kernel 6.5 or later): {Error}",
                 e.Message.Split('\n')[0]);
             return null;
         }
@@ -99,27 +114,53 @@ public sealed class SocketDestroyer : IDisposable
         return key;
     }
 
+    /// <summary>
+    /// The frontends <paramref name="writes"/> (a plan applied over <paramref name="previous"/>, the service entries
+    /// before it) take out of Drop: internal-scope master entries (what local sockets ask) that had the drop flag and are
+    /// written without it. Only these left sockets on a VIP: Reject refuses connect at once, Forward rewrites it. A
+    /// partial plan touches only the changed ports, so this is as small as the change.
+    /// </summary>
+    public static IReadOnlyList<ServiceKey> ReopenedFrontends(ReadOnlySpan<MapWrite> writes, IReadOnlyDictionary<ServiceKey, ServiceValue> previous)
+    {
+        ArgumentNullException.ThrowIfNull(previous);
+        var reopened = new List<ServiceKey>();
+        foreach (var write in writes)
+        {
+            if (write is not ServiceUpdate { Key: { Slot: 0, Scope: MapLayout.ScopeInternal } key, Value: var value } ||
+                (value.Flags & MapLayout.ServiceFlagDrop) != 0)
+                continue;
+            if (previous.TryGetValue(key, out var before) && (before.Flags & MapLayout.ServiceFlagDrop) != 0) reopened.Add(key);
+        }
+        return reopened;
+    }
+
     /// <summary>The network namespaces pinned under <see cref="NamedNamespaceDirectory"/> (none when it does not exist).</summary>
     public static IReadOnlyList<string> NamedNamespaces() =>
         Directory.Exists(NamedNamespaceDirectory) ? [.. Directory.GetFiles(NamedNamespaceDirectory).Order(StringComparer.Ordinal)] : [];
 
     /// <summary>
     /// Destroys, in each of <paramref name="namespaces"/> (nsfs files, e.g. <c>/proc/self/ns/net</c> or
-    /// <c>/var/run/netns/NAME</c>), the connected UDP sockets <paramref name="deletions"/> name, and returns how many
-    /// it destroyed. A named namespace (<see cref="NamedNamespaceDirectory"/>) gone meanwhile is skipped; the first other failure is thrown after every namespace
-    /// had its pass. pp_sockdel_v1 is empty again afterwards, whatever happened.
+    /// <c>/var/run/netns/NAME</c>), the connected UDP sockets <paramref name="deletions"/> name and the sockets a Drop
+    /// verdict left on one of <paramref name="reopened"/> (<see cref="ReopenedFrontends"/>: TCP in SYN_SENT, connected
+    /// UDP), and returns how many it destroyed. The TCP pass runs only when a reopened frontend is TCP. A named namespace
+    /// (<see cref="NamedNamespaceDirectory"/>) gone meanwhile is skipped; the first other failure is thrown after every
+    /// namespace had its pass. pp_sockdel_v1 and pp_sockvip_v1 are empty again afterwards, whatever happened.
     /// </summary>
-    public int Destroy(IReadOnlyList<ConntrackDeletion> deletions, IEnumerable<string> namespaces)
+    public int Destroy(IReadOnlyList<ConntrackDeletion> deletions, IEnumerable<string> namespaces, IReadOnlyList<ServiceKey>? reopened = null)
     {
         ArgumentNullException.ThrowIfNull(deletions);
         ArgumentNullException.ThrowIfNull(namespaces);
         var keys = deletions.Select(KeyFor).OfType<SockDeleteKey>().Distinct().ToList();
-        if (keys.Count == 0) return 0;
+        var frontends = (reopened ?? []).Where(k => k.Proto is (byte)ProtocolType.Tcp or (byte)ProtocolType.Udp).Distinct().ToList();
+        if (keys.Count == 0 && frontends.Count == 0) return 0;
+        var udp = keys.Count > 0 || frontends.Any(k => k.Proto == (byte)ProtocolType.Udp);
+        var tcp = frontends.Any(k => k.Proto == (byte)ProtocolType.Tcp);
         var destroyed = 0;
         BpfException? failure = null;
         try
         {
             foreach (var key in keys) Deletions.Update(key, 0u);
+            foreach (var key in frontends) Reopened.Update(key, 0u);
             foreach (var path in namespaces)
             {
                 SafeBpfHandle networkNamespace;
@@ -136,11 +177,11 @@ public sealed class SocketDestroyer : IDisposable
                 {
                     try
                     {
-                        Interop.InNetworkNamespace((int)fd.Fd, () => destroyed += RunHere());
+                        Interop.InNetworkNamespace((int)fd.Fd, () => destroyed += (udp ? RunHere(_link, ProgramName) : 0) + (tcp ? RunHere(_tcpLink, TcpProgramName) : 0));
                     }
                     catch (BpfException e)
                     {
-                        failure ??= new BpfException(e.Errno, $"destroy UDP sockets in network namespace {path}: {e.Operation}");
+                        failure ??= new BpfException(e.Errno, $"destroy sockets in network namespace {path}: {e.Operation}");
                     }
                 }
             }
@@ -148,22 +189,24 @@ public sealed class SocketDestroyer : IDisposable
         finally
         {
             foreach (var key in keys) Deletions.Delete(key);
+            foreach (var key in frontends) Reopened.Delete(key);
         }
         if (failure is not null) throw failure;
         return destroyed;
     }
 
-    /// <summary>One pass of the iterator over the calling thread's network namespace; the program writes each destroyed socket's cookie.</summary>
-    private int RunHere()
+    /// <summary>One pass of an iterator over the calling thread's network namespace; the program writes each destroyed socket's cookie.</summary>
+    private static int RunHere(SafeBpfHandle iteratorLink, string name)
     {
-        using var link = _link.Borrow();
+        using var link = iteratorLink.Borrow();
         var attributes = new BpfIterCreateAttributes { LinkFd = link.Fd };
-        using var iterator = new SafeBpfHandle(Interop.CheckedBpf(BpfCommand.BPF_ITER_CREATE, ref attributes, $"iterator {ProgramName}"));
-        return (int)(Interop.ReadToEnd(iterator, $"iterator {ProgramName}") / CookieSize);
+        using var iterator = new SafeBpfHandle(Interop.CheckedBpf(BpfCommand.BPF_ITER_CREATE, ref attributes, $"iterator {name}"));
+        return (int)(Interop.ReadToEnd(iterator, $"iterator {name}") / CookieSize);
     }
 
     public void Dispose()
     {
+        _tcpLink.Dispose();
         _link.Dispose();
         _object.Dispose();
     }

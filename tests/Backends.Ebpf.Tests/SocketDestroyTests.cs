@@ -157,6 +157,102 @@ public sealed class SocketDestroyTests : IDisposable
         Assert.Contains("after direct kept udp-a", after);
     }
 
+    public static TheoryData<string, string, string, string, string> DropFamilies => new()
+    {
+        { "10.96.0.254/16", "10.96.0.80", "10.96.0.81", "10.96.0.53", "10.96.0.54" },
+        { "fd00:10:96::fe/64", "fd00:10:96::80", "fd00:10:96::81", "fd00:10:96::53", "fd00:10:96::54" },
+    };
+
+    /// <summary>
+    /// The README's Drop edge: a socket that asked a frontend while its verdict was Drop (internalTrafficPolicy Local
+    /// without a local endpoint) stays on the VIP; once a sync gives the frontend a local endpoint, nothing would rewrite
+    /// it. The client (drop_client.c, in the test's cgroup) holds a TCP socket in SYN_SENT and a connected UDP socket to
+    /// each of two Drop services; the VIPs are routed out of a veth whose frames go nowhere, so a SYN that is not dropped
+    /// still gets no answer. A partial sync changes both services: one gets its local endpoint (out of Drop), the other
+    /// only another remote one (still Drop, the control). Then the first's TCP socket has failed with ECONNABORTED (not
+    /// pending: without the pass it still is) and its UDP socket reads ECONNABORTED; the second's TCP socket is still
+    /// connecting and its UDP socket reads EAGAIN; a new connect to the first VIP reaches its backend (TCP and UDP). The
+    /// metric counts the 2; pp_sockvip_v1 is empty after. IPv4 and IPv6.
+    /// </summary>
+    [KernelTheory(needsCgroup: true, needsSocketDestroy: true)]
+    [MemberData(nameof(DropFamilies))]
+    public async Task DropToForward_SocketsLeftOnTheVip_Aborted_ReconnectReachesTheBackend_StillDropKept(
+        string route, string tcpVip, string tcpOther, string udpVip, string udpOther)
+    {
+        var ipv6 = route.Contains(':');
+        var backendA = ipv6 ? "fd00:10:244::2" : "127.0.0.2";
+        var backendB = ipv6 ? "fd00:10:244::3" : "127.0.0.3";
+        if (ipv6)
+        {
+            foreach (var address in new[] { backendA, backendB })
+                Assert.True((await _namespace.ExecAsync("ip", "-6", "addr", "add", address + "/128", "dev", "lo", "nodad")).Succeeded);
+        }
+        // The VIPs' route: out of a veth (both ends in the test's namespace) without ARP or ND, whose frames the peer
+        // drops (not addressed to it). A SYN that pp_egress lets through gets no answer and no error.
+        foreach (var command in new[]
+        {
+            new[] { "ip", "link", "add", "ppdrop0", "type", "veth", "peer", "name", "ppdrop1" },
+            ["ip", "link", "set", "ppdrop0", "arp", "off", "up"],
+            ["ip", "link", "set", "ppdrop1", "up"],
+            ipv6 ? ["ip", "-6", "addr", "add", route, "dev", "ppdrop0", "nodad"] : ["ip", "-4", "addr", "add", route, "dev", "ppdrop0"],
+        })
+            await _namespace.CheckedExecAsync(command);
+        StartUdpServer(backendA, "udp-a");
+        StartTcpServer(backendA, "tcp-a");
+        using var metrics = new ProxyMetrics();
+        var kernel = Track(_namespace.Run(() => EbpfKernel.Open(new EbpfLocation(_bpfFs.Path, _cgroup.Path), NullLogger.Instance)));
+        _cleanup.Add(new Disposer(() => EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance)));
+        var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
+        await backend.SyncAsync(StateBuilder.Full(DropState(tcpVip, tcpOther, udpVip, udpOther, local: null, backendA, backendB)), default);
+
+        var go = Path.Combine(_work.FullName, "go");
+        var client = Track(_namespace.StartProcess(DropClientBinary(),
+            [tcpVip, tcpOther, TcpPort.ToString(), udpVip, udpOther, UdpPort.ToString(), go], cgroup: _cgroup));
+        await LinesUntilAsync(client, "ready");
+
+        var changed = new[] { StateBuilder.Name("web-a"), StateBuilder.Name("web-b"), StateBuilder.Name("dns-a", "dns", Protocol.UDP), StateBuilder.Name("dns-b", "dns", Protocol.UDP) };
+        await backend.SyncAsync(StateBuilder.Partial(DropState(tcpVip, tcpOther, udpVip, udpOther, local: backendA, backendA, backendB), changed), default);
+        await File.WriteAllTextAsync(go, "");
+        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30))) await client.WaitForExitAsync(timeout.Token);
+
+        var report = string.Join('\n', client.StandardOutputLines.Concat(client.StandardErrorLines));
+        _output.WriteLine(report);
+        Assert.True(client.ExitCode == 0, report);
+        Assert.Equal(["ready", "t1 ECONNABORTED", "t2 pending", "u1 ECONNABORTED", "u2 EAGAIN", "again tcp tcp-a", "again udp udp-a"], client.StandardOutputLines);
+        Assert.Contains($"{EbpfMetrics.SocketsDestroyedTotal} 2", await metrics.ExportTextAsync());
+        Assert.Empty(kernel.SocketReopened!.Keys<ServiceKey>());
+    }
+
+    /// <summary>
+    /// <see cref="SocketDestroyer.ReopenedFrontends"/>: a master written without the drop flag that had it before; not
+    /// one that had none before (Reject or new), not one still Drop, not a slot, not the external scope.
+    /// </summary>
+    [Fact]
+    public void ReopenedFrontends_OnlyInternalMastersThatLeaveDrop()
+    {
+        var name = StateBuilder.Name("web");
+        var drop = ServiceValue.Master(0, 1, MapLayout.ServiceFlagDrop);
+        var key = ServiceKey.For(IPAddress.Parse("10.96.0.80"), 80, ProtocolType.Tcp);
+        var rejected = ServiceKey.For(IPAddress.Parse("10.96.0.81"), 80, ProtocolType.Tcp);
+        var still = ServiceKey.For(IPAddress.Parse("10.96.0.82"), 80, ProtocolType.Tcp);
+        var external = key with { Scope = MapLayout.ScopeExternal };
+        var fresh = ServiceKey.For(IPAddress.Parse("10.96.0.83"), 80, ProtocolType.Tcp);
+        var previous = new Dictionary<ServiceKey, ServiceValue>
+        {
+            [key] = drop, [rejected] = ServiceValue.Master(0, 2), [still] = drop with { RevNatId = 3 }, [external] = drop with { RevNatId = 4 },
+        };
+        MapWrite[] writes =
+        [
+            new ServiceUpdate(key.WithSlot(1), ServiceValue.ForSlot(1), name),
+            new ServiceUpdate(key, ServiceValue.Master(1, 1), name),
+            new ServiceUpdate(rejected, ServiceValue.Master(1, 2), name),
+            new ServiceUpdate(still, drop with { RevNatId = 3, Flags = MapLayout.ServiceFlagDrop | MapLayout.ServiceFlagAffinity }, name),
+            new ServiceUpdate(external, ServiceValue.Master(1, 4), name),
+            new ServiceUpdate(fresh, ServiceValue.Master(1, 5), name),
+        ];
+        Assert.Equal([key], SocketDestroyer.ReopenedFrontends(writes, previous));
+    }
+
     /// <summary>
     /// <see cref="SocketDestroyer.TryLoad"/> is the feature probe the daemon makes at start: where the kernel's BTF has
     /// the bpf_sock_destroy kfunc (the test's own probe) it loads and says nothing; where not (before 6.5: the VM lane's
@@ -239,6 +335,33 @@ public sealed class SocketDestroyTests : IDisposable
         StateBuilder.Port(StateBuilder.Info("dns", vip, port: UdpPort, portName: "dns", protocol: Protocol.UDP), [.. endpoints.Select(e => StateBuilder.Endpoint(e, UdpBackendPort))]),
         StateBuilder.Port(StateBuilder.Info("web", tcpVip, port: TcpPort), [.. endpoints.Take(endpoints.Length > 1 ? 1 : 0).Select(e => StateBuilder.Endpoint(e, TcpBackendPort))]));
 
+    /// <summary>
+    /// web-a, web-b (TCP, port 80 → 8080) and dns-a, dns-b (UDP, 53 → 5353), each internalTrafficPolicy Local with an
+    /// external IP (<see cref="External"/>: Core then uses the cluster endpoints, so a Local policy without local ones is
+    /// Drop, not Reject): before,
+    /// every endpoint is remote (Drop); with <paramref name="local"/>, web-a and dns-a get it as a local endpoint and web-b,
+    /// dns-b get <paramref name="remote"/> besides the first (another remote one: still Drop).
+    /// </summary>
+    private static DesiredState DropState(string tcpVip, string tcpOther, string udpVip, string udpOther, string? local, string remote, string other)
+    {
+        ServicePortState Port(string service, string vip, int port, string portName, Protocol protocol, int backendPort, bool opened) =>
+            StateBuilder.Port(StateBuilder.Info(service, vip, port, portName, protocol) with { InternalPolicyLocal = true, ExternalIPs = new([IPAddress.Parse(External(vip))]) },
+                opened && local is not null
+                    ? [StateBuilder.Endpoint(local, backendPort, local: true)]
+                    : local is not null
+                        ? [StateBuilder.Endpoint(remote, backendPort, local: false), StateBuilder.Endpoint(other, backendPort, local: false)]
+                        : [StateBuilder.Endpoint(remote, backendPort, local: false)]);
+        return StateBuilder.State(null,
+            Port("web-a", tcpVip, TcpPort, "http", Protocol.TCP, TcpBackendPort, opened: true),
+            Port("web-b", tcpOther, TcpPort, "http", Protocol.TCP, TcpBackendPort, opened: false),
+            Port("dns-a", udpVip, UdpPort, "dns", Protocol.UDP, UdpBackendPort, opened: true),
+            Port("dns-b", udpOther, UdpPort, "dns", Protocol.UDP, UdpBackendPort, opened: false));
+    }
+
+    /// <summary>An external IP for a VIP's service: 203.0.113.N or 2001:db8::N, N the VIP's last part.</summary>
+    private static string External(string vip) =>
+        vip.Contains(':') ? "2001:db8::" + vip.Split(':')[^1] : "203.0.113." + vip.Split('.')[^1];
+
     /// <summary>The socket numbers whose "before N NAME" line names <paramref name="server"/>.</summary>
     private static List<string> Socket(IReadOnlyList<string> lines, string server) =>
         [.. lines.Where(l => l.StartsWith("before ", StringComparison.Ordinal) && l.EndsWith(" " + server, StringComparison.Ordinal))
@@ -259,11 +382,16 @@ public sealed class SocketDestroyTests : IDisposable
     }
 
     /// <summary>tests/Backends.Ebpf.Tests/udp_holder.c, compiled into this test's directory.</summary>
-    private string HolderBinary()
+    private string HolderBinary() => Compile("udp_holder");
+
+    /// <summary>tests/Backends.Ebpf.Tests/drop_client.c, compiled into this test's directory.</summary>
+    private string DropClientBinary() => Compile("drop_client");
+
+    private string Compile(string program)
     {
-        var binary = Path.Combine(_work.FullName, "udp_holder");
+        var binary = Path.Combine(_work.FullName, program);
         var compile = BpfTestSupport.Run("cc", "-Wall", "-Werror", "-O1", "-o", binary,
-            Path.Combine(BpfTestSupport.RepoRoot, "tests", "Backends.Ebpf.Tests", "udp_holder.c"));
+            Path.Combine(BpfTestSupport.RepoRoot, "tests", "Backends.Ebpf.Tests", program + ".c"));
         Assert.True(compile.ExitCode == 0, compile.Error);
         return binary;
     }
@@ -362,7 +490,7 @@ public sealed class SocketDestroyTests : IDisposable
         public bool Intact() => true;
 
         /// <summary>As <see cref="EbpfKernel"/>: a pass only when a deletion concerns sockets (the first sync's "newly active" ones do not).</summary>
-        public int DestroySockets(IReadOnlyList<ConntrackDeletion> deletions)
+        public int DestroySockets(IReadOnlyList<ConntrackDeletion> deletions, IReadOnlyList<ServiceKey>? reopened = null)
         {
             if (!deletions.Any(d => SocketDestroyer.KeyFor(d) is not null)) return 0;
             Passes++;
