@@ -148,9 +148,11 @@ public sealed class IptablesBackend : IProxyBackend
 
         private async Task<(KernelTables Kernel, string FilterSave)> ReadKernelAsync(CancellationToken cancellationToken)
         {
-            var nat = await applier.SaveAsync("nat", cancellationToken).ConfigureAwait(false);
+            // nat (~10 MB at 10,000 services) is parsed as the tool prints it, never held whole; filter holds few
+            // rules of ours and is kept as text for the rollback of a refused sync.
+            var nat = await IptablesSave.ReadTableAsync(applier, "nat", cancellationToken).ConfigureAwait(false);
             var filter = await applier.SaveAsync("filter", cancellationToken).ConfigureAwait(false);
-            return (IptablesSave.Parse(nat, filter), filter);
+            return (IptablesSave.Kernel(nat, IptablesSave.ParseTable(filter)), filter);
         }
 
         /// <summary>
@@ -207,7 +209,7 @@ public sealed class IptablesBackend : IProxyBackend
             var applier = plane.Applier;
             var script = new StringBuilder();
             foreach (var table in new[] { "filter", "nat" })
-                AppendCleanup(script, table, await applier.SaveAsync(table, cancellationToken).ConfigureAwait(false), keep);
+                await IptablesCleanup.AppendCleanupAsync(script, table, applier, OwnedBy(table, keep), cancellationToken).ConfigureAwait(false);
             if (script.Length == 0)
             {
                 _logger.LogInformation("No {Family} iptables rules of ours found ({Variant})", plane.Family, applier.Variant);
@@ -220,7 +222,10 @@ public sealed class IptablesBackend : IProxyBackend
 
     /// <summary>The cleanup script for one table, given its iptables-save (empty when nothing is ours).</summary>
     public static void AppendCleanup(StringBuilder script, string table, string save, Func<string, string, bool>? keep = null) =>
-        IptablesCleanup.AppendCleanup(script, table, save, chain => Owns(table, chain) && keep?.Invoke(table, chain) != true);
+        IptablesCleanup.AppendCleanup(script, table, save, OwnedBy(table, keep));
+
+    private static Func<string, bool> OwnedBy(string table, Func<string, string, bool>? keep) =>
+        chain => Owns(table, chain) && keep?.Invoke(table, chain) != true;
 
     /// <summary>Whether this mode owns a chain of <paramref name="table"/> (nat or filter): its fixed chains and every per-service chain.</summary>
     public static bool Owns(string table, string chain) =>

@@ -68,9 +68,15 @@ public sealed partial class IptablesMode : IProxyMode
             var counts = new Dictionary<string, long>();
             foreach (var table in new[] { "nat", "filter" })
             {
-                var save = (await ExternalCommand.RunCheckedAsync(Tool("save"), ["-t", table], null, cancellationToken)).StandardOutput.Split('\n');
-                counts[$"{table} rules"] = save.Count(l => l.StartsWith("-A ", StringComparison.Ordinal));
-                counts[$"{table} chains"] = save.Count(l => l.StartsWith(':'));
+                // Counted as the tool prints the table, never held whole: the count runs in the measured process.
+                long rules = 0, chains = 0;
+                await new IptablesCommandApplier(backend.Variant, IpFamily.IPv4).SaveAsync(table, line =>
+                {
+                    if (line.StartsWith("-A ", StringComparison.Ordinal)) rules++;
+                    else if (line.StartsWith(':')) chains++;
+                }, cancellationToken);
+                counts[$"{table} rules"] = rules;
+                counts[$"{table} chains"] = chains;
             }
             return counts;
         }

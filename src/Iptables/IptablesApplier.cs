@@ -14,6 +14,14 @@ public interface IIptablesApplier
     /// <summary>iptables-save of one table.</summary>
     Task<string> SaveAsync(string table, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// iptables-save of one table, each line handed to <paramref name="onLine"/> as the tool prints it: the command
+    /// applier never holds the table as one string (the nat table at 10,000 services is ~10 MB). A failing tool
+    /// throws after some lines may have been handed over: the caller drops what it gathered.
+    /// </summary>
+    async Task SaveAsync(string table, LineHandler onLine, CancellationToken cancellationToken) =>
+        OutputLines.ForEach(await SaveAsync(table, cancellationToken).ConfigureAwait(false), onLine);
+
     /// <summary>iptables-restore --noflush of a whole script; each table commits atomically or not at all.</summary>
     Task RestoreAsync(string script, CancellationToken cancellationToken);
 
@@ -67,13 +75,14 @@ public sealed class IptablesCommandApplier(IptablesVariant variant, IpFamily fam
 
     private string Tool(string suffix) => IptablesTools.Name(family, variant, suffix);
 
-    public async Task<string> SaveAsync(string table, CancellationToken cancellationToken)
-    {
-        var result = await RunAsync(Tool("save"), ["-t", table], null, cancellationToken).ConfigureAwait(false);
-        if (!result.Succeeded)
-            throw new CommandException($"{ExternalCommand.Format(Tool("save"), ["-t", table])} exited with {result.ExitCode}: {ExternalCommand.FirstLines(result.StandardError, 5)}", result);
-        return result.StandardOutput;
-    }
+    public async Task<string> SaveAsync(string table, CancellationToken cancellationToken) =>
+        CheckSave(table, await RunAsync(Tool("save"), ["-t", table], null, cancellationToken).ConfigureAwait(false)).StandardOutput;
+
+    public async Task SaveAsync(string table, LineHandler onLine, CancellationToken cancellationToken) =>
+        CheckSave(table, await RunReadingAsync(Tool("save"), ["-t", table], (output, token) => OutputLines.ReadAsync(output, onLine, token), cancellationToken).ConfigureAwait(false));
+
+    private CommandResult CheckSave(string table, CommandResult result) => result.Succeeded ? result
+        : throw new CommandException($"{ExternalCommand.Format(Tool("save"), ["-t", table])} exited with {result.ExitCode}: {ExternalCommand.FirstLines(result.StandardError, 5)}", result);
 
     public Task RestoreAsync(string script, CancellationToken cancellationToken) =>
         RestoreAsync((input, token) => input.WriteAsync(script.AsMemory(), token), cancellationToken);
@@ -102,14 +111,21 @@ public sealed class IptablesCommandApplier(IptablesVariant variant, IpFamily fam
     }
 
     /// <summary>Runs a tool; a tool that cannot be started or hangs is a <see cref="CommandException"/> like a refusal.</summary>
-    private async Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, Func<TextWriter, CancellationToken, Task>? writeInput, CancellationToken cancellationToken)
+    private Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, Func<TextWriter, CancellationToken, Task>? writeInput, CancellationToken cancellationToken) =>
+        RunAsync(tool, arguments, (file, args) => ExternalCommand.RunWithInputAsync(file, args, writeInput, Timeout, cancellationToken));
+
+    /// <summary>Runs a tool with its standard output handed to <paramref name="readOutput"/> as it comes.</summary>
+    private Task<CommandResult> RunReadingAsync(string tool, IReadOnlyList<string> arguments, Func<Stream, CancellationToken, Task> readOutput, CancellationToken cancellationToken) =>
+        RunAsync(tool, arguments, (file, args) => ExternalCommand.RunWithOutputAsync(file, args, readOutput, Timeout, cancellationToken));
+
+    private async Task<CommandResult> RunAsync(string tool, IReadOnlyList<string> arguments, Func<string, IEnumerable<string>, Task<CommandResult>> run)
     {
         var prefix = commandPrefix ?? [];
         try
         {
             return prefix.Count == 0
-                ? await ExternalCommand.RunWithInputAsync(tool, arguments, writeInput, Timeout, cancellationToken).ConfigureAwait(false)
-                : await ExternalCommand.RunWithInputAsync(prefix[0], [.. prefix.Skip(1), tool, .. arguments], writeInput, Timeout, cancellationToken).ConfigureAwait(false);
+                ? await run(tool, arguments).ConfigureAwait(false)
+                : await run(prefix[0], [.. prefix.Skip(1), tool, .. arguments]).ConfigureAwait(false);
         }
         catch (TimeoutException e)
         {

@@ -1,3 +1,5 @@
+using ProxyPlanes.NodeTools;
+
 namespace ProxyPlanes.Iptables;
 
 /// <summary>What a data plane knows of the kernel before a full sync: the chains found in nat and filter, and the rules of their built-in chains.</summary>
@@ -18,12 +20,11 @@ public static class IptablesSave
     private static readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> BuiltInChainOf =
         ((HashSet<string>)BuiltInChains).GetAlternateLookup<ReadOnlySpan<char>>();
 
-    public static KernelTables Parse(string natSave, string filterSave)
-    {
-        var (natChains, natRules) = ParseTable(natSave);
-        var (filterChains, filterRules) = ParseTable(filterSave);
-        return new KernelTables(natChains, filterChains, natRules.ToHashSet(StringComparer.Ordinal), filterRules.ToHashSet(StringComparer.Ordinal));
-    }
+    public static KernelTables Parse(string natSave, string filterSave) => Kernel(ParseTable(natSave), ParseTable(filterSave));
+
+    /// <summary>The kernel's tables from the nat and filter tables each read with <see cref="ParseTable"/> or <see cref="ReadTableAsync"/>.</summary>
+    public static KernelTables Kernel((HashSet<string> Chains, List<string> BuiltInRules) nat, (HashSet<string> Chains, List<string> BuiltInRules) filter) =>
+        new(nat.Chains, filter.Chains, nat.BuiltInRules.ToHashSet(StringComparer.Ordinal), filter.BuiltInRules.ToHashSet(StringComparer.Ordinal));
 
     /// <summary>
     /// Chains declared in one table's save, and the "-A BUILTIN ..." rule lines (a rule present twice is
@@ -32,23 +33,43 @@ public static class IptablesSave
     /// </summary>
     public static (HashSet<string> Chains, List<string> BuiltInRules) ParseTable(string save)
     {
-        var chains = new HashSet<string>(StringComparer.Ordinal);
-        var rules = new List<string>();
-        foreach (var raw in save.AsSpan().EnumerateLines())
+        var reader = new TableReader();
+        OutputLines.ForEach(save, reader.Line);
+        return (reader.Chains, reader.BuiltInRules);
+    }
+
+    /// <summary>
+    /// <see cref="ParseTable"/> of one table read from the tool as it prints it, line by line: the save is never one
+    /// string. A failing tool throws its <see cref="NodeTools.CommandException"/>, and nothing read is kept.
+    /// </summary>
+    public static async Task<(HashSet<string> Chains, List<string> BuiltInRules)> ReadTableAsync(IIptablesApplier applier, string table, CancellationToken cancellationToken)
+    {
+        var reader = new TableReader();
+        await applier.SaveAsync(table, reader.Line, cancellationToken).ConfigureAwait(false);
+        return (reader.Chains, reader.BuiltInRules);
+    }
+
+    /// <summary>Gathers the chain names and built-in chains' rules of one table's save, a line at a time.</summary>
+    private sealed class TableReader
+    {
+        public HashSet<string> Chains { get; } = new(StringComparer.Ordinal);
+
+        public List<string> BuiltInRules { get; } = [];
+
+        public void Line(ReadOnlySpan<char> raw)
         {
             var line = raw.TrimEnd('\r');
             if (line.StartsWith(':'))
             {
                 var end = line.IndexOf(' ');
-                chains.Add((end < 0 ? line[1..] : line[1..end]).ToString());
+                Chains.Add((end < 0 ? line[1..] : line[1..end]).ToString());
             }
             else if (line.StartsWith("-A ", StringComparison.Ordinal))
             {
                 var end = line[3..].IndexOf(' ');
-                if (end > 0 && BuiltInChainOf.Contains(line.Slice(3, end))) rules.Add(line.ToString());
+                if (end > 0 && BuiltInChainOf.Contains(line.Slice(3, end))) BuiltInRules.Add(line.ToString());
             }
         }
-        return (chains, rules);
     }
 
     /// <summary>

@@ -44,14 +44,29 @@ public static class ExternalCommand
     /// (a whole ruleset) goes out in pieces and is never held as one string. Timeout and cancellation as
     /// <see cref="RunAsync(string, IEnumerable{string}, string?, TimeSpan?, CancellationToken)"/>.
     /// </summary>
-    public static async Task<CommandResult> RunWithInputAsync(string file, IEnumerable<string> arguments, Func<TextWriter, CancellationToken, Task>? writeInput, TimeSpan? timeout, CancellationToken cancellationToken = default)
+    public static Task<CommandResult> RunWithInputAsync(string file, IEnumerable<string> arguments, Func<TextWriter, CancellationToken, Task>? writeInput, TimeSpan? timeout, CancellationToken cancellationToken = default) =>
+        RunCoreAsync(file, arguments, writeInput, readOutput: null, timeout, cancellationToken);
+
+    /// <summary>
+    /// Runs with no input, handing standard output to <paramref name="readOutput"/> as a stream while the tool writes
+    /// it (a large output, a whole table, is never held as one string); the result's <c>StandardOutput</c> is empty.
+    /// The caller decides what a failed tool's partial output is worth: normally nothing (check the exit code). If
+    /// <paramref name="readOutput"/> throws, the tool is killed and the exception passes through. Timeout and
+    /// cancellation as <see cref="RunAsync(string, IEnumerable{string}, string?, TimeSpan?, CancellationToken)"/>.
+    /// </summary>
+    public static Task<CommandResult> RunWithOutputAsync(string file, IEnumerable<string> arguments, Func<Stream, CancellationToken, Task> readOutput, TimeSpan? timeout, CancellationToken cancellationToken = default) =>
+        RunCoreAsync(file, arguments, writeInput: null, readOutput, timeout, cancellationToken);
+
+    private static async Task<CommandResult> RunCoreAsync(string file, IEnumerable<string> arguments, Func<TextWriter, CancellationToken, Task>? writeInput, Func<Stream, CancellationToken, Task>? readOutput, TimeSpan? timeout, CancellationToken cancellationToken)
     {
         var args = arguments.ToArray();
         using var process = Start(file, args);
-        var output = process.StandardOutput.ReadToEndAsync(CancellationToken.None);
-        var error = process.StandardError.ReadToEndAsync(CancellationToken.None);
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         if (timeout is { } t) limit.CancelAfter(t);
+        var output = readOutput is null
+            ? process.StandardOutput.ReadToEndAsync(CancellationToken.None)
+            : ReadOutputAsync(readOutput, process.StandardOutput.BaseStream, limit.Token);
+        var error = process.StandardError.ReadToEndAsync(CancellationToken.None);
         try
         {
             try
@@ -64,6 +79,7 @@ public static class ExternalCommand
             {
                 // The tool exited before reading all input; its exit code and stderr say why.
             }
+            if (readOutput is not null) await output.ConfigureAwait(false);
             await process.WaitForExitAsync(limit.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (limit.IsCancellationRequested)
@@ -72,7 +88,19 @@ public static class ExternalCommand
             cancellationToken.ThrowIfCancellationRequested();
             throw TimedOut(file, args, timeout.GetValueOrDefault());
         }
+        catch when (readOutput is not null)
+        {
+            // The reader gave up (e.g. output it cannot parse): the tool has nobody left to write to.
+            Kill(process);
+            throw;
+        }
         return new CommandResult(process.ExitCode, await output.ConfigureAwait(false), await error.ConfigureAwait(false));
+    }
+
+    private static async Task<string> ReadOutputAsync(Func<Stream, CancellationToken, Task> readOutput, Stream output, CancellationToken cancellationToken)
+    {
+        await readOutput(output, cancellationToken).ConfigureAwait(false);
+        return "";
     }
 
     /// <summary>
