@@ -86,8 +86,7 @@ public sealed class EbpfInVmTests(ITestOutputHelper output)
     [OutsideTheVmFact]
     public async Task EbpfProgramAndLoaderTests_PassInTheVmLane_AutoPicksClsact_SocketDestroyUnavailable()
     {
-        var dll = Path.Combine(AppContext.BaseDirectory.Replace("Kernel.Tests", "Backends.Ebpf.Tests", StringComparison.Ordinal), "ProxyPlanes.Backends.Ebpf.Tests.dll");
-        Assert.True(File.Exists(dll), $"{dll} is not built");
+        var dll = SiblingTestAssembly.PathOf("Backends.Ebpf.Tests");
         var results = Directory.CreateTempSubdirectory("proxyplanes-vm-ebpf-");
         try
         {

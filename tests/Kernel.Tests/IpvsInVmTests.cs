@@ -70,8 +70,7 @@ public sealed class IpvsInVmTests(ITestOutputHelper output)
     [OutsideTheVmFact]
     public async Task IpvsKernelTests_PassInTheVmLane()
     {
-        var dll = Path.Combine(AppContext.BaseDirectory.Replace("Kernel.Tests", "Backends.Ipvs.Tests", StringComparison.Ordinal), "ProxyPlanes.Backends.Ipvs.Tests.dll");
-        Assert.True(File.Exists(dll), $"{dll} is not built");
+        var dll = SiblingTestAssembly.PathOf("Backends.Ipvs.Tests");
         var results = Directory.CreateTempSubdirectory("proxyplanes-vm-ipvs-");
         try
         {
