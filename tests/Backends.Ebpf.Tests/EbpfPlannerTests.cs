@@ -227,6 +227,53 @@ public sealed class EbpfPlannerTests
         }
     }
 
+    /// <summary>
+    /// The planner's tables after many partial syncs (each a frozen base under an overlay of changes, folded now and then)
+    /// hold what a full sync over the same maps plans from scratch: maps, claims, ports, backend ids and references.
+    /// </summary>
+    [Theory]
+    [InlineData(4)]
+    [InlineData(5)]
+    public void Plan_RandomPartialSyncs_LeaveEveryTableAsAFullSyncPlansIt(int seed)
+    {
+        var cluster = new RandomCluster(seed, changeFamilies: true);
+        var planner = new EbpfPlanner();
+        var state = cluster.State(StateBuilder.Network);
+        var plan = planner.Plan(StateBuilder.Full(state), null, EbpfMapContents.Empty);
+        var maps = Apply(EbpfMapContents.Empty, plan.Writes);
+        var overlaid = 0;
+        for (var step = 0; step < 120; step++)
+        {
+            cluster.Mutate();
+            var next = cluster.State(StateBuilder.Network);
+            plan = planner.Plan(StateBuilder.Partial(next, [.. StateBuilder.Changed(state, next)]), plan.State, null);
+            maps = Apply(maps, plan.Writes);
+            if (plan.State.Maps.Services.OverlayCount > 0) overlaid++;
+            var fresh = planner.Plan(StateBuilder.Full(next), null, maps);
+            Assert.Empty(fresh.Writes);
+            AssertSameTable(fresh.State.Maps.Services, plan.State.Maps.Services, $"step {step}: services");
+            AssertSameTable(fresh.State.Maps.Backends, plan.State.Maps.Backends, $"step {step}: backends");
+            AssertSameTable(fresh.State.BackendIds, plan.State.BackendIds, $"step {step}: backend ids");
+            AssertSameTable(fresh.State.BackendReferences, plan.State.BackendReferences, $"step {step}: references");
+            AssertSameTable(fresh.State.Ports, plan.State.Ports, $"step {step}: ports", (x, y) => x.SequenceEqual(y));
+            AssertSameTable(fresh.State.Claims, plan.State.Claims, $"step {step}: claims", (x, y) => x.SequenceEqual(y));
+            Assert.Equal(fresh.State.MasterEntries, plan.State.MasterEntries);
+            state = next;
+        }
+        // A positive control: the partial syncs did read through an overlay (not only freshly folded tables).
+        Assert.True(overlaid > 0, "no partial sync left an overlay");
+    }
+
+    private static void AssertSameTable<TKey, TValue>(OverlayTable<TKey, TValue> expected, OverlayTable<TKey, TValue> actual, string context, Func<TValue, TValue, bool>? same = null)
+        where TKey : notnull
+    {
+        same ??= EqualityComparer<TValue>.Default.Equals;
+        Assert.True(expected.Count == actual.Count, $"{context}: {actual.Count} entries, a full sync plans {expected.Count}");
+        Assert.Equal(expected.Count, actual.Count(_ => true));
+        foreach (var (key, value) in expected)
+            Assert.True(actual.TryGetValue(key, out var found) && same(value, found), $"{context}: {key} differs from what a full sync plans");
+    }
+
     /// <summary>The maps after <paramref name="writes"/>, checked after each write when <paramref name="check"/> is given.</summary>
     internal static EbpfMapContents Apply(EbpfMapContents maps, IEnumerable<MapWrite> writes, Action<EbpfMapContents>? check = null)
     {
