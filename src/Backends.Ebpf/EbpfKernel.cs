@@ -465,13 +465,14 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
 
     public EbpfMapContents Read()
     {
-        var services = ImmutableDictionary.CreateBuilder<ServiceKey, ServiceValue>();
+        // Plain tables handed over as the snapshot's frozen base (a full sync plans on them; no immutable copy to build).
+        var services = new Dictionary<ServiceKey, ServiceValue>();
         foreach (var key in Services.Keys<ServiceKey>())
             if (Services.TryLookup(key, out ServiceValue value)) services[key] = value;
-        var backends = ImmutableDictionary.CreateBuilder<uint, Backend>();
+        var backends = new Dictionary<uint, Backend>();
         foreach (var id in Backends.Keys<uint>())
             if (Backends.TryLookup(id, out Backend value)) backends[id] = value;
-        return new EbpfMapContents(services.ToImmutable(), backends.ToImmutable())
+        return new EbpfMapContents(OverlayTable<ServiceKey, ServiceValue>.Over(services), OverlayTable<uint, Backend>.Over(backends))
         {
             SourceRanges = [.. SourceRanges.Keys<SourceRange4Key>().Select(SourceRange.From), .. SourceRanges6.Keys<SourceRange6Key>().Select(SourceRange.From)],
         };

@@ -87,9 +87,9 @@ public sealed record SourceRangeDelete(SourceRange Key) : MapWrite
 }
 
 /// <summary>What the maps hold (read by a full sync, or remembered from the last plan).</summary>
-public sealed record EbpfMapContents(ImmutableDictionary<ServiceKey, ServiceValue> Services, ImmutableDictionary<uint, Backend> Backends)
+public sealed record EbpfMapContents(OverlayTable<ServiceKey, ServiceValue> Services, OverlayTable<uint, Backend> Backends)
 {
-    public static EbpfMapContents Empty { get; } = new(ImmutableDictionary<ServiceKey, ServiceValue>.Empty, ImmutableDictionary<uint, Backend>.Empty);
+    public static EbpfMapContents Empty { get; } = new(OverlayTable<ServiceKey, ServiceValue>.Empty, OverlayTable<uint, Backend>.Empty);
 
     /// <summary>The allowed client prefixes in <c>pp_srcrange_v1</c> (IPv4) and <c>pp_srcrange6_v1</c> (IPv6).</summary>
     public ImmutableHashSet<SourceRange> SourceRanges { get; init; } = ImmutableHashSet<SourceRange>.Empty;
@@ -98,14 +98,15 @@ public sealed record EbpfMapContents(ImmutableDictionary<ServiceKey, ServiceValu
 /// <summary>
 /// What the planner remembers between syncs: the maps as the last plan left them, which master
 /// entries each service port claims (two ports may claim one frontend: the first by name wins), the
-/// slot references of each backend id, and free backend and reverse-NAT ids.
+/// slot references of each backend id, and free backend and reverse-NAT ids. Each table is a frozen base (what the last
+/// full sync planned) under an overlay of the partial syncs since (<see cref="OverlayTable{TKey,TValue}"/>).
 /// </summary>
 public sealed record EbpfPlannerState(
     EbpfMapContents Maps,
-    ImmutableDictionary<ServicePortName, ImmutableArray<ServiceKey>> Ports,
-    ImmutableDictionary<ServiceKey, ImmutableSortedSet<ServicePortName>> Claims,
-    ImmutableDictionary<Backend, uint> BackendIds,
-    ImmutableDictionary<uint, int> BackendReferences,
+    OverlayTable<ServicePortName, ImmutableArray<ServiceKey>> Ports,
+    OverlayTable<ServiceKey, ImmutableSortedSet<ServicePortName>> Claims,
+    OverlayTable<Backend, uint> BackendIds,
+    OverlayTable<uint, int> BackendReferences,
     IdPool BackendIdPool,
     IdPool RevNatIdPool)
 {
@@ -338,8 +339,8 @@ public sealed class EbpfPlanner
         private readonly HashSet<uint> _rangeOwnersTouched = [];
         private bool _allRangesTouched;
 
-        // A partial sync's tables are builders over the previous state (each change proportional to itself); a full
-        // sync's are Dictionaries (cheaper by several times per lookup and insert), frozen once by State().
+        // A partial sync's tables are overlay builders over the previous state (each change proportional to itself); a
+        // full sync's are Dictionaries (cheaper by several times per lookup and insert), handed to State() as the new base.
         public required IDictionary<ServiceKey, ServiceValue> Services { get; init; }
         public required IDictionary<uint, Backend> Backends { get; init; }
         public required IDictionary<ServicePortName, ImmutableArray<ServiceKey>> Ports { get; init; }
@@ -500,10 +501,9 @@ public sealed class EbpfPlanner
 
         /// <summary>
         /// A map's table for a full sync: a Dictionary when the maps hold less than half of what is wanted (a cold start
-        /// writes nearly everything), else a builder over what they hold (a restart or resync changes little, and an
-        /// untouched builder freezes for free).
+        /// writes nearly everything), else an overlay builder over what they hold (a restart or resync changes little).
         /// </summary>
-        private static IDictionary<TKey, TValue> Table<TKey, TValue>(ImmutableDictionary<TKey, TValue> held, int wantedEntries)
+        private static IDictionary<TKey, TValue> Table<TKey, TValue>(OverlayTable<TKey, TValue> held, int wantedEntries)
             where TKey : notnull
         {
             if (held.Count * 2L >= wantedEntries) return held.ToBuilder();
@@ -512,18 +512,13 @@ public sealed class EbpfPlanner
             return table;
         }
 
-        /// <summary>A builder's O(1) freeze, or a full sync's Dictionary made immutable (one insert per entry).</summary>
-        private static ImmutableDictionary<TKey, TValue> Freeze<TKey, TValue>(IDictionary<TKey, TValue> table)
+        /// <summary>
+        /// A builder's overlay frozen (O(1) but for a fold), or a full sync's Dictionary as the new base, as it is: the
+        /// planner drops this Work, so nothing writes to it again.
+        /// </summary>
+        private static OverlayTable<TKey, TValue> Freeze<TKey, TValue>(IDictionary<TKey, TValue> table)
             where TKey : notnull =>
-            table is ImmutableDictionary<TKey, TValue>.Builder builder ? builder.ToImmutable() : Build(table);
-
-        private static ImmutableDictionary<TKey, TValue> Build<TKey, TValue>(IDictionary<TKey, TValue> table)
-            where TKey : notnull
-        {
-            var builder = ImmutableDictionary.CreateBuilder<TKey, TValue>();
-            foreach (var (key, value) in (Dictionary<TKey, TValue>)table) builder.Add(key, value);
-            return builder.ToImmutable();
-        }
+            table is OverlayTable<TKey, TValue>.Builder builder ? builder.ToImmutable() : OverlayTable<TKey, TValue>.Over((Dictionary<TKey, TValue>)table);
 
         private void DeleteSlot(ServiceKey slotKey)
         {

@@ -201,7 +201,9 @@ public sealed class EbpfPlannerTests
     /// <summary>
     /// Random clusters changed step by step: after every single write of every partial plan, each
     /// master entry's slots 1..count exist and name a backend that exists (what a program may read at
-    /// any moment), and the maps end as a full sync of the same state wants them.
+    /// any moment), and the maps end as a full sync of the same state wants them; so does every table of the planner's
+    /// state (each a frozen base under an overlay of the partial syncs' changes, folded now and then), to the claims,
+    /// ports, backend ids and references.
     /// </summary>
     [Theory]
     [InlineData(1)]
@@ -214,6 +216,7 @@ public sealed class EbpfPlannerTests
         var state = cluster.State(StateBuilder.Network);
         var plan = planner.Plan(StateBuilder.Full(state), null, EbpfMapContents.Empty);
         var maps = Apply(EbpfMapContents.Empty, plan.Writes, CheckConsistent);
+        var overlaid = 0;
         for (var step = 0; step < 60; step++)
         {
             cluster.Mutate();
@@ -222,9 +225,30 @@ public sealed class EbpfPlannerTests
             maps = Apply(maps, plan.Writes, CheckConsistent);
             Assert.Equal(plan.State.Maps.Services.OrderBy(s => s.Key, ServiceKeyComparer.Instance), maps.Services.OrderBy(s => s.Key, ServiceKeyComparer.Instance));
             Assert.Equal(plan.State.Maps.SourceRanges.Order(SourceRangeComparer.Instance), maps.SourceRanges.Order(SourceRangeComparer.Instance));
-            Assert.Empty(planner.Plan(StateBuilder.Full(next), null, maps).Writes);
+            var fresh = planner.Plan(StateBuilder.Full(next), null, maps);
+            Assert.Empty(fresh.Writes);
+            if (plan.State.Maps.Services.OverlayCount > 0) overlaid++;
+            AssertSameTable(fresh.State.Maps.Services, plan.State.Maps.Services, $"step {step}: services");
+            AssertSameTable(fresh.State.Maps.Backends, plan.State.Maps.Backends, $"step {step}: backends");
+            AssertSameTable(fresh.State.BackendIds, plan.State.BackendIds, $"step {step}: backend ids");
+            AssertSameTable(fresh.State.BackendReferences, plan.State.BackendReferences, $"step {step}: references");
+            AssertSameTable(fresh.State.Ports, plan.State.Ports, $"step {step}: ports", (x, y) => x.SequenceEqual(y));
+            AssertSameTable(fresh.State.Claims, plan.State.Claims, $"step {step}: claims", (x, y) => x.SequenceEqual(y));
+            Assert.Equal(fresh.State.MasterEntries, plan.State.MasterEntries);
             state = next;
         }
+        // A positive control: the partial syncs did read through an overlay (not only freshly folded tables).
+        Assert.True(overlaid > 0, "no partial sync left an overlay");
+    }
+
+    private static void AssertSameTable<TKey, TValue>(OverlayTable<TKey, TValue> expected, OverlayTable<TKey, TValue> actual, string context, Func<TValue, TValue, bool>? same = null)
+        where TKey : notnull
+    {
+        same ??= EqualityComparer<TValue>.Default.Equals;
+        Assert.True(expected.Count == actual.Count, $"{context}: {actual.Count} entries, a full sync plans {expected.Count}");
+        Assert.Equal(expected.Count, actual.Count(_ => true));
+        foreach (var (key, value) in expected)
+            Assert.True(actual.TryGetValue(key, out var found) && same(value, found), $"{context}: {key} differs from what a full sync plans");
     }
 
     /// <summary>The maps after <paramref name="writes"/>, checked after each write when <paramref name="check"/> is given.</summary>
