@@ -301,12 +301,14 @@ public sealed class NftablesPlanner
         var inOrder = new List<NftPortObjects>(); // service port name order: the script is deterministic
         var claims = new Dictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>>();
         var counted = ImmutableDictionary.CreateBuilder<NftElementKey, int>();
-        var unclaimed = new List<(ServicePortName Owner, NftElement Element)>(); // slot and counted elements, first claimant
+        var unclaimed = new List<(int Owner, NftElement Element)>(); // slot and counted elements, by the first claimant's place in name order
+        var order = new Dictionary<ServicePortName, int>(state.ServicePorts.Count);
         var owners = ImmutableDictionary.CreateBuilder<string, ServicePortName>(StringComparer.Ordinal);
         var protocols = ImmutableDictionary.CreateBuilder<string, string>(StringComparer.Ordinal);
+        var portNames = new Dictionary<ServicePortName, PortNames>(state.ServicePorts.Count);
         foreach (var (name, port) in state.ServicePorts)
             if (ClusterIPOf(port) is not null)
-                foreach (var pool in SlotPools(port, NftNames.ForPort(name)))
+                foreach (var pool in SlotPools(port, portNames[name] = NftNames.ForPort(name)))
                 {
                     owners[pool] = name;
                     protocols[pool] = NftNames.Protocol(port.Info.Protocol);
@@ -318,20 +320,21 @@ public sealed class NftablesPlanner
         foreach (var (name, port) in state.ServicePorts)
         {
             if (ClusterIPOf(port) is not { } clusterIP) continue;
-            var objects = BuildPort(port, clusterIP, network, poolIds);
+            var objects = BuildPort(port, clusterIP, network, poolIds, portNames.GetValueOrDefault(name));
             ports[name] = new NftPortSource(port, clusterIP, network);
+            var place = order[name] = inOrder.Count;
             inOrder.Add(objects);
             foreach (var element in objects.Elements)
             {
                 switch (KindOf(element))
                 {
                     case ClaimKind.Slot:
-                        unclaimed.Add((name, element));
+                        unclaimed.Add((place, element));
                         break;
                     case ClaimKind.Counted:
                         var key = KeyOf(element);
                         var count = counted.GetValueOrDefault(key);
-                        if (count == 0) unclaimed.Add((name, element));
+                        if (count == 0) unclaimed.Add((place, element));
                         counted[key] = count + 1;
                         break;
                     default:
@@ -411,7 +414,7 @@ public sealed class NftablesPlanner
             foreach (var rule in content.Rules) tx.Add(rule);
         foreach (var content in sets)
             foreach (var element in content.Elements) tx.Add(element);
-        foreach (var element in Winners(claims, unclaimed)) tx.Add(element);
+        foreach (var element in Winners(claims, unclaimed, order)) tx.Add(element);
 
         var newState = new NftPlannerState(ports.ToImmutable(), claims.ToImmutableDictionary(),
             fixedChains.Count, fixedChains.Sum(c => c.Rules.Count), fixedMaps.Count + fixedSets.Count, fixedSets.Sum(s => s.Elements.Count))
@@ -654,8 +657,8 @@ public sealed class NftablesPlanner
         Rules: state.FixedRules + state.PortTotals.Rules,
         Sets: state.FixedSets + state.ShardUse.Count + state.PortTotals.Sets,
         Elements: state.FixedElements + state.PortTotals.SetElements + state.PortTotals.SlotElements + state.Claims.Count + state.Counted.Count,
-        RulesWritten: tx.Count(NftVerb.Add, "rule"),
-        ElementsWritten: tx.Count(NftVerb.Add, "element"));
+        RulesWritten: tx.RulesAdded,
+        ElementsWritten: tx.ElementsAdded);
 
     private static NftElementKey KeyOf(NftElement element) => new(element.Set, element.KeyText);
 
@@ -673,17 +676,30 @@ public sealed class NftablesPlanner
         claims[key] = (claims.TryGetValue(key, out var existing) ? existing : ImmutableSortedDictionary<ServicePortName, NftElement>.Empty).SetItem(owner, element);
     }
 
-    /// <summary>The winning element of every key (and the first claimant's of each unclaimed one), grouped by map (so they batch), in service port order.</summary>
-    private static IEnumerable<NftElement> Winners(Dictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>> claims, List<(ServicePortName Owner, NftElement Element)> unclaimed) =>
-        claims.Values
-            .Select(c => c.First())
-            .Select(w => (Owner: w.Key, Element: w.Value))
-            .Concat(unclaimed)
-            .OrderBy(w => SetOrder(w.Element.Set))
-            .ThenBy(w => w.Element.Set, StringComparer.Ordinal)
-            .ThenBy(w => w.Owner)
-            .ThenBy(w => w.Element.KeyText, StringComparer.Ordinal)
-            .Select(w => w.Element);
+    /// <summary>
+    /// The winning element of every key (and the first claimant's of each unclaimed one), grouped by map (so they
+    /// batch), in service port order (<paramref name="order"/>: each port's place in name order), then by key.
+    /// </summary>
+    private static IEnumerable<NftElement> Winners(Dictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>> claims,
+        List<(int Owner, NftElement Element)> unclaimed, Dictionary<ServicePortName, int> order)
+    {
+        var all = new (int SetOrder, string Set, int Owner, string Key, NftElement Element)[claims.Count + unclaimed.Count];
+        var i = 0;
+        foreach (var (key, claimants) in claims)
+        {
+            var (owner, element) = claimants.First();
+            all[i++] = (SetOrder(key.Set), key.Set, order[owner], key.Key, element);
+        }
+        foreach (var (owner, element) in unclaimed) all[i++] = (SetOrder(element.Set), element.Set, owner, element.KeyText, element);
+        Array.Sort(all, static (a, b) =>
+        {
+            var c = a.SetOrder.CompareTo(b.SetOrder);
+            if (c == 0) c = string.CompareOrdinal(a.Set, b.Set);
+            if (c == 0) c = a.Owner.CompareTo(b.Owner);
+            return c != 0 ? c : string.CompareOrdinal(a.Key, b.Key);
+        });
+        return all.Select(w => w.Element);
+    }
 
     private static readonly string[] SharedSets =
         [NftNames.ServiceIPs, NftNames.ServiceNodePorts, NftNames.FirewallIPs, NftNames.NoEndpointServices, NftNames.NoEndpointNodePorts, NftNames.HealthCheckNodePorts,
@@ -693,8 +709,12 @@ public sealed class NftablesPlanner
 
     private static bool IsDynamic(NftSet set) => set.Flags.Contains("dynamic");
 
-    private IPAddress? ClusterIPOf(ServicePortState port) =>
-        port.Info.ClusterIPs.FirstOrDefault(ip => NodeAddresses.FamilyOf(ip) == _family);
+    private IPAddress? ClusterIPOf(ServicePortState port)
+    {
+        foreach (var ip in port.Info.ClusterIPs)
+            if (NodeAddresses.FamilyOf(ip) == _family) return ip;
+        return null;
+    }
 
     // ---------------------------------------------------------------- fixed objects
 
@@ -801,9 +821,9 @@ public sealed class NftablesPlanner
         public static string FilterVerdict(TrafficVerdict verdict) => verdict.Action == TrafficAction.Drop ? "drop" : $"goto {NftNames.RejectChain}";
     }
 
-    private NftPortObjects BuildPort(ServicePortState port, IPAddress clusterIP, NodeNetwork network, ImmutableDictionary<string, uint> poolIds)
+    private NftPortObjects BuildPort(ServicePortState port, IPAddress clusterIP, NodeNetwork network, ImmutableDictionary<string, uint> poolIds, PortNames? names = null)
     {
-        var names = NftNames.ForPort(port.Info.Name);
+        names ??= NftNames.ForPort(port.Info.Name);
         var verdict = port.VerdictFor(_family);
         var shape = new PortShape(port.Info, names, clusterIP, verdict);
         var info = shape.Info;
