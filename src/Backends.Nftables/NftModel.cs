@@ -128,7 +128,7 @@ public sealed record NftElement(string Set, EquatableArray<string> Key) : NftObj
     public string KeyText => string.Join(" . ", Key);
 
     /// <summary>The chain a verdict value jumps or goes to, if any.</summary>
-    public string? ChainReference => Value is null ? null : Nft.ChainReferences(Value).FirstOrDefault();
+    public string? ChainReference => Value is null ? null : Nft.ChainReference(Value);
 
     /// <summary>The element as <c>add element</c> writes it: key, comment, value.</summary>
     public override string ToString() =>
@@ -184,10 +184,18 @@ public sealed class NftTransaction
 
     public int Count(NftVerb verb, string kind) => _operations.Count(o => o.Verb == verb && o.Object.Kind == kind);
 
+    /// <summary>Rules added (<c>Count(Add, "rule")</c>, counted as they are added).</summary>
+    public int RulesAdded { get; private set; }
+
+    /// <summary>Elements added (<c>Count(Add, "element")</c>, counted as they are added).</summary>
+    public int ElementsAdded { get; private set; }
+
     public NftTransaction Add(NftObject obj)
     {
         Validate(NftVerb.Add, obj);
         _operations.Add(new NftOperation(NftVerb.Add, obj));
+        if (obj is NftRule) RulesAdded++;
+        else if (obj is NftElement) ElementsAdded++;
         return this;
     }
 
@@ -418,6 +426,16 @@ public static class Nft
         return found.ConvertAll(f => f.Name);
     }
 
+    /// <summary>The chain of a verdict written alone (<c>goto X</c>, <c>jump X</c>); otherwise the first of <see cref="ChainReferences"/>.</summary>
+    internal static string? ChainReference(string verdict)
+    {
+        if ((verdict.StartsWith("goto ", StringComparison.Ordinal) || verdict.StartsWith("jump ", StringComparison.Ordinal))
+            && verdict.IndexOf(' ', 5) < 0 && verdict.Length > 5 && verdict[5] != ' ')
+            return verdict[5..];
+        var references = ChainReferences(verdict);
+        return references.Count == 0 ? null : references[0];
+    }
+
     /// <summary>The names in "@name" words, in order.</summary>
     internal static IReadOnlyList<string> SetReferences(string text)
     {
@@ -446,9 +464,11 @@ public static class Nft
         if (text.AsSpan().Count('"') % 2 != 0) throw new NftException($"{what}: unbalanced quotes in '{text}'");
     }
 
+    private static readonly System.Buffers.SearchValues<char> ElementEnders = System.Buffers.SearchValues.Create("\n\r;#{},\"");
+
     internal static void ValidateElementText(string text, string what)
     {
-        if (text.Length == 0 || text.IndexOfAny(['\n', '\r', ';', '#', '{', '}', ',', '"']) >= 0)
+        if (text.Length == 0 || text.AsSpan().IndexOfAny(ElementEnders) >= 0)
             throw new NftException($"{what}: '{text}' is empty or contains a character that would end the element list");
     }
 

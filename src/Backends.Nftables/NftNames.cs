@@ -134,11 +134,13 @@ public static class NftNames
 public sealed class PortNames(ServicePortName port)
 {
     private readonly string _base = NftNames.PortBase(port);
-    private readonly Dictionary<EndpointInfo, string> _endpoints = [];
+    private Dictionary<EndpointInfo, string>? _endpoints;
+    private string? _clusterPolicy, _localPolicy, _external;
 
-    public string ClusterPolicy => NftNames.ClusterPolicyPrefix + _base;
-    public string LocalPolicy => NftNames.LocalPolicyPrefix + _base;
-    public string External => NftNames.ExternalPrefix + _base;
+    // Each asked for several times per port and sync (rules, elements, pool ids): built once.
+    public string ClusterPolicy => _clusterPolicy ??= NftNames.ClusterPolicyPrefix + _base;
+    public string LocalPolicy => _localPolicy ??= NftNames.LocalPolicyPrefix + _base;
+    public string External => _external ??= NftNames.ExternalPrefix + _base;
     public string Firewall => NftNames.FirewallPrefix + _base;
     public string SourceRanges => NftNames.SourceRangesPrefix + _base;
     public string Endpoint(EndpointInfo endpoint) => NftNames.EndpointPrefix + EndpointBase(endpoint);
@@ -146,6 +148,7 @@ public sealed class PortNames(ServicePortName port)
 
     private string EndpointBase(EndpointInfo endpoint)
     {
+        _endpoints ??= [];
         if (!_endpoints.TryGetValue(endpoint, out var name)) _endpoints[endpoint] = name = NftNames.EndpointBase(port, endpoint);
         return name;
     }

@@ -61,10 +61,22 @@ public sealed class NftablesBackend : IProxyBackend
     }
 
     /// <summary>
-    /// The last transaction applied for a family (for logs, the demo, the benchmark's floor and tests);
-    /// null from the start of a full sync (which lets go of it) until one succeeds.
+    /// The last plan applied for a family (for logs, the demo and tests); null from the start of a full sync
+    /// (which lets go of it) until one succeeds. A full sync's plan is kept without its transaction (an empty one
+    /// in its place): its operations hold every chain, rule and element of the table (tens of MiB at 10,000
+    /// services), which nothing needs between syncs. <see cref="PlanLastFullSync"/> makes it again.
     /// </summary>
     public NftPlan? LastPlan(IpFamily family) => _families.FirstOrDefault(f => f.Family == family)?.LastPlan;
+
+    /// <summary>
+    /// The transaction of the last successful full sync of <paramref name="family"/>, planned again from the same
+    /// desired state against <paramref name="kernel"/> (what the table held before it; <see cref="NftKernelState.Empty"/>
+    /// for a cold sync's); null before the first full sync. The benchmark's floor loads it with nft.
+    /// </summary>
+    public NftTransaction? PlanLastFullSync(IpFamily family, NftKernelState kernel) =>
+        _families.FirstOrDefault(f => f.Family == family) is { LastFullSync: { } request } plane
+            ? new NftablesPlanner(family, Table).Plan(request with { Full = true }, null, kernel).Transaction
+            : null;
 
     public async Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
     {
@@ -121,6 +133,9 @@ public sealed class NftablesBackend : IProxyBackend
         public NftPlannerState? State { get; private set; }
         public NftPlan? LastPlan { get; private set; }
 
+        /// <summary>The request of the last successful full sync (its desired state is Core's, shared).</summary>
+        public SyncRequest? LastFullSync { get; private set; }
+
         /// <summary>The counts of the last successful sync (kept when a full sync lets go of <see cref="LastPlan"/>).</summary>
         public NftCounts? Counts { get; private set; }
 
@@ -144,6 +159,7 @@ public sealed class NftablesBackend : IProxyBackend
                 read = apply.Elapsed;
                 var renderTime = Stopwatch.StartNew();
                 plan = _planner.Plan(request, full ? null : State, kernel);
+                kernel = null; // not kept (a local of an async method lives until it returns)
                 render = renderTime.Elapsed;
                 apply.Restart();
                 await applier.ApplyAsync(plan.Transaction, cancellationToken).ConfigureAwait(false);
@@ -162,9 +178,16 @@ public sealed class NftablesBackend : IProxyBackend
                 throw new BackendSyncException($"nftables ({Nft.FamilyKeyword(family)} {table}) refused the {(full ? "full" : "partial")} sync; the previous rules stay in force: {e.Message}", e);
             }
             State = plan.State;
-            LastPlan = plan;
+            // A full plan's transaction is the whole table: not kept (see NftablesBackend.LastPlan).
+            LastPlan = full ? plan with { Transaction = new NftTransaction(family, table) } : plan;
+            if (full) LastFullSync = request;
             Counts = plan.Counts;
-            if (full) ReturnFullSyncMemory(plan, logger);
+            if (full)
+            {
+                var operations = plan.Transaction.Operations.Count;
+                plan = null; // the transaction must be garbage for the collection below
+                ReturnFullSyncMemory(operations, logger);
+            }
             return (render, read + apply.Elapsed);
         }
     }
@@ -181,15 +204,15 @@ public sealed class NftablesBackend : IProxyBackend
     /// pause (tens of ms at 10,000 services, measured in docs/bench/2026-12-07-nft-periodic-rss) per full
     /// sync, which are rare (start, failure, flush, node change).
     /// </summary>
-    private static void ReturnFullSyncMemory(NftPlan plan, ILogger logger)
+    private static void ReturnFullSyncMemory(int operations, ILogger logger)
     {
-        if (plan.Transaction.Operations.Count < CollectAfterFullSyncOperations) return;
+        if (operations < CollectAfterFullSyncOperations) return;
         var pause = Stopwatch.StartNew();
         var before = GC.GetTotalMemory(forceFullCollection: false);
         GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         logger.LogInformation("After the full nftables sync ({Operations} operations): heap {Before} → {After} MiB, collected in {Pause:F1} ms",
-            plan.Transaction.Operations.Count, before >> 20, GC.GetTotalMemory(forceFullCollection: false) >> 20, pause.Elapsed.TotalMilliseconds);
+            operations, before >> 20, GC.GetTotalMemory(forceFullCollection: false) >> 20, pause.Elapsed.TotalMilliseconds);
     }
 
     /// <summary>Deletes this proxy's tables (every family), leaving everything else alone.</summary>

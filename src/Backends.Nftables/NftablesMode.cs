@@ -56,11 +56,12 @@ public sealed partial class NftablesMode : IProxyMode
 
         public async Task<TimeSpan?> FloorAsync(CancellationToken cancellationToken)
         {
-            if (backend.LastPlan(IpFamily.IPv4) is not { Full: true } plan) return null;
-            // The cold transaction was made for an empty table: empty it again, then time nft alone.
+            // The cold transaction (planned again: the backend does not keep it) was made for an empty table:
+            // empty it again, then time nft alone.
+            if (backend.PlanLastFullSync(IpFamily.IPv4, NftKernelState.Empty) is not { } transaction) return null;
             await ExternalCommand.RunCheckedAsync("nft", ["delete", "table", "ip", backend.Table], null, cancellationToken);
             var stopwatch = Stopwatch.StartNew();
-            await ExternalCommand.RunCheckedWithInputAsync("nft", ["-f", "-"], plan.Transaction.WriteToAsync, cancellationToken);
+            await ExternalCommand.RunCheckedWithInputAsync("nft", ["-f", "-"], transaction.WriteToAsync, cancellationToken);
             return stopwatch.Elapsed;
         }
 

@@ -29,19 +29,35 @@ public sealed record NftPortObjects(EquatableArray<NftChainContent> Chains, Equa
 public readonly record struct NftElementKey(string Set, string Key);
 
 /// <summary>
+/// What a service port's objects were built from: Core's state of the port (the same object Core keeps,
+/// not a copy), its cluster IP in this family and the node network. A partial sync builds the port's
+/// previous objects again from these (with the pool ids of the state), so the planner keeps no chain,
+/// rule or element text between syncs.
+/// </summary>
+public readonly record struct NftPortSource(ServicePortState Port, IPAddress ClusterIP, NodeNetwork Network);
+
+/// <summary>
 /// What the planner remembers between syncs, so a partial sync can touch only changed service
-/// ports: each port's objects, and who claims each key of the shared maps (two services may
-/// claim the same external IP and port; the first in name order wins, as the first matching
-/// iptables rule would, and the next one takes over when it goes).
+/// ports: what each port's objects were built from (<see cref="NftPortSource"/>: the objects themselves
+/// are built again when the port changes), and who claims each key of the shared verdict maps (two
+/// services may claim the same external IP and port; the first in name order wins, as the first
+/// matching iptables rule would, and the next one takes over when it goes). Elements that carry neither
+/// a value nor a comment (<c>hairpin-endpoints</c>, <c>health-check-nodeports</c>) are the same whoever
+/// claims them: only how many ports claim each is kept (<see cref="Counted"/>). <c>endpoint-slots-…</c>
+/// elements are not kept at all: their keys lie in their pool's id range, so only the port owning the
+/// pool can claim one.
 /// </summary>
 public sealed record NftPlannerState(
-    ImmutableDictionary<ServicePortName, NftPortObjects> Ports,
+    ImmutableDictionary<ServicePortName, NftPortSource> Ports,
     ImmutableDictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>> Claims,
     int FixedChains,
     int FixedRules,
     int FixedSets,
     int FixedElements)
 {
+    /// <summary>How many service ports want each element without value or comment (see the class summary).</summary>
+    public ImmutableDictionary<NftElementKey, int> Counted { get; init; } = ImmutableDictionary<NftElementKey, int>.Empty;
+
     /// <summary>The id of each pool in <c>endpoint-slots</c> (see <see cref="NftablesPlanner.AssignPoolIds"/>).</summary>
     public ImmutableDictionary<string, uint> PoolIds { get; init; } = ImmutableDictionary<string, uint>.Empty;
 
@@ -61,15 +77,20 @@ public sealed record NftPlannerState(
     public NftPortTotals PortTotals { get; init; }
 }
 
-/// <summary>Chains, rules, sets and set elements that service ports own: summed once, then changed by each partial sync's ports only.</summary>
-public readonly record struct NftPortTotals(int Chains, int Rules, int Sets, int SetElements)
+/// <summary>
+/// Chains, rules, sets and set elements that service ports own, and their <c>endpoint-slots-…</c> elements:
+/// summed once, then changed by each partial sync's ports only.
+/// </summary>
+public readonly record struct NftPortTotals(int Chains, int Rules, int Sets, int SetElements, int SlotElements)
 {
     public static NftPortTotals Of(NftPortObjects? objects) =>
-        objects is null ? default : new(objects.Chains.Count, objects.RuleCount, objects.Sets.Count, objects.SetElementCount);
+        objects is null ? default : new(objects.Chains.Count, objects.RuleCount, objects.Sets.Count, objects.SetElementCount, objects.Elements.Count(e => NftNames.IsEndpointSlotsMap(e.Set)));
 
-    public static NftPortTotals operator +(NftPortTotals a, NftPortTotals b) => new(a.Chains + b.Chains, a.Rules + b.Rules, a.Sets + b.Sets, a.SetElements + b.SetElements);
+    public static NftPortTotals operator +(NftPortTotals a, NftPortTotals b) =>
+        new(a.Chains + b.Chains, a.Rules + b.Rules, a.Sets + b.Sets, a.SetElements + b.SetElements, a.SlotElements + b.SlotElements);
 
-    public static NftPortTotals operator -(NftPortTotals a, NftPortTotals b) => new(a.Chains - b.Chains, a.Rules - b.Rules, a.Sets - b.Sets, a.SetElements - b.SetElements);
+    public static NftPortTotals operator -(NftPortTotals a, NftPortTotals b) =>
+        new(a.Chains - b.Chains, a.Rules - b.Rules, a.Sets - b.Sets, a.SetElements - b.SetElements, a.SlotElements - b.SlotElements);
 }
 
 /// <summary>Objects in one family's table after a sync, and what the sync wrote.</summary>
@@ -276,14 +297,18 @@ public sealed class NftablesPlanner
         var network = state.Network;
         var (fixedChains, fixedMaps, fixedSets) = BuildFixed(network);
 
-        var ports = ImmutableDictionary.CreateBuilder<ServicePortName, NftPortObjects>();
+        var ports = ImmutableDictionary.CreateBuilder<ServicePortName, NftPortSource>();
         var inOrder = new List<NftPortObjects>(); // service port name order: the script is deterministic
         var claims = new Dictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>>();
+        var counted = ImmutableDictionary.CreateBuilder<NftElementKey, int>();
+        var unclaimed = new List<(int Owner, NftElement Element)>(); // slot and counted elements, by the first claimant's place in name order
+        var order = new Dictionary<ServicePortName, int>(state.ServicePorts.Count);
         var owners = ImmutableDictionary.CreateBuilder<string, ServicePortName>(StringComparer.Ordinal);
         var protocols = ImmutableDictionary.CreateBuilder<string, string>(StringComparer.Ordinal);
+        var portNames = new Dictionary<ServicePortName, PortNames>(state.ServicePorts.Count);
         foreach (var (name, port) in state.ServicePorts)
             if (ClusterIPOf(port) is not null)
-                foreach (var pool in SlotPools(port, NftNames.ForPort(name)))
+                foreach (var pool in SlotPools(port, portNames[name] = NftNames.ForPort(name)))
                 {
                     owners[pool] = name;
                     protocols[pool] = NftNames.Protocol(port.Info.Protocol);
@@ -295,10 +320,28 @@ public sealed class NftablesPlanner
         foreach (var (name, port) in state.ServicePorts)
         {
             if (ClusterIPOf(port) is not { } clusterIP) continue;
-            var objects = BuildPort(port, clusterIP, network, poolIds);
-            ports[name] = objects;
+            var objects = BuildPort(port, clusterIP, network, poolIds, portNames.GetValueOrDefault(name));
+            ports[name] = new NftPortSource(port, clusterIP, network);
+            var place = order[name] = inOrder.Count;
             inOrder.Add(objects);
-            foreach (var element in objects.Elements) AddClaim(claims, name, element);
+            foreach (var element in objects.Elements)
+            {
+                switch (KindOf(element))
+                {
+                    case ClaimKind.Slot:
+                        unclaimed.Add((place, element));
+                        break;
+                    case ClaimKind.Counted:
+                        var key = KeyOf(element);
+                        var count = counted.GetValueOrDefault(key);
+                        if (count == 0) unclaimed.Add((place, element));
+                        counted[key] = count + 1;
+                        break;
+                    default:
+                        AddClaim(claims, name, element);
+                        break;
+                }
+            }
         }
 
         var chains = fixedChains.Concat(inOrder.SelectMany(p => p.Chains)).ToList();
@@ -371,11 +414,12 @@ public sealed class NftablesPlanner
             foreach (var rule in content.Rules) tx.Add(rule);
         foreach (var content in sets)
             foreach (var element in content.Elements) tx.Add(element);
-        foreach (var element in Winners(claims)) tx.Add(element);
+        foreach (var element in Winners(claims, unclaimed, order)) tx.Add(element);
 
         var newState = new NftPlannerState(ports.ToImmutable(), claims.ToImmutableDictionary(),
             fixedChains.Count, fixedChains.Sum(c => c.Rules.Count), fixedMaps.Count + fixedSets.Count, fixedSets.Sum(s => s.Elements.Count))
         {
+            Counted = counted.ToImmutable(),
             PoolIds = poolIds, PoolOwners = owners.ToImmutable(), PoolProtocols = poolProtocols,
             PoolsById = poolIds.ToImmutableDictionary(p => p.Value, p => p.Key), ShardUse = shardUse,
             PortTotals = inOrder.Aggregate(default(NftPortTotals), (sum, p) => sum + NftPortTotals.Of(p)),
@@ -390,6 +434,10 @@ public sealed class NftablesPlanner
         var network = request.State.Network;
         var ports = previous.Ports.ToBuilder();
         var claims = previous.Claims.ToBuilder();
+        var counted = previous.Counted.ToBuilder();
+        // Slot and counted elements of the changed ports, before and after: the only places their previous
+        // and new elements can come from (see NftPlannerState).
+        Dictionary<NftElementKey, NftElement> oldUnclaimed = [], newUnclaimed = [];
         var affected = new SortedSet<NftElementKey>(Comparer<NftElementKey>.Create((a, b) =>
         {
             var c = string.CompareOrdinal(a.Set, b.Set);
@@ -410,7 +458,7 @@ public sealed class NftablesPlanner
         foreach (var name in changed)
         {
             if (previous.Ports.TryGetValue(name, out var was))
-                foreach (var pool in was.SlotPools)
+                foreach (var pool in SlotPools(was.Port, NftNames.ForPort(name)))
                 {
                     owners.Remove(pool);
                     protocols.Remove(pool);
@@ -459,10 +507,17 @@ public sealed class NftablesPlanner
         var totals = previous.PortTotals;
         foreach (var name in changed)
         {
-            previous.Ports.TryGetValue(name, out var before);
+            // The port's objects as the previous sync built them: the same inputs and pool ids give the same objects.
+            var before = previous.Ports.TryGetValue(name, out var source)
+                ? BuildPort(source.Port, source.ClusterIP, source.Network, previous.PoolIds)
+                : null;
             NftPortObjects? after = null;
             if (request.State.ServicePorts.TryGetValue(name, out var port) && ClusterIPOf(port) is { } clusterIP)
+            {
                 after = BuildPort(port, clusterIP, network, poolIds);
+                ports[name] = new NftPortSource(port, clusterIP, network);
+            }
+            else ports.Remove(name);
             if (before is null && after is null) continue;
 
             // Sets first: a set that is deleted or recreated forces a rewrite of the chains using it.
@@ -518,18 +573,43 @@ public sealed class NftablesPlanner
             {
                 var key = KeyOf(element);
                 affected.Add(key);
-                var remaining = claims[key].Remove(name);
-                if (remaining.IsEmpty) claims.Remove(key);
-                else claims[key] = remaining;
+                switch (KindOf(element))
+                {
+                    case ClaimKind.Slot:
+                        oldUnclaimed[key] = element;
+                        break;
+                    case ClaimKind.Counted:
+                        oldUnclaimed[key] = element;
+                        var count = counted[key] - 1;
+                        if (count == 0) counted.Remove(key);
+                        else counted[key] = count;
+                        break;
+                    default:
+                        var remaining = claims[key].Remove(name);
+                        if (remaining.IsEmpty) claims.Remove(key);
+                        else claims[key] = remaining;
+                        break;
+                }
             }
             foreach (var element in after?.Elements ?? EquatableArray<NftElement>.Empty)
             {
-                affected.Add(KeyOf(element));
-                AddClaim(claims, name, element);
+                var key = KeyOf(element);
+                affected.Add(key);
+                switch (KindOf(element))
+                {
+                    case ClaimKind.Slot:
+                        newUnclaimed[key] = element;
+                        break;
+                    case ClaimKind.Counted:
+                        newUnclaimed[key] = element;
+                        counted[key] = counted.GetValueOrDefault(key) + 1;
+                        break;
+                    default:
+                        AddClaim(claims, name, element);
+                        break;
+                }
             }
 
-            if (after is null) ports.Remove(name);
-            else ports[name] = after;
             totals = totals - NftPortTotals.Of(before) + NftPortTotals.Of(after);
         }
 
@@ -537,8 +617,18 @@ public sealed class NftablesPlanner
         List<NftElement> addElements = [];
         foreach (var key in affected)
         {
-            var was = previous.Claims.TryGetValue(key, out var oldClaims) ? oldClaims.First().Value : null;
-            var now = claims.TryGetValue(key, out var newClaims) ? newClaims.First().Value : null;
+            NftElement? was, now;
+            if (NftNames.IsEndpointSlotsMap(key.Set))
+                (was, now) = (oldUnclaimed.GetValueOrDefault(key), newUnclaimed.GetValueOrDefault(key));
+            else if (previous.Counted.ContainsKey(key) || counted.ContainsKey(key))
+                // The same element whoever claims it: it goes when its last claimant does, comes with its first.
+                (was, now) = (previous.Counted.ContainsKey(key) ? oldUnclaimed.GetValueOrDefault(key) ?? newUnclaimed[key] : null,
+                              counted.ContainsKey(key) ? newUnclaimed.GetValueOrDefault(key) ?? oldUnclaimed[key] : null);
+            else
+            {
+                was = previous.Claims.TryGetValue(key, out var oldClaims) ? oldClaims.First().Value : null;
+                now = claims.TryGetValue(key, out var newClaims) ? newClaims.First().Value : null;
+            }
             if (was is not null && now is not null && was.Value == now.Value && was.Comment == now.Comment) continue;
             if (was is not null) tx.Delete(new NftElement(was.Set, was.Key));
             if (now is not null) addElements.Add(now);
@@ -555,7 +645,7 @@ public sealed class NftablesPlanner
 
         var newState = previous with
         {
-            Ports = ports.ToImmutable(), Claims = claims.ToImmutable(), PoolIds = poolIds, PoolOwners = owners.ToImmutable(), PoolProtocols = poolProtocols,
+            Ports = ports.ToImmutable(), Claims = claims.ToImmutable(), Counted = counted.ToImmutable(), PoolIds = poolIds, PoolOwners = owners.ToImmutable(), PoolProtocols = poolProtocols,
             PoolsById = poolsById, ShardUse = shardUse, PortTotals = totals,
         };
         return new NftPlan(tx, newState, CountsOf(newState, tx), Full: false);
@@ -566,11 +656,19 @@ public sealed class NftablesPlanner
         Chains: state.FixedChains + state.PortTotals.Chains,
         Rules: state.FixedRules + state.PortTotals.Rules,
         Sets: state.FixedSets + state.ShardUse.Count + state.PortTotals.Sets,
-        Elements: state.FixedElements + state.PortTotals.SetElements + state.Claims.Count,
-        RulesWritten: tx.Count(NftVerb.Add, "rule"),
-        ElementsWritten: tx.Count(NftVerb.Add, "element"));
+        Elements: state.FixedElements + state.PortTotals.SetElements + state.PortTotals.SlotElements + state.Claims.Count + state.Counted.Count,
+        RulesWritten: tx.RulesAdded,
+        ElementsWritten: tx.ElementsAdded);
 
     private static NftElementKey KeyOf(NftElement element) => new(element.Set, element.KeyText);
+
+    /// <summary>How the state keeps an element of a shared map (see <see cref="NftPlannerState"/>).</summary>
+    private enum ClaimKind { Claimed, Counted, Slot }
+
+    private static ClaimKind KindOf(NftElement element) =>
+        NftNames.IsEndpointSlotsMap(element.Set) ? ClaimKind.Slot
+        : element.Value is null && element.Comment is null ? ClaimKind.Counted
+        : ClaimKind.Claimed;
 
     private static void AddClaim(IDictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>> claims, ServicePortName owner, NftElement element)
     {
@@ -578,15 +676,30 @@ public sealed class NftablesPlanner
         claims[key] = (claims.TryGetValue(key, out var existing) ? existing : ImmutableSortedDictionary<ServicePortName, NftElement>.Empty).SetItem(owner, element);
     }
 
-    /// <summary>The winning element of every key, grouped by map (so they batch), in service port order.</summary>
-    private static IEnumerable<NftElement> Winners(Dictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>> claims) =>
-        claims.Values
-            .Select(c => c.First())
-            .OrderBy(w => SetOrder(w.Value.Set))
-            .ThenBy(w => w.Value.Set, StringComparer.Ordinal)
-            .ThenBy(w => w.Key)
-            .ThenBy(w => w.Value.KeyText, StringComparer.Ordinal)
-            .Select(w => w.Value);
+    /// <summary>
+    /// The winning element of every key (and the first claimant's of each unclaimed one), grouped by map (so they
+    /// batch), in service port order (<paramref name="order"/>: each port's place in name order), then by key.
+    /// </summary>
+    private static IEnumerable<NftElement> Winners(Dictionary<NftElementKey, ImmutableSortedDictionary<ServicePortName, NftElement>> claims,
+        List<(int Owner, NftElement Element)> unclaimed, Dictionary<ServicePortName, int> order)
+    {
+        var all = new (int SetOrder, string Set, int Owner, string Key, NftElement Element)[claims.Count + unclaimed.Count];
+        var i = 0;
+        foreach (var (key, claimants) in claims)
+        {
+            var (owner, element) = claimants.First();
+            all[i++] = (SetOrder(key.Set), key.Set, order[owner], key.Key, element);
+        }
+        foreach (var (owner, element) in unclaimed) all[i++] = (SetOrder(element.Set), element.Set, owner, element.KeyText, element);
+        Array.Sort(all, static (a, b) =>
+        {
+            var c = a.SetOrder.CompareTo(b.SetOrder);
+            if (c == 0) c = string.CompareOrdinal(a.Set, b.Set);
+            if (c == 0) c = a.Owner.CompareTo(b.Owner);
+            return c != 0 ? c : string.CompareOrdinal(a.Key, b.Key);
+        });
+        return all.Select(w => w.Element);
+    }
 
     private static readonly string[] SharedSets =
         [NftNames.ServiceIPs, NftNames.ServiceNodePorts, NftNames.FirewallIPs, NftNames.NoEndpointServices, NftNames.NoEndpointNodePorts, NftNames.HealthCheckNodePorts,
@@ -596,8 +709,12 @@ public sealed class NftablesPlanner
 
     private static bool IsDynamic(NftSet set) => set.Flags.Contains("dynamic");
 
-    private IPAddress? ClusterIPOf(ServicePortState port) =>
-        port.Info.ClusterIPs.FirstOrDefault(ip => NodeAddresses.FamilyOf(ip) == _family);
+    private IPAddress? ClusterIPOf(ServicePortState port)
+    {
+        foreach (var ip in port.Info.ClusterIPs)
+            if (NodeAddresses.FamilyOf(ip) == _family) return ip;
+        return null;
+    }
 
     // ---------------------------------------------------------------- fixed objects
 
@@ -704,9 +821,9 @@ public sealed class NftablesPlanner
         public static string FilterVerdict(TrafficVerdict verdict) => verdict.Action == TrafficAction.Drop ? "drop" : $"goto {NftNames.RejectChain}";
     }
 
-    private NftPortObjects BuildPort(ServicePortState port, IPAddress clusterIP, NodeNetwork network, ImmutableDictionary<string, uint> poolIds)
+    private NftPortObjects BuildPort(ServicePortState port, IPAddress clusterIP, NodeNetwork network, ImmutableDictionary<string, uint> poolIds, PortNames? names = null)
     {
-        var names = NftNames.ForPort(port.Info.Name);
+        names ??= NftNames.ForPort(port.Info.Name);
         var verdict = port.VerdictFor(_family);
         var shape = new PortShape(port.Info, names, clusterIP, verdict);
         var info = shape.Info;

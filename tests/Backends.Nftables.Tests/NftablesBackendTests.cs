@@ -24,6 +24,33 @@ public sealed class NftablesBackendTests
     }
 
     [Fact]
+    public async Task FullSync_TransactionNotKept_PlannedAgainForTheFloor_LoadsTheSameTable()
+    {
+        var fake = new FakeNftables();
+        using var metrics = new ProxyMetrics();
+        var backend = new NftablesBackend([IpFamily.IPv4], fake, metrics, NullLogger.Instance);
+        Assert.Null(backend.PlanLastFullSync(IpFamily.IPv4, NftKernelState.Empty)); // no full sync yet
+
+        await backend.SyncAsync(StateBuilder.Full(Cluster("10.244.1.2", "10.244.1.3")), default);
+        await backend.SyncAsync(Partial(Cluster("10.244.1.4"), Name("web")), default); // the last full sync stays the one above
+
+        Assert.False(backend.LastPlan(IpFamily.IPv4)!.Transaction.IsEmpty); // a partial plan keeps its transaction
+        var again = backend.PlanLastFullSync(IpFamily.IPv4, NftKernelState.Empty)!;
+        var replay = new FakeNftables();
+        replay.Apply(again);
+        var cold = new FakeNftables();
+        cold.Apply(new NftablesPlanner(IpFamily.IPv4).Plan(StateBuilder.Full(Cluster("10.244.1.2", "10.244.1.3")), null, null).Transaction);
+        Assert.Equal(cold.Dump(IpFamily.IPv4), replay.Dump(IpFamily.IPv4));
+        Assert.Contains("10.244.1.3 . 8080", replay.Dump(IpFamily.IPv4));
+        Assert.DoesNotContain("10.244.1.4", replay.Dump(IpFamily.IPv4)); // the full sync's state, not the partial's
+
+        await backend.SyncAsync(StateBuilder.Full(Cluster("10.244.1.4")), default);
+        Assert.True(backend.LastPlan(IpFamily.IPv4)!.Full);
+        Assert.True(backend.LastPlan(IpFamily.IPv4)!.Transaction.IsEmpty); // the whole table's objects are not kept
+        Assert.Contains("10.244.1.4 . 8080", fake.Dump(IpFamily.IPv4));
+    }
+
+    [Fact]
     public async Task Sync_FirstFullThenPartial_ProgramsBothFamilies()
     {
         var fake = new FakeNftables();

@@ -111,7 +111,8 @@ public sealed class PartialSyncEquivalenceTests
         var before = cluster.State(StateBuilder.Network);
         var planner = new NftablesPlanner(IpFamily.IPv4);
         var first = planner.Plan(StateBuilder.Full(before), null, null);
-        var name = first.State.Ports.OrderBy(p => p.Key).First(p => p.Value.Chains.Count > 1).Key;
+        var chains = first.Transaction.Operations.Select(o => o.Object).OfType<NftChain>().Select(c => c.Name).ToList();
+        var name = first.State.Ports.Keys.Order().First(p => chains.Count(c => c.EndsWith("-" + NftNames.PortBase(p), StringComparison.Ordinal)) > 1);
         var changed = before with { ServicePorts = before.ServicePorts.Remove(name) };
 
         var partial = planner.Plan(StateBuilder.Partial(changed, name), first.State, null);
