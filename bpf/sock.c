@@ -32,6 +32,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #include "srcrange_maps.h"
 
+/* The node's network namespace cookie (struct pp_config): a socket of any other namespace is a pod's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pp_config);
+} pp_config_v1 SEC(".maps");
+
 /* The backend of an affinity entry still in time, or 0. */
 static __always_inline __u32 pp_affinity_backend(const struct pp_affinity_key *key, const struct pp_service_value *master)
 {
@@ -117,6 +125,56 @@ static __always_inline int pp_pick(struct bpf_sock_addr *ctx, struct pp_service_
 	return 1;
 }
 
+/* Whether a listening (TCP) or bound (UDP) socket of the caller's network namespace has the backend's port on the backend's address. */
+static __always_inline int pp_listens_here(struct bpf_sock_addr *ctx, const struct pp_backend *backend)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+	__u32 size;
+
+	if (pp_address_mapped4(backend->address)) {
+		tuple.ipv4.daddr = backend->address[3];
+		tuple.ipv4.dport = backend->port;
+		size = sizeof(tuple.ipv4);
+	} else {
+		__builtin_memcpy(tuple.ipv6.daddr, backend->address, sizeof(tuple.ipv6.daddr));
+		tuple.ipv6.dport = backend->port;
+		size = sizeof(tuple.ipv6);
+	}
+	if (ctx->protocol == IPPROTO_TCP)
+		sk = bpf_sk_lookup_tcp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
+/*
+ * Whether a socket's connection needs masquerade the socket path cannot give (it connects the socket straight to the
+ * backend, so no packet crosses the node's postrouting): then connect/sendmsg leave it on the frontend, and its
+ * packets reach tc ingress on the pod's veth, which DNATs them and sets the masquerade mark as for an off-node
+ * client (pp_connection_flags decides there, by the packet's source). Only a pod's socket (its network namespace
+ * is not the node's, pp_config_v1): the node's own sockets have no tc program on their way, and masquerading them
+ * would give the source the route already gives. A pod needs it when Core masquerades local clients of the frontend:
+ * a node port, external or load-balancer IP under policy Cluster (kube-proxy's KUBE-EXT masquerades every source),
+ * a cluster IP under --masquerade-all (PP_SVC_FLAG_MASQUERADE_LOCAL); and for hairpin: the picked backend listens in
+ * the pod's own namespace (kube-proxy's `-s endpoint` mark). A wildcard listener on the backend's port answers for
+ * every address, so such a pod takes tc for every backend of that port: slower, never wrong (tc decides by source).
+ */
+static __always_inline int pp_left_to_tc(struct bpf_sock_addr *ctx, __u16 flags, const struct pp_backend *backend)
+{
+	__u32 zero = 0;
+	struct pp_config *config = bpf_map_lookup_elem(&pp_config_v1, &zero);
+
+	if (!config || !config->node_netns || bpf_get_netns_cookie(ctx) == config->node_netns)
+		return 0;
+	if ((flags & PP_SVC_FLAG_MASQUERADE) && (flags & (PP_SVC_FLAG_NODEPORT | PP_SVC_FLAG_EXTERNAL | PP_SVC_FLAG_MASQUERADE_LOCAL)))
+		return 1;
+	return pp_listens_here(ctx, backend);
+}
+
 /* TCP and UDP only; everything else is left alone. */
 static __always_inline int pp_handled(const struct bpf_sock_addr *ctx)
 {
@@ -171,7 +229,7 @@ static __always_inline int pp_forward4(struct bpf_sock_addr *ctx)
 	picked = pp_pick(ctx, &key, &backend, &rev_nat_id, &flags);
 	if (picked < 0)
 		return pp_refuse();
-	if (picked == 0 || !backend)
+	if (picked == 0 || !backend || pp_left_to_tc(ctx, flags, backend))
 		return PP_ALLOW;
 
 	if (ctx->protocol == IPPROTO_UDP || (flags & PP_SVC_FLAG_SOURCE_RANGES))
@@ -219,7 +277,7 @@ static __always_inline int pp_forward6(struct bpf_sock_addr *ctx)
 	picked = pp_pick(ctx, &key, &backend, &rev_nat_id, &flags);
 	if (picked < 0)
 		return pp_refuse();
-	if (picked == 0 || !backend)
+	if (picked == 0 || !backend || pp_left_to_tc(ctx, flags, backend))
 		return PP_ALLOW;
 
 	if (ctx->protocol == IPPROTO_UDP || (flags & PP_SVC_FLAG_SOURCE_RANGES)) {
