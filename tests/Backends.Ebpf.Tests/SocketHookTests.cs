@@ -242,6 +242,36 @@ public sealed class SocketHookTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// A wildcard listener on the backend's port (0.0.0.0:8091) is no hairpin when the backend's address is not the pod's:
+    /// connect4 proves the address with bpf_bind (EADDRNOTAVAIL), so the socket is rewritten to the backend (10.77.0.9, an
+    /// unreachable route here: "No route to host"), not left on the VIP ("Network is unreachable"). The control: a backend on
+    /// the pod's own address (127.0.0.6, the same wildcard listener) is left on the VIP.
+    /// </summary>
+    [KernelFact(needsCgroup: true)]
+    public void Connect4_PodSocket_WildcardListenerOnTheBackendsPort_IsNoHairpin()
+    {
+        const int wildcardPort = 8091;
+        var route = _namespace.ExecAsync("ip", "route", "add", "unreachable", "10.77.0.0/24").GetAwaiter().GetResult();
+        Assert.True(route.Succeeded, route.StandardError);
+        var listener = _namespace.Run(() =>
+        {
+            var server = new TcpListener(IPAddress.Any, wildcardPort);
+            server.Start();
+            return server;
+        });
+        _cleanup.Add(new Disposer(listener.Stop));
+        Attach(SockPrograms.Connect4);
+        var elsewhere = IPAddress.Parse("10.96.0.23");
+        var itself = IPAddress.Parse("10.96.0.24");
+        AddService(elsewhere, ServicePort, ProtocolType.Tcp, wildcardPort, ServiceValue.Master(0, 25, MapLayout.ServiceFlagMasquerade), ("10.77.0.9", 25));
+        AddService(itself, ServicePort, ProtocolType.Tcp, wildcardPort, ServiceValue.Master(0, 26, MapLayout.ServiceFlagMasquerade), ("127.0.0.6", 26));
+        _sock.Map(MapLayout.ConfigMap).Update(0u, new NodeConfig { NodeNetns = _namespace.Run(EbpfKernel.NetworkNamespaceCookie) + 1 });
+
+        Assert.All(Client(elsewhere, ServicePort, connections: 2), reply => Assert.Contains("No route to host", reply, StringComparison.Ordinal));
+        Assert.All(Client(itself, ServicePort, connections: 2), reply => Assert.Contains("Network is unreachable", reply, StringComparison.Ordinal));
+    }
+
     /// <summary>Hairpin for IPv6 and for UDP (sendmsg4, a bound socket as the backend): a pod's socket is left on the frontend.</summary>
     [KernelFact(needsCgroup: true)]
     public void Connect6_And_Sendmsg4_PodSocket_Hairpin_LeftOnTheFrontend()
