@@ -53,6 +53,8 @@
 #define PP_SVC_FLAG_MASQUERADE 0x0020    /* external clients are masqueraded (Cluster policy) */
 #define PP_SVC_FLAG_SOURCE_RANGES_NODE 0x0040 /* with SOURCE_RANGES: a range holds a node IP (Core's SourceRangesAllowNode), so a
                                               * node address passes as a local socket's source (pp_egress) */
+#define PP_SVC_FLAG_MASQUERADE_LOCAL 0x0080 /* with MASQUERADE on a cluster IP: local clients (pods) too (Core's AllSources,
+                                             * --masquerade-all); the socket hooks leave a pod's socket to tc */
 
 /*
  * Scopes of a frontend. Internal traffic (cluster IPs from pods and the node) and external traffic
@@ -157,6 +159,7 @@ struct pp_revnat6_value {
 #define PP_MAP_LOCAL_SOURCES "pp_localsrc4_v1"
 #define PP_MAP_SOURCE_RANGES6 "pp_srcrange6_v1"
 #define PP_MAP_LOCAL_SOURCES6 "pp_localsrc6_v1"
+#define PP_MAP_CONFIG "pp_config_v1"
 
 #define PP_MAX_NODE_ADDRESSES 256
 #define PP_MAX_CONNECTIONS 262144
@@ -261,6 +264,15 @@ struct pp_localsrc4_value {
 struct pp_localsrc6_key {
 	__u32 prefixlen;  /* 0..128 */
 	__u32 address[4]; /* network byte order */
+};
+
+/*
+ * pp_config_v1 (array, one element, key 0): what the socket hooks must know of the node. node_netns is the network
+ * namespace cookie of the node (SO_NETNS_COOKIE of a socket the daemon opens there); a socket of another namespace is
+ * a pod's. 0 (never written) takes every socket for the node's: no socket is left to tc.
+ */
+struct pp_config {
+	__u64 node_netns;
 };
 
 /* ---- Destroying connected UDP sockets left on a gone backend (bpf/sockdestroy.c). ---- */

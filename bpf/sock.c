@@ -32,6 +32,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #include "srcrange_maps.h"
 
+/* The node's network namespace cookie (struct pp_config): a socket of any other namespace is a pod's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pp_config);
+} pp_config_v1 SEC(".maps");
+
 /* The backend of an affinity entry still in time, or 0. */
 static __always_inline __u32 pp_affinity_backend(const struct pp_affinity_key *key, const struct pp_service_value *master)
 {
@@ -117,6 +125,78 @@ static __always_inline int pp_pick(struct bpf_sock_addr *ctx, struct pp_service_
 	return 1;
 }
 
+#define PP_EADDRINUSE 98
+
+/*
+ * Hairpin: whether the backend is an address of the caller's own network namespace (the pod itself). A connect has no
+ * source yet, so: first a listening (TCP) or bound (UDP) socket of this namespace on the backend's address and port
+ * (bpf_sk_lookup_tcp/udp); a wildcard listener answers for any address, so for a connect (connect4/6, where
+ * bpf_bind exists) the address is then proven by binding to {backend address, backend port}: a local address meets
+ * the listener found, which holds the port, so the bind fails with EADDRINUSE and changes nothing; a foreign one fails
+ * earlier (EADDRNOTAVAIL). Any other answer (EACCES for a port below 1024 without the capability, EINVAL for a socket
+ * already bound) is taken for "not here": the socket path, the pod keeping its source, as before. 0 (both sockets
+ * with SO_REUSEPORT: no conflict) leaves the socket bound to the backend's address and port, the pod's own: here.
+ * sendmsg has no bpf_bind: there a wildcard socket on the port counts as here.
+ */
+static __always_inline int pp_backend_is_here(struct bpf_sock_addr *ctx, const struct pp_backend *backend, int connect)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+	__u32 size;
+	long error;
+
+	if (pp_address_mapped4(backend->address)) {
+		tuple.ipv4.daddr = backend->address[3];
+		tuple.ipv4.dport = backend->port;
+		size = sizeof(tuple.ipv4);
+	} else {
+		__builtin_memcpy(tuple.ipv6.daddr, backend->address, sizeof(tuple.ipv6.daddr));
+		tuple.ipv6.dport = backend->port;
+		size = sizeof(tuple.ipv6);
+	}
+	if (ctx->protocol == IPPROTO_TCP)
+		sk = bpf_sk_lookup_tcp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	if (!connect)
+		return 1;
+	if (ctx->user_family == 2 /* AF_INET */) {
+		struct sockaddr_in address = { .sin_family = 2, .sin_port = backend->port, .sin_addr.s_addr = backend->address[3] };
+		error = bpf_bind(ctx, (struct sockaddr *)&address, sizeof(address));
+	} else {
+		struct sockaddr_in6 address6 = { .sin6_family = 10 /* AF_INET6 */, .sin6_port = backend->port };
+		__builtin_memcpy(&address6.sin6_addr, backend->address, sizeof(address6.sin6_addr));
+		error = bpf_bind(ctx, (struct sockaddr *)&address6, sizeof(address6));
+	}
+	return error == -PP_EADDRINUSE || error == 0;
+}
+
+/*
+ * Whether a socket's connection needs masquerade the socket path cannot give (it connects the socket straight to the
+ * backend, so no packet crosses the node's postrouting): then connect/sendmsg leave it on the frontend, and its
+ * packets reach tc ingress on the pod's veth, which DNATs them and sets the masquerade mark as for an off-node
+ * client (pp_connection_flags decides there, by the packet's source). Only a pod's socket (its network namespace
+ * is not the node's, pp_config_v1): the node's own sockets have no tc program on their way, and masquerading them
+ * would give the source the route already gives. A pod needs it when Core masquerades local clients of the frontend:
+ * a node port, external or load-balancer IP under policy Cluster (kube-proxy's KUBE-EXT masquerades every source),
+ * a cluster IP under --masquerade-all (PP_SVC_FLAG_MASQUERADE_LOCAL); and for hairpin: the picked backend listens in
+ * the pod's own namespace (kube-proxy's `-s endpoint` mark; see pp_backend_is_here).
+ */
+static __always_inline int pp_left_to_tc(struct bpf_sock_addr *ctx, __u16 flags, const struct pp_backend *backend, int connect)
+{
+	__u32 zero = 0;
+	struct pp_config *config = bpf_map_lookup_elem(&pp_config_v1, &zero);
+
+	if (!config || !config->node_netns || bpf_get_netns_cookie(ctx) == config->node_netns)
+		return 0;
+	if ((flags & PP_SVC_FLAG_MASQUERADE) && (flags & (PP_SVC_FLAG_NODEPORT | PP_SVC_FLAG_EXTERNAL | PP_SVC_FLAG_MASQUERADE_LOCAL)))
+		return 1;
+	return pp_backend_is_here(ctx, backend, connect);
+}
+
 /* TCP and UDP only; everything else is left alone. */
 static __always_inline int pp_handled(const struct bpf_sock_addr *ctx)
 {
@@ -157,7 +237,7 @@ static __always_inline void pp_remember4(struct bpf_sock_addr *ctx, __u32 backen
 }
 
 /* connect4 and sendmsg4 share this: rewrite, remember UDP (and source ranges), refuse a frontend without backends. */
-static __always_inline int pp_forward4(struct bpf_sock_addr *ctx)
+static __always_inline int pp_forward4(struct bpf_sock_addr *ctx, int connect)
 {
 	struct pp_service_key key = {};
 	struct pp_backend *backend = 0;
@@ -171,7 +251,7 @@ static __always_inline int pp_forward4(struct bpf_sock_addr *ctx)
 	picked = pp_pick(ctx, &key, &backend, &rev_nat_id, &flags);
 	if (picked < 0)
 		return pp_refuse();
-	if (picked == 0 || !backend)
+	if (picked == 0 || !backend || pp_left_to_tc(ctx, flags, backend, connect))
 		return PP_ALLOW;
 
 	if (ctx->protocol == IPPROTO_UDP || (flags & PP_SVC_FLAG_SOURCE_RANGES))
@@ -202,7 +282,7 @@ static __always_inline int pp_reverse4(struct bpf_sock_addr *ctx)
  * connect6 and sendmsg6: as pp_forward4 for an IPv6 socket. An IPv4-mapped destination of a
  * dual-stack socket (::ffff:a.b.c.d) is the same key as the IPv4 frontend, so it is served too.
  */
-static __always_inline int pp_forward6(struct bpf_sock_addr *ctx)
+static __always_inline int pp_forward6(struct bpf_sock_addr *ctx, int connect)
 {
 	struct pp_service_key key = {};
 	struct pp_backend *backend = 0;
@@ -219,7 +299,7 @@ static __always_inline int pp_forward6(struct bpf_sock_addr *ctx)
 	picked = pp_pick(ctx, &key, &backend, &rev_nat_id, &flags);
 	if (picked < 0)
 		return pp_refuse();
-	if (picked == 0 || !backend)
+	if (picked == 0 || !backend || pp_left_to_tc(ctx, flags, backend, connect))
 		return PP_ALLOW;
 
 	if (ctx->protocol == IPPROTO_UDP || (flags & PP_SVC_FLAG_SOURCE_RANGES)) {
@@ -270,13 +350,13 @@ static __always_inline int pp_reverse6(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int pp_connect4(struct bpf_sock_addr *ctx)
 {
-	return pp_forward4(ctx);
+	return pp_forward4(ctx, 1);
 }
 
 SEC("cgroup/sendmsg4")
 int pp_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return pp_forward4(ctx);
+	return pp_forward4(ctx, 0);
 }
 
 SEC("cgroup/recvmsg4")
@@ -294,13 +374,13 @@ int pp_getpeername4(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect6")
 int pp_connect6(struct bpf_sock_addr *ctx)
 {
-	return pp_forward6(ctx);
+	return pp_forward6(ctx, 1);
 }
 
 SEC("cgroup/sendmsg6")
 int pp_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	return pp_forward6(ctx);
+	return pp_forward6(ctx, 0);
 }
 
 SEC("cgroup/recvmsg6")

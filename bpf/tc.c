@@ -251,15 +251,15 @@ static __always_inline int pp_choose(struct __sk_buff *skb, struct pp_service_ke
 
 /*
  * The flags a new connection's entries carry (either family). A cluster IP masquerades off-cluster sources only:
- * a local source keeps its own unless --masquerade-all. External frontends (node ports, external and load-balancer
- * IPs) masquerade every source their flag covers. Hairpin (the backend is the client): a pod reaching itself
+ * a local source keeps its own unless --masquerade-all (the local source's flag, or the master's MASQUERADE_LOCAL).
+ * External frontends (node ports, external and load-balancer IPs) masquerade every source their flag covers. Hairpin (the backend is the client): a pod reaching itself
  * through a frontend sees the node's address, as kube-proxy's `-s endpoint` mark.
  */
 static __always_inline __u16 pp_connection_flags(const struct pp_service_value *master, const struct pp_localsrc4_value *local, int hairpin)
 {
 	__u16 flags = master->flags;
 
-	if (local && !(local->flags & PP_LOCAL_SOURCE_MASQUERADE) && !(flags & (PP_SVC_FLAG_NODEPORT | PP_SVC_FLAG_EXTERNAL)))
+	if (local && !(local->flags & PP_LOCAL_SOURCE_MASQUERADE) && !(flags & (PP_SVC_FLAG_NODEPORT | PP_SVC_FLAG_EXTERNAL | PP_SVC_FLAG_MASQUERADE_LOCAL)))
 		flags &= ~PP_SVC_FLAG_MASQUERADE;
 	if (hairpin)
 		flags |= PP_SVC_FLAG_MASQUERADE;

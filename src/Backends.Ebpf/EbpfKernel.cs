@@ -123,6 +123,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
         ReusedMaps = reusedMaps;
         Services = bpfObject.Map(MapLayout.ServicesMap);
         Backends = bpfObject.Map(MapLayout.BackendsMap);
+        Config = bpfObject.Map(MapLayout.ConfigMap);
         NodeAddresses = tc.Map(MapLayout.NodeAddressesMap);
         NodeAddresses6 = tc.Map(MapLayout.NodeAddresses6Map);
         SourceRanges = tc.Map(MapLayout.SourceRangesMap);
@@ -138,6 +139,9 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
 
     /// <summary>pp_localsrc6_v1: the IPv6 prefixes Core's detect-local calls pods (see <see cref="LocalSources6Of"/>).</summary>
     public BpfMap LocalSources6 { get; }
+
+    /// <summary>pp_config_v1: the node's network namespace cookie, so the socket hooks tell a pod's socket from the node's (see <see cref="WriteConfig"/>).</summary>
+    public BpfMap Config { get; }
 
     /// <summary>pp_ct4_v1: the tc programs' connection entries.</summary>
     public BpfMap Connections { get; }
@@ -225,6 +229,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
             // The fixed table first: a packet the tc programs mark must find its reject and masquerade rules.
             EbpfNftables.Apply();
             kernel.AttachTcPrograms();
+            kernel.WriteConfig();
         }
         catch
         {
@@ -258,6 +263,29 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
             WriteNodeAddresses(rtnl, network);
         });
         WriteLocalSources(network);
+        WriteConfig();
+    }
+
+    /// <summary>
+    /// pp_config_v1 made to hold the cookie of the network namespace this kernel was opened in (the node's): the
+    /// socket hooks leave a pod's socket (any other namespace) on a frontend whose verdict masquerades it, for tc on
+    /// the pod's veth (bpf/README.md, "What the socket hooks do").
+    /// </summary>
+    private void WriteConfig()
+    {
+        var config = new NodeConfig();
+        InOwnNamespace(_ => config.NodeNetns = NetworkNamespaceCookie());
+        if (!Config.TryLookup(0u, out NodeConfig current) || current != config) Config.Update(0u, config);
+    }
+
+    /// <summary>SO_NETNS_COOKIE of a socket opened on the calling thread: its network namespace's cookie (kernel ≥ 5.14).</summary>
+    internal static ulong NetworkNamespaceCookie()
+    {
+        const int SoNetnsCookie = 71;
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        Span<byte> cookie = stackalloc byte[sizeof(ulong)];
+        socket.GetRawSocketOption(1 /* SOL_SOCKET */, SoNetnsCookie, cookie);
+        return BitConverter.ToUInt64(cookie);
     }
 
     /// <summary>

@@ -14,8 +14,7 @@ public sealed class EbpfMode : IProxyMode
     /// </summary>
     public const string NotRenderedYet =
         "--mode=ebpf renders IPv4 and IPv6 TCP and UDP: socket hooks for processes in --bpf-cgroup, tc programs on the node's interfaces for traffic from off the node; " +
-        "it does not render yet: masquerade of local sockets (hairpin, --masquerade-all), " +
-        "and SCTP (and, before kernel 6.5, destroying a connected local UDP socket whose endpoint went)";
+        "it does not render yet: SCTP (and, before kernel 6.5, destroying a connected local UDP socket whose endpoint went)";
 
     public static EbpfMode Instance { get; } = new();
 

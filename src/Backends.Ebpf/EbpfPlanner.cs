@@ -277,7 +277,12 @@ public sealed class EbpfPlanner
             .Order(Comparer<IpPrefix>.Create(SourceRangeComparer.ComparePrefixes)).ToImmutableArray();
 
         // Cluster IP: internal traffic only (an off-node client of a cluster IP is internal traffic too).
-        var internalMasquerade = verdict.InternalMasquerade != SourceMasquerade.None ? MapLayout.ServiceFlagMasquerade : (ushort)0;
+        var internalMasquerade = verdict.InternalMasquerade switch
+        {
+            SourceMasquerade.AllSources => (ushort)(MapLayout.ServiceFlagMasquerade | MapLayout.ServiceFlagMasqueradeLocal),
+            SourceMasquerade.OffClusterSources => MapLayout.ServiceFlagMasquerade,
+            _ => (ushort)0,
+        };
         frontends.Add(Make(ServiceKey.For(clusterIP, info.Port, protocol), verdict.InternalTraffic, (ushort)(affinity | internalMasquerade)));
 
         // External frontends: local clients get the short-circuit (cluster pool) under Local policy, everyone else the external verdict.
@@ -630,6 +635,7 @@ public static class EbpfText
         if ((master.Flags & MapLayout.ServiceFlagSourceRangesNode) != 0) names.Add("source-ranges-node");
         if ((master.Flags & MapLayout.ServiceFlagDrop) != 0) names.Add("drop");
         if ((master.Flags & MapLayout.ServiceFlagMasquerade) != 0) names.Add("masquerade");
+        if ((master.Flags & MapLayout.ServiceFlagMasqueradeLocal) != 0) names.Add("masquerade-local");
         if ((master.Flags & MapLayout.ServiceFlagAffinity) != 0) names.Add("affinity");
         var text = " flags " + string.Join(',', names);
         return (master.Flags & MapLayout.ServiceFlagAffinity) != 0 ? $"{text} timeout {master.AffinityTimeout}" : text;

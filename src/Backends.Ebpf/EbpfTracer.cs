@@ -57,7 +57,7 @@ public static class EbpfTracer
         if (question.Source is { } client && LocalSourceOf(snapshot.LocalSources, client) is { } pods)
         {
             var map = client.AddressFamily == AddressFamily.InterNetworkV6 ? MapLayout.LocalSources6Map : MapLayout.LocalSourcesMap;
-            return TraceSocket(snapshot, question, [$"{map}[{client}]: in {pods}, a pod of this cluster: its process is in --bpf-cgroup"]);
+            return TraceSocket(snapshot, question, [$"{map}[{client}]: in {pods}, a pod of this cluster: its process is in --bpf-cgroup"], pod: client);
         }
         return TraceTc(snapshot, question);
     }
@@ -97,7 +97,13 @@ public static class EbpfTracer
         return all;
     }
 
-    private static PacketFate TraceSocket(EbpfSnapshot snapshot, PacketQuestion question, List<string> steps)
+    /// <summary>
+    /// The socket hooks' path; <paramref name="pod"/> is the client's address when it is a pod (its socket is in another network
+    /// namespace than the node's): a frontend that masquerades pods (node port, external or load-balancer IP under policy Cluster,
+    /// a cluster IP under --masquerade-all) or an endpoint that is the pod itself (hairpin) leaves its socket on the frontend,
+    /// and tc ingress on its veth masquerades it.
+    /// </summary>
+    private static PacketFate TraceSocket(EbpfSnapshot snapshot, PacketQuestion question, List<string> steps, IPAddress? pod = null)
     {
         steps.Add(question.Destination.AddressFamily == AddressFamily.InterNetworkV6
             ? "socket hooks (connect6/sendmsg6) of a process in --bpf-cgroup"
@@ -129,7 +135,11 @@ public static class EbpfTracer
         if ((master.Flags & MapLayout.ServiceFlagSourceRanges) != 0 && !SocketSourceAllowed(snapshot, key, master, question.Source, steps))
             return new PacketFate(name, frontend, PacketVerdict.Drop, [], false, Affine(master),
                 $"the source is outside loadBalancerSourceRanges: the socket is connected to a backend and {SockPrograms.Egress} drops its packets", steps);
-        return Forward(snapshot, key, master, name, frontend, masquerade: false, steps);
+        var masqueradesPods = pod is not null && (master.Flags & MapLayout.ServiceFlagMasquerade) != 0
+            && (master.Flags & (MapLayout.ServiceFlagNodePort | MapLayout.ServiceFlagExternal | MapLayout.ServiceFlagMasqueradeLocal)) != 0;
+        if (masqueradesPods)
+            steps.Add("a pod's socket on a frontend that masquerades pods: connect/sendmsg leave it on the frontend; tc ingress on the pod's veth DNATs it with the masquerade mark");
+        return Forward(snapshot, key, master, name, frontend, masqueradesPods, steps, hairpin: pod);
     }
 
     /// <summary>
@@ -219,9 +229,15 @@ public static class EbpfTracer
         return null;
     }
 
-    private static PacketFate Forward(EbpfSnapshot snapshot, ServiceKey key, ServiceValue master, string? name, string frontend, bool masquerade, List<string> steps)
+    /// <summary>
+    /// The spread over the master's slots. <paramref name="hairpin"/>: a pod client; an endpoint on its own address is masqueraded
+    /// (the socket hooks leave the socket to tc, which masquerades a backend equal to the source).
+    /// </summary>
+    private static PacketFate Forward(EbpfSnapshot snapshot, ServiceKey key, ServiceValue master, string? name, string frontend, bool masquerade, List<string> steps,
+        IPAddress? hairpin = null)
     {
         var shares = new Dictionary<string, int>(StringComparer.Ordinal);
+        var hairpins = new HashSet<string>(StringComparer.Ordinal);
         var missing = 0;
         for (var slot = 1; slot <= master.Count; slot++)
         {
@@ -241,12 +257,14 @@ public static class EbpfTracer
             var endpoint = EbpfText.Endpoint(backend.Address.ToIPAddress(), backend.Port);
             steps.Add($"{MapLayout.ServicesMap}[{Describe(slotKey)}] -> {MapLayout.BackendsMap}[{value.BackendId}] = {endpoint}");
             shares[endpoint] = shares.GetValueOrDefault(endpoint) + 1;
+            if (hairpin is not null && backend.Address.ToIPAddress().Equals(hairpin) && hairpins.Add(endpoint))
+                steps.Add($"{endpoint} is the client itself (hairpin): the socket is left to tc, which masquerades it");
         }
         var affinity = Affine(master);
         if (shares.Count == 0)
             return new PacketFate(name, frontend, PacketVerdict.Reject, [], masquerade, affinity, "every slot is missing or names no backend: refused", steps);
         var endpoints = shares.OrderBy(s => s.Key, StringComparer.Ordinal)
-            .Select(s => new ReachedEndpoint(s.Key, (double)s.Value / master.Count, masquerade)).ToList();
+            .Select(s => new ReachedEndpoint(s.Key, (double)s.Value / master.Count, masquerade || hairpins.Contains(s.Key))).ToList();
         var reason = TraceSteps.ForwardReason(endpoints.Count, local: false, masquerade, affinity, affinity ? (int)master.AffinityTimeout : null)
             + (missing > 0 ? $"; {missing} of {master.Count} slots lead nowhere (refused)" : "");
         return new PacketFate(name, frontend, PacketVerdict.Forward, endpoints, masquerade, affinity, reason, steps);
@@ -300,6 +318,7 @@ public static class EbpfTracer
         if ((master.Flags & MapLayout.ServiceFlagSourceRangesNode) != 0) names.Add("source-ranges-node");
         if ((master.Flags & MapLayout.ServiceFlagDrop) != 0) names.Add("drop");
         if ((master.Flags & MapLayout.ServiceFlagMasquerade) != 0) names.Add("masquerade");
+        if ((master.Flags & MapLayout.ServiceFlagMasqueradeLocal) != 0) names.Add("masquerade-local");
         return names.Count == 0 ? "none" : string.Join('|', names);
     }
 }

@@ -33,6 +33,7 @@ public static class MapLayout
     public const string LocalSources6Map = "pp_localsrc6_v1";
     public const string SockDeletionsMap = "pp_sockdel_v1";
     public const string SockReopenedMap = "pp_sockvip_v1";
+    public const string ConfigMap = "pp_config_v1";
 
     /// <summary>PP_LOCAL_SOURCE_MASQUERADE: a local source is masqueraded too (--masquerade-all).</summary>
     public const uint LocalSourceMasquerade = 0x0001;
@@ -75,6 +76,12 @@ public static class MapLayout
     /// <c>SourceRangesAllowNode</c>), so a local socket whose source is a node address passes (pp_egress).
     /// </summary>
     public const ushort ServiceFlagSourceRangesNode = 0x0040;
+
+    /// <summary>
+    /// PP_SVC_FLAG_MASQUERADE_LOCAL: with <see cref="ServiceFlagMasquerade"/> on a cluster IP, local clients (pods) are
+    /// masqueraded too (Core's <c>SourceMasquerade.AllSources</c>, --masquerade-all): the socket hooks leave a pod's socket to tc.
+    /// </summary>
+    public const ushort ServiceFlagMasqueradeLocal = 0x0080;
 
     /// <summary>PP_SCOPE_INTERNAL: the pool for cluster-internal traffic (and for all traffic when the pools agree).</summary>
     public const byte ScopeInternal = 0;
@@ -424,6 +431,15 @@ public record struct LocalSource6Key
     public readonly IpPrefix Prefix => new(Address.ToIPAddress(), (int)Prefixlen);
 
     public override readonly string ToString() => Prefix.ToString();
+}
+
+/// <summary>struct pp_config: the one element of pp_config_v1, what the socket hooks know of the node.</summary>
+[CStruct("pp_config")]
+[StructLayout(LayoutKind.Sequential)]
+public record struct NodeConfig
+{
+    /// <summary>The node's network namespace cookie (SO_NETNS_COOKIE): a socket of any other namespace is a pod's.</summary>
+    public ulong NodeNetns;
 }
 
 /// <summary>struct pp_localsrc4_value: <see cref="MapLayout.LocalSourceMasquerade"/> or 0 (the value of pp_localsrc6_v1 too).</summary>

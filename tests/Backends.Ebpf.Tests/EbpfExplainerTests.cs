@@ -83,6 +83,36 @@ public sealed class EbpfExplainerTests
         Assert.Equal(["10.244.1.3:8080"], offNode.Endpoints.Select(e => e.Endpoint)); // the external scope off the node
     }
 
+    /// <summary>
+    /// A pod's socket whose verdict masquerades it (a node port under policy Cluster, a cluster IP with masquerade-local)
+    /// is left to tc, which masquerades it; a hairpin endpoint (the pod itself) is masqueraded alone. The node's own
+    /// socket and a cluster IP that masquerades off-cluster sources only keep the source (controls).
+    /// </summary>
+    [KernelFact]
+    public async Task PodSource_MasqueradedWhereItsVerdictSaysSo_AndOnHairpin()
+    {
+        using var maps = new PinnedMaps(tc: true);
+        var masqueradeAll = IPAddress.Parse("10.96.0.11");
+        maps.Frontend(ClusterIp, 80, revNatId: 1, flags: MapLayout.ServiceFlagMasquerade, backends: [1, 2]);
+        maps.Frontend(masqueradeAll, 80, revNatId: 2, flags: MapLayout.ServiceFlagMasquerade | MapLayout.ServiceFlagMasqueradeLocal, backends: [2]);
+        maps.Frontend(IPAddress.Any, 30080, revNatId: 3, flags: MapLayout.ServiceFlagNodePort | MapLayout.ServiceFlagMasquerade, backends: [2]);
+        maps.NodeAddress(NodeIp);
+        maps.LocalSources("10.244.0.0/16");
+        var pod = IPAddress.Parse("10.244.1.2"); // backend 1
+
+        var all = await maps.ExplainAsync(Protocol.TCP, masqueradeAll, 80, pod);
+        var nodePort = await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, pod);
+        var hairpin = await maps.ExplainAsync(Protocol.TCP, ClusterIp, 80, pod);
+        var node = await maps.ExplainAsync(Protocol.TCP, NodeIp, 30080, NodeIp);
+
+        Assert.True(all.Masquerade);
+        Assert.Contains(all.Steps, s => s.Contains("leave it on the frontend", StringComparison.Ordinal));
+        Assert.True(nodePort.Masquerade);
+        Assert.False(hairpin.Masquerade);
+        Assert.Equal([("10.244.1.2:8080", true), ("10.244.1.3:8080", false)], hairpin.Endpoints.Select(e => (e.Endpoint, e.Masquerade)));
+        Assert.False(node.Masquerade);
+    }
+
     [KernelFact]
     public async Task NoEndpoints_DroppedOrRejected_BySocketsAndByTc()
     {

@@ -191,6 +191,107 @@ public sealed class SocketHookTests : IDisposable
         Assert.All(Client(IPAddress.IPv6Loopback, NodePort, connections: 1), reply => Assert.Contains("Connection refused", reply, StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// A pod's socket (its network namespace is not the one pp_config_v1 names) whose verdict masquerades it is left on
+    /// the frontend, for tc on the pod's veth; here no route leads there, so the connect says "Network is unreachable".
+    /// Cases: a cluster IP under --masquerade-all (masquerade-local), a node port under policy Cluster (masquerade), and
+    /// hairpin (the picked backend listens in the pod's own namespace). A backend with no listener here (127.0.0.5:
+    /// refused) keeps the fast path for a cluster IP that masquerades off-cluster sources only, and for a node port under
+    /// policy Local. Positive controls: the same frontends from the node's namespace (pp_config_v1 naming this
+    /// namespace), and with pp_config_v1 never written, are rewritten.
+    /// </summary>
+    [KernelFact(needsCgroup: true)]
+    public void Connect4_PodSocket_LeftOnTheFrontend_OnlyWhenItsVerdictMasqueradesIt()
+    {
+        Attach(SockPrograms.Connect4);
+        AddNodeAddress(NodeIp);
+        const ushort masquerade = MapLayout.ServiceFlagMasquerade;
+        var offClusterOnly = IPAddress.Parse("10.96.0.20");
+        var masqueradeAll = IPAddress.Parse("10.96.0.21");
+        var hairpin = IPAddress.Parse("10.96.0.22");
+        AddService(offClusterOnly, ServicePort, ProtocolType.Tcp, BackendPort, ServiceValue.Master(0, 20, masquerade), ("127.0.0.5", 20));
+        AddService(masqueradeAll, ServicePort, ProtocolType.Tcp, BackendPort,
+            ServiceValue.Master(0, 21, masquerade | MapLayout.ServiceFlagMasqueradeLocal), ("127.0.0.5", 20));
+        AddService(hairpin, ServicePort, ProtocolType.Tcp, BackendPort, ServiceValue.Master(0, 22, masquerade), ("127.0.0.2", 1));
+        AddService(IPAddress.Any, NodePort, ProtocolType.Tcp, BackendPort,
+            ServiceValue.Master(0, 23, MapLayout.ServiceFlagNodePort | masquerade), ("127.0.0.5", 20));
+        AddService(IPAddress.Any, NodePort + 1, ProtocolType.Tcp, BackendPort, ServiceValue.Master(0, 24, MapLayout.ServiceFlagNodePort), ("127.0.0.5", 20));
+
+        // pp_config_v1 never written: every socket is taken for the node's, and rewritten.
+        AssertRewritten();
+
+        // This namespace is the node's: rewritten too.
+        var here = _namespace.Run(EbpfKernel.NetworkNamespaceCookie);
+        Assert.NotEqual(0ul, here);
+        var config = _sock.Map(MapLayout.ConfigMap);
+        config.Update(0u, new NodeConfig { NodeNetns = here });
+        AssertRewritten();
+
+        // Another namespace is the node's: this one is a pod's.
+        config.Update(0u, new NodeConfig { NodeNetns = here + 1 });
+        Assert.All(Client(offClusterOnly, ServicePort, connections: 1), reply => Assert.Contains("Connection refused", reply, StringComparison.Ordinal));
+        Assert.All(Client(NodeIp, NodePort + 1, connections: 1), reply => Assert.Contains("Connection refused", reply, StringComparison.Ordinal));
+        foreach (var (address, port) in new[] { (masqueradeAll, ServicePort), (hairpin, ServicePort), (NodeIp, NodePort) })
+            Assert.All(Client(address, port, connections: 1), reply => Assert.Contains("Network is unreachable", reply, StringComparison.Ordinal));
+
+        void AssertRewritten()
+        {
+            foreach (var (address, port) in new[] { (offClusterOnly, ServicePort), (masqueradeAll, ServicePort), (NodeIp, NodePort), (NodeIp, NodePort + 1) })
+                Assert.All(Client(address, port, connections: 1), reply => Assert.Contains("Connection refused", reply, StringComparison.Ordinal));
+            Assert.Equal(["ok backend-a"], Client(hairpin, ServicePort, connections: 1));
+        }
+    }
+
+    /// <summary>
+    /// A wildcard listener on the backend's port (0.0.0.0:8091) is no hairpin when the backend's address is not the pod's:
+    /// connect4 proves the address with bpf_bind (EADDRNOTAVAIL), so the socket is rewritten to the backend (10.77.0.9, an
+    /// unreachable route here: "No route to host"), not left on the VIP ("Network is unreachable"). The control: a backend on
+    /// the pod's own address (127.0.0.6, the same wildcard listener) is left on the VIP.
+    /// </summary>
+    [KernelFact(needsCgroup: true)]
+    public void Connect4_PodSocket_WildcardListenerOnTheBackendsPort_IsNoHairpin()
+    {
+        const int wildcardPort = 8091;
+        var route = _namespace.ExecAsync("ip", "route", "add", "unreachable", "10.77.0.0/24").GetAwaiter().GetResult();
+        Assert.True(route.Succeeded, route.StandardError);
+        var listener = _namespace.Run(() =>
+        {
+            var server = new TcpListener(IPAddress.Any, wildcardPort);
+            server.Start();
+            return server;
+        });
+        _cleanup.Add(new Disposer(listener.Stop));
+        Attach(SockPrograms.Connect4);
+        var elsewhere = IPAddress.Parse("10.96.0.23");
+        var itself = IPAddress.Parse("10.96.0.24");
+        AddService(elsewhere, ServicePort, ProtocolType.Tcp, wildcardPort, ServiceValue.Master(0, 25, MapLayout.ServiceFlagMasquerade), ("10.77.0.9", 25));
+        AddService(itself, ServicePort, ProtocolType.Tcp, wildcardPort, ServiceValue.Master(0, 26, MapLayout.ServiceFlagMasquerade), ("127.0.0.6", 26));
+        _sock.Map(MapLayout.ConfigMap).Update(0u, new NodeConfig { NodeNetns = _namespace.Run(EbpfKernel.NetworkNamespaceCookie) + 1 });
+
+        Assert.All(Client(elsewhere, ServicePort, connections: 2), reply => Assert.Contains("No route to host", reply, StringComparison.Ordinal));
+        Assert.All(Client(itself, ServicePort, connections: 2), reply => Assert.Contains("Network is unreachable", reply, StringComparison.Ordinal));
+    }
+
+    /// <summary>Hairpin for IPv6 and for UDP (sendmsg4, a bound socket as the backend): a pod's socket is left on the frontend.</summary>
+    [KernelFact(needsCgroup: true)]
+    public void Connect6_And_Sendmsg4_PodSocket_Hairpin_LeftOnTheFrontend()
+    {
+        Attach(SockPrograms.Connect6);
+        Attach(SockPrograms.Sendmsg4);
+        AddService(Vip6, ServicePort, ProtocolType.Tcp, BackendPort, ServiceValue.Master(0, 30), (Backend6A, 30));
+        AddService(Vip, 53, ProtocolType.Udp, UdpBackendPort, ServiceValue.Master(0, 31), ("127.0.0.2", 31));
+        var config = _sock.Map(MapLayout.ConfigMap);
+        var here = _namespace.Run(EbpfKernel.NetworkNamespaceCookie);
+
+        config.Update(0u, new NodeConfig { NodeNetns = here });
+        Assert.Equal(["ok backend6-a"], Client(Vip6, ServicePort, connections: 1));
+        Assert.Equal(["reply udp-a", "from 127.0.0.2:5353"], UdpClient("sendto", Vip, 53));
+
+        config.Update(0u, new NodeConfig { NodeNetns = here + 1 });
+        Assert.All(Client(Vip6, ServicePort, connections: 1), reply => Assert.Contains("Network is unreachable", reply, StringComparison.Ordinal));
+        Assert.Equal(["sendto: Network is unreachable"], UdpClient("sendto", Vip, 53));
+    }
+
     [KernelFact(needsCgroup: true)]
     public void Connect4_NodePortElsewhere_IsUntouched()
     {

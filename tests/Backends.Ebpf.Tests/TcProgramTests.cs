@@ -202,6 +202,29 @@ public sealed class TcProgramTests : IDisposable
         Assert.Equal(MapLayout.MarkMasquerade, Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.Pod, 40003, f.ClusterIp, 80))).Mark);
     }
 
+    /// <summary>
+    /// Core's AllSources (--masquerade-all) as the master's masquerade-local flag: a local source of that cluster IP is
+    /// masqueraded even when pp_localsrc4_v1 / pp_localsrc6_v1 carry no flag; the control, a cluster IP without it, keeps the source.
+    /// </summary>
+    [KernelTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Ingress_LocalSource_MasqueradeLocalFlag_Masquerades(bool ipv6)
+    {
+        var f = LocalSourceFamily.Of(ipv6);
+        var other = ipv6 ? "fd00:10:96::11" : "10.96.0.11";
+        AddService(f.ClusterIp, 80, ProtocolType.Tcp, revNatId: 17, (ushort)(MapLayout.ServiceFlagMasquerade | MapLayout.ServiceFlagMasqueradeLocal), f.BackendA);
+        AddService(other, 80, ProtocolType.Tcp, revNatId: 18, MapLayout.ServiceFlagMasquerade, f.BackendA);
+        AddLocalSources(f.PodCidr, flags: 0);
+
+        var all = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.Pod, 40010, f.ClusterIp, 80)));
+        var offClusterOnly = Ingress.TestRun(TestPackets.Build(TestPackets.Tcp(f.Pod, 40011, other, 80)));
+
+        Assert.Equal(TestPackets.Tcp(f.Pod, 40010, f.BackendA, BackendPort), TestPackets.Parse(all.Frame));
+        Assert.Equal(MapLayout.MarkMasquerade, all.Mark);
+        Assert.Equal(0u, offClusterOnly.Mark);
+    }
+
     [KernelTheory]
     [InlineData(false)]
     [InlineData(true)]

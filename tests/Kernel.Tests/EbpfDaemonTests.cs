@@ -29,7 +29,7 @@ public sealed class EbpfDaemonTests(ITestOutputHelper output)
             var flags = place.Flags;
 
             var proxy = await scenario.StartProxyAsync(flags, mode: "ebpf");
-            Assert.Contains("does not render yet: masquerade of local sockets", proxy.Output);
+            Assert.Contains("does not render yet: SCTP", proxy.Output);
             Assert.Contains("maps created", proxy.Output);
             Assert.Equal(["pod-0", "pod-1"], Spread(scenario, cgroup, 16));
             // An off-node client (outside the cgroup): its packets meet the tc programs on the node's interfaces.

@@ -13,7 +13,7 @@ namespace ProxyPlanes.Kernel.Tests.Conformance;
 /// Every scenario against every data plane, through the same code: the real proxyplanes binary in
 /// the node namespace of <see cref="ConformanceTopology"/>, real packets, real answers. A new data
 /// plane joins by adding its --mode name to <see cref="Modes"/>. --mode=ebpf runs with its own cgroup and
-/// bpffs, its node and pod probes in that cgroup, and skips (visibly) what <see cref="EbpfSkip"/> lists.
+/// bpffs, and its node and pod probes in that cgroup.
 /// </summary>
 [Collection(KernelCollection.Name)]
 public sealed class ConformanceTests(ITestOutputHelper output)
@@ -32,22 +32,6 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// The one place that lists what --mode=ebpf does not render yet: null when the probe must run and
-    /// pass, else why it is skipped (printed, visible in the test output). Off-node clients go through the
-    /// tc programs on the node's interfaces; the node's and pods' probes run in the test's cgroup, where the
-    /// socket hooks rewrite their sockets (node ports included, on pp_nodeip4_v1's addresses), which cannot masquerade a hairpin.
-    /// </summary>
-    private static string? EbpfSkip(Probe probe)
-    {
-        if (IsOffNode(probe)) return null;
-        var ipv6 = probe.To.Contains(':');
-        var own = probe.From == "node" ? (ipv6 ? NodeAddresses[2] : ConformanceTopology.NodeIp) : ipv6 ? ConformanceTopology.Pods[probe.From].IPv6 : ConformanceTopology.Pods[probe.From].IPv4;
-        if (probe.Expect.Source is { } seen && seen != own)
-            return $"masquerade of a local socket (the pods must see {seen}): the socket hooks connect the socket straight to the backend, so no packet crosses the node to be masqueraded (README: per-mode table)";
-        return null;
-    }
-
-    /// <summary>
     /// The one explain check --mode=ebpf cannot pass: explain tells a pod (a process in --bpf-cgroup, socket hooks) from an
     /// off-node client (tc) by pp_localsrc4_v1, which holds Core's detect-local prefixes; detect-local by interface
     /// (InterfaceNamePrefix, BridgeInterface) has none, so there a pod's address is taken for an off-node client.
@@ -59,20 +43,11 @@ public sealed class ConformanceTests(ITestOutputHelper output)
     /// <summary>A probe from an off-node client: its packets reach the node's interfaces, where the tc programs act.</summary>
     private static bool IsOffNode(Probe probe) => probe.From is "client" or "client2";
 
-    /// <summary>Every scenario in every mode, except, for ebpf, a scenario none of whose probes it renders yet (see <see cref="Ebpf_ScenariosItDoesNotRenderYet"/>).</summary>
+    /// <summary>Every scenario in every mode.</summary>
     public static IEnumerable<object[]> Cases() =>
         from mode in Modes
         from scenario in ConformanceScenarios.All
-        where mode != "ebpf" || scenario.Steps.SelectMany(s => s.Probes).Any(p => EbpfSkip(p) is null)
         select new object[] { mode, scenario.Name };
-
-    /// <summary>
-    /// The scenarios --mode=ebpf skips whole, named in the test output; the probes it skips inside the
-    /// scenarios it runs are printed there as "skip [ebpf]".
-    /// </summary>
-    [Fact(Skip = "--mode=ebpf does not render these scenarios: every probe needs masquerade of a local socket (hairpin, --masquerade-all; an honest difference, README); run it to list them")]
-    public void Ebpf_ScenariosItDoesNotRenderYet() =>
-        Assert.Fail(string.Join(", ", ConformanceScenarios.All.Where(s => s.Steps.SelectMany(step => step.Probes).All(p => EbpfSkip(p) is not null)).Select(s => s.Name)));
 
     [Theory]
     [MemberData(nameof(Cases))]
@@ -108,11 +83,6 @@ public sealed class ConformanceTests(ITestOutputHelper output)
                 }
                 foreach (var probe in step.Probes)
                 {
-                    if (ebpf is not null && EbpfSkip(probe) is { } notYet)
-                    {
-                        output.WriteLine($"skip [ebpf]: {probe}: {notYet}");
-                        continue;
-                    }
                     // Off-node clients stay out of the cgroup: their packets, not their sockets, meet the data plane.
                     var problem = ebpf is null || IsOffNode(probe) ? await CheckAsync(sandbox, probe) : await CheckInCgroupAsync(sandbox, probe, ebpf.Cgroup.Path);
                     Assert.True(problem is null, $"{scenario.Name} [{mode}]: {probe}: {problem}\n--- proxy output ---\n{proxy.Output}");
