@@ -49,7 +49,7 @@ public static class CanonicalRule
                 targetName = neg + token + " " + args[0];
                 target = [];
             }
-            else (target ?? current ?? NewModule(modules, "")).Add(neg + token + "\u0001" + string.Join('\u0001', args));
+            else (target ?? current ?? NewModule(modules, "")).Add(args.Count == 0 ? neg + token : neg + token + "\u0001" + string.Join('\u0001', args));
         }
 
         var text = new StringBuilder();
@@ -86,6 +86,7 @@ public static class CanonicalRule
             switch (name, parts[0], parts.Length)
             {
                 case ("recent", "--rsource", 1): continue; // the default side
+                case ("-j REJECT", "--reject-with", 2) when parts[1] is "icmp-port-unreachable" or "icmp6-port-unreachable": continue; // the default
                 case ("recent", "--mask", 2) when IPAddress.TryParse(parts[1], out var mask) && mask.GetAddressBytes().All(b => b == 0xff): continue;
                 case ("statistic", "--probability", 2) when double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out var p):
                     // libxt_statistic stores lround(p * 2^31); the save prints it back with more digits.
