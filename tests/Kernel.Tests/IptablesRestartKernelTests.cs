@@ -121,4 +121,53 @@ public sealed class IptablesRestartKernelTests
         Assert.DoesNotContain("*filter", sent);
         Assert.Empty(restores[IpFamily.IPv6].Restored);
     }
+
+    /// <summary>
+    /// The daemon restarted over its own rules after someone left a stale chain and put a foreign RETURN at the
+    /// top of web's service chain (so web no longer answers: the positive control): the restart's first sync
+    /// writes only web's chain (and deletes the stale one), the rules are again what they were, and real
+    /// requests from the client namespace reach every pod.
+    /// </summary>
+    [Fact]
+    public async Task Daemon_RestartOverTamperedRules_WritesOnlyTheDiff_PacketsReachEveryBackend()
+    {
+        const string webIP = "10.96.0.10";
+        const string stale = "KUBE-SEP-STALESTALESTALE";
+        string[] pods = ["pod-0", "pod-1", "pod-2"];
+        await using var scenario = await ProxyScenario.CreateAsync(pods: 3);
+        scenario.WriteManifest("web.yaml", ProxyScenario.Service("web", webIP));
+        scenario.WriteManifest("web-endpoints.yaml", ProxyScenario.Slice("web", scenario.PodIp(0), scenario.PodIp(1), scenario.PodIp(2)));
+        string[] args = ["--iptables-variant=nft"];
+        var node = scenario.Sandbox.Node;
+        var proxy = await scenario.StartProxyAsync(args);
+        Assert.Equal(pods, (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, webIP, 80)).Keys.Order());
+        var synced = await NatAsync(node);
+        await proxy.Process.KillAsync();
+
+        var webChain = synced.Split('\n').Select(l => l.Split(' ')).Single(w => w[0] == "-A" && w[1].StartsWith(ChainNames.Services + "-", StringComparison.Ordinal) && w.Contains(webIP + "/32"))[^1];
+        Assert.StartsWith("KUBE-SVC-", webChain);
+        foreach (var command in new[] { $"-N {stale}", $"-A {stale} -j RETURN", $"-I {webChain} 1 -j RETURN" })
+            await node.CheckedExecAsync(["iptables-nft", "-t", "nat", .. command.Split(' ')]);
+        var broken = await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, webIP, 80, count: 3);
+        Assert.DoesNotContain(broken.Keys, k => k.StartsWith("pod-", StringComparison.Ordinal)); // the tampering took effect
+
+        proxy = await scenario.StartProxyAsync(args);
+
+        Assert.Equal(pods, (await ProxyScenario.SpreadAsync(scenario.Sandbox.Client, webIP, 80)).Keys.Order());
+        Assert.Equal(synced, await NatAsync(node));
+        // The restart's full sync wrote web's chain alone (its masquerade rule and three endpoint jumps), not the
+        // 70-odd rules of a whole nat table, and nothing in filter.
+        var scrape = await proxy.ScrapeAsync();
+        Assert.Equal(4, LastWritten(scrape, "nat"));
+        Assert.Equal(0, LastWritten(scrape, "filter"));
+    }
+
+    private static double LastWritten(string scrape, string table) =>
+        scrape.Split('\n').Where(l => l.StartsWith(IptablesMetrics.RulesLastSync + "{", StringComparison.Ordinal) && l.Contains($"table=\"{table}\"", StringComparison.Ordinal) && l.Contains("IPv4", StringComparison.Ordinal))
+            .Select(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture)).Single();
+
+    /// <summary>The node's IPv4 nat table as iptables-nft-save prints it, without its comment lines and counters.</summary>
+    private static async Task<string> NatAsync(NetworkNamespace node) =>
+        string.Join('\n', (await node.CheckedExecAsync("iptables-nft-save", "-t", "nat")).StandardOutput.Split('\n')
+            .Where(l => !l.StartsWith('#')).Select(l => l.StartsWith(':') ? l.Split(' ')[0] : l));
 }
