@@ -125,6 +125,7 @@ public sealed class IptablesBackend : IProxyBackend
             var render = Stopwatch.StartNew();
             var previous = State;
             var plan = _planner.Plan(request, previous, kernel); // no previous state: the planner writes everything
+            if (full) plan = OnlyWhatDiffers(plan, kernel);
             render.Stop();
 
             apply.Restart();
@@ -146,13 +147,39 @@ public sealed class IptablesBackend : IProxyBackend
             return (render.Elapsed, read + apply.Elapsed);
         }
 
+        /// <summary>
+        /// A full sync over rules already in place (a restarted proxy, a periodic full sync) sends only the
+        /// chains whose rules differ from the kernel's (<see cref="RestoreDiff"/>): nothing when nothing does.
+        /// Chains the state no longer wants, missing jumps from the built-in chains and chains changed or
+        /// added from outside are repaired as by the whole script.
+        /// </summary>
+        private static IptablesPlan OnlyWhatDiffers(IptablesPlan plan, KernelTables kernel)
+        {
+            if (kernel.Digests is not { } digests || !(kernel.NatChains.Contains(ChainNames.Services) || kernel.FilterChains.Contains(ChainNames.Services))) return plan;
+            var diff = RestoreDiff.Of(plan.Script, digests);
+            return plan with
+            {
+                Script = diff.Script,
+                NatRulesWritten = diff.RulesWritten.GetValueOrDefault("nat"),
+                FilterRulesWritten = diff.RulesWritten.GetValueOrDefault("filter"),
+                ChainsSkipped = diff.ChainsUnchanged,
+                FilterThenNat = diff.Tables.Count == 2,
+            };
+        }
+
         private async Task<(KernelTables Kernel, string FilterSave)> ReadKernelAsync(CancellationToken cancellationToken)
         {
             // nat (~10 MB at 10,000 services) is parsed as the tool prints it, never held whole; filter holds few
             // rules of ours and is kept as text for the rollback of a refused sync.
-            var nat = await IptablesSave.ReadTableAsync(applier, "nat", cancellationToken).ConfigureAwait(false);
+            // Every chain's rules are fingerprinted as they pass, for the cut of the plan down to what differs.
+            ChainDigests natDigests = new(), filterDigests = new();
+            var nat = await IptablesSave.ReadTableAsync(applier, "nat", cancellationToken, natDigests).ConfigureAwait(false);
             var filter = await applier.SaveAsync("filter", cancellationToken).ConfigureAwait(false);
-            return (IptablesSave.Kernel(nat, IptablesSave.ParseTable(filter)), filter);
+            var kernel = IptablesSave.Kernel(nat, IptablesSave.ParseTable(filter, filterDigests)) with
+            {
+                Digests = new Dictionary<string, ChainDigests>(StringComparer.Ordinal) { ["nat"] = natDigests, ["filter"] = filterDigests },
+            };
+            return (kernel, filter);
         }
 
         /// <summary>

@@ -5,6 +5,9 @@ namespace ProxyPlanes.Iptables;
 /// <summary>What a data plane knows of the kernel before a full sync: the chains found in nat and filter, and the rules of their built-in chains.</summary>
 public sealed record KernelTables(IReadOnlySet<string> NatChains, IReadOnlySet<string> FilterChains, IReadOnlySet<string> NatRules, IReadOnlySet<string> FilterRules)
 {
+    /// <summary>Per table ("nat", "filter"), the digest of every chain's rules, when the reader was asked for them (<see cref="RestoreDiff"/>).</summary>
+    public IReadOnlyDictionary<string, ChainDigests>? Digests { get; init; }
+
     public static KernelTables Empty { get; } = new(new HashSet<string>(), new HashSet<string>(), new HashSet<string>(), new HashSet<string>());
 }
 
@@ -31,9 +34,9 @@ public static class IptablesSave
     /// listed twice). Walks the lines as spans: at 10,000 services the nat save is ~110,000 lines, of
     /// which only the chain names and the built-in chains' rules are kept.
     /// </summary>
-    public static (HashSet<string> Chains, List<string> BuiltInRules) ParseTable(string save)
+    public static (HashSet<string> Chains, List<string> BuiltInRules) ParseTable(string save, ChainDigests? digests = null)
     {
-        var reader = new TableReader();
+        var reader = new TableReader(digests);
         OutputLines.ForEach(save, reader.Line);
         return (reader.Chains, reader.BuiltInRules);
     }
@@ -41,16 +44,17 @@ public static class IptablesSave
     /// <summary>
     /// <see cref="ParseTable"/> of one table read from the tool as it prints it, line by line: the save is never one
     /// string. A failing tool throws its <see cref="NodeTools.CommandException"/>, and nothing read is kept.
+    /// With <paramref name="digests"/>, every chain's rules are also fingerprinted into it as they pass.
     /// </summary>
-    public static async Task<(HashSet<string> Chains, List<string> BuiltInRules)> ReadTableAsync(IIptablesApplier applier, string table, CancellationToken cancellationToken)
+    public static async Task<(HashSet<string> Chains, List<string> BuiltInRules)> ReadTableAsync(IIptablesApplier applier, string table, CancellationToken cancellationToken, ChainDigests? digests = null)
     {
-        var reader = new TableReader();
+        var reader = new TableReader(digests);
         await applier.SaveAsync(table, reader.Line, cancellationToken).ConfigureAwait(false);
         return (reader.Chains, reader.BuiltInRules);
     }
 
     /// <summary>Gathers the chain names and built-in chains' rules of one table's save, a line at a time.</summary>
-    private sealed class TableReader
+    private sealed class TableReader(ChainDigests? digests)
     {
         public HashSet<string> Chains { get; } = new(StringComparer.Ordinal);
 
@@ -59,6 +63,7 @@ public static class IptablesSave
         public void Line(ReadOnlySpan<char> raw)
         {
             var line = raw.TrimEnd('\r');
+            digests?.Line(line);
             if (line.StartsWith(':'))
             {
                 var end = line.IndexOf(' ');

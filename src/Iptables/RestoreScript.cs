@@ -94,6 +94,30 @@ public sealed class RestoreScript
         }
     }
 
+    /// <summary>Hands each line of the script (without its '\n') to <paramref name="onLine"/>, decoding one chunk at a time.</summary>
+    public void ForEachLine(NodeTools.LineHandler onLine)
+    {
+        var decoder = Encoding.UTF8.GetDecoder();
+        var chars = new char[ChunkSize];
+        var carried = new StringBuilder(); // a line cut by a chunk boundary
+        for (var i = 0; i < _chunks.Count; i++)
+        {
+            var rest = chars.AsSpan(0, decoder.GetChars(_chunks[i].Written, chars, flush: i == _chunks.Count - 1));
+            for (var end = rest.IndexOf('\n'); end >= 0; end = rest.IndexOf('\n'))
+            {
+                if (carried.Length == 0) onLine(rest[..end]);
+                else
+                {
+                    onLine(carried.Append(rest[..end]).ToString());
+                    carried.Clear();
+                }
+                rest = rest[(end + 1)..];
+            }
+            carried.Append(rest);
+        }
+        if (carried.Length > 0) onLine(carried.ToString());
+    }
+
     public override string ToString()
     {
         var text = new StringBuilder((int)Math.Min(Length, int.MaxValue));

@@ -140,7 +140,7 @@ public sealed class SavedRule
     }
 
     /// <summary>Words of an iptables-save rule; a double-quoted word (a comment) may hold spaces and \" escapes.</summary>
-    private static List<(string Text, bool Quoted)> Tokenize(string text)
+    internal static List<(string Text, bool Quoted)> Tokenize(ReadOnlySpan<char> text)
     {
         var tokens = new List<(string, bool)>();
         var i = 0;
@@ -161,9 +161,9 @@ public sealed class SavedRule
             }
             else
             {
-                var end = text.IndexOf(' ', i);
-                if (end < 0) end = text.Length;
-                tokens.Add((text[i..end], false));
+                var end = text[i..].IndexOf(' ');
+                end = end < 0 ? text.Length : i + end;
+                tokens.Add((text[i..end].ToString(), false));
                 i = end;
             }
         }

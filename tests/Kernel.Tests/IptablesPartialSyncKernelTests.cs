@@ -21,7 +21,7 @@ public sealed class IptablesPartialSyncKernelTests
 {
     private static readonly IpFamily[] Families = [IpFamily.IPv4, IpFamily.IPv6];
 
-    private sealed class Node : IDisposable
+    internal sealed class Node : IDisposable
     {
         private readonly ProxyMetrics _metrics = new();
 
@@ -61,7 +61,7 @@ public sealed class IptablesPartialSyncKernelTests
         }
     }
 
-    private static async Task<string> FreshFullSaveAsync(IptablesVariant variant, DesiredState state)
+    internal static async Task<string> FreshFullSaveAsync(IptablesVariant variant, DesiredState state)
     {
         using var fresh = new Node(variant);
         await fresh.Backend.SyncAsync(StateBuilder.Full(state), default);
