@@ -60,7 +60,7 @@ public sealed class SockDiag : IDisposable
             new NetlinkRequest(SOCK_DIAG_BY_FAMILY, 0, (ref NetlinkWriter w) => WriteRequest(ref w, family, protocol, states, null),
                 $"sock_diag SOCK_DIAG_BY_FAMILY {FamilyText(family)} {NetlinkErrors.ProtocolText(protocol)} states 0x{states:x}")
             {
-                Hint = $"the kernel has no {NetlinkErrors.ProtocolText(protocol)} socket diagnostics (CONFIG_INET_DIAG, CONFIG_INET_{NetlinkErrors.ProtocolText(protocol)}_DIAG)",
+                Hint = $"the kernel has no socket diagnostics for {NetlinkErrors.ProtocolText(protocol)} (CONFIG_INET_DIAG and that protocol's diag module)",
                 HintErrno = Errno.ENOENT,
             },
             m => Parse(m, protocol));
