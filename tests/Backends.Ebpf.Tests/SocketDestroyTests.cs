@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using ProxyPlanes.Backends.Nftables.Tests;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
+using ProxyPlanes.Netlink;
 using ProxyPlanes.NodeTools.Conntrack;
 using ProxyPlanes.Sandbox;
 using ProxyPlanes.TestKit;
@@ -347,6 +348,59 @@ public sealed class SocketDestroyTests : IDisposable
         Assert.StartsWith("eBPF: sockets are destroyed through sock_diag SOCK_DESTROY on this kernel", line.Message, StringComparison.Ordinal);
         Assert.DoesNotContain('\n', line.Message);
         return line.Message;
+    }
+
+    /// <summary>
+    /// The sock_diag fallback's choice, as bpf/sockdestroy.c makes it, over fake map lookups: a connected UDP socket goes
+    /// when its reverse entry names a deleted {frontend, backend} (exactly, any backend of a gone frontend, a node port's
+    /// any address) or it sits on a frontend out of Drop (by the VIP, or a node address with the node port's key); kept:
+    /// no reverse entry (connected directly), another frontend's deletion, another cookie, an unconnected socket, a node
+    /// port key for an address that is not the node's.
+    /// </summary>
+    [Fact]
+    public void SockDiagSelection_SameSocketsAsTheIterator()
+    {
+        var vip = IPAddress.Parse("10.96.0.53");
+        var pod = IPAddress.Parse("10.244.1.2");
+        var node = IPAddress.Parse("192.0.2.10");
+        var lookups = new FakeLookups { Node = MapAddress.For(node) };
+        lookups.Reverse[(7, MapAddress.For(pod), MapLayout.NetworkPort(5353))] = (MapAddress.For(vip), MapLayout.NetworkPort(53));
+        InetDiagSocket Udp(ulong cookie, IPAddress destination, int port, int state = 1) =>
+            new(AfInet, 17, state, new InetDiagSocketId(IPAddress.Parse("10.244.0.9"), 40000, destination, port, 0, cookie), 0);
+        var exact = new SockDeleteKey { Frontend = MapAddress.For(vip), FrontendPort = MapLayout.NetworkPort(53), Backend = MapAddress.For(pod), BackendPort = MapLayout.NetworkPort(5353) };
+        HashSet<ServiceKey> none = [];
+        HashSet<SockDeleteKey> noDeletions = [];
+
+        Assert.True(SocketDestroyer.SelectsUdp(Udp(7, pod, 5353), new HashSet<SockDeleteKey> { exact }, none, lookups));
+        Assert.True(SocketDestroyer.SelectsUdp(Udp(7, pod, 5353), new HashSet<SockDeleteKey> { exact with { Backend = default, BackendPort = 0 } }, none, lookups));
+        Assert.True(SocketDestroyer.SelectsUdp(Udp(7, pod, 5353), new HashSet<SockDeleteKey> { exact with { Frontend = default } }, none, lookups));
+        Assert.False(SocketDestroyer.SelectsUdp(Udp(8, pod, 5353), new HashSet<SockDeleteKey> { exact }, none, lookups)); // no reverse entry
+        Assert.False(SocketDestroyer.SelectsUdp(Udp(7, pod, 5353), new HashSet<SockDeleteKey> { exact with { Frontend = MapAddress.For(IPAddress.Parse("10.96.0.99")) } }, none, lookups));
+        Assert.False(SocketDestroyer.SelectsUdp(Udp(7, pod, 5353, state: 7), new HashSet<SockDeleteKey> { exact }, none, lookups)); // TCP_CLOSE: not connected
+
+        var reopened = new HashSet<ServiceKey> { ServiceKey.For(vip, 53, ProtocolType.Udp) };
+        var nodePort = new HashSet<ServiceKey> { ServiceKey.For(IPAddress.Any, 30053, ProtocolType.Udp) };
+        Assert.True(SocketDestroyer.SelectsUdp(Udp(9, vip, 53), noDeletions, reopened, lookups));
+        Assert.False(SocketDestroyer.SelectsUdp(Udp(9, vip, 54), noDeletions, reopened, lookups));
+        Assert.True(SocketDestroyer.SelectsUdp(Udp(9, node, 30053), noDeletions, nodePort, lookups));
+        Assert.False(SocketDestroyer.SelectsUdp(Udp(9, IPAddress.Parse("192.0.2.11"), 30053), noDeletions, nodePort, lookups)); // not a node address
+        var syn = new InetDiagSocket(AfInet, 6, 2, new InetDiagSocketId(IPAddress.Parse("10.244.0.9"), 40000, vip, 53, 0, 9), 0);
+        Assert.False(SocketDestroyer.LeftOnReopened(syn, ProtocolType.Tcp, reopened, lookups)); // the UDP frontend, not TCP
+        Assert.True(SocketDestroyer.LeftOnReopened(syn, ProtocolType.Tcp, new HashSet<ServiceKey> { ServiceKey.For(vip, 53, ProtocolType.Tcp) }, lookups));
+    }
+
+    private const int AfInet = 2;
+
+    private sealed class FakeLookups : SocketDestroyer.ISockDiagLookups
+    {
+        public Dictionary<(ulong Cookie, MapAddress Backend, ushort Port), (MapAddress Address, ushort Port)> Reverse { get; } = [];
+
+        public MapAddress Node { get; init; }
+
+        public (MapAddress Address, ushort Port)? ReverseEntry(int family, ulong cookie, MapAddress backend, ushort backendPort) =>
+            Reverse.TryGetValue((cookie, backend, backendPort), out var vip) ? vip : null;
+
+        public bool IsNodeAddress(MapAddress address) => address == Node;
     }
 
     /// <summary>What pp_sockdel_v1 gets of each kind of deletion: UDP only, nothing for a port that just got endpoints.</summary>
