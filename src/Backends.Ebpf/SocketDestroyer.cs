@@ -17,6 +17,8 @@ namespace ProxyPlanes.Backends.Ebpf;
 /// frontend out of Drop (<see cref="ReopenedFrontends"/>): a TCP socket still in SYN_SENT to it, a UDP socket connected
 /// to it. Nothing rewrites a socket's destination after connect, so without this such a TCP socket retransmits its SYN
 /// to the VIP until connect times out; destroyed, connect fails with ECONNABORTED at once and a retry gets a backend.
+/// On a kernel without the kfunc (before 6.5) the same sockets are chosen in user space and destroyed with sock_diag
+/// SOCK_DESTROY (SocketDestroyer.SockDiag.cs, <see cref="LoadSockDiag"/>), as Cilium falls back there.
 /// </summary>
 /// <remarks>
 /// An iterator walks the sockets of the network namespace it is created in (BPF_ITER_CREATE), so a pass runs in
