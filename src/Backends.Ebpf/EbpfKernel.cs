@@ -112,10 +112,11 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     // namespace's, whichever thread (or namespace) a later sync runs on.
     private readonly SafeBpfHandle _namespace = Interop.CurrentNetworkNamespace();
 
-    private EbpfKernel(EbpfLocation location, BpfObject bpfObject, BpfObject tc, List<BpfLink> links, bool reusedMaps, ILogger logger)
+    private EbpfKernel(EbpfLocation location, BpfObject bpfObject, BpfObject tc, List<BpfLink> links, bool reusedMaps, ILogger logger, bool forceSockDiag)
     {
         Location = location;
-        _sockets = SocketDestroyer.TryLoad(bpfObject.Maps, logger); // null before kernel 6.5: said once, here
+        // Before kernel 6.5 the sock_diag fallback (or null where that cannot either): said once, here.
+        _sockets = SocketDestroyer.TryLoad(bpfObject.Maps, logger, forceSockDiag);
         _object = bpfObject;
         _tc = tc;
         _links = links;
@@ -178,7 +179,13 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     public BpfMap Backends { get; }
 
     /// <summary>Loads, pins and attaches (see the class summary). Throws a one-line <see cref="BpfException"/> when the kernel refuses.</summary>
-    public static EbpfKernel Open(EbpfLocation location, ILogger logger)
+    public static EbpfKernel Open(EbpfLocation location, ILogger logger) => Open(location, logger, forceSockDiag: false);
+
+    /// <summary>
+    /// Test hook: with <paramref name="forceSockDiag"/> the sockets are destroyed through the sock_diag fallback even
+    /// where the kernel has the bpf_sock_destroy kfunc (<see cref="SocketDestroyer.TryLoad"/>).
+    /// </summary>
+    internal static EbpfKernel Open(EbpfLocation location, ILogger logger, bool forceSockDiag)
     {
         EnsureBpfFs(location.BpfFs, logger);
         var directory = location.PinDirectory;
@@ -223,7 +230,7 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
             throw;
         }
         logger.LogInformation("eBPF: socket hooks on cgroup {Cgroup}, maps {Maps} in {Directory}", location.Cgroup, reused ? "reused" : "created", directory);
-        var kernel = new EbpfKernel(location, bpfObject, tc, links, reused, logger);
+        var kernel = new EbpfKernel(location, bpfObject, tc, links, reused, logger, forceSockDiag);
         try
         {
             // The fixed table first: a packet the tc programs mark must find its reject and masquerade rules.
@@ -556,13 +563,16 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     public int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) =>
         StaleConnections.Delete(Connections, deletions) + StaleConnections.Delete6(Connections6, deletions);
 
-    /// <summary>This kernel destroys the connected UDP sockets of a removed endpoint (bpf_sock_destroy, kernel ≥ 6.5).</summary>
+    /// <summary>This kernel destroys the connected UDP sockets of a removed endpoint (bpf_sock_destroy, kernel ≥ 6.5, else sock_diag SOCK_DESTROY).</summary>
     public bool DestroysSockets => _sockets is not null;
 
-    /// <summary>pp_sockdel_v1 (empty between passes), or null on a kernel that cannot destroy sockets.</summary>
+    /// <summary>Sockets are destroyed through sock_diag SOCK_DESTROY (the fallback before kernel 6.5), not the bpf iterators.</summary>
+    public bool DestroysSocketsBySockDiag => _sockets?.UsesSockDiag == true;
+
+    /// <summary>pp_sockdel_v1 (empty between passes), or null on a kernel that cannot destroy sockets or with the sock_diag fallback.</summary>
     public BpfMap? SocketDeletions => _sockets?.Deletions;
 
-    /// <summary>pp_sockvip_v1 (empty between passes), or null on a kernel that cannot destroy sockets.</summary>
+    /// <summary>pp_sockvip_v1 (empty between passes), or null on a kernel that cannot destroy sockets or with the sock_diag fallback.</summary>
     public BpfMap? SocketReopened => _sockets?.Reopened;
 
     /// <summary>

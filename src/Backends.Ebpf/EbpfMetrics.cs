@@ -27,7 +27,7 @@ public sealed class EbpfMetrics
         // Present from the start, so a scrape before the first failure shows 0.
         _failures.WithLabels(MapLayout.ServicesMap);
         _failures.WithLabels(MapLayout.BackendsMap);
-        _destroyed = factory.CreateCounter(SocketsDestroyedTotal, "Connected UDP sockets of a removed endpoint destroyed after a sync (bpf_sock_destroy; stays 0 before kernel 6.5)");
+        _destroyed = factory.CreateCounter(SocketsDestroyedTotal, "Connected UDP sockets of a removed endpoint, and sockets a Drop verdict left on a VIP that got endpoints, destroyed after a sync (bpf_sock_destroy, or sock_diag SOCK_DESTROY before kernel 6.5)");
     }
 
     public void SetEntries(int services, int backends)

@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.Model;
+using ProxyPlanes.Netlink;
 using ProxyPlanes.NodeTools.Conntrack;
 
 namespace ProxyPlanes.Backends.Ebpf;
@@ -16,6 +17,8 @@ namespace ProxyPlanes.Backends.Ebpf;
 /// frontend out of Drop (<see cref="ReopenedFrontends"/>): a TCP socket still in SYN_SENT to it, a UDP socket connected
 /// to it. Nothing rewrites a socket's destination after connect, so without this such a TCP socket retransmits its SYN
 /// to the VIP until connect times out; destroyed, connect fails with ECONNABORTED at once and a retry gets a backend.
+/// On a kernel without the kfunc (before 6.5) the same sockets are chosen in user space and destroyed with sock_diag
+/// SOCK_DESTROY (SocketDestroyer.SockDiag.cs, <see cref="LoadSockDiag"/>), as Cilium falls back there.
 /// </summary>
 /// <remarks>
 /// An iterator walks the sockets of the network namespace it is created in (BPF_ITER_CREATE), so a pass runs in
@@ -23,7 +26,7 @@ namespace ProxyPlanes.Backends.Ebpf;
 /// and every named one (<see cref="NamedNamespaces"/>, where container runtimes pin pods' namespaces), as Cilium's
 /// socket termination walks the host's and every pod's.
 /// </remarks>
-public sealed class SocketDestroyer : IDisposable
+public sealed partial class SocketDestroyer : IDisposable
 {
     public const string ObjectName = "sockdestroy";
     public const string ProgramName = "pp_sock_destroy_udp";
@@ -34,9 +37,10 @@ public sealed class SocketDestroyer : IDisposable
 
     private const int CookieSize = sizeof(ulong);
 
-    private readonly BpfObject _object;
-    private readonly SafeBpfHandle _link;
-    private readonly SafeBpfHandle _tcpLink;
+    // The iterator programs and their links; null in the sock_diag fallback (SocketDestroyer.SockDiag.cs).
+    private readonly BpfObject? _object;
+    private readonly SafeBpfHandle? _link;
+    private readonly SafeBpfHandle? _tcpLink;
 
     private SocketDestroyer(BpfObject bpfObject, SafeBpfHandle link, SafeBpfHandle tcpLink)
     {
@@ -47,11 +51,11 @@ public sealed class SocketDestroyer : IDisposable
         Reopened = bpfObject.Map(MapLayout.SockReopenedMap);
     }
 
-    /// <summary>pp_sockdel_v1: the {frontend, backend} pairs of the pass running now; empty between passes.</summary>
-    public BpfMap Deletions { get; }
+    /// <summary>pp_sockdel_v1: the {frontend, backend} pairs of the pass running now; empty between passes. Null in the sock_diag fallback.</summary>
+    public BpfMap? Deletions { get; }
 
-    /// <summary>pp_sockvip_v1: the frontends taken out of Drop of the pass running now (master keys); empty between passes.</summary>
-    public BpfMap Reopened { get; }
+    /// <summary>pp_sockvip_v1: the frontends taken out of Drop of the pass running now (master keys); empty between passes. Null in the sock_diag fallback.</summary>
+    public BpfMap? Reopened { get; }
 
     /// <summary>
     /// Loads bpf/sockdestroy.c with the socket hooks' maps (<paramref name="sockMaps"/>: sock.o's maps, of which it
@@ -76,21 +80,41 @@ public sealed class SocketDestroyer : IDisposable
     }
 
     /// <summary>
-    /// <see cref="Load"/>, or null on a kernel that cannot (before 6.5: no <c>bpf_sock_destroy</c>), said in one
-    /// info line: the detection happens once, at start.
+    /// <see cref="Load"/>; on a kernel that cannot (before 6.5: no <c>bpf_sock_destroy</c>), or with
+    /// <paramref name="forceSockDiag"/>, the sock_diag fallback (<see cref="LoadSockDiag"/>, probed in the calling
+    /// thread's network namespace), said in one info line; null when neither works, said in one info line too. The
+    /// detection happens once, at start.
     /// </summary>
-    public static SocketDestroyer? TryLoad(IEnumerable<BpfMap> sockMaps, ILogger logger)
+    public static SocketDestroyer? TryLoad(IEnumerable<BpfMap> sockMaps, ILogger logger, bool forceSockDiag = false)
     {
+        ArgumentNullException.ThrowIfNull(sockMaps);
         ArgumentNullException.ThrowIfNull(logger);
+        var maps = sockMaps.ToList();
+        var kfunc = "not tried";
+        if (!forceSockDiag)
+        {
+            try
+            {
+                return Load(maps);
+            }
+            catch (BpfException e)
+            {
+                kfunc = e.Message.Split('\n')[0];
+            }
+        }
         try
         {
-            return Load(sockMaps);
+            var fallback = LoadSockDiag(maps);
+            logger.LogInformation(
+                "eBPF: sockets are destroyed through sock_diag SOCK_DESTROY on this kernel (connected UDP sockets of a removed endpoint, sockets a Drop verdict left on a VIP that got endpoints), not by the bpf_sock_destroy kfunc (kernel 6.5 or later): {Error}",
+                kfunc);
+            return fallback;
         }
-        catch (BpfException e)
+        catch (Exception e) when (e is NetlinkException or BpfException)
         {
             logger.LogInformation(
-                "eBPF: connected UDP sockets of a removed endpoint are not destroyed on this kernel, nor sockets a Drop verdict left on a VIP that got endpoints (needs the bpf_sock_destroy kfunc, iter/udp and iter/tcp, kernel 6.5 or later): {Error}",
-                e.Message.Split('\n')[0]);
+                "eBPF: connected UDP sockets of a removed endpoint are not destroyed on this kernel, nor sockets a Drop verdict left on a VIP that got endpoints (needs the bpf_sock_destroy kfunc, iter/udp and iter/tcp, kernel 6.5 or later, or sock_diag with CONFIG_INET_DIAG_DESTROY): {Error}; {Fallback}",
+                kfunc, e.Message);
             return null;
         }
     }
@@ -159,8 +183,8 @@ public sealed class SocketDestroyer : IDisposable
         BpfException? failure = null;
         try
         {
-            foreach (var key in keys) Deletions.Update(key, 0u);
-            foreach (var key in frontends) Reopened.Update(key, 0u);
+            foreach (var key in keys) Deletions?.Update(key, 0u);
+            foreach (var key in frontends) Reopened?.Update(key, 0u);
             foreach (var path in namespaces)
             {
                 SafeBpfHandle networkNamespace;
@@ -177,19 +201,25 @@ public sealed class SocketDestroyer : IDisposable
                 {
                     try
                     {
-                        Interop.InNetworkNamespace((int)fd.Fd, () => destroyed += (udp ? RunHere(_link, ProgramName) : 0) + (tcp ? RunHere(_tcpLink, TcpProgramName) : 0));
+                        Interop.InNetworkNamespace((int)fd.Fd, () => destroyed += _object is null
+                            ? DestroyHereBySockDiag(keys, frontends, udp, tcp)
+                            : (udp ? RunHere(_link!, ProgramName) : 0) + (tcp ? RunHere(_tcpLink!, TcpProgramName) : 0));
                     }
                     catch (BpfException e)
                     {
                         failure ??= new BpfException(e.Errno, $"destroy sockets in network namespace {path}: {e.Operation}");
+                    }
+                    catch (NetlinkException e)
+                    {
+                        failure ??= new BpfException(e.Errno, $"destroy sockets in network namespace {path}: {e.Operation}", e.KernelMessage);
                     }
                 }
             }
         }
         finally
         {
-            foreach (var key in keys) Deletions.Delete(key);
-            foreach (var key in frontends) Reopened.Delete(key);
+            foreach (var key in keys) Deletions?.Delete(key);
+            foreach (var key in frontends) Reopened?.Delete(key);
         }
         if (failure is not null) throw failure;
         return destroyed;
@@ -206,8 +236,8 @@ public sealed class SocketDestroyer : IDisposable
 
     public void Dispose()
     {
-        _tcpLink.Dispose();
-        _link.Dispose();
-        _object.Dispose();
+        _tcpLink?.Dispose();
+        _link?.Dispose();
+        _object?.Dispose();
     }
 }

@@ -62,12 +62,14 @@ public static class LinuxUapi
         public const int ENOBUFS = 105;
         public const int ELOOP = 40;
         public const int ETIMEDOUT = 110;
+        public const int ESTALE = 116;
     }
 
     /// <summary>include/uapi/linux/netlink.h</summary>
     public static class Netlink
     {
         public const int NETLINK_ROUTE = 0;
+        public const int NETLINK_SOCK_DIAG = 4;
         public const int NETLINK_NETFILTER = 12;
         public const int NETLINK_GENERIC = 16;
 
@@ -219,6 +221,25 @@ public static class LinuxUapi
         public const uint IFA_F_TENTATIVE = 0x40;
         public const uint IFA_F_PERMANENT = 0x80;
         public const uint IFA_F_NOPREFIXROUTE = 0x200;
+    }
+
+    /// <summary>include/uapi/linux/sock_diag.h, include/uapi/linux/inet_diag.h, include/net/tcp_states.h</summary>
+    public static class SockDiag
+    {
+        public const ushort SOCK_DIAG_BY_FAMILY = 20;
+        public const ushort SOCK_DESTROY = 21;
+
+        /// <summary>sizeof(struct inet_diag_sockid): sport, dport (be16), src[4], dst[4] (be32), if, cookie[2].</summary>
+        public const int INET_DIAG_SOCKID_LEN = 48;
+        /// <summary>sizeof(struct inet_diag_req_v2): family, protocol, ext, pad (u8), states (u32), the sockid.</summary>
+        public const int INET_DIAG_REQ_V2_LEN = 56;
+        /// <summary>sizeof(struct inet_diag_msg): family, state, timer, retrans (u8), the sockid, expires, rqueue, wqueue, uid, inode (u32).</summary>
+        public const int INET_DIAG_MSG_LEN = 72;
+        public const uint INET_DIAG_NOCOOKIE = ~0U;
+
+        // include/net/tcp_states.h (glibc's netinet/tcp.h has the same enum): UDP uses ESTABLISHED for a connected socket.
+        public const int TCP_ESTABLISHED = 1;
+        public const int TCP_SYN_SENT = 2;
     }
 
     /// <summary>include/uapi/linux/ip_vs.h</summary>

@@ -93,14 +93,25 @@ public static class NetlinkErrors
         [Errno.ENOBUFS] = "ENOBUFS",
         [Errno.ELOOP] = "ELOOP",
         [Errno.ETIMEDOUT] = "ETIMEDOUT",
+        [Errno.ESTALE] = "ESTALE",
     };
 
     /// <summary>"EEXIST" for 17; "errno N" for values without a name here.</summary>
     public static string Name(int errno) => Names.TryGetValue(errno, out var name) ? name : $"errno {errno}";
 
+    /// <summary>"TCP", "UDP", "SCTP" for an IP protocol number, else "protocol N".</summary>
+    internal static string ProtocolText(int protocol) => protocol switch
+    {
+        LinuxUapi.Socket.IPPROTO_TCP => "TCP",
+        LinuxUapi.Socket.IPPROTO_UDP => "UDP",
+        LinuxUapi.Socket.IPPROTO_SCTP => "SCTP",
+        _ => $"protocol {protocol}",
+    };
+
     internal static string ProtocolName(int protocol) => protocol switch
     {
         LinuxUapi.Netlink.NETLINK_ROUTE => "NETLINK_ROUTE",
+        LinuxUapi.Netlink.NETLINK_SOCK_DIAG => "NETLINK_SOCK_DIAG",
         LinuxUapi.Netlink.NETLINK_GENERIC => "NETLINK_GENERIC",
         LinuxUapi.Netlink.NETLINK_NETFILTER => "NETLINK_NETFILTER",
         _ => $"netlink protocol {protocol}",

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using ProxyPlanes.Backends.Nftables.Tests;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
+using ProxyPlanes.Netlink;
 using ProxyPlanes.NodeTools.Conntrack;
 using ProxyPlanes.Sandbox;
 using ProxyPlanes.TestKit;
@@ -70,7 +71,19 @@ public sealed class SocketDestroyTests : IDisposable
     /// </summary>
     [KernelTheory(needsCgroup: true, needsSocketDestroy: true)]
     [MemberData(nameof(Families))]
-    public async Task EndpointRemoved_SocketsTheHooksGaveIt_Aborted_ReconnectReachesTheOther_OthersKept(string vip, string tcpVip, string addressA, string addressB)
+    public Task EndpointRemoved_SocketsTheHooksGaveIt_Aborted_ReconnectReachesTheOther_OthersKept(string vip, string tcpVip, string addressA, string addressB) =>
+        EndpointRemoved(vip, tcpVip, addressA, addressB, sockDiag: false);
+
+    /// <summary>
+    /// <see cref="EndpointRemoved_SocketsTheHooksGaveIt_Aborted_ReconnectReachesTheOther_OthersKept"/> through the
+    /// sock_diag fallback (what a kernel before 6.5 uses), forced on this kernel: the same sockets aborted, the same kept.
+    /// </summary>
+    [KernelTheory(needsCgroup: true)]
+    [MemberData(nameof(Families))]
+    public Task EndpointRemoved_SockDiagFallback_SocketsTheHooksGaveIt_Aborted_ReconnectReachesTheOther_OthersKept(string vip, string tcpVip, string addressA, string addressB) =>
+        EndpointRemoved(vip, tcpVip, addressA, addressB, sockDiag: true);
+
+    private async Task EndpointRemoved(string vip, string tcpVip, string addressA, string addressB, bool sockDiag)
     {
         if (addressA.Contains(':'))
         {
@@ -81,8 +94,7 @@ public sealed class SocketDestroyTests : IDisposable
         StartUdpServer(addressB, "udp-b");
         StartTcpServer(addressA, "tcp-a");
         using var metrics = new ProxyMetrics();
-        var kernel = Track(_namespace.Run(() => EbpfKernel.Open(new EbpfLocation(_bpfFs.Path, _cgroup.Path), NullLogger.Instance)));
-        _cleanup.Add(new Disposer(() => EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance)));
+        var kernel = OpenKernel(sockDiag);
         Assert.True(kernel.DestroysSockets);
         var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
         await backend.SyncAsync(StateBuilder.Full(State(vip, tcpVip, addressA, addressB)), default);
@@ -117,7 +129,20 @@ public sealed class SocketDestroyTests : IDisposable
         Assert.Contains("after tcp tcp-a", after);
         Assert.Equal(onA.Count, after.Count(l => l.EndsWith(" aborted", StringComparison.Ordinal)));
         Assert.Contains($"{EbpfMetrics.SocketsDestroyedTotal} {onA.Count}", await metrics.ExportTextAsync());
-        Assert.Empty(kernel.SocketDeletions!.Keys<SockDeleteKey>()); // emptied after the pass
+        if (!sockDiag) Assert.Empty(kernel.SocketDeletions!.Keys<SockDeleteKey>()); // emptied after the pass
+    }
+
+    /// <summary>
+    /// <see cref="EbpfKernel"/> opened in the test's namespace on its cgroup and bpffs (removed at the end); with
+    /// <paramref name="sockDiag"/> forced onto the sock_diag fallback, which it then says it uses (no pp_sockdel_v1).
+    /// </summary>
+    private EbpfKernel OpenKernel(bool sockDiag)
+    {
+        var kernel = Track(_namespace.Run(() => EbpfKernel.Open(new EbpfLocation(_bpfFs.Path, _cgroup.Path), NullLogger.Instance, sockDiag)));
+        _cleanup.Add(new Disposer(() => EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance)));
+        Assert.Equal(sockDiag, kernel.DestroysSocketsBySockDiag);
+        Assert.Equal(sockDiag, kernel.SocketDeletions is null);
+        return kernel;
     }
 
     /// <summary>
@@ -125,15 +150,20 @@ public sealed class SocketDestroyTests : IDisposable
     /// whichever backend; a deletion of another frontend's endpoint, on the same backend address and port, takes none.
     /// </summary>
     [KernelFact(needsCgroup: true, needsSocketDestroy: true)]
-    public async Task FrontendRemoved_TakesEverySocketThroughIt_AnotherFrontendsDeletionTakesNone()
+    public Task FrontendRemoved_TakesEverySocketThroughIt_AnotherFrontendsDeletionTakesNone() => FrontendRemoved(sockDiag: false);
+
+    /// <summary><see cref="FrontendRemoved_TakesEverySocketThroughIt_AnotherFrontendsDeletionTakesNone"/> through the sock_diag fallback, forced.</summary>
+    [KernelFact(needsCgroup: true)]
+    public Task FrontendRemoved_SockDiagFallback_TakesEverySocketThroughIt_AnotherFrontendsDeletionTakesNone() => FrontendRemoved(sockDiag: true);
+
+    private async Task FrontendRemoved(bool sockDiag)
     {
         const string vip = "10.96.0.53";
         StartUdpServer("127.0.0.2", "udp-a");
         StartUdpServer("127.0.0.3", "udp-b");
         StartTcpServer("127.0.0.2", "tcp-a");
         using var metrics = new ProxyMetrics();
-        var kernel = Track(_namespace.Run(() => EbpfKernel.Open(new EbpfLocation(_bpfFs.Path, _cgroup.Path), NullLogger.Instance)));
-        _cleanup.Add(new Disposer(() => EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance)));
+        var kernel = OpenKernel(sockDiag);
         var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
         await backend.SyncAsync(StateBuilder.Full(State(vip, "10.96.0.80", "127.0.0.2", "127.0.0.3")), default);
 
@@ -148,7 +178,7 @@ public sealed class SocketDestroyTests : IDisposable
         var gone = new ConntrackDeletion(name, ConntrackDeletionReason.FrontendRemoved, Protocol.UDP, IpFamily.IPv4, IPAddress.Parse(vip), UdpPort);
         var watch = System.Diagnostics.Stopwatch.StartNew();
         Assert.Equal(Sockets, kernel.DestroySockets([gone]));
-        Console.WriteLine($"destroy pass: {Sockets} sockets destroyed, {SocketDestroyer.NamedNamespaces().Count + 1} network namespaces walked, {watch.Elapsed.TotalMilliseconds:F1} ms");
+        Console.WriteLine($"destroy pass ({(sockDiag ? "sock_diag" : "bpf iterator")}): {Sockets} sockets destroyed, {SocketDestroyer.NamedNamespaces().Count + 1} network namespaces walked, {watch.Elapsed.TotalMilliseconds:F1} ms");
 
         await File.WriteAllTextAsync(go, "");
         using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30))) await holder.WaitForExitAsync(timeout.Token);
@@ -176,8 +206,21 @@ public sealed class SocketDestroyTests : IDisposable
     /// </summary>
     [KernelTheory(needsCgroup: true, needsSocketDestroy: true)]
     [MemberData(nameof(DropFamilies))]
-    public async Task DropToForward_SocketsLeftOnTheVip_Aborted_ReconnectReachesTheBackend_StillDropKept(
-        string route, string tcpVip, string tcpOther, string udpVip, string udpOther)
+    public Task DropToForward_SocketsLeftOnTheVip_Aborted_ReconnectReachesTheBackend_StillDropKept(
+        string route, string tcpVip, string tcpOther, string udpVip, string udpOther) =>
+        DropToForward(route, tcpVip, tcpOther, udpVip, udpOther, sockDiag: false);
+
+    /// <summary>
+    /// <see cref="DropToForward_SocketsLeftOnTheVip_Aborted_ReconnectReachesTheBackend_StillDropKept"/> through the
+    /// sock_diag fallback, forced: the TCP socket in SYN_SENT fails at once, the still-Drop ones stay.
+    /// </summary>
+    [KernelTheory(needsCgroup: true)]
+    [MemberData(nameof(DropFamilies))]
+    public Task DropToForward_SockDiagFallback_SocketsLeftOnTheVip_Aborted_ReconnectReachesTheBackend_StillDropKept(
+        string route, string tcpVip, string tcpOther, string udpVip, string udpOther) =>
+        DropToForward(route, tcpVip, tcpOther, udpVip, udpOther, sockDiag: true);
+
+    private async Task DropToForward(string route, string tcpVip, string tcpOther, string udpVip, string udpOther, bool sockDiag)
     {
         var ipv6 = route.Contains(':');
         var backendA = ipv6 ? "fd00:10:244::2" : "127.0.0.2";
@@ -200,8 +243,7 @@ public sealed class SocketDestroyTests : IDisposable
         StartUdpServer(backendA, "udp-a");
         StartTcpServer(backendA, "tcp-a");
         using var metrics = new ProxyMetrics();
-        var kernel = Track(_namespace.Run(() => EbpfKernel.Open(new EbpfLocation(_bpfFs.Path, _cgroup.Path), NullLogger.Instance)));
-        _cleanup.Add(new Disposer(() => EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance)));
+        var kernel = OpenKernel(sockDiag);
         var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
         await backend.SyncAsync(StateBuilder.Full(DropState(tcpVip, tcpOther, udpVip, udpOther, local: null, backendA, backendB)), default);
 
@@ -220,7 +262,7 @@ public sealed class SocketDestroyTests : IDisposable
         Assert.True(client.ExitCode == 0, report);
         Assert.Equal(["ready", "t1 ECONNABORTED", "t2 pending", "u1 ECONNABORTED", "u2 EAGAIN", "again tcp tcp-a", "again udp udp-a"], client.StandardOutputLines);
         Assert.Contains($"{EbpfMetrics.SocketsDestroyedTotal} 2", await metrics.ExportTextAsync());
-        Assert.Empty(kernel.SocketReopened!.Keys<ServiceKey>());
+        if (!sockDiag) Assert.Empty(kernel.SocketReopened!.Keys<ServiceKey>());
     }
 
     /// <summary>
@@ -255,32 +297,110 @@ public sealed class SocketDestroyTests : IDisposable
 
     /// <summary>
     /// <see cref="SocketDestroyer.TryLoad"/> is the feature probe the daemon makes at start: where the kernel's BTF has
-    /// the bpf_sock_destroy kfunc (the test's own probe) it loads and says nothing; where not (before 6.5: the VM lane's
-    /// Debian 6.1) it returns null and says so in exactly one info line, and the socket hooks it shares maps with are
-    /// loaded all the same. <c>EbpfInVmTests</c> reads the "socket destroy" line this prints.
+    /// the bpf_sock_destroy kfunc (the test's own probe) it loads the iterators and says nothing; where not (before 6.5:
+    /// the VM lane's Debian 6.1) it falls back to sock_diag SOCK_DESTROY (probed in the test's namespace, where it runs)
+    /// and says so in exactly one info line, and the socket hooks it shares maps with are loaded all the same.
+    /// <c>EbpfInVmTests</c> reads the "socket destroy" line this prints.
     /// </summary>
     [KernelFact]
-    public void TryLoad_LoadsWhereTheKernelHasTheKfunc_ElseSaysSoInOneLine()
+    public void TryLoad_LoadsWhereTheKernelHasTheKfunc_ElseFallsBackToSockDiagInOneLine()
     {
         using var sock = SockPrograms.Load();
         var logger = new ListLogger();
-        using var destroyer = SocketDestroyer.TryLoad(sock.Maps, logger);
+        using var destroyer = _namespace.Run(() => SocketDestroyer.TryLoad(sock.Maps, logger));
 
+        Assert.NotNull(destroyer);
         if (BpfTestSupport.KernelHasSocketDestroy)
         {
-            Assert.NotNull(destroyer);
+            Assert.False(destroyer.UsesSockDiag);
+            Assert.NotNull(destroyer.Deletions);
             Assert.Empty(logger.Entries);
-            _output.WriteLine($"socket destroy: available on kernel {BpfTestSupport.KernelVersion}");
+            _output.WriteLine($"socket destroy: bpf_sock_destroy on kernel {BpfTestSupport.KernelVersion}");
         }
         else
         {
-            Assert.Null(destroyer);
-            var line = Assert.Single(logger.Entries);
-            Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Information, line.Level);
-            Assert.StartsWith("eBPF: connected UDP sockets of a removed endpoint are not destroyed on this kernel", line.Message, StringComparison.Ordinal);
-            Assert.DoesNotContain('\n', line.Message);
-            _output.WriteLine($"socket destroy: unavailable on kernel {BpfTestSupport.KernelVersion}: {line.Message}");
+            Assert.True(destroyer.UsesSockDiag);
+            var line = AssertFallbackLine(logger);
+            Assert.Contains("bpf_sock_destroy", line, StringComparison.Ordinal); // why: libbpf's refusal
+            _output.WriteLine($"socket destroy: sock_diag on kernel {BpfTestSupport.KernelVersion}: {line}");
         }
+    }
+
+    /// <summary>Forced (the tests' switch): the sock_diag fallback even where the kfunc is there, said in the same one line; no iterator maps.</summary>
+    [KernelFact]
+    public void TryLoad_ForcedSockDiag_UsesIt_SaysSoInOneLine()
+    {
+        using var sock = SockPrograms.Load();
+        var logger = new ListLogger();
+        using var destroyer = _namespace.Run(() => SocketDestroyer.TryLoad(sock.Maps, logger, forceSockDiag: true));
+
+        Assert.NotNull(destroyer);
+        Assert.True(destroyer.UsesSockDiag);
+        Assert.Null(destroyer.Deletions);
+        Assert.Null(destroyer.Reopened);
+        Assert.EndsWith(": not tried", AssertFallbackLine(logger), StringComparison.Ordinal);
+    }
+
+    private static string AssertFallbackLine(ListLogger logger)
+    {
+        var line = Assert.Single(logger.Entries);
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Information, line.Level);
+        Assert.StartsWith("eBPF: sockets are destroyed through sock_diag SOCK_DESTROY on this kernel", line.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', line.Message);
+        return line.Message;
+    }
+
+    /// <summary>
+    /// The sock_diag fallback's choice, as bpf/sockdestroy.c makes it, over fake map lookups: a connected UDP socket goes
+    /// when its reverse entry names a deleted {frontend, backend} (exactly, any backend of a gone frontend, a node port's
+    /// any address) or it sits on a frontend out of Drop (by the VIP, or a node address with the node port's key); kept:
+    /// no reverse entry (connected directly), another frontend's deletion, another cookie, an unconnected socket, a node
+    /// port key for an address that is not the node's.
+    /// </summary>
+    [Fact]
+    public void SockDiagSelection_SameSocketsAsTheIterator()
+    {
+        var vip = IPAddress.Parse("10.96.0.53");
+        var pod = IPAddress.Parse("10.244.1.2");
+        var node = IPAddress.Parse("192.0.2.10");
+        var lookups = new FakeLookups { Node = MapAddress.For(node) };
+        lookups.Reverse[(7, MapAddress.For(pod), MapLayout.NetworkPort(5353))] = (MapAddress.For(vip), MapLayout.NetworkPort(53));
+        InetDiagSocket Udp(ulong cookie, IPAddress destination, int port, int state = 1) =>
+            new(AfInet, 17, state, new InetDiagSocketId(IPAddress.Parse("10.244.0.9"), 40000, destination, port, 0, cookie), 0);
+        var exact = new SockDeleteKey { Frontend = MapAddress.For(vip), FrontendPort = MapLayout.NetworkPort(53), Backend = MapAddress.For(pod), BackendPort = MapLayout.NetworkPort(5353) };
+        HashSet<ServiceKey> none = [];
+        HashSet<SockDeleteKey> noDeletions = [];
+
+        Assert.True(SocketDestroyer.SelectsUdp(Udp(7, pod, 5353), new HashSet<SockDeleteKey> { exact }, none, lookups));
+        Assert.True(SocketDestroyer.SelectsUdp(Udp(7, pod, 5353), new HashSet<SockDeleteKey> { exact with { Backend = default, BackendPort = 0 } }, none, lookups));
+        Assert.True(SocketDestroyer.SelectsUdp(Udp(7, pod, 5353), new HashSet<SockDeleteKey> { exact with { Frontend = default } }, none, lookups));
+        Assert.False(SocketDestroyer.SelectsUdp(Udp(8, pod, 5353), new HashSet<SockDeleteKey> { exact }, none, lookups)); // no reverse entry
+        Assert.False(SocketDestroyer.SelectsUdp(Udp(7, pod, 5353), new HashSet<SockDeleteKey> { exact with { Frontend = MapAddress.For(IPAddress.Parse("10.96.0.99")) } }, none, lookups));
+        Assert.False(SocketDestroyer.SelectsUdp(Udp(7, pod, 5353, state: 7), new HashSet<SockDeleteKey> { exact }, none, lookups)); // TCP_CLOSE: not connected
+
+        var reopened = new HashSet<ServiceKey> { ServiceKey.For(vip, 53, ProtocolType.Udp) };
+        var nodePort = new HashSet<ServiceKey> { ServiceKey.For(IPAddress.Any, 30053, ProtocolType.Udp) };
+        Assert.True(SocketDestroyer.SelectsUdp(Udp(9, vip, 53), noDeletions, reopened, lookups));
+        Assert.False(SocketDestroyer.SelectsUdp(Udp(9, vip, 54), noDeletions, reopened, lookups));
+        Assert.True(SocketDestroyer.SelectsUdp(Udp(9, node, 30053), noDeletions, nodePort, lookups));
+        Assert.False(SocketDestroyer.SelectsUdp(Udp(9, IPAddress.Parse("192.0.2.11"), 30053), noDeletions, nodePort, lookups)); // not a node address
+        var syn = new InetDiagSocket(AfInet, 6, 2, new InetDiagSocketId(IPAddress.Parse("10.244.0.9"), 40000, vip, 53, 0, 9), 0);
+        Assert.False(SocketDestroyer.LeftOnReopened(syn, ProtocolType.Tcp, reopened, lookups)); // the UDP frontend, not TCP
+        Assert.True(SocketDestroyer.LeftOnReopened(syn, ProtocolType.Tcp, new HashSet<ServiceKey> { ServiceKey.For(vip, 53, ProtocolType.Tcp) }, lookups));
+    }
+
+    private const int AfInet = 2;
+
+    private sealed class FakeLookups : SocketDestroyer.ISockDiagLookups
+    {
+        public Dictionary<(ulong Cookie, MapAddress Backend, ushort Port), (MapAddress Address, ushort Port)> Reverse { get; } = [];
+
+        public MapAddress Node { get; init; }
+
+        public (MapAddress Address, ushort Port)? ReverseEntry(int family, ulong cookie, MapAddress backend, ushort backendPort) =>
+            Reverse.TryGetValue((cookie, backend, backendPort), out var vip) ? vip : null;
+
+        public bool IsNodeAddress(MapAddress address) => address == Node;
     }
 
     /// <summary>What pp_sockdel_v1 gets of each kind of deletion: UDP only, nothing for a port that just got endpoints.</summary>

@@ -7,7 +7,7 @@ namespace ProxyPlanes.Kernel.Tests;
 /// <summary>
 /// --mode=ebpf on the VM lane's kernel (Debian's stock 6.1 under qemu), which has neither tcx (6.6) nor the
 /// bpf_sock_destroy kfunc (6.5): the same binaries as on the development kernel must attach the tc programs over
-/// clsact + cls_bpf there, and load without the socket destroyer, saying so in one line. These run the eBPF
+/// clsact + cls_bpf there, and destroy sockets through the sock_diag fallback (SOCK_DESTROY), saying so in one line. These run the eBPF
 /// program and loader tests and conformance scenarios inside the guest, from the test binaries this build made,
 /// and fail here if any fails there or if the guest did not take the 6.1 paths.
 /// </summary>
@@ -20,7 +20,7 @@ public sealed class EbpfInVmTests(ITestOutputHelper output)
     /// programs (off-node clients: a cluster IP, refusal through the nftables reject mark, a node port, load-balancer
     /// source ranges in the LPM trie, UDP through a node port) and the socket hooks (the node's and a pod's
     /// connects, the bpf_set_retval refusal, UDP's sendmsg/recvmsg, IPv6), and the UDP stale-flow cleanup, which on
-    /// this kernel runs without the socket destroyer.
+    /// this kernel destroys sockets through sock_diag.
     /// </summary>
     public static readonly string[] Scenarios =
     [
@@ -60,13 +60,14 @@ public sealed class EbpfInVmTests(ITestOutputHelper output)
 
             Assert.True(run.Succeeded && run.Failed == 0 && run.Passed == Scenarios.Length, run.ToString());
             // Each daemon (ConformanceTests prints its "eBPF:" lines) attached over clsact, never tcx, and said once
-            // that it cannot destroy sockets here.
+            // that it destroys sockets through the sock_diag fallback here.
             Assert.All(run.Tests, test =>
             {
                 var daemon = test.Output.Split('\n').Where(line => line.Contains("daemon: ", StringComparison.Ordinal)).ToList();
                 Assert.Contains(daemon, line => line.Contains("tc programs on", StringComparison.Ordinal) && line.Contains("(clsact)", StringComparison.Ordinal));
                 Assert.DoesNotContain(daemon, line => line.Contains("(tcx)", StringComparison.Ordinal));
-                Assert.Single(daemon, line => line.Contains("sockets of a removed endpoint are not destroyed on this kernel", StringComparison.Ordinal));
+                Assert.Single(daemon, line => line.Contains("sockets are destroyed through sock_diag SOCK_DESTROY on this kernel", StringComparison.Ordinal));
+                Assert.DoesNotContain(daemon, line => line.Contains("not destroyed on this kernel", StringComparison.Ordinal));
             });
         }
         finally
@@ -79,12 +80,12 @@ public sealed class EbpfInVmTests(ITestOutputHelper output)
     /// The classes of tests/Backends.Ebpf.Tests where the kernel's version matters (<see cref="ProgramAndLoaderTests"/>):
     /// the programs through the 6.1 verifier and BPF_PROG_TEST_RUN, the loader, the tc programs with real packets over
     /// clsact, the clsact cleanup, the backend's node side, the socket destroyer's probe. On 6.1 the tcx-only test and
-    /// the socket-destroy kernel tests skip by feature probe (the kernel's BTF); the tc data path with
-    /// <c>TcAttachMode.Auto</c> must have used clsact, and <c>SocketDestroyer.TryLoad</c> must have said it is
-    /// unavailable in one line.
+    /// the bpf_sock_destroy kernel tests skip by feature probe (the kernel's BTF); the tc data path with
+    /// <c>TcAttachMode.Auto</c> must have used clsact, <c>SocketDestroyer.TryLoad</c> must have fallen back to sock_diag
+    /// in one line, and the sock_diag kernel tests (real sockets destroyed) must have run and passed.
     /// </summary>
     [OutsideTheVmFact]
-    public async Task EbpfProgramAndLoaderTests_PassInTheVmLane_AutoPicksClsact_SocketDestroyUnavailable()
+    public async Task EbpfProgramAndLoaderTests_PassInTheVmLane_AutoPicksClsact_SocketDestroyBySockDiag()
     {
         var dll = SiblingTestAssembly.PathOf("Backends.Ebpf.Tests");
         var results = Directory.CreateTempSubdirectory("proxyplanes-vm-ebpf-");
@@ -100,7 +101,10 @@ public sealed class EbpfInVmTests(ITestOutputHelper output)
             Assert.Contains("tc attach Auto: Clsact, Clsact", auto.Output, StringComparison.Ordinal);
             var destroy = Assert.Single(run.Tests, t => t.Name.Contains("TryLoad_LoadsWhereTheKernelHasTheKfunc", StringComparison.Ordinal));
             Assert.Equal("Passed", destroy.Outcome);
-            Assert.Contains("socket destroy: unavailable", destroy.Output, StringComparison.Ordinal);
+            Assert.Contains("socket destroy: sock_diag on kernel", destroy.Output, StringComparison.Ordinal);
+            var sockDiag = run.Tests.Where(t => t.Name.Contains("SockDiagFallback", StringComparison.Ordinal)).ToList();
+            Assert.Equal(5, sockDiag.Count); // EndpointRemoved and DropToForward in both families, FrontendRemoved
+            Assert.All(sockDiag, t => Assert.Equal("Passed", t.Outcome));
         }
         finally
         {

@@ -16,6 +16,9 @@ public sealed class LinuxUapiTests
         ["IFINFOMSG_LEN"] = "sizeof(struct ifinfomsg)",
         ["IFADDRMSG_LEN"] = "sizeof(struct ifaddrmsg)",
         ["NFGENMSG_LEN"] = "sizeof(struct nfgenmsg)",
+        ["INET_DIAG_SOCKID_LEN"] = "sizeof(struct inet_diag_sockid)",
+        ["INET_DIAG_REQ_V2_LEN"] = "sizeof(struct inet_diag_req_v2)",
+        ["INET_DIAG_MSG_LEN"] = "sizeof(struct inet_diag_msg)",
     };
 
     [HeadersFact]
@@ -30,7 +33,10 @@ public sealed class LinuxUapiTests
             #include <errno.h>
             #include <sys/socket.h>
             #include <netinet/in.h>
+            #include <netinet/tcp.h>
             #include <linux/netlink.h>
+            #include <linux/sock_diag.h>
+            #include <linux/inet_diag.h>
             #include <linux/genetlink.h>
             #include <linux/rtnetlink.h>
             #include <linux/if.h>
