@@ -75,8 +75,10 @@ public sealed partial class DemoTests
     private static async Task<(int ExitCode, string Output, bool Interrupted)> RunDemoAsync(string? interruptWhen, string mode = "iptables")
     {
         var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
-        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var arg in prefix.Concat(["demo", $"--mode={mode}", "--requests=15"])) start.ArgumentList.Add(arg);
+        // Through env --default-signal=INT: a test host started as a background job (bash ignores SIGINT there, and the
+        // child inherits SIG_IGN, which the .NET runtime keeps) would otherwise start a demo deaf to the interrupt.
+        var start = new ProcessStartInfo("env") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var arg in new[] { "--default-signal=INT", file }.Concat(prefix).Concat(["demo", $"--mode={mode}", "--requests=15"])) start.ArgumentList.Add(arg);
         using var process = Process.Start(start)!;
         var output = new System.Text.StringBuilder();
         bool signalled = false, interrupted = false;
