@@ -14,7 +14,7 @@ public sealed class EbpfMode : IProxyMode
     /// </summary>
     public const string NotRenderedYet =
         "--mode=ebpf renders IPv4 and IPv6 TCP and UDP: socket hooks for processes in --bpf-cgroup, tc programs on the node's interfaces for traffic from off the node; " +
-        "it does not render yet: SCTP (and, before kernel 6.5, destroying a connected local UDP socket whose endpoint went)";
+        "it does not render yet: SCTP (and, on a kernel with neither bpf_sock_destroy (6.5) nor CONFIG_INET_DIAG_DESTROY, destroying a connected local UDP socket whose endpoint went)";
 
     public static EbpfMode Instance { get; } = new();
 
