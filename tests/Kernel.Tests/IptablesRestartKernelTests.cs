@@ -50,10 +50,8 @@ public sealed class IptablesRestartKernelTests
         return (new IptablesBackend(Families.Select(f => (f, (IIptablesApplier)recorders[f])), metrics, NullLogger.Instance), recorders, metrics);
     }
 
-    public static TheoryData<IptablesVariant, int> Clusters => new()
-    {
-        { IptablesVariant.Nft, 1 }, { IptablesVariant.Nft, 2 }, { IptablesVariant.Legacy, 1 }, { IptablesVariant.Legacy, 2 },
-    };
+    /// <summary>The same variants × random clusters as the partial-sync kernel tests.</summary>
+    public static TheoryData<IptablesVariant, int> Clusters => IptablesPartialSyncKernelTests.Sequences;
 
     [Theory]
     [MemberData(nameof(Clusters))]
