@@ -148,7 +148,7 @@ public sealed class IptablesBackend : IProxyBackend
         }
 
         /// <summary>
-        /// A full sync over rules already in place (a restarted proxy, a periodic full sync) sends only the
+        /// A full sync over rules already in place (a restarted proxy, a canary repair, a retry) sends only the
         /// chains whose rules differ from the kernel's (<see cref="RestoreDiff"/>): nothing when nothing does.
         /// Chains the state no longer wants, missing jumps from the built-in chains and chains changed or
         /// added from outside are repaired as by the whole script.
