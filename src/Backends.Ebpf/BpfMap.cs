@@ -226,6 +226,13 @@ public sealed unsafe class BpfMap : IDisposable
         return keys;
     }
 
+    /// <summary>The map holds no element: one BPF_MAP_GET_NEXT_KEY without a key (the first key, or ENOENT).</summary>
+    public bool IsEmpty()
+    {
+        Span<byte> first = stackalloc byte[KeySize];
+        return !TryGetNextKey([], first);
+    }
+
     /// <summary>Pins the map at <paramref name="path"/> on a bpf filesystem (BPF_OBJ_PIN), so it outlives this process.</summary>
     public void Pin(string path) => BpfFs.Pin(_handle, path, $"map {Name}");
 

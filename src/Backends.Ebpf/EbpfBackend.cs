@@ -113,9 +113,11 @@ public sealed class EbpfBackend : IProxyBackend
         LastPlan = plan;
         // A partial sync follows one that succeeded here (a failure makes the next one full), so its changed ports are
         // relative to _applied, as the planner above relies on too: only they can have left flows stale.
-        var deletions = full
-            ? StaleConntrackPlanner.Plan(_applied, request.State)
-            : StaleConntrackPlanner.Plan(_applied, request.State, request.ChangedPorts);
+        var deletions = NothingApplied && !_maps.HoldsConnections()
+            ? []
+            : full
+                ? StaleConntrackPlanner.Plan(_applied, request.State)
+                : StaleConntrackPlanner.Plan(_applied, request.State, request.ChangedPorts);
         DeleteStaleConnections(deletions);
         // The master entries before the plan: the maps as read (full) or as the last plan left them (partial).
         DestroyStaleSockets(deletions, SocketDestroyer.ReopenedFrontends(writes, (full ? contents : previous?.Maps)!.Services));
@@ -125,6 +127,14 @@ public sealed class EbpfBackend : IProxyBackend
         _logger.LogDebug("eBPF {Kind} sync: {Writes} map writes", full ? "full" : "partial", plan.Writes.Length);
         return new SyncTimings(TimeSpan.Zero, render.Elapsed, read + apply.Elapsed);
     }
+
+    /// <summary>
+    /// No service port applied yet (this process's first sync, or only empty ones so far): every deletion the stale pass
+    /// could plan is a port's first endpoints, which concerns no socket (<see cref="SocketDestroyer.KeyFor"/>: its
+    /// connects were refused) and only the tc programs' connection entries; with those maps empty (a cold start), the
+    /// pass is skipped rather than walking every port for nothing.
+    /// </summary>
+    private bool NothingApplied => _applied.ServicePorts.IsEmpty;
 
     /// <summary>The most writes handed to the kernel at once (a cancellation is seen between runs).</summary>
     internal const int MaxRun = 4096;

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Collections.Immutable;
 using System.Net;
 using System.Net.Sockets;
@@ -59,6 +60,12 @@ public interface IEbpfMaps
     /// how many; a refusal throws a <see cref="BpfException"/>. Nothing by default (no tc programs).
     /// </summary>
     int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) => 0;
+
+    /// <summary>
+    /// The tc programs' connection maps hold an entry (<see cref="DeleteConnections"/> could delete something). True by
+    /// default: the backend then plans the stale flows as always; false lets a first sync skip planning them.
+    /// </summary>
+    bool HoldsConnections() => true;
 
     /// <summary>
     /// Destroys the connected UDP sockets the deletions name and the sockets a Drop verdict left on a frontend of
@@ -536,32 +543,63 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     /// </summary>
     public int Write(ReadOnlySpan<MapWrite> writes, out BpfException? refused)
     {
-        if (AllOf<ServiceUpdate>(writes)) return Batch(Services, writes, (ServiceUpdate u) => (u.Key, u.Value), out refused);
-        if (AllOf<BackendUpdate>(writes)) return Batch(Backends, writes, (BackendUpdate u) => (u.Id, u.Value), out refused);
+        if (writes.Length > 1 && writes[0] is ServiceUpdate) return BatchServices(writes, out refused);
+        if (writes.Length > 1 && writes[0] is BackendUpdate) return BatchBackends(writes, out refused);
         return IEbpfMaps.OneByOne(this, writes, out refused);
     }
 
-    private static bool AllOf<T>(ReadOnlySpan<MapWrite> writes)
+    /// <summary>
+    /// A run of service updates laid out as the kernel reads them (pooled arrays, one pass, no per-entry objects) in one
+    /// <see cref="BpfMap.UpdateBatch{TKey, TValue}"/>; a run that is not all service updates goes one write at a time.
+    /// </summary>
+    private int BatchServices(ReadOnlySpan<MapWrite> writes, out BpfException? refused)
     {
-        foreach (var write in writes)
-            if (write is not T) return false;
-        return writes.Length > 1;
+        var keys = ArrayPool<ServiceKey>.Shared.Rent(writes.Length);
+        var values = ArrayPool<ServiceValue>.Shared.Rent(writes.Length);
+        try
+        {
+            for (var i = 0; i < writes.Length; i++)
+            {
+                if (writes[i] is not ServiceUpdate update) return IEbpfMaps.OneByOne(this, writes, out refused);
+                keys[i] = update.Key;
+                values[i] = update.Value;
+            }
+            return Services.UpdateBatch<ServiceKey, ServiceValue>(keys.AsSpan(0, writes.Length), values.AsSpan(0, writes.Length), out refused);
+        }
+        finally
+        {
+            ArrayPool<ServiceKey>.Shared.Return(keys);
+            ArrayPool<ServiceValue>.Shared.Return(values);
+        }
     }
 
-    /// <summary>The run's keys and values laid out as the kernel reads them, in one <see cref="BpfMap.UpdateBatch{TKey, TValue}"/>.</summary>
-    private static int Batch<TWrite, TKey, TValue>(BpfMap map, ReadOnlySpan<MapWrite> writes, Func<TWrite, (TKey Key, TValue Value)> entry, out BpfException? refused)
-        where TWrite : MapWrite
-        where TKey : unmanaged
-        where TValue : unmanaged
+    /// <summary>As <see cref="BatchServices"/>, for a run of backend updates.</summary>
+    private int BatchBackends(ReadOnlySpan<MapWrite> writes, out BpfException? refused)
     {
-        var keys = new TKey[writes.Length];
-        var values = new TValue[writes.Length];
-        for (var i = 0; i < writes.Length; i++) (keys[i], values[i]) = entry((TWrite)writes[i]);
-        return map.UpdateBatch<TKey, TValue>(keys, values, out refused);
+        var ids = ArrayPool<uint>.Shared.Rent(writes.Length);
+        var values = ArrayPool<Backend>.Shared.Rent(writes.Length);
+        try
+        {
+            for (var i = 0; i < writes.Length; i++)
+            {
+                if (writes[i] is not BackendUpdate update) return IEbpfMaps.OneByOne(this, writes, out refused);
+                ids[i] = update.Id;
+                values[i] = update.Value;
+            }
+            return Backends.UpdateBatch<uint, Backend>(ids.AsSpan(0, writes.Length), values.AsSpan(0, writes.Length), out refused);
+        }
+        finally
+        {
+            ArrayPool<uint>.Shared.Return(ids);
+            ArrayPool<Backend>.Shared.Return(values);
+        }
     }
 
     public int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions) =>
         StaleConnections.Delete(Connections, deletions) + StaleConnections.Delete6(Connections6, deletions);
+
+    /// <summary>One BPF_MAP_GET_NEXT_KEY per connection map (a first key or none).</summary>
+    public bool HoldsConnections() => !Connections.IsEmpty() || !Connections6.IsEmpty();
 
     /// <summary>This kernel destroys the connected UDP sockets of a removed endpoint (bpf_sock_destroy, kernel ≥ 6.5, else sock_diag SOCK_DESTROY).</summary>
     public bool DestroysSockets => _sockets is not null;

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Collections.Immutable;
 using System.Net;
 using System.Net.Sockets;
@@ -211,11 +212,29 @@ public sealed class EbpfPlanner
         var work = Work.FromMaps(maps, entries);
         foreach (var (name, frontends) in ports)
         {
-            work.Ports[name] = frontends.Select(f => f.Key).ToImmutableArray();
-            foreach (var frontend in frontends) work.Claim(frontend.Key, name);
+            var keys = ImmutableArray.CreateBuilder<ServiceKey>(frontends.Length);
+            foreach (var frontend in frontends)
+            {
+                keys.Add(frontend.Key);
+                work.Claim(frontend.Key, name);
+            }
+            work.Ports[name] = keys.MoveToImmutable();
         }
-        foreach (var key in work.Claims.Keys.Concat(work.SlotsByMaster.Keys).Distinct().Order(ServiceKeyComparer.Instance))
-            work.Reconcile(key, wanted.GetValueOrDefault(key), full: true);
+        if (maps.Services.Count == 0 && maps.Backends.Count == 0 && maps.SourceRanges.IsEmpty)
+        {
+            // A cold sync (empty maps: a first start, a reboot): nothing to diff, every entry is new (Work.Add).
+            var order = new KeyValuePair<ServiceKey, Frontend>[wanted.Count];
+            ((ICollection<KeyValuePair<ServiceKey, Frontend>>)wanted).CopyTo(order, 0);
+            Array.Sort(order, static (x, y) => ServiceKeyComparer.Instance.Compare(x.Key, y.Key));
+            work.Reserve(entries, order.Length);
+            foreach (var (key, frontend) in order) work.Add(key, frontend);
+        }
+        else
+        {
+            var order = work.Claims.Keys.Concat(work.SlotsByMaster.Keys).Distinct().ToArray();
+            Array.Sort(order, ServiceKeyComparer.Instance);
+            foreach (var key in order) work.Reconcile(key, wanted.GetValueOrDefault(key), full: true);
+        }
         return new EbpfPlan(work.Writes(), work.State(), Full: true);
     }
 
@@ -255,26 +274,49 @@ public sealed class EbpfPlanner
     public sealed record Frontend(ServiceKey Key, ushort Flags, uint AffinityTimeout, ImmutableArray<Backend> Backends, ServicePortName Owner, ImmutableArray<IpPrefix> SourceRanges = default);
 
     /// <summary>Every frontend of a service port, IPv4 and IPv6 (a family without a cluster IP has none), sorted by key.</summary>
-    public static ImmutableArray<Frontend> Frontends(ServicePortState port) =>
-        [.. Frontends(port, IpFamily.IPv4).Concat(Frontends(port, IpFamily.IPv6)).Order(FrontendComparer.Instance)];
+    /// <remarks>
+    /// Loops rather than LINQ: a cold sync calls this once per service port (10,000 and more), and the walk was a sixth of
+    /// the planner's time. The sort is stable (an insertion sort over a handful), as <c>Order</c> was.
+    /// </remarks>
+    public static ImmutableArray<Frontend> Frontends(ServicePortState port)
+    {
+        ArgumentNullException.ThrowIfNull(port);
+        var frontends = new List<Frontend>(2);
+        AddFrontends(port, IpFamily.IPv4, frontends);
+        AddFrontends(port, IpFamily.IPv6, frontends);
+        if (frontends.Count == 0) return [];
+        var sorted = ImmutableArray.CreateBuilder<Frontend>(frontends.Count);
+        foreach (var frontend in frontends)
+        {
+            var at = sorted.Count;
+            while (at > 0 && ServiceKeyComparer.Instance.Compare(sorted[at - 1].Key, frontend.Key) > 0) at--;
+            sorted.Insert(at, frontend);
+        }
+        return sorted.MoveToImmutable();
+    }
 
-    /// <summary>The frontends of one family, from Core's verdict for that family.</summary>
-    private static IEnumerable<Frontend> Frontends(ServicePortState port, IpFamily family)
+    /// <summary>The frontends of one family, from Core's verdict for that family, each key once (the first kept).</summary>
+    private static void AddFrontends(ServicePortState port, IpFamily family, List<Frontend> frontends)
     {
         var info = port.Info;
         var addressFamily = family == IpFamily.IPv4 ? AddressFamily.InterNetwork : AddressFamily.InterNetworkV6;
-        bool OfFamily(IPAddress address) => address.AddressFamily == addressFamily;
-        var clusterIP = info.ClusterIPs.FirstOrDefault(OfFamily);
-        if (clusterIP is null) return [];
+        IPAddress? clusterIP = null;
+        foreach (var address in info.ClusterIPs)
+        {
+            if (address.AddressFamily != addressFamily) continue;
+            clusterIP = address;
+            break;
+        }
+        if (clusterIP is null) return;
+        var first = frontends.Count;
         var verdict = port.VerdictFor(family);
         var protocol = ProtocolNumber(info.Protocol);
-        var frontends = new List<Frontend>();
 
         var affinity = verdict.AffinityTimeoutSeconds is null ? (ushort)0 : MapLayout.ServiceFlagAffinity;
         var timeout = (uint)(verdict.AffinityTimeoutSeconds ?? 0);
         // The allowed prefixes of this family's frontends, in its LPM trie (pp_srcrange_v1, pp_srcrange6_v1), read by tc.
-        var ranges = verdict.SourceRanges.Where(r => r.Family == family).Distinct()
-            .Order(Comparer<IpPrefix>.Create(SourceRangeComparer.ComparePrefixes)).ToImmutableArray();
+        var ranges = verdict.SourceRanges.IsEmpty ? ImmutableArray<IpPrefix>.Empty
+            : verdict.SourceRanges.Where(r => r.Family == family).Distinct().Order(Comparer<IpPrefix>.Create(SourceRangeComparer.ComparePrefixes)).ToImmutableArray();
 
         // Cluster IP: internal traffic only (an off-node client of a cluster IP is internal traffic too).
         var internalMasquerade = verdict.InternalMasquerade switch
@@ -283,44 +325,78 @@ public sealed class EbpfPlanner
             SourceMasquerade.OffClusterSources => MapLayout.ServiceFlagMasquerade,
             _ => (ushort)0,
         };
-        frontends.Add(Make(ServiceKey.For(clusterIP, info.Port, protocol), verdict.InternalTraffic, (ushort)(affinity | internalMasquerade)));
+        Add(Make(ServiceKey.For(clusterIP, info.Port, protocol), verdict.InternalTraffic, (ushort)(affinity | internalMasquerade)));
+        if (!info.HasExternalFrontends) return;
 
         // External frontends: local clients get the short-circuit (cluster pool) under Local policy, everyone else the external verdict.
         var externalMasquerade = verdict.ExternalMasquerade ? MapLayout.ServiceFlagMasquerade : (ushort)0;
         var forLocalClients = verdict.LocalShortCircuit != LocalShortCircuit.None && !verdict.ClusterEndpoints.IsEmpty
             ? TrafficVerdict.Forward(EndpointPool.Cluster, verdict.ClusterEndpoints)
             : verdict.ExternalTraffic;
-        void AddExternal(ServiceKey key, ushort kindFlags)
-        {
-            var flags = (ushort)(kindFlags | affinity | externalMasquerade);
-            var local = Make(key, forLocalClients, flags);
-            frontends.Add(local);
-            var offNode = Make(key with { Scope = MapLayout.ScopeExternal }, verdict.ExternalTraffic, flags);
-            if (offNode.Flags != local.Flags || !offNode.Backends.SequenceEqual(local.Backends)) frontends.Add(offNode);
-        }
-        foreach (var address in info.ExternalIPs.Where(OfFamily)) AddExternal(ServiceKey.For(address, info.Port, protocol), MapLayout.ServiceFlagExternal);
+        foreach (var address in info.ExternalIPs)
+            if (address.AddressFamily == addressFamily) AddExternal(ServiceKey.For(address, info.Port, protocol), MapLayout.ServiceFlagExternal);
         // A range holding a node IP lets the node's own sockets through (pp_egress; kube-proxy's answer for the node).
         var sourceRanges = ranges.IsEmpty ? (ushort)0
             : verdict.SourceRangesAllowNode ? (ushort)(MapLayout.ServiceFlagSourceRanges | MapLayout.ServiceFlagSourceRangesNode)
             : MapLayout.ServiceFlagSourceRanges;
-        foreach (var address in info.LoadBalancerIPs.Where(OfFamily))
-            AddExternal(ServiceKey.For(address, info.Port, protocol), (ushort)(MapLayout.ServiceFlagExternal | sourceRanges));
+        foreach (var address in info.LoadBalancerIPs)
+            if (address.AddressFamily == addressFamily) AddExternal(ServiceKey.For(address, info.Port, protocol), (ushort)(MapLayout.ServiceFlagExternal | sourceRanges));
         if (info.NodePort != 0)
             AddExternal(ServiceKey.For(family == IpFamily.IPv4 ? IPAddress.Any : IPAddress.IPv6Any, info.NodePort, protocol), MapLayout.ServiceFlagNodePort);
 
+        void AddExternal(ServiceKey key, ushort kindFlags)
+        {
+            var flags = (ushort)(kindFlags | affinity | externalMasquerade);
+            var local = Make(key, forLocalClients, flags);
+            Add(local);
+            var offNode = Make(key with { Scope = MapLayout.ScopeExternal }, verdict.ExternalTraffic, flags);
+            if (offNode.Flags != local.Flags || !offNode.Backends.SequenceEqual(local.Backends)) Add(offNode);
+        }
+
         // One master entry per key: an external IP equal to the cluster IP (or listed twice) keeps the first.
-        return frontends.DistinctBy(f => f.Key);
+        void Add(Frontend frontend)
+        {
+            for (var i = first; i < frontends.Count; i++)
+                if (frontends[i].Key == frontend.Key) return;
+            frontends.Add(frontend);
+        }
 
         Frontend Make(ServiceKey key, TrafficVerdict traffic, ushort flags)
         {
             if (traffic.Action == TrafficAction.Drop) flags |= MapLayout.ServiceFlagDrop;
-            var backends = traffic.IsForward
-                ? traffic.Endpoints.Where(e => e.Family == family).Order().Select(e => Backend.For(e.Address, e.Port, protocol)).ToImmutableArray()
-                : [];
-            return new Frontend(key, flags, (flags & MapLayout.ServiceFlagAffinity) != 0 ? timeout : 0, backends, info.Name,
+            return new Frontend(key, flags, (flags & MapLayout.ServiceFlagAffinity) != 0 ? timeout : 0,
+                traffic.IsForward ? Backends(traffic.Endpoints, family, protocol) : [], info.Name,
                 (flags & MapLayout.ServiceFlagSourceRanges) != 0 ? ranges : []);
         }
     }
+
+    /// <summary>The backends of <paramref name="endpoints"/> of one family, in endpoint order (address, then port).</summary>
+    private static ImmutableArray<Backend> Backends(EquatableArray<EndpointInfo> endpoints, IpFamily family, ProtocolType protocol)
+    {
+        var count = 0;
+        foreach (var endpoint in endpoints)
+            if (endpoint.Family == family) count++;
+        if (count == 0) return [];
+        var backends = new Backend[count];
+        var i = 0;
+        foreach (var endpoint in endpoints)
+            if (endpoint.Family == family) backends[i++] = Backend.For(endpoint.Address, endpoint.Port, protocol);
+        // EndpointInfo's order (address bytes, then port) is the backends' (one family: mapped IPv4 shares its prefix); equal
+        // endpoints make equal backends, so an unstable sort orders them as a stable one would. Core's are often sorted already.
+        for (i = 1; i < backends.Length; i++)
+        {
+            if (BackendOrder.Compare(backends[i - 1], backends[i]) <= 0) continue;
+            Array.Sort(backends, BackendOrder);
+            break;
+        }
+        return ImmutableCollectionsMarshal.AsImmutableArray(backends);
+    }
+
+    private static readonly Comparer<Backend> BackendOrder = Comparer<Backend>.Create(static (x, y) =>
+    {
+        var c = ServiceKeyComparer.CompareAddresses(x.Address, y.Address);
+        return c != 0 ? c : MapLayout.HostPort(x.Port).CompareTo(MapLayout.HostPort(y.Port));
+    });
 
     /// <summary>The protocol number a map key holds (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP).</summary>
     public static ProtocolType ProtocolNumber(Protocol protocol) => protocol switch
@@ -475,6 +551,53 @@ public sealed class EbpfPlanner
                 if (slot > count) DeleteSlot(key with { Slot = slot });
         }
 
+        /// <summary>Room for a cold sync's writes: <paramref name="entries"/> slots and masters, <paramref name="masters"/> of them masters.</summary>
+        public void Reserve(int entries, int masters)
+        {
+            _newBackends.EnsureCapacity(entries - masters);
+            _slots.EnsureCapacity(entries - masters);
+            _masters.EnsureCapacity(masters);
+        }
+
+        /// <summary>
+        /// <see cref="Reconcile"/> of a full sync over empty maps (<see cref="FromMaps"/>' tables are Dictionaries then): the
+        /// key holds nothing yet, so its slots and master are written without looking them up first (a cold sync of
+        /// 10,000 × 10 spared ~200,000 lookups), and a backend's id is found or taken in one lookup.
+        /// </summary>
+        public void Add(ServiceKey key, Frontend wanted)
+        {
+            var services = (Dictionary<ServiceKey, ServiceValue>)Services;
+            var ids = (Dictionary<Backend, uint>)BackendIds;
+            var references = (Dictionary<uint, int>)References;
+            var count = wanted.Backends.Length;
+            for (var i = 0; i < count; i++)
+            {
+                var backend = wanted.Backends[i];
+                ref var id = ref CollectionsMarshal.GetValueRefOrAddDefault(ids, backend, out var known);
+                if (!known)
+                {
+                    (id, BackendPool) = BackendPool.Take();
+                    Backends.Add(id, backend);
+                    _newBackends.Add(new BackendUpdate(id, backend));
+                }
+                var value = ServiceValue.ForSlot(id);
+                CollectionsMarshal.GetValueRefOrAddDefault(references, value.BackendId, out _)++;
+                var slotKey = key with { Slot = checked((ushort)(i + 1)) };
+                services.Add(slotKey, value);
+                _slots.Add(new ServiceUpdate(slotKey, value, wanted.Owner));
+            }
+            var revNat = TakeRevNat();
+            foreach (var range in wanted.SourceRanges.IsDefault ? [] : wanted.SourceRanges)
+            {
+                var rangeKey = new SourceRange(revNat, range);
+                _wantedRanges.Add(rangeKey);
+                if (Ranges.Add(rangeKey)) _newRanges.Add(new SourceRangeUpdate(rangeKey, wanted.Owner));
+            }
+            var master = ServiceValue.Master(count, revNat, wanted.Flags, wanted.AffinityTimeout);
+            services.Add(key, master);
+            _masters.Add(new ServiceUpdate(key, master, wanted.Owner));
+        }
+
         public ImmutableArray<MapWrite> Writes()
         {
             var deletes = new List<MapWrite>();
@@ -596,13 +719,25 @@ public sealed class ServiceKeyComparer : IComparer<ServiceKey>
 
     public int Compare(ServiceKey x, ServiceKey y)
     {
-        var c = MemoryMarshal.AsBytes(new ReadOnlySpan<MapAddress>(in x.Address)).SequenceCompareTo(MemoryMarshal.AsBytes(new ReadOnlySpan<MapAddress>(in y.Address)));
+        var c = CompareAddresses(x.Address, y.Address);
         if (c != 0) return c;
         if ((c = MapLayout.HostPort(x.Port).CompareTo(MapLayout.HostPort(y.Port))) != 0) return c;
         if ((c = x.Proto.CompareTo(y.Proto)) != 0) return c;
         if ((c = x.Scope.CompareTo(y.Scope)) != 0) return c;
         return x.Slot.CompareTo(y.Slot);
     }
+
+    /// <summary>Two map addresses as their network-order bytes compare (word by word, each read big-endian).</summary>
+    public static int CompareAddresses(in MapAddress x, in MapAddress y)
+    {
+        var c = BigEndian(x.Word0).CompareTo(BigEndian(y.Word0));
+        if (c != 0) return c;
+        if ((c = BigEndian(x.Word1).CompareTo(BigEndian(y.Word1))) != 0) return c;
+        if ((c = BigEndian(x.Word2).CompareTo(BigEndian(y.Word2))) != 0) return c;
+        return BigEndian(x.Word3).CompareTo(BigEndian(y.Word3));
+    }
+
+    private static uint BigEndian(uint word) => BitConverter.IsLittleEndian ? BinaryPrimitives.ReverseEndianness(word) : word;
 }
 
 /// <summary>How plans and explanations print map entries.</summary>

@@ -147,6 +147,7 @@ public sealed partial class SocketDestroyer : IDisposable
     public static IReadOnlyList<ServiceKey> ReopenedFrontends(ReadOnlySpan<MapWrite> writes, IReadOnlyDictionary<ServiceKey, ServiceValue> previous)
     {
         ArgumentNullException.ThrowIfNull(previous);
+        if (previous.Count == 0) return []; // nothing was in Drop (a cold sync over empty maps): no walk over its writes
         var reopened = new List<ServiceKey>();
         foreach (var write in writes)
         {

@@ -51,7 +51,9 @@ public sealed class BpfObjectTests
         var master = ServiceKey.For(IPAddress.Parse("10.96.0.10"), 80, ProtocolType.Tcp);
 
         Assert.False(services.TryLookup(master, out ServiceValue _));
+        Assert.True(services.IsEmpty());
         services.Update(master, ServiceValue.Master(count: 2, revNatId: 7));
+        Assert.False(services.IsEmpty());
         services.Update(master.WithSlot(1), ServiceValue.ForSlot(101));
         services.Update(master.WithSlot(2), ServiceValue.ForSlot(102));
 
@@ -64,6 +66,9 @@ public sealed class BpfObjectTests
         Assert.True(services.Delete(master.WithSlot(2)));
         Assert.False(services.Delete(master.WithSlot(2)));
         Assert.Equal([0, 1], services.Keys<ServiceKey>().Select(k => (int)k.Slot).Order());
+        Assert.False(services.IsEmpty());
+        Assert.True(services.Delete(master) && services.Delete(master.WithSlot(1)));
+        Assert.True(services.IsEmpty());
     }
 
     [KernelFact]

@@ -349,6 +349,70 @@ public sealed class EbpfBackendTests : IDisposable
         Assert.Equal(2, maps.Reads);
     }
 
+    /// <summary>
+    /// The stale-flow pass on a first sync (nothing applied yet, so every deletion is a UDP port's first endpoints): skipped
+    /// when the connection maps are empty (a cold start: nothing to delete, no walk over every port), planned as before when
+    /// they hold entries (a restart); and once something was applied, planned whatever the maps hold.
+    /// </summary>
+    [Fact]
+    public async Task Sync_FirstSync_PlansStaleFlowsOnlyWhenTheConnectionMapsHoldEntries()
+    {
+        var dns = StateBuilder.Info("dns", "10.96.0.53", 53, "dns", Protocol.UDP);
+        var state = StateBuilder.State(null, StateBuilder.Port(dns, StateBuilder.Endpoint("10.244.1.1", 53), StateBuilder.Endpoint("10.244.1.2", 53)));
+        using var metrics = new ProxyMetrics();
+
+        var cold = new ConnectionMaps { HoldsEntries = false };
+        var backend = new EbpfBackend(cold, metrics, NullLogger.Instance);
+        await backend.SyncAsync(StateBuilder.Full(state), default);
+        Assert.Empty(cold.Deletions);
+        Assert.Equal(1, cold.Asked);
+
+        // Then an endpoint goes: planned although the maps still say they are empty (they are not asked).
+        var less = StateBuilder.State(null, StateBuilder.Port(dns, StateBuilder.Endpoint("10.244.1.1", 53)));
+        await backend.SyncAsync(StateBuilder.Partial(less, dns.Name), default);
+        Assert.Equal(["EndpointRemoved 10.96.0.53:53/UDP via 10.244.1.2:53"], cold.Deletions.Select(Describe));
+        Assert.Equal(1, cold.Asked);
+
+        var restart = new ConnectionMaps { HoldsEntries = true };
+        await new EbpfBackend(restart, metrics, NullLogger.Instance).SyncAsync(StateBuilder.Full(state), default);
+        Assert.Equal(["ServiceNewlyActive 10.96.0.53:53/UDP"], restart.Deletions.Select(Describe));
+
+        static string Describe(NodeTools.Conntrack.ConntrackDeletion d) =>
+            d.ReplySource is null
+                ? $"{d.Reason} {d.OriginalDestination}:{d.OriginalDestinationPort}/{d.Protocol}"
+                : $"{d.Reason} {d.OriginalDestination}:{d.OriginalDestinationPort}/{d.Protocol} via {d.ReplySource}:{d.ReplySourcePort}";
+    }
+
+    /// <summary>Maps in memory whose connection maps hold entries or not (<see cref="HoldsEntries"/>), recording the deletions asked.</summary>
+    private sealed class ConnectionMaps : IEbpfMaps
+    {
+        private EbpfMapContents _contents = EbpfMapContents.Empty;
+
+        public bool HoldsEntries { get; init; }
+
+        public int Asked { get; private set; }
+
+        public List<NodeTools.Conntrack.ConntrackDeletion> Deletions { get; } = [];
+
+        public EbpfMapContents Read() => _contents;
+
+        public void Write(MapWrite write) => _contents = EbpfPlannerTests.Apply(_contents, [write]);
+
+        public bool Intact() => true;
+
+        public bool HoldsConnections()
+        {
+            Asked++;
+            return HoldsEntries;
+        }
+
+        public int DeleteConnections(IReadOnlyList<NodeTools.Conntrack.ConntrackDeletion> deletions)
+        {
+            Deletions.AddRange(deletions);
+            return 0;
+        }
+    }
+
     public void Dispose()
     {
         _stop.Cancel();

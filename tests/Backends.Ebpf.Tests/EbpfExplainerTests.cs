@@ -330,6 +330,30 @@ public sealed class EbpfExplainerTests
         Assert.Single(EbpfNames.Read(maps.PinDirectory)); // slots are not named
     }
 
+    /// <summary>A cold sync's names go in one batch: every master of the plan named by its id, a long name cut, no slot named.</summary>
+    [KernelFact]
+    public void TryWrite_ManyMasters_EachNamedByItsId_ALongNameCut()
+    {
+        using var maps = new PinnedMaps();
+        var writes = new List<MapWrite>();
+        var longName = new string('y', 80);
+        for (var i = 1; i <= 300; i++)
+        {
+            var key = ServiceKey.For(new IPAddress([10, 96, (byte)(i >> 8), (byte)i]), 80, ProtocolType.Tcp);
+            var owner = new ServicePortName(new NamespacedName("test", i == 300 ? longName : $"svc{i}"), "http", Protocol.TCP);
+            writes.Add(new ServiceUpdate(key.WithSlot(1), ServiceValue.ForSlot(1), owner));
+            writes.Add(new ServiceUpdate(key, ServiceValue.Master(1, (uint)(1000 + i)), owner));
+        }
+
+        EbpfNames.TryWrite(maps.PinDirectory, new EbpfPlan([.. writes], null!, Full: true), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+
+        var names = EbpfNames.Read(maps.PinDirectory);
+        Assert.Equal(300, names.Count);
+        Assert.Equal("test/svc1:http", names[1001]);
+        Assert.Equal("test/svc299:http", names[1299]);
+        Assert.Equal(($"test/{longName}:http")[..EbpfNames.NameBytes], names[1300]);
+    }
+
     [KernelFact]
     public async Task NamesWriter_KeepsTheMapOpenBetweenPlans_AFullPlanPinsANewOneWhenTheOldPinWent()
     {

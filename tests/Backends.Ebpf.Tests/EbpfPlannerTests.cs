@@ -49,6 +49,75 @@ public sealed class EbpfPlannerTests
         Assert.Empty(again.Writes);
     }
 
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public async Task Plan_ColdSync_EqualsTheDiffOverMapsHoldingOnlyAForeignEntry(string caseName)
+    {
+        var (initial, _) = await new GoldenCase(caseName).SyncRequestsAsync();
+        AssertColdEqualsDiffed(initial);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void Plan_ColdSync_RandomCluster_EqualsTheDiffOverMapsHoldingOnlyAForeignEntry(int seed)
+    {
+        var cluster = new RandomCluster(seed, changeFamilies: true);
+        for (var i = 0; i < 5; i++) cluster.Mutate();
+        AssertColdEqualsDiffed(StateBuilder.Full(cluster.State(StateBuilder.Network)));
+    }
+
+    /// <summary>
+    /// A full sync over empty maps takes the cold path (every entry added without a lookup); over maps holding one
+    /// unwanted master (no reverse-NAT id, so it takes no id) it diffs: the same writes but that entry's deletion, the
+    /// same state to every table.
+    /// </summary>
+    private static void AssertColdEqualsDiffed(SyncRequest request)
+    {
+        var planner = new EbpfPlanner();
+        var cold = planner.Plan(request, null, EbpfMapContents.Empty);
+        var foreign = ServiceKey.For(IPAddress.Parse("203.0.113.254"), 9, System.Net.Sockets.ProtocolType.Udp);
+        var held = EbpfMapContents.Empty with { Services = EbpfMapContents.Empty.Services.SetItem(foreign, ServiceValue.Master(0, 0)) };
+
+        var diffed = planner.Plan(request, null, held);
+
+        Assert.NotEmpty(cold.Writes);
+        Assert.Equal(
+            cold.Writes.Select(w => w.ToString()),
+            diffed.Writes.Select(w => w.ToString()).Where(w => w != "delete service 203.0.113.254:9/udp master"));
+        Assert.Equal(cold.Writes.Length + 1, diffed.Writes.Length);
+        AssertSameTable(diffed.State.Maps.Services, cold.State.Maps.Services, "services");
+        AssertSameTable(diffed.State.Maps.Backends, cold.State.Maps.Backends, "backends");
+        AssertSameTable(diffed.State.BackendIds, cold.State.BackendIds, "backend ids");
+        AssertSameTable(diffed.State.BackendReferences, cold.State.BackendReferences, "references");
+        AssertSameTable(diffed.State.Ports, cold.State.Ports, "ports", (x, y) => x.SequenceEqual(y));
+        AssertSameTable(diffed.State.Claims, cold.State.Claims, "claims", (x, y) => x.SequenceEqual(y));
+        Assert.Equal(diffed.State.Maps.SourceRanges.Order(SourceRangeComparer.Instance), cold.State.Maps.SourceRanges.Order(SourceRangeComparer.Instance));
+        Assert.Equal(diffed.State.BackendIdPool.Next, cold.State.BackendIdPool.Next);
+        Assert.Equal(diffed.State.BackendIdPool.Free, cold.State.BackendIdPool.Free);
+        Assert.Equal(diffed.State.RevNatIdPool.Next, cold.State.RevNatIdPool.Next);
+        Assert.Equal(diffed.State.RevNatIdPool.Free, cold.State.RevNatIdPool.Free);
+    }
+
+    /// <summary>The backends of a frontend are in endpoint order (address, then port) whatever order Core's verdict lists them in.</summary>
+    [Fact]
+    public void Plan_EndpointsOutOfOrder_SlotsInAddressThenPortOrder()
+    {
+        var info = StateBuilder.Info("web", "10.96.0.10");
+        var port = StateBuilder.Port(info, StateBuilder.Endpoint("10.244.1.2", 80), StateBuilder.Endpoint("10.244.1.10", 80), StateBuilder.Endpoint("10.244.1.2", 70));
+        var verdict = port.IPv4Verdict with
+        {
+            InternalTraffic = TrafficVerdict.Forward(EndpointPool.Cluster, new EquatableArray<EndpointInfo>(port.IPv4Verdict.InternalTraffic.Endpoints.Reverse())),
+        };
+        var shuffled = new ServicePortState(port.Info, port.IPv4Endpoints, port.IPv6Endpoints, verdict, port.IPv6Verdict);
+
+        var frontend = Assert.Single(EbpfPlanner.Frontends(shuffled));
+
+        Assert.Equal(["10.244.1.2:70/tcp", "10.244.1.2:80/tcp", "10.244.1.10:80/tcp"], frontend.Backends.Select(EbpfText.Backend));
+    }
+
     [Fact]
     public void Plan_EndpointReplaced_WritesInTheOrderAProgramCanBear()
     {
