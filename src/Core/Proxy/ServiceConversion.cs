@@ -104,32 +104,50 @@ public static class ServiceConversion
     /// </summary>
     public static IEnumerable<(ServicePortName Port, EndpointInfo Endpoint)> ToEndpoints(EndpointSlice slice, string hostName)
     {
-        if (slice.AddressType is not ("IPv4" or "IPv6")) yield break;
-        if (slice.Metadata?.Labels?.TryGetValue(WellKnownLabels.ServiceName, out var serviceName) != true || string.IsNullOrEmpty(serviceName)) yield break;
-        var service = new NamespacedName(NameOf(slice).Namespace, serviceName);
+        if (ServiceOf(slice) is not { } service) yield break;
         foreach (var port in slice.Ports ?? [])
         {
-            if (port.Port is not (>= 1 and <= 65535) || !TryParseProtocol(port.Protocol, out var protocol)) continue;
-            var portName = new ServicePortName(service, port.Name ?? "", protocol);
+            if (!TryPortName(service, port, out var portName)) continue;
             foreach (var endpoint in slice.Endpoints ?? [])
-            {
-                var ready = endpoint.Conditions?.Ready ?? true; // unknown means ready, as the API documents
-                var info = new EndpointInfo(IPAddress.None, port.Port.Value)
-                {
-                    Ready = ready,
-                    Serving = endpoint.Conditions?.Serving ?? ready,
-                    Terminating = endpoint.Conditions?.Terminating ?? false,
-                    NodeName = endpoint.NodeName,
-                    IsLocal = endpoint.NodeName is { Length: > 0 } node && node == hostName,
-                    Zone = endpoint.Zone,
-                    ZoneHints = HintNames(endpoint.Hints?.ForZones?.Select(z => z.Name)),
-                    NodeHints = HintNames(endpoint.Hints?.ForNodes?.Select(n => n.Name)),
-                };
-                // A slice lists one address per endpoint (the API allows more; kube-proxy uses the first).
-                if (endpoint.Addresses is [var first, ..] && first is not null && IpPrefix.TryParseAddress(first, out var address))
-                    yield return (portName, info with { Address = address });
-            }
+                if (ToEndpoint(endpoint, port.Port!.Value, hostName) is { } info)
+                    yield return (portName, info);
         }
+    }
+
+    /// <summary>The service an EndpointSlice of a known address type belongs to, or null when it names none.</summary>
+    internal static NamespacedName? ServiceOf(EndpointSlice slice)
+    {
+        if (slice.AddressType is not ("IPv4" or "IPv6")) return null;
+        if (slice.Metadata?.Labels?.TryGetValue(WellKnownLabels.ServiceName, out var serviceName) != true || string.IsNullOrEmpty(serviceName)) return null;
+        return new NamespacedName(NameOf(slice).Namespace, serviceName);
+    }
+
+    /// <summary>The service port a slice's port serves; false when its number or protocol is invalid (the port is skipped).</summary>
+    internal static bool TryPortName(NamespacedName service, EndpointPort port, out ServicePortName name)
+    {
+        name = default;
+        if (port.Port is not (>= 1 and <= 65535) || !TryParseProtocol(port.Protocol, out var protocol)) return false;
+        name = new ServicePortName(service, port.Name ?? "", protocol);
+        return true;
+    }
+
+    /// <summary>One endpoint of a slice on one (resolved target) port; null when it has no valid address.</summary>
+    internal static EndpointInfo? ToEndpoint(Endpoint endpoint, int port, string hostName)
+    {
+        // A slice lists one address per endpoint (the API allows more; kube-proxy uses the first).
+        if (endpoint.Addresses is not [var first, ..] || first is null || !IpPrefix.TryParseAddress(first, out var address)) return null;
+        var ready = endpoint.Conditions?.Ready ?? true; // unknown means ready, as the API documents
+        return new EndpointInfo(address, port)
+        {
+            Ready = ready,
+            Serving = endpoint.Conditions?.Serving ?? ready,
+            Terminating = endpoint.Conditions?.Terminating ?? false,
+            NodeName = endpoint.NodeName,
+            IsLocal = endpoint.NodeName is { Length: > 0 } node && node == hostName,
+            Zone = endpoint.Zone,
+            ZoneHints = endpoint.Hints?.ForZones is { } zones ? HintNames(zones.Select(z => z.Name)) : null,
+            NodeHints = endpoint.Hints?.ForNodes is { } nodes ? HintNames(nodes.Select(n => n.Name)) : null,
+        };
     }
 
     /// <summary>
@@ -145,11 +163,11 @@ public static class ServiceConversion
     };
 
     /// <summary>
-    /// The names of one endpoint's zone or node hints, sorted so equal hints compare equal; null
-    /// when the slice gives none, which the categorizer reads as "not hinted".
+    /// The names of one endpoint's zone or node hints, sorted so equal hints compare equal. A slice
+    /// that gives none leaves the endpoint's hints null, which the categorizer reads as "not hinted".
     /// </summary>
-    private static EquatableArray<string>? HintNames(IEnumerable<string?>? names) =>
-        names is null ? null : new EquatableArray<string>(names.Select(n => n ?? "").Where(n => n.Length > 0).Order(StringComparer.Ordinal));
+    private static EquatableArray<string> HintNames(IEnumerable<string?> names) =>
+        new(names.Select(n => n ?? "").Where(n => n.Length > 0).Order(StringComparer.Ordinal));
 
     public static DateTimeOffset? LastChangeTriggerTime(EndpointSlice slice) =>
         slice.Metadata?.Annotations?.TryGetValue(WellKnownLabels.LastChangeTriggerTime, out var text) == true &&
