@@ -11,9 +11,10 @@ namespace ProxyPlanes.Core.Proxy;
 /// </summary>
 public sealed class ServiceChangeTracker
 {
+    // Per service its ports sorted by name: an array, not a dictionary (most services have one or two ports).
     private readonly object _lock = new();
-    private readonly Dictionary<NamespacedName, ImmutableDictionary<ServicePortName, ServicePortInfo>> _applied = [];
-    private readonly Dictionary<NamespacedName, ImmutableDictionary<ServicePortName, ServicePortInfo>> _pending = [];
+    private readonly Dictionary<NamespacedName, ServicePortInfo[]> _applied = [];
+    private readonly Dictionary<NamespacedName, ServicePortInfo[]> _pending = [];
 
     /// <summary>Validation problems met while reading services, for the caller to log.</summary>
     public event Action<string>? InvalidService;
@@ -26,12 +27,13 @@ public sealed class ServiceChangeTracker
         var obj = (IKubernetesObject?)current ?? previous;
         if (obj is null) return false;
         var name = ServiceConversion.NameOf(obj);
-        var errors = new List<string>();
-        var ports = current is null ? ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty : ServiceConversion.ToServicePorts(current, errors);
-        foreach (var error in errors) InvalidService?.Invoke(error);
+        List<string>? errors = InvalidService is null ? null : [];
+        var ports = current is null ? [] : ServiceConversion.ToServicePortArray(current, errors);
+        if (ports.Length > 1) Array.Sort(ports, static (x, y) => x.Name.CompareTo(y.Name));
+        foreach (var error in errors ?? []) InvalidService?.Invoke(error);
         lock (_lock)
         {
-            var applied = _applied.GetValueOrDefault(name) ?? ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty;
+            var applied = _applied.GetValueOrDefault(name) ?? [];
             if (SamePorts(applied, ports)) return _pending.Remove(name) && false;
             _pending[name] = ports;
             return true;
@@ -46,12 +48,12 @@ public sealed class ServiceChangeTracker
             var changed = new List<(ServicePortName, ServicePortInfo?)>();
             foreach (var (name, current) in _pending)
             {
-                var applied = _applied.GetValueOrDefault(name) ?? ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty;
-                foreach (var (port, info) in current)
-                    if (!applied.TryGetValue(port, out var old) || !old.Equals(info)) changed.Add((port, info));
-                foreach (var port in applied.Keys)
-                    if (!current.ContainsKey(port)) changed.Add((port, null));
-                if (current.IsEmpty) _applied.Remove(name);
+                var applied = _applied.GetValueOrDefault(name) ?? [];
+                foreach (var info in current)
+                    if (Find(applied, info.Name) is not { } old || !old.Equals(info)) changed.Add((info.Name, info));
+                foreach (var old in applied)
+                    if (Find(current, old.Name) is null) changed.Add((old.Name, null));
+                if (current.Length == 0) _applied.Remove(name);
                 else _applied[name] = current;
             }
             _pending.Clear();
@@ -59,8 +61,21 @@ public sealed class ServiceChangeTracker
         }
     }
 
-    private static bool SamePorts(ImmutableDictionary<ServicePortName, ServicePortInfo> a, ImmutableDictionary<ServicePortName, ServicePortInfo> b) =>
-        a.Count == b.Count && a.All(kv => b.TryGetValue(kv.Key, out var other) && other.Equals(kv.Value));
+    private static ServicePortInfo? Find(ServicePortInfo[] ports, ServicePortName name)
+    {
+        foreach (var port in ports)
+            if (port.Name == name) return port;
+        return null;
+    }
+
+    /// <summary>Both sorted by name: equal when the same ports are equal.</summary>
+    private static bool SamePorts(ServicePortInfo[] a, ServicePortInfo[] b)
+    {
+        if (a.Length != b.Length) return false;
+        for (var i = 0; i < a.Length; i++)
+            if (!a[i].Equals(b[i])) return false;
+        return true;
+    }
 }
 
 /// <summary>

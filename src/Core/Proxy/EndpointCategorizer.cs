@@ -172,11 +172,11 @@ public static class EndpointCategorizer
         if (UsesClusterEndpoints(service))
         {
             topology = TopologyModeFromHints(endpoints, nodeName, nodeZone);
-            cluster = Filter(endpoints, ep => ep.Ready && IsAvailableForTopology(ep, topology, nodeName, nodeZone));
+            cluster = Filter(endpoints, Pick.ReadyForTopology, topology, nodeName, nodeZone);
             // With nothing ready anywhere, keep serving through endpoints that are terminating
             // but still serving, rather than dropping connections during a rollout. (Topology
             // already fell back to cluster-wide when no ready endpoint was hinted for here.)
-            if (cluster.IsEmpty) cluster = Filter(endpoints, ep => ep.Serving && ep.Terminating);
+            if (cluster.IsEmpty) cluster = Filter(endpoints, Pick.ServingTerminating);
             hasAny = !cluster.IsEmpty;
         }
 
@@ -191,11 +191,11 @@ public static class EndpointCategorizer
             else if (ep.Serving && ep.Terminating) { hasAny = true; hasLocalServingTerminating |= ep.IsLocal; }
         }
         var useServingTerminating = false;
-        if (hasLocalReady) local = Filter(endpoints, ep => ep.IsLocal && ep.Ready);
+        if (hasLocalReady) local = Filter(endpoints, Pick.LocalReady);
         else if (hasLocalServingTerminating)
         {
             useServingTerminating = true;
-            local = Filter(endpoints, ep => ep.IsLocal && ep.Serving && ep.Terminating);
+            local = Filter(endpoints, Pick.LocalServingTerminating);
         }
 
         if (!UsesClusterEndpoints(service))
@@ -258,18 +258,30 @@ public static class EndpointCategorizer
     /// <summary>A node without a name or zone label matches no hint (the conversion drops empty hint names).</summary>
     private static bool HintsName(EquatableArray<string> hints, string? name) => !string.IsNullOrEmpty(name) && hints.Contains(name);
 
+    /// <summary>Which endpoints a pool takes (an enum, not a lambda: no closure per port and pool).</summary>
+    private enum Pick { ReadyForTopology, ServingTerminating, LocalReady, LocalServingTerminating }
+
+    private static bool Picks(EndpointInfo ep, Pick pick, TrafficDistribution topology, string? nodeName, string? nodeZone) => pick switch
+    {
+        Pick.ReadyForTopology => ep.Ready && IsAvailableForTopology(ep, topology, nodeName, nodeZone),
+        Pick.ServingTerminating => ep.Serving && ep.Terminating,
+        Pick.LocalReady => ep.IsLocal && ep.Ready,
+        _ => ep.IsLocal && ep.Serving && ep.Terminating,
+    };
+
     /// <summary>
-    /// The endpoints <paramref name="predicate"/> keeps, sorted. When it keeps them all and they are sorted
+    /// The endpoints <paramref name="pick"/> selects, sorted. When it keeps them all and they are sorted
     /// already (the tracker's arrays are), the array itself: pools and verdicts share the tracker's arrays.
     /// </summary>
-    internal static ImmutableArray<EndpointInfo> Filter(ImmutableArray<EndpointInfo> endpoints, Func<EndpointInfo, bool> predicate)
+    private static ImmutableArray<EndpointInfo> Filter(
+        ImmutableArray<EndpointInfo> endpoints, Pick pick, TrafficDistribution topology = TrafficDistribution.Default, string? nodeName = null, string? nodeZone = null)
     {
         var keepsAll = true;
         for (var i = 0; i < endpoints.Length && keepsAll; i++)
-            keepsAll = predicate(endpoints[i]) && (i == 0 || endpoints[i - 1].CompareTo(endpoints[i]) <= 0);
+            keepsAll = Picks(endpoints[i], pick, topology, nodeName, nodeZone) && (i == 0 || endpoints[i - 1].CompareTo(endpoints[i]) <= 0);
         if (keepsAll) return endpoints;
         var builder = ImmutableArray.CreateBuilder<EndpointInfo>();
-        foreach (var ep in endpoints) if (predicate(ep)) builder.Add(ep);
+        foreach (var ep in endpoints) if (Picks(ep, pick, topology, nodeName, nodeZone)) builder.Add(ep);
         builder.Sort();
         return builder.ToImmutable();
     }

@@ -36,14 +36,23 @@ public static class ServiceConversion
     /// The ports of a service, keyed by name. Invalid fields are reported through
     /// <paramref name="errors"/> and the service (or the offending value) is left out.
     /// </summary>
-    public static ImmutableDictionary<ServicePortName, ServicePortInfo> ToServicePorts(Service service, List<string>? errors = null)
+    public static ImmutableDictionary<ServicePortName, ServicePortInfo> ToServicePorts(Service service, List<string>? errors = null) =>
+        ToServicePortArray(service, errors) is { Length: > 0 } ports
+            ? ports.ToImmutableDictionary(p => p.Name)
+            : ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty;
+
+    /// <summary>
+    /// <see cref="ToServicePorts"/> as an array in the order of the spec's ports (each name once): what the
+    /// service tracker keeps per service, without a dictionary per service.
+    /// </summary>
+    internal static ServicePortInfo[] ToServicePortArray(Service service, List<string>? errors = null)
     {
-        if (SkipReason(service) is not null) return ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty;
+        if (SkipReason(service) is not null) return [];
         var name = NameOf(service);
         var spec = service.Spec!;
 
         var clusterIPs = ParseAddresses(spec.ClusterIPs is { Count: > 0 } ips ? ips : [spec.ClusterIP!], name, "clusterIP", errors);
-        if (clusterIPs.IsEmpty) return ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty;
+        if (clusterIPs.IsEmpty) return [];
 
         var type = spec.Type ?? "ClusterIP";
         var isLoadBalancer = type == "LoadBalancer";
@@ -62,7 +71,8 @@ public static class ServiceConversion
             ? spec.SessionAffinityConfig?.ClientIP?.TimeoutSeconds is > 0 and var t ? t : DefaultStickyTimeoutSeconds
             : null;
 
-        var result = ImmutableDictionary.CreateBuilder<ServicePortName, ServicePortInfo>();
+        var hasExternalFrontends = !externalIPs.IsEmpty || !loadBalancerIPs.IsEmpty;
+        var result = new List<ServicePortInfo>(spec.Ports?.Count ?? 0);
         foreach (var port in spec.Ports ?? [])
         {
             if (!TryParseProtocol(port.Protocol, out var protocol))
@@ -90,12 +100,22 @@ public static class ServiceConversion
                 HealthCheckNodePort = spec.HealthCheckNodePort ?? 0,
                 TrafficDistribution = ParseTrafficDistribution(spec.TrafficDistribution),
                 InternalPolicyLocal = spec.InternalTrafficPolicy == "Local",
+                // Only with external frontends (ServicePortInfo.HasExternalFrontends) does the external policy apply.
+                ExternalPolicyLocal = spec.ExternalTrafficPolicy == "Local" && (nodePort != 0 || hasExternalFrontends),
             };
-            info = info with { ExternalPolicyLocal = spec.ExternalTrafficPolicy == "Local" && info.HasExternalFrontends };
-            if (!result.TryAdd(portName, info))
+            if (ContainsPort(result, portName))
                 errors?.Add($"Service {name}: port name '{port.Name}' ({protocol}) appears twice");
+            else
+                result.Add(info);
         }
-        return result.ToImmutable();
+        return [.. result];
+    }
+
+    private static bool ContainsPort(List<ServicePortInfo> ports, ServicePortName name)
+    {
+        foreach (var port in ports)
+            if (port.Name == name) return true;
+        return false;
     }
 
     /// <summary>
@@ -186,9 +206,10 @@ public static class ServiceConversion
         }
     }
 
-    private static EquatableArray<IPAddress> ParseAddresses(IEnumerable<string> texts, NamespacedName service, string field, List<string>? errors)
+    private static EquatableArray<IPAddress> ParseAddresses(IReadOnlyCollection<string> texts, NamespacedName service, string field, List<string>? errors)
     {
-        var result = new List<IPAddress>();
+        if (texts.Count == 0) return EquatableArray<IPAddress>.Empty;
+        var result = new List<IPAddress>(texts.Count);
         foreach (var text in texts)
         {
             if (IpPrefix.TryParseAddress(text, out var address))
@@ -199,8 +220,9 @@ public static class ServiceConversion
         return new EquatableArray<IPAddress>(result);
     }
 
-    private static EquatableArray<IpPrefix> ParsePrefixes(IEnumerable<string> texts, NamespacedName service, List<string>? errors)
+    private static EquatableArray<IpPrefix> ParsePrefixes(IReadOnlyCollection<string> texts, NamespacedName service, List<string>? errors)
     {
+        if (texts.Count == 0) return EquatableArray<IpPrefix>.Empty;
         var result = new List<IpPrefix>();
         foreach (var text in texts)
         {
