@@ -21,6 +21,9 @@ public sealed class ServiceChangeTracker
 
     public int PendingCount { get { lock (_lock) return _pending.Count; } }
 
+    /// <summary>How many pending services the tracker has room for (tests: a cold start's burst is not kept).</summary>
+    internal int PendingCapacity { get { lock (_lock) return _pending.EnsureCapacity(0); } }
+
     /// <summary>Records an add (no previous), update or delete (no current). True if a change is now pending.</summary>
     public bool Update(Service? previous, Service? current)
     {
@@ -56,7 +59,7 @@ public sealed class ServiceChangeTracker
                 if (current.Length == 0) _applied.Remove(name);
                 else _applied[name] = current;
             }
-            _pending.Clear();
+            ChangeTracking.Empty(_pending);
             return changed;
         }
     }
@@ -99,6 +102,9 @@ public sealed class EndpointsChangeTracker(string hostName)
     private readonly Dictionary<NamespacedName, DateTimeOffset> _triggerTimes = [];
 
     public int PendingCount { get { lock (_lock) return _pending.Count; } }
+
+    /// <summary>How many pending services and trigger times the tracker has room for (tests: a cold start's burst is not kept).</summary>
+    internal (int Pending, int TriggerTimes) PendingCapacity { get { lock (_lock) return (_pending.EnsureCapacity(0), _triggerTimes.EnsureCapacity(0)); } }
 
     public bool Update(EndpointSlice? previous, EndpointSlice? current)
     {
@@ -144,9 +150,9 @@ public sealed class EndpointsChangeTracker(string hostName)
                 if (current.Length == 0) _applied.Remove(service);
                 else _applied[service] = current;
             }
-            _pending.Clear();
+            ChangeTracking.Empty(_pending);
             var triggers = _triggerTimes.Values.ToList();
-            _triggerTimes.Clear();
+            ChangeTracking.Empty(_triggerTimes);
             return (changed, triggers);
         }
     }
@@ -240,5 +246,22 @@ public sealed class EndpointsChangeTracker(string hostName)
         foreach (var (endpoint, _) in ordered)
             if (distinct.Count == 0 || distinct[^1].CompareTo(endpoint) != 0) distinct.Add(endpoint);
         return new EquatableArray<EndpointInfo>(ImmutableCollectionsMarshal.AsImmutableArray(distinct.ToArray()));
+    }
+}
+
+internal static class ChangeTracking
+{
+    /// <summary>Above this many entries, a checked-out pending map gives its room back.</summary>
+    internal const int KeptCapacity = 1024;
+
+    /// <summary>
+    /// Empties a pending map. After a cold start's burst (every service pending once) it would keep room for all of
+    /// them for good (~2 MB at 50,000 services per map); a map that grew past <see cref="KeptCapacity"/> shrinks.
+    /// </summary>
+    internal static void Empty<TKey, TValue>(Dictionary<TKey, TValue> pending) where TKey : notnull
+    {
+        var large = pending.EnsureCapacity(0) > KeptCapacity;
+        pending.Clear();
+        if (large) pending.TrimExcess();
     }
 }

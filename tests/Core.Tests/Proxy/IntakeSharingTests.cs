@@ -179,4 +179,25 @@ public class IntakeSharingTests
         Assert.Equal(60, sticky.IPv6Verdict.AffinityTimeoutSeconds);
         Assert.NotSame(a.IPv4Verdict, b.IPv4Verdict);
     }
+
+    [Fact]
+    public void Checkout_AfterABurst_PendingMapsGiveTheirRoomBack()
+    {
+        var services = new ServiceChangeTracker();
+        var endpoints = new EndpointsChangeTracker(Host);
+        for (var i = 0; i < 3 * ChangeTracking.KeptCapacity; i++)
+        {
+            services.Update(null, Service($"svc-{i}", ports: [Port("http", 80)]));
+            endpoints.Update(null, Slice($"svc-{i}-1", $"svc-{i}", [SlicePort("http", 8080)], [Ep("10.244.0.1")], triggerTime: "2026-12-07T10:00:00Z"));
+        }
+        Assert.True(services.PendingCapacity >= 3 * ChangeTracking.KeptCapacity);
+
+        services.Checkout();
+        endpoints.Checkout();
+
+        Assert.True(services.PendingCapacity <= ChangeTracking.KeptCapacity, $"{services.PendingCapacity}");
+        Assert.True(endpoints.PendingCapacity.Pending <= ChangeTracking.KeptCapacity, $"{endpoints.PendingCapacity}");
+        Assert.True(endpoints.PendingCapacity.TriggerTimes <= ChangeTracking.KeptCapacity, $"{endpoints.PendingCapacity}");
+        Assert.Equal([new IPEndPoint(IPAddress.Parse("10.244.0.1"), 8080).ToString()], endpoints.EndpointsOf(PortName("svc-7", "http")).Select(e => e.Endpoint));
+    }
 }
