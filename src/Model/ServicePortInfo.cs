@@ -92,14 +92,18 @@ public readonly record struct IpPrefix(IPAddress Address, int Length)
         address = null;
         if (text.Contains(':'))
             return text.IndexOfAny(['%', '[', ']']) < 0 && IPAddress.TryParse(text, out address);
-        var parts = text.Split('.');
-        if (parts.Length != 4) return false;
-        var bytes = new byte[4];
+        // Parsed in place (no Split): the intake reads one address per endpoint, 500,000 at a cold start.
+        Span<byte> bytes = stackalloc byte[4];
+        var rest = text.AsSpan();
         for (var i = 0; i < 4; i++)
         {
+            var dot = rest.IndexOf('.');
+            if ((dot < 0) != (i == 3)) return false; // exactly four parts
+            var part = dot < 0 ? rest : rest[..dot];
             // Leading zeros are decimal, as Kubernetes' ParseIPSloppy reads them.
-            if (parts[i].Length is 0 or > 3 || !byte.TryParse(parts[i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out bytes[i]))
+            if (part.Length is 0 or > 3 || !byte.TryParse(part, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out bytes[i]))
                 return false;
+            if (dot >= 0) rest = rest[(dot + 1)..];
         }
         address = new IPAddress(bytes);
         return true;

@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using System.Runtime.InteropServices;
 using ProxyPlanes.Model;
 
 namespace ProxyPlanes.Core.Proxy;
@@ -10,14 +11,18 @@ namespace ProxyPlanes.Core.Proxy;
 /// </summary>
 public sealed class ServiceChangeTracker
 {
+    // Per service its ports sorted by name: an array, not a dictionary (most services have one or two ports).
     private readonly object _lock = new();
-    private readonly Dictionary<NamespacedName, ImmutableDictionary<ServicePortName, ServicePortInfo>> _applied = [];
-    private readonly Dictionary<NamespacedName, ImmutableDictionary<ServicePortName, ServicePortInfo>> _pending = [];
+    private readonly Dictionary<NamespacedName, ServicePortInfo[]> _applied = [];
+    private readonly Dictionary<NamespacedName, ServicePortInfo[]> _pending = [];
 
     /// <summary>Validation problems met while reading services, for the caller to log.</summary>
     public event Action<string>? InvalidService;
 
     public int PendingCount { get { lock (_lock) return _pending.Count; } }
+
+    /// <summary>How many pending services the tracker has room for (tests: a cold start's burst is not kept).</summary>
+    internal int PendingCapacity { get { lock (_lock) return _pending.EnsureCapacity(0); } }
 
     /// <summary>Records an add (no previous), update or delete (no current). True if a change is now pending.</summary>
     public bool Update(Service? previous, Service? current)
@@ -25,12 +30,13 @@ public sealed class ServiceChangeTracker
         var obj = (IKubernetesObject?)current ?? previous;
         if (obj is null) return false;
         var name = ServiceConversion.NameOf(obj);
-        var errors = new List<string>();
-        var ports = current is null ? ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty : ServiceConversion.ToServicePorts(current, errors);
-        foreach (var error in errors) InvalidService?.Invoke(error);
+        List<string>? errors = InvalidService is null ? null : [];
+        var ports = current is null ? [] : ServiceConversion.ToServicePortArray(current, errors);
+        if (ports.Length > 1) Array.Sort(ports, static (x, y) => x.Name.CompareTo(y.Name));
+        foreach (var error in errors ?? []) InvalidService?.Invoke(error);
         lock (_lock)
         {
-            var applied = _applied.GetValueOrDefault(name) ?? ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty;
+            var applied = _applied.GetValueOrDefault(name) ?? [];
             if (SamePorts(applied, ports)) return _pending.Remove(name) && false;
             _pending[name] = ports;
             return true;
@@ -45,21 +51,34 @@ public sealed class ServiceChangeTracker
             var changed = new List<(ServicePortName, ServicePortInfo?)>();
             foreach (var (name, current) in _pending)
             {
-                var applied = _applied.GetValueOrDefault(name) ?? ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty;
-                foreach (var (port, info) in current)
-                    if (!applied.TryGetValue(port, out var old) || !old.Equals(info)) changed.Add((port, info));
-                foreach (var port in applied.Keys)
-                    if (!current.ContainsKey(port)) changed.Add((port, null));
-                if (current.IsEmpty) _applied.Remove(name);
+                var applied = _applied.GetValueOrDefault(name) ?? [];
+                foreach (var info in current)
+                    if (Find(applied, info.Name) is not { } old || !old.Equals(info)) changed.Add((info.Name, info));
+                foreach (var old in applied)
+                    if (Find(current, old.Name) is null) changed.Add((old.Name, null));
+                if (current.Length == 0) _applied.Remove(name);
                 else _applied[name] = current;
             }
-            _pending.Clear();
+            ChangeTracking.Empty(_pending);
             return changed;
         }
     }
 
-    private static bool SamePorts(ImmutableDictionary<ServicePortName, ServicePortInfo> a, ImmutableDictionary<ServicePortName, ServicePortInfo> b) =>
-        a.Count == b.Count && a.All(kv => b.TryGetValue(kv.Key, out var other) && other.Equals(kv.Value));
+    private static ServicePortInfo? Find(ServicePortInfo[] ports, ServicePortName name)
+    {
+        foreach (var port in ports)
+            if (port.Name == name) return port;
+        return null;
+    }
+
+    /// <summary>Both sorted by name: equal when the same ports are equal.</summary>
+    private static bool SamePorts(ServicePortInfo[] a, ServicePortInfo[] b)
+    {
+        if (a.Length != b.Length) return false;
+        for (var i = 0; i < a.Length; i++)
+            if (!a[i].Equals(b[i])) return false;
+        return true;
+    }
 }
 
 /// <summary>
@@ -68,15 +87,24 @@ public sealed class ServiceChangeTracker
 /// service's endpoints as applied are dropped; the earliest trigger time of each pending service
 /// is kept for the network-programming latency.
 /// </summary>
+/// <remarks>
+/// Sized for the cold start (10,000s of services, one slice each): per service a small array of its slices
+/// (sorted by name) and one of its ports' endpoints (<see cref="PortEndpoints"/>, sorted by port), no
+/// dictionaries. The endpoint arrays are the ones <see cref="EndpointsOf"/> hands out, and the categorizer
+/// passes them on unchanged when every endpoint qualifies, so the verdicts share them.
+/// </remarks>
 public sealed class EndpointsChangeTracker(string hostName)
 {
     private readonly object _lock = new();
-    private readonly Dictionary<NamespacedName, SortedDictionary<string, EndpointSlice>> _slices = [];
-    private readonly Dictionary<NamespacedName, EndpointsByPort> _applied = [];
-    private readonly Dictionary<NamespacedName, EndpointsByPort> _pending = [];
+    private readonly Dictionary<NamespacedName, (string Name, EndpointSlice Slice)[]> _slices = [];
+    private readonly Dictionary<NamespacedName, PortEndpoints[]> _applied = [];
+    private readonly Dictionary<NamespacedName, PortEndpoints[]> _pending = [];
     private readonly Dictionary<NamespacedName, DateTimeOffset> _triggerTimes = [];
 
     public int PendingCount { get { lock (_lock) return _pending.Count; } }
+
+    /// <summary>How many pending services and trigger times the tracker has room for (tests: a cold start's burst is not kept).</summary>
+    internal (int Pending, int TriggerTimes) PendingCapacity { get { lock (_lock) return (_pending.EnsureCapacity(0), _triggerTimes.EnsureCapacity(0)); } }
 
     public bool Update(EndpointSlice? previous, EndpointSlice? current)
     {
@@ -87,14 +115,13 @@ public sealed class EndpointsChangeTracker(string hostName)
         var sliceName = slice.Metadata!.Name ?? "";
         lock (_lock)
         {
-            if (!_slices.TryGetValue(service, out var slices)) _slices[service] = slices = new(StringComparer.Ordinal);
-            if (current is null) slices.Remove(sliceName);
-            else slices[sliceName] = current;
-            if (slices.Count == 0) _slices.Remove(service);
+            var slices = WithSlice(_slices.GetValueOrDefault(service) ?? [], sliceName, current);
+            if (slices.Length == 0) _slices.Remove(service);
+            else _slices[service] = slices;
 
-            var endpoints = Merge(slices.Values);
-            var applied = _applied.GetValueOrDefault(service) ?? EndpointsByPort.Empty;
-            if (applied.Equals(endpoints))
+            var endpoints = Merge(slices, hostName);
+            var applied = _applied.GetValueOrDefault(service) ?? [];
+            if (SameEndpoints(applied, endpoints))
             {
                 _triggerTimes.Remove(service);
                 return _pending.Remove(service) && false;
@@ -115,50 +142,126 @@ public sealed class EndpointsChangeTracker(string hostName)
             var changed = new List<ServicePortName>();
             foreach (var (service, current) in _pending)
             {
-                var applied = _applied.GetValueOrDefault(service) ?? EndpointsByPort.Empty;
-                foreach (var (port, endpoints) in current.Ports)
-                    if (!applied.Ports.TryGetValue(port, out var old) || old != endpoints) changed.Add(port);
-                foreach (var port in applied.Ports.Keys)
-                    if (!current.Ports.ContainsKey(port)) changed.Add(port);
-                if (current.Ports.IsEmpty) _applied.Remove(service);
+                var applied = _applied.GetValueOrDefault(service) ?? [];
+                foreach (var (port, endpoints) in current)
+                    if (Find(applied, port) is not { } old || old != endpoints) changed.Add(port);
+                foreach (var (port, _) in applied)
+                    if (Find(current, port) is null) changed.Add(port);
+                if (current.Length == 0) _applied.Remove(service);
                 else _applied[service] = current;
             }
-            _pending.Clear();
+            ChangeTracking.Empty(_pending);
             var triggers = _triggerTimes.Values.ToList();
-            _triggerTimes.Clear();
+            ChangeTracking.Empty(_triggerTimes);
             return (changed, triggers);
         }
     }
 
-    /// <summary>The applied endpoints of one service port (empty when it has none).</summary>
+    /// <summary>The applied endpoints of one service port (empty when it has none), sorted by address and port.</summary>
     public EquatableArray<EndpointInfo> EndpointsOf(ServicePortName port)
     {
         lock (_lock)
-            return _applied.TryGetValue(port.Service, out var byPort) && byPort.Ports.TryGetValue(port, out var endpoints)
+            return _applied.TryGetValue(port.Service, out var byPort) && Find(byPort, port) is { } endpoints
                 ? endpoints
                 : EquatableArray<EndpointInfo>.Empty;
     }
 
-    private EndpointsByPort Merge(IEnumerable<EndpointSlice> slices)
+    /// <summary>The endpoints of one service port: what the tracker keeps per port.</summary>
+    internal readonly record struct PortEndpoints(ServicePortName Port, EquatableArray<EndpointInfo> Endpoints);
+
+    private static EquatableArray<EndpointInfo>? Find(PortEndpoints[] ports, ServicePortName port)
     {
-        var byPort = new Dictionary<ServicePortName, SortedDictionary<EndpointInfo, EndpointInfo>>();
-        foreach (var slice in slices)
-        foreach (var (port, endpoint) in ServiceConversion.ToEndpoints(slice, hostName))
-        {
-            if (!byPort.TryGetValue(port, out var set)) byPort[port] = set = [];
-            set.TryAdd(endpoint, endpoint); // keyed by address:port; the first slice listing it wins
-        }
-        return new EndpointsByPort(byPort.ToImmutableDictionary(kv => kv.Key, kv => new EquatableArray<EndpointInfo>(kv.Value.Values)));
+        foreach (var entry in ports)
+            if (entry.Port == port) return entry.Endpoints;
+        return null;
     }
 
-    private sealed record EndpointsByPort(ImmutableDictionary<ServicePortName, EquatableArray<EndpointInfo>> Ports)
+    /// <summary>Both sorted by port: equal when the same ports have the same endpoints.</summary>
+    private static bool SameEndpoints(PortEndpoints[] a, PortEndpoints[] b)
     {
-        public static EndpointsByPort Empty { get; } = new(ImmutableDictionary<ServicePortName, EquatableArray<EndpointInfo>>.Empty);
+        if (a.Length != b.Length) return false;
+        for (var i = 0; i < a.Length; i++)
+            if (a[i].Port != b[i].Port || a[i].Endpoints != b[i].Endpoints) return false;
+        return true;
+    }
 
-        public bool Equals(EndpointsByPort? other) =>
-            other is not null && Ports.Count == other.Ports.Count &&
-            Ports.All(kv => other.Ports.TryGetValue(kv.Key, out var endpoints) && endpoints == kv.Value);
+    /// <summary>A service's slices (sorted by name) with one set to <paramref name="slice"/>, or removed when it is null; a new array.</summary>
+    internal static (string Name, EndpointSlice Slice)[] WithSlice((string Name, EndpointSlice Slice)[] slices, string name, EndpointSlice? slice)
+    {
+        var index = 0;
+        while (index < slices.Length && string.CompareOrdinal(slices[index].Name, name) < 0) index++;
+        var found = index < slices.Length && slices[index].Name == name;
+        if (slice is null)
+            return found ? [.. slices.AsSpan(0, index), .. slices.AsSpan(index + 1)] : slices;
+        if (found)
+        {
+            var copy = (((string, EndpointSlice)[])slices.Clone());
+            copy[index] = (name, slice);
+            return copy;
+        }
+        return [.. slices.AsSpan(0, index), (name, slice), .. slices.AsSpan(index)];
+    }
 
-        public override int GetHashCode() => Ports.Count;
+    /// <summary>
+    /// The endpoints a service's slices (sorted by name) give each of its ports, sorted by port, each port's
+    /// sorted by address and port; an endpoint listed twice counts once, as the first slice (by name) lists it.
+    /// </summary>
+    internal static PortEndpoints[] Merge((string Name, EndpointSlice Slice)[] slices, string hostName)
+    {
+        List<(ServicePortName Port, List<EndpointInfo> Endpoints)>? byPort = null;
+        foreach (var (_, slice) in slices)
+        {
+            if (ServiceConversion.ServiceOf(slice) is not { } service) continue;
+            foreach (var port in slice.Ports ?? [])
+            {
+                if (!ServiceConversion.TryPortName(service, port, out var portName)) continue;
+                byPort ??= new(1);
+                List<EndpointInfo>? endpoints = null;
+                foreach (var (known, list) in byPort)
+                    if (known == portName) endpoints = list;
+                if (endpoints is null) byPort.Add((portName, endpoints = new List<EndpointInfo>(slice.Endpoints?.Count ?? 0)));
+                foreach (var endpoint in slice.Endpoints ?? [])
+                    if (ServiceConversion.ToEndpoint(endpoint, port.Port!.Value, hostName) is { } info)
+                        endpoints.Add(info);
+            }
+        }
+        if (byPort is null) return [];
+        var result = new PortEndpoints[byPort.Count];
+        for (var i = 0; i < result.Length; i++) result[i] = new PortEndpoints(byPort[i].Port, SortedDistinct(byPort[i].Endpoints));
+        if (result.Length > 1) Array.Sort(result, static (x, y) => x.Port.CompareTo(y.Port));
+        return result;
+    }
+
+    /// <summary>The endpoints sorted by address and port; of equal ones (same address and port) the first listed stays.</summary>
+    internal static EquatableArray<EndpointInfo> SortedDistinct(List<EndpointInfo> endpoints)
+    {
+        var ascending = true;
+        for (var i = 1; i < endpoints.Count && ascending; i++) ascending = endpoints[i - 1].CompareTo(endpoints[i]) < 0;
+        if (ascending) return new EquatableArray<EndpointInfo>(ImmutableCollectionsMarshal.AsImmutableArray(endpoints.ToArray()));
+        // Sorted with the listing order as the tie-break, so the first of equal endpoints comes first.
+        var ordered = new (EndpointInfo Endpoint, int Order)[endpoints.Count];
+        for (var i = 0; i < ordered.Length; i++) ordered[i] = (endpoints[i], i);
+        Array.Sort(ordered, static (x, y) => x.Endpoint.CompareTo(y.Endpoint) is var c and not 0 ? c : x.Order.CompareTo(y.Order));
+        var distinct = new List<EndpointInfo>(ordered.Length);
+        foreach (var (endpoint, _) in ordered)
+            if (distinct.Count == 0 || distinct[^1].CompareTo(endpoint) != 0) distinct.Add(endpoint);
+        return new EquatableArray<EndpointInfo>(ImmutableCollectionsMarshal.AsImmutableArray(distinct.ToArray()));
+    }
+}
+
+internal static class ChangeTracking
+{
+    /// <summary>Above this many entries, a checked-out pending map gives its room back.</summary>
+    internal const int KeptCapacity = 1024;
+
+    /// <summary>
+    /// Empties a pending map. After a cold start's burst (every service pending once) it would keep room for all of
+    /// them for good (~2 MB at 50,000 services per map); a map that grew past <see cref="KeptCapacity"/> shrinks.
+    /// </summary>
+    internal static void Empty<TKey, TValue>(Dictionary<TKey, TValue> pending) where TKey : notnull
+    {
+        var large = pending.EnsureCapacity(0) > KeptCapacity;
+        pending.Clear();
+        if (large) pending.TrimExcess();
     }
 }

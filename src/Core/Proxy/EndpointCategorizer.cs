@@ -23,17 +23,35 @@ public static class EndpointCategorizer
     /// local-traffic detector, no node IPs and no masquerade-all; see <see cref="Decided(ServicePortInfo, EndpointSet, EndpointSet, NodeNetwork?)"/>).
     /// Node hints are matched against the network's <see cref="NodeNetwork.NodeName"/> (none without a network).
     /// </summary>
-    public static ServicePortState CategorizeByFamily(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone, NodeNetwork? network = null)
+    public static ServicePortState CategorizeByFamily(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone, NodeNetwork? network = null) =>
+        CategorizeByFamily(service, AsImmutableArray(endpoints), nodeZone, network);
+
+    /// <inheritdoc cref="CategorizeByFamily(ServicePortInfo, IReadOnlyList{EndpointInfo}, string?, NodeNetwork?)"/>
+    /// <remarks>
+    /// The controller's path: a single-family list is not split, and a pool that keeps every endpoint of a
+    /// sorted list is that list (the tracker's array), not a copy.
+    /// </remarks>
+    internal static ServicePortState CategorizeByFamily(ServicePortInfo service, ImmutableArray<EndpointInfo> endpoints, string? nodeZone, NodeNetwork? network = null)
     {
-        var ipv4 = endpoints.Where(e => e.Family == IpFamily.IPv4).ToList();
-        var ipv6 = endpoints.Where(e => e.Family == IpFamily.IPv6).ToList();
+        var ipv4Count = 0;
+        foreach (var endpoint in endpoints)
+            if (endpoint.Family == IpFamily.IPv4) ipv4Count++;
+        var ipv4 = ipv4Count == endpoints.Length ? endpoints : endpoints.Where(e => e.Family == IpFamily.IPv4).ToImmutableArray();
+        var ipv6 = ipv4Count == 0 ? endpoints : ipv4Count == endpoints.Length ? [] : endpoints.Where(e => e.Family == IpFamily.IPv6).ToImmutableArray();
         var nodeName = network?.NodeName;
         return Decided(
             service,
             Categorize(service, ipv4, nodeZone, nodeName),
-            ipv6.Count == 0 ? EndpointSet.Empty : Categorize(service, ipv6, nodeZone, nodeName),
+            ipv6.IsEmpty ? EndpointSet.Empty : Categorize(service, ipv6, nodeZone, nodeName),
             network);
     }
+
+    private static ImmutableArray<EndpointInfo> AsImmutableArray(IReadOnlyList<EndpointInfo> endpoints) => endpoints switch
+    {
+        EquatableArray<EndpointInfo> array => array.AsImmutableArray(),
+        ImmutableArray<EndpointInfo> array => array.IsDefault ? [] : array,
+        _ => [.. endpoints],
+    };
 
     private static readonly NodeNetwork NoNetwork = new();
 
@@ -44,8 +62,28 @@ public static class EndpointCategorizer
     /// </summary>
     public static ServicePortState Decided(ServicePortInfo service, EndpointSet ipv4Endpoints, EndpointSet ipv6Endpoints, NodeNetwork? network = null) =>
         new(service, ipv4Endpoints, ipv6Endpoints,
-            Decide(service, ipv4Endpoints, IpFamily.IPv4, network ?? NoNetwork),
-            Decide(service, ipv6Endpoints, IpFamily.IPv6, network ?? NoNetwork));
+            DecideOrShare(service, ipv4Endpoints, IpFamily.IPv4, network ?? NoNetwork),
+            DecideOrShare(service, ipv6Endpoints, IpFamily.IPv6, network ?? NoNetwork));
+
+    /// <summary>
+    /// <see cref="Decide"/>, except that a family without endpoints (<see cref="EndpointSet.Empty"/>, the other family
+    /// of every single-stack port) of a port without affinity and source ranges gets one of four shared verdicts:
+    /// the verdict then depends on the family and the external policy only, and 10,000s of ports need not each keep one.
+    /// </summary>
+    internal static ServicePortVerdict DecideOrShare(ServicePortInfo service, EndpointSet endpoints, IpFamily family, NodeNetwork network) =>
+        ReferenceEquals(endpoints, EndpointSet.Empty) && service.StickyTimeoutSeconds is null && service.LoadBalancerSourceRanges.IsEmpty
+            ? NoEndpointVerdicts[(family == IpFamily.IPv6 ? 2 : 0) + (service.ExternalPolicyLocal ? 1 : 0)]
+            : Decide(service, endpoints, family, network);
+
+    // Decided by Decide itself, so they cannot drift from it: IPv4 (Cluster, Local policy), then IPv6.
+    private static readonly ServicePortVerdict[] NoEndpointVerdicts =
+    [
+        .. from family in new[] { IpFamily.IPv4, IpFamily.IPv6 }
+           from externalLocal in new[] { false, true }
+           select Decide(
+               new ServicePortInfo { Name = default, Port = 1, ClusterIPs = EquatableArray<System.Net.IPAddress>.Empty, ExternalPolicyLocal = externalLocal },
+               EndpointSet.Empty, family, NoNetwork),
+    ];
 
     /// <summary>A single-family state: <paramref name="endpoints"/> belong to the service's primary family.</summary>
     public static ServicePortState Decided(ServicePortInfo service, EndpointSet endpoints) =>
@@ -121,7 +159,10 @@ public static class EndpointCategorizer
     /// hints narrow only the cluster endpoints (<see cref="TopologyModeFromHints"/>); a Local policy
     /// already keeps traffic on this node, so its endpoints ignore hints, as in kube-proxy.
     /// </summary>
-    public static EndpointSet Categorize(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone, string? nodeName = null)
+    public static EndpointSet Categorize(ServicePortInfo service, IReadOnlyList<EndpointInfo> endpoints, string? nodeZone, string? nodeName = null) =>
+        Categorize(service, AsImmutableArray(endpoints), nodeZone, nodeName);
+
+    private static EndpointSet Categorize(ServicePortInfo service, ImmutableArray<EndpointInfo> endpoints, string? nodeZone, string? nodeName)
     {
         var cluster = ImmutableArray<EndpointInfo>.Empty;
         var local = ImmutableArray<EndpointInfo>.Empty;
@@ -131,11 +172,11 @@ public static class EndpointCategorizer
         if (UsesClusterEndpoints(service))
         {
             topology = TopologyModeFromHints(endpoints, nodeName, nodeZone);
-            cluster = Filter(endpoints, ep => ep.Ready && IsAvailableForTopology(ep, topology, nodeName, nodeZone));
+            cluster = Filter(endpoints, Pick.ReadyForTopology, topology, nodeName, nodeZone);
             // With nothing ready anywhere, keep serving through endpoints that are terminating
             // but still serving, rather than dropping connections during a rollout. (Topology
             // already fell back to cluster-wide when no ready endpoint was hinted for here.)
-            if (cluster.IsEmpty) cluster = Filter(endpoints, ep => ep.Serving && ep.Terminating);
+            if (cluster.IsEmpty) cluster = Filter(endpoints, Pick.ServingTerminating);
             hasAny = !cluster.IsEmpty;
         }
 
@@ -150,11 +191,11 @@ public static class EndpointCategorizer
             else if (ep.Serving && ep.Terminating) { hasAny = true; hasLocalServingTerminating |= ep.IsLocal; }
         }
         var useServingTerminating = false;
-        if (hasLocalReady) local = Filter(endpoints, ep => ep.IsLocal && ep.Ready);
+        if (hasLocalReady) local = Filter(endpoints, Pick.LocalReady);
         else if (hasLocalServingTerminating)
         {
             useServingTerminating = true;
-            local = Filter(endpoints, ep => ep.IsLocal && ep.Serving && ep.Terminating);
+            local = Filter(endpoints, Pick.LocalServingTerminating);
         }
 
         if (!UsesClusterEndpoints(service))
@@ -181,7 +222,10 @@ public static class EndpointCategorizer
     /// </list>
     /// The service's own <c>trafficDistribution</c> is not consulted: the hints carry it.
     /// </summary>
-    public static TrafficDistribution TopologyModeFromHints(IReadOnlyList<EndpointInfo> endpoints, string? nodeName, string? nodeZone)
+    public static TrafficDistribution TopologyModeFromHints(IReadOnlyList<EndpointInfo> endpoints, string? nodeName, string? nodeZone) =>
+        TopologyModeFromHints(AsImmutableArray(endpoints), nodeName, nodeZone);
+
+    private static TrafficDistribution TopologyModeFromHints(ImmutableArray<EndpointInfo> endpoints, string? nodeName, string? nodeZone)
     {
         var hasReadyEndpoints = false;
         var allHaveNodeHints = true;
@@ -214,10 +258,30 @@ public static class EndpointCategorizer
     /// <summary>A node without a name or zone label matches no hint (the conversion drops empty hint names).</summary>
     private static bool HintsName(EquatableArray<string> hints, string? name) => !string.IsNullOrEmpty(name) && hints.Contains(name);
 
-    private static ImmutableArray<EndpointInfo> Filter(IReadOnlyList<EndpointInfo> endpoints, Func<EndpointInfo, bool> predicate)
+    /// <summary>Which endpoints a pool takes (an enum, not a lambda: no closure per port and pool).</summary>
+    private enum Pick { ReadyForTopology, ServingTerminating, LocalReady, LocalServingTerminating }
+
+    private static bool Picks(EndpointInfo ep, Pick pick, TrafficDistribution topology, string? nodeName, string? nodeZone) => pick switch
     {
+        Pick.ReadyForTopology => ep.Ready && IsAvailableForTopology(ep, topology, nodeName, nodeZone),
+        Pick.ServingTerminating => ep.Serving && ep.Terminating,
+        Pick.LocalReady => ep.IsLocal && ep.Ready,
+        _ => ep.IsLocal && ep.Serving && ep.Terminating,
+    };
+
+    /// <summary>
+    /// The endpoints <paramref name="pick"/> selects, sorted. When it keeps them all and they are sorted
+    /// already (the tracker's arrays are), the array itself: pools and verdicts share the tracker's arrays.
+    /// </summary>
+    private static ImmutableArray<EndpointInfo> Filter(
+        ImmutableArray<EndpointInfo> endpoints, Pick pick, TrafficDistribution topology = TrafficDistribution.Default, string? nodeName = null, string? nodeZone = null)
+    {
+        var keepsAll = true;
+        for (var i = 0; i < endpoints.Length && keepsAll; i++)
+            keepsAll = Picks(endpoints[i], pick, topology, nodeName, nodeZone) && (i == 0 || endpoints[i - 1].CompareTo(endpoints[i]) <= 0);
+        if (keepsAll) return endpoints;
         var builder = ImmutableArray.CreateBuilder<EndpointInfo>();
-        foreach (var ep in endpoints) if (predicate(ep)) builder.Add(ep);
+        foreach (var ep in endpoints) if (Picks(ep, pick, topology, nodeName, nodeZone)) builder.Add(ep);
         builder.Sort();
         return builder.ToImmutable();
     }

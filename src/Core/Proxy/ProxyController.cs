@@ -348,7 +348,7 @@ public sealed class ProxyController : IObjectSink
     {
         var ports = ImmutableSortedDictionary.CreateBuilder<ServicePortName, ServicePortState>();
         foreach (var (name, info) in _servicePorts)
-            ports[name] = EndpointCategorizer.CategorizeByFamily(info, _endpoints.EndpointsOf(name), network.Zone, network);
+            ports[name] = EndpointCategorizer.CategorizeByFamily(info, _endpoints.EndpointsOf(name).AsImmutableArray(), network.Zone, network);
         return new DesiredState(ports.ToImmutable(), network);
     }
 
@@ -358,7 +358,7 @@ public sealed class ProxyController : IObjectSink
         foreach (var name in changed)
         {
             if (_servicePorts.TryGetValue(name, out var info))
-                ports[name] = EndpointCategorizer.CategorizeByFamily(info, _endpoints.EndpointsOf(name), previous.Network.Zone, previous.Network);
+                ports[name] = EndpointCategorizer.CategorizeByFamily(info, _endpoints.EndpointsOf(name).AsImmutableArray(), previous.Network.Zone, previous.Network);
             else
                 ports.Remove(name);
         }

@@ -36,14 +36,23 @@ public static class ServiceConversion
     /// The ports of a service, keyed by name. Invalid fields are reported through
     /// <paramref name="errors"/> and the service (or the offending value) is left out.
     /// </summary>
-    public static ImmutableDictionary<ServicePortName, ServicePortInfo> ToServicePorts(Service service, List<string>? errors = null)
+    public static ImmutableDictionary<ServicePortName, ServicePortInfo> ToServicePorts(Service service, List<string>? errors = null) =>
+        ToServicePortArray(service, errors) is { Length: > 0 } ports
+            ? ports.ToImmutableDictionary(p => p.Name)
+            : ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty;
+
+    /// <summary>
+    /// <see cref="ToServicePorts"/> as an array in the order of the spec's ports (each name once): what the
+    /// service tracker keeps per service, without a dictionary per service.
+    /// </summary>
+    internal static ServicePortInfo[] ToServicePortArray(Service service, List<string>? errors = null)
     {
-        if (SkipReason(service) is not null) return ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty;
+        if (SkipReason(service) is not null) return [];
         var name = NameOf(service);
         var spec = service.Spec!;
 
         var clusterIPs = ParseAddresses(spec.ClusterIPs is { Count: > 0 } ips ? ips : [spec.ClusterIP!], name, "clusterIP", errors);
-        if (clusterIPs.IsEmpty) return ImmutableDictionary<ServicePortName, ServicePortInfo>.Empty;
+        if (clusterIPs.IsEmpty) return [];
 
         var type = spec.Type ?? "ClusterIP";
         var isLoadBalancer = type == "LoadBalancer";
@@ -62,7 +71,8 @@ public static class ServiceConversion
             ? spec.SessionAffinityConfig?.ClientIP?.TimeoutSeconds is > 0 and var t ? t : DefaultStickyTimeoutSeconds
             : null;
 
-        var result = ImmutableDictionary.CreateBuilder<ServicePortName, ServicePortInfo>();
+        var hasExternalFrontends = !externalIPs.IsEmpty || !loadBalancerIPs.IsEmpty;
+        var result = new List<ServicePortInfo>(spec.Ports?.Count ?? 0);
         foreach (var port in spec.Ports ?? [])
         {
             if (!TryParseProtocol(port.Protocol, out var protocol))
@@ -90,12 +100,22 @@ public static class ServiceConversion
                 HealthCheckNodePort = spec.HealthCheckNodePort ?? 0,
                 TrafficDistribution = ParseTrafficDistribution(spec.TrafficDistribution),
                 InternalPolicyLocal = spec.InternalTrafficPolicy == "Local",
+                // Only with external frontends (ServicePortInfo.HasExternalFrontends) does the external policy apply.
+                ExternalPolicyLocal = spec.ExternalTrafficPolicy == "Local" && (nodePort != 0 || hasExternalFrontends),
             };
-            info = info with { ExternalPolicyLocal = spec.ExternalTrafficPolicy == "Local" && info.HasExternalFrontends };
-            if (!result.TryAdd(portName, info))
+            if (ContainsPort(result, portName))
                 errors?.Add($"Service {name}: port name '{port.Name}' ({protocol}) appears twice");
+            else
+                result.Add(info);
         }
-        return result.ToImmutable();
+        return [.. result];
+    }
+
+    private static bool ContainsPort(List<ServicePortInfo> ports, ServicePortName name)
+    {
+        foreach (var port in ports)
+            if (port.Name == name) return true;
+        return false;
     }
 
     /// <summary>
@@ -104,32 +124,50 @@ public static class ServiceConversion
     /// </summary>
     public static IEnumerable<(ServicePortName Port, EndpointInfo Endpoint)> ToEndpoints(EndpointSlice slice, string hostName)
     {
-        if (slice.AddressType is not ("IPv4" or "IPv6")) yield break;
-        if (slice.Metadata?.Labels?.TryGetValue(WellKnownLabels.ServiceName, out var serviceName) != true || string.IsNullOrEmpty(serviceName)) yield break;
-        var service = new NamespacedName(NameOf(slice).Namespace, serviceName);
+        if (ServiceOf(slice) is not { } service) yield break;
         foreach (var port in slice.Ports ?? [])
         {
-            if (port.Port is not (>= 1 and <= 65535) || !TryParseProtocol(port.Protocol, out var protocol)) continue;
-            var portName = new ServicePortName(service, port.Name ?? "", protocol);
+            if (!TryPortName(service, port, out var portName)) continue;
             foreach (var endpoint in slice.Endpoints ?? [])
-            {
-                var ready = endpoint.Conditions?.Ready ?? true; // unknown means ready, as the API documents
-                var info = new EndpointInfo(IPAddress.None, port.Port.Value)
-                {
-                    Ready = ready,
-                    Serving = endpoint.Conditions?.Serving ?? ready,
-                    Terminating = endpoint.Conditions?.Terminating ?? false,
-                    NodeName = endpoint.NodeName,
-                    IsLocal = endpoint.NodeName is { Length: > 0 } node && node == hostName,
-                    Zone = endpoint.Zone,
-                    ZoneHints = HintNames(endpoint.Hints?.ForZones?.Select(z => z.Name)),
-                    NodeHints = HintNames(endpoint.Hints?.ForNodes?.Select(n => n.Name)),
-                };
-                // A slice lists one address per endpoint (the API allows more; kube-proxy uses the first).
-                if (endpoint.Addresses is [var first, ..] && first is not null && IpPrefix.TryParseAddress(first, out var address))
-                    yield return (portName, info with { Address = address });
-            }
+                if (ToEndpoint(endpoint, port.Port!.Value, hostName) is { } info)
+                    yield return (portName, info);
         }
+    }
+
+    /// <summary>The service an EndpointSlice of a known address type belongs to, or null when it names none.</summary>
+    internal static NamespacedName? ServiceOf(EndpointSlice slice)
+    {
+        if (slice.AddressType is not ("IPv4" or "IPv6")) return null;
+        if (slice.Metadata?.Labels?.TryGetValue(WellKnownLabels.ServiceName, out var serviceName) != true || string.IsNullOrEmpty(serviceName)) return null;
+        return new NamespacedName(NameOf(slice).Namespace, serviceName);
+    }
+
+    /// <summary>The service port a slice's port serves; false when its number or protocol is invalid (the port is skipped).</summary>
+    internal static bool TryPortName(NamespacedName service, EndpointPort port, out ServicePortName name)
+    {
+        name = default;
+        if (port.Port is not (>= 1 and <= 65535) || !TryParseProtocol(port.Protocol, out var protocol)) return false;
+        name = new ServicePortName(service, port.Name ?? "", protocol);
+        return true;
+    }
+
+    /// <summary>One endpoint of a slice on one (resolved target) port; null when it has no valid address.</summary>
+    internal static EndpointInfo? ToEndpoint(Endpoint endpoint, int port, string hostName)
+    {
+        // A slice lists one address per endpoint (the API allows more; kube-proxy uses the first).
+        if (endpoint.Addresses is not [var first, ..] || first is null || !IpPrefix.TryParseAddress(first, out var address)) return null;
+        var ready = endpoint.Conditions?.Ready ?? true; // unknown means ready, as the API documents
+        return new EndpointInfo(address, port)
+        {
+            Ready = ready,
+            Serving = endpoint.Conditions?.Serving ?? ready,
+            Terminating = endpoint.Conditions?.Terminating ?? false,
+            NodeName = endpoint.NodeName,
+            IsLocal = endpoint.NodeName is { Length: > 0 } node && node == hostName,
+            Zone = endpoint.Zone,
+            ZoneHints = endpoint.Hints?.ForZones is { } zones ? HintNames(zones.Select(z => z.Name)) : null,
+            NodeHints = endpoint.Hints?.ForNodes is { } nodes ? HintNames(nodes.Select(n => n.Name)) : null,
+        };
     }
 
     /// <summary>
@@ -145,11 +183,11 @@ public static class ServiceConversion
     };
 
     /// <summary>
-    /// The names of one endpoint's zone or node hints, sorted so equal hints compare equal; null
-    /// when the slice gives none, which the categorizer reads as "not hinted".
+    /// The names of one endpoint's zone or node hints, sorted so equal hints compare equal. A slice
+    /// that gives none leaves the endpoint's hints null, which the categorizer reads as "not hinted".
     /// </summary>
-    private static EquatableArray<string>? HintNames(IEnumerable<string?>? names) =>
-        names is null ? null : new EquatableArray<string>(names.Select(n => n ?? "").Where(n => n.Length > 0).Order(StringComparer.Ordinal));
+    private static EquatableArray<string> HintNames(IEnumerable<string?> names) =>
+        new(names.Select(n => n ?? "").Where(n => n.Length > 0).Order(StringComparer.Ordinal));
 
     public static DateTimeOffset? LastChangeTriggerTime(EndpointSlice slice) =>
         slice.Metadata?.Annotations?.TryGetValue(WellKnownLabels.LastChangeTriggerTime, out var text) == true &&
@@ -168,9 +206,10 @@ public static class ServiceConversion
         }
     }
 
-    private static EquatableArray<IPAddress> ParseAddresses(IEnumerable<string> texts, NamespacedName service, string field, List<string>? errors)
+    private static EquatableArray<IPAddress> ParseAddresses(IReadOnlyCollection<string> texts, NamespacedName service, string field, List<string>? errors)
     {
-        var result = new List<IPAddress>();
+        if (texts.Count == 0) return EquatableArray<IPAddress>.Empty;
+        var result = new List<IPAddress>(texts.Count);
         foreach (var text in texts)
         {
             if (IpPrefix.TryParseAddress(text, out var address))
@@ -181,8 +220,9 @@ public static class ServiceConversion
         return new EquatableArray<IPAddress>(result);
     }
 
-    private static EquatableArray<IpPrefix> ParsePrefixes(IEnumerable<string> texts, NamespacedName service, List<string>? errors)
+    private static EquatableArray<IpPrefix> ParsePrefixes(IReadOnlyCollection<string> texts, NamespacedName service, List<string>? errors)
     {
+        if (texts.Count == 0) return EquatableArray<IpPrefix>.Empty;
         var result = new List<IpPrefix>();
         foreach (var text in texts)
         {

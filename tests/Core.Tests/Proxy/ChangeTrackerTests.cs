@@ -54,6 +54,21 @@ public class ServiceChangeTrackerTests
     }
 
     [Fact]
+    public void Update_SamePortsInAnotherOrder_Dropped()
+    {
+        var tracker = new ServiceChangeTracker();
+        tracker.Update(null, Web());
+        tracker.Checkout();
+
+        var reordered = Web();
+        reordered.Spec!.Ports!.Reverse();
+
+        Assert.False(tracker.Update(Web(), reordered));
+        Assert.Equal(0, tracker.PendingCount);
+        Assert.Empty(tracker.Checkout());
+    }
+
+    [Fact]
     public void Update_ChangeThenRevertBeforeCheckout_CancelsOut()
     {
         var tracker = new ServiceChangeTracker();
