@@ -21,6 +21,9 @@ public sealed class IptablesBackend : IProxyBackend
     private static readonly string[] FilterChains = [ChainNames.Services, ChainNames.ExternalServices, ChainNames.Forward, ChainNames.NodePorts, ChainNames.ProxyFirewall, ChainNames.Canary];
     private static readonly string[] NatChains = [ChainNames.Services, ChainNames.NodePorts, ChainNames.PostRouting, ChainNames.MarkMasq, ChainNames.Canary];
 
+    /// <summary>A full sync finding at least this many chains (nat and filter) in the kernel collects garbage before it plans (see FamilyPlane.CollectBeforeFullPlan).</summary>
+    internal const int CollectBeforeFullPlanChains = 10_000;
+
     private readonly FamilyPlane[] _families;
     private readonly IptablesMetrics _metrics;
     private readonly ILogger _logger;
@@ -121,6 +124,7 @@ public sealed class IptablesBackend : IProxyBackend
             var apply = Stopwatch.StartNew();
             var (kernel, filterSave) = full ? await ReadKernelAsync(cancellationToken).ConfigureAwait(false) : (KernelTables.Empty, "");
             var read = apply.Elapsed;
+            if (full) CollectBeforeFullPlan(kernel, logger);
 
             var render = Stopwatch.StartNew();
             var previous = State;
@@ -145,6 +149,25 @@ public sealed class IptablesBackend : IProxyBackend
             State = plan.State;
             LastPlan = plan;
             return (render.Elapsed, read + apply.Elapsed);
+        }
+
+        /// <summary>
+        /// Before a full plan over a large kernel table (a restart, a canary repair, a retry; never the cold start),
+        /// one blocking compacting collection of every generation: the last state and script the sync has just
+        /// dropped (~20 MB at 10,000 services) and the garbage of the kernel read are in gen2 by now, and would
+        /// stay beside the new state, script and cut until allocation pressure brings a gen2 collection; the plan
+        /// then reuses their memory instead of growing the heap. Costs one pause per full sync (rare), measured in
+        /// docs/bench/2026-12-07-ipt-rss.
+        /// </summary>
+        private static void CollectBeforeFullPlan(KernelTables kernel, ILogger logger)
+        {
+            var chains = kernel.NatChains.Count + kernel.FilterChains.Count;
+            if (chains < CollectBeforeFullPlanChains) return;
+            var pause = Stopwatch.StartNew();
+            var before = GC.GetTotalMemory(forceFullCollection: false);
+            GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+            logger.LogInformation("Before the full iptables plan ({Chains} chains in the kernel): heap {Before} → {After} MiB, collected in {Pause:F1} ms",
+                chains, before >> 20, GC.GetTotalMemory(forceFullCollection: false) >> 20, pause.Elapsed.TotalMilliseconds);
         }
 
         /// <summary>
