@@ -124,9 +124,9 @@ public sealed class IptablesBackend : IProxyBackend
             var apply = Stopwatch.StartNew();
             var (kernel, filterSave) = full ? await ReadKernelAsync(cancellationToken).ConfigureAwait(false) : (KernelTables.Empty, "");
             var read = apply.Elapsed;
-            if (full) CollectBeforeFullPlan(kernel, logger);
 
-            var render = Stopwatch.StartNew();
+            var render = Stopwatch.StartNew(); // the collection's pause, if any, counts as render
+            if (full) CollectBeforeFullPlan(kernel, logger);
             var previous = State;
             var plan = _planner.Plan(request, previous, kernel); // no previous state: the planner writes everything
             if (full) plan = OnlyWhatDiffers(plan, kernel);
@@ -154,10 +154,10 @@ public sealed class IptablesBackend : IProxyBackend
         /// <summary>
         /// Before a full plan over a large kernel table (a restart, a canary repair, a retry; never the cold start),
         /// one blocking compacting collection of every generation: the last state and script the sync has just
-        /// dropped (~20 MB at 10,000 services) and the garbage of the kernel read are in gen2 by now, and would
-        /// stay beside the new state, script and cut until allocation pressure brings a gen2 collection; the plan
-        /// then reuses their memory instead of growing the heap. Costs one pause per full sync (rare), measured in
-        /// docs/bench/2026-12-07-ipt-rss.
+        /// dropped and the garbage of the kernel read (30–41 of a 73–82 MiB heap at 10,000 × 2) are in gen2 by
+        /// now, and would stay beside the new state, script and cut until allocation pressure brings a gen2
+        /// collection; the plan then reuses their memory instead of growing the heap. Costs one pause per full
+        /// sync (rare; 76–217 ms loaded at 10,000 × 2), measured in docs/bench/2026-12-07-ipt-rss.
         /// </summary>
         private static void CollectBeforeFullPlan(KernelTables kernel, ILogger logger)
         {
