@@ -154,7 +154,7 @@ public sealed class IptablesBackend : IProxyBackend
         /// <summary>
         /// Before a full plan over a large kernel table (a restart, a canary repair, a retry; never the cold start),
         /// one blocking compacting collection of every generation: the last state and script the sync has just
-        /// dropped and the garbage of the kernel read (30–44 of a 73–87 MiB heap at 10,000 × 2) are in gen2 by
+        /// dropped and the garbage of the kernel read (30–44 of a 73–88 MiB heap at 10,000 × 2) are in gen2 by
         /// now, and would stay beside the new state, script and cut until allocation pressure brings a gen2
         /// collection; the plan then reuses their memory instead of growing the heap. Costs one pause per full
         /// sync (rare; 76–368 ms at 10,000 × 2 at loads 20–45), measured in docs/bench/2026-12-07-ipt-rss.
