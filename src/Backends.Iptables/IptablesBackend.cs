@@ -21,6 +21,9 @@ public sealed class IptablesBackend : IProxyBackend
     private static readonly string[] FilterChains = [ChainNames.Services, ChainNames.ExternalServices, ChainNames.Forward, ChainNames.NodePorts, ChainNames.ProxyFirewall, ChainNames.Canary];
     private static readonly string[] NatChains = [ChainNames.Services, ChainNames.NodePorts, ChainNames.PostRouting, ChainNames.MarkMasq, ChainNames.Canary];
 
+    /// <summary>A full sync finding at least this many chains (nat and filter) in the kernel collects garbage before it plans (see FamilyPlane.CollectBeforeFullPlan).</summary>
+    internal const int CollectBeforeFullPlanChains = 10_000;
+
     private readonly FamilyPlane[] _families;
     private readonly IptablesMetrics _metrics;
     private readonly ILogger _logger;
@@ -122,7 +125,8 @@ public sealed class IptablesBackend : IProxyBackend
             var (kernel, filterSave) = full ? await ReadKernelAsync(cancellationToken).ConfigureAwait(false) : (KernelTables.Empty, "");
             var read = apply.Elapsed;
 
-            var render = Stopwatch.StartNew();
+            var render = Stopwatch.StartNew(); // the collection's pause, if any, counts as render
+            if (full) CollectBeforeFullPlan(kernel, logger);
             var previous = State;
             var plan = _planner.Plan(request, previous, kernel); // no previous state: the planner writes everything
             if (full) plan = OnlyWhatDiffers(plan, kernel);
@@ -145,6 +149,25 @@ public sealed class IptablesBackend : IProxyBackend
             State = plan.State;
             LastPlan = plan;
             return (render.Elapsed, read + apply.Elapsed);
+        }
+
+        /// <summary>
+        /// Before a full plan over a large kernel table (a restart, a canary repair, a retry; never the cold start),
+        /// one blocking compacting collection of every generation: the last state and script the sync has just
+        /// dropped and the garbage of the kernel read (30–44 of a 73–88 MiB heap at 10,000 × 2) are in gen2 by
+        /// now, and would stay beside the new state, script and cut until allocation pressure brings a gen2
+        /// collection; the plan then reuses their memory instead of growing the heap. Costs one pause per full
+        /// sync (rare; 76–368 ms at 10,000 × 2 at loads 20–45), measured in docs/bench/2026-12-07-ipt-rss.
+        /// </summary>
+        private static void CollectBeforeFullPlan(KernelTables kernel, ILogger logger)
+        {
+            var chains = kernel.NatChains.Count + kernel.FilterChains.Count;
+            if (chains < CollectBeforeFullPlanChains) return;
+            var pause = Stopwatch.StartNew();
+            var before = GC.GetTotalMemory(forceFullCollection: false);
+            GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+            logger.LogInformation("Before the full iptables plan ({Chains} chains in the kernel): heap {Before} → {After} MiB, collected in {Pause:F1} ms",
+                chains, before >> 20, GC.GetTotalMemory(forceFullCollection: false) >> 20, pause.Elapsed.TotalMilliseconds);
         }
 
         /// <summary>

@@ -58,21 +58,28 @@ public static class IptablesSave
     {
         public HashSet<string> Chains { get; } = new(StringComparer.Ordinal);
 
+        private HashSet<string>.AlternateLookup<ReadOnlySpan<char>> ChainOf => Chains.GetAlternateLookup<ReadOnlySpan<char>>();
+
         public List<string> BuiltInRules { get; } = [];
 
         public void Line(ReadOnlySpan<char> raw)
         {
             var line = raw.TrimEnd('\r');
-            digests?.Line(line);
             if (line.StartsWith(':'))
             {
-                var end = line.IndexOf(' ');
-                Chains.Add((end < 0 ? line[1..] : line[1..end]).ToString());
+                // One string per chain, shared by the set of chains and the digests.
+                var declared = ChainDigests.DeclaredChain(line);
+                if (!ChainOf.TryGetValue(declared, out var chain))
+                {
+                    chain = declared.ToString();
+                    Chains.Add(chain);
+                }
+                digests?.Declare(chain);
             }
-            else if (line.StartsWith("-A ", StringComparison.Ordinal))
+            else if (ChainDigests.RuleOf(line, out var chain, out var rule))
             {
-                var end = line[3..].IndexOf(' ');
-                if (end > 0 && BuiltInChainOf.Contains(line.Slice(3, end))) BuiltInRules.Add(line.ToString());
+                if (chain.Length < line.Length - 3 && BuiltInChainOf.Contains(chain)) BuiltInRules.Add(line.ToString());
+                digests?.Rule(chain, rule);
             }
         }
     }

@@ -1,7 +1,11 @@
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using ProxyPlanes.Backends.Nftables.Tests;
 using ProxyPlanes.Iptables;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
+using ProxyPlanes.TestKit;
 
 namespace ProxyPlanes.Backends.Iptables.Tests;
 
@@ -31,4 +35,35 @@ public sealed class IptablesBackendTests
         Assert.NotNull(backend.LastPlan(other));
         Assert.Null(backend.LastPlan(refused));
     }
+
+    /// <summary>
+    /// A full sync over a large table in place collects garbage before it plans: the state it has just dropped is
+    /// gone by the time it returns (moved to gen2 first, where only a full collection frees it). The cold sync
+    /// (no chain in the kernel) and a small table do not pause for it.
+    /// </summary>
+    [Theory]
+    [InlineData(3_400, true)] // 3 nat chains a service: over CollectBeforeFullPlanChains
+    [InlineData(100, false)]
+    public async Task FullSyncOverALargeTable_CollectsBeforeItPlans(int services, bool collects)
+    {
+        var state = StateBuilder.State(null, [.. Enumerable.Range(0, services).Select(i => StateBuilder.Port(
+            StateBuilder.Info($"svc{i}", $"10.96.{i / 250}.{i % 250 + 1}"), StateBuilder.Endpoint($"10.244.{i / 250}.{i % 250 + 1}"), StateBuilder.Endpoint($"10.245.{i / 250}.{i % 250 + 1}")))]);
+        var logger = new ListLogger();
+        using var metrics = new ProxyMetrics();
+        var backend = new IptablesBackend(new FakeIptables(IpFamily.IPv4), metrics, logger);
+        await backend.SyncAsync(StateBuilder.Full(state), default);
+        Assert.DoesNotContain(logger.Entries, e => e.Message.Contains("Before the full iptables plan", StringComparison.Ordinal));
+        var old = LastState(backend);
+        GC.Collect(); // the state into gen2
+        GC.Collect();
+
+        await backend.SyncAsync(StateBuilder.Full(state), default);
+
+        Assert.Equal(collects ? 1 : 0, logger.Entries.Count(e => e.Level == LogLevel.Information && e.Message.Contains("Before the full iptables plan", StringComparison.Ordinal)));
+        if (collects) Assert.False(old.IsAlive, "the state dropped by the full sync is still in the heap");
+        Assert.Empty(backend.LastPlan(IpFamily.IPv4)!.Script.ToString()); // the kernel held the plan: nothing sent
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static WeakReference LastState(IptablesBackend backend) => new(backend.LastPlan(IpFamily.IPv4)!.State);
 }
