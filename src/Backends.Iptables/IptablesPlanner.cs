@@ -92,7 +92,7 @@ public sealed record IptablesPlan(RestoreScript Script, IptablesPlannerState Sta
 /// flushed and deleted in the same transaction. A partial sync visits only the changed ports
 /// (<see cref="PlanDelta"/>): what it needs of the others is kept in <see cref="IptablesPlannerState"/>.
 /// </summary>
-public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
+public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14, IptablesVariant variant = IptablesVariant.Nft)
 {
     // Rules of the fixed chains besides the service ports' and the node-ports jump: KUBE-POSTROUTING (3)
     // and KUBE-MARK-MASQ (1) in nat, KUBE-FORWARD (3) in filter; one canary rule in each table.
@@ -164,7 +164,9 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         foreach (var rule in tail) _nat.AppendRule(ChainNames.Services, rule);
         DeleteStaleChains(full, previous, ports, kernel);
         // A cold sync of many chains has iptables-nft read the (still small) table whole, not chain by chain.
-        _nat.ListTableFirst = full && _nat.ChainCount >= ListTableFromChains && !HoldsServiceChains(kernel.NatChains);
+        // iptables-legacy has no such list (a cold sync costs it well under a second of CPU), and its listing
+        // refuses to print a jump to a chain created earlier in the same restore.
+        _nat.ListTableFirst = variant == IptablesVariant.Nft && full && _nat.ChainCount >= ListTableFromChains && !HoldsServiceChains(kernel.NatChains);
 
         var state = new IptablesPlannerState(ports.ToImmutable(), tail) { SlotRules = IptablesPlannerState.SlotRulesOf(ports), Totals = totals };
         return Finish(state, skippedChains, delta: false);

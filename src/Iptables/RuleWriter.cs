@@ -26,8 +26,9 @@ public sealed class RuleWriter
     /// every later command; <c>-S</c> is the only one that changes nothing (<c>-F</c>, <c>-X</c>,
     /// <c>-Z</c> without a chain flush, delete or zero every chain). Its price is a read of the whole
     /// table, cheap only while the table holds few rules: the planner asks for it on a cold sync
-    /// (none of our chains in the table yet) of many chains. iptables-legacy takes the line too and
-    /// lists the table it already holds.
+    /// (none of our chains in the table yet) of many chains, and only for iptables-nft: iptables-legacy
+    /// keeps no such list, and its listing fails on a jump to a chain created earlier in the same
+    /// restore ("Can't find library for target").
     /// </summary>
     public bool ListTableFirst { get; set; }
 

@@ -54,6 +54,19 @@ public sealed class ColdSyncShapeTests
         Assert.Equal(TableLines(unlisted.ToString(), "nat").Where(l => l.StartsWith("-A ", StringComparison.Ordinal)), nat.Where(l => l.StartsWith("-A ", StringComparison.Ordinal)));
     }
 
+    /// <summary>iptables-legacy keeps no per-command chain list, and its listing refuses a jump to a chain the same restore created.</summary>
+    [Fact]
+    public async Task ColdSync_ForLegacy_DoesNotList()
+    {
+        var plan = new IptablesPlanner(IpFamily.IPv4, variant: IptablesVariant.Legacy).Plan(StateBuilder.Full(Cluster(Many)), null, KernelTables.Empty);
+        var fake = new FakeIptables(IpFamily.IPv4, IptablesVariant.Legacy);
+        using var metrics = new ProxyMetrics();
+        await new IptablesBackend(fake, metrics, NullLogger.Instance).SyncAsync(StateBuilder.Full(Cluster(Many)), default);
+
+        Assert.False(ListsFirst(plan, "nat"));
+        Assert.DoesNotContain("-S", fake.Offered.Single().Split('\n'));
+    }
+
     [Fact]
     public void ColdFullPlan_OfFewChains_DoesNotList()
     {
