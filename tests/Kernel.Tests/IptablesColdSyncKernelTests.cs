@@ -98,7 +98,7 @@ public sealed class IptablesColdSyncKernelTests
         var refused = await Assert.ThrowsAsync<BackendSyncException>(() => backend.SyncAsync(StateBuilder.Full(Cluster()), default));
 
         Assert.Contains("NO-SUCH-TARGET", refused.Message);
-        Assert.Equal(variant == IptablesVariant.Nft, refusing.Offered.Split('\n').Contains("-S"));
+        Assert.Equal(variant == IptablesVariant.Nft, refusing.Offered[0].Split('\n').Contains("-S")); // then the filter rollback
         Assert.Equal(Withoutcounters(natBefore), Withoutcounters(await node.Appliers[IpFamily.IPv4].SaveAsync("nat", default)));
 
         refusing.Refuse = false;
@@ -119,7 +119,7 @@ public sealed class IptablesColdSyncKernelTests
     {
         public bool Refuse { get; set; } = true;
 
-        public string Offered { get; private set; } = "";
+        public List<string> Offered { get; } = [];
 
         public IptablesVariant Variant => inner.Variant;
 
@@ -137,7 +137,7 @@ public sealed class IptablesColdSyncKernelTests
                 var commit = script.IndexOf("COMMIT\n", nat, StringComparison.Ordinal);
                 script = script[..commit] + "-A KUBE-MARK-MASQ -j NO-SUCH-TARGET\n" + script[commit..];
             }
-            Offered = script;
+            Offered.Add(script);
             return inner.RestoreAsync(script, cancellationToken);
         }
     }
