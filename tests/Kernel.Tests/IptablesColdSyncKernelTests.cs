@@ -114,7 +114,7 @@ public sealed class IptablesColdSyncKernelTests
     private static string Withoutcounters(string save) => string.Join('\n', IptablesSave.ParseTables(save)
         .SelectMany(t => t.Rules.OrderBy(r => r.Key, StringComparer.Ordinal).SelectMany(r => r.Value.Select(rule => $"-A {r.Key} {rule}").Prepend($":{r.Key}"))));
 
-    /// <summary>Adds a line the tool refuses at the end of the nat table of every script it restores while <see cref="Refuse"/>.</summary>
+    /// <summary>Adds a line the tool refuses at the end of every script holding nat (the last table) while <see cref="Refuse"/>.</summary>
     private sealed class RefusingAtEndOfNat(IIptablesApplier inner) : IIptablesApplier
     {
         public bool Refuse { get; set; } = true;
@@ -134,7 +134,7 @@ public sealed class IptablesColdSyncKernelTests
             var nat = script.IndexOf("*nat\n", StringComparison.Ordinal);
             if (Refuse && nat >= 0)
             {
-                var commit = script.IndexOf("COMMIT\n", nat, StringComparison.Ordinal);
+                var commit = script.LastIndexOf("COMMIT\n", StringComparison.Ordinal); // nat is the last table
                 script = script[..commit] + "-A KUBE-MARK-MASQ -j NO-SUCH-TARGET\n" + script[commit..];
             }
             Offered.Add(script);
