@@ -106,7 +106,7 @@ public sealed class IptablesBackend : IProxyBackend
 
     private sealed class FamilyPlane(IpFamily family, IIptablesApplier applier)
     {
-        private readonly IptablesPlanner _planner = new(family);
+        private readonly IptablesPlanner _planner = new(family, variant: applier.Variant);
 
         public IpFamily Family => family;
         public IIptablesApplier Applier => applier;

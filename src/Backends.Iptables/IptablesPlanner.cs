@@ -92,7 +92,7 @@ public sealed record IptablesPlan(RestoreScript Script, IptablesPlannerState Sta
 /// flushed and deleted in the same transaction. A partial sync visits only the changed ports
 /// (<see cref="PlanDelta"/>): what it needs of the others is kept in <see cref="IptablesPlannerState"/>.
 /// </summary>
-public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
+public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14, IptablesVariant variant = IptablesVariant.Nft)
 {
     // Rules of the fixed chains besides the service ports' and the node-ports jump: KUBE-POSTROUTING (3)
     // and KUBE-MARK-MASQ (1) in nat, KUBE-FORWARD (3) in filter; one canary rule in each table.
@@ -103,6 +103,13 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
     private readonly RuleWriter _nat = new();
     private readonly RuleWriter _filter = new();
     private readonly SharedRuleBuilder _shared = new();
+
+    /// <summary>
+    /// Chains a cold sync's nat table must declare before it starts with <c>-S</c>
+    /// (<see cref="RuleWriter.ListTableFirst"/>): below, iptables-nft's per-chain bookkeeping costs
+    /// milliseconds, and listing the node's other rules would cost about as much.
+    /// </summary>
+    public const int ListTableFromChains = 1000;
 
     private string HostPrefix => family == IpFamily.IPv4 ? "/32" : "/128";
 
@@ -156,6 +163,10 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
         // Node ports are matched last, after every service IP rule of KUBE-SERVICES.
         foreach (var rule in tail) _nat.AppendRule(ChainNames.Services, rule);
         DeleteStaleChains(full, previous, ports, kernel);
+        // A cold sync of many chains has iptables-nft read the (still small) table whole, not chain by chain.
+        // iptables-legacy has no such list (a cold sync costs it well under a second of CPU), and its listing
+        // refuses to print a jump to a chain created earlier in the same restore.
+        _nat.ListTableFirst = variant == IptablesVariant.Nft && full && _nat.ChainCount >= ListTableFromChains && !HoldsServiceChains(kernel.NatChains);
 
         var state = new IptablesPlannerState(ports.ToImmutable(), tail) { SlotRules = IptablesPlannerState.SlotRulesOf(ports), Totals = totals };
         return Finish(state, skippedChains, delta: false);
@@ -327,7 +338,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
             var (table, chain, rule) = BuiltInJumps[i];
             var present = table == "nat" ? kernel.NatRules : kernel.FilterRules;
             if (present.Contains($"-A {chain} {rule}")) continue;
-            (table == "nat" ? _nat : _filter).Insert(chain).Arg(rule).End();
+            (table == "nat" ? _nat : _filter).JumpFromBuiltIn(chain, rule, rule[(rule.LastIndexOf("-j ", StringComparison.Ordinal) + 3)..]);
         }
     }
 
@@ -652,6 +663,13 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14)
 
     private IEnumerable<IPAddress> OfFamily(EquatableArray<IPAddress> addresses) =>
         addresses.Where(a => NodeAddresses.FamilyOf(a) == family);
+
+    /// <summary>
+    /// Whether a table already holds service rules of ours (<c>KUBE-SERVICES</c>, its shards, per-service chains):
+    /// then it is large, and a read of it whole (<see cref="RuleWriter.ListTableFirst"/>) would cost more than it saves.
+    /// </summary>
+    private static bool HoldsServiceChains(IReadOnlySet<string> chains) =>
+        chains.Any(c => ChainNames.IsServices(c) || ChainNames.IsPerService(c));
 
     private void DeleteStaleChains(bool full, IptablesPlannerState previous, ImmutableDictionary<ServicePortName, PortChains>.Builder ports, KernelTables kernel)
     {

@@ -219,6 +219,9 @@ public sealed class FakeIptables(IpFamily family = IpFamily.IPv4, IptablesVarian
                 if (!chains.TryGetValue(chainName, out var flushed)) return $"chain '{chainName}' does not exist";
                 flushed.Rules.Clear();
                 return null;
+            case "-S":
+                // A read (the tool prints the rules): nothing changes.
+                return chainName is null || chains.ContainsKey(chainName) ? null : $"chain '{chainName}' does not exist";
             case "-X":
             {
                 if (chainName is null) return "-X without a chain is not supported by the fake";

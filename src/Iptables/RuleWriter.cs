@@ -11,10 +11,29 @@ public sealed class RuleWriter
     private readonly List<string> _chains = [];
     // UTF-8 in small chunks (RestoreScript): a full sync's rules are never one large string.
     private readonly RestoreScript _ruleDeletes = new();
+    private readonly RestoreScript _jumps = new();
+    private readonly List<string> _jumpTargets = [];
     private readonly RestoreScript _rules = new();
     private readonly RestoreScript _deletes = new();
 
-    private bool _counted;
+    /// <summary>
+    /// Whether the table's first command is <c>-S</c> (list the table's rules; the tool prints them and
+    /// changes nothing). iptables-nft 1.8.x collects, per command, the names of the chains it touches
+    /// into a list kept sorted by an insertion walk from the smallest name (nft-cache.c,
+    /// <c>cache_chain_list_insert</c>), so that it fetches only those chains before the commit: with
+    /// 30,000 chains and 80,000 rules that walk is quadratic (~6 s of CPU at 10,000 services). A
+    /// command that names no chain makes the tool fetch the whole table instead and skip the list for
+    /// every later command; <c>-S</c> is the only one that changes nothing (<c>-F</c>, <c>-X</c>,
+    /// <c>-Z</c> without a chain flush, delete or zero every chain). Its price is a read of the whole
+    /// table, cheap only while the table holds few rules: the planner asks for it on a cold sync
+    /// (none of our chains in the table yet) of many chains, and only for iptables-nft: iptables-legacy
+    /// keeps no such list, and its listing fails on a jump to a chain created earlier in the same
+    /// restore ("Can't find library for target").
+    /// </summary>
+    public bool ListTableFirst { get; set; }
+
+    /// <summary>Chains declared so far.</summary>
+    public int ChainCount => _chains.Count;
 
     /// <summary>Rules appended to our own chains: what the rule-count metrics report (jumps inserted into built-in chains are not counted, as in kube-proxy).</summary>
     public int RuleCount { get; private set; }
@@ -23,9 +42,12 @@ public sealed class RuleWriter
     {
         _chains.Clear();
         _ruleDeletes.Clear();
+        _jumps.Clear();
+        _jumpTargets.Clear();
         _rules.Clear();
         _deletes.Clear();
         RuleCount = 0;
+        ListTableFirst = false;
     }
 
     /// <summary>Declares (and with --noflush, flushes) a chain.</summary>
@@ -35,7 +57,7 @@ public sealed class RuleWriter
     public void DeleteChain(string name) => _deletes.Append("-X ").Append(name).Append('\n');
 
     /// <summary>Nothing written: the table can be left out of the script.</summary>
-    public bool IsEmpty => _chains.Count == 0 && _ruleDeletes.IsEmpty && _rules.IsEmpty && _deletes.IsEmpty;
+    public bool IsEmpty => _chains.Count == 0 && _ruleDeletes.IsEmpty && _jumps.IsEmpty && _rules.IsEmpty && _deletes.IsEmpty;
 
     /// <summary>Appends a rule already rendered (the text iptables-save prints after "-A chain "); counted.</summary>
     public void AppendRule(string chain, string rule)
@@ -59,17 +81,17 @@ public sealed class RuleWriter
         _ruleDeletes.Append("-D ").Append(chain).Append(' ').Append(rule).Append('\n');
 
     /// <summary>Starts a rule: "-A chain". Finish with <see cref="End"/>.</summary>
-    public RuleWriter Append(string chain)
-    {
-        _counted = true;
-        return Raw("-A ").Raw(chain);
-    }
+    public RuleWriter Append(string chain) => Raw("-A ").Raw(chain);
 
-    /// <summary>Starts "-I chain 1": inserts a jump at the top of a built-in chain.</summary>
-    public RuleWriter Insert(string chain)
+    /// <summary>
+    /// Inserts a jump at the top of a built-in chain ("-I chain 1 rule"; not counted) into our chain
+    /// <paramref name="target"/>. These come before every other rule (after the deletions), and
+    /// before the <c>-S</c> of <see cref="ListTableFirst"/>.
+    /// </summary>
+    public void JumpFromBuiltIn(string chain, string rule, string target)
     {
-        _counted = false;
-        return Raw("-I ").Raw(chain).Raw(" 1");
+        _jumps.Append("-I ").Append(chain).Append(" 1 ").Append(rule).Append('\n');
+        _jumpTargets.Add(target);
     }
 
     public RuleWriter Comment(string text)
@@ -109,12 +131,17 @@ public sealed class RuleWriter
     public void End()
     {
         _rules.Append('\n');
-        if (_counted) RuleCount++;
+        RuleCount++;
     }
 
     /// <summary>
-    /// Writes the table. The chain declarations come in descending ordinal order (they may come in
-    /// any order: all precede the rules):
+    /// Writes the table: chain declarations, rule deletions, jumps from built-in chains, rules, chain
+    /// deletions. With <see cref="ListTableFirst"/>, the chains the jumps lead to are declared and the
+    /// jumps written first, then <c>-S</c>, then the rest: iptables-nft creates a built-in chain the
+    /// table lacks (a fresh node's nat) when a command needs it, but a listing puts a stand-in for it
+    /// in its cache, and a jump inserted after the listing then fails (ENOENT); a listing after the
+    /// 30,000 declarations costs more than it saves (measured). The chain declarations come in
+    /// descending ordinal order (they may come in any order: all precede the rules that use them):
     /// iptables-nft (1.8.7+) keeps its chain cache sorted by name and inserts each new chain after a
     /// walk from the smallest name, so declaring 30,000 chains in hash order is quadratic (a cold
     /// sync at 10,000 services spent most of its 33 s there); in descending order each new chain goes
@@ -125,10 +152,24 @@ public sealed class RuleWriter
     {
         script.Append('*').Append(table).Append('\n');
         _chains.Sort((a, b) => string.CompareOrdinal(b, a));
-        foreach (var chain in _chains) script.Append(':').Append(chain).Append(" - [0:0]\n");
-        script.MoveFrom(_ruleDeletes).MoveFrom(_rules).MoveFrom(_deletes);
+        if (ListTableFirst)
+        {
+            var first = _chains.Where(_jumpTargets.Contains).Distinct().ToList();
+            foreach (var chain in first) Declare(script, chain);
+            script.MoveFrom(_ruleDeletes).MoveFrom(_jumps).Append("-S\n");
+            foreach (var chain in _chains)
+                if (!first.Contains(chain)) Declare(script, chain);
+        }
+        else
+        {
+            foreach (var chain in _chains) Declare(script, chain);
+            script.MoveFrom(_ruleDeletes).MoveFrom(_jumps);
+        }
+        script.MoveFrom(_rules).MoveFrom(_deletes);
         script.Append("COMMIT\n");
     }
+
+    private static void Declare(RestoreScript script, string chain) => script.Append(':').Append(chain).Append(" - [0:0]\n");
 
     private RuleWriter Raw(string text)
     {
