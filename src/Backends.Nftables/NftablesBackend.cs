@@ -139,9 +139,6 @@ public sealed class NftablesBackend : IProxyBackend
         /// <summary>The counts of the last successful sync (kept when a full sync lets go of <see cref="LastPlan"/>).</summary>
         public NftCounts? Counts { get; private set; }
 
-        /// <summary>The compacting collection after the last full sync (<see cref="ReturnFullSyncMemoryAfter"/>).</summary>
-        public Task Collection { get; private set; } = Task.CompletedTask;
-
         public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, INftablesApplier applier, NftablesMetrics metrics, ILogger logger, CancellationToken cancellationToken)
         {
             var full = request.Full || State is null;
@@ -188,8 +185,8 @@ public sealed class NftablesBackend : IProxyBackend
             if (full)
             {
                 var operations = plan.Transaction.Operations.Count;
-                plan = null; // the transaction must be garbage for the collection
-                Collection = ReturnFullSyncMemoryAfter(operations, logger);
+                plan = null; // the transaction must be garbage for the collection below
+                ReturnFullSyncMemory(operations, logger);
             }
             return (render, read + apply.Elapsed);
         }
@@ -197,21 +194,6 @@ public sealed class NftablesBackend : IProxyBackend
 
     /// <summary>A full sync of at least this many operations is followed by a compacting collection (see <see cref="ReturnFullSyncMemory"/>).</summary>
     internal const int CollectAfterFullSyncOperations = 10_000;
-
-    /// <summary>
-    /// The compacting collections that followed the last full sync of each family (completed when there was none):
-    /// they run just after the sync returns (see <see cref="ReturnFullSyncMemoryAfter"/>). For tests and the benchmark.
-    /// </summary>
-    internal Task FullSyncCollections => Task.WhenAll(_families.Select(f => f.Collection));
-
-    /// <summary>
-    /// <see cref="ReturnFullSyncMemory"/> on the thread pool, so that the sync returns as soon as the kernel
-    /// committed (the rules are in force then): at 10,000 services the collection took 0.2–0.36 s of a cold
-    /// sync (docs/bench/2026-12-07-nft-cold). It is as blocking as before for the rest of the process
-    /// (every managed thread stops while it compacts); only the sync no longer waits for it to start.
-    /// </summary>
-    private static Task ReturnFullSyncMemoryAfter(int operations, ILogger logger) =>
-        operations < CollectAfterFullSyncOperations ? Task.CompletedTask : Task.Run(() => ReturnFullSyncMemory(operations, logger));
 
     /// <summary>
     /// After a large full sync, one blocking compacting collection of every generation, the large object
