@@ -52,6 +52,29 @@ public sealed class NftablesBackendTests
     }
 
     [Fact]
+    public async Task FullSyncOverALargeTable_CollectsBeforeItPlans_AColdOneDoesNot()
+    {
+        var fake = new FakeNftables();
+        using var metrics = new ProxyMetrics();
+        var logger = new LinesLogger();
+        var backend = new NftablesBackend([IpFamily.IPv4], fake, metrics, logger);
+        static bool Before(string line) => line.StartsWith("Before the full nftables plan", StringComparison.Ordinal);
+
+        await backend.SyncAsync(StateBuilder.Full(Cluster("10.244.1.2")), default); // cold: an empty table
+        Assert.DoesNotContain(logger.Lines, Before);
+
+        // A table of that many chains (left by a previous run): the next full sync collects first, then replaces them.
+        var stale = new NftTransaction(IpFamily.IPv4, NftNames.Table);
+        for (var i = 0; i < NftablesBackend.CollectBeforeFullPlanChains; i++) stale.Add(new NftChain($"stale-{i}"));
+        fake.Apply(stale);
+        await backend.SyncAsync(StateBuilder.Full(Cluster("10.244.1.3")), default);
+        var line = Assert.Single(logger.Lines, Before);
+        Assert.Matches(@"^Before the full nftables plan \(\d{5,} chains in the kernel\): heap \d+ → \d+ MiB, collected in ", line);
+        Assert.DoesNotContain("stale-", fake.Dump(IpFamily.IPv4));
+        Assert.Contains("10.244.1.3", fake.Dump(IpFamily.IPv4));
+    }
+
+    [Fact]
     public async Task FullSync_TransactionNotKept_PlannedAgainForTheFloor_LoadsTheSameTable()
     {
         var fake = new FakeNftables();
