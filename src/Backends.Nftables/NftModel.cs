@@ -236,8 +236,7 @@ public sealed class NftTransaction
                 Nft.ValidateText(rule.Text, $"rule in {rule.Chain}");
                 if (rule.Text.Length == 0) throw new NftException($"empty rule in {rule.Chain}");
                 Nft.ValidateComment(rule.Comment);
-                foreach (var target in rule.ChainReferences) Nft.ValidateName(target, "chain");
-                foreach (var set in rule.SetReferences) Nft.ValidateName(set, "set");
+                Nft.ValidateReferences(rule.Text);
                 break;
             case NftSet set:
                 Nft.ValidateName(set.Name, "set");
@@ -268,7 +267,7 @@ public sealed class NftTransaction
                 {
                     if (verb == NftVerb.Delete) throw new NftException($"element of {element.Set}: a deleted element is named by its key only");
                     Nft.ValidateElementText(value, $"element of {element.Set}");
-                    if (element.ChainReference is { } target) Nft.ValidateName(target, "chain");
+                    Nft.ValidateReferences(value);
                 }
                 break;
             default:
@@ -403,6 +402,49 @@ public static class Nft
     public static void ValidateName(string name, string what)
     {
         if (!IsValidName(name)) throw new NftException($"invalid {what} name '{name}'");
+    }
+
+    private static bool IsValidName(ReadOnlySpan<char> name)
+    {
+        if (name.Length is 0 or > NameLengthMax || !(char.IsAsciiLetter(name[0]) || name[0] is '_' or '.')) return false;
+        foreach (var c in name)
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '_' or '.' or '/' or '-')) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// Checks the names of <see cref="ChainReferences"/> (chains) and <see cref="SetReferences"/> (sets) of rule or
+    /// verdict text, in that order, as <see cref="ValidateName"/> of each would, without making them (every rule
+    /// and verdict element of a full sync is checked).
+    /// </summary>
+    internal static void ValidateReferences(string text)
+    {
+        var chains = text.AsSpan();
+        int? firstBad = null;
+        foreach (var keyword in (ReadOnlySpan<string>)["jump ", "goto "])
+        {
+            for (var i = text.IndexOf(keyword, StringComparison.Ordinal); i >= 0; i = text.IndexOf(keyword, i + keyword.Length, StringComparison.Ordinal))
+            {
+                if (i > 0 && text[i - 1] != ' ') continue;
+                var start = i + keyword.Length;
+                while (start < text.Length && text[start] == ' ') start++;
+                var end = text.IndexOf(' ', start);
+                if (end < 0) end = text.Length;
+                if (end > start && !IsValidName(chains[start..end]) && (firstBad is null || start < firstBad)) firstBad = start;
+            }
+        }
+        if (firstBad is { } bad)
+        {
+            var end = text.IndexOf(' ', bad);
+            ValidateName(text[bad..(end < 0 ? text.Length : end)], "chain");
+        }
+        for (var i = text.IndexOf('@'); i >= 0; i = text.IndexOf('@', i + 1))
+        {
+            if (i > 0 && text[i - 1] != ' ') continue;
+            var end = text.IndexOf(' ', i);
+            if (end < 0) end = text.Length;
+            if (end > i + 1 && !IsValidName(chains[(i + 1)..end])) ValidateName(text[(i + 1)..end], "set");
+        }
     }
 
     /// <summary>The words after "jump" and "goto", in order.</summary>

@@ -344,20 +344,23 @@ public sealed class NftNetlinkApplier : INftablesApplier, IDisposable
     {
         var encoded = types.IsInterval ? EncodeRange(element, types.Key![0]) : NfTablesDataType.TryEncode(types.Key!, element.Key, out _) is { } key ? new NfTablesElement(key, element.KeyText) : null;
         if (encoded is null) return null;
-        if (!add) return encoded with { IntervalOpen = false };
-        if (element.Comment is { } comment) encoded = encoded with { Comment = comment };
+        if (!add) return encoded.IntervalOpen ? encoded with { IntervalOpen = false } : encoded;
+        // The value, then one copy with it and the comment (a full sync encodes tens of thousands of elements).
+        NfTablesVerdict? verdict = null;
+        byte[]? data = null;
         if (types.IsVerdictMap)
         {
-            if (element.Value is null || !NfTablesVerdict.TryParse(element.Value, out var verdict)) return null;
-            return encoded with { Verdict = verdict };
+            if (element.Value is null || !NfTablesVerdict.TryParse(element.Value, out var parsed)) return null;
+            verdict = parsed;
         }
-        if (types.Value is { } valueTypes)
+        else if (types.Value is { } valueTypes)
         {
             if (element.Value is null) return null;
-            var data = NfTablesDataType.TryEncode(valueTypes, element.Value.Split(" . ", StringSplitOptions.TrimEntries), out _);
-            return data is null ? null : encoded with { Data = data };
+            data = NfTablesDataType.TryEncode(valueTypes, element.Value.Split(" . ", StringSplitOptions.TrimEntries), out _);
+            if (data is null) return null;
         }
-        return element.Value is null ? encoded : null;
+        else if (element.Value is not null) return null;
+        return verdict is null && data is null && element.Comment is null ? encoded : encoded with { Comment = element.Comment, Verdict = verdict, Data = data };
     }
 
     /// <summary>

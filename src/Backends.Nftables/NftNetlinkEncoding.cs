@@ -196,6 +196,57 @@ internal static class NftNetlinkEncoding
         }
     }
 
+    /// <summary>
+    /// Most of a rule's expressions are the same in every service port's rules: loading the protocol or
+    /// the destination port, matching <c>tcp</c> or a port number, the cluster CIDR, <c>jump
+    /// mark-for-masquerade</c>, the slot map's lookup, the DNAT (at 10,000 services, 20,000 rules make about
+    /// 160,000 expressions and only ~2 per rule differ: the cluster IP and the pool's offset). Those are made
+    /// once and shared (an expression is immutable); what names one port or endpoint (its address, its
+    /// pool's offset, a chain or set whose name holds the port's <c>namespace/name/…</c>) is made for each
+    /// rule. The cache holds at most <see cref="SharedExpressionsMax"/> expressions; past that, every
+    /// expression is made again, as before.
+    /// </summary>
+    internal static class SharedExpressions
+    {
+        internal const int SharedExpressionsMax = 4096;
+        private static readonly System.Collections.Concurrent.ConcurrentDictionary<Key, NfTablesExpression> Cache = new();
+        private static int _count;
+
+        /// <summary>What makes an expression: its kind, up to four numbers, two byte strings of up to 8 bytes (length in the low bits of <see cref="Lengths"/>) and a name.</summary>
+        internal readonly record struct Key(byte Kind, uint A, uint B, uint C, uint D, ulong Data, ulong Data2, int Lengths, string? Name);
+
+        /// <summary>How many expressions are cached (tests).</summary>
+        internal static int Count => Volatile.Read(ref _count);
+
+        internal static NfTablesExpression Get(in Key key, Func<Key, NfTablesExpression> make)
+        {
+            if (Cache.TryGetValue(key, out var shared)) return shared;
+            var made = make(key);
+            if (Volatile.Read(ref _count) >= SharedExpressionsMax) return made;
+            if (Cache.TryAdd(key, made)) Interlocked.Increment(ref _count);
+            return made;
+        }
+
+        /// <summary>Up to 8 bytes as a number (with <see cref="Unpack"/>), or null when longer.</summary>
+        internal static ulong? Pack(byte[] data)
+        {
+            if (data.Length > 8) return null;
+            ulong value = 0;
+            foreach (var b in data) value = (value << 8) | b;
+            return value;
+        }
+
+        internal static byte[] Unpack(ulong value, int length)
+        {
+            var data = new byte[length];
+            for (var i = length - 1; i >= 0; i--, value >>= 8) data[i] = (byte)value;
+            return data;
+        }
+
+        /// <summary>A chain, set or map name shared by every port (the fixed chains, <c>endpoint-slots-…</c>), not one port's (<c>service-HASH-ns/name/…</c>).</summary>
+        internal static bool IsSharedName(string name) => !name.Contains('/', StringComparison.Ordinal);
+    }
+
     /// <summary>One pass over the rule's words; every match loads into register 1 (a concatenation from there on) and compares.</summary>
     private sealed class RuleCompiler(IpFamily family, string text)
     {
@@ -230,8 +281,8 @@ internal static class NftNetlinkEncoding
                         break;
                     case "meta" when Peek() == "l4proto":
                         _at++;
-                        _expressions.Add(NfTablesExpression.Meta(NFT_META_L4PROTO, NFT_REG_1));
-                        _expressions.Add(NfTablesExpression.Cmp(NFT_CMP_EQ, NFT_REG_1, [Protocol(Next())]));
+                        _expressions.Add(Meta(NFT_META_L4PROTO, NFT_REG_1));
+                        _expressions.Add(Cmp(NFT_CMP_EQ, NFT_REG_1, [Protocol(Next())]));
                         break;
                     case "fib":
                         Fib();
@@ -249,30 +300,30 @@ internal static class NftNetlinkEncoding
                     {
                         var (modulus, offset) = RandomNumber();
                         Expect("==");
-                        _expressions.Add(NfTablesExpression.RandomNumber(modulus, offset, NFT_REG_1));
-                        _expressions.Add(NfTablesExpression.Cmp(NFT_CMP_EQ, NFT_REG_1, BitConverter.GetBytes(Number(Next()))));
+                        _expressions.Add(RandomNumber(modulus, offset, NFT_REG_1));
+                        _expressions.Add(Cmp(NFT_CMP_EQ, NFT_REG_1, BitConverter.GetBytes(Number(Next()))));
                         break;
                     }
                     case "jump" or "goto":
                     {
                         var chain = Next();
-                        _expressions.Add(NfTablesExpression.Verdict(word == "jump" ? NfTablesVerdict.Jump(chain) : NfTablesVerdict.Goto(chain)));
+                        _expressions.Add(word == "jump" ? Verdict(NfTablesVerdict.Jump(chain), chain, 3) : Verdict(NfTablesVerdict.Goto(chain), chain, 4));
                         ended = true;
                         break;
                     }
                     case "return" or "accept" or "drop":
-                        _expressions.Add(NfTablesExpression.Verdict(word switch { "return" => NfTablesVerdict.Return, "accept" => NfTablesVerdict.Accept, _ => NfTablesVerdict.Drop }));
+                        _expressions.Add(word switch { "return" => Verdict(NfTablesVerdict.Return, null, 0), "accept" => Verdict(NfTablesVerdict.Accept, null, 1), _ => Verdict(NfTablesVerdict.Drop, null, 2) });
                         ended = true;
                         break;
                     case "reject":
                         // nft's default: ICMP port unreachable (code 3), ICMPv6 port unreachable (code 4).
-                        _expressions.Add(NfTablesExpression.Reject(NFT_REJECT_ICMP_UNREACH, IPv6 ? (byte)4 : (byte)3));
+                        _expressions.Add(Reject(NFT_REJECT_ICMP_UNREACH, IPv6 ? (byte)4 : (byte)3));
                         ended = true;
                         break;
                     case "masquerade":
                         var fullyRandom = Peek() == "fully-random";
                         if (fullyRandom) _at++;
-                        _expressions.Add(NfTablesExpression.Masquerade(fullyRandom ? LinuxUapi.NfNat.NF_NAT_RANGE_PROTO_RANDOM_FULLY : 0));
+                        _expressions.Add(Masquerade(fullyRandom ? LinuxUapi.NfNat.NF_NAT_RANGE_PROTO_RANDOM_FULLY : 0));
                         ended = true;
                         break;
                     case "dnat":
@@ -293,6 +344,66 @@ internal static class NftNetlinkEncoding
 
         private string? Peek(int ahead = 0) => _at + ahead < _words.Length ? _words[_at + ahead] : null;
 
+        private const byte KindMeta = 1, KindMetaSet = 2, KindCt = 3, KindPayload = 4, KindCmp = 5, KindBitwise = 6, KindLookup = 7, KindVerdict = 8,
+            KindFib = 9, KindRandom = 10, KindHostToNetwork = 11, KindNat = 12, KindMasquerade = 13, KindReject = 14;
+
+        private static NfTablesExpression Meta(uint key, uint register) =>
+            SharedExpressions.Get(new(KindMeta, key, register, 0, 0, 0, 0, 0, null), static k => NfTablesExpression.Meta(k.A, k.B));
+
+        private static NfTablesExpression MetaSet(uint key, uint register) =>
+            SharedExpressions.Get(new(KindMetaSet, key, register, 0, 0, 0, 0, 0, null), static k => NfTablesExpression.MetaSet(k.A, k.B));
+
+        private static NfTablesExpression Ct(uint key, uint register) =>
+            SharedExpressions.Get(new(KindCt, key, register, 0, 0, 0, 0, 0, null), static k => NfTablesExpression.Ct(k.A, k.B));
+
+        private static NfTablesExpression Payload(uint payloadBase, int offset, int length, uint register) =>
+            SharedExpressions.Get(new(KindPayload, payloadBase, (uint)offset, (uint)length, register, 0, 0, 0, null), static k => NfTablesExpression.Payload(k.A, (int)k.B, (int)k.C, k.D));
+
+        /// <summary>A comparison, shared unless <paramref name="perRule"/> (a port's own address) or longer than 8 bytes.</summary>
+        private static NfTablesExpression Cmp(uint op, uint register, byte[] data, bool perRule = false) =>
+            !perRule && SharedExpressions.Pack(data) is { } packed
+                ? SharedExpressions.Get(new(KindCmp, op, register, 0, 0, packed, 0, data.Length, null), static k => NfTablesExpression.Cmp(k.A, k.B, SharedExpressions.Unpack(k.Data, k.Lengths)))
+                : NfTablesExpression.Cmp(op, register, data);
+
+        private static NfTablesExpression Bitwise(uint register, byte[] mask, byte[] xor) =>
+            mask.Length == xor.Length && SharedExpressions.Pack(mask) is { } m && SharedExpressions.Pack(xor) is { } x
+                ? SharedExpressions.Get(new(KindBitwise, register, 0, 0, 0, m, x, mask.Length, null), static k => NfTablesExpression.Bitwise(k.A, SharedExpressions.Unpack(k.Data, k.Lengths), SharedExpressions.Unpack(k.Data2, k.Lengths)))
+                : NfTablesExpression.Bitwise(register, mask, xor);
+
+        private static NfTablesExpression Lookup(string set, uint register, uint? destination = null, bool invert = false) =>
+            SharedExpressions.IsSharedName(set)
+                ? SharedExpressions.Get(new(KindLookup, register, destination ?? uint.MaxValue, invert ? 1u : 0u, 0, 0, 0, 0, set),
+                    static k => NfTablesExpression.Lookup(k.Name!, k.A, k.B == uint.MaxValue ? null : k.B, k.C == 1))
+                : NfTablesExpression.Lookup(set, register, destination, invert);
+
+        private static NfTablesExpression Verdict(NfTablesVerdict verdict, string? chain, uint code) =>
+            chain is null || SharedExpressions.IsSharedName(chain)
+                ? SharedExpressions.Get(new(KindVerdict, code, 0, 0, 0, 0, 0, 0, chain), static k => NfTablesExpression.Verdict(k.Name is null
+                    ? k.A switch { 0 => NfTablesVerdict.Return, 1 => NfTablesVerdict.Accept, _ => NfTablesVerdict.Drop }
+                    : k.A == 3 ? NfTablesVerdict.Jump(k.Name) : NfTablesVerdict.Goto(k.Name)))
+                : NfTablesExpression.Verdict(verdict);
+
+        private static NfTablesExpression Fib(uint flags, uint result, uint register) =>
+            SharedExpressions.Get(new(KindFib, flags, result, register, 0, 0, 0, 0, null), static k => NfTablesExpression.Fib(k.A, k.B, k.C));
+
+        /// <summary><c>numgen random mod N</c>, shared without an offset (a pool's offset is its own).</summary>
+        private static NfTablesExpression RandomNumber(uint modulus, uint offset, uint register) =>
+            offset == 0
+                ? SharedExpressions.Get(new(KindRandom, modulus, register, 0, 0, 0, 0, 0, null), static k => NfTablesExpression.RandomNumber(k.A, 0, k.B))
+                : NfTablesExpression.RandomNumber(modulus, offset, register);
+
+        private static NfTablesExpression HostToNetwork(uint register, uint length, uint size) =>
+            SharedExpressions.Get(new(KindHostToNetwork, register, length, size, 0, 0, 0, 0, null), static k => NfTablesExpression.HostToNetwork(k.A, k.B, k.C));
+
+        private static NfTablesExpression DestinationNat(byte family, uint addressRegister, uint portRegister, uint flags) =>
+            SharedExpressions.Get(new(KindNat, family, addressRegister, portRegister, flags, 0, 0, 0, null), static k => NfTablesExpression.DestinationNat((byte)k.A, k.B, k.C, k.D));
+
+        private static NfTablesExpression Masquerade(uint flags) =>
+            SharedExpressions.Get(new(KindMasquerade, flags, 0, 0, 0, 0, 0, 0, null), static k => NfTablesExpression.Masquerade(k.A));
+
+        private static NfTablesExpression Reject(uint type, byte code) =>
+            SharedExpressions.Get(new(KindReject, type, code, 0, 0, 0, 0, 0, null), static k => NfTablesExpression.Reject(k.A, (byte)k.B));
+
         private void Expect(string word)
         {
             if (Next() != word) throw new FormatException($"'{word}' expected");
@@ -306,23 +417,23 @@ internal static class NftNetlinkEncoding
                 "status" => (NFT_CT_STATUS, Next() switch { "snat" => 0x10u, "dnat" => 0x20u, var s => throw new FormatException($"ct status {s}") }),
                 var k => throw new FormatException($"ct {k}"),
             };
-            _expressions.Add(NfTablesExpression.Ct(key, NFT_REG_1));
-            _expressions.Add(NfTablesExpression.Bitwise(NFT_REG_1, BitConverter.GetBytes(bits), new byte[4]));
-            _expressions.Add(NfTablesExpression.Cmp(NFT_CMP_NEQ, NFT_REG_1, new byte[4]));
+            _expressions.Add(Ct(key, NFT_REG_1));
+            _expressions.Add(Bitwise(NFT_REG_1, BitConverter.GetBytes(bits), new byte[4]));
+            _expressions.Add(Cmp(NFT_CMP_NEQ, NFT_REG_1, new byte[4]));
         }
 
         // `meta mark & M == V` or `meta mark set meta mark | X` / `^ X`.
         private void Mark()
         {
-            _expressions.Add(NfTablesExpression.Meta(NFT_META_MARK, NFT_REG_1));
+            _expressions.Add(Meta(NFT_META_MARK, NFT_REG_1));
             if (Peek() == "&")
             {
                 _at++;
                 var mask = Number(Next());
                 Expect("==");
                 var value = Number(Next());
-                _expressions.Add(NfTablesExpression.Bitwise(NFT_REG_1, BitConverter.GetBytes(mask), new byte[4]));
-                _expressions.Add(NfTablesExpression.Cmp(NFT_CMP_EQ, NFT_REG_1, BitConverter.GetBytes(value)));
+                _expressions.Add(Bitwise(NFT_REG_1, BitConverter.GetBytes(mask), new byte[4]));
+                _expressions.Add(Cmp(NFT_CMP_EQ, NFT_REG_1, BitConverter.GetBytes(value)));
                 return;
             }
             Expect("set");
@@ -336,8 +447,8 @@ internal static class NftNetlinkEncoding
                 "^" => (uint.MaxValue, operand),
                 _ => throw new FormatException($"meta mark set … {op}"),
             };
-            _expressions.Add(NfTablesExpression.Bitwise(NFT_REG_1, BitConverter.GetBytes(andMask), BitConverter.GetBytes(xor)));
-            _expressions.Add(NfTablesExpression.MetaSet(NFT_META_MARK, NFT_REG_1));
+            _expressions.Add(Bitwise(NFT_REG_1, BitConverter.GetBytes(andMask), BitConverter.GetBytes(xor)));
+            _expressions.Add(MetaSet(NFT_META_MARK, NFT_REG_1));
         }
 
         private void Fib()
@@ -345,8 +456,8 @@ internal static class NftNetlinkEncoding
             var flags = Next() switch { "saddr" => NFTA_FIB_F_SADDR, "daddr" => NFTA_FIB_F_DADDR, var f => throw new FormatException($"fib {f}") };
             Expect("type");
             Expect("local");
-            _expressions.Add(NfTablesExpression.Fib(flags, NFT_FIB_RESULT_ADDRTYPE, NFT_REG_1));
-            _expressions.Add(NfTablesExpression.Cmp(NFT_CMP_EQ, NFT_REG_1, BitConverter.GetBytes(2u))); // RTN_LOCAL
+            _expressions.Add(Fib(flags, NFT_FIB_RESULT_ADDRTYPE, NFT_REG_1));
+            _expressions.Add(Cmp(NFT_CMP_EQ, NFT_REG_1, BitConverter.GetBytes(2u))); // RTN_LOCAL
         }
 
         private (int Offset, int Length) AddressField(string protocol)
@@ -375,8 +486,8 @@ internal static class NftNetlinkEncoding
             var value = Next();
             if (value.StartsWith('@'))
             {
-                _expressions.Add(NfTablesExpression.Payload(NFT_PAYLOAD_NETWORK_HEADER, offset, length, NFT_REG_1));
-                _expressions.Add(NfTablesExpression.Lookup(value[1..], NFT_REG_1, invert: op == NFT_CMP_NEQ));
+                _expressions.Add(Payload(NFT_PAYLOAD_NETWORK_HEADER, offset, length, NFT_REG_1));
+                _expressions.Add(Lookup(value[1..], NFT_REG_1, invert: op == NFT_CMP_NEQ));
                 return;
             }
             var slash = value.IndexOf('/');
@@ -388,28 +499,29 @@ internal static class NftNetlinkEncoding
             if (bits % 8 == 0)
             {
                 // nft loads only the prefix's bytes when it ends on a byte.
-                _expressions.Add(NfTablesExpression.Payload(NFT_PAYLOAD_NETWORK_HEADER, offset, bits / 8, NFT_REG_1));
-                _expressions.Add(NfTablesExpression.Cmp(op, NFT_REG_1, bytes[..(bits / 8)]));
+                _expressions.Add(Payload(NFT_PAYLOAD_NETWORK_HEADER, offset, bits / 8, NFT_REG_1));
+                // A whole address (a port's cluster IP) is that port's own; a prefix (the cluster CIDR) is everyone's.
+                _expressions.Add(Cmp(op, NFT_REG_1, bytes[..(bits / 8)], perRule: bits == length * 8));
                 return;
             }
             var mask = new byte[length];
             for (var i = 0; i < bits; i++) mask[i / 8] |= (byte)(0x80 >> (i % 8));
             for (var i = 0; i < length; i++) bytes[i] &= mask[i];
-            _expressions.Add(NfTablesExpression.Payload(NFT_PAYLOAD_NETWORK_HEADER, offset, length, NFT_REG_1));
-            _expressions.Add(NfTablesExpression.Bitwise(NFT_REG_1, mask, new byte[length]));
-            _expressions.Add(NfTablesExpression.Cmp(op, NFT_REG_1, bytes));
+            _expressions.Add(Payload(NFT_PAYLOAD_NETWORK_HEADER, offset, length, NFT_REG_1));
+            _expressions.Add(Bitwise(NFT_REG_1, mask, new byte[length]));
+            _expressions.Add(Cmp(op, NFT_REG_1, bytes));
         }
 
         // `tcp dport N` or `tcp dport @set`: nft first matches the protocol (its dependency).
         private void PortMatch(string protocol)
         {
             Expect("dport");
-            _expressions.Add(NfTablesExpression.Meta(NFT_META_L4PROTO, NFT_REG_1));
-            _expressions.Add(NfTablesExpression.Cmp(NFT_CMP_EQ, NFT_REG_1, [Protocol(protocol)]));
-            _expressions.Add(NfTablesExpression.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1));
+            _expressions.Add(Meta(NFT_META_L4PROTO, NFT_REG_1));
+            _expressions.Add(Cmp(NFT_CMP_EQ, NFT_REG_1, [Protocol(protocol)]));
+            _expressions.Add(Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1));
             var value = Next();
-            if (value.StartsWith('@')) _expressions.Add(NfTablesExpression.Lookup(value[1..], NFT_REG_1));
-            else _expressions.Add(NfTablesExpression.Cmp(NFT_CMP_EQ, NFT_REG_1, Port(value)));
+            if (value.StartsWith('@')) _expressions.Add(Lookup(value[1..], NFT_REG_1));
+            else _expressions.Add(Cmp(NFT_CMP_EQ, NFT_REG_1, Port(value)));
         }
 
         // `iifname [!=] "name"` (all 16 bytes) or `"prefix*"` (the prefix's bytes only).
@@ -430,8 +542,8 @@ internal static class NftNetlinkEncoding
             if (bytes.Length is 0 or > 15 || name.Contains('*') || name.Contains('\\')) throw new FormatException($"iifname {quoted}");
             var data = wildcard ? bytes : new byte[16];
             if (!wildcard) bytes.CopyTo(data, 0);
-            _expressions.Add(NfTablesExpression.Meta(NFT_META_IIFNAME, NFT_REG_1));
-            _expressions.Add(NfTablesExpression.Cmp(op, NFT_REG_1, data));
+            _expressions.Add(Meta(NFT_META_IIFNAME, NFT_REG_1));
+            _expressions.Add(Cmp(op, NFT_REG_1, data));
         }
 
         // `ip daddr . meta l4proto . th dport vmap @map` or `ip saddr . ip daddr @set`: each field in the next registers.
@@ -447,16 +559,16 @@ internal static class NftNetlinkEncoding
                 {
                     case "ip" or "ip6":
                         (var at, length) = AddressField(word);
-                        _expressions.Add(NfTablesExpression.Payload(NFT_PAYLOAD_NETWORK_HEADER, at, length, register));
+                        _expressions.Add(Payload(NFT_PAYLOAD_NETWORK_HEADER, at, length, register));
                         break;
                     case "meta":
                         Expect("l4proto");
-                        _expressions.Add(NfTablesExpression.Meta(NFT_META_L4PROTO, register));
+                        _expressions.Add(Meta(NFT_META_L4PROTO, register));
                         length = 1;
                         break;
                     case "th":
                         Expect("dport");
-                        _expressions.Add(NfTablesExpression.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, register));
+                        _expressions.Add(Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, register));
                         length = 2;
                         break;
                     default:
@@ -471,9 +583,9 @@ internal static class NftNetlinkEncoding
             {
                 var map = Next();
                 if (!map.StartsWith('@')) throw new FormatException("vmap without a named map");
-                _expressions.Add(NfTablesExpression.Lookup(map[1..], NFT_REG_1, NFT_REG_VERDICT));
+                _expressions.Add(Lookup(map[1..], NFT_REG_1, NFT_REG_VERDICT));
             }
-            else if (next.StartsWith('@')) _expressions.Add(NfTablesExpression.Lookup(next[1..], NFT_REG_1));
+            else if (next.StartsWith('@')) _expressions.Add(Lookup(next[1..], NFT_REG_1));
             else throw new FormatException($"'{next}' after a concatenation");
         }
 
@@ -505,10 +617,10 @@ internal static class NftNetlinkEncoding
                 var map = Next();
                 if (!map.StartsWith('@')) throw new FormatException("dnat map without a named map");
                 // The interval map holds its integer keys big-endian: nft turns numgen's result around first.
-                _expressions.Add(NfTablesExpression.RandomNumber(modulus, offset, NFT_REG_1));
-                _expressions.Add(NfTablesExpression.HostToNetwork(NFT_REG_1, 4, 4));
-                _expressions.Add(NfTablesExpression.Lookup(map[1..], NFT_REG_1, NFT_REG_1));
-                _expressions.Add(NfTablesExpression.DestinationNat(family, NFT_REG_1, NfTablesExpression.Register(IPv6 ? 16 : 4), 0));
+                _expressions.Add(RandomNumber(modulus, offset, NFT_REG_1));
+                _expressions.Add(HostToNetwork(NFT_REG_1, 4, 4));
+                _expressions.Add(Lookup(map[1..], NFT_REG_1, NFT_REG_1));
+                _expressions.Add(DestinationNat(family, NFT_REG_1, NfTablesExpression.Register(IPv6 ? 16 : 4), 0));
                 return;
             }
             Expect("to");
@@ -525,7 +637,7 @@ internal static class NftNetlinkEncoding
                 throw new FormatException($"dnat to {target}");
             _expressions.Add(NfTablesExpression.Immediate(NFT_REG_1, address.GetAddressBytes()));
             _expressions.Add(NfTablesExpression.Immediate(NFT_REG_1 + 1, Port(target[(colon + 1)..])));
-            _expressions.Add(NfTablesExpression.DestinationNat(family, NFT_REG_1, NFT_REG_1 + 1, LinuxUapi.NfNat.NF_NAT_RANGE_PROTO_SPECIFIED));
+            _expressions.Add(DestinationNat(family, NFT_REG_1, NFT_REG_1 + 1, LinuxUapi.NfNat.NF_NAT_RANGE_PROTO_SPECIFIED));
         }
 
         // `update @set { ip saddr }`.
@@ -536,7 +648,7 @@ internal static class NftNetlinkEncoding
             Expect("{");
             var (offset, length) = AddressField(Next());
             Expect("}");
-            _expressions.Add(NfTablesExpression.Payload(NFT_PAYLOAD_NETWORK_HEADER, offset, length, NFT_REG_1));
+            _expressions.Add(Payload(NFT_PAYLOAD_NETWORK_HEADER, offset, length, NFT_REG_1));
             _expressions.Add(NfTablesExpression.DynamicSetUpdate(set[1..], NFT_REG_1));
         }
 

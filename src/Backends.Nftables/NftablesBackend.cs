@@ -156,6 +156,7 @@ public sealed class NftablesBackend : IProxyBackend
             {
                 // A full sync reads the table back first: what it holds that is not wanted goes.
                 var kernel = full ? await applier.ReadAsync(family, table, cancellationToken).ConfigureAwait(false) : null;
+                if (kernel is not null) CollectBeforeFullPlan(kernel, logger);
                 read = apply.Elapsed;
                 var renderTime = Stopwatch.StartNew();
                 plan = _planner.Plan(request, full ? null : State, kernel);
@@ -190,6 +191,27 @@ public sealed class NftablesBackend : IProxyBackend
             }
             return (render, read + apply.Elapsed);
         }
+    }
+
+    /// <summary>A full sync over a table of at least this many chains is preceded by a compacting collection (see <see cref="CollectBeforeFullPlan"/>).</summary>
+    internal const int CollectBeforeFullPlanChains = 10_000;
+
+    /// <summary>
+    /// Before a full plan over a large table already in the kernel (a resync, a canary repair, a retry; never the
+    /// cold start, whose table is empty), one blocking compacting collection of every generation, as the iptables
+    /// backend does (docs/bench/2026-12-07-ipt-rss): the state and plan the sync has just let go of, the garbage
+    /// of the read-back and of the partial syncs since the last full one are in gen2 by now and would stay beside
+    /// the new plan and batch until allocation pressure brings a gen2 collection; the plan then reuses their
+    /// memory instead of growing the heap (the run's peak RSS is a resync's, docs/bench/2026-12-07-nft-cold).
+    /// </summary>
+    private static void CollectBeforeFullPlan(NftKernelState kernel, ILogger logger)
+    {
+        if (kernel.Chains.Count < CollectBeforeFullPlanChains) return;
+        var pause = Stopwatch.StartNew();
+        var before = GC.GetTotalMemory(forceFullCollection: false);
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+        logger.LogInformation("Before the full nftables plan ({Chains} chains in the kernel): heap {Before} → {After} MiB, collected in {Pause:F1} ms",
+            kernel.Chains.Count, before >> 20, GC.GetTotalMemory(forceFullCollection: false) >> 20, pause.Elapsed.TotalMilliseconds);
     }
 
     /// <summary>A full sync of at least this many operations is followed by a compacting collection (see <see cref="ReturnFullSyncMemory"/>).</summary>

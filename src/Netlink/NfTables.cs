@@ -20,16 +20,26 @@ public readonly record struct NfTablesVerdict(int Code, string? Chain = null)
     /// <summary>nft's words (<c>accept</c>, <c>drop</c>, <c>return</c>, <c>continue</c>, <c>jump C</c>, <c>goto C</c>); false for anything else.</summary>
     public static bool TryParse(string text, out NfTablesVerdict verdict)
     {
-        (var parsed, verdict) = text.Split(' ', StringSplitOptions.RemoveEmptyEntries) switch
-        {
-            ["accept"] => (true, Accept),
-            ["drop"] => (true, Drop),
-            ["return"] => (true, Return),
-            ["continue"] => (true, Continue),
-            ["jump", var chain] => (true, Jump(chain)),
-            ["goto", var chain] => (true, Goto(chain)),
-            _ => (false, default(NfTablesVerdict)),
-        };
+        // Words split on spaces, as text.Split(' ', RemoveEmptyEntries) would, without making them (one per element of a full sync).
+        var words = text.AsSpan().Trim(' ');
+        var space = words.IndexOf(' ');
+        var first = space < 0 ? words : words[..space];
+        var rest = space < 0 ? [] : words[space..].TrimStart(' ');
+        (var parsed, verdict) = rest.IsEmpty
+            ? first switch
+            {
+                "accept" => (true, Accept),
+                "drop" => (true, Drop),
+                "return" => (true, Return),
+                "continue" => (true, Continue),
+                _ => (false, default(NfTablesVerdict)),
+            }
+            : rest.Contains(' ') ? (false, default(NfTablesVerdict)) : first switch
+            {
+                "jump" => (true, Jump(rest.ToString())),
+                "goto" => (true, Goto(rest.ToString())),
+                _ => (false, default(NfTablesVerdict)),
+            };
         return parsed;
     }
 

@@ -86,6 +86,29 @@ public sealed class NftTransactionTests
         Assert.Throws<NftException>(() => Tx().Add(new NftRule("c", text)));
 
     [Theory]
+    [InlineData("jump 9chain", "invalid chain name '9chain'")]
+    [InlineData("ip saddr @aff goto x-ok jump  -x", "invalid chain name '-x'")]
+    [InlineData("jump 1a goto 2b", "invalid chain name '1a'")]
+    [InlineData("goto 2b jump 1a", "invalid chain name '2b'")]
+    [InlineData("ip saddr @9set accept", "invalid set name '9set'")]
+    [InlineData("ip saddr @ok ip daddr @-no accept", "invalid set name '-no'")]
+    [InlineData("jump ok ip saddr @9set", "invalid set name '9set'")]
+    public void Add_RuleReferencingAnInvalidName_IsRefused_NamingIt(string text, string message) =>
+        Assert.Equal(message, Assert.Throws<NftException>(() => Tx().Add(new NftRule("c", text))).Message);
+
+    [Fact]
+    public void Add_RuleReferencingValidNames_IsAccepted()
+    {
+        Tx().Add(new NftRule("c", "ip saddr @aff goto endpoint-x/ns.a_b meta l4proto . th dport vmap @m jump other"))
+            .Add(new NftRule("c", "ip saddr x@y accept")) // '@' inside a word is not a reference, as SetReferences reads it
+            .Add(new NftElement("m", "1") { Value = "goto service-ABC-ns/web/tcp/http" });
+    }
+
+    [Fact]
+    public void Add_ElementGoingToAnInvalidChainName_IsRefused() =>
+        Assert.Equal("invalid chain name '9x'", Assert.Throws<NftException>(() => Tx().Add(new NftElement("m", "1") { Value = "goto 9x" })).Message);
+
+    [Theory]
     [InlineData("1.2.3.4, 5.6.7.8")]
     [InlineData("1.2.3.4 }")]
     [InlineData("")]

@@ -23,6 +23,57 @@ public sealed class NftablesBackendTests
         return double.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
     }
 
+    private sealed class LinesLogger : Microsoft.Extensions.Logging.ILogger
+    {
+        public System.Collections.Concurrent.ConcurrentQueue<string> Lines { get; } = new();
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            Lines.Enqueue(formatter(state, exception));
+    }
+
+    [Fact]
+    public async Task LargeFullSync_IsFollowedByACompactingCollection()
+    {
+        var fake = new FakeNftables();
+        using var metrics = new ProxyMetrics();
+        var logger = new LinesLogger();
+        var backend = new NftablesBackend([IpFamily.IPv4], fake, metrics, logger);
+
+        await backend.SyncAsync(StateBuilder.Full(Cluster("10.244.1.2")), default); // a small sync: no collection
+        Assert.DoesNotContain(logger.Lines, l => l.StartsWith("After the full nftables sync", StringComparison.Ordinal));
+
+        // ~8 operations per port (its chain, 2 rules, its service-ips, slot and hairpin elements): over the threshold.
+        var ports = Enumerable.Range(0, NftablesBackend.CollectAfterFullSyncOperations / 6).Select(i =>
+            Port(Info($"svc-{i:D5}", $"10.96.{i / 250}.{(i % 250) + 1}"), Endpoint($"10.244.{i / 250}.{(i % 250) + 1}"), Endpoint($"10.245.{i / 250}.{(i % 250) + 1}"))).ToArray();
+        await backend.SyncAsync(StateBuilder.Full(State(null, ports)), default);
+        var line = Assert.Single(logger.Lines, l => l.StartsWith("After the full nftables sync", StringComparison.Ordinal));
+        Assert.Matches(@"^After the full nftables sync \(\d{5,} operations\): heap \d+ → \d+ MiB, collected in ", line);
+    }
+
+    [Fact]
+    public async Task FullSyncOverALargeTable_CollectsBeforeItPlans_AColdOneDoesNot()
+    {
+        var fake = new FakeNftables();
+        using var metrics = new ProxyMetrics();
+        var logger = new LinesLogger();
+        var backend = new NftablesBackend([IpFamily.IPv4], fake, metrics, logger);
+        static bool Before(string line) => line.StartsWith("Before the full nftables plan", StringComparison.Ordinal);
+
+        await backend.SyncAsync(StateBuilder.Full(Cluster("10.244.1.2")), default); // cold: an empty table
+        Assert.DoesNotContain(logger.Lines, Before);
+
+        // A table of that many chains (left by a previous run): the next full sync collects first, then replaces them.
+        var stale = new NftTransaction(IpFamily.IPv4, NftNames.Table);
+        for (var i = 0; i < NftablesBackend.CollectBeforeFullPlanChains; i++) stale.Add(new NftChain($"stale-{i}"));
+        fake.Apply(stale);
+        await backend.SyncAsync(StateBuilder.Full(Cluster("10.244.1.3")), default);
+        var line = Assert.Single(logger.Lines, Before);
+        Assert.Matches(@"^Before the full nftables plan \(\d{5,} chains in the kernel\): heap \d+ → \d+ MiB, collected in ", line);
+        Assert.DoesNotContain("stale-", fake.Dump(IpFamily.IPv4));
+        Assert.Contains("10.244.1.3", fake.Dump(IpFamily.IPv4));
+    }
+
     [Fact]
     public async Task FullSync_TransactionNotKept_PlannedAgainForTheFloor_LoadsTheSameTable()
     {

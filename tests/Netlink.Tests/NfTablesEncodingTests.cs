@@ -230,6 +230,8 @@ public sealed class NfTablesEncodingTests
     [InlineData("jump a", -3, "a")]
     [InlineData("drop", 0, null)]
     [InlineData("accept", 1, null)]
+    [InlineData("return", -5, null)]
+    [InlineData("continue", -1, null)]
     public void Verdict_NftWords_Parse(string text, int code, string? chain)
     {
         Assert.True(NfTablesVerdict.TryParse(text, out var verdict));
@@ -238,9 +240,22 @@ public sealed class NfTablesEncodingTests
     }
 
     [Theory]
+    [InlineData("  goto   service-x ", -4, "service-x")]
+    [InlineData(" drop", 0, null)]
+    public void Verdict_ExtraSpaces_Parse(string text, int code, string? chain)
+    {
+        Assert.True(NfTablesVerdict.TryParse(text, out var verdict));
+        Assert.Equal(new NfTablesVerdict(code, chain), verdict);
+    }
+
+    [Theory]
     [InlineData("goto")]
     [InlineData("drop now")]
     [InlineData("10.0.0.1 . 80")]
     [InlineData("")]
+    [InlineData("goto a b")]
+    [InlineData("jumps a")]
+    [InlineData("accept a")]
+    [InlineData("Drop")]
     public void Verdict_OtherText_DoesNotParse(string text) => Assert.False(NfTablesVerdict.TryParse(text, out _));
 }
