@@ -543,55 +543,37 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     /// </summary>
     public int Write(ReadOnlySpan<MapWrite> writes, out BpfException? refused)
     {
-        if (writes.Length > 1 && writes[0] is ServiceUpdate) return BatchServices(writes, out refused);
-        if (writes.Length > 1 && writes[0] is BackendUpdate) return BatchBackends(writes, out refused);
+        if (writes.Length > 1 && writes[0] is ServiceUpdate) return Batch<ServiceUpdate, ServiceKey, ServiceValue>(Services, writes, out refused);
+        if (writes.Length > 1 && writes[0] is BackendUpdate) return Batch<BackendUpdate, uint, Backend>(Backends, writes, out refused);
         return IEbpfMaps.OneByOne(this, writes, out refused);
     }
 
     /// <summary>
-    /// A run of service updates laid out as the kernel reads them (pooled arrays, one pass, no per-entry objects) in one
-    /// <see cref="BpfMap.UpdateBatch{TKey, TValue}"/>; a run that is not all service updates goes one write at a time.
+    /// A run of updates of one map laid out as the kernel reads them (pooled arrays, one pass, no per-entry objects) in
+    /// one <see cref="BpfMap.UpdateBatch{TKey, TValue}"/>; a run that is not all <typeparamref name="TUpdate"/> goes one
+    /// write at a time.
     /// </summary>
-    private int BatchServices(ReadOnlySpan<MapWrite> writes, out BpfException? refused)
+    private int Batch<TUpdate, TKey, TValue>(BpfMap map, ReadOnlySpan<MapWrite> writes, out BpfException? refused)
+        where TUpdate : MapWrite, IMapUpdate<TKey, TValue>
+        where TKey : unmanaged
+        where TValue : unmanaged
     {
-        var keys = ArrayPool<ServiceKey>.Shared.Rent(writes.Length);
-        var values = ArrayPool<ServiceValue>.Shared.Rent(writes.Length);
+        var keys = ArrayPool<TKey>.Shared.Rent(writes.Length);
+        var values = ArrayPool<TValue>.Shared.Rent(writes.Length);
         try
         {
             for (var i = 0; i < writes.Length; i++)
             {
-                if (writes[i] is not ServiceUpdate update) return IEbpfMaps.OneByOne(this, writes, out refused);
+                if (writes[i] is not TUpdate update) return IEbpfMaps.OneByOne(this, writes, out refused);
                 keys[i] = update.Key;
                 values[i] = update.Value;
             }
-            return Services.UpdateBatch<ServiceKey, ServiceValue>(keys.AsSpan(0, writes.Length), values.AsSpan(0, writes.Length), out refused);
+            return map.UpdateBatch<TKey, TValue>(keys.AsSpan(0, writes.Length), values.AsSpan(0, writes.Length), out refused);
         }
         finally
         {
-            ArrayPool<ServiceKey>.Shared.Return(keys);
-            ArrayPool<ServiceValue>.Shared.Return(values);
-        }
-    }
-
-    /// <summary>As <see cref="BatchServices"/>, for a run of backend updates.</summary>
-    private int BatchBackends(ReadOnlySpan<MapWrite> writes, out BpfException? refused)
-    {
-        var ids = ArrayPool<uint>.Shared.Rent(writes.Length);
-        var values = ArrayPool<Backend>.Shared.Rent(writes.Length);
-        try
-        {
-            for (var i = 0; i < writes.Length; i++)
-            {
-                if (writes[i] is not BackendUpdate update) return IEbpfMaps.OneByOne(this, writes, out refused);
-                ids[i] = update.Id;
-                values[i] = update.Value;
-            }
-            return Backends.UpdateBatch<uint, Backend>(ids.AsSpan(0, writes.Length), values.AsSpan(0, writes.Length), out refused);
-        }
-        finally
-        {
-            ArrayPool<uint>.Shared.Return(ids);
-            ArrayPool<Backend>.Shared.Return(values);
+            ArrayPool<TKey>.Shared.Return(keys);
+            ArrayPool<TValue>.Shared.Return(values);
         }
     }
 

@@ -15,10 +15,19 @@ public abstract record MapWrite
     public abstract string Map { get; }
 }
 
+/// <summary>A write of one key and value, which a run of its kind sends in one batch (<c>EbpfKernel.Write</c>).</summary>
+internal interface IMapUpdate<TKey, TValue>
+{
+    TKey Key { get; }
+    TValue Value { get; }
+}
+
 /// <summary>Creates or replaces a backend (BPF_ANY on <c>pp_backends_v2</c>).</summary>
-public sealed record BackendUpdate(uint Id, Backend Value) : MapWrite
+public sealed record BackendUpdate(uint Id, Backend Value) : MapWrite, IMapUpdate<uint, Backend>
 {
     public override string Map => MapLayout.BackendsMap;
+
+    uint IMapUpdate<uint, Backend>.Key => Id;
 
     public override string ToString() => $"backend {Id} = {EbpfText.Backend(Value)}";
 }
@@ -32,7 +41,7 @@ public sealed record BackendDelete(uint Id) : MapWrite
 }
 
 /// <summary>Creates or replaces a master entry or a slot (BPF_ANY on <c>pp_services_v2</c>); <paramref name="Owner"/> names the service port for the reader.</summary>
-public sealed record ServiceUpdate(ServiceKey Key, ServiceValue Value, ServicePortName Owner) : MapWrite
+public sealed record ServiceUpdate(ServiceKey Key, ServiceValue Value, ServicePortName Owner) : MapWrite, IMapUpdate<ServiceKey, ServiceValue>
 {
     public override string Map => MapLayout.ServicesMap;
 

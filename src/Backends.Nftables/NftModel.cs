@@ -421,18 +421,8 @@ public static class Nft
     {
         var chains = text.AsSpan();
         int? firstBad = null;
-        foreach (var keyword in (ReadOnlySpan<string>)["jump ", "goto "])
-        {
-            for (var i = text.IndexOf(keyword, StringComparison.Ordinal); i >= 0; i = text.IndexOf(keyword, i + keyword.Length, StringComparison.Ordinal))
-            {
-                if (i > 0 && text[i - 1] != ' ') continue;
-                var start = i + keyword.Length;
-                while (start < text.Length && text[start] == ' ') start++;
-                var end = text.IndexOf(' ', start);
-                if (end < 0) end = text.Length;
-                if (end > start && !IsValidName(chains[start..end]) && (firstBad is null || start < firstBad)) firstBad = start;
-            }
-        }
+        foreach (var (start, end) in new ChainWords(text))
+            if (!IsValidName(chains[start..end]) && (firstBad is null || start < firstBad)) firstBad = start;
         if (firstBad is { } bad)
         {
             var end = text.IndexOf(' ', bad);
@@ -447,22 +437,52 @@ public static class Nft
         }
     }
 
+    /// <summary>
+    /// The word after each "jump " and "goto " that starts a word (all the jumps, then all the gotos), as [start, end)
+    /// of the text, without allocating: what <see cref="ValidateReferences"/> checks and <see cref="ChainReferences"/> lists.
+    /// </summary>
+    private ref struct ChainWords(string text)
+    {
+        private int _keyword;
+        private int _from;
+
+        public (int Start, int End) Current { get; private set; }
+
+        public readonly ChainWords GetEnumerator() => this;
+
+        public bool MoveNext()
+        {
+            while (_keyword < 2)
+            {
+                var keyword = _keyword == 0 ? "jump " : "goto ";
+                var i = text.IndexOf(keyword, _from, StringComparison.Ordinal);
+                if (i < 0)
+                {
+                    _keyword++;
+                    _from = 0;
+                    continue;
+                }
+                _from = i + keyword.Length;
+                if (i > 0 && text[i - 1] != ' ') continue;
+                var start = _from;
+                while (start < text.Length && text[start] == ' ') start++;
+                var end = text.IndexOf(' ', start);
+                if (end < 0) end = text.Length;
+                if (end > start)
+                {
+                    Current = (start, end);
+                    return true;
+                }
+            }
+            return false;
+        }
+    }
+
     /// <summary>The words after "jump" and "goto", in order.</summary>
     internal static IReadOnlyList<string> ChainReferences(string text)
     {
         List<(int At, string Name)>? found = null;
-        foreach (var keyword in (ReadOnlySpan<string>)["jump ", "goto "])
-        {
-            for (var i = text.IndexOf(keyword, StringComparison.Ordinal); i >= 0; i = text.IndexOf(keyword, i + keyword.Length, StringComparison.Ordinal))
-            {
-                if (i > 0 && text[i - 1] != ' ') continue;
-                var start = i + keyword.Length;
-                while (start < text.Length && text[start] == ' ') start++;
-                var end = text.IndexOf(' ', start);
-                if (end < 0) end = text.Length;
-                if (end > start) (found ??= []).Add((start, text[start..end]));
-            }
-        }
+        foreach (var (start, end) in new ChainWords(text)) (found ??= []).Add((start, text[start..end]));
         if (found is null) return [];
         found.Sort((a, b) => a.At.CompareTo(b.At));
         return found.ConvertAll(f => f.Name);
