@@ -16,8 +16,9 @@ fi
 # The VM lane (vm/README.md), for IPVS, which this kernel lacks: Debian's stock kernel and its modules
 # (linux-image-amd64: files under /boot and /lib/modules, nothing is booted on the host), qemu,
 # cpio and xz-utils (to build the initramfs and unpack the kernel), and ipvsadm and ipset.
+# The daemon's native AOT publish (test.sh, deploy/Dockerfile) links with gcc against zlib (gcc, zlib1g-dev).
 packages=(iptables nftables iproute2 busybox conntrack prometheus clang-14 libbpf-dev
-          linux-image-amd64 qemu-system-x86 cpio xz-utils ipvsadm ipset)
+          linux-image-amd64 qemu-system-x86 cpio xz-utils ipvsadm ipset gcc zlib1g-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,6 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
+# The daemon as it ships: one native AOT executable (src/ProxyPlanes publishes with PublishAot; docs/design.md).
+# Every test that starts the daemon as a process (conformance, daemon, config, explain, end-to-end, the demo)
+# runs this binary through PROXYPLANES_DAEMON_DIR; tests that drive the controller in-process, and the VM lane,
+# run the JIT build. Intermediates go under artifacts/, so the Debug build's obj/ and bin/ are left alone.
+dotnet publish src/ProxyPlanes -c Release -o artifacts/daemon --artifacts-path artifacts/daemon-build --nologo -v quiet
+export PROXYPLANES_DAEMON_DIR="$PWD/artifacts/daemon"
+
 log=$(mktemp)
 # Every VM lane run (src/VmLane) appends its wall time here, for the share reported below.
 export PROXYPLANES_VM_TIME_LOG=$(mktemp)

@@ -165,10 +165,14 @@ public sealed class ServiceHealthServer : IAsyncDisposable
         }
     }
 
-    /// <summary>kube-proxy's response body, byte for byte (tab-indented, no trailing newline).</summary>
+    /// <summary>
+    /// kube-proxy's response body, byte for byte (tab-indented, no trailing newline). The names are escaped as
+    /// <c>JsonSerializer.Serialize(string)</c> would (the same default encoder), without the reflection serializer
+    /// a native AOT build cannot use.
+    /// </summary>
     internal static string FormatBody(NamespacedName service, int localEndpoints, bool proxyHealthy) =>
         string.Create(CultureInfo.InvariantCulture,
-            $"{{\n\t\"service\": {{\n\t\t\"namespace\": {JsonSerializer.Serialize(service.Namespace)},\n\t\t\"name\": {JsonSerializer.Serialize(service.Name)}\n\t}},\n" +
+            $"{{\n\t\"service\": {{\n\t\t\"namespace\": \"{JsonEncodedText.Encode(service.Namespace)}\",\n\t\t\"name\": \"{JsonEncodedText.Encode(service.Name)}\"\n\t}},\n" +
             $"\t\"localEndpoints\": {localEndpoints},\n\t\"serviceProxyHealthy\": {(proxyHealthy ? "true" : "false")}\n}}");
 
     private static IReadOnlyList<IPAddress> BindAddresses(EquatableArray<IPAddress>? addresses)

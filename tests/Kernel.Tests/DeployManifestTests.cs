@@ -218,7 +218,7 @@ public sealed partial class DeployManifestTests
     }
 
     [Fact]
-    public void Dockerfile_BuildsInTheSdk_RunsOnAspnet_WithTheFourTools()
+    public void Dockerfile_BuildsNativeInTheSdk_RunsOnRuntimeDeps_WithTheFourTools()
     {
         // Continuation lines joined, comments dropped.
         var text = File.ReadAllText(Path.Combine(Deploy, "Dockerfile")).Replace("\\\n", " ", StringComparison.Ordinal);
@@ -227,14 +227,21 @@ public sealed partial class DeployManifestTests
         var stages = lines.Where(l => l.StartsWith("FROM ", StringComparison.Ordinal)).ToList();
         Assert.Equal(2, stages.Count);
         Assert.Matches(@"^FROM mcr\.microsoft\.com/dotnet/sdk:10\.0 AS build$", stages[0]);
-        Assert.Matches(@"^FROM mcr\.microsoft\.com/dotnet/(aspnet|runtime-deps):10\.0( AS \w+)?$", stages[1]);
+        // A native AOT executable needs no .NET runtime in the image (src/ProxyPlanes publishes with PublishAot).
+        Assert.Matches(@"^FROM mcr\.microsoft\.com/dotnet/runtime-deps:10\.0( AS \w+)?$", stages[1]);
+        Assert.Contains("<PublishAot>true</PublishAot>", File.ReadAllText(Path.Combine(RepoPaths.Root, "src", "ProxyPlanes", "ProxyPlanes.csproj")));
         var runtimeStart = lines.IndexOf(stages[1]);
         var build = lines[..runtimeStart];
         var runtime = lines[runtimeStart..];
 
         Assert.Contains(build, l => Regex.IsMatch(l, @"^RUN dotnet publish src/ProxyPlanes -c Release -o /app$"));
+        // The native link needs clang and zlib in the SDK stage, installed before the publish.
+        var linker = build.FindIndex(l => l.Contains("apt-get install", StringComparison.Ordinal));
+        Assert.True(linker >= 0, "the build stage installs no linker");
+        Assert.Superset(new HashSet<string> { "clang", "zlib1g-dev" }, AptInstall().Match(build[linker]).Groups["packages"].Value.Split(' ', StringSplitOptions.RemoveEmptyEntries).ToHashSet());
+        Assert.True(linker < build.FindIndex(l => l.StartsWith("RUN dotnet publish", StringComparison.Ordinal)));
         Assert.True(File.Exists(Path.Combine(RepoPaths.Root, "src", "ProxyPlanes", "ProxyPlanes.csproj")));
-        Assert.Contains(runtime, l => l.StartsWith("COPY --from=build /app", StringComparison.Ordinal));
+        Assert.Contains(runtime, l => l.StartsWith("COPY --from=build /app/proxyplanes ", StringComparison.Ordinal));
 
         var install = Assert.Single(runtime, l => l.Contains("apt-get install", StringComparison.Ordinal));
         var packages = AptInstall().Match(install).Groups["packages"].Value.Split(' ', StringSplitOptions.RemoveEmptyEntries);

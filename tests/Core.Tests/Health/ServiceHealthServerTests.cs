@@ -70,6 +70,22 @@ public sealed class ServiceHealthServerTests : IAsyncLifetime
         Assert.Contains(port, _server.ListeningPorts);
     }
 
+    [Theory]
+    [InlineData("shop", "web")]
+    [InlineData("we\"ird", "back\\slash")]
+    [InlineData("<script>", "caf\u00e9\n\t")]
+    public void FormatBody_EscapesNamesAsTheJsonSerializerDoes(string ns, string name)
+    {
+        var body = ServiceHealthServer.FormatBody(new NamespacedName(ns, name), 3, proxyHealthy: false);
+
+        // The reflection serializer is the reference (fine in a test; the daemon is published native AOT without it).
+        Assert.Contains($"\"namespace\": {JsonSerializer.Serialize(ns)},", body);
+        Assert.Contains($"\"name\": {JsonSerializer.Serialize(name)}\n", body);
+        using var json = JsonDocument.Parse(body);
+        Assert.Equal(ns, json.RootElement.GetProperty("service").GetProperty("namespace").GetString());
+        Assert.Equal(name, json.RootElement.GetProperty("service").GetProperty("name").GetString());
+    }
+
     [Fact]
     public async Task UpdateAsync_NoLocalEndpoints_Answers503WithZeroCount()
     {
