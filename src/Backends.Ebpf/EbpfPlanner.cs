@@ -151,6 +151,12 @@ public sealed record IdPool(ImmutableSortedSet<uint> Free, uint Next)
 /// </summary>
 public sealed record EbpfPlan(ImmutableArray<MapWrite> Writes, EbpfPlannerState State, bool Full)
 {
+    /// <summary>
+    /// How many writes the plan made: <see cref="Writes"/>' length, kept when the writes are let go
+    /// (<see cref="EbpfBackend.LastPlan"/> of a full sync).
+    /// </summary>
+    public int WriteCount { get; init; } = Writes.Length;
+
     public override string ToString()
     {
         var text = new StringBuilder();
