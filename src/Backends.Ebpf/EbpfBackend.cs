@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
@@ -40,15 +41,29 @@ public sealed class EbpfBackend : IProxyBackend
     /// <summary>Both: the maps of layout 2 hold IPv4 and IPv6 frontends (the tc programs act on IPv4 only).</summary>
     public IReadOnlyList<IpFamily> Families { get; } = [IpFamily.IPv4, IpFamily.IPv6];
 
-    /// <summary>The last plan applied (for logs, the demo and tests).</summary>
+    /// <summary>
+    /// The last plan applied (for logs and tests). A full plan is kept without its writes (<see cref="EbpfPlan.WriteCount"/>
+    /// says how many it made): at 50,000 services × 5 they are 550,000 objects (~40 MiB) nothing reads again. Null from the
+    /// start of a full sync (its state is what that sync lets go of) until one succeeds.
+    /// </summary>
     public EbpfPlan? LastPlan { get; private set; }
+
+    /// <summary>
+    /// A full sync over maps holding at least this many entries (services and backends) collects garbage: before it plans when
+    /// it read that many back (<see cref="CollectBeforeFullPlan"/>), and after it when it leaves that many
+    /// (<see cref="ReturnFullSyncMemory"/>); 10,000 services × 2 hold 50,000.
+    /// </summary>
+    internal int CollectFullSyncEntries { get; init; } = 50_000;
 
     public async Task<SyncTimings> SyncAsync(SyncRequest request, CancellationToken cancellationToken)
     {
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            return Sync(request, cancellationToken);
+            var timings = Sync(request, cancellationToken);
+            // Here, not in Sync: its frame (a Debug build keeps every local to the end) still holds the plan's writes.
+            if (LastPlan is { Full: true } plan) ReturnFullSyncMemory(plan.State.Maps);
+            return timings;
         }
         catch
         {
@@ -65,6 +80,12 @@ public sealed class EbpfBackend : IProxyBackend
     private SyncTimings Sync(SyncRequest request, CancellationToken cancellationToken)
     {
         var full = request.Full || _state is null;
+        if (full)
+        {
+            // What a full sync replaces: let go before the read, so a large state is garbage by the time it plans.
+            _state = null;
+            LastPlan = null;
+        }
         var apply = Stopwatch.StartNew();
         EbpfMapContents? contents;
         try
@@ -87,6 +108,7 @@ public sealed class EbpfBackend : IProxyBackend
                 throw new BackendSyncException($"eBPF: cannot attach the tc programs or write the node addresses: {e.Message}", e);
             }
         }
+        if (full) CollectBeforeFullPlan(contents!);
         var read = apply.Elapsed;
         var render = Stopwatch.StartNew();
         var previous = full ? null : _state;
@@ -110,7 +132,6 @@ public sealed class EbpfBackend : IProxyBackend
             }
         }
         _state = plan.State;
-        LastPlan = plan;
         // A partial sync follows one that succeeded here (a failure makes the next one full), so its changed ports are
         // relative to _applied, as the planner above relies on too: only they can have left flows stale.
         var deletions = NothingApplied && !_maps.HoldsConnections()
@@ -125,7 +146,45 @@ public sealed class EbpfBackend : IProxyBackend
         if (_maps is EbpfKernel kernel) (_names ??= new EbpfNamesWriter(kernel.Location.PinDirectory, _logger)).Write(plan); // names for explain; a failure only warns
         _metrics.SetEntries(plan.State.Maps.Services.Count, plan.State.Maps.Backends.Count);
         _logger.LogDebug("eBPF {Kind} sync: {Writes} map writes", full ? "full" : "partial", plan.Writes.Length);
+        LastPlan = full ? plan with { Writes = [] } : plan;
         return new SyncTimings(TimeSpan.Zero, render.Elapsed, read + apply.Elapsed);
+    }
+
+    /// <summary>
+    /// Before a full plan over large maps (a restart, a periodic or canary resync, a retry; never a cold start, whose maps are
+    /// empty), one blocking compacting collection of every generation: the state and plan this sync has just let go and the
+    /// garbage of the read are in gen2 by now and would otherwise stay beside the new plan until allocation pressure brings a
+    /// gen2 collection (the run's peak). As the iptables and nftables backends do (docs/design.md); measured in
+    /// docs/bench/2026-12-07-ebpf-mem.
+    /// </summary>
+    private void CollectBeforeFullPlan(EbpfMapContents contents)
+    {
+        var entries = contents.Services.Count + contents.Backends.Count;
+        if (entries < CollectFullSyncEntries) return;
+        var pause = Stopwatch.StartNew();
+        var before = GC.GetTotalMemory(forceFullCollection: false);
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+        _logger.LogInformation("Before the full eBPF plan ({Entries} map entries read): heap {Before} → {After} MiB, collected in {Pause:F1} ms",
+            entries, before >> 20, GC.GetTotalMemory(forceFullCollection: false) >> 20, pause.Elapsed.TotalMilliseconds);
+    }
+
+    /// <summary>
+    /// After a full sync leaving large maps, one blocking compacting collection of every generation, the large object heap
+    /// included, that gives the freed memory back (<see cref="GCCollectionMode.Aggressive"/>), as the nftables backend does:
+    /// the sync's writes (one object each: 550,000 at 50,000 services × 5), its planning tables and the read-back are garbage
+    /// in gen2 and the LOH now, and would otherwise stay in the RSS until allocation pressure brings a gen2 collection, with
+    /// the next sync's garbage piled on top. One pause per full sync (rare: start, failure, canary repair, a resync).
+    /// </summary>
+    private void ReturnFullSyncMemory(EbpfMapContents maps)
+    {
+        var entries = maps.Services.Count + maps.Backends.Count;
+        if (entries < CollectFullSyncEntries) return;
+        var pause = Stopwatch.StartNew();
+        var before = GC.GetTotalMemory(forceFullCollection: false);
+        GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        _logger.LogInformation("After the full eBPF sync ({Entries} map entries): heap {Before} → {After} MiB, collected in {Pause:F1} ms",
+            entries, before >> 20, GC.GetTotalMemory(forceFullCollection: false) >> 20, pause.Elapsed.TotalMilliseconds);
     }
 
     /// <summary>

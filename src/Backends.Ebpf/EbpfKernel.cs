@@ -508,16 +508,27 @@ public sealed class EbpfKernel : IEbpfMaps, IDisposable
     public EbpfMapContents Read()
     {
         // Plain tables handed over as the snapshot's frozen base (a full sync plans on them; no immutable copy to build).
-        var services = new Dictionary<ServiceKey, ServiceValue>();
-        foreach (var key in Services.Keys<ServiceKey>())
-            if (Services.TryLookup(key, out ServiceValue value)) services[key] = value;
-        var backends = new Dictionary<uint, Backend>();
-        foreach (var id in Backends.Keys<uint>())
-            if (Backends.TryLookup(id, out Backend value)) backends[id] = value;
+        var services = ReadAll<ServiceKey, ServiceValue>(Services);
+        var backends = ReadAll<uint, Backend>(Backends);
         return new EbpfMapContents(OverlayTable<ServiceKey, ServiceValue>.Over(services), OverlayTable<uint, Backend>.Over(backends))
         {
             SourceRanges = [.. SourceRanges.Keys<SourceRange4Key>().Select(SourceRange.From), .. SourceRanges6.Keys<SourceRange6Key>().Select(SourceRange.From)],
         };
+    }
+
+    /// <summary>
+    /// Every entry of <paramref name="map"/>, in a table sized to the keys walked (grown by doubling, it held up to twice the
+    /// room it needed).
+    /// </summary>
+    private static Dictionary<TKey, TValue> ReadAll<TKey, TValue>(BpfMap map)
+        where TKey : unmanaged
+        where TValue : unmanaged
+    {
+        var keys = map.Keys<TKey>();
+        var entries = new Dictionary<TKey, TValue>(keys.Count);
+        foreach (var key in keys)
+            if (map.TryLookup(key, out TValue value)) entries[key] = value;
+        return entries;
     }
 
     public void Write(MapWrite write)

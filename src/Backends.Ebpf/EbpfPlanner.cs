@@ -151,6 +151,12 @@ public sealed record IdPool(ImmutableSortedSet<uint> Free, uint Next)
 /// </summary>
 public sealed record EbpfPlan(ImmutableArray<MapWrite> Writes, EbpfPlannerState State, bool Full)
 {
+    /// <summary>
+    /// How many writes the plan made: <see cref="Writes"/>' length, kept when the writes are let go
+    /// (<see cref="EbpfBackend.LastPlan"/> of a full sync).
+    /// </summary>
+    public int WriteCount { get; init; } = Writes.Length;
+
     public override string ToString()
     {
         var text = new StringBuilder();
@@ -416,6 +422,27 @@ public sealed class EbpfPlanner
         _ => throw new ArgumentOutOfRangeException(nameof(protocol), protocol, null),
     };
 
+    /// <summary>
+    /// The slots of each master key among <paramref name="keys"/> (distinct, as a map's are), ascending, slot 0 included when
+    /// present: one array each, sized by a first count (a <see cref="SortedSet{T}"/> per master was ~16 MiB of a full sync
+    /// over 50,000 × 5; the arrays and the counts ~6 MiB).
+    /// </summary>
+    internal static Dictionary<ServiceKey, ushort[]> SlotsOf(IEnumerable<ServiceKey> keys)
+    {
+        var left = new Dictionary<ServiceKey, int>();
+        foreach (var key in keys) CollectionsMarshal.GetValueRefOrAddDefault(left, key with { Slot = 0 }, out _)++;
+        var slots = new Dictionary<ServiceKey, ushort[]>(left.Count);
+        foreach (var (master, count) in left) slots.Add(master, new ushort[count]);
+        foreach (var key in keys)
+        {
+            var master = key with { Slot = 0 };
+            slots[master][--CollectionsMarshal.GetValueRefOrNullRef(left, master)] = key.Slot;
+        }
+        foreach (var array in slots.Values)
+            if (array.Length > 1) Array.Sort(array);
+        return slots;
+    }
+
     /// <summary>The planner's scratch state for one plan: mutable builders over the previous state, and the writes in their five phases.</summary>
     private sealed class Work
     {
@@ -441,8 +468,8 @@ public sealed class EbpfPlanner
         public required IdPool RevNatPool { get; set; }
         public required ImmutableHashSet<SourceRange>.Builder Ranges { get; init; }
 
-        /// <summary>Full sync only: the slots (1..) the maps hold under each master key, slot 0 included when present.</summary>
-        public Dictionary<ServiceKey, SortedSet<ushort>> SlotsByMaster { get; } = [];
+        /// <summary>Full sync only: the slots (1..) the maps hold under each master key, slot 0 included when present (<see cref="SlotsOf"/>).</summary>
+        public Dictionary<ServiceKey, ushort[]> SlotsByMaster { get; private init; } = [];
 
         public static Work From(EbpfPlannerState state) => new()
         {
@@ -479,15 +506,11 @@ public sealed class EbpfPlanner
                 BackendPool = IdPool.Around(maps.Backends.Keys),
                 RevNatPool = IdPool.Around(maps.Services.Where(s => s.Key.Slot == 0 && s.Value.RevNatId != 0).Select(s => s.Value.RevNatId)),
                 Ranges = maps.SourceRanges.ToBuilder(),
+                SlotsByMaster = SlotsOf(maps.Services.Keys),
                 _allRangesTouched = true,
             };
             foreach (var (key, value) in maps.Services)
-            {
-                var master = key with { Slot = 0 };
-                if (!work.SlotsByMaster.TryGetValue(master, out var slots)) work.SlotsByMaster[master] = slots = [];
-                slots.Add(key.Slot);
                 if (key.Slot != 0) work.Reference(value.BackendId, +1);
-            }
             foreach (var id in maps.Backends.Keys) work._maybeUnreferenced.Add(id);
             return work;
         }

@@ -170,7 +170,7 @@ public sealed class EbpfBackendTests : IDisposable
             Assert.False(kernel.ReusedMaps);
             var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
             await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2", "127.0.0.3")), default);
-            Assert.Equal(5, backend.LastPlan!.Writes.Length);
+            Assert.Equal(5, backend.LastPlan!.WriteCount);
             Assert.True(await backend.CanaryIntactAsync(default));
             Assert.Contains("proxyplanes_ebpf_map_entries{map=\"pp_services_v2\"} 3", await ScrapeAsync(metrics));
             AssertSpread(Client(20));
@@ -185,7 +185,7 @@ public sealed class EbpfBackendTests : IDisposable
             Assert.True(kernel.ReusedMaps);
             var backend = new EbpfBackend(kernel, metrics, NullLogger.Instance);
             await backend.SyncAsync(StateBuilder.Full(State("127.0.0.2", "127.0.0.3")), default);
-            Assert.Empty(backend.LastPlan!.Writes);
+            Assert.Equal(0, backend.LastPlan!.WriteCount);
             AssertSpread(Client(20));
 
             // A partial sync: one backend gone.
@@ -225,7 +225,7 @@ public sealed class EbpfBackendTests : IDisposable
             kernel.SourceRanges6.Keys<SourceRange6Key>().OrderBy(k => k.Prefixlen));
 
         await backend.SyncAsync(StateBuilder.Full(StateWith(info)), default);
-        Assert.Empty(backend.LastPlan!.Writes);
+        Assert.Equal(0, backend.LastPlan!.WriteCount);
 
         var fewer = info with { LoadBalancerSourceRanges = new EquatableArray<IpPrefix>([IpPrefix.Parse("203.0.113.0/24"), IpPrefix.Parse("2001:db8:100::/48")]) };
         await backend.SyncAsync(StateBuilder.Partial(StateWith(fewer), info.Name), default);
@@ -295,13 +295,13 @@ public sealed class EbpfBackendTests : IDisposable
         var cold = Stopwatch.StartNew();
         var coldTimings = await backend.SyncAsync(StateBuilder.Full(state), default);
         cold.Stop();
-        Assert.Equal(10_000 * 3 + 20_000, backend.LastPlan!.Writes.Length);
+        Assert.Equal(10_000 * 3 + 20_000, backend.LastPlan!.WriteCount);
 
         var restart = new EbpfBackend(kernel, metrics, NullLogger.Instance);
         var again = Stopwatch.StartNew();
         await restart.SyncAsync(StateBuilder.Full(state), default);
         again.Stop();
-        Assert.Empty(restart.LastPlan!.Writes);
+        Assert.Equal(0, restart.LastPlan!.WriteCount);
 
         var changes = new List<double>();
         for (var i = 0; i < 25; i++)
@@ -315,7 +315,7 @@ public sealed class EbpfBackendTests : IDisposable
         }
         changes.Sort();
         Console.WriteLine(
-            $"eBPF 10,000 services x 2: cold full sync {cold.Elapsed.TotalMilliseconds:F0} ms (render {coldTimings.Render.TotalMilliseconds:F0} ms, apply {coldTimings.Apply.TotalMilliseconds:F0} ms, {backend.LastPlan.Writes.Length} writes); " +
+            $"eBPF 10,000 services x 2: cold full sync {cold.Elapsed.TotalMilliseconds:F0} ms (render {coldTimings.Render.TotalMilliseconds:F0} ms, apply {coldTimings.Apply.TotalMilliseconds:F0} ms, {backend.LastPlan.WriteCount} writes); " +
             $"restart full sync {again.Elapsed.TotalMilliseconds:F0} ms (0 writes); one endpoint change p50 {changes[changes.Count / 2]:F2} ms, max {changes[^1]:F2} ms");
         EbpfKernel.Remove(_bpfFs.Path, NullLogger.Instance);
     }
@@ -345,7 +345,7 @@ public sealed class EbpfBackendTests : IDisposable
         maps.FailAt = -1;
         await backend.SyncAsync(StateBuilder.Partial(State("10.244.1.1", "10.244.1.2"), StateBuilder.Name("web")), default);
         Assert.True(backend.LastPlan!.Full);
-        Assert.Equal(3, backend.LastPlan.Writes.Length); // the two backends were in force already
+        Assert.Equal(3, backend.LastPlan.WriteCount); // the two backends were in force already
         Assert.Equal(2, maps.Reads);
     }
 
@@ -501,6 +501,64 @@ public sealed class EbpfBackendTests : IDisposable
         public void Dispose() => action();
     }
 
+    /// <summary>
+    /// A full plan is kept without its writes (at 50,000 services × 5 they are 550,000 objects nothing reads again), with
+    /// their count; a partial plan with them; a failed full sync leaves none (the last one's state is let go at its start).
+    /// </summary>
+    [Fact]
+    public async Task LastPlan_AFullOneWithoutItsWrites_APartialWithThem_NoneAfterAFailedFullSync()
+    {
+        using var metrics = new ProxyMetrics();
+        var maps = new FailingMaps { FailAt = -1 };
+        var backend = new EbpfBackend(maps, metrics, NullLogger.Instance);
+
+        await backend.SyncAsync(StateBuilder.Full(State("10.244.1.1", "10.244.1.2")), default);
+        Assert.True(backend.LastPlan!.Full);
+        Assert.Empty(backend.LastPlan.Writes);
+        Assert.Equal(5, backend.LastPlan.WriteCount); // two backends, two slots, the master
+        Assert.Equal(3, backend.LastPlan.State.Maps.Services.Count);
+
+        await backend.SyncAsync(StateBuilder.Partial(State("10.244.1.1"), StateBuilder.Name("web")), default);
+        Assert.False(backend.LastPlan!.Full);
+        Assert.StartsWith("service 10.96.0.10:80/tcp master count 1 ", backend.LastPlan.Writes[0].ToString(), StringComparison.Ordinal);
+        Assert.Equal(["delete service 10.96.0.10:80/tcp slot 2", "delete backend 2"], backend.LastPlan.Writes.Skip(1).Select(w => w.ToString()));
+        Assert.Equal(3, backend.LastPlan.WriteCount);
+
+        maps.FailAt = maps.Written;
+        await Assert.ThrowsAsync<BackendSyncException>(() => backend.SyncAsync(StateBuilder.Full(State("10.244.1.3")), default));
+        Assert.Null(backend.LastPlan);
+    }
+
+    /// <summary>
+    /// A full sync over maps of at least <see cref="EbpfBackend.CollectFullSyncEntries"/> entries collects garbage after it
+    /// (a cold one too) and, when it read that many back, before it plans; a partial sync never, nor a full one over small maps.
+    /// </summary>
+    [Fact]
+    public async Task FullSync_OverLargeMaps_CollectsBeforeThePlanAndAfter_NotPartialOrSmallOnes()
+    {
+        using var metrics = new ProxyMetrics();
+        var logger = new ListLogger();
+        var backend = new EbpfBackend(new FailingMaps { FailAt = -1 }, metrics, logger) { CollectFullSyncEntries = 5 };
+        string[] Lines(string start) => [.. logger.Entries.Select(e => e.Message).Where(m => m.StartsWith(start, StringComparison.Ordinal))];
+
+        await backend.SyncAsync(StateBuilder.Full(State("10.244.1.1", "10.244.1.2")), default); // 3 service entries, 2 backends
+        Assert.Empty(Lines("Before the full eBPF plan")); // a cold sync: the maps were empty
+        Assert.Matches(@"^After the full eBPF sync \(5 map entries\): heap \d+ → \d+ MiB, collected in [\d.]+ ms$", Assert.Single(Lines("After the full eBPF sync")));
+
+        await backend.SyncAsync(StateBuilder.Partial(State("10.244.1.1", "10.244.1.2", "10.244.1.3"), StateBuilder.Name("web")), default);
+        Assert.Single(Lines("After the full eBPF sync"));
+
+        await backend.SyncAsync(StateBuilder.Full(State("10.244.1.1", "10.244.1.2", "10.244.1.3")), default);
+        Assert.Matches(@"^Before the full eBPF plan \(7 map entries read\): heap \d+ → \d+ MiB, collected in [\d.]+ ms$", Assert.Single(Lines("Before the full eBPF plan")));
+        Assert.Equal(2, Lines("After the full eBPF sync").Length);
+
+        var small = new ListLogger();
+        var defaults = new EbpfBackend(new FailingMaps { FailAt = -1 }, metrics, small);
+        await defaults.SyncAsync(StateBuilder.Full(State("10.244.1.1", "10.244.1.2")), default);
+        await defaults.SyncAsync(StateBuilder.Full(State("10.244.1.1", "10.244.1.2")), default);
+        Assert.DoesNotContain(small.Entries, e => e.Message.Contains("eBPF plan", StringComparison.Ordinal) || e.Message.StartsWith("After", StringComparison.Ordinal));
+    }
+
     [Fact]
     public void RunLength_SplitsThePlanByKind_AtMostMaxRun()
     {
@@ -532,6 +590,9 @@ public sealed class EbpfBackendTests : IDisposable
         public int Runs { get; private set; }
 
         public int Reads { get; private set; }
+
+        /// <summary>How many writes were asked so far (refused ones included).</summary>
+        public int Written => _writes;
 
         public EbpfMapContents Read()
         {

@@ -102,6 +102,27 @@ public sealed class EbpfPlannerTests
     }
 
     /// <summary>The backends of a frontend are in endpoint order (address, then port) whatever order Core's verdict lists them in.</summary>
+    /// <summary>
+    /// A full sync's slots per master key as read from the maps (in a hash map's order): each master's ascending, slot 0
+    /// when present, slots without a master under their master key, each scope its own key.
+    /// </summary>
+    [Fact]
+    public void SlotsOf_EachMastersSlotsAscending_Slot0WhenPresent_OrphanSlotsUnderTheirMaster()
+    {
+        var a = ServiceKey.For(IPAddress.Parse("10.96.0.1"), 80, System.Net.Sockets.ProtocolType.Tcp);
+        var b = ServiceKey.For(IPAddress.Parse("10.96.0.2"), 80, System.Net.Sockets.ProtocolType.Tcp);
+        var external = a with { Scope = MapLayout.ScopeExternal };
+        ServiceKey[] keys = [a with { Slot = 3 }, b with { Slot = 2 }, a, a with { Slot = 10 }, external with { Slot = 1 }, a with { Slot = 2 }, b with { Slot = 1 }, a with { Slot = 1 }];
+
+        var slots = EbpfPlanner.SlotsOf(keys);
+
+        Assert.Equal(3, slots.Count);
+        Assert.Equal(new ushort[] { 0, 1, 2, 3, 10 }, slots[a]);
+        Assert.Equal(new ushort[] { 1, 2 }, slots[b]);
+        Assert.Equal(new ushort[] { 1 }, slots[external]);
+        Assert.Empty(EbpfPlanner.SlotsOf([]));
+    }
+
     [Fact]
     public void Plan_EndpointsOutOfOrder_SlotsInAddressThenPortOrder()
     {
