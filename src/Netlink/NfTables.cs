@@ -167,11 +167,28 @@ public static class NfTablesMessages
         writer.PutString(NFTA_SET_ELEM_LIST_SET, operation.Set);
         var elements = writer.BeginNested(NFTA_SET_ELEM_LIST_ELEMENTS);
         if (operation.ClosingElementAtZero)
-            WriteElement(ref writer, new NfTablesElement(new byte[element.Key.Length], "closing element at 0") { IntervalEnd = true }, add: false);
+        {
+            Span<byte> zero = stackalloc byte[element.Key.Length];
+            zero.Clear();
+            WriteClosingElement(ref writer, zero);
+        }
         WriteElement(ref writer, element, operation.Change == NfTablesElementChange.Add);
-        if (element.IntervalEndKey is { } endKey)
-            WriteElement(ref writer, new NfTablesElement(endKey, element.Text) { IntervalEnd = true }, add: false);
+        if (element.IntervalEndKey is { } endKey) WriteClosingElement(ref writer, endKey);
         writer.EndNested(elements);
+    }
+
+    /// <summary>
+    /// The NFTA_LIST_ELEM closing an interval: NFT_SET_ELEM_INTERVAL_END and the key, nothing else (what
+    /// <see cref="WriteElement"/> writes for such an element), without making one per range of a full sync.
+    /// </summary>
+    private static void WriteClosingElement(ref NetlinkWriter writer, scoped ReadOnlySpan<byte> key)
+    {
+        var item = writer.BeginNested(NFTA_LIST_ELEM);
+        writer.PutBigEndianU32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+        var nested = writer.BeginNested(NFTA_SET_ELEM_KEY);
+        writer.PutBytes(NFTA_DATA_VALUE, key);
+        writer.EndNested(nested);
+        writer.EndNested(item);
     }
 
     /// <summary>One NFTA_LIST_ELEM, attributes in libnftnl's order: flags, timeout, key, data, user data.</summary>
