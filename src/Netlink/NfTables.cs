@@ -167,11 +167,28 @@ public static class NfTablesMessages
         writer.PutString(NFTA_SET_ELEM_LIST_SET, operation.Set);
         var elements = writer.BeginNested(NFTA_SET_ELEM_LIST_ELEMENTS);
         if (operation.ClosingElementAtZero)
-            WriteElement(ref writer, new NfTablesElement(new byte[element.Key.Length], "closing element at 0") { IntervalEnd = true }, add: false);
+        {
+            Span<byte> zero = stackalloc byte[element.Key.Length];
+            zero.Clear();
+            WriteClosingElement(ref writer, zero);
+        }
         WriteElement(ref writer, element, operation.Change == NfTablesElementChange.Add);
-        if (element.IntervalEndKey is { } endKey)
-            WriteElement(ref writer, new NfTablesElement(endKey, element.Text) { IntervalEnd = true }, add: false);
+        if (element.IntervalEndKey is { } endKey) WriteClosingElement(ref writer, endKey);
         writer.EndNested(elements);
+    }
+
+    /// <summary>
+    /// The NFTA_LIST_ELEM closing an interval: NFT_SET_ELEM_INTERVAL_END and the key, nothing else (what
+    /// <see cref="WriteElement"/> writes for such an element), without making one per range of a full sync.
+    /// </summary>
+    private static void WriteClosingElement(ref NetlinkWriter writer, scoped ReadOnlySpan<byte> key)
+    {
+        var item = writer.BeginNested(NFTA_LIST_ELEM);
+        writer.PutBigEndianU32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+        var nested = writer.BeginNested(NFTA_SET_ELEM_KEY);
+        writer.PutBytes(NFTA_DATA_VALUE, key);
+        writer.EndNested(nested);
+        writer.EndNested(item);
     }
 
     /// <summary>One NFTA_LIST_ELEM, attributes in libnftnl's order: flags, timeout, key, data, user data.</summary>
@@ -245,9 +262,12 @@ public static class NfTablesMessages
 /// </summary>
 public sealed class NfTablesDataType
 {
-    private readonly Func<string, Span<byte>, bool> _encode;
+    /// <summary>Writes a value given in nft's notation; false when it is not a value of the type.</summary>
+    private delegate bool Encoder(ReadOnlySpan<char> text, Span<byte> bytes);
 
-    private NfTablesDataType(string name, int length, Func<string, Span<byte>, bool> encode)
+    private readonly Encoder _encode;
+
+    private NfTablesDataType(string name, int length, Encoder encode)
     {
         Name = name;
         Length = length;
@@ -280,7 +300,10 @@ public sealed class NfTablesDataType
     public static bool TryGet(string name, out NfTablesDataType type) => Known.TryGetValue(name, out type!);
 
     /// <summary>Writes <paramref name="text"/> (nft's notation) into the first <see cref="Length"/> bytes; false when it is not a value of this type.</summary>
-    public bool TryEncode(string text, Span<byte> destination) => destination.Length >= Length && _encode(text, destination[..Length]);
+    public bool TryEncode(string text, Span<byte> destination) => TryEncode(text.AsSpan(), destination);
+
+    /// <inheritdoc cref="TryEncode(string, Span{byte})"/>
+    public bool TryEncode(ReadOnlySpan<char> text, Span<byte> destination) => destination.Length >= Length && _encode(text, destination[..Length]);
 
     /// <summary>The padded length of a key or data of <paramref name="types"/>: one type unpadded, a concatenation with each field rounded up to 4 bytes.</summary>
     public static int ConcatenationLength(IReadOnlyList<NfTablesDataType> types) =>
@@ -318,8 +341,44 @@ public sealed class NfTablesDataType
         return bytes;
     }
 
-    private static bool EncodeAddress(string text, AddressFamily family, Span<byte> bytes) =>
-        IPAddress.TryParse(text, out var address) && address.AddressFamily == family && !text.Contains('/') && !text.Contains('%') &&
+    /// <summary>
+    /// <see cref="TryEncode(IReadOnlyList{NfTablesDataType}, IReadOnlyList{string}, out string?)"/> of a value as nft
+    /// writes it, the parts joined with <c>" . "</c> (<c>10.244.1.2 . 8080</c>; each part trimmed), without splitting
+    /// it into strings (a full sync encodes hundreds of thousands); null when it is not a value of
+    /// <paramref name="types"/>.
+    /// </summary>
+    public static byte[]? TryEncodeConcatenation(IReadOnlyList<NfTablesDataType> types, ReadOnlySpan<char> text)
+    {
+        if (types.Count == 0) return null;
+        var length = ConcatenationLength(types);
+        if (length > NFT_DATA_VALUE_MAXLEN) return null;
+        Span<byte> bytes = stackalloc byte[length];
+        bytes.Clear();
+        var offset = 0;
+        var rest = text;
+        for (var i = 0; i < types.Count; i++)
+        {
+            ReadOnlySpan<char> part;
+            var separator = rest.IndexOf(" . ", StringComparison.Ordinal);
+            if (i == types.Count - 1)
+            {
+                if (separator >= 0) return null; // more parts than types
+                part = rest;
+            }
+            else
+            {
+                if (separator < 0) return null; // fewer parts than types
+                part = rest[..separator];
+                rest = rest[(separator + 3)..];
+            }
+            if (!types[i].TryEncode(part.Trim(), bytes[offset..])) return null;
+            offset += types.Count == 1 ? types[i].Length : NetlinkWriter.NetlinkAlign(types[i].Length);
+        }
+        return bytes.ToArray();
+    }
+
+    private static bool EncodeAddress(ReadOnlySpan<char> text, AddressFamily family, Span<byte> bytes) =>
+        !text.Contains('/') && !text.Contains('%') && IPAddress.TryParse(text, out var address) && address.AddressFamily == family &&
         address.TryWriteBytes(bytes, out _);
 
     private static readonly Dictionary<string, byte> Protocols = new(StringComparer.Ordinal)
@@ -328,9 +387,11 @@ public sealed class NfTablesDataType
         ["icmpv6"] = 58, ["sctp"] = 132, ["udplite"] = 136,
     };
 
-    private static bool EncodeProtocol(string text, Span<byte> bytes)
+    private static readonly Dictionary<string, byte>.AlternateLookup<ReadOnlySpan<char>> ProtocolsBySpan = Protocols.GetAlternateLookup<ReadOnlySpan<char>>();
+
+    private static bool EncodeProtocol(ReadOnlySpan<char> text, Span<byte> bytes)
     {
-        if (Protocols.TryGetValue(text, out var protocol) || byte.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out protocol))
+        if (ProtocolsBySpan.TryGetValue(text, out var protocol) || byte.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out protocol))
         {
             bytes[0] = protocol;
             return true;
@@ -338,17 +399,22 @@ public sealed class NfTablesDataType
         return false;
     }
 
-    private static bool TryParseU32(string text, out uint value) =>
+    private static bool TryParseU32(ReadOnlySpan<char> text, out uint value) =>
         text.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
-            ? uint.TryParse(text.AsSpan(2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out value)
+            ? uint.TryParse(text[2..], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out value)
             : uint.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out value);
 
-    private static bool EncodeEther(string text, Span<byte> bytes)
+    private static bool EncodeEther(ReadOnlySpan<char> text, Span<byte> bytes)
     {
-        var parts = text.Split(':');
-        if (parts.Length != 6) return false;
+        var rest = text;
         for (var i = 0; i < 6; i++)
-            if (parts[i].Length is 0 or > 2 || !byte.TryParse(parts[i], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out bytes[i])) return false;
+        {
+            var colon = rest.IndexOf(':');
+            if ((colon < 0) != (i == 5)) return false; // exactly six parts
+            var part = colon < 0 ? rest : rest[..colon];
+            if (part.Length is 0 or > 2 || !byte.TryParse(part, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out bytes[i])) return false;
+            rest = colon < 0 ? [] : rest[(colon + 1)..];
+        }
         return true;
     }
 }

@@ -92,6 +92,41 @@ public sealed class NftNetlinkApplierEncodingTests
         Assert.Null(applier.TryEncode(Tx().Add(new NftElement("counters", "7") { Types = new(new(["integer"]), null, false) })));
     }
 
+    /// <summary>
+    /// What each element change carries: an add its value (data or verdict), comment and a range's closing key or
+    /// open flag; a delete its key and closing key only (the open flag is user data, which a delete does not send).
+    /// </summary>
+    [Fact]
+    public void TryEncode_ElementChanges_CarryExactlyWhatTheirVerbNeeds()
+    {
+        var applier = new NftNetlinkApplier(new NftCommandApplier(), openClient: () => throw new InvalidOperationException("no kernel here"));
+        NftTransaction Tx() => new(IpFamily.IPv4, NftNames.Table);
+        var slots = new NftElementTypes(new(["integer"]), "ipv4_addr . inet_service", true);
+        var map = NftNames.EndpointSlotsMap("tcp", 0);
+        var open = new NftElement(map, "4294963200-4294967295") { Value = "10.0.0.4 . 80", Types = slots };
+
+        var added = applier.TryEncode(Tx().Add(open))!.Single().Element;
+        var deleted = applier.TryEncode(Tx().Delete(open with { Value = null }))!.Single().Element;
+
+        Assert.Equal((true, "0A00000400500000"), (added.IntervalOpen, Convert.ToHexString(added.Data!)));
+        Assert.Equal(("FFFFF000", false, null, null, null), (Convert.ToHexString(deleted.Key), deleted.IntervalOpen, deleted.IntervalEndKey, deleted.Data, deleted.Comment));
+
+        var verdicts = new NftElementTypes(new(["ipv4_addr", "inet_proto", "inet_service"]), "verdict", false);
+        var service = new NftElement(NftNames.ServiceIPs, "10.96.0.10", "tcp", "80") { Value = "goto service-x", Comment = "ns/web:http cluster IP", Types = verdicts };
+        var withVerdict = applier.TryEncode(Tx().Add(service))!.Single().Element;
+        Assert.Equal(("0A60000A0600000000500000", "10.96.0.10 . tcp . 80", "ns/web:http cluster IP", "goto service-x", null),
+            (Convert.ToHexString(withVerdict.Key), withVerdict.Text, withVerdict.Comment, withVerdict.Verdict?.ToString(), withVerdict.IntervalEndKey));
+        var gone = applier.TryEncode(Tx().Delete(service with { Value = null, Comment = null }))!.Single().Element;
+        Assert.Equal(("0A60000A0600000000500000", null, null), (Convert.ToHexString(gone.Key), gone.Comment, gone.Verdict));
+
+        // A range of addresses in an interval set: its first address, and the one after its last.
+        var range = applier.TryEncode(Tx().Add(new NftElement("source-ranges-y", "10.0.0.5-10.0.1.255") { Types = new(new(["ipv4_addr"]), null, true) }))!.Single().Element;
+        Assert.Equal(("0A000005", "0A000200"), (Convert.ToHexString(range.Key), Convert.ToHexString(range.IntervalEndKey!)));
+        // A data value with one part too many or too few is not encoded (the transaction goes to nft).
+        Assert.Null(applier.TryEncode(Tx().Add(new NftElement(map, "12288-14335") { Value = "10.0.0.3 . 80 . 1", Types = slots })));
+        Assert.Null(applier.TryEncode(Tx().Add(new NftElement(map, "12288-14335") { Value = "10.0.0.3", Types = slots })));
+    }
+
     [Fact]
     public void TryEncode_AnythingElse_GoesThroughNft()
     {

@@ -226,6 +226,38 @@ public sealed class NfTablesEncodingTests
     }
 
     [Theory]
+    [InlineData("10.244.1.2 . 8080", "0AF401021F900000")]
+    [InlineData(" 10.244.1.2  .  8080 ", "0AF401021F900000")] // parts trimmed, as Split(" . ", TrimEntries) does
+    [InlineData("10.244.1.2 . 8080 . 1", null)] // more parts than types
+    [InlineData("10.244.1.2", null)] // fewer
+    [InlineData("10.244.1.2 . http", null)]
+    [InlineData("10.244.1.2/32 . 8080", null)]
+    [InlineData("10.244.1.2.8080", null)]
+    [InlineData("", null)]
+    public void DataType_Concatenation_IsEncodedFromNftsTextAsFromItsParts(string text, string? hex)
+    {
+        var bytes = NfTablesDataType.TryEncodeConcatenation([Ipv4, Service], text);
+        Assert.Equal(hex, bytes is null ? null : Convert.ToHexString(bytes));
+        // The same bytes as the parts encoded one by one (what the applier did before it stopped splitting).
+        var parts = text.Split(" . ", StringSplitOptions.TrimEntries);
+        Assert.Equal(hex, NfTablesDataType.TryEncode([Ipv4, Service], parts, out _) is { } expected ? Convert.ToHexString(expected) : null);
+    }
+
+    [Theory]
+    [InlineData("02:00:5e:10:00:01", "02005E100001")]
+    [InlineData("2:0:5e:10:0:1", "02005E100001")]
+    [InlineData("02:00:5e:10:00", null)]
+    [InlineData("02:00:5e:10:00:01:", null)]
+    [InlineData("02:00:5e:10:00:01:02", null)]
+    [InlineData("02::5e:10:00:01", null)]
+    [InlineData("002:00:5e:10:00:01", null)]
+    public void DataType_EtherAddress_SixHexBytes(string text, string? hex)
+    {
+        var bytes = NfTablesDataType.TryEncode([Type("ether_addr")], [text], out _);
+        Assert.Equal(hex, bytes is null ? null : Convert.ToHexString(bytes));
+    }
+
+    [Theory]
     [InlineData("goto service-x", -4, "service-x")]
     [InlineData("jump a", -3, "a")]
     [InlineData("drop", 0, null)]
