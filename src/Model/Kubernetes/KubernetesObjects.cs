@@ -110,7 +110,11 @@ public sealed class Endpoint
     public EndpointHints? Hints { get; set; }
 }
 
-public sealed class EndpointConditions
+/// <summary>
+/// A value, not an object: three flags inline in each <see cref="Endpoint"/> instead of a 24-byte object per endpoint
+/// (issue 13: 250,000 of them at 50,000 services × 5 endpoints).
+/// </summary>
+public struct EndpointConditions
 {
     public bool? Ready { get; set; }
     public bool? Serving { get; set; }

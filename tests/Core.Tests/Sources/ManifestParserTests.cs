@@ -67,9 +67,9 @@ public class ManifestParserTests
         Assert.Equal("node-a", endpoints[0].NodeName);
         Assert.Equal("europe-west1-b", endpoints[0].Zone);
         Assert.Equal("europe-west1-b", Assert.Single(endpoints[0].Hints!.ForZones!).Name);
-        Assert.True(endpoints[0].Conditions!.Ready);
-        Assert.False(endpoints[0].Conditions!.Terminating);
-        Assert.Equal((false, true, true), (endpoints[2].Conditions!.Ready, endpoints[2].Conditions!.Serving, endpoints[2].Conditions!.Terminating));
+        Assert.True(endpoints[0].Conditions!.Value.Ready);
+        Assert.False(endpoints[0].Conditions!.Value.Terminating);
+        Assert.Equal((false, true, true), (endpoints[2].Conditions!.Value.Ready, endpoints[2].Conditions!.Value.Serving, endpoints[2].Conditions!.Value.Terminating));
         Assert.Null(endpoints[2].Hints);
         Assert.Equal([("http", 8080), ("https", 8443), ("metrics", 9090)], web.Ports!.Select(p => (p.Name, p.Port)));
         Assert.Equal("http", web.Ports![2].AppProtocol);
@@ -303,7 +303,7 @@ public class ManifestParserTests
         var slice = Assert.Single(set.EndpointSlices);
         Assert.Equal("web", slice.Metadata!.Annotations![WellKnownLabels.ServiceName]);
         Assert.Equal(["10.0.0.1", "10.0.0.2"], slice.Endpoints!.Select(e => e.Addresses!.Single()));
-        Assert.All(slice.Endpoints!, e => Assert.Equal(("a", true), (e.Zone, e.Conditions!.Ready)));
+        Assert.All(slice.Endpoints!, e => Assert.Equal(("a", true), (e.Zone, e.Conditions!.Value.Ready)));
     }
 
     [Fact]
