@@ -12,7 +12,7 @@ public sealed class ObjectMeta
     public string? Uid { get; set; }
     public string? ResourceVersion { get; set; }
     public Dictionary<string, string>? Labels { get; set; }
-    public Dictionary<string, string>? Annotations { get; set; }
+    [JsonConverter(typeof(KeptAnnotationsConverter))] public Dictionary<string, string>? Annotations { get; set; }
     public string? DeletionTimestamp { get; set; }
 }
 
