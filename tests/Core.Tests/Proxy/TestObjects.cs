@@ -45,7 +45,7 @@ internal static class TestObjects
     {
         Addresses = [address],
         Conditions = ready is null && serving is null && terminating is null
-            ? null
+            ? (EndpointConditions?)null
             : new EndpointConditions { Ready = ready, Serving = serving, Terminating = terminating },
         NodeName = node,
         Zone = zone,

@@ -18,7 +18,7 @@ public class ManifestParserTests
         Assert.Equal("shop", web.Metadata!.Namespace);
         Assert.Equal("48213", web.Metadata.ResourceVersion);
         Assert.Equal("web", web.Metadata.Labels!["app"]);
-        Assert.StartsWith("{\"apiVersion\":\"v1\"", web.Metadata.Annotations!["kubectl.kubernetes.io/last-applied-configuration"]);
+        Assert.Null(web.Metadata.Annotations); // kubectl's last-applied configuration is not kept (the proxy reads no such annotation)
         Assert.Equal("ClusterIP", web.Spec!.Type);
         Assert.Equal("10.96.120.15", web.Spec.ClusterIP);
         Assert.Equal(["10.96.120.15"], web.Spec.ClusterIPs!);
@@ -45,7 +45,7 @@ public class ManifestParserTests
         Assert.Equal("kube-system", dns.Metadata!.Namespace);
         Assert.Equal([("dns", "UDP", 53), ("dns-tcp", "TCP", 53), ("metrics", "TCP", 9153)],
             dns.Spec!.Ports!.Select(p => (p.Name, p.Protocol, p.Port)));
-        Assert.Equal("true", dns.Metadata.Annotations!["prometheus.io/scrape"]);
+        Assert.Null(dns.Metadata.Annotations);
         Assert.Empty(set.EndpointSlices);
         Assert.Empty(set.Nodes);
         Assert.Empty(set.Ignored);
@@ -67,9 +67,9 @@ public class ManifestParserTests
         Assert.Equal("node-a", endpoints[0].NodeName);
         Assert.Equal("europe-west1-b", endpoints[0].Zone);
         Assert.Equal("europe-west1-b", Assert.Single(endpoints[0].Hints!.ForZones!).Name);
-        Assert.True(endpoints[0].Conditions!.Ready);
-        Assert.False(endpoints[0].Conditions!.Terminating);
-        Assert.Equal((false, true, true), (endpoints[2].Conditions!.Ready, endpoints[2].Conditions!.Serving, endpoints[2].Conditions!.Terminating));
+        Assert.True(endpoints[0].Conditions!.Value.Ready);
+        Assert.False(endpoints[0].Conditions!.Value.Terminating);
+        Assert.Equal((false, true, true), (endpoints[2].Conditions!.Value.Ready, endpoints[2].Conditions!.Value.Serving, endpoints[2].Conditions!.Value.Terminating));
         Assert.Null(endpoints[2].Hints);
         Assert.Equal([("http", 8080), ("https", 8443), ("metrics", 9090)], web.Ports!.Select(p => (p.Name, p.Port)));
         Assert.Equal("http", web.Ports![2].AppProtocol);
@@ -232,7 +232,7 @@ public class ManifestParserTests
             kind: Service
             metadata:
               name: scalars
-              annotations:
+              labels:
                 quoted-bool: "true"
                 quoted-int: '42'
                 empty-quoted: ""
@@ -242,7 +242,6 @@ public class ManifestParserTests
                 folded: >-
                   a
                   b
-              labels:
                 tagged: !!str 123
             spec:
               clusterIP: ~
@@ -259,13 +258,13 @@ public class ManifestParserTests
             """, "scalars.yaml");
 
         var svc = Assert.Single(set.Services);
-        var annotations = svc.Metadata!.Annotations!;
-        Assert.Equal("true", annotations["quoted-bool"]);
-        Assert.Equal("42", annotations["quoted-int"]);
-        Assert.Equal("", annotations["empty-quoted"]);
-        Assert.Equal("line one\nline two\n", annotations["block"]);
-        Assert.Equal("a b", annotations["folded"]);
-        Assert.Equal("123", svc.Metadata.Labels!["tagged"]);
+        var labels = svc.Metadata!.Labels!;
+        Assert.Equal("true", labels["quoted-bool"]);
+        Assert.Equal("42", labels["quoted-int"]);
+        Assert.Equal("", labels["empty-quoted"]);
+        Assert.Equal("line one\nline two\n", labels["block"]);
+        Assert.Equal("a b", labels["folded"]);
+        Assert.Equal("123", labels["tagged"]);
         Assert.Null(svc.Spec!.ClusterIP);
         Assert.Null(svc.Spec.Type);
         Assert.Null(svc.Spec.ExternalName);
@@ -287,6 +286,7 @@ public class ManifestParserTests
               name: web-1
               labels: &labels
                 kubernetes.io/service-name: web
+                endpoints.kubernetes.io/last-change-trigger-time: "2026-12-07T00:00:00Z"
               annotations: *labels
             addressType: IPv4
             endpoints:
@@ -301,9 +301,10 @@ public class ManifestParserTests
             """, "anchors.yaml");
 
         var slice = Assert.Single(set.EndpointSlices);
-        Assert.Equal("web", slice.Metadata!.Annotations![WellKnownLabels.ServiceName]);
+        Assert.Equal("2026-12-07T00:00:00Z", slice.Metadata!.Annotations![WellKnownLabels.LastChangeTriggerTime]);
+        Assert.Equal("web", slice.Metadata.Labels![WellKnownLabels.ServiceName]);
         Assert.Equal(["10.0.0.1", "10.0.0.2"], slice.Endpoints!.Select(e => e.Addresses!.Single()));
-        Assert.All(slice.Endpoints!, e => Assert.Equal(("a", true), (e.Zone, e.Conditions!.Ready)));
+        Assert.All(slice.Endpoints!, e => Assert.Equal(("a", true), (e.Zone, e.Conditions!.Value.Ready)));
     }
 
     [Fact]
