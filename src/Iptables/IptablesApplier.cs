@@ -85,15 +85,25 @@ public sealed class IptablesCommandApplier(IptablesVariant variant, IpFamily fam
         : throw new CommandException($"{ExternalCommand.Format(Tool("save"), ["-t", table])} exited with {result.ExitCode}: {ExternalCommand.FirstLines(result.StandardError, 5)}", result);
 
     public Task RestoreAsync(string script, CancellationToken cancellationToken) =>
-        RestoreAsync((input, token) => input.WriteAsync(script.AsMemory(), token), cancellationToken);
+        RestoreAsync((input, token) => input.WriteAsync(script.AsMemory(), token), cancellationToken, RestoreTimeout(script.Length));
 
     public Task RestoreAsync(RestoreScript script, CancellationToken cancellationToken) =>
-        RestoreAsync(script.WriteToAsync, cancellationToken);
+        RestoreAsync(script.WriteToAsync, cancellationToken, RestoreTimeout(script.Length));
 
-    private async Task RestoreAsync(Func<TextWriter, CancellationToken, Task> writeScript, CancellationToken cancellationToken)
+    /// <summary>
+    /// How long a restore of <paramref name="scriptBytes"/> may take before it is killed: the 2 minutes of every
+    /// tool, plus a minute per 10 MB of script. iptables-nft-restore 1.8.9 is superlinear in chains: the cold sync
+    /// at 50,000 services × 5 endpoints (300,000 chains, ~120 MB) took ~80 s of CPU on a quiet machine and more
+    /// than 2 minutes under load, where a 10,000-service script (~10 MB) takes a few seconds.
+    /// </summary>
+    public static TimeSpan RestoreTimeout(long scriptBytes) => Timeout + TimeSpan.FromMinutes(scriptBytes / 10_000_000.0);
+
+    private async Task RestoreAsync(Func<TextWriter, CancellationToken, Task> writeScript, CancellationToken cancellationToken, TimeSpan? timeout = null)
     {
         // -w: wait for the xtables lock other tools (kubelet, CNI plugins) may hold.
-        var result = await RunAsync(Tool("restore"), ["-w", "5", "--noflush"], writeScript, cancellationToken).ConfigureAwait(false);
+        // Its output, a listing (-S) a script may start with, is drained unread: over our chains it is the whole table.
+        var result = await RunAsync(Tool("restore"), ["-w", "5", "--noflush"],
+            (file, args) => ExternalCommand.RunWithInputAsync(file, args, writeScript, (output, token) => output.CopyToAsync(Stream.Null, token), timeout ?? Timeout, cancellationToken)).ConfigureAwait(false);
         if (!result.Succeeded)
             throw new CommandException($"{Tool("restore")} exited with {result.ExitCode}: {ExternalCommand.FirstLines(result.StandardError, 5)}", result);
     }

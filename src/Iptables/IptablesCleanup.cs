@@ -28,8 +28,16 @@ public static class IptablesCleanup
     {
         var reader = new Reader(table, owned);
         await applier.SaveAsync(table, reader.Line, cancellationToken).ConfigureAwait(false);
-        reader.AppendTo(script);
+        reader.AppendTo(script, listFirst: applier.Variant == IptablesVariant.Nft);
     }
+
+    /// <summary>
+    /// From this many owned chains in a table, the cleanup for iptables-nft starts that table with <c>-S</c>
+    /// (<see cref="RuleWriter.ListTableFirst"/>): every line of the cleanup names a chain, and iptables-nft 1.8.x keeps
+    /// the names in a list sorted by an insertion walk, unless a command that names none made it fetch the table
+    /// whole (40,000 chains: 3.9 s of CPU → 0.4 s, measured; the walk is quadratic, so minutes at 300,000).
+    /// </summary>
+    public const int ListTableFromChains = 1000;
 
     /// <summary>Gathers, a line of the save at a time, the owned chains of one table and the rules of other chains that jump or go to them.</summary>
     private sealed class Reader(string table, Func<string, bool> owned)
@@ -70,12 +78,13 @@ public static class IptablesCleanup
             }
         }
 
-        public void AppendTo(StringBuilder script)
+        public void AppendTo(StringBuilder script, bool listFirst = false)
         {
             if (!_found || (_jumps.Count == 0 && _ours.Count == 0)) return;
             var ours = _ours.Order(StringComparer.Ordinal).ToList();
             _jumps.Sort(StringComparer.Ordinal);
             script.Append('*').Append(table).Append('\n');
+            if (listFirst && ours.Count >= ListTableFromChains) script.Append("-S\n");
             foreach (var chain in ours) script.Append(':').Append(chain).Append(" - [0:0]\n");
             foreach (var jump in _jumps) script.Append("-D").Append(jump.AsSpan(2)).Append('\n');
             foreach (var chain in ours) script.Append("-X ").Append(chain).Append('\n');

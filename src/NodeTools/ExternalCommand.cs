@@ -57,6 +57,14 @@ public static class ExternalCommand
     public static Task<CommandResult> RunWithOutputAsync(string file, IEnumerable<string> arguments, Func<Stream, CancellationToken, Task> readOutput, TimeSpan? timeout, CancellationToken cancellationToken = default) =>
         RunCoreAsync(file, arguments, writeInput: null, readOutput, timeout, cancellationToken);
 
+    /// <summary>
+    /// <see cref="RunWithInputAsync(string, IEnumerable{string}, Func{TextWriter, CancellationToken, Task}?, TimeSpan?, CancellationToken)"/>
+    /// with standard output handed to <paramref name="readOutput"/> as in <see cref="RunWithOutputAsync"/> (e.g. drained
+    /// unread, when the tool may print a large listing nobody needs).
+    /// </summary>
+    public static Task<CommandResult> RunWithInputAsync(string file, IEnumerable<string> arguments, Func<TextWriter, CancellationToken, Task>? writeInput, Func<Stream, CancellationToken, Task> readOutput, TimeSpan? timeout, CancellationToken cancellationToken = default) =>
+        RunCoreAsync(file, arguments, writeInput, readOutput, timeout, cancellationToken);
+
     private static async Task<CommandResult> RunCoreAsync(string file, IEnumerable<string> arguments, Func<TextWriter, CancellationToken, Task>? writeInput, Func<Stream, CancellationToken, Task>? readOutput, TimeSpan? timeout, CancellationToken cancellationToken)
     {
         var args = arguments.ToArray();

@@ -44,7 +44,7 @@ public sealed class ColdSyncShapeTests
         // in iptables-nft's cache, and a jump inserted after it fails) and the two chains they lead to; nothing else.
         var nat = TableLines(plan.ToString(), "nat");
         var list = Array.IndexOf(nat, "-S");
-        Assert.Equal([":KUBE-SERVICES - [0:0]", ":KUBE-POSTROUTING - [0:0]"], nat[..list].Where(l => l.StartsWith(':')));
+        Assert.Equal([":KUBE-POSTROUTING - [0:0]", ":KUBE-SERVICES - [0:0]"], nat[..list].Where(l => l.StartsWith(':')).Order(StringComparer.Ordinal));
         Assert.Equal(3, nat[..list].Count(l => l.StartsWith("-I ", StringComparison.Ordinal)));
         Assert.Equal(5, list);
         Assert.DoesNotContain(nat[(list + 1)..], l => l.StartsWith("-I ", StringComparison.Ordinal) || l is ":KUBE-SERVICES - [0:0]" or ":KUBE-POSTROUTING - [0:0]");
@@ -53,6 +53,37 @@ public sealed class ColdSyncShapeTests
         Assert.Equal(TableLines(unlisted.ToString(), "nat").Order(StringComparer.Ordinal), nat.Where(l => l != "-S").Order(StringComparer.Ordinal));
         Assert.Equal(TableLines(unlisted.ToString(), "nat").Where(l => l.StartsWith("-A ", StringComparison.Ordinal)), nat.Where(l => l.StartsWith("-A ", StringComparison.Ordinal)));
     }
+
+    /// <summary>
+    /// After the listing the chains are declared in <see cref="RuleWriter.ScrambledOrder"/>, which is far from name
+    /// order: the kernel keeps the order of creation, and iptables-nft-save sorts what it fetches at a cost quadratic
+    /// in chains that come in name order (ascending or descending). Without a listing they stay in descending order.
+    /// </summary>
+    [Fact]
+    public void ColdFullPlan_DeclaresChainsAfterTheListing_OutOfNameOrder()
+    {
+        static List<string> Declared(IEnumerable<string> lines) => [.. lines.Where(l => l.StartsWith(':')).Select(l => l[1..l.IndexOf(' ')])];
+        var nat = TableLines(new IptablesPlanner(IpFamily.IPv4).Plan(StateBuilder.Full(Cluster(Many)), null, KernelTables.Empty).ToString(), "nat");
+        var after = Declared(nat[(Array.IndexOf(nat, "-S") + 1)..]);
+
+        Assert.Equal([.. after.Order(Comparer<string>.Create(RuleWriter.ScrambledOrder))], after);
+        // Name order would have each chain next to its neighbour in name: far from it, about half the steps go down.
+        var down = after.Zip(after.Skip(1)).Count(p => string.CompareOrdinal(p.First, p.Second) > 0);
+        Assert.InRange(down, after.Count / 3, after.Count * 2 / 3);
+
+        var unlisted = TableLines(new IptablesPlanner(IpFamily.IPv4).Plan(StateBuilder.Full(Cluster(Many)), null, KernelTables.Empty with { NatChains = new HashSet<string>([ChainNames.Services]) }).ToString(), "nat");
+        var descending = Declared(unlisted);
+        Assert.Equal([.. descending.Order(StringComparer.Ordinal).Reverse()], descending);
+    }
+
+    [Theory]
+    [InlineData("KUBE-SEP-AB", "KUBE-SEP-BA", 1)]
+    [InlineData("KUBE-SEP-BA", "KUBE-SEP-AB", -1)]
+    [InlineData("A", "A", 0)]
+    [InlineData("XA", "A", 1)]
+    [InlineData("A", "XA", -1)]
+    public void ScrambledOrder_ComparesFromTheEnd(string a, string b, int sign) =>
+        Assert.Equal(sign, Math.Sign(RuleWriter.ScrambledOrder(a, b)));
 
     /// <summary>iptables-legacy keeps no per-command chain list, and its listing refuses a jump to a chain the same restore created.</summary>
     [Fact]
@@ -129,4 +160,39 @@ public sealed class ColdSyncShapeTests
         await new IptablesBackend(fresh, metrics, NullLogger.Instance).SyncAsync(StateBuilder.Full(state), default);
         Assert.Equal(fresh.Dump(), fake.Dump());
     }
+
+    /// <summary>
+    /// The cleanup of many chains for iptables-nft starts nat with <c>-S</c> (every one of its lines names a chain);
+    /// filter, a small cleanup and legacy do not. Either way it leaves no chain of ours and the foreign ones as they were.
+    /// </summary>
+    [Theory]
+    [InlineData(IptablesVariant.Nft, true, true)]
+    [InlineData(IptablesVariant.Nft, false, false)]
+    [InlineData(IptablesVariant.Legacy, true, false)]
+    public async Task Cleanup_OfManyChains_ListsNatFirst_ForNftOnly(IptablesVariant variant, bool many, bool lists)
+    {
+        var fake = new FakeIptables(IpFamily.IPv4, variant);
+        await fake.RestoreAsync("*nat\n:DOCKER - [0:0]\n-A DOCKER -j RETURN\nCOMMIT\n", default);
+        using var metrics = new ProxyMetrics();
+        var backend = new IptablesBackend(fake, metrics, NullLogger.Instance);
+        var services = many ? IptablesCleanup.ListTableFromChains / 3 + 10 : IptablesCleanup.ListTableFromChains / 3 - 30;
+        await backend.SyncAsync(StateBuilder.Full(Cluster(services)), default);
+        var before = fake.Offered.Count;
+
+        await backend.CleanupAsync(default);
+
+        var cleanup = fake.Offered[before];
+        Assert.Equal(lists, TableLines(cleanup, "nat").Contains("-S"));
+        Assert.DoesNotContain("-S", TableLines(cleanup, "filter"));
+        Assert.DoesNotContain(fake.Save("nat").Split('\n'), l => l.StartsWith(":KUBE-", StringComparison.Ordinal));
+        Assert.Contains("-A DOCKER -j RETURN", fake.Save("nat").Split('\n'));
+    }
+
+    /// <summary>A restore may take longer the larger its script (iptables-nft-restore is superlinear in chains); a small one keeps 2 minutes.</summary>
+    [Theory]
+    [InlineData(0L, 120)]
+    [InlineData(10_000_000L, 180)]
+    [InlineData(120_000_000L, 840)]
+    public void RestoreTimeout_GrowsWithTheScript(long bytes, int seconds) =>
+        Assert.Equal(TimeSpan.FromSeconds(seconds), IptablesCommandApplier.RestoreTimeout(bytes));
 }

@@ -60,6 +60,27 @@ public sealed class IptablesColdSyncKernelTests
         Assert.Equal(await plain.SaveAsync(), await node.SaveAsync());
     }
 
+    /// <summary>
+    /// The cleanup of that many chains (iptables-nft: nat starts with <c>-S</c>, <see cref="IptablesCleanup.ListTableFromChains"/>)
+    /// removes every chain and jump of ours and leaves Docker's as they were, in both variants.
+    /// </summary>
+    [Theory]
+    [InlineData(IptablesVariant.Nft)]
+    [InlineData(IptablesVariant.Legacy)]
+    public async Task Cleanup_OfTheColdSync_LeavesOnlyTheForeignRules(IptablesVariant variant)
+    {
+        using var node = new IptablesPartialSyncKernelTests.Node(variant);
+        await node.Appliers[IpFamily.IPv4].RestoreAsync(Docker, default);
+        var before = await node.SaveAsync();
+        await node.Backend.SyncAsync(StateBuilder.Full(Cluster()), default);
+
+        await node.Backend.CleanupAsync(default);
+
+        var after = await node.SaveAsync();
+        Assert.DoesNotContain("KUBE-", after);
+        Assert.Equal(Foreign(before), Foreign(after));
+    }
+
     /// <summary>Docker's chains and its rules in the built-in chains stay as they were, after our jumps.</summary>
     [Theory]
     [InlineData(IptablesVariant.Nft)]
