@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime;
 using Microsoft.Extensions.Logging;
+using ProxyPlanes.DataPlane;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
 using ProxyPlanes.NodeTools.Conntrack;
@@ -161,11 +162,7 @@ public sealed class EbpfBackend : IProxyBackend
     {
         var entries = contents.Services.Count + contents.Backends.Count;
         if (entries < CollectFullSyncEntries) return;
-        var pause = Stopwatch.StartNew();
-        var before = GC.GetTotalMemory(forceFullCollection: false);
-        GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
-        _logger.LogInformation("Before the full eBPF plan ({Entries} map entries read): heap {Before} → {After} MiB, collected in {Pause:F1} ms",
-            entries, before >> 20, GC.GetTotalMemory(forceFullCollection: false) >> 20, pause.Elapsed.TotalMilliseconds);
+        FullSyncCollection.BeforePlan(_logger, $"Before the full eBPF plan ({entries} map entries read)");
     }
 
     /// <summary>
@@ -179,12 +176,7 @@ public sealed class EbpfBackend : IProxyBackend
     {
         var entries = maps.Services.Count + maps.Backends.Count;
         if (entries < CollectFullSyncEntries) return;
-        var pause = Stopwatch.StartNew();
-        var before = GC.GetTotalMemory(forceFullCollection: false);
-        GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
-        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-        _logger.LogInformation("After the full eBPF sync ({Entries} map entries): heap {Before} → {After} MiB, collected in {Pause:F1} ms",
-            entries, before >> 20, GC.GetTotalMemory(forceFullCollection: false) >> 20, pause.Elapsed.TotalMilliseconds);
+        FullSyncCollection.AfterSync(_logger, $"After the full eBPF sync ({entries} map entries)");
     }
 
     /// <summary>

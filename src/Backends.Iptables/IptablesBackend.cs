@@ -163,11 +163,7 @@ public sealed class IptablesBackend : IProxyBackend
         {
             var chains = kernel.NatChains.Count + kernel.FilterChains.Count;
             if (chains < CollectBeforeFullPlanChains) return;
-            var pause = Stopwatch.StartNew();
-            var before = GC.GetTotalMemory(forceFullCollection: false);
-            GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
-            logger.LogInformation("Before the full iptables plan ({Chains} chains in the kernel): heap {Before} → {After} MiB, collected in {Pause:F1} ms",
-                chains, before >> 20, GC.GetTotalMemory(forceFullCollection: false) >> 20, pause.Elapsed.TotalMilliseconds);
+            FullSyncCollection.BeforePlan(logger, $"Before the full iptables plan ({chains} chains in the kernel)");
         }
 
         /// <summary>

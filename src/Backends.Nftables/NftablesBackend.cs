@@ -207,11 +207,7 @@ public sealed class NftablesBackend : IProxyBackend
     private static void CollectBeforeFullPlan(NftKernelState kernel, ILogger logger)
     {
         if (kernel.Chains.Count < CollectBeforeFullPlanChains) return;
-        var pause = Stopwatch.StartNew();
-        var before = GC.GetTotalMemory(forceFullCollection: false);
-        GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
-        logger.LogInformation("Before the full nftables plan ({Chains} chains in the kernel): heap {Before} → {After} MiB, collected in {Pause:F1} ms",
-            kernel.Chains.Count, before >> 20, GC.GetTotalMemory(forceFullCollection: false) >> 20, pause.Elapsed.TotalMilliseconds);
+        FullSyncCollection.BeforePlan(logger, $"Before the full nftables plan ({kernel.Chains.Count} chains in the kernel)");
     }
 
     /// <summary>A full sync of at least this many operations is followed by a compacting collection (see <see cref="ReturnFullSyncMemory"/>).</summary>
@@ -229,12 +225,7 @@ public sealed class NftablesBackend : IProxyBackend
     private static void ReturnFullSyncMemory(int operations, ILogger logger)
     {
         if (operations < CollectAfterFullSyncOperations) return;
-        var pause = Stopwatch.StartNew();
-        var before = GC.GetTotalMemory(forceFullCollection: false);
-        GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
-        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-        logger.LogInformation("After the full nftables sync ({Operations} operations): heap {Before} → {After} MiB, collected in {Pause:F1} ms",
-            operations, before >> 20, GC.GetTotalMemory(forceFullCollection: false) >> 20, pause.Elapsed.TotalMilliseconds);
+        FullSyncCollection.AfterSync(logger, $"After the full nftables sync ({operations} operations)");
     }
 
     /// <summary>Deletes this proxy's tables (every family), leaving everything else alone.</summary>
