@@ -191,14 +191,19 @@ public sealed class FakeApiServer : IAsyncDisposable
 
     private bool _down;
     private int _resetWhileDown;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _resetPaths = new();
 
     /// <summary>Requests whose connection was reset because the server was <see cref="Down"/>.</summary>
     public int ResetWhileDown => Volatile.Read(ref _resetWhileDown);
+
+    /// <summary>Requests to <paramref name="path"/> whose connection was reset because the server was <see cref="Down"/>.</summary>
+    public int ResetWhileDownTo(string path) => _resetPaths.Count(p => p == path);
 
     private async Task HandleAsync(HttpContext context)
     {
         if (Down)
         {
+            _resetPaths.Enqueue(context.Request.Path.Value ?? "");
             Interlocked.Increment(ref _resetWhileDown);
             context.Abort();
             return;
