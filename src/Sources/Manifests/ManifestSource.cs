@@ -32,7 +32,8 @@ public sealed record ManifestReloadResult(
 /// delivers it as adds, calls <see cref="IObjectSink.OnInitialStateDelivered"/>, then watches the path and
 /// delivers only the differences: adds, deletes, and updates of objects whose content changed.
 /// A file that becomes invalid is reported (log, <see cref="ReloadFailed"/>, <see cref="LastError"/>) and its
-/// last good objects stay in force until it is fixed; a file that disappears takes its objects with it.
+/// last good objects stay in force until it is fixed; a file that disappears takes its objects with it, and one
+/// that becomes empty does too once it is still empty a poll later (a writer truncates before it writes).
 /// Sink calls are made one at a time.
 /// </summary>
 public sealed class ManifestSource : IObjectSource
@@ -190,6 +191,27 @@ public sealed class ManifestSource : IObjectSource
                 if (!_files.ContainsKey(file)) continue;
                 _files[file].Stamp = default; // retry at the next poll
                 continue;
+            }
+
+            if (_files.TryGetValue(file, out var had))
+            {
+                if (bytes.Length > 0)
+                {
+                    had.EmptySince = null;
+                }
+                else if (had.Good.Count > 0)
+                {
+                    // A writer that truncates and then writes (`File.WriteAllText`, `cat > file`) leaves the file
+                    // empty for a moment; read then, its services would be deleted and added back. An emptied file
+                    // keeps its objects until it is still empty a poll later.
+                    had.EmptySince ??= Stopwatch.GetTimestamp();
+                    if (Stopwatch.GetElapsedTime(had.EmptySince.Value) < _options.PollInterval)
+                    {
+                        _logger.LogDebug("{File} is empty; its objects stay unless it is still empty at the next poll", file);
+                        had.Stamp = default; // look again at the next poll
+                        continue;
+                    }
+                }
             }
 
             var hash = SHA256.HashData(bytes);
@@ -519,5 +541,8 @@ public sealed class ManifestSource : IObjectSource
         public byte[]? Hash { get; set; }
         public required ManifestDocumentSet Good { get; set; }
         public ManifestException? Error { get; set; }
+
+        /// <summary>When a reload first found the file empty while it still had objects (a write in progress?).</summary>
+        public long? EmptySince { get; set; }
     }
 }

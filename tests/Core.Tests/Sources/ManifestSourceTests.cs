@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using ProxyPlanes.Model;
 using ProxyPlanes.Sources.Manifests;
 using static ProxyPlanes.Core.Tests.Sources.Manifests;
@@ -251,6 +252,32 @@ public class ManifestSourceTests
             () => run.Sink.Events.LastOrDefault()?.Current is Service { Spec.Ports: [{ Port: 90 }] }, "the last write");
         Assert.All(run.Sink.Events.Skip(1), e => Assert.Equal(ChangeType.Update, e.Type));
         Assert.InRange(run.Reloads.Count, 1, 3); // debounced: not one reload per write
+    }
+
+    [Fact]
+    public async Task RunAsync_FileEmptiedThenWritten_KeepsItsObjects_AndEmptiedForGood_DeletesThemAPollLater()
+    {
+        // What a burst of File.WriteAllText under load met (CI runs, 2026-12-07): a reload between the truncation
+        // and the write read an empty file, and the service was deleted and added back.
+        using var dir = new TempDirectory();
+        var file = dir.Write("web.yaml", Service("web"));
+        var poll = TimeSpan.FromSeconds(2);
+        await using var run = await RunningSource.StartAsync(dir.Path, new ManifestSourceOptions { Debounce = TimeSpan.FromMilliseconds(50), PollInterval = poll });
+
+        File.WriteAllText(file, ""); // the writer has truncated and not written yet
+        await run.WaitUntilAsync(() => run.Logger.Entries.Any(e => e.Message.Contains("is empty; its objects stay", StringComparison.Ordinal)), "the reload that found the file empty");
+        Assert.Single(run.Sink.Events); // the initial add only: no delete
+        File.WriteAllText(file, Service("web", 81));
+        await run.WaitUntilAsync(() => run.Sink.Events.Count == 2, "the update");
+        Assert.Equal(ChangeType.Update, run.Sink.Events[1].Type);
+
+        // Positive control: a file left empty does lose its objects, a poll later.
+        var emptied = Stopwatch.GetTimestamp();
+        File.WriteAllText(file, "");
+        await run.WaitUntilAsync(() => run.Sink.Events.Count == 3, "the delete");
+        Assert.Equal(ChangeType.Delete, run.Sink.Events[2].Type);
+        Assert.True(Stopwatch.GetElapsedTime(emptied) >= poll, $"deleted {Stopwatch.GetElapsedTime(emptied).TotalSeconds:F1} s after the file was emptied");
+        Assert.Equal(3, run.Sink.Events.Count);
     }
 
     [Fact]

@@ -112,7 +112,7 @@ internal sealed class RunningSource : IAsyncDisposable
 
     private RunningSource(string path, ManifestSourceOptions? options)
     {
-        Source = new ManifestSource(path, options: options ?? new ManifestSourceOptions
+        Source = new ManifestSource(path, Logger, options ?? new ManifestSourceOptions
         {
             Debounce = TimeSpan.FromMilliseconds(50),
             PollInterval = TimeSpan.FromMilliseconds(200),
@@ -122,6 +122,7 @@ internal sealed class RunningSource : IAsyncDisposable
     }
 
     public ManifestSource Source { get; }
+    public ListLogger Logger { get; } = new();
     public RecordingSink Sink { get; } = new();
     public Task Run { get; private set; } = Task.CompletedTask;
     public IReadOnlyList<ManifestException> Failures => [.. _failures];
