@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime;
 using Microsoft.Extensions.Logging;
+using ProxyPlanes.Model;
 
 namespace ProxyPlanes.DataPlane;
 
@@ -15,8 +16,18 @@ public static class FullSyncCollection
     /// <summary>Before a full plan: every generation, compacted, so the plan reuses the memory of what was dropped.</summary>
     public static void BeforePlan(ILogger logger, string what) => Collect(logger, what, GCCollectionMode.Forced);
 
-    /// <summary>After a full sync: every generation and the large object heap, compacted, the freed memory given back to the system.</summary>
+    /// <summary>
+    /// After a full sync: every generation and the large object heap, compacted, the freed memory given back to the
+    /// system. Deferred (<see cref="AfterSyncWork"/>) when the controller drives the sync: it then runs after the sync
+    /// is reported, when the kernel is programmed and the backend's plan and batch, still referenced from its frames
+    /// here, are garbage too; the sync's own time and log line do not carry the pause.
+    /// </summary>
     public static void AfterSync(ILogger logger, string what)
+    {
+        if (!AfterSyncWork.TryDefer(nameof(AfterSync), () => CollectAfterSync(logger, what))) CollectAfterSync(logger, what);
+    }
+
+    private static void CollectAfterSync(ILogger logger, string what)
     {
         GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
         Collect(logger, what, GCCollectionMode.Aggressive);

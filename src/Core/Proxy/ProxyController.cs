@@ -208,6 +208,9 @@ public sealed class ProxyController : IObjectSink
         _built = state;
 
         var policyTime = stopwatch.Elapsed;
+        // Work a backend defers (the compacting collection after a large full sync) runs when this scope ends: after
+        // the sync is reported, or has failed; not inside its time (AfterSyncWork).
+        using var afterSync = AfterSyncWork.Open();
         SyncTimings timings;
         try
         {

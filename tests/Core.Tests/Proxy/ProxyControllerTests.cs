@@ -5,6 +5,7 @@ using ProxyPlanes.DataPlane;
 using ProxyPlanes.Metrics;
 using ProxyPlanes.Model;
 using ProxyPlanes.NodeTools.Conntrack;
+using ProxyPlanes.TestKit;
 using static ProxyPlanes.Core.Tests.Metrics.MetricsTestHelpers;
 using static ProxyPlanes.Core.Tests.Proxy.TestObjects;
 
@@ -38,12 +39,16 @@ internal sealed class RecordingBackend : IProxyBackend
         var fail = Failing;
         var failingFamily = FailingFamily;
         _requests.Writer.TryWrite(request);
+        DuringSync?.Invoke();
         if (fail) throw new BackendSyncException("the kernel refused the rules");
         // The real backends' per-family rule: each family's part on its own.
         await BackendSyncException.ForEachFamilyAsync(Families, family => family, family =>
             family == failingFamily ? Task.FromException(new BackendSyncException($"the kernel refused the {family} rules")) : Task.CompletedTask);
         return new SyncTimings(TimeSpan.Zero, TimeSpan.Zero, TimeSpan.Zero);
     }
+
+    /// <summary>Run inside every sync, on the sync's async flow (what a real backend does there, e.g. defer work).</summary>
+    public Action? DuringSync { get; set; }
 
     private bool _canaryGone;
 
@@ -174,6 +179,62 @@ public sealed class ProxyControllerTests : IAsyncDisposable
         controller.OnService(null, Web());
         controller.OnInitialStateDelivered();
         return (controller, backend, reports);
+    }
+
+    [Fact]
+    public async Task SyncNow_WorkTheBackendDefers_RunsOnceAfterTheSyncIsReported_EvenWhenTheSyncFails()
+    {
+        using var metrics = new ProxyMetrics();
+        var (controller, backend, _) = SyncedController(metrics);
+        var order = new List<string>();
+        controller.Synced += _ => order.Add("reported");
+        var deferredInside = new List<bool>();
+        backend.DuringSync = () =>
+        {
+            order.Add("synced");
+            // Twice under one key (one collection however many syncs of a plan asked for), once under another.
+            deferredInside.Add(AfterSyncWork.TryDefer("collect", () => order.Add("first request")));
+            deferredInside.Add(AfterSyncWork.TryDefer("collect", () => order.Add("collect")));
+            deferredInside.Add(AfterSyncWork.TryDefer("other", () => order.Add("other")));
+        };
+
+        await controller.SyncNowAsync(full: true);
+
+        Assert.Equal([true, true, true], deferredInside);
+        Assert.Equal(["synced", "reported", "collect", "other"], order);
+
+        // A sync the kernel refuses: the work still runs, after the failure.
+        order.Clear();
+        backend.Failing = true;
+        await Assert.ThrowsAsync<BackendSyncException>(() => controller.SyncNowAsync(full: true));
+        Assert.Equal(["synced", "collect", "other"], order);
+
+        // Positive control: outside a controller's sync nothing is deferred, so the caller runs its work at once.
+        Assert.False(AfterSyncWork.TryDefer("collect", () => order.Add("never")));
+        Assert.DoesNotContain("never", order);
+    }
+
+    [Fact]
+    public async Task SyncNow_FullSyncCollection_LogsAfterTheSyncedLine_AndAtOnceOutsideAController()
+    {
+        using var metrics = new ProxyMetrics();
+        var logger = new ListLogger();
+        var backend = new RecordingBackend { DuringSync = () => FullSyncCollection.AfterSync(logger, "After the fake sync") };
+        var controller = new ProxyController(new ProxyOptions { HostName = Host }, backend, metrics, logger);
+        controller.OnService(null, Web());
+        controller.OnInitialStateDelivered();
+
+        await controller.SyncNowAsync(full: true);
+
+        var messages = logger.Entries.Select(e => e.Message).ToList();
+        var synced = messages.FindIndex(m => m.StartsWith("Synced full", StringComparison.Ordinal));
+        var collected = messages.FindIndex(m => m.StartsWith("After the fake sync: heap ", StringComparison.Ordinal));
+        Assert.True(synced >= 0 && collected > synced, string.Join('\n', messages));
+        Assert.Single(messages, m => m.StartsWith("After the fake sync", StringComparison.Ordinal));
+
+        // Called directly (a backend's own tests, the cleanup): the collection runs inside the call.
+        FullSyncCollection.AfterSync(logger, "After a direct call");
+        Assert.Contains(logger.Entries, e => e.Message.StartsWith("After a direct call: heap ", StringComparison.Ordinal));
     }
 
     [Fact]
