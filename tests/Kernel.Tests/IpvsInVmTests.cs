@@ -20,19 +20,16 @@ public sealed class IpvsInVmTests(ITestOutputHelper output)
         var daemon = Directory.CreateTempSubdirectory("proxyplanes-vm-daemon-");
         try
         {
-            // The daemon as it ships (native AOT, published by scripts/test.sh and named in PROXYPLANES_DAEMON_DIR;
-            // the guest sees the host's files): under emulation the JIT is most of a daemon's start and first sync.
-            // Else, opt-in (PROXYPLANES_VM_READYTORUN=1), the daemon ReadyToRun: the one full run with it met a
-            // guest soft lockup whose cause is not known (vm/README.md). Else the JIT build next to the tests.
-            var shipped = Environment.GetEnvironmentVariable(ProxyProcess.DaemonDirectoryVariable) is { Length: > 0 } dir
-                          && File.Exists(Path.Combine(dir, ProxyProcess.Daemon)) ? dir : null;
-            var (published, how) = shipped is not null ? (true, $"the native AOT daemon in {shipped}")
-                : Environment.GetEnvironmentVariable("PROXYPLANES_VM_READYTORUN") == "1"
-                    ? await PublishDaemonReadyToRunAsync(daemon.FullName)
-                    : (false, "JIT build next to the tests (scripts/test.sh publishes the native daemon; PROXYPLANES_VM_READYTORUN=1 publishes it ReadyToRun)");
+            // Opt-in (PROXYPLANES_VM_READYTORUN=1): the daemon ReadyToRun, since under emulation the JIT is most
+            // of a daemon's start and first sync. Not the default yet: the one full run with it met a guest
+            // soft lockup (CPU stuck in a .NET thread for 10+ minutes, `ip` blocked behind it) whose cause is
+            // not known; the JIT build has passed the lane in CI. See vm/README.md.
+            var (published, how) = Environment.GetEnvironmentVariable("PROXYPLANES_VM_READYTORUN") == "1"
+                ? await PublishDaemonReadyToRunAsync(daemon.FullName)
+                : (false, "JIT build next to the tests (PROXYPLANES_VM_READYTORUN=1 publishes it ReadyToRun)");
             output.WriteLine($"daemon in the VM: {how}");
             var environment = new Dictionary<string, string>();
-            if (published) environment[ProxyProcess.DaemonDirectoryVariable] = shipped ?? Path.Combine(daemon.FullName, "out");
+            if (published) environment[ProxyProcess.DaemonDirectoryVariable] = Path.Combine(daemon.FullName, "out");
 
             var run = await VmLane.VmLane.RunDotnetTestAsync(
                 typeof(IpvsInVmTests).Assembly.Location, "(FullyQualifiedName~ConformanceTests|FullyQualifiedName~CanaryRepairTests|FullyQualifiedName~CrashRecoveryTests)&DisplayName~\"ipvs\"",
