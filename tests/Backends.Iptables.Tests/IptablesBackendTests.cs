@@ -64,6 +64,33 @@ public sealed class IptablesBackendTests
         Assert.Empty(backend.LastPlan(IpFamily.IPv4)!.Script.ToString()); // the kernel held the plan: nothing sent
     }
 
+    /// <summary>
+    /// A full sync whose whole script reaches <see cref="IptablesBackend.CollectAfterFullSyncBytes"/> (lowered here) is
+    /// followed by one compacting collection, logged with the heap before and after: the cold sync and a full sync over
+    /// the rules in place (whose whole script was cut to nothing) both; a partial sync never. Below it (the default
+    /// 32 MiB against this small script) none.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task LargeFullSync_IsFollowedByACompactingCollection_APartialOneIsNot(bool large)
+    {
+        var (initial, update) = await new GoldenCase("endpoint-removed").SyncRequestsAsync();
+        var logger = new ListLogger();
+        using var metrics = new ProxyMetrics();
+        var backend = new IptablesBackend(new FakeIptables(IpFamily.IPv4), metrics, logger) { CollectAfterFullSyncBytes = large ? 1000 : 32L << 20 };
+        int Collections() => logger.Entries.Count(e => e.Level == LogLevel.Information && e.Message.StartsWith("After the full iptables sync (", StringComparison.Ordinal));
+
+        await backend.SyncAsync(initial, default);
+        Assert.Equal(large ? 1 : 0, Collections());
+        if (large) Assert.Matches(@"^After the full iptables sync \(\d+ MiB of script planned\): heap \d+ → \d+ MiB, collected in ", logger.Entries.Last().Message);
+        await backend.SyncAsync(update!, default);
+        Assert.False(update!.Full);
+        Assert.Equal(large ? 1 : 0, Collections());
+        await backend.SyncAsync(update with { Full = true }, default);
+        Assert.Equal(large ? 2 : 0, Collections());
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static WeakReference LastState(IptablesBackend backend) => new(backend.LastPlan(IpFamily.IPv4)!.State);
 }
