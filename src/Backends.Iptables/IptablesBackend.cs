@@ -25,11 +25,11 @@ public sealed class IptablesBackend : IProxyBackend
     internal const int CollectBeforeFullPlanChains = 10_000;
 
     /// <summary>
-    /// A full sync whose whole script (before the cut to what differs) holds at least this many bytes collects garbage
-    /// after it (see FamilyPlane.ReturnFullSyncMemory): 32 MiB, between 10,000 × 2 (~10 MB) and 50,000 × 5 (~120 MB).
+    /// A full sync planning at least this many service-port chains collects garbage after it (see
+    /// FamilyPlane.ReturnFullSyncMemory): 100,000, between 10,000 × 2 (30,000 chains) and 50,000 × 5 (300,000).
     /// Tests lower it.
     /// </summary>
-    internal long CollectAfterFullSyncBytes { get; init; } = 32L << 20;
+    internal int CollectAfterFullSyncChains { get; init; } = 100_000;
 
     private readonly FamilyPlane[] _families;
     private readonly IptablesMetrics _metrics;
@@ -73,7 +73,7 @@ public sealed class IptablesBackend : IProxyBackend
             {
                 // A partial sync that touches no service of this family leaves its tables alone.
                 if (!request.Full && plane.State is not null && !Touches(request, plane)) return;
-                var (r, a) = await plane.SyncAsync(request, _metrics, _logger, CollectAfterFullSyncBytes, cancellationToken).ConfigureAwait(false);
+                var (r, a) = await plane.SyncAsync(request, _metrics, _logger, CollectAfterFullSyncChains, cancellationToken).ConfigureAwait(false);
                 render += r;
                 apply += a;
             }).ConfigureAwait(false);
@@ -120,7 +120,7 @@ public sealed class IptablesBackend : IProxyBackend
         public IptablesPlannerState? State { get; private set; }
         public IptablesPlan? LastPlan { get; private set; }
 
-        public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, IptablesMetrics metrics, ILogger logger, long collectAfterBytes, CancellationToken cancellationToken)
+        public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, IptablesMetrics metrics, ILogger logger, int collectAfterChains, CancellationToken cancellationToken)
         {
             var full = request.Full || State is null;
             // At 10,000 services a full plan's state and script are tens of MB: the last ones are not
@@ -136,7 +136,6 @@ public sealed class IptablesBackend : IProxyBackend
             if (full) CollectBeforeFullPlan(kernel, logger);
             var previous = State;
             var plan = _planner.Plan(request, previous, kernel); // no previous state: the planner writes everything
-            var planned = plan.Script.Length; // the whole script, before the cut
             if (full) plan = OnlyWhatDiffers(plan, kernel);
             render.Stop();
 
@@ -159,27 +158,27 @@ public sealed class IptablesBackend : IProxyBackend
             if (full)
             {
                 render.Start(); // the collection's pause counts as render, as the one before the plan
-                ReturnFullSyncMemory(planned, collectAfterBytes, logger);
+                ReturnFullSyncMemory(plan.State.Totals.OwnChains, collectAfterChains, logger);
                 render.Stop();
             }
             return (render.Elapsed, read + apply.Elapsed);
         }
 
         /// <summary>
-        /// After a full sync whose whole script held <paramref name="scriptBytes"/> bytes (~120 MB at 50,000 services
-        /// × 5 endpoints, ~10 MB at 10,000 × 2), <paramref name="threshold"/> or more, one blocking compacting collection of every generation, the large
-        /// object heap included, that gives the freed memory back (<see cref="FullSyncCollection.AfterSync"/>). A full
-        /// sync over rules in place cuts its whole script down to what differs: the whole script, the kernel read's
-        /// fingerprints and the dropped state are garbage in gen2 by then, and stayed there through the partial syncs
-        /// that followed, so the next full sync's read piled its own on top before its collection (535 MiB of heap
-        /// before it at 50,000 × 5, the benchmark's peak). Below the threshold (10,000 × 2) the garbage is a few tens
-        /// of MB and the pause would only add to the sync. A cold sync's script stays in <see cref="LastPlan"/> until
-        /// the next sync starts: only its render's garbage is freed.
+        /// After a full sync that planned <paramref name="chains"/> service-port chains, <paramref name="threshold"/> or
+        /// more (300,000 at 50,000 services × 5 endpoints), one blocking compacting collection of every generation, the
+        /// large object heap included, that gives the freed memory back (<see cref="FullSyncCollection.AfterSync"/>). A
+        /// full sync over rules in place leaves the kernel read's chain names and fingerprints, the dropped state and the
+        /// script before its cut as garbage in gen2, which stayed there through the partial syncs that followed, so the
+        /// next full sync's read piled its own on top before its collection (535 MiB of heap before it at 50,000 × 5, the
+        /// benchmark's peak). At 10,000 × 2 (30,000 chains) the garbage is a few tens of MB and the pause would only add
+        /// to the sync. A cold sync's script stays in <see cref="LastPlan"/> until the next sync starts: only its
+        /// render's garbage is freed.
         /// </summary>
-        private static void ReturnFullSyncMemory(long scriptBytes, long threshold, ILogger logger)
+        private static void ReturnFullSyncMemory(int chains, int threshold, ILogger logger)
         {
-            if (scriptBytes < threshold) return;
-            FullSyncCollection.AfterSync(logger, $"After the full iptables sync ({scriptBytes >> 20} MiB of script planned)");
+            if (chains < threshold) return;
+            FullSyncCollection.AfterSync(logger, $"After the full iptables sync ({chains} service chains planned)");
         }
 
         /// <summary>
@@ -205,14 +204,14 @@ public sealed class IptablesBackend : IProxyBackend
         /// </summary>
         private static IptablesPlan OnlyWhatDiffers(IptablesPlan plan, KernelTables kernel)
         {
-            if (kernel.Digests is not { } digests || !(kernel.NatChains.Contains(ChainNames.Services) || kernel.FilterChains.Contains(ChainNames.Services))) return plan;
-            var diff = RestoreDiff.Of(plan.Script, digests);
+            if (!IptablesPlanner.CutsToWhatDiffers(kernel)) return plan;
+            var diff = RestoreDiff.Of(plan.Script, kernel.Digests!);
             return plan with
             {
                 Script = diff.Script,
                 NatRulesWritten = diff.RulesWritten.GetValueOrDefault("nat"),
                 FilterRulesWritten = diff.RulesWritten.GetValueOrDefault("filter"),
-                ChainsSkipped = diff.ChainsUnchanged,
+                ChainsSkipped = diff.ChainsUnchanged + plan.ChainsLeftOut,
                 FilterThenNat = diff.Tables.Count == 2,
             };
         }

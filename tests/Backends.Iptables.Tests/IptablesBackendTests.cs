@@ -65,10 +65,10 @@ public sealed class IptablesBackendTests
     }
 
     /// <summary>
-    /// A full sync whose whole script reaches <see cref="IptablesBackend.CollectAfterFullSyncBytes"/> (lowered here) is
-    /// followed by one compacting collection, logged with the heap before and after: the cold sync and a full sync over
-    /// the rules in place (whose whole script was cut to nothing) both; a partial sync never. Below it (the default
-    /// 32 MiB against this small script) none.
+    /// A full sync planning <see cref="IptablesBackend.CollectAfterFullSyncChains"/> service chains or more (lowered here)
+    /// is followed by one compacting collection, logged with the heap before and after: the cold sync and a full sync
+    /// over the rules in place (which sends nothing) both; a partial sync never. Below it (the default 100,000 against
+    /// this small state) none.
     /// </summary>
     [Theory]
     [InlineData(true)]
@@ -78,12 +78,12 @@ public sealed class IptablesBackendTests
         var (initial, update) = await new GoldenCase("endpoint-removed").SyncRequestsAsync();
         var logger = new ListLogger();
         using var metrics = new ProxyMetrics();
-        var backend = new IptablesBackend(new FakeIptables(IpFamily.IPv4), metrics, logger) { CollectAfterFullSyncBytes = large ? 1000 : 32L << 20 };
+        var backend = new IptablesBackend(new FakeIptables(IpFamily.IPv4), metrics, logger) { CollectAfterFullSyncChains = large ? 1 : 100_000 };
         int Collections() => logger.Entries.Count(e => e.Level == LogLevel.Information && e.Message.StartsWith("After the full iptables sync (", StringComparison.Ordinal));
 
         await backend.SyncAsync(initial, default);
         Assert.Equal(large ? 1 : 0, Collections());
-        if (large) Assert.Matches(@"^After the full iptables sync \(\d+ MiB of script planned\): heap \d+ → \d+ MiB, collected in ", logger.Entries.Last().Message);
+        if (large) Assert.Matches(@"^After the full iptables sync \(\d+ service chains planned\): heap \d+ → \d+ MiB, collected in ", logger.Entries.Last().Message);
         await backend.SyncAsync(update!, default);
         Assert.False(update!.Full);
         Assert.Equal(large ? 1 : 0, Collections());
