@@ -67,8 +67,8 @@ public sealed class IptablesBackendTests
     /// <summary>
     /// A full sync planning <see cref="IptablesBackend.CollectAfterFullSyncChains"/> service chains or more (lowered here)
     /// is followed by one compacting collection, logged with the heap before and after: the cold sync and a full sync
-    /// over the rules in place (which sends nothing) both; a partial sync never. Below it (the default 100,000 against
-    /// this small state) none.
+    /// over the rules in place (which sends nothing) both; a partial sync never. A full sync dropping a state that large
+    /// collects before it reads the kernel too. Below it (the default 100,000 against this small state) none.
     /// </summary>
     [Theory]
     [InlineData(true)]
@@ -80,6 +80,7 @@ public sealed class IptablesBackendTests
         using var metrics = new ProxyMetrics();
         var backend = new IptablesBackend(new FakeIptables(IpFamily.IPv4), metrics, logger) { CollectAfterFullSyncChains = large ? 1 : 100_000 };
         int Collections() => logger.Entries.Count(e => e.Level == LogLevel.Information && e.Message.StartsWith("After the full iptables sync (", StringComparison.Ordinal));
+        int BeforeReads() => logger.Entries.Count(e => e.Level == LogLevel.Information && e.Message.StartsWith("Before the full iptables read (", StringComparison.Ordinal));
 
         await backend.SyncAsync(initial, default);
         Assert.Equal(large ? 1 : 0, Collections());
@@ -87,8 +88,12 @@ public sealed class IptablesBackendTests
         await backend.SyncAsync(update!, default);
         Assert.False(update!.Full);
         Assert.Equal(large ? 1 : 0, Collections());
+        Assert.Equal(0, BeforeReads()); // the cold sync dropped no state, a partial one drops none
         await backend.SyncAsync(update with { Full = true }, default);
         Assert.Equal(large ? 2 : 0, Collections());
+        // The full sync dropped the last state (and plan): collected before it reads the kernel.
+        Assert.Equal(large ? 1 : 0, BeforeReads());
+        if (large) Assert.Matches(@"^Before the full iptables read \(\d+ service chains dropped\): heap \d+ → \d+ MiB, collected in ", logger.Entries.First(e => e.Message.StartsWith("Before the full iptables read", StringComparison.Ordinal)).Message);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
