@@ -96,6 +96,27 @@ public sealed class IptablesBackendTests
         if (large) Assert.Matches(@"^Before the full iptables read \(\d+ service chains dropped\): heap \d+ → \d+ MiB, collected in ", logger.Entries.First(e => e.Message.StartsWith("Before the full iptables read", StringComparison.Ordinal)).Message);
     }
 
+    /// <summary>A cleanup whose script reaches <see cref="IptablesBackend.CollectAfterCleanupBytes"/> (lowered here) is followed by a collection; a small one (the default 8 MiB) is not.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task LargeCleanup_IsFollowedByACompactingCollection(bool large)
+    {
+        var (initial, _) = await new GoldenCase("endpoint-removed").SyncRequestsAsync();
+        var logger = new ListLogger();
+        using var metrics = new ProxyMetrics();
+        var fake = new FakeIptables(IpFamily.IPv4);
+        var backend = new IptablesBackend(fake, metrics, logger) { CollectAfterCleanupBytes = large ? 100 : 8L << 20 };
+        await backend.SyncAsync(initial, default);
+
+        await backend.CleanupAsync(default);
+
+        Assert.DoesNotContain(":KUBE-SVC-", fake.Save("nat"));
+        var lines = logger.Entries.Where(e => e.Message.StartsWith("After the IPv4 iptables cleanup (", StringComparison.Ordinal)).ToList();
+        Assert.Equal(large ? 1 : 0, lines.Count);
+        if (large) Assert.Matches(@"^After the IPv4 iptables cleanup \(\d+ MiB of script\): heap \d+ → \d+ MiB, collected in ", lines[0].Message);
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static WeakReference LastState(IptablesBackend backend) => new(backend.LastPlan(IpFamily.IPv4)!.State);
 }
