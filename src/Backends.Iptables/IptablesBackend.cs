@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.Extensions.Logging;
 using ProxyPlanes.DataPlane;
@@ -23,6 +24,16 @@ public sealed class IptablesBackend : IProxyBackend
 
     /// <summary>A full sync finding at least this many chains (nat and filter) in the kernel collects garbage before it plans (see FamilyPlane.CollectBeforeFullPlan).</summary>
     internal const int CollectBeforeFullPlanChains = 10_000;
+
+    /// <summary>
+    /// A full sync planning at least this many service-port chains collects garbage after it (see
+    /// FamilyPlane.ReturnFullSyncMemory): 100,000, between 10,000 × 2 (30,000 chains) and 50,000 × 5 (300,000).
+    /// Tests lower it.
+    /// </summary>
+    internal int CollectAfterFullSyncChains { get; init; } = 100_000;
+
+    /// <summary>A cleanup whose script holds at least this many bytes (8 MiB: 50,000 × 5 writes ~18 MB, 10,000 × 2 ~2 MB) collects garbage after it. Tests lower it.</summary>
+    internal long CollectAfterCleanupBytes { get; init; } = 8L << 20;
 
     private readonly FamilyPlane[] _families;
     private readonly IptablesMetrics _metrics;
@@ -66,7 +77,7 @@ public sealed class IptablesBackend : IProxyBackend
             {
                 // A partial sync that touches no service of this family leaves its tables alone.
                 if (!request.Full && plane.State is not null && !Touches(request, plane)) return;
-                var (r, a) = await plane.SyncAsync(request, _metrics, _logger, cancellationToken).ConfigureAwait(false);
+                var (r, a) = await plane.SyncAsync(request, _metrics, _logger, CollectAfterFullSyncChains, cancellationToken).ConfigureAwait(false);
                 render += r;
                 apply += a;
             }).ConfigureAwait(false);
@@ -113,19 +124,26 @@ public sealed class IptablesBackend : IProxyBackend
         public IptablesPlannerState? State { get; private set; }
         public IptablesPlan? LastPlan { get; private set; }
 
-        public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, IptablesMetrics metrics, ILogger logger, CancellationToken cancellationToken)
+        public async Task<(TimeSpan Render, TimeSpan Apply)> SyncAsync(SyncRequest request, IptablesMetrics metrics, ILogger logger, int collectAfterChains, CancellationToken cancellationToken)
         {
             var full = request.Full || State is null;
             // At 10,000 services a full plan's state and script are tens of MB: the last ones are not
             // kept alive beside the new. A full sync plans from the kernel alone (its read holds every
             // chain the last state had), and the last script is dropped (LastPlan keeps its counts).
-            LastPlan = full ? null : LastPlan is { } last ? last with { Script = RestoreScript.Empty } : null;
-            if (full) State = null;
+            var dropped = full ? DropForFullSync() : 0;
+            if (!full) LastPlan = LastPlan is { } last ? last with { Script = RestoreScript.Empty } : null;
+            var render = new Stopwatch(); // the collections' pauses count as render
+            if (full)
+            {
+                render.Start();
+                CollectBeforeFullRead(dropped, collectAfterChains, logger);
+                render.Stop();
+            }
             var apply = Stopwatch.StartNew();
             var (kernel, filterSave) = full ? await ReadKernelAsync(cancellationToken).ConfigureAwait(false) : (KernelTables.Empty, "");
             var read = apply.Elapsed;
 
-            var render = Stopwatch.StartNew(); // the collection's pause, if any, counts as render
+            render.Start();
             if (full) CollectBeforeFullPlan(kernel, logger);
             var previous = State;
             var plan = _planner.Plan(request, previous, kernel); // no previous state: the planner writes everything
@@ -148,7 +166,58 @@ public sealed class IptablesBackend : IProxyBackend
             }
             State = plan.State;
             LastPlan = plan;
+            if (full)
+            {
+                render.Start(); // the collection's pause counts as render, as the one before the plan
+                ReturnFullSyncMemory(plan.State.Totals.OwnChains, collectAfterChains, logger);
+                render.Stop();
+            }
             return (render.Elapsed, read + apply.Elapsed);
+        }
+
+        /// <summary>
+        /// Drops the last state and plan before a full sync; returns how many service chains the state held. A method of
+        /// its own: a reference to the state read in the sync's frame (a Debug build keeps such temporaries until the
+        /// first await that yields) would keep it alive through the collections that follow.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private int DropForFullSync()
+        {
+            var chains = State?.Totals.OwnChains ?? 0;
+            LastPlan = null;
+            State = null;
+            return chains;
+        }
+
+        /// <summary>
+        /// Before a full sync reads the kernel, when it has just dropped a state of <paramref name="chains"/> service
+        /// chains, <paramref name="threshold"/> or more, and the last plan: one blocking compacting collection. The read
+        /// at 50,000 services × 5 endpoints (850,000 rules, 300,000 chain names kept) otherwise piled onto what the
+        /// heap held since the last full sync (the last plan's script, ~120 MB after a cold sync, which the benchmark's
+        /// floor restores; a cleanup's read; the partial syncs' garbage), and set the process's peak there, before the
+        /// collection that precedes the plan (+50 MiB of RSS in 2 s at the benchmark's full resync, 2026-12-08).
+        /// </summary>
+        private static void CollectBeforeFullRead(int chains, int threshold, ILogger logger)
+        {
+            if (chains < threshold) return;
+            FullSyncCollection.BeforePlan(logger, $"Before the full iptables read ({chains} service chains dropped)");
+        }
+
+        /// <summary>
+        /// After a full sync that planned <paramref name="chains"/> service-port chains, <paramref name="threshold"/> or
+        /// more (300,000 at 50,000 services × 5 endpoints), one blocking compacting collection of every generation, the
+        /// large object heap included, that gives the freed memory back (<see cref="FullSyncCollection.AfterSync"/>). A
+        /// full sync over rules in place leaves the kernel read's chain names and fingerprints, the dropped state and the
+        /// script before its cut as garbage in gen2, which stayed there through the partial syncs that followed, so the
+        /// next full sync's read piled its own on top before its collection (535 MiB of heap before it at 50,000 × 5, the
+        /// benchmark's peak). At 10,000 × 2 (30,000 chains) the garbage is a few tens of MB and the pause would only add
+        /// to the sync. A cold sync's script stays in <see cref="LastPlan"/> until the next sync starts: only its
+        /// render's garbage is freed.
+        /// </summary>
+        private static void ReturnFullSyncMemory(int chains, int threshold, ILogger logger)
+        {
+            if (chains < threshold) return;
+            FullSyncCollection.AfterSync(logger, $"After the full iptables sync ({chains} service chains planned)");
         }
 
         /// <summary>
@@ -174,14 +243,14 @@ public sealed class IptablesBackend : IProxyBackend
         /// </summary>
         private static IptablesPlan OnlyWhatDiffers(IptablesPlan plan, KernelTables kernel)
         {
-            if (kernel.Digests is not { } digests || !(kernel.NatChains.Contains(ChainNames.Services) || kernel.FilterChains.Contains(ChainNames.Services))) return plan;
-            var diff = RestoreDiff.Of(plan.Script, digests);
+            if (!IptablesPlanner.CutsToWhatDiffers(kernel)) return plan;
+            var diff = RestoreDiff.Of(plan.Script, kernel.Digests!);
             return plan with
             {
                 Script = diff.Script,
                 NatRulesWritten = diff.RulesWritten.GetValueOrDefault("nat"),
                 FilterRulesWritten = diff.RulesWritten.GetValueOrDefault("filter"),
-                ChainsSkipped = diff.ChainsUnchanged,
+                ChainsSkipped = diff.ChainsUnchanged + plan.ChainsLeftOut,
                 FilterThenNat = diff.Tables.Count == 2,
             };
         }
@@ -253,16 +322,19 @@ public sealed class IptablesBackend : IProxyBackend
         foreach (var plane in _families)
         {
             var applier = plane.Applier;
-            var script = new StringBuilder();
+            // Held as UTF-8 chunks, never one string: 300,000 chains declared and deleted at 50,000 services × 5 endpoints.
+            var script = new RestoreScript();
             foreach (var table in new[] { "filter", "nat" })
                 await IptablesCleanup.AppendCleanupAsync(script, table, applier, OwnedBy(table, keep), cancellationToken).ConfigureAwait(false);
-            if (script.Length == 0)
+            if (script.IsEmpty)
             {
                 _logger.LogInformation("No {Family} iptables rules of ours found ({Variant})", plane.Family, applier.Variant);
                 continue;
             }
-            await applier.RestoreAsync(script.ToString(), cancellationToken).ConfigureAwait(false);
+            await applier.RestoreAsync(script, cancellationToken).ConfigureAwait(false);
             _logger.LogInformation("Removed the {Family} iptables rules and chains of this proxy ({Variant})", plane.Family, applier.Variant);
+            // 300,000 chain names read and an 18 MB script at 50,000 × 5: given back now, not left in gen2 under what comes next.
+            if (script.Length >= CollectAfterCleanupBytes) FullSyncCollection.AfterSync(_logger, $"After the {plane.Family} iptables cleanup ({script.Length >> 20} MiB of script)");
         }
     }
 

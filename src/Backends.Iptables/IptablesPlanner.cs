@@ -78,6 +78,13 @@ public sealed record IptablesPlan(RestoreScript Script, IptablesPlannerState Sta
     /// <summary>Both tables in the script, filter first (a refusal in nat leaves filter committed).</summary>
     public bool FilterThenNat { get; init; }
 
+    /// <summary>
+    /// Service ports' chains a full plan over rules in place left out as it wrote them, the kernel holding them as
+    /// planned (<see cref="IptablesPlanner.CutsToWhatDiffers"/>): <see cref="Script"/> is the whole script without
+    /// them, for <see cref="RestoreDiff"/> to cut the rest.
+    /// </summary>
+    public int ChainsLeftOut { get; init; }
+
     public override string ToString() => Script.ToString();
 }
 
@@ -134,6 +141,9 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14, Ipt
         {
             WriteJumpsFromBuiltInChains(kernel);
             WriteCanary();
+            // Over our rules in place, a service port's chain the kernel holds as planned is dropped as soon as it is
+            // written (RestoreDiff would cut it from the whole script): the whole script is never held.
+            if (CutsToWhatDiffers(kernel) && kernel.Digests!.TryGetValue("nat", out var natDigests)) _nat.LeaveOutUnchanged(natDigests);
         }
         WriteFixedChains();
 
@@ -236,8 +246,16 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14, Ipt
             NatRulesTotal: FixedNatRules + CanaryRules + state.ServicesTail.Length + totals.NatFrontendRules + totals.NatOwnRules,
             FilterRulesTotal: FixedFilterRules + CanaryRules + totals.FilterFrontendRules,
             NatRulesWritten: _nat.RuleCount, FilterRulesWritten: _filter.RuleCount, ChainsSkipped: skippedChains, Delta: delta)
-        { FilterThenNat = filter && nat };
+        { FilterThenNat = filter && nat, ChainsLeftOut = _nat.ChainsUnchanged };
     }
+
+    /// <summary>
+    /// Whether a full sync over <paramref name="kernel"/> sends only what differs (<see cref="RestoreDiff"/>): the kernel
+    /// was read with the digests of its chains and holds our <c>KUBE-SERVICES</c> (in nat or filter). The planner then
+    /// leaves out, as it writes them, the service ports' chains the kernel holds as planned.
+    /// </summary>
+    public static bool CutsToWhatDiffers(KernelTables kernel) =>
+        kernel.Digests is not null && (kernel.NatChains.Contains(ChainNames.Services) || kernel.FilterChains.Contains(ChainNames.Services));
 
     private IPAddress? ClusterIPOf(ServicePortState port) => port.Info.ClusterIPs.FirstOrDefault(ip => NodeAddresses.FamilyOf(ip) == family);
 
@@ -471,7 +489,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14, Ipt
         {
             var chain = ChainNames.External(name);
             before = _nat.RuleCount;
-            _nat.Chain(chain);
+            _nat.OwnChain(chain);
             if (verdict.ExternalMasquerade)
             {
                 // Cluster policy may cross to another node: masquerade so the reply comes back here.
@@ -491,6 +509,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14, Ipt
             }
             if (shape.External.IsForward) _nat.Append(chain).Jump(shape.PoolChain(shape.External.Pool)).End();
             chains.Add((chain, _nat.RuleCount - before));
+            _nat.EndOwnChain(chain); // left out when the kernel holds it as written (a full sync over rules in place)
         }
 
         if (shape.UsesFirewallChain(family))
@@ -499,7 +518,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14, Ipt
             // falls through is not DNATed and meets the DROP in KUBE-PROXY-FIREWALL.
             var chain = ChainNames.Firewall(name);
             before = _nat.RuleCount;
-            _nat.Chain(chain);
+            _nat.OwnChain(chain);
             foreach (var range in verdict.SourceRanges)
                 _nat.Append(chain).Comment($"{comment} loadbalancer IP").Arg($"-s {range}").Jump(ChainNames.External(name)).End();
             // A VIP-like load balancer IP is often local: a request from the node to it loops back
@@ -508,6 +527,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14, Ipt
                 foreach (var ip in OfFamily(info.LoadBalancerIPs))
                     _nat.Append(chain).Comment($"{comment} loadbalancer IP").Arg($"-s {ip}{HostPrefix}").Jump(ChainNames.External(name)).End();
             chains.Add((chain, _nat.RuleCount - before));
+            _nat.EndOwnChain(chain); // left out when the kernel holds it as written (a full sync over rules in place)
         }
 
         // One spread per pool in use; the cluster IP's masquerade rule lives in its pool's chain.
@@ -515,27 +535,29 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14, Ipt
         {
             var chain = ChainNames.ClusterPolicy(name);
             before = _nat.RuleCount;
-            _nat.Chain(chain);
+            _nat.OwnChain(chain);
             if (masqueradeRule && shape.Internal.Pool == EndpointPool.Cluster) WriteMasqueradeRule(chain, shape, network);
             WriteEndpointJumps(shape, chain, verdict.ClusterEndpoints);
             chains.Add((chain, _nat.RuleCount - before));
+            _nat.EndOwnChain(chain); // left out when the kernel holds it as written (a full sync over rules in place)
         }
 
         if (!verdict.LocalEndpoints.IsEmpty)
         {
             var chain = ChainNames.LocalPolicy(name);
             before = _nat.RuleCount;
-            _nat.Chain(chain);
+            _nat.OwnChain(chain);
             if (masqueradeRule && shape.Internal.Pool == EndpointPool.Local) WriteMasqueradeRule(chain, shape, network);
             WriteEndpointJumps(shape, chain, verdict.LocalEndpoints);
             chains.Add((chain, _nat.RuleCount - before));
+            _nat.EndOwnChain(chain); // left out when the kernel holds it as written (a full sync over rules in place)
         }
 
         foreach (var endpoint in verdict.Endpoints)
         {
             var chain = ChainNames.Endpoint(name, endpoint);
             before = _nat.RuleCount;
-            _nat.Chain(chain);
+            _nat.OwnChain(chain);
             // Hairpin: a pod reaching itself through the service must be masqueraded, or its
             // reply would skip the un-DNAT.
             _nat.Append(chain).Comment(comment).Arg($"-s {endpoint.Address}{HostPrefix}").Jump(ChainNames.MarkMasq).End();
@@ -544,6 +566,7 @@ public sealed class IptablesPlanner(IpFamily family, int masqueradeBit = 14, Ipt
             if (verdict.AffinityTimeoutSeconds is not null) _nat.Arg($"-m recent --name {chain} --set");
             _nat.Arg($"-m {protocol} -p {protocol}").Jump($"DNAT --to-destination {endpoint.Endpoint}").End();
             chains.Add((chain, _nat.RuleCount - before));
+            _nat.EndOwnChain(chain); // left out when the kernel holds it as written (a full sync over rules in place)
         }
         return new PortChains(chains.ToImmutable(), frontends);
     }

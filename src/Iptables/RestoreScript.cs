@@ -82,6 +82,45 @@ public sealed class RestoreScript
         return this;
     }
 
+    /// <summary>
+    /// Copies the bytes written from offset <paramref name="from"/> to the end into <paramref name="buffer"/> (replaced by
+    /// a larger one when too small); returns how many. Reads the last chunks only: for a part just written.
+    /// </summary>
+    public int CopyFrom(long from, ref byte[] buffer)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(from);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(from, Length);
+        var count = checked((int)(Length - from));
+        if (buffer.Length < count) buffer = new byte[Math.Max(count, 2 * buffer.Length)];
+        var end = Length;
+        for (var i = _chunks.Count - 1; i >= 0 && end > from; i--)
+        {
+            var chunk = _chunks[i];
+            var start = end - chunk.Used;
+            var first = Math.Max(start, from);
+            chunk.Bytes.AsSpan((int)(first - start), (int)(end - first)).CopyTo(buffer.AsSpan((int)(first - from)));
+            end = start;
+        }
+        return count;
+    }
+
+    /// <summary>Drops every byte written from offset <paramref name="length"/> on, as if they had never been appended.</summary>
+    public void Truncate(long length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Length);
+        while (_chunks.Count > 0 && Length - _chunks[^1].Used >= length)
+        {
+            Length -= _chunks[^1].Used;
+            _chunks.RemoveAt(_chunks.Count - 1);
+        }
+        if (Length > length)
+        {
+            _chunks[^1].Used -= (int)(Length - length);
+            Length = length;
+        }
+    }
+
     /// <summary>Writes the script to a tool's stdin, one chunk at a time.</summary>
     public async Task WriteToAsync(TextWriter writer, CancellationToken cancellationToken)
     {

@@ -64,6 +64,59 @@ public sealed class IptablesBackendTests
         Assert.Empty(backend.LastPlan(IpFamily.IPv4)!.Script.ToString()); // the kernel held the plan: nothing sent
     }
 
+    /// <summary>
+    /// A full sync planning <see cref="IptablesBackend.CollectAfterFullSyncChains"/> service chains or more (lowered here)
+    /// is followed by one compacting collection, logged with the heap before and after: the cold sync and a full sync
+    /// over the rules in place (which sends nothing) both; a partial sync never. A full sync dropping a state that large
+    /// collects before it reads the kernel too. Below it (the default 100,000 against this small state) none.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task LargeFullSync_IsFollowedByACompactingCollection_APartialOneIsNot(bool large)
+    {
+        var (initial, update) = await new GoldenCase("endpoint-removed").SyncRequestsAsync();
+        var logger = new ListLogger();
+        using var metrics = new ProxyMetrics();
+        var backend = new IptablesBackend(new FakeIptables(IpFamily.IPv4), metrics, logger) { CollectAfterFullSyncChains = large ? 1 : 100_000 };
+        int Collections() => logger.Entries.Count(e => e.Level == LogLevel.Information && e.Message.StartsWith("After the full iptables sync (", StringComparison.Ordinal));
+        int BeforeReads() => logger.Entries.Count(e => e.Level == LogLevel.Information && e.Message.StartsWith("Before the full iptables read (", StringComparison.Ordinal));
+
+        await backend.SyncAsync(initial, default);
+        Assert.Equal(large ? 1 : 0, Collections());
+        if (large) Assert.Matches(@"^After the full iptables sync \(\d+ service chains planned\): heap \d+ → \d+ MiB, collected in ", logger.Entries.Last().Message);
+        await backend.SyncAsync(update!, default);
+        Assert.False(update!.Full);
+        Assert.Equal(large ? 1 : 0, Collections());
+        Assert.Equal(0, BeforeReads()); // the cold sync dropped no state, a partial one drops none
+        await backend.SyncAsync(update with { Full = true }, default);
+        Assert.Equal(large ? 2 : 0, Collections());
+        // The full sync dropped the last state (and plan): collected before it reads the kernel.
+        Assert.Equal(large ? 1 : 0, BeforeReads());
+        if (large) Assert.Matches(@"^Before the full iptables read \(\d+ service chains dropped\): heap \d+ → \d+ MiB, collected in ", logger.Entries.First(e => e.Message.StartsWith("Before the full iptables read", StringComparison.Ordinal)).Message);
+    }
+
+    /// <summary>A cleanup whose script reaches <see cref="IptablesBackend.CollectAfterCleanupBytes"/> (lowered here) is followed by a collection; a small one (the default 8 MiB) is not.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task LargeCleanup_IsFollowedByACompactingCollection(bool large)
+    {
+        var (initial, _) = await new GoldenCase("endpoint-removed").SyncRequestsAsync();
+        var logger = new ListLogger();
+        using var metrics = new ProxyMetrics();
+        var fake = new FakeIptables(IpFamily.IPv4);
+        var backend = new IptablesBackend(fake, metrics, logger) { CollectAfterCleanupBytes = large ? 100 : 8L << 20 };
+        await backend.SyncAsync(initial, default);
+
+        await backend.CleanupAsync(default);
+
+        Assert.DoesNotContain(":KUBE-SVC-", fake.Save("nat"));
+        var lines = logger.Entries.Where(e => e.Message.StartsWith("After the IPv4 iptables cleanup (", StringComparison.Ordinal)).ToList();
+        Assert.Equal(large ? 1 : 0, lines.Count);
+        if (large) Assert.Matches(@"^After the IPv4 iptables cleanup \(\d+ MiB of script\): heap \d+ → \d+ MiB, collected in ", lines[0].Message);
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static WeakReference LastState(IptablesBackend backend) => new(backend.LastPlan(IpFamily.IPv4)!.State);
 }

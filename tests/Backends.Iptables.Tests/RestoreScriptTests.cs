@@ -61,4 +61,45 @@ public sealed class RestoreScriptTests
         Assert.True(rules.IsEmpty);
         Assert.Equal("", rules.ToString());
     }
+
+    /// <summary>
+    /// <see cref="RestoreScript.CopyFrom"/> gives the bytes from any offset on, and <see cref="RestoreScript.Truncate"/>
+    /// drops them, across chunk boundaries (multi-byte characters split by them included); writing goes on after a cut.
+    /// </summary>
+    [Theory]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void CopyFromAndTruncate_AtAnyOffset_AcrossChunks(int seed)
+    {
+        var random = new Random(seed);
+        var script = new RestoreScript();
+        var text = new StringBuilder();
+        string[] words = ["-A KUBE-SEP-XYZ -j KUBE-MARK-MASQ\n", "é", "𝄞", " x"];
+        var buffer = Array.Empty<byte>();
+        for (var round = 0; round < 40; round++)
+        {
+            var start = script.Length;
+            var before = text.ToString();
+            var added = new StringBuilder();
+            for (var n = random.Next(0, 6_000); n > 0; n--) added.Append(words[random.Next(words.Length)]);
+            script.Append(added.ToString());
+
+            var count = script.CopyFrom(start, ref buffer);
+            Assert.Equal(added.ToString(), Encoding.UTF8.GetString(buffer, 0, count));
+
+            if (random.Next(2) == 0)
+            {
+                script.Truncate(start);
+                Assert.Equal(before, script.ToString());
+                Assert.Equal(Encoding.UTF8.GetByteCount(before), script.Length);
+            }
+            else text.Append(added);
+        }
+        Assert.True(script.Length > 100_000, "the script never spanned several chunks");
+        script.Append("COMMIT\n");
+        Assert.Equal(text + "COMMIT\n", script.ToString());
+        script.Truncate(0);
+        Assert.True(script.IsEmpty);
+        Assert.Equal("", script.ToString());
+    }
 }
