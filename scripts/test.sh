@@ -11,6 +11,11 @@ scripts/setup.sh
 # run the JIT build. Intermediates go under artifacts/, so the Debug build's obj/ and bin/ are left alone.
 dotnet publish src/ProxyPlanes -c Release -o artifacts/daemon --artifacts-path artifacts/daemon-build --nologo -v quiet
 export PROXYPLANES_DAEMON_DIR="$PWD/artifacts/daemon"
+# The benchmark's worker, published the same way (src/BenchWorker): the bench and soak tests measure in the native
+# worker, as the benchmark's numbers do; BenchTests checks the wiring. Its own intermediates: the daemon's and the
+# worker's publishes share none of their ILC output.
+dotnet publish src/BenchWorker -c Release -o artifacts/bench-worker --artifacts-path artifacts/bench-worker-build --nologo -v quiet
+export PROXYPLANES_BENCH_WORKER="$PWD/artifacts/bench-worker"
 
 log=$(mktemp)
 # Every VM lane run (src/VmLane) appends its wall time here, for the share reported below.

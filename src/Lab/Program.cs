@@ -9,7 +9,6 @@ var root = new RootCommand("ProxyPlanes lab: the demo, the benchmark and the soa
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(SoakCommand.Create());
-root.Subcommands.Add(BenchCommand.CreateWorker());
 root.Subcommands.Add(LocalProbeCommand.Create());
 
 var parsed = root.Parse(args);

@@ -111,7 +111,7 @@ public sealed class DependencyRulesTests
     public void Daemon_DoesNotReferenceTheSandboxOrTheLab()
     {
         AssertNoDependency(Daemon, ["ProxyPlanes.Sandbox", "ProxyPlanes.Lab", "ProxyPlanes.Bench", "ProxyPlanes.Demo", "ProxyPlanes.VmLane"]);
-        AssertNoAssemblyReachable(Daemon, ["ProxyPlanes.Sandbox", "ProxyPlanes.Lab", "ProxyPlanes.VmLane"]);
+        AssertNoAssemblyReachable(Daemon, ["ProxyPlanes.Sandbox", "ProxyPlanes.Lab", "ProxyPlanes.VmLane", "proxyplanes-bench-worker"]);
     }
 
     [Fact]

@@ -23,6 +23,7 @@ public sealed class BenchTests
             Assert.Contains("| nftables | 20 × 2 |", result.StandardOutput);
             var results = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(output.FullName, "results.json")), BenchJsonContext.Default.ListBenchResult)!;
             Assert.Equal(["iptables 20", "iptables 40", "nftables 20", "nftables 40"], results.Select(r => $"{r.Mode} {r.Services}"));
+            Assert.All(results, r => Assert.Equal(ExpectedRuntime, r.Runtime));
             foreach (var r in results)
             {
                 Assert.True(r.ColdSyncMs > 0 && r.FloorMs > 0 && r.PeakRssMb > 0);
@@ -70,6 +71,7 @@ public sealed class BenchTests
             Assert.Contains("| ebpf | 20 × 2 |", result.StandardOutput);
             var results = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(output.FullName, "results.json")), BenchJsonContext.Default.ListBenchResult)!;
             Assert.Equal(["ebpf 20", "ebpf 40"], results.Select(r => $"{r.Mode} {r.Services}"));
+            Assert.All(results, r => Assert.Equal(ExpectedRuntime, r.Runtime));
             foreach (var r in results)
             {
                 Assert.True(r.ColdSyncMs > 0 && r.PeakRssMb > 0);
@@ -103,7 +105,7 @@ public sealed class BenchTests
 
             Assert.True(result.ExitCode == 0, result.StandardError);
             var soak = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(output.FullName, "soak.json")), BenchJsonContext.Default.SoakResult)!;
-            Assert.Equal(("ebpf", 50, 2), (soak.Mode, soak.Services, soak.EndpointsPerService));
+            Assert.Equal(("ebpf", 50, 2, ExpectedRuntime), (soak.Mode, soak.Services, soak.EndpointsPerService, soak.Runtime));
             Assert.True(soak.ChangesSent > 0);
             Assert.Equal(soak.ChangesSent, soak.ChangesConfirmed);
             // Read back from the backends map: 48 services × 2 fresh endpoints plus the two real pods.
@@ -126,12 +128,96 @@ public sealed class BenchTests
     [InlineData("--services=1", "--services: '1' is not a size from 2 to 100000")]
     [InlineData("--modes=ipvs", "--mode=ipvs: this kernel has no IPVS")]
     [InlineData("--vm-timeout=5", "--vm-timeout must be from 60 to 604800 seconds")]
-    public async Task Bench_InvalidFlag_OneLineError(string flag, string expected)
+    [InlineData("--worker=/nonexistent", "--worker=/nonexistent: no proxyplanes-bench-worker there (publish it: dotnet publish src/BenchWorker")]
+    [InlineData("--worker=/etc/hostname", "--worker=/etc/hostname: not a proxyplanes-bench-worker binary")]
+    [InlineData("--in-vm --worker=jit", "--worker is for the host's benchmark: bench --in-vm runs the JIT worker")]
+    public async Task Bench_InvalidFlag_OneLineError(string flags, string expected)
     {
-        var result = await ExecAsync(["bench", flag]);
+        var result = await ExecAsync(["bench", .. flags.Split(' ')]);
 
         Assert.Equal(2, result.ExitCode);
-        Assert.Contains(expected, result.StandardError);
+        Assert.Contains($"{ProxyProcess.Lab}: {expected}", result.StandardError);
+    }
+
+    [Fact]
+    public async Task Bench_WorkerVariableNamesNoWorker_OneLineError()
+    {
+        var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
+        using var ns = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-bench");
+
+        var result = await ns.ExecAsync(["env", "PROXYPLANES_BENCH_WORKER=/nonexistent", file, .. prefix, "bench", "--modes=nftables"], TimeSpan.FromMinutes(1));
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains($"{ProxyProcess.Lab}: PROXYPLANES_BENCH_WORKER=/nonexistent: no proxyplanes-bench-worker there", result.StandardError);
+    }
+
+    /// <summary>
+    /// The runtime the bench's workers report here: native AOT when the published worker is chosen (scripts/test.sh
+    /// publishes it and sets PROXYPLANES_BENCH_WORKER), JIT otherwise. Every bench and soak test checks it, so they run
+    /// the worker the run was given and say so.
+    /// </summary>
+    private static string ExpectedRuntime =>
+        Environment.GetEnvironmentVariable(PublishedBenchWorkerFactAttribute.Variable) is { Length: > 0 } and not "jit" ? "native AOT" : "JIT";
+
+    [Fact]
+    public async Task Bench_JitWorkerChosen_ResultsSayJit()
+    {
+        var output = Directory.CreateTempSubdirectory("proxyplanes-bench-");
+        try
+        {
+            var result = await ExecAsync(["bench", "--modes=nftables", "--services=20", "--endpoints=2", "--changes=5", "--churn-seconds=1", "--churn-rate=10", "--worker=jit", $"--out={output.FullName}"]);
+
+            Assert.True(result.ExitCode == 0, result.StandardError);
+            var r = Assert.Single(JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(output.FullName, "results.json")), BenchJsonContext.Default.ListBenchResult)!);
+            Assert.Equal("JIT", r.Runtime);
+            Assert.Contains("\nWorker: JIT\n", File.ReadAllText(Path.Combine(output.FullName, "results.md")));
+            Assert.EndsWith(",JIT", File.ReadAllLines(Path.Combine(output.FullName, "results.csv"))[1]);
+            Assert.Contains("nftables 20×2 (JIT worker): cold", result.StandardError);
+        }
+        finally
+        {
+            output.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// The published worker (scripts/test.sh: <c>dotnet publish src/BenchWorker</c>, native AOT like the daemon) is one
+    /// native executable, and it is what the benchmark and the soak run when PROXYPLANES_BENCH_WORKER names it: were the
+    /// wiring lost, the bench would quietly measure the JIT build and the tables would say JIT.
+    /// </summary>
+    [PublishedBenchWorkerFact]
+    public async Task Bench_PublishedWorker_IsOneNativeExecutable_AndIsWhatBenchAndSoakRun()
+    {
+        var folder = Environment.GetEnvironmentVariable(PublishedBenchWorkerFactAttribute.Variable)!;
+        var file = Path.Combine(folder, BenchWorker.Name);
+        var magic = new byte[4];
+        await using (var stream = File.OpenRead(file)) await stream.ReadExactlyAsync(magic);
+        Assert.Equal("\u007fELF"u8.ToArray(), magic);
+        Assert.False(File.Exists(Path.Combine(folder, BenchWorker.Name + ".dll")), $"{folder} holds {BenchWorker.Name}.dll: a JIT publish, not native AOT");
+        Assert.False(File.Exists(Path.Combine(folder, BenchWorker.Name + ".runtimeconfig.json")), $"{folder} holds a runtimeconfig: a JIT publish, not native AOT");
+
+        var output = Directory.CreateTempSubdirectory("proxyplanes-bench-");
+        try
+        {
+            var bench = await ExecAsync(["bench", "--modes=nftables", "--services=20", "--endpoints=2", "--changes=5", "--churn-seconds=1", "--churn-rate=10", $"--out={output.FullName}"]);
+
+            Assert.True(bench.ExitCode == 0, bench.StandardError);
+            Assert.Contains($"worker: {file}", bench.StandardError);
+            var r = Assert.Single(JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(output.FullName, "results.json")), BenchJsonContext.Default.ListBenchResult)!);
+            Assert.Equal("native AOT", r.Runtime);
+            Assert.Contains("\nWorker: native AOT\n", File.ReadAllText(Path.Combine(output.FullName, "results.md")));
+
+            // The binary named directly, in the soak.
+            var soak = await ExecAsync(["soak", "--services=20", "--rate=10", "--seconds=2", "--warmup=1", "--max-rss-slope=100000", $"--worker={file}", $"--out={output.FullName}"]);
+
+            Assert.True(soak.ExitCode == 0, soak.StandardError);
+            Assert.Equal("native AOT", JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(output.FullName, "soak.json")), BenchJsonContext.Default.SoakResult)!.Runtime);
+            Assert.Contains("Worker: native AOT", soak.StandardOutput);
+        }
+        finally
+        {
+            output.Delete(recursive: true);
+        }
     }
 
     // The soak: a short, small run through the real path (sandbox, worker, nftables in the kernel)
@@ -150,7 +236,8 @@ public sealed class BenchTests
             Assert.Contains("| changes confirmed in the kernel (a sync carried them) |", result.StandardOutput);
             Assert.Contains("Every target met.", result.StandardOutput);
             var soak = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(output.FullName, "soak.json")), BenchJsonContext.Default.SoakResult)!;
-            Assert.Equal(("nftables", 200, 2), (soak.Mode, soak.Services, soak.EndpointsPerService));
+            Assert.Equal(("nftables", 200, 2, ExpectedRuntime), (soak.Mode, soak.Services, soak.EndpointsPerService, soak.Runtime));
+            Assert.Contains($"Worker: {ExpectedRuntime}", result.StandardOutput);
             // 20/s for 15 s: about 300 changes, each carried by a sync, none cancelling out.
             Assert.InRange(soak.ChangesSent, 250, 302);
             Assert.Equal(soak.ChangesSent, soak.ChangesConfirmed);
@@ -212,6 +299,7 @@ public sealed class BenchTests
     [Theory]
     [InlineData("--mode=ipvs", "--mode=ipvs: this kernel has no IPVS")]
     [InlineData("--warmup=20", "--warmup must be at least 0 and less than --seconds")]
+    [InlineData("--worker=/nonexistent", "--worker=/nonexistent: no proxyplanes-bench-worker there")]
     public async Task Soak_InvalidFlag_OneLineError(string flag, string expected)
     {
         var result = await ExecAsync(["soak", "--seconds=10", flag]);
@@ -234,5 +322,17 @@ public sealed class BenchTests
         var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
         using var ns = NetworkNamespace.Create($"pp{Random.Shared.Next(0x100000):x5}-bench");
         return await ns.ExecAsync([file, .. prefix, .. args], TimeSpan.FromMinutes(5));
+    }
+}
+
+/// <summary>Runs only when scripts/test.sh (or the caller) has published the bench worker and named it in <c>PROXYPLANES_BENCH_WORKER</c>.</summary>
+public sealed class PublishedBenchWorkerFactAttribute : FactAttribute
+{
+    public const string Variable = "PROXYPLANES_BENCH_WORKER";
+
+    public PublishedBenchWorkerFactAttribute()
+    {
+        if (Environment.GetEnvironmentVariable(Variable) is not { Length: > 0 } value || value == "jit")
+            Skip = $"{Variable} does not name a published worker: scripts/test.sh publishes src/BenchWorker (native AOT) and sets it";
     }
 }

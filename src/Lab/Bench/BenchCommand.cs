@@ -25,7 +25,8 @@ public static class BenchCommand
         var output = new Option<string>("--out") { Description = "Results folder", DefaultValueFactory = _ => "bench-results" };
         var inVm = new Option<bool>("--in-vm") { Description = $"Run the benchmark in the VM lane (Debian's kernel under qemu, vm/README.md), so all modes share one kernel with IPVS (default modes there: {BenchInVm.DefaultModes})" };
         var vmTimeout = new Option<int>("--vm-timeout") { Description = "With --in-vm: seconds the whole VM run may take (boot included)", DefaultValueFactory = _ => 4 * 3600 };
-        foreach (var option in new Option[] { modes, services, endpoints, changes, churnSeconds, churnRate, output, inVm, vmTimeout }) command.Options.Add(option);
+        var worker = new Option<string?>("--worker") { Description = WorkerBinary.OptionDescription };
+        foreach (var option in new Option[] { modes, services, endpoints, changes, churnSeconds, churnRate, output, inVm, vmTimeout, worker }) command.Options.Add(option);
         command.SetAction(async (result, token) =>
         {
             try
@@ -34,6 +35,8 @@ public static class BenchCommand
                 if (result.GetValue(vmTimeout) is < 60 or > 7 * 24 * 3600) throw new UsageException("--vm-timeout must be from 60 to 604800 seconds");
                 if (result.GetValue(inVm) && OperatingSystem.IsLinux())
                 {
+                    // The guest runs the lab's JIT worker (a native one is built for the host, and no guest run has checked it).
+                    if (result.GetValue(worker) is not null) throw new UsageException("--worker is for the host's benchmark: bench --in-vm runs the JIT worker");
                     // The guest's bench checks the modes against its own kernel and the rest of the flags again.
                     string[] forwarded =
                     [
@@ -46,6 +49,7 @@ public static class BenchCommand
                     ];
                     return await BenchInVm.RunAsync(forwarded, result.GetValue(output)!, TimeSpan.FromSeconds(result.GetValue(vmTimeout)), token);
                 }
+                var workerBinary = WorkerBinary.Resolve(result.GetValue(worker));
                 foreach (var mode in modeList) await RequireRunnableAsync(mode, token);
                 if (modeList.Length == 0)
                 {
@@ -62,7 +66,7 @@ public static class BenchCommand
                 if (perService is < 1 or > 1000) throw new UsageException("--endpoints must be from 1 to 1000");
                 var rate = result.GetValue(churnRate);
                 if (rate is <= 0 or > 10_000) throw new UsageException("--churn-rate must be above 0 and at most 10000");
-                return await RunAsync(modeList, sizes, perService, Math.Max(1, result.GetValue(changes)), TimeSpan.FromSeconds(Math.Clamp(result.GetValue(churnSeconds), 0.5, 600)), rate, result.GetValue(output)!, token);
+                return await RunAsync(workerBinary, modeList, sizes, perService, Math.Max(1, result.GetValue(changes)), TimeSpan.FromSeconds(Math.Clamp(result.GetValue(churnSeconds), 0.5, 600)), rate, result.GetValue(output)!, token);
             }
             catch (UsageException e)
             {
@@ -79,22 +83,11 @@ public static class BenchCommand
         if (await Modes.Require(mode).KernelProblemAsync(cancellationToken) is { } problem) throw new UsageException(problem);
     }
 
-    /// <summary>The hidden command the parent runs inside the node namespace.</summary>
-    public static Command CreateWorker()
-    {
-        var command = new Command("bench-worker") { Hidden = true };
-        var settings = new Option<string>("--settings") { Required = true };
-        command.Options.Add(settings);
-        command.SetAction((result, token) =>
-            BenchWorker.RunAsync(JsonSerializer.Deserialize(result.GetValue(settings)!, BenchJsonContext.Default.WorkerSettings)!, token));
-        return command;
-    }
-
-    private static async Task<int> RunAsync(string[] modes, int[] sizes, int endpoints, int changes, TimeSpan churn, double churnRate, string output, CancellationToken cancellationToken)
+    private static async Task<int> RunAsync(WorkerBinary worker, string[] modes, int[] sizes, int endpoints, int changes, TimeSpan churn, double churnRate, string output, CancellationToken cancellationToken)
     {
         var results = new List<BenchResult>();
-        Console.Error.WriteLine($"Benchmarking {string.Join(", ", modes)} at {string.Join(", ", sizes)} services × {endpoints} endpoints");
-        await using var sandbox = await BenchSandbox.CreateAsync(cancellationToken);
+        Console.Error.WriteLine($"Benchmarking {string.Join(", ", modes)} at {string.Join(", ", sizes)} services × {endpoints} endpoints; worker: {worker}");
+        await using var sandbox = await BenchSandbox.CreateAsync(worker, cancellationToken);
         foreach (var mode in modes)
         foreach (var size in sizes)
         {
@@ -102,7 +95,7 @@ public static class BenchCommand
             if (json is null) return 1;
             var result = JsonSerializer.Deserialize(json, BenchJsonContext.Default.BenchResult)!;
             results.Add(result);
-            Console.Error.WriteLine($"  {mode} {size}×{endpoints}: cold {result.ColdSyncMs:0} ms, single change p50 {result.Incremental.P50:0.#} ms, p99 {result.Incremental.P99:0.#} ms");
+            Console.Error.WriteLine($"  {mode} {size}×{endpoints} ({result.Runtime} worker): cold {result.ColdSyncMs:0} ms, single change p50 {result.Incremental.P50:0.#} ms, p99 {result.Incremental.P99:0.#} ms");
         }
         Write(results, output);
         Console.WriteLine(BenchReport.Markdown(results, Machine()) + ModeRatios.Markdown(results));

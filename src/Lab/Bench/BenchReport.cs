@@ -10,7 +10,7 @@ public static class BenchReport
     public static string Markdown(IReadOnlyList<BenchResult> results, string machine)
     {
         var md = new StringBuilder();
-        md.Append(CultureInfo.InvariantCulture, $"Machine: {machine}\n\n");
+        md.Append(CultureInfo.InvariantCulture, $"Machine: {machine}\n\n{Worker(results)}\n\n");
         md.Append("| mode | services × endpoints | cold sync | full resync | periodic sync, nothing changed p50 / max | floor (tool alone) | overhead | single change p50 / p90 / p99 / max | endpoint change / service added p50 | change floor (tool alone) p50 | churn offered → absorbed, p99 (bounded) | peak RSS | CPU | kernel objects | connect first / last service |\n");
         md.Append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | ---: | ---: | --- | --- |\n");
         foreach (var r in results)
@@ -26,6 +26,20 @@ public static class BenchReport
         return md.ToString();
     }
 
+    /// <summary>
+    /// The runtime of the workers that measured <paramref name="results"/>, as a line under the machine: one when they
+    /// agree (every run of the lab has one worker), otherwise each row's, so a table never mixes them unsaid.
+    /// </summary>
+    internal static string Worker(IReadOnlyList<BenchResult> results)
+    {
+        var runtimes = results.Select(r => Runtime(r)).Distinct().ToList();
+        return runtimes.Count <= 1
+            ? $"Worker: {runtimes.FirstOrDefault("none")}"
+            : $"Workers differ: {string.Join(", ", results.Select(r => $"{r.Mode} {r.Services} × {r.EndpointsPerService} {Runtime(r)}"))}";
+    }
+
+    private static string Runtime(BenchResult r) => r.Runtime.Length > 0 ? r.Runtime : "not recorded";
+
     /// <summary>The endpoint kinds' p50s as a range ("0.49–0.59 ms"), or one value when they agree to the shown precision.</summary>
     private static string EndpointChange(BenchResult r)
     {
@@ -39,13 +53,13 @@ public static class BenchReport
 
     public static string Csv(IReadOnlyList<BenchResult> results)
     {
-        var csv = new StringBuilder("mode,services,endpoints,cold_sync_ms,full_resync_ms,periodic_noop_p50_ms,periodic_noop_max_ms,floor_ms,overhead,incremental_p50_ms,incremental_p90_ms,incremental_p99_ms,incremental_max_ms,change_floor_p50_ms,churn_offered,churn_absorbed,churn_p99_ms,churn_bounded,peak_rss_mb,cpu_s,first_connect_ms,last_connect_ms\n");
+        var csv = new StringBuilder("mode,services,endpoints,cold_sync_ms,full_resync_ms,periodic_noop_p50_ms,periodic_noop_max_ms,floor_ms,overhead,incremental_p50_ms,incremental_p90_ms,incremental_p99_ms,incremental_max_ms,change_floor_p50_ms,churn_offered,churn_absorbed,churn_p99_ms,churn_bounded,peak_rss_mb,cpu_s,first_connect_ms,last_connect_ms,runtime\n");
         foreach (var r in results)
             csv.Append(CultureInfo.InvariantCulture,
                 $"{r.Mode},{r.Services},{r.EndpointsPerService},{r.ColdSyncMs:0.###},{r.FullResyncMs:0.###},{r.PeriodicNoOp.P50:0.###},{r.PeriodicNoOp.Max:0.###},{r.FloorMs:0.###},{r.OverheadRatio:0.###}," +
                 $"{r.Incremental.P50:0.###},{r.Incremental.P90:0.###},{r.Incremental.P99:0.###},{r.Incremental.Max:0.###},{r.ChangeFloor.P50:0.###}," +
                 $"{r.Churn.OfferedPerSecond:0.###},{r.Churn.AchievedPerSecond:0.###},{r.Churn.Latency.P99:0.###},{r.Churn.Bounded.ToString().ToLowerInvariant()}," +
-                $"{r.PeakRssMb:0.#},{r.CpuSeconds:0.###},{r.FirstServiceConnectMs:0.####},{r.LastServiceConnectMs:0.####}\n");
+                $"{r.PeakRssMb:0.#},{r.CpuSeconds:0.###},{r.FirstServiceConnectMs:0.####},{r.LastServiceConnectMs:0.####},{Runtime(r)}\n");
         return csv.ToString();
     }
 

@@ -14,15 +14,18 @@ internal sealed class BenchSandbox : IAsyncDisposable
     private const string NodeName = "bench-node";
     private readonly ClusterSandbox _sandbox;
     private readonly string[] _pods;
+    private readonly WorkerBinary _worker;
     private EbpfPlace? _ebpf;
 
-    private BenchSandbox(ClusterSandbox sandbox, string[] pods)
+    private BenchSandbox(ClusterSandbox sandbox, string[] pods, WorkerBinary worker)
     {
         _sandbox = sandbox;
         _pods = pods;
+        _worker = worker;
     }
 
-    public static async Task<BenchSandbox> CreateAsync(CancellationToken cancellationToken)
+    /// <summary>Builds the sandbox whose workers run <paramref name="worker"/>.</summary>
+    public static async Task<BenchSandbox> CreateAsync(WorkerBinary worker, CancellationToken cancellationToken)
     {
         if (Environment.UserName != "root") throw new UsageException("the benchmark needs root: it builds network namespaces and programs their kernel rules");
         // The pods' HTTP servers start within 3 s here; in the VM lane (bench --in-vm) under load they took longer.
@@ -30,7 +33,7 @@ internal sealed class BenchSandbox : IAsyncDisposable
         try
         {
             var pods = new[] { await sandbox.AddPodAsync("real-0", [SyntheticCluster.PodPort], cancellationToken), await sandbox.AddPodAsync("real-1", [SyntheticCluster.PodPort], cancellationToken) };
-            return new BenchSandbox(sandbox, [.. pods.Select(p => p.IP)]);
+            return new BenchSandbox(sandbox, [.. pods.Select(p => p.IP)], worker);
         }
         catch
         {
@@ -56,9 +59,8 @@ internal sealed class BenchSandbox : IAsyncDisposable
     /// </summary>
     public async Task<string?> RunWorkerAsync(WorkerSettings settings, CancellationToken cancellationToken)
     {
-        var (file, prefix) = ProxyProcess.Executable(ProxyProcess.Lab);
         var json = JsonSerializer.Serialize(settings, BenchJsonContext.Default.WorkerSettings);
-        await using var worker = _sandbox.Node.StartProcess(file, [.. prefix, "bench-worker", $"--settings={json}"]);
+        await using var worker = _sandbox.Node.StartProcess(_worker.File, [.. _worker.Prefix, $"--settings={json}"]);
         worker.LineReceived += (_, line, isError) => { if (isError) Console.Error.WriteLine(line); };
         await worker.WaitForExitAsync(cancellationToken);
         var output = string.Join('\n', worker.StandardOutputLines);

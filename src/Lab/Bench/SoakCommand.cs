@@ -26,12 +26,14 @@ public static class SoakCommand
         var maxLatency = new Option<double>("--max-latency") { Description = "Target: no change slower than this, milliseconds", DefaultValueFactory = _ => 2000 };
         var maxSlope = new Option<double>("--max-rss-slope") { Description = "Target: RSS slope after warm-up at most this, MiB per minute", DefaultValueFactory = _ => 1 };
         var output = new Option<string>("--out") { Description = "Results folder", DefaultValueFactory = _ => "soak-results" };
-        foreach (var option in new Option[] { mode, services, endpoints, rate, seconds, warmup, maxLatency, maxSlope, output }) command.Options.Add(option);
+        var worker = new Option<string?>("--worker") { Description = WorkerBinary.OptionDescription };
+        foreach (var option in new Option[] { mode, services, endpoints, rate, seconds, warmup, maxLatency, maxSlope, output, worker }) command.Options.Add(option);
         command.SetAction(async (result, token) =>
         {
             try
             {
                 var modeName = result.GetValue(mode)!;
+                var workerBinary = WorkerBinary.Resolve(result.GetValue(worker));
                 await BenchCommand.RequireRunnableAsync(modeName, token);
                 var size = result.GetValue(services);
                 if (size is < 2 or > 100_000) throw new UsageException("--services must be from 2 to 100000");
@@ -46,7 +48,7 @@ public static class SoakCommand
                 var soak = new SoakSettings(perSecond, TimeSpan.FromSeconds(duration), TimeSpan.FromSeconds(warm),
                     // About 20 samples in a short run, one every 5 s in a long one.
                     TimeSpan.FromSeconds(Math.Clamp(duration / 20, 0.25, 5)), result.GetValue(maxLatency), result.GetValue(maxSlope));
-                return await RunAsync(modeName, size, perService, soak, result.GetValue(output)!, token);
+                return await RunAsync(workerBinary, modeName, size, perService, soak, result.GetValue(output)!, token);
             }
             catch (UsageException e)
             {
@@ -57,10 +59,10 @@ public static class SoakCommand
         return command;
     }
 
-    private static async Task<int> RunAsync(string mode, int services, int endpoints, SoakSettings soak, string output, CancellationToken cancellationToken)
+    private static async Task<int> RunAsync(WorkerBinary worker, string mode, int services, int endpoints, SoakSettings soak, string output, CancellationToken cancellationToken)
     {
-        Console.Error.WriteLine($"Soaking {mode} at {services} services × {endpoints} endpoints: {soak.Rate:0.#} changes/s for {soak.Duration.TotalSeconds:0.#} s");
-        await using var sandbox = await BenchSandbox.CreateAsync(cancellationToken);
+        Console.Error.WriteLine($"Soaking {mode} at {services} services × {endpoints} endpoints: {soak.Rate:0.#} changes/s for {soak.Duration.TotalSeconds:0.#} s; worker: {worker}");
+        await using var sandbox = await BenchSandbox.CreateAsync(worker, cancellationToken);
         var json = await sandbox.RunWorkerAsync(sandbox.Settings(mode, services, endpoints) with { Soak = soak }, cancellationToken);
         if (json is null) return 1;
         var result = JsonSerializer.Deserialize(json, BenchJsonContext.Default.SoakResult)!;
@@ -77,7 +79,7 @@ public static class SoakCommand
         File.WriteAllText(Path.Combine(output, "soak-latency.svg"), LatencyChart(result));
         Console.WriteLine(Markdown(result, machine));
         Console.WriteLine($"Results in {Path.GetFullPath(output)}: soak.md, soak.json, soak-rss.csv, soak-latency.csv, soak-rss.svg, soak-latency.svg");
-        var misses = result.Misses();
+        var misses = Misses(result);
         if (misses.Count == 0) return 0;
         Console.Error.WriteLine($"{ProxyProcess.Lab} soak: missed: {string.Join("; ", misses)}");
         return 1;
@@ -90,6 +92,7 @@ public static class SoakCommand
         var rss = r.Rss.Count == 0 ? "none" : $"{r.Rss.Min(x => x.RssMib):0} → {r.Rss.Max(x => x.RssMib):0} MiB (first {r.Rss[0].RssMib:0}, last {r.Rss[^1].RssMib:0}; {r.Rss.Count} samples every {s.SampleEvery.TotalSeconds:0.##} s)";
         var md = new StringBuilder();
         md.Append(CultureInfo.InvariantCulture, $"Machine: {machine}\n\n");
+        md.Append(CultureInfo.InvariantCulture, $"Worker: {r.Runtime}\n\n");
         md.Append(CultureInfo.InvariantCulture, $"Soak: {r.Mode}, {r.Services} services × {r.EndpointsPerService} endpoints, {s.Rate:0.#} changes/s for {s.Duration.TotalSeconds:0.#} s (each change one endpoint replaced)\n\n");
         md.Append("| measure | measured | target |\n| --- | --- | --- |\n");
         void Row(string measure, string measured, string target = "") => md.Append(CultureInfo.InvariantCulture, $"| {measure} | {measured} | {target} |\n");
@@ -105,9 +108,27 @@ public static class SoakCommand
         Row("peak RSS (VmHWM, the cold sync included)", $"{r.PeakRssMib:0} MiB");
         Row("cold sync", BenchReport.Ms(r.ColdSyncMs));
         Row("CPU (whole worker)", $"{r.CpuSeconds:0.#} s");
-        var misses = r.Misses();
+        var misses = Misses(r);
         md.Append(CultureInfo.InvariantCulture, $"\n{(misses.Count == 0 ? "Every target met." : "Missed: " + string.Join("; ", misses))}\n");
         return md.ToString();
+    }
+
+    /// <summary>Each target the soak missed, in words; empty when it met them all.</summary>
+    internal static List<string> Misses(SoakResult r)
+    {
+        var misses = new List<string>();
+        var lost = r.ChangesSent - r.ChangesConfirmed;
+        if (lost > 0) misses.Add($"{lost} of {r.ChangesSent} changes never reached the kernel (first: {r.Unconfirmed.FirstOrDefault()})");
+        if (r.KernelMissingCount > 0 || r.KernelUnexpectedCount > 0)
+            misses.Add($"the kernel's endpoints differ from the cluster's after the soak: {r.KernelMissingCount} missing, {r.KernelUnexpectedCount} unexpected");
+        if (r.KernelEndpointsExpected == 0) misses.Add("the kernel check had no endpoints to look for");
+        if (r.AboveLimit > 0) misses.Add($"{r.AboveLimit} changes took longer than {BenchReport.Ms(r.Settings.LatencyLimitMs)} to reach the kernel (max {BenchReport.Ms(r.Latency.Max)})");
+        if (r.RssSlopeMibPerMinute is not { } slope) misses.Add($"too few RSS samples after the {r.Settings.Warmup.TotalSeconds:0.#} s warm-up to fit a slope ({r.RssSamplesInSlope})");
+        else if (slope > r.Settings.MaxRssSlopeMibPerMinute)
+            misses.Add(string.Create(CultureInfo.InvariantCulture, $"RSS grew {slope:0.###} MiB/min after warm-up (limit {r.Settings.MaxRssSlopeMibPerMinute:0.###} MiB/min)"));
+        if (r.AchievedPerSecond < r.Settings.Rate * SoakSettings.MinRateShare)
+            misses.Add(string.Create(CultureInfo.InvariantCulture, $"changes were made at {r.AchievedPerSecond:0.#}/s, below {SoakSettings.MinRateShare:P0} of the {r.Settings.Rate:0.#}/s asked"));
+        return misses;
     }
 
     private static string RssChart(SoakResult r)

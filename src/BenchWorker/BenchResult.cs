@@ -21,6 +21,8 @@ public sealed record ChurnResult(double OfferedPerSecond, double AchievedPerSeco
 public sealed record BenchResult
 {
     public required string Mode { get; init; }
+    /// <summary>The worker that measured it: "native AOT" (the published worker, as the daemon ships) or "JIT" (a build).</summary>
+    public string Runtime { get; init; } = "";
     public required int Services { get; init; }
     public required int EndpointsPerService { get; init; }
     /// <summary>Whole cluster present → kernel fully programmed.</summary>

@@ -1,5 +1,3 @@
-using System.Globalization;
-
 namespace ProxyPlanes.Bench;
 
 /// <summary>What a soak runs and the targets it is held to (issue 15: 100 changes/s for 10 minutes at 5,000 services).</summary>
@@ -19,6 +17,8 @@ public sealed record LatencySlice(double Seconds, int Changes, double P50Ms, dou
 public sealed record SoakResult
 {
     public required string Mode { get; init; }
+    /// <summary>The worker that measured it: "native AOT" or "JIT" (<see cref="BenchResult.Runtime"/>).</summary>
+    public string Runtime { get; init; } = "";
     public required int Services { get; init; }
     public required int EndpointsPerService { get; init; }
     public required SoakSettings Settings { get; init; }
@@ -49,22 +49,4 @@ public sealed record SoakResult
     /// <summary>At most 20 of each.</summary>
     public required List<string> KernelMissing { get; init; }
     public required List<string> KernelUnexpected { get; init; }
-
-    /// <summary>Each target the soak missed, in words; empty when it met them all.</summary>
-    public List<string> Misses()
-    {
-        var misses = new List<string>();
-        var lost = ChangesSent - ChangesConfirmed;
-        if (lost > 0) misses.Add($"{lost} of {ChangesSent} changes never reached the kernel (first: {Unconfirmed.FirstOrDefault()})");
-        if (KernelMissingCount > 0 || KernelUnexpectedCount > 0)
-            misses.Add($"the kernel's endpoints differ from the cluster's after the soak: {KernelMissingCount} missing, {KernelUnexpectedCount} unexpected");
-        if (KernelEndpointsExpected == 0) misses.Add("the kernel check had no endpoints to look for");
-        if (AboveLimit > 0) misses.Add($"{AboveLimit} changes took longer than {BenchReport.Ms(Settings.LatencyLimitMs)} to reach the kernel (max {BenchReport.Ms(Latency.Max)})");
-        if (RssSlopeMibPerMinute is not { } slope) misses.Add($"too few RSS samples after the {Settings.Warmup.TotalSeconds:0.#} s warm-up to fit a slope ({RssSamplesInSlope})");
-        else if (slope > Settings.MaxRssSlopeMibPerMinute)
-            misses.Add(string.Create(CultureInfo.InvariantCulture, $"RSS grew {slope:0.###} MiB/min after warm-up (limit {Settings.MaxRssSlopeMibPerMinute:0.###} MiB/min)"));
-        if (AchievedPerSecond < Settings.Rate * SoakSettings.MinRateShare)
-            misses.Add(string.Create(CultureInfo.InvariantCulture, $"changes were made at {AchievedPerSecond:0.#}/s, below {SoakSettings.MinRateShare:P0} of the {Settings.Rate:0.#}/s asked"));
-        return misses;
-    }
 }

@@ -20,12 +20,22 @@ public sealed record WorkerSettings(
     string? BpfFs = null, string? BpfCgroup = null);
 
 /// <summary>
-/// `proxyplanes-lab bench-worker`: runs inside the sandbox's node namespace with the real controller
+/// The worker (`proxyplanes-bench-worker`, started by `proxyplanes-lab bench` and `soak`): runs inside the sandbox's node namespace with the real controller
 /// and backend in-process, so every change is timed exactly from the source event (the sink call)
 /// to "the kernel has it" (the backend's sync returned). Prints one JSON result.
 /// </summary>
 public static class BenchWorker
 {
+    /// <summary>The worker's executable: its apphost and <c>proxyplanes-bench-worker.dll</c> (JIT), or one native binary (published).</summary>
+    public const string Name = "proxyplanes-bench-worker";
+
+    /// <summary>
+    /// What this process runs on, as the reports name it: "native AOT" (published) or "JIT" (a build). Asked of the JIT
+    /// itself: it has compiled methods by now in a JIT process and none exist in a native one. (Not
+    /// <c>RuntimeFeature.IsDynamicCodeSupported</c>: <c>PublishAot</c> turns that off in the JIT build's runtimeconfig too.)
+    /// </summary>
+    public static string Runtime => System.Runtime.JitInfo.GetCompiledMethodCount() > 0 ? "JIT" : "native AOT";
+
     private const int PeriodicSyncs = 20;
     private const int ChangeFloorRounds = 10;
     public const string SyncLogVariable = "PROXYPLANES_BENCH_SYNC_LOG";
@@ -127,6 +137,7 @@ public static class BenchWorker
         var result = new BenchResult
         {
             Mode = settings.Mode,
+            Runtime = Runtime,
             Services = settings.Services,
             EndpointsPerService = settings.Endpoints,
             ColdSyncMs = cold.TotalMilliseconds,

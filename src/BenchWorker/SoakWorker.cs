@@ -59,6 +59,7 @@ internal static class SoakWorker
         return new SoakResult
         {
             Mode = settings.Mode,
+            Runtime = BenchWorker.Runtime,
             Services = settings.Services,
             EndpointsPerService = settings.Endpoints,
             Settings = soak,
