@@ -76,7 +76,9 @@ internal static class SoakWorker
             Rss = samples,
             RssSlopeMibPerMinute = inSlope.Length >= 2 ? Slope(inSlope) : null,
             RssSamplesInSlope = inSlope.Length,
-            PeakRssMib = ProcessMemory.Read().PeakMib,
+            // VmHWM at the end, or a sample's RSS if higher: the kernel's high-water mark is only brought up to date on
+            // some unmaps, so memory the GC gave back (madvise) can leave it below an RSS sampled earlier (CI, 2026-12-08).
+            PeakRssMib = Math.Max(ProcessMemory.Read().PeakMib, samples.Count > 0 ? samples.Max(s => Math.Max(s.RssMib, s.PeakMib)) : 0),
             CpuSeconds = self.TotalProcessorTime.TotalSeconds,
             KernelEndpointsExpected = expected.Count,
             KernelEndpointsFound = found.Count,
